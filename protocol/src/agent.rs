@@ -1,0 +1,186 @@
+//! Agents defined in the manager's config, and how a job's prompt fills their
+//! command template: whole argv elements only, never a shell string.
+
+use crate::spec::{JobSpec, SpecError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[agents.NAME]` in the manager's config.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDef {
+    /// argv template; elements may contain `{prompt}`, `{model}`, `{job}`, `{agent}`, `{session}`.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The values a template's placeholders take for one job.
+pub struct TemplateValues<'a> {
+    pub prompt: &'a str,
+    pub model: &'a str,
+    pub job: &'a str,
+    pub agent: &'a str,
+    pub session: &'a str,
+}
+
+/// Substitutes the known placeholders in one argv element, in a single pass,
+/// so a value that itself contains `{model}` is left as written.
+pub fn fill_placeholders(element: &str, values: &TemplateValues<'_>) -> String {
+    let mut out = String::with_capacity(element.len());
+    let mut rest = element;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let known = [
+            ("{prompt}", values.prompt),
+            ("{model}", values.model),
+            ("{job}", values.job),
+            ("{agent}", values.agent),
+            ("{session}", values.session),
+        ]
+        .into_iter()
+        .find(|(key, _)| after.starts_with(key));
+        match known {
+            Some((key, value)) => {
+                out.push_str(value);
+                rest = &after[key.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether any element of a template uses `{model}`.
+fn uses_model(template: &[String]) -> bool {
+    template.iter().any(|e| e.contains("{model}"))
+}
+
+/// The argv and extra environment an agent job runs with.
+#[derive(Debug)]
+pub struct ExpandedAgent {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Expands an agent job against the configured agents.
+pub fn expand_agent_job(
+    job: &JobSpec,
+    agents: &BTreeMap<String, AgentDef>,
+    session: &str,
+) -> Result<ExpandedAgent, SpecError> {
+    let name = job.agent.as_deref().unwrap_or_default();
+    let Some(def) = agents.get(name) else {
+        let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "the manager defines no agents".to_string()
+        } else {
+            format!("known agents: {}", known.join(", "))
+        };
+        return Err(SpecError::job(
+            &job.name,
+            "agent",
+            format!("unknown agent '{name}' ({known})"),
+        ));
+    };
+    let model = job.model.as_deref().or(def.model.as_deref());
+    if model.is_none() && uses_model(&def.command) {
+        return Err(SpecError::job(
+            &job.name,
+            "model",
+            format!("agent '{name}' needs a model (its command uses {{model}}) and has no default"),
+        ));
+    }
+    let values = TemplateValues {
+        prompt: job.prompt.as_deref().unwrap_or_default(),
+        model: model.unwrap_or_default(),
+        job: &job.name,
+        agent: name,
+        session,
+    };
+    let argv = def
+        .command
+        .iter()
+        .map(|e| fill_placeholders(e, &values))
+        .collect();
+    Ok(ExpandedAgent {
+        argv,
+        env: def.env.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agents() -> BTreeMap<String, AgentDef> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "reviewer".to_string(),
+            AgentDef {
+                command: vec![
+                    "claude".into(),
+                    "-p".into(),
+                    "--model".into(),
+                    "{model}".into(),
+                    "{prompt}".into(),
+                    "job={job}/{session}".into(),
+                ],
+                model: Some("sonnet".into()),
+                ..Default::default()
+            },
+        );
+        m
+    }
+
+    fn job(prompt: &str, model: Option<&str>) -> JobSpec {
+        JobSpec {
+            name: "review".into(),
+            agent: Some("reviewer".into()),
+            prompt: Some(prompt.into()),
+            model: model.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hostile_prompt_stays_one_argument() {
+        let prompt = "$(touch /tmp/pwned); rm -rf ~ {model} `id` \"quoted\" 'single'";
+        let out = expand_agent_job(&job(prompt, Some("haiku")), &agents(), "s1").unwrap();
+        assert_eq!(
+            out.argv,
+            vec!["claude", "-p", "--model", "haiku", prompt, "job=review/s1"]
+        );
+    }
+
+    #[test]
+    fn default_model_and_unknown_agent() {
+        let out = expand_agent_job(&job("hi", None), &agents(), "s1").unwrap();
+        assert_eq!(out.argv[3], "sonnet");
+        let mut other = job("hi", None);
+        other.agent = Some("nobody".into());
+        let e = expand_agent_job(&other, &agents(), "s1").unwrap_err();
+        assert!(e.to_string().contains("unknown agent 'nobody' (known agents: reviewer)"));
+    }
+
+    #[test]
+    fn unknown_braces_are_kept() {
+        let v = TemplateValues {
+            prompt: "p",
+            model: "m",
+            job: "j",
+            agent: "a",
+            session: "s",
+        };
+        assert_eq!(fill_placeholders("{x}{prompt}{", &v), "{x}p{");
+    }
+}

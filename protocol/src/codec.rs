@@ -1,0 +1,216 @@
+//! The framed codec: a 4-byte big-endian length, then a bincode 2 payload.
+//!
+//! This is the only module that names bincode, so the payload format can be
+//! swapped in one place. Frames past the maximum size are refused before their
+//! body is read, and payloads decode under a byte limit so a lying length
+//! inside the payload cannot make us allocate.
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use std::marker::PhantomData;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Default maximum frame size (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Hard ceiling for a configured frame size, and the decode limit of a payload.
+pub const MAX_FRAME_CEILING: usize = 256 * 1024 * 1024;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge { size: usize, limit: usize },
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    #[error("unencodable message: {0}")]
+    Encode(String),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_CEILING>()
+}
+
+/// Encodes a message into a payload (without the length prefix).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a whole payload; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes after the message",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+/// A tokio-util codec reading frames of `In` and writing frames of `Out`.
+pub struct FrameCodec<In, Out> {
+    max_frame: usize,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    pub fn new(max_frame: usize) -> Self {
+        let max_frame = max_frame.clamp(1024, MAX_FRAME_CEILING);
+        FrameCodec {
+            max_frame,
+            _types: PhantomData,
+        }
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl<In, Out> Default for FrameCodec<In, Out> {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+/// Splits one whole frame body off the front of `src`, if it has arrived.
+/// Pure: no I/O, so it is tested on byte slices.
+pub fn split_frame(src: &mut BytesMut, max_frame: usize) -> Result<Option<BytesMut>, CodecError> {
+    if src.len() < 4 {
+        return Ok(None);
+    }
+    let size = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+    if size > max_frame {
+        return Err(CodecError::FrameTooLarge {
+            size,
+            limit: max_frame,
+        });
+    }
+    if src.len() < 4 + size {
+        src.reserve(4 + size - src.len());
+        return Ok(None);
+    }
+    src.advance(4);
+    Ok(Some(src.split_to(size)))
+}
+
+impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match split_frame(src, self.max_frame)? {
+            Some(frame) => decode(&frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None if src.is_empty() => Ok(None),
+            None => Err(CodecError::Truncated),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let payload = encode(&item)?;
+        if payload.len() > self.max_frame {
+            return Err(CodecError::FrameTooLarge {
+                size: payload.len(),
+                limit: self.max_frame,
+            });
+        }
+        dst.reserve(4 + payload.len());
+        dst.put_u32(payload.len() as u32);
+        dst.extend_from_slice(&payload);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Msg {
+        n: u32,
+        text: String,
+    }
+
+    type Codec = FrameCodec<Msg, Msg>;
+
+    #[test]
+    fn round_trips_and_waits_for_whole_frames() {
+        let mut codec = Codec::default();
+        let mut buf = BytesMut::new();
+        let msg = Msg {
+            n: 7,
+            text: "hello".into(),
+        };
+        codec
+            .encode(
+                Msg {
+                    n: 7,
+                    text: "hello".into(),
+                },
+                &mut buf,
+            )
+            .unwrap();
+        let mut partial = buf.split_to(buf.len() - 1);
+        assert!(codec.decode(&mut partial).unwrap().is_none());
+        partial.unsplit(buf);
+        assert_eq!(codec.decode(&mut partial).unwrap(), Some(msg));
+    }
+
+    #[test]
+    fn refuses_a_huge_length_prefix_before_reading_the_body() {
+        let mut codec = Codec::default();
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2][..]);
+        match codec.decode(&mut buf) {
+            Err(CodecError::FrameTooLarge { size, .. }) => assert_eq!(size, u32::MAX as usize),
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_payload_is_a_decode_error() {
+        let mut codec = Codec::default();
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(codec.decode(&mut buf), Err(CodecError::Decode(_))));
+    }
+
+    #[test]
+    fn eof_inside_a_frame_is_truncated() {
+        let mut codec = Codec::default();
+        let mut buf = BytesMut::from(&[0, 0, 0, 10, 1, 2][..]);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(CodecError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn refuses_to_encode_past_the_limit() {
+        let mut codec = Codec::new(1024);
+        let mut buf = BytesMut::new();
+        let big = Msg {
+            n: 1,
+            text: "x".repeat(4096),
+        };
+        assert!(matches!(
+            codec.encode(big, &mut buf),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+    }
+}

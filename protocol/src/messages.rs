@@ -1,0 +1,187 @@
+//! Every message exchanged between cli, manager and worker.
+//!
+//! A connection starts with a `Handshake` from the peer and a
+//! `HandshakeReply` from the manager; after that a client speaks
+//! `ClientRequest`/`ClientResponse` and a worker speaks
+//! `WorkerToManager`/`ManagerToWorker`.
+
+use crate::ids::{JobKey, SessionId};
+use crate::model::{ExitInfo, JobStatus, SessionStatus, SessionSummary, SessionView, WorkerView};
+use crate::spec::{BatchSpec, SpecErrors};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// First bytes of every handshake, so a stray peer is told apart from an old aam.
+pub const MAGIC: [u8; 4] = *b"AAM\x01";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Worker,
+    Client,
+}
+
+/// The first frame of every connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Handshake {
+    pub magic: [u8; 4],
+    pub version: u32,
+    pub role: Role,
+    pub token: String,
+}
+
+impl Handshake {
+    pub fn new(role: Role, token: impl Into<String>) -> Self {
+        Handshake {
+            magic: MAGIC,
+            version: crate::PROTOCOL_VERSION,
+            role,
+            token: token.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HandshakeReply {
+    Accepted { manager_version: String },
+    Rejected { reason: String },
+}
+
+/// How much output a query should carry per job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputWanted {
+    None,
+    /// The last N bytes.
+    Tail(u32),
+    All,
+}
+
+/// A client's request; each gets one response, except `Watch`, which gets a
+/// `Progress` on every change until the session ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Submit { batch: BatchSpec },
+    ListSessions,
+    Session { session: SessionId, output: OutputWanted },
+    Logs { session: SessionId, job: String },
+    Workers,
+    Watch { session: SessionId },
+}
+
+/// What kind of failure an `Error` response reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request was malformed or names something invalid.
+    BadRequest,
+    NotFound,
+    /// The manager could not do it (store failure, shutting down).
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    Submitted { session: SessionId, jobs: u32 },
+    Invalid(SpecErrors),
+    Sessions(Vec<SessionSummary>),
+    Session(SessionView),
+    Logs {
+        status: JobStatus,
+        #[serde(with = "serde_bytes")]
+        output: Vec<u8>,
+        output_bytes: u64,
+    },
+    Workers(Vec<WorkerView>),
+    Progress(SessionSummary),
+    Error { kind: ErrorKind, message: String },
+}
+
+/// A job as a worker receives it: everything needed to run it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub job: JobKey,
+    pub attempt: u32,
+    pub session_name: String,
+    pub job_name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+}
+
+/// A (job, attempt) a worker is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttemptRef {
+    pub job: JobKey,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkerToManager {
+    /// First message after the handshake; `running` lists jobs kept across a reconnect.
+    Register {
+        name: String,
+        slots: u32,
+        labels: BTreeMap<String, String>,
+        running: Vec<AttemptRef>,
+    },
+    Heartbeat,
+    Output {
+        attempt: AttemptRef,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Finished { attempt: AttemptRef, exit: ExitInfo },
+    /// The job could not be started at all (no such program, bad workdir).
+    SpawnFailed { attempt: AttemptRef, error: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ManagerToWorker {
+    Registered { heartbeat_ms: u64 },
+    Assign(Assignment),
+    /// Stop this attempt: it is not (or no longer) this worker's to run.
+    Kill(AttemptRef),
+    /// The registration was refused; the worker should not retry as is.
+    Refused { reason: String },
+}
+
+/// A session's progress, for `Watch` subscribers.
+pub fn is_final(status: SessionStatus) -> bool {
+    status.is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn messages_round_trip_through_the_codec() {
+        let h = Handshake::new(Role::Worker, "secret");
+        assert_eq!(decode::<Handshake>(&encode(&h).unwrap()).unwrap(), h);
+        let out = WorkerToManager::Output {
+            attempt: AttemptRef {
+                job: JobKey {
+                    session: SessionId(3),
+                    index: 4,
+                },
+                attempt: 1,
+            },
+            data: vec![0, 1, 2, 255],
+        };
+        assert_eq!(decode::<WorkerToManager>(&encode(&out).unwrap()).unwrap(), out);
+    }
+
+    #[test]
+    fn bytes_are_encoded_compactly() {
+        let out = WorkerToManager::Output {
+            attempt: AttemptRef {
+                job: JobKey {
+                    session: SessionId(3),
+                    index: 4,
+                },
+                attempt: 1,
+            },
+            data: vec![200; 10_000],
+        };
+        assert!(encode(&out).unwrap().len() < 10_020);
+    }
+}

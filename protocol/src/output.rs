@@ -1,0 +1,122 @@
+//! Bounded capture of a job's output: keep the head and the tail, mark the cut.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Default bytes kept per job (1 MiB).
+pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+
+/// A job's output, capped at `cap` bytes: the first half and the last half are
+/// kept, and the bytes between are counted and replaced by one marker line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputCapture {
+    cap: usize,
+    #[serde(with = "serde_bytes")]
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    total: u64,
+}
+
+impl OutputCapture {
+    pub fn new(cap: usize) -> Self {
+        OutputCapture {
+            cap: cap.max(2),
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            total: 0,
+        }
+    }
+
+    /// Bytes the job printed in all.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        let head_cap = self.cap / 2;
+        if self.head.len() < head_cap {
+            let take = data.len().min(head_cap - self.head.len());
+            self.head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        let tail_cap = self.cap - head_cap;
+        if data.len() >= tail_cap {
+            self.tail.clear();
+            self.tail.extend(&data[data.len() - tail_cap..]);
+        } else {
+            let overflow = (self.tail.len() + data.len()).saturating_sub(tail_cap);
+            self.tail.drain(..overflow);
+            self.tail.extend(data);
+        }
+    }
+
+    /// Bytes dropped between head and tail.
+    pub fn omitted(&self) -> u64 {
+        self.total - self.head.len() as u64 - self.tail.len() as u64
+    }
+
+    /// The kept output, with a marker line where bytes were cut.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.tail.len() + 64);
+        out.extend_from_slice(&self.head);
+        let omitted = self.omitted();
+        if omitted > 0 {
+            out.extend_from_slice(omission_marker(omitted).as_bytes());
+        }
+        out.extend(self.tail.iter());
+        out
+    }
+}
+
+/// The line that stands for `n` cut bytes.
+pub fn omission_marker(n: u64) -> String {
+    format!("\n[aam: {n} bytes of output omitted]\n")
+}
+
+/// The last `max` bytes of a rendered output, starting at a line boundary when one is near.
+pub fn tail_of(output: &[u8], max: usize) -> &[u8] {
+    if output.len() <= max {
+        return output;
+    }
+    let start = output.len() - max;
+    match output[start..].iter().position(|&b| b == b'\n') {
+        Some(nl) if nl + 1 < max => &output[start + nl + 1..],
+        _ => &output[start..],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_output_is_kept_whole() {
+        let mut c = OutputCapture::new(100);
+        c.push(b"hello ");
+        c.push(b"world");
+        assert_eq!(c.render(), b"hello world");
+        assert_eq!(c.total(), 11);
+    }
+
+    #[test]
+    fn large_output_keeps_head_and_tail_in_any_chunking() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in [1, 7, 64, 999, 10_000] {
+            let mut c = OutputCapture::new(1000);
+            for part in data.chunks(chunk) {
+                c.push(part);
+            }
+            let mut expected = data[..500].to_vec();
+            expected.extend_from_slice(omission_marker(9000).as_bytes());
+            expected.extend_from_slice(&data[9500..]);
+            assert_eq!(c.render(), expected, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn tail_starts_at_a_line() {
+        assert_eq!(tail_of(b"aaa\nbbb\nccc", 6), b"ccc");
+        assert_eq!(tail_of(b"abc", 6), b"abc");
+    }
+}
