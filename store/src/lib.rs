@@ -1,1 +1,319 @@
-//! placeholder
+//! aam-store: the manager's durable state in sled.
+//!
+//! Sessions, jobs (with their attempt counters) and the captured output of
+//! finished jobs, under a schema version. Writes land in sled's memory at
+//! once; `flush` makes everything written so far durable, and the manager
+//! calls it once for a whole group of changes (group commit). Nothing else in
+//! aam touches sled.
+
+use aam_protocol::codec;
+use aam_protocol::model::{JobRecord, SessionRecord};
+use aam_protocol::{JobKey, SessionId};
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk layout. Bump it when a record changes shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Default sled page cache, set explicitly (sled's own default is 1 GB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const NEXT_SESSION_KEY: &[u8] = b"next_session";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {0} is in use by another aam-manager (its lock is held); stop that manager or choose another --data-dir")]
+    Locked(PathBuf),
+    #[error("data directory {path} holds schema version {found}, newer than this aam-manager understands ({supported}); upgrade aam")]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("store at {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("corrupt record in store: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything the manager rebuilds its state from at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub sessions: Vec<SessionRecord>,
+    /// All jobs, ordered by (session, index).
+    pub jobs: Vec<JobRecord>,
+    pub next_session: u64,
+}
+
+/// A group of writes applied together (then made durable by `flush`).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub sessions: Vec<SessionRecord>,
+    pub jobs: Vec<JobRecord>,
+    pub outputs: Vec<(JobKey, Vec<u8>)>,
+    pub next_session: Option<u64>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+            && self.jobs.is_empty()
+            && self.outputs.is_empty()
+            && self.next_session.is_none()
+    }
+}
+
+/// Handle to the store; cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    sessions: sled::Tree,
+    jobs: sled::Tree,
+    outputs: sled::Tree,
+}
+
+fn session_key(id: SessionId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+fn job_key(key: JobKey) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&key.session.0.to_be_bytes());
+    k[8..].copy_from_slice(&key.index.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+        let path = dir.join("store");
+        let sled_err = |source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_bytes)
+            // Durability comes from our own group-committed flushes.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                other => sled_err(other),
+            })?;
+        let meta = db.open_tree("meta").map_err(sled_err)?;
+        match meta.get(SCHEMA_KEY).map_err(sled_err)? {
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("schema version".into()))?,
+                );
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: dir.to_path_buf(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+        Ok(Store {
+            sessions: db.open_tree("sessions").map_err(sled_err)?,
+            jobs: db.open_tree("jobs").map_err(sled_err)?,
+            outputs: db.open_tree("outputs").map_err(sled_err)?,
+            meta,
+            db,
+            path,
+        })
+    }
+
+    fn err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Applies a group of writes to sled's memory; durable only after `flush`.
+    pub fn apply(&self, changes: Changes) -> Result<()> {
+        let encode = |v: &dyn Fn() -> std::result::Result<Vec<u8>, codec::CodecError>| {
+            v().map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        if !changes.sessions.is_empty() {
+            let mut batch = sled::Batch::default();
+            for s in &changes.sessions {
+                batch.insert(&session_key(s.id), encode(&|| codec::encode(s))?);
+            }
+            self.sessions.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+        if !changes.jobs.is_empty() {
+            let mut batch = sled::Batch::default();
+            for j in &changes.jobs {
+                batch.insert(&job_key(j.key), encode(&|| codec::encode(j))?);
+            }
+            self.jobs.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+        if !changes.outputs.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (key, out) in changes.outputs {
+                batch.insert(&job_key(key), out);
+            }
+            self.outputs.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+        if let Some(next) = changes.next_session {
+            self.meta
+                .insert(NEXT_SESSION_KEY, &next.to_be_bytes())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write applied so far durable. Blocking: call it off the
+    /// actors' threads. Returns the bytes sled wrote.
+    pub fn flush(&self) -> Result<usize> {
+        self.db.flush().map_err(|e| self.err(e))
+    }
+
+    /// Reads everything back, for the manager's start.
+    pub fn load(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        for item in self.sessions.iter() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            snap.sessions
+                .push(codec::decode(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        snap.jobs.reserve(self.jobs.len());
+        for item in self.jobs.iter() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            snap.jobs
+                .push(codec::decode(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        snap.next_session = match self.meta.get(NEXT_SESSION_KEY).map_err(|e| self.err(e))? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("next session id".into()))?,
+            ),
+            None => 1,
+        };
+        Ok(snap)
+    }
+
+    /// The captured output of a finished job.
+    pub fn output(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .outputs
+            .get(job_key(key))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aam_protocol::model::{JobStatus, SessionStatus};
+
+    fn session(id: u64) -> SessionRecord {
+        SessionRecord {
+            id: SessionId(id),
+            name: format!("s{id}"),
+            status: SessionStatus::Running,
+            job_count: 1,
+            created_at_ms: 1,
+            finished_at_ms: None,
+        }
+    }
+
+    fn job(session: u64, index: u32) -> JobRecord {
+        JobRecord {
+            key: JobKey {
+                session: SessionId(session),
+                index,
+            },
+            name: format!("j{index}"),
+            argv: vec!["true".into()],
+            env: vec![],
+            workdir: None,
+            agent: None,
+            depends_on: vec![],
+            status: JobStatus::Queued,
+            attempts: 0,
+            worker: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            exit: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn flushed_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            store
+                .apply(Changes {
+                    sessions: vec![session(2), session(1)],
+                    jobs: vec![job(2, 1), job(1, 0), job(2, 0)],
+                    outputs: vec![(job(1, 0).key, b"out".to_vec())],
+                    next_session: Some(3),
+                })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.next_session, 3);
+        assert_eq!(snap.sessions.len(), 2);
+        let keys: Vec<_> = snap.jobs.iter().map(|j| (j.key.session.0, j.key.index)).collect();
+        assert_eq!(keys, vec![(1, 0), (2, 0), (2, 1)]);
+        assert_eq!(store.output(job(1, 0).key).unwrap().unwrap(), b"out");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        match Store::open(dir.path(), DEFAULT_CACHE_BYTES) {
+            Err(StoreError::Locked(p)) => assert_eq!(p, dir.path()),
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("second open succeeded"),
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            store
+                .meta
+                .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), DEFAULT_CACHE_BYTES).err().unwrap();
+        assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+        assert!(err.to_string().contains("schema version 2"), "{err}");
+    }
+}
