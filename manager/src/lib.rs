@@ -1,1 +1,107 @@
-//! placeholder
+//! aam-manager: the process every worker and client connects to.
+//!
+//! `start` opens the store, rebuilds the model from it, and runs the
+//! scheduler actor and the listener inside the current actix system, so the
+//! `aam-manager` binary and `aam run` (embedded) share one code path.
+
+pub mod client_conn;
+pub mod commit;
+pub mod config;
+pub mod listener;
+pub mod schedule;
+pub mod scheduler;
+pub mod state;
+pub mod token;
+pub mod worker_conn;
+
+use crate::commit::Committer;
+use crate::config::ManagerConfig;
+use crate::listener::Shared;
+use crate::scheduler::{Drain, Scheduler};
+use crate::state::{State, StateConfig};
+use aam_protocol::now_ms;
+use aam_store::Store;
+use actix::prelude::*;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub use config::ConfigError;
+
+/// A running manager.
+pub struct Manager {
+    /// The address it listens on (resolved, so port 0 becomes the real port).
+    pub addr: SocketAddr,
+    pub token: String,
+    /// Where the token was generated or read, when it was not given.
+    pub token_file: Option<PathBuf>,
+    scheduler: Addr<Scheduler>,
+    stop_accepting: Option<oneshot::Sender<()>>,
+}
+
+/// Starts a manager inside the current actix system.
+pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
+    let (token, token_file) = token::load_or_create(config.token.as_deref(), &config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let loaded = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.load()).await??
+    };
+    let (sessions, jobs) = (loaded.sessions.len(), loaded.jobs.len());
+    let state = State::rebuild(
+        StateConfig {
+            limits: config.limits(),
+            output_cap: config.output_cap_bytes,
+            agents: config.agents.clone(),
+            reconnect_grace_ms: config.reconnect_grace_ms,
+        },
+        loaded,
+        now_ms(),
+    );
+    tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
+
+    let committer = Committer::start(store.clone());
+    let scheduler = Scheduler::new(state, store, committer, config.heartbeat_ms).start();
+    let shared = Shared {
+        scheduler: scheduler.clone(),
+        token: Arc::from(token.as_str()),
+        max_frame: config.max_frame_bytes,
+        lease_ms: config.lease_ms,
+        next_worker_id: Arc::new(AtomicU64::new(1)),
+    };
+    let (stop_accepting, stop_rx) = oneshot::channel::<()>();
+    actix::spawn(listener::accept_loop(listener, shared, async move {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(%addr, "manager listening");
+    Ok(Manager {
+        addr,
+        token,
+        token_file,
+        scheduler,
+        stop_accepting: Some(stop_accepting),
+    })
+}
+
+impl Manager {
+    /// Stops accepting connections and waits until every change is durable.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_accepting.take() {
+            let _ = stop.send(());
+        }
+        let (done, drained) = oneshot::channel();
+        if self.scheduler.send(Drain { done }).await.is_ok() {
+            let _ = drained.await;
+        }
+    }
+}

@@ -1,1 +1,92 @@
-fn main() {}
+//! The `aam-manager` binary: parses flags and config, starts the manager,
+//! and shuts it down cleanly on SIGINT or SIGTERM.
+
+use aam_manager::config::ManagerConfig;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "aam-manager", version, about = "The aam manager: schedules agent jobs onto workers")]
+struct Args {
+    /// Address to listen on [default: 127.0.0.1:7410]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory for the store and the generated token [default: ./aam-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Config file (TOML)
+    #[arg(long, env = "AAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Token every connection must present (else AAM_TOKEN, else generated)
+    #[arg(long)]
+    token: Option<String>,
+    /// Log format
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: aam_manager_log::LogFormat,
+}
+
+mod aam_manager_log {
+    #[derive(Clone, Copy, clap::ValueEnum)]
+    pub enum LogFormat {
+        Text,
+        Json,
+    }
+}
+
+fn init_logging(format: aam_manager_log::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        aam_manager_log::LogFormat::Text => builder.init(),
+        aam_manager_log::LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let mut overrides = Vec::new();
+    if let Some(listen) = args.listen {
+        overrides.push(("listen", listen));
+    }
+    if let Some(dir) = &args.data_dir {
+        overrides.push(("data_dir", dir.display().to_string()));
+    }
+    if let Some(token) = args.token {
+        overrides.push(("token", token));
+    }
+    let config = match ManagerConfig::load(args.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aam-manager: {e}");
+            std::process::exit(2);
+        }
+    };
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let manager = aam_manager::start(config).await?;
+        if let Some(path) = &manager.token_file {
+            tracing::info!("token in {}", path.display());
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        manager.shutdown().await;
+        anyhow::Ok(())
+    });
+    if let Err(e) = result {
+        eprintln!("aam-manager: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

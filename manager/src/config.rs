@@ -1,0 +1,229 @@
+//! The manager's configuration: defaults < config file < `AAM_*` environment < flags.
+
+use aam_protocol::agent::AgentDef;
+use aam_protocol::codec::DEFAULT_MAX_FRAME;
+use aam_protocol::output::DEFAULT_OUTPUT_CAP;
+use aam_protocol::spec::Limits;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Every key of the manager's config file (documented in deploy/aam.example.toml).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerConfig {
+    /// TCP address to listen on.
+    pub listen: String,
+    /// Directory of the sled store and the generated token.
+    pub data_dir: PathBuf,
+    /// Shared secret every connection must present; generated when absent.
+    pub token: Option<String>,
+    /// Largest frame accepted or sent, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most jobs in one session.
+    pub max_jobs_per_session: usize,
+    /// Largest single value in a batch (an argument, a prompt, an env value).
+    pub max_field_bytes: usize,
+    /// Output bytes kept per job (head and tail).
+    pub output_cap_bytes: usize,
+    /// How often workers heartbeat.
+    pub heartbeat_ms: u64,
+    /// A worker silent this long is lost.
+    pub lease_ms: u64,
+    /// How long a running job whose worker vanished waits for it to reconnect.
+    pub reconnect_grace_ms: u64,
+    /// sled's page cache.
+    pub sled_cache_bytes: u64,
+    /// Agents jobs can name with `agent = "NAME"`.
+    pub agents: BTreeMap<String, AgentDef>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            listen: aam_protocol::DEFAULT_MANAGER_ADDR.to_string(),
+            data_dir: PathBuf::from("aam-data"),
+            token: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME,
+            max_jobs_per_session: Limits::default().max_jobs,
+            max_field_bytes: Limits::default().max_field_bytes,
+            output_cap_bytes: DEFAULT_OUTPUT_CAP,
+            heartbeat_ms: 1000,
+            lease_ms: 5000,
+            reconnect_grace_ms: 10_000,
+            sled_cache_bytes: aam_store::DEFAULT_CACHE_BYTES,
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
+/// Scalar keys that may come from `AAM_<KEY>` environment variables.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "token",
+    "max_frame_bytes",
+    "max_jobs_per_session",
+    "max_field_bytes",
+    "output_cap_bytes",
+    "heartbeat_ms",
+    "lease_ms",
+    "reconnect_grace_ms",
+    "sled_cache_bytes",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl ManagerConfig {
+    /// Loads the layers. `overrides` are (key, value) pairs from flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, String)],
+    ) -> Result<ManagerConfig, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: "no such file".into(),
+                });
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env_map: config::Map<String, String> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("AAM_")?.to_ascii_lowercase();
+                ENV_KEYS.contains(&key.as_str()).then_some((key, v))
+            })
+            .collect();
+        for (key, value) in env_map {
+            builder = builder
+                .set_override(key, value)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, value.clone())
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let built = builder.build().map_err(|e| match file {
+            Some(path) => ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+            None => ConfigError::Invalid(e.to_string()),
+        })?;
+        let mut cfg: ManagerConfig = built.try_deserialize().map_err(|e| match file {
+            Some(path) => ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+            None => ConfigError::Invalid(e.to_string()),
+        })?;
+        // The config crate folds key case; agent env names must keep theirs,
+        // so agents are read from the file as written.
+        if let Some(path) = file {
+            cfg.agents = read_agents(path)?;
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.lease_ms <= self.heartbeat_ms {
+            return bad(format!(
+                "lease_ms ({}) must be longer than heartbeat_ms ({})",
+                self.lease_ms, self.heartbeat_ms
+            ));
+        }
+        if self.output_cap_bytes < 1024 {
+            return bad("output_cap_bytes must be at least 1024".into());
+        }
+        for (name, agent) in &self.agents {
+            if !aam_protocol::spec::is_valid_name(name) {
+                return bad(format!("agents.{name}: not a valid agent name"));
+            }
+            if agent.command.is_empty() {
+                return bad(format!("agents.{name}.command: the template is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_jobs: self.max_jobs_per_session,
+            max_field_bytes: self.max_field_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+fn read_agents(path: &Path) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
+    #[derive(Deserialize)]
+    struct AgentsOnly {
+        #[serde(default)]
+        agents: BTreeMap<String, AgentDef>,
+    }
+    let err = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let parsed: AgentsOnly = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    Ok(parsed.agents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aam.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:1\"\nlease_ms = 9000\n[agents.Rev]\ncommand = [\"echo\", \"{prompt}\"]\nenv = { RUST_LOG = \"info\" }\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("AAM_LEASE_MS".to_string(), "7000".to_string()),
+            ("AAM_LISTEN".to_string(), "127.0.0.1:2".to_string()),
+            ("AAM_MANAGER".to_string(), "ignored".to_string()),
+        ];
+        let cfg =
+            ManagerConfig::load(Some(&path), env, &[("listen", "127.0.0.1:3".into())]).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:3");
+        assert_eq!(cfg.lease_ms, 7000);
+        assert_eq!(cfg.heartbeat_ms, 1000);
+        let agent = &cfg.agents["Rev"];
+        assert_eq!(agent.env["RUST_LOG"], "info");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aam.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let e = ManagerConfig::load(Some(&path), vec![], &[]).unwrap_err().to_string();
+        assert!(e.contains("aam.toml") && e.contains("lisen"), "{e}");
+        let e = ManagerConfig::load(None, vec![], &[("lease_ms", "10".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lease_ms"), "{e}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Accepts TCP connections, runs the handshake (version, role, token) before
+//! anything else, and hands authenticated connections to a per-connection
+//! actor. A bad peer costs only its own connection.
+
+use crate::client_conn::ClientConn;
+use crate::schedule::WorkerId;
+use crate::scheduler::Scheduler;
+use crate::token;
+use crate::worker_conn::WorkerConn;
+use aam_protocol::codec::FrameCodec;
+use aam_protocol::messages::{
+    ClientRequest, ClientResponse, Handshake, HandshakeReply, ManagerToWorker, Role,
+    WorkerToManager, MAGIC,
+};
+use aam_protocol::PROTOCOL_VERSION;
+use actix::prelude::*;
+use futures::{SinkExt, StreamExt};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Framed, FramedRead};
+
+/// A peer must finish its handshake within this time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection actor needs to know.
+#[derive(Clone)]
+pub struct Shared {
+    pub scheduler: Addr<Scheduler>,
+    pub token: Arc<str>,
+    pub max_frame: usize,
+    pub lease_ms: u64,
+    pub next_worker_id: Arc<AtomicU64>,
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn accept_loop(listener: TcpListener, shared: Shared, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    actix::spawn(handshake(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+fn check(handshake: &Handshake, token: &str) -> Result<(), String> {
+    if handshake.magic != MAGIC {
+        return Err("not an aam handshake".into());
+    }
+    if handshake.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this manager speaks version {PROTOCOL_VERSION})",
+            handshake.version
+        ));
+    }
+    if !token::matches(token, &handshake.token) {
+        return Err("invalid token".into());
+    }
+    Ok(())
+}
+
+async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "set_nodelay: {e}");
+    }
+    let mut framed = Framed::new(
+        stream,
+        FrameCodec::<Handshake, HandshakeReply>::new(shared.max_frame),
+    );
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await;
+    let verdict = match first {
+        Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
+        Ok(None) => {
+            tracing::debug!(%peer, "connection closed before its handshake");
+            return;
+        }
+        Ok(Some(Err(e))) => Err(format!("bad handshake frame: {e}")),
+        Ok(Some(Ok(h))) => check(&h, &shared.token).map(|()| h.role),
+    };
+    let role = match verdict {
+        Ok(role) => role,
+        Err(reason) => {
+            tracing::warn!(%peer, "rejected connection: {reason}");
+            let reply = HandshakeReply::Rejected { reason };
+            let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
+            return;
+        }
+    };
+    let accepted = HandshakeReply::Accepted {
+        manager_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    if let Err(e) = framed.send(accepted).await {
+        tracing::debug!(%peer, "handshake reply failed: {e}");
+        return;
+    }
+    let parts = framed.into_parts();
+    let leftover = parts.read_buf;
+    let (read, write) = parts.io.into_split();
+    match role {
+        Role::Worker => {
+            let id: WorkerId = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, id, "worker connection authenticated");
+            WorkerConn::create(move |ctx| {
+                let mut reader = FramedRead::new(
+                    read,
+                    FrameCodec::<WorkerToManager, ManagerToWorker>::new(shared.max_frame),
+                );
+                reader.read_buffer_mut().extend_from_slice(&leftover);
+                ctx.add_stream(reader);
+                WorkerConn {
+                    id,
+                    peer,
+                    writer: actix::io::FramedWrite::new(write, FrameCodec::new(shared.max_frame), ctx),
+                    shared,
+                    name: None,
+                    last_seen: Instant::now(),
+                }
+            });
+        }
+        Role::Client => {
+            tracing::debug!(%peer, "client connection authenticated");
+            ClientConn::create(move |ctx| {
+                let mut reader = FramedRead::new(
+                    read,
+                    FrameCodec::<ClientRequest, ClientResponse>::new(shared.max_frame),
+                );
+                reader.read_buffer_mut().extend_from_slice(&leftover);
+                ctx.add_stream(reader);
+                ClientConn {
+                    peer,
+                    writer: actix::io::FramedWrite::new(write, FrameCodec::new(shared.max_frame), ctx),
+                    shared,
+                }
+            });
+        }
+    }
+}

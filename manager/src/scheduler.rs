@@ -1,0 +1,376 @@
+//! The scheduler actor: the single owner of session and job state
+//! (DESIGN.md invariant 2). It applies every message to its `State`, hands
+//! the resulting changes to the committer, and only once they are durable
+//! lets the replies, assignments and notifications they caused go out.
+
+use crate::client_conn::SessionUpdate;
+use crate::commit::Committer;
+use crate::schedule::WorkerId;
+use crate::state::{State, WorkerEntry};
+use crate::worker_conn::{ToWorker, WorkerConn};
+use aam_protocol::messages::{
+    AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker,
+    WorkerToManager,
+};
+use aam_protocol::model::ExitInfo;
+use aam_protocol::{now_ms, SessionId};
+use aam_store::Store;
+use actix::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A client's request; `reply` gets the direct answer (None when the answer
+/// comes as `SessionUpdate`s to `watcher`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientCall {
+    pub request: ClientRequest,
+    pub reply: oneshot::Sender<Option<ClientResponse>>,
+    pub watcher: Option<Recipient<SessionUpdate>>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerConnected {
+    pub id: WorkerId,
+    pub addr: Addr<WorkerConn>,
+    pub name: String,
+    pub address: String,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub running: Vec<AttemptRef>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerDisconnected {
+    pub id: WorkerId,
+}
+
+/// Any report from a registered worker after its registration.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerReport {
+    pub id: WorkerId,
+    pub report: WorkerToManager,
+}
+
+/// Resolves once everything changed so far is durable (for shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub done: oneshot::Sender<()>,
+}
+
+enum Effect {
+    Reply(oneshot::Sender<Option<ClientResponse>>, Option<ClientResponse>),
+    ToWorker(WorkerId, ManagerToWorker),
+    Notify(SessionId),
+    Watch(SessionId, Recipient<SessionUpdate>),
+    Drained(oneshot::Sender<()>),
+}
+
+pub struct Scheduler {
+    state: State,
+    store: Store,
+    committer: Committer,
+    heartbeat_ms: u64,
+    workers: HashMap<WorkerId, Addr<WorkerConn>>,
+    watchers: HashMap<SessionId, Vec<Recipient<SessionUpdate>>>,
+    /// Effects waiting for their commit, by commit sequence number.
+    waiting: VecDeque<(u64, Vec<Effect>)>,
+    next_seq: u64,
+}
+
+impl Scheduler {
+    pub fn new(state: State, store: Store, committer: Committer, heartbeat_ms: u64) -> Self {
+        Scheduler {
+            state,
+            store,
+            committer,
+            heartbeat_ms,
+            workers: HashMap::new(),
+            watchers: HashMap::new(),
+            waiting: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Runs after every message: dispatch what can run, then commit what
+    /// changed, and hold `effects` until that commit is durable.
+    fn settle(&mut self, ctx: &mut Context<Self>, mut effects: Vec<Effect>) {
+        let now = now_ms();
+        for (worker, assignment) in self.state.dispatch(now) {
+            tracing::debug!(worker, job = %assignment.job_name, session = %assignment.job.session,
+                attempt = assignment.attempt, "dispatching");
+            effects.push(Effect::ToWorker(worker, ManagerToWorker::Assign(assignment)));
+        }
+        let changes = self.state.take_changes();
+        effects.extend(
+            self.state
+                .take_changed_sessions()
+                .into_iter()
+                .map(Effect::Notify),
+        );
+        if changes.is_empty() {
+            // Nothing new to make durable, but what these effects show may
+            // still be in flight: they wait for the last pending commit.
+            match self.waiting.back_mut() {
+                Some((_, pending)) => pending.extend(effects),
+                None => self.release(effects),
+            }
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.waiting.push_back((seq, effects));
+        let durable = self.committer.commit(changes);
+        ctx.spawn(async move { durable.await }.into_actor(self).map(
+            move |result, act, _ctx| {
+                match result.unwrap_or_else(|_| Err("the commit thread stopped".into())) {
+                    Ok(()) => {
+                        while act.waiting.front().is_some_and(|(s, _)| *s <= seq) {
+                            let (_, effects) = act.waiting.pop_front().expect("front exists");
+                            act.release(effects);
+                        }
+                    }
+                    Err(e) => {
+                        // Without a durable store nothing may be acknowledged.
+                        tracing::error!("cannot make state durable ({e}); stopping the manager");
+                        System::current().stop_with_code(1);
+                    }
+                }
+            },
+        ));
+    }
+
+    fn release(&mut self, effects: Vec<Effect>) {
+        let mut notify = BTreeSet::new();
+        for effect in effects {
+            match effect {
+                Effect::Reply(tx, response) => {
+                    let _ = tx.send(response);
+                }
+                Effect::ToWorker(id, msg) => match self.workers.get(&id) {
+                    Some(addr) => addr.do_send(ToWorker(msg)),
+                    None => tracing::debug!(worker = id, "worker left before a message reached it"),
+                },
+                Effect::Notify(session) => {
+                    notify.insert(session);
+                }
+                Effect::Watch(session, recipient) => {
+                    if let Some(summary) = self.state.summary(session) {
+                        recipient.do_send(SessionUpdate(summary.clone()));
+                        if !summary.status.is_terminal() {
+                            self.watchers.entry(session).or_default().push(recipient);
+                        }
+                    }
+                }
+                Effect::Drained(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        for session in notify {
+            let Some(list) = self.watchers.get_mut(&session) else {
+                continue;
+            };
+            let Some(summary) = self.state.summary(session) else {
+                continue;
+            };
+            list.retain(|r| r.connected());
+            for r in list.iter() {
+                r.do_send(SessionUpdate(summary.clone()));
+            }
+            if summary.status.is_terminal() || list.is_empty() {
+                self.watchers.remove(&session);
+            }
+        }
+    }
+
+    fn answer(&mut self, request: ClientRequest, watcher: Option<Recipient<SessionUpdate>>) -> (Option<ClientResponse>, Option<Effect>) {
+        let not_found = |session: SessionId| ClientResponse::Error {
+            kind: ErrorKind::NotFound,
+            message: format!("no session {session}"),
+        };
+        let store = self.store.clone();
+        let stored = move |key| store.output(key).ok().flatten();
+        let response = match request {
+            ClientRequest::Submit { batch } => {
+                let name = batch.name.clone();
+                match self.state.submit(batch, now_ms()) {
+                    Ok((session, jobs)) => {
+                        tracing::info!(session = %session, name = %name, jobs, "session submitted");
+                        ClientResponse::Submitted { session, jobs }
+                    }
+                    Err(errors) => ClientResponse::Invalid(errors),
+                }
+            }
+            ClientRequest::ListSessions => ClientResponse::Sessions(self.state.summaries()),
+            ClientRequest::Session { session, output } => {
+                match self.state.view(session, output, &stored) {
+                    Some(view) => ClientResponse::Session(view),
+                    None => not_found(session),
+                }
+            }
+            ClientRequest::Logs { session, job } => match self.state.logs(session, &job, &stored) {
+                Ok((status, output, output_bytes)) => ClientResponse::Logs {
+                    status,
+                    output,
+                    output_bytes,
+                },
+                Err(message) => ClientResponse::Error {
+                    kind: ErrorKind::NotFound,
+                    message,
+                },
+            },
+            ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
+            ClientRequest::Watch { session } => {
+                if !self.state.session_exists(session) {
+                    not_found(session)
+                } else if let Some(w) = watcher {
+                    return (None, Some(Effect::Watch(session, w)));
+                } else {
+                    ClientResponse::Error {
+                        kind: ErrorKind::BadRequest,
+                        message: "watch needs a subscriber".into(),
+                    }
+                }
+            }
+        };
+        (Some(response), None)
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Bounds `send` from connection actors (output chunks wait here).
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(Duration::from_millis(200), |act, ctx| {
+            if act.state.expire_orphans(now_ms()) > 0 {
+                tracing::info!("requeued jobs whose worker did not come back");
+            }
+            act.settle(ctx, Vec::new());
+        });
+    }
+}
+
+impl Handler<ClientCall> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, call: ClientCall, ctx: &mut Context<Self>) {
+        let (response, extra) = self.answer(call.request, call.watcher);
+        let mut effects = vec![Effect::Reply(call.reply, response)];
+        effects.extend(extra);
+        self.settle(ctx, effects);
+    }
+}
+
+impl Handler<WorkerConnected> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerConnected, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let entry = WorkerEntry {
+            name: msg.name.clone(),
+            address: msg.address,
+            slots: msg.slots,
+            labels: msg.labels,
+            running: Default::default(),
+            connected_at_ms: now,
+            last_heartbeat_ms: now,
+        };
+        let registration = self.state.register_worker(msg.id, entry, &msg.running, now);
+        if let Some(old) = registration.replaced {
+            if let Some(addr) = self.workers.remove(&old) {
+                tracing::info!(worker = %msg.name, "a new connection replaces the old one");
+                addr.do_send(ToWorker(ManagerToWorker::Refused {
+                    reason: "replaced by a newer connection of the same worker".into(),
+                }));
+            }
+        }
+        tracing::info!(worker = %msg.name, slots = msg.slots, adopted = registration.adopted.len(),
+            killed = registration.kill.len(), "worker registered");
+        self.workers.insert(msg.id, msg.addr);
+        let mut effects = vec![Effect::ToWorker(
+            msg.id,
+            ManagerToWorker::Registered {
+                heartbeat_ms: self.heartbeat_ms,
+            },
+        )];
+        effects.extend(
+            registration
+                .kill
+                .into_iter()
+                .map(|a| Effect::ToWorker(msg.id, ManagerToWorker::Kill(a))),
+        );
+        self.settle(ctx, effects);
+    }
+}
+
+impl Handler<WorkerDisconnected> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerDisconnected, ctx: &mut Context<Self>) {
+        if self.workers.remove(&msg.id).is_some() {
+            if let Some(name) = self.state.worker_name(msg.id) {
+                tracing::info!(worker = %name, "worker disconnected");
+            }
+            self.state.worker_gone(msg.id, now_ms());
+        }
+        self.settle(ctx, Vec::new());
+    }
+}
+
+impl Handler<WorkerReport> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerReport, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        match msg.report {
+            WorkerToManager::Heartbeat => {
+                self.state.heartbeat(msg.id, now);
+                return;
+            }
+            WorkerToManager::Output { attempt, data } => {
+                self.state.job_output(attempt, &data);
+                return;
+            }
+            WorkerToManager::Finished { attempt, exit } => {
+                self.finish(msg.id, attempt, Some(exit), None, now);
+            }
+            WorkerToManager::SpawnFailed { attempt, error } => {
+                let exit = ExitInfo {
+                    code: None,
+                    signal: None,
+                    duration_ms: 0,
+                };
+                self.finish(msg.id, attempt, Some(exit), Some(format!("could not start: {error}")), now);
+            }
+            WorkerToManager::Register { .. } => {}
+        }
+        self.settle(ctx, Vec::new());
+    }
+}
+
+impl Scheduler {
+    fn finish(&mut self, worker: WorkerId, attempt: AttemptRef, exit: Option<ExitInfo>, reason: Option<String>, now: u64) {
+        if self.state.job_finished(attempt, exit, reason, now) {
+            tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
+        } else {
+            tracing::info!(worker, job = %attempt.job, attempt = attempt.attempt,
+                "ignoring a report of a stale attempt");
+        }
+    }
+}
+
+impl Handler<Drain> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
+        self.settle(ctx, vec![Effect::Drained(msg.done)]);
+    }
+}

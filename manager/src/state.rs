@@ -1,0 +1,1007 @@
+//! The manager's model of sessions, jobs and workers, and every transition
+//! between states. Plain data and methods, no actors and no I/O: the
+//! scheduler actor owns one `State`, and persists what `take_changes` returns.
+
+use crate::schedule::{plan, WorkerCapacity, WorkerId};
+use aam_protocol::agent::{expand_agent_job, AgentDef};
+use aam_protocol::messages::{Assignment, AttemptRef, OutputWanted};
+use aam_protocol::model::{
+    ExitInfo, JobRecord, JobStatus, JobView, SessionRecord, SessionStatus, SessionSummary,
+    SessionView, WorkerView,
+};
+use aam_protocol::output::{tail_of, OutputCapture};
+use aam_protocol::spec::{validate, BatchSpec, Limits, SpecError, SpecErrors};
+use aam_protocol::{JobKey, SessionId};
+use aam_store::{Changes, Snapshot};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+fn status_slot(status: JobStatus) -> usize {
+    JobStatus::ALL.iter().position(|s| *s == status).unwrap_or(0)
+}
+
+struct SessionEntry {
+    record: SessionRecord,
+    jobs: Vec<JobRecord>,
+    /// For each job, the jobs that wait on it.
+    dependents: Vec<Vec<u32>>,
+    /// For each job, how many of its dependencies have not succeeded yet.
+    waiting_on: Vec<u32>,
+    by_name: HashMap<String, u32>,
+    counts: [u32; 8],
+    /// Output of running attempts, kept in memory until they finish.
+    live: HashMap<u32, OutputCapture>,
+}
+
+impl SessionEntry {
+    fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            id: self.record.id,
+            name: self.record.name.clone(),
+            status: self.record.status,
+            created_at_ms: self.record.created_at_ms,
+            finished_at_ms: self.record.finished_at_ms,
+            counts: self.counts,
+            total: self.jobs.len() as u32,
+        }
+    }
+}
+
+/// A connected worker as the model knows it.
+pub struct WorkerEntry {
+    pub name: String,
+    pub address: String,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub running: BTreeSet<JobKey>,
+    pub connected_at_ms: u64,
+    pub last_heartbeat_ms: u64,
+}
+
+/// Settings the model needs.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    pub limits: Limits,
+    pub output_cap: usize,
+    pub agents: BTreeMap<String, AgentDef>,
+    /// How long a running job whose worker vanished waits for it to come back.
+    pub reconnect_grace_ms: u64,
+}
+
+/// What a worker's registration decided.
+#[derive(Debug, Default, PartialEq)]
+pub struct Registration {
+    /// Attempts the worker reported that are still its own: it keeps running them.
+    pub adopted: Vec<AttemptRef>,
+    /// Attempts it must kill: not (or no longer) assigned to it.
+    pub kill: Vec<AttemptRef>,
+    /// A previous connection under the same name, now replaced.
+    pub replaced: Option<WorkerId>,
+}
+
+pub struct State {
+    config: StateConfig,
+    sessions: BTreeMap<SessionId, SessionEntry>,
+    /// Queued jobs in the order they became queued (FIFO across sessions).
+    /// May hold stale keys; they are skipped when met.
+    queue: VecDeque<JobKey>,
+    next_session: u64,
+    workers: BTreeMap<WorkerId, WorkerEntry>,
+    worker_by_name: HashMap<String, WorkerId>,
+    /// Running jobs whose worker is gone, with the time they are requeued at.
+    orphans: HashMap<JobKey, u64>,
+    dirty_jobs: BTreeSet<JobKey>,
+    dirty_sessions: BTreeSet<SessionId>,
+    outputs: Vec<(JobKey, Vec<u8>)>,
+    next_session_dirty: bool,
+    /// Sessions whose progress changed since the last `take_changed_sessions`.
+    changed: BTreeSet<SessionId>,
+}
+
+impl State {
+    pub fn new(config: StateConfig) -> State {
+        State {
+            config,
+            sessions: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_session: 1,
+            workers: BTreeMap::new(),
+            worker_by_name: HashMap::new(),
+            orphans: HashMap::new(),
+            dirty_jobs: BTreeSet::new(),
+            dirty_sessions: BTreeSet::new(),
+            outputs: Vec::new(),
+            next_session_dirty: false,
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// Rebuilds the model from the store at start. Running jobs become
+    /// orphans: their workers get `reconnect_grace_ms` to report them.
+    pub fn rebuild(config: StateConfig, snapshot: Snapshot, now: u64) -> State {
+        let mut state = State::new(config);
+        state.next_session = snapshot.next_session;
+        let mut jobs_by_session: BTreeMap<SessionId, Vec<JobRecord>> = BTreeMap::new();
+        for job in snapshot.jobs {
+            jobs_by_session.entry(job.key.session).or_default().push(job);
+        }
+        for record in snapshot.sessions {
+            let jobs = jobs_by_session.remove(&record.id).unwrap_or_default();
+            state.next_session = state.next_session.max(record.id.0 + 1);
+            let id = record.id;
+            let entry = state.make_entry(record, jobs);
+            state.sessions.insert(id, entry);
+            state.recheck_session(id, now);
+        }
+        let deadline = now + state.config.reconnect_grace_ms;
+        for job in state.sessions.values().flat_map(|s| s.jobs.iter()) {
+            match job.status {
+                JobStatus::Queued => state.queue.push_back(job.key),
+                JobStatus::Running => {
+                    state.orphans.insert(job.key, deadline);
+                }
+                _ => {}
+            }
+        }
+        state
+    }
+
+    fn make_entry(&self, record: SessionRecord, jobs: Vec<JobRecord>) -> SessionEntry {
+        let mut dependents = vec![Vec::new(); jobs.len()];
+        let mut waiting_on = vec![0u32; jobs.len()];
+        let mut counts = [0u32; 8];
+        let mut by_name = HashMap::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            by_name.insert(job.name.clone(), i as u32);
+            counts[status_slot(job.status)] += 1;
+            for &dep in &job.depends_on {
+                if let Some(list) = dependents.get_mut(dep as usize) {
+                    list.push(i as u32);
+                }
+                if jobs.get(dep as usize).map(|d| d.status) != Some(JobStatus::Succeeded) {
+                    waiting_on[i] += 1;
+                }
+            }
+        }
+        SessionEntry {
+            record,
+            jobs,
+            dependents,
+            waiting_on,
+            by_name,
+            counts,
+            live: HashMap::new(),
+        }
+    }
+
+    /// After a rebuild: settle pending jobs whose dependencies already
+    /// decided, and sessions whose jobs all ended.
+    fn recheck_session(&mut self, id: SessionId, now: u64) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let pending: Vec<u32> = entry
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.status == JobStatus::Pending)
+            .map(|(i, _)| i as u32)
+            .collect();
+        for index in pending {
+            let entry = &self.sessions[&id];
+            let job = &entry.jobs[index as usize];
+            let failed_dep = job.depends_on.iter().find(|&&d| {
+                let s = entry.jobs[d as usize].status;
+                s.is_terminal() && s != JobStatus::Succeeded
+            });
+            if let Some(&dep) = failed_dep {
+                let dep_name = entry.jobs[dep as usize].name.clone();
+                self.skip_dependents_of(id, dep, &dep_name, now);
+            } else if entry.waiting_on[index as usize] == 0 {
+                self.set_status(JobKey { session: id, index }, JobStatus::Queued);
+            }
+        }
+        self.maybe_finish_session(id, now);
+    }
+
+    pub fn session_exists(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
+    // ---- submission ----
+
+    /// Validates and stores a batch as a new session.
+    pub fn submit(&mut self, batch: BatchSpec, now: u64) -> Result<(SessionId, u32), SpecErrors> {
+        validate(&batch, &self.config.limits)?;
+        let id = SessionId(self.next_session);
+        let session_label = id.to_string();
+        let mut errors = Vec::new();
+        let index_of: HashMap<&str, u32> = batch
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.as_str(), i as u32))
+            .collect();
+        let mut jobs = Vec::with_capacity(batch.jobs.len());
+        for (i, spec) in batch.jobs.iter().enumerate() {
+            let (argv, mut env) = match (&spec.command, &spec.agent) {
+                (Some(cmd), _) => (cmd.clone(), Vec::new()),
+                (None, Some(_)) => {
+                    match expand_agent_job(spec, &self.config.agents, &session_label) {
+                        Ok(x) => (x.argv, x.env.into_iter().collect()),
+                        Err(e) => {
+                            errors.push(e);
+                            continue;
+                        }
+                    }
+                }
+                (None, None) => unreachable_spec(&mut errors, &spec.name),
+            };
+            // The job's own env wins over the agent's.
+            env.retain(|(k, _): &(String, String)| !spec.env.contains_key(k));
+            env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let depends_on: Vec<u32> = spec.depends_on.iter().map(|d| index_of[d.as_str()]).collect();
+            jobs.push(JobRecord {
+                key: JobKey {
+                    session: id,
+                    index: i as u32,
+                },
+                name: spec.name.clone(),
+                argv,
+                env,
+                workdir: spec.workdir.clone(),
+                agent: spec.agent.clone(),
+                status: if depends_on.is_empty() {
+                    JobStatus::Queued
+                } else {
+                    JobStatus::Pending
+                },
+                depends_on,
+                attempts: 0,
+                worker: None,
+                started_at_ms: None,
+                finished_at_ms: None,
+                exit: None,
+                reason: None,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(SpecErrors(errors));
+        }
+        let record = SessionRecord {
+            id,
+            name: batch.name,
+            status: SessionStatus::Running,
+            job_count: jobs.len() as u32,
+            created_at_ms: now,
+            finished_at_ms: None,
+        };
+        self.next_session += 1;
+        self.next_session_dirty = true;
+        let count = jobs.len() as u32;
+        for job in &jobs {
+            self.dirty_jobs.insert(job.key);
+            if job.status == JobStatus::Queued {
+                self.queue.push_back(job.key);
+            }
+        }
+        let entry = self.make_entry(record, jobs);
+        self.sessions.insert(id, entry);
+        self.dirty_sessions.insert(id);
+        self.changed.insert(id);
+        Ok((id, count))
+    }
+
+    // ---- workers ----
+
+    pub fn register_worker(
+        &mut self,
+        id: WorkerId,
+        worker: WorkerEntry,
+        reported: &[AttemptRef],
+        now: u64,
+    ) -> Registration {
+        let mut out = Registration::default();
+        if let Some(old) = self.worker_by_name.get(&worker.name).copied() {
+            self.worker_gone(old, now);
+            out.replaced = Some(old);
+        }
+        let name = worker.name.clone();
+        self.worker_by_name.insert(name.clone(), id);
+        self.workers.insert(id, worker);
+        for r in reported {
+            let ours = self
+                .job(r.job)
+                .map(|j| {
+                    j.status == JobStatus::Running
+                        && j.attempts == r.attempt
+                        && j.worker.as_deref() == Some(name.as_str())
+                })
+                .unwrap_or(false);
+            if ours {
+                self.orphans.remove(&r.job);
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.running.insert(r.job);
+                }
+                out.adopted.push(*r);
+            } else {
+                out.kill.push(*r);
+            }
+        }
+        out
+    }
+
+    /// A worker connection ended: its running jobs wait for it to come back.
+    pub fn worker_gone(&mut self, id: WorkerId, now: u64) {
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        if self.worker_by_name.get(&worker.name) == Some(&id) {
+            self.worker_by_name.remove(&worker.name);
+        }
+        for job in worker.running {
+            self.orphans
+                .insert(job, now + self.config.reconnect_grace_ms);
+        }
+    }
+
+    pub fn heartbeat(&mut self, id: WorkerId, now: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_heartbeat_ms = now;
+        }
+    }
+
+    /// Requeues orphaned jobs whose grace ran out. Returns how many.
+    pub fn expire_orphans(&mut self, now: u64) -> usize {
+        let expired: Vec<JobKey> = self
+            .orphans
+            .iter()
+            .filter(|(_, &deadline)| deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut requeued = Vec::new();
+        for key in expired {
+            self.orphans.remove(&key);
+            if self.job(key).map(|j| j.status) == Some(JobStatus::Running) {
+                if let Some(entry) = self.sessions.get_mut(&key.session) {
+                    entry.live.remove(&key.index);
+                }
+                self.set_status(key, JobStatus::Queued);
+                if let Some(job) = self.job_mut(key) {
+                    job.worker = None;
+                    job.reason = Some("worker lost; requeued".into());
+                }
+                requeued.push(key);
+            }
+        }
+        // Requeued jobs were dispatched before anything still queued: they go first.
+        requeued.sort();
+        for key in requeued.iter().rev() {
+            self.queue.push_front(*key);
+        }
+        requeued.len()
+    }
+
+    pub fn next_orphan_deadline(&self) -> Option<u64> {
+        self.orphans.values().min().copied()
+    }
+
+    // ---- dispatch ----
+
+    /// Assigns queued jobs to free worker slots; each becomes a new attempt.
+    pub fn dispatch(&mut self, now: u64) -> Vec<(WorkerId, Assignment)> {
+        let capacities: Vec<WorkerCapacity> = self
+            .workers
+            .iter()
+            .map(|(&worker, w)| WorkerCapacity {
+                worker,
+                free: w.slots.saturating_sub(w.running.len() as u32),
+            })
+            .collect();
+        let free: u32 = capacities.iter().map(|c| c.free).sum();
+        if free == 0 || self.queue.is_empty() {
+            return Vec::new();
+        }
+        // Take up to `free` live queued jobs off the front, dropping stale keys.
+        let mut candidates = Vec::with_capacity(free as usize);
+        while candidates.len() < free as usize {
+            let Some(key) = self.queue.pop_front() else {
+                break;
+            };
+            if self.job(key).map(|j| j.status) == Some(JobStatus::Queued) {
+                candidates.push(key);
+            }
+        }
+        let planned = plan(candidates.iter().copied(), &capacities);
+        // Whatever the plan did not place goes back in front, in order.
+        for key in candidates[planned.len()..].iter().rev() {
+            self.queue.push_front(*key);
+        }
+        let mut out = Vec::with_capacity(planned.len());
+        for (key, worker_id) in planned {
+            let Some(worker) = self.workers.get_mut(&worker_id) else {
+                continue;
+            };
+            worker.running.insert(key);
+            let worker_name = worker.name.clone();
+            self.set_status(key, JobStatus::Running);
+            let cap = self.config.output_cap;
+            let entry = self.sessions.get_mut(&key.session).expect("job's session exists");
+            entry.live.insert(key.index, OutputCapture::new(cap));
+            let session_name = entry.record.name.clone();
+            let job = &mut entry.jobs[key.index as usize];
+            job.attempts += 1;
+            job.worker = Some(worker_name);
+            job.started_at_ms = Some(now);
+            job.finished_at_ms = None;
+            job.exit = None;
+            job.reason = None;
+            out.push((
+                worker_id,
+                Assignment {
+                    job: key,
+                    attempt: job.attempts,
+                    session_name,
+                    job_name: job.name.clone(),
+                    argv: job.argv.clone(),
+                    env: job.env.clone(),
+                    workdir: job.workdir.clone(),
+                },
+            ));
+        }
+        out
+    }
+
+    // ---- reports from workers ----
+
+    /// Whether `attempt` is the current, running attempt of its job. Every
+    /// report about a job goes through this fence (DESIGN.md invariant 3).
+    fn is_current(&self, attempt: AttemptRef) -> bool {
+        self.job(attempt.job)
+            .map(|j| j.status == JobStatus::Running && j.attempts == attempt.attempt)
+            .unwrap_or(false)
+    }
+
+    pub fn job_output(&mut self, attempt: AttemptRef, data: &[u8]) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        let cap = self.config.output_cap;
+        if let Some(entry) = self.sessions.get_mut(&attempt.job.session) {
+            entry
+                .live
+                .entry(attempt.job.index)
+                .or_insert_with(|| OutputCapture::new(cap))
+                .push(data);
+        }
+        true
+    }
+
+    /// Records how an attempt ended. Returns false (and changes nothing) for
+    /// a stale attempt, so a job is never finished twice.
+    pub fn job_finished(
+        &mut self,
+        attempt: AttemptRef,
+        exit: Option<ExitInfo>,
+        reason: Option<String>,
+        now: u64,
+    ) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        let key = attempt.job;
+        self.orphans.remove(&key);
+        let worker_name = self.job(key).and_then(|j| j.worker.clone());
+        if let Some(id) = worker_name.and_then(|n| self.worker_by_name.get(&n).copied()) {
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.running.remove(&key);
+            }
+        }
+        let succeeded = exit.map(|e| e.success()).unwrap_or(false);
+        let status = if succeeded {
+            JobStatus::Succeeded
+        } else {
+            JobStatus::Failed
+        };
+        let entry = self.sessions.get_mut(&key.session).expect("job's session exists");
+        let output = entry
+            .live
+            .remove(&key.index)
+            .map(|c| c.render())
+            .unwrap_or_default();
+        let job = &mut entry.jobs[key.index as usize];
+        job.finished_at_ms = Some(now);
+        job.exit = exit;
+        job.reason = reason.or_else(|| match exit {
+            Some(ExitInfo {
+                signal: Some(sig), ..
+            }) => Some(format!("killed by signal {sig}")),
+            _ => None,
+        });
+        let name = job.name.clone();
+        self.outputs.push((key, output));
+        self.set_status(key, status);
+        if succeeded {
+            self.release_dependents(key.session, key.index);
+        } else {
+            self.skip_dependents_of(key.session, key.index, &name, now);
+        }
+        self.maybe_finish_session(key.session, now);
+        true
+    }
+
+    fn release_dependents(&mut self, session: SessionId, index: u32) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        for &d in &entry.dependents[index as usize] {
+            let w = &mut entry.waiting_on[d as usize];
+            *w = w.saturating_sub(1);
+            if *w == 0 && entry.jobs[d as usize].status == JobStatus::Pending {
+                ready.push(d);
+            }
+        }
+        for d in ready {
+            let key = JobKey { session, index: d };
+            self.set_status(key, JobStatus::Queued);
+            self.queue.push_back(key);
+        }
+    }
+
+    /// Marks every pending job downstream of `index` skipped.
+    fn skip_dependents_of(&mut self, session: SessionId, index: u32, name: &str, now: u64) {
+        let mut stack = vec![(index, name.to_string())];
+        while let Some((at, at_name)) = stack.pop() {
+            let dependents = self.sessions[&session].dependents[at as usize].clone();
+            for d in dependents {
+                let key = JobKey { session, index: d };
+                let job = &self.sessions[&session].jobs[d as usize];
+                if job.status == JobStatus::Pending {
+                    let d_name = job.name.clone();
+                    self.set_status(key, JobStatus::Skipped);
+                    if let Some(job) = self.job_mut(key) {
+                        job.finished_at_ms = Some(now);
+                        job.reason = Some(format!("dependency '{at_name}' did not succeed"));
+                    }
+                    stack.push((d, d_name));
+                }
+            }
+        }
+    }
+
+    fn maybe_finish_session(&mut self, session: SessionId, now: u64) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if entry.record.status.is_terminal() {
+            return;
+        }
+        let unfinished: u32 = JobStatus::ALL
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| entry.counts[status_slot(*s)])
+            .sum();
+        if unfinished > 0 {
+            return;
+        }
+        let all_ok = entry.counts[status_slot(JobStatus::Succeeded)] == entry.jobs.len() as u32;
+        let only_cancelled = entry.counts[status_slot(JobStatus::Cancelled)] > 0
+            && entry.counts[status_slot(JobStatus::Failed)] == 0
+            && entry.counts[status_slot(JobStatus::TimedOut)] == 0;
+        entry.record.status = if all_ok {
+            SessionStatus::Succeeded
+        } else if only_cancelled {
+            SessionStatus::Cancelled
+        } else {
+            SessionStatus::Failed
+        };
+        entry.record.finished_at_ms = Some(now);
+        self.dirty_sessions.insert(session);
+        self.changed.insert(session);
+        tracing::info!(session = %session, status = %entry.record.status, "session finished");
+    }
+
+    fn job(&self, key: JobKey) -> Option<&JobRecord> {
+        self.sessions.get(&key.session)?.jobs.get(key.index as usize)
+    }
+
+    fn job_mut(&mut self, key: JobKey) -> Option<&mut JobRecord> {
+        self.dirty_jobs.insert(key);
+        self.sessions
+            .get_mut(&key.session)?
+            .jobs
+            .get_mut(key.index as usize)
+    }
+
+    fn set_status(&mut self, key: JobKey, status: JobStatus) {
+        let Some(entry) = self.sessions.get_mut(&key.session) else {
+            return;
+        };
+        let Some(job) = entry.jobs.get_mut(key.index as usize) else {
+            return;
+        };
+        entry.counts[status_slot(job.status)] -= 1;
+        entry.counts[status_slot(status)] += 1;
+        job.status = status;
+        self.dirty_jobs.insert(key);
+        self.changed.insert(key.session);
+    }
+
+    // ---- persistence ----
+
+    /// Everything changed since the last call, for the store.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        for id in std::mem::take(&mut self.dirty_sessions) {
+            if let Some(s) = self.sessions.get(&id) {
+                changes.sessions.push(s.record.clone());
+            }
+        }
+        for key in std::mem::take(&mut self.dirty_jobs) {
+            if let Some(j) = self.job(key) {
+                changes.jobs.push(j.clone());
+            }
+        }
+        changes.outputs = std::mem::take(&mut self.outputs);
+        if std::mem::take(&mut self.next_session_dirty) {
+            changes.next_session = Some(self.next_session);
+        }
+        changes
+    }
+
+    pub fn take_changed_sessions(&mut self) -> BTreeSet<SessionId> {
+        std::mem::take(&mut self.changed)
+    }
+
+    // ---- queries ----
+
+    pub fn summary(&self, id: SessionId) -> Option<SessionSummary> {
+        self.sessions.get(&id).map(SessionEntry::summary)
+    }
+
+    pub fn summaries(&self) -> Vec<SessionSummary> {
+        self.sessions.values().map(SessionEntry::summary).collect()
+    }
+
+    /// A session with its jobs; `stored_output` reads a finished job's output.
+    pub fn view(
+        &self,
+        id: SessionId,
+        wanted: OutputWanted,
+        stored_output: &dyn Fn(JobKey) -> Option<Vec<u8>>,
+    ) -> Option<SessionView> {
+        let entry = self.sessions.get(&id)?;
+        let jobs = entry
+            .jobs
+            .iter()
+            .map(|job| {
+                let (output, output_bytes) = match wanted {
+                    OutputWanted::None => (Vec::new(), 0),
+                    _ => {
+                        let full = self.output_of(job, stored_output);
+                        let total = full.len() as u64;
+                        let kept = match wanted {
+                            OutputWanted::Tail(n) => tail_of(&full, n as usize).to_vec(),
+                            _ => full,
+                        };
+                        (kept, total)
+                    }
+                };
+                JobView {
+                    name: job.name.clone(),
+                    status: job.status,
+                    attempts: job.attempts,
+                    exit_code: job.exit.and_then(|e| e.code),
+                    signal: job.exit.and_then(|e| e.signal),
+                    worker: job.worker.clone(),
+                    started_at_ms: job.started_at_ms,
+                    finished_at_ms: job.finished_at_ms,
+                    duration_ms: job.exit.map(|e| e.duration_ms),
+                    reason: job.reason.clone(),
+                    depends_on: job
+                        .depends_on
+                        .iter()
+                        .map(|&d| entry.jobs[d as usize].name.clone())
+                        .collect(),
+                    output,
+                    output_bytes,
+                }
+            })
+            .collect();
+        Some(SessionView {
+            summary: entry.summary(),
+            jobs,
+        })
+    }
+
+    fn output_of(
+        &self,
+        job: &JobRecord,
+        stored_output: &dyn Fn(JobKey) -> Option<Vec<u8>>,
+    ) -> Vec<u8> {
+        let live = self
+            .sessions
+            .get(&job.key.session)
+            .and_then(|s| s.live.get(&job.key.index));
+        match (job.status, live) {
+            (JobStatus::Running, Some(capture)) => capture.render(),
+            _ => stored_output(job.key).unwrap_or_default(),
+        }
+    }
+
+    /// A job's status and output, by name; with the total bytes it printed.
+    pub fn logs(
+        &self,
+        session: SessionId,
+        name: &str,
+        stored_output: &dyn Fn(JobKey) -> Option<Vec<u8>>,
+    ) -> Result<(JobStatus, Vec<u8>, u64), String> {
+        let entry = self
+            .sessions
+            .get(&session)
+            .ok_or_else(|| format!("no session {session}"))?;
+        let index = *entry
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("session {session} has no job '{name}'"))?;
+        let job = &entry.jobs[index as usize];
+        let total = match entry.live.get(&index) {
+            Some(c) if job.status == JobStatus::Running => c.total(),
+            _ => 0,
+        };
+        let output = self.output_of(job, stored_output);
+        let total = total.max(output.len() as u64);
+        Ok((job.status, output, total))
+    }
+
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .values()
+            .map(|w| WorkerView {
+                name: w.name.clone(),
+                address: w.address.clone(),
+                slots: w.slots,
+                running: w
+                    .running
+                    .iter()
+                    .map(|k| {
+                        let job = self.job(*k).map(|j| j.name.as_str()).unwrap_or("?");
+                        format!("{}/{}", k.session, job)
+                    })
+                    .collect(),
+                labels: w.labels.clone(),
+                connected_at_ms: w.connected_at_ms,
+                last_heartbeat_ms: w.last_heartbeat_ms,
+            })
+            .collect()
+    }
+
+    pub fn worker_name(&self, id: WorkerId) -> Option<&str> {
+        self.workers.get(&id).map(|w| w.name.as_str())
+    }
+}
+
+fn unreachable_spec(errors: &mut Vec<SpecError>, name: &str) -> (Vec<String>, Vec<(String, String)>) {
+    // `validate` already refused jobs with neither command nor agent.
+    errors.push(SpecError::job(name, "command", "each job needs 'command' or 'agent'"));
+    (Vec::new(), Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aam_protocol::spec::JobSpec;
+
+    fn config() -> StateConfig {
+        StateConfig {
+            limits: Limits::default(),
+            output_cap: 1024,
+            agents: BTreeMap::new(),
+            reconnect_grace_ms: 1000,
+        }
+    }
+
+    fn job(name: &str, deps: &[&str]) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            command: Some(vec!["true".into()]),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn worker(name: &str, slots: u32) -> WorkerEntry {
+        WorkerEntry {
+            name: name.into(),
+            address: "test".into(),
+            slots,
+            labels: BTreeMap::new(),
+            running: BTreeSet::new(),
+            connected_at_ms: 0,
+            last_heartbeat_ms: 0,
+        }
+    }
+
+    fn ok() -> Option<ExitInfo> {
+        Some(ExitInfo {
+            code: Some(0),
+            signal: None,
+            duration_ms: 1,
+        })
+    }
+
+    fn fail() -> Option<ExitInfo> {
+        Some(ExitInfo {
+            code: Some(1),
+            signal: None,
+            duration_ms: 1,
+        })
+    }
+
+    fn attempt_of(a: &Assignment) -> AttemptRef {
+        AttemptRef {
+            job: a.job,
+            attempt: a.attempt,
+        }
+    }
+
+    fn status(state: &State, session: SessionId, name: &str) -> JobStatus {
+        state.logs(session, name, &|_| None).unwrap().0
+    }
+
+    #[test]
+    fn dependencies_gate_dispatch_and_failures_skip_downstream() {
+        let mut s = State::new(config());
+        let batch = BatchSpec {
+            name: "b".into(),
+            jobs: vec![job("a", &[]), job("b", &["a"]), job("c", &["b"]), job("d", &[])],
+        };
+        let (id, n) = s.submit(batch, 0).unwrap();
+        assert_eq!(n, 4);
+        s.register_worker(1, worker("w", 8), &[], 0);
+        let first = s.dispatch(1);
+        let names: Vec<&str> = first.iter().map(|(_, a)| a.job_name.as_str()).collect();
+        assert_eq!(names, vec!["a", "d"]);
+        assert!(s.job_finished(attempt_of(&first[0].1), ok(), None, 2));
+        let second = s.dispatch(3);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].1.job_name, "b");
+        assert!(s.job_finished(attempt_of(&second[0].1), fail(), None, 4));
+        assert_eq!(status(&s, id, "c"), JobStatus::Skipped);
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Running);
+        assert!(s.job_finished(attempt_of(&first[1].1), ok(), None, 5));
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
+    }
+
+    #[test]
+    fn a_stale_or_repeated_report_changes_nothing() {
+        let mut s = State::new(config());
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    name: "b".into(),
+                    jobs: vec![job("a", &[])],
+                },
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let a = attempt_of(&s.dispatch(0)[0].1);
+        let stale = AttemptRef {
+            attempt: a.attempt + 1,
+            ..a
+        };
+        assert!(!s.job_finished(stale, fail(), None, 1));
+        assert!(s.job_finished(a, ok(), None, 1));
+        assert!(!s.job_finished(a, fail(), None, 2));
+        assert_eq!(status(&s, id, "a"), JobStatus::Succeeded);
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
+    }
+
+    #[test]
+    fn orphans_are_adopted_on_reconnect_or_requeued_after_grace() {
+        let mut s = State::new(config());
+        s.submit(
+            BatchSpec {
+                name: "b".into(),
+                jobs: vec![job("a", &[]), job("b", &[])],
+            },
+            0,
+        )
+        .unwrap();
+        s.register_worker(1, worker("w", 2), &[], 0);
+        let assigned: Vec<AttemptRef> = s.dispatch(0).iter().map(|(_, a)| attempt_of(a)).collect();
+        s.worker_gone(1, 100);
+        // Back before the grace ran out, still running only the first job.
+        let reg = s.register_worker(2, worker("w", 2), &assigned[..1], 200);
+        assert_eq!(reg.adopted, assigned[..1]);
+        assert_eq!(s.expire_orphans(1099), 0);
+        assert_eq!(s.expire_orphans(1100), 1);
+        let again = s.dispatch(1200);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.job, assigned[1].job);
+        assert_eq!(again[0].1.attempt, 2);
+        // The old attempt's late report is fenced off.
+        assert!(!s.job_finished(assigned[1], ok(), None, 1300));
+    }
+
+    #[test]
+    fn a_worker_reporting_jobs_that_are_not_its_own_is_told_to_kill_them() {
+        let mut s = State::new(config());
+        let bogus = AttemptRef {
+            job: JobKey {
+                session: SessionId(99),
+                index: 0,
+            },
+            attempt: 1,
+        };
+        let reg = s.register_worker(1, worker("w", 1), &[bogus], 0);
+        assert_eq!(reg.kill, vec![bogus]);
+    }
+
+    #[test]
+    fn rebuild_restores_queue_and_orphans() {
+        let mut s = State::new(config());
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    name: "b".into(),
+                    jobs: vec![job("a", &[]), job("b", &[]), job("c", &["a"])],
+                },
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let running = attempt_of(&s.dispatch(0)[0].1);
+        let changes = s.take_changes();
+        let snapshot = Snapshot {
+            sessions: changes.sessions,
+            jobs: changes.jobs,
+            next_session: changes.next_session.unwrap(),
+        };
+        let mut r = State::rebuild(config(), snapshot, 10);
+        assert_eq!(r.summary(id).unwrap().count(JobStatus::Running), 1);
+        let reg = r.register_worker(5, worker("w", 2), &[running], 20);
+        assert_eq!(reg.adopted, vec![running]);
+        let next = r.dispatch(30);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].1.job_name, "b");
+        assert!(r.job_finished(running, ok(), None, 40));
+        assert_eq!(status(&r, id, "c"), JobStatus::Queued);
+        let (new_id, _) = r
+            .submit(
+                BatchSpec {
+                    name: "n".into(),
+                    jobs: vec![job("x", &[])],
+                },
+                50,
+            )
+            .unwrap();
+        assert_eq!(new_id, SessionId(id.0 + 1));
+    }
+
+    #[test]
+    fn output_is_capped_and_stored_at_the_end() {
+        let mut s = State::new(config());
+        s.submit(
+            BatchSpec {
+                name: "b".into(),
+                jobs: vec![job("a", &[])],
+            },
+            0,
+        )
+        .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let a = attempt_of(&s.dispatch(0)[0].1);
+        s.take_changes();
+        for _ in 0..10 {
+            assert!(s.job_output(a, &[b'x'; 1000]));
+        }
+        s.job_finished(a, ok(), None, 1);
+        let changes = s.take_changes();
+        assert_eq!(changes.outputs.len(), 1);
+        let out = &changes.outputs[0].1;
+        assert!(out.len() < 1100, "{}", out.len());
+        assert!(String::from_utf8_lossy(out).contains("8976 bytes of output omitted"));
+    }
+}

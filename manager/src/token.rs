@@ -1,0 +1,79 @@
+//! The shared token: given, or generated once into the data directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Returns the token to require, and the file it lives in when generated.
+pub fn load_or_create(given: Option<&str>, data_dir: &Path) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(token) = given {
+        anyhow::ensure!(!token.trim().is_empty(), "the token is empty");
+        return Ok((token.trim().to_string(), None));
+    }
+    let path = data_dir.join("token");
+    if path.exists() {
+        let token = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", path.display()))?;
+        let token = token.trim().to_string();
+        anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
+        return Ok((token, Some(path)));
+    }
+    let token = generate();
+    std::fs::create_dir_all(data_dir)?;
+    let mut file = open_private(&path)
+        .map_err(|e| anyhow::anyhow!("creating token file {}: {e}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok((token, Some(path)))
+}
+
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// 32 random bytes, hex encoded.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without leaking where the first difference is.
+pub fn matches(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len() {
+        diff |= a[i] ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_once_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, p1) = load_or_create(None, dir.path()).unwrap();
+        let (t2, _) = load_or_create(None, dir.path()).unwrap();
+        assert_eq!(t1, t2);
+        assert_eq!(t1.len(), 64);
+        let mode = std::fs::metadata(p1.unwrap()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn comparison() {
+        assert!(matches("abc", "abc"));
+        assert!(!matches("abc", "abd"));
+        assert!(!matches("abc", "ab"));
+        assert!(!matches("abc", "abcd"));
+    }
+}

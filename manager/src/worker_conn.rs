@@ -1,0 +1,137 @@
+//! One actor per worker connection: reads the worker's frames, forwards
+//! them to the scheduler, writes the scheduler's orders, and enforces the
+//! worker's lease. It registers in `handle(Register)` and leaves in `stopping()`.
+
+use crate::listener::Shared;
+use crate::schedule::WorkerId;
+use crate::scheduler::{WorkerConnected, WorkerDisconnected, WorkerReport};
+use aam_protocol::codec::{CodecError, FrameCodec};
+use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
+use aam_protocol::spec::is_valid_name;
+use actix::prelude::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// Most slots one worker may offer.
+pub const MAX_SLOTS: u32 = 4096;
+
+type Writer = actix::io::FramedWrite<
+    ManagerToWorker,
+    OwnedWriteHalf,
+    FrameCodec<WorkerToManager, ManagerToWorker>,
+>;
+
+/// An order from the scheduler to this worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToWorker(pub ManagerToWorker);
+
+pub struct WorkerConn {
+    pub id: WorkerId,
+    pub peer: SocketAddr,
+    pub shared: Shared,
+    pub writer: Writer,
+    pub name: Option<String>,
+    pub last_seen: Instant,
+}
+
+impl WorkerConn {
+    fn refuse(&mut self, ctx: &mut Context<Self>, reason: String) {
+        tracing::warn!(peer = %self.peer, "refusing worker: {reason}");
+        self.writer.write(ManagerToWorker::Refused { reason });
+        self.writer.close();
+        ctx.stop();
+    }
+}
+
+impl Actor for WorkerConn {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let lease = Duration::from_millis(self.shared.lease_ms);
+        ctx.run_interval(lease / 4, move |act, ctx| {
+            if act.last_seen.elapsed() > lease {
+                tracing::warn!(peer = %act.peer, worker = act.name.as_deref().unwrap_or("?"),
+                    "worker silent past its lease of {lease:?}; dropping it");
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        if self.name.is_some() {
+            self.shared.scheduler.do_send(WorkerDisconnected { id: self.id });
+        }
+        Running::Stop
+    }
+}
+
+impl actix::io::WriteHandler<CodecError> for WorkerConn {}
+
+impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
+    fn handle(&mut self, item: Result<WorkerToManager, CodecError>, ctx: &mut Context<Self>) {
+        let msg = match item {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, "closing worker connection: {e}");
+                ctx.stop();
+                return;
+            }
+        };
+        self.last_seen = Instant::now();
+        match (msg, self.name.is_some()) {
+            (
+                WorkerToManager::Register {
+                    name,
+                    slots,
+                    labels,
+                    running,
+                },
+                false,
+            ) => {
+                if !is_valid_name(&name) || name.len() > 128 {
+                    return self.refuse(ctx, format!("'{name}' is not a valid worker name"));
+                }
+                if slots == 0 || slots > MAX_SLOTS {
+                    return self.refuse(ctx, format!("slots must be 1-{MAX_SLOTS}, not {slots}"));
+                }
+                self.name = Some(name.clone());
+                self.shared.scheduler.do_send(WorkerConnected {
+                    id: self.id,
+                    addr: ctx.address(),
+                    name,
+                    address: self.peer.to_string(),
+                    slots,
+                    labels,
+                    running,
+                });
+            }
+            (WorkerToManager::Register { .. }, true) => {
+                self.refuse(ctx, "registered twice on one connection".into())
+            }
+            (_, false) => self.refuse(ctx, "a worker must register first".into()),
+            (report @ WorkerToManager::Output { .. }, true) => {
+                // Output waits for the scheduler's mailbox: backpressure to the worker.
+                let send = self.shared.scheduler.send(WorkerReport { id: self.id, report });
+                ctx.wait(send.into_actor(self).map(|_, _, _| ()));
+            }
+            (report, true) => self.shared.scheduler.do_send(WorkerReport { id: self.id, report }),
+        }
+    }
+}
+
+impl Handler<ToWorker> for WorkerConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToWorker, ctx: &mut Context<Self>) {
+        let refused = matches!(msg.0, ManagerToWorker::Refused { .. });
+        self.writer.write(msg.0);
+        if refused {
+            // Replaced by a newer connection: leave without orphaning its jobs.
+            self.name = None;
+            self.writer.close();
+            ctx.stop();
+        }
+    }
+}
