@@ -1,1 +1,296 @@
-fn main() {}
+//! The `aam` command-line client: submit sessions, watch and query them,
+//! and `aam run` a batch on an embedded manager and worker.
+
+mod batch;
+mod client;
+mod exit;
+mod progress;
+mod render;
+mod run;
+
+use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
+use aam_protocol::model::{SessionStatus, SessionSummary};
+use aam_protocol::{now_ms, SessionId};
+use clap::{Parser, Subcommand};
+use client::{unexpected, Client};
+use exit::{bad_input, unreachable};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "aam", version, about = "aam, the async agent manager: run many agent jobs at once without waiting on them")]
+struct Cli {
+    /// Manager address
+    #[arg(long, global = true, env = "AAM_MANAGER", default_value = aam_protocol::DEFAULT_MANAGER_ADDR)]
+    manager: String,
+    /// Token (else AAM_TOKEN, else --token-file, else ./aam-data/token)
+    #[arg(long, global = true, env = "AAM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit a batch file; prints the session id once it is durably stored
+    Submit {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Then wait for the session to end (exit code as `aam wait`)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// All sessions, or one session's jobs
+    Status {
+        session: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block until a session ends; exit 0 if every job succeeded, 1 if not
+    Wait {
+        session: String,
+        /// Give up after this many seconds (exit 1)
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// The results summary (Markdown), or every job's whole output with --json
+    Results {
+        session: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's captured output: aam logs SESSION/JOB
+    Logs { job: String },
+    /// Connected workers
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// All sessions
+    Sessions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a batch on an embedded manager and worker, show progress, print results
+    Run {
+        file: PathBuf,
+        /// Jobs run at once [default: number of CPUs]
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Where the embedded manager keeps its state
+        #[arg(long, default_value = ".aam")]
+        data_dir: PathBuf,
+        /// Manager config file (for agents)
+        #[arg(long, env = "AAM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the results as JSON instead of Markdown
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Quiet by default: the CLI's own output is the interface.
+    aam_manager::logging::init(&std::env::var("AAM_LOG").unwrap_or_else(|_| "warn".into()), false);
+    let code = match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aam: {e:#}");
+            exit::code_of(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn execute(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Run {
+        file,
+        slots,
+        data_dir,
+        config,
+        json,
+    } = cli.command
+    {
+        return run::run(run::RunArgs {
+            file,
+            slots,
+            data_dir,
+            config,
+            json,
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(remote(cli))
+}
+
+fn token(cli: &Cli) -> anyhow::Result<String> {
+    if let Some(t) = &cli.token {
+        return Ok(t.clone());
+    }
+    let path = match &cli.token_file {
+        Some(p) => p.clone(),
+        None => {
+            let default = PathBuf::from("aam-data/token");
+            if !default.exists() {
+                return Err(unreachable(format!(
+                    "no token to authenticate to the manager at {}: pass --token or --token-file, or set AAM_TOKEN (the manager writes its token to DATA_DIR/token)",
+                    cli.manager
+                )));
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| unreachable(format!("reading token file {}: {e}", path.display())))?;
+    Ok(text.trim().to_string())
+}
+
+fn session_arg(s: &str) -> anyhow::Result<SessionId> {
+    s.parse::<SessionId>().map_err(|e| bad_input(e.to_string()))
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+}
+
+async fn remote(cli: Cli) -> anyhow::Result<i32> {
+    // Check what can be checked locally before dialing.
+    let submit_batch = match &cli.command {
+        Command::Submit { file, .. } => Some(batch::load(file)?),
+        _ => None,
+    };
+    let token = token(&cli)?;
+    let mut client = Client::connect(&cli.manager, &token).await?;
+    match cli.command {
+        Command::Submit { file, json, wait } => {
+            let batch = submit_batch.expect("loaded above");
+            let name = batch.name.clone();
+            let (session, jobs) = match client.call(ClientRequest::Submit { batch }).await? {
+                ClientResponse::Submitted { session, jobs } => (session, jobs),
+                ClientResponse::Invalid(errors) => return Err(bad_input(batch::describe(&file, &errors))),
+                other => return Err(unexpected(other)),
+            };
+            if json {
+                print_json(&serde_json::json!({"session": session.to_string(), "name": name, "jobs": jobs}));
+            } else {
+                println!("{session}");
+            }
+            if wait {
+                let summary = progress::wait(&mut client, session, None).await?;
+                return Ok(verdict(&summary));
+            }
+            Ok(0)
+        }
+        Command::Status { session: None, json } | Command::Sessions { json } => {
+            match client.call(ClientRequest::ListSessions).await? {
+                ClientResponse::Sessions(list) => {
+                    if json {
+                        print_json(&list.iter().map(render::summary_json).collect());
+                    } else {
+                        print!("{}", render::sessions_table(&list));
+                    }
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Status {
+            session: Some(id),
+            json,
+        } => {
+            let session = session_arg(&id)?;
+            let request = ClientRequest::Session {
+                session,
+                output: OutputWanted::None,
+            };
+            match client.call(request).await? {
+                ClientResponse::Session(view) => {
+                    if json {
+                        print_json(&render::session_json(&view, false));
+                    } else {
+                        print!("{}", render::session_table(&view));
+                    }
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Wait { session, timeout } => {
+            let session = session_arg(&session)?;
+            let timeout = match timeout {
+                Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
+                Some(t) => return Err(bad_input(format!("--timeout {t} is not a number of seconds"))),
+                None => None,
+            };
+            let summary = progress::wait(&mut client, session, timeout).await?;
+            Ok(verdict(&summary))
+        }
+        Command::Results { session, json } => {
+            let session = session_arg(&session)?;
+            let output = if json {
+                OutputWanted::All
+            } else {
+                OutputWanted::Tail(4096)
+            };
+            match client.call(ClientRequest::Session { session, output }).await? {
+                ClientResponse::Session(view) => {
+                    if json {
+                        print_json(&render::session_json(&view, true));
+                    } else {
+                        print!("{}", render::results_markdown(&view));
+                    }
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Logs { job } => {
+            let (session, name) = job
+                .split_once('/')
+                .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
+            let session = session_arg(session)?;
+            let request = ClientRequest::Logs {
+                session,
+                job: name.to_string(),
+            };
+            match client.call(request).await? {
+                ClientResponse::Logs { output, .. } => {
+                    use std::io::Write;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&output)?;
+                    stdout.flush()?;
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        Command::Workers { json } => match client.call(ClientRequest::Workers).await? {
+            ClientResponse::Workers(list) => {
+                if json {
+                    print_json(&render::workers_json(&list));
+                } else {
+                    print!("{}", render::workers_table(&list, now_ms()));
+                }
+                Ok(0)
+            }
+            other => Err(unexpected(other)),
+        },
+        Command::Run { .. } => unreachable!("handled before connecting"),
+    }
+}
+
+/// Exit code for an ended session.
+pub fn verdict(summary: &SessionSummary) -> i32 {
+    if summary.status == SessionStatus::Succeeded {
+        0
+    } else {
+        exit::FAILED
+    }
+}

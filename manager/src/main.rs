@@ -33,21 +33,10 @@ mod aam_manager_log {
     }
 }
 
-fn init_logging(format: aam_manager_log::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        aam_manager_log::LogFormat::Text => builder.init(),
-        aam_manager_log::LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() {
     let args = Args::parse();
-    init_logging(args.log_format);
+    let filter = std::env::var("AAM_LOG").unwrap_or_else(|_| "info".into());
+    aam_manager::logging::init(&filter, matches!(args.log_format, aam_manager_log::LogFormat::Json));
     let mut overrides = Vec::new();
     if let Some(listen) = args.listen {
         overrides.push(("listen", listen));
@@ -66,20 +55,28 @@ fn main() {
         }
     };
     let system = actix::System::new();
-    let result = system.block_on(async move {
-        let manager = aam_manager::start(config).await?;
-        if let Some(path) = &manager.token_file {
-            tracing::info!("token in {}", path.display());
+    let started = system.block_on(aam_manager::start(config));
+    let manager = match started {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("aam-manager: {e:#}");
+            std::process::exit(1);
         }
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        manager.shutdown().await;
-        anyhow::Ok(())
-    });
-    if let Err(e) = result {
-        eprintln!("aam-manager: {e:#}");
-        std::process::exit(1);
+    };
+    if let Some(path) = &manager.token_file {
+        tracing::info!("token in {}", path.display());
     }
+    system.block_on(async move {
+        actix::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            manager.shutdown().await;
+            actix::System::current().stop();
+        });
+    });
+    // Runs until a signal, or a store failure, stops the system.
+    let code = system.run_with_code().unwrap_or(1);
+    std::process::exit(code);
 }
 
 async fn wait_for_signal() {

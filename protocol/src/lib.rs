@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod codec;
+pub mod dial;
 pub mod ids;
 pub mod messages;
 pub mod model;

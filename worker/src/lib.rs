@@ -1,1 +1,10 @@
-//! placeholder
+//! aam-worker: connects to the manager, registers its slots, runs assigned
+//! jobs as child processes and streams their output and exit back.
+//!
+//! `start` runs the worker actor inside the current actix system, so the
+//! `aam-worker` binary and `aam run` (embedded) share one code path.
+
+pub mod agent;
+pub mod child;
+
+pub use agent::{start, WorkerAgent, WorkerConfig};

@@ -1,1 +1,132 @@
-fn main() {}
+//! The `aam-worker` binary: parses flags, connects to the manager and runs
+//! jobs until SIGINT or SIGTERM.
+
+use aam_worker::agent::KillAll;
+use aam_worker::WorkerConfig;
+use anyhow::Context as _;
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "aam-worker", version, about = "The aam worker: runs agent jobs for a manager")]
+struct Args {
+    /// Manager address
+    #[arg(long, env = "AAM_MANAGER", default_value = aam_protocol::DEFAULT_MANAGER_ADDR)]
+    manager: String,
+    /// Jobs run at once
+    #[arg(long, default_value_t = default_slots())]
+    slots: u32,
+    /// Name shown in `aam workers` [default: HOSTNAME-PID]
+    #[arg(long)]
+    name: Option<String>,
+    /// A label, key=value (repeatable)
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Base directory for relative job workdirs [default: current directory]
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Token (else AAM_TOKEN, else --token-file)
+    #[arg(long, env = "AAM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Log format
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+fn default_slots() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label '{s}' is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("label '{s}' has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".into());
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
+}
+
+fn config(args: Args) -> anyhow::Result<WorkerConfig> {
+    let token = match (args.token, args.token_file) {
+        (Some(t), _) => t,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading token file {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("no token: pass --token, --token-file or set AAM_TOKEN"),
+    };
+    anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    let workdir = match args.workdir {
+        Some(w) => w,
+        None => std::env::current_dir()?,
+    };
+    anyhow::ensure!(workdir.is_dir(), "--workdir {} is not a directory", workdir.display());
+    Ok(WorkerConfig {
+        manager: args.manager,
+        token,
+        name: args.name.unwrap_or_else(default_name),
+        slots: args.slots,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        workdir,
+        max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    init_logging(args.log_format == "json");
+    let config = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aam-worker: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let system = actix::System::new();
+    system.block_on(async move {
+        let worker = aam_worker::start(config);
+        actix::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let killed = worker.send(KillAll).await.unwrap_or(0);
+            tracing::info!(killed, "worker stopping");
+            actix::System::current().stop();
+        });
+    });
+    // Runs until a signal, or a fatal refusal by the manager, stops the system.
+    let code = system.run_with_code().unwrap_or(1);
+    std::process::exit(code);
+}

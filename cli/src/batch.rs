@@ -1,0 +1,26 @@
+//! Reading a batch file and checking it before anything is sent.
+
+use crate::exit::bad_input;
+use aam_protocol::spec::{parse_batch, validate, BatchSpec, Format, Limits, SpecErrors};
+use std::path::Path;
+
+/// Prefixes each problem with the file it is in, one per line.
+pub fn describe(path: &Path, errors: &SpecErrors) -> String {
+    errors
+        .0
+        .iter()
+        .map(|e| format!("{}: {e}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Loads, parses and validates a batch file (exit 2 on any problem).
+pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let format = Format::for_path(&path.to_string_lossy());
+    let batch =
+        parse_batch(&text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    validate(&batch, &Limits::default()).map_err(|e| bad_input(describe(path, &e)))?;
+    Ok(batch)
+}

@@ -1,0 +1,98 @@
+//! Waiting for a session: a live progress bar on a terminal, plain lines
+//! otherwise.
+
+use crate::client::{unexpected, Client};
+use crate::exit::Exit;
+use crate::render::counts_line;
+use aam_protocol::messages::{ClientRequest, ClientResponse};
+use aam_protocol::model::{JobStatus, SessionSummary};
+use aam_protocol::SessionId;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+enum Display {
+    Bar(ProgressBar),
+    Lines { last: Option<(u32, u32)> },
+}
+
+impl Display {
+    fn new() -> Display {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                    .expect("the template is valid"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Display::Bar(bar)
+        } else {
+            Display::Lines { last: None }
+        }
+    }
+
+    fn update(&mut self, s: &SessionSummary) {
+        match self {
+            Display::Bar(bar) => {
+                bar.set_length(s.total as u64);
+                bar.set_position(s.finished() as u64);
+                bar.set_message(counts_line(s));
+            }
+            Display::Lines { last } => {
+                let key = (s.finished(), s.count(JobStatus::Running));
+                if *last != Some(key) {
+                    *last = Some(key);
+                    eprintln!("{} {}: {}/{} finished ({})", s.id, s.status, s.finished(), s.total, counts_line(s));
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Display::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Follows a session until it ends (or `timeout` passes, exit 1).
+pub async fn wait(
+    client: &mut Client,
+    session: SessionId,
+    timeout: Option<Duration>,
+) -> anyhow::Result<SessionSummary> {
+    client.send(ClientRequest::Watch { session }).await?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut display = Display::new();
+    let result = loop {
+        let next = client.next();
+        let response = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), next).await {
+                Ok(r) => r,
+                Err(_) => {
+                    break Err(Exit {
+                        code: crate::exit::FAILED,
+                        message: format!("{session} still running after {:?}", timeout.unwrap_or_default()),
+                    }
+                    .into())
+                }
+            },
+            None => next.await,
+        };
+        match response {
+            Ok(ClientResponse::Progress(summary)) => {
+                display.update(&summary);
+                if summary.status.is_terminal() {
+                    break Ok(summary);
+                }
+            }
+            Ok(other) => break Err(unexpected(other)),
+            Err(e) => break Err(e),
+        }
+    };
+    display.finish();
+    if let Ok(s) = &result {
+        eprintln!("{} {}: {}", s.id, s.status, counts_line(s));
+    }
+    result
+}

@@ -1,0 +1,280 @@
+//! Everything the CLI prints: tables, JSON documents and the Markdown
+//! results summary.
+
+use aam_protocol::model::{JobStatus, JobView, SessionStatus, SessionSummary, SessionView, WorkerView};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// RFC 3339 (UTC, milliseconds) for a millisecond timestamp.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn opt_time(ms: Option<u64>) -> Value {
+    ms.map(|m| Value::String(rfc3339(m))).unwrap_or(Value::Null)
+}
+
+/// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`.
+pub fn human_duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+pub fn job_duration(job: &JobView) -> Option<u64> {
+    job.duration_ms.or_else(|| match (job.started_at_ms, job.finished_at_ms) {
+        (Some(s), Some(f)) if f >= s => Some(f - s),
+        _ => None,
+    })
+}
+
+pub fn mark(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Succeeded => "✅",
+        JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled => "❌",
+        JobStatus::Skipped => "⏭",
+        JobStatus::Pending | JobStatus::Queued | JobStatus::Running => "⏳",
+    }
+}
+
+/// "3 succeeded, 1 failed, 2 running" (non-zero counts only).
+pub fn counts_line(s: &SessionSummary) -> String {
+    let parts: Vec<String> = JobStatus::ALL
+        .iter()
+        .filter(|st| s.count(**st) > 0)
+        .map(|st| format!("{} {}", s.count(*st), st))
+        .collect();
+    parts.join(", ")
+}
+
+pub fn summary_json(s: &SessionSummary) -> Value {
+    let counts: serde_json::Map<String, Value> = JobStatus::ALL
+        .iter()
+        .map(|st| (st.as_str().to_string(), json!(s.count(*st))))
+        .collect();
+    json!({
+        "id": s.id.to_string(),
+        "name": s.name,
+        "status": s.status.as_str(),
+        "created_at": rfc3339(s.created_at_ms),
+        "finished_at": opt_time(s.finished_at_ms),
+        "jobs_total": s.total,
+        "jobs_finished": s.finished(),
+        "counts": counts,
+    })
+}
+
+pub fn sessions_table(sessions: &[SessionSummary]) -> String {
+    if sessions.is_empty() {
+        return "no sessions\n".into();
+    }
+    let mut out = format!(
+        "{:<8} {:<24} {:<10} {:>11}  {:<24} {}\n",
+        "ID", "NAME", "STATUS", "DONE/TOTAL", "CREATED", "JOBS"
+    );
+    for s in sessions {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<24} {:<10} {:>11}  {:<24} {}",
+            s.id.to_string(),
+            s.name,
+            s.status.as_str(),
+            format!("{}/{}", s.finished(), s.total),
+            rfc3339(s.created_at_ms),
+            counts_line(s)
+        );
+    }
+    out
+}
+
+pub fn job_json(job: &JobView, with_output: bool) -> Value {
+    let mut v = json!({
+        "name": job.name,
+        "status": job.status.as_str(),
+        "attempts": job.attempts,
+        "exit_code": job.exit_code,
+        "signal": job.signal,
+        "worker": job.worker,
+        "started_at": opt_time(job.started_at_ms),
+        "finished_at": opt_time(job.finished_at_ms),
+        "duration_ms": job_duration(job),
+        "reason": job.reason,
+        "depends_on": job.depends_on,
+    });
+    if with_output {
+        v["output"] = json!(String::from_utf8_lossy(&job.output));
+        v["output_bytes"] = json!(job.output_bytes);
+    }
+    v
+}
+
+pub fn session_json(view: &SessionView, with_output: bool) -> Value {
+    let mut v = summary_json(&view.summary);
+    v["jobs"] = view.jobs.iter().map(|j| job_json(j, with_output)).collect();
+    v
+}
+
+pub fn session_table(view: &SessionView) -> String {
+    let s = &view.summary;
+    let mut out = format!(
+        "session {} ({}): {} — {}\n\n",
+        s.id,
+        s.name,
+        s.status,
+        counts_line(s)
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:<10} {:>3} {:>5} {:<20} {:>9}  {}",
+        "JOB", "STATUS", "TRY", "EXIT", "WORKER", "DURATION", "NOTE"
+    );
+    for j in &view.jobs {
+        let exit = match (j.exit_code, j.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(sig)) => format!("sig{sig}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:>3} {:>5} {:<20} {:>9}  {}",
+            j.name,
+            j.status.as_str(),
+            j.attempts,
+            exit,
+            j.worker.as_deref().unwrap_or("-"),
+            job_duration(j).map(human_duration).unwrap_or_else(|| "-".into()),
+            j.reason.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// Lines of output shown per job in the Markdown summary.
+const TAIL_LINES: usize = 15;
+
+/// The "Results Summary" in Markdown.
+pub fn results_markdown(view: &SessionView) -> String {
+    let s = &view.summary;
+    let mut out = format!("# Results Summary: {} ({})\n\n", s.name, s.id);
+    let verdict = match s.status {
+        SessionStatus::Succeeded => "✅ succeeded",
+        SessionStatus::Failed => "❌ failed",
+        SessionStatus::Cancelled => "❌ cancelled",
+        SessionStatus::Running => "⏳ running",
+    };
+    let wall = s
+        .finished_at_ms
+        .map(|f| human_duration(f.saturating_sub(s.created_at_ms)))
+        .unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "**Session {verdict}** — {} jobs: {} — wall time {wall}\n",
+        s.total,
+        counts_line(s)
+    );
+    out.push_str("| | Job | Status | Duration | Exit | Attempts |\n|---|---|---|---|---|---|\n");
+    for j in &view.jobs {
+        let exit = match (j.exit_code, j.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            mark(j.status),
+            j.name,
+            j.status,
+            job_duration(j).map(human_duration).unwrap_or_else(|| "-".into()),
+            exit,
+            j.attempts
+        );
+    }
+    for j in &view.jobs {
+        let _ = write!(out, "\n## {} {} — {}", mark(j.status), j.name, j.status);
+        if let Some(reason) = &j.reason {
+            let _ = write!(out, " ({reason})");
+        }
+        out.push('\n');
+        let text = String::from_utf8_lossy(&j.output);
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            out.push_str("\n_(no output)_\n");
+            continue;
+        }
+        let start = lines.len().saturating_sub(TAIL_LINES);
+        if start > 0 || j.output_bytes > j.output.len() as u64 {
+            let _ = writeln!(out, "\n_last {} lines of output:_", lines.len() - start);
+        }
+        out.push_str("\n```text\n");
+        for line in &lines[start..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("```\n");
+    }
+    out
+}
+
+pub fn workers_table(workers: &[WorkerView], now_ms: u64) -> String {
+    if workers.is_empty() {
+        return "no workers connected\n".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<22} {:>5} {:>7}  {:<10} {}\n",
+        "NAME", "ADDRESS", "SLOTS", "RUNNING", "HEARTBEAT", "LABELS"
+    );
+    for w in workers {
+        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<22} {:>5} {:>7}  {:<10} {}",
+            w.name,
+            w.address,
+            w.slots,
+            w.running.len(),
+            format!("{} ago", human_duration(now_ms.saturating_sub(w.last_heartbeat_ms))),
+            labels.join(",")
+        );
+    }
+    out
+}
+
+pub fn workers_json(workers: &[WorkerView]) -> Value {
+    workers
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name,
+                "address": w.address,
+                "slots": w.slots,
+                "running": w.running,
+                "labels": w.labels,
+                "connected_at": rfc3339(w.connected_at_ms),
+                "last_heartbeat": rfc3339(w.last_heartbeat_ms),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(850), "850ms");
+        assert_eq!(human_duration(12_340), "12.3s");
+        assert_eq!(human_duration(245_000), "4m05s");
+        assert_eq!(human_duration(7_380_000), "2h03m");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,99 @@
+//! `aam run FILE`: an embedded manager and worker in this process, the
+//! session run with live progress, then the results summary.
+
+use crate::client::{unexpected, Client};
+use crate::exit::bad_input;
+use crate::{batch, progress, render, verdict};
+use aam_manager::config::ManagerConfig;
+use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
+use aam_worker::WorkerConfig;
+use anyhow::Context as _;
+use std::path::PathBuf;
+
+pub struct RunArgs {
+    pub file: PathBuf,
+    pub slots: Option<u32>,
+    pub data_dir: PathBuf,
+    pub config: Option<PathBuf>,
+    pub json: bool,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let batch = batch::load(&args.file)?;
+    let slots = args.slots.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(2)
+            .max(2)
+    });
+    if slots == 0 {
+        return Err(bad_input("--slots must be at least 1"));
+    }
+    let config = ManagerConfig::load(
+        args.config.as_deref(),
+        std::env::vars(),
+        &[
+            ("listen", "127.0.0.1:0".to_string()),
+            ("data_dir", args.data_dir.display().to_string()),
+        ],
+    )
+    .map_err(|e| bad_input(e.to_string()))?;
+    let workdir = std::env::current_dir()?;
+    let system = actix::System::new();
+    let outcome = system.block_on(async move {
+        let manager = aam_manager::start(config)
+            .await
+            .map_err(|e| bad_input(format!("cannot start the embedded manager: {e:#}")))?;
+        let worker = aam_worker::start(WorkerConfig {
+            manager: manager.addr.to_string(),
+            token: manager.token.clone(),
+            name: "local".into(),
+            slots,
+            labels: Default::default(),
+            workdir,
+            max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+        });
+        let result = drive(&manager, &args.file, batch, args.json).await;
+        let _ = worker.send(aam_worker::agent::KillAll).await;
+        manager.shutdown().await;
+        result
+    });
+    outcome
+}
+
+async fn drive(
+    manager: &aam_manager::Manager,
+    file: &std::path::Path,
+    batch: aam_protocol::spec::BatchSpec,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let addr = manager.addr.to_string();
+    let mut client = Client::connect(&addr, &manager.token).await?;
+    let session = match client.call(ClientRequest::Submit { batch }).await? {
+        ClientResponse::Submitted { session, jobs } => {
+            eprintln!("session {session} submitted: {jobs} jobs");
+            session
+        }
+        ClientResponse::Invalid(errors) => return Err(bad_input(batch::describe(file, &errors))),
+        other => return Err(unexpected(other)),
+    };
+    let summary = progress::wait(&mut client, session, None)
+        .await
+        .context("following the session")?;
+    let output = if json {
+        OutputWanted::All
+    } else {
+        OutputWanted::Tail(4096)
+    };
+    match client.call(ClientRequest::Session { session, output }).await? {
+        ClientResponse::Session(view) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&render::session_json(&view, true))?);
+            } else {
+                print!("{}", render::results_markdown(&view));
+            }
+        }
+        other => return Err(unexpected(other)),
+    }
+    Ok(verdict(&summary))
+}

@@ -1,0 +1,303 @@
+//! The worker actor: one connection to the manager at a time, re-dialed
+//! with backoff when it drops; the jobs it runs keep running meanwhile, and
+//! their reports wait in a bounded outbox until the manager is back.
+
+use crate::child::{kill_group, run_job, EventSink, JobEvent};
+use aam_protocol::dial::{connect, ConnectError};
+use aam_protocol::codec::{CodecError, FrameCodec};
+use aam_protocol::messages::{AttemptRef, ManagerToWorker, Role, WorkerToManager};
+use actix::prelude::*;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::codec::FramedRead;
+
+/// Most bytes of reports kept while disconnected; older output goes first.
+pub const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub manager: String,
+    pub token: String,
+    pub name: String,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    /// Base directory for relative job workdirs.
+    pub workdir: PathBuf,
+    pub max_frame: usize,
+}
+
+type Writer = actix::io::FramedWrite<
+    WorkerToManager,
+    OwnedWriteHalf,
+    FrameCodec<ManagerToWorker, WorkerToManager>,
+>;
+
+struct Connection {
+    writer: Writer,
+    heartbeat: Option<SpawnHandle>,
+    reader: SpawnHandle,
+}
+
+pub struct WorkerAgent {
+    config: WorkerConfig,
+    conn: Option<Connection>,
+    connecting: bool,
+    backoff: Duration,
+    /// Running attempts and their process group ids (0 until started).
+    running: HashMap<AttemptRef, u32>,
+    outbox: VecDeque<WorkerToManager>,
+    outbox_bytes: usize,
+    dropped_output: HashMap<AttemptRef, u64>,
+}
+
+/// Starts a worker in the current actix system.
+pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
+    WorkerAgent {
+        config,
+        conn: None,
+        connecting: false,
+        backoff: Duration::from_millis(100),
+        running: HashMap::new(),
+        outbox: VecDeque::new(),
+        outbox_bytes: 0,
+        dropped_output: HashMap::new(),
+    }
+    .start()
+}
+
+fn report_size(msg: &WorkerToManager) -> usize {
+    match msg {
+        WorkerToManager::Output { data, .. } => data.len() + 32,
+        _ => 64,
+    }
+}
+
+impl WorkerAgent {
+    fn dial(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting || self.conn.is_some() {
+            return;
+        }
+        self.connecting = true;
+        let config = self.config.clone();
+        let attempt = async move {
+            connect(&config.manager, Role::Worker, &config.token, config.max_frame).await
+        };
+        ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| {
+            act.connecting = false;
+            match result {
+                Ok((stream, leftover)) => act.connected(stream, leftover, ctx),
+                Err(ConnectError::Rejected { addr, reason }) => {
+                    tracing::error!("manager at {addr} refused this worker: {reason}");
+                    System::current().stop_with_code(3);
+                }
+                Err(e) => {
+                    tracing::info!("{e}; retrying in {:?}", act.backoff);
+                    let wait = act.backoff;
+                    act.backoff = (act.backoff * 2).min(Duration::from_secs(5));
+                    ctx.run_later(wait, |act, ctx| act.dial(ctx));
+                }
+            }
+        }));
+    }
+
+    fn connected(&mut self, stream: tokio::net::TcpStream, leftover: bytes::BytesMut, ctx: &mut Context<Self>) {
+        let (read, write) = stream.into_split();
+        let mut reader = FramedRead::new(
+            read,
+            FrameCodec::<ManagerToWorker, WorkerToManager>::new(self.config.max_frame),
+        );
+        reader.read_buffer_mut().extend_from_slice(&leftover);
+        let reader = ctx.add_stream(reader);
+        let mut writer = actix::io::FramedWrite::new(write, FrameCodec::new(self.config.max_frame), ctx);
+        writer.write(WorkerToManager::Register {
+            name: self.config.name.clone(),
+            slots: self.config.slots,
+            labels: self.config.labels.clone(),
+            running: self.running.keys().copied().collect(),
+        });
+        self.conn = Some(Connection {
+            writer,
+            heartbeat: None,
+            reader,
+        });
+        tracing::info!(manager = %self.config.manager, worker = %self.config.name, "connected");
+    }
+
+    fn disconnected(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if let Some(conn) = self.conn.take() {
+            if let Some(h) = conn.heartbeat {
+                ctx.cancel_future(h);
+            }
+            ctx.cancel_future(conn.reader);
+            tracing::warn!(manager = %self.config.manager, running = self.running.len(),
+                "lost the manager ({why}); jobs keep running, reconnecting");
+        }
+        self.dial(ctx);
+    }
+
+    /// Sends a report now, or keeps it for the next connection.
+    fn report(&mut self, msg: WorkerToManager) {
+        if let Some(conn) = &mut self.conn {
+            if conn.heartbeat.is_some() {
+                conn.writer.write(msg);
+                return;
+            }
+        }
+        self.outbox_bytes += report_size(&msg);
+        self.outbox.push_back(msg);
+        while self.outbox_bytes > OUTBOX_BYTES {
+            // Drop the oldest output; finishes are never dropped.
+            let Some(pos) = self
+                .outbox
+                .iter()
+                .position(|m| matches!(m, WorkerToManager::Output { .. }))
+            else {
+                break;
+            };
+            if let Some(WorkerToManager::Output { attempt, data }) = self.outbox.remove(pos) {
+                self.outbox_bytes -= data.len() + 32;
+                *self.dropped_output.entry(attempt).or_default() += data.len() as u64;
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        let Some(conn) = &mut self.conn else {
+            return;
+        };
+        for (attempt, bytes) in self.dropped_output.drain() {
+            let note = format!("\n[aam: {bytes} bytes of output dropped while the manager was unreachable]\n");
+            conn.writer.write(WorkerToManager::Output {
+                attempt,
+                data: note.into_bytes(),
+            });
+        }
+        for msg in self.outbox.drain(..) {
+            conn.writer.write(msg);
+        }
+        self.outbox_bytes = 0;
+    }
+}
+
+impl Actor for WorkerAgent {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(256);
+        self.dial(ctx);
+    }
+}
+
+impl actix::io::WriteHandler<CodecError> for WorkerAgent {
+    fn error(&mut self, err: CodecError, _ctx: &mut Self::Context) -> Running {
+        tracing::warn!("writing to the manager: {err}");
+        Running::Continue
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
+    fn handle(&mut self, item: Result<ManagerToWorker, CodecError>, ctx: &mut Context<Self>) {
+        let msg = match item {
+            Ok(m) => m,
+            Err(e) => return self.disconnected(ctx, &e.to_string()),
+        };
+        match msg {
+            ManagerToWorker::Registered { heartbeat_ms } => {
+                self.backoff = Duration::from_millis(100);
+                let every = Duration::from_millis(heartbeat_ms.max(50));
+                let handle = ctx.run_interval(every, |act, _| {
+                    if let Some(conn) = &mut act.conn {
+                        conn.writer.write(WorkerToManager::Heartbeat);
+                    }
+                });
+                if let Some(conn) = &mut self.conn {
+                    conn.heartbeat = Some(handle);
+                }
+                self.flush_outbox();
+                tracing::info!(worker = %self.config.name, slots = self.config.slots, "registered");
+            }
+            ManagerToWorker::Assign(assignment) => {
+                let attempt = AttemptRef {
+                    job: assignment.job,
+                    attempt: assignment.attempt,
+                };
+                tracing::debug!(job = %assignment.job_name, session = %assignment.job.session,
+                    attempt = attempt.attempt, "starting job");
+                self.running.insert(attempt, 0);
+                let base = self.config.workdir.clone();
+                actix::spawn(run_job(assignment, base, ctx.address()));
+            }
+            ManagerToWorker::Kill(attempt) => {
+                tracing::info!(job = %attempt.job, attempt = attempt.attempt, "manager ordered a kill");
+                if let Some(&pid) = self.running.get(&attempt) {
+                    kill_group(pid);
+                }
+            }
+            ManagerToWorker::Refused { reason } => {
+                tracing::error!("manager refused this worker: {reason}");
+                System::current().stop_with_code(2);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.disconnected(ctx, "connection closed");
+    }
+}
+
+/// A job's event, delivered to the worker actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Event(pub JobEvent);
+
+impl EventSink for Addr<WorkerAgent> {
+    async fn send(&self, event: JobEvent) {
+        let _ = Addr::send(self, Event(event)).await;
+    }
+}
+
+impl Handler<Event> for WorkerAgent {
+    type Result = ();
+
+    fn handle(&mut self, Event(event): Event, _ctx: &mut Context<Self>) {
+        match event {
+            JobEvent::Started { attempt, pid } => {
+                if let Some(slot) = self.running.get_mut(&attempt) {
+                    *slot = pid;
+                }
+            }
+            JobEvent::Output { attempt, data } => {
+                self.report(WorkerToManager::Output { attempt, data })
+            }
+            JobEvent::SpawnFailed { attempt, error } => {
+                tracing::warn!(job = %attempt.job, "could not start: {error}");
+                self.running.remove(&attempt);
+                self.report(WorkerToManager::SpawnFailed { attempt, error });
+            }
+            JobEvent::Finished { attempt, exit } => {
+                self.running.remove(&attempt);
+                self.report(WorkerToManager::Finished { attempt, exit });
+            }
+        }
+    }
+}
+
+/// Kills every running job's process group (for shutdown).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct KillAll;
+
+impl Handler<KillAll> for WorkerAgent {
+    type Result = usize;
+
+    fn handle(&mut self, _: KillAll, _ctx: &mut Context<Self>) -> usize {
+        for &pid in self.running.values() {
+            kill_group(pid);
+        }
+        self.running.len()
+    }
+}
