@@ -18,7 +18,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "aam", version, about = "aam, the async agent manager: run many agent jobs at once without waiting on them")]
+#[command(
+    name = "aam",
+    version,
+    about = "aam, the async agent manager: run many agent jobs at once without waiting on them"
+)]
 struct Cli {
     /// Manager address
     #[arg(long, global = true, env = "AAM_MANAGER", default_value = aam_protocol::DEFAULT_MANAGER_ADDR)]
@@ -96,7 +100,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     // Quiet by default: the CLI's own output is the interface.
-    aam_manager::logging::init(&std::env::var("AAM_LOG").unwrap_or_else(|_| "warn".into()), false);
+    aam_manager::logging::init(
+        &std::env::var("AAM_LOG").unwrap_or_else(|_| "warn".into()),
+        false,
+    );
     let code = match execute(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -157,7 +164,10 @@ fn session_arg(s: &str) -> anyhow::Result<SessionId> {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
 }
 
 async fn remote(cli: Cli) -> anyhow::Result<i32> {
@@ -174,11 +184,15 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             let name = batch.name.clone();
             let (session, jobs) = match client.call(ClientRequest::Submit { batch }).await? {
                 ClientResponse::Submitted { session, jobs } => (session, jobs),
-                ClientResponse::Invalid(errors) => return Err(bad_input(batch::describe(&file, &errors))),
+                ClientResponse::Invalid(errors) => {
+                    return Err(bad_input(batch::describe(&file, &errors)))
+                }
                 other => return Err(unexpected(other)),
             };
             if json {
-                print_json(&serde_json::json!({"session": session.to_string(), "name": name, "jobs": jobs}));
+                print_json(
+                    &serde_json::json!({"session": session.to_string(), "name": name, "jobs": jobs}),
+                );
             } else {
                 println!("{session}");
             }
@@ -188,19 +202,21 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Status { session: None, json } | Command::Sessions { json } => {
-            match client.call(ClientRequest::ListSessions).await? {
-                ClientResponse::Sessions(list) => {
-                    if json {
-                        print_json(&list.iter().map(render::summary_json).collect());
-                    } else {
-                        print!("{}", render::sessions_table(&list));
-                    }
-                    Ok(0)
-                }
-                other => Err(unexpected(other)),
-            }
+        Command::Status {
+            session: None,
+            json,
         }
+        | Command::Sessions { json } => match client.call(ClientRequest::ListSessions).await? {
+            ClientResponse::Sessions(list) => {
+                if json {
+                    print_json(&list.iter().map(render::summary_json).collect());
+                } else {
+                    print!("{}", render::sessions_table(&list));
+                }
+                Ok(0)
+            }
+            other => Err(unexpected(other)),
+        },
         Command::Status {
             session: Some(id),
             json,
@@ -226,7 +242,11 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             let session = session_arg(&session)?;
             let timeout = match timeout {
                 Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
-                Some(t) => return Err(bad_input(format!("--timeout {t} is not a number of seconds"))),
+                Some(t) => {
+                    return Err(bad_input(format!(
+                        "--timeout {t} is not a number of seconds"
+                    )))
+                }
                 None => None,
             };
             let summary = progress::wait(&mut client, session, timeout).await?;
@@ -239,7 +259,10 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 OutputWanted::Tail(4096)
             };
-            match client.call(ClientRequest::Session { session, output }).await? {
+            match client
+                .call(ClientRequest::Session { session, output })
+                .await?
+            {
                 ClientResponse::Session(view) => {
                     if json {
                         print_json(&render::session_json(&view, true));

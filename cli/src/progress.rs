@@ -21,8 +21,10 @@ impl Display {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                    .expect("the template is valid"),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+                )
+                .expect("the template is valid"),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
             Display::Bar(bar)
@@ -42,7 +44,14 @@ impl Display {
                 let key = (s.finished(), s.count(JobStatus::Running));
                 if *last != Some(key) {
                     *last = Some(key);
-                    eprintln!("{} {}: {}/{} finished ({})", s.id, s.status, s.finished(), s.total, counts_line(s));
+                    eprintln!(
+                        "{} {}: {}/{} finished ({})",
+                        s.id,
+                        s.status,
+                        s.finished(),
+                        s.total,
+                        counts_line(s)
+                    );
                 }
             }
         }
@@ -72,7 +81,10 @@ pub async fn wait(
                 Err(_) => {
                     break Err(Exit {
                         code: crate::exit::FAILED,
-                        message: format!("{session} still running after {:?}", timeout.unwrap_or_default()),
+                        message: format!(
+                            "{session} still running after {:?}",
+                            timeout.unwrap_or_default()
+                        ),
                     }
                     .into())
                 }

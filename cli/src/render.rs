@@ -1,7 +1,9 @@
 //! Everything the CLI prints: tables, JSON documents and the Markdown
 //! results summary.
 
-use aam_protocol::model::{JobStatus, JobView, SessionStatus, SessionSummary, SessionView, WorkerView};
+use aam_protocol::model::{
+    JobStatus, JobView, SessionStatus, SessionSummary, SessionView, WorkerView,
+};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -26,10 +28,11 @@ pub fn human_duration(ms: u64) -> String {
 }
 
 pub fn job_duration(job: &JobView) -> Option<u64> {
-    job.duration_ms.or_else(|| match (job.started_at_ms, job.finished_at_ms) {
-        (Some(s), Some(f)) if f >= s => Some(f - s),
-        _ => None,
-    })
+    job.duration_ms
+        .or_else(|| match (job.started_at_ms, job.finished_at_ms) {
+            (Some(s), Some(f)) if f >= s => Some(f - s),
+            _ => None,
+        })
 }
 
 pub fn mark(status: JobStatus) -> &'static str {
@@ -129,8 +132,8 @@ pub fn session_table(view: &SessionView) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<24} {:<10} {:>3} {:>5} {:<20} {:>9}  {}",
-        "JOB", "STATUS", "TRY", "EXIT", "WORKER", "DURATION", "NOTE"
+        "{:<24} {:<10} {:>3} {:>5} {:<20} {:>9}  NOTE",
+        "JOB", "STATUS", "TRY", "EXIT", "WORKER", "DURATION"
     );
     for j in &view.jobs {
         let exit = match (j.exit_code, j.signal) {
@@ -146,7 +149,9 @@ pub fn session_table(view: &SessionView) -> String {
             j.attempts,
             exit,
             j.worker.as_deref().unwrap_or("-"),
-            job_duration(j).map(human_duration).unwrap_or_else(|| "-".into()),
+            job_duration(j)
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
             j.reason.as_deref().unwrap_or("")
         );
     }
@@ -189,7 +194,9 @@ pub fn results_markdown(view: &SessionView) -> String {
             mark(j.status),
             j.name,
             j.status,
-            job_duration(j).map(human_duration).unwrap_or_else(|| "-".into()),
+            job_duration(j)
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
             exit,
             j.attempts
         );
@@ -237,7 +244,10 @@ pub fn workers_table(workers: &[WorkerView], now_ms: u64) -> String {
             w.address,
             w.slots,
             w.running.len(),
-            format!("{} ago", human_duration(now_ms.saturating_sub(w.last_heartbeat_ms))),
+            format!(
+                "{} ago",
+                human_duration(now_ms.saturating_sub(w.last_heartbeat_ms))
+            ),
             labels.join(",")
         );
     }

@@ -85,10 +85,16 @@ async fn drive(
     } else {
         OutputWanted::Tail(4096)
     };
-    match client.call(ClientRequest::Session { session, output }).await? {
+    match client
+        .call(ClientRequest::Session { session, output })
+        .await?
+    {
         ClientResponse::Session(view) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&render::session_json(&view, true))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::session_json(&view, true))?
+                );
             } else {
                 print!("{}", render::results_markdown(&view));
             }

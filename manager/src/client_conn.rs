@@ -32,7 +32,9 @@ impl ClientConn {
     /// Writes a response, replacing one too large for a frame by an error
     /// that says so (rather than a silently dropped connection).
     fn respond(&mut self, response: ClientResponse) {
-        let size = codec::encode(&response).map(|b| b.len()).unwrap_or(usize::MAX);
+        let size = codec::encode(&response)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         if size > self.shared.max_frame {
             self.writer.write(ClientResponse::Error {
                 kind: ErrorKind::BadRequest,
@@ -68,8 +70,8 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
                 return;
             }
         };
-        let watcher = matches!(request, ClientRequest::Watch { .. })
-            .then(|| ctx.address().recipient());
+        let watcher =
+            matches!(request, ClientRequest::Watch { .. }).then(|| ctx.address().recipient());
         let (reply, answer) = oneshot::channel();
         self.shared.scheduler.do_send(ClientCall {
             request,
@@ -77,13 +79,11 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
             watcher,
         });
         // Wait for this answer before reading the next request: answers keep request order.
-        ctx.wait(async move { answer.await }.into_actor(self).map(
-            |answer, act, _| {
-                if let Ok(Some(response)) = answer {
-                    act.respond(response);
-                }
-            },
-        ));
+        ctx.wait(answer.into_actor(self).map(|answer, act, _| {
+            if let Ok(Some(response)) = answer {
+                act.respond(response);
+            }
+        }));
     }
 }
 

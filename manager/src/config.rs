@@ -219,7 +219,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aam.toml");
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        let e = ManagerConfig::load(Some(&path), vec![], &[]).unwrap_err().to_string();
+        let e = ManagerConfig::load(Some(&path), vec![], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("aam.toml") && e.contains("lisen"), "{e}");
         let e = ManagerConfig::load(None, vec![], &[("lease_ms", "10".into())])
             .unwrap_err()

@@ -53,6 +53,10 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Lets scripts and tests that asked for port 0 find the real one.
+    let addr_file = config.data_dir.join("manager.addr");
+    std::fs::write(&addr_file, format!("{addr}\n"))
+        .with_context(|| format!("writing {}", addr_file.display()))?;
 
     let loaded = {
         let store = store.clone();

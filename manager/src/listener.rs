@@ -37,7 +37,11 @@ pub struct Shared {
 }
 
 /// Accepts connections until `shutdown` resolves.
-pub async fn accept_loop(listener: TcpListener, shared: Shared, shutdown: impl Future<Output = ()>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Shared,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -123,7 +127,11 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
                 WorkerConn {
                     id,
                     peer,
-                    writer: actix::io::FramedWrite::new(write, FrameCodec::new(shared.max_frame), ctx),
+                    writer: actix::io::FramedWrite::new(
+                        write,
+                        FrameCodec::new(shared.max_frame),
+                        ctx,
+                    ),
                     shared,
                     name: None,
                     last_seen: Instant::now(),
@@ -141,7 +149,11 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
                 ctx.add_stream(reader);
                 ClientConn {
                     peer,
-                    writer: actix::io::FramedWrite::new(write, FrameCodec::new(shared.max_frame), ctx),
+                    writer: actix::io::FramedWrite::new(
+                        write,
+                        FrameCodec::new(shared.max_frame),
+                        ctx,
+                    ),
                     shared,
                 }
             });

@@ -6,7 +6,11 @@ use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "aam-manager", version, about = "The aam manager: schedules agent jobs onto workers")]
+#[command(
+    name = "aam-manager",
+    version,
+    about = "The aam manager: schedules agent jobs onto workers"
+)]
 struct Args {
     /// Address to listen on [default: 127.0.0.1:7410]
     #[arg(long)]
@@ -36,7 +40,10 @@ mod aam_manager_log {
 fn main() {
     let args = Args::parse();
     let filter = std::env::var("AAM_LOG").unwrap_or_else(|_| "info".into());
-    aam_manager::logging::init(&filter, matches!(args.log_format, aam_manager_log::LogFormat::Json));
+    aam_manager::logging::init(
+        &filter,
+        matches!(args.log_format, aam_manager_log::LogFormat::Json),
+    );
     let mut overrides = Vec::new();
     if let Some(listen) = args.listen {
         overrides.push(("listen", listen));

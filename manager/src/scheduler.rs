@@ -9,8 +9,7 @@ use crate::schedule::WorkerId;
 use crate::state::{State, WorkerEntry};
 use crate::worker_conn::{ToWorker, WorkerConn};
 use aam_protocol::messages::{
-    AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker,
-    WorkerToManager,
+    AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker, WorkerToManager,
 };
 use aam_protocol::model::ExitInfo;
 use aam_protocol::{now_ms, SessionId};
@@ -64,7 +63,10 @@ pub struct Drain {
 }
 
 enum Effect {
-    Reply(oneshot::Sender<Option<ClientResponse>>, Option<ClientResponse>),
+    Reply(
+        oneshot::Sender<Option<ClientResponse>>,
+        Option<ClientResponse>,
+    ),
     ToWorker(WorkerId, ManagerToWorker),
     Notify(SessionId),
     Watch(SessionId, Recipient<SessionUpdate>),
@@ -104,7 +106,10 @@ impl Scheduler {
         for (worker, assignment) in self.state.dispatch(now) {
             tracing::debug!(worker, job = %assignment.job_name, session = %assignment.job.session,
                 attempt = assignment.attempt, "dispatching");
-            effects.push(Effect::ToWorker(worker, ManagerToWorker::Assign(assignment)));
+            effects.push(Effect::ToWorker(
+                worker,
+                ManagerToWorker::Assign(assignment),
+            ));
         }
         let changes = self.state.take_changes();
         effects.extend(
@@ -126,23 +131,21 @@ impl Scheduler {
         self.next_seq += 1;
         self.waiting.push_back((seq, effects));
         let durable = self.committer.commit(changes);
-        ctx.spawn(async move { durable.await }.into_actor(self).map(
-            move |result, act, _ctx| {
-                match result.unwrap_or_else(|_| Err("the commit thread stopped".into())) {
-                    Ok(()) => {
-                        while act.waiting.front().is_some_and(|(s, _)| *s <= seq) {
-                            let (_, effects) = act.waiting.pop_front().expect("front exists");
-                            act.release(effects);
-                        }
-                    }
-                    Err(e) => {
-                        // Without a durable store nothing may be acknowledged.
-                        tracing::error!("cannot make state durable ({e}); stopping the manager");
-                        System::current().stop_with_code(1);
+        ctx.spawn(durable.into_actor(self).map(move |result, act, _ctx| {
+            match result.unwrap_or_else(|_| Err("the commit thread stopped".into())) {
+                Ok(()) => {
+                    while act.waiting.front().is_some_and(|(s, _)| *s <= seq) {
+                        let (_, effects) = act.waiting.pop_front().expect("front exists");
+                        act.release(effects);
                     }
                 }
-            },
-        ));
+                Err(e) => {
+                    // Without a durable store nothing may be acknowledged.
+                    tracing::error!("cannot make state durable ({e}); stopping the manager");
+                    System::current().stop_with_code(1);
+                }
+            }
+        }));
     }
 
     fn release(&mut self, effects: Vec<Effect>) {
@@ -189,7 +192,11 @@ impl Scheduler {
         }
     }
 
-    fn answer(&mut self, request: ClientRequest, watcher: Option<Recipient<SessionUpdate>>) -> (Option<ClientResponse>, Option<Effect>) {
+    fn answer(
+        &mut self,
+        request: ClientRequest,
+        watcher: Option<Recipient<SessionUpdate>>,
+    ) -> (Option<ClientResponse>, Option<Effect>) {
         let not_found = |session: SessionId| ClientResponse::Error {
             kind: ErrorKind::NotFound,
             message: format!("no session {session}"),
@@ -348,7 +355,13 @@ impl Handler<WorkerReport> for Scheduler {
                     signal: None,
                     duration_ms: 0,
                 };
-                self.finish(msg.id, attempt, Some(exit), Some(format!("could not start: {error}")), now);
+                self.finish(
+                    msg.id,
+                    attempt,
+                    Some(exit),
+                    Some(format!("could not start: {error}")),
+                    now,
+                );
             }
             WorkerToManager::Register { .. } => {}
         }
@@ -357,7 +370,14 @@ impl Handler<WorkerReport> for Scheduler {
 }
 
 impl Scheduler {
-    fn finish(&mut self, worker: WorkerId, attempt: AttemptRef, exit: Option<ExitInfo>, reason: Option<String>, now: u64) {
+    fn finish(
+        &mut self,
+        worker: WorkerId,
+        attempt: AttemptRef,
+        exit: Option<ExitInfo>,
+        reason: Option<String>,
+        now: u64,
+    ) {
         if self.state.job_finished(attempt, exit, reason, now) {
             tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
         } else {

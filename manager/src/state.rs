@@ -16,7 +16,10 @@ use aam_store::{Changes, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 fn status_slot(status: JobStatus) -> usize {
-    JobStatus::ALL.iter().position(|s| *s == status).unwrap_or(0)
+    JobStatus::ALL
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(0)
 }
 
 struct SessionEntry {
@@ -122,7 +125,10 @@ impl State {
         state.next_session = snapshot.next_session;
         let mut jobs_by_session: BTreeMap<SessionId, Vec<JobRecord>> = BTreeMap::new();
         for job in snapshot.jobs {
-            jobs_by_session.entry(job.key.session).or_default().push(job);
+            jobs_by_session
+                .entry(job.key.session)
+                .or_default()
+                .push(job);
         }
         for record in snapshot.sessions {
             let jobs = jobs_by_session.remove(&record.id).unwrap_or_default();
@@ -239,7 +245,11 @@ impl State {
             // The job's own env wins over the agent's.
             env.retain(|(k, _): &(String, String)| !spec.env.contains_key(k));
             env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let depends_on: Vec<u32> = spec.depends_on.iter().map(|d| index_of[d.as_str()]).collect();
+            let depends_on: Vec<u32> = spec
+                .depends_on
+                .iter()
+                .map(|d| index_of[d.as_str()])
+                .collect();
             jobs.push(JobRecord {
                 key: JobKey {
                     session: id,
@@ -425,7 +435,10 @@ impl State {
             let worker_name = worker.name.clone();
             self.set_status(key, JobStatus::Running);
             let cap = self.config.output_cap;
-            let entry = self.sessions.get_mut(&key.session).expect("job's session exists");
+            let entry = self
+                .sessions
+                .get_mut(&key.session)
+                .expect("job's session exists");
             entry.live.insert(key.index, OutputCapture::new(cap));
             let session_name = entry.record.name.clone();
             let job = &mut entry.jobs[key.index as usize];
@@ -502,7 +515,10 @@ impl State {
         } else {
             JobStatus::Failed
         };
-        let entry = self.sessions.get_mut(&key.session).expect("job's session exists");
+        let entry = self
+            .sessions
+            .get_mut(&key.session)
+            .expect("job's session exists");
         let output = entry
             .live
             .remove(&key.index)
@@ -602,7 +618,10 @@ impl State {
     }
 
     fn job(&self, key: JobKey) -> Option<&JobRecord> {
-        self.sessions.get(&key.session)?.jobs.get(key.index as usize)
+        self.sessions
+            .get(&key.session)?
+            .jobs
+            .get(key.index as usize)
     }
 
     fn job_mut(&mut self, key: JobKey) -> Option<&mut JobRecord> {
@@ -781,9 +800,16 @@ impl State {
     }
 }
 
-fn unreachable_spec(errors: &mut Vec<SpecError>, name: &str) -> (Vec<String>, Vec<(String, String)>) {
+fn unreachable_spec(
+    errors: &mut Vec<SpecError>,
+    name: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
     // `validate` already refused jobs with neither command nor agent.
-    errors.push(SpecError::job(name, "command", "each job needs 'command' or 'agent'"));
+    errors.push(SpecError::job(
+        name,
+        "command",
+        "each job needs 'command' or 'agent'",
+    ));
     (Vec::new(), Vec::new())
 }
 
@@ -854,7 +880,12 @@ mod tests {
         let mut s = State::new(config());
         let batch = BatchSpec {
             name: "b".into(),
-            jobs: vec![job("a", &[]), job("b", &["a"]), job("c", &["b"]), job("d", &[])],
+            jobs: vec![
+                job("a", &[]),
+                job("b", &["a"]),
+                job("c", &["b"]),
+                job("d", &[]),
+            ],
         };
         let (id, n) = s.submit(batch, 0).unwrap();
         assert_eq!(n, 4);

@@ -4,7 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Returns the token to require, and the file it lives in when generated.
-pub fn load_or_create(given: Option<&str>, data_dir: &Path) -> anyhow::Result<(String, Option<PathBuf>)> {
+pub fn load_or_create(
+    given: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<(String, Option<PathBuf>)> {
     if let Some(token) = given {
         anyhow::ensure!(!token.trim().is_empty(), "the token is empty");
         return Ok((token.trim().to_string(), None));
@@ -47,8 +50,8 @@ pub fn generate() -> String {
 pub fn matches(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
     let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..a.len() {
-        diff |= a[i] ^ b.get(i).copied().unwrap_or(0);
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
     }
     diff == 0
 }

@@ -61,7 +61,9 @@ impl Actor for WorkerConn {
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
         if self.name.is_some() {
-            self.shared.scheduler.do_send(WorkerDisconnected { id: self.id });
+            self.shared
+                .scheduler
+                .do_send(WorkerDisconnected { id: self.id });
         }
         Running::Stop
     }
@@ -113,10 +115,16 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
             (_, false) => self.refuse(ctx, "a worker must register first".into()),
             (report @ WorkerToManager::Output { .. }, true) => {
                 // Output waits for the scheduler's mailbox: backpressure to the worker.
-                let send = self.shared.scheduler.send(WorkerReport { id: self.id, report });
+                let send = self.shared.scheduler.send(WorkerReport {
+                    id: self.id,
+                    report,
+                });
                 ctx.wait(send.into_actor(self).map(|_, _, _| ()));
             }
-            (report, true) => self.shared.scheduler.do_send(WorkerReport { id: self.id, report }),
+            (report, true) => self.shared.scheduler.do_send(WorkerReport {
+                id: self.id,
+                report,
+            }),
         }
     }
 }

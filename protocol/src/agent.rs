@@ -169,7 +169,9 @@ mod tests {
         let mut other = job("hi", None);
         other.agent = Some("nobody".into());
         let e = expand_agent_job(&other, &agents(), "s1").unwrap_err();
-        assert!(e.to_string().contains("unknown agent 'nobody' (known agents: reviewer)"));
+        assert!(e
+            .to_string()
+            .contains("unknown agent 'nobody' (known agents: reviewer)"));
     }
 
     #[test]

@@ -33,8 +33,13 @@ pub async fn connect(
         .await
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
-    stream.set_nodelay(true).map_err(|e| unreachable(e.to_string()))?;
-    let mut framed = Framed::new(stream, FrameCodec::<HandshakeReply, Handshake>::new(max_frame));
+    stream
+        .set_nodelay(true)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut framed = Framed::new(
+        stream,
+        FrameCodec::<HandshakeReply, Handshake>::new(max_frame),
+    );
     framed
         .send(Handshake::new(role, token))
         .await

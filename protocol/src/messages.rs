@@ -59,12 +59,22 @@ pub enum OutputWanted {
 /// `Progress` on every change until the session ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
-    Submit { batch: BatchSpec },
+    Submit {
+        batch: BatchSpec,
+    },
     ListSessions,
-    Session { session: SessionId, output: OutputWanted },
-    Logs { session: SessionId, job: String },
+    Session {
+        session: SessionId,
+        output: OutputWanted,
+    },
+    Logs {
+        session: SessionId,
+        job: String,
+    },
     Workers,
-    Watch { session: SessionId },
+    Watch {
+        session: SessionId,
+    },
 }
 
 /// What kind of failure an `Error` response reports.
@@ -79,7 +89,10 @@ pub enum ErrorKind {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientResponse {
-    Submitted { session: SessionId, jobs: u32 },
+    Submitted {
+        session: SessionId,
+        jobs: u32,
+    },
     Invalid(SpecErrors),
     Sessions(Vec<SessionSummary>),
     Session(SessionView),
@@ -91,7 +104,10 @@ pub enum ClientResponse {
     },
     Workers(Vec<WorkerView>),
     Progress(SessionSummary),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// A job as a worker receives it: everything needed to run it.
@@ -128,19 +144,29 @@ pub enum WorkerToManager {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    Finished { attempt: AttemptRef, exit: ExitInfo },
+    Finished {
+        attempt: AttemptRef,
+        exit: ExitInfo,
+    },
     /// The job could not be started at all (no such program, bad workdir).
-    SpawnFailed { attempt: AttemptRef, error: String },
+    SpawnFailed {
+        attempt: AttemptRef,
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ManagerToWorker {
-    Registered { heartbeat_ms: u64 },
+    Registered {
+        heartbeat_ms: u64,
+    },
     Assign(Assignment),
     /// Stop this attempt: it is not (or no longer) this worker's to run.
     Kill(AttemptRef),
     /// The registration was refused; the worker should not retry as is.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// A session's progress, for `Watch` subscribers.
@@ -167,7 +193,10 @@ mod tests {
             },
             data: vec![0, 1, 2, 255],
         };
-        assert_eq!(decode::<WorkerToManager>(&encode(&out).unwrap()).unwrap(), out);
+        assert_eq!(
+            decode::<WorkerToManager>(&encode(&out).unwrap()).unwrap(),
+            out
+        );
     }
 
     #[test]

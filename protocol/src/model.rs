@@ -34,7 +34,10 @@ impl JobStatus {
     ];
 
     pub fn is_terminal(self) -> bool {
-        !matches!(self, JobStatus::Pending | JobStatus::Queued | JobStatus::Running)
+        !matches!(
+            self,
+            JobStatus::Pending | JobStatus::Queued | JobStatus::Running
+        )
     }
 
     /// The name users see (`timed_out`, ...).
@@ -150,7 +153,10 @@ pub struct SessionSummary {
 
 impl SessionSummary {
     pub fn count(&self, status: JobStatus) -> u32 {
-        self.counts[JobStatus::ALL.iter().position(|s| *s == status).unwrap_or(0)]
+        self.counts[JobStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(0)]
     }
 
     pub fn finished(&self) -> u32 {

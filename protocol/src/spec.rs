@@ -237,7 +237,9 @@ pub fn is_valid_name(name: &str) -> bool {
 /// names, command/agent choice, dependencies, cycles and sizes.
 pub fn validate(batch: &BatchSpec, limits: &Limits) -> Result<(), SpecErrors> {
     let mut errors = Vec::new();
-    if batch.name.is_empty() || batch.name.len() > limits.max_name_len || !is_valid_name(&batch.name)
+    if batch.name.is_empty()
+        || batch.name.len() > limits.max_name_len
+        || !is_valid_name(&batch.name)
     {
         errors.push(SpecError::batch(
             "name",
@@ -323,7 +325,13 @@ pub fn validate(batch: &BatchSpec, limits: &Limits) -> Result<(), SpecErrors> {
     }
 }
 
-fn check_value(errors: &mut Vec<SpecError>, label: &str, limits: &Limits, field: &str, value: &str) {
+fn check_value(
+    errors: &mut Vec<SpecError>,
+    label: &str,
+    limits: &Limits,
+    field: &str,
+    value: &str,
+) {
     if value.len() > limits.max_field_bytes {
         errors.push(SpecError::job(
             label,
@@ -392,7 +400,11 @@ fn validate_job_fields(job: &JobSpec, label: &str, limits: &Limits, errors: &mut
     }
     if let Some(agent) = &job.agent {
         if !is_valid_name(agent) {
-            errors.push(SpecError::job(label, "agent", format!("'{agent}' is not a valid agent name")));
+            errors.push(SpecError::job(
+                label,
+                "agent",
+                format!("'{agent}' is not a valid agent name"),
+            ));
         }
     }
     if let Some(prompt) = &job.prompt {
@@ -518,9 +530,15 @@ mod tests {
     fn rejects_duplicates_unknown_deps_and_bad_names() {
         let b = batch(vec![job("a", &[]), job("a", &[]), job("x y", &["zz"])]);
         let e = errors(&b);
-        assert!(e.contains("job 'a': field 'name': duplicate job name"), "{e}");
+        assert!(
+            e.contains("job 'a': field 'name': duplicate job name"),
+            "{e}"
+        );
         assert!(e.contains("job 'x y': field 'name'"), "{e}");
-        assert!(e.contains("job 'x y': field 'depends_on': unknown job 'zz'"), "{e}");
+        assert!(
+            e.contains("job 'x y': field 'depends_on': unknown job 'zz'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -533,7 +551,10 @@ mod tests {
         };
         let e = errors(&batch(vec![both, neither]));
         assert!(e.contains("job 'a': field 'command': give either"), "{e}");
-        assert!(e.contains("job 'b': field 'command': each job needs"), "{e}");
+        assert!(
+            e.contains("job 'b': field 'command': each job needs"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -544,10 +565,15 @@ mod tests {
             ..Limits::default()
         };
         let b = batch(vec![job("a", &[]), job("b", &[]), job("c", &[])]);
-        assert!(validate(&b, &limits).unwrap_err().to_string().contains("3 jobs exceed"));
+        assert!(validate(&b, &limits)
+            .unwrap_err()
+            .to_string()
+            .contains("3 jobs exceed"));
         let mut long = job("a", &[]);
         long.command = Some(vec!["x".repeat(9)]);
-        let e = validate(&batch(vec![long]), &limits).unwrap_err().to_string();
+        let e = validate(&batch(vec![long]), &limits)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("field 'command': 9 bytes exceed"), "{e}");
     }
 

@@ -285,7 +285,11 @@ mod tests {
         let snap = store.load().unwrap();
         assert_eq!(snap.next_session, 3);
         assert_eq!(snap.sessions.len(), 2);
-        let keys: Vec<_> = snap.jobs.iter().map(|j| (j.key.session.0, j.key.index)).collect();
+        let keys: Vec<_> = snap
+            .jobs
+            .iter()
+            .map(|j| (j.key.session.0, j.key.index))
+            .collect();
         assert_eq!(keys, vec![(1, 0), (2, 0), (2, 1)]);
         assert_eq!(store.output(job(1, 0).key).unwrap().unwrap(), b"out");
     }

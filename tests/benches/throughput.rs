@@ -1,1 +1,2 @@
-fn main(){}
+//! Throughput, latency and submission benchmarks (filled in below).
+fn main() {}

@@ -1,1 +1,431 @@
-//! placeholder
+//! Helpers for starting the real aam binaries as separate processes, for the
+//! integration tests and the benchmarks: build and find the binaries, run a
+//! manager and workers in a scratch directory, run `aam` commands, poll with
+//! deadlines, and dump every log when a test fails.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The directory holding the binaries of the profile this test was built with.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Builds the three binaries once per test process (a no-op when fresh),
+/// so tests never run stale binaries of the other packages.
+fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = profile_dir();
+        let target_dir = dir.parent().expect("target dir").to_path_buf();
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.arg("build")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .args([
+                "-p",
+                "aam-manager",
+                "-p",
+                "aam-worker",
+                "-p",
+                "aam-cli",
+                "--bins",
+            ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Path to one of the aam binaries, built if needed.
+pub fn bin(name: &str) -> PathBuf {
+    ensure_built();
+    let path = profile_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The workspace root (where examples/ lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Polls `check` every 20 ms until it returns Some or `timeout` passes.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The result of one `aam` command.
+pub struct CmdOutput {
+    pub command: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    fn from(command: String, out: Output) -> CmdOutput {
+        CmdOutput {
+            command,
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn dump(&self) -> String {
+        format!(
+            "command: {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts the exit code, showing everything when it is wrong.
+    pub fn expect_code(self, code: i32) -> CmdOutput {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.dump());
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.dump()))
+    }
+}
+
+/// Runs a command to completion with a deadline (killed past it).
+pub fn run_command(mut cmd: Command, timeout: Duration) -> CmdOutput {
+    let text = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {text}: {e}"));
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let status = poll(timeout, || child.try_wait().ok().flatten());
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{text} did not finish within {timeout:?}; stderr so far:\n{}",
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
+            );
+        }
+    };
+    let out = Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
+    CmdOutput::from(text, out)
+}
+
+/// A manager and its workers, each a real process, in a scratch directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+    pub addr: String,
+    pub manager: Option<Proc>,
+    pub workers: Vec<Proc>,
+    /// Extra environment for the manager (e.g. AAM_LEASE_MS).
+    pub manager_env: Vec<(String, String)>,
+    pub manager_config: Option<PathBuf>,
+    pub debug_log: bool,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("aam-test-")
+            .tempdir()
+            .expect("tempdir");
+        Cluster {
+            dir,
+            token: format!("test-token-{}", std::process::id()),
+            addr: String::new(),
+            manager: None,
+            workers: Vec::new(),
+            manager_env: Vec::new(),
+            manager_config: None,
+            debug_log: false,
+        }
+    }
+
+    /// A cluster with a running manager.
+    pub fn with_manager() -> Cluster {
+        let mut c = Cluster::new();
+        c.start_manager();
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("manager-data")
+    }
+
+    fn log_file(&self, name: &str) -> (PathBuf, std::fs::File) {
+        let path = self.path(&format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("log file");
+        (path, file)
+    }
+
+    /// Starts the manager: on a free port the first time, on the same
+    /// address (and data directory) after a kill.
+    pub fn start_manager(&mut self) {
+        let listen = if self.addr.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.addr.clone()
+        };
+        let addr_file = self.data_dir().join("manager.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let (log, file) = self.log_file("manager");
+        let mut cmd = Command::new(bin("aam-manager"));
+        cmd.arg("--listen")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--token")
+            .arg(&self.token)
+            .env_remove("AAM_CONFIG")
+            .env("AAM_LOG", if self.debug_log { "debug" } else { "info" })
+            .envs(self.manager_env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file);
+        if let Some(config) = &self.manager_config {
+            cmd.arg("--config").arg(config);
+        }
+        let child = cmd.spawn().expect("spawning aam-manager");
+        let mut proc = Proc {
+            name: "manager".into(),
+            child,
+            log,
+        };
+        let addr = poll(Duration::from_secs(20), || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("aam-manager exited early ({status}):\n{}", proc.log_text());
+            }
+            let text = std::fs::read_to_string(&addr_file).ok()?;
+            let addr = text.trim().to_string();
+            (!addr.is_empty() && TcpStream::connect(&addr).is_ok()).then_some(addr)
+        })
+        .unwrap_or_else(|| panic!("aam-manager did not come up:\n{}", proc.log_text()));
+        self.addr = addr;
+        self.manager = Some(proc);
+    }
+
+    /// kill -9 the manager.
+    pub fn kill_manager(&mut self) {
+        // Its log file stays in the scratch directory for failure dumps.
+        if let Some(mut m) = self.manager.take() {
+            m.kill();
+        }
+    }
+
+    /// Starts a worker process and waits until the manager lists it.
+    pub fn start_worker(&mut self, name: &str, slots: u32) -> usize {
+        let (log, file) = self.log_file(&format!("worker-{name}"));
+        let workdir = self.path("work");
+        std::fs::create_dir_all(&workdir).expect("workdir");
+        let child = Command::new(bin("aam-worker"))
+            .arg("--manager")
+            .arg(&self.addr)
+            .arg("--name")
+            .arg(name)
+            .arg("--slots")
+            .arg(slots.to_string())
+            .arg("--workdir")
+            .arg(&workdir)
+            .env("AAM_TOKEN", &self.token)
+            .env("AAM_LOG", if self.debug_log { "debug" } else { "info" })
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .spawn()
+            .expect("spawning aam-worker");
+        self.workers.push(Proc {
+            name: name.into(),
+            child,
+            log,
+        });
+        let listed = poll(Duration::from_secs(20), || {
+            let out = self.aam(&["workers", "--json"]);
+            (out.code == 0 && out.json().as_array()?.iter().any(|w| w["name"] == name))
+                .then_some(())
+        });
+        assert!(
+            listed.is_some(),
+            "worker {name} never registered\n{}",
+            self.logs()
+        );
+        self.workers.len() - 1
+    }
+
+    /// An `aam` command aimed at this cluster's manager.
+    pub fn aam_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("aam"));
+        cmd.args(args)
+            .env("AAM_MANAGER", &self.addr)
+            .env("AAM_TOKEN", &self.token)
+            .env_remove("AAM_CONFIG")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    pub fn aam(&self, args: &[&str]) -> CmdOutput {
+        run_command(self.aam_command(args), Duration::from_secs(120))
+    }
+
+    /// Writes a file in the scratch directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("writing a test file");
+        path
+    }
+
+    /// Submits a batch file and returns the session id.
+    pub fn submit(&self, file: &Path) -> String {
+        let out = self
+            .aam(&["submit", "--json", file.to_str().expect("utf-8 path")])
+            .expect_code(0);
+        out.json()["session"]
+            .as_str()
+            .expect("session id in the submit answer")
+            .to_string()
+    }
+
+    pub fn status(&self, session: &str) -> serde_json::Value {
+        self.aam(&["status", session, "--json"])
+            .expect_code(0)
+            .json()
+    }
+
+    /// Every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for path in entries {
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                out.push_str(&format!("=== {} (last 60 lines) ===\n", path.display()));
+                for line in tail.iter().rev() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for w in &mut self.workers {
+            w.kill();
+        }
+        if let Some(m) = &mut self.manager {
+            m.kill();
+        }
+    }
+}

@@ -3,8 +3,8 @@
 //! their reports wait in a bounded outbox until the manager is back.
 
 use crate::child::{kill_group, run_job, EventSink, JobEvent};
-use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::codec::{CodecError, FrameCodec};
+use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{AttemptRef, ManagerToWorker, Role, WorkerToManager};
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -82,7 +82,13 @@ impl WorkerAgent {
         self.connecting = true;
         let config = self.config.clone();
         let attempt = async move {
-            connect(&config.manager, Role::Worker, &config.token, config.max_frame).await
+            connect(
+                &config.manager,
+                Role::Worker,
+                &config.token,
+                config.max_frame,
+            )
+            .await
         };
         ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| {
             act.connecting = false;
@@ -102,7 +108,12 @@ impl WorkerAgent {
         }));
     }
 
-    fn connected(&mut self, stream: tokio::net::TcpStream, leftover: bytes::BytesMut, ctx: &mut Context<Self>) {
+    fn connected(
+        &mut self,
+        stream: tokio::net::TcpStream,
+        leftover: bytes::BytesMut,
+        ctx: &mut Context<Self>,
+    ) {
         let (read, write) = stream.into_split();
         let mut reader = FramedRead::new(
             read,
@@ -110,7 +121,8 @@ impl WorkerAgent {
         );
         reader.read_buffer_mut().extend_from_slice(&leftover);
         let reader = ctx.add_stream(reader);
-        let mut writer = actix::io::FramedWrite::new(write, FrameCodec::new(self.config.max_frame), ctx);
+        let mut writer =
+            actix::io::FramedWrite::new(write, FrameCodec::new(self.config.max_frame), ctx);
         writer.write(WorkerToManager::Register {
             name: self.config.name.clone(),
             slots: self.config.slots,
@@ -168,7 +180,9 @@ impl WorkerAgent {
             return;
         };
         for (attempt, bytes) in self.dropped_output.drain() {
-            let note = format!("\n[aam: {bytes} bytes of output dropped while the manager was unreachable]\n");
+            let note = format!(
+                "\n[aam: {bytes} bytes of output dropped while the manager was unreachable]\n"
+            );
             conn.writer.write(WorkerToManager::Output {
                 attempt,
                 data: note.into_bytes(),

@@ -46,7 +46,10 @@ pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl Event
     };
     let workdir = resolve_workdir(&base_dir, assignment.workdir.as_deref());
     if !workdir.is_dir() {
-        let error = format!("workdir {} is not a directory on this worker", workdir.display());
+        let error = format!(
+            "workdir {} is not a directory on this worker",
+            workdir.display()
+        );
         return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
     }
     let Some((program, args)) = assignment.argv.split_first() else {
@@ -79,8 +82,14 @@ pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl Event
     };
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
-    let stdout = child.stdout.take().map(|s| tokio::task::spawn_local(pump(s, attempt, sink.clone())));
-    let stderr = child.stderr.take().map(|s| tokio::task::spawn_local(pump(s, attempt, sink.clone())));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| tokio::task::spawn_local(pump(s, attempt, sink.clone())));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::task::spawn_local(pump(s, attempt, sink.clone())));
     let status = child.wait().await;
     for pump in [stdout, stderr].into_iter().flatten() {
         let abort = pump.abort_handle();
@@ -141,7 +150,10 @@ mod tests {
     fn workdirs_resolve_against_the_base() {
         let base = Path::new("/base");
         assert_eq!(resolve_workdir(base, None), PathBuf::from("/base"));
-        assert_eq!(resolve_workdir(base, Some("sub")), PathBuf::from("/base/sub"));
+        assert_eq!(
+            resolve_workdir(base, Some("sub")),
+            PathBuf::from("/base/sub")
+        );
         assert_eq!(resolve_workdir(base, Some("/abs")), PathBuf::from("/abs"));
     }
 }

@@ -9,7 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "aam-worker", version, about = "The aam worker: runs agent jobs for a manager")]
+#[command(
+    name = "aam-worker",
+    version,
+    about = "The aam worker: runs agent jobs for a manager"
+)]
 struct Args {
     /// Manager address
     #[arg(long, env = "AAM_MANAGER", default_value = aam_protocol::DEFAULT_MANAGER_ADDR)]
@@ -59,7 +63,13 @@ fn default_name() -> String {
         .unwrap_or_else(|_| "worker".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("{host}-{}", std::process::id())
 }
@@ -67,7 +77,9 @@ fn default_name() -> String {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AAM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init()
     } else {
@@ -89,7 +101,11 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         Some(w) => w,
         None => std::env::current_dir()?,
     };
-    anyhow::ensure!(workdir.is_dir(), "--workdir {} is not a directory", workdir.display());
+    anyhow::ensure!(
+        workdir.is_dir(),
+        "--workdir {} is not a directory",
+        workdir.display()
+    );
     Ok(WorkerConfig {
         manager: args.manager,
         token,

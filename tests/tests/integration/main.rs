@@ -1,1 +1,20 @@
+//! Integration tests: the real aam-manager, aam-worker and aam binaries as
+//! separate processes over TCP, with a sled store on disk.
 
+mod bad_input;
+mod dependencies;
+mod durability;
+mod quickstart;
+mod session;
+
+use serde_json::Value;
+
+/// A job of a `status --json` or `results --json` document, by name.
+pub fn job<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["jobs"]
+        .as_array()
+        .expect("jobs array")
+        .iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {doc}"))
+}

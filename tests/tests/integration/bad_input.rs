@@ -1,0 +1,271 @@
+//! Bad input of every kind: invalid batch files (exit 2, nothing stored),
+//! a wrong token or no manager (exit 3), garbage on the manager's port (the
+//! manager keeps serving), and a hostile prompt (reaches argv intact).
+
+use aam_protocol::codec;
+use aam_protocol::messages::HandshakeReply;
+use aam_tests::Cluster;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+fn config_with_echo_agent(c: &Cluster) -> std::path::PathBuf {
+    c.write(
+        "aam.toml",
+        r#"
+[agents.echo]
+command = ["printf", "%s", "{prompt}"]
+description = "prints its prompt"
+[agents.modelled]
+command = ["printf", "%s|%s", "{model}", "{prompt}"]
+"#,
+    )
+}
+
+#[test]
+fn invalid_batch_files_exit_2_naming_the_problem_and_store_nothing() {
+    let mut c = Cluster::new();
+    c.manager_config = Some(config_with_echo_agent(&c));
+    c.manager_env
+        .push(("AAM_MAX_JOBS_PER_SESSION".into(), "5".into()));
+    c.start_manager();
+    let six_jobs: String = (0..6)
+        .map(|i| format!("[[jobs]]\nname = \"j{i}\"\ncommand = [\"true\"]\n"))
+        .collect();
+    let huge_prompt = "p".repeat(300 * 1024);
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "dup.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\n".into(),
+            vec!["dup.toml: job 'a': field 'name': duplicate job name"],
+        ),
+        (
+            "both.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\nagent = \"echo\"\n".into(),
+            vec!["both.toml: job 'a': field 'command'", "not both"],
+        ),
+        (
+            "neither.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"a\"\n".into(),
+            vec!["neither.toml: job 'a': field 'command'"],
+        ),
+        (
+            "unknown-agent.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"r\"\nagent = \"nope\"\nprompt = \"hi\"\n".into(),
+            vec!["unknown-agent.toml: job 'r': field 'agent': unknown agent 'nope'", "echo"],
+        ),
+        (
+            "no-model.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"m\"\nagent = \"modelled\"\nprompt = \"hi\"\n".into(),
+            vec!["no-model.toml: job 'm': field 'model'"],
+        ),
+        (
+            "unknown-dep.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\ndepends_on = [\"zz\"]\n".into(),
+            vec!["unknown-dep.toml: job 'a': field 'depends_on': unknown job 'zz'"],
+        ),
+        (
+            "cycle.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\ndepends_on = [\"b\"]\n[[jobs]]\nname = \"b\"\ncommand = [\"true\"]\ndepends_on = [\"a\"]\n".into(),
+            vec!["cycle.toml: job 'a': field 'depends_on': dependency cycle: a -> b -> a"],
+        ),
+        (
+            "syntax.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"a\ncommand = [\"true\"]\n".into(),
+            vec!["syntax.toml: line 3:"],
+        ),
+        (
+            "type.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"t\"\ncommand = \"cargo test\"\n".into(),
+            vec!["type.toml: line 4: job 't': field 'command'"],
+        ),
+        (
+            "bad-name.toml",
+            "name = \"x\"\n[[jobs]]\nname = \"has space\"\ncommand = [\"true\"]\n".into(),
+            vec!["bad-name.toml: job 'has space': field 'name'"],
+        ),
+        (
+            "huge-field.toml",
+            format!("name = \"x\"\n[[jobs]]\nname = \"h\"\nagent = \"echo\"\nprompt = \"{huge_prompt}\"\n"),
+            vec!["huge-field.toml: job 'h': field 'prompt': 307200 bytes exceed the limit of 262144 bytes"],
+        ),
+        (
+            "too-many.toml",
+            format!("name = \"x\"\n{six_jobs}"),
+            vec!["too-many.toml: field 'jobs': 6 jobs exceed the limit of 5 jobs per session"],
+        ),
+        (
+            "typo.json",
+            r#"{"name": "x", "jobs": [{"name": "a", "comand": ["true"]}]}"#.into(),
+            vec!["typo.json: line 1: job 'a'", "unknown field `comand`"],
+        ),
+        ("empty.toml", "name = \"x\"\n".into(), vec!["empty.toml: field 'jobs': the batch has no jobs"]),
+    ];
+    for (name, text, wanted) in &cases {
+        let path = c.write(name, text);
+        let out = c.aam(&["submit", path.to_str().unwrap()]).expect_code(2);
+        for w in wanted {
+            assert!(
+                out.stderr.contains(w),
+                "{name}: expected '{w}' in the error\n{}",
+                out.dump()
+            );
+        }
+    }
+    let missing = c.aam(&["submit", "does-not-exist.toml"]).expect_code(2);
+    assert!(
+        missing.stderr.contains("does-not-exist.toml: cannot read"),
+        "{}",
+        missing.dump()
+    );
+    let run = c
+        .aam(&["run", "cycle.toml", "--data-dir", "run-data"])
+        .expect_code(2);
+    assert!(run.stderr.contains("dependency cycle"), "{}", run.dump());
+
+    let sessions = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    assert_eq!(
+        sessions,
+        serde_json::json!([]),
+        "a rejected batch was stored"
+    );
+}
+
+#[test]
+fn a_wrong_token_or_no_manager_exits_3() {
+    let c = Cluster::with_manager();
+    let mut cmd = c.aam_command(&["sessions"]);
+    cmd.env("AAM_TOKEN", "not-the-token");
+    let out = aam_tests::run_command(cmd, Duration::from_secs(30)).expect_code(3);
+    assert!(
+        out.stderr.contains(&c.addr) && out.stderr.contains("invalid token"),
+        "{}",
+        out.dump()
+    );
+
+    // A port nobody listens on: bind one, then free it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = c.aam_command(&["sessions"]);
+    cmd.env("AAM_MANAGER", free.to_string());
+    let out = aam_tests::run_command(cmd, Duration::from_secs(30)).expect_code(3);
+    assert!(
+        out.stderr.contains(&format!("cannot connect to {free}")),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "one clear line\n{}",
+        out.dump()
+    );
+}
+
+/// Reads what the manager answers before it closes the connection.
+fn answer_of(mut stream: TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    buf
+}
+
+fn rejection(answer: &[u8]) -> String {
+    assert!(answer.len() > 4, "no answer before the close: {answer:?}");
+    match codec::decode::<HandshakeReply>(&answer[4..]) {
+        Ok(HandshakeReply::Rejected { reason }) => reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn garbage_on_the_port_is_rejected_while_the_manager_keeps_serving() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+
+    // Random bytes (a fixed xorshift sequence, so failures reproduce).
+    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let _ = s.write_all(&noise);
+    let reason = rejection(&answer_of(s));
+    assert!(reason.contains("bad handshake frame"), "{reason}");
+
+    // A length prefix of 4 GiB.
+    let mut s = TcpStream::connect(&c.addr).unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+    let reason = rejection(&answer_of(s));
+    assert!(
+        reason.contains("4294967295 bytes exceeds the limit"),
+        "{reason}"
+    );
+
+    // A frame cut short by the peer closing its side.
+    let mut s = TcpStream::connect(&c.addr).unwrap();
+    s.write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 5]).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let reason = rejection(&answer_of(s));
+    assert!(
+        reason.contains("closed in the middle of a frame"),
+        "{reason}"
+    );
+
+    // A well-framed payload that is not a handshake.
+    let mut s = TcpStream::connect(&c.addr).unwrap();
+    s.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe]).unwrap();
+    let reason = rejection(&answer_of(s));
+    assert!(reason.contains("undecodable"), "{reason}");
+
+    // The manager logged each one and still runs a session.
+    let log = c.manager.as_ref().unwrap().log_text();
+    assert!(log.matches("rejected connection").count() >= 4, "{log}");
+    let file = c.write(
+        "ok.toml",
+        "name = \"ok\"\n[[jobs]]\nname = \"a\"\ncommand = [\"echo\", \"still here\"]\n",
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(0);
+    let logs = c.aam(&["logs", &format!("{session}/a")]).expect_code(0);
+    assert_eq!(logs.stdout, "still here\n");
+}
+
+#[test]
+fn a_hostile_prompt_reaches_argv_byte_for_byte_and_runs_nothing() {
+    let mut c = Cluster::new();
+    c.manager_config = Some(config_with_echo_agent(&c));
+    c.start_manager();
+    c.start_worker("w", 1);
+    let dir = c.path("victim");
+    std::fs::create_dir_all(dir.join("canary")).unwrap();
+    let d = dir.display();
+    let prompt = format!(
+        "$(touch {d}/pwned); rm -rf {d}/canary `touch {d}/pwned2` ${{HOME}} 'single' \"double\" \\ {{model}} {{prompt}} ; | & > {d}/pwned3"
+    );
+    let batch = serde_json::json!({
+        "name": "hostile",
+        "jobs": [{ "name": "h", "agent": "echo", "prompt": prompt }],
+    });
+    let file = c.write("hostile.json", &batch.to_string());
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(0);
+    let out = c.aam(&["logs", &format!("{session}/h")]).expect_code(0);
+    assert_eq!(out.stdout, prompt, "the prompt did not arrive intact");
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(!dir.join(f).exists(), "{f} was created: the prompt ran");
+    }
+    assert!(
+        dir.join("canary").exists(),
+        "the canary was removed: the prompt ran"
+    );
+}

@@ -1,0 +1,137 @@
+//! A manager and two workers run a 50-job session: every job exactly once,
+//! outputs intact (a 5 MiB one cut as specified), right statuses and codes.
+
+use crate::job;
+use aam_tests::Cluster;
+use serde_json::json;
+use std::collections::BTreeSet;
+
+const BIG: usize = 5 * 1024 * 1024;
+const CAP: usize = 1024 * 1024;
+const FAILING: [usize; 3] = [7, 23, 41];
+
+fn big_output() -> Vec<u8> {
+    b"0123456789abcdef\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(BIG)
+        .collect()
+}
+
+#[test]
+fn fifty_jobs_on_two_workers_run_exactly_once_with_intact_output() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w1", 4);
+    c.start_worker("w2", 4);
+    let marks = c.path("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+
+    let mut jobs = Vec::new();
+    for i in 0..49 {
+        let code = if FAILING.contains(&i) { 7 } else { 0 };
+        jobs.push(json!({
+            "name": format!("job-{i}"),
+            "command": ["sh", "-c", "echo \"$AAM_JOB_NAME $AAM_ATTEMPT $AAM_JOB_ID\" >> \"$MARKS/$AAM_JOB_NAME\"; echo out-$AAM_JOB_NAME; sleep 0.05; exit $CODE"],
+            "env": { "MARKS": marks.to_str().unwrap(), "CODE": code.to_string() },
+        }));
+    }
+    jobs.push(json!({
+        "name": "big",
+        "command": ["sh", "-c", "yes 0123456789abcdef | head -c 5242880"],
+    }));
+    let file = c.write(
+        "fifty.json",
+        &json!({ "name": "fifty", "jobs": jobs }).to_string(),
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(1);
+
+    let status = c.status(&session);
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["jobs"].as_array().unwrap().len(), 50);
+    let mut workers = BTreeSet::new();
+    for i in 0..49 {
+        let name = format!("job-{i}");
+        let j = job(&status, &name);
+        let (want_status, want_code) = if FAILING.contains(&i) {
+            ("failed", 7)
+        } else {
+            ("succeeded", 0)
+        };
+        assert_eq!(j["status"], want_status, "{j}");
+        assert_eq!(j["exit_code"], want_code, "{j}");
+        assert_eq!(j["attempts"], 1, "{j}");
+        assert!(j["started_at"].as_str().unwrap() <= j["finished_at"].as_str().unwrap());
+        workers.insert(j["worker"].as_str().unwrap().to_string());
+        let mark = std::fs::read_to_string(marks.join(&name)).unwrap();
+        assert_eq!(
+            mark,
+            format!("{name} 1 {session}/{name}\n"),
+            "job {name} ran more than once"
+        );
+    }
+    assert_eq!(
+        workers,
+        BTreeSet::from(["w1".to_string(), "w2".to_string()]),
+        "both workers got work"
+    );
+    assert_eq!(std::fs::read_dir(&marks).unwrap().count(), 49);
+
+    let results = c
+        .aam(&["results", &session, "--json"])
+        .expect_code(0)
+        .json();
+    for i in 0..49 {
+        let name = format!("job-{i}");
+        assert_eq!(job(&results, &name)["output"], format!("out-{name}\n"));
+    }
+    let big = job(&results, "big");
+    assert_eq!(big["status"], "succeeded");
+    let full = big_output();
+    let mut expected = full[..CAP / 2].to_vec();
+    expected
+        .extend_from_slice(format!("\n[aam: {} bytes of output omitted]\n", BIG - CAP).as_bytes());
+    expected.extend_from_slice(&full[BIG - CAP / 2..]);
+    let got = big["output"].as_str().unwrap().as_bytes();
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected.as_slice(),
+        "the 5 MiB output was not cut to head + marker + tail"
+    );
+
+    // `logs` gives the same captured bytes.
+    let logs = c.aam(&["logs", &format!("{session}/big")]).expect_code(0);
+    assert_eq!(logs.stdout.as_bytes(), expected.as_slice());
+
+    // The Markdown summary marks each job.
+    let md = c.aam(&["results", &session]).expect_code(0).stdout;
+    assert!(md.contains("# Results Summary: fifty"), "{md}");
+    assert!(md.contains("| ✅ | job-0 | succeeded |"), "{md}");
+    assert!(md.contains("| ❌ | job-7 | failed |"), "{md}");
+}
+
+#[test]
+fn workers_and_sessions_are_listed() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("lister", 3);
+    let workers = c.aam(&["workers", "--json"]).expect_code(0).json();
+    let w = &workers[0];
+    assert_eq!(w["name"], "lister");
+    assert_eq!(w["slots"], 3);
+    assert!(w["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let file = c.write(
+        "one.toml",
+        "name = \"one\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(0);
+    let sessions = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    assert_eq!(sessions[0]["id"], session.as_str());
+    assert_eq!(sessions[0]["status"], "succeeded");
+    let table = c.aam(&["status"]).expect_code(0).stdout;
+    assert!(
+        table.contains(&session) && table.contains("succeeded"),
+        "{table}"
+    );
+}
