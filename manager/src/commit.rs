@@ -3,7 +3,7 @@
 //! the previous flush ran (DESIGN.md invariant 1). It keeps disk I/O off the
 //! actors' threads.
 
-use aam_store::{Changes, Store, StoreError};
+use aam_store::{Changes, StoreError, StoreWriter};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -17,11 +17,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(store: Store) -> Committer {
+    pub fn start(writer: StoreWriter) -> Committer {
         let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("aam-commit".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(writer, rx))
             .expect("spawning the commit thread");
         Committer { tx }
     }
@@ -36,11 +36,11 @@ impl Committer {
     }
 }
 
-fn run(store: Store, rx: mpsc::Receiver<Request>) {
+fn run(mut writer: StoreWriter, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
-        let result = commit_group(&store, &mut group);
+        let result = commit_group(&mut writer, &mut group);
         if let Err(e) = &result {
             tracing::error!("store commit failed: {e}");
         }
@@ -48,20 +48,27 @@ fn run(store: Store, rx: mpsc::Receiver<Request>) {
             let _ = reply.send(result.clone().map_err(|e| e.to_string()));
         }
     }
+    // Every handle is gone (shutdown): leave a short log behind.
+    if let Err(e) = writer.checkpoint() {
+        tracing::warn!("final checkpoint failed: {e}");
+    }
 }
 
-fn commit_group(store: &Store, group: &mut [Request]) -> Result<(), std::sync::Arc<StoreError>> {
+fn commit_group(
+    writer: &mut StoreWriter,
+    group: &mut [Request],
+) -> Result<(), std::sync::Arc<StoreError>> {
     let mut wrote = false;
     for (changes, _) in group.iter_mut() {
         if !changes.is_empty() {
             wrote = true;
-            store
+            writer
                 .apply(std::mem::take(changes))
                 .map_err(std::sync::Arc::new)?;
         }
     }
     if wrote {
-        store.flush().map_err(std::sync::Arc::new)?;
+        writer.flush().map_err(std::sync::Arc::new)?;
     }
     Ok(())
 }

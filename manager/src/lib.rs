@@ -47,7 +47,7 @@ pub struct Manager {
 pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
+    let (store, writer) = Store::open(&config.data_dir, config.sled_cache_bytes)?;
     let (token, token_file) = token::load_or_create(config.token.as_deref(), &config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -75,7 +75,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     );
     tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
 
-    let committer = Committer::start(store.clone());
+    let committer = Committer::start(writer);
     let scheduler = Scheduler::new(state, store, committer, config.heartbeat_ms).start();
     let shared = Shared {
         scheduler: scheduler.clone(),

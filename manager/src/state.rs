@@ -131,7 +131,15 @@ impl State {
                 .push(job);
         }
         for record in snapshot.sessions {
-            let jobs = jobs_by_session.remove(&record.id).unwrap_or_default();
+            let mut jobs = jobs_by_session.remove(&record.id).unwrap_or_default();
+            // Jobs past the session's count are leftovers of an unacknowledged
+            // write that reused the id; they are not part of this session.
+            jobs.retain(|j| j.key.index < record.job_count);
+            if jobs.len() != record.job_count as usize {
+                tracing::error!(session = %record.id, expected = record.job_count, found = jobs.len(),
+                    "session has missing jobs in the store; skipping it");
+                continue;
+            }
             state.next_session = state.next_session.max(record.id.0 + 1);
             let id = record.id;
             let entry = state.make_entry(record, jobs);
@@ -534,7 +542,11 @@ impl State {
             _ => None,
         });
         let name = job.name.clone();
-        self.outputs.push((key, output));
+        // An empty first output needs no record; a later attempt's must
+        // replace what an earlier attempt may have left.
+        if !output.is_empty() || job.attempts > 1 {
+            self.outputs.push((key, output));
+        }
         self.set_status(key, status);
         if succeeded {
             self.release_dependents(key.session, key.index);

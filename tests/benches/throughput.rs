@@ -1,2 +1,234 @@
-//! Throughput, latency and submission benchmarks (filled in below).
-fn main() {}
+//! Benchmarks against the real binaries (run with `cargo bench -p aam-tests`):
+//! dispatch throughput against raw spawning and xargs -P2, sequential
+//! session latency, and a 100,000-job submission's ack time and memory.
+//! Figures go to BENCHMARKS.md; this prints them, it asserts nothing.
+
+use aam_protocol::codec;
+use aam_protocol::messages::{ClientRequest, ClientResponse, Handshake, HandshakeReply, Role};
+use aam_protocol::spec::{BatchSpec, JobSpec};
+use aam_protocol::SessionId;
+use aam_tests::Cluster;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A blocking client speaking the wire protocol directly, so figures do not
+/// include starting an `aam` process per request.
+struct Client {
+    stream: TcpStream,
+}
+
+impl Client {
+    fn connect(addr: &str, token: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let mut c = Client { stream };
+        c.write(&Handshake::new(Role::Client, token));
+        match c.read::<HandshakeReply>() {
+            HandshakeReply::Accepted { .. } => c,
+            HandshakeReply::Rejected { reason } => panic!("rejected: {reason}"),
+        }
+    }
+
+    fn write<T: serde::Serialize>(&mut self, msg: &T) {
+        let payload = codec::encode(msg).unwrap();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&mut self) -> T {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut payload).unwrap();
+        codec::decode(&payload).unwrap()
+    }
+
+    fn submit(&mut self, batch: BatchSpec) -> SessionId {
+        self.write(&ClientRequest::Submit { batch });
+        match self.read() {
+            ClientResponse::Submitted { session, .. } => session,
+            other => panic!("submit failed: {other:?}"),
+        }
+    }
+
+    fn wait(&mut self, session: SessionId) -> ClientResponse {
+        self.write(&ClientRequest::Watch { session });
+        loop {
+            match self.read() {
+                ClientResponse::Progress(s) if s.status.is_terminal() => {
+                    return ClientResponse::Progress(s)
+                }
+                ClientResponse::Progress(_) => {}
+                other => panic!("watch failed: {other:?}"),
+            }
+        }
+    }
+}
+
+fn true_jobs(n: usize) -> BatchSpec {
+    BatchSpec {
+        name: "bench".into(),
+        jobs: (0..n)
+            .map(|i| JobSpec {
+                name: format!("t{i}"),
+                command: Some(vec!["/bin/true".into()]),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// Spawns /bin/true `n` times, two at a time: the floor for any runner.
+fn raw_spawn(n: usize) -> Duration {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..n / 2 {
+                    Command::new("/bin/true").status().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    start.elapsed()
+}
+
+fn xargs(n: usize) -> Duration {
+    let start = Instant::now();
+    let mut child = Command::new("xargs")
+        .args(["-P2", "-n1", "/bin/true"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("xargs");
+    let input: String = (0..n).map(|i| format!("{i}\n")).collect();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    start.elapsed()
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn throughput() {
+    const N: usize = 10_000;
+    let raw = raw_spawn(N);
+    let xargs = xargs(N);
+    let mut c = Cluster::with_manager();
+    c.start_worker("bench", 2);
+    let mut client = Client::connect(&c.addr, &c.token);
+    let start = Instant::now();
+    let session = client.submit(true_jobs(N));
+    client.wait(session);
+    let aam = start.elapsed();
+    let manager_cpu = cpu_secs(c.manager.as_ref().unwrap().pid());
+    let worker_cpu = cpu_secs(c.workers[0].pid());
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    println!("throughput: {N} x /bin/true, 2 at a time");
+    println!("  raw spawn (2 threads): {:>8.0} jobs/s  ({:.2} s)", rate(raw), raw.as_secs_f64());
+    println!("  xargs -P2:             {:>8.0} jobs/s  ({:.2} s)  = {:.0}% of raw", rate(xargs), xargs.as_secs_f64(), 100.0 * raw.as_secs_f64() / xargs.as_secs_f64());
+    println!("  aam (1 worker, 2 slots): {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw", rate(aam), aam.as_secs_f64(), 100.0 * raw.as_secs_f64() / aam.as_secs_f64());
+    println!(
+        "  aam CPU per job: manager {:.0} us, worker {:.0} us (children excluded)",
+        manager_cpu * 1e6 / N as f64,
+        worker_cpu * 1e6 / N as f64
+    );
+}
+
+fn latency() {
+    const N: usize = 200;
+    let mut c = Cluster::with_manager();
+    c.start_worker("bench", 2);
+    let mut client = Client::connect(&c.addr, &c.token);
+    // Warm up the connection, the worker and the store.
+    for _ in 0..10 {
+        let s = client.submit(true_jobs(1));
+        client.wait(s);
+    }
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let start = Instant::now();
+        let s = client.submit(true_jobs(1));
+        client.wait(s);
+        samples.push(start.elapsed());
+    }
+    let mut floor = Vec::with_capacity(N);
+    for _ in 0..N {
+        let start = Instant::now();
+        Command::new("/bin/true").status().unwrap();
+        floor.push(start.elapsed());
+    }
+    samples.sort();
+    floor.sort();
+    let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    println!("latency: {N} sequential one-job sessions (submit, wait for the end, next), durable");
+    println!("  aam:            p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms", pct(&samples, 0.5), pct(&samples, 0.99), pct(&samples, 1.0));
+    println!("  spawn+wait /bin/true alone: p50 {:.2} ms  p99 {:.2} ms", pct(&floor, 0.5), pct(&floor, 0.99));
+}
+
+fn submission() {
+    const N: usize = 100_000;
+    let c = Cluster::with_manager();
+    let pid = c.manager.as_ref().unwrap().pid();
+    let before = rss_kib(pid, "VmRSS:");
+    let batch = true_jobs(N);
+    let mut client = Client::connect(&c.addr, &c.token);
+    let start = Instant::now();
+    let session = client.submit(batch);
+    let ack = start.elapsed();
+    let after_submit = rss_kib(pid, "VmHWM:");
+    // A status query proves the manager holds and serves it.
+    client.write(&ClientRequest::Session {
+        session,
+        output: aam_protocol::messages::OutputWanted::None,
+    });
+    let jobs = match client.read() {
+        ClientResponse::Session(view) => view.jobs.len(),
+        other => panic!("status failed: {other:?}"),
+    };
+    assert_eq!(jobs, N);
+    let peak = rss_kib(pid, "VmHWM:");
+    println!("submission: one session of {N} jobs, no workers (all stay queued)");
+    println!("  durable ack after {:.0} ms", ack.as_secs_f64() * 1000.0);
+    println!(
+        "  manager RSS before {:.1} MiB, peak {:.1} MiB after the ack, {:.1} MiB after a full status",
+        before as f64 / 1024.0,
+        after_submit as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a name filters which benchmark runs.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("throughput") {
+        throughput();
+    }
+    if wanted("latency") {
+        latency();
+    }
+    if wanted("submission") {
+        submission();
+    }
+}
