@@ -49,6 +49,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             token: manager.token.clone(),
             name: "local".into(),
             slots,
+            prefetch: 0,
             labels: Default::default(),
             workdir,
             max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,

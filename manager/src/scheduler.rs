@@ -37,6 +37,7 @@ pub struct WorkerConnected {
     pub name: String,
     pub address: String,
     pub slots: u32,
+    pub prefetch: u32,
     pub labels: BTreeMap<String, String>,
     pub running: Vec<AttemptRef>,
 }
@@ -285,6 +286,7 @@ impl Handler<WorkerConnected> for Scheduler {
             name: msg.name.clone(),
             address: msg.address,
             slots: msg.slots,
+            prefetch: msg.prefetch,
             labels: msg.labels,
             running: Default::default(),
             connected_at_ms: now,

@@ -54,7 +54,10 @@ pub struct WorkerEntry {
     pub name: String,
     pub address: String,
     pub slots: u32,
+    /// Assignments beyond `slots` the worker queues locally.
+    pub prefetch: u32,
     pub labels: BTreeMap<String, String>,
+    /// Jobs assigned to it (running, or queued on it when prefetching).
     pub running: BTreeSet<JobKey>,
     pub connected_at_ms: u64,
     pub last_heartbeat_ms: u64,
@@ -412,7 +415,7 @@ impl State {
             .iter()
             .map(|(&worker, w)| WorkerCapacity {
                 worker,
-                free: w.slots.saturating_sub(w.running.len() as u32),
+                free: (w.slots + w.prefetch).saturating_sub(w.running.len() as u32),
             })
             .collect();
         let free: u32 = capacities.iter().map(|c| c.free).sum();
@@ -853,6 +856,7 @@ mod tests {
             name: name.into(),
             address: "test".into(),
             slots,
+            prefetch: 0,
             labels: BTreeMap::new(),
             running: BTreeSet::new(),
             connected_at_ms: 0,

@@ -82,11 +82,14 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
             }
         };
         self.last_seen = Instant::now();
+        let span = tracing::debug_span!("worker", worker = self.name.as_deref().unwrap_or("?"), peer = %self.peer);
+        let _entered = span.enter();
         match (msg, self.name.is_some()) {
             (
                 WorkerToManager::Register {
                     name,
                     slots,
+                    prefetch,
                     labels,
                     running,
                 },
@@ -98,6 +101,12 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                 if slots == 0 || slots > MAX_SLOTS {
                     return self.refuse(ctx, format!("slots must be 1-{MAX_SLOTS}, not {slots}"));
                 }
+                if prefetch > MAX_SLOTS {
+                    return self.refuse(
+                        ctx,
+                        format!("prefetch must be 0-{MAX_SLOTS}, not {prefetch}"),
+                    );
+                }
                 self.name = Some(name.clone());
                 self.shared.scheduler.do_send(WorkerConnected {
                     id: self.id,
@@ -105,6 +114,7 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                     name,
                     address: self.peer.to_string(),
                     slots,
+                    prefetch,
                     labels,
                     running,
                 });

@@ -135,6 +135,9 @@ pub enum WorkerToManager {
     Register {
         name: String,
         slots: u32,
+        /// Assignments it accepts beyond its slots, queued locally so the
+        /// next job starts without a round trip to the manager.
+        prefetch: u32,
         labels: BTreeMap<String, String>,
         running: Vec<AttemptRef>,
     },

@@ -223,7 +223,6 @@ impl Store {
         Ok(())
     }
 
-
     /// Reads everything back, for the manager's start.
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();

@@ -107,7 +107,12 @@ fn xargs(n: usize) -> Duration {
         .spawn()
         .expect("xargs");
     let input: String = (0..n).map(|i| format!("{i}\n")).collect();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
     start.elapsed()
 }
@@ -125,34 +130,60 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
+}
+
+/// Runs `n` /bin/true jobs through a manager and one worker with 2 slots.
+fn aam_run(n: usize, prefetch: u32) -> (Duration, f64, f64) {
+    let mut c = Cluster::with_manager();
+    let prefetch = prefetch.to_string();
+    c.start_worker_with("bench", 2, &["--prefetch", &prefetch]);
+    let mut client = Client::connect(&c.addr, &c.token);
+    let start = Instant::now();
+    let session = client.submit(true_jobs(n));
+    client.wait(session);
+    let took = start.elapsed();
+    let manager_cpu = cpu_secs(c.manager.as_ref().unwrap().pid());
+    let worker_cpu = cpu_secs(c.workers[0].pid());
+    (took, manager_cpu, worker_cpu)
 }
 
 fn throughput() {
     const N: usize = 10_000;
     let raw = raw_spawn(N);
     let xargs = xargs(N);
-    let mut c = Cluster::with_manager();
-    c.start_worker("bench", 2);
-    let mut client = Client::connect(&c.addr, &c.token);
-    let start = Instant::now();
-    let session = client.submit(true_jobs(N));
-    client.wait(session);
-    let aam = start.elapsed();
-    let manager_cpu = cpu_secs(c.manager.as_ref().unwrap().pid());
-    let worker_cpu = cpu_secs(c.workers[0].pid());
     let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    let share = |d: Duration| 100.0 * raw.as_secs_f64() / d.as_secs_f64();
     println!("throughput: {N} x /bin/true, 2 at a time");
-    println!("  raw spawn (2 threads): {:>8.0} jobs/s  ({:.2} s)", rate(raw), raw.as_secs_f64());
-    println!("  xargs -P2:             {:>8.0} jobs/s  ({:.2} s)  = {:.0}% of raw", rate(xargs), xargs.as_secs_f64(), 100.0 * raw.as_secs_f64() / xargs.as_secs_f64());
-    println!("  aam (1 worker, 2 slots): {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw", rate(aam), aam.as_secs_f64(), 100.0 * raw.as_secs_f64() / aam.as_secs_f64());
     println!(
-        "  aam CPU per job: manager {:.0} us, worker {:.0} us (children excluded)",
-        manager_cpu * 1e6 / N as f64,
-        worker_cpu * 1e6 / N as f64
+        "  raw spawn (2 threads):   {:>6.0} jobs/s  ({:.2} s)",
+        rate(raw),
+        raw.as_secs_f64()
     );
+    println!(
+        "  xargs -P2:               {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw",
+        rate(xargs),
+        xargs.as_secs_f64(),
+        share(xargs)
+    );
+    for prefetch in [0, 2] {
+        let (took, manager_cpu, worker_cpu) = aam_run(N, prefetch);
+        println!(
+            "  aam, 2 slots, prefetch {prefetch}: {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw; CPU per job: manager {:.0} us, worker {:.0} us",
+            rate(took),
+            took.as_secs_f64(),
+            share(took),
+            manager_cpu * 1e6 / N as f64,
+            worker_cpu * 1e6 / N as f64
+        );
+    }
 }
 
 fn latency() {
@@ -180,10 +211,20 @@ fn latency() {
     }
     samples.sort();
     floor.sort();
-    let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    let pct =
+        |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     println!("latency: {N} sequential one-job sessions (submit, wait for the end, next), durable");
-    println!("  aam:            p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms", pct(&samples, 0.5), pct(&samples, 0.99), pct(&samples, 1.0));
-    println!("  spawn+wait /bin/true alone: p50 {:.2} ms  p99 {:.2} ms", pct(&floor, 0.5), pct(&floor, 0.99));
+    println!(
+        "  aam:            p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        pct(&samples, 0.5),
+        pct(&samples, 0.99),
+        pct(&samples, 1.0)
+    );
+    println!(
+        "  spawn+wait /bin/true alone: p50 {:.2} ms  p99 {:.2} ms",
+        pct(&floor, 0.5),
+        pct(&floor, 0.99)
+    );
 }
 
 fn submission() {
@@ -220,7 +261,10 @@ fn submission() {
 
 fn main() {
     // `cargo bench` passes --bench; a name filters which benchmark runs.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     if wanted("throughput") {
         throughput();

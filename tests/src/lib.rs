@@ -312,6 +312,11 @@ impl Cluster {
 
     /// Starts a worker process and waits until the manager lists it.
     pub fn start_worker(&mut self, name: &str, slots: u32) -> usize {
+        self.start_worker_with(name, slots, &[])
+    }
+
+    /// Starts a worker with extra flags.
+    pub fn start_worker_with(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
         let (log, file) = self.log_file(&format!("worker-{name}"));
         let workdir = self.path("work");
         std::fs::create_dir_all(&workdir).expect("workdir");
@@ -324,6 +329,7 @@ impl Cluster {
             .arg(slots.to_string())
             .arg("--workdir")
             .arg(&workdir)
+            .args(extra)
             .env("AAM_TOKEN", &self.token)
             .env("AAM_LOG", if self.debug_log { "debug" } else { "info" })
             .stdin(Stdio::null())

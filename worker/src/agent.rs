@@ -5,7 +5,7 @@
 use crate::child::{kill_group, run_job, EventSink, JobEvent};
 use aam_protocol::codec::{CodecError, FrameCodec};
 use aam_protocol::dial::{connect, ConnectError};
-use aam_protocol::messages::{AttemptRef, ManagerToWorker, Role, WorkerToManager};
+use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Role, WorkerToManager};
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -22,6 +22,8 @@ pub struct WorkerConfig {
     pub token: String,
     pub name: String,
     pub slots: u32,
+    /// Assignments accepted beyond `slots`, queued here (0: none).
+    pub prefetch: u32,
     pub labels: BTreeMap<String, String>,
     /// Base directory for relative job workdirs.
     pub workdir: PathBuf,
@@ -45,8 +47,12 @@ pub struct WorkerAgent {
     conn: Option<Connection>,
     connecting: bool,
     backoff: Duration,
-    /// Running attempts and their process group ids (0 until started).
+    /// Assigned attempts and their process group ids (0 until started).
     running: HashMap<AttemptRef, u32>,
+    /// Assigned attempts waiting for a free slot (only with prefetch).
+    waiting: VecDeque<Assignment>,
+    /// Children started and not yet finished.
+    active: u32,
     outbox: VecDeque<WorkerToManager>,
     outbox_bytes: usize,
     dropped_output: HashMap<AttemptRef, u64>,
@@ -60,6 +66,8 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         connecting: false,
         backoff: Duration::from_millis(100),
         running: HashMap::new(),
+        waiting: VecDeque::new(),
+        active: 0,
         outbox: VecDeque::new(),
         outbox_bytes: 0,
         dropped_output: HashMap::new(),
@@ -126,6 +134,7 @@ impl WorkerAgent {
         writer.write(WorkerToManager::Register {
             name: self.config.name.clone(),
             slots: self.config.slots,
+            prefetch: self.config.prefetch,
             labels: self.config.labels.clone(),
             running: self.running.keys().copied().collect(),
         });
@@ -172,6 +181,25 @@ impl WorkerAgent {
                 self.outbox_bytes -= data.len() + 32;
                 *self.dropped_output.entry(attempt).or_default() += data.len() as u64;
             }
+        }
+    }
+
+    /// Starts waiting assignments while slots are free.
+    fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        while self.active < self.config.slots {
+            let Some(assignment) = self.waiting.pop_front() else {
+                break;
+            };
+            tracing::debug!(job = %assignment.job_name, session = %assignment.job.session,
+                attempt = assignment.attempt, "starting job");
+            self.active += 1;
+            let base = self.config.workdir.clone();
+            let span = tracing::info_span!("job", session = %assignment.job.session,
+                job = %assignment.job_name, attempt = assignment.attempt);
+            actix::spawn(tracing::Instrument::instrument(
+                run_job(assignment, base, ctx.address()),
+                span,
+            ));
         }
     }
 
@@ -239,15 +267,20 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                     job: assignment.job,
                     attempt: assignment.attempt,
                 };
-                tracing::debug!(job = %assignment.job_name, session = %assignment.job.session,
-                    attempt = attempt.attempt, "starting job");
                 self.running.insert(attempt, 0);
-                let base = self.config.workdir.clone();
-                actix::spawn(run_job(assignment, base, ctx.address()));
+                self.waiting.push_back(assignment);
+                self.start_waiting(ctx);
             }
             ManagerToWorker::Kill(attempt) => {
                 tracing::info!(job = %attempt.job, attempt = attempt.attempt, "manager ordered a kill");
-                if let Some(&pid) = self.running.get(&attempt) {
+                if let Some(pos) = self
+                    .waiting
+                    .iter()
+                    .position(|a| a.job == attempt.job && a.attempt == attempt.attempt)
+                {
+                    self.waiting.remove(pos);
+                    self.running.remove(&attempt);
+                } else if let Some(&pid) = self.running.get(&attempt) {
                     kill_group(pid);
                 }
             }
@@ -277,7 +310,7 @@ impl EventSink for Addr<WorkerAgent> {
 impl Handler<Event> for WorkerAgent {
     type Result = ();
 
-    fn handle(&mut self, Event(event): Event, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, Event(event): Event, ctx: &mut Context<Self>) {
         match event {
             JobEvent::Started { attempt, pid } => {
                 if let Some(slot) = self.running.get_mut(&attempt) {
@@ -290,11 +323,15 @@ impl Handler<Event> for WorkerAgent {
             JobEvent::SpawnFailed { attempt, error } => {
                 tracing::warn!(job = %attempt.job, "could not start: {error}");
                 self.running.remove(&attempt);
+                self.active = self.active.saturating_sub(1);
                 self.report(WorkerToManager::SpawnFailed { attempt, error });
+                self.start_waiting(ctx);
             }
             JobEvent::Finished { attempt, exit } => {
                 self.running.remove(&attempt);
+                self.active = self.active.saturating_sub(1);
                 self.report(WorkerToManager::Finished { attempt, exit });
+                self.start_waiting(ctx);
             }
         }
     }
@@ -309,6 +346,7 @@ impl Handler<KillAll> for WorkerAgent {
     type Result = usize;
 
     fn handle(&mut self, _: KillAll, _ctx: &mut Context<Self>) -> usize {
+        self.waiting.clear();
         for &pid in self.running.values() {
             kill_group(pid);
         }

@@ -9,8 +9,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest output chunk sent in one message.
-pub const CHUNK: usize = 64 * 1024;
+/// Largest output chunk sent in one message (small enough that the two
+/// read buffers per job stay cheap to allocate for short jobs).
+pub const CHUNK: usize = 16 * 1024;
 
 /// How long to keep reading a job's pipes after it exited, when a process it
 /// left behind still holds them open.

@@ -21,6 +21,11 @@ struct Args {
     /// Jobs run at once
     #[arg(long, default_value_t = default_slots())]
     slots: u32,
+    /// Assignments accepted beyond --slots and queued here, so short jobs
+    /// start without a round trip to the manager (a job may then wait
+    /// behind a long one while another worker idles: keep 0 for long jobs)
+    #[arg(long, default_value_t = 0)]
+    prefetch: u32,
     /// Name shown in `aam workers` [default: HOSTNAME-PID]
     #[arg(long)]
     name: Option<String>,
@@ -111,6 +116,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         token,
         name: args.name.unwrap_or_else(default_name),
         slots: args.slots,
+        prefetch: args.prefetch,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         workdir,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
