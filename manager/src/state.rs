@@ -973,6 +973,25 @@ mod tests {
     }
 
     #[test]
+    fn a_prefetching_worker_gets_slots_plus_prefetch_assignments() {
+        let mut s = State::new(config());
+        let jobs = (0..10).map(|i| job(&format!("j{i}"), &[])).collect();
+        s.submit(
+            BatchSpec {
+                name: "b".into(),
+                jobs,
+            },
+            0,
+        )
+        .unwrap();
+        let mut w = worker("w", 2);
+        w.prefetch = 3;
+        s.register_worker(1, w, &[], 0);
+        assert_eq!(s.dispatch(0).len(), 5);
+        assert!(s.dispatch(0).is_empty());
+    }
+
+    #[test]
     fn a_worker_reporting_jobs_that_are_not_its_own_is_told_to_kill_them() {
         let mut s = State::new(config());
         let bogus = AttemptRef {

@@ -135,3 +135,35 @@ fn workers_and_sessions_are_listed() {
         "{table}"
     );
 }
+
+#[test]
+fn a_prefetching_worker_still_runs_no_more_than_its_slots_at_once() {
+    let mut c = Cluster::with_manager();
+    c.start_worker_with("pf", 1, &["--prefetch", "2"]);
+    let marks = c.path("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // mkdir is atomic: a second job running at the same time cannot create it.
+    let jobs: Vec<_> = (0..6)
+        .map(|i| {
+            json!({
+                "name": format!("p{i}"),
+                "command": ["sh", "-c", "mkdir \"$MARKS/running\" || echo overlap >> \"$MARKS/violations\"; sleep 0.1; rmdir \"$MARKS/running\"; echo done"],
+                "env": { "MARKS": marks.to_str().unwrap() },
+            })
+        })
+        .collect();
+    let file = c.write(
+        "pf.json",
+        &json!({ "name": "pf", "jobs": jobs }).to_string(),
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(0);
+    assert!(
+        !marks.join("violations").exists(),
+        "two jobs ran at once on a 1-slot worker"
+    );
+    let status = c.status(&session);
+    for i in 0..6 {
+        assert_eq!(job(&status, &format!("p{i}"))["status"], "succeeded");
+    }
+}
