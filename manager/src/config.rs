@@ -228,4 +228,21 @@ mod tests {
             .to_string();
         assert!(e.contains("lease_ms"), "{e}");
     }
+
+    #[test]
+    fn the_example_config_loads_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aam.example.toml");
+        let cfg = ManagerConfig::load(Some(&path), vec![], &[]).unwrap();
+        assert!(cfg.agents.contains_key("echo"), "{:?}", cfg.agents.keys());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in ENV_KEYS {
+            let documented = text
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} =")));
+            assert!(
+                documented,
+                "deploy/aam.example.toml does not document '{key}'"
+            );
+        }
+    }
 }
