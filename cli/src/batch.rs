@@ -1,6 +1,7 @@
 //! Reading a batch file and checking it before anything is sent.
 
 use crate::exit::bad_input;
+use aam_protocol::codec::{self, DEFAULT_MAX_FRAME};
 use aam_protocol::spec::{parse_batch, validate, BatchSpec, Format, Limits, SpecErrors};
 use std::path::Path;
 
@@ -21,6 +22,23 @@ pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
     let format = Format::for_path(&path.to_string_lossy());
     let batch =
         parse_batch(&text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
-    validate(&batch, &Limits::default()).map_err(|e| bad_input(describe(path, &e)))?;
+    // Structure only: the manager enforces the size limits it is configured with.
+    let structural = Limits {
+        max_jobs: usize::MAX,
+        max_field_bytes: usize::MAX,
+        max_argv_len: usize::MAX,
+        max_env_vars: usize::MAX,
+        ..Limits::default()
+    };
+    validate(&batch, &structural).map_err(|e| bad_input(describe(path, &e)))?;
+    let size = codec::encode(&batch)
+        .map_err(|e| bad_input(format!("{}: {e}", path.display())))?
+        .len();
+    if size > DEFAULT_MAX_FRAME {
+        return Err(bad_input(format!(
+            "{}: the batch encodes to {size} bytes, over the {DEFAULT_MAX_FRAME}-byte frame limit; split it into several sessions",
+            path.display()
+        )));
+    }
     Ok(batch)
 }

@@ -2,7 +2,7 @@
 //! stream of progress for `Watch`).
 
 use crate::exit::{bad_input, unreachable};
-use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME};
+use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, Role};
 use futures::{SinkExt, StreamExt};
@@ -24,7 +24,8 @@ impl Client {
                 }
                 other => unreachable(other.to_string()),
             })?;
-        let mut framed = Framed::new(stream, FrameCodec::new(DEFAULT_MAX_FRAME));
+        // Answers may be as large as the manager's configured frame limit.
+        let mut framed = Framed::new(stream, FrameCodec::new(MAX_FRAME_CEILING));
         framed.read_buffer_mut().extend_from_slice(&leftover);
         Ok(Client {
             addr: addr.to_string(),

@@ -111,6 +111,8 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
     if with_output {
         v["output"] = json!(String::from_utf8_lossy(&job.output));
         v["output_bytes"] = json!(job.output_bytes);
+        // Past the answer's size budget the output is left out, not cut.
+        v["output_omitted"] = json!(job.output.is_empty() && job.output_bytes > 0);
     }
     v
 }
@@ -210,7 +212,15 @@ pub fn results_markdown(view: &SessionView) -> String {
         let text = String::from_utf8_lossy(&j.output);
         let lines: Vec<&str> = text.lines().collect();
         if lines.is_empty() {
-            out.push_str("\n_(no output)_\n");
+            if j.output_bytes > 0 {
+                let _ = writeln!(
+                    out,
+                    "\n_({} bytes of output did not fit in this answer: `aam logs {}/{}`)_",
+                    j.output_bytes, s.id, j.name
+                );
+            } else {
+                out.push_str("\n_(no output)_\n");
+            }
             continue;
         }
         let start = lines.len().saturating_sub(TAIL_LINES);

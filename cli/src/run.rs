@@ -54,12 +54,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             workdir,
             max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
         });
-        let result = drive(&manager, &args.file, batch, args.json).await;
+        let result = tokio::select! {
+            result = drive(&manager, &args.file, batch, args.json) => result,
+            signal = interrupted() => Err(crate::exit::Exit {
+                code: crate::exit::FAILED,
+                message: format!("{signal}: stopping the running jobs (the session stays in {})", args.data_dir.display()),
+            }
+            .into()),
+        };
+        // Jobs run in process groups of their own: a Ctrl-C on aam does not reach them.
         let _ = worker.send(aam_worker::agent::KillAll).await;
         manager.shutdown().await;
         result
     });
     outcome
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
 }
 
 async fn drive(

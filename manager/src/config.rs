@@ -149,6 +149,15 @@ impl ManagerConfig {
                 self.lease_ms, self.heartbeat_ms
             ));
         }
+        let frame_range = 64 * 1024..=aam_protocol::codec::MAX_FRAME_CEILING;
+        if !frame_range.contains(&self.max_frame_bytes) {
+            return bad(format!(
+                "max_frame_bytes ({}) must be between {} and {}",
+                self.max_frame_bytes,
+                frame_range.start(),
+                frame_range.end()
+            ));
+        }
         if self.output_cap_bytes < 1024 {
             return bad("output_cap_bytes must be at least 1024".into());
         }

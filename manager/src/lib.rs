@@ -76,7 +76,16 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
 
     let committer = Committer::start(writer);
-    let scheduler = Scheduler::new(state, store, committer, config.heartbeat_ms).start();
+    let mut scheduler = Scheduler::new(
+        state,
+        store,
+        committer,
+        config.heartbeat_ms,
+        config.lease_ms,
+    );
+    // Half the frame for outputs leaves room for the rest of a session view.
+    scheduler.answer_budget = config.max_frame_bytes / 2;
+    let scheduler = scheduler.start();
     let shared = Shared {
         scheduler: scheduler.clone(),
         token: Arc::from(token.as_str()),

@@ -26,6 +26,9 @@ use tokio_util::codec::{Framed, FramedRead};
 /// A peer must finish its handshake within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest handshake frame: nobody unauthenticated makes us buffer more.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
+
 /// What every connection actor needs to know.
 #[derive(Clone)]
 pub struct Shared {
@@ -82,7 +85,7 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
     }
     let mut framed = Framed::new(
         stream,
-        FrameCodec::<Handshake, HandshakeReply>::new(shared.max_frame),
+        FrameCodec::<Handshake, HandshakeReply>::new(HANDSHAKE_MAX_FRAME),
     );
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await;
     let verdict = match first {

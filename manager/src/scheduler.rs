@@ -11,11 +11,11 @@ use crate::worker_conn::{ToWorker, WorkerConn};
 use aam_protocol::messages::{
     AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker, WorkerToManager,
 };
-use aam_protocol::model::ExitInfo;
-use aam_protocol::{now_ms, SessionId};
+use aam_protocol::model::{ExitInfo, SessionSummary};
+use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::Store;
 use actix::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -69,8 +69,11 @@ enum Effect {
         Option<ClientResponse>,
     ),
     ToWorker(WorkerId, ManagerToWorker),
-    Notify(SessionId),
-    Watch(SessionId, Recipient<SessionUpdate>),
+    /// A session's progress as of the commit this effect waits for (taken
+    /// when the effect is made, so a later, not yet durable change never
+    /// shows early).
+    Notify(SessionSummary),
+    Watch(SessionSummary, Recipient<SessionUpdate>),
     Drained(oneshot::Sender<()>),
 }
 
@@ -79,6 +82,9 @@ pub struct Scheduler {
     store: Store,
     committer: Committer,
     heartbeat_ms: u64,
+    lease_ms: u64,
+    /// Most output bytes put into one answer (keeps it within a frame).
+    pub answer_budget: usize,
     workers: HashMap<WorkerId, Addr<WorkerConn>>,
     watchers: HashMap<SessionId, Vec<Recipient<SessionUpdate>>>,
     /// Effects waiting for their commit, by commit sequence number.
@@ -87,12 +93,20 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(state: State, store: Store, committer: Committer, heartbeat_ms: u64) -> Self {
+    pub fn new(
+        state: State,
+        store: Store,
+        committer: Committer,
+        heartbeat_ms: u64,
+        lease_ms: u64,
+    ) -> Self {
         Scheduler {
             state,
             store,
             committer,
             heartbeat_ms,
+            lease_ms,
+            answer_budget: aam_protocol::codec::DEFAULT_MAX_FRAME / 2,
             workers: HashMap::new(),
             watchers: HashMap::new(),
             waiting: VecDeque::new(),
@@ -113,12 +127,13 @@ impl Scheduler {
             ));
         }
         let changes = self.state.take_changes();
-        effects.extend(
-            self.state
-                .take_changed_sessions()
-                .into_iter()
-                .map(Effect::Notify),
-        );
+        for session in self.state.take_changed_sessions() {
+            if self.watchers.contains_key(&session) {
+                if let Some(summary) = self.state.summary(session) {
+                    effects.push(Effect::Notify(summary));
+                }
+            }
+        }
         if changes.is_empty() {
             // Nothing new to make durable, but what these effects show may
             // still be in flight: they wait for the last pending commit.
@@ -131,10 +146,16 @@ impl Scheduler {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.waiting.push_back((seq, effects));
+        let outputs: Vec<(JobKey, u32)> = changes
+            .outputs
+            .iter()
+            .filter_map(|(k, _)| Some((*k, self.state.committing_attempt(*k)?)))
+            .collect();
         let durable = self.committer.commit(changes);
         ctx.spawn(durable.into_actor(self).map(move |result, act, _ctx| {
             match result.unwrap_or_else(|_| Err("the commit thread stopped".into())) {
                 Ok(()) => {
+                    act.state.outputs_committed(&outputs);
                     while act.waiting.front().is_some_and(|(s, _)| *s <= seq) {
                         let (_, effects) = act.waiting.pop_front().expect("front exists");
                         act.release(effects);
@@ -150,7 +171,6 @@ impl Scheduler {
     }
 
     fn release(&mut self, effects: Vec<Effect>) {
-        let mut notify = BTreeSet::new();
         for effect in effects {
             match effect {
                 Effect::Reply(tx, response) => {
@@ -160,36 +180,27 @@ impl Scheduler {
                     Some(addr) => addr.do_send(ToWorker(msg)),
                     None => tracing::debug!(worker = id, "worker left before a message reached it"),
                 },
-                Effect::Notify(session) => {
-                    notify.insert(session);
-                }
-                Effect::Watch(session, recipient) => {
-                    if let Some(summary) = self.state.summary(session) {
-                        recipient.do_send(SessionUpdate(summary.clone()));
-                        if !summary.status.is_terminal() {
-                            self.watchers.entry(session).or_default().push(recipient);
-                        }
-                    }
-                }
+                Effect::Notify(summary) => self.notify(summary),
+                Effect::Watch(summary, recipient) => recipient.do_send(SessionUpdate(summary)),
                 Effect::Drained(tx) => {
                     let _ = tx.send(());
                 }
             }
         }
-        for session in notify {
-            let Some(list) = self.watchers.get_mut(&session) else {
-                continue;
-            };
-            let Some(summary) = self.state.summary(session) else {
-                continue;
-            };
-            list.retain(|r| r.connected());
-            for r in list.iter() {
-                r.do_send(SessionUpdate(summary.clone()));
-            }
-            if summary.status.is_terminal() || list.is_empty() {
-                self.watchers.remove(&session);
-            }
+    }
+
+    fn notify(&mut self, summary: SessionSummary) {
+        let session = summary.id;
+        let Some(list) = self.watchers.get_mut(&session) else {
+            return;
+        };
+        list.retain(|r| r.connected());
+        let terminal = summary.status.is_terminal();
+        for r in list.iter() {
+            r.do_send(SessionUpdate(summary.clone()));
+        }
+        if terminal || list.is_empty() {
+            self.watchers.remove(&session);
         }
     }
 
@@ -203,7 +214,7 @@ impl Scheduler {
             message: format!("no session {session}"),
         };
         let store = self.store.clone();
-        let stored = move |key| store.output(key).ok().flatten();
+        let stored = move |key, tail| store.output(key, tail).ok().flatten();
         let response = match request {
             ClientRequest::Submit { batch } => {
                 let name = batch.name.clone();
@@ -217,7 +228,10 @@ impl Scheduler {
             }
             ClientRequest::ListSessions => ClientResponse::Sessions(self.state.summaries()),
             ClientRequest::Session { session, output } => {
-                match self.state.view(session, output, &stored) {
+                match self
+                    .state
+                    .view(session, output, self.answer_budget, &stored)
+                {
                     Some(view) => ClientResponse::Session(view),
                     None => not_found(session),
                 }
@@ -237,8 +251,13 @@ impl Scheduler {
             ClientRequest::Watch { session } => {
                 if !self.state.session_exists(session) {
                     not_found(session)
-                } else if let Some(w) = watcher {
-                    return (None, Some(Effect::Watch(session, w)));
+                } else if let (Some(w), Some(summary)) = (watcher, self.state.summary(session)) {
+                    // Subscribed now, so every later change makes a Notify
+                    // effect; the first answer still waits for durability.
+                    if !summary.status.is_terminal() {
+                        self.watchers.entry(session).or_default().push(w.clone());
+                    }
+                    return (None, Some(Effect::Watch(summary, w)));
                 } else {
                     ClientResponse::Error {
                         kind: ErrorKind::BadRequest,
@@ -308,6 +327,7 @@ impl Handler<WorkerConnected> for Scheduler {
             msg.id,
             ManagerToWorker::Registered {
                 heartbeat_ms: self.heartbeat_ms,
+                lease_ms: self.lease_ms,
             },
         )];
         effects.extend(
@@ -339,6 +359,7 @@ impl Handler<WorkerReport> for Scheduler {
 
     fn handle(&mut self, msg: WorkerReport, ctx: &mut Context<Self>) {
         let now = now_ms();
+        let mut effects = Vec::new();
         match msg.report {
             WorkerToManager::Heartbeat => {
                 self.state.heartbeat(msg.id, now);
@@ -350,6 +371,7 @@ impl Handler<WorkerReport> for Scheduler {
             }
             WorkerToManager::Finished { attempt, exit } => {
                 self.finish(msg.id, attempt, Some(exit), None, now);
+                effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
             }
             WorkerToManager::SpawnFailed { attempt, error } => {
                 let exit = ExitInfo {
@@ -364,10 +386,11 @@ impl Handler<WorkerReport> for Scheduler {
                     Some(format!("could not start: {error}")),
                     now,
                 );
+                effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
             }
             WorkerToManager::Register { .. } => {}
         }
-        self.settle(ctx, Vec::new());
+        self.settle(ctx, effects);
     }
 }
 

@@ -15,6 +15,10 @@ use aam_protocol::{JobKey, SessionId};
 use aam_store::{Changes, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+/// Reads a finished job's stored output: (its tail if a size is given, the
+/// whole output's size).
+pub type OutputReader = dyn Fn(JobKey, Option<usize>) -> Option<(Vec<u8>, u64)>;
+
 fn status_slot(status: JobStatus) -> usize {
     JobStatus::ALL
         .iter()
@@ -98,6 +102,9 @@ pub struct State {
     dirty_jobs: BTreeSet<JobKey>,
     dirty_sessions: BTreeSet<SessionId>,
     outputs: Vec<(JobKey, Vec<u8>)>,
+    /// Outputs of ended attempts until the store holds them, so queries in
+    /// between still see them.
+    committing_outputs: HashMap<JobKey, (u32, Vec<u8>)>,
     next_session_dirty: bool,
     /// Sessions whose progress changed since the last `take_changed_sessions`.
     changed: BTreeSet<SessionId>,
@@ -116,6 +123,7 @@ impl State {
             dirty_jobs: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             outputs: Vec::new(),
+            committing_outputs: HashMap::new(),
             next_session_dirty: false,
             changed: BTreeSet::new(),
         }
@@ -548,6 +556,8 @@ impl State {
         // An empty first output needs no record; a later attempt's must
         // replace what an earlier attempt may have left.
         if !output.is_empty() || job.attempts > 1 {
+            self.committing_outputs
+                .insert(key, (job.attempts, output.clone()));
             self.outputs.push((key, output));
         }
         self.set_status(key, status);
@@ -697,30 +707,36 @@ impl State {
         self.sessions.values().map(SessionEntry::summary).collect()
     }
 
-    /// A session with its jobs; `stored_output` reads a finished job's output.
+    /// A session with its jobs. Outputs (as `wanted`) are added while their
+    /// bytes stay within `budget`; past it a job's `output` is left empty
+    /// (its `output_bytes` still says how much there is), so an answer
+    /// always fits in a frame. `stored` reads a finished job's output.
     pub fn view(
         &self,
         id: SessionId,
         wanted: OutputWanted,
-        stored_output: &dyn Fn(JobKey) -> Option<Vec<u8>>,
+        budget: usize,
+        stored: &OutputReader,
     ) -> Option<SessionView> {
         let entry = self.sessions.get(&id)?;
+        let tail = match wanted {
+            OutputWanted::Tail(n) => Some(n as usize),
+            _ => None,
+        };
+        let mut spent = 0usize;
         let jobs = entry
             .jobs
             .iter()
             .map(|job| {
-                let (output, output_bytes) = match wanted {
+                let (mut output, output_bytes) = match wanted {
                     OutputWanted::None => (Vec::new(), 0),
-                    _ => {
-                        let full = self.output_of(job, stored_output);
-                        let total = full.len() as u64;
-                        let kept = match wanted {
-                            OutputWanted::Tail(n) => tail_of(&full, n as usize).to_vec(),
-                            _ => full,
-                        };
-                        (kept, total)
-                    }
+                    _ => self.output_of(job, tail, stored),
                 };
+                if spent + output.len() > budget {
+                    output = Vec::new();
+                } else {
+                    spent += output.len();
+                }
                 JobView {
                     name: job.name.clone(),
                     status: job.status,
@@ -748,19 +764,31 @@ impl State {
         })
     }
 
+    /// A job's kept output (its tail when `tail` is set) and the size of
+    /// the whole kept output: live for a running job, from memory while its
+    /// end is being committed, else from the store.
     fn output_of(
         &self,
         job: &JobRecord,
-        stored_output: &dyn Fn(JobKey) -> Option<Vec<u8>>,
-    ) -> Vec<u8> {
+        tail: Option<usize>,
+        stored: &OutputReader,
+    ) -> (Vec<u8>, u64) {
+        let cut = |full: &[u8]| match tail {
+            Some(n) => tail_of(full, n).to_vec(),
+            None => full.to_vec(),
+        };
         let live = self
             .sessions
             .get(&job.key.session)
             .and_then(|s| s.live.get(&job.key.index));
-        match (job.status, live) {
-            (JobStatus::Running, Some(capture)) => capture.render(),
-            _ => stored_output(job.key).unwrap_or_default(),
+        if let (JobStatus::Running, Some(capture)) = (job.status, live) {
+            let full = capture.render();
+            return (cut(&full), full.len() as u64);
         }
+        if let Some((_, full)) = self.committing_outputs.get(&job.key) {
+            return (cut(full), full.len() as u64);
+        }
+        stored(job.key, tail).unwrap_or_default()
     }
 
     /// A job's status and output, by name; with the total bytes it printed.
@@ -768,7 +796,7 @@ impl State {
         &self,
         session: SessionId,
         name: &str,
-        stored_output: &dyn Fn(JobKey) -> Option<Vec<u8>>,
+        stored: &OutputReader,
     ) -> Result<(JobStatus, Vec<u8>, u64), String> {
         let entry = self
             .sessions
@@ -779,13 +807,26 @@ impl State {
             .get(name)
             .ok_or_else(|| format!("session {session} has no job '{name}'"))?;
         let job = &entry.jobs[index as usize];
-        let total = match entry.live.get(&index) {
+        let printed = match entry.live.get(&index) {
             Some(c) if job.status == JobStatus::Running => c.total(),
             _ => 0,
         };
-        let output = self.output_of(job, stored_output);
-        let total = total.max(output.len() as u64);
-        Ok((job.status, output, total))
+        let (output, kept) = self.output_of(job, None, stored);
+        Ok((job.status, output, printed.max(kept)))
+    }
+
+    /// The attempt whose output is waiting for its commit, if any.
+    pub fn committing_attempt(&self, key: JobKey) -> Option<u32> {
+        self.committing_outputs.get(&key).map(|(a, _)| *a)
+    }
+
+    /// Outputs of these (job, attempt)s are durable in the store now.
+    pub fn outputs_committed(&mut self, committed: &[(JobKey, u32)]) {
+        for (key, attempt) in committed {
+            if self.committing_outputs.get(key).map(|(a, _)| a) == Some(attempt) {
+                self.committing_outputs.remove(key);
+            }
+        }
     }
 
     pub fn workers(&self) -> Vec<WorkerView> {
@@ -888,7 +929,7 @@ mod tests {
     }
 
     fn status(state: &State, session: SessionId, name: &str) -> JobStatus {
-        state.logs(session, name, &|_| None).unwrap().0
+        state.logs(session, name, &|_, _| None).unwrap().0
     }
 
     #[test]
@@ -1044,6 +1085,58 @@ mod tests {
             )
             .unwrap();
         assert_eq!(new_id, SessionId(id.0 + 1));
+    }
+
+    #[test]
+    fn a_view_keeps_outputs_within_its_budget_and_sees_uncommitted_ones() {
+        let mut s = State::new(config());
+        let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    name: "b".into(),
+                    jobs,
+                },
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 3), &[], 0);
+        for (_, a) in s.dispatch(0) {
+            let attempt = attempt_of(&a);
+            s.job_output(attempt, &[b'x'; 400]);
+            s.job_finished(attempt, ok(), None, 1);
+        }
+        // Nothing is in the store yet: the outputs come from memory.
+        let nothing = |_, _| None;
+        let view = s.view(id, OutputWanted::All, 1000, &nothing).unwrap();
+        let sizes: Vec<(usize, u64)> = view
+            .jobs
+            .iter()
+            .map(|j| (j.output.len(), j.output_bytes))
+            .collect();
+        assert_eq!(sizes, vec![(400, 400), (400, 400), (0, 400)]);
+        let tails = s.view(id, OutputWanted::Tail(10), 1000, &nothing).unwrap();
+        assert!(tails.jobs.iter().all(|j| j.output.len() == 10));
+        let committed: Vec<(JobKey, u32)> = view
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                (
+                    JobKey {
+                        session: id,
+                        index: i as u32,
+                    },
+                    1,
+                )
+            })
+            .collect();
+        s.outputs_committed(&committed);
+        let after = s.view(id, OutputWanted::All, 1000, &nothing).unwrap();
+        assert!(
+            after.jobs.iter().all(|j| j.output_bytes == 0),
+            "forgotten once durable"
+        );
     }
 
     #[test]

@@ -131,10 +131,15 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                 });
                 ctx.wait(send.into_actor(self).map(|_, _, _| ()));
             }
-            (report, true) => self.shared.scheduler.do_send(WorkerReport {
-                id: self.id,
-                report,
-            }),
+            (report, true) => {
+                if matches!(report, WorkerToManager::Heartbeat) {
+                    self.writer.write(ManagerToWorker::Pong);
+                }
+                self.shared.scheduler.do_send(WorkerReport {
+                    id: self.id,
+                    report,
+                })
+            }
         }
     }
 }

@@ -147,6 +147,7 @@ pub enum WorkerToManager {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Sent until the manager answers `Ack` (again after a reconnect).
     Finished {
         attempt: AttemptRef,
         exit: ExitInfo,
@@ -160,9 +161,16 @@ pub enum WorkerToManager {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ManagerToWorker {
+    /// The worker may start; it should drop the connection when it hears
+    /// nothing (not even a `Pong`) for `lease_ms`.
     Registered {
         heartbeat_ms: u64,
+        lease_ms: u64,
     },
+    /// Answer to a heartbeat, so the worker can tell a silent manager.
+    Pong,
+    /// The end of this attempt is durable: the worker may forget it.
+    Ack(AttemptRef),
     Assign(Assignment),
     /// Stop this attempt: it is not (or no longer) this worker's to run.
     Kill(AttemptRef),

@@ -90,9 +90,11 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
     Some(items)
 }
 
-/// Splits a log's bytes into whole, intact frames; stops at the first torn one.
-pub(crate) fn frames(mut bytes: &[u8]) -> Vec<Vec<Item>> {
+/// Splits a log's bytes into whole, intact frames; stops at the first torn
+/// one. Also returns how many bytes those frames take (the valid prefix).
+pub(crate) fn frames(mut bytes: &[u8]) -> (Vec<Vec<Item>>, usize) {
     let mut out = Vec::new();
+    let mut valid = 0;
     while bytes.len() >= 8 {
         let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
@@ -107,8 +109,9 @@ pub(crate) fn frames(mut bytes: &[u8]) -> Vec<Vec<Item>> {
             None => break,
         }
         bytes = &bytes[8 + len..];
+        valid += 8 + len;
     }
-    out
+    (out, valid)
 }
 
 impl Wal {
@@ -123,11 +126,21 @@ impl Wal {
             .map_err(|e| io_err(path, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io_err(path, e))?;
-        let frames = frames(&bytes);
+        let (frames, valid) = frames(&bytes);
+        if valid < bytes.len() {
+            // A torn tail was never acknowledged. Cut it, or every frame
+            // appended after it would be unreachable at the next replay.
+            tracing::warn!(path = %path.display(), dropped = bytes.len() - valid,
+                "dropping a torn tail of the store's log");
+            file.set_len(valid as u64).map_err(|e| io_err(path, e))?;
+            file.sync_all().map_err(|e| io_err(path, e))?;
+        }
+        file.seek(SeekFrom::Start(valid as u64))
+            .map_err(|e| io_err(path, e))?;
         let wal = Wal {
             path: path.to_path_buf(),
             file,
-            len: bytes.len() as u64,
+            len: valid as u64,
         };
         Ok((wal, frames))
     }
@@ -183,15 +196,38 @@ mod tests {
         push_item(&mut body, KIND_NEXT_SESSION, &7u64.to_be_bytes());
         let mut log = frame(&body);
         log.extend_from_slice(&frame(&body));
-        assert_eq!(frames(&log).len(), 2);
+        assert_eq!(frames(&log).0.len(), 2);
         let whole = log.len();
         log.extend_from_slice(&frame(&body)[..10]);
-        assert_eq!(frames(&log).len(), 2, "torn tail");
+        let (found, valid) = frames(&log);
+        assert_eq!((found.len(), valid), (2, whole), "torn tail");
         log.truncate(whole);
         let mut bad = frame(&body);
         let last = bad.len() - 1;
         bad[last] ^= 1;
         log.extend_from_slice(&bad);
-        assert_eq!(frames(&log).len(), 2, "bad checksum");
+        assert_eq!(frames(&log).0.len(), 2, "bad checksum");
+    }
+
+    #[test]
+    fn frames_appended_after_a_torn_tail_survive_the_next_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.wal");
+        let mut body = Vec::new();
+        push_item(&mut body, KIND_NEXT_SESSION, &7u64.to_be_bytes());
+        // A crash in the middle of the first frame after a checkpoint.
+        std::fs::write(&path, &frame(&body)[..6]).unwrap();
+        {
+            let (mut wal, replay) = Wal::open(&path).unwrap();
+            assert!(replay.is_empty());
+            wal.append(&body).unwrap();
+            wal.sync().unwrap();
+        }
+        let (_, replay) = Wal::open(&path).unwrap();
+        assert_eq!(
+            replay.len(),
+            1,
+            "the acknowledged frame was lost behind the torn tail"
+        );
     }
 }

@@ -7,9 +7,9 @@ use aam_protocol::codec::{CodecError, FrameCodec};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Role, WorkerToManager};
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::FramedRead;
 
@@ -53,6 +53,14 @@ pub struct WorkerAgent {
     waiting: VecDeque<Assignment>,
     /// Children started and not yet finished.
     active: u32,
+    /// Ends reported but not yet acknowledged as durable: resent after a
+    /// reconnect, so a report lost with a connection cannot make the
+    /// manager run a finished job again.
+    unacked: HashMap<AttemptRef, WorkerToManager>,
+    /// Kills ordered before the child's pid was known.
+    kill_pending: HashSet<AttemptRef>,
+    /// When the manager was last heard from on the current connection.
+    last_heard: Instant,
     outbox: VecDeque<WorkerToManager>,
     outbox_bytes: usize,
     dropped_output: HashMap<AttemptRef, u64>,
@@ -68,6 +76,9 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         running: HashMap::new(),
         waiting: VecDeque::new(),
         active: 0,
+        unacked: HashMap::new(),
+        kill_pending: HashSet::new(),
+        last_heard: Instant::now(),
         outbox: VecDeque::new(),
         outbox_bytes: 0,
         dropped_output: HashMap::new(),
@@ -104,6 +115,7 @@ impl WorkerAgent {
                 Ok((stream, leftover)) => act.connected(stream, leftover, ctx),
                 Err(ConnectError::Rejected { addr, reason }) => {
                     tracing::error!("manager at {addr} refused this worker: {reason}");
+                    act.kill_all();
                     System::current().stop_with_code(3);
                 }
                 Err(e) => {
@@ -136,8 +148,14 @@ impl WorkerAgent {
             slots: self.config.slots,
             prefetch: self.config.prefetch,
             labels: self.config.labels.clone(),
-            running: self.running.keys().copied().collect(),
+            running: self
+                .running
+                .keys()
+                .chain(self.unacked.keys())
+                .copied()
+                .collect(),
         });
+        self.last_heard = Instant::now();
         self.conn = Some(Connection {
             writer,
             heartbeat: None,
@@ -156,6 +174,21 @@ impl WorkerAgent {
                 "lost the manager ({why}); jobs keep running, reconnecting");
         }
         self.dial(ctx);
+    }
+
+    /// Sends an attempt's end now if registered, and keeps it until acknowledged.
+    fn report_end(&mut self, msg: WorkerToManager) {
+        let attempt = match &msg {
+            WorkerToManager::Finished { attempt, .. }
+            | WorkerToManager::SpawnFailed { attempt, .. } => *attempt,
+            _ => return self.report(msg),
+        };
+        if let Some(conn) = &mut self.conn {
+            if conn.heartbeat.is_some() {
+                conn.writer.write(msg.clone());
+            }
+        }
+        self.unacked.insert(attempt, msg);
     }
 
     /// Sends a report now, or keeps it for the next connection.
@@ -220,6 +253,18 @@ impl WorkerAgent {
             conn.writer.write(msg);
         }
         self.outbox_bytes = 0;
+        // After the output they end.
+        for msg in self.unacked.values() {
+            conn.writer.write(msg.clone());
+        }
+    }
+
+    fn kill_all(&mut self) -> usize {
+        self.waiting.clear();
+        for &pid in self.running.values() {
+            kill_group(pid);
+        }
+        self.running.len()
     }
 }
 
@@ -247,11 +292,20 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
             Ok(m) => m,
             Err(e) => return self.disconnected(ctx, &e.to_string()),
         };
+        self.last_heard = Instant::now();
         match msg {
-            ManagerToWorker::Registered { heartbeat_ms } => {
+            ManagerToWorker::Registered {
+                heartbeat_ms,
+                lease_ms,
+            } => {
                 self.backoff = Duration::from_millis(100);
                 let every = Duration::from_millis(heartbeat_ms.max(50));
-                let handle = ctx.run_interval(every, |act, _| {
+                let lease = Duration::from_millis(lease_ms.max(heartbeat_ms * 2));
+                let handle = ctx.run_interval(every, move |act, ctx| {
+                    if act.last_heard.elapsed() > lease {
+                        // A silent cut (no reset): do not write into it for minutes.
+                        return act.disconnected(ctx, "the manager went silent");
+                    }
                     if let Some(conn) = &mut act.conn {
                         conn.writer.write(WorkerToManager::Heartbeat);
                     }
@@ -281,12 +335,21 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                     self.waiting.remove(pos);
                     self.running.remove(&attempt);
                 } else if let Some(&pid) = self.running.get(&attempt) {
-                    kill_group(pid);
+                    if pid == 0 {
+                        self.kill_pending.insert(attempt);
+                    } else {
+                        kill_group(pid);
+                    }
                 }
             }
             ManagerToWorker::Refused { reason } => {
                 tracing::error!("manager refused this worker: {reason}");
+                self.kill_all();
                 System::current().stop_with_code(2);
+            }
+            ManagerToWorker::Pong => {}
+            ManagerToWorker::Ack(attempt) => {
+                self.unacked.remove(&attempt);
             }
         }
     }
@@ -316,6 +379,9 @@ impl Handler<Event> for WorkerAgent {
                 if let Some(slot) = self.running.get_mut(&attempt) {
                     *slot = pid;
                 }
+                if self.kill_pending.remove(&attempt) {
+                    kill_group(pid);
+                }
             }
             JobEvent::Output { attempt, data } => {
                 self.report(WorkerToManager::Output { attempt, data })
@@ -323,14 +389,16 @@ impl Handler<Event> for WorkerAgent {
             JobEvent::SpawnFailed { attempt, error } => {
                 tracing::warn!(job = %attempt.job, "could not start: {error}");
                 self.running.remove(&attempt);
+                self.kill_pending.remove(&attempt);
                 self.active = self.active.saturating_sub(1);
-                self.report(WorkerToManager::SpawnFailed { attempt, error });
+                self.report_end(WorkerToManager::SpawnFailed { attempt, error });
                 self.start_waiting(ctx);
             }
             JobEvent::Finished { attempt, exit } => {
                 self.running.remove(&attempt);
+                self.kill_pending.remove(&attempt);
                 self.active = self.active.saturating_sub(1);
-                self.report(WorkerToManager::Finished { attempt, exit });
+                self.report_end(WorkerToManager::Finished { attempt, exit });
                 self.start_waiting(ctx);
             }
         }
@@ -346,10 +414,6 @@ impl Handler<KillAll> for WorkerAgent {
     type Result = usize;
 
     fn handle(&mut self, _: KillAll, _ctx: &mut Context<Self>) -> usize {
-        self.waiting.clear();
-        for &pid in self.running.values() {
-            kill_group(pid);
-        }
-        self.running.len()
+        self.kill_all()
     }
 }
