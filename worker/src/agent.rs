@@ -186,6 +186,7 @@ impl WorkerAgent {
         if let Some(conn) = &mut self.conn {
             if conn.heartbeat.is_some() {
                 conn.writer.write(msg.clone());
+                tracing::debug!(job = %attempt.job, attempt = attempt.attempt, "reported the end of a job");
             }
         }
         self.unacked.insert(attempt, msg);

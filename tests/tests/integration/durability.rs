@@ -2,8 +2,9 @@
 //! returned comes back with the session, and it runs to completion.
 
 use crate::job;
-use aam_tests::Cluster;
+use aam_tests::{poll, Cluster};
 use serde_json::json;
+use std::time::Duration;
 
 #[test]
 fn a_session_survives_kill_9_of_the_manager_right_after_submit() {
@@ -48,4 +49,55 @@ fn a_session_survives_kill_9_of_the_manager_right_after_submit() {
             runs.lines().count()
         );
     }
+}
+
+#[test]
+fn a_job_end_lost_with_the_manager_is_resent_not_rerun() {
+    let mut c = Cluster::new();
+    c.debug_log = true;
+    // Short, so that without the resend the job would visibly run again.
+    c.manager_env
+        .push(("AAM_RECONNECT_GRACE_MS".into(), "1500".into()));
+    c.start_manager();
+    c.start_worker("w1", 1);
+    let marks = c.path("marks");
+    let file = c.write(
+        "once.json",
+        &json!({"name": "once", "jobs": [{
+            "name": "once",
+            "command": ["sh", "-c", "echo \"$AAM_ATTEMPT\" >> \"$MARKS\"; sleep 0.3"],
+            "env": { "MARKS": marks.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let running = poll(Duration::from_secs(20), || {
+        (c.status(&session)["jobs"][0]["status"] == "running").then_some(())
+    });
+    assert!(running.is_some(), "the job never started\n{}", c.logs());
+    // The manager stops reading; the job ends and its report goes into a
+    // socket nobody reads, and dies with the manager.
+    c.manager.as_ref().unwrap().signal(libc::SIGSTOP);
+    let reported = poll(Duration::from_secs(20), || {
+        c.workers[0]
+            .log_text()
+            .contains("reported the end of a job")
+            .then_some(())
+    });
+    assert!(
+        reported.is_some(),
+        "the worker never reported the end\n{}",
+        c.logs()
+    );
+    c.kill_manager();
+    c.start_manager();
+    c.aam(&["wait", &session]).expect_code(0);
+    let s = c.status(&session);
+    assert_eq!(job(&s, "once")["status"], "succeeded");
+    assert_eq!(job(&s, "once")["attempts"], 1, "{s}");
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        "1\n",
+        "the job ran again"
+    );
 }

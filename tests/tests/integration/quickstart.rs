@@ -33,3 +33,43 @@ fn quickstart_runs_from_a_fresh_data_dir() {
         "the embedded manager kept no store"
     );
 }
+
+#[test]
+fn interrupting_aam_run_stops_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let batch = dir.path().join("long.toml");
+    std::fs::write(
+        &batch,
+        format!(
+            "name = \"long\"\n[[jobs]]\nname = \"sleeper\"\ncommand = [\"sh\", \"-c\", \"echo $$ > {}; exec sleep 60\"]\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin("aam"))
+        .args(["run"])
+        .arg(&batch)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid: i32 = aam_tests::poll(Duration::from_secs(30), || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    })
+    .expect("the job never started");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = aam_tests::poll(Duration::from_secs(20), || child.try_wait().ok().flatten())
+        .expect("aam run did not stop on SIGINT");
+    assert_eq!(status.code(), Some(1));
+    let gone = aam_tests::poll(Duration::from_secs(10), || {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        // Gone, or a zombie waiting for its reaper.
+        (state.is_none() || state.is_some_and(|s| s.contains(") Z "))).then_some(())
+    });
+    assert!(gone.is_some(), "the job's process {pid} outlived aam run");
+}
