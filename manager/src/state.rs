@@ -962,6 +962,25 @@ mod tests {
     }
 
     #[test]
+    fn queued_jobs_are_dispatched_fifo_across_sessions() {
+        let mut s = State::new(config());
+        let batch = |name: &str| BatchSpec {
+            name: name.into(),
+            jobs: (0..2).map(|i| job(&format!("{name}{i}"), &[])).collect(),
+        };
+        s.submit(batch("a"), 0).unwrap();
+        s.submit(batch("b"), 0).unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let mut order = Vec::new();
+        for t in 0..4 {
+            let (_, a) = s.dispatch(t).pop().unwrap();
+            order.push(a.job_name.clone());
+            s.job_finished(attempt_of(&a), ok(), None, t);
+        }
+        assert_eq!(order, vec!["a0", "a1", "b0", "b1"]);
+    }
+
+    #[test]
     fn a_stale_or_repeated_report_changes_nothing() {
         let mut s = State::new(config());
         let (id, _) = s

@@ -111,6 +111,17 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            if poll(grace, || self.child.try_wait().ok().flatten()).is_some() {
+                return;
+            }
+        }
+        self.kill();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -427,11 +438,13 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
+        // Workers first, gracefully: a worker stopped by SIGTERM kills its
+        // jobs' process groups, which SIGKILL of the worker would leave behind.
         for w in &mut self.workers {
-            w.kill();
+            w.stop(Duration::from_secs(5));
         }
         if let Some(m) = &mut self.manager {
-            m.kill();
+            m.stop(Duration::from_secs(5));
         }
     }
 }

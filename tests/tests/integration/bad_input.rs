@@ -3,7 +3,7 @@
 //! manager keeps serving), and a hostile prompt (reaches argv intact).
 
 use aam_protocol::codec;
-use aam_protocol::messages::HandshakeReply;
+use aam_protocol::messages::{Handshake, HandshakeReply, Role};
 use aam_tests::Cluster;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -227,9 +227,22 @@ fn garbage_on_the_port_is_rejected_while_the_manager_keeps_serving() {
     let reason = rejection(&answer_of(s));
     assert!(reason.contains("undecodable"), "{reason}");
 
+    // A peer of another protocol version.
+    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut old = Handshake::new(Role::Client, c.token.clone());
+    old.version = 999;
+    let payload = codec::encode(&old).unwrap();
+    s.write_all(&(payload.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&payload).unwrap();
+    let reason = rejection(&answer_of(s));
+    assert!(
+        reason.contains("protocol version 999 is not supported"),
+        "{reason}"
+    );
+
     // The manager logged each one and still runs a session.
     let log = c.manager.as_ref().unwrap().log_text();
-    assert!(log.matches("rejected connection").count() >= 4, "{log}");
+    assert!(log.matches("rejected connection").count() >= 5, "{log}");
     let file = c.write(
         "ok.toml",
         "name = \"ok\"\n[[jobs]]\nname = \"a\"\ncommand = [\"echo\", \"still here\"]\n",

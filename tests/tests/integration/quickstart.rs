@@ -73,3 +73,27 @@ fn interrupting_aam_run_stops_its_jobs() {
     });
     assert!(gone.is_some(), "the job's process {pid} outlived aam run");
 }
+
+#[test]
+fn every_example_batch_file_is_valid() {
+    use aam_protocol::spec::{parse_batch, validate, Format, Limits};
+    let dir = workspace_root().join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.to_string_lossy().to_string();
+        if !(name.ends_with(".toml") || name.ends_with(".json")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let batch =
+            parse_batch(&text, Format::for_path(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        validate(&batch, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        seen += 1;
+    }
+    assert!(
+        seen >= 3,
+        "expected the example batch files in {}",
+        dir.display()
+    );
+}

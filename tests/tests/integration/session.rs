@@ -2,9 +2,10 @@
 //! outputs intact (a 5 MiB one cut as specified), right statuses and codes.
 
 use crate::job;
-use aam_tests::Cluster;
+use aam_tests::{poll, Cluster};
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 const BIG: usize = 5 * 1024 * 1024;
 const CAP: usize = 1024 * 1024;
@@ -166,4 +167,75 @@ fn a_prefetching_worker_still_runs_no_more_than_its_slots_at_once() {
     for i in 0..6 {
         assert_eq!(job(&status, &format!("p{i}"))["status"], "succeeded");
     }
+}
+
+#[test]
+fn output_streams_while_the_job_runs_and_signals_and_workdirs_are_reported() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 4);
+    std::fs::create_dir_all(c.path("work/sub")).unwrap();
+    let gate = c.path("gate");
+    let file = c.write(
+        "misc.json",
+        &json!({"name": "misc", "jobs": [
+            { "name": "streamer",
+              "command": ["sh", "-c", "echo first line; while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo second line >&2"],
+              "env": { "GATE": gate.to_str().unwrap() } },
+            { "name": "killed", "command": ["sh", "-c", "kill -9 $$"] },
+            { "name": "where", "command": ["sh", "-c", "pwd; echo \"$AAM_SESSION_ID\""], "workdir": "sub" },
+            { "name": "missing", "command": ["/no/such/program"] },
+        ]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    // The first line is there while the job still waits for the gate.
+    let streamed = poll(Duration::from_secs(20), || {
+        let logs = c.aam(&["logs", &format!("{session}/streamer")]);
+        (logs.stdout == "first line\n").then_some(())
+    });
+    assert!(streamed.is_some(), "output did not stream\n{}", c.logs());
+    assert_eq!(job(&c.status(&session), "streamer")["status"], "running");
+    std::fs::write(&gate, "").unwrap();
+    c.aam(&["wait", &session]).expect_code(1);
+
+    let s = c.status(&session);
+    let streamer = c
+        .aam(&["logs", &format!("{session}/streamer")])
+        .expect_code(0);
+    assert_eq!(streamer.stdout, "first line\nsecond line\n");
+    let killed = job(&s, "killed");
+    assert_eq!(killed["status"], "failed");
+    assert_eq!(killed["signal"], 9);
+    assert_eq!(killed["exit_code"], serde_json::Value::Null);
+    assert!(
+        killed["reason"].as_str().unwrap().contains("signal 9"),
+        "{killed}"
+    );
+    let wd = c.aam(&["logs", &format!("{session}/where")]).expect_code(0);
+    let sub = c.path("work/sub").canonicalize().unwrap();
+    assert_eq!(wd.stdout, format!("{}\n{session}\n", sub.display()));
+    let missing = job(&s, "missing");
+    assert_eq!(missing["status"], "failed");
+    assert!(
+        missing["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/program"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn wait_gives_up_after_its_timeout() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 1);
+    let file = c.write(
+        "slow.toml",
+        "name = \"slow\"\n[[jobs]]\nname = \"s\"\ncommand = [\"sleep\", \"30\"]\n",
+    );
+    let session = c.submit(&file);
+    let out = c
+        .aam(&["wait", &session, "--timeout", "0.3"])
+        .expect_code(1);
+    assert!(out.stderr.contains("still running after"), "{}", out.dump());
 }
