@@ -253,26 +253,8 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             Ok(verdict(&summary))
         }
         Command::Results { session, json } => {
-            let session = session_arg(&session)?;
-            let output = if json {
-                OutputWanted::All
-            } else {
-                OutputWanted::Tail(4096)
-            };
-            match client
-                .call(ClientRequest::Session { session, output })
-                .await?
-            {
-                ClientResponse::Session(view) => {
-                    if json {
-                        print_json(&render::session_json(&view, true));
-                    } else {
-                        print!("{}", render::results_markdown(&view));
-                    }
-                    Ok(0)
-                }
-                other => Err(unexpected(other)),
-            }
+            show_results(&mut client, session_arg(&session)?, json).await?;
+            Ok(0)
         }
         Command::Logs { job } => {
             let (session, name) = job
@@ -306,6 +288,34 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             other => Err(unexpected(other)),
         },
         Command::Run { .. } => unreachable!("handled before connecting"),
+    }
+}
+
+/// Prints a session's results: Markdown with each job's output tail, or
+/// JSON with the whole captured outputs.
+pub async fn show_results(
+    client: &mut Client,
+    session: SessionId,
+    json: bool,
+) -> anyhow::Result<()> {
+    let output = if json {
+        OutputWanted::All
+    } else {
+        OutputWanted::Tail(4096)
+    };
+    match client
+        .call(ClientRequest::Session { session, output })
+        .await?
+    {
+        ClientResponse::Session(view) => {
+            if json {
+                print_json(&render::session_json(&view, true));
+            } else {
+                print!("{}", render::results_markdown(&view));
+            }
+            Ok(())
+        }
+        other => Err(unexpected(other)),
     }
 }
 

@@ -3,9 +3,9 @@
 
 use crate::client::{unexpected, Client};
 use crate::exit::bad_input;
-use crate::{batch, progress, render, verdict};
+use crate::{batch, progress, verdict};
 use aam_manager::config::ManagerConfig;
-use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
+use aam_protocol::messages::{ClientRequest, ClientResponse};
 use aam_worker::WorkerConfig;
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -104,26 +104,6 @@ async fn drive(
     let summary = progress::wait(&mut client, session, None)
         .await
         .context("following the session")?;
-    let output = if json {
-        OutputWanted::All
-    } else {
-        OutputWanted::Tail(4096)
-    };
-    match client
-        .call(ClientRequest::Session { session, output })
-        .await?
-    {
-        ClientResponse::Session(view) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&render::session_json(&view, true))?
-                );
-            } else {
-                print!("{}", render::results_markdown(&view));
-            }
-        }
-        other => return Err(unexpected(other)),
-    }
+    crate::show_results(&mut client, session, json).await?;
     Ok(verdict(&summary))
 }

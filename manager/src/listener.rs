@@ -79,6 +79,18 @@ fn check(handshake: &Handshake, token: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The frame reader of an authenticated connection, starting with the bytes
+/// that arrived right behind the handshake.
+fn reader<In, Out>(
+    read: tokio::net::tcp::OwnedReadHalf,
+    leftover: &[u8],
+    max_frame: usize,
+) -> FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec<In, Out>> {
+    let mut reader = FramedRead::new(read, FrameCodec::new(max_frame));
+    reader.read_buffer_mut().extend_from_slice(leftover);
+    reader
+}
+
 async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay: {e}");
@@ -121,12 +133,11 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
             let id: WorkerId = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, id, "worker connection authenticated");
             WorkerConn::create(move |ctx| {
-                let mut reader = FramedRead::new(
+                ctx.add_stream(reader::<WorkerToManager, ManagerToWorker>(
                     read,
-                    FrameCodec::<WorkerToManager, ManagerToWorker>::new(shared.max_frame),
-                );
-                reader.read_buffer_mut().extend_from_slice(&leftover);
-                ctx.add_stream(reader);
+                    &leftover,
+                    shared.max_frame,
+                ));
                 WorkerConn {
                     id,
                     peer,
@@ -144,12 +155,11 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
         Role::Client => {
             tracing::debug!(%peer, "client connection authenticated");
             ClientConn::create(move |ctx| {
-                let mut reader = FramedRead::new(
+                ctx.add_stream(reader::<ClientRequest, ClientResponse>(
                     read,
-                    FrameCodec::<ClientRequest, ClientResponse>::new(shared.max_frame),
-                );
-                reader.read_buffer_mut().extend_from_slice(&leftover);
-                ctx.add_stream(reader);
+                    &leftover,
+                    shared.max_frame,
+                ));
                 ClientConn {
                     peer,
                     writer: actix::io::FramedWrite::new(
