@@ -3,7 +3,7 @@
 use aam_protocol::agent::AgentDef;
 use aam_protocol::codec::DEFAULT_MAX_FRAME;
 use aam_protocol::output::DEFAULT_OUTPUT_CAP;
-use aam_protocol::spec::Limits;
+use aam_protocol::spec::{parse_duration_ms, Limits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,18 @@ pub struct ManagerConfig {
     pub reconnect_grace_ms: u64,
     /// sled's page cache.
     pub sled_cache_bytes: u64,
+    /// Default `timeout` of jobs whose spec and agent set none (none: no limit).
+    pub job_timeout: Option<String>,
+    /// Default `idle_timeout` of jobs whose spec and agent set none.
+    pub job_idle_timeout: Option<String>,
+    /// Default time between SIGTERM and SIGKILL when a job is stopped.
+    pub job_grace: String,
+    /// Default first wait before a retry.
+    pub retry_backoff: String,
+    /// Longest wait between retries.
+    pub retry_backoff_max: String,
+    /// Losses of its worker after which a job fails with `worker lost`.
+    pub max_worker_losses: u32,
     /// Agents jobs can name with `agent = "NAME"`.
     pub agents: BTreeMap<String, AgentDef>,
 }
@@ -52,6 +64,12 @@ impl Default for ManagerConfig {
             lease_ms: 5000,
             reconnect_grace_ms: 10_000,
             sled_cache_bytes: aam_store::DEFAULT_CACHE_BYTES,
+            job_timeout: None,
+            job_idle_timeout: None,
+            job_grace: "10s".into(),
+            retry_backoff: "5s".into(),
+            retry_backoff_max: "5m".into(),
+            max_worker_losses: 3,
             agents: BTreeMap::new(),
         }
     }
@@ -70,6 +88,12 @@ const ENV_KEYS: &[&str] = &[
     "lease_ms",
     "reconnect_grace_ms",
     "sled_cache_bytes",
+    "job_timeout",
+    "job_idle_timeout",
+    "job_grace",
+    "retry_backoff",
+    "retry_backoff_max",
+    "max_worker_losses",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +185,29 @@ impl ManagerConfig {
         if self.output_cap_bytes < 1024 {
             return bad("output_cap_bytes must be at least 1024".into());
         }
+        let durations = [
+            ("job_timeout", self.job_timeout.as_deref()),
+            ("job_idle_timeout", self.job_idle_timeout.as_deref()),
+            ("job_grace", Some(self.job_grace.as_str())),
+            ("retry_backoff", Some(self.retry_backoff.as_str())),
+            ("retry_backoff_max", Some(self.retry_backoff_max.as_str())),
+        ];
+        for (key, value) in durations {
+            if let Some(text) = value {
+                if let Err(e) = parse_duration_ms(text) {
+                    return bad(format!("{key}: {e}"));
+                }
+            }
+        }
+        if self.max_worker_losses == 0 {
+            return bad("max_worker_losses must be at least 1".into());
+        }
         for (name, agent) in &self.agents {
+            for (key, value) in [("timeout", &agent.timeout), ("idle_timeout", &agent.idle_timeout)] {
+                if let Some(Err(e)) = value.as_deref().map(parse_duration_ms) {
+                    return bad(format!("agents.{name}.{key}: {e}"));
+                }
+            }
             if !aam_protocol::spec::is_valid_name(name) {
                 return bad(format!("agents.{name}: not a valid agent name"));
             }
@@ -170,6 +216,24 @@ impl ManagerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The model's settings. Call after `load` (durations are checked there).
+    pub fn state_config(&self) -> crate::state::StateConfig {
+        let ms = |t: &str| parse_duration_ms(t).unwrap_or(0);
+        crate::state::StateConfig {
+            limits: self.limits(),
+            output_cap: self.output_cap_bytes,
+            agents: self.agents.clone(),
+            reconnect_grace_ms: self.reconnect_grace_ms,
+            disconnect_grace_ms: self.lease_ms,
+            default_timeout_ms: self.job_timeout.as_deref().map(ms),
+            default_idle_timeout_ms: self.job_idle_timeout.as_deref().map(ms),
+            default_grace_ms: ms(&self.job_grace),
+            default_retry_backoff_ms: ms(&self.retry_backoff).max(1),
+            retry_backoff_max_ms: ms(&self.retry_backoff_max).max(1),
+            max_losses: self.max_worker_losses,
+        }
     }
 
     pub fn limits(&self) -> Limits {

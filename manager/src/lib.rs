@@ -19,7 +19,7 @@ use crate::commit::Committer;
 use crate::config::ManagerConfig;
 use crate::listener::Shared;
 use crate::scheduler::{Drain, Scheduler};
-use crate::state::{State, StateConfig};
+use crate::state::State;
 use aam_protocol::now_ms;
 use aam_store::Store;
 use actix::prelude::*;
@@ -63,16 +63,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         tokio::task::spawn_blocking(move || store.load()).await??
     };
     let (sessions, jobs) = (loaded.sessions.len(), loaded.jobs.len());
-    let state = State::rebuild(
-        StateConfig {
-            limits: config.limits(),
-            output_cap: config.output_cap_bytes,
-            agents: config.agents.clone(),
-            reconnect_grace_ms: config.reconnect_grace_ms,
-        },
-        loaded,
-        now_ms(),
-    );
+    let state = State::rebuild(config.state_config(), loaded, now_ms());
     tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
 
     let committer = Committer::start(writer);

@@ -149,6 +149,7 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
                     shared,
                     name: None,
                     last_seen: Instant::now(),
+                    lease_expired: false,
                 }
             });
         }

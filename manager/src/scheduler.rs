@@ -11,7 +11,8 @@ use crate::worker_conn::{ToWorker, WorkerConn};
 use aam_protocol::messages::{
     AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker, WorkerToManager,
 };
-use aam_protocol::model::{ExitInfo, SessionSummary};
+use aam_protocol::messages::Stopped;
+use aam_protocol::model::{ExitInfo, SessionSummary, StopCause};
 use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::Store;
 use actix::prelude::*;
@@ -46,6 +47,8 @@ pub struct WorkerConnected {
 #[rtype(result = "()")]
 pub struct WorkerDisconnected {
     pub id: WorkerId,
+    /// It went silent past its lease (its jobs are requeued at once).
+    pub lost: bool,
 }
 
 /// Any report from a registered worker after its registration.
@@ -90,6 +93,7 @@ pub struct Scheduler {
     /// Effects waiting for their commit, by commit sequence number.
     waiting: VecDeque<(u64, Vec<Effect>)>,
     next_seq: u64,
+    cancel_waiters: Vec<CancelWaiter>,
 }
 
 impl Scheduler {
@@ -111,6 +115,7 @@ impl Scheduler {
             watchers: HashMap::new(),
             waiting: VecDeque::new(),
             next_seq: 0,
+            cancel_waiters: Vec::new(),
         }
     }
 
@@ -118,6 +123,9 @@ impl Scheduler {
     /// changed, and hold `effects` until that commit is durable.
     fn settle(&mut self, ctx: &mut Context<Self>, mut effects: Vec<Effect>) {
         let now = now_ms();
+        if !self.cancel_waiters.is_empty() {
+            effects.extend(self.finished_cancels());
+        }
         for (worker, assignment) in self.state.dispatch(now) {
             tracing::debug!(worker, job = %assignment.job_name, session = %assignment.job.session,
                 attempt = assignment.attempt, "dispatching");
@@ -248,6 +256,10 @@ impl Scheduler {
                 },
             },
             ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
+            ClientRequest::Cancel { .. } => ClientResponse::Error {
+                kind: ErrorKind::Internal,
+                message: "cancel is handled on its own".into(),
+            },
             ClientRequest::Watch { session } => {
                 if !self.state.session_exists(session) {
                     not_found(session)
@@ -277,9 +289,11 @@ impl Actor for Scheduler {
         // Bounds `send` from connection actors (output chunks wait here).
         ctx.set_mailbox_capacity(1024);
         ctx.run_interval(Duration::from_millis(200), |act, ctx| {
-            if act.state.expire_orphans(now_ms()) > 0 {
+            let now = now_ms();
+            if act.state.expire_orphans(now) > 0 {
                 tracing::info!("requeued jobs whose worker did not come back");
             }
+            act.state.release_delayed(now);
             act.settle(ctx, Vec::new());
         });
     }
@@ -289,6 +303,15 @@ impl Handler<ClientCall> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, call: ClientCall, ctx: &mut Context<Self>) {
+        if let ClientRequest::Cancel {
+            session,
+            job,
+            grace_ms,
+            wait,
+        } = call.request
+        {
+            return self.cancel(ctx, session, job, grace_ms, wait, call.reply);
+        }
         let (response, extra) = self.answer(call.request, call.watcher);
         let mut effects = vec![Effect::Reply(call.reply, response)];
         effects.extend(extra);
@@ -334,7 +357,14 @@ impl Handler<WorkerConnected> for Scheduler {
             registration
                 .kill
                 .into_iter()
-                .map(|a| Effect::ToWorker(msg.id, ManagerToWorker::Kill(a))),
+                .map(|attempt| {
+                    let stop = ManagerToWorker::Stop {
+                        attempt,
+                        cause: StopCause::Superseded,
+                        grace_ms: 0,
+                    };
+                    Effect::ToWorker(msg.id, stop)
+                }),
         );
         self.settle(ctx, effects);
     }
@@ -348,7 +378,7 @@ impl Handler<WorkerDisconnected> for Scheduler {
             if let Some(name) = self.state.worker_name(msg.id) {
                 tracing::info!(worker = %name, "worker disconnected");
             }
-            self.state.worker_gone(msg.id, now_ms());
+            self.state.worker_gone(msg.id, msg.lost, now_ms());
         }
         self.settle(ctx, Vec::new());
     }
@@ -369,9 +399,20 @@ impl Handler<WorkerReport> for Scheduler {
                 self.state.job_output(attempt, &data);
                 return;
             }
-            WorkerToManager::Finished { attempt, exit } => {
-                self.finish(msg.id, attempt, Some(exit), None, now);
+            WorkerToManager::Finished {
+                attempt,
+                exit,
+                stopped,
+            } => {
+                self.finish(msg.id, attempt, Some(exit), stopped, None, now);
                 effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
+            }
+            WorkerToManager::Progress {
+                attempt,
+                percent,
+                message,
+            } => {
+                self.state.job_progress(attempt, percent, message);
             }
             WorkerToManager::SpawnFailed { attempt, error } => {
                 let exit = ExitInfo {
@@ -383,6 +424,7 @@ impl Handler<WorkerReport> for Scheduler {
                     msg.id,
                     attempt,
                     Some(exit),
+                    None,
                     Some(format!("could not start: {error}")),
                     now,
                 );
@@ -400,15 +442,89 @@ impl Scheduler {
         worker: WorkerId,
         attempt: AttemptRef,
         exit: Option<ExitInfo>,
+        stopped: Option<Stopped>,
         reason: Option<String>,
         now: u64,
     ) {
-        if self.state.job_finished(attempt, exit, reason, now) {
+        if self.state.job_finished(attempt, exit, stopped, reason, now) {
             tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
         } else {
             tracing::info!(worker, job = %attempt.job, attempt = attempt.attempt,
                 "ignoring a report of a stale attempt");
         }
+    }
+}
+
+/// A `Cancel` waiting for the jobs it stops to end.
+struct CancelWaiter {
+    keys: Vec<JobKey>,
+    reply: oneshot::Sender<Option<ClientResponse>>,
+    response: ClientResponse,
+}
+
+impl Scheduler {
+    fn cancel(
+        &mut self,
+        ctx: &mut Context<Self>,
+        session: SessionId,
+        job: Option<String>,
+        grace_ms: Option<u64>,
+        wait: bool,
+        reply: oneshot::Sender<Option<ClientResponse>>,
+    ) {
+        let outcome = match self.state.cancel(session, job.as_deref(), grace_ms, now_ms()) {
+            Ok(o) => o,
+            Err(message) => {
+                let error = ClientResponse::Error {
+                    kind: ErrorKind::NotFound,
+                    message,
+                };
+                return self.settle(ctx, vec![Effect::Reply(reply, Some(error))]);
+            }
+        };
+        tracing::info!(session = %session, job = job.as_deref().unwrap_or("*"),
+            cancelled = outcome.cancelled.len(), stopping = outcome.stopping.len(), "cancel");
+        let mut effects: Vec<Effect> = outcome
+            .stopping
+            .iter()
+            .map(|&(worker, attempt, grace_ms)| {
+                let stop = ManagerToWorker::Stop {
+                    attempt,
+                    cause: StopCause::Cancelled,
+                    grace_ms,
+                };
+                Effect::ToWorker(worker, stop)
+            })
+            .collect();
+        let response = ClientResponse::Cancelled {
+            cancelled: outcome.cancelled,
+            stopped: outcome.stopping_names,
+        };
+        if wait && !outcome.stopping.is_empty() {
+            self.cancel_waiters.push(CancelWaiter {
+                keys: outcome.stopping.iter().map(|(_, a, _)| a.job).collect(),
+                reply,
+                response,
+            });
+        } else {
+            effects.push(Effect::Reply(reply, Some(response)));
+        }
+        self.settle(ctx, effects);
+    }
+
+    /// Answers the cancels whose jobs have all ended.
+    fn finished_cancels(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut still = Vec::new();
+        for waiter in std::mem::take(&mut self.cancel_waiters) {
+            if waiter.keys.iter().all(|k| self.state.is_terminal(*k)) {
+                effects.push(Effect::Reply(waiter.reply, Some(waiter.response)));
+            } else {
+                still.push(waiter);
+            }
+        }
+        self.cancel_waiters = still;
+        effects
     }
 }
 

@@ -5,12 +5,13 @@
 use crate::schedule::{plan, WorkerCapacity, WorkerId};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::messages::{Assignment, AttemptRef, OutputWanted};
+use aam_protocol::messages::Stopped;
 use aam_protocol::model::{
-    ExitInfo, JobRecord, JobStatus, JobView, SessionRecord, SessionStatus, SessionSummary,
-    SessionView, WorkerView,
+    AttemptRecord, ExitInfo, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
+    SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
 };
 use aam_protocol::output::{tail_of, OutputCapture};
-use aam_protocol::spec::{validate, BatchSpec, Limits, SpecError, SpecErrors};
+use aam_protocol::spec::{parse_duration_ms, validate, BatchSpec, Limits, SpecError, SpecErrors};
 use aam_protocol::{JobKey, SessionId};
 use aam_store::{Changes, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -73,8 +74,70 @@ pub struct StateConfig {
     pub limits: Limits,
     pub output_cap: usize,
     pub agents: BTreeMap<String, AgentDef>,
-    /// How long a running job whose worker vanished waits for it to come back.
+    /// How long a running job waits for its worker to come back after a
+    /// manager restart.
     pub reconnect_grace_ms: u64,
+    /// The same after its worker's connection closed.
+    pub disconnect_grace_ms: u64,
+    /// Defaults for jobs (and agents) that set none.
+    pub default_timeout_ms: Option<u64>,
+    pub default_idle_timeout_ms: Option<u64>,
+    pub default_grace_ms: u64,
+    pub default_retry_backoff_ms: u64,
+    /// Longest wait between retries.
+    pub retry_backoff_max_ms: u64,
+    /// Losses of its worker after which a job fails (`worker lost`).
+    pub max_losses: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            limits: Limits::default(),
+            output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
+            agents: BTreeMap::new(),
+            reconnect_grace_ms: 10_000,
+            disconnect_grace_ms: 5_000,
+            default_timeout_ms: None,
+            default_idle_timeout_ms: None,
+            default_grace_ms: 10_000,
+            default_retry_backoff_ms: 5_000,
+            retry_backoff_max_ms: 300_000,
+            max_losses: 3,
+        }
+    }
+}
+
+/// How an attempt ended, as far as the job's next step is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttemptEnd {
+    /// The attempt ended with this status (it may still be retried).
+    Final(JobStatus),
+    /// Its worker was lost: a new attempt, not counted against retries.
+    Lost,
+    /// Its worker shut down: requeued, counted as nothing.
+    Requeue,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Default, PartialEq)]
+pub struct CancelOutcome {
+    /// Jobs that had not started, cancelled at once.
+    pub cancelled: Vec<String>,
+    /// Running attempts to stop: (worker, attempt, grace).
+    pub stopping: Vec<(WorkerId, AttemptRef, u64)>,
+    /// Names of the jobs being stopped.
+    pub stopping_names: Vec<String>,
+}
+
+/// Equal jitter: somewhere in the upper half of `delay`, fixed per (job,
+/// attempt) so the model stays deterministic and each gap at least the last.
+fn jittered(delay: u64, key: JobKey, attempt: u32) -> u64 {
+    let mut x = key.session.0 ^ ((key.index as u64) << 32) ^ ((attempt as u64) << 48) ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    delay / 2 + x % (delay / 2 + 1)
 }
 
 /// What a worker's registration decided.
@@ -99,6 +162,8 @@ pub struct State {
     worker_by_name: HashMap<String, WorkerId>,
     /// Running jobs whose worker is gone, with the time they are requeued at.
     orphans: HashMap<JobKey, u64>,
+    /// Queued retries waiting for their backoff: (due time, job).
+    delayed: BTreeSet<(u64, JobKey)>,
     dirty_jobs: BTreeSet<JobKey>,
     dirty_sessions: BTreeSet<SessionId>,
     outputs: Vec<(JobKey, Vec<u8>)>,
@@ -120,6 +185,7 @@ impl State {
             workers: BTreeMap::new(),
             worker_by_name: HashMap::new(),
             orphans: HashMap::new(),
+            delayed: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             outputs: Vec::new(),
@@ -160,7 +226,12 @@ impl State {
         let deadline = now + state.config.reconnect_grace_ms;
         for job in state.sessions.values().flat_map(|s| s.jobs.iter()) {
             match job.status {
-                JobStatus::Queued => state.queue.push_back(job.key),
+                JobStatus::Queued => match job.not_before_ms {
+                    Some(due) if due > now => {
+                        state.delayed.insert((due, job.key));
+                    }
+                    _ => state.queue.push_back(job.key),
+                },
                 JobStatus::Running => {
                     state.orphans.insert(job.key, deadline);
                 }
@@ -269,6 +340,13 @@ impl State {
                 .iter()
                 .map(|d| index_of[d.as_str()])
                 .collect();
+            let policy = match self.policy_for(spec) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             jobs.push(JobRecord {
                 key: JobKey {
                     session: id,
@@ -291,6 +369,15 @@ impl State {
                 finished_at_ms: None,
                 exit: None,
                 reason: None,
+                policy,
+                failures: 0,
+                losses: 0,
+                not_before_ms: None,
+                progress: None,
+                progress_message: None,
+                cancel_requested: false,
+                teardown: None,
+                history: Vec::new(),
             });
         }
         if !errors.is_empty() {
@@ -320,6 +407,43 @@ impl State {
         Ok((id, count))
     }
 
+    /// Resolves a job's timeouts and retries: its own, else its agent's,
+    /// else the manager's defaults.
+    fn policy_for(&self, spec: &aam_protocol::spec::JobSpec) -> Result<RunPolicy, SpecError> {
+        let agent = spec.agent.as_ref().and_then(|a| self.config.agents.get(a));
+        let duration = |field: &str, own: &Option<String>, fallback: Option<&String>| {
+            own.as_ref()
+                .or(fallback)
+                .map(|t| parse_duration_ms(t).map_err(|e| SpecError::job(&spec.name, field, e)))
+                .transpose()
+        };
+        let retry_on = match &spec.retry_on {
+            None => vec![JobStatus::Failed, JobStatus::TimedOut],
+            Some(list) => list
+                .iter()
+                .map(|s| match s.as_str() {
+                    "timed_out" => JobStatus::TimedOut,
+                    _ => JobStatus::Failed,
+                })
+                .collect(),
+        };
+        Ok(RunPolicy {
+            timeout_ms: duration("timeout", &spec.timeout, agent.and_then(|a| a.timeout.as_ref()))?
+                .or(self.config.default_timeout_ms),
+            idle_timeout_ms: duration(
+                "idle_timeout",
+                &spec.idle_timeout,
+                agent.and_then(|a| a.idle_timeout.as_ref()),
+            )?
+            .or(self.config.default_idle_timeout_ms),
+            grace_ms: duration("grace", &spec.grace, None)?.unwrap_or(self.config.default_grace_ms),
+            retries: spec.retries.unwrap_or(0),
+            retry_backoff_ms: duration("retry_backoff", &spec.retry_backoff, None)?
+                .unwrap_or(self.config.default_retry_backoff_ms),
+            retry_on,
+        })
+    }
+
     // ---- workers ----
 
     pub fn register_worker(
@@ -331,7 +455,7 @@ impl State {
     ) -> Registration {
         let mut out = Registration::default();
         if let Some(old) = self.worker_by_name.get(&worker.name).copied() {
-            self.worker_gone(old, now);
+            self.worker_gone(old, false, now);
             out.replaced = Some(old);
         }
         let name = worker.name.clone();
@@ -359,17 +483,22 @@ impl State {
         out
     }
 
-    /// A worker connection ended: its running jobs wait for it to come back.
-    pub fn worker_gone(&mut self, id: WorkerId, now: u64) {
+    /// A worker connection ended: its running jobs wait for it to come back
+    /// (`lost`: it went silent past its lease; they are requeued at once).
+    pub fn worker_gone(&mut self, id: WorkerId, lost: bool, now: u64) {
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
         if self.worker_by_name.get(&worker.name) == Some(&id) {
             self.worker_by_name.remove(&worker.name);
         }
+        let grace = if lost {
+            0
+        } else {
+            self.config.disconnect_grace_ms
+        };
         for job in worker.running {
-            self.orphans
-                .insert(job, now + self.config.reconnect_grace_ms);
+            self.orphans.insert(job, now + grace);
         }
     }
 
@@ -379,35 +508,49 @@ impl State {
         }
     }
 
-    /// Requeues orphaned jobs whose grace ran out. Returns how many.
+    /// Requeues orphaned jobs whose grace ran out (a lost attempt each).
+    /// Returns how many.
     pub fn expire_orphans(&mut self, now: u64) -> usize {
-        let expired: Vec<JobKey> = self
+        let mut expired: Vec<JobKey> = self
             .orphans
             .iter()
             .filter(|(_, &deadline)| deadline <= now)
             .map(|(k, _)| *k)
             .collect();
-        let mut requeued = Vec::new();
-        for key in expired {
+        // Requeued jobs go to the front; the earliest must end up first.
+        expired.sort();
+        let mut requeued = 0;
+        for key in expired.into_iter().rev() {
             self.orphans.remove(&key);
             if self.job(key).map(|j| j.status) == Some(JobStatus::Running) {
-                if let Some(entry) = self.sessions.get_mut(&key.session) {
-                    entry.live.remove(&key.index);
-                }
-                self.set_status(key, JobStatus::Queued);
-                if let Some(job) = self.job_mut(key) {
-                    job.worker = None;
-                    job.reason = Some("worker lost; requeued".into());
-                }
-                requeued.push(key);
+                let reason = "worker lost".to_string();
+                self.end_attempt(key, AttemptEnd::Lost, Some(reason), None, None, now);
+                requeued += 1;
             }
         }
-        // Requeued jobs were dispatched before anything still queued: they go first.
-        requeued.sort();
-        for key in requeued.iter().rev() {
-            self.queue.push_front(*key);
+        requeued
+    }
+
+    /// Moves retries whose backoff is over to the queue. Returns how many.
+    pub fn release_delayed(&mut self, now: u64) -> usize {
+        let mut released = 0;
+        while let Some(&(due, key)) = self.delayed.first() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop_first();
+            let waiting = self
+                .job(key)
+                .is_some_and(|j| j.status == JobStatus::Queued && j.not_before_ms == Some(due));
+            if waiting {
+                if let Some(job) = self.job_mut(key) {
+                    job.not_before_ms = None;
+                }
+                self.queue.push_back(key);
+                released += 1;
+            }
         }
-        requeued.len()
+        released
     }
 
     pub fn next_orphan_deadline(&self) -> Option<u64> {
@@ -467,6 +610,9 @@ impl State {
             job.finished_at_ms = None;
             job.exit = None;
             job.reason = None;
+            job.progress = None;
+            job.progress_message = None;
+            job.teardown = None;
             out.push((
                 worker_id,
                 Assignment {
@@ -477,6 +623,9 @@ impl State {
                     argv: job.argv.clone(),
                     env: job.env.clone(),
                     workdir: job.workdir.clone(),
+                    timeout_ms: job.policy.timeout_ms,
+                    idle_timeout_ms: job.policy.idle_timeout_ms,
+                    grace_ms: job.policy.grace_ms,
                 },
             ));
         }
@@ -508,12 +657,26 @@ impl State {
         true
     }
 
+    /// A `::progress::` line of the current attempt.
+    pub fn job_progress(&mut self, attempt: AttemptRef, percent: u8, message: Option<String>) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        if let Some(job) = self.job_mut(attempt.job) {
+            job.progress = Some(percent.min(100));
+            job.progress_message = message;
+        }
+        self.changed.insert(attempt.job.session);
+        true
+    }
+
     /// Records how an attempt ended. Returns false (and changes nothing) for
     /// a stale attempt, so a job is never finished twice.
     pub fn job_finished(
         &mut self,
         attempt: AttemptRef,
         exit: Option<ExitInfo>,
+        stopped: Option<Stopped>,
         reason: Option<String>,
         now: u64,
     ) -> bool {
@@ -521,6 +684,65 @@ impl State {
             return false;
         }
         let key = attempt.job;
+        let Some(job) = self.job(key) else {
+            return false;
+        };
+        let succeeded = exit.is_some_and(|e| e.success());
+        let human = |ms: Option<u64>| {
+            humantime::format_duration(std::time::Duration::from_millis(ms.unwrap_or(0))).to_string()
+        };
+        let (end, reason) = match stopped.as_ref().map(|s| s.cause) {
+            Some(StopCause::Cancelled) => (AttemptEnd::Final(JobStatus::Cancelled), Some("cancelled".to_string())),
+            Some(StopCause::Timeout) => (
+                AttemptEnd::Final(JobStatus::TimedOut),
+                Some(format!("timeout: ran longer than {}", human(job.policy.timeout_ms))),
+            ),
+            Some(StopCause::Idle) => (
+                AttemptEnd::Final(JobStatus::TimedOut),
+                Some(format!("idle: printed nothing for {}", human(job.policy.idle_timeout_ms))),
+            ),
+            Some(StopCause::Shutdown) | Some(StopCause::Superseded) => {
+                (AttemptEnd::Requeue, Some("its worker shut down".to_string()))
+            }
+            None if succeeded => (AttemptEnd::Final(JobStatus::Succeeded), reason),
+            None if job.cancel_requested => (AttemptEnd::Final(JobStatus::Cancelled), Some("cancelled".to_string())),
+            None => {
+                let reason = reason.or_else(|| match exit {
+                    Some(ExitInfo { signal: Some(sig), .. }) => Some(format!("killed by signal {sig}")),
+                    _ => None,
+                });
+                (AttemptEnd::Final(JobStatus::Failed), reason)
+            }
+        };
+        let output = self
+            .sessions
+            .get_mut(&key.session)
+            .and_then(|e| e.live.remove(&key.index))
+            .map(|c| c.render())
+            .unwrap_or_default();
+        // An empty first output needs no record; a later attempt's must
+        // replace what an earlier attempt may have left.
+        if !output.is_empty() || attempt.attempt > 1 {
+            self.committing_outputs
+                .insert(key, (attempt.attempt, output.clone()));
+            self.outputs.push((key, output));
+        }
+        self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
+        true
+    }
+
+    /// Ends the current attempt of a running job, records it in the job's
+    /// history, and moves the job on: retried after a backoff, requeued,
+    /// or ended (releasing or skipping its dependents).
+    fn end_attempt(
+        &mut self,
+        key: JobKey,
+        end: AttemptEnd,
+        reason: Option<String>,
+        exit: Option<ExitInfo>,
+        teardown: Option<TeardownReceipt>,
+        now: u64,
+    ) {
         self.orphans.remove(&key);
         let worker_name = self.job(key).and_then(|j| j.worker.clone());
         if let Some(id) = worker_name.and_then(|n| self.worker_by_name.get(&n).copied()) {
@@ -528,46 +750,188 @@ impl State {
                 w.running.remove(&key);
             }
         }
-        let succeeded = exit.map(|e| e.success()).unwrap_or(false);
-        let status = if succeeded {
-            JobStatus::Succeeded
-        } else {
-            JobStatus::Failed
+        if let Some(entry) = self.sessions.get_mut(&key.session) {
+            entry.live.remove(&key.index);
+        }
+        let max_losses = self.config.max_losses;
+        let backoff_cap = self.config.retry_backoff_max_ms;
+        let Some(job) = self.job_mut(key) else {
+            return;
         };
+        // A job being cancelled is not requeued, whatever stopped it.
+        let end = match end {
+            AttemptEnd::Lost | AttemptEnd::Requeue if job.cancel_requested => {
+                AttemptEnd::Final(JobStatus::Cancelled)
+            }
+            other => other,
+        };
+        let outcome = match end {
+            AttemptEnd::Final(status) => status,
+            AttemptEnd::Lost | AttemptEnd::Requeue => JobStatus::Queued,
+        };
+        job.history.push(AttemptRecord {
+            attempt: job.attempts,
+            worker: job.worker.clone(),
+            started_at_ms: job.started_at_ms,
+            finished_at_ms: Some(now),
+            exit,
+            outcome,
+            reason: reason.clone(),
+            teardown: teardown.clone(),
+        });
+        job.exit = exit;
+        job.teardown = teardown;
+        job.finished_at_ms = Some(now);
+        job.reason = reason.clone();
+        let name = job.name.clone();
+        enum Next {
+            End(JobStatus),
+            RetryAfter(u64),
+            Requeue,
+        }
+        let next = match end {
+            AttemptEnd::Lost => {
+                job.losses += 1;
+                if job.losses >= max_losses {
+                    job.reason = Some(format!("worker lost ({} times)", job.losses));
+                    Next::End(JobStatus::Failed)
+                } else {
+                    Next::Requeue
+                }
+            }
+            AttemptEnd::Requeue => Next::Requeue,
+            AttemptEnd::Final(status @ (JobStatus::Failed | JobStatus::TimedOut)) => {
+                job.failures += 1;
+                let retry = !job.cancel_requested
+                    && job.policy.retry_on.contains(&status)
+                    && job.failures <= job.policy.retries;
+                if retry {
+                    let exp = (job.failures - 1).min(32);
+                    let delay = job
+                        .policy
+                        .retry_backoff_ms
+                        .saturating_mul(1u64 << exp)
+                        .min(backoff_cap)
+                        .max(1);
+                    let delay = jittered(delay, key, job.attempts);
+                    job.reason = Some(format!(
+                        "attempt {} {}{}; retry {} of {} in {}",
+                        job.attempts,
+                        status,
+                        reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                        job.failures,
+                        job.policy.retries,
+                        humantime::format_duration(std::time::Duration::from_millis(delay)),
+                    ));
+                    Next::RetryAfter(delay)
+                } else {
+                    Next::End(status)
+                }
+            }
+            AttemptEnd::Final(status) => Next::End(status),
+        };
+        match next {
+            Next::End(status) => {
+                self.set_status(key, status);
+                if status == JobStatus::Succeeded {
+                    self.release_dependents(key.session, key.index);
+                } else {
+                    self.skip_dependents_of(key.session, key.index, &name, now);
+                }
+                self.maybe_finish_session(key.session, now);
+            }
+            Next::RetryAfter(delay) => {
+                let due = now + delay;
+                if let Some(job) = self.job_mut(key) {
+                    job.not_before_ms = Some(due);
+                    job.worker = None;
+                }
+                self.set_status(key, JobStatus::Queued);
+                self.delayed.insert((due, key));
+            }
+            Next::Requeue => {
+                if let Some(job) = self.job_mut(key) {
+                    job.worker = None;
+                }
+                self.set_status(key, JobStatus::Queued);
+                // It was dispatched before anything still queued: it goes first.
+                self.queue.push_front(key);
+            }
+        }
+    }
+
+    /// Cancels a session, or one job of it: jobs not started end at once;
+    /// running ones are marked, and their workers are to stop them.
+    pub fn cancel(
+        &mut self,
+        session: SessionId,
+        job: Option<&str>,
+        grace_ms: Option<u64>,
+        now: u64,
+    ) -> Result<CancelOutcome, String> {
         let entry = self
             .sessions
-            .get_mut(&key.session)
-            .expect("job's session exists");
-        let output = entry
-            .live
-            .remove(&key.index)
-            .map(|c| c.render())
-            .unwrap_or_default();
-        let job = &mut entry.jobs[key.index as usize];
-        job.finished_at_ms = Some(now);
-        job.exit = exit;
-        job.reason = reason.or_else(|| match exit {
-            Some(ExitInfo {
-                signal: Some(sig), ..
-            }) => Some(format!("killed by signal {sig}")),
-            _ => None,
-        });
-        let name = job.name.clone();
-        // An empty first output needs no record; a later attempt's must
-        // replace what an earlier attempt may have left.
-        if !output.is_empty() || job.attempts > 1 {
-            self.committing_outputs
-                .insert(key, (job.attempts, output.clone()));
-            self.outputs.push((key, output));
+            .get(&session)
+            .ok_or_else(|| format!("no session {session}"))?;
+        let targets: Vec<u32> = match job {
+            Some(name) => vec![*entry
+                .by_name
+                .get(name)
+                .ok_or_else(|| format!("session {session} has no job '{name}'"))?],
+            None => (0..entry.jobs.len() as u32).collect(),
+        };
+        let mut out = CancelOutcome::default();
+        for index in targets {
+            let key = JobKey { session, index };
+            let Some(job) = self.job(key) else { continue };
+            let (status, name) = (job.status, job.name.clone());
+            match status {
+                JobStatus::Pending | JobStatus::Queued => {
+                    if let Some(job) = self.job_mut(key) {
+                        job.finished_at_ms = Some(now);
+                        job.not_before_ms = None;
+                        job.reason = Some("cancelled before it started".into());
+                    }
+                    self.set_status(key, JobStatus::Cancelled);
+                    self.skip_dependents_of(session, index, &name, now);
+                    out.cancelled.push(name);
+                }
+                JobStatus::Running => {
+                    let holder = job
+                        .worker
+                        .as_ref()
+                        .and_then(|w| self.worker_by_name.get(w).copied())
+                        .filter(|id| self.workers.get(id).is_some_and(|w| w.running.contains(&key)));
+                    let attempt = AttemptRef { job: key, attempt: job.attempts };
+                    let grace = grace_ms.unwrap_or(job.policy.grace_ms);
+                    match holder {
+                        Some(worker) => {
+                            if let Some(job) = self.job_mut(key) {
+                                job.cancel_requested = true;
+                            }
+                            out.stopping.push((worker, attempt, grace));
+                            out.stopping_names.push(name);
+                        }
+                        None => {
+                            let reason = "cancelled while its worker was unreachable".to_string();
+                            if let Some(job) = self.job_mut(key) {
+                                job.cancel_requested = true;
+                            }
+                            self.end_attempt(key, AttemptEnd::Final(JobStatus::Cancelled), Some(reason), None, None, now);
+                            out.cancelled.push(name);
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
-        self.set_status(key, status);
-        if succeeded {
-            self.release_dependents(key.session, key.index);
-        } else {
-            self.skip_dependents_of(key.session, key.index, &name, now);
-        }
-        self.maybe_finish_session(key.session, now);
-        true
+        self.maybe_finish_session(session, now);
+        Ok(out)
+    }
+
+    /// Whether a job has ended for good.
+    pub fn is_terminal(&self, key: JobKey) -> bool {
+        self.job(key).is_none_or(|j| j.status.is_terminal())
     }
 
     fn release_dependents(&mut self, session: SessionId, index: u32) {
@@ -748,6 +1112,10 @@ impl State {
                     finished_at_ms: job.finished_at_ms,
                     duration_ms: job.exit.map(|e| e.duration_ms),
                     reason: job.reason.clone(),
+                    progress: job.progress,
+                    progress_message: job.progress_message.clone(),
+                    teardown: job.teardown.clone(),
+                    history: job.history.clone(),
                     depends_on: job
                         .depends_on
                         .iter()
@@ -876,10 +1244,10 @@ mod tests {
 
     fn config() -> StateConfig {
         StateConfig {
-            limits: Limits::default(),
             output_cap: 1024,
-            agents: BTreeMap::new(),
             reconnect_grace_ms: 1000,
+            disconnect_grace_ms: 1000,
+            ..StateConfig::default()
         }
     }
 
@@ -950,14 +1318,14 @@ mod tests {
         let first = s.dispatch(1);
         let names: Vec<&str> = first.iter().map(|(_, a)| a.job_name.as_str()).collect();
         assert_eq!(names, vec!["a", "d"]);
-        assert!(s.job_finished(attempt_of(&first[0].1), ok(), None, 2));
+        assert!(s.job_finished(attempt_of(&first[0].1), ok(), None, None, 2));
         let second = s.dispatch(3);
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].1.job_name, "b");
-        assert!(s.job_finished(attempt_of(&second[0].1), fail(), None, 4));
+        assert!(s.job_finished(attempt_of(&second[0].1), fail(), None, None, 4));
         assert_eq!(status(&s, id, "c"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Running);
-        assert!(s.job_finished(attempt_of(&first[1].1), ok(), None, 5));
+        assert!(s.job_finished(attempt_of(&first[1].1), ok(), None, None, 5));
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     }
 
@@ -975,7 +1343,7 @@ mod tests {
         for t in 0..4 {
             let (_, a) = s.dispatch(t).pop().unwrap();
             order.push(a.job_name.clone());
-            s.job_finished(attempt_of(&a), ok(), None, t);
+            s.job_finished(attempt_of(&a), ok(), None, None, t);
         }
         assert_eq!(order, vec!["a0", "a1", "b0", "b1"]);
     }
@@ -998,9 +1366,9 @@ mod tests {
             attempt: a.attempt + 1,
             ..a
         };
-        assert!(!s.job_finished(stale, fail(), None, 1));
-        assert!(s.job_finished(a, ok(), None, 1));
-        assert!(!s.job_finished(a, fail(), None, 2));
+        assert!(!s.job_finished(stale, fail(), None, None, 1));
+        assert!(s.job_finished(a, ok(), None, None, 1));
+        assert!(!s.job_finished(a, fail(), None, None, 2));
         assert_eq!(status(&s, id, "a"), JobStatus::Succeeded);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
     }
@@ -1018,7 +1386,7 @@ mod tests {
         .unwrap();
         s.register_worker(1, worker("w", 2), &[], 0);
         let assigned: Vec<AttemptRef> = s.dispatch(0).iter().map(|(_, a)| attempt_of(a)).collect();
-        s.worker_gone(1, 100);
+        s.worker_gone(1, false, 100);
         // Back before the grace ran out, still running only the first job.
         let reg = s.register_worker(2, worker("w", 2), &assigned[..1], 200);
         assert_eq!(reg.adopted, assigned[..1]);
@@ -1029,7 +1397,7 @@ mod tests {
         assert_eq!(again[0].1.job, assigned[1].job);
         assert_eq!(again[0].1.attempt, 2);
         // The old attempt's late report is fenced off.
-        assert!(!s.job_finished(assigned[1], ok(), None, 1300));
+        assert!(!s.job_finished(assigned[1], ok(), None, None, 1300));
     }
 
     #[test]
@@ -1092,7 +1460,7 @@ mod tests {
         let next = r.dispatch(30);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1.job_name, "b");
-        assert!(r.job_finished(running, ok(), None, 40));
+        assert!(r.job_finished(running, ok(), None, None, 40));
         assert_eq!(status(&r, id, "c"), JobStatus::Queued);
         let (new_id, _) = r
             .submit(
@@ -1123,7 +1491,7 @@ mod tests {
         for (_, a) in s.dispatch(0) {
             let attempt = attempt_of(&a);
             s.job_output(attempt, &[b'x'; 400]);
-            s.job_finished(attempt, ok(), None, 1);
+            s.job_finished(attempt, ok(), None, None, 1);
         }
         // Nothing is in the store yet: the outputs come from memory.
         let nothing = |_, _| None;
@@ -1175,7 +1543,7 @@ mod tests {
         for _ in 0..10 {
             assert!(s.job_output(a, &[b'x'; 1000]));
         }
-        s.job_finished(a, ok(), None, 1);
+        s.job_finished(a, ok(), None, None, 1);
         let changes = s.take_changes();
         assert_eq!(changes.outputs.len(), 1);
         let out = &changes.outputs[0].1;

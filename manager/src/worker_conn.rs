@@ -34,6 +34,8 @@ pub struct WorkerConn {
     pub writer: Writer,
     pub name: Option<String>,
     pub last_seen: Instant,
+    /// It went silent past its lease (rather than closing its connection).
+    pub lease_expired: bool,
 }
 
 impl WorkerConn {
@@ -54,6 +56,7 @@ impl Actor for WorkerConn {
             if act.last_seen.elapsed() > lease {
                 tracing::warn!(peer = %act.peer, worker = act.name.as_deref().unwrap_or("?"),
                     "worker silent past its lease of {lease:?}; dropping it");
+                act.lease_expired = true;
                 ctx.stop();
             }
         });
@@ -61,9 +64,10 @@ impl Actor for WorkerConn {
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
         if self.name.is_some() {
-            self.shared
-                .scheduler
-                .do_send(WorkerDisconnected { id: self.id });
+            self.shared.scheduler.do_send(WorkerDisconnected {
+                id: self.id,
+                lost: self.lease_expired,
+            });
         }
         Running::Stop
     }

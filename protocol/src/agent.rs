@@ -17,6 +17,12 @@ pub struct AgentDef {
     pub description: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Default `timeout` of this agent's jobs.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Default `idle_timeout` of this agent's jobs.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
 }
 
 /// The values a template's placeholders take for one job.

@@ -6,7 +6,10 @@
 //! `WorkerToManager`/`ManagerToWorker`.
 
 use crate::ids::{JobKey, SessionId};
-use crate::model::{ExitInfo, JobStatus, SessionStatus, SessionSummary, SessionView, WorkerView};
+use crate::model::{
+    ExitInfo, JobStatus, SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt,
+    WorkerView,
+};
 use crate::spec::{BatchSpec, SpecErrors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -75,6 +78,14 @@ pub enum ClientRequest {
     Watch {
         session: SessionId,
     },
+    /// Cancel a whole session, or one job of it. With `wait`, the answer
+    /// comes once every running job it stopped has ended.
+    Cancel {
+        session: SessionId,
+        job: Option<String>,
+        grace_ms: Option<u64>,
+        wait: bool,
+    },
 }
 
 /// What kind of failure an `Error` response reports.
@@ -104,6 +115,12 @@ pub enum ClientResponse {
     },
     Workers(Vec<WorkerView>),
     Progress(SessionSummary),
+    Cancelled {
+        /// Jobs that had not started: cancelled at once.
+        cancelled: Vec<String>,
+        /// Running jobs that were stopped (or are being, without `wait`).
+        stopped: Vec<String>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -120,6 +137,16 @@ pub struct Assignment {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub grace_ms: u64,
+}
+
+/// How and why aam stopped an attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub cause: StopCause,
+    pub receipt: TeardownReceipt,
 }
 
 /// A (job, attempt) a worker is running.
@@ -151,6 +178,14 @@ pub enum WorkerToManager {
     Finished {
         attempt: AttemptRef,
         exit: ExitInfo,
+        /// Set when the worker stopped it (cancel, timeout, shutdown).
+        stopped: Option<Stopped>,
+    },
+    /// A `::progress:: N message` line of the job's output.
+    Progress {
+        attempt: AttemptRef,
+        percent: u8,
+        message: Option<String>,
     },
     /// The job could not be started at all (no such program, bad workdir).
     SpawnFailed {
@@ -172,8 +207,13 @@ pub enum ManagerToWorker {
     /// The end of this attempt is durable: the worker may forget it.
     Ack(AttemptRef),
     Assign(Assignment),
-    /// Stop this attempt: it is not (or no longer) this worker's to run.
-    Kill(AttemptRef),
+    /// Stop this attempt: SIGTERM to all its processes, SIGKILL after
+    /// `grace_ms`; then report `Finished` with a receipt.
+    Stop {
+        attempt: AttemptRef,
+        cause: StopCause,
+        grace_ms: u64,
+    },
     /// The registration was refused; the worker should not retry as is.
     Refused {
         reason: String,

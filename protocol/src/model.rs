@@ -105,6 +105,77 @@ impl ExitInfo {
     }
 }
 
+/// Why aam stopped a running attempt instead of letting it end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCause {
+    /// `aam cancel`.
+    Cancelled,
+    /// It ran past its `timeout`.
+    Timeout,
+    /// It printed nothing for its `idle_timeout`.
+    Idle,
+    /// Its worker shut down (the job is requeued, not failed).
+    Shutdown,
+    /// It is not this worker's to run (any more).
+    Superseded,
+}
+
+impl StopCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCause::Cancelled => "cancelled",
+            StopCause::Timeout => "timeout",
+            StopCause::Idle => "idle",
+            StopCause::Shutdown => "shutdown",
+            StopCause::Superseded => "superseded",
+        }
+    }
+}
+
+/// One signal sent while stopping a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalSent {
+    pub pid: u32,
+    pub signal: i32,
+    pub at_ms: u64,
+}
+
+/// What stopping a job did: every signal sent to which process, and the
+/// processes still alive afterwards (none, normally).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeardownReceipt {
+    pub signals: Vec<SignalSent>,
+    pub survivors: Vec<u32>,
+}
+
+/// One attempt of a job, kept after it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub exit: Option<ExitInfo>,
+    /// How this attempt ended (a lost worker's attempt ends `queued` again).
+    pub outcome: JobStatus,
+    pub reason: Option<String>,
+    pub teardown: Option<TeardownReceipt>,
+}
+
+/// How a job is run and retried, resolved from its spec, its agent and the
+/// manager's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunPolicy {
+    pub timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    /// Between SIGTERM and SIGKILL when the job is stopped.
+    pub grace_ms: u64,
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    /// Which endings are retried (`failed`, `timed_out`).
+    pub retry_on: Vec<JobStatus>,
+}
+
 /// A session as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -136,6 +207,21 @@ pub struct JobRecord {
     pub exit: Option<ExitInfo>,
     /// Why the job ended as it did, when the status alone does not say.
     pub reason: Option<String>,
+    pub policy: RunPolicy,
+    /// Attempts that ended failed or timed out (counted against `retries`).
+    pub failures: u32,
+    /// Attempts lost with their worker (not counted against `retries`).
+    pub losses: u32,
+    /// A retry waits until then.
+    pub not_before_ms: Option<u64>,
+    /// From `::progress::` lines of the current attempt.
+    pub progress: Option<u8>,
+    pub progress_message: Option<String>,
+    /// Set by `aam cancel` while the attempt is being stopped.
+    pub cancel_requested: bool,
+    pub teardown: Option<TeardownReceipt>,
+    /// Ended attempts, oldest first.
+    pub history: Vec<AttemptRecord>,
 }
 
 /// One session's summary line.
@@ -182,6 +268,10 @@ pub struct JobView {
     pub finished_at_ms: Option<u64>,
     pub duration_ms: Option<u64>,
     pub reason: Option<String>,
+    pub progress: Option<u8>,
+    pub progress_message: Option<String>,
+    pub teardown: Option<TeardownReceipt>,
+    pub history: Vec<AttemptRecord>,
     pub depends_on: Vec<String>,
     /// Captured output (whole or tail, as asked), when asked for.
     #[serde(with = "serde_bytes")]

@@ -33,6 +33,34 @@ pub struct JobSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Longest the job may run (`"10m"`); past it the job is stopped, `timed_out`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Longest the job may print nothing; past it the job is stopped as wedged.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Between SIGTERM and SIGKILL when the job is stopped.
+    #[serde(default)]
+    pub grace: Option<String>,
+    /// Attempts after the first when one ends failed or timed out.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// First wait before a retry; doubles each time, with jitter, capped.
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+    /// Which endings are retried: `failed`, `timed_out` (default both).
+    #[serde(default)]
+    pub retry_on: Option<Vec<String>>,
+}
+
+/// Most retries one job may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Parses a duration such as `90s`, `10m` or `1h30m` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text.trim())
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 90s, 10m, 1h30m)"))
 }
 
 /// Size limits a batch must respect (DESIGN.md invariant 7).
@@ -416,6 +444,38 @@ fn validate_job_fields(job: &JobSpec, label: &str, limits: &Limits, errors: &mut
     if let Some(workdir) = &job.workdir {
         check_value(errors, label, limits, "workdir", workdir);
     }
+    for (field, value) in [
+        ("timeout", &job.timeout),
+        ("idle_timeout", &job.idle_timeout),
+        ("grace", &job.grace),
+        ("retry_backoff", &job.retry_backoff),
+    ] {
+        if let Some(text) = value {
+            match parse_duration_ms(text) {
+                Err(e) => errors.push(SpecError::job(label, field, e)),
+                Ok(0) if field != "grace" => {
+                    errors.push(SpecError::job(label, field, "must be longer than 0"))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    if job.retries.is_some_and(|r| r > MAX_RETRIES) {
+        errors.push(SpecError::job(
+            label,
+            "retries",
+            format!("at most {MAX_RETRIES} retries"),
+        ));
+    }
+    for value in job.retry_on.iter().flatten() {
+        if !matches!(value.as_str(), "failed" | "timed_out") {
+            errors.push(SpecError::job(
+                label,
+                "retry_on",
+                format!("'{value}' is not retryable (use failed, timed_out)"),
+            ));
+        }
+    }
     if job.env.len() > limits.max_env_vars {
         errors.push(SpecError::job(
             label,
@@ -575,6 +635,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("field 'command': 9 bytes exceed"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_retries_are_checked() {
+        let mut j = job("a", &[]);
+        j.timeout = Some("10 parsecs".into());
+        j.idle_timeout = Some("0s".into());
+        j.retries = Some(1000);
+        j.retry_on = Some(vec!["skipped".into()]);
+        let e = errors(&batch(vec![j]));
+        assert!(e.contains("field 'timeout': '10 parsecs' is not a duration"), "{e}");
+        assert!(e.contains("field 'idle_timeout': must be longer than 0"), "{e}");
+        assert!(e.contains("field 'retries': at most 100"), "{e}");
+        assert!(e.contains("field 'retry_on': 'skipped' is not retryable"), "{e}");
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
     }
 
     #[test]

@@ -2,15 +2,20 @@
 //! with backoff when it drops; the jobs it runs keep running meanwhile, and
 //! their reports wait in a bounded outbox until the manager is back.
 
-use crate::child::{kill_group, run_job, EventSink, JobEvent};
+use crate::child::{run_job, run_marker, EventSink, JobEvent, StopOrder};
+use crate::teardown::{become_subreaper, reap_adopted, stop_job};
 use aam_protocol::codec::{CodecError, FrameCodec};
 use aam_protocol::dial::{connect, ConnectError};
-use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Role, WorkerToManager};
+use aam_protocol::messages::{
+    Assignment, AttemptRef, ManagerToWorker, Role, Stopped, WorkerToManager,
+};
+use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 /// Most bytes of reports kept while disconnected; older output goes first.
@@ -30,6 +35,16 @@ pub struct WorkerConfig {
     pub max_frame: usize,
 }
 
+/// What the worker keeps of an assigned attempt.
+struct RunningJob {
+    /// Its process group id, 0 until it started.
+    pid: u32,
+    /// Its processes' `AAM_RUN_ID` marker.
+    marker: String,
+    /// Tells the running job to stop (taken when used).
+    stop: Option<oneshot::Sender<StopOrder>>,
+}
+
 type Writer = actix::io::FramedWrite<
     WorkerToManager,
     OwnedWriteHalf,
@@ -47,8 +62,8 @@ pub struct WorkerAgent {
     conn: Option<Connection>,
     connecting: bool,
     backoff: Duration,
-    /// Assigned attempts and their process group ids (0 until started).
-    running: HashMap<AttemptRef, u32>,
+    /// Assigned attempts (started or waiting for a slot).
+    running: HashMap<AttemptRef, RunningJob>,
     /// Assigned attempts waiting for a free slot (only with prefetch).
     waiting: VecDeque<Assignment>,
     /// Children started and not yet finished.
@@ -57,8 +72,6 @@ pub struct WorkerAgent {
     /// reconnect, so a report lost with a connection cannot make the
     /// manager run a finished job again.
     unacked: HashMap<AttemptRef, WorkerToManager>,
-    /// Kills ordered before the child's pid was known.
-    kill_pending: HashSet<AttemptRef>,
     /// When the manager was last heard from on the current connection.
     last_heard: Instant,
     outbox: VecDeque<WorkerToManager>,
@@ -77,7 +90,6 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         waiting: VecDeque::new(),
         active: 0,
         unacked: HashMap::new(),
-        kill_pending: HashSet::new(),
         last_heard: Instant::now(),
         outbox: VecDeque::new(),
         outbox_bytes: 0,
@@ -227,11 +239,19 @@ impl WorkerAgent {
             tracing::debug!(job = %assignment.job_name, session = %assignment.job.session,
                 attempt = assignment.attempt, "starting job");
             self.active += 1;
+            let (stop, stop_rx) = oneshot::channel();
+            let attempt = AttemptRef {
+                job: assignment.job,
+                attempt: assignment.attempt,
+            };
+            if let Some(job) = self.running.get_mut(&attempt) {
+                job.stop = Some(stop);
+            }
             let base = self.config.workdir.clone();
             let span = tracing::info_span!("job", session = %assignment.job.session,
                 job = %assignment.job_name, attempt = assignment.attempt);
             actix::spawn(tracing::Instrument::instrument(
-                run_job(assignment, base, ctx.address()),
+                run_job(assignment, base, ctx.address(), stop_rx),
                 span,
             ));
         }
@@ -260,12 +280,45 @@ impl WorkerAgent {
         }
     }
 
+    /// Stops every job now, synchronously (for a process about to exit):
+    /// SIGTERM and SIGKILL at once to all of their processes.
     fn kill_all(&mut self) -> usize {
         self.waiting.clear();
-        for &pid in self.running.values() {
-            kill_group(pid);
+        for job in self.running.values() {
+            if job.pid != 0 {
+                stop_job(job.pid, &job.marker, Duration::ZERO);
+            }
         }
         self.running.len()
+    }
+
+    /// Stops one attempt: a waiting one ends at once, a running one gets
+    /// its stop order and reports its end (with a receipt) when done.
+    fn stop(&mut self, attempt: AttemptRef, cause: StopCause, grace: Duration) {
+        if let Some(pos) = self
+            .waiting
+            .iter()
+            .position(|a| a.job == attempt.job && a.attempt == attempt.attempt)
+        {
+            self.waiting.remove(pos);
+            self.running.remove(&attempt);
+            let exit = ExitInfo {
+                code: None,
+                signal: None,
+                duration_ms: 0,
+            };
+            let stopped = Some(Stopped {
+                cause,
+                receipt: TeardownReceipt::default(),
+            });
+            self.report_end(WorkerToManager::Finished {
+                attempt,
+                exit,
+                stopped,
+            });
+        } else if let Some(order) = self.running.get_mut(&attempt).and_then(|j| j.stop.take()) {
+            let _ = order.send(StopOrder { cause, grace });
+        }
     }
 }
 
@@ -274,6 +327,15 @@ impl Actor for WorkerAgent {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(256);
+        // Descendants that escape a job's process group are reparented to
+        // us rather than to init: we can find them and must reap them.
+        if !become_subreaper() {
+            tracing::warn!("cannot become a child subreaper; escaped job processes go to init");
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            let own: BTreeSet<u32> = act.running.values().map(|j| j.pid).collect();
+            reap_adopted(&own);
+        });
         self.dial(ctx);
     }
 }
@@ -322,26 +384,23 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                     job: assignment.job,
                     attempt: assignment.attempt,
                 };
-                self.running.insert(attempt, 0);
+                let job = RunningJob {
+                    pid: 0,
+                    marker: run_marker(&assignment),
+                    stop: None,
+                };
+                self.running.insert(attempt, job);
                 self.waiting.push_back(assignment);
                 self.start_waiting(ctx);
             }
-            ManagerToWorker::Kill(attempt) => {
-                tracing::info!(job = %attempt.job, attempt = attempt.attempt, "manager ordered a kill");
-                if let Some(pos) = self
-                    .waiting
-                    .iter()
-                    .position(|a| a.job == attempt.job && a.attempt == attempt.attempt)
-                {
-                    self.waiting.remove(pos);
-                    self.running.remove(&attempt);
-                } else if let Some(&pid) = self.running.get(&attempt) {
-                    if pid == 0 {
-                        self.kill_pending.insert(attempt);
-                    } else {
-                        kill_group(pid);
-                    }
-                }
+            ManagerToWorker::Stop {
+                attempt,
+                cause,
+                grace_ms,
+            } => {
+                tracing::info!(job = %attempt.job, attempt = attempt.attempt,
+                    cause = cause.as_str(), "manager ordered a stop");
+                self.stop(attempt, cause, Duration::from_millis(grace_ms));
             }
             ManagerToWorker::Refused { reason } => {
                 tracing::error!("manager refused this worker: {reason}");
@@ -377,29 +436,41 @@ impl Handler<Event> for WorkerAgent {
     fn handle(&mut self, Event(event): Event, ctx: &mut Context<Self>) {
         match event {
             JobEvent::Started { attempt, pid } => {
-                if let Some(slot) = self.running.get_mut(&attempt) {
-                    *slot = pid;
-                }
-                if self.kill_pending.remove(&attempt) {
-                    kill_group(pid);
+                if let Some(job) = self.running.get_mut(&attempt) {
+                    job.pid = pid;
                 }
             }
+            JobEvent::Progress {
+                attempt,
+                percent,
+                message,
+            } => self.report(WorkerToManager::Progress {
+                attempt,
+                percent,
+                message,
+            }),
             JobEvent::Output { attempt, data } => {
                 self.report(WorkerToManager::Output { attempt, data })
             }
             JobEvent::SpawnFailed { attempt, error } => {
                 tracing::warn!(job = %attempt.job, "could not start: {error}");
                 self.running.remove(&attempt);
-                self.kill_pending.remove(&attempt);
                 self.active = self.active.saturating_sub(1);
                 self.report_end(WorkerToManager::SpawnFailed { attempt, error });
                 self.start_waiting(ctx);
             }
-            JobEvent::Finished { attempt, exit } => {
+            JobEvent::Finished {
+                attempt,
+                exit,
+                stopped,
+            } => {
                 self.running.remove(&attempt);
-                self.kill_pending.remove(&attempt);
                 self.active = self.active.saturating_sub(1);
-                self.report_end(WorkerToManager::Finished { attempt, exit });
+                self.report_end(WorkerToManager::Finished {
+                    attempt,
+                    exit,
+                    stopped,
+                });
                 self.start_waiting(ctx);
             }
         }

@@ -1,13 +1,19 @@
 //! Running one job as a child process: its own process group, stdin from
-//! /dev/null, stdout and stderr drained concurrently and streamed as they come.
+//! /dev/null, stdout and stderr drained concurrently and streamed as they
+//! come, `::progress::` lines picked out, and the job stopped on a cancel,
+//! past its timeout, or when it has printed nothing for its idle timeout.
 
-use aam_protocol::messages::{Assignment, AttemptRef};
-use aam_protocol::model::ExitInfo;
+use crate::teardown::{job_processes, stop_job};
+use aam_protocol::messages::{Assignment, AttemptRef, Stopped};
+use aam_protocol::model::{ExitInfo, StopCause};
+use std::cell::Cell;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::oneshot;
 
 /// Largest output chunk sent in one message (small enough that the two
 /// read buffers per job stay cheap to allocate for short jobs).
@@ -17,12 +23,43 @@ pub const CHUNK: usize = 16 * 1024;
 /// left behind still holds them open.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
+/// Grace for processes a job left behind when it exited on its own.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest line examined for a `::progress::` marker.
+const MAX_PROGRESS_LINE: usize = 4096;
+
 /// What a running job tells the worker.
 pub enum JobEvent {
-    Started { attempt: AttemptRef, pid: u32 },
-    Output { attempt: AttemptRef, data: Vec<u8> },
-    SpawnFailed { attempt: AttemptRef, error: String },
-    Finished { attempt: AttemptRef, exit: ExitInfo },
+    Started {
+        attempt: AttemptRef,
+        pid: u32,
+    },
+    Output {
+        attempt: AttemptRef,
+        data: Vec<u8>,
+    },
+    Progress {
+        attempt: AttemptRef,
+        percent: u8,
+        message: Option<String>,
+    },
+    SpawnFailed {
+        attempt: AttemptRef,
+        error: String,
+    },
+    Finished {
+        attempt: AttemptRef,
+        exit: ExitInfo,
+        stopped: Option<Stopped>,
+    },
+}
+
+/// An order to stop a running job.
+#[derive(Clone, Copy, Debug)]
+pub struct StopOrder {
+    pub cause: StopCause,
+    pub grace: Duration,
 }
 
 /// Where events go; `send` waits when the receiver is busy (backpressure).
@@ -39,8 +76,40 @@ pub fn resolve_workdir(base: &Path, workdir: Option<&str>) -> PathBuf {
     }
 }
 
+/// The environment entry that marks every process of one attempt, so
+/// descendants that leave the process group can still be found.
+pub fn run_marker(assignment: &Assignment) -> String {
+    format!(
+        "AAM_RUN_ID={}-{}-{}-{}",
+        std::process::id(),
+        assignment.job.session.0,
+        assignment.job.index,
+        assignment.attempt
+    )
+}
+
+/// Parses `::progress:: 40 running unit tests` (percent 0-100, message optional).
+pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
+    let text = std::str::from_utf8(line).ok()?.trim();
+    let rest = text.strip_prefix("::progress::")?.trim_start();
+    let (number, message) = match rest.split_once(char::is_whitespace) {
+        Some((n, m)) => (n, Some(m.trim().to_string()).filter(|m| !m.is_empty())),
+        None => (rest, None),
+    };
+    let percent: f64 = number.trim_end_matches('%').parse().ok()?;
+    if !(0.0..=100.0).contains(&percent) {
+        return None;
+    }
+    Some((percent.round() as u8, message))
+}
+
 /// Runs one assignment to its end. Call it on a `LocalSet` (an actix arbiter).
-pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl EventSink) {
+pub async fn run_job(
+    assignment: Assignment,
+    base_dir: PathBuf,
+    sink: impl EventSink,
+    stop: oneshot::Receiver<StopOrder>,
+) {
     let attempt = AttemptRef {
         job: assignment.job,
         attempt: assignment.attempt,
@@ -57,6 +126,8 @@ pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl Event
         let error = "empty command".to_string();
         return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
     };
+    let marker = run_marker(&assignment);
+    let (marker_key, marker_value) = marker.split_once('=').expect("the marker has a '='");
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
@@ -68,6 +139,7 @@ pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl Event
         )
         .env("AAM_JOB_NAME", &assignment.job_name)
         .env("AAM_ATTEMPT", assignment.attempt.to_string())
+        .env(marker_key, marker_value)
         .current_dir(&workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -83,16 +155,73 @@ pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl Event
     };
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s| tokio::task::spawn_local(pump(s, attempt, sink.clone())));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| tokio::task::spawn_local(pump(s, attempt, sink.clone())));
+    let last_output = Rc::new(Cell::new(Instant::now()));
+    let pumps: Vec<_> = [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|pipe| tokio::task::spawn_local(pump(pipe, attempt, sink.clone(), last_output.clone())))
+    .collect();
+
+    let deadline = assignment
+        .timeout_ms
+        .map(|t| tokio::time::Instant::from_std(started + Duration::from_millis(t)));
+    let idle = assignment.idle_timeout_ms.map(Duration::from_millis);
+    let grace = Duration::from_millis(assignment.grace_ms);
+    let mut stop = stop;
+    let mut idle_check = tokio::time::interval(
+        idle.map(|i| (i / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    let order: Option<StopOrder> = loop {
+        tokio::select! {
+            _ = child.wait() => break None,
+            order = &mut stop => match order {
+                Ok(order) => break Some(order),
+                // The worker forgot this job: nobody can stop it any more
+                // but its own end; keep waiting for that.
+                Err(_) => stop = never(),
+            },
+            _ = sleep_until(deadline) => break Some(StopOrder { cause: StopCause::Timeout, grace }),
+            _ = idle_check.tick(), if idle.is_some() => {
+                if last_output.get().elapsed() >= idle.unwrap_or_default() {
+                    break Some(StopOrder { cause: StopCause::Idle, grace });
+                }
+            }
+        }
+    };
+    let stopped = match order {
+        Some(order) => {
+            tracing::info!(pid, cause = order.cause.as_str(), "stopping job");
+            let marker = marker.clone();
+            let receipt = tokio::task::spawn_blocking(move || stop_job(pid, &marker, order.grace))
+                .await
+                .unwrap_or_default();
+            Some(Stopped {
+                cause: order.cause,
+                receipt,
+            })
+        }
+        None => None,
+    };
     let status = child.wait().await;
-    for pump in [stdout, stderr].into_iter().flatten() {
+    if stopped.is_none() {
+        // Whatever the job left running (daemons, `&` without wait) goes with it.
+        let marker = marker.clone();
+        let leftovers = tokio::task::spawn_blocking(move || {
+            let left = job_processes(pid, &marker);
+            (!left.is_empty()).then(|| stop_job(pid, &marker, LEFTOVER_GRACE))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(receipt) = leftovers {
+            tracing::info!(pid, signalled = receipt.signals.len(), "stopped processes the job left behind");
+        }
+    }
+    for pump in pumps {
         let abort = pump.abort_handle();
         if tokio::time::timeout(PIPE_GRACE, pump).await.is_err() {
             abort.abort();
@@ -114,31 +243,69 @@ pub async fn run_job(assignment: Assignment, base_dir: PathBuf, sink: impl Event
             }
         }
     };
-    sink.send(JobEvent::Finished { attempt, exit }).await;
+    sink.send(JobEvent::Finished {
+        attempt,
+        exit,
+        stopped,
+    })
+    .await;
 }
 
-async fn pump(mut pipe: impl AsyncRead + Unpin, attempt: AttemptRef, sink: impl EventSink) {
+fn never() -> oneshot::Receiver<StopOrder> {
+    let (tx, rx) = oneshot::channel();
+    std::mem::forget(tx);
+    rx
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    attempt: AttemptRef,
+    sink: impl EventSink,
+    last_output: Rc<Cell<Instant>>,
+) {
     let mut buf = vec![0u8; CHUNK];
+    let mut line: Vec<u8> = Vec::new();
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                last_output.set(Instant::now());
+                let data = &buf[..n];
+                // Progress lines are picked out; they stay in the output too.
+                let mut pieces = data.split(|&b| b == b'\n').peekable();
+                while let Some(piece) = pieces.next() {
+                    // Every piece but the last was followed by a newline.
+                    let complete = pieces.peek().is_some();
+                    if line.len() + piece.len() <= MAX_PROGRESS_LINE {
+                        line.extend_from_slice(piece);
+                    } else {
+                        line.clear();
+                    }
+                    if complete {
+                        if let Some((percent, message)) = parse_progress(&line) {
+                            sink.send(JobEvent::Progress {
+                                attempt,
+                                percent,
+                                message,
+                            })
+                            .await;
+                        }
+                        line.clear();
+                    }
+                }
                 sink.send(JobEvent::Output {
                     attempt,
-                    data: buf[..n].to_vec(),
+                    data: data.to_vec(),
                 })
                 .await
             }
-        }
-    }
-}
-
-/// Sends SIGKILL to a job's whole process group.
-pub fn kill_group(pid: u32) {
-    if pid > 1 {
-        // SAFETY: killpg only sends a signal; a stale pgid fails with ESRCH.
-        unsafe {
-            libc::killpg(pid as libc::pid_t, libc::SIGKILL);
         }
     }
 }
@@ -156,5 +323,18 @@ mod tests {
             PathBuf::from("/base/sub")
         );
         assert_eq!(resolve_workdir(base, Some("/abs")), PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            parse_progress(b"::progress:: 40 running unit tests"),
+            Some((40, Some("running unit tests".into())))
+        );
+        assert_eq!(parse_progress(b"  ::progress::100"), Some((100, None)));
+        assert_eq!(parse_progress(b"::progress:: 12.6% half"), Some((13, Some("half".into()))));
+        assert_eq!(parse_progress(b"::progress:: 140"), None);
+        assert_eq!(parse_progress(b"progress 40"), None);
+        assert_eq!(parse_progress(b"::progress:: lots"), None);
     }
 }

@@ -6,5 +6,6 @@
 
 pub mod agent;
 pub mod child;
+pub mod teardown;
 
 pub use agent::{start, WorkerAgent, WorkerConfig};

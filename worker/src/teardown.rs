@@ -1,0 +1,206 @@
+//! Stopping every process of a job: its process group, and descendants that
+//! left the group (`setsid`, double fork) but still carry the job's
+//! `AAM_RUN_ID` in their environment. SIGTERM first, SIGKILL after the grace,
+//! and a receipt of what was signalled and what (if anything) survived.
+//!
+//! The worker is a child subreaper, so such escaped descendants are
+//! reparented to it rather than to init, and `reap_adopted` collects them.
+
+use aam_protocol::model::{SignalSent, TeardownReceipt};
+use aam_protocol::now_ms;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// How often a teardown looks again while waiting for processes to go.
+const POLL: Duration = Duration::from_millis(20);
+/// How long SIGKILLed processes get to disappear before they count as survivors.
+const KILL_WAIT: Duration = Duration::from_secs(3);
+
+/// Makes this process a child subreaper (Linux); false where unsupported.
+pub fn become_subreaper() -> bool {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+}
+
+/// Fields of /proc/PID/stat we need.
+struct ProcStat {
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: parse after it.
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat { state, ppid, pgrp })
+}
+
+fn environ_has(pid: i32, marker: &[u8]) -> bool {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(env) => env.split(|&b| b == 0).any(|var| var == marker),
+        Err(_) => false,
+    }
+}
+
+fn all_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Live (not zombie) processes of a job: in its process group, or marked
+/// with its run id.
+pub fn job_processes(pgid: u32, marker: &str) -> BTreeSet<u32> {
+    let me = std::process::id() as i32;
+    let marker = marker.as_bytes();
+    all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            let Some(stat) = proc_stat(pid) else {
+                return false;
+            };
+            stat.state != 'Z'
+                && ((pgid > 1 && stat.pgrp == pgid as i32) || environ_has(pid, marker))
+        })
+        .map(|pid| pid as u32)
+        .collect()
+}
+
+fn is_alive(pid: u32) -> bool {
+    proc_stat(pid as i32).is_some_and(|s| s.state != 'Z')
+}
+
+fn signal(pid: u32, sig: i32, receipt: &mut TeardownReceipt) {
+    // SAFETY: kill only sends a signal; a pid that is gone fails with ESRCH.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
+        receipt.signals.push(SignalSent {
+            pid,
+            signal: sig,
+            at_ms: now_ms(),
+        });
+    }
+}
+
+/// Stops every process of a job: SIGTERM, up to `grace` for them to exit,
+/// then SIGKILL for the rest. Runs on a blocking thread (it scans /proc).
+pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
+    let mut receipt = TeardownReceipt::default();
+    let mut seen = job_processes(pgid, marker);
+    for &pid in &seen {
+        signal(pid, libc::SIGTERM, &mut receipt);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        // Processes started meanwhile (a shell forking on SIGTERM) get theirs too.
+        let now_running = job_processes(pgid, marker);
+        for &pid in now_running.difference(&seen) {
+            signal(pid, libc::SIGTERM, &mut receipt);
+        }
+        seen.extend(now_running.iter().copied());
+        if now_running.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let left = job_processes(pgid, marker);
+        if left.is_empty() {
+            break;
+        }
+        for &pid in &left {
+            signal(pid, libc::SIGKILL, &mut receipt);
+        }
+        seen.extend(left.iter().copied());
+        if Instant::now() >= deadline {
+            receipt.survivors = left.into_iter().filter(|&p| is_alive(p)).collect();
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    receipt
+}
+
+/// Reaps zombies reparented to this subreaper that are not `own` children
+/// (those are waited for by whoever spawned them). Returns how many.
+pub fn reap_adopted(own: &BTreeSet<u32>) -> usize {
+    let me = std::process::id() as i32;
+    let mut reaped = 0;
+    for pid in all_pids() {
+        if own.contains(&(pid as u32)) {
+            continue;
+        }
+        if proc_stat(pid).is_some_and(|s| s.ppid == me && s.state == 'Z') {
+            let mut status = 0;
+            // SAFETY: waits for one specific zombie child; never blocks (WNOHANG).
+            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                reaped += 1;
+            }
+        }
+    }
+    reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    #[test]
+    fn stops_a_group_and_an_escaped_marked_process() {
+        let marker = format!("AAM_RUN_ID=unit-{}", std::process::id());
+        let (key, value) = marker.split_once('=').unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("escaped");
+        // A shell in its own group that ignores SIGTERM, and a grandchild
+        // that leaves the group with setsid.
+        let script = format!(
+            "trap '' TERM; setsid sh -c 'echo $$ > {}; trap \"\" TERM; exec sleep 60' & exec sleep 60",
+            pidfile.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .env(key, value)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        let start = Instant::now();
+        let escaped: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+                break pid;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the escaped process never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(job_processes(pgid, &marker).contains(&escaped));
+        let receipt = stop_job(pgid, &marker, Duration::from_millis(200));
+        let _ = child.wait();
+        assert!(receipt.survivors.is_empty(), "{receipt:?}");
+        let killed: BTreeSet<u32> = receipt
+            .signals
+            .iter()
+            .filter(|s| s.signal == libc::SIGKILL)
+            .map(|s| s.pid)
+            .collect();
+        assert!(killed.contains(&escaped), "{receipt:?}");
+        assert!(receipt.signals.iter().any(|s| s.pid == pgid && s.signal == libc::SIGTERM));
+        assert!(job_processes(pgid, &marker).is_empty());
+        // The escaped process was reparented to init or a subreaper; make sure it is gone.
+        let gone = (0..250).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !is_alive(escaped)
+        });
+        assert!(gone);
+    }
+}
