@@ -69,6 +69,19 @@ enum Command {
     },
     /// A job's captured output: aam logs SESSION/JOB
     Logs { job: String },
+    /// Cancel a session (SESSION) or one job (SESSION/JOB): jobs not started
+    /// end at once; running ones get SIGTERM, then SIGKILL after the grace
+    Cancel {
+        target: String,
+        /// Time between SIGTERM and SIGKILL [default: the job's grace, 10s]
+        #[arg(long)]
+        grace: Option<String>,
+        /// Return at once instead of when the running jobs have stopped
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Connected workers
     Workers {
         #[arg(long)]
@@ -255,6 +268,50 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
         Command::Results { session, json } => {
             show_results(&mut client, session_arg(&session)?, json).await?;
             Ok(0)
+        }
+        Command::Cancel {
+            target,
+            grace,
+            no_wait,
+            json,
+        } => {
+            let (session, job) = match target.split_once('/') {
+                Some((s, j)) => (session_arg(s)?, Some(j.to_string())),
+                None => (session_arg(&target)?, None),
+            };
+            let grace_ms = grace
+                .map(|g| {
+                    aam_protocol::spec::parse_duration_ms(&g)
+                        .map_err(|e| bad_input(format!("--grace: {e}")))
+                })
+                .transpose()?;
+            let request = ClientRequest::Cancel {
+                session,
+                job,
+                grace_ms,
+                wait: !no_wait,
+            };
+            match client.call(request).await? {
+                ClientResponse::Cancelled { cancelled, stopped } => {
+                    if json {
+                        print_json(
+                            &serde_json::json!({"cancelled": cancelled, "stopped": stopped}),
+                        );
+                    } else {
+                        let verb = if no_wait { "stopping" } else { "stopped" };
+                        println!(
+                            "{target}: {} cancelled before they started, {} {verb}",
+                            cancelled.len(),
+                            stopped.len()
+                        );
+                        for name in &stopped {
+                            println!("  {verb}: {name}");
+                        }
+                    }
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
         }
         Command::Logs { job } => {
             let (session, name) = job

@@ -2,7 +2,8 @@
 //! results summary.
 
 use aam_protocol::model::{
-    JobStatus, JobView, SessionStatus, SessionSummary, SessionView, WorkerView,
+    AttemptRecord, JobStatus, JobView, SessionStatus, SessionSummary, SessionView, TeardownReceipt,
+    WorkerView,
 };
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -107,6 +108,10 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         "duration_ms": job_duration(job),
         "reason": job.reason,
         "depends_on": job.depends_on,
+        "progress": job.progress,
+        "progress_message": job.progress_message,
+        "teardown": job.teardown.as_ref().map(teardown_json),
+        "attempt_history": job.history.iter().map(attempt_json).collect::<Vec<_>>(),
     });
     if with_output {
         v["output"] = json!(String::from_utf8_lossy(&job.output));
@@ -115,6 +120,39 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         v["output_omitted"] = json!(job.output.is_empty() && job.output_bytes > 0);
     }
     v
+}
+
+pub fn teardown_json(t: &TeardownReceipt) -> Value {
+    json!({
+        "signals": t.signals.iter().map(|s| json!({
+            "pid": s.pid,
+            "signal": signal_name(s.signal),
+            "at": rfc3339(s.at_ms),
+        })).collect::<Vec<_>>(),
+        "survivors": t.survivors,
+    })
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        15 => "SIGTERM".into(),
+        9 => "SIGKILL".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+fn attempt_json(a: &AttemptRecord) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "worker": a.worker,
+        "started_at": opt_time(a.started_at_ms),
+        "finished_at": opt_time(a.finished_at_ms),
+        "exit_code": a.exit.and_then(|e| e.code),
+        "signal": a.exit.and_then(|e| e.signal),
+        "outcome": a.outcome.as_str(),
+        "reason": a.reason,
+        "teardown": a.teardown.as_ref().map(teardown_json),
+    })
 }
 
 pub fn session_json(view: &SessionView, with_output: bool) -> Value {
@@ -154,10 +192,22 @@ pub fn session_table(view: &SessionView) -> String {
             job_duration(j)
                 .map(human_duration)
                 .unwrap_or_else(|| "-".into()),
-            j.reason.as_deref().unwrap_or("")
+            note(j)
         );
     }
     out
+}
+
+/// Progress while a job runs, else why it is as it is.
+fn note(j: &JobView) -> String {
+    match (j.status, j.progress) {
+        (JobStatus::Running, Some(p)) => {
+            format!("{p}% {}", j.progress_message.as_deref().unwrap_or(""))
+                .trim_end()
+                .to_string()
+        }
+        _ => j.reason.clone().unwrap_or_default(),
+    }
 }
 
 /// Lines of output shown per job in the Markdown summary.

@@ -203,7 +203,10 @@ impl ManagerConfig {
             return bad("max_worker_losses must be at least 1".into());
         }
         for (name, agent) in &self.agents {
-            for (key, value) in [("timeout", &agent.timeout), ("idle_timeout", &agent.idle_timeout)] {
+            for (key, value) in [
+                ("timeout", &agent.timeout),
+                ("idle_timeout", &agent.idle_timeout),
+            ] {
                 if let Some(Err(e)) = value.as_deref().map(parse_duration_ms) {
                     return bad(format!("agents.{name}.{key}: {e}"));
                 }

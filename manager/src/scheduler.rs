@@ -8,10 +8,10 @@ use crate::commit::Committer;
 use crate::schedule::WorkerId;
 use crate::state::{State, WorkerEntry};
 use crate::worker_conn::{ToWorker, WorkerConn};
+use aam_protocol::messages::Stopped;
 use aam_protocol::messages::{
     AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker, WorkerToManager,
 };
-use aam_protocol::messages::Stopped;
 use aam_protocol::model::{ExitInfo, SessionSummary, StopCause};
 use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::Store;
@@ -353,19 +353,14 @@ impl Handler<WorkerConnected> for Scheduler {
                 lease_ms: self.lease_ms,
             },
         )];
-        effects.extend(
-            registration
-                .kill
-                .into_iter()
-                .map(|attempt| {
-                    let stop = ManagerToWorker::Stop {
-                        attempt,
-                        cause: StopCause::Superseded,
-                        grace_ms: 0,
-                    };
-                    Effect::ToWorker(msg.id, stop)
-                }),
-        );
+        effects.extend(registration.kill.into_iter().map(|attempt| {
+            let stop = ManagerToWorker::Stop {
+                attempt,
+                cause: StopCause::Superseded,
+                grace_ms: 0,
+            };
+            Effect::ToWorker(msg.id, stop)
+        }));
         self.settle(ctx, effects);
     }
 }
@@ -472,7 +467,10 @@ impl Scheduler {
         wait: bool,
         reply: oneshot::Sender<Option<ClientResponse>>,
     ) {
-        let outcome = match self.state.cancel(session, job.as_deref(), grace_ms, now_ms()) {
+        let outcome = match self
+            .state
+            .cancel(session, job.as_deref(), grace_ms, now_ms())
+        {
             Ok(o) => o,
             Err(message) => {
                 let error = ClientResponse::Error {

@@ -4,8 +4,8 @@
 
 use crate::schedule::{plan, WorkerCapacity, WorkerId};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
-use aam_protocol::messages::{Assignment, AttemptRef, OutputWanted};
 use aam_protocol::messages::Stopped;
+use aam_protocol::messages::{Assignment, AttemptRef, OutputWanted};
 use aam_protocol::model::{
     AttemptRecord, ExitInfo, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
     SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
@@ -133,7 +133,10 @@ pub struct CancelOutcome {
 /// Equal jitter: somewhere in the upper half of `delay`, fixed per (job,
 /// attempt) so the model stays deterministic and each gap at least the last.
 fn jittered(delay: u64, key: JobKey, attempt: u32) -> u64 {
-    let mut x = key.session.0 ^ ((key.index as u64) << 32) ^ ((attempt as u64) << 48) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut x = key.session.0
+        ^ ((key.index as u64) << 32)
+        ^ ((attempt as u64) << 48)
+        ^ 0x9e37_79b9_7f4a_7c15;
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
@@ -428,8 +431,12 @@ impl State {
                 .collect(),
         };
         Ok(RunPolicy {
-            timeout_ms: duration("timeout", &spec.timeout, agent.and_then(|a| a.timeout.as_ref()))?
-                .or(self.config.default_timeout_ms),
+            timeout_ms: duration(
+                "timeout",
+                &spec.timeout,
+                agent.and_then(|a| a.timeout.as_ref()),
+            )?
+            .or(self.config.default_timeout_ms),
             idle_timeout_ms: duration(
                 "idle_timeout",
                 &spec.idle_timeout,
@@ -658,7 +665,12 @@ impl State {
     }
 
     /// A `::progress::` line of the current attempt.
-    pub fn job_progress(&mut self, attempt: AttemptRef, percent: u8, message: Option<String>) -> bool {
+    pub fn job_progress(
+        &mut self,
+        attempt: AttemptRef,
+        percent: u8,
+        message: Option<String>,
+    ) -> bool {
         if !self.is_current(attempt) {
             return false;
         }
@@ -689,26 +701,42 @@ impl State {
         };
         let succeeded = exit.is_some_and(|e| e.success());
         let human = |ms: Option<u64>| {
-            humantime::format_duration(std::time::Duration::from_millis(ms.unwrap_or(0))).to_string()
+            humantime::format_duration(std::time::Duration::from_millis(ms.unwrap_or(0)))
+                .to_string()
         };
         let (end, reason) = match stopped.as_ref().map(|s| s.cause) {
-            Some(StopCause::Cancelled) => (AttemptEnd::Final(JobStatus::Cancelled), Some("cancelled".to_string())),
+            Some(StopCause::Cancelled) => (
+                AttemptEnd::Final(JobStatus::Cancelled),
+                Some("cancelled".to_string()),
+            ),
             Some(StopCause::Timeout) => (
                 AttemptEnd::Final(JobStatus::TimedOut),
-                Some(format!("timeout: ran longer than {}", human(job.policy.timeout_ms))),
+                Some(format!(
+                    "timeout: ran longer than {}",
+                    human(job.policy.timeout_ms)
+                )),
             ),
             Some(StopCause::Idle) => (
                 AttemptEnd::Final(JobStatus::TimedOut),
-                Some(format!("idle: printed nothing for {}", human(job.policy.idle_timeout_ms))),
+                Some(format!(
+                    "idle: printed nothing for {}",
+                    human(job.policy.idle_timeout_ms)
+                )),
             ),
-            Some(StopCause::Shutdown) | Some(StopCause::Superseded) => {
-                (AttemptEnd::Requeue, Some("its worker shut down".to_string()))
-            }
+            Some(StopCause::Shutdown) | Some(StopCause::Superseded) => (
+                AttemptEnd::Requeue,
+                Some("its worker shut down".to_string()),
+            ),
             None if succeeded => (AttemptEnd::Final(JobStatus::Succeeded), reason),
-            None if job.cancel_requested => (AttemptEnd::Final(JobStatus::Cancelled), Some("cancelled".to_string())),
+            None if job.cancel_requested => (
+                AttemptEnd::Final(JobStatus::Cancelled),
+                Some("cancelled".to_string()),
+            ),
             None => {
                 let reason = reason.or_else(|| match exit {
-                    Some(ExitInfo { signal: Some(sig), .. }) => Some(format!("killed by signal {sig}")),
+                    Some(ExitInfo {
+                        signal: Some(sig), ..
+                    }) => Some(format!("killed by signal {sig}")),
                     _ => None,
                 });
                 (AttemptEnd::Final(JobStatus::Failed), reason)
@@ -901,8 +929,15 @@ impl State {
                         .worker
                         .as_ref()
                         .and_then(|w| self.worker_by_name.get(w).copied())
-                        .filter(|id| self.workers.get(id).is_some_and(|w| w.running.contains(&key)));
-                    let attempt = AttemptRef { job: key, attempt: job.attempts };
+                        .filter(|id| {
+                            self.workers
+                                .get(id)
+                                .is_some_and(|w| w.running.contains(&key))
+                        });
+                    let attempt = AttemptRef {
+                        job: key,
+                        attempt: job.attempts,
+                    };
                     let grace = grace_ms.unwrap_or(job.policy.grace_ms);
                     match holder {
                         Some(worker) => {
@@ -917,7 +952,14 @@ impl State {
                             if let Some(job) = self.job_mut(key) {
                                 job.cancel_requested = true;
                             }
-                            self.end_attempt(key, AttemptEnd::Final(JobStatus::Cancelled), Some(reason), None, None, now);
+                            self.end_attempt(
+                                key,
+                                AttemptEnd::Final(JobStatus::Cancelled),
+                                Some(reason),
+                                None,
+                                None,
+                                now,
+                            );
                             out.cancelled.push(name);
                         }
                     }

@@ -645,10 +645,19 @@ mod tests {
         j.retries = Some(1000);
         j.retry_on = Some(vec!["skipped".into()]);
         let e = errors(&batch(vec![j]));
-        assert!(e.contains("field 'timeout': '10 parsecs' is not a duration"), "{e}");
-        assert!(e.contains("field 'idle_timeout': must be longer than 0"), "{e}");
+        assert!(
+            e.contains("field 'timeout': '10 parsecs' is not a duration"),
+            "{e}"
+        );
+        assert!(
+            e.contains("field 'idle_timeout': must be longer than 0"),
+            "{e}"
+        );
         assert!(e.contains("field 'retries': at most 100"), "{e}");
-        assert!(e.contains("field 'retry_on': 'skipped' is not retryable"), "{e}");
+        assert!(
+            e.contains("field 'retry_on': 'skipped' is not retryable"),
+            "{e}"
+        );
         assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
     }
 

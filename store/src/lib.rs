@@ -338,6 +338,15 @@ mod tests {
             finished_at_ms: None,
             exit: None,
             reason: None,
+            policy: Default::default(),
+            failures: 0,
+            losses: 0,
+            not_before_ms: None,
+            progress: None,
+            progress_message: None,
+            cancel_requested: false,
+            teardown: None,
+            history: Vec::new(),
         }
     }
 

@@ -157,8 +157,14 @@ pub async fn run_job(
     sink.send(JobEvent::Started { attempt, pid }).await;
     let last_output = Rc::new(Cell::new(Instant::now()));
     let pumps: Vec<_> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
     ]
     .into_iter()
     .flatten()
@@ -218,7 +224,11 @@ pub async fn run_job(
         .ok()
         .flatten();
         if let Some(receipt) = leftovers {
-            tracing::info!(pid, signalled = receipt.signals.len(), "stopped processes the job left behind");
+            tracing::info!(
+                pid,
+                signalled = receipt.signals.len(),
+                "stopped processes the job left behind"
+            );
         }
     }
     for pump in pumps {
@@ -332,7 +342,10 @@ mod tests {
             Some((40, Some("running unit tests".into())))
         );
         assert_eq!(parse_progress(b"  ::progress::100"), Some((100, None)));
-        assert_eq!(parse_progress(b"::progress:: 12.6% half"), Some((13, Some("half".into()))));
+        assert_eq!(
+            parse_progress(b"::progress:: 12.6% half"),
+            Some((13, Some("half".into())))
+        );
         assert_eq!(parse_progress(b"::progress:: 140"), None);
         assert_eq!(parse_progress(b"progress 40"), None);
         assert_eq!(parse_progress(b"::progress:: lots"), None);

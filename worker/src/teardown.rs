@@ -177,10 +177,16 @@ mod tests {
         let pgid = child.id();
         let start = Instant::now();
         let escaped: u32 = loop {
-            if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
                 break pid;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "the escaped process never started");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the escaped process never started"
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         assert!(job_processes(pgid, &marker).contains(&escaped));
@@ -194,7 +200,10 @@ mod tests {
             .map(|s| s.pid)
             .collect();
         assert!(killed.contains(&escaped), "{receipt:?}");
-        assert!(receipt.signals.iter().any(|s| s.pid == pgid && s.signal == libc::SIGTERM));
+        assert!(receipt
+            .signals
+            .iter()
+            .any(|s| s.pid == pgid && s.signal == libc::SIGTERM));
         assert!(job_processes(pgid, &marker).is_empty());
         // The escaped process was reparented to init or a subreaper; make sure it is gone.
         let gone = (0..250).any(|_| {

@@ -1,0 +1,268 @@
+//! Control: cancel that stops every process of a job (grandchildren that
+//! ignore SIGTERM, descendants that left the process group), timeouts,
+//! idle timeouts, retries with growing gaps, and progress lines.
+
+use crate::job;
+use aam_tests::{poll, Cluster};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn time(v: &Value) -> SystemTime {
+    humantime::parse_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap()
+}
+
+const STUBBORN: &str = r#"
+echo $$ > "$1/main"
+# A grandchild that ignores SIGTERM.
+sh -c 'trap "" TERM; echo $$ > "$1/ignorer"; while :; do sleep 0.05; done' ignorer "$1" &
+# A descendant that leaves the process group and is orphaned (setsid, then double fork).
+setsid sh -c 'sleep 60 & echo $! > "$1/daemon"' daemon "$1" &
+wait
+"#;
+
+#[test]
+fn cancel_stops_every_process_of_a_job_and_keeps_a_receipt() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let pids = c.path("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let script = c.write("stubborn.sh", STUBBORN);
+    let file = c.write(
+        "cancel.json",
+        &json!({"name": "cancel", "jobs": [
+            { "name": "stubborn", "command": ["sh", script.to_str().unwrap(), pids.to_str().unwrap()] },
+            { "name": "after", "command": ["true"], "depends_on": ["stubborn"] },
+        ]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let all: Vec<u32> = poll(Duration::from_secs(20), || {
+        ["main", "ignorer", "daemon"]
+            .iter()
+            .map(|f| read_pid(&pids.join(f)))
+            .collect()
+    })
+    .expect("the job's processes never all started");
+    assert!(all.iter().all(|&p| alive(p)));
+
+    let out = c
+        .aam(&["cancel", &format!("{session}/stubborn"), "--grace", "300ms"])
+        .expect_code(0);
+    assert!(out.stdout.contains("stopped: stubborn"), "{}", out.dump());
+    // `aam cancel` returned: nothing of the job may be left.
+    for (name, pid) in ["main", "ignorer", "daemon"].iter().zip(&all) {
+        assert!(
+            !alive(*pid),
+            "{name} ({pid}) survived the cancel\n{}",
+            c.logs()
+        );
+    }
+    let s = c.status(&session);
+    let stubborn = job(&s, "stubborn");
+    assert_eq!(stubborn["status"], "cancelled", "{stubborn}");
+    let signals = stubborn["teardown"]["signals"].as_array().unwrap();
+    let sent = |pid: u32, sig: &str| {
+        signals
+            .iter()
+            .any(|s| s["pid"] == pid && s["signal"] == sig)
+    };
+    assert!(sent(all[0], "SIGTERM"), "{stubborn}");
+    assert!(
+        sent(all[1], "SIGTERM") && sent(all[1], "SIGKILL"),
+        "the ignorer needs SIGKILL: {stubborn}"
+    );
+    assert!(
+        signals.iter().any(|s| s["pid"] == all[2]),
+        "the escaped daemon was not found: {stubborn}"
+    );
+    assert_eq!(stubborn["teardown"]["survivors"], json!([]));
+    let after = job(&s, "after");
+    assert_eq!(after["status"], "skipped");
+    assert_eq!(s["status"], "cancelled");
+}
+
+#[test]
+fn cancelling_a_session_ends_queued_and_running_jobs() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 4);
+    let jobs: Vec<_> = (0..104)
+        .map(|i| json!({ "name": format!("s{i}"), "command": ["sleep", "30"] }))
+        .collect();
+    let file = c.write(
+        "many.json",
+        &json!({"name": "many", "jobs": jobs}).to_string(),
+    );
+    let session = c.submit(&file);
+    let running = poll(Duration::from_secs(20), || {
+        (c.status(&session)["counts"]["running"] == 4).then_some(())
+    });
+    assert!(running.is_some(), "four jobs never ran\n{}", c.logs());
+    let out = c.aam(&["cancel", &session, "--json"]).expect_code(0).json();
+    assert_eq!(out["cancelled"].as_array().unwrap().len(), 100);
+    assert_eq!(out["stopped"].as_array().unwrap().len(), 4);
+    let s = c.status(&session);
+    assert_eq!(s["status"], "cancelled");
+    assert_eq!(s["counts"]["cancelled"], 104, "{}", s["counts"]);
+    for j in s["jobs"].as_array().unwrap() {
+        for sig in j["teardown"]["signals"].as_array().into_iter().flatten() {
+            let pid = sig["pid"].as_u64().unwrap() as u32;
+            assert!(!alive(pid), "{} left {pid} running", j["name"]);
+        }
+    }
+    // A second cancel finds nothing left to do.
+    let again = c.aam(&["cancel", &session, "--json"]).expect_code(0).json();
+    assert_eq!(again, json!({"cancelled": [], "stopped": []}));
+    let missing = c
+        .aam(&["cancel", &format!("{session}/nope")])
+        .expect_code(2);
+    assert!(
+        missing.stderr.contains("has no job 'nope'"),
+        "{}",
+        missing.dump()
+    );
+}
+
+#[test]
+fn timeouts_and_idle_timeouts_end_timed_out_with_the_reason() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let file = c.write(
+        "timeouts.toml",
+        r#"
+name = "timeouts"
+[[jobs]]
+name = "slow"
+command = ["sleep", "30"]
+timeout = "500ms"
+grace = "200ms"
+[[jobs]]
+name = "wedged"
+command = ["sh", "-c", "echo started; sleep 30"]
+idle_timeout = "500ms"
+grace = "200ms"
+"#,
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(1);
+    let s = c.status(&session);
+    let slow = job(&s, "slow");
+    assert_eq!(slow["status"], "timed_out", "{slow}");
+    assert!(
+        slow["reason"].as_str().unwrap().starts_with("timeout"),
+        "{slow}"
+    );
+    let ran = time(&slow["finished_at"])
+        .duration_since(time(&slow["started_at"]))
+        .unwrap();
+    assert!(
+        ran >= Duration::from_millis(500) && ran < Duration::from_secs(10),
+        "{ran:?}"
+    );
+    let wedged = job(&s, "wedged");
+    assert_eq!(wedged["status"], "timed_out", "{wedged}");
+    assert!(
+        wedged["reason"].as_str().unwrap().starts_with("idle"),
+        "{wedged}"
+    );
+    assert_eq!(wedged["teardown"]["survivors"], json!([]));
+}
+
+#[test]
+fn retries_back_off_with_growing_gaps_and_stop_at_the_limit() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let marks = c.path("marks");
+    let file = c.write(
+        "retries.json",
+        &json!({"name": "retries", "jobs": [
+            { "name": "always-fails", "command": ["sh", "-c", "echo $AAM_ATTEMPT >> \"$MARKS\"; exit 3"],
+              "env": { "MARKS": marks.to_str().unwrap() }, "retries": 3, "retry_backoff": "200ms" },
+            { "name": "second-time-lucky", "command": ["sh", "-c", "[ \"$AAM_ATTEMPT\" -ge 2 ]"],
+              "retries": 2, "retry_backoff": "100ms" },
+            { "name": "not-retried", "command": ["false"], "retries": 2, "retry_on": ["timed_out"] },
+        ]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(1);
+    let s = c.status(&session);
+    let fails = job(&s, "always-fails");
+    assert_eq!(fails["status"], "failed");
+    assert_eq!(fails["attempts"], 4);
+    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "1\n2\n3\n4\n");
+    let history = fails["attempt_history"].as_array().unwrap();
+    assert_eq!(history.len(), 4);
+    let gaps: Vec<Duration> = history
+        .windows(2)
+        .map(|w| {
+            time(&w[1]["started_at"])
+                .duration_since(time(&w[0]["finished_at"]))
+                .unwrap()
+        })
+        .collect();
+    assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
+    assert!(
+        gaps[1] >= gaps[0] && gaps[2] >= gaps[1],
+        "gaps do not grow: {gaps:?}"
+    );
+    assert!(history.iter().all(|a| a["exit_code"] == 3));
+    let lucky = job(&s, "second-time-lucky");
+    assert_eq!(
+        (lucky["status"].as_str(), lucky["attempts"].as_u64()),
+        (Some("succeeded"), Some(2))
+    );
+    let not = job(&s, "not-retried");
+    assert_eq!(
+        (not["status"].as_str(), not["attempts"].as_u64()),
+        (Some("failed"), Some(1))
+    );
+}
+
+#[test]
+fn progress_lines_show_in_status_before_the_job_ends() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 1);
+    let gate = c.path("gate");
+    let file = c.write(
+        "progress.json",
+        &json!({"name": "progress", "jobs": [{
+            "name": "p",
+            "command": ["sh", "-c", "echo '::progress:: 40 running unit tests'; while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo done"],
+            "env": { "GATE": gate.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let seen = poll(Duration::from_secs(20), || {
+        let s = c.status(&session);
+        let p = job(&s, "p").clone();
+        (p["progress"] == 40).then_some(p)
+    })
+    .expect("progress never showed");
+    assert_eq!(seen["status"], "running");
+    assert_eq!(seen["progress_message"], "running unit tests");
+    let table = c.aam(&["status", &session]).expect_code(0).stdout;
+    assert!(table.contains("40% running unit tests"), "{table}");
+    std::fs::write(&gate, "").unwrap();
+    c.aam(&["wait", &session]).expect_code(0);
+    let logs = c.aam(&["logs", &format!("{session}/p")]).expect_code(0);
+    assert_eq!(
+        logs.stdout, "::progress:: 40 running unit tests\ndone\n",
+        "the line stays in the log"
+    );
+}
