@@ -213,8 +213,10 @@ pub async fn run_job(
         None => None,
     };
     let status = child.wait().await;
-    if stopped.is_none() {
-        // Whatever the job left running (daemons, `&` without wait) goes with it.
+    if stopped.is_none() && group_has_members(pid) {
+        // Whatever the job left running in its group (`cmd &` without
+        // wait) goes with it. One syscall decides: scanning /proc for
+        // escaped descendants on every exit would cost more than the job.
         let marker = marker.clone();
         let leftovers = tokio::task::spawn_blocking(move || {
             let left = job_processes(pid, &marker);
@@ -259,6 +261,12 @@ pub async fn run_job(
         stopped,
     })
     .await;
+}
+
+/// Whether any process is left in a process group.
+fn group_has_members(pgid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists and may be signalled.
+    pgid > 1 && unsafe { libc::killpg(pgid as libc::pid_t, 0) } == 0
 }
 
 fn never() -> oneshot::Receiver<StopOrder> {
