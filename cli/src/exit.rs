@@ -38,7 +38,27 @@ pub fn unreachable(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// An established connection to the manager broke (it may be restarting):
+/// commands that follow a session reconnect; others exit 3.
+#[derive(Debug)]
+pub struct Lost(pub String);
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Lost {}
+
+pub fn is_lost(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Lost>().is_some()
+}
+
 /// The exit code for an error: its own, or 1.
 pub fn code_of(err: &anyhow::Error) -> i32 {
+    if is_lost(err) {
+        return UNREACHABLE;
+    }
     err.downcast_ref::<Exit>().map(|e| e.code).unwrap_or(FAILED)
 }

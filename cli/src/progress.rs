@@ -2,14 +2,14 @@
 //! otherwise.
 
 use crate::client::{unexpected, Client};
-use crate::exit::Exit;
+use crate::exit::{is_lost, Exit};
 use crate::render::counts_line;
 use aam_protocol::messages::{ClientRequest, ClientResponse};
 use aam_protocol::model::{JobStatus, SessionSummary};
 use aam_protocol::SessionId;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 enum Display {
     Bar(ProgressBar),
@@ -57,6 +57,14 @@ impl Display {
         }
     }
 
+    /// A one-off message that does not disturb the bar.
+    fn note(&self, text: &str) {
+        match self {
+            Display::Bar(bar) => bar.println(text),
+            Display::Lines { .. } => eprintln!("{text}"),
+        }
+    }
+
     fn finish(&self) {
         if let Display::Bar(bar) = self {
             bar.finish_and_clear();
@@ -64,30 +72,38 @@ impl Display {
     }
 }
 
-/// Follows a session until it ends (or `timeout` passes, exit 1).
+/// Follows a session until it ends (or `timeout` passes, exit 1). Rides
+/// over a manager restart: it reconnects and watches again.
 pub async fn wait(
     client: &mut Client,
     session: SessionId,
     timeout: Option<Duration>,
 ) -> anyhow::Result<SessionSummary> {
-    client.send(ClientRequest::Watch { session }).await?;
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let timed_out = || -> anyhow::Error {
+        Exit {
+            code: crate::exit::FAILED,
+            message: format!(
+                "{session} still running after {:?}",
+                timeout.unwrap_or_default()
+            ),
+        }
+        .into()
+    };
     let mut display = Display::new();
+    let mut watching = false;
     let result = loop {
+        if !watching {
+            if let Err(e) = client.send(ClientRequest::Watch { session }).await {
+                break Err(e);
+            }
+            watching = true;
+        }
         let next = client.next();
         let response = match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), next).await {
+            Some(d) => match tokio::time::timeout_at(d, next).await {
                 Ok(r) => r,
-                Err(_) => {
-                    break Err(Exit {
-                        code: crate::exit::FAILED,
-                        message: format!(
-                            "{session} still running after {:?}",
-                            timeout.unwrap_or_default()
-                        ),
-                    }
-                    .into())
-                }
+                Err(_) => break Err(timed_out()),
             },
             None => next.await,
         };
@@ -99,6 +115,19 @@ pub async fn wait(
                 }
             }
             Ok(other) => break Err(unexpected(other)),
+            Err(e) if is_lost(&e) => {
+                display.note(&format!("{e}; reconnecting"));
+                if let Err(e) = client.reconnect(deadline).await {
+                    break Err(
+                        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                            timed_out()
+                        } else {
+                            e
+                        },
+                    );
+                }
+                watching = false;
+            }
             Err(e) => break Err(e),
         }
     };

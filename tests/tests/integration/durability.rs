@@ -101,3 +101,41 @@ fn a_job_end_lost_with_the_manager_is_resent_not_rerun() {
         "the job ran again"
     );
 }
+
+#[test]
+fn aam_wait_rides_over_a_manager_restart() {
+    let mut c = Cluster::new();
+    c.manager_env
+        .push(("AAM_RECONNECT_GRACE_MS".into(), "3000".into()));
+    c.start_manager();
+    c.start_worker("w1", 2);
+    let file = c.write(
+        "ride.toml",
+        "name = \"ride\"\n[[jobs]]\nname = \"a\"\ncommand = [\"sleep\", \"1\"]\n[[jobs]]\nname = \"b\"\ncommand = [\"true\"]\ndepends_on = [\"a\"]\n",
+    );
+    let session = c.submit(&file);
+    let stderr = std::fs::File::create(c.path("wait.err")).unwrap();
+    let mut wait = c.aam_command(&["wait", &session]);
+    wait.stdout(std::process::Stdio::null()).stderr(stderr);
+    let mut waiter = wait.spawn().unwrap();
+    // It is watching once it printed the first progress line.
+    let watching = poll(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(c.path("wait.err")).ok()?;
+        text.contains("running").then_some(())
+    });
+    assert!(watching.is_some(), "aam wait never started watching");
+    c.kill_manager();
+    c.start_manager();
+    let status = poll(Duration::from_secs(30), || waiter.try_wait().ok().flatten());
+    let err = std::fs::read_to_string(c.path("wait.err")).unwrap();
+    let Some(status) = status else {
+        let _ = waiter.kill();
+        panic!(
+            "aam wait did not return after the restart\n{err}\n{}",
+            c.logs()
+        );
+    };
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("reconnecting"), "{err}");
+    assert_eq!(c.status(&session)["status"], "succeeded");
+}
