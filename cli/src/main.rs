@@ -4,6 +4,7 @@
 mod batch;
 mod client;
 mod exit;
+mod follow;
 mod progress;
 mod render;
 mod run;
@@ -68,7 +69,14 @@ enum Command {
         json: bool,
     },
     /// A job's captured output: aam logs SESSION/JOB
-    Logs { job: String },
+    Logs {
+        job: String,
+        /// Keep printing output as it comes, until the job ends
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// A live view of a session's jobs until it ends
+    Watch { session: String },
     /// Cancel a session (SESSION) or one job (SESSION/JOB): jobs not started
     /// end at once; running ones get SIGTERM, then SIGKILL after the grace
     Cancel {
@@ -313,25 +321,16 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
                 other => Err(unexpected(other)),
             }
         }
-        Command::Logs { job } => {
+        Command::Logs { job, follow } => {
             let (session, name) = job
                 .split_once('/')
                 .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
-            let session = session_arg(session)?;
-            let request = ClientRequest::Logs {
-                session,
-                job: name.to_string(),
-            };
-            match client.call(request).await? {
-                ClientResponse::Logs { output, .. } => {
-                    use std::io::Write;
-                    let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(&output)?;
-                    stdout.flush()?;
-                    Ok(0)
-                }
-                other => Err(unexpected(other)),
-            }
+            follow::logs(&mut client, session_arg(session)?, name, follow).await?;
+            Ok(0)
+        }
+        Command::Watch { session } => {
+            let summary = follow::watch(&mut client, session_arg(&session)?).await?;
+            Ok(verdict(&summary))
         }
         Command::Workers { json } => match client.call(ClientRequest::Workers).await? {
             ClientResponse::Workers(list) => {

@@ -8,11 +8,13 @@ use crate::commit::Committer;
 use crate::schedule::WorkerId;
 use crate::state::{State, WorkerEntry};
 use crate::worker_conn::{ToWorker, WorkerConn};
+use aam_protocol::codec;
 use aam_protocol::messages::Stopped;
 use aam_protocol::messages::{
     AttemptRef, ClientRequest, ClientResponse, ErrorKind, ManagerToWorker, WorkerToManager,
 };
 use aam_protocol::model::{ExitInfo, SessionSummary, StopCause};
+use aam_protocol::output::OutputCapture;
 use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::Store;
 use actix::prelude::*;
@@ -222,7 +224,10 @@ impl Scheduler {
             message: format!("no session {session}"),
         };
         let store = self.store.clone();
-        let stored = move |key, tail| store.output(key, tail).ok().flatten();
+        let stored = move |key| {
+            let bytes = store.output(key).ok().flatten()?;
+            codec::decode::<OutputCapture>(&bytes).ok()
+        };
         let response = match request {
             ClientRequest::Submit { batch } => {
                 let name = batch.name.clone();
@@ -244,17 +249,20 @@ impl Scheduler {
                     None => not_found(session),
                 }
             }
-            ClientRequest::Logs { session, job } => match self.state.logs(session, &job, &stored) {
-                Ok((status, output, output_bytes)) => ClientResponse::Logs {
-                    status,
-                    output,
-                    output_bytes,
-                },
-                Err(message) => ClientResponse::Error {
-                    kind: ErrorKind::NotFound,
-                    message,
-                },
-            },
+            ClientRequest::Logs { session, job, from } => {
+                match self.state.logs(session, &job, from, &stored) {
+                    Ok((status, attempt, output, output_bytes)) => ClientResponse::Logs {
+                        status,
+                        attempt,
+                        output,
+                        output_bytes,
+                    },
+                    Err(message) => ClientResponse::Error {
+                        kind: ErrorKind::NotFound,
+                        message,
+                    },
+                }
+            }
             ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
             ClientRequest::Cancel { .. } => ClientResponse::Error {
                 kind: ErrorKind::Internal,

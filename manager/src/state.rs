@@ -16,9 +16,8 @@ use aam_protocol::{JobKey, SessionId};
 use aam_store::{Changes, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-/// Reads a finished job's stored output: (its tail if a size is given, the
-/// whole output's size).
-pub type OutputReader = dyn Fn(JobKey, Option<usize>) -> Option<(Vec<u8>, u64)>;
+/// Reads a finished job's stored output.
+pub type OutputReader = dyn Fn(JobKey) -> Option<OutputCapture>;
 
 fn status_slot(status: JobStatus) -> usize {
     JobStatus::ALL
@@ -172,7 +171,7 @@ pub struct State {
     outputs: Vec<(JobKey, Vec<u8>)>,
     /// Outputs of ended attempts until the store holds them, so queries in
     /// between still see them.
-    committing_outputs: HashMap<JobKey, (u32, Vec<u8>)>,
+    committing_outputs: HashMap<JobKey, (u32, OutputCapture)>,
     next_session_dirty: bool,
     /// Sessions whose progress changed since the last `take_changed_sessions`.
     changed: BTreeSet<SessionId>,
@@ -746,14 +745,16 @@ impl State {
             .sessions
             .get_mut(&key.session)
             .and_then(|e| e.live.remove(&key.index))
-            .map(|c| c.render())
-            .unwrap_or_default();
+            .unwrap_or_else(|| OutputCapture::new(self.config.output_cap));
         // An empty first output needs no record; a later attempt's must
         // replace what an earlier attempt may have left.
         if !output.is_empty() || attempt.attempt > 1 {
+            match aam_protocol::codec::encode(&output) {
+                Ok(bytes) => self.outputs.push((key, bytes)),
+                Err(e) => tracing::error!(job = %key, "cannot encode an output: {e}"),
+            }
             self.committing_outputs
-                .insert(key, (attempt.attempt, output.clone()));
-            self.outputs.push((key, output));
+                .insert(key, (attempt.attempt, output));
         }
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
         true
@@ -1174,40 +1175,50 @@ impl State {
         })
     }
 
-    /// A job's kept output (its tail when `tail` is set) and the size of
-    /// the whole kept output: live for a running job, from memory while its
-    /// end is being committed, else from the store.
+    /// A job's output as captured: live for a running job, from memory
+    /// while its end is being committed, else from the store.
+    fn capture_of(&self, job: &JobRecord, stored: &OutputReader) -> Option<OutputCapture> {
+        let live = self
+            .sessions
+            .get(&job.key.session)
+            .and_then(|s| s.live.get(&job.key.index));
+        if let (JobStatus::Running, Some(capture)) = (job.status, live) {
+            return Some(capture.clone());
+        }
+        if let Some((_, capture)) = self.committing_outputs.get(&job.key) {
+            return Some(capture.clone());
+        }
+        stored(job.key)
+    }
+
+    /// A job's kept output (its tail when `tail` is set) and the bytes it
+    /// printed in all.
     fn output_of(
         &self,
         job: &JobRecord,
         tail: Option<usize>,
         stored: &OutputReader,
     ) -> (Vec<u8>, u64) {
-        let cut = |full: &[u8]| match tail {
-            Some(n) => tail_of(full, n).to_vec(),
-            None => full.to_vec(),
+        let Some(capture) = self.capture_of(job, stored) else {
+            return (Vec::new(), 0);
         };
-        let live = self
-            .sessions
-            .get(&job.key.session)
-            .and_then(|s| s.live.get(&job.key.index));
-        if let (JobStatus::Running, Some(capture)) = (job.status, live) {
-            let full = capture.render();
-            return (cut(&full), full.len() as u64);
-        }
-        if let Some((_, full)) = self.committing_outputs.get(&job.key) {
-            return (cut(full), full.len() as u64);
-        }
-        stored(job.key, tail).unwrap_or_default()
+        let full = capture.render();
+        let kept = match tail {
+            Some(n) => tail_of(&full, n).to_vec(),
+            None => full,
+        };
+        (kept, capture.total())
     }
 
-    /// A job's status and output, by name; with the total bytes it printed.
+    /// A job's status, what it printed from byte offset `from` on, and the
+    /// bytes it printed in all (the offset to ask from next time).
     pub fn logs(
         &self,
         session: SessionId,
         name: &str,
+        from: u64,
         stored: &OutputReader,
-    ) -> Result<(JobStatus, Vec<u8>, u64), String> {
+    ) -> Result<(JobStatus, u32, Vec<u8>, u64), String> {
         let entry = self
             .sessions
             .get(&session)
@@ -1217,12 +1228,15 @@ impl State {
             .get(name)
             .ok_or_else(|| format!("session {session} has no job '{name}'"))?;
         let job = &entry.jobs[index as usize];
-        let printed = match entry.live.get(&index) {
-            Some(c) if job.status == JobStatus::Running => c.total(),
-            _ => 0,
-        };
-        let (output, kept) = self.output_of(job, None, stored);
-        Ok((job.status, output, printed.max(kept)))
+        Ok(match self.capture_of(job, stored) {
+            Some(capture) => (
+                job.status,
+                job.attempts,
+                capture.since(from),
+                capture.total(),
+            ),
+            None => (job.status, job.attempts, Vec::new(), 0),
+        })
     }
 
     /// The attempt whose output is waiting for its commit, if any.
@@ -1339,7 +1353,7 @@ mod tests {
     }
 
     fn status(state: &State, session: SessionId, name: &str) -> JobStatus {
-        state.logs(session, name, &|_, _| None).unwrap().0
+        state.logs(session, name, 0, &|_| None).unwrap().0
     }
 
     #[test]
@@ -1536,7 +1550,7 @@ mod tests {
             s.job_finished(attempt, ok(), None, None, 1);
         }
         // Nothing is in the store yet: the outputs come from memory.
-        let nothing = |_, _| None;
+        let nothing = |_| None;
         let view = s.view(id, OutputWanted::All, 1000, &nothing).unwrap();
         let sizes: Vec<(usize, u64)> = view
             .jobs

@@ -70,9 +70,11 @@ pub enum ClientRequest {
         session: SessionId,
         output: OutputWanted,
     },
+    /// A job's output from byte offset `from` on (0: all of it).
     Logs {
         session: SessionId,
         job: String,
+        from: u64,
     },
     Workers,
     Watch {
@@ -109,6 +111,8 @@ pub enum ClientResponse {
     Session(SessionView),
     Logs {
         status: JobStatus,
+        /// The attempt the output belongs to (the current one).
+        attempt: u32,
         #[serde(with = "serde_bytes")]
         output: Vec<u8>,
         output_bytes: u64,

@@ -51,6 +51,31 @@ impl OutputCapture {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// What was printed from byte offset `from` on (offsets count every byte
+    /// printed), with a marker for any part of that range that was cut.
+    pub fn since(&self, from: u64) -> Vec<u8> {
+        let head_len = self.head.len() as u64;
+        let tail_start = self.total - self.tail.len() as u64;
+        let mut at = from;
+        let mut out = Vec::new();
+        if at < head_len {
+            out.extend_from_slice(&self.head[at as usize..]);
+            at = head_len;
+        }
+        if at < tail_start {
+            out.extend_from_slice(omission_marker(tail_start - at).as_bytes());
+            at = tail_start;
+        }
+        if at < self.total {
+            out.extend(self.tail.range((at - tail_start) as usize..));
+        }
+        out
+    }
+
     /// Bytes dropped between head and tail.
     pub fn omitted(&self) -> u64 {
         self.total - self.head.len() as u64 - self.tail.len() as u64
@@ -112,6 +137,23 @@ mod tests {
             expected.extend_from_slice(&data[9500..]);
             assert_eq!(c.render(), expected, "chunk size {chunk}");
         }
+    }
+
+    #[test]
+    fn since_follows_offsets_across_the_cut() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut c = OutputCapture::new(20);
+        c.push(&data[..5]);
+        assert_eq!(c.since(0), &data[..5]);
+        assert_eq!(c.since(3), &data[3..5]);
+        c.push(&data[5..]);
+        assert_eq!(c.since(95), &data[95..]);
+        assert_eq!(c.since(100), b"");
+        let mut expected = data[5..10].to_vec();
+        expected.extend_from_slice(omission_marker(80).as_bytes());
+        expected.extend_from_slice(&data[90..]);
+        assert_eq!(c.since(5), expected);
+        assert_eq!(c.since(0), c.render());
     }
 
     #[test]

@@ -248,17 +248,13 @@ impl Store {
         Ok(snap)
     }
 
-    /// The captured output of a finished job — only its last `tail` bytes
-    /// (from a line start when one is near) if given — and its whole size.
-    pub fn output(&self, key: JobKey, tail: Option<usize>) -> Result<Option<(Vec<u8>, u64)>> {
-        let Some(value) = self.outputs.get(job_key(key)).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        let kept = match tail {
-            Some(n) => aam_protocol::output::tail_of(&value, n).to_vec(),
-            None => value.to_vec(),
-        };
-        Ok(Some((kept, value.len() as u64)))
+    /// The stored output of a finished job (an encoded `OutputCapture`).
+    pub fn output(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .outputs
+            .get(job_key(key))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
     }
 }
 
@@ -375,14 +371,7 @@ mod tests {
             .map(|j| (j.key.session.0, j.key.index))
             .collect();
         assert_eq!(keys, vec![(1, 0), (2, 0), (2, 1)]);
-        assert_eq!(
-            store.output(job(1, 0).key, None).unwrap().unwrap(),
-            (b"out".to_vec(), 3)
-        );
-        assert_eq!(
-            store.output(job(1, 0).key, Some(1)).unwrap().unwrap(),
-            (b"t".to_vec(), 3)
-        );
+        assert_eq!(store.output(job(1, 0).key).unwrap().unwrap(), b"out");
     }
 
     #[test]

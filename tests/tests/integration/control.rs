@@ -266,3 +266,79 @@ fn progress_lines_show_in_status_before_the_job_ends() {
         "the line stays in the log"
     );
 }
+
+#[test]
+fn logs_follow_streams_while_the_job_runs_and_ends_with_it() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 1);
+    let gate = c.path("gate");
+    let file = c.write(
+        "follow.json",
+        &json!({"name": "follow", "jobs": [{
+            "name": "f",
+            "command": ["sh", "-c", "echo first; while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo second"],
+            "env": { "GATE": gate.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let out_path = c.path("follow.out");
+    let mut follow = c.aam_command(&["logs", &format!("{session}/f"), "--follow"]);
+    follow
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut follower = follow.spawn().unwrap();
+    let first = poll(Duration::from_secs(20), || {
+        (std::fs::read_to_string(&out_path).ok()? == "first\n").then_some(())
+    });
+    assert!(first.is_some(), "the first line never showed\n{}", c.logs());
+    assert_eq!(job(&c.status(&session), "f")["status"], "running");
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "--follow ended before the job"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let status = poll(Duration::from_secs(20), || {
+        follower.try_wait().ok().flatten()
+    });
+    let Some(status) = status else {
+        let _ = follower.kill();
+        panic!("--follow did not end with the job");
+    };
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap(),
+        "first\nsecond\n"
+    );
+}
+
+#[test]
+fn watch_shows_each_job_and_exits_with_the_session() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let file = c.write(
+        "watch.toml",
+        "name = \"watched\"\n[[jobs]]\nname = \"ok\"\ncommand = [\"sh\", \"-c\", \"echo all good\"]\n[[jobs]]\nname = \"bad\"\ncommand = [\"sh\", \"-c\", \"sleep 0.3; echo broken; exit 2\"]\n",
+    );
+    let session = c.submit(&file);
+    let out = c.aam(&["watch", &session]).expect_code(1);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("bad") && l.contains("failed") && l.contains("broken")),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("succeeded")),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stdout.contains(&format!("{session} (watched): failed")),
+        "{}",
+        out.dump()
+    );
+}

@@ -1,0 +1,157 @@
+//! Following work as it happens: `aam logs --follow` and `aam watch`. Both
+//! poll the manager (cheap, and they ride over a manager restart by
+//! reconnecting and asking again).
+
+use crate::client::{unexpected, Client};
+use crate::exit::is_lost;
+use crate::render::{counts_line, human_duration};
+use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
+use aam_protocol::model::{JobStatus, JobView, SessionSummary, SessionView};
+use aam_protocol::{now_ms, SessionId};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(200);
+
+/// Sends a request, reconnecting (forever, until Ctrl-C) while the manager
+/// is unreachable after the connection broke.
+async fn call(client: &mut Client, request: ClientRequest) -> anyhow::Result<ClientResponse> {
+    loop {
+        match client.call(request.clone()).await {
+            Err(e) if is_lost(&e) => {
+                eprintln!("aam: {e}; reconnecting");
+                client.reconnect(None).await?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Prints a job's output; with `follow`, keeps printing what it prints
+/// until it ends.
+pub async fn logs(
+    client: &mut Client,
+    session: SessionId,
+    job: &str,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let mut from = 0u64;
+    let mut attempt = None;
+    let mut stdout = std::io::stdout();
+    loop {
+        let request = ClientRequest::Logs {
+            session,
+            job: job.to_string(),
+            from,
+        };
+        let (status, this_attempt, output, printed) = match call(client, request).await? {
+            ClientResponse::Logs {
+                status,
+                attempt,
+                output,
+                output_bytes,
+            } => (status, attempt, output, output_bytes),
+            other => return Err(unexpected(other)),
+        };
+        if attempt.is_some_and(|a| a != this_attempt) || printed < from {
+            // A new attempt (or a manager that lost what it had): start over.
+            eprintln!("[aam: attempt {this_attempt} of {job}]");
+            from = 0;
+            attempt = Some(this_attempt);
+            continue;
+        }
+        attempt = Some(this_attempt);
+        stdout.write_all(&output)?;
+        stdout.flush()?;
+        from = printed;
+        if !follow || status.is_terminal() {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One line of `aam watch` for a job.
+fn job_line(j: &JobView, now: u64) -> String {
+    let elapsed = match (j.started_at_ms, j.finished_at_ms) {
+        (Some(s), Some(f)) if j.status.is_terminal() => human_duration(f.saturating_sub(s)),
+        (Some(s), _) if j.status == JobStatus::Running => human_duration(now.saturating_sub(s)),
+        _ => "-".into(),
+    };
+    let progress = match (j.status, j.progress) {
+        (JobStatus::Running, Some(p)) => format!("{p:>3}%"),
+        _ => "    ".into(),
+    };
+    let text = String::from_utf8_lossy(&j.output);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let last: String = last.chars().take(60).collect();
+    format!(
+        "{:<24} {:<10} {:>3} {:<16} {:>8} {} {}",
+        j.name,
+        j.status.as_str(),
+        j.attempts,
+        j.worker.as_deref().unwrap_or("-"),
+        elapsed,
+        progress,
+        j.progress_message
+            .as_deref()
+            .filter(|_| j.status == JobStatus::Running)
+            .unwrap_or(&last)
+    )
+}
+
+/// A live view of every job until the session ends: redrawn in place on a
+/// terminal, one line per change otherwise.
+pub async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<SessionSummary> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown: HashMap<String, String> = HashMap::new();
+    let mut stdout = std::io::stdout();
+    loop {
+        let request = ClientRequest::Session {
+            session,
+            output: OutputWanted::Tail(256),
+        };
+        let view: SessionView = match call(client, request).await? {
+            ClientResponse::Session(view) => view,
+            other => return Err(unexpected(other)),
+        };
+        let now = now_ms();
+        let s = &view.summary;
+        let header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));
+        if terminal {
+            let mut screen = format!("\x1b[H\x1b[2J{header}\n\n");
+            screen.push_str(&format!(
+                "{:<24} {:<10} {:>3} {:<16} {:>8} {:>4} LAST OUTPUT\n",
+                "JOB", "STATUS", "TRY", "WORKER", "ELAPSED", "PROG"
+            ));
+            for j in &view.jobs {
+                screen.push_str(&job_line(j, now));
+                screen.push('\n');
+            }
+            stdout.write_all(screen.as_bytes())?;
+        } else {
+            for j in &view.jobs {
+                // Elapsed time changes every poll; only other changes print.
+                let key = format!(
+                    "{:?}{}{:?}{:?}",
+                    j.status, j.attempts, j.progress, j.progress_message
+                );
+                if shown.get(&j.name) != Some(&key) {
+                    shown.insert(j.name.clone(), key);
+                    writeln!(stdout, "{}", job_line(j, now))?;
+                }
+            }
+        }
+        stdout.flush()?;
+        if s.status.is_terminal() {
+            writeln!(stdout, "{header}")?;
+            return Ok(view.summary);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
