@@ -1602,8 +1602,10 @@ mod tests {
         s.job_finished(a, ok(), None, None, 1);
         let changes = s.take_changes();
         assert_eq!(changes.outputs.len(), 1);
-        let out = &changes.outputs[0].1;
+        let stored: OutputCapture = aam_protocol::codec::decode(&changes.outputs[0].1).unwrap();
+        let out = stored.render();
         assert!(out.len() < 1100, "{}", out.len());
-        assert!(String::from_utf8_lossy(out).contains("8976 bytes of output omitted"));
+        assert!(String::from_utf8_lossy(&out).contains("8976 bytes of output omitted"));
+        assert_eq!(stored.total(), 10_000);
     }
 }
