@@ -339,6 +339,7 @@ impl Handler<WorkerConnected> for Scheduler {
             prefetch: msg.prefetch,
             labels: msg.labels,
             running: Default::default(),
+            draining: false,
             connected_at_ms: now,
             last_heartbeat_ms: now,
         };
@@ -397,6 +398,12 @@ impl Handler<WorkerReport> for Scheduler {
             WorkerToManager::Heartbeat => {
                 self.state.heartbeat(msg.id, now);
                 return;
+            }
+            WorkerToManager::Draining => {
+                if let Some(name) = self.state.worker_name(msg.id) {
+                    tracing::info!(worker = %name, "worker is draining");
+                }
+                self.state.worker_draining(msg.id);
             }
             WorkerToManager::Output { attempt, data } => {
                 self.state.job_output(attempt, &data);

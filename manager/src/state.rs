@@ -63,6 +63,8 @@ pub struct WorkerEntry {
     pub labels: BTreeMap<String, String>,
     /// Jobs assigned to it (running, or queued on it when prefetching).
     pub running: BTreeSet<JobKey>,
+    /// Shutting down: it gets no new jobs.
+    pub draining: bool,
     pub connected_at_ms: u64,
     pub last_heartbeat_ms: u64,
 }
@@ -508,6 +510,12 @@ impl State {
         }
     }
 
+    pub fn worker_draining(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.draining = true;
+        }
+    }
+
     pub fn heartbeat(&mut self, id: WorkerId, now: u64) {
         if let Some(w) = self.workers.get_mut(&id) {
             w.last_heartbeat_ms = now;
@@ -572,7 +580,11 @@ impl State {
             .iter()
             .map(|(&worker, w)| WorkerCapacity {
                 worker,
-                free: (w.slots + w.prefetch).saturating_sub(w.running.len() as u32),
+                free: if w.draining {
+                    0
+                } else {
+                    (w.slots + w.prefetch).saturating_sub(w.running.len() as u32)
+                },
             })
             .collect();
         let free: u32 = capacities.iter().map(|c| c.free).sum();
@@ -1324,6 +1336,7 @@ mod tests {
             prefetch: 0,
             labels: BTreeMap::new(),
             running: BTreeSet::new(),
+            draining: false,
             connected_at_ms: 0,
             last_heartbeat_ms: 0,
         }

@@ -173,6 +173,8 @@ pub enum WorkerToManager {
         running: Vec<AttemptRef>,
     },
     Heartbeat,
+    /// The worker is shutting down: assign it nothing more.
+    Draining,
     Output {
         attempt: AttemptRef,
         #[serde(with = "serde_bytes")]

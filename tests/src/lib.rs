@@ -111,10 +111,10 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub fn stop(&mut self, grace: Duration) {
+    /// `sig`, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&mut self, sig: i32, grace: Duration) {
         if let Ok(None) = self.child.try_wait() {
-            self.signal(libc::SIGTERM);
+            self.signal(sig);
             if poll(grace, || self.child.try_wait().ok().flatten()).is_some() {
                 return;
             }
@@ -438,13 +438,13 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        // Workers first, gracefully: a worker stopped by SIGTERM kills its
-        // jobs' process groups, which SIGKILL of the worker would leave behind.
+        // Workers first: SIGINT makes a worker stop its jobs at once (SIGKILL
+        // of the worker would leave them behind; SIGTERM would drain them).
         for w in &mut self.workers {
-            w.stop(Duration::from_secs(5));
+            w.stop(libc::SIGINT, Duration::from_secs(5));
         }
         if let Some(m) = &mut self.manager {
-            m.stop(Duration::from_secs(5));
+            m.stop(libc::SIGTERM, Duration::from_secs(5));
         }
     }
 }

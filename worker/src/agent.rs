@@ -74,6 +74,9 @@ pub struct WorkerAgent {
     unacked: HashMap<AttemptRef, WorkerToManager>,
     /// When the manager was last heard from on the current connection.
     last_heard: Instant,
+    /// Set by `Drain`: told when the last job has ended and been acknowledged.
+    drained: Option<oneshot::Sender<()>>,
+    draining: bool,
     outbox: VecDeque<WorkerToManager>,
     outbox_bytes: usize,
     dropped_output: HashMap<AttemptRef, u64>,
@@ -91,6 +94,8 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         active: 0,
         unacked: HashMap::new(),
         last_heard: Instant::now(),
+        drained: None,
+        draining: false,
         outbox: VecDeque::new(),
         outbox_bytes: 0,
         dropped_output: HashMap::new(),
@@ -292,6 +297,15 @@ impl WorkerAgent {
         self.running.len()
     }
 
+    /// Tells `Drain` its work is done once nothing runs and every end is acknowledged.
+    fn check_drained(&mut self) {
+        if self.draining && self.running.is_empty() && self.unacked.is_empty() {
+            if let Some(done) = self.drained.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
     /// Stops one attempt: a waiting one ends at once, a running one gets
     /// its stop order and reports its end (with a receipt) when done.
     fn stop(&mut self, attempt: AttemptRef, cause: StopCause, grace: Duration) {
@@ -384,6 +398,23 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                     job: assignment.job,
                     attempt: assignment.attempt,
                 };
+                if self.draining {
+                    // Sent before the manager heard we drain: hand it back.
+                    let exit = ExitInfo {
+                        code: None,
+                        signal: None,
+                        duration_ms: 0,
+                    };
+                    let stopped = Some(Stopped {
+                        cause: StopCause::Shutdown,
+                        receipt: TeardownReceipt::default(),
+                    });
+                    return self.report_end(WorkerToManager::Finished {
+                        attempt,
+                        exit,
+                        stopped,
+                    });
+                }
                 let job = RunningJob {
                     pid: 0,
                     marker: run_marker(&assignment),
@@ -410,6 +441,7 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
             ManagerToWorker::Pong => {}
             ManagerToWorker::Ack(attempt) => {
                 self.unacked.remove(&attempt);
+                self.check_drained();
             }
         }
     }
@@ -458,6 +490,7 @@ impl Handler<Event> for WorkerAgent {
                 self.active = self.active.saturating_sub(1);
                 self.report_end(WorkerToManager::SpawnFailed { attempt, error });
                 self.start_waiting(ctx);
+                self.check_drained();
             }
             JobEvent::Finished {
                 attempt,
@@ -472,8 +505,62 @@ impl Handler<Event> for WorkerAgent {
                     stopped,
                 });
                 self.start_waiting(ctx);
+                self.check_drained();
             }
         }
+    }
+}
+
+/// Graceful shutdown: take no more jobs, hand back the ones not started,
+/// let running ones finish for up to `timeout`, then stop them (they are
+/// requeued, not failed). `done` is told when all have ended and the manager
+/// has acknowledged it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub timeout: Duration,
+    /// SIGTERM-to-SIGKILL time for jobs still running at the timeout.
+    pub grace: Duration,
+    pub done: oneshot::Sender<()>,
+}
+
+impl Handler<Drain> for WorkerAgent {
+    type Result = ();
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
+        self.draining = true;
+        self.drained = Some(msg.done);
+        if let Some(conn) = &mut self.conn {
+            if conn.heartbeat.is_some() {
+                conn.writer.write(WorkerToManager::Draining);
+            }
+        }
+        let waiting: Vec<AttemptRef> = self
+            .waiting
+            .iter()
+            .map(|a| AttemptRef {
+                job: a.job,
+                attempt: a.attempt,
+            })
+            .collect();
+        for attempt in waiting {
+            self.stop(attempt, StopCause::Shutdown, Duration::ZERO);
+        }
+        tracing::info!(running = self.running.len(), timeout = ?msg.timeout, "draining");
+        let grace = msg.grace;
+        ctx.run_later(msg.timeout, move |act, _| {
+            let left: Vec<AttemptRef> = act.running.keys().copied().collect();
+            if !left.is_empty() {
+                tracing::info!(
+                    jobs = left.len(),
+                    "drain timeout: stopping the jobs still running"
+                );
+            }
+            for attempt in left {
+                act.stop(attempt, StopCause::Shutdown, grace);
+            }
+        });
+        self.check_drained();
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `aam-worker` binary: parses flags, connects to the manager and runs
 //! jobs until SIGINT or SIGTERM.
 
-use aam_worker::agent::KillAll;
+use aam_worker::agent::{Drain, KillAll};
 use aam_worker::WorkerConfig;
 use anyhow::Context as _;
 use clap::Parser;
@@ -41,9 +41,17 @@ struct Args {
     /// File holding the token
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// On SIGTERM, how long running jobs may go on before they are stopped
+    /// (and requeued); a second SIGTERM or a SIGINT stops them at once
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: std::time::Duration,
     /// Log format
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    aam_protocol::spec::parse_duration_ms(s).map(std::time::Duration::from_millis)
 }
 
 fn default_slots() -> u32 {
@@ -126,6 +134,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
 fn main() {
     let args = Args::parse();
     init_logging(args.log_format == "json");
+    let drain_timeout = args.drain_timeout;
     let config = match config(args) {
         Ok(c) => c,
         Err(e) => {
@@ -139,9 +148,27 @@ fn main() {
         actix::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+            let drain = tokio::select! {
+                _ = int.recv() => false,
+                _ = term.recv() => true,
+            };
+            if drain {
+                let (done, drained) = tokio::sync::oneshot::channel();
+                worker.do_send(Drain {
+                    timeout: drain_timeout,
+                    grace: std::time::Duration::from_secs(5),
+                    done,
+                });
+                // Jobs, their stops and the manager's acknowledgements all
+                // get a bounded time; a second signal cuts it short.
+                let bound = drain_timeout + std::time::Duration::from_secs(15);
+                tokio::select! {
+                    _ = drained => tracing::info!("drained"),
+                    _ = tokio::time::sleep(bound) => tracing::warn!("drain did not finish in {bound:?}"),
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
             let killed = worker.send(KillAll).await.unwrap_or(0);
             tracing::info!(killed, "worker stopping");

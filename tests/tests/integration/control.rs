@@ -342,3 +342,60 @@ fn watch_shows_each_job_and_exits_with_the_session() {
         out.dump()
     );
 }
+
+#[test]
+fn sigterm_drains_a_worker_and_requeues_what_it_had_to_stop() {
+    let mut c = Cluster::with_manager();
+    c.start_worker_with("d", 2, &["--drain-timeout", "1s"]);
+    let file = c.write(
+        "drain.toml",
+        r#"
+name = "drain"
+[[jobs]]
+name = "quick"
+command = ["sh", "-c", "sleep 0.5; echo quick"]
+[[jobs]]
+name = "long"
+command = ["sleep", "30"]
+grace = "200ms"
+[[jobs]]
+name = "third"
+command = ["true"]
+"#,
+    );
+    let session = c.submit(&file);
+    let both = poll(Duration::from_secs(20), || {
+        let s = c.status(&session);
+        (job(&s, "quick")["status"] == "running" && job(&s, "long")["status"] == "running")
+            .then_some(())
+    });
+    assert!(both.is_some(), "the jobs never ran\n{}", c.logs());
+    c.workers[0].signal(libc::SIGTERM);
+    let exited = poll(Duration::from_secs(30), || {
+        c.workers[0].child.try_wait().ok().flatten()
+    });
+    let status = exited.unwrap_or_else(|| panic!("the worker did not drain\n{}", c.logs()));
+    assert!(status.success(), "{status}\n{}", c.logs());
+    let s = c.status(&session);
+    assert_eq!(
+        job(&s, "quick")["status"],
+        "succeeded",
+        "running jobs may finish"
+    );
+    let long = job(&s, "long");
+    assert_eq!(
+        long["status"], "queued",
+        "stopped by the shutdown, not failed: {long}"
+    );
+    let last = &long["attempt_history"][0];
+    assert_eq!(last["outcome"], "queued");
+    assert!(
+        last["reason"].as_str().unwrap().contains("shut down"),
+        "{last}"
+    );
+    assert_eq!(
+        job(&s, "third")["attempts"],
+        0,
+        "a draining worker got a new job"
+    );
+}
