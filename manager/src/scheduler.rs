@@ -360,6 +360,7 @@ impl Handler<WorkerConnected> for Scheduler {
             ManagerToWorker::Registered {
                 heartbeat_ms: self.heartbeat_ms,
                 lease_ms: self.lease_ms,
+                output_cap: self.state.output_cap() as u64,
             },
         )];
         effects.extend(registration.kill.into_iter().map(|attempt| {
@@ -407,6 +408,10 @@ impl Handler<WorkerReport> for Scheduler {
             }
             WorkerToManager::Output { attempt, data } => {
                 self.state.job_output(attempt, &data);
+                return;
+            }
+            WorkerToManager::OutputSync { attempt, capture } => {
+                self.state.output_sync(attempt, capture);
                 return;
             }
             WorkerToManager::Finished {

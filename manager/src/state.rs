@@ -675,6 +675,29 @@ impl State {
         true
     }
 
+    pub fn output_cap(&self) -> usize {
+        self.config.output_cap
+    }
+
+    /// The worker's complete record of an attempt's output replaces ours
+    /// (which a restart may have emptied).
+    pub fn output_sync(&mut self, attempt: AttemptRef, capture: OutputCapture) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        if let Some(entry) = self.sessions.get_mut(&attempt.job.session) {
+            let ours = entry
+                .live
+                .get(&attempt.job.index)
+                .map(|c| c.total())
+                .unwrap_or(0);
+            if capture.total() >= ours {
+                entry.live.insert(attempt.job.index, capture);
+            }
+        }
+        true
+    }
+
     /// A `::progress::` line of the current attempt.
     pub fn job_progress(
         &mut self,

@@ -187,6 +187,12 @@ pub enum WorkerToManager {
         /// Set when the worker stopped it (cancel, timeout, shutdown).
         stopped: Option<Stopped>,
     },
+    /// Everything an attempt printed so far (as kept: head and tail), sent
+    /// after a reconnect so a restarted manager loses none of it.
+    OutputSync {
+        attempt: AttemptRef,
+        capture: crate::output::OutputCapture,
+    },
     /// A `::progress:: N message` line of the job's output.
     Progress {
         attempt: AttemptRef,
@@ -207,6 +213,8 @@ pub enum ManagerToWorker {
     Registered {
         heartbeat_ms: u64,
         lease_ms: u64,
+        /// Output bytes to keep per job (head and tail).
+        output_cap: u64,
     },
     /// Answer to a heartbeat, so the worker can tell a silent manager.
     Pong,

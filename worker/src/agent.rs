@@ -1,6 +1,8 @@
 //! The worker actor: one connection to the manager at a time, re-dialed
-//! with backoff when it drops; the jobs it runs keep running meanwhile, and
-//! their reports wait in a bounded outbox until the manager is back.
+//! with backoff when it drops; the jobs it runs keep running meanwhile. The
+//! worker keeps each attempt's output (head and tail, as the manager does),
+//! so after a reconnect it sends the manager the whole of it again
+//! (`OutputSync`), whatever the manager lost in a restart.
 
 use crate::child::{run_job, run_marker, EventSink, JobEvent, StopOrder};
 use crate::teardown::{become_subreaper, reap_adopted, stop_job};
@@ -10,6 +12,7 @@ use aam_protocol::messages::{
     Assignment, AttemptRef, ManagerToWorker, Role, Stopped, WorkerToManager,
 };
 use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
+use aam_protocol::output::OutputCapture;
 use actix::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -17,9 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
-
-/// Most bytes of reports kept while disconnected; older output goes first.
-pub const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -43,6 +43,8 @@ struct RunningJob {
     marker: String,
     /// Tells the running job to stop (taken when used).
     stop: Option<oneshot::Sender<StopOrder>>,
+    /// What it printed, as kept (resent after a reconnect).
+    capture: OutputCapture,
 }
 
 type Writer = actix::io::FramedWrite<
@@ -71,15 +73,16 @@ pub struct WorkerAgent {
     /// Ends reported but not yet acknowledged as durable: resent after a
     /// reconnect, so a report lost with a connection cannot make the
     /// manager run a finished job again.
-    unacked: HashMap<AttemptRef, WorkerToManager>,
+    unacked: HashMap<AttemptRef, (WorkerToManager, OutputCapture)>,
     /// When the manager was last heard from on the current connection.
     last_heard: Instant,
     /// Set by `Drain`: told when the last job has ended and been acknowledged.
     drained: Option<oneshot::Sender<()>>,
     draining: bool,
-    outbox: VecDeque<WorkerToManager>,
-    outbox_bytes: usize,
-    dropped_output: HashMap<AttemptRef, u64>,
+    /// The latest progress of each attempt, kept while disconnected.
+    pending_progress: HashMap<AttemptRef, WorkerToManager>,
+    /// Output bytes kept per attempt (the manager's setting).
+    output_cap: usize,
 }
 
 /// Starts a worker in the current actix system.
@@ -96,18 +99,10 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         last_heard: Instant::now(),
         drained: None,
         draining: false,
-        outbox: VecDeque::new(),
-        outbox_bytes: 0,
-        dropped_output: HashMap::new(),
+        pending_progress: HashMap::new(),
+        output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
     }
     .start()
-}
-
-fn report_size(msg: &WorkerToManager) -> usize {
-    match msg {
-        WorkerToManager::Output { data, .. } => data.len() + 32,
-        _ => 64,
-    }
 }
 
 impl WorkerAgent {
@@ -193,23 +188,26 @@ impl WorkerAgent {
         self.dial(ctx);
     }
 
-    /// Sends an attempt's end now if registered, and keeps it until acknowledged.
-    fn report_end(&mut self, msg: WorkerToManager) {
+    /// Sends an attempt's end now if registered, and keeps it (with its
+    /// output) until acknowledged.
+    fn report_end(&mut self, msg: WorkerToManager, capture: OutputCapture) {
         let attempt = match &msg {
             WorkerToManager::Finished { attempt, .. }
             | WorkerToManager::SpawnFailed { attempt, .. } => *attempt,
             _ => return self.report(msg),
         };
+        self.pending_progress.remove(&attempt);
         if let Some(conn) = &mut self.conn {
             if conn.heartbeat.is_some() {
                 conn.writer.write(msg.clone());
                 tracing::debug!(job = %attempt.job, attempt = attempt.attempt, "reported the end of a job");
             }
         }
-        self.unacked.insert(attempt, msg);
+        self.unacked.insert(attempt, (msg, capture));
     }
 
-    /// Sends a report now, or keeps it for the next connection.
+    /// Sends a report now if registered. Otherwise output is not queued
+    /// (the attempt's capture has it) and only the latest progress is kept.
     fn report(&mut self, msg: WorkerToManager) {
         if let Some(conn) = &mut self.conn {
             if conn.heartbeat.is_some() {
@@ -217,21 +215,8 @@ impl WorkerAgent {
                 return;
             }
         }
-        self.outbox_bytes += report_size(&msg);
-        self.outbox.push_back(msg);
-        while self.outbox_bytes > OUTBOX_BYTES {
-            // Drop the oldest output; finishes are never dropped.
-            let Some(pos) = self
-                .outbox
-                .iter()
-                .position(|m| matches!(m, WorkerToManager::Output { .. }))
-            else {
-                break;
-            };
-            if let Some(WorkerToManager::Output { attempt, data }) = self.outbox.remove(pos) {
-                self.outbox_bytes -= data.len() + 32;
-                *self.dropped_output.entry(attempt).or_default() += data.len() as u64;
-            }
+        if let WorkerToManager::Progress { attempt, .. } = &msg {
+            self.pending_progress.insert(*attempt, msg);
         }
     }
 
@@ -262,25 +247,30 @@ impl WorkerAgent {
         }
     }
 
-    fn flush_outbox(&mut self) {
+    /// After (re)registering: everything the manager may have missed.
+    fn resync(&mut self) {
         let Some(conn) = &mut self.conn else {
             return;
         };
-        for (attempt, bytes) in self.dropped_output.drain() {
-            let note = format!(
-                "\n[aam: {bytes} bytes of output dropped while the manager was unreachable]\n"
-            );
-            conn.writer.write(WorkerToManager::Output {
-                attempt,
-                data: note.into_bytes(),
-            });
+        for (attempt, job) in &self.running {
+            if !job.capture.is_empty() {
+                conn.writer.write(WorkerToManager::OutputSync {
+                    attempt: *attempt,
+                    capture: job.capture.clone(),
+                });
+            }
         }
-        for msg in self.outbox.drain(..) {
+        for (_, msg) in self.pending_progress.drain() {
             conn.writer.write(msg);
         }
-        self.outbox_bytes = 0;
-        // After the output they end.
-        for msg in self.unacked.values() {
+        // Ended attempts: their output, then their end.
+        for (attempt, (msg, capture)) in &self.unacked {
+            if !capture.is_empty() {
+                conn.writer.write(WorkerToManager::OutputSync {
+                    attempt: *attempt,
+                    capture: capture.clone(),
+                });
+            }
             conn.writer.write(msg.clone());
         }
     }
@@ -325,11 +315,12 @@ impl WorkerAgent {
                 cause,
                 receipt: TeardownReceipt::default(),
             });
-            self.report_end(WorkerToManager::Finished {
+            let end = WorkerToManager::Finished {
                 attempt,
                 exit,
                 stopped,
-            });
+            };
+            self.report_end(end, OutputCapture::new(0));
         } else if let Some(order) = self.running.get_mut(&attempt).and_then(|j| j.stop.take()) {
             let _ = order.send(StopOrder { cause, grace });
         }
@@ -374,6 +365,7 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
             ManagerToWorker::Registered {
                 heartbeat_ms,
                 lease_ms,
+                output_cap,
             } => {
                 self.backoff = Duration::from_millis(100);
                 let every = Duration::from_millis(heartbeat_ms.max(50));
@@ -390,7 +382,8 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 if let Some(conn) = &mut self.conn {
                     conn.heartbeat = Some(handle);
                 }
-                self.flush_outbox();
+                self.output_cap = output_cap as usize;
+                self.resync();
                 tracing::info!(worker = %self.config.name, slots = self.config.slots, "registered");
             }
             ManagerToWorker::Assign(assignment) => {
@@ -409,16 +402,18 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                         cause: StopCause::Shutdown,
                         receipt: TeardownReceipt::default(),
                     });
-                    return self.report_end(WorkerToManager::Finished {
+                    let end = WorkerToManager::Finished {
                         attempt,
                         exit,
                         stopped,
-                    });
+                    };
+                    return self.report_end(end, OutputCapture::new(0));
                 }
                 let job = RunningJob {
                     pid: 0,
                     marker: run_marker(&assignment),
                     stop: None,
+                    capture: OutputCapture::new(self.output_cap),
                 };
                 self.running.insert(attempt, job);
                 self.waiting.push_back(assignment);
@@ -482,13 +477,17 @@ impl Handler<Event> for WorkerAgent {
                 message,
             }),
             JobEvent::Output { attempt, data } => {
+                if let Some(job) = self.running.get_mut(&attempt) {
+                    job.capture.push(&data);
+                }
                 self.report(WorkerToManager::Output { attempt, data })
             }
             JobEvent::SpawnFailed { attempt, error } => {
                 tracing::warn!(job = %attempt.job, "could not start: {error}");
                 self.running.remove(&attempt);
                 self.active = self.active.saturating_sub(1);
-                self.report_end(WorkerToManager::SpawnFailed { attempt, error });
+                let none = OutputCapture::new(0);
+                self.report_end(WorkerToManager::SpawnFailed { attempt, error }, none);
                 self.start_waiting(ctx);
                 self.check_drained();
             }
@@ -497,13 +496,18 @@ impl Handler<Event> for WorkerAgent {
                 exit,
                 stopped,
             } => {
-                self.running.remove(&attempt);
+                let capture = self
+                    .running
+                    .remove(&attempt)
+                    .map(|j| j.capture)
+                    .unwrap_or_else(|| OutputCapture::new(0));
                 self.active = self.active.saturating_sub(1);
-                self.report_end(WorkerToManager::Finished {
+                let end = WorkerToManager::Finished {
                     attempt,
                     exit,
                     stopped,
-                });
+                };
+                self.report_end(end, capture);
                 self.start_waiting(ctx);
                 self.check_drained();
             }

@@ -139,3 +139,39 @@ fn aam_wait_rides_over_a_manager_restart() {
     assert!(err.contains("reconnecting"), "{err}");
     assert_eq!(c.status(&session)["status"], "succeeded");
 }
+
+#[test]
+fn output_printed_around_a_manager_restart_is_not_lost() {
+    let mut c = Cluster::new();
+    c.manager_env
+        .push(("AAM_RECONNECT_GRACE_MS".into(), "20000".into()));
+    c.start_manager();
+    c.start_worker("w1", 1);
+    let (g1, g2, m1) = (c.path("g1"), c.path("g2"), c.path("m1"));
+    let file = c.write(
+        "talk.json",
+        &json!({"name": "talk", "jobs": [{
+            "name": "t",
+            "command": ["sh", "-c", "echo before; while [ ! -e \"$G1\" ]; do sleep 0.02; done; echo during; touch \"$M1\"; while [ ! -e \"$G2\" ]; do sleep 0.02; done; echo after"],
+            "env": { "G1": g1.to_str().unwrap(), "G2": g2.to_str().unwrap(), "M1": m1.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let logs = |c: &Cluster| c.aam(&["logs", &format!("{session}/t")]).stdout;
+    assert!(poll(Duration::from_secs(20), || (logs(&c) == "before\n")
+        .then_some(()))
+    .is_some());
+    c.kill_manager();
+    std::fs::write(&g1, "").unwrap();
+    assert!(poll(Duration::from_secs(20), || m1.exists().then_some(())).is_some());
+    c.start_manager();
+    let synced = poll(Duration::from_secs(20), || {
+        (logs(&c) == "before\nduring\n").then_some(())
+    });
+    assert!(synced.is_some(), "got {:?}\n{}", logs(&c), c.logs());
+    std::fs::write(&g2, "").unwrap();
+    c.aam(&["wait", &session]).expect_code(0);
+    assert_eq!(logs(&c), "before\nduring\nafter\n");
+    assert_eq!(job(&c.status(&session), "t")["attempts"], 1);
+}
