@@ -8,6 +8,7 @@ mod follow;
 mod progress;
 mod render;
 mod run;
+mod up;
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
 use aam_protocol::model::{SessionStatus, SessionSummary};
@@ -25,10 +26,10 @@ use std::time::Duration;
     about = "aam, the async agent manager: run many agent jobs at once without waiting on them"
 )]
 struct Cli {
-    /// Manager address
-    #[arg(long, global = true, env = "AAM_MANAGER", default_value = aam_protocol::DEFAULT_MANAGER_ADDR)]
-    manager: String,
-    /// Token (else AAM_TOKEN, else --token-file, else ./aam-data/token)
+    /// Manager address [default: the one `aam up` started here, else 127.0.0.1:7410]
+    #[arg(long, global = true, env = "AAM_MANAGER")]
+    manager: Option<String>,
+    /// Token (else AAM_TOKEN, else --token-file, else the token of `aam up` here, else ./aam-data/token)
     #[arg(long, global = true, env = "AAM_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// File holding the token
@@ -100,6 +101,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a manager and a local worker in the background (state, token
+    /// and logs under ./.aam); aam commands run here then use them
+    Up {
+        /// Jobs run at once [default: number of CPUs]
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Manager config file (for agents and defaults)
+        #[arg(long, env = "AAM_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Stop what `aam up` started here, letting running jobs finish briefly
+    Down,
+    /// The background process of `aam up`
+    #[command(name = "__serve", hide = true)]
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        slots: Option<u32>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run a batch on an embedded manager and worker, show progress, print results
     Run {
         file: PathBuf,
@@ -120,7 +143,8 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    // Quiet by default: the CLI's own output is the interface.
+    // Quiet by default: the CLI's own output is the interface. (The
+    // background process of `aam up` is started with AAM_LOG=info.)
     aam_manager::logging::init(
         &std::env::var("AAM_LOG").unwrap_or_else(|_| "warn".into()),
         false,
@@ -136,6 +160,16 @@ fn main() {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Up { slots, config } => return up::up(slots, config),
+        Command::Down => return up::down(),
+        Command::Serve {
+            data_dir,
+            slots,
+            config,
+        } => return up::serve(data_dir, slots, config),
+        _ => {}
+    }
     if let Command::Run {
         file,
         slots,
@@ -158,18 +192,28 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
     runtime.block_on(remote(cli))
 }
 
-fn token(cli: &Cli) -> anyhow::Result<String> {
+/// Where to reach the manager and how to authenticate: flags and
+/// environment first, then a manager `aam up` started in this directory,
+/// then the defaults of a plain `aam-manager`.
+fn endpoint(cli: &Cli) -> anyhow::Result<(String, String)> {
+    let local = up::Local::here();
+    let started_here = cli.manager.is_none() && local.addr_file().exists();
+    let addr = match (&cli.manager, started_here) {
+        (Some(m), _) => m.clone(),
+        (None, true) => local.addr()?,
+        (None, false) => aam_protocol::DEFAULT_MANAGER_ADDR.to_string(),
+    };
     if let Some(t) = &cli.token {
-        return Ok(t.clone());
+        return Ok((addr, t.clone()));
     }
     let path = match &cli.token_file {
         Some(p) => p.clone(),
+        None if started_here => local.token_file(),
         None => {
             let default = PathBuf::from("aam-data/token");
             if !default.exists() {
                 return Err(unreachable(format!(
-                    "no token to authenticate to the manager at {}: pass --token or --token-file, or set AAM_TOKEN (the manager writes its token to DATA_DIR/token)",
-                    cli.manager
+                    "no token to authenticate to the manager at {addr}: pass --token or --token-file, or set AAM_TOKEN (the manager writes its token to DATA_DIR/token), or start one here with `aam up`"
                 )));
             }
             default
@@ -177,7 +221,7 @@ fn token(cli: &Cli) -> anyhow::Result<String> {
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| unreachable(format!("reading token file {}: {e}", path.display())))?;
-    Ok(text.trim().to_string())
+    Ok((addr, text.trim().to_string()))
 }
 
 fn session_arg(s: &str) -> anyhow::Result<SessionId> {
@@ -197,8 +241,8 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
         Command::Submit { file, .. } => Some(batch::load(file)?),
         _ => None,
     };
-    let token = token(&cli)?;
-    let mut client = Client::connect(&cli.manager, &token).await?;
+    let (addr, token) = endpoint(&cli)?;
+    let mut client = Client::connect(&addr, &token).await?;
     match cli.command {
         Command::Submit { file, json, wait } => {
             let batch = submit_batch.expect("loaded above");
@@ -343,7 +387,9 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             }
             other => Err(unexpected(other)),
         },
-        Command::Run { .. } => unreachable!("handled before connecting"),
+        Command::Run { .. } | Command::Up { .. } | Command::Down | Command::Serve { .. } => {
+            unreachable!("handled before connecting")
+        }
     }
 }
 

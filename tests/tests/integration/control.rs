@@ -399,3 +399,57 @@ command = ["true"]
         "a draining worker got a new job"
     );
 }
+
+/// Runs `aam down` in a directory when dropped, so a failing test leaves no
+/// background manager behind.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let mut cmd = std::process::Command::new(aam_tests::bin("aam"));
+        cmd.arg("down").current_dir(self.0);
+        let _ = aam_tests::run_command(cmd, Duration::from_secs(60));
+    }
+}
+
+fn aam_here(dir: &Path, args: &[&str]) -> aam_tests::CmdOutput {
+    let mut cmd = std::process::Command::new(aam_tests::bin("aam"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("AAM_MANAGER")
+        .env_remove("AAM_TOKEN")
+        .env_remove("AAM_CONFIG");
+    aam_tests::run_command(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn up_starts_a_background_manager_that_commands_here_find_and_down_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(dir.path());
+    let up = aam_here(dir.path(), &["up", "--slots", "2"]).expect_code(0);
+    assert!(
+        up.stdout.contains("aam is up: manager at 127.0.0.1:"),
+        "{}",
+        up.dump()
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join(".aam/aam.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("hello.toml"),
+        "name = \"hello\"\n[[jobs]]\nname = \"hi\"\ncommand = [\"echo\", \"hi from the background\"]\n",
+    )
+    .unwrap();
+    // No flags, no environment: found through ./.aam.
+    let submitted = aam_here(dir.path(), &["submit", "hello.toml", "--wait"]).expect_code(0);
+    let session = submitted.stdout.trim().to_string();
+    let logs = aam_here(dir.path(), &["logs", &format!("{session}/hi")]).expect_code(0);
+    assert_eq!(logs.stdout, "hi from the background\n");
+    let again = aam_here(dir.path(), &["up"]).expect_code(0);
+    assert!(again.stdout.contains("already up"), "{}", again.dump());
+    aam_here(dir.path(), &["down"]).expect_code(0);
+    assert!(!alive(pid as u32), "the background process is still there");
+    aam_here(dir.path(), &["status"]).expect_code(3);
+}
