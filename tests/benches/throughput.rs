@@ -259,6 +259,96 @@ fn submission() {
     );
 }
 
+/// The status of one job, read through the protocol.
+fn job_state(client: &mut Client, session: SessionId) -> (String, Option<String>) {
+    client.write(&ClientRequest::Session {
+        session,
+        output: aam_protocol::messages::OutputWanted::None,
+    });
+    match client.read() {
+        ClientResponse::Session(view) => {
+            (view.jobs[0].status.to_string(), view.jobs[0].worker.clone())
+        }
+        other => panic!("status failed: {other:?}"),
+    }
+}
+
+/// Time from kill -9 of the worker running a job to the job running again
+/// on another worker (default heartbeat, lease and grace).
+fn failover() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("first", 1);
+    let mut client = Client::connect(&c.addr, &c.token);
+    let pidfile = c.path("job.pid");
+    let batch = BatchSpec {
+        name: "failover".into(),
+        jobs: vec![JobSpec {
+            name: "long".into(),
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo $$ >> {}; exec sleep 600", pidfile.display()),
+            ]),
+            ..Default::default()
+        }],
+    };
+    let session = client.submit(batch);
+    while job_state(&mut client, session).0 != "running" {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.start_worker("second", 1);
+    let killed = Instant::now();
+    c.workers[0].kill();
+    let moved = loop {
+        let (status, worker) = job_state(&mut client, session);
+        if status == "running" && worker.as_deref() == Some("second") {
+            break killed.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    println!(
+        "failover: kill -9 of a worker to its job running on another (heartbeat 1 s, lease 5 s)"
+    );
+    println!("  {:.2} s", moved.as_secs_f64());
+    // The first worker's job process outlives it (its own process group).
+    for pid in std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .lines()
+    {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+}
+
+/// Time for a restarted manager holding 100,000 jobs to answer a status.
+fn restart() {
+    const N: usize = 100_000;
+    let mut c = Cluster::with_manager();
+    let mut client = Client::connect(&c.addr, &c.token);
+    let session = client.submit(true_jobs(N));
+    drop(client);
+    c.kill_manager();
+    let started = Instant::now();
+    c.start_manager();
+    let mut client = Client::connect(&c.addr, &c.token);
+    client.write(&ClientRequest::Session {
+        session,
+        output: aam_protocol::messages::OutputWanted::None,
+    });
+    let jobs = match client.read() {
+        ClientResponse::Session(view) => view.jobs.len(),
+        other => panic!("status failed: {other:?}"),
+    };
+    let served = started.elapsed();
+    assert_eq!(jobs, N);
+    let pid = c.manager.as_ref().unwrap().pid();
+    println!("restart: kill -9 of a manager holding {N} queued jobs, then start it again");
+    println!(
+        "  full status of the session served {:.0} ms after the start; RSS {:.1} MiB",
+        served.as_secs_f64() * 1000.0,
+        rss_kib(pid, "VmRSS:") as f64 / 1024.0
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; a name filters which benchmark runs.
     let filter: Vec<String> = std::env::args()
@@ -274,5 +364,11 @@ fn main() {
     }
     if wanted("submission") {
         submission();
+    }
+    if wanted("failover") {
+        failover();
+    }
+    if wanted("restart") {
+        restart();
     }
 }

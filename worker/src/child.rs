@@ -177,10 +177,10 @@ pub async fn run_job(
     let idle = assignment.idle_timeout_ms.map(Duration::from_millis);
     let grace = Duration::from_millis(assignment.grace_ms);
     let mut stop = stop;
-    let mut idle_check = tokio::time::interval(
-        idle.map(|i| (i / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
-            .unwrap_or(Duration::from_secs(3600)),
-    );
+    // Only jobs with an idle timeout pay for a timer.
+    let mut idle_check = idle.map(|i| {
+        tokio::time::interval((i / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+    });
     let order: Option<StopOrder> = loop {
         tokio::select! {
             _ = child.wait() => break None,
@@ -191,7 +191,7 @@ pub async fn run_job(
                 Err(_) => stop = never(),
             },
             _ = sleep_until(deadline) => break Some(StopOrder { cause: StopCause::Timeout, grace }),
-            _ = idle_check.tick(), if idle.is_some() => {
+            _ = tick(&mut idle_check) => {
                 if last_output.get().elapsed() >= idle.unwrap_or_default() {
                     break Some(StopOrder { cause: StopCause::Idle, grace });
                 }
@@ -267,6 +267,15 @@ pub async fn run_job(
 fn group_has_members(pgid: u32) -> bool {
     // SAFETY: signal 0 only checks that the group exists and may be signalled.
     pgid > 1 && unsafe { libc::killpg(pgid as libc::pid_t, 0) } == 0
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn never() -> oneshot::Receiver<StopOrder> {
