@@ -1493,6 +1493,91 @@ mod tests {
     }
 
     #[test]
+    fn worker_losses_requeue_without_using_retries_until_the_limit() {
+        let mut s = State::new(config());
+        let mut spec = job("a", &[]);
+        spec.retries = Some(5);
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    name: "b".into(),
+                    jobs: vec![spec],
+                },
+                0,
+            )
+            .unwrap();
+        for round in 0..3u64 {
+            let worker_id = 10 + round;
+            s.register_worker(worker_id, worker(&format!("w{round}"), 1), &[], round * 10);
+            assert_eq!(s.dispatch(round * 10).len(), 1, "round {round}");
+            s.worker_gone(worker_id, true, round * 10 + 1);
+            s.expire_orphans(round * 10 + 1);
+        }
+        let view = s.view(id, OutputWanted::None, 0, &|_| None).unwrap();
+        let a = &view.jobs[0];
+        assert_eq!(a.status, JobStatus::Failed);
+        assert_eq!(a.reason.as_deref(), Some("worker lost (3 times)"));
+        assert_eq!(a.history.len(), 3);
+        assert!(a.history.iter().all(|h| h.outcome == JobStatus::Queued));
+    }
+
+    #[test]
+    fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
+        let mut s = State::new(config());
+        let jobs = vec![job("run", &[]), job("wait", &[]), job("after", &["run"])];
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    name: "b".into(),
+                    jobs,
+                },
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let running = attempt_of(&s.dispatch(0)[0].1);
+        let out = s.cancel(id, None, Some(250), 1).unwrap();
+        assert_eq!(out.cancelled, vec!["wait", "after"]);
+        assert_eq!(out.stopping, vec![(1, running, 250)]);
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Running);
+        // The worker stops it: the stop is the end of the job.
+        let stopped = Stopped {
+            cause: StopCause::Cancelled,
+            receipt: TeardownReceipt::default(),
+        };
+        assert!(s.job_finished(running, ok(), Some(stopped), None, 2));
+        assert_eq!(status(&s, id, "run"), JobStatus::Cancelled);
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Cancelled);
+        assert!(s.dispatch(3).is_empty());
+    }
+
+    #[test]
+    fn cancelling_a_job_whose_worker_is_gone_ends_it_at_once() {
+        let mut s = State::new(config());
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    name: "b".into(),
+                    jobs: vec![job("a", &[])],
+                },
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        s.dispatch(0);
+        s.worker_gone(1, false, 1);
+        let out = s.cancel(id, Some("a"), None, 2).unwrap();
+        assert_eq!(out.cancelled, vec!["a"]);
+        assert!(out.stopping.is_empty());
+        assert_eq!(status(&s, id, "a"), JobStatus::Cancelled);
+        assert_eq!(
+            s.expire_orphans(1_000_000),
+            0,
+            "a cancelled job is not requeued"
+        );
+    }
+
+    #[test]
     fn a_prefetching_worker_gets_slots_plus_prefetch_assignments() {
         let mut s = State::new(config());
         let jobs = (0..10).map(|i| job(&format!("j{i}"), &[])).collect();
