@@ -175,3 +175,39 @@ fn output_printed_around_a_manager_restart_is_not_lost() {
     assert_eq!(logs(&c), "before\nduring\nafter\n");
     assert_eq!(job(&c.status(&session), "t")["attempts"], 1);
 }
+
+#[test]
+fn sigterm_to_the_manager_flushes_and_exits_while_workers_keep_their_jobs() {
+    let mut c = Cluster::new();
+    c.start_manager();
+    c.start_worker("w1", 1);
+    let gate = c.path("gate");
+    let file = c.write(
+        "term.json",
+        &json!({"name": "term", "jobs": [{
+            "name": "held",
+            "command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo released"],
+            "env": { "GATE": gate.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let running = poll(Duration::from_secs(20), || {
+        (job(&c.status(&session), "held")["status"] == "running").then_some(())
+    });
+    assert!(running.is_some());
+    let manager = c.manager.as_mut().unwrap();
+    manager.signal(libc::SIGTERM);
+    let exited = poll(Duration::from_secs(20), || {
+        manager.child.try_wait().ok().flatten()
+    });
+    assert_eq!(exited.map(|s| s.code()), Some(Some(0)), "{}", c.logs());
+    // The job went on without the manager; it is adopted when it is back.
+    std::fs::write(&gate, "").unwrap();
+    c.start_manager();
+    c.aam(&["wait", &session]).expect_code(0);
+    let s = c.status(&session);
+    assert_eq!(job(&s, "held")["attempts"], 1);
+    let logs = c.aam(&["logs", &format!("{session}/held")]).expect_code(0);
+    assert_eq!(logs.stdout, "released\n");
+}
