@@ -35,6 +35,12 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error("data directory {path} holds schema version {found}, older than this aam-manager's ({supported}), and there is no migration for it yet; move the directory away (or finish its sessions with the older aam)")]
+    OlderSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("store at {path}: {source}")]
     Sled {
         path: PathBuf,
@@ -135,6 +141,15 @@ impl Store {
                 );
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::NewerSchema {
+                        path: dir.to_path_buf(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                if found < SCHEMA_VERSION {
+                    // Records are bincode: an older layout cannot be read as
+                    // the new one. Say so rather than fail on a record.
+                    return Err(StoreError::OlderSchema {
                         path: dir.to_path_buf(),
                         found,
                         supported: SCHEMA_VERSION,
@@ -398,6 +413,9 @@ mod tests {
         }
         let err = Store::open(dir.path(), DEFAULT_CACHE_BYTES).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
-        assert!(err.to_string().contains("schema version 2"), "{err}");
+        assert!(
+            err.to_string().contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+            "{err}"
+        );
     }
 }
