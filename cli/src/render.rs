@@ -107,7 +107,7 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         "finished_at": opt_time(job.finished_at_ms),
         "duration_ms": job_duration(job),
         "reason": job.reason,
-        "depends_on": job.depends_on,
+        "depends_on": job.depends_on.iter().map(|d| json!({"job": d.job, "when": d.when.as_str()})).collect::<Vec<_>>(),
         "progress": job.progress,
         "progress_message": job.progress_message,
         "teardown": job.teardown.as_ref().map(teardown_json),

@@ -11,10 +11,30 @@ use aam_protocol::model::{
     SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
 };
 use aam_protocol::output::{tail_of, OutputCapture};
-use aam_protocol::spec::{parse_duration_ms, validate, BatchSpec, Limits, SpecError, SpecErrors};
+use aam_protocol::spec::{
+    parse_duration_ms, validate, BatchSpec, Dependency, Limits, SpecError, SpecErrors, When,
+};
 use aam_protocol::{JobKey, SessionId};
 use aam_store::{Changes, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// Whether a dependency that ended with `status` lets a dependent run.
+fn condition_met(when: When, status: JobStatus) -> bool {
+    match when {
+        When::Succeeded => status == JobStatus::Succeeded,
+        When::Failed => matches!(status, JobStatus::Failed | JobStatus::TimedOut),
+        When::Finished => status.is_terminal(),
+    }
+}
+
+fn unmet_reason(dependency: &JobRecord, when: When) -> String {
+    format!(
+        "dependency '{}' ended {}, not {}",
+        dependency.name,
+        dependency.status,
+        when.as_str()
+    )
+}
 
 /// Reads a finished job's stored output.
 pub type OutputReader = dyn Fn(JobKey) -> Option<OutputCapture>;
@@ -253,11 +273,14 @@ impl State {
         for (i, job) in jobs.iter().enumerate() {
             by_name.insert(job.name.clone(), i as u32);
             counts[status_slot(job.status)] += 1;
-            for &dep in &job.depends_on {
+            for &(dep, _) in &job.depends_on {
                 if let Some(list) = dependents.get_mut(dep as usize) {
                     list.push(i as u32);
                 }
-                if jobs.get(dep as usize).map(|d| d.status) != Some(JobStatus::Succeeded) {
+                if !jobs
+                    .get(dep as usize)
+                    .is_some_and(|d| d.status.is_terminal())
+                {
                     waiting_on[i] += 1;
                 }
             }
@@ -289,13 +312,13 @@ impl State {
         for index in pending {
             let entry = &self.sessions[&id];
             let job = &entry.jobs[index as usize];
-            let failed_dep = job.depends_on.iter().find(|&&d| {
+            let unmet = job.depends_on.iter().find(|&&(d, when)| {
                 let s = entry.jobs[d as usize].status;
-                s.is_terminal() && s != JobStatus::Succeeded
+                s.is_terminal() && !condition_met(when, s)
             });
-            if let Some(&dep) = failed_dep {
-                let dep_name = entry.jobs[dep as usize].name.clone();
-                self.skip_dependents_of(id, dep, &dep_name, now);
+            if let Some(&(dep, when)) = unmet {
+                let reason = unmet_reason(&entry.jobs[dep as usize], when);
+                self.skip(JobKey { session: id, index }, reason, now);
             } else if entry.waiting_on[index as usize] == 0 {
                 self.set_status(JobKey { session: id, index }, JobStatus::Queued);
             }
@@ -339,10 +362,10 @@ impl State {
             // The job's own env wins over the agent's.
             env.retain(|(k, _): &(String, String)| !spec.env.contains_key(k));
             env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let depends_on: Vec<u32> = spec
+            let depends_on: Vec<(u32, When)> = spec
                 .depends_on
                 .iter()
-                .map(|d| index_of[d.as_str()])
+                .map(|d| (index_of[d.job.as_str()], d.when))
                 .collect();
             let policy = match self.policy_for(spec) {
                 Ok(p) => p,
@@ -847,7 +870,6 @@ impl State {
         job.teardown = teardown;
         job.finished_at_ms = Some(now);
         job.reason = reason.clone();
-        let name = job.name.clone();
         enum Next {
             End(JobStatus),
             RetryAfter(u64),
@@ -897,11 +919,7 @@ impl State {
         match next {
             Next::End(status) => {
                 self.set_status(key, status);
-                if status == JobStatus::Succeeded {
-                    self.release_dependents(key.session, key.index);
-                } else {
-                    self.skip_dependents_of(key.session, key.index, &name, now);
-                }
+                self.settle_dependents(key, now);
                 self.maybe_finish_session(key.session, now);
             }
             Next::RetryAfter(delay) => {
@@ -957,7 +975,7 @@ impl State {
                         job.reason = Some("cancelled before it started".into());
                     }
                     self.set_status(key, JobStatus::Cancelled);
-                    self.skip_dependents_of(session, index, &name, now);
+                    self.settle_dependents(key, now);
                     out.cancelled.push(name);
                 }
                 JobStatus::Running => {
@@ -1012,43 +1030,58 @@ impl State {
         self.job(key).is_none_or(|j| j.status.is_terminal())
     }
 
-    fn release_dependents(&mut self, session: SessionId, index: u32) {
-        let Some(entry) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        let mut ready = Vec::new();
-        for &d in &entry.dependents[index as usize] {
-            let w = &mut entry.waiting_on[d as usize];
-            *w = w.saturating_sub(1);
-            if *w == 0 && entry.jobs[d as usize].status == JobStatus::Pending {
-                ready.push(d);
+    /// A job ended: each pending dependent whose condition on it is met
+    /// waits for one dependency less (and is queued when none is left); one
+    /// whose condition can no longer be met is skipped, and so on downstream.
+    fn settle_dependents(&mut self, ended: JobKey, now: u64) {
+        let session = ended.session;
+        let mut stack = vec![ended.index];
+        while let Some(at) = stack.pop() {
+            let Some(entry) = self.sessions.get(&session) else {
+                return;
+            };
+            let at_job = &entry.jobs[at as usize];
+            let mut queue = Vec::new();
+            let mut skip = Vec::new();
+            for &d in &entry.dependents[at as usize] {
+                let dependent = &entry.jobs[d as usize];
+                if dependent.status != JobStatus::Pending {
+                    continue;
+                }
+                let when = dependent
+                    .depends_on
+                    .iter()
+                    .find(|(i, _)| *i == at)
+                    .map(|(_, w)| *w)
+                    .unwrap_or_default();
+                if condition_met(when, at_job.status) {
+                    queue.push(d);
+                } else {
+                    skip.push((d, unmet_reason(at_job, when)));
+                }
             }
-        }
-        for d in ready {
-            let key = JobKey { session, index: d };
-            self.set_status(key, JobStatus::Queued);
-            self.queue.push_back(key);
+            for d in queue {
+                let entry = self.sessions.get_mut(&session).expect("checked above");
+                let waiting = &mut entry.waiting_on[d as usize];
+                *waiting = waiting.saturating_sub(1);
+                if *waiting == 0 {
+                    let key = JobKey { session, index: d };
+                    self.set_status(key, JobStatus::Queued);
+                    self.queue.push_back(key);
+                }
+            }
+            for (d, reason) in skip {
+                self.skip(JobKey { session, index: d }, reason, now);
+                stack.push(d);
+            }
         }
     }
 
-    /// Marks every pending job downstream of `index` skipped.
-    fn skip_dependents_of(&mut self, session: SessionId, index: u32, name: &str, now: u64) {
-        let mut stack = vec![(index, name.to_string())];
-        while let Some((at, at_name)) = stack.pop() {
-            let dependents = self.sessions[&session].dependents[at as usize].clone();
-            for d in dependents {
-                let key = JobKey { session, index: d };
-                let job = &self.sessions[&session].jobs[d as usize];
-                if job.status == JobStatus::Pending {
-                    let d_name = job.name.clone();
-                    self.set_status(key, JobStatus::Skipped);
-                    if let Some(job) = self.job_mut(key) {
-                        job.finished_at_ms = Some(now);
-                        job.reason = Some(format!("dependency '{at_name}' did not succeed"));
-                    }
-                    stack.push((d, d_name));
-                }
-            }
+    fn skip(&mut self, key: JobKey, reason: String, now: u64) {
+        self.set_status(key, JobStatus::Skipped);
+        if let Some(job) = self.job_mut(key) {
+            job.finished_at_ms = Some(now);
+            job.reason = Some(reason);
         }
     }
 
@@ -1067,15 +1100,17 @@ impl State {
         if unfinished > 0 {
             return;
         }
-        let all_ok = entry.counts[status_slot(JobStatus::Succeeded)] == entry.jobs.len() as u32;
-        let only_cancelled = entry.counts[status_slot(JobStatus::Cancelled)] > 0
-            && entry.counts[status_slot(JobStatus::Failed)] == 0
-            && entry.counts[status_slot(JobStatus::TimedOut)] == 0;
-        entry.record.status = if all_ok {
-            SessionStatus::Succeeded
-        } else if only_cancelled {
+        // Skipped jobs do not fail a session by themselves: a handler for a
+        // failure that did not happen is skipped in a session that went well.
+        let count = |st: JobStatus| entry.counts[status_slot(st)];
+        entry.record.status = if count(JobStatus::Failed) + count(JobStatus::TimedOut) > 0 {
+            SessionStatus::Failed
+        } else if count(JobStatus::Cancelled) > 0 {
             SessionStatus::Cancelled
+        } else if count(JobStatus::Succeeded) > 0 {
+            SessionStatus::Succeeded
         } else {
+            // Nothing ran at all (every job skipped): that is no success.
             SessionStatus::Failed
         };
         entry.record.finished_at_ms = Some(now);
@@ -1197,7 +1232,10 @@ impl State {
                     depends_on: job
                         .depends_on
                         .iter()
-                        .map(|&d| entry.jobs[d as usize].name.clone())
+                        .map(|&(d, when)| Dependency {
+                            job: entry.jobs[d as usize].name.clone(),
+                            when,
+                        })
                         .collect(),
                     output,
                     output_bytes,
@@ -1346,7 +1384,7 @@ mod tests {
         JobSpec {
             name: name.into(),
             command: Some(vec!["true".into()]),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            depends_on: deps.iter().map(|d| Dependency::after(d)).collect(),
             ..Default::default()
         }
     }

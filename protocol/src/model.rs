@@ -196,8 +196,9 @@ pub struct JobRecord {
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub agent: Option<String>,
-    /// Indices (in the same session) of the jobs this one waits for.
-    pub depends_on: Vec<u32>,
+    /// Jobs (indices in the same session) this one waits for, and what
+    /// each must have done.
+    pub depends_on: Vec<(u32, crate::spec::When)>,
     pub status: JobStatus,
     /// Number of dispatches so far; the current attempt is this number.
     pub attempts: u32,
@@ -272,7 +273,7 @@ pub struct JobView {
     pub progress_message: Option<String>,
     pub teardown: Option<TeardownReceipt>,
     pub history: Vec<AttemptRecord>,
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<crate::spec::Dependency>,
     /// Captured output (whole or tail, as asked), when asked for.
     #[serde(with = "serde_bytes")]
     pub output: Vec<u8>,

@@ -27,8 +27,10 @@ pub struct JobSpec {
     pub prompt: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
+    /// Jobs this one waits for: a name (after it succeeded) or
+    /// `{ job = "x", when = "succeeded" | "failed" | "finished" }`.
     #[serde(default)]
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<Dependency>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -51,6 +53,91 @@ pub struct JobSpec {
     /// Which endings are retried: `failed`, `timed_out` (default both).
     #[serde(default)]
     pub retry_on: Option<Vec<String>>,
+}
+
+/// What a dependency must have done for its dependent to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// It succeeded (the default).
+    #[default]
+    Succeeded,
+    /// It failed or timed out.
+    Failed,
+    /// It ended, however (succeeded, failed, timed out, cancelled, skipped).
+    Finished,
+}
+
+impl When {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::Succeeded => "succeeded",
+            When::Failed => "failed",
+            When::Finished => "finished",
+        }
+    }
+}
+
+/// One entry of `depends_on`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub job: String,
+    pub when: When,
+}
+
+impl Dependency {
+    /// After `job` succeeded.
+    pub fn after(job: &str) -> Dependency {
+        Dependency {
+            job: job.to_string(),
+            when: When::Succeeded,
+        }
+    }
+}
+
+/// Batch files (TOML, JSON) may write a dependency as a bare name or as a
+/// table; the wire (bincode, not self-describing) always has the struct.
+impl<'de> Deserialize<'de> for Dependency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            job: String,
+            #[serde(default)]
+            when: When,
+        }
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = Dependency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    r#"a job name or { job = "NAME", when = "succeeded" | "failed" | "finished" }"#,
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dependency, E> {
+                Ok(Dependency::after(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Dependency, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Dependency {
+                    job: t.job,
+                    when: t.when,
+                })
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_any(Either)
+        } else {
+            let t = <(String, When)>::deserialize(d)?;
+            Ok(Dependency {
+                job: t.0,
+                when: t.1,
+            })
+        }
+    }
 }
 
 /// Most retries one job may ask for.
@@ -318,6 +405,7 @@ pub fn validate(batch: &BatchSpec, limits: &Limits) -> Result<(), SpecErrors> {
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); batch.jobs.len()];
     for (i, job) in batch.jobs.iter().enumerate() {
         for dep in &job.depends_on {
+            let dep = &dep.job;
             match index_of.get(dep.as_str()) {
                 None => errors.push(SpecError::job(
                     &job.name,
@@ -552,7 +640,7 @@ mod tests {
         JobSpec {
             name: name.into(),
             command: Some(vec!["true".into()]),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            depends_on: deps.iter().map(|d| Dependency::after(d)).collect(),
             ..Default::default()
         }
     }
@@ -683,6 +771,28 @@ mod tests {
     fn toml_syntax_errors_carry_the_line() {
         let e = parse_batch("name = \"x\"\n[[jobs]\n", Format::Toml).unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn dependencies_are_names_or_tables_in_files_and_plain_on_the_wire() {
+        let text = "name = \"x\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\n[[jobs]]\nname = \"b\"\ncommand = [\"true\"]\ndepends_on = [\"a\", { job = \"a\", when = \"failed\" }]\n";
+        let batch = parse_batch(text, Format::Toml).unwrap();
+        assert_eq!(
+            batch.jobs[1].depends_on,
+            vec![
+                Dependency::after("a"),
+                Dependency {
+                    job: "a".into(),
+                    when: When::Failed
+                }
+            ]
+        );
+        let wire = crate::codec::encode(&batch).unwrap();
+        assert_eq!(crate::codec::decode::<BatchSpec>(&wire).unwrap(), batch);
+        let bad = "name = \"x\"\n[[jobs]]\nname = \"b\"\ncommand = [\"true\"]\ndepends_on = [{ job = \"a\", when = \"sometimes\" }]\n";
+        let e = parse_batch(bad, Format::Toml).unwrap_err();
+        assert_eq!(e.job.as_deref(), Some("b"));
+        assert!(e.message.contains("sometimes"), "{e}");
     }
 
     #[test]

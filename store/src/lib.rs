@@ -414,7 +414,8 @@ mod tests {
         let err = Store::open(dir.path(), DEFAULT_CACHE_BYTES).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
         assert!(
-            err.to_string().contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+            err.to_string()
+                .contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
             "{err}"
         );
     }

@@ -74,3 +74,78 @@ command = ["true"]
     let md = c.aam(&["results", &session]).expect_code(0).stdout;
     assert!(md.contains("| ⏭ | chain | skipped |"), "{md}");
 }
+
+#[test]
+fn when_conditions_run_handlers_and_skip_what_can_no_longer_run() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 4);
+    let file = c.write(
+        "when.toml",
+        r#"
+name = "when"
+[[jobs]]
+name = "a"
+command = ["sh", "-c", "exit 1"]
+[[jobs]]
+name = "b"
+command = ["true"]
+[[jobs]]
+name = "on-fail"
+command = ["echo", "cleaning up after a"]
+depends_on = [{ job = "a", when = "failed" }]
+[[jobs]]
+name = "on-success"
+command = ["true"]
+depends_on = ["a"]
+[[jobs]]
+name = "always"
+command = ["true"]
+depends_on = [{ job = "a", when = "finished" }, "b"]
+[[jobs]]
+name = "chain1"
+command = ["true"]
+depends_on = [{ job = "on-success", when = "succeeded" }]
+[[jobs]]
+name = "chain2"
+command = ["true"]
+depends_on = [{ job = "chain1", when = "finished" }]
+[[jobs]]
+name = "b-failed"
+command = ["true"]
+depends_on = [{ job = "b", when = "failed" }]
+"#,
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(1);
+    let s = c.status(&session);
+    let expect = [
+        ("a", "failed"),
+        ("b", "succeeded"),
+        ("on-fail", "succeeded"),
+        ("on-success", "skipped"),
+        ("always", "succeeded"),
+        ("chain1", "skipped"),
+        ("chain2", "succeeded"),
+        ("b-failed", "skipped"),
+    ];
+    for (name, status) in expect {
+        assert_eq!(job(&s, name)["status"], status, "{name}: {}", job(&s, name));
+    }
+    assert_eq!(
+        job(&s, "on-success")["reason"],
+        "dependency 'a' ended failed, not succeeded"
+    );
+    assert_eq!(
+        job(&s, "chain1")["reason"],
+        "dependency 'on-success' ended skipped, not succeeded"
+    );
+    assert_eq!(
+        job(&s, "b-failed")["reason"],
+        "dependency 'b' ended succeeded, not failed"
+    );
+    assert_eq!(
+        job(&s, "always")["depends_on"][0],
+        serde_json::json!({"job": "a", "when": "finished"})
+    );
+    assert_eq!(s["status"], "failed");
+}
