@@ -128,7 +128,12 @@ impl Scheduler {
         if !self.cancel_waiters.is_empty() {
             effects.extend(self.finished_cancels());
         }
-        for (worker, assignment) in self.state.dispatch(now) {
+        let dispatched = self.state.dispatch(now);
+        let reader = self.output_reader();
+        for (worker, mut assignment) in dispatched {
+            if !self.state.job_depends_on_nothing(assignment.job) {
+                assignment.inputs = self.state.inputs_for(assignment.job, &reader);
+            }
             tracing::debug!(worker, job = %assignment.job_name, session = %assignment.job.session,
                 attempt = assignment.attempt, "dispatching");
             effects.push(Effect::ToWorker(
@@ -180,6 +185,15 @@ impl Scheduler {
         }));
     }
 
+    /// Reads finished jobs' outputs from the store.
+    fn output_reader(&self) -> impl Fn(JobKey) -> Option<OutputCapture> {
+        let store = self.store.clone();
+        move |key| {
+            let bytes = store.output(key).ok().flatten()?;
+            codec::decode::<OutputCapture>(&bytes).ok()
+        }
+    }
+
     fn release(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
@@ -223,11 +237,7 @@ impl Scheduler {
             kind: ErrorKind::NotFound,
             message: format!("no session {session}"),
         };
-        let store = self.store.clone();
-        let stored = move |key| {
-            let bytes = store.output(key).ok().flatten()?;
-            codec::decode::<OutputCapture>(&bytes).ok()
-        };
+        let stored = self.output_reader();
         let response = match request {
             ClientRequest::Submit { batch } => {
                 let name = batch.name.clone();

@@ -5,7 +5,7 @@
 use crate::schedule::{plan, WorkerCapacity, WorkerId};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::messages::Stopped;
-use aam_protocol::messages::{Assignment, AttemptRef, OutputWanted};
+use aam_protocol::messages::{Assignment, AttemptRef, InputRecord, OutputWanted};
 use aam_protocol::model::{
     AttemptRecord, ExitInfo, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
     SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
@@ -35,6 +35,11 @@ fn unmet_reason(dependency: &JobRecord, when: When) -> String {
         when.as_str()
     )
 }
+
+/// Output bytes of one dependency passed to a job (its tail).
+pub const INPUT_OUTPUT_CAP: usize = 64 * 1024;
+/// Output bytes of all dependencies passed to one job.
+pub const INPUTS_BUDGET: usize = 4 * 1024 * 1024;
 
 /// Reads a finished job's stored output.
 pub type OutputReader = dyn Fn(JobKey) -> Option<OutputCapture>;
@@ -667,6 +672,7 @@ impl State {
                     timeout_ms: job.policy.timeout_ms,
                     idle_timeout_ms: job.policy.idle_timeout_ms,
                     grace_ms: job.policy.grace_ms,
+                    inputs: Vec::new(),
                 },
             ));
         }
@@ -1310,6 +1316,38 @@ impl State {
             ),
             None => (job.status, job.attempts, Vec::new(), 0),
         })
+    }
+
+    /// A job's dependencies as they ended, with the tail of their output:
+    /// up to `INPUT_OUTPUT_CAP` each and `INPUTS_BUDGET` in all.
+    pub fn inputs_for(&self, key: JobKey, stored: &OutputReader) -> Vec<InputRecord> {
+        let Some(entry) = self.sessions.get(&key.session) else {
+            return Vec::new();
+        };
+        let Some(job) = entry.jobs.get(key.index as usize) else {
+            return Vec::new();
+        };
+        let share = (INPUTS_BUDGET / job.depends_on.len().max(1)).min(INPUT_OUTPUT_CAP);
+        job.depends_on
+            .iter()
+            .map(|&(d, when)| {
+                let dep = &entry.jobs[d as usize];
+                let (output, output_bytes) = self.output_of(dep, Some(share), stored);
+                InputRecord {
+                    name: dep.name.clone(),
+                    when,
+                    status: dep.status,
+                    exit_code: dep.exit.and_then(|e| e.code),
+                    reason: dep.reason.clone(),
+                    output,
+                    output_bytes,
+                }
+            })
+            .collect()
+    }
+
+    pub fn job_depends_on_nothing(&self, key: JobKey) -> bool {
+        self.job(key).is_none_or(|j| j.depends_on.is_empty())
     }
 
     /// The attempt whose output is waiting for its commit, if any.

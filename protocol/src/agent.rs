@@ -25,6 +25,12 @@ pub struct AgentDef {
     pub idle_timeout: Option<String>,
 }
 
+/// What `{inputs}` and `{inputs_md}` become in the manager: markers the
+/// worker replaces with the paths of the files it writes. They hold a NUL,
+/// which no user value may contain, so a prompt cannot forge one.
+pub const INPUTS_MARKER: &str = "\0aam:inputs\0";
+pub const INPUTS_MD_MARKER: &str = "\0aam:inputs_md\0";
+
 /// The values a template's placeholders take for one job.
 pub struct TemplateValues<'a> {
     pub prompt: &'a str,
@@ -48,6 +54,8 @@ pub fn fill_placeholders(element: &str, values: &TemplateValues<'_>) -> String {
             ("{job}", values.job),
             ("{agent}", values.agent),
             ("{session}", values.session),
+            ("{inputs}", INPUTS_MARKER),
+            ("{inputs_md}", INPUTS_MD_MARKER),
         ]
         .into_iter()
         .find(|(key, _)| after.starts_with(key));

@@ -144,6 +144,23 @@ pub struct Assignment {
     pub timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub grace_ms: u64,
+    /// Its dependencies as they ended, for `AAM_INPUTS` / `AAM_INPUTS_MD`.
+    pub inputs: Vec<InputRecord>,
+}
+
+/// One dependency of a job, as the job gets to read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub name: String,
+    pub when: crate::spec::When,
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// The tail of its output (capped).
+    #[serde(with = "serde_bytes")]
+    pub output: Vec<u8>,
+    /// Bytes it printed in all.
+    pub output_bytes: u64,
 }
 
 /// How and why aam stopped an attempt.

@@ -122,7 +122,15 @@ pub async fn run_job(
         );
         return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
     }
-    let Some((program, args)) = assignment.argv.split_first() else {
+    let inputs = match crate::inputs::write(&assignment) {
+        Ok(files) => files,
+        Err(e) => {
+            let error = format!("writing the job's input files: {e}");
+            return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
+        }
+    };
+    let argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
+    let Some((program, args)) = argv.split_first() else {
         let error = "empty command".to_string();
         return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
     };
@@ -139,6 +147,8 @@ pub async fn run_job(
         )
         .env("AAM_JOB_NAME", &assignment.job_name)
         .env("AAM_ATTEMPT", assignment.attempt.to_string())
+        .env("AAM_INPUTS", &inputs.json)
+        .env("AAM_INPUTS_MD", &inputs.markdown)
         .env(marker_key, marker_value)
         .current_dir(&workdir)
         .stdin(Stdio::null())

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod child;
+pub mod inputs;
 pub mod teardown;
 
 pub use agent::{start, WorkerAgent, WorkerConfig};

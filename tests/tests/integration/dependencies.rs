@@ -149,3 +149,56 @@ depends_on = [{ job = "b", when = "failed" }]
     );
     assert_eq!(s["status"], "failed");
 }
+
+#[test]
+fn inputs_reach_a_job_on_another_worker_with_failed_dependencies_listed() {
+    let mut c = Cluster::new();
+    c.manager_config = Some(c.write(
+        "aam.toml",
+        "[agents.reader]\ncommand = [\"sh\", \"-c\", \"cat \\\"$0\\\"\", \"{inputs_md}\"]\n",
+    ));
+    c.start_manager();
+    c.start_worker("w1", 2);
+    c.start_worker("w2", 2);
+    let copy = c.path("inputs-copy.json");
+    let file = c.write(
+        "inputs.json",
+        &serde_json::json!({"name": "inputs", "jobs": [
+            { "name": "tests", "command": ["sh", "-c", "echo '12 passed'"] },
+            { "name": "scan", "command": ["sh", "-c", "echo '1 finding'; exit 3"] },
+            { "name": "synth",
+              "command": ["sh", "-c", "cat \"$AAM_INPUTS_MD\"; cp \"$AAM_INPUTS\" \"$COPY\""],
+              "env": { "COPY": copy.to_str().unwrap() },
+              "depends_on": ["tests", { "job": "scan", "when": "finished" }] },
+            { "name": "agent-reads", "agent": "reader", "prompt": "read them", "depends_on": ["tests"] },
+        ]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(1);
+    let md = c
+        .aam(&["logs", &format!("{session}/synth")])
+        .expect_code(0)
+        .stdout;
+    assert!(md.contains("## ✅ tests — succeeded (exit 0)"), "{md}");
+    assert!(md.contains("12 passed"), "{md}");
+    assert!(md.contains("## ❌ scan — failed (exit 3)"), "{md}");
+    assert!(md.contains("1 finding"), "{md}");
+    let inputs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
+    assert_eq!(inputs[0]["name"], "tests");
+    assert_eq!(inputs[1]["name"], "scan");
+    assert_eq!(inputs[1]["status"], "failed");
+    assert_eq!(inputs[1]["exit_code"], 3);
+    assert_eq!(inputs[1]["when"], "finished");
+    assert_eq!(inputs[1]["output"], "1 finding\n");
+    let agent = c
+        .aam(&["logs", &format!("{session}/agent-reads")])
+        .expect_code(0)
+        .stdout;
+    assert!(agent.starts_with("# Inputs of agent-reads"), "{agent}");
+    assert!(agent.contains("12 passed"), "{agent}");
+    // The jobs ran in other processes than the manager, on either worker.
+    let s = c.status(&session);
+    assert!(["w1", "w2"].contains(&job(&s, "synth")["worker"].as_str().unwrap()));
+}
