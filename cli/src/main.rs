@@ -78,6 +78,18 @@ enum Command {
     },
     /// A live view of a session's jobs until it ends
     Watch { session: String },
+    /// Approve a gate (SESSION/JOB): it counts as succeeded
+    Approve {
+        job: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a gate (SESSION/JOB): it counts as failed
+    Reject {
+        job: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// Cancel a session (SESSION) or one job (SESSION/JOB): jobs not started
     /// end at once; running ones get SIGTERM, then SIGKILL after the grace
     Cancel {
@@ -372,6 +384,8 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             follow::logs(&mut client, session_arg(session)?, name, follow).await?;
             Ok(0)
         }
+        Command::Approve { job, comment } => decide(&mut client, &job, true, comment).await,
+        Command::Reject { job, comment } => decide(&mut client, &job, false, comment).await,
         Command::Watch { session } => {
             let summary = follow::watch(&mut client, session_arg(&session)?).await?;
             Ok(verdict(&summary))
@@ -416,6 +430,31 @@ pub async fn show_results(
                 print!("{}", render::results_markdown(&view));
             }
             Ok(())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `aam approve` / `aam reject`.
+async fn decide(
+    client: &mut Client,
+    job: &str,
+    approve: bool,
+    comment: Option<String>,
+) -> anyhow::Result<i32> {
+    let (session, name) = job
+        .split_once('/')
+        .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
+    let request = ClientRequest::Decide {
+        session: session_arg(session)?,
+        job: name.to_string(),
+        approve,
+        comment,
+    };
+    match client.call(request).await? {
+        ClientResponse::Decided { .. } => {
+            println!("{job}: {}", if approve { "approved" } else { "rejected" });
+            Ok(0)
         }
         other => Err(unexpected(other)),
     }

@@ -108,6 +108,13 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         "duration_ms": job_duration(job),
         "reason": job.reason,
         "depends_on": job.depends_on.iter().map(|d| json!({"job": d.job, "when": d.when.as_str()})).collect::<Vec<_>>(),
+        "gate": job.gate,
+        "decision": job.decision.as_ref().map(|d| json!({
+            "approved": d.approved,
+            "by": d.by,
+            "at": rfc3339(d.at_ms),
+            "comment": d.comment,
+        })),
         "progress": job.progress,
         "progress_message": job.progress_message,
         "teardown": job.teardown.as_ref().map(teardown_json),
@@ -259,6 +266,24 @@ pub fn results_markdown(view: &SessionView) -> String {
             let _ = write!(out, " ({reason})");
         }
         out.push('\n');
+        if let Some(d) = &j.decision {
+            let verb = if d.approved { "Approved" } else { "Rejected" };
+            let _ = writeln!(
+                out,
+                "\n**{verb}** by {} at {}{}",
+                d.by,
+                rfc3339(d.at_ms),
+                d.comment
+                    .as_ref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default()
+            );
+            continue;
+        }
+        if j.gate {
+            out.push_str("\n_(gate: no decision yet)_\n");
+            continue;
+        }
         let text = String::from_utf8_lossy(&j.output);
         let lines: Vec<&str> = text.lines().collect();
         if lines.is_empty() {

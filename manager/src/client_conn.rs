@@ -24,6 +24,8 @@ pub struct SessionUpdate(pub SessionSummary);
 
 pub struct ClientConn {
     pub peer: SocketAddr,
+    /// Who this client is, by its token's name (for audit records).
+    pub token_name: String,
     pub shared: Shared,
     pub writer: Writer,
 }
@@ -77,6 +79,7 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
             request,
             reply,
             watcher,
+            who: self.token_name.clone(),
         });
         // Wait for this answer before reading the next request: answers keep request order.
         ctx.wait(answer.into_actor(self).map(|answer, act, _| {

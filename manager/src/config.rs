@@ -18,6 +18,11 @@ pub struct ManagerConfig {
     pub data_dir: PathBuf,
     /// Shared secret every connection must present; generated when absent.
     pub token: Option<String>,
+    /// The name `token` goes by in audit records (who approved a gate).
+    pub token_name: String,
+    /// More tokens, by name (e.g. one per person or system), each as good
+    /// as `token`; their names are recorded with the decisions they make.
+    pub tokens: BTreeMap<String, String>,
     /// Largest frame accepted or sent, in bytes.
     pub max_frame_bytes: usize,
     /// Most jobs in one session.
@@ -56,6 +61,8 @@ impl Default for ManagerConfig {
             listen: aam_protocol::DEFAULT_MANAGER_ADDR.to_string(),
             data_dir: PathBuf::from("aam-data"),
             token: None,
+            token_name: "admin".into(),
+            tokens: BTreeMap::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_jobs_per_session: Limits::default().max_jobs,
             max_field_bytes: Limits::default().max_field_bytes,
@@ -80,6 +87,7 @@ const ENV_KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "token",
+    "token_name",
     "max_frame_bytes",
     "max_jobs_per_session",
     "max_field_bytes",
@@ -159,7 +167,7 @@ impl ManagerConfig {
         // The config crate folds key case; agent env names must keep theirs,
         // so agents are read from the file as written.
         if let Some(path) = file {
-            cfg.agents = read_agents(path)?;
+            (cfg.agents, cfg.tokens) = read_case_sensitive(path)?;
         }
         cfg.check()?;
         Ok(cfg)
@@ -197,6 +205,13 @@ impl ManagerConfig {
                 if let Err(e) = parse_duration_ms(text) {
                     return bad(format!("{key}: {e}"));
                 }
+            }
+        }
+        for (name, token) in &self.tokens {
+            if token.trim().len() < 16 {
+                return bad(format!(
+                    "tokens.{name}: a token needs at least 16 characters"
+                ));
             }
         }
         if self.max_worker_losses == 0 {
@@ -248,11 +263,16 @@ impl ManagerConfig {
     }
 }
 
-fn read_agents(path: &Path) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
+type AgentsAndTokens = (BTreeMap<String, AgentDef>, BTreeMap<String, String>);
+
+/// The tables whose keys are names the user chose, read as written.
+fn read_case_sensitive(path: &Path) -> Result<AgentsAndTokens, ConfigError> {
     #[derive(Deserialize)]
     struct AgentsOnly {
         #[serde(default)]
         agents: BTreeMap<String, AgentDef>,
+        #[serde(default)]
+        tokens: BTreeMap<String, String>,
     }
     let err = |message: String| ConfigError::File {
         path: path.to_path_buf(),
@@ -260,7 +280,7 @@ fn read_agents(path: &Path) -> Result<BTreeMap<String, AgentDef>, ConfigError> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let parsed: AgentsOnly = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    Ok(parsed.agents)
+    Ok((parsed.agents, parsed.tokens))
 }
 
 #[cfg(test)]

@@ -79,7 +79,16 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     let scheduler = scheduler.start();
     let shared = Shared {
         scheduler: scheduler.clone(),
-        token: Arc::from(token.as_str()),
+        tokens: Arc::new(
+            std::iter::once((config.token_name.clone(), token.clone()))
+                .chain(
+                    config
+                        .tokens
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.trim().to_string())),
+                )
+                .collect(),
+        ),
         max_frame: config.max_frame_bytes,
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),

@@ -30,6 +30,8 @@ pub struct ClientCall {
     pub request: ClientRequest,
     pub reply: oneshot::Sender<Option<ClientResponse>>,
     pub watcher: Option<Recipient<SessionUpdate>>,
+    /// The name of the token the client presented.
+    pub who: String,
 }
 
 #[derive(Message)]
@@ -274,9 +276,9 @@ impl Scheduler {
                 }
             }
             ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
-            ClientRequest::Cancel { .. } => ClientResponse::Error {
+            ClientRequest::Cancel { .. } | ClientRequest::Decide { .. } => ClientResponse::Error {
                 kind: ErrorKind::Internal,
-                message: "cancel is handled on its own".into(),
+                message: "handled on its own".into(),
             },
             ClientRequest::Watch { session } => {
                 if !self.state.session_exists(session) {
@@ -329,6 +331,32 @@ impl Handler<ClientCall> for Scheduler {
         } = call.request
         {
             return self.cancel(ctx, session, job, grace_ms, wait, call.reply);
+        }
+        if let ClientRequest::Decide {
+            session,
+            job,
+            approve,
+            comment,
+        } = call.request
+        {
+            let response = match self.state.decide(
+                session,
+                &job,
+                approve,
+                &call.who,
+                comment,
+                now_ms(),
+            ) {
+                Ok(status) => {
+                    tracing::info!(session = %session, job = %job, approve, by = %call.who, "gate decided");
+                    ClientResponse::Decided { status }
+                }
+                Err(message) => ClientResponse::Error {
+                    kind: ErrorKind::BadRequest,
+                    message,
+                },
+            };
+            return self.settle(ctx, vec![Effect::Reply(call.reply, Some(response))]);
         }
         let (response, extra) = self.answer(call.request, call.watcher);
         let mut effects = vec![Effect::Reply(call.reply, response)];

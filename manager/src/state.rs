@@ -7,7 +7,7 @@ use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::messages::Stopped;
 use aam_protocol::messages::{Assignment, AttemptRef, InputRecord, OutputWanted};
 use aam_protocol::model::{
-    AttemptRecord, ExitInfo, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
+    AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
     SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
 };
 use aam_protocol::output::{tail_of, OutputCapture};
@@ -35,6 +35,9 @@ fn unmet_reason(dependency: &JobRecord, when: When) -> String {
         when.as_str()
     )
 }
+
+/// The reason a gate shows while it waits for `aam approve` / `aam reject`.
+pub const AWAITING: &str = "awaiting approval";
 
 /// Output bytes of one dependency passed to a job (its tail).
 pub const INPUT_OUTPUT_CAP: usize = 64 * 1024;
@@ -324,7 +327,7 @@ impl State {
             if let Some(&(dep, when)) = unmet {
                 let reason = unmet_reason(&entry.jobs[dep as usize], when);
                 self.skip(JobKey { session: id, index }, reason, now);
-            } else if entry.waiting_on[index as usize] == 0 {
+            } else if entry.waiting_on[index as usize] == 0 && !job.gate {
                 self.set_status(JobKey { session: id, index }, JobStatus::Queued);
             }
         }
@@ -362,6 +365,7 @@ impl State {
                         }
                     }
                 }
+                (None, None) if spec.gate => (Vec::new(), Vec::new()),
                 (None, None) => unreachable_spec(&mut errors, &spec.name),
             };
             // The job's own env wins over the agent's.
@@ -389,7 +393,7 @@ impl State {
                 env,
                 workdir: spec.workdir.clone(),
                 agent: spec.agent.clone(),
-                status: if depends_on.is_empty() {
+                status: if depends_on.is_empty() && !spec.gate {
                     JobStatus::Queued
                 } else {
                     JobStatus::Pending
@@ -400,7 +404,6 @@ impl State {
                 started_at_ms: None,
                 finished_at_ms: None,
                 exit: None,
-                reason: None,
                 policy,
                 failures: 0,
                 losses: 0,
@@ -410,6 +413,9 @@ impl State {
                 cancel_requested: false,
                 teardown: None,
                 history: Vec::new(),
+                gate: spec.gate,
+                decision: None,
+                reason: (spec.gate && spec.depends_on.is_empty()).then(|| AWAITING.to_string()),
             });
         }
         if !errors.is_empty() {
@@ -1071,9 +1077,7 @@ impl State {
                 let waiting = &mut entry.waiting_on[d as usize];
                 *waiting = waiting.saturating_sub(1);
                 if *waiting == 0 {
-                    let key = JobKey { session, index: d };
-                    self.set_status(key, JobStatus::Queued);
-                    self.queue.push_back(key);
+                    self.ready(JobKey { session, index: d });
                 }
             }
             for (d, reason) in skip {
@@ -1081,6 +1085,84 @@ impl State {
                 stack.push(d);
             }
         }
+    }
+
+    /// A job whose dependencies all allow it: queued, or (a gate) awaiting
+    /// its decision.
+    fn ready(&mut self, key: JobKey) {
+        if self.job(key).is_some_and(|j| j.gate) {
+            if let Some(job) = self.job_mut(key) {
+                job.reason = Some(AWAITING.into());
+            }
+            self.changed.insert(key.session);
+        } else {
+            self.set_status(key, JobStatus::Queued);
+            self.queue.push_back(key);
+        }
+    }
+
+    /// Approves or rejects a gate awaiting its decision; returns its status.
+    pub fn decide(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        approve: bool,
+        who: &str,
+        comment: Option<String>,
+        now: u64,
+    ) -> Result<JobStatus, String> {
+        let entry = self
+            .sessions
+            .get(&session)
+            .ok_or_else(|| format!("no session {session}"))?;
+        let index = *entry
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("session {session} has no job '{name}'"))?;
+        let job = &entry.jobs[index as usize];
+        if !job.gate {
+            return Err(format!("{session}/{name} is not a gate"));
+        }
+        if let Some(d) = &job.decision {
+            let verb = if d.approved { "approved" } else { "rejected" };
+            return Err(format!("{session}/{name} was already {verb} by {}", d.by));
+        }
+        if job.status != JobStatus::Pending || entry.waiting_on[index as usize] > 0 {
+            return Err(format!(
+                "{session}/{name} is not awaiting approval (it is {}{})",
+                job.status,
+                if job.status == JobStatus::Pending {
+                    ", waiting for its dependencies"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let key = JobKey { session, index };
+        let status = if approve {
+            JobStatus::Succeeded
+        } else {
+            JobStatus::Failed
+        };
+        let verb = if approve { "approved" } else { "rejected" };
+        if let Some(job) = self.job_mut(key) {
+            job.decision = Some(GateDecision {
+                approved: approve,
+                by: who.to_string(),
+                at_ms: now,
+                comment: comment.clone(),
+            });
+            job.finished_at_ms = Some(now);
+            job.started_at_ms.get_or_insert(now);
+            job.reason = Some(match &comment {
+                Some(c) => format!("{verb} by {who}: {c}"),
+                None => format!("{verb} by {who}"),
+            });
+        }
+        self.set_status(key, status);
+        self.settle_dependents(key, now);
+        self.maybe_finish_session(session, now);
+        Ok(status)
     }
 
     fn skip(&mut self, key: JobKey, reason: String, now: u64) {
@@ -1231,6 +1313,8 @@ impl State {
                     finished_at_ms: job.finished_at_ms,
                     duration_ms: job.exit.map(|e| e.duration_ms),
                     reason: job.reason.clone(),
+                    gate: job.gate,
+                    decision: job.decision.clone(),
                     progress: job.progress,
                     progress_message: job.progress_message.clone(),
                     teardown: job.teardown.clone(),

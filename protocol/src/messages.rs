@@ -88,6 +88,13 @@ pub enum ClientRequest {
         grace_ms: Option<u64>,
         wait: bool,
     },
+    /// Approve (or reject) a gate that awaits a decision.
+    Decide {
+        session: SessionId,
+        job: String,
+        approve: bool,
+        comment: Option<String>,
+    },
 }
 
 /// What kind of failure an `Error` response reports.
@@ -119,6 +126,9 @@ pub enum ClientResponse {
     },
     Workers(Vec<WorkerView>),
     Progress(SessionSummary),
+    Decided {
+        status: JobStatus,
+    },
     Cancelled {
         /// Jobs that had not started: cancelled at once.
         cancelled: Vec<String>,

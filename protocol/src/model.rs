@@ -162,6 +162,16 @@ pub struct AttemptRecord {
     pub teardown: Option<TeardownReceipt>,
 }
 
+/// A person's decision on a gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDecision {
+    pub approved: bool,
+    /// The name of the token that decided (from the manager's config).
+    pub by: String,
+    pub at_ms: u64,
+    pub comment: Option<String>,
+}
+
 /// How a job is run and retried, resolved from its spec, its agent and the
 /// manager's defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -223,6 +233,9 @@ pub struct JobRecord {
     pub teardown: Option<TeardownReceipt>,
     /// Ended attempts, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// A gate: runs nothing, waits for a decision.
+    pub gate: bool,
+    pub decision: Option<GateDecision>,
 }
 
 /// One session's summary line.
@@ -273,6 +286,8 @@ pub struct JobView {
     pub progress_message: Option<String>,
     pub teardown: Option<TeardownReceipt>,
     pub history: Vec<AttemptRecord>,
+    pub gate: bool,
+    pub decision: Option<GateDecision>,
     pub depends_on: Vec<crate::spec::Dependency>,
     /// Captured output (whole or tail, as asked), when asked for.
     #[serde(with = "serde_bytes")]

@@ -53,6 +53,10 @@ pub struct JobSpec {
     /// Which endings are retried: `failed`, `timed_out` (default both).
     #[serde(default)]
     pub retry_on: Option<Vec<String>>,
+    /// A gate runs nothing: it waits for `aam approve` (then counts as
+    /// succeeded) or `aam reject` (failed).
+    #[serde(default)]
+    pub gate: bool,
 }
 
 /// What a dependency must have done for its dependent to run.
@@ -464,16 +468,21 @@ fn check_value(
 }
 
 fn validate_job_fields(job: &JobSpec, label: &str, limits: &Limits, errors: &mut Vec<SpecError>) {
-    match (&job.command, &job.agent) {
-        (Some(_), Some(_)) => errors.push(SpecError::job(
+    match (&job.command, &job.agent, job.gate) {
+        (Some(_), Some(_), _) => errors.push(SpecError::job(
             label,
             "command",
             "give either 'command' or 'agent', not both",
         )),
-        (None, None) => errors.push(SpecError::job(
+        (Some(_), None, true) | (None, Some(_), true) => errors.push(SpecError::job(
+            label,
+            "gate",
+            "a gate runs nothing: give it no 'command' or 'agent'",
+        )),
+        (None, None, false) => errors.push(SpecError::job(
             label,
             "command",
-            "each job needs 'command' (an argv list) or 'agent'",
+            "each job needs 'command' (an argv list), 'agent', or 'gate = true'",
         )),
         _ => {}
     }

@@ -358,6 +358,8 @@ mod tests {
             cancel_requested: false,
             teardown: None,
             history: Vec::new(),
+            gate: false,
+            decision: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod chaos;
 mod control;
 mod dependencies;
 mod durability;
+mod gates;
 mod quickstart;
 mod session;
 
