@@ -97,3 +97,73 @@ fn every_example_batch_file_is_valid() {
         dir.display()
     );
 }
+
+#[test]
+fn the_preflight_example_runs_and_gives_a_verdict() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("aam"));
+    cmd.args(["run", "examples/preflight.toml", "--data-dir"])
+        .arg(data.path().join("aam"))
+        .env_remove("AAM_CONFIG")
+        .current_dir(workspace_root());
+    let out = run_command(cmd, Duration::from_secs(300)).expect_code(0);
+    assert!(out.stdout.contains("VERDICT: GO"), "{}", out.dump());
+    assert!(
+        out.stdout.contains("## ✅ tests — succeeded"),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn the_deploy_pipeline_example_waits_at_its_gate_until_approved() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("aam");
+    let out_path = data.path().join("run.out");
+    let mut child = Command::new(bin("aam"))
+        .args(["run", "examples/deploy-pipeline.toml", "--data-dir"])
+        .arg(&dir)
+        .env_remove("AAM_CONFIG")
+        .current_dir(workspace_root())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let aam = |args: &[&str]| {
+        let mut cmd = Command::new(bin("aam"));
+        cmd.args(args)
+            .env(
+                "AAM_MANAGER",
+                std::fs::read_to_string(dir.join("manager.addr"))
+                    .unwrap()
+                    .trim(),
+            )
+            .env(
+                "AAM_TOKEN",
+                std::fs::read_to_string(dir.join("token")).unwrap().trim(),
+            );
+        run_command(cmd, Duration::from_secs(30))
+    };
+    let awaiting = aam_tests::poll(Duration::from_secs(60), || {
+        if !dir.join("manager.addr").exists() {
+            return None;
+        }
+        let out = aam(&["status", "s1", "--json"]);
+        (out.code == 0 && out.stdout.contains("awaiting approval")).then_some(())
+    });
+    if awaiting.is_none() {
+        let _ = child.kill();
+        panic!("the pipeline never reached its gate");
+    }
+    aam(&["approve", "s1/approve-prod", "--comment", "ship it"]).expect_code(0);
+    let status = aam_tests::poll(Duration::from_secs(60), || child.try_wait().ok().flatten());
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("aam run did not finish after the approval\n{out}");
+    };
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("| ✅ | deploy-prod | succeeded |"), "{out}");
+    assert!(out.contains("| ⏭ | not-approved | skipped |"), "{out}");
+    assert!(out.contains(": ship it"), "{out}");
+}
