@@ -2,7 +2,7 @@
 //! between states. Plain data and methods, no actors and no I/O: the
 //! scheduler actor owns one `State`, and persists what `take_changes` returns.
 
-use crate::schedule::{plan, WorkerCapacity, WorkerId};
+use crate::schedule::{plan, why_waiting, Candidate, WorkerCapacity, WorkerId};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::messages::Stopped;
 use aam_protocol::messages::{Assignment, AttemptRef, InputRecord, OutputWanted};
@@ -16,7 +16,8 @@ use aam_protocol::spec::{
 };
 use aam_protocol::{JobKey, SessionId};
 use aam_store::{Changes, Snapshot};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Whether a dependency that ended with `status` lets a dependent run.
 fn condition_met(when: When, status: JobStatus) -> bool {
@@ -137,6 +138,9 @@ impl Default for StateConfig {
     }
 }
 
+/// A place in the queue: higher priority first, then arrival order.
+type QueuePos = (Reverse<i32>, i64);
+
 /// How an attempt ended, as far as the job's next step is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AttemptEnd {
@@ -186,9 +190,14 @@ pub struct Registration {
 pub struct State {
     config: StateConfig,
     sessions: BTreeMap<SessionId, SessionEntry>,
-    /// Queued jobs in the order they became queued (FIFO across sessions).
-    /// May hold stale keys; they are skipped when met.
-    queue: VecDeque<JobKey>,
+    /// Queued jobs by (priority, higher first; then the order they became
+    /// queued: FIFO across sessions). May hold stale keys, dropped when met.
+    queue: BTreeMap<QueuePos, JobKey>,
+    /// Where each queued job sits in `queue`.
+    queued_at: HashMap<JobKey, QueuePos>,
+    /// Next position at the back, and (decreasing) at the front, of its priority.
+    queue_back: i64,
+    queue_front: i64,
     next_session: u64,
     workers: BTreeMap<WorkerId, WorkerEntry>,
     worker_by_name: HashMap<String, WorkerId>,
@@ -212,7 +221,10 @@ impl State {
         State {
             config,
             sessions: BTreeMap::new(),
-            queue: VecDeque::new(),
+            queue: BTreeMap::new(),
+            queued_at: HashMap::new(),
+            queue_back: 0,
+            queue_front: -1,
             next_session: 1,
             workers: BTreeMap::new(),
             worker_by_name: HashMap::new(),
@@ -256,19 +268,23 @@ impl State {
             state.recheck_session(id, now);
         }
         let deadline = now + state.config.reconnect_grace_ms;
+        let mut queued = Vec::new();
         for job in state.sessions.values().flat_map(|s| s.jobs.iter()) {
             match job.status {
                 JobStatus::Queued => match job.not_before_ms {
                     Some(due) if due > now => {
                         state.delayed.insert((due, job.key));
                     }
-                    _ => state.queue.push_back(job.key),
+                    _ => queued.push(job.key),
                 },
                 JobStatus::Running => {
                     state.orphans.insert(job.key, deadline);
                 }
                 _ => {}
             }
+        }
+        for key in queued {
+            state.enqueue(key);
         }
         state
     }
@@ -332,6 +348,29 @@ impl State {
             }
         }
         self.maybe_finish_session(id, now);
+    }
+
+    /// Puts a job at the back of its priority in the queue.
+    fn enqueue(&mut self, key: JobKey) {
+        let priority = self.job(key).map(|j| j.priority).unwrap_or(0);
+        let at = (Reverse(priority), self.queue_back);
+        self.queue_back += 1;
+        self.place(key, at);
+    }
+
+    /// Puts a job at the front of its priority (it was dispatched before).
+    fn enqueue_front(&mut self, key: JobKey) {
+        let priority = self.job(key).map(|j| j.priority).unwrap_or(0);
+        let at = (Reverse(priority), self.queue_front);
+        self.queue_front -= 1;
+        self.place(key, at);
+    }
+
+    fn place(&mut self, key: JobKey, at: QueuePos) {
+        if let Some(old) = self.queued_at.insert(key, at) {
+            self.queue.remove(&old);
+        }
+        self.queue.insert(at, key);
     }
 
     pub fn session_exists(&self, id: SessionId) -> bool {
@@ -415,6 +454,8 @@ impl State {
                 history: Vec::new(),
                 gate: spec.gate,
                 decision: None,
+                priority: spec.priority,
+                requires: spec.requires.clone(),
                 reason: (spec.gate && spec.depends_on.is_empty()).then(|| AWAITING.to_string()),
             });
         }
@@ -428,18 +469,22 @@ impl State {
             job_count: jobs.len() as u32,
             created_at_ms: now,
             finished_at_ms: None,
+            max_parallel: batch.max_parallel,
         };
         self.next_session += 1;
         self.next_session_dirty = true;
         let count = jobs.len() as u32;
-        for job in &jobs {
-            self.dirty_jobs.insert(job.key);
-            if job.status == JobStatus::Queued {
-                self.queue.push_back(job.key);
-            }
-        }
+        let queued: Vec<JobKey> = jobs
+            .iter()
+            .filter(|j| j.status == JobStatus::Queued)
+            .map(|j| j.key)
+            .collect();
+        self.dirty_jobs.extend(jobs.iter().map(|j| j.key));
         let entry = self.make_entry(record, jobs);
         self.sessions.insert(id, entry);
+        for key in queued {
+            self.enqueue(key);
+        }
         self.dirty_sessions.insert(id);
         self.changed.insert(id);
         Ok((id, count))
@@ -594,7 +639,7 @@ impl State {
                 if let Some(job) = self.job_mut(key) {
                     job.not_before_ms = None;
                 }
-                self.queue.push_back(key);
+                self.enqueue(key);
                 released += 1;
             }
         }
@@ -619,26 +664,46 @@ impl State {
                 } else {
                     (w.slots + w.prefetch).saturating_sub(w.running.len() as u32)
                 },
+                labels: &w.labels,
             })
             .collect();
-        let free: u32 = capacities.iter().map(|c| c.free).sum();
-        if free == 0 || self.queue.is_empty() {
+        if self.queue.is_empty() || capacities.iter().all(|c| c.free == 0) {
             return Vec::new();
         }
-        // Take up to `free` live queued jobs off the front, dropping stale keys.
-        let mut candidates = Vec::with_capacity(free as usize);
-        while candidates.len() < free as usize {
-            let Some(key) = self.queue.pop_front() else {
-                break;
-            };
-            if self.job(key).map(|j| j.status) == Some(JobStatus::Queued) {
-                candidates.push(key);
+        let mut room: HashMap<SessionId, u32> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, e)| {
+                let max = e.record.max_parallel?;
+                Some((
+                    *id,
+                    max.saturating_sub(e.counts[status_slot(JobStatus::Running)]),
+                ))
+            })
+            .collect();
+        let sessions = &self.sessions;
+        let mut stale = Vec::new();
+        let candidates = self.queue.iter().filter_map(|(&at, &key)| {
+            let job = sessions.get(&key.session)?.jobs.get(key.index as usize)?;
+            if job.status != JobStatus::Queued || job.not_before_ms.is_some() {
+                stale.push(at);
+                return None;
+            }
+            Some(Candidate {
+                job: key,
+                requires: &job.requires,
+            })
+        });
+        let planned = plan(candidates, &capacities, &mut room);
+        for at in stale {
+            if let Some(key) = self.queue.remove(&at) {
+                self.queued_at.remove(&key);
             }
         }
-        let planned = plan(candidates.iter().copied(), &capacities);
-        // Whatever the plan did not place goes back in front, in order.
-        for key in candidates[planned.len()..].iter().rev() {
-            self.queue.push_front(*key);
+        for (key, _) in &planned {
+            if let Some(at) = self.queued_at.remove(key) {
+                self.queue.remove(&at);
+            }
         }
         let mut out = Vec::with_capacity(planned.len());
         for (key, worker_id) in planned {
@@ -949,7 +1014,7 @@ impl State {
                 }
                 self.set_status(key, JobStatus::Queued);
                 // It was dispatched before anything still queued: it goes first.
-                self.queue.push_front(key);
+                self.enqueue_front(key);
             }
         }
     }
@@ -1097,7 +1162,7 @@ impl State {
             self.changed.insert(key.session);
         } else {
             self.set_status(key, JobStatus::Queued);
-            self.queue.push_back(key);
+            self.enqueue(key);
         }
     }
 
@@ -1289,6 +1354,19 @@ impl State {
             _ => None,
         };
         let mut spent = 0usize;
+        let capacities: Vec<WorkerCapacity> = self
+            .workers
+            .iter()
+            .map(|(&worker, w)| WorkerCapacity {
+                worker,
+                free: w.slots.saturating_sub(w.running.len() as u32),
+                labels: &w.labels,
+            })
+            .collect();
+        let room = entry
+            .record
+            .max_parallel
+            .map(|m| m.saturating_sub(entry.counts[status_slot(JobStatus::Running)]));
         let jobs = entry
             .jobs
             .iter()
@@ -1312,9 +1390,11 @@ impl State {
                     started_at_ms: job.started_at_ms,
                     finished_at_ms: job.finished_at_ms,
                     duration_ms: job.exit.map(|e| e.duration_ms),
-                    reason: job.reason.clone(),
+                    reason: self.waiting_reason(entry, job, &capacities, room),
                     gate: job.gate,
                     decision: job.decision.clone(),
+                    priority: job.priority,
+                    requires: job.requires.clone(),
                     progress: job.progress,
                     progress_message: job.progress_message.clone(),
                     teardown: job.teardown.clone(),
@@ -1336,6 +1416,35 @@ impl State {
             summary: entry.summary(),
             jobs,
         })
+    }
+
+    /// Why a job is as it is: for a job that waits, what it waits for.
+    fn waiting_reason(
+        &self,
+        entry: &SessionEntry,
+        job: &JobRecord,
+        capacities: &[WorkerCapacity],
+        room: Option<u32>,
+    ) -> Option<String> {
+        match job.status {
+            JobStatus::Queued if job.not_before_ms.is_none() => Some(why_waiting(
+                &job.requires,
+                capacities,
+                room,
+                entry.record.max_parallel,
+            )),
+            JobStatus::Pending if !job.gate || entry.waiting_on[job.key.index as usize] > 0 => {
+                let waiting: Vec<&str> = job
+                    .depends_on
+                    .iter()
+                    .map(|&(d, _)| &entry.jobs[d as usize])
+                    .filter(|d| !d.status.is_terminal())
+                    .map(|d| d.name.as_str())
+                    .collect();
+                Some(format!("waiting for dependencies: {}", waiting.join(", ")))
+            }
+            _ => job.reason.clone(),
+        }
     }
 
     /// A job's output as captured: live for a running job, from memory
@@ -1556,6 +1665,7 @@ mod tests {
     fn dependencies_gate_dispatch_and_failures_skip_downstream() {
         let mut s = State::new(config());
         let batch = BatchSpec {
+            max_parallel: None,
             name: "b".into(),
             jobs: vec![
                 job("a", &[]),
@@ -1585,6 +1695,7 @@ mod tests {
     fn queued_jobs_are_dispatched_fifo_across_sessions() {
         let mut s = State::new(config());
         let batch = |name: &str| BatchSpec {
+            max_parallel: None,
             name: name.into(),
             jobs: (0..2).map(|i| job(&format!("{name}{i}"), &[])).collect(),
         };
@@ -1606,6 +1717,7 @@ mod tests {
         let (id, _) = s
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "b".into(),
                     jobs: vec![job("a", &[])],
                 },
@@ -1630,6 +1742,7 @@ mod tests {
         let mut s = State::new(config());
         s.submit(
             BatchSpec {
+                max_parallel: None,
                 name: "b".into(),
                 jobs: vec![job("a", &[]), job("b", &[])],
             },
@@ -1660,6 +1773,7 @@ mod tests {
         let (id, _) = s
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "b".into(),
                     jobs: vec![spec],
                 },
@@ -1688,6 +1802,7 @@ mod tests {
         let (id, _) = s
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "b".into(),
                     jobs,
                 },
@@ -1717,6 +1832,7 @@ mod tests {
         let (id, _) = s
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "b".into(),
                     jobs: vec![job("a", &[])],
                 },
@@ -1743,6 +1859,7 @@ mod tests {
         let jobs = (0..10).map(|i| job(&format!("j{i}"), &[])).collect();
         s.submit(
             BatchSpec {
+                max_parallel: None,
                 name: "b".into(),
                 jobs,
             },
@@ -1776,6 +1893,7 @@ mod tests {
         let (id, _) = s
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "b".into(),
                     jobs: vec![job("a", &[]), job("b", &[]), job("c", &["a"])],
                 },
@@ -1802,6 +1920,7 @@ mod tests {
         let (new_id, _) = r
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "n".into(),
                     jobs: vec![job("x", &[])],
                 },
@@ -1818,6 +1937,7 @@ mod tests {
         let (id, _) = s
             .submit(
                 BatchSpec {
+                    max_parallel: None,
                     name: "b".into(),
                     jobs,
                 },
@@ -1868,6 +1988,7 @@ mod tests {
         let mut s = State::new(config());
         s.submit(
             BatchSpec {
+                max_parallel: None,
                 name: "b".into(),
                 jobs: vec![job("a", &[])],
             },

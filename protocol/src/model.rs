@@ -195,6 +195,7 @@ pub struct SessionRecord {
     pub job_count: u32,
     pub created_at_ms: u64,
     pub finished_at_ms: Option<u64>,
+    pub max_parallel: Option<u32>,
 }
 
 /// A job as stored: what to run and where it is in its life.
@@ -236,6 +237,9 @@ pub struct JobRecord {
     /// A gate: runs nothing, waits for a decision.
     pub gate: bool,
     pub decision: Option<GateDecision>,
+    pub priority: i32,
+    /// Worker labels it needs.
+    pub requires: BTreeMap<String, String>,
 }
 
 /// One session's summary line.
@@ -288,6 +292,8 @@ pub struct JobView {
     pub history: Vec<AttemptRecord>,
     pub gate: bool,
     pub decision: Option<GateDecision>,
+    pub priority: i32,
+    pub requires: BTreeMap<String, String>,
     pub depends_on: Vec<crate::spec::Dependency>,
     /// Captured output (whole or tail, as asked), when asked for.
     #[serde(with = "serde_bytes")]

@@ -10,6 +10,9 @@ use std::fmt;
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
     pub name: String,
+    /// Most jobs of this session running at once (none: no limit).
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
     #[serde(default)]
     pub jobs: Vec<JobSpec>,
 }
@@ -57,6 +60,12 @@ pub struct JobSpec {
     /// succeeded) or `aam reject` (failed).
     #[serde(default)]
     pub gate: bool,
+    /// Higher runs first; equal priorities run in submission order.
+    #[serde(default)]
+    pub priority: i32,
+    /// Worker labels this job needs (`{ gpu = "true" }`).
+    #[serde(default)]
+    pub requires: BTreeMap<String, String>,
 }
 
 /// What a dependency must have done for its dependent to run.
@@ -368,6 +377,9 @@ pub fn validate(batch: &BatchSpec, limits: &Limits) -> Result<(), SpecErrors> {
             ),
         ));
     }
+    if batch.max_parallel == Some(0) {
+        errors.push(SpecError::batch("max_parallel", "must be at least 1"));
+    }
     if batch.jobs.is_empty() {
         errors.push(SpecError::batch("jobs", "the batch has no jobs"));
     }
@@ -657,6 +669,7 @@ mod tests {
     fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
         BatchSpec {
             name: "b".into(),
+            max_parallel: None,
             jobs,
         }
     }

@@ -327,6 +327,7 @@ mod tests {
             job_count: 1,
             created_at_ms: 1,
             finished_at_ms: None,
+            max_parallel: None,
         }
     }
 
@@ -360,6 +361,8 @@ mod tests {
             history: Vec::new(),
             gate: false,
             decision: None,
+            priority: 0,
+            requires: Default::default(),
         }
     }
 

@@ -71,6 +71,7 @@ impl Client {
 fn true_jobs(n: usize) -> BatchSpec {
     BatchSpec {
         name: "bench".into(),
+        max_parallel: None,
         jobs: (0..n)
             .map(|i| JobSpec {
                 name: format!("t{i}"),
@@ -282,6 +283,7 @@ fn failover() {
     let pidfile = c.path("job.pid");
     let batch = BatchSpec {
         name: "failover".into(),
+        max_parallel: None,
         jobs: vec![JobSpec {
             name: "long".into(),
             command: Some(vec![
