@@ -7,6 +7,7 @@ mod control;
 mod dependencies;
 mod durability;
 mod gates;
+mod placement;
 mod quickstart;
 mod session;
 

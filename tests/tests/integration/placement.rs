@@ -1,0 +1,137 @@
+//! Placement: `max_parallel` is never exceeded, higher priority runs first,
+//! `requires` labels choose the worker, and status says why a job waits.
+
+use crate::job;
+use aam_tests::{poll, Cluster};
+use serde_json::json;
+use std::time::Duration;
+
+#[test]
+fn max_parallel_is_never_exceeded() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w1", 4);
+    c.start_worker("w2", 4);
+    let marks = c.path("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // Each job records its start and end (ns) itself, so the check does not
+    // depend on the manager's clock or its view of the run.
+    let jobs: Vec<_> = (0..12)
+        .map(|i| {
+            json!({
+                "name": format!("r{i}"),
+                "command": ["sh", "-c", "s=$(date +%s%N); sleep 0.15; e=$(date +%s%N); echo \"$s $e\" > \"$MARKS/$AAM_JOB_NAME\""],
+                "env": { "MARKS": marks.to_str().unwrap() },
+            })
+        })
+        .collect();
+    let file = c.write(
+        "limited.json",
+        &json!({"name": "limited", "max_parallel": 3, "jobs": jobs}).to_string(),
+    );
+    let session = c.submit(&file);
+    let limited = poll(Duration::from_secs(20), || {
+        let s = c.status(&session);
+        (s["counts"]["running"] == 3).then_some(s)
+    })
+    .expect("never ran 3 at once");
+    let waiting = limited["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["status"] == "queued")
+        .expect("a queued job");
+    assert_eq!(
+        waiting["reason"],
+        "session limit reached (max_parallel = 3)"
+    );
+    c.aam(&["wait", &session]).expect_code(0);
+    let mut events = Vec::new();
+    for i in 0..12 {
+        let text = std::fs::read_to_string(marks.join(format!("r{i}"))).unwrap();
+        let (s, e) = text.trim().split_once(' ').unwrap();
+        events.push((s.parse::<u128>().unwrap(), 1i32));
+        events.push((e.parse::<u128>().unwrap(), -1i32));
+    }
+    events.sort();
+    let mut running = 0;
+    let mut most = 0;
+    for (_, delta) in events {
+        running += delta;
+        most = most.max(running);
+    }
+    assert_eq!(most, 3, "at most 3 at once, and the limit was used");
+}
+
+#[test]
+fn higher_priority_runs_first_and_equals_keep_their_order() {
+    let mut c = Cluster::with_manager();
+    let order = c.path("order");
+    let jobs: Vec<_> = [
+        ("low-a", 0),
+        ("high", 10),
+        ("low-b", 0),
+        ("mid", 5),
+        ("low-c", 0),
+    ]
+    .iter()
+    .map(|(name, priority)| {
+        json!({
+            "name": name,
+            "priority": priority,
+            "command": ["sh", "-c", "echo $AAM_JOB_NAME >> \"$ORDER\""],
+            "env": { "ORDER": order.to_str().unwrap() },
+        })
+    })
+    .collect();
+    let file = c.write(
+        "prio.json",
+        &json!({"name": "prio", "jobs": jobs}).to_string(),
+    );
+    // Submitted before any worker exists: the queue alone decides the order.
+    let session = c.submit(&file);
+    c.start_worker("one", 1);
+    c.aam(&["wait", &session]).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&order).unwrap(),
+        "high\nmid\nlow-a\nlow-b\nlow-c\n"
+    );
+}
+
+#[test]
+fn requires_places_jobs_on_matching_workers_and_says_why_one_waits() {
+    let mut c = Cluster::with_manager();
+    c.start_worker_with("plain", 2, &[]);
+    c.start_worker_with("gpu-box", 1, &["--label", "gpu=true", "--label", "zone=a"]);
+    let file = c.write(
+        "labels.toml",
+        r#"
+name = "labels"
+[[jobs]]
+name = "train"
+command = ["true"]
+requires = { gpu = "true" }
+[[jobs]]
+name = "anywhere"
+command = ["true"]
+[[jobs]]
+name = "tpu-only"
+command = ["true"]
+requires = { tpu = "v5" }
+"#,
+    );
+    let session = c.submit(&file);
+    let stuck = poll(Duration::from_secs(20), || {
+        let s = c.status(&session);
+        (job(&s, "train")["status"] == "succeeded" && job(&s, "anywhere")["status"] == "succeeded")
+            .then_some(s)
+    })
+    .expect("the placeable jobs never ran");
+    assert_eq!(job(&stuck, "train")["worker"], "gpu-box");
+    let tpu = job(&stuck, "tpu-only");
+    assert_eq!(tpu["status"], "queued");
+    assert_eq!(tpu["reason"], "no connected worker has the labels tpu=v5");
+    // A matching worker arrives: the job runs there.
+    c.start_worker_with("tpu-box", 1, &["--label", "tpu=v5"]);
+    c.aam(&["wait", &session]).expect_code(0);
+    assert_eq!(job(&c.status(&session), "tpu-only")["worker"], "tpu-box");
+}
