@@ -351,6 +351,75 @@ fn restart() {
     );
 }
 
+/// One scheduling decision (`schedule::plan`) as the queue grows, with
+/// 1,000 workers: a slot frees and the front job takes it; nothing can be
+/// placed (every job needs a label no worker has); only the last of 100
+/// sessions has room under its max_parallel.
+fn schedule() {
+    use aam_manager::schedule::{plan, Candidate, Labels, WorkerCapacity};
+    use aam_protocol::JobKey;
+    use std::collections::HashMap;
+    let none = Labels::new();
+    let gpu: Labels = [("gpu".to_string(), "true".to_string())].into();
+    let idle: Vec<WorkerCapacity> = (0..1000)
+        .map(|w| WorkerCapacity {
+            worker: w,
+            free: 4,
+            labels: &none,
+        })
+        .collect();
+    let mut one_free: Vec<WorkerCapacity> = (0..1000)
+        .map(|w| WorkerCapacity {
+            worker: w,
+            free: 0,
+            labels: &none,
+        })
+        .collect();
+    one_free[500].free = 1;
+    let time = |f: &mut dyn FnMut()| {
+        let runs = 20;
+        let start = Instant::now();
+        for _ in 0..runs {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e6 / runs as f64
+    };
+    println!("schedule: one decision (schedule::plan) with 1,000 workers, by queue length");
+    println!(
+        "  {:>8} {:>16} {:>22} {:>22}",
+        "queued", "slot frees (us)", "none placeable (us)", "last session (us)"
+    );
+    for n in [1_000u32, 10_000, 100_000] {
+        let keys: Vec<JobKey> = (0..n)
+            .map(|i| JobKey {
+                session: SessionId(1 + (i % 100) as u64),
+                index: i,
+            })
+            .collect();
+        let plain = || {
+            keys.iter().map(|&job| Candidate {
+                job,
+                requires: &none,
+            })
+        };
+        let frees =
+            time(&mut || assert_eq!(plan(plain(), &one_free, &mut HashMap::new()).len(), 1));
+        let blocked = time(&mut || {
+            let wanting = keys.iter().map(|&job| Candidate {
+                job,
+                requires: &gpu,
+            });
+            assert!(plan(wanting, &idle, &mut HashMap::new()).is_empty());
+        });
+        let last = time(&mut || {
+            let mut room: HashMap<SessionId, u32> = (1..=100).map(|s| (SessionId(s), 0)).collect();
+            room.insert(SessionId(100), 1);
+            assert_eq!(plan(plain(), &idle, &mut room).len(), 1);
+        });
+        println!("  {n:>8} {frees:>16.1} {blocked:>22.1} {last:>22.1}");
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; a name filters which benchmark runs.
     let filter: Vec<String> = std::env::args()
@@ -372,5 +441,8 @@ fn main() {
     }
     if wanted("restart") {
         restart();
+    }
+    if wanted("schedule") {
+        schedule();
     }
 }
