@@ -21,7 +21,8 @@ async fn call(client: &mut Client, request: ClientRequest) -> anyhow::Result<Cli
         match client.call(request.clone()).await {
             Err(e) if is_lost(&e) => {
                 eprintln!("aam: {e}; reconnecting");
-                client.reconnect(None).await?;
+                let budget = tokio::time::Instant::now() + crate::progress::RECONNECT_FOR;
+                client.reconnect(Some(budget)).await?;
             }
             other => return other,
         }
@@ -54,11 +55,17 @@ pub async fn logs(
             } => (status, attempt, output, output_bytes),
             other => return Err(unexpected(other)),
         };
-        if attempt.is_some_and(|a| a != this_attempt) || printed < from {
-            // A new attempt (or a manager that lost what it had): start over.
+        if attempt.is_some_and(|a| a != this_attempt) {
+            // A new attempt: its output starts over.
             eprintln!("[aam: attempt {this_attempt} of {job}]");
             from = 0;
             attempt = Some(this_attempt);
+            continue;
+        }
+        if printed < from {
+            // The manager has not caught up yet (a restart, before the
+            // worker resent the output): ask again from where we are.
+            tokio::time::sleep(POLL).await;
             continue;
         }
         attempt = Some(this_attempt);

@@ -72,6 +72,23 @@ impl Display {
     }
 }
 
+/// How long to keep trying to reach a manager that went away (a restart
+/// takes seconds; a manager that stays away is an error, exit 3).
+pub const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+async fn reconnect(
+    client: &mut Client,
+    display: &mut Display,
+    lost: &anyhow::Error,
+    deadline: Option<tokio::time::Instant>,
+) -> anyhow::Result<()> {
+    display.note(&format!("{lost}; reconnecting"));
+    let budget = tokio::time::Instant::now() + RECONNECT_FOR;
+    client
+        .reconnect(Some(deadline.map_or(budget, |d| d.min(budget))))
+        .await
+}
+
 /// Follows a session until it ends (or `timeout` passes, exit 1). Rides
 /// over a manager restart: it reconnects and watches again.
 pub async fn wait(
@@ -94,10 +111,16 @@ pub async fn wait(
     let mut watching = false;
     let result = loop {
         if !watching {
-            if let Err(e) = client.send(ClientRequest::Watch { session }).await {
-                break Err(e);
+            match client.send(ClientRequest::Watch { session }).await {
+                Ok(()) => watching = true,
+                Err(e) if is_lost(&e) => {
+                    if let Err(e) = reconnect(client, &mut display, &e, deadline).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                Err(e) => break Err(e),
             }
-            watching = true;
         }
         let next = client.next();
         let response = match deadline {
@@ -116,8 +139,7 @@ pub async fn wait(
             }
             Ok(other) => break Err(unexpected(other)),
             Err(e) if is_lost(&e) => {
-                display.note(&format!("{e}; reconnecting"));
-                if let Err(e) = client.reconnect(deadline).await {
+                if let Err(e) = reconnect(client, &mut display, &e, deadline).await {
                     break Err(
                         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                             timed_out()

@@ -50,15 +50,21 @@ impl Local {
         Ok(text.trim().to_string())
     }
 
-    /// The pid of the background process, if it is alive.
+    /// The pid of the background process, if it is alive and still ours
+    /// (a pid file left by a crash may name some other process by now).
     fn running_pid(&self) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(self.pid_file())
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        // SAFETY: signal 0 only checks that the process exists.
-        (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = cmdline.split(|&b| b == 0).any(|arg| arg == b"__serve");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        (pid > 0 && ours && !zombie).then_some(pid)
     }
 }
 
@@ -156,9 +162,8 @@ pub fn down() -> anyhow::Result<i32> {
     };
     // SAFETY: sending SIGTERM to the process `aam up` started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    // SAFETY: signal 0 only checks that the process exists.
-    let gone = wait_until(DOWN_DRAIN + Duration::from_secs(30), || unsafe {
-        libc::kill(pid, 0) != 0
+    let gone = wait_until(DOWN_DRAIN + Duration::from_secs(30), || {
+        local.running_pid().is_none()
     });
     if !gone {
         return Err(anyhow::anyhow!(

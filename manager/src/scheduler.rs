@@ -409,6 +409,14 @@ impl Handler<WorkerConnected> for Scheduler {
             };
             Effect::ToWorker(msg.id, stop)
         }));
+        effects.extend(registration.cancel.into_iter().map(|(attempt, grace_ms)| {
+            let stop = ManagerToWorker::Stop {
+                attempt,
+                cause: StopCause::Cancelled,
+                grace_ms,
+            };
+            Effect::ToWorker(msg.id, stop)
+        }));
         self.settle(ctx, effects);
     }
 }

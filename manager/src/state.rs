@@ -183,6 +183,9 @@ pub struct Registration {
     pub adopted: Vec<AttemptRef>,
     /// Attempts it must kill: not (or no longer) assigned to it.
     pub kill: Vec<AttemptRef>,
+    /// Adopted attempts a cancel is still waiting on: stop them (again; the
+    /// first order may have been lost with a connection or a restart).
+    pub cancel: Vec<(AttemptRef, u64)>,
     /// A previous connection under the same name, now replaced.
     pub replaced: Option<WorkerId>,
 }
@@ -561,6 +564,9 @@ impl State {
                 self.orphans.remove(&r.job);
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.running.insert(r.job);
+                }
+                if let Some(job) = self.job(r.job).filter(|j| j.cancel_requested) {
+                    out.cancel.push((*r, job.policy.grace_ms));
                 }
                 out.adopted.push(*r);
             } else {
@@ -1454,8 +1460,12 @@ impl State {
             .sessions
             .get(&job.key.session)
             .and_then(|s| s.live.get(&job.key.index));
-        if let (JobStatus::Running, Some(capture)) = (job.status, live) {
-            return Some(capture.clone());
+        match (job.status, live) {
+            (JobStatus::Running, Some(capture)) => return Some(capture.clone()),
+            // Running but nothing heard yet (say, after a restart, before
+            // the worker resends it): the stored output is an older attempt's.
+            (JobStatus::Running, None) => return None,
+            _ => {}
         }
         if let Some((_, capture)) = self.committing_outputs.get(&job.key) {
             return Some(capture.clone());
@@ -1824,6 +1834,31 @@ mod tests {
         assert_eq!(status(&s, id, "run"), JobStatus::Cancelled);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Cancelled);
         assert!(s.dispatch(3).is_empty());
+    }
+
+    #[test]
+    fn a_cancel_is_ordered_again_when_the_worker_reconnects() {
+        let mut s = State::new(config());
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    max_parallel: None,
+                    name: "b".into(),
+                    jobs: vec![job("a", &[])],
+                },
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let running = attempt_of(&s.dispatch(0)[0].1);
+        let out = s.cancel(id, None, Some(300), 1).unwrap();
+        assert_eq!(out.stopping.len(), 1);
+        // The connection (or the manager) dies before the stop arrives; the
+        // worker comes back still running the job.
+        s.worker_gone(1, false, 2);
+        let reg = s.register_worker(2, worker("w", 1), &[running], 3);
+        assert_eq!(reg.adopted, vec![running]);
+        assert_eq!(reg.cancel, vec![(running, 10_000)]);
     }
 
     #[test]

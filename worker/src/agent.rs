@@ -252,6 +252,9 @@ impl WorkerAgent {
         let Some(conn) = &mut self.conn else {
             return;
         };
+        if self.draining {
+            conn.writer.write(WorkerToManager::Draining);
+        }
         for (attempt, job) in &self.running {
             if !job.capture.is_empty() {
                 conn.writer.write(WorkerToManager::OutputSync {

@@ -193,6 +193,7 @@ pub async fn run_job(
     });
     let order: Option<StopOrder> = loop {
         tokio::select! {
+            biased;
             _ = child.wait() => break None,
             order = &mut stop => match order {
                 Ok(order) => break Some(order),
@@ -208,6 +209,9 @@ pub async fn run_job(
             }
         }
     };
+    // A stop that raced the job's own end: the end wins (the job is done;
+    // calling it stopped would requeue or retry finished work).
+    let order = order.filter(|_| !matches!(child.try_wait(), Ok(Some(_))));
     let stopped = match order {
         Some(order) => {
             tracing::info!(pid, cause = order.cause.as_str(), "stopping job");
