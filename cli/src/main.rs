@@ -49,6 +49,10 @@ enum Command {
         /// Then wait for the session to end (exit code as `aam wait`)
         #[arg(long)]
         wait: bool,
+        /// Submitting again with the same key returns the first session
+        /// instead of starting a second one
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// All sessions, or one session's jobs
     Status {
@@ -256,11 +260,24 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
     let (addr, token) = endpoint(&cli)?;
     let mut client = Client::connect(&addr, &token).await?;
     match cli.command {
-        Command::Submit { file, json, wait } => {
+        Command::Submit {
+            file,
+            json,
+            wait,
+            idempotency_key,
+        } => {
             let batch = submit_batch.expect("loaded above");
             let name = batch.name.clone();
-            let (session, jobs) = match client.call(ClientRequest::Submit { batch }).await? {
-                ClientResponse::Submitted { session, jobs } => (session, jobs),
+            let request = ClientRequest::Submit {
+                batch,
+                idempotency_key,
+            };
+            let (session, jobs, existing) = match client.call(request).await? {
+                ClientResponse::Submitted {
+                    session,
+                    jobs,
+                    existing,
+                } => (session, jobs, existing),
                 ClientResponse::Invalid(errors) => {
                     return Err(bad_input(batch::describe(&file, &errors)))
                 }
@@ -268,7 +285,7 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             };
             if json {
                 print_json(
-                    &serde_json::json!({"session": session.to_string(), "name": name, "jobs": jobs}),
+                    &serde_json::json!({"session": session.to_string(), "name": name, "jobs": jobs, "existing": existing}),
                 );
             } else {
                 println!("{session}");

@@ -93,8 +93,12 @@ async fn drive(
 ) -> anyhow::Result<i32> {
     let addr = manager.addr.to_string();
     let mut client = Client::connect(&addr, &manager.token).await?;
-    let session = match client.call(ClientRequest::Submit { batch }).await? {
-        ClientResponse::Submitted { session, jobs } => {
+    let request = ClientRequest::Submit {
+        batch,
+        idempotency_key: None,
+    };
+    let session = match client.call(request).await? {
+        ClientResponse::Submitted { session, jobs, .. } => {
             eprintln!("session {session} submitted: {jobs} jobs");
             session
         }

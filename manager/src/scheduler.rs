@@ -241,12 +241,33 @@ impl Scheduler {
         };
         let stored = self.output_reader();
         let response = match request {
-            ClientRequest::Submit { batch } => {
+            ClientRequest::Submit {
+                batch,
+                idempotency_key,
+            } => {
                 let name = batch.name.clone();
-                match self.state.submit(batch, now_ms()) {
+                if let Some((session, jobs)) = idempotency_key
+                    .as_deref()
+                    .and_then(|k| self.state.session_for_key(k))
+                {
+                    tracing::info!(session = %session, "submission with a known idempotency key");
+                    return (
+                        Some(ClientResponse::Submitted {
+                            session,
+                            jobs,
+                            existing: true,
+                        }),
+                        None,
+                    );
+                }
+                match self.state.submit(batch, idempotency_key, now_ms()) {
                     Ok((session, jobs)) => {
                         tracing::info!(session = %session, name = %name, jobs, "session submitted");
-                        ClientResponse::Submitted { session, jobs }
+                        ClientResponse::Submitted {
+                            session,
+                            jobs,
+                            existing: false,
+                        }
                     }
                     Err(errors) => ClientResponse::Invalid(errors),
                 }

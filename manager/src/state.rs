@@ -196,6 +196,8 @@ pub struct State {
     /// Queued jobs by (priority, higher first; then the order they became
     /// queued: FIFO across sessions). May hold stale keys, dropped when met.
     queue: BTreeMap<QueuePos, JobKey>,
+    /// Sessions by the idempotency key they were submitted with.
+    by_idempotency_key: HashMap<String, SessionId>,
     /// Where each queued job sits in `queue`.
     queued_at: HashMap<JobKey, QueuePos>,
     /// Next position at the back, and (decreasing) at the front, of its priority.
@@ -226,6 +228,7 @@ impl State {
             sessions: BTreeMap::new(),
             queue: BTreeMap::new(),
             queued_at: HashMap::new(),
+            by_idempotency_key: HashMap::new(),
             queue_back: 0,
             queue_front: -1,
             next_session: 1,
@@ -266,6 +269,9 @@ impl State {
             }
             state.next_session = state.next_session.max(record.id.0 + 1);
             let id = record.id;
+            if let Some(k) = &record.idempotency_key {
+                state.by_idempotency_key.insert(k.clone(), id);
+            }
             let entry = state.make_entry(record, jobs);
             state.sessions.insert(id, entry);
             state.recheck_session(id, now);
@@ -376,6 +382,12 @@ impl State {
         self.queue.insert(at, key);
     }
 
+    /// The session submitted with this idempotency key, and its job count.
+    pub fn session_for_key(&self, key: &str) -> Option<(SessionId, u32)> {
+        let id = *self.by_idempotency_key.get(key)?;
+        Some((id, self.sessions.get(&id)?.jobs.len() as u32))
+    }
+
     pub fn session_exists(&self, id: SessionId) -> bool {
         self.sessions.contains_key(&id)
     }
@@ -383,8 +395,18 @@ impl State {
     // ---- submission ----
 
     /// Validates and stores a batch as a new session.
-    pub fn submit(&mut self, batch: BatchSpec, now: u64) -> Result<(SessionId, u32), SpecErrors> {
+    pub fn submit(
+        &mut self,
+        batch: BatchSpec,
+        idempotency_key: Option<String>,
+        now: u64,
+    ) -> Result<(SessionId, u32), SpecErrors> {
         validate(&batch, &self.config.limits)?;
+        if let Some(key) = &idempotency_key {
+            if key.is_empty() || key.len() > 256 {
+                return Err(SpecError::batch("idempotency_key", "must be 1-256 bytes").into());
+            }
+        }
         let id = SessionId(self.next_session);
         let session_label = id.to_string();
         let mut errors = Vec::new();
@@ -473,6 +495,7 @@ impl State {
             created_at_ms: now,
             finished_at_ms: None,
             max_parallel: batch.max_parallel,
+            idempotency_key: idempotency_key.clone(),
         };
         self.next_session += 1;
         self.next_session_dirty = true;
@@ -490,6 +513,9 @@ impl State {
         }
         self.dirty_sessions.insert(id);
         self.changed.insert(id);
+        if let Some(k) = idempotency_key {
+            self.by_idempotency_key.insert(k, id);
+        }
         Ok((id, count))
     }
 
@@ -1684,7 +1710,7 @@ mod tests {
                 job("d", &[]),
             ],
         };
-        let (id, n) = s.submit(batch, 0).unwrap();
+        let (id, n) = s.submit(batch, None, 0).unwrap();
         assert_eq!(n, 4);
         s.register_worker(1, worker("w", 8), &[], 0);
         let first = s.dispatch(1);
@@ -1709,8 +1735,8 @@ mod tests {
             name: name.into(),
             jobs: (0..2).map(|i| job(&format!("{name}{i}"), &[])).collect(),
         };
-        s.submit(batch("a"), 0).unwrap();
-        s.submit(batch("b"), 0).unwrap();
+        s.submit(batch("a"), None, 0).unwrap();
+        s.submit(batch("b"), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let mut order = Vec::new();
         for t in 0..4 {
@@ -1731,6 +1757,7 @@ mod tests {
                     name: "b".into(),
                     jobs: vec![job("a", &[])],
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -1756,6 +1783,7 @@ mod tests {
                 name: "b".into(),
                 jobs: vec![job("a", &[]), job("b", &[])],
             },
+            None,
             0,
         )
         .unwrap();
@@ -1787,6 +1815,7 @@ mod tests {
                     name: "b".into(),
                     jobs: vec![spec],
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -1816,6 +1845,7 @@ mod tests {
                     name: "b".into(),
                     jobs,
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -1846,6 +1876,7 @@ mod tests {
                     name: "b".into(),
                     jobs: vec![job("a", &[])],
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -1871,6 +1902,7 @@ mod tests {
                     name: "b".into(),
                     jobs: vec![job("a", &[])],
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -1898,6 +1930,7 @@ mod tests {
                 name: "b".into(),
                 jobs,
             },
+            None,
             0,
         )
         .unwrap();
@@ -1932,6 +1965,7 @@ mod tests {
                     name: "b".into(),
                     jobs: vec![job("a", &[]), job("b", &[]), job("c", &["a"])],
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -1959,6 +1993,7 @@ mod tests {
                     name: "n".into(),
                     jobs: vec![job("x", &[])],
                 },
+                None,
                 50,
             )
             .unwrap();
@@ -1976,6 +2011,7 @@ mod tests {
                     name: "b".into(),
                     jobs,
                 },
+                None,
                 0,
             )
             .unwrap();
@@ -2027,6 +2063,7 @@ mod tests {
                 name: "b".into(),
                 jobs: vec![job("a", &[])],
             },
+            None,
             0,
         )
         .unwrap();

@@ -64,6 +64,8 @@ pub enum OutputWanted {
 pub enum ClientRequest {
     Submit {
         batch: BatchSpec,
+        /// A key already used returns that session instead of a new one.
+        idempotency_key: Option<String>,
     },
     ListSessions,
     Session {
@@ -112,6 +114,8 @@ pub enum ClientResponse {
     Submitted {
         session: SessionId,
         jobs: u32,
+        /// The idempotency key was used before: this is that session.
+        existing: bool,
     },
     Invalid(SpecErrors),
     Sessions(Vec<SessionSummary>),

@@ -196,6 +196,7 @@ pub struct SessionRecord {
     pub created_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     pub max_parallel: Option<u32>,
+    pub idempotency_key: Option<String>,
 }
 
 /// A job as stored: what to run and where it is in its life.

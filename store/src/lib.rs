@@ -328,6 +328,7 @@ mod tests {
             created_at_ms: 1,
             finished_at_ms: None,
             max_parallel: None,
+            idempotency_key: None,
         }
     }
 

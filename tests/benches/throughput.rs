@@ -47,7 +47,10 @@ impl Client {
     }
 
     fn submit(&mut self, batch: BatchSpec) -> SessionId {
-        self.write(&ClientRequest::Submit { batch });
+        self.write(&ClientRequest::Submit {
+            batch,
+            idempotency_key: None,
+        });
         match self.read() {
             ClientResponse::Submitted { session, .. } => session,
             other => panic!("submit failed: {other:?}"),

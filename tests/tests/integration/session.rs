@@ -239,3 +239,42 @@ fn wait_gives_up_after_its_timeout() {
         .expect_code(1);
     assert!(out.stderr.contains("still running after"), "{}", out.dump());
 }
+
+#[test]
+fn an_idempotency_key_returns_the_first_session_even_after_a_restart() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 1);
+    let file = c.write(
+        "once.toml",
+        "name = \"once\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    );
+    let path = file.to_str().unwrap();
+    let first = c
+        .aam(&["submit", path, "--json", "--idempotency-key", "deploy-42"])
+        .expect_code(0)
+        .json();
+    assert_eq!(first["existing"], false);
+    let again = c
+        .aam(&["submit", path, "--json", "--idempotency-key", "deploy-42"])
+        .expect_code(0)
+        .json();
+    assert_eq!(again["session"], first["session"]);
+    assert_eq!(again["existing"], true);
+    c.kill_manager();
+    c.start_manager();
+    let after = c
+        .aam(&["submit", path, "--json", "--idempotency-key", "deploy-42"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        after["session"], first["session"],
+        "the key was forgotten in the restart"
+    );
+    let other = c
+        .aam(&["submit", path, "--json", "--idempotency-key", "deploy-43"])
+        .expect_code(0)
+        .json();
+    assert_ne!(other["session"], first["session"]);
+    let sessions = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    assert_eq!(sessions.as_array().unwrap().len(), 2);
+}
