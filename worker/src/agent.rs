@@ -14,8 +14,11 @@ use aam_protocol::messages::{
 use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
 use aam_protocol::output::OutputCapture;
 use actix::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use futures::SinkExt;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
@@ -47,11 +50,63 @@ struct RunningJob {
     capture: OutputCapture,
 }
 
-type Writer = actix::io::FramedWrite<
-    WorkerToManager,
-    OwnedWriteHalf,
-    FrameCodec<ManagerToWorker, WorkerToManager>,
->;
+/// Output bytes waiting to be written past which new output is not sent
+/// (the attempt's capture keeps it and is resent whole later), so a chatty
+/// job and a slow link cannot grow the worker's memory without bound.
+pub const OUTPUT_BACKLOG: usize = 8 * 1024 * 1024;
+
+/// Frames for the manager go through a writer task; `backlog` counts the
+/// bytes not yet written.
+struct Writer {
+    tx: tokio::sync::mpsc::UnboundedSender<WorkerToManager>,
+    backlog: Rc<Cell<usize>>,
+}
+
+fn frame_size(msg: &WorkerToManager) -> usize {
+    match msg {
+        WorkerToManager::Output { data, .. } => data.len() + 32,
+        WorkerToManager::OutputSync { capture, .. } => capture.total().min(16 << 20) as usize + 64,
+        _ => 64,
+    }
+}
+
+impl Writer {
+    fn start(write: OwnedWriteHalf, max_frame: usize) -> Writer {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<WorkerToManager>();
+        let backlog = Rc::new(Cell::new(0usize));
+        let left = backlog.clone();
+        actix::spawn(async move {
+            let mut framed = tokio_util::codec::FramedWrite::new(
+                write,
+                FrameCodec::<ManagerToWorker, WorkerToManager>::new(max_frame),
+            );
+            // Everything queued goes out in one flush.
+            while let Some(msg) = rx.recv().await {
+                let mut size = frame_size(&msg);
+                let mut sent = framed.feed(msg).await;
+                while sent.is_ok() {
+                    let Ok(more) = rx.try_recv() else { break };
+                    size += frame_size(&more);
+                    sent = framed.feed(more).await;
+                }
+                if sent.is_ok() {
+                    sent = framed.flush().await;
+                }
+                left.set(left.get().saturating_sub(size));
+                if let Err(e) = sent {
+                    tracing::warn!("writing to the manager: {e}");
+                    break;
+                }
+            }
+        });
+        Writer { tx, backlog }
+    }
+
+    fn write(&mut self, msg: WorkerToManager) {
+        self.backlog.set(self.backlog.get() + frame_size(&msg));
+        let _ = self.tx.send(msg);
+    }
+}
 
 struct Connection {
     writer: Writer,
@@ -83,6 +138,9 @@ pub struct WorkerAgent {
     pending_progress: HashMap<AttemptRef, WorkerToManager>,
     /// Output bytes kept per attempt (the manager's setting).
     output_cap: usize,
+    /// Attempts whose output was held back for a full backlog: their
+    /// capture is sent whole once the backlog drains.
+    behind: HashSet<AttemptRef>,
 }
 
 /// Starts a worker in the current actix system.
@@ -101,6 +159,7 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         draining: false,
         pending_progress: HashMap::new(),
         output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
+        behind: HashSet::new(),
     }
     .start()
 }
@@ -153,8 +212,7 @@ impl WorkerAgent {
         );
         reader.read_buffer_mut().extend_from_slice(&leftover);
         let reader = ctx.add_stream(reader);
-        let mut writer =
-            actix::io::FramedWrite::new(write, FrameCodec::new(self.config.max_frame), ctx);
+        let mut writer = Writer::start(write, self.config.max_frame);
         writer.write(WorkerToManager::Register {
             name: self.config.name.clone(),
             slots: self.config.slots,
@@ -197,8 +255,16 @@ impl WorkerAgent {
             _ => return self.report(msg),
         };
         self.pending_progress.remove(&attempt);
+        let held_back = self.behind.remove(&attempt);
         if let Some(conn) = &mut self.conn {
             if conn.heartbeat.is_some() {
+                if held_back {
+                    // Its output did not all go: the whole of it goes before its end.
+                    conn.writer.write(WorkerToManager::OutputSync {
+                        attempt,
+                        capture: capture.clone(),
+                    });
+                }
                 conn.writer.write(msg.clone());
                 tracing::debug!(job = %attempt.job, attempt = attempt.attempt, "reported the end of a job");
             }
@@ -211,6 +277,16 @@ impl WorkerAgent {
     fn report(&mut self, msg: WorkerToManager) {
         if let Some(conn) = &mut self.conn {
             if conn.heartbeat.is_some() {
+                if let WorkerToManager::Output { attempt, .. } = &msg {
+                    if conn.writer.backlog.get() > OUTPUT_BACKLOG {
+                        // The capture has it; it goes whole once we catch up.
+                        self.behind.insert(*attempt);
+                        return;
+                    }
+                    if self.behind.contains(attempt) {
+                        return;
+                    }
+                }
                 conn.writer.write(msg);
                 return;
             }
@@ -247,11 +323,37 @@ impl WorkerAgent {
         }
     }
 
+    /// Sends the captures of attempts whose output was held back, once the
+    /// backlog has drained.
+    fn catch_up(&mut self) {
+        let Some(conn) = &mut self.conn else {
+            return;
+        };
+        if self.behind.is_empty() || conn.writer.backlog.get() > OUTPUT_BACKLOG / 8 {
+            return;
+        }
+        for attempt in std::mem::take(&mut self.behind) {
+            if let Some(job) = self.running.get(&attempt) {
+                conn.writer.write(WorkerToManager::OutputSync {
+                    attempt,
+                    capture: job.capture.clone(),
+                });
+            } else if let Some((_, capture)) = self.unacked.get(&attempt) {
+                conn.writer.write(WorkerToManager::OutputSync {
+                    attempt,
+                    capture: capture.clone(),
+                });
+            }
+        }
+    }
+
     /// After (re)registering: everything the manager may have missed.
     fn resync(&mut self) {
         let Some(conn) = &mut self.conn else {
             return;
         };
+        // The whole captures go now: nothing is held back any more.
+        self.behind.clear();
         if self.draining {
             conn.writer.write(WorkerToManager::Draining);
         }
@@ -348,15 +450,6 @@ impl Actor for WorkerAgent {
     }
 }
 
-impl actix::io::WriteHandler<CodecError> for WorkerAgent {
-    fn error(&mut self, err: CodecError, _ctx: &mut Self::Context) -> Running {
-        tracing::warn!("writing to the manager: {err}");
-        Running::Continue
-    }
-
-    fn finished(&mut self, _ctx: &mut Self::Context) {}
-}
-
 impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
     fn handle(&mut self, item: Result<ManagerToWorker, CodecError>, ctx: &mut Context<Self>) {
         let msg = match item {
@@ -381,6 +474,7 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                     if let Some(conn) = &mut act.conn {
                         conn.writer.write(WorkerToManager::Heartbeat);
                     }
+                    act.catch_up();
                 });
                 if let Some(conn) = &mut self.conn {
                     conn.heartbeat = Some(handle);

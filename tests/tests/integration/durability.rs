@@ -211,3 +211,66 @@ fn sigterm_to_the_manager_flushes_and_exits_while_workers_keep_their_jobs() {
     let logs = c.aam(&["logs", &format!("{session}/held")]).expect_code(0);
     assert_eq!(logs.stdout, "released\n");
 }
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_chatty_job_and_a_stalled_manager_do_not_grow_the_worker_without_bound() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 1);
+    let (gate, done) = (c.path("gate"), c.path("done"));
+    let file = c.write(
+        "chatty.json",
+        &json!({"name": "chatty", "jobs": [{
+            "name": "flood",
+            "command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done; yes 0123456789abcdef | head -c 104857600; touch \"$DONE\""],
+            "env": { "GATE": gate.to_str().unwrap(), "DONE": done.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    let running = poll(Duration::from_secs(20), || {
+        (job(&c.status(&session), "flood")["status"] == "running").then_some(())
+    });
+    assert!(running.is_some());
+    // The manager stops reading; 100 MiB are printed meanwhile.
+    c.manager.as_ref().unwrap().signal(libc::SIGSTOP);
+    std::fs::write(&gate, "").unwrap();
+    let printed = poll(Duration::from_secs(30), || done.exists().then_some(()));
+    let peak = peak_rss_kib(c.workers[0].pid());
+    c.manager.as_ref().unwrap().signal(libc::SIGCONT);
+    assert!(
+        printed.is_some(),
+        "the job could not print while the manager was stalled"
+    );
+    assert!(peak < 64 * 1024, "the worker held {} MiB", peak / 1024);
+    c.aam(&["wait", &session]).expect_code(0);
+    let logs = c.aam(&["logs", &format!("{session}/flood")]).expect_code(0);
+    let full: Vec<u8> = b"0123456789abcdef\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(104_857_600)
+        .collect();
+    let mut expected = full[..512 * 1024].to_vec();
+    expected.extend_from_slice(
+        format!(
+            "\n[aam: {} bytes of output omitted]\n",
+            104_857_600 - 1024 * 1024
+        )
+        .as_bytes(),
+    );
+    expected.extend_from_slice(&full[104_857_600 - 512 * 1024..]);
+    assert!(
+        logs.stdout.as_bytes() == expected.as_slice(),
+        "the output is not head + marker + tail"
+    );
+}
