@@ -72,7 +72,13 @@ enum Command {
         session: String,
         #[arg(long)]
         json: bool,
+        /// Only the jobs that did not succeed
+        #[arg(long)]
+        failed: bool,
     },
+    /// Run the failed, timed out, cancelled and skipped jobs of a session
+    /// again as new attempts, keeping what succeeded
+    Retry { session: String },
     /// A job's captured output: aam logs SESSION/JOB
     Logs {
         job: String,
@@ -346,9 +352,27 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             let summary = progress::wait(&mut client, session, timeout).await?;
             Ok(verdict(&summary))
         }
-        Command::Results { session, json } => {
-            show_results(&mut client, session_arg(&session)?, json).await?;
+        Command::Results {
+            session,
+            json,
+            failed,
+        } => {
+            show_results(&mut client, session_arg(&session)?, json, failed).await?;
             Ok(0)
+        }
+        Command::Retry { session } => {
+            let session = session_arg(&session)?;
+            match client.call(ClientRequest::Retry { session }).await? {
+                ClientResponse::Retried { jobs } => {
+                    println!(
+                        "{session}: running {} jobs again: {}",
+                        jobs.len(),
+                        jobs.join(", ")
+                    );
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
         }
         Command::Cancel {
             target,
@@ -430,6 +454,7 @@ pub async fn show_results(
     client: &mut Client,
     session: SessionId,
     json: bool,
+    only_failed: bool,
 ) -> anyhow::Result<()> {
     let output = if json {
         OutputWanted::All
@@ -442,9 +467,15 @@ pub async fn show_results(
     {
         ClientResponse::Session(view) => {
             if json {
-                print_json(&render::session_json(&view, true));
+                let mut doc = render::session_json(&view, true);
+                if only_failed {
+                    if let Some(jobs) = doc["jobs"].as_array_mut() {
+                        jobs.retain(|j| j["status"] != "succeeded");
+                    }
+                }
+                print_json(&doc);
             } else {
-                print!("{}", render::results_markdown(&view));
+                print!("{}", render::results_markdown(&view, only_failed));
             }
             Ok(())
         }

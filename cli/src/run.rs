@@ -108,6 +108,6 @@ async fn drive(
     let summary = progress::wait(&mut client, session, None)
         .await
         .context("following the session")?;
-    crate::show_results(&mut client, session, json).await?;
+    crate::show_results(&mut client, session, json, false).await?;
     Ok(verdict(&summary))
 }

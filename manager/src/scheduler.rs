@@ -297,6 +297,16 @@ impl Scheduler {
                 }
             }
             ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
+            ClientRequest::Retry { session } => match self.state.retry(session, now_ms()) {
+                Ok(jobs) => {
+                    tracing::info!(session = %session, jobs = jobs.len(), "session retried");
+                    ClientResponse::Retried { jobs }
+                }
+                Err(message) => ClientResponse::Error {
+                    kind: ErrorKind::BadRequest,
+                    message,
+                },
+            },
             ClientRequest::Cancel { .. } | ClientRequest::Decide { .. } => ClientResponse::Error {
                 kind: ErrorKind::Internal,
                 message: "handled on its own".into(),

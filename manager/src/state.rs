@@ -1198,6 +1198,87 @@ impl State {
         }
     }
 
+    /// Runs the jobs of a session that did not succeed again (failed, timed
+    /// out, cancelled, skipped): each goes back to waiting for its
+    /// dependencies, and its next dispatch is a new attempt. What succeeded
+    /// stays. Returns the names of the jobs to run again.
+    pub fn retry(&mut self, session: SessionId, now: u64) -> Result<Vec<String>, String> {
+        let entry = self
+            .sessions
+            .get(&session)
+            .ok_or_else(|| format!("no session {session}"))?;
+        let again: Vec<u32> = entry
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| {
+                matches!(
+                    j.status,
+                    JobStatus::Failed
+                        | JobStatus::TimedOut
+                        | JobStatus::Cancelled
+                        | JobStatus::Skipped
+                )
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+        if again.is_empty() {
+            return Err(format!("{session} has nothing to retry: no job failed, timed out, was cancelled or skipped"));
+        }
+        let mut names = Vec::new();
+        for &index in &again {
+            let key = JobKey { session, index };
+            self.set_status(key, JobStatus::Pending);
+            if let Some(job) = self.job_mut(key) {
+                names.push(job.name.clone());
+                job.finished_at_ms = None;
+                job.exit = None;
+                job.reason = None;
+                job.failures = 0;
+                job.losses = 0;
+                job.not_before_ms = None;
+                job.cancel_requested = false;
+                job.teardown = None;
+                job.decision = None;
+            }
+        }
+        // Count again what each waiting job waits for, then start what can.
+        let entry = self.sessions.get_mut(&session).expect("checked above");
+        for (i, job) in entry.jobs.iter().enumerate() {
+            if job.status == JobStatus::Pending {
+                entry.waiting_on[i] = job
+                    .depends_on
+                    .iter()
+                    .filter(|&&(d, _)| !entry.jobs[d as usize].status.is_terminal())
+                    .count() as u32;
+            }
+        }
+        entry.record.status = SessionStatus::Running;
+        entry.record.finished_at_ms = None;
+        self.dirty_sessions.insert(session);
+        for index in again {
+            let key = JobKey { session, index };
+            let entry = &self.sessions[&session];
+            let job = &entry.jobs[index as usize];
+            if job.status != JobStatus::Pending {
+                continue; // skipped meanwhile by an earlier one of these
+            }
+            let unmet = job.depends_on.iter().find(|&&(d, when)| {
+                let s = entry.jobs[d as usize].status;
+                s.is_terminal() && !condition_met(when, s)
+            });
+            if let Some(&(dep, when)) = unmet {
+                let reason = unmet_reason(&entry.jobs[dep as usize], when);
+                self.skip(key, reason, now);
+                self.settle_dependents(key, now);
+            } else if entry.waiting_on[index as usize] == 0 {
+                self.ready(key);
+            }
+        }
+        self.maybe_finish_session(session, now);
+        Ok(names)
+    }
+
     /// Approves or rejects a gate awaiting its decision; returns its status.
     pub fn decide(
         &mut self,

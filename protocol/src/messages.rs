@@ -90,6 +90,11 @@ pub enum ClientRequest {
         grace_ms: Option<u64>,
         wait: bool,
     },
+    /// Run the failed, timed out, cancelled and skipped jobs of a session
+    /// again, keeping what succeeded.
+    Retry {
+        session: SessionId,
+    },
     /// Approve (or reject) a gate that awaits a decision.
     Decide {
         session: SessionId,
@@ -132,6 +137,9 @@ pub enum ClientResponse {
     Progress(SessionSummary),
     Decided {
         status: JobStatus,
+    },
+    Retried {
+        jobs: Vec<String>,
     },
     Cancelled {
         /// Jobs that had not started: cancelled at once.

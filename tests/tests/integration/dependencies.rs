@@ -202,3 +202,65 @@ fn inputs_reach_a_job_on_another_worker_with_failed_dependencies_listed() {
     let s = c.status(&session);
     assert!(["w1", "w2"].contains(&job(&s, "synth")["worker"].as_str().unwrap()));
 }
+
+#[test]
+fn retry_runs_what_did_not_succeed_and_keeps_what_did() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let fix = c.path("fixed");
+    let file = c.write(
+        "retry.json",
+        &serde_json::json!({"name": "retry", "jobs": [
+            { "name": "good", "command": ["echo", "fine"] },
+            { "name": "flaky", "command": ["sh", "-c", "[ -e \"$FIX\" ] || { echo broken; exit 1; }"],
+              "env": { "FIX": fix.to_str().unwrap() } },
+            { "name": "after", "command": ["echo", "after"], "depends_on": ["flaky"] },
+        ]})
+        .to_string(),
+    );
+    let session = c.submit(&file);
+    c.aam(&["wait", &session]).expect_code(1);
+    let failed = c
+        .aam(&["results", &session, "--failed"])
+        .expect_code(0)
+        .stdout;
+    assert!(failed.contains("## ❌ Did not succeed (1)"), "{failed}");
+    assert!(failed.contains("## ⏭ Skipped (1)"), "{failed}");
+    assert!(
+        !failed.contains("| good |"),
+        "--failed shows only what did not succeed: {failed}"
+    );
+    let json = c
+        .aam(&["results", &session, "--json", "--failed"])
+        .expect_code(0)
+        .json();
+    let names: Vec<&str> = json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["flaky", "after"]);
+
+    std::fs::write(&fix, "").unwrap();
+    let out = c.aam(&["retry", &session]).expect_code(0);
+    assert!(
+        out.stdout.contains("running 2 jobs again: flaky, after"),
+        "{}",
+        out.dump()
+    );
+    c.aam(&["wait", &session]).expect_code(0);
+    let s = c.status(&session);
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(job(&s, "good")["attempts"], 1, "what succeeded is kept");
+    assert_eq!(job(&s, "flaky")["attempts"], 2);
+    assert_eq!(job(&s, "after")["status"], "succeeded");
+    let all = c.aam(&["results", &session]).expect_code(0).stdout;
+    assert!(all.contains("## ✅ Succeeded (3)"), "{all}");
+    let nothing = c.aam(&["retry", &session]).expect_code(2);
+    assert!(
+        nothing.stderr.contains("nothing to retry"),
+        "{}",
+        nothing.dump()
+    );
+}
