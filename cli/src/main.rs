@@ -113,6 +113,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every agent jobs can name: from the config and from agent
+    /// definition files, with where each comes from
+    Agents {
+        #[arg(long)]
+        json: bool,
+    },
     /// Connected workers
     Workers {
         #[arg(long)]
@@ -431,6 +437,17 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             let summary = follow::watch(&mut client, session_arg(&session)?).await?;
             Ok(verdict(&summary))
         }
+        Command::Agents { json } => match client.call(ClientRequest::Agents).await? {
+            ClientResponse::Agents { agents, problems } => {
+                if json {
+                    print_json(&render::agents_json(&agents, &problems));
+                } else {
+                    print!("{}", render::agents_table(&agents, &problems));
+                }
+                Ok(0)
+            }
+            other => Err(unexpected(other)),
+        },
         Command::Workers { json } => match client.call(ClientRequest::Workers).await? {
             ClientResponse::Workers(list) => {
                 if json {

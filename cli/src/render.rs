@@ -1,6 +1,7 @@
 //! Everything the CLI prints: tables, JSON documents and the Markdown
 //! results summary.
 
+use aam_protocol::messages::AgentInfo;
 use aam_protocol::model::{
     AttemptRecord, JobStatus, JobView, SessionStatus, SessionSummary, SessionView, TeardownReceipt,
     WorkerView,
@@ -361,6 +362,47 @@ fn job_section(out: &mut String, session: &str, j: &JobView) {
         out.push('\n');
     }
     out.push_str("```\n");
+}
+
+pub fn agents_json(agents: &[AgentInfo], problems: &[(String, String)]) -> Value {
+    json!({
+        "agents": agents.iter().map(|a| json!({
+            "name": a.name,
+            "source": a.source,
+            "description": a.description,
+            "model": a.model,
+            "tools": a.tools,
+            "command": a.command,
+        })).collect::<Vec<_>>(),
+        "problems": problems.iter().map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn agents_table(agents: &[AgentInfo], problems: &[(String, String)]) -> String {
+    let mut out = String::new();
+    if agents.is_empty() {
+        out.push_str("no agents: define [agents.NAME] in the manager's config, or add definitions to its agents_dirs\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:<40} DESCRIPTION",
+            "NAME", "MODEL", "SOURCE"
+        );
+        for a in agents {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<10} {:<40} {}",
+                a.name,
+                a.model.as_deref().unwrap_or("-"),
+                a.source,
+                a.description.as_deref().unwrap_or("")
+            );
+        }
+    }
+    for (path, why) in problems {
+        let _ = writeln!(out, "skipped {path}: {why}");
+    }
+    out
 }
 
 pub fn workers_table(workers: &[WorkerView], now_ms: u64) -> String {

@@ -53,6 +53,13 @@ pub struct ManagerConfig {
     pub max_worker_losses: u32,
     /// Agents jobs can name with `agent = "NAME"`.
     pub agents: BTreeMap<String, AgentDef>,
+    /// Directories of Claude Code agent definitions (`*.md`); default
+    /// `.claude/agents` (under the manager's working directory) and
+    /// `~/.claude/agents`.
+    pub agents_dirs: Option<Vec<String>>,
+    /// Command template the definitions run with; may use
+    /// `{system_prompt}`, `{tools}`, `{model}`, `{prompt}`, `{agent}`.
+    pub runner: Option<Vec<String>>,
 }
 
 impl Default for ManagerConfig {
@@ -78,6 +85,8 @@ impl Default for ManagerConfig {
             retry_backoff_max: "5m".into(),
             max_worker_losses: 3,
             agents: BTreeMap::new(),
+            agents_dirs: None,
+            runner: None,
         }
     }
 }
@@ -214,6 +223,9 @@ impl ManagerConfig {
                 ));
             }
         }
+        if self.runner.as_ref().is_some_and(|r| r.is_empty()) {
+            return bad("runner: the template is empty".into());
+        }
         if self.max_worker_losses == 0 {
             return bad("max_worker_losses must be at least 1".into());
         }
@@ -236,13 +248,62 @@ impl ManagerConfig {
         Ok(())
     }
 
-    /// The model's settings. Call after `load` (durations are checked there).
+    /// The directories agent definitions are loaded from.
+    pub fn definition_dirs(&self) -> Vec<std::path::PathBuf> {
+        match &self.agents_dirs {
+            Some(dirs) => dirs
+                .iter()
+                .map(|d| crate::definitions::expand_home(d))
+                .collect(),
+            None => vec![
+                std::path::PathBuf::from(".claude/agents"),
+                crate::definitions::expand_home("~/.claude/agents"),
+            ],
+        }
+    }
+
+    /// The model's settings, with agents from definition files added to
+    /// the configured ones (which win on a name clash). Call after `load`.
     pub fn state_config(&self) -> crate::state::StateConfig {
         let ms = |t: &str| parse_duration_ms(t).unwrap_or(0);
+        let loaded = crate::definitions::load(&self.definition_dirs());
+        let runner = self
+            .runner
+            .clone()
+            .unwrap_or_else(crate::definitions::default_runner);
+        let mut agents = self.agents.clone();
+        let mut agent_sources: BTreeMap<String, String> = agents
+            .keys()
+            .map(|k| (k.clone(), "config".to_string()))
+            .collect();
+        let mut agent_problems: Vec<(String, String)> = loaded
+            .problems
+            .into_iter()
+            .map(|(p, why)| (p.display().to_string(), why))
+            .collect();
+        for def in loaded.definitions {
+            if agents.contains_key(&def.name) {
+                agent_problems.push((
+                    def.path.display().to_string(),
+                    format!(
+                        "'{}' is already defined in the config, which wins",
+                        def.name
+                    ),
+                ));
+                continue;
+            }
+            agent_sources.insert(def.name.clone(), def.path.display().to_string());
+            agents.insert(def.name.clone(), def.agent(&runner));
+        }
+        for (path, why) in &agent_problems {
+            tracing::warn!(path = %path, "skipping an agent definition: {why}");
+        }
         crate::state::StateConfig {
             limits: self.limits(),
             output_cap: self.output_cap_bytes,
-            agents: self.agents.clone(),
+            agents,
+            agent_sources,
+            agent_problems,
             reconnect_grace_ms: self.reconnect_grace_ms,
             disconnect_grace_ms: self.lease_ms,
             default_timeout_ms: self.job_timeout.as_deref().map(ms),

@@ -297,6 +297,10 @@ impl Scheduler {
                 }
             }
             ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
+            ClientRequest::Agents => {
+                let (agents, problems) = self.state.agents();
+                ClientResponse::Agents { agents, problems }
+            }
             ClientRequest::Retry { session } => match self.state.retry(session, now_ms()) {
                 Ok(jobs) => {
                     tracing::info!(session = %session, jobs = jobs.len(), "session retried");

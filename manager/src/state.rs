@@ -5,7 +5,7 @@
 use crate::schedule::{plan, why_waiting, Candidate, WorkerCapacity, WorkerId};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::messages::Stopped;
-use aam_protocol::messages::{Assignment, AttemptRef, InputRecord, OutputWanted};
+use aam_protocol::messages::{AgentInfo, Assignment, AttemptRef, InputRecord, OutputWanted};
 use aam_protocol::model::{
     AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
     SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
@@ -104,6 +104,10 @@ pub struct StateConfig {
     pub limits: Limits,
     pub output_cap: usize,
     pub agents: BTreeMap<String, AgentDef>,
+    /// Where each agent comes from ("config" or a definition file).
+    pub agent_sources: BTreeMap<String, String>,
+    /// Definition files that could not be loaded: (path, why).
+    pub agent_problems: Vec<(String, String)>,
     /// How long a running job waits for its worker to come back after a
     /// manager restart.
     pub reconnect_grace_ms: u64,
@@ -126,6 +130,8 @@ impl Default for StateConfig {
             limits: Limits::default(),
             output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
             agents: BTreeMap::new(),
+            agent_sources: BTreeMap::new(),
+            agent_problems: Vec::new(),
             reconnect_grace_ms: 10_000,
             disconnect_grace_ms: 5_000,
             default_timeout_ms: None,
@@ -805,6 +811,29 @@ impl State {
                 .push(data);
         }
         true
+    }
+
+    /// Every agent, for `aam agents`.
+    pub fn agents(&self) -> (Vec<AgentInfo>, Vec<(String, String)>) {
+        let agents = self
+            .config
+            .agents
+            .iter()
+            .map(|(name, def)| AgentInfo {
+                name: name.clone(),
+                source: self
+                    .config
+                    .agent_sources
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "config".into()),
+                description: def.description.clone(),
+                model: def.model.clone(),
+                tools: def.tools.clone(),
+                command: def.command.clone(),
+            })
+            .collect();
+        (agents, self.config.agent_problems.clone())
     }
 
     pub fn output_cap(&self) -> usize {

@@ -23,6 +23,12 @@ pub struct AgentDef {
     /// Default `idle_timeout` of this agent's jobs.
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// What `{system_prompt}` becomes (a definition file's body).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// What `{tools}` becomes ("Read,Grep").
+    #[serde(default)]
+    pub tools: Option<String>,
 }
 
 /// What `{inputs}` and `{inputs_md}` become in the manager: markers the
@@ -38,6 +44,8 @@ pub struct TemplateValues<'a> {
     pub job: &'a str,
     pub agent: &'a str,
     pub session: &'a str,
+    pub system_prompt: &'a str,
+    pub tools: &'a str,
 }
 
 /// Substitutes the known placeholders in one argv element, in a single pass,
@@ -54,6 +62,8 @@ pub fn fill_placeholders(element: &str, values: &TemplateValues<'_>) -> String {
             ("{job}", values.job),
             ("{agent}", values.agent),
             ("{session}", values.session),
+            ("{system_prompt}", values.system_prompt),
+            ("{tools}", values.tools),
             ("{inputs}", INPUTS_MARKER),
             ("{inputs_md}", INPUTS_MD_MARKER),
         ]
@@ -120,6 +130,8 @@ pub fn expand_agent_job(
         job: &job.name,
         agent: name,
         session,
+        system_prompt: def.system_prompt.as_deref().unwrap_or_default(),
+        tools: def.tools.as_deref().unwrap_or_default(),
     };
     let argv = def
         .command
@@ -196,6 +208,8 @@ mod tests {
             job: "j",
             agent: "a",
             session: "s",
+            system_prompt: "sp",
+            tools: "t",
         };
         assert_eq!(fill_placeholders("{x}{prompt}{", &v), "{x}p{");
     }

@@ -90,6 +90,8 @@ pub enum ClientRequest {
         grace_ms: Option<u64>,
         wait: bool,
     },
+    /// Every agent jobs can name, with where it comes from.
+    Agents,
     /// Run the failed, timed out, cancelled and skipped jobs of a session
     /// again, keeping what succeeded.
     Retry {
@@ -141,6 +143,11 @@ pub enum ClientResponse {
     Retried {
         jobs: Vec<String>,
     },
+    Agents {
+        agents: Vec<AgentInfo>,
+        /// Definition files that could not be loaded: (path, why).
+        problems: Vec<(String, String)>,
+    },
     Cancelled {
         /// Jobs that had not started: cancelled at once.
         cancelled: Vec<String>,
@@ -151,6 +158,18 @@ pub enum ClientResponse {
         kind: ErrorKind,
         message: String,
     },
+}
+
+/// An agent as `aam agents` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    /// "config", or the definition file it was loaded from.
+    pub source: String,
+    pub description: Option<String>,
+    pub model: Option<String>,
+    pub tools: Option<String>,
+    pub command: Vec<String>,
 }
 
 /// A job as a worker receives it: everything needed to run it.

@@ -1,6 +1,7 @@
 //! Integration tests: the real aam-manager, aam-worker and aam binaries as
 //! separate processes over TCP, with a sled store on disk.
 
+mod agents;
 mod bad_input;
 mod chaos;
 mod control;
