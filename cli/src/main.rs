@@ -119,6 +119,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove finished sessions older than the retention (or --older-than)
+    /// with their outputs, now, and say what was freed
+    Gc {
+        /// Age instead of the configured retention (e.g. 7d, 12h, 0s)
+        #[arg(long)]
+        older_than: Option<String>,
+    },
     /// Connected workers
     Workers {
         #[arg(long)]
@@ -436,6 +443,31 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
         Command::Watch { session } => {
             let summary = follow::watch(&mut client, session_arg(&session)?).await?;
             Ok(verdict(&summary))
+        }
+        Command::Gc { older_than } => {
+            let older_than_ms = older_than
+                .map(|d| {
+                    aam_protocol::spec::parse_duration_ms(&d)
+                        .map_err(|e| bad_input(format!("--older-than: {e}")))
+                })
+                .transpose()?;
+            match client.call(ClientRequest::Gc { older_than_ms }).await? {
+                ClientResponse::Collected {
+                    sessions,
+                    jobs,
+                    output_bytes,
+                } => {
+                    let ids: Vec<String> = sessions.iter().map(|s| s.to_string()).collect();
+                    println!(
+                        "removed {} sessions ({jobs} jobs, {output_bytes} bytes of output){}{}",
+                        ids.len(),
+                        if ids.is_empty() { "" } else { ": " },
+                        ids.join(", ")
+                    );
+                    Ok(0)
+                }
+                other => Err(unexpected(other)),
+            }
         }
         Command::Agents { json } => match client.call(ClientRequest::Agents).await? {
             ClientResponse::Agents { agents, problems } => {

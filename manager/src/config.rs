@@ -51,6 +51,8 @@ pub struct ManagerConfig {
     pub retry_backoff_max: String,
     /// Losses of its worker after which a job fails with `worker lost`.
     pub max_worker_losses: u32,
+    /// Finished sessions older than this are removed with their outputs.
+    pub retention: String,
     /// Agents jobs can name with `agent = "NAME"`.
     pub agents: BTreeMap<String, AgentDef>,
     /// Directories of Claude Code agent definitions (`*.md`); default
@@ -84,6 +86,7 @@ impl Default for ManagerConfig {
             retry_backoff: "5s".into(),
             retry_backoff_max: "5m".into(),
             max_worker_losses: 3,
+            retention: "30d".into(),
             agents: BTreeMap::new(),
             agents_dirs: None,
             runner: None,
@@ -111,6 +114,7 @@ const ENV_KEYS: &[&str] = &[
     "retry_backoff",
     "retry_backoff_max",
     "max_worker_losses",
+    "retention",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +212,7 @@ impl ManagerConfig {
             ("job_grace", Some(self.job_grace.as_str())),
             ("retry_backoff", Some(self.retry_backoff.as_str())),
             ("retry_backoff_max", Some(self.retry_backoff_max.as_str())),
+            ("retention", Some(self.retention.as_str())),
         ];
         for (key, value) in durations {
             if let Some(text) = value {
@@ -313,6 +318,10 @@ impl ManagerConfig {
             retry_backoff_max_ms: ms(&self.retry_backoff_max).max(1),
             max_losses: self.max_worker_losses,
         }
+    }
+
+    pub fn retention_ms(&self) -> u64 {
+        parse_duration_ms(&self.retention).unwrap_or(30 * 24 * 3600 * 1000)
     }
 
     pub fn limits(&self) -> Limits {

@@ -77,6 +77,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     );
     // Half the frame for outputs leaves room for the rest of a session view.
     scheduler.answer_budget = config.max_frame_bytes / 2;
+    scheduler.retention_ms = config.retention_ms();
     let scheduler = scheduler.start();
     let shared = Shared {
         scheduler: scheduler.clone(),

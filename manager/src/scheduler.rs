@@ -90,6 +90,8 @@ pub struct Scheduler {
     committer: Committer,
     heartbeat_ms: u64,
     lease_ms: u64,
+    /// Finished sessions older than this are removed (hourly and by `aam gc`).
+    pub retention_ms: u64,
     /// Most output bytes put into one answer (keeps it within a frame).
     pub answer_budget: usize,
     workers: HashMap<WorkerId, Addr<WorkerConn>>,
@@ -114,6 +116,7 @@ impl Scheduler {
             committer,
             heartbeat_ms,
             lease_ms,
+            retention_ms: 30 * 24 * 3600 * 1000,
             answer_budget: aam_protocol::codec::DEFAULT_MAX_FRAME / 2,
             workers: HashMap::new(),
             watchers: HashMap::new(),
@@ -185,6 +188,36 @@ impl Scheduler {
                 }
             }
         }));
+    }
+
+    /// Removes finished sessions older than `age` ms; returns them, their
+    /// job count and the output bytes the store frees.
+    fn collect(&mut self, age: u64) -> (Vec<SessionId>, u64, u64) {
+        let removed = self.state.gc(now_ms().saturating_sub(age));
+        let mut jobs = 0u64;
+        let mut bytes = 0u64;
+        for &(id, count) in &removed {
+            jobs += count as u64;
+            for index in 0..count {
+                let key = JobKey { session: id, index };
+                bytes += self
+                    .store
+                    .output(key)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |o| o.len() as u64);
+            }
+            self.watchers.remove(&id);
+        }
+        if !removed.is_empty() {
+            tracing::info!(
+                sessions = removed.len(),
+                jobs,
+                bytes,
+                "removed finished sessions past retention"
+            );
+        }
+        (removed.into_iter().map(|(id, _)| id).collect(), jobs, bytes)
     }
 
     /// Reads finished jobs' outputs from the store.
@@ -297,6 +330,15 @@ impl Scheduler {
                 }
             }
             ClientRequest::Workers => ClientResponse::Workers(self.state.workers()),
+            ClientRequest::Gc { older_than_ms } => {
+                let (sessions, jobs, output_bytes) =
+                    self.collect(older_than_ms.unwrap_or(self.retention_ms));
+                ClientResponse::Collected {
+                    sessions,
+                    jobs,
+                    output_bytes,
+                }
+            }
             ClientRequest::Agents => {
                 let (agents, problems) = self.state.agents();
                 ClientResponse::Agents { agents, problems }
@@ -343,6 +385,15 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Bounds `send` from connection actors (output chunks wait here).
         ctx.set_mailbox_capacity(1024);
+        // Retention: now, then every hour.
+        ctx.run_later(Duration::from_secs(1), |act, ctx| {
+            act.collect(act.retention_ms);
+            act.settle(ctx, Vec::new());
+        });
+        ctx.run_interval(Duration::from_secs(3600), |act, ctx| {
+            act.collect(act.retention_ms);
+            act.settle(ctx, Vec::new());
+        });
         ctx.run_interval(Duration::from_millis(200), |act, ctx| {
             let now = now_ms();
             if act.state.expire_orphans(now) > 0 {

@@ -219,6 +219,8 @@ pub struct State {
     dirty_jobs: BTreeSet<JobKey>,
     dirty_sessions: BTreeSet<SessionId>,
     outputs: Vec<(JobKey, Vec<u8>)>,
+    /// Sessions removed by `gc`, to delete from the store: (id, job count).
+    removed: Vec<(SessionId, u32)>,
     /// Outputs of ended attempts until the store holds them, so queries in
     /// between still see them.
     committing_outputs: HashMap<JobKey, (u32, OutputCapture)>,
@@ -245,6 +247,7 @@ impl State {
             dirty_jobs: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             outputs: Vec::new(),
+            removed: Vec::new(),
             committing_outputs: HashMap::new(),
             next_session_dirty: false,
             changed: BTreeSet::new(),
@@ -811,6 +814,38 @@ impl State {
                 .push(data);
         }
         true
+    }
+
+    /// Removes sessions that ended before `cutoff` (ms), with their jobs and
+    /// outputs; returns (session, job count) of each.
+    pub fn gc(&mut self, cutoff: u64) -> Vec<(SessionId, u32)> {
+        let old: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|e| {
+                e.record.status.is_terminal() && e.record.finished_at_ms.is_some_and(|f| f < cutoff)
+            })
+            .map(|e| e.record.id)
+            .collect();
+        let mut out = Vec::new();
+        for id in old {
+            let Some(entry) = self.sessions.remove(&id) else {
+                continue;
+            };
+            if let Some(key) = &entry.record.idempotency_key {
+                self.by_idempotency_key.remove(key);
+            }
+            for job in &entry.jobs {
+                self.dirty_jobs.remove(&job.key);
+                self.committing_outputs.remove(&job.key);
+            }
+            self.dirty_sessions.remove(&id);
+            self.changed.remove(&id);
+            let count = entry.jobs.len() as u32;
+            self.removed.push((id, count));
+            out.push((id, count));
+        }
+        out
     }
 
     /// Every agent, for `aam agents`.
@@ -1459,6 +1494,7 @@ impl State {
             }
         }
         changes.outputs = std::mem::take(&mut self.outputs);
+        changes.removed = std::mem::take(&mut self.removed);
         if std::mem::take(&mut self.next_session_dirty) {
             changes.next_session = Some(self.next_session);
         }

@@ -92,6 +92,11 @@ pub enum ClientRequest {
     },
     /// Every agent jobs can name, with where it comes from.
     Agents,
+    /// Remove finished sessions older than `older_than_ms` (default: the
+    /// configured retention) with their outputs.
+    Gc {
+        older_than_ms: Option<u64>,
+    },
     /// Run the failed, timed out, cancelled and skipped jobs of a session
     /// again, keeping what succeeded.
     Retry {
@@ -142,6 +147,11 @@ pub enum ClientResponse {
     },
     Retried {
         jobs: Vec<String>,
+    },
+    Collected {
+        sessions: Vec<SessionId>,
+        jobs: u64,
+        output_bytes: u64,
     },
     Agents {
         agents: Vec<AgentInfo>,

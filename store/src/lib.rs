@@ -75,6 +75,8 @@ pub struct Changes {
     pub jobs: Vec<JobRecord>,
     pub outputs: Vec<(JobKey, Vec<u8>)>,
     pub next_session: Option<u64>,
+    /// Sessions to delete with their jobs and outputs: (id, job count).
+    pub removed: Vec<(SessionId, u32)>,
 }
 
 impl Changes {
@@ -83,6 +85,7 @@ impl Changes {
             && self.jobs.is_empty()
             && self.outputs.is_empty()
             && self.next_session.is_none()
+            && self.removed.is_empty()
     }
 }
 
@@ -194,8 +197,26 @@ impl Store {
                 wal::Item::Output(k, v) => self.outputs.insert(k, v),
                 wal::Item::Session(k, v) => self.sessions.insert(k, v),
                 wal::Item::NextSession(n) => self.meta.insert(NEXT_SESSION_KEY, &n.to_be_bytes()),
+                wal::Item::Removed(id, count) => {
+                    self.remove_session(SessionId(id), count)?;
+                    Ok(None)
+                }
             };
             result.map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a session record (first, so a crash midway leaves only
+    /// orphan jobs, which load ignores), its jobs and their outputs.
+    fn remove_session(&self, id: SessionId, job_count: u32) -> Result<()> {
+        self.sessions
+            .remove(session_key(id))
+            .map_err(|e| self.err(e))?;
+        for index in 0..job_count {
+            let key = job_key(JobKey { session: id, index });
+            self.jobs.remove(key).map_err(|e| self.err(e))?;
+            self.outputs.remove(key).map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -234,6 +255,9 @@ impl Store {
             self.meta
                 .insert(NEXT_SESSION_KEY, &next.to_be_bytes())
                 .map_err(|e| self.err(e))?;
+        }
+        for (id, count) in changes.removed {
+            self.remove_session(id, count)?;
         }
         Ok(())
     }
@@ -378,6 +402,7 @@ mod tests {
                     jobs: vec![job(2, 1), job(1, 0), job(2, 0)],
                     outputs: vec![(job(1, 0).key, b"out".to_vec())],
                     next_session: Some(3),
+                    removed: Vec::new(),
                 })
                 .unwrap();
             writer.flush().unwrap();
@@ -393,6 +418,35 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![(1, 0), (2, 0), (2, 1)]);
         assert_eq!(store.output(job(1, 0).key).unwrap().unwrap(), b"out");
+    }
+
+    #[test]
+    fn removed_sessions_are_gone_with_their_jobs_and_outputs_after_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            writer
+                .apply(Changes {
+                    sessions: vec![session(1), session(2)],
+                    jobs: vec![job(1, 0), job(2, 0)],
+                    outputs: vec![(job(1, 0).key, b"out".to_vec())],
+                    ..Default::default()
+                })
+                .unwrap();
+            writer
+                .apply(Changes {
+                    removed: vec![(SessionId(1), 1)],
+                    ..Default::default()
+                })
+                .unwrap();
+            writer.flush().unwrap();
+        }
+        let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.sessions.len(), 1);
+        assert_eq!(snap.sessions[0].id, SessionId(2));
+        assert_eq!(snap.jobs.len(), 1);
+        assert!(store.output(job(1, 0).key).unwrap().is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ const KIND_JOB: u8 = 1;
 const KIND_OUTPUT: u8 = 2;
 const KIND_SESSION: u8 = 3;
 const KIND_NEXT_SESSION: u8 = 4;
+const KIND_REMOVED: u8 = 5;
 
 /// One decoded item of a frame.
 pub(crate) enum Item {
@@ -25,6 +26,8 @@ pub(crate) enum Item {
     Output([u8; 12], Vec<u8>),
     Session([u8; 8], Vec<u8>),
     NextSession(u64),
+    /// A session deleted with its jobs and outputs: (id, job count).
+    Removed(u64, u32),
 }
 
 pub(crate) struct Wal {
@@ -69,6 +72,11 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
     if let Some(next) = changes.next_session {
         push_item(&mut buf, KIND_NEXT_SESSION, &next.to_be_bytes());
     }
+    for (id, count) in &changes.removed {
+        let mut body = id.0.to_be_bytes().to_vec();
+        body.extend_from_slice(&count.to_be_bytes());
+        push_item(&mut buf, KIND_REMOVED, &body);
+    }
     Ok(buf)
 }
 
@@ -84,6 +92,10 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
             KIND_OUTPUT => Item::Output(data.get(..12)?.try_into().ok()?, data[12..].to_vec()),
             KIND_SESSION => Item::Session(data.get(..8)?.try_into().ok()?, data[8..].to_vec()),
             KIND_NEXT_SESSION => Item::NextSession(u64::from_be_bytes(data.try_into().ok()?)),
+            KIND_REMOVED if data.len() == 12 => Item::Removed(
+                u64::from_be_bytes(data[..8].try_into().ok()?),
+                u32::from_be_bytes(data[8..].try_into().ok()?),
+            ),
             _ => return None,
         });
     }

@@ -278,3 +278,69 @@ fn an_idempotency_key_returns_the_first_session_even_after_a_restart() {
     let sessions = c.aam(&["sessions", "--json"]).expect_code(0).json();
     assert_eq!(sessions.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn gc_removes_finished_sessions_past_the_retention_for_good() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let done = c.write(
+        "done.toml",
+        "name = \"done\"\n[[jobs]]\nname = \"a\"\ncommand = [\"echo\", \"some output\"]\n",
+    );
+    let old = c.submit(&done);
+    c.aam(&["wait", &old]).expect_code(0);
+    let gate = c.path("gate");
+    let live = c.write(
+        "live.json",
+        &json!({"name": "live", "jobs": [{
+            "name": "held",
+            "command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done"],
+            "env": { "GATE": gate.to_str().unwrap() },
+        }]})
+        .to_string(),
+    );
+    let running = c.submit(&live);
+    // The default retention (30 days) keeps everything.
+    let kept = c.aam(&["gc"]).expect_code(0);
+    assert!(
+        kept.stdout.starts_with("removed 0 sessions"),
+        "{}",
+        kept.dump()
+    );
+    let out = c.aam(&["gc", "--older-than", "0s"]).expect_code(0);
+    let line = out.stdout.trim();
+    assert!(
+        line.starts_with("removed 1 sessions (1 jobs, "),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        line.ends_with(&format!("of output): {old}")),
+        "{}",
+        out.dump()
+    );
+    let bytes: u64 = line
+        .split("1 jobs, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(bytes > 0, "the output's bytes were not counted: {line}");
+    c.aam(&["status", &old]).expect_code(2);
+    c.kill_manager();
+    c.start_manager();
+    let sessions = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    let ids: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![running.as_str()],
+        "the removal did not last, or took the running session"
+    );
+    std::fs::write(&gate, "").unwrap();
+    c.aam(&["wait", &running]).expect_code(0);
+}
