@@ -4,7 +4,7 @@
 
 use crate::client::{unexpected, Client};
 use crate::exit::is_lost;
-use crate::render::{counts_line, human_duration};
+use crate::render::{counts_line, estimate_line, human_duration};
 use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
 use aam_protocol::model::{JobStatus, JobView, SessionSummary, SessionView};
 use aam_protocol::{now_ms, SessionId};
@@ -129,7 +129,13 @@ pub async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Se
         };
         let now = now_ms();
         let s = &view.summary;
-        let header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));
+        let mut header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));
+        if !s.status.is_terminal() {
+            header.push_str(&format!(
+                " — {}",
+                estimate_line(&view.eta).replacen("estimate", "ETA", 1)
+            ));
+        }
         if terminal {
             let mut screen = format!("\x1b[H\x1b[2J{header}\n\n");
             screen.push_str(&format!(

@@ -291,23 +291,30 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
                 batch,
                 idempotency_key,
             };
-            let (session, jobs, existing) = match client.call(request).await? {
+            let (session, jobs, existing, estimate) = match client.call(request).await? {
                 ClientResponse::Submitted {
                     session,
                     jobs,
                     existing,
-                } => (session, jobs, existing),
+                    estimate,
+                } => (session, jobs, existing, estimate),
                 ClientResponse::Invalid(errors) => {
                     return Err(bad_input(batch::describe(&file, &errors)))
                 }
                 other => return Err(unexpected(other)),
             };
             if json {
-                print_json(
-                    &serde_json::json!({"session": session.to_string(), "name": name, "jobs": jobs, "existing": existing}),
-                );
+                print_json(&serde_json::json!({
+                    "session": session.to_string(),
+                    "name": name,
+                    "jobs": jobs,
+                    "existing": existing,
+                    "estimate": render::estimate_json(&estimate),
+                }));
             } else {
                 println!("{session}");
+                // The id alone on stdout (for scripts); the estimate aside.
+                eprintln!("{session}: {}", render::estimate_line(&estimate));
             }
             if wait {
                 let summary = progress::wait(&mut client, session, None).await?;

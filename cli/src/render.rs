@@ -3,8 +3,8 @@
 
 use aam_protocol::messages::AgentInfo;
 use aam_protocol::model::{
-    AttemptRecord, JobStatus, JobView, SessionStatus, SessionSummary, SessionView, TeardownReceipt,
-    WorkerView,
+    AttemptRecord, Estimate, JobStatus, JobView, SessionStatus, SessionSummary, SessionView,
+    TeardownReceipt, WorkerView,
 };
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -116,6 +116,7 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
             "at": rfc3339(d.at_ms),
             "comment": d.comment,
         })),
+        "expected_remaining_ms": job.expected_remaining_ms,
         "progress": job.progress,
         "progress_message": job.progress_message,
         "teardown": job.teardown.as_ref().map(teardown_json),
@@ -166,18 +167,57 @@ fn attempt_json(a: &AttemptRecord) -> Value {
 pub fn session_json(view: &SessionView, with_output: bool) -> Value {
     let mut v = summary_json(&view.summary);
     v["jobs"] = view.jobs.iter().map(|j| job_json(j, with_output)).collect();
+    v["eta"] = estimate_json(&view.eta);
     v
+}
+
+pub fn estimate_json(e: &Estimate) -> Value {
+    json!({
+        "ms": e.ms,
+        "jobs_without_history": e.unknown,
+        "gates": e.gates,
+        "slots": e.slots,
+    })
+}
+
+/// "estimate: about 2m05s with 4 slots", or why there is none.
+pub fn estimate_line(e: &Estimate) -> String {
+    let gates = if e.gates > 0 {
+        format!(" (plus {} gate(s) awaiting a person)", e.gates)
+    } else {
+        String::new()
+    };
+    match e.ms {
+        Some(ms) => format!(
+            "estimate: about {} with {} slots{gates}",
+            human_duration(ms),
+            e.slots
+        ),
+        None if e.slots == 0 => "no estimate: no worker connected".into(),
+        None => format!(
+            "no estimate yet: {} job(s) have no history (they have not run before)",
+            e.unknown
+        ),
+    }
 }
 
 pub fn session_table(view: &SessionView) -> String {
     let s = &view.summary;
     let mut out = format!(
-        "session {} ({}): {} — {}\n\n",
+        "session {} ({}): {} — {}\n",
         s.id,
         s.name,
         s.status,
         counts_line(s)
     );
+    if !s.status.is_terminal() {
+        let _ = writeln!(
+            out,
+            "{}",
+            estimate_line(&view.eta).replacen("estimate", "ETA", 1)
+        );
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
         "{:<24} {:<10} {:>3} {:>5} {:<20} {:>9}  NOTE",
@@ -208,12 +248,18 @@ pub fn session_table(view: &SessionView) -> String {
 
 /// Progress while a job runs, else why it is as it is.
 fn note(j: &JobView) -> String {
+    let left = j
+        .expected_remaining_ms
+        .map(|ms| format!(" (~{} left)", human_duration(ms)))
+        .unwrap_or_default();
     match (j.status, j.progress) {
         (JobStatus::Running, Some(p)) => {
             format!("{p}% {}", j.progress_message.as_deref().unwrap_or(""))
                 .trim_end()
                 .to_string()
+                + &left
         }
+        (JobStatus::Running, None) => left.trim_start().to_string(),
         _ => j.reason.clone().unwrap_or_default(),
     }
 }

@@ -8,6 +8,7 @@ pub mod client_conn;
 pub mod commit;
 pub mod config;
 pub mod definitions;
+pub mod estimate;
 pub mod listener;
 pub mod logging;
 pub mod schedule;

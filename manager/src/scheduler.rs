@@ -289,6 +289,7 @@ impl Scheduler {
                             session,
                             jobs,
                             existing: true,
+                            estimate: self.state.estimate(session, now_ms()),
                         }),
                         None,
                     );
@@ -300,6 +301,7 @@ impl Scheduler {
                             session,
                             jobs,
                             existing: false,
+                            estimate: self.state.estimate(session, now_ms()),
                         }
                     }
                     Err(errors) => ClientResponse::Invalid(errors),

@@ -2,22 +2,32 @@
 //! between states. Plain data and methods, no actors and no I/O: the
 //! scheduler actor owns one `State`, and persists what `take_changes` returns.
 
+use crate::estimate::{estimate, History, Remaining};
 use crate::schedule::{plan, why_waiting, Candidate, WorkerCapacity, WorkerId};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::messages::Stopped;
 use aam_protocol::messages::{AgentInfo, Assignment, AttemptRef, InputRecord, OutputWanted};
 use aam_protocol::model::{
-    AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, JobView, RunPolicy, SessionRecord,
-    SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt, WorkerView,
+    AttemptRecord, Estimate, ExitInfo, GateDecision, JobRecord, JobStatus, JobView, RunPolicy,
+    SessionRecord, SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt,
+    WorkerView,
 };
 use aam_protocol::output::{tail_of, OutputCapture};
 use aam_protocol::spec::{
     parse_duration_ms, validate, BatchSpec, Dependency, Limits, SpecError, SpecErrors, When,
 };
-use aam_protocol::{JobKey, SessionId};
+use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::{Changes, Snapshot};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What a job's duration is remembered under: its agent, or its command.
+fn duration_key(job: &JobRecord) -> String {
+    match &job.agent {
+        Some(agent) => format!("agent:{agent}"),
+        None => format!("command:{}", job.argv.join("\u{1f}")),
+    }
+}
 
 /// Whether a dependency that ended with `status` lets a dependent run.
 fn condition_met(when: When, status: JobStatus) -> bool {
@@ -202,6 +212,8 @@ pub struct State {
     /// Queued jobs by (priority, higher first; then the order they became
     /// queued: FIFO across sessions). May hold stale keys, dropped when met.
     queue: BTreeMap<QueuePos, JobKey>,
+    /// Mean durations of successful runs, per agent or command.
+    history: History,
     /// Sessions by the idempotency key they were submitted with.
     by_idempotency_key: HashMap<String, SessionId>,
     /// Where each queued job sits in `queue`.
@@ -237,6 +249,7 @@ impl State {
             queue: BTreeMap::new(),
             queued_at: HashMap::new(),
             by_idempotency_key: HashMap::new(),
+            history: History::default(),
             queue_back: 0,
             queue_front: -1,
             next_session: 1,
@@ -288,6 +301,9 @@ impl State {
         let deadline = now + state.config.reconnect_grace_ms;
         let mut queued = Vec::new();
         for job in state.sessions.values().flat_map(|s| s.jobs.iter()) {
+            if let (JobStatus::Succeeded, Some(exit)) = (job.status, job.exit) {
+                state.history.record(&duration_key(job), exit.duration_ms);
+            }
             match job.status {
                 JobStatus::Queued => match job.not_before_ms {
                     Some(due) if due > now => {
@@ -848,6 +864,54 @@ impl State {
         out
     }
 
+    /// How long the rest of a session should take, from history, with the
+    /// slots of the connected workers (and its `max_parallel`).
+    pub fn estimate(&self, session: SessionId, now: u64) -> Estimate {
+        let Some(entry) = self.sessions.get(&session) else {
+            return Estimate::default();
+        };
+        let mut slots: u32 = self
+            .workers
+            .values()
+            .filter(|w| !w.draining)
+            .map(|w| w.slots)
+            .sum();
+        if let Some(max) = entry.record.max_parallel {
+            slots = slots.min(max);
+        }
+        let left: Vec<usize> = (0..entry.jobs.len())
+            .filter(|&i| !entry.jobs[i].status.is_terminal())
+            .collect();
+        let position: HashMap<usize, usize> =
+            left.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let jobs: Vec<Remaining> = left
+            .iter()
+            .map(|&i| {
+                let job = &entry.jobs[i];
+                Remaining {
+                    ms: self.expected_remaining(job, now),
+                    running: job.status == JobStatus::Running,
+                    gate: job.gate,
+                    deps: job
+                        .depends_on
+                        .iter()
+                        .filter_map(|&(d, _)| position.get(&(d as usize)).copied())
+                        .collect(),
+                }
+            })
+            .collect();
+        estimate(&jobs, slots)
+    }
+
+    /// A job's expected time until it ends (for a running one, from now).
+    fn expected_remaining(&self, job: &JobRecord, now: u64) -> Option<u64> {
+        let mean = self.history.mean(&duration_key(job))?;
+        Some(match (job.status, job.started_at_ms) {
+            (JobStatus::Running, Some(started)) => mean.saturating_sub(now.saturating_sub(started)),
+            _ => mean,
+        })
+    }
+
     /// Every agent, for `aam agents`.
     pub fn agents(&self) -> (Vec<AgentInfo>, Vec<(String, String)>) {
         let agents = self
@@ -1091,6 +1155,12 @@ impl State {
         };
         match next {
             Next::End(status) => {
+                if let (JobStatus::Succeeded, Some(exit)) = (status, exit) {
+                    if let Some(job) = self.job(key) {
+                        let k = duration_key(job);
+                        self.history.record(&k, exit.duration_ms);
+                    }
+                }
                 self.set_status(key, status);
                 self.settle_dependents(key, now);
                 self.maybe_finish_session(key.session, now);
@@ -1569,6 +1639,9 @@ impl State {
                     finished_at_ms: job.finished_at_ms,
                     duration_ms: job.exit.map(|e| e.duration_ms),
                     reason: self.waiting_reason(entry, job, &capacities, room),
+                    expected_remaining_ms: (job.status == JobStatus::Running)
+                        .then(|| self.expected_remaining(job, now_ms()))
+                        .flatten(),
                     gate: job.gate,
                     decision: job.decision.clone(),
                     priority: job.priority,
@@ -1593,6 +1666,7 @@ impl State {
         Some(SessionView {
             summary: entry.summary(),
             jobs,
+            eta: self.estimate(id, now_ms()),
         })
     }
 

@@ -128,6 +128,8 @@ pub enum ClientResponse {
         jobs: u32,
         /// The idempotency key was used before: this is that session.
         existing: bool,
+        /// How long the session should take, from earlier runs.
+        estimate: crate::model::Estimate,
     },
     Invalid(SpecErrors),
     Sessions(Vec<SessionSummary>),

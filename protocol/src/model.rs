@@ -287,6 +287,8 @@ pub struct JobView {
     pub finished_at_ms: Option<u64>,
     pub duration_ms: Option<u64>,
     pub reason: Option<String>,
+    /// For a running job: its expected remaining time, from history.
+    pub expected_remaining_ms: Option<u64>,
     pub progress: Option<u8>,
     pub progress_message: Option<String>,
     pub teardown: Option<TeardownReceipt>,
@@ -308,6 +310,22 @@ pub struct JobView {
 pub struct SessionView {
     pub summary: SessionSummary,
     pub jobs: Vec<JobView>,
+    /// How long until the session ends, from the durations of earlier runs.
+    pub eta: Estimate,
+}
+
+/// A duration estimated from the durations of earlier runs of the same
+/// agent or command. `ms` is `None` when some job has no history: then there
+/// is no estimate rather than a guess.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    pub ms: Option<u64>,
+    /// Jobs still to run that have no history.
+    pub unknown: u32,
+    /// Gates still to decide (a person's time is not estimated).
+    pub gates: u32,
+    /// Slots the estimate assumed.
+    pub slots: u32,
 }
 
 /// A connected worker as clients see it.

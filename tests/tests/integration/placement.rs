@@ -135,3 +135,69 @@ requires = { tpu = "v5" }
     c.aam(&["wait", &session]).expect_code(0);
     assert_eq!(job(&c.status(&session), "tpu-only")["worker"], "tpu-box");
 }
+
+#[test]
+fn estimates_come_from_history_and_are_absent_without_it() {
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 2);
+    let file = c.write(
+        "est.toml",
+        r#"
+name = "est"
+[[jobs]]
+name = "a"
+command = ["sleep", "0.4"]
+[[jobs]]
+name = "b"
+command = ["sleep", "0.4"]
+[[jobs]]
+name = "c"
+command = ["echo", "done"]
+depends_on = ["a", "b"]
+"#,
+    );
+    let path = file.to_str().unwrap();
+    let first = c.aam(&["submit", path, "--json"]).expect_code(0).json();
+    assert_eq!(first["estimate"]["ms"], serde_json::Value::Null, "{first}");
+    assert_eq!(first["estimate"]["jobs_without_history"], 3);
+    let s1 = first["session"].as_str().unwrap().to_string();
+    let running = poll(Duration::from_secs(20), || {
+        let s = c.status(&s1);
+        (job(&s, "a")["status"] == "running").then_some(s)
+    })
+    .unwrap();
+    assert_eq!(
+        job(&running, "a")["expected_remaining_ms"],
+        serde_json::Value::Null
+    );
+    assert_eq!(running["eta"]["ms"], serde_json::Value::Null);
+    let plain = c.aam(&["submit", path]).expect_code(0);
+    assert!(plain.stderr.contains("no estimate yet"), "{}", plain.dump());
+    c.aam(&["wait", &s1]).expect_code(0);
+
+    // Now there is history: a, b in parallel (0.4 s), then c.
+    let again = c.aam(&["submit", path, "--json"]).expect_code(0).json();
+    let ms = again["estimate"]["ms"]
+        .as_u64()
+        .expect("an estimate once history exists");
+    assert!((350..2_000).contains(&ms), "{again}");
+    assert_eq!(again["estimate"]["jobs_without_history"], 0);
+    assert_eq!(again["estimate"]["slots"], 2);
+    let s2 = again["session"].as_str().unwrap().to_string();
+    let running = poll(Duration::from_secs(20), || {
+        let s = c.status(&s2);
+        (job(&s, "a")["status"] == "running").then_some(s)
+    })
+    .unwrap();
+    let left = job(&running, "a")["expected_remaining_ms"]
+        .as_u64()
+        .expect("remaining time");
+    assert!(left <= 2_000, "{running}");
+    assert!(running["eta"]["ms"].as_u64().is_some(), "{running}");
+    let table = c.aam(&["status", &s2]).expect_code(0).stdout;
+    assert!(
+        table.contains("ETA: about") || table.contains("succeeded"),
+        "{table}"
+    );
+    c.aam(&["wait", &s2]).expect_code(0);
+}
