@@ -305,11 +305,13 @@ impl State {
                 state.history.record(&duration_key(job), exit.duration_ms);
             }
             match job.status {
+                // A retry's backoff: in `delayed` whatever its due time, so
+                // the next tick clears it before the job is queued.
                 JobStatus::Queued => match job.not_before_ms {
-                    Some(due) if due > now => {
+                    Some(due) => {
                         state.delayed.insert((due, job.key));
                     }
-                    _ => queued.push(job.key),
+                    None => queued.push(job.key),
                 },
                 JobStatus::Running => {
                     state.orphans.insert(job.key, deadline);
@@ -741,7 +743,13 @@ impl State {
         let sessions = &self.sessions;
         let mut stale = Vec::new();
         let candidates = self.queue.iter().filter_map(|(&at, &key)| {
-            let job = sessions.get(&key.session)?.jobs.get(key.index as usize)?;
+            let Some(job) = sessions
+                .get(&key.session)
+                .and_then(|e| e.jobs.get(key.index as usize))
+            else {
+                stale.push(at);
+                return None;
+            };
             if job.status != JobStatus::Queued || job.not_before_ms.is_some() {
                 stale.push(at);
                 return None;
@@ -854,6 +862,9 @@ impl State {
             for job in &entry.jobs {
                 self.dirty_jobs.remove(&job.key);
                 self.committing_outputs.remove(&job.key);
+                if let Some(at) = self.queued_at.remove(&job.key) {
+                    self.queue.remove(&at);
+                }
             }
             self.dirty_sessions.remove(&id);
             self.changed.remove(&id);
@@ -1308,7 +1319,20 @@ impl State {
                 let waiting = &mut entry.waiting_on[d as usize];
                 *waiting = waiting.saturating_sub(1);
                 if *waiting == 0 {
-                    self.ready(JobKey { session, index: d });
+                    // Every dependency has ended; one may have ended the
+                    // wrong way before this one did (after a retry).
+                    let entry = &self.sessions[&session];
+                    let unmet = entry.jobs[d as usize]
+                        .depends_on
+                        .iter()
+                        .find(|&&(i, when)| !condition_met(when, entry.jobs[i as usize].status));
+                    match unmet {
+                        Some(&(i, when)) => {
+                            let reason = unmet_reason(&entry.jobs[i as usize], when);
+                            skip.push((d, reason));
+                        }
+                        None => self.ready(JobKey { session, index: d }),
+                    }
                 }
             }
             for (d, reason) in skip {
@@ -1777,22 +1801,41 @@ impl State {
             return Vec::new();
         };
         let share = (INPUTS_BUDGET / job.depends_on.len().max(1)).min(INPUT_OUTPUT_CAP);
-        job.depends_on
-            .iter()
-            .map(|&(d, when)| {
-                let dep = &entry.jobs[d as usize];
-                let (output, output_bytes) = self.output_of(dep, Some(share), stored);
-                InputRecord {
-                    name: dep.name.clone(),
+        // Names and reasons count too, so a huge fan-in still fits a frame:
+        // past the budget the rest are summarised in one line.
+        let mut spent = 0usize;
+        let mut out = Vec::new();
+        for (listed, &(d, when)) in job.depends_on.iter().enumerate() {
+            let dep = &entry.jobs[d as usize];
+            let (output, output_bytes) = self.output_of(dep, Some(share), stored);
+            spent +=
+                dep.name.len() + dep.reason.as_ref().map_or(0, |r| r.len()) + output.len() + 64;
+            if spent > INPUTS_BUDGET {
+                out.push(InputRecord {
+                    name: "…".into(),
                     when,
-                    status: dep.status,
-                    exit_code: dep.exit.and_then(|e| e.code),
-                    reason: dep.reason.clone(),
-                    output,
-                    output_bytes,
-                }
-            })
-            .collect()
+                    status: JobStatus::Skipped,
+                    exit_code: None,
+                    reason: Some(format!(
+                        "{} more dependencies not listed (the inputs are capped at {INPUTS_BUDGET} bytes)",
+                        job.depends_on.len() - listed
+                    )),
+                    output: Vec::new(),
+                    output_bytes: 0,
+                });
+                break;
+            }
+            out.push(InputRecord {
+                name: dep.name.clone(),
+                when,
+                status: dep.status,
+                exit_code: dep.exit.and_then(|e| e.code),
+                reason: dep.reason.clone(),
+                output,
+                output_bytes,
+            });
+        }
+        out
     }
 
     pub fn job_depends_on_nothing(&self, key: JobKey) -> bool {
@@ -2138,6 +2181,107 @@ mod tests {
             0,
             "a cancelled job is not requeued"
         );
+    }
+
+    #[test]
+    fn a_retry_whose_backoff_passed_during_a_restart_still_runs() {
+        let mut s = State::new(config());
+        let mut spec = job("a", &[]);
+        spec.retries = Some(1);
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    max_parallel: None,
+                    name: "b".into(),
+                    jobs: vec![spec],
+                },
+                None,
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let first = attempt_of(&s.dispatch(0)[0].1);
+        assert!(s.job_finished(first, fail(), None, None, 10));
+        let changes = s.take_changes();
+        let snapshot = Snapshot {
+            sessions: changes.sessions,
+            jobs: changes.jobs,
+            next_session: 2,
+        };
+        // Restarted an hour later: the backoff is long over.
+        let mut r = State::rebuild(config(), snapshot, 3_600_000);
+        r.register_worker(1, worker("w", 1), &[], 3_600_000);
+        r.release_delayed(3_600_000);
+        let again = r.dispatch(3_600_000);
+        assert_eq!(again.len(), 1, "the retry was lost in the restart");
+        assert_eq!(again[0].1.attempt, 2);
+        assert_eq!(status(&r, id, "a"), JobStatus::Running);
+    }
+
+    #[test]
+    fn retry_does_not_run_a_job_whose_other_condition_already_failed() {
+        let mut s = State::new(config());
+        let mut x = job("x", &["w"]);
+        x.depends_on = vec![Dependency {
+            job: "w".into(),
+            when: When::Failed,
+        }];
+        let mut y = job("y", &[]);
+        y.depends_on = vec![
+            Dependency {
+                job: "x".into(),
+                when: When::Finished,
+            },
+            Dependency {
+                job: "z".into(),
+                when: When::Failed,
+            },
+        ];
+        let jobs = vec![job("w", &[]), job("z", &[]), x, y];
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    max_parallel: None,
+                    name: "b".into(),
+                    jobs,
+                },
+                None,
+                0,
+            )
+            .unwrap();
+        s.register_worker(1, worker("w1", 4), &[], 0);
+        for (_, a) in s.dispatch(0) {
+            s.job_finished(attempt_of(&a), ok(), None, None, 1);
+        }
+        assert_eq!(status(&s, id, "x"), JobStatus::Skipped);
+        assert_eq!(status(&s, id, "y"), JobStatus::Skipped);
+        s.retry(id, 2).unwrap();
+        assert_eq!(
+            status(&s, id, "y"),
+            JobStatus::Skipped,
+            "z succeeded: y must not run"
+        );
+        assert!(s.dispatch(3).is_empty());
+    }
+
+    #[test]
+    fn gc_leaves_no_queue_entries_behind() {
+        let mut s = State::new(config());
+        let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
+        let (id, _) = s
+            .submit(
+                BatchSpec {
+                    max_parallel: None,
+                    name: "b".into(),
+                    jobs,
+                },
+                None,
+                0,
+            )
+            .unwrap();
+        s.cancel(id, None, None, 1).unwrap();
+        assert_eq!(s.gc(2).len(), 1);
+        assert!(s.queue.is_empty() && s.queued_at.is_empty());
     }
 
     #[test]

@@ -103,8 +103,10 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
 }
 
 /// Splits a log's bytes into whole, intact frames; stops at the first torn
-/// one. Also returns how many bytes those frames take (the valid prefix).
-pub(crate) fn frames(mut bytes: &[u8]) -> (Vec<Vec<Item>>, usize) {
+/// one. Also returns how many bytes those frames take (the valid prefix),
+/// and whether it stopped at an intact frame it cannot read (written by a
+/// newer aam: not a torn tail, must not be cut).
+pub(crate) fn frames(mut bytes: &[u8]) -> (Vec<Vec<Item>>, usize, bool) {
     let mut out = Vec::new();
     let mut valid = 0;
     while bytes.len() >= 8 {
@@ -118,12 +120,12 @@ pub(crate) fn frames(mut bytes: &[u8]) -> (Vec<Vec<Item>>, usize) {
         }
         match decode_items(body) {
             Some(items) => out.push(items),
-            None => break,
+            None => return (out, valid, true),
         }
         bytes = &bytes[8 + len..];
         valid += 8 + len;
     }
-    (out, valid)
+    (out, valid, false)
 }
 
 impl Wal {
@@ -138,7 +140,13 @@ impl Wal {
             .map_err(|e| io_err(path, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io_err(path, e))?;
-        let (frames, valid) = frames(&bytes);
+        let (frames, valid, unreadable) = frames(&bytes);
+        if unreadable {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds an entry this aam-manager cannot read (written by a newer one?); it was left as it is",
+                path.display()
+            )));
+        }
         if valid < bytes.len() {
             // A torn tail was never acknowledged. Cut it, or every frame
             // appended after it would be unreachable at the next replay.
@@ -211,7 +219,7 @@ mod tests {
         assert_eq!(frames(&log).0.len(), 2);
         let whole = log.len();
         log.extend_from_slice(&frame(&body)[..10]);
-        let (found, valid) = frames(&log);
+        let (found, valid, _) = frames(&log);
         assert_eq!((found.len(), valid), (2, whole), "torn tail");
         log.truncate(whole);
         let mut bad = frame(&body);
@@ -219,6 +227,21 @@ mod tests {
         bad[last] ^= 1;
         log.extend_from_slice(&bad);
         assert_eq!(frames(&log).0.len(), 2, "bad checksum");
+    }
+
+    #[test]
+    fn an_intact_entry_of_an_unknown_kind_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.wal");
+        let mut body = Vec::new();
+        push_item(&mut body, 99, b"from the future");
+        std::fs::write(&path, frame(&body)).unwrap();
+        assert!(Wal::open(&path).is_err());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            frame(&body),
+            "the log was cut"
+        );
     }
 
     #[test]

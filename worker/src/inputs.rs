@@ -6,7 +6,7 @@ use aam_protocol::agent::{INPUTS_MARKER, INPUTS_MD_MARKER};
 use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The worker's scratch directory for input files.
 pub fn scratch_dir() -> PathBuf {
@@ -123,17 +123,35 @@ pub fn write(assignment: &Assignment) -> std::io::Result<InputFiles> {
     })
 }
 
-/// Replaces the `{inputs}` / `{inputs_md}` markers of an agent's argv.
+/// Replaces the `{inputs}` / `{inputs_md}` markers of an agent's argv, in
+/// one left-to-right pass: a marker's bytes are consumed as they are met, so
+/// text between two markers cannot combine with their NULs into a third.
 pub fn fill_paths(argv: &[String], files: &InputFiles) -> Vec<String> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let json = files.json.to_string_lossy();
+    let markdown = files.markdown.to_string_lossy();
     argv.iter()
         .map(|a| {
-            if a.contains('\0') {
-                a.replace(INPUTS_MD_MARKER, &path(&files.markdown))
-                    .replace(INPUTS_MARKER, &path(&files.json))
-            } else {
-                a.clone()
+            if !a.contains('\0') {
+                return a.clone();
             }
+            let mut out = String::with_capacity(a.len());
+            let mut rest = a.as_str();
+            while let Some(at) = rest.find('\0') {
+                out.push_str(&rest[..at]);
+                let tail = &rest[at..];
+                if let Some(after) = tail.strip_prefix(INPUTS_MD_MARKER) {
+                    out.push_str(&markdown);
+                    rest = after;
+                } else if let Some(after) = tail.strip_prefix(INPUTS_MARKER) {
+                    out.push_str(&json);
+                    rest = after;
+                } else {
+                    // A stray NUL cannot reach exec: drop it.
+                    rest = &tail[1..];
+                }
+            }
+            out.push_str(rest);
+            out
         })
         .collect()
 }
@@ -182,6 +200,12 @@ mod tests {
         assert_eq!(
             fill_paths(&argv, &files),
             vec!["agent", "--in=/tmp/i.json", "/tmp/i.md", "{inputs}"]
+        );
+        // Text between two markers cannot forge a third out of their NULs.
+        let forged = vec![format!("{INPUTS_MARKER}aam:inputs_md{INPUTS_MARKER}")];
+        assert_eq!(
+            fill_paths(&forged, &files),
+            vec!["/tmp/i.jsonaam:inputs_md/tmp/i.json"]
         );
     }
 }
