@@ -18,42 +18,64 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let batch = batch::load(&args.file)?;
-    let slots = args.slots.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(2)
-            .max(2)
-    });
-    if slots == 0 {
-        return Err(bad_input("--slots must be at least 1"));
-    }
-    let config = ManagerConfig::load(
-        args.config.as_deref(),
+/// The manager config of an embedded manager: the file's, on a free
+/// loopback port, with its state in `data_dir`.
+pub fn embedded_config(
+    config: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<ManagerConfig> {
+    ManagerConfig::load(
+        config,
         std::env::vars(),
         &[
             ("listen", "127.0.0.1:0".to_string()),
-            ("data_dir", args.data_dir.display().to_string()),
+            ("data_dir", data_dir.display().to_string()),
         ],
     )
-    .map_err(|e| bad_input(e.to_string()))?;
+    .map_err(|e| bad_input(e.to_string()))
+}
+
+/// Starts a manager and a local worker (named `local`, jobs run from the
+/// current directory) inside the current actix system.
+pub async fn start_embedded(
+    config: ManagerConfig,
+    slots: u32,
+) -> anyhow::Result<(aam_manager::Manager, actix::Addr<aam_worker::WorkerAgent>)> {
     let workdir = std::env::current_dir()?;
+    let manager = aam_manager::start(config)
+        .await
+        .map_err(|e| bad_input(format!("cannot start the embedded manager: {e:#}")))?;
+    let worker = aam_worker::start(WorkerConfig {
+        manager: manager.addr.to_string(),
+        token: manager.token.clone(),
+        name: "local".into(),
+        slots,
+        prefetch: 0,
+        labels: Default::default(),
+        workdir,
+        max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+    });
+    Ok((manager, worker))
+}
+
+/// Jobs run at once when not given: the CPUs, at least 2.
+pub fn default_slots() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2)
+        .max(2)
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let batch = batch::load(&args.file)?;
+    let slots = args.slots.unwrap_or_else(default_slots);
+    if slots == 0 {
+        return Err(bad_input("--slots must be at least 1"));
+    }
+    let config = embedded_config(args.config.as_deref(), &args.data_dir)?;
     let system = actix::System::new();
     let outcome = system.block_on(async move {
-        let manager = aam_manager::start(config)
-            .await
-            .map_err(|e| bad_input(format!("cannot start the embedded manager: {e:#}")))?;
-        let worker = aam_worker::start(WorkerConfig {
-            manager: manager.addr.to_string(),
-            token: manager.token.clone(),
-            name: "local".into(),
-            slots,
-            prefetch: 0,
-            labels: Default::default(),
-            workdir,
-            max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
-        });
+        let (manager, worker) = start_embedded(config, slots).await?;
         let result = tokio::select! {
             result = drive(&manager, &args.file, batch, args.json) => result,
             signal = interrupted() => Err(crate::exit::Exit {

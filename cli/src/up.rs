@@ -4,9 +4,7 @@
 //! started in that directory finds them without flags.
 
 use crate::exit::{bad_input, unreachable};
-use aam_manager::config::ManagerConfig;
 use aam_worker::agent::{Drain, KillAll};
-use aam_worker::WorkerConfig;
 use anyhow::Context as _;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -187,34 +185,11 @@ pub fn serve(
         &std::env::var("AAM_LOG").unwrap_or_else(|_| "info".into()),
         false,
     );
-    let config = ManagerConfig::load(
-        config.as_deref(),
-        std::env::vars(),
-        &[
-            ("listen", "127.0.0.1:0".to_string()),
-            ("data_dir", data_dir.display().to_string()),
-        ],
-    )
-    .map_err(|e| bad_input(e.to_string()))?;
-    let slots = slots.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(2)
-    });
-    let workdir = std::env::current_dir()?;
+    let config = crate::run::embedded_config(config.as_deref(), &data_dir)?;
+    let slots = slots.unwrap_or_else(crate::run::default_slots);
     let system = actix::System::new();
     system.block_on(async move {
-        let manager = aam_manager::start(config).await?;
-        let worker = aam_worker::start(WorkerConfig {
-            manager: manager.addr.to_string(),
-            token: manager.token.clone(),
-            name: "local".into(),
-            slots,
-            prefetch: 0,
-            labels: Default::default(),
-            workdir,
-            max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
-        });
+        let (manager, worker) = crate::run::start_embedded(config, slots).await?;
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
