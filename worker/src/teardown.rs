@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How often a teardown looks again while waiting for processes to go.
 const POLL: Duration = Duration::from_millis(20);
+/// How often /proc is scanned again during the grace.
+const RESCAN: Duration = Duration::from_millis(500);
 /// How long SIGKILLed processes get to disappear before they count as survivors.
 const KILL_WAIT: Duration = Duration::from_secs(3);
 
@@ -98,16 +100,27 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
     for &pid in &seen {
         signal(pid, libc::SIGTERM, &mut receipt);
     }
+    // While the grace runs, watch the processes already known (one small
+    // read each) and scan /proc only now and then, for processes started
+    // meanwhile (a shell forking on SIGTERM): they get their SIGTERM too.
+    // Many jobs stopping at once then cost little.
     let deadline = Instant::now() + grace;
-    loop {
-        // Processes started meanwhile (a shell forking on SIGTERM) get theirs too.
-        let now_running = job_processes(pgid, marker);
-        for &pid in now_running.difference(&seen) {
-            signal(pid, libc::SIGTERM, &mut receipt);
-        }
-        seen.extend(now_running.iter().copied());
-        if now_running.is_empty() || Instant::now() >= deadline {
-            break;
+    let mut next_scan = Instant::now() + RESCAN;
+    while Instant::now() < deadline {
+        if Instant::now() >= next_scan {
+            let now_running = job_processes(pgid, marker);
+            for &pid in now_running.difference(&seen) {
+                signal(pid, libc::SIGTERM, &mut receipt);
+            }
+            seen.extend(now_running.iter().copied());
+            if now_running.is_empty() {
+                break;
+            }
+            next_scan = Instant::now() + RESCAN;
+        } else if !seen.iter().any(|&p| is_alive(p)) {
+            // All known ones are gone: one scan confirms nothing new is left.
+            next_scan = Instant::now();
+            continue;
         }
         std::thread::sleep(POLL);
     }
