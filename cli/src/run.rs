@@ -42,9 +42,17 @@ pub async fn start_embedded(
     slots: u32,
 ) -> anyhow::Result<(aam_manager::Manager, actix::Addr<aam_worker::WorkerAgent>)> {
     let workdir = std::env::current_dir()?;
-    let manager = aam_manager::start(config)
-        .await
-        .map_err(|e| bad_input(format!("cannot start the embedded manager: {e:#}")))?;
+    let manager = aam_manager::start(config).await.map_err(|e| {
+        let locked = e
+            .downcast_ref::<aam_store::StoreError>()
+            .is_some_and(|s| matches!(s, aam_store::StoreError::Locked(_)));
+        let hint = if locked {
+            " (if `aam up` runs here, submit to it instead: `aam submit FILE --wait`)"
+        } else {
+            ""
+        };
+        bad_input(format!("cannot start the embedded manager: {e:#}{hint}"))
+    })?;
     let worker = aam_worker::start(WorkerConfig {
         manager: manager.addr.to_string(),
         token: manager.token.clone(),

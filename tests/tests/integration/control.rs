@@ -449,6 +449,13 @@ fn up_starts_a_background_manager_that_commands_here_find_and_down_stops_it() {
     assert_eq!(logs.stdout, "hi from the background\n");
     let again = aam_here(dir.path(), &["up"]).expect_code(0);
     assert!(again.stdout.contains("already up"), "{}", again.dump());
+    // `aam run` here would need the same directory: it says what to do instead.
+    let run = aam_here(dir.path(), &["run", "hello.toml"]).expect_code(2);
+    assert!(
+        run.stderr.contains("aam submit FILE --wait"),
+        "{}",
+        run.dump()
+    );
     aam_here(dir.path(), &["down"]).expect_code(0);
     assert!(!alive(pid as u32), "the background process is still there");
     aam_here(dir.path(), &["status"]).expect_code(3);
