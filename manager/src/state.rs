@@ -474,13 +474,11 @@ impl State {
                     continue;
                 }
             };
+            let key = JobKey {
+                session: id,
+                index: i as u32,
+            };
             jobs.push(JobRecord {
-                key: JobKey {
-                    session: id,
-                    index: i as u32,
-                },
-                name: spec.name.clone(),
-                argv,
                 env,
                 workdir: spec.workdir.clone(),
                 agent: spec.agent.clone(),
@@ -490,25 +488,12 @@ impl State {
                     JobStatus::Pending
                 },
                 depends_on,
-                attempts: 0,
-                worker: None,
-                started_at_ms: None,
-                finished_at_ms: None,
-                exit: None,
                 policy,
-                failures: 0,
-                losses: 0,
-                not_before_ms: None,
-                progress: None,
-                progress_message: None,
-                cancel_requested: false,
-                teardown: None,
-                history: Vec::new(),
                 gate: spec.gate,
-                decision: None,
                 priority: spec.priority,
                 requires: spec.requires.clone(),
                 reason: (spec.gate && spec.depends_on.is_empty()).then(|| AWAITING.to_string()),
+                ..JobRecord::new(key, spec.name.clone(), argv)
             });
         }
         if !errors.is_empty() {
@@ -1910,6 +1895,14 @@ mod tests {
         }
     }
 
+    fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
+        BatchSpec {
+            max_parallel: None,
+            name: "b".into(),
+            jobs,
+        }
+    }
+
     fn job(name: &str, deps: &[&str]) -> JobSpec {
         JobSpec {
             name: name.into(),
@@ -1963,16 +1956,12 @@ mod tests {
     #[test]
     fn dependencies_gate_dispatch_and_failures_skip_downstream() {
         let mut s = State::new(config());
-        let batch = BatchSpec {
-            max_parallel: None,
-            name: "b".into(),
-            jobs: vec![
-                job("a", &[]),
-                job("b", &["a"]),
-                job("c", &["b"]),
-                job("d", &[]),
-            ],
-        };
+        let batch = batch(vec![
+            job("a", &[]),
+            job("b", &["a"]),
+            job("c", &["b"]),
+            job("d", &[]),
+        ]);
         let (id, n) = s.submit(batch, None, 0).unwrap();
         assert_eq!(n, 4);
         s.register_worker(1, worker("w", 8), &[], 0);
@@ -2013,17 +2002,7 @@ mod tests {
     #[test]
     fn a_stale_or_repeated_report_changes_nothing() {
         let mut s = State::new(config());
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs: vec![job("a", &[])],
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let a = attempt_of(&s.dispatch(0)[0].1);
         let stale = AttemptRef {
@@ -2040,16 +2019,8 @@ mod tests {
     #[test]
     fn orphans_are_adopted_on_reconnect_or_requeued_after_grace() {
         let mut s = State::new(config());
-        s.submit(
-            BatchSpec {
-                max_parallel: None,
-                name: "b".into(),
-                jobs: vec![job("a", &[]), job("b", &[])],
-            },
-            None,
-            0,
-        )
-        .unwrap();
+        s.submit(batch(vec![job("a", &[]), job("b", &[])]), None, 0)
+            .unwrap();
         s.register_worker(1, worker("w", 2), &[], 0);
         let assigned: Vec<AttemptRef> = s.dispatch(0).iter().map(|(_, a)| attempt_of(a)).collect();
         s.worker_gone(1, false, 100);
@@ -2071,17 +2042,7 @@ mod tests {
         let mut s = State::new(config());
         let mut spec = job("a", &[]);
         spec.retries = Some(5);
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs: vec![spec],
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
         for round in 0..3u64 {
             let worker_id = 10 + round;
             s.register_worker(worker_id, worker(&format!("w{round}"), 1), &[], round * 10);
@@ -2101,17 +2062,7 @@ mod tests {
     fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
         let mut s = State::new(config());
         let jobs = vec![job("run", &[]), job("wait", &[]), job("after", &["run"])];
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs,
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let running = attempt_of(&s.dispatch(0)[0].1);
         let out = s.cancel(id, None, Some(250), 1).unwrap();
@@ -2132,17 +2083,7 @@ mod tests {
     #[test]
     fn a_cancel_is_ordered_again_when_the_worker_reconnects() {
         let mut s = State::new(config());
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs: vec![job("a", &[])],
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let running = attempt_of(&s.dispatch(0)[0].1);
         let out = s.cancel(id, None, Some(300), 1).unwrap();
@@ -2158,17 +2099,7 @@ mod tests {
     #[test]
     fn cancelling_a_job_whose_worker_is_gone_ends_it_at_once() {
         let mut s = State::new(config());
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs: vec![job("a", &[])],
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         s.dispatch(0);
         s.worker_gone(1, false, 1);
@@ -2188,17 +2119,7 @@ mod tests {
         let mut s = State::new(config());
         let mut spec = job("a", &[]);
         spec.retries = Some(1);
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs: vec![spec],
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let first = attempt_of(&s.dispatch(0)[0].1);
         assert!(s.job_finished(first, fail(), None, None, 10));
@@ -2238,17 +2159,7 @@ mod tests {
             },
         ];
         let jobs = vec![job("w", &[]), job("z", &[]), x, y];
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs,
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.register_worker(1, worker("w1", 4), &[], 0);
         for (_, a) in s.dispatch(0) {
             s.job_finished(attempt_of(&a), ok(), None, None, 1);
@@ -2268,17 +2179,7 @@ mod tests {
     fn gc_leaves_no_queue_entries_behind() {
         let mut s = State::new(config());
         let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs,
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.cancel(id, None, None, 1).unwrap();
         assert_eq!(s.gc(2).len(), 1);
         assert!(s.queue.is_empty() && s.queued_at.is_empty());
@@ -2288,16 +2189,7 @@ mod tests {
     fn a_prefetching_worker_gets_slots_plus_prefetch_assignments() {
         let mut s = State::new(config());
         let jobs = (0..10).map(|i| job(&format!("j{i}"), &[])).collect();
-        s.submit(
-            BatchSpec {
-                max_parallel: None,
-                name: "b".into(),
-                jobs,
-            },
-            None,
-            0,
-        )
-        .unwrap();
+        s.submit(batch(jobs), None, 0).unwrap();
         let mut w = worker("w", 2);
         w.prefetch = 3;
         s.register_worker(1, w, &[], 0);
@@ -2324,11 +2216,7 @@ mod tests {
         let mut s = State::new(config());
         let (id, _) = s
             .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs: vec![job("a", &[]), job("b", &[]), job("c", &["a"])],
-                },
+                batch(vec![job("a", &[]), job("b", &[]), job("c", &["a"])]),
                 None,
                 0,
             )
@@ -2368,17 +2256,7 @@ mod tests {
     fn a_view_keeps_outputs_within_its_budget_and_sees_uncommitted_ones() {
         let mut s = State::new(config());
         let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
-        let (id, _) = s
-            .submit(
-                BatchSpec {
-                    max_parallel: None,
-                    name: "b".into(),
-                    jobs,
-                },
-                None,
-                0,
-            )
-            .unwrap();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.register_worker(1, worker("w", 3), &[], 0);
         for (_, a) in s.dispatch(0) {
             let attempt = attempt_of(&a);
@@ -2421,16 +2299,7 @@ mod tests {
     #[test]
     fn output_is_capped_and_stored_at_the_end() {
         let mut s = State::new(config());
-        s.submit(
-            BatchSpec {
-                max_parallel: None,
-                name: "b".into(),
-                jobs: vec![job("a", &[])],
-            },
-            None,
-            0,
-        )
-        .unwrap();
+        s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let a = attempt_of(&s.dispatch(0)[0].1);
         s.take_changes();

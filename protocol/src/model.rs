@@ -243,6 +243,42 @@ pub struct JobRecord {
     pub requires: BTreeMap<String, String>,
 }
 
+impl JobRecord {
+    /// A job that has not run yet: queued, no attempt, no dependencies, the
+    /// default run policy. Callers set what else their job has.
+    pub fn new(key: JobKey, name: String, argv: Vec<String>) -> JobRecord {
+        JobRecord {
+            key,
+            name,
+            argv,
+            env: Vec::new(),
+            workdir: None,
+            agent: None,
+            depends_on: Vec::new(),
+            status: JobStatus::Queued,
+            attempts: 0,
+            worker: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            exit: None,
+            reason: None,
+            policy: RunPolicy::default(),
+            failures: 0,
+            losses: 0,
+            not_before_ms: None,
+            progress: None,
+            progress_message: None,
+            cancel_requested: false,
+            teardown: None,
+            history: Vec::new(),
+            gate: false,
+            decision: None,
+            priority: 0,
+            requires: BTreeMap::new(),
+        }
+    }
+}
+
 /// One session's summary line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {

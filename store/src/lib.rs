@@ -341,7 +341,7 @@ impl StoreWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aam_protocol::model::{JobStatus, SessionStatus};
+    use aam_protocol::model::SessionStatus;
 
     fn session(id: u64) -> SessionRecord {
         SessionRecord {
@@ -357,38 +357,11 @@ mod tests {
     }
 
     fn job(session: u64, index: u32) -> JobRecord {
-        JobRecord {
-            key: JobKey {
-                session: SessionId(session),
-                index,
-            },
-            name: format!("j{index}"),
-            argv: vec!["true".into()],
-            env: vec![],
-            workdir: None,
-            agent: None,
-            depends_on: vec![],
-            status: JobStatus::Queued,
-            attempts: 0,
-            worker: None,
-            started_at_ms: None,
-            finished_at_ms: None,
-            exit: None,
-            reason: None,
-            policy: Default::default(),
-            failures: 0,
-            losses: 0,
-            not_before_ms: None,
-            progress: None,
-            progress_message: None,
-            cancel_requested: false,
-            teardown: None,
-            history: Vec::new(),
-            gate: false,
-            decision: None,
-            priority: 0,
-            requires: Default::default(),
-        }
+        let key = JobKey {
+            session: SessionId(session),
+            index,
+        };
+        JobRecord::new(key, format!("j{index}"), vec!["true".into()])
     }
 
     #[test]
