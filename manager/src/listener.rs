@@ -3,8 +3,8 @@
 //! actor. A bad peer costs only its own connection.
 
 use crate::client_conn::ClientConn;
-use crate::schedule::WorkerId;
 use crate::scheduler::Scheduler;
+use crate::state::WorkerId;
 use crate::token;
 use crate::worker_conn::WorkerConn;
 use aam_protocol::codec::FrameCodec;
@@ -132,8 +132,20 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
         return;
     }
     let parts = framed.into_parts();
-    let leftover = parts.read_buf;
-    let (read, write) = parts.io.into_split();
+    start_connection(role, token_name, parts.io, parts.read_buf, peer, shared);
+}
+
+/// Starts the connection actor of an authenticated peer; `leftover` is
+/// what was read past the handshake.
+fn start_connection(
+    role: Role,
+    token_name: String,
+    stream: TcpStream,
+    leftover: bytes::BytesMut,
+    peer: SocketAddr,
+    shared: Shared,
+) {
+    let (read, write) = stream.into_split();
     match role {
         Role::Worker => {
             let id: WorkerId = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
