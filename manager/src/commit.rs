@@ -1,6 +1,7 @@
 //! Group commit: one thread applies queued changes to the store and makes
 //! them durable with a single flush per group, however many arrived while
-//! the previous flush ran (DESIGN.md invariant 1). It keeps disk I/O off the
+//! the previous flush ran (ARCHITECTURE.md, invariant 1: durable before
+//! acknowledged, group commit). It keeps disk I/O off the
 //! actors' threads.
 
 use aam_store::{Changes, StoreError, StoreWriter};

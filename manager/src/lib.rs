@@ -20,7 +20,7 @@ pub mod worker_conn;
 use crate::commit::Committer;
 use crate::config::ManagerConfig;
 use crate::listener::Shared;
-use crate::scheduler::{Drain, Scheduler};
+use crate::scheduler::{Flush, Scheduler};
 use crate::state::State;
 use aam_protocol::now_ms;
 use aam_store::Store;
@@ -117,7 +117,7 @@ impl Manager {
             let _ = stop.send(());
         }
         let (done, drained) = oneshot::channel();
-        if self.scheduler.send(Drain { done }).await.is_ok() {
+        if self.scheduler.send(Flush { done }).await.is_ok() {
             let _ = drained.await;
         }
     }

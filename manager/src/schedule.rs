@@ -3,12 +3,10 @@
 //! `requires` labels. The scheduler actor only feeds it and applies its
 //! answer; `why_waiting` explains a job it did not place.
 
+use crate::state::WorkerId;
 use aam_protocol::{JobKey, SessionId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-
-/// Identifies one worker connection inside the manager.
-pub type WorkerId = u64;
 
 /// Labels a job requires, or a worker offers.
 pub type Labels = BTreeMap<String, String>;

@@ -3,8 +3,8 @@
 //! worker's lease. It registers in `handle(Register)` and leaves in `stopping()`.
 
 use crate::listener::Shared;
-use crate::schedule::WorkerId;
 use crate::scheduler::{WorkerConnected, WorkerDisconnected, WorkerReport};
+use crate::state::WorkerId;
 use aam_protocol::codec::{CodecError, FrameCodec};
 use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
 use aam_protocol::spec::is_valid_name;
@@ -95,7 +95,7 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                     slots,
                     prefetch,
                     labels,
-                    running,
+                    assigned,
                 },
                 false,
             ) => {
@@ -120,7 +120,7 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                     slots,
                     prefetch,
                     labels,
-                    running,
+                    assigned,
                 });
             }
             (WorkerToManager::Register { .. }, true) => {

@@ -1,7 +1,8 @@
 //! Agents defined in the manager's config, and how a job's prompt fills their
 //! command template: whole argv elements only, never a shell string.
 
-use crate::spec::{JobSpec, SpecError};
+use crate::spec::SpecError;
+use crate::validate::AgentCall;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -96,13 +97,14 @@ pub struct ExpandedAgent {
     pub env: BTreeMap<String, String>,
 }
 
-/// Expands an agent job against the configured agents.
+/// Expands the agent job `job` against the configured agents.
 pub fn expand_agent_job(
-    job: &JobSpec,
+    job: &str,
+    call: &AgentCall,
     agents: &BTreeMap<String, AgentDef>,
     session: &str,
 ) -> Result<ExpandedAgent, SpecError> {
-    let name = job.agent.as_deref().unwrap_or_default();
+    let name = call.agent.as_str();
     let Some(def) = agents.get(name) else {
         let known: Vec<&str> = agents.keys().map(String::as_str).collect();
         let known = if known.is_empty() {
@@ -111,23 +113,23 @@ pub fn expand_agent_job(
             format!("known agents: {}", known.join(", "))
         };
         return Err(SpecError::job(
-            &job.name,
+            job,
             "agent",
             format!("unknown agent '{name}' ({known})"),
         ));
     };
-    let model = job.model.as_deref().or(def.model.as_deref());
+    let model = call.model.as_deref().or(def.model.as_deref());
     if model.is_none() && uses_model(&def.command) {
         return Err(SpecError::job(
-            &job.name,
+            job,
             "model",
             format!("agent '{name}' needs a model (its command uses {{model}}) and has no default"),
         ));
     }
     let values = TemplateValues {
-        prompt: job.prompt.as_deref().unwrap_or_default(),
+        prompt: call.prompt.as_deref().unwrap_or_default(),
         model: model.unwrap_or_default(),
-        job: &job.name,
+        job,
         agent: name,
         session,
         system_prompt: def.system_prompt.as_deref().unwrap_or_default(),
@@ -168,20 +170,18 @@ mod tests {
         m
     }
 
-    fn job(prompt: &str, model: Option<&str>) -> JobSpec {
-        JobSpec {
-            name: "review".into(),
-            agent: Some("reviewer".into()),
+    fn job(prompt: &str, model: Option<&str>) -> AgentCall {
+        AgentCall {
+            agent: "reviewer".into(),
             prompt: Some(prompt.into()),
             model: model.map(str::to_string),
-            ..Default::default()
         }
     }
 
     #[test]
     fn hostile_prompt_stays_one_argument() {
         let prompt = "$(touch /tmp/pwned); rm -rf ~ {model} `id` \"quoted\" 'single'";
-        let out = expand_agent_job(&job(prompt, Some("haiku")), &agents(), "s1").unwrap();
+        let out = expand_agent_job("review", &job(prompt, Some("haiku")), &agents(), "s1").unwrap();
         assert_eq!(
             out.argv,
             vec!["claude", "-p", "--model", "haiku", prompt, "job=review/s1"]
@@ -190,11 +190,11 @@ mod tests {
 
     #[test]
     fn default_model_and_unknown_agent() {
-        let out = expand_agent_job(&job("hi", None), &agents(), "s1").unwrap();
+        let out = expand_agent_job("review", &job("hi", None), &agents(), "s1").unwrap();
         assert_eq!(out.argv[3], "sonnet");
         let mut other = job("hi", None);
-        other.agent = Some("nobody".into());
-        let e = expand_agent_job(&other, &agents(), "s1").unwrap_err();
+        other.agent = "nobody".into();
+        let e = expand_agent_job("review", &other, &agents(), "s1").unwrap_err();
         assert!(e
             .to_string()
             .contains("unknown agent 'nobody' (known agents: reviewer)"));

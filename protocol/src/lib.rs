@@ -13,6 +13,7 @@ pub mod messages;
 pub mod model;
 pub mod output;
 pub mod spec;
+pub mod validate;
 
 pub use ids::{JobKey, SessionId};
 

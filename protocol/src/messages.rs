@@ -223,7 +223,7 @@ pub struct Stopped {
     pub receipt: TeardownReceipt,
 }
 
-/// A (job, attempt) a worker is running.
+/// One attempt of a job: every report about a running job names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AttemptRef {
     pub job: JobKey,
@@ -232,7 +232,9 @@ pub struct AttemptRef {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum WorkerToManager {
-    /// First message after the handshake; `running` lists jobs kept across a reconnect.
+    /// First message after the handshake; `assigned` lists the attempts it
+    /// still holds across a reconnect (running, waiting for a slot, or ended
+    /// and not yet acknowledged).
     Register {
         name: String,
         slots: u32,
@@ -240,7 +242,7 @@ pub enum WorkerToManager {
         /// next job starts without a round trip to the manager.
         prefetch: u32,
         labels: BTreeMap<String, String>,
-        running: Vec<AttemptRef>,
+        assigned: Vec<AttemptRef>,
     },
     Heartbeat,
     /// The worker is shutting down: assign it nothing more.

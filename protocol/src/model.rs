@@ -100,6 +100,16 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
+    /// The "exit" of an attempt whose process never started (it could not
+    /// be spawned, or was stopped while waiting for a slot).
+    pub fn not_started() -> ExitInfo {
+        ExitInfo {
+            code: None,
+            signal: None,
+            duration_ms: 0,
+        }
+    }
+
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
@@ -276,6 +286,67 @@ impl JobRecord {
             priority: 0,
             requires: BTreeMap::new(),
         }
+    }
+
+    /// A new attempt starts on `worker`: the attempt number (the fence of
+    /// stale reports) goes up and what described the last attempt is cleared.
+    /// Returns the new attempt number.
+    pub fn begin_attempt(&mut self, worker: String, now_ms: u64) -> u32 {
+        self.attempts += 1;
+        self.worker = Some(worker);
+        self.started_at_ms = Some(now_ms);
+        self.finished_at_ms = None;
+        self.exit = None;
+        self.reason = None;
+        self.progress = None;
+        self.progress_message = None;
+        self.teardown = None;
+        self.attempts
+    }
+
+    /// The current attempt ended with `outcome` (the job's own status is the
+    /// caller's to decide): it joins the job's history, and the job shows
+    /// how it ended.
+    pub fn close_attempt(
+        &mut self,
+        outcome: JobStatus,
+        exit: Option<ExitInfo>,
+        reason: Option<String>,
+        teardown: Option<TeardownReceipt>,
+        now_ms: u64,
+    ) {
+        self.history.push(AttemptRecord {
+            attempt: self.attempts,
+            worker: self.worker.clone(),
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: Some(now_ms),
+            exit,
+            outcome,
+            reason: reason.clone(),
+            teardown: teardown.clone(),
+        });
+        self.exit = exit;
+        self.teardown = teardown;
+        self.finished_at_ms = Some(now_ms);
+        self.reason = reason;
+    }
+
+    /// The job is to run again from the start (`aam retry`): its retry and
+    /// loss counts, its cancel and its gate's decision are forgotten; its
+    /// attempt number and attempt history are kept. Its status is the
+    /// caller's to set.
+    pub fn reset_for_rerun(&mut self) {
+        self.finished_at_ms = None;
+        self.exit = None;
+        self.reason = None;
+        self.failures = 0;
+        self.losses = 0;
+        self.not_before_ms = None;
+        self.progress = None;
+        self.progress_message = None;
+        self.cancel_requested = false;
+        self.teardown = None;
+        self.decision = None;
     }
 }
 

@@ -218,7 +218,7 @@ impl WorkerAgent {
             slots: self.config.slots,
             prefetch: self.config.prefetch,
             labels: self.config.labels.clone(),
-            running: self
+            assigned: self
                 .running
                 .keys()
                 .chain(self.unacked.keys())

@@ -1,0 +1,233 @@
+//! The scheduler actor: the single owner of session and job state
+//! (ARCHITECTURE.md, invariant 2: one writer). A thin shell around `State`:
+//! every message changes the state, then `settle` dispatches what can run,
+//! commits what changed, and parks the message's effects (replies,
+//! assignments, notifications) until that commit is durable.
+//!
+//! `requests` answers clients, one function per request; `workers` handles
+//! what workers say; `effects` is the commit-then-release machinery.
+
+mod effects;
+mod requests;
+mod workers;
+
+pub use workers::{WorkerConnected, WorkerDisconnected, WorkerReport};
+
+use crate::client_conn::SessionUpdate;
+use crate::commit::Committer;
+use crate::state::State;
+use crate::worker_conn::WorkerConn;
+use aam_protocol::codec;
+use aam_protocol::messages::{ClientRequest, ClientResponse, ManagerToWorker};
+use aam_protocol::output::OutputCapture;
+use aam_protocol::{now_ms, JobKey, SessionId};
+use aam_store::Store;
+use actix::prelude::*;
+use effects::{Effect, Parked};
+use requests::{CancelWaiter, Reply};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub use crate::state::WorkerId;
+
+/// A client's request; `reply` gets the direct answer (None when the answer
+/// comes as `SessionUpdate`s to `watcher`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientCall {
+    pub request: ClientRequest,
+    pub reply: oneshot::Sender<Option<ClientResponse>>,
+    pub watcher: Option<Recipient<SessionUpdate>>,
+    /// The name of the token the client presented.
+    pub who: String,
+}
+
+/// Resolves `done` once everything changed so far is durable (for shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush {
+    pub done: oneshot::Sender<()>,
+}
+
+pub struct Scheduler {
+    state: State,
+    store: Store,
+    committer: Committer,
+    heartbeat_ms: u64,
+    lease_ms: u64,
+    /// Finished sessions older than this are removed (hourly and by `aam gc`).
+    pub retention_ms: u64,
+    /// Most output bytes put into one answer (keeps it within a frame).
+    pub answer_budget: usize,
+    workers: HashMap<WorkerId, Addr<WorkerConn>>,
+    watchers: HashMap<SessionId, Vec<Recipient<SessionUpdate>>>,
+    parked: Parked,
+    cancel_waiters: Vec<CancelWaiter>,
+}
+
+impl Scheduler {
+    pub fn new(
+        state: State,
+        store: Store,
+        committer: Committer,
+        heartbeat_ms: u64,
+        lease_ms: u64,
+    ) -> Self {
+        Scheduler {
+            state,
+            store,
+            committer,
+            heartbeat_ms,
+            lease_ms,
+            retention_ms: 30 * 24 * 3600 * 1000,
+            answer_budget: aam_protocol::codec::DEFAULT_MAX_FRAME / 2,
+            workers: HashMap::new(),
+            watchers: HashMap::new(),
+            parked: Parked::default(),
+            cancel_waiters: Vec::new(),
+        }
+    }
+
+    /// Runs after every message: answers the cancels whose jobs have ended,
+    /// dispatches what can run, then commits what changed and holds
+    /// `effects` until that commit is durable.
+    fn settle(&mut self, ctx: &mut Context<Self>, mut effects: Vec<Effect>) {
+        let now = now_ms();
+        if !self.cancel_waiters.is_empty() {
+            effects.extend(self.finished_cancels());
+        }
+        let reader = self.output_reader();
+        for (worker, mut assignment) in self.state.dispatch(now) {
+            if !self.state.job_depends_on_nothing(assignment.job) {
+                assignment.inputs = self.state.inputs_for(assignment.job, &reader);
+            }
+            tracing::debug!(worker, job = %assignment.job_name, session = %assignment.job.session,
+                attempt = assignment.attempt, "dispatching");
+            effects.push(Effect::ToWorker(
+                worker,
+                ManagerToWorker::Assign(assignment),
+            ));
+        }
+        for session in self.state.take_to_notify() {
+            if self.watchers.contains_key(&session) {
+                if let Some(summary) = self.state.summary(session) {
+                    effects.push(Effect::Notify(summary));
+                }
+            }
+        }
+        let changes = self.state.take_changes();
+        self.commit_then_release(ctx, changes, effects);
+    }
+
+    /// Removes finished sessions older than `age` ms; returns them, their
+    /// job count and the output bytes the store frees.
+    fn gc(&mut self, age: u64) -> (Vec<SessionId>, u64, u64) {
+        let removed = self.state.gc(now_ms().saturating_sub(age));
+        let mut jobs = 0u64;
+        let mut bytes = 0u64;
+        for &(id, count) in &removed {
+            jobs += count as u64;
+            for index in 0..count {
+                let key = JobKey { session: id, index };
+                bytes += self
+                    .store
+                    .output(key)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |o| o.len() as u64);
+            }
+            self.watchers.remove(&id);
+        }
+        if !removed.is_empty() {
+            tracing::info!(
+                sessions = removed.len(),
+                jobs,
+                bytes,
+                "removed finished sessions past retention"
+            );
+        }
+        (removed.into_iter().map(|(id, _)| id).collect(), jobs, bytes)
+    }
+
+    /// Reads finished jobs' outputs from the store.
+    fn output_reader(&self) -> impl Fn(JobKey) -> Option<OutputCapture> {
+        let store = self.store.clone();
+        move |key| {
+            let bytes = store.output(key).ok().flatten()?;
+            codec::decode::<OutputCapture>(&bytes).ok()
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Bounds `send` from connection actors (output chunks wait here).
+        ctx.set_mailbox_capacity(1024);
+        // Retention: now, then every hour.
+        ctx.run_later(Duration::from_secs(1), |act, ctx| {
+            act.gc(act.retention_ms);
+            act.settle(ctx, Vec::new());
+        });
+        ctx.run_interval(Duration::from_secs(3600), |act, ctx| {
+            act.gc(act.retention_ms);
+            act.settle(ctx, Vec::new());
+        });
+        ctx.run_interval(Duration::from_millis(200), |act, ctx| {
+            let now = now_ms();
+            if act.state.expire_orphans(now) > 0 {
+                tracing::info!("requeued jobs whose worker did not come back");
+            }
+            act.state.release_delayed(now);
+            act.settle(ctx, Vec::new());
+        });
+    }
+}
+
+impl Handler<ClientCall> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, call: ClientCall, ctx: &mut Context<Self>) {
+        let ClientCall {
+            request,
+            reply,
+            watcher,
+            who,
+        } = call;
+        let mut effects = Vec::new();
+        match self.request(request, &who, watcher.is_some(), &mut effects) {
+            Reply::Answer(answer) => effects.push(Effect::Reply(reply, Some(answer))),
+            Reply::WhenEnded { jobs, answer } => {
+                self.cancel_waiters.push(CancelWaiter {
+                    jobs,
+                    reply,
+                    answer,
+                });
+            }
+            Reply::Watch(summary) => {
+                // Subscribed now, so every later change makes a Notify; the
+                // first answer still waits for durability. The direct answer
+                // is None: the updates are the answer.
+                effects.push(Effect::Reply(reply, None));
+                if let Some(watcher) = watcher {
+                    if !summary.status.is_terminal() {
+                        let list = self.watchers.entry(summary.id).or_default();
+                        list.push(watcher.clone());
+                    }
+                    effects.push(Effect::Watch(summary, watcher));
+                }
+            }
+        }
+        self.settle(ctx, effects);
+    }
+}
+
+impl Handler<Flush> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) {
+        self.settle(ctx, vec![Effect::Flushed(msg.done)]);
+    }
+}

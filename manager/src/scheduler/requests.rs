@@ -1,0 +1,232 @@
+//! Clients' requests, one function each. Each changes the model as asked
+//! and says how it is answered (`Reply`): now (once what it changed is
+//! durable), when some jobs have ended (a cancel that waits), or as a watch.
+
+use super::effects::Effect;
+use super::Scheduler;
+use crate::state::StateError;
+use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, ManagerToWorker};
+use aam_protocol::model::{SessionSummary, StopCause};
+use aam_protocol::spec::BatchSpec;
+use aam_protocol::{JobKey, SessionId};
+use tokio::sync::oneshot;
+
+/// How a request is answered.
+pub(super) enum Reply {
+    /// This answer, once what the request changed is durable.
+    Answer(ClientResponse),
+    /// This answer once these jobs have ended, and that is durable.
+    WhenEnded {
+        jobs: Vec<JobKey>,
+        answer: ClientResponse,
+    },
+    /// The caller watches the session: this summary now, then each change.
+    Watch(SessionSummary),
+}
+
+impl From<StateError> for Reply {
+    fn from(e: StateError) -> Reply {
+        Reply::Answer(ClientResponse::Error {
+            kind: e.kind(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A `Cancel` waiting for the jobs it stops to end.
+pub(super) struct CancelWaiter {
+    pub jobs: Vec<JobKey>,
+    pub reply: oneshot::Sender<Option<ClientResponse>>,
+    pub answer: ClientResponse,
+}
+
+impl Scheduler {
+    /// Applies one request. `watching`: the caller can take a stream of
+    /// updates. Orders for workers go to `effects`.
+    pub(super) fn request(
+        &mut self,
+        request: ClientRequest,
+        who: &str,
+        watching: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        let now = aam_protocol::now_ms();
+        match request {
+            ClientRequest::Submit {
+                batch,
+                idempotency_key,
+            } => self.submit(batch, idempotency_key, now),
+            ClientRequest::ListSessions => {
+                Reply::Answer(ClientResponse::Sessions(self.state.summaries()))
+            }
+            ClientRequest::Session { session, output } => {
+                let stored = self.output_reader();
+                match self
+                    .state
+                    .view(session, output, self.answer_budget, &stored, now)
+                {
+                    Some(view) => Reply::Answer(ClientResponse::Session(view)),
+                    None => StateError::NoSession(session).into(),
+                }
+            }
+            ClientRequest::Logs { session, job, from } => {
+                let stored = self.output_reader();
+                match self.state.logs(session, &job, from, &stored) {
+                    Ok(logs) => Reply::Answer(ClientResponse::Logs {
+                        status: logs.status,
+                        attempt: logs.attempt,
+                        output: logs.output,
+                        output_bytes: logs.output_bytes,
+                    }),
+                    Err(e) => e.into(),
+                }
+            }
+            ClientRequest::Workers => Reply::Answer(ClientResponse::Workers(self.state.workers())),
+            ClientRequest::Gc { older_than_ms } => {
+                let (sessions, jobs, output_bytes) =
+                    self.gc(older_than_ms.unwrap_or(self.retention_ms));
+                Reply::Answer(ClientResponse::Collected {
+                    sessions,
+                    jobs,
+                    output_bytes,
+                })
+            }
+            ClientRequest::Agents => {
+                let (agents, problems) = self.state.agents();
+                Reply::Answer(ClientResponse::Agents { agents, problems })
+            }
+            ClientRequest::Retry { session } => self.retry(session, now),
+            ClientRequest::Cancel {
+                session,
+                job,
+                grace_ms,
+                wait,
+            } => self.cancel(session, job, grace_ms, wait, now, effects),
+            ClientRequest::Decide {
+                session,
+                job,
+                approve,
+                comment,
+            } => self.decide(session, &job, approve, who, comment, now),
+            ClientRequest::Watch { session } => self.watch(session, watching),
+        }
+    }
+
+    fn submit(&mut self, batch: BatchSpec, idempotency_key: Option<String>, now: u64) -> Reply {
+        let known = idempotency_key
+            .as_deref()
+            .and_then(|k| self.state.session_for_key(k));
+        if let Some((session, jobs)) = known {
+            tracing::info!(session = %session, "submission with a known idempotency key");
+            return Reply::Answer(ClientResponse::Submitted {
+                session,
+                jobs,
+                existing: true,
+                estimate: self.state.estimate(session, now),
+            });
+        }
+        let name = batch.name.clone();
+        match self.state.submit(batch, idempotency_key, now) {
+            Ok((session, jobs)) => {
+                tracing::info!(session = %session, name = %name, jobs, "session submitted");
+                Reply::Answer(ClientResponse::Submitted {
+                    session,
+                    jobs,
+                    existing: false,
+                    estimate: self.state.estimate(session, now),
+                })
+            }
+            Err(errors) => Reply::Answer(ClientResponse::Invalid(errors)),
+        }
+    }
+
+    fn retry(&mut self, session: SessionId, now: u64) -> Reply {
+        match self.state.retry(session, now) {
+            Ok(jobs) => {
+                tracing::info!(session = %session, jobs = jobs.len(), "session retried");
+                Reply::Answer(ClientResponse::Retried { jobs })
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Jobs not started end now; running ones get a stop order. With `wait`
+    /// the answer waits until those have ended.
+    fn cancel(
+        &mut self,
+        session: SessionId,
+        job: Option<String>,
+        grace_ms: Option<u64>,
+        wait: bool,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        let outcome = match self.state.cancel(session, job.as_deref(), grace_ms, now) {
+            Ok(outcome) => outcome,
+            Err(e) => return e.into(),
+        };
+        tracing::info!(session = %session, job = job.as_deref().unwrap_or("*"),
+            cancelled = outcome.cancelled.len(), stopping = outcome.stopping.len(), "cancel");
+        for &(worker, attempt, grace_ms) in &outcome.stopping {
+            let stop = ManagerToWorker::Stop {
+                attempt,
+                cause: StopCause::Cancelled,
+                grace_ms,
+            };
+            effects.push(Effect::ToWorker(worker, stop));
+        }
+        let stopping: Vec<JobKey> = outcome.stopping.iter().map(|(_, a, _)| a.job).collect();
+        let answer = ClientResponse::Cancelled {
+            cancelled: outcome.cancelled,
+            stopped: outcome.stopping_names,
+        };
+        if wait && !stopping.is_empty() {
+            Reply::WhenEnded {
+                jobs: stopping,
+                answer,
+            }
+        } else {
+            Reply::Answer(answer)
+        }
+    }
+
+    fn decide(
+        &mut self,
+        session: SessionId,
+        job: &str,
+        approve: bool,
+        who: &str,
+        comment: Option<String>,
+        now: u64,
+    ) -> Reply {
+        match self.state.decide(session, job, approve, who, comment, now) {
+            Ok(status) => {
+                tracing::info!(session = %session, job = %job, approve, by = %who, "gate decided");
+                Reply::Answer(ClientResponse::Decided { status })
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    fn watch(&mut self, session: SessionId, watching: bool) -> Reply {
+        match self.state.summary(session) {
+            None => StateError::NoSession(session).into(),
+            Some(summary) if watching => Reply::Watch(summary),
+            Some(_) => Reply::Answer(ClientResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: "watch needs a subscriber".into(),
+            }),
+        }
+    }
+
+    /// Answers the cancels whose jobs have all ended.
+    pub(super) fn finished_cancels(&mut self) -> Vec<Effect> {
+        let (done, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cancel_waiters)
+            .into_iter()
+            .partition(|w| w.jobs.iter().all(|k| self.state.is_terminal(*k)));
+        self.cancel_waiters = still;
+        done.into_iter()
+            .map(|w| Effect::Reply(w.reply, Some(w.answer)))
+            .collect()
+    }
+}

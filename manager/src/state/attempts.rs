@@ -1,0 +1,359 @@
+//! Reports about running attempts (output, progress, the end) and what the
+//! end of an attempt does to its job. Every report passes the attempt fence
+//! (`is_current`). The decisions are pure functions with their own tests:
+//! how an ending is classified and described (`classify_end`), and what
+//! follows it (`next_step`: retry after a backoff with jitter, requeue, or end).
+
+use super::{duration_key, State};
+use aam_protocol::messages::{AttemptRef, Stopped};
+use aam_protocol::model::{ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt};
+use aam_protocol::output::OutputCapture;
+use aam_protocol::JobKey;
+use std::time::Duration;
+
+/// How an attempt ended, as far as the job's next step is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AttemptEnd {
+    /// The attempt ended with this status (it may still be retried).
+    Final(JobStatus),
+    /// Its worker was lost: a new attempt, not counted against retries.
+    Lost,
+    /// Its worker shut down: requeued, counted as nothing.
+    Requeue,
+}
+
+/// What happens to a job after one of its attempts ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    End(JobStatus),
+    /// Queued again once this many ms have passed.
+    RetryAfter(u64),
+    /// Queued again at once, at the front.
+    Requeue,
+}
+
+/// The manager's limits on retries.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RetryRules {
+    /// Losses of its worker after which a job fails.
+    pub max_losses: u32,
+    /// Longest wait between retries.
+    pub backoff_cap_ms: u64,
+}
+
+fn human(ms: Option<u64>) -> String {
+    humantime::format_duration(Duration::from_millis(ms.unwrap_or(0))).to_string()
+}
+
+/// Classifies an attempt's end from what the worker reported, with the
+/// reason shown for it.
+pub(super) fn classify_end(
+    exit: Option<ExitInfo>,
+    stopped: Option<StopCause>,
+    reason: Option<String>,
+    policy: &RunPolicy,
+    cancel_requested: bool,
+) -> (AttemptEnd, Option<String>) {
+    let cancelled = || {
+        (
+            AttemptEnd::Final(JobStatus::Cancelled),
+            Some("cancelled".to_string()),
+        )
+    };
+    match stopped {
+        Some(StopCause::Cancelled) => cancelled(),
+        Some(StopCause::Timeout) => (
+            AttemptEnd::Final(JobStatus::TimedOut),
+            Some(format!(
+                "timeout: ran longer than {}",
+                human(policy.timeout_ms)
+            )),
+        ),
+        Some(StopCause::Idle) => (
+            AttemptEnd::Final(JobStatus::TimedOut),
+            Some(format!(
+                "idle: printed nothing for {}",
+                human(policy.idle_timeout_ms)
+            )),
+        ),
+        Some(StopCause::Shutdown | StopCause::Superseded) => (
+            AttemptEnd::Requeue,
+            Some("its worker shut down".to_string()),
+        ),
+        None if exit.is_some_and(|e| e.success()) => {
+            (AttemptEnd::Final(JobStatus::Succeeded), reason)
+        }
+        None if cancel_requested => cancelled(),
+        None => {
+            let reason = reason.or_else(|| {
+                let signal = exit.and_then(|e| e.signal)?;
+                Some(format!("killed by signal {signal}"))
+            });
+            (AttemptEnd::Final(JobStatus::Failed), reason)
+        }
+    }
+}
+
+/// The wait before retry number `failures` (1 for the first): the job's
+/// backoff doubled for each retry before, capped, at least 1 ms.
+pub(super) fn backoff_ms(first_ms: u64, failures: u32, cap_ms: u64) -> u64 {
+    let doublings = failures.saturating_sub(1).min(32);
+    first_ms
+        .saturating_mul(1u64 << doublings)
+        .min(cap_ms)
+        .max(1)
+}
+
+/// Equal jitter: somewhere in the upper half of `delay`, fixed per (job,
+/// attempt) so the model stays deterministic and each gap at least the last.
+pub(super) fn jittered(delay: u64, key: JobKey, attempt: u32) -> u64 {
+    let mut x = key.session.0
+        ^ ((key.index as u64) << 32)
+        ^ ((attempt as u64) << 48)
+        ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    delay / 2 + x % (delay / 2 + 1)
+}
+
+/// What follows an attempt's end, for a job whose `failures` and `losses`
+/// already count that attempt; and the reason to show instead of the
+/// attempt's own, when the decision has one.
+pub(super) fn next_step(
+    end: AttemptEnd,
+    job: &JobRecord,
+    attempt_reason: Option<&str>,
+    rules: RetryRules,
+) -> (Next, Option<String>) {
+    match end {
+        AttemptEnd::Lost if job.losses >= rules.max_losses => (
+            Next::End(JobStatus::Failed),
+            Some(format!("worker lost ({} times)", job.losses)),
+        ),
+        AttemptEnd::Lost | AttemptEnd::Requeue => (Next::Requeue, None),
+        AttemptEnd::Final(status @ (JobStatus::Failed | JobStatus::TimedOut))
+            if !job.cancel_requested
+                && job.policy.retry_on.contains(&status)
+                && job.failures <= job.policy.retries =>
+        {
+            let delay = backoff_ms(
+                job.policy.retry_backoff_ms,
+                job.failures,
+                rules.backoff_cap_ms,
+            );
+            let delay = jittered(delay, job.key, job.attempts);
+            let reason = format!(
+                "attempt {} {}{}; retry {} of {} in {}",
+                job.attempts,
+                status,
+                attempt_reason
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                job.failures,
+                job.policy.retries,
+                human(Some(delay)),
+            );
+            (Next::RetryAfter(delay), Some(reason))
+        }
+        AttemptEnd::Final(status) => (Next::End(status), None),
+    }
+}
+
+impl State {
+    /// Whether `attempt` is the current, running attempt of its job. Every
+    /// report about a job goes through this fence (ARCHITECTURE.md,
+    /// invariant 3: attempts are fenced).
+    fn is_current(&self, attempt: AttemptRef) -> bool {
+        self.job(attempt.job)
+            .is_some_and(|j| j.status == JobStatus::Running && j.attempts == attempt.attempt)
+    }
+
+    /// Output of the current attempt; false (and nothing kept) for a stale one.
+    pub fn job_output(&mut self, attempt: AttemptRef, data: &[u8]) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        let cap = self.config.output_cap;
+        if let Some(entry) = self.sessions.get_mut(attempt.job.session) {
+            entry
+                .live
+                .entry(attempt.job.index)
+                .or_insert_with(|| OutputCapture::new(cap))
+                .push(data);
+        }
+        true
+    }
+
+    /// The worker's complete record of an attempt's output replaces ours
+    /// (which a restart may have emptied).
+    pub fn output_sync(&mut self, attempt: AttemptRef, capture: OutputCapture) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        if let Some(entry) = self.sessions.get_mut(attempt.job.session) {
+            let ours = entry
+                .live
+                .get(&attempt.job.index)
+                .map(|c| c.total())
+                .unwrap_or(0);
+            if capture.total() >= ours {
+                entry.live.insert(attempt.job.index, capture);
+            }
+        }
+        true
+    }
+
+    /// A `::progress::` line of the current attempt.
+    pub fn job_progress(
+        &mut self,
+        attempt: AttemptRef,
+        percent: u8,
+        message: Option<String>,
+    ) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        if let Some(job) = self.job_mut(attempt.job) {
+            job.progress = Some(percent.min(100));
+            job.progress_message = message;
+        }
+        self.sessions.notify(attempt.job.session);
+        true
+    }
+
+    /// Records how an attempt ended. Returns false (and changes nothing) for
+    /// a stale attempt, so a job is never finished twice.
+    pub fn job_finished(
+        &mut self,
+        attempt: AttemptRef,
+        exit: Option<ExitInfo>,
+        stopped: Option<Stopped>,
+        reason: Option<String>,
+        now: u64,
+    ) -> bool {
+        if !self.is_current(attempt) {
+            return false;
+        }
+        let key = attempt.job;
+        let Some(job) = self.job(key) else {
+            return false;
+        };
+        let cause = stopped.as_ref().map(|s| s.cause);
+        let (end, reason) = classify_end(exit, cause, reason, &job.policy, job.cancel_requested);
+        self.keep_output(attempt);
+        self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
+        true
+    }
+
+    /// Moves an ended attempt's output from memory to the next commit. An
+    /// empty first output needs no record; a later attempt's must replace
+    /// what an earlier attempt may have left.
+    fn keep_output(&mut self, attempt: AttemptRef) {
+        let key = attempt.job;
+        let output = self
+            .sessions
+            .get_mut(key.session)
+            .and_then(|e| e.live.remove(&key.index))
+            .unwrap_or_else(|| OutputCapture::new(self.config.output_cap));
+        if output.is_empty() && attempt.attempt <= 1 {
+            return;
+        }
+        match aam_protocol::codec::encode(&output) {
+            Ok(bytes) => self.unsaved_outputs.push((key, bytes)),
+            Err(e) => tracing::error!(job = %key, "cannot encode an output: {e}"),
+        }
+        self.committing_outputs
+            .insert(key, (attempt.attempt, output));
+    }
+
+    /// Ends the current attempt of a running job, records it in the job's
+    /// history, and moves the job on: retried after a backoff, requeued,
+    /// or ended (releasing or skipping its dependents).
+    pub(super) fn end_attempt(
+        &mut self,
+        key: JobKey,
+        end: AttemptEnd,
+        reason: Option<String>,
+        exit: Option<ExitInfo>,
+        teardown: Option<TeardownReceipt>,
+        now: u64,
+    ) {
+        self.orphans.remove(&key);
+        self.release_worker_slot(key);
+        if let Some(entry) = self.sessions.get_mut(key.session) {
+            entry.live.remove(&key.index);
+        }
+        let rules = RetryRules {
+            max_losses: self.config.max_losses,
+            backoff_cap_ms: self.config.retry_backoff_max_ms,
+        };
+        // `sessions` directly, not `job_mut`: the record is borrowed beside
+        // the queue and history below.
+        let Some(job) = self.sessions.job_mut(key) else {
+            return;
+        };
+        // A job being cancelled is not requeued, whatever stopped it.
+        let end = match end {
+            AttemptEnd::Lost | AttemptEnd::Requeue if job.cancel_requested => {
+                AttemptEnd::Final(JobStatus::Cancelled)
+            }
+            other => other,
+        };
+        let outcome = match end {
+            AttemptEnd::Final(status) => status,
+            AttemptEnd::Lost | AttemptEnd::Requeue => JobStatus::Queued,
+        };
+        job.close_attempt(outcome, exit, reason.clone(), teardown, now);
+        match end {
+            AttemptEnd::Lost => job.losses += 1,
+            AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut) => job.failures += 1,
+            _ => {}
+        }
+        let (next, decided_reason) = next_step(end, job, reason.as_deref(), rules);
+        if decided_reason.is_some() {
+            job.reason = decided_reason;
+        }
+        match next {
+            Next::End(status) => {
+                if let (JobStatus::Succeeded, Some(exit)) = (status, exit) {
+                    self.history.record(&duration_key(job), exit.duration_ms);
+                }
+                self.set_status(key, status);
+                self.settle_dependents(key, now);
+                self.maybe_finish_session(key.session, now);
+            }
+            Next::RetryAfter(delay) => {
+                let due = now + delay;
+                job.not_before_ms = Some(due);
+                job.worker = None;
+                self.set_status(key, JobStatus::Queued);
+                self.queue.delay(key, due);
+            }
+            Next::Requeue => {
+                job.worker = None;
+                let priority = job.priority;
+                self.set_status(key, JobStatus::Queued);
+                // It was dispatched before anything still queued: it goes first.
+                self.queue.push_front(key, priority);
+            }
+        }
+    }
+
+    /// The attempt whose output is waiting for its commit, if any.
+    pub fn committing_attempt(&self, key: JobKey) -> Option<u32> {
+        self.committing_outputs.get(&key).map(|(a, _)| *a)
+    }
+
+    /// Outputs of these (job, attempt)s are durable in the store now.
+    pub fn outputs_committed(&mut self, committed: &[(JobKey, u32)]) {
+        for (key, attempt) in committed {
+            if self.committing_outputs.get(key).map(|(a, _)| a) == Some(attempt) {
+                self.committing_outputs.remove(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The manager's model of sessions, jobs and workers, and every transition
+//! between states: a reducer, plain data and methods, no actors, no I/O and
+//! no clock (every transition is given `now`). The scheduler actor owns one
+//! `State`, and persists what `take_changes` returns.
+//!
+//! One type, one file per concern: `session` (entries and the only way to
+//! change a record, which marks it to be stored), `queue`, `submit`,
+//! `dispatch`, `attempts` (reports and the end of an attempt), `deps`,
+//! `control` (cancel, retry, gates), `workers`, `views`, `rebuild`.
+
+mod attempts;
+mod control;
+mod deps;
+mod dispatch;
+mod queue;
+mod rebuild;
+mod session;
+mod submit;
+mod views;
+mod workers;
+
+#[cfg(test)]
+mod testing;
+
+pub use control::CancelOutcome;
+pub use views::JobLogs;
+pub use workers::{Registration, WorkerEntry, WorkerId};
+
+use crate::estimate::History;
+use aam_protocol::agent::AgentDef;
+use aam_protocol::messages::ErrorKind;
+use aam_protocol::model::{JobRecord, JobStatus};
+use aam_protocol::output::OutputCapture;
+use aam_protocol::spec::Limits;
+use aam_protocol::{JobKey, SessionId};
+use aam_store::Changes;
+use queue::Queue;
+use session::Sessions;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The reason a gate shows while it waits for `aam approve` / `aam reject`.
+pub const AWAITING: &str = "awaiting approval";
+
+/// Output bytes of one dependency passed to a job (its tail).
+pub const INPUT_OUTPUT_CAP: usize = 64 * 1024;
+/// Output bytes of all dependencies passed to one job.
+pub const INPUTS_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Reads a finished job's stored output.
+pub type OutputReader = dyn Fn(JobKey) -> Option<OutputCapture>;
+
+/// Settings the model needs.
+#[derive(Clone, Debug)]
+pub struct StateConfig {
+    pub limits: Limits,
+    pub output_cap: usize,
+    pub agents: BTreeMap<String, AgentDef>,
+    /// Where each agent comes from ("config" or a definition file).
+    pub agent_sources: BTreeMap<String, String>,
+    /// Definition files that could not be loaded: (path, why).
+    pub agent_problems: Vec<(String, String)>,
+    /// How long a running job waits for its worker to come back after a
+    /// manager restart.
+    pub reconnect_grace_ms: u64,
+    /// The same after its worker's connection closed.
+    pub disconnect_grace_ms: u64,
+    /// Defaults for jobs (and agents) that set none.
+    pub default_timeout_ms: Option<u64>,
+    pub default_idle_timeout_ms: Option<u64>,
+    pub default_grace_ms: u64,
+    pub default_retry_backoff_ms: u64,
+    /// Longest wait between retries.
+    pub retry_backoff_max_ms: u64,
+    /// Losses of its worker after which a job fails (`worker lost`).
+    pub max_losses: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            limits: Limits::default(),
+            output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
+            agents: BTreeMap::new(),
+            agent_sources: BTreeMap::new(),
+            agent_problems: Vec::new(),
+            reconnect_grace_ms: 10_000,
+            disconnect_grace_ms: 5_000,
+            default_timeout_ms: None,
+            default_idle_timeout_ms: None,
+            default_grace_ms: 10_000,
+            default_retry_backoff_ms: 5_000,
+            retry_backoff_max_ms: 300_000,
+            max_losses: 3,
+        }
+    }
+}
+
+/// Why the model refused a request; `kind` is what the client is told.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("no session {0}")]
+    NoSession(SessionId),
+    #[error("session {session} has no job '{job}'")]
+    NoJob { session: SessionId, job: String },
+    /// The request does not apply to the session or job as it is now.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl StateError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StateError::NoSession(_) | StateError::NoJob { .. } => ErrorKind::NotFound,
+            StateError::Refused(_) => ErrorKind::BadRequest,
+        }
+    }
+}
+
+pub struct State {
+    config: StateConfig,
+    sessions: Sessions,
+    queue: Queue,
+    /// Mean durations of successful runs, per agent or command.
+    history: History,
+    /// Sessions by the idempotency key they were submitted with.
+    by_idempotency_key: HashMap<String, SessionId>,
+    next_session: u64,
+    next_session_unsaved: bool,
+    workers: BTreeMap<WorkerId, WorkerEntry>,
+    worker_by_name: HashMap<String, WorkerId>,
+    /// Running jobs whose worker is gone, with the time they are requeued at.
+    orphans: HashMap<JobKey, u64>,
+    /// Encoded outputs of ended attempts, to store.
+    unsaved_outputs: Vec<(JobKey, Vec<u8>)>,
+    /// Sessions removed by `gc`, to delete from the store: (id, job count).
+    removed: Vec<(SessionId, u32)>,
+    /// Outputs of ended attempts until the store holds them, so queries in
+    /// between still see them: (attempt, output).
+    committing_outputs: HashMap<JobKey, (u32, OutputCapture)>,
+}
+
+impl State {
+    pub fn new(config: StateConfig) -> State {
+        State {
+            config,
+            sessions: Sessions::default(),
+            queue: Queue::default(),
+            history: History::default(),
+            by_idempotency_key: HashMap::new(),
+            next_session: 1,
+            next_session_unsaved: false,
+            workers: BTreeMap::new(),
+            worker_by_name: HashMap::new(),
+            orphans: HashMap::new(),
+            unsaved_outputs: Vec::new(),
+            removed: Vec::new(),
+            committing_outputs: HashMap::new(),
+        }
+    }
+
+    fn job(&self, key: JobKey) -> Option<&JobRecord> {
+        self.sessions.job(key)
+    }
+
+    /// The only mutable access to a job: it marks the record to be stored.
+    /// Its status changes through `set_status` alone.
+    fn job_mut(&mut self, key: JobKey) -> Option<&mut JobRecord> {
+        self.sessions.job_mut(key)
+    }
+
+    fn set_status(&mut self, key: JobKey, status: JobStatus) {
+        self.sessions.set_status(key, status);
+    }
+
+    /// Whether a job has ended for good.
+    pub fn is_terminal(&self, key: JobKey) -> bool {
+        self.job(key).is_none_or(|j| j.status.is_terminal())
+    }
+
+    pub fn session_exists(&self, id: SessionId) -> bool {
+        self.sessions.get(id).is_some()
+    }
+
+    pub fn output_cap(&self) -> usize {
+        self.config.output_cap
+    }
+
+    // ---- persistence and notification ----
+
+    /// Every record changed since the last call, for the store.
+    pub fn take_changes(&mut self) -> Changes {
+        let (sessions, jobs) = self.sessions.take_unsaved();
+        Changes {
+            sessions,
+            jobs,
+            outputs: std::mem::take(&mut self.unsaved_outputs),
+            removed: std::mem::take(&mut self.removed),
+            next_session: std::mem::take(&mut self.next_session_unsaved)
+                .then_some(self.next_session),
+        }
+    }
+
+    /// Sessions whose summary or progress changed since the last call: the
+    /// watchers to notify.
+    pub fn take_to_notify(&mut self) -> BTreeSet<SessionId> {
+        self.sessions.take_to_notify()
+    }
+}
+
+/// What a job's duration is remembered under: its agent, or its command.
+fn duration_key(job: &JobRecord) -> String {
+    match &job.agent {
+        Some(agent) => format!("agent:{agent}"),
+        None => format!("command:{}", job.argv.join("\u{1f}")),
+    }
+}

@@ -1,0 +1,332 @@
+//! Sessions as the model holds them: each session's record and jobs with
+//! the indexes that follow them, the one way to change a record (which marks
+//! it to be stored, and its session to be announced), finishing a session,
+//! and removing old ones.
+
+use super::State;
+use aam_protocol::model::{JobRecord, JobStatus, SessionRecord, SessionStatus, SessionSummary};
+use aam_protocol::output::OutputCapture;
+use aam_protocol::{JobKey, SessionId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Where a status is counted in `SessionEntry::counts` (`JobStatus::ALL` order).
+fn status_slot(status: JobStatus) -> usize {
+    JobStatus::ALL
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(0)
+}
+
+/// One session: its record and jobs (changed only through `Sessions`, so
+/// every change is stored) and what the model derives from them.
+pub struct SessionEntry {
+    record: SessionRecord,
+    jobs: Vec<JobRecord>,
+    /// Jobs per status, kept in step with `jobs` by `Sessions::set_status`.
+    counts: [u32; 8],
+    /// For each job, the jobs that wait on it.
+    pub dependents: Vec<Vec<u32>>,
+    /// For each job, how many of its dependencies have not ended yet.
+    pub waiting_on: Vec<u32>,
+    pub by_name: HashMap<String, u32>,
+    /// Output of running attempts, kept in memory until they finish.
+    pub live: HashMap<u32, OutputCapture>,
+}
+
+impl SessionEntry {
+    pub fn new(record: SessionRecord, jobs: Vec<JobRecord>) -> SessionEntry {
+        let mut dependents = vec![Vec::new(); jobs.len()];
+        let mut waiting_on = vec![0u32; jobs.len()];
+        let mut counts = [0u32; 8];
+        let mut by_name = HashMap::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            by_name.insert(job.name.clone(), i as u32);
+            counts[status_slot(job.status)] += 1;
+            for &(dep, _) in &job.depends_on {
+                if let Some(list) = dependents.get_mut(dep as usize) {
+                    list.push(i as u32);
+                }
+                if !jobs
+                    .get(dep as usize)
+                    .is_some_and(|d| d.status.is_terminal())
+                {
+                    waiting_on[i] += 1;
+                }
+            }
+        }
+        SessionEntry {
+            record,
+            jobs,
+            counts,
+            dependents,
+            waiting_on,
+            by_name,
+            live: HashMap::new(),
+        }
+    }
+
+    pub fn record(&self) -> &SessionRecord {
+        &self.record
+    }
+
+    pub fn jobs(&self) -> &[JobRecord] {
+        &self.jobs
+    }
+
+    /// The job at `index` (an index from this session's own records).
+    pub fn job(&self, index: u32) -> &JobRecord {
+        &self.jobs[index as usize]
+    }
+
+    pub fn count(&self, status: JobStatus) -> u32 {
+        self.counts[status_slot(status)]
+    }
+
+    /// How many more of its jobs may start under its `max_parallel`.
+    pub fn room(&self) -> Option<u32> {
+        let max = self.record.max_parallel?;
+        Some(max.saturating_sub(self.count(JobStatus::Running)))
+    }
+
+    pub fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            id: self.record.id,
+            name: self.record.name.clone(),
+            status: self.record.status,
+            created_at_ms: self.record.created_at_ms,
+            finished_at_ms: self.record.finished_at_ms,
+            counts: self.counts,
+            total: self.jobs.len() as u32,
+        }
+    }
+}
+
+/// How a session whose jobs have all ended ends, from its counts; None while
+/// some job has not ended.
+fn outcome(entry: &SessionEntry) -> Option<SessionStatus> {
+    let unfinished: u32 = JobStatus::ALL
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| entry.count(*s))
+        .sum();
+    if unfinished > 0 {
+        return None;
+    }
+    let count = |status| entry.count(status);
+    // Skipped jobs do not fail a session by themselves: a handler for a
+    // failure that did not happen is skipped in a session that went well.
+    Some(
+        if count(JobStatus::Failed) + count(JobStatus::TimedOut) > 0 {
+            SessionStatus::Failed
+        } else if count(JobStatus::Cancelled) > 0 {
+            SessionStatus::Cancelled
+        } else if count(JobStatus::Succeeded) > 0 {
+            SessionStatus::Succeeded
+        } else {
+            // Nothing ran at all (every job skipped): that is no success.
+            SessionStatus::Failed
+        },
+    )
+}
+
+/// Every session, and what changed since it was last stored and announced.
+#[derive(Default)]
+pub struct Sessions {
+    map: BTreeMap<SessionId, SessionEntry>,
+    /// Records changed since `take_unsaved`: to store.
+    unsaved_jobs: BTreeSet<JobKey>,
+    unsaved_sessions: BTreeSet<SessionId>,
+    /// Sessions whose summary or progress changed since `take_to_notify`:
+    /// their watchers are to be told.
+    to_notify: BTreeSet<SessionId>,
+}
+
+impl Sessions {
+    pub fn get(&self, id: SessionId) -> Option<&SessionEntry> {
+        self.map.get(&id)
+    }
+
+    /// The parts of a session that are not stored (its indexes and live
+    /// output); records change through `job_mut`, `set_status` and `record_mut`.
+    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut SessionEntry> {
+        self.map.get_mut(&id)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &SessionEntry> {
+        self.map.values()
+    }
+
+    pub fn job(&self, key: JobKey) -> Option<&JobRecord> {
+        self.map.get(&key.session)?.jobs.get(key.index as usize)
+    }
+
+    /// A job to change; it will be stored. Its status changes through
+    /// `set_status` alone, which keeps the counts.
+    pub fn job_mut(&mut self, key: JobKey) -> Option<&mut JobRecord> {
+        let job = self
+            .map
+            .get_mut(&key.session)?
+            .jobs
+            .get_mut(key.index as usize)?;
+        self.unsaved_jobs.insert(key);
+        Some(job)
+    }
+
+    /// A session record to change; it will be stored and announced.
+    pub fn record_mut(&mut self, id: SessionId) -> Option<&mut SessionRecord> {
+        let entry = self.map.get_mut(&id)?;
+        self.unsaved_sessions.insert(id);
+        self.to_notify.insert(id);
+        Some(&mut entry.record)
+    }
+
+    pub fn set_status(&mut self, key: JobKey, status: JobStatus) {
+        let Some(entry) = self.map.get_mut(&key.session) else {
+            return;
+        };
+        let Some(job) = entry.jobs.get_mut(key.index as usize) else {
+            return;
+        };
+        entry.counts[status_slot(job.status)] -= 1;
+        entry.counts[status_slot(status)] += 1;
+        job.status = status;
+        self.unsaved_jobs.insert(key);
+        self.to_notify.insert(key.session);
+    }
+
+    /// Something watchers see changed in this session (progress, a reason).
+    pub fn notify(&mut self, id: SessionId) {
+        self.to_notify.insert(id);
+    }
+
+    /// A new session: all of it is to be stored.
+    pub fn insert_new(&mut self, entry: SessionEntry) {
+        let id = entry.record.id;
+        self.unsaved_jobs.extend(entry.jobs.iter().map(|j| j.key));
+        self.unsaved_sessions.insert(id);
+        self.to_notify.insert(id);
+        self.map.insert(id, entry);
+    }
+
+    /// A session read from the store: nothing to store.
+    pub fn insert_loaded(&mut self, entry: SessionEntry) {
+        self.map.insert(entry.record.id, entry);
+    }
+
+    /// Forgets a session, and any change of it not yet stored.
+    pub fn remove(&mut self, id: SessionId) -> Option<SessionEntry> {
+        let entry = self.map.remove(&id)?;
+        for job in &entry.jobs {
+            self.unsaved_jobs.remove(&job.key);
+        }
+        self.unsaved_sessions.remove(&id);
+        self.to_notify.remove(&id);
+        Some(entry)
+    }
+
+    pub fn take_unsaved(&mut self) -> (Vec<SessionRecord>, Vec<JobRecord>) {
+        let sessions = std::mem::take(&mut self.unsaved_sessions)
+            .into_iter()
+            .filter_map(|id| Some(self.map.get(&id)?.record.clone()))
+            .collect();
+        let jobs = std::mem::take(&mut self.unsaved_jobs)
+            .into_iter()
+            .filter_map(|key| self.job(key).cloned())
+            .collect();
+        (sessions, jobs)
+    }
+
+    pub fn take_to_notify(&mut self) -> BTreeSet<SessionId> {
+        std::mem::take(&mut self.to_notify)
+    }
+}
+
+impl State {
+    /// Ends a running session whose jobs have all ended.
+    pub(super) fn maybe_finish_session(&mut self, session: SessionId, now: u64) {
+        let Some(entry) = self.sessions.get(session) else {
+            return;
+        };
+        if entry.record.status.is_terminal() {
+            return;
+        }
+        let Some(status) = outcome(entry) else {
+            return;
+        };
+        if let Some(record) = self.sessions.record_mut(session) {
+            record.status = status;
+            record.finished_at_ms = Some(now);
+        }
+        tracing::info!(session = %session, status = %status, "session finished");
+    }
+
+    /// The session submitted with this idempotency key, and its job count.
+    pub fn session_for_key(&self, key: &str) -> Option<(SessionId, u32)> {
+        let id = *self.by_idempotency_key.get(key)?;
+        Some((id, self.sessions.get(id)?.jobs.len() as u32))
+    }
+
+    /// Removes sessions that ended before `cutoff` (ms), with their jobs and
+    /// outputs; returns (session, job count) of each.
+    pub fn gc(&mut self, cutoff: u64) -> Vec<(SessionId, u32)> {
+        let old: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|e| {
+                e.record.status.is_terminal() && e.record.finished_at_ms.is_some_and(|f| f < cutoff)
+            })
+            .map(|e| e.record.id)
+            .collect();
+        let mut out = Vec::new();
+        for id in old {
+            let Some(entry) = self.sessions.remove(id) else {
+                continue;
+            };
+            if let Some(key) = &entry.record.idempotency_key {
+                self.by_idempotency_key.remove(key);
+            }
+            for job in &entry.jobs {
+                self.committing_outputs.remove(&job.key);
+                self.queue.remove(job.key);
+            }
+            let count = entry.jobs.len() as u32;
+            self.removed.push((id, count));
+            out.push((id, count));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    #[test]
+    fn gc_leaves_no_queue_entries_behind() {
+        let mut s = State::new(config());
+        let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
+        s.cancel(id, None, None, 1).unwrap();
+        assert_eq!(s.gc(2).len(), 1);
+        assert!(s.queue.is_empty());
+        assert!(s.take_changes().jobs.is_empty(), "nothing of it is stored");
+    }
+
+    #[test]
+    fn a_session_of_skipped_jobs_alone_fails_and_one_with_a_skip_succeeds() {
+        let mut s = State::new(config());
+        let mut handler = job("on-failure", &[]);
+        handler.depends_on = vec![Dependency {
+            job: "a".into(),
+            when: When::Failed,
+        }];
+        let (id, _) = s
+            .submit(batch(vec![job("a", &[]), handler]), None, 0)
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let a = attempt_of(&s.dispatch(0)[0].1);
+        s.job_finished(a, ok(), None, None, 1);
+        assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
+    }
+}

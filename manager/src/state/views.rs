@@ -1,0 +1,352 @@
+//! What clients are shown: session summaries and views (with outputs
+//! within a budget, and why each waiting job waits), a job's logs from an
+//! offset, estimates from the duration history, and the agents.
+
+use super::session::SessionEntry;
+use super::{duration_key, OutputReader, State, StateError};
+use crate::estimate::{estimate, Remaining};
+use crate::schedule::{why_waiting, WorkerCapacity};
+use aam_protocol::messages::{AgentInfo, OutputWanted};
+use aam_protocol::model::{Estimate, JobRecord, JobStatus, JobView, SessionSummary, SessionView};
+use aam_protocol::output::{tail_of, OutputCapture};
+use aam_protocol::spec::Dependency;
+use aam_protocol::SessionId;
+use std::collections::HashMap;
+
+/// A job's status and what it printed from an offset on.
+#[derive(Debug, PartialEq)]
+pub struct JobLogs {
+    pub status: JobStatus,
+    pub attempt: u32,
+    /// What it printed from the asked-for offset on.
+    pub output: Vec<u8>,
+    /// Bytes it printed in all: the offset to ask from next time.
+    pub output_bytes: u64,
+}
+
+impl State {
+    pub fn summary(&self, id: SessionId) -> Option<SessionSummary> {
+        self.sessions.get(id).map(SessionEntry::summary)
+    }
+
+    pub fn summaries(&self) -> Vec<SessionSummary> {
+        self.sessions.values().map(SessionEntry::summary).collect()
+    }
+
+    /// A session with its jobs. Outputs (as `wanted`) are added while their
+    /// bytes stay within `budget`; past it a job's `output` is left empty
+    /// (its `output_bytes` still says how much there is), so an answer
+    /// always fits in a frame. `stored` reads a finished job's output.
+    pub fn view(
+        &self,
+        id: SessionId,
+        wanted: OutputWanted,
+        budget: usize,
+        stored: &OutputReader,
+        now: u64,
+    ) -> Option<SessionView> {
+        let entry = self.sessions.get(id)?;
+        let capacities = self.capacities(false);
+        let mut spent = 0usize;
+        let jobs = entry
+            .jobs()
+            .iter()
+            .map(|job| {
+                let mut view = self.job_view(entry, job, &capacities, now);
+                (view.output, view.output_bytes) = match wanted {
+                    OutputWanted::None => (Vec::new(), 0),
+                    OutputWanted::Tail(n) => self.output_of(job, Some(n as usize), stored),
+                    OutputWanted::All => self.output_of(job, None, stored),
+                };
+                if spent + view.output.len() > budget {
+                    view.output = Vec::new();
+                } else {
+                    spent += view.output.len();
+                }
+                view
+            })
+            .collect();
+        Some(SessionView {
+            summary: entry.summary(),
+            jobs,
+            eta: self.estimate(id, now),
+        })
+    }
+
+    /// A job as clients see it, without its output.
+    fn job_view(
+        &self,
+        entry: &SessionEntry,
+        job: &JobRecord,
+        capacities: &[WorkerCapacity],
+        now: u64,
+    ) -> JobView {
+        JobView {
+            name: job.name.clone(),
+            status: job.status,
+            attempts: job.attempts,
+            exit_code: job.exit.and_then(|e| e.code),
+            signal: job.exit.and_then(|e| e.signal),
+            worker: job.worker.clone(),
+            started_at_ms: job.started_at_ms,
+            finished_at_ms: job.finished_at_ms,
+            duration_ms: job.exit.map(|e| e.duration_ms),
+            reason: waiting_reason(entry, job, capacities),
+            expected_remaining_ms: (job.status == JobStatus::Running)
+                .then(|| self.expected_remaining(job, now))
+                .flatten(),
+            gate: job.gate,
+            decision: job.decision.clone(),
+            priority: job.priority,
+            requires: job.requires.clone(),
+            progress: job.progress,
+            progress_message: job.progress_message.clone(),
+            teardown: job.teardown.clone(),
+            history: job.history.clone(),
+            depends_on: job
+                .depends_on
+                .iter()
+                .map(|&(d, when)| Dependency {
+                    job: entry.job(d).name.clone(),
+                    when,
+                })
+                .collect(),
+            output: Vec::new(),
+            output_bytes: 0,
+        }
+    }
+
+    /// A job's output as captured: live for a running job, from memory
+    /// while its end is being committed, else from the store.
+    fn capture_of(&self, job: &JobRecord, stored: &OutputReader) -> Option<OutputCapture> {
+        let live = self
+            .sessions
+            .get(job.key.session)
+            .and_then(|s| s.live.get(&job.key.index));
+        match (job.status, live) {
+            (JobStatus::Running, Some(capture)) => return Some(capture.clone()),
+            // Running but nothing heard yet (say, after a restart, before
+            // the worker resends it): the stored output is an older attempt's.
+            (JobStatus::Running, None) => return None,
+            _ => {}
+        }
+        if let Some((_, capture)) = self.committing_outputs.get(&job.key) {
+            return Some(capture.clone());
+        }
+        stored(job.key)
+    }
+
+    /// A job's kept output (its tail when `tail` is set) and the bytes it
+    /// printed in all.
+    pub(super) fn output_of(
+        &self,
+        job: &JobRecord,
+        tail: Option<usize>,
+        stored: &OutputReader,
+    ) -> (Vec<u8>, u64) {
+        let Some(capture) = self.capture_of(job, stored) else {
+            return (Vec::new(), 0);
+        };
+        let full = capture.render();
+        let kept = match tail {
+            Some(n) => tail_of(&full, n).to_vec(),
+            None => full,
+        };
+        (kept, capture.total())
+    }
+
+    /// A job's status and what it printed from byte offset `from` on.
+    pub fn logs(
+        &self,
+        session: SessionId,
+        name: &str,
+        from: u64,
+        stored: &OutputReader,
+    ) -> Result<JobLogs, StateError> {
+        let index = self.job_index(session, name)?;
+        let job = self.job(aam_protocol::JobKey { session, index });
+        let job = job.ok_or(StateError::NoSession(session))?;
+        let (output, output_bytes) = match self.capture_of(job, stored) {
+            Some(capture) => (capture.since(from), capture.total()),
+            None => (Vec::new(), 0),
+        };
+        Ok(JobLogs {
+            status: job.status,
+            attempt: job.attempts,
+            output,
+            output_bytes,
+        })
+    }
+
+    /// How long the rest of a session should take, from history, with the
+    /// slots of the connected workers (and its `max_parallel`).
+    pub fn estimate(&self, session: SessionId, now: u64) -> Estimate {
+        let Some(entry) = self.sessions.get(session) else {
+            return Estimate::default();
+        };
+        let mut slots: u32 = self
+            .workers
+            .values()
+            .filter(|w| !w.draining)
+            .map(|w| w.slots)
+            .sum();
+        if let Some(max) = entry.record().max_parallel {
+            slots = slots.min(max);
+        }
+        let jobs = entry.jobs();
+        let left: Vec<usize> = (0..jobs.len())
+            .filter(|&i| !jobs[i].status.is_terminal())
+            .collect();
+        let position: HashMap<usize, usize> =
+            left.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let remaining: Vec<Remaining> = left
+            .iter()
+            .map(|&i| {
+                let job = &jobs[i];
+                Remaining {
+                    ms: self.expected_remaining(job, now),
+                    running: job.status == JobStatus::Running,
+                    gate: job.gate,
+                    deps: job
+                        .depends_on
+                        .iter()
+                        .filter_map(|&(d, _)| position.get(&(d as usize)).copied())
+                        .collect(),
+                }
+            })
+            .collect();
+        estimate(&remaining, slots)
+    }
+
+    /// A job's expected time until it ends (for a running one, from now).
+    fn expected_remaining(&self, job: &JobRecord, now: u64) -> Option<u64> {
+        let mean = self.history.mean(&duration_key(job))?;
+        Some(match (job.status, job.started_at_ms) {
+            (JobStatus::Running, Some(started)) => mean.saturating_sub(now.saturating_sub(started)),
+            _ => mean,
+        })
+    }
+
+    /// Every agent, and the definition files skipped (path, why), for `aam agents`.
+    pub fn agents(&self) -> (Vec<AgentInfo>, Vec<(String, String)>) {
+        let agents = self
+            .config
+            .agents
+            .iter()
+            .map(|(name, def)| AgentInfo {
+                name: name.clone(),
+                source: self
+                    .config
+                    .agent_sources
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "config".into()),
+                description: def.description.clone(),
+                model: def.model.clone(),
+                tools: def.tools.clone(),
+                command: def.command.clone(),
+            })
+            .collect();
+        (agents, self.config.agent_problems.clone())
+    }
+}
+
+/// Why a job is as it is: for a job that waits, what it waits for.
+fn waiting_reason(
+    entry: &SessionEntry,
+    job: &JobRecord,
+    capacities: &[WorkerCapacity],
+) -> Option<String> {
+    match job.status {
+        JobStatus::Queued if job.not_before_ms.is_none() => Some(why_waiting(
+            &job.requires,
+            capacities,
+            entry.room(),
+            entry.record().max_parallel,
+        )),
+        JobStatus::Pending if !job.gate || entry.waiting_on[job.key.index as usize] > 0 => {
+            let waiting: Vec<&str> = job
+                .depends_on
+                .iter()
+                .map(|&(d, _)| entry.job(d))
+                .filter(|d| !d.status.is_terminal())
+                .map(|d| d.name.as_str())
+                .collect();
+            Some(format!("waiting for dependencies: {}", waiting.join(", ")))
+        }
+        _ => job.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    #[test]
+    fn a_view_keeps_outputs_within_its_budget_and_sees_uncommitted_ones() {
+        let mut s = State::new(config());
+        let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
+        s.register_worker(1, worker("w", 3), &[], 0);
+        for (_, a) in s.dispatch(0) {
+            let attempt = attempt_of(&a);
+            s.job_output(attempt, &[b'x'; 400]);
+            s.job_finished(attempt, ok(), None, None, 1);
+        }
+        // Nothing is in the store yet: the outputs come from memory.
+        let nothing = |_| None;
+        let view = s.view(id, OutputWanted::All, 1000, &nothing, 2).unwrap();
+        let sizes: Vec<(usize, u64)> = view
+            .jobs
+            .iter()
+            .map(|j| (j.output.len(), j.output_bytes))
+            .collect();
+        assert_eq!(sizes, vec![(400, 400), (400, 400), (0, 400)]);
+        let tails = s
+            .view(id, OutputWanted::Tail(10), 1000, &nothing, 2)
+            .unwrap();
+        assert!(tails.jobs.iter().all(|j| j.output.len() == 10));
+        let committed: Vec<(JobKey, u32)> = (0..3)
+            .map(|index| (JobKey { session: id, index }, 1))
+            .collect();
+        s.outputs_committed(&committed);
+        let after = s.view(id, OutputWanted::All, 1000, &nothing, 2).unwrap();
+        assert!(
+            after.jobs.iter().all(|j| j.output_bytes == 0),
+            "forgotten once durable"
+        );
+    }
+
+    #[test]
+    fn a_view_is_a_function_of_the_time_it_is_given() {
+        let mut s = State::new(config());
+        s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        let first = attempt_of(&s.dispatch(0)[0].1);
+        s.job_finished(first, Some(exit_after(0, 10_000)), None, None, 10_000);
+        let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 20_000).unwrap();
+        s.dispatch(20_000);
+        let remaining = |now| {
+            s.view(id, OutputWanted::None, 0, &|_| None, now)
+                .unwrap()
+                .jobs[0]
+                .expected_remaining_ms
+        };
+        assert_eq!(remaining(20_000), Some(10_000));
+        assert_eq!(remaining(24_000), Some(6_000));
+        assert_eq!(remaining(40_000), Some(0));
+    }
+
+    #[test]
+    fn logs_name_a_missing_session_or_job() {
+        let mut s = State::new(config());
+        let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+        let missing = SessionId(id.0 + 1);
+        let e = s.logs(missing, "a", 0, &|_| None).unwrap_err();
+        assert_eq!(e, StateError::NoSession(missing));
+        assert_eq!(e.to_string(), format!("no session {missing}"));
+        let e = s.logs(id, "b", 0, &|_| None).unwrap_err();
+        assert_eq!(e.to_string(), format!("session {id} has no job 'b'"));
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,286 @@
+//! Workers as the model knows them: registration (adopting the attempts a
+//! worker reports, or telling it to kill them), heartbeats, draining, loss,
+//! and the orphans a lost worker leaves behind until they are requeued.
+
+use super::attempts::AttemptEnd;
+use super::State;
+use crate::schedule::WorkerCapacity;
+use aam_protocol::messages::AttemptRef;
+use aam_protocol::model::{JobStatus, WorkerView};
+use aam_protocol::JobKey;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Identifies one worker connection inside the manager.
+pub type WorkerId = u64;
+
+/// A connected worker as the model knows it.
+pub struct WorkerEntry {
+    pub name: String,
+    pub address: String,
+    pub slots: u32,
+    /// Assignments beyond `slots` the worker queues locally.
+    pub prefetch: u32,
+    pub labels: BTreeMap<String, String>,
+    /// Jobs assigned to it: running, or waiting on it for a slot (prefetch).
+    pub assigned: BTreeSet<JobKey>,
+    /// Shutting down: it gets no new jobs.
+    pub draining: bool,
+    pub connected_at_ms: u64,
+    pub last_heartbeat_ms: u64,
+}
+
+/// What a worker's registration decided.
+#[derive(Debug, Default, PartialEq)]
+pub struct Registration {
+    /// Attempts the worker reported that are still its own: it keeps running them.
+    pub adopted: Vec<AttemptRef>,
+    /// Attempts it must kill: not (or no longer) assigned to it.
+    pub kill: Vec<AttemptRef>,
+    /// Adopted attempts a cancel is still waiting on: stop them (again; the
+    /// first order may have been lost with a connection or a restart).
+    pub cancel: Vec<(AttemptRef, u64)>,
+    /// A previous connection under the same name, now replaced.
+    pub replaced: Option<WorkerId>,
+}
+
+impl State {
+    /// A worker registered, reporting the attempts it holds.
+    pub fn register_worker(
+        &mut self,
+        id: WorkerId,
+        worker: WorkerEntry,
+        reported: &[AttemptRef],
+        now: u64,
+    ) -> Registration {
+        let mut out = Registration::default();
+        if let Some(old) = self.worker_by_name.get(&worker.name).copied() {
+            self.worker_gone(old, false, now);
+            out.replaced = Some(old);
+        }
+        let name = worker.name.clone();
+        self.worker_by_name.insert(name.clone(), id);
+        self.workers.insert(id, worker);
+        for r in reported {
+            let ours = self.job(r.job).is_some_and(|j| {
+                j.status == JobStatus::Running
+                    && j.attempts == r.attempt
+                    && j.worker.as_deref() == Some(name.as_str())
+            });
+            if !ours {
+                out.kill.push(*r);
+                continue;
+            }
+            self.orphans.remove(&r.job);
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.assigned.insert(r.job);
+            }
+            if let Some(job) = self.job(r.job).filter(|j| j.cancel_requested) {
+                out.cancel.push((*r, job.policy.grace_ms));
+            }
+            out.adopted.push(*r);
+        }
+        out
+    }
+
+    /// A worker connection ended: its jobs wait for it to come back for the
+    /// disconnect grace (`lost`: it went silent past its lease; they are
+    /// requeued at once).
+    pub fn worker_gone(&mut self, id: WorkerId, lost: bool, now: u64) {
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        if self.worker_by_name.get(&worker.name) == Some(&id) {
+            self.worker_by_name.remove(&worker.name);
+        }
+        let grace = if lost {
+            0
+        } else {
+            self.config.disconnect_grace_ms
+        };
+        for job in worker.assigned {
+            self.orphans.insert(job, now + grace);
+        }
+    }
+
+    pub fn worker_draining(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.draining = true;
+        }
+    }
+
+    pub fn heartbeat(&mut self, id: WorkerId, now: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_heartbeat_ms = now;
+        }
+    }
+
+    /// Requeues orphaned jobs whose grace ran out (a lost attempt each).
+    /// Returns how many.
+    pub fn expire_orphans(&mut self, now: u64) -> usize {
+        let mut expired: Vec<JobKey> = self
+            .orphans
+            .iter()
+            .filter(|(_, &deadline)| deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        // Requeued jobs go to the front; the earliest must end up first.
+        expired.sort();
+        let mut requeued = 0;
+        for key in expired.into_iter().rev() {
+            self.orphans.remove(&key);
+            if self.job(key).map(|j| j.status) == Some(JobStatus::Running) {
+                let reason = Some("worker lost".to_string());
+                self.end_attempt(key, AttemptEnd::Lost, reason, None, None, now);
+                requeued += 1;
+            }
+        }
+        requeued
+    }
+
+    pub fn next_orphan_deadline(&self) -> Option<u64> {
+        self.orphans.values().min().copied()
+    }
+
+    /// The connected worker a running job is assigned to, if any.
+    pub(super) fn holder(&self, key: JobKey) -> Option<WorkerId> {
+        let name = self.job(key)?.worker.as_ref()?;
+        let id = *self.worker_by_name.get(name)?;
+        self.workers
+            .get(&id)
+            .is_some_and(|w| w.assigned.contains(&key))
+            .then_some(id)
+    }
+
+    /// A job's attempt ended: its worker's slot is free again.
+    pub(super) fn release_worker_slot(&mut self, key: JobKey) {
+        let Some(name) = self.job(key).and_then(|j| j.worker.as_ref()) else {
+            return;
+        };
+        let Some(&id) = self.worker_by_name.get(name) else {
+            return;
+        };
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.assigned.remove(&key);
+        }
+    }
+
+    /// Each worker's free slots and labels. For dispatch, a worker's
+    /// prefetch counts and a draining worker has none; to explain a wait,
+    /// its slots alone.
+    pub(super) fn capacities(&self, for_dispatch: bool) -> Vec<WorkerCapacity<'_>> {
+        self.workers
+            .iter()
+            .map(|(&worker, w)| {
+                let assigned = w.assigned.len() as u32;
+                let free = match for_dispatch {
+                    true if w.draining => 0,
+                    true => (w.slots + w.prefetch).saturating_sub(assigned),
+                    false => w.slots.saturating_sub(assigned),
+                };
+                WorkerCapacity {
+                    worker,
+                    free,
+                    labels: &w.labels,
+                }
+            })
+            .collect()
+    }
+
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .values()
+            .map(|w| WorkerView {
+                name: w.name.clone(),
+                address: w.address.clone(),
+                slots: w.slots,
+                running: w
+                    .assigned
+                    .iter()
+                    .map(|k| {
+                        let job = self.job(*k).map(|j| j.name.as_str()).unwrap_or("?");
+                        format!("{}/{}", k.session, job)
+                    })
+                    .collect(),
+                labels: w.labels.clone(),
+                connected_at_ms: w.connected_at_ms,
+                last_heartbeat_ms: w.last_heartbeat_ms,
+            })
+            .collect()
+    }
+
+    pub fn worker_name(&self, id: WorkerId) -> Option<&str> {
+        self.workers.get(&id).map(|w| w.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    #[test]
+    fn orphans_are_adopted_on_reconnect_or_requeued_after_grace() {
+        let mut s = State::new(config());
+        s.submit(batch(vec![job("a", &[]), job("b", &[])]), None, 0)
+            .unwrap();
+        s.register_worker(1, worker("w", 2), &[], 0);
+        let assigned: Vec<AttemptRef> = s.dispatch(0).iter().map(|(_, a)| attempt_of(a)).collect();
+        s.worker_gone(1, false, 100);
+        // Back before the grace ran out, still running only the first job.
+        let reg = s.register_worker(2, worker("w", 2), &assigned[..1], 200);
+        assert_eq!(reg.adopted, assigned[..1]);
+        assert_eq!(s.expire_orphans(1099), 0);
+        assert_eq!(s.expire_orphans(1100), 1);
+        let again = s.dispatch(1200);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.job, assigned[1].job);
+        assert_eq!(again[0].1.attempt, 2);
+        // The old attempt's late report is fenced off.
+        assert!(!s.job_finished(assigned[1], ok(), None, None, 1300));
+    }
+
+    #[test]
+    fn worker_losses_requeue_without_using_retries_until_the_limit() {
+        let mut s = State::new(config());
+        let mut spec = job("a", &[]);
+        spec.retries = Some(5);
+        let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
+        for round in 0..3u64 {
+            let worker_id = 10 + round;
+            s.register_worker(worker_id, worker(&format!("w{round}"), 1), &[], round * 10);
+            assert_eq!(s.dispatch(round * 10).len(), 1, "round {round}");
+            s.worker_gone(worker_id, true, round * 10 + 1);
+            s.expire_orphans(round * 10 + 1);
+        }
+        let view = s.view(id, OutputWanted::None, 0, &|_| None, 100).unwrap();
+        let a = &view.jobs[0];
+        assert_eq!(a.status, JobStatus::Failed);
+        assert_eq!(a.reason.as_deref(), Some("worker lost (3 times)"));
+        assert_eq!(a.history.len(), 3);
+        assert!(a.history.iter().all(|h| h.outcome == JobStatus::Queued));
+    }
+
+    #[test]
+    fn a_worker_reporting_jobs_that_are_not_its_own_is_told_to_kill_them() {
+        let mut s = State::new(config());
+        let bogus = AttemptRef {
+            job: JobKey {
+                session: SessionId(99),
+                index: 0,
+            },
+            attempt: 1,
+        };
+        let reg = s.register_worker(1, worker("w", 1), &[bogus], 0);
+        assert_eq!(reg.kill, vec![bogus]);
+    }
+
+    #[test]
+    fn a_draining_worker_gets_nothing_new() {
+        let mut s = State::new(config());
+        s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0);
+        s.worker_draining(1);
+        assert!(s.dispatch(1).is_empty());
+        s.register_worker(2, worker("v", 1), &[], 2);
+        assert_eq!(s.dispatch(3).len(), 1);
+    }
+}

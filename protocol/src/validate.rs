@@ -1,0 +1,611 @@
+//! Validation of a batch, and the typed batch it yields: every check that
+//! can be made without the manager's agents (names, what each job runs,
+//! dependencies and cycles, durations, sizes), done once, so what comes
+//! after never parses or second-guesses a field again.
+
+use crate::model::JobStatus;
+use crate::spec::{
+    is_valid_name, parse_duration_ms, BatchSpec, JobSpec, Limits, SpecError, SpecErrors, When,
+    MAX_RETRIES,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// A batch that passed `validate`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidBatch {
+    pub name: String,
+    pub max_parallel: Option<u32>,
+    pub jobs: Vec<ValidJob>,
+}
+
+/// What a job runs: exactly one of a command, an agent, or nothing (a gate).
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobKind {
+    /// An argv list; the first element is the program.
+    Command(Vec<String>),
+    /// An agent of the manager's config, filled with a prompt and model.
+    Agent(AgentCall),
+    /// Runs nothing: waits for `aam approve` / `aam reject`.
+    Gate,
+}
+
+/// Which agent a job runs, and what fills its template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentCall {
+    pub agent: String,
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+}
+
+/// One job of a valid batch, its fields parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidJob {
+    pub name: String,
+    pub kind: JobKind,
+    /// Indices (in the batch) of the jobs it waits for, and the condition on each.
+    pub depends_on: Vec<(u32, When)>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub grace_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    /// The endings that are retried (`failed` and `timed_out` unless the job says).
+    pub retry_on: Vec<JobStatus>,
+    pub priority: i32,
+    pub requires: BTreeMap<String, String>,
+}
+
+/// The job's fields as parsed while checking them.
+#[derive(Default)]
+struct Parsed {
+    timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    grace_ms: Option<u64>,
+    retry_backoff_ms: Option<u64>,
+    retry_on: Vec<JobStatus>,
+}
+
+/// Checks everything that can be checked without the manager's agents:
+/// names, command/agent choice, dependencies, cycles and sizes. Reports
+/// every problem found, not just the first.
+pub fn validate(batch: &BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErrors> {
+    let mut errors = Vec::new();
+    check_batch_fields(batch, limits, &mut errors);
+    if batch.jobs.len() > limits.max_jobs {
+        // Not worth checking each of a million jobs.
+        return Err(SpecErrors(errors));
+    }
+    let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(batch.jobs.len());
+    let mut parsed = Vec::with_capacity(batch.jobs.len());
+    for (i, job) in batch.jobs.iter().enumerate() {
+        let label = if job.name.is_empty() {
+            format!("jobs[{i}]")
+        } else {
+            job.name.clone()
+        };
+        if job.name.len() > limits.max_name_len || !is_valid_name(&job.name) {
+            errors.push(SpecError::job(
+                &label,
+                "name",
+                format!(
+                    "'{}' is not a valid job name (1-{} letters, digits, '-', '_' or '.')",
+                    job.name, limits.max_name_len
+                ),
+            ));
+        } else if index_of.insert(&job.name, i).is_some() {
+            errors.push(SpecError::job(&label, "name", "duplicate job name"));
+        }
+        parsed.push(check_job_fields(job, &label, limits, &mut errors));
+    }
+    let deps = resolve_dependencies(batch, &index_of, &mut errors);
+    if !errors.is_empty() {
+        return Err(SpecErrors(errors));
+    }
+    let jobs = batch
+        .jobs
+        .iter()
+        .zip(parsed)
+        .zip(deps)
+        .map(|((spec, parsed), depends_on)| typed_job(spec, parsed, depends_on))
+        .collect();
+    Ok(ValidBatch {
+        name: batch.name.clone(),
+        max_parallel: batch.max_parallel,
+        jobs,
+    })
+}
+
+fn check_batch_fields(batch: &BatchSpec, limits: &Limits, errors: &mut Vec<SpecError>) {
+    if batch.name.is_empty()
+        || batch.name.len() > limits.max_name_len
+        || !is_valid_name(&batch.name)
+    {
+        errors.push(SpecError::batch(
+            "name",
+            format!(
+                "session name '{}' must be 1-{} letters, digits, '-', '_' or '.'",
+                batch.name, limits.max_name_len
+            ),
+        ));
+    }
+    if batch.max_parallel == Some(0) {
+        errors.push(SpecError::batch("max_parallel", "must be at least 1"));
+    }
+    if batch.jobs.is_empty() {
+        errors.push(SpecError::batch("jobs", "the batch has no jobs"));
+    }
+    if batch.jobs.len() > limits.max_jobs {
+        errors.push(SpecError::batch(
+            "jobs",
+            format!(
+                "{} jobs exceed the limit of {} jobs per session",
+                batch.jobs.len(),
+                limits.max_jobs
+            ),
+        ));
+    }
+}
+
+/// Each job's dependencies as batch indices: known, not itself, not
+/// repeated, and no cycle among them.
+fn resolve_dependencies(
+    batch: &BatchSpec,
+    index_of: &HashMap<&str, usize>,
+    errors: &mut Vec<SpecError>,
+) -> Vec<Vec<(u32, When)>> {
+    let mut deps: Vec<Vec<(u32, When)>> = vec![Vec::new(); batch.jobs.len()];
+    for (i, job) in batch.jobs.iter().enumerate() {
+        for dep in &job.depends_on {
+            let name = &dep.job;
+            match index_of.get(name.as_str()) {
+                None => errors.push(SpecError::job(
+                    &job.name,
+                    "depends_on",
+                    format!("unknown job '{name}'"),
+                )),
+                Some(&j) if j == i => errors.push(SpecError::job(
+                    &job.name,
+                    "depends_on",
+                    "a job cannot depend on itself",
+                )),
+                Some(&j) if deps[i].iter().any(|&(d, _)| d as usize == j) => errors.push(
+                    SpecError::job(&job.name, "depends_on", format!("'{name}' is listed twice")),
+                ),
+                Some(&j) => deps[i].push((j as u32, dep.when)),
+            }
+        }
+    }
+    let edges: Vec<Vec<usize>> = deps
+        .iter()
+        .map(|d| d.iter().map(|&(j, _)| j as usize).collect())
+        .collect();
+    if let Some(cycle) = find_cycle(&edges) {
+        let names: Vec<&str> = cycle.iter().map(|&i| batch.jobs[i].name.as_str()).collect();
+        errors.push(SpecError::job(
+            names[0],
+            "depends_on",
+            format!("dependency cycle: {}", names.join(" -> ")),
+        ));
+    }
+    deps
+}
+
+fn typed_job(spec: &JobSpec, parsed: Parsed, depends_on: Vec<(u32, When)>) -> ValidJob {
+    let kind = match (&spec.command, &spec.agent) {
+        (Some(argv), _) => JobKind::Command(argv.clone()),
+        (None, Some(agent)) => JobKind::Agent(AgentCall {
+            agent: agent.clone(),
+            prompt: spec.prompt.clone(),
+            model: spec.model.clone(),
+        }),
+        // `check_job_fields` refused a job with neither that is no gate.
+        (None, None) => JobKind::Gate,
+    };
+    ValidJob {
+        name: spec.name.clone(),
+        kind,
+        depends_on,
+        env: spec.env.clone(),
+        workdir: spec.workdir.clone(),
+        timeout_ms: parsed.timeout_ms,
+        idle_timeout_ms: parsed.idle_timeout_ms,
+        grace_ms: parsed.grace_ms,
+        retries: spec.retries,
+        retry_backoff_ms: parsed.retry_backoff_ms,
+        retry_on: parsed.retry_on,
+        priority: spec.priority,
+        requires: spec.requires.clone(),
+    }
+}
+
+fn check_value(
+    errors: &mut Vec<SpecError>,
+    label: &str,
+    limits: &Limits,
+    field: &str,
+    value: &str,
+) {
+    if value.len() > limits.max_field_bytes {
+        errors.push(SpecError::job(
+            label,
+            field,
+            format!(
+                "{} bytes exceed the limit of {} bytes",
+                value.len(),
+                limits.max_field_bytes
+            ),
+        ));
+    } else if value.contains('\0') {
+        errors.push(SpecError::job(label, field, "contains a NUL byte"));
+    }
+}
+
+/// Checks one job's own fields (not its dependencies) and returns what it parsed.
+fn check_job_fields(
+    job: &JobSpec,
+    label: &str,
+    limits: &Limits,
+    errors: &mut Vec<SpecError>,
+) -> Parsed {
+    check_kind(job, label, limits, errors);
+    for (field, value) in [
+        ("prompt", &job.prompt),
+        ("model", &job.model),
+        ("workdir", &job.workdir),
+    ] {
+        if let Some(value) = value {
+            check_value(errors, label, limits, field, value);
+        }
+    }
+    let mut duration = |field: &str, value: &Option<String>| {
+        let text = value.as_ref()?;
+        match parse_duration_ms(text) {
+            Err(e) => errors.push(SpecError::job(label, field, e)),
+            Ok(0) if field != "grace" => {
+                errors.push(SpecError::job(label, field, "must be longer than 0"))
+            }
+            Ok(ms) => return Some(ms),
+        }
+        None
+    };
+    let mut parsed = Parsed {
+        timeout_ms: duration("timeout", &job.timeout),
+        idle_timeout_ms: duration("idle_timeout", &job.idle_timeout),
+        grace_ms: duration("grace", &job.grace),
+        retry_backoff_ms: duration("retry_backoff", &job.retry_backoff),
+        retry_on: vec![JobStatus::Failed, JobStatus::TimedOut],
+    };
+    if job.retries.is_some_and(|r| r > MAX_RETRIES) {
+        errors.push(SpecError::job(
+            label,
+            "retries",
+            format!("at most {MAX_RETRIES} retries"),
+        ));
+    }
+    if let Some(list) = &job.retry_on {
+        parsed.retry_on.clear();
+        for value in list {
+            match value.as_str() {
+                "failed" => parsed.retry_on.push(JobStatus::Failed),
+                "timed_out" => parsed.retry_on.push(JobStatus::TimedOut),
+                _ => errors.push(SpecError::job(
+                    label,
+                    "retry_on",
+                    format!("'{value}' is not retryable (use failed, timed_out)"),
+                )),
+            }
+        }
+    }
+    check_env(job, label, limits, errors);
+    parsed
+}
+
+/// Exactly one of `command`, `agent` and `gate`, and the fields that go with it.
+fn check_kind(job: &JobSpec, label: &str, limits: &Limits, errors: &mut Vec<SpecError>) {
+    match (&job.command, &job.agent, job.gate) {
+        (Some(_), Some(_), _) => errors.push(SpecError::job(
+            label,
+            "command",
+            "give either 'command' or 'agent', not both",
+        )),
+        (Some(_), None, true) | (None, Some(_), true) => errors.push(SpecError::job(
+            label,
+            "gate",
+            "a gate runs nothing: give it no 'command' or 'agent'",
+        )),
+        (None, None, false) => errors.push(SpecError::job(
+            label,
+            "command",
+            "each job needs 'command' (an argv list), 'agent', or 'gate = true'",
+        )),
+        _ => {}
+    }
+    if let Some(command) = &job.command {
+        if command.is_empty() || command[0].is_empty() {
+            errors.push(SpecError::job(
+                label,
+                "command",
+                "the argv list is empty; the first element is the program",
+            ));
+        }
+        if command.len() > limits.max_argv_len {
+            errors.push(SpecError::job(
+                label,
+                "command",
+                format!(
+                    "{} arguments exceed the limit of {}",
+                    command.len(),
+                    limits.max_argv_len
+                ),
+            ));
+        }
+        for arg in command {
+            check_value(errors, label, limits, "command", arg);
+        }
+        for (field, value) in [("prompt", &job.prompt), ("model", &job.model)] {
+            if value.is_some() {
+                errors.push(SpecError::job(
+                    label,
+                    field,
+                    format!("'{field}' is only used with 'agent'"),
+                ));
+            }
+        }
+    }
+    if let Some(agent) = &job.agent {
+        if !is_valid_name(agent) {
+            errors.push(SpecError::job(
+                label,
+                "agent",
+                format!("'{agent}' is not a valid agent name"),
+            ));
+        }
+    }
+}
+
+fn check_env(job: &JobSpec, label: &str, limits: &Limits, errors: &mut Vec<SpecError>) {
+    if job.env.len() > limits.max_env_vars {
+        errors.push(SpecError::job(
+            label,
+            "env",
+            format!(
+                "{} variables exceed the limit of {}",
+                job.env.len(),
+                limits.max_env_vars
+            ),
+        ));
+    }
+    for (key, value) in &job.env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            errors.push(SpecError::job(
+                label,
+                "env",
+                format!("'{key}' is not a valid variable name"),
+            ));
+        }
+        check_value(errors, label, limits, "env", value);
+    }
+}
+
+/// Returns one dependency cycle (as job indices, first repeated at the end), if any.
+fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    // Iterative three-colour DFS, so a 100,000-long chain cannot overflow the stack.
+    const WHITE: u8 = 0;
+    const GREY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut colour = vec![WHITE; deps.len()];
+    let mut parent = vec![usize::MAX; deps.len()];
+    for root in 0..deps.len() {
+        if colour[root] != WHITE {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        colour[root] = GREY;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&dep) = deps[node].get(*next) {
+                *next += 1;
+                match colour[dep] {
+                    WHITE => {
+                        colour[dep] = GREY;
+                        parent[dep] = node;
+                        stack.push((dep, 0));
+                    }
+                    GREY => {
+                        let mut cycle = vec![dep];
+                        let mut at = node;
+                        while at != dep {
+                            cycle.push(at);
+                            at = parent[at];
+                        }
+                        cycle.push(dep);
+                        cycle.reverse();
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = BLACK;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Dependency;
+
+    fn job(name: &str, deps: &[&str]) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            command: Some(vec!["true".into()]),
+            depends_on: deps.iter().map(|d| Dependency::after(d)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
+        BatchSpec {
+            name: "b".into(),
+            max_parallel: None,
+            jobs,
+        }
+    }
+
+    fn errors(b: &BatchSpec) -> String {
+        validate(b, &Limits::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_a_diamond() {
+        let b = batch(vec![
+            job("a", &[]),
+            job("b", &["a"]),
+            job("c", &["a"]),
+            job("d", &["b", "c"]),
+        ]);
+        validate(&b, &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn names_a_cycle() {
+        let b = batch(vec![job("a", &["c"]), job("b", &["a"]), job("c", &["b"])]);
+        let e = errors(&b);
+        assert!(e.contains("dependency cycle: a -> c -> b -> a"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicates_unknown_deps_and_bad_names() {
+        let b = batch(vec![job("a", &[]), job("a", &[]), job("x y", &["zz"])]);
+        let e = errors(&b);
+        assert!(
+            e.contains("job 'a': field 'name': duplicate job name"),
+            "{e}"
+        );
+        assert!(e.contains("job 'x y': field 'name'"), "{e}");
+        assert!(
+            e.contains("job 'x y': field 'depends_on': unknown job 'zz'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn needs_exactly_one_of_command_and_agent() {
+        let mut both = job("a", &[]);
+        both.agent = Some("r".into());
+        let neither = JobSpec {
+            name: "b".into(),
+            ..Default::default()
+        };
+        let e = errors(&batch(vec![both, neither]));
+        assert!(e.contains("job 'a': field 'command': give either"), "{e}");
+        assert!(
+            e.contains("job 'b': field 'command': each job needs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let limits = Limits {
+            max_jobs: 2,
+            max_field_bytes: 8,
+            ..Limits::default()
+        };
+        let b = batch(vec![job("a", &[]), job("b", &[]), job("c", &[])]);
+        assert!(validate(&b, &limits)
+            .unwrap_err()
+            .to_string()
+            .contains("3 jobs exceed"));
+        let mut long = job("a", &[]);
+        long.command = Some(vec!["x".repeat(9)]);
+        let e = validate(&batch(vec![long]), &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field 'command': 9 bytes exceed"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_retries_are_checked() {
+        let mut j = job("a", &[]);
+        j.timeout = Some("10 parsecs".into());
+        j.idle_timeout = Some("0s".into());
+        j.retries = Some(1000);
+        j.retry_on = Some(vec!["skipped".into()]);
+        let e = errors(&batch(vec![j]));
+        assert!(
+            e.contains("field 'timeout': '10 parsecs' is not a duration"),
+            "{e}"
+        );
+        assert!(
+            e.contains("field 'idle_timeout': must be longer than 0"),
+            "{e}"
+        );
+        assert!(e.contains("field 'retries': at most 100"), "{e}");
+        assert!(
+            e.contains("field 'retry_on': 'skipped' is not retryable"),
+            "{e}"
+        );
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
+    }
+
+    #[test]
+    fn long_chains_do_not_overflow() {
+        let mut jobs = vec![job("j0", &[])];
+        for i in 1..100_000 {
+            jobs.push(job(&format!("j{i}"), &[&format!("j{}", i - 1)]));
+        }
+        validate(&batch(jobs), &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn a_valid_batch_is_typed_with_its_fields_parsed() {
+        let mut agent = JobSpec {
+            name: "review".into(),
+            agent: Some("reviewer".into()),
+            prompt: Some("look".into()),
+            timeout: Some("1m30s".into()),
+            retry_on: Some(vec!["timed_out".into()]),
+            ..Default::default()
+        };
+        agent.depends_on = vec![Dependency {
+            job: "tests".into(),
+            when: When::Finished,
+        }];
+        let gate = JobSpec {
+            name: "approve".into(),
+            gate: true,
+            grace: Some("0s".into()),
+            depends_on: vec![Dependency::after("review")],
+            ..Default::default()
+        };
+        let valid = validate(
+            &batch(vec![job("tests", &[]), agent, gate]),
+            &Limits::default(),
+        )
+        .unwrap();
+        let [tests, review, approve] = &valid.jobs[..] else {
+            panic!("three jobs expected: {valid:?}");
+        };
+        assert_eq!(tests.kind, JobKind::Command(vec!["true".into()]));
+        assert_eq!(tests.retry_on, vec![JobStatus::Failed, JobStatus::TimedOut]);
+        assert_eq!(
+            review.kind,
+            JobKind::Agent(AgentCall {
+                agent: "reviewer".into(),
+                prompt: Some("look".into()),
+                model: None,
+            })
+        );
+        assert_eq!(review.timeout_ms, Some(90_000));
+        assert_eq!(review.retry_on, vec![JobStatus::TimedOut]);
+        assert_eq!(review.depends_on, vec![(0, When::Finished)]);
+        assert_eq!(approve.kind, JobKind::Gate);
+        assert_eq!(approve.grace_ms, Some(0));
+        assert_eq!(approve.depends_on, vec![(1, When::Succeeded)]);
+    }
+}
