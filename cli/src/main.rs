@@ -11,11 +11,10 @@ mod run;
 mod up;
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
-use aam_protocol::model::{SessionStatus, SessionSummary};
 use aam_protocol::{now_ms, SessionId};
 use clap::{Parser, Subcommand};
 use client::{unexpected, Client};
-use exit::{bad_input, unreachable};
+use exit::{bad_input, unreachable, verdict};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -561,14 +560,5 @@ async fn decide(
             Ok(0)
         }
         other => Err(unexpected(other)),
-    }
-}
-
-/// Exit code for an ended session.
-pub fn verdict(summary: &SessionSummary) -> i32 {
-    if summary.status == SessionStatus::Succeeded {
-        0
-    } else {
-        exit::FAILED
     }
 }

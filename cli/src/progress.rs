@@ -2,7 +2,7 @@
 //! otherwise.
 
 use crate::client::{unexpected, Client};
-use crate::exit::{is_lost, Exit};
+use crate::exit::{failed, is_lost};
 use crate::render::counts_line;
 use aam_protocol::messages::{ClientRequest, ClientResponse};
 use aam_protocol::model::{JobStatus, SessionSummary};
@@ -97,15 +97,11 @@ pub async fn wait(
     timeout: Option<Duration>,
 ) -> anyhow::Result<SessionSummary> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let timed_out = || -> anyhow::Error {
-        Exit {
-            code: crate::exit::FAILED,
-            message: format!(
-                "{session} still running after {:?}",
-                timeout.unwrap_or_default()
-            ),
-        }
-        .into()
+    let timed_out = || {
+        failed(format!(
+            "{session} still running after {:?}",
+            timeout.unwrap_or_default()
+        ))
     };
     let mut display = Display::new();
     let mut watching = false;

@@ -2,8 +2,8 @@
 //! session run with live progress, then the results summary.
 
 use crate::client::{unexpected, Client};
-use crate::exit::bad_input;
-use crate::{batch, progress, verdict};
+use crate::exit::{bad_input, failed, verdict};
+use crate::{batch, progress};
 use aam_manager::config::ManagerConfig;
 use aam_protocol::messages::{ClientRequest, ClientResponse};
 use aam_worker::WorkerConfig;
@@ -86,11 +86,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let (manager, worker) = start_embedded(config, slots).await?;
         let result = tokio::select! {
             result = drive(&manager, &args.file, batch, args.json) => result,
-            signal = interrupted() => Err(crate::exit::Exit {
-                code: crate::exit::FAILED,
-                message: format!("{signal}: stopping the running jobs (the session stays in {})", args.data_dir.display()),
-            }
-            .into()),
+            signal = interrupted() => Err(failed(format!(
+                "{signal}: stopping the running jobs (the session stays in {})",
+                args.data_dir.display()
+            ))),
         };
         // Jobs run in process groups of their own: a Ctrl-C on aam does not reach them.
         let _ = worker.send(aam_worker::agent::KillAll).await;
