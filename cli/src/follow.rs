@@ -2,32 +2,16 @@
 //! poll the manager (cheap, and they ride over a manager restart by
 //! reconnecting and asking again).
 
-use crate::client::{unexpected, Client};
-use crate::exit::is_lost;
+use crate::client::Client;
 use crate::render::{counts_line, estimate_line, human_duration};
-use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
-use aam_protocol::model::{JobStatus, JobView, SessionSummary, SessionView};
+use aam_protocol::messages::OutputWanted;
+use aam_protocol::model::{JobStatus, JobView, SessionSummary};
 use aam_protocol::{now_ms, SessionId};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(200);
-
-/// Sends a request, reconnecting (forever, until Ctrl-C) while the manager
-/// is unreachable after the connection broke.
-async fn call(client: &mut Client, request: ClientRequest) -> anyhow::Result<ClientResponse> {
-    loop {
-        match client.call(request.clone()).await {
-            Err(e) if is_lost(&e) => {
-                eprintln!("aam: {e}; reconnecting");
-                let budget = tokio::time::Instant::now() + crate::progress::RECONNECT_FOR;
-                client.reconnect(Some(budget)).await?;
-            }
-            other => return other,
-        }
-    }
-}
 
 /// Prints a job's output; with `follow`, keeps printing what it prints
 /// until it ends.
@@ -41,38 +25,25 @@ pub async fn logs(
     let mut attempt = None;
     let mut stdout = std::io::stdout();
     loop {
-        let request = ClientRequest::Logs {
-            session,
-            job: job.to_string(),
-            from,
-        };
-        let (status, this_attempt, output, printed) = match call(client, request).await? {
-            ClientResponse::Logs {
-                status,
-                attempt,
-                output,
-                output_bytes,
-            } => (status, attempt, output, output_bytes),
-            other => return Err(unexpected(other)),
-        };
-        if attempt.is_some_and(|a| a != this_attempt) {
+        let chunk = client.logs(session, job, from).await?;
+        if attempt.is_some_and(|a| a != chunk.attempt) {
             // A new attempt: its output starts over.
-            eprintln!("[aam: attempt {this_attempt} of {job}]");
+            eprintln!("[aam: attempt {} of {job}]", chunk.attempt);
             from = 0;
-            attempt = Some(this_attempt);
+            attempt = Some(chunk.attempt);
             continue;
         }
-        if printed < from {
+        if chunk.output_bytes < from {
             // The manager has not caught up yet (a restart, before the
             // worker resent the output): ask again from where we are.
             tokio::time::sleep(POLL).await;
             continue;
         }
-        attempt = Some(this_attempt);
-        stdout.write_all(&output)?;
+        attempt = Some(chunk.attempt);
+        stdout.write_all(&chunk.output)?;
         stdout.flush()?;
-        from = printed;
-        if !follow || status.is_terminal() {
+        from = chunk.output_bytes;
+        if !follow || chunk.status.is_terminal() {
             return Ok(());
         }
         tokio::time::sleep(POLL).await;
@@ -119,14 +90,7 @@ pub async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Se
     let mut shown: HashMap<String, String> = HashMap::new();
     let mut stdout = std::io::stdout();
     loop {
-        let request = ClientRequest::Session {
-            session,
-            output: OutputWanted::Tail(256),
-        };
-        let view: SessionView = match call(client, request).await? {
-            ClientResponse::Session(view) => view,
-            other => return Err(unexpected(other)),
-        };
+        let view = client.session(session, OutputWanted::Tail(256)).await?;
         let now = now_ms();
         let s = &view.summary;
         let mut header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));

@@ -10,10 +10,10 @@ mod render;
 mod run;
 mod up;
 
-use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
+use aam_protocol::messages::OutputWanted;
 use aam_protocol::{now_ms, SessionId};
 use clap::{Parser, Subcommand};
-use client::{unexpected, Client};
+use client::Client;
 use exit::{bad_input, unreachable, verdict};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -286,34 +286,20 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let batch = submit_batch.expect("loaded above");
             let name = batch.name.clone();
-            let request = ClientRequest::Submit {
-                batch,
-                idempotency_key,
-            };
-            let (session, jobs, existing, estimate) = match client.call(request).await? {
-                ClientResponse::Submitted {
-                    session,
-                    jobs,
-                    existing,
-                    estimate,
-                } => (session, jobs, existing, estimate),
-                ClientResponse::Invalid(errors) => {
-                    return Err(bad_input(batch::describe(&file, &errors)))
-                }
-                other => return Err(unexpected(other)),
-            };
+            let submitted = client.submit(&file, batch, idempotency_key).await?;
+            let session = submitted.session;
             if json {
                 print_json(&serde_json::json!({
                     "session": session.to_string(),
                     "name": name,
-                    "jobs": jobs,
-                    "existing": existing,
-                    "estimate": render::estimate_json(&estimate),
+                    "jobs": submitted.jobs,
+                    "existing": submitted.existing,
+                    "estimate": render::estimate_json(&submitted.estimate),
                 }));
             } else {
                 println!("{session}");
                 // The id alone on stdout (for scripts); the estimate aside.
-                eprintln!("{session}: {}", render::estimate_line(&estimate));
+                eprintln!("{session}: {}", render::estimate_line(&submitted.estimate));
             }
             if wait {
                 let summary = progress::wait(&mut client, session, None).await?;
@@ -325,37 +311,28 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
             session: None,
             json,
         }
-        | Command::Sessions { json } => match client.call(ClientRequest::ListSessions).await? {
-            ClientResponse::Sessions(list) => {
-                if json {
-                    print_json(&list.iter().map(render::summary_json).collect());
-                } else {
-                    print!("{}", render::sessions_table(&list));
-                }
-                Ok(0)
+        | Command::Sessions { json } => {
+            let list = client.sessions().await?;
+            if json {
+                print_json(&list.iter().map(render::summary_json).collect());
+            } else {
+                print!("{}", render::sessions_table(&list));
             }
-            other => Err(unexpected(other)),
-        },
+            Ok(0)
+        }
         Command::Status {
             session: Some(id),
             json,
         } => {
-            let session = session_arg(&id)?;
-            let request = ClientRequest::Session {
-                session,
-                output: OutputWanted::None,
-            };
-            match client.call(request).await? {
-                ClientResponse::Session(view) => {
-                    if json {
-                        print_json(&render::session_json(&view, false));
-                    } else {
-                        print!("{}", render::session_table(&view));
-                    }
-                    Ok(0)
-                }
-                other => Err(unexpected(other)),
+            let view = client
+                .session(session_arg(&id)?, OutputWanted::None)
+                .await?;
+            if json {
+                print_json(&render::session_json(&view, false));
+            } else {
+                print!("{}", render::session_table(&view));
             }
+            Ok(0)
         }
         Command::Wait { session, timeout } => {
             let session = session_arg(&session)?;
@@ -381,17 +358,13 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Retry { session } => {
             let session = session_arg(&session)?;
-            match client.call(ClientRequest::Retry { session }).await? {
-                ClientResponse::Retried { jobs } => {
-                    println!(
-                        "{session}: running {} jobs again: {}",
-                        jobs.len(),
-                        jobs.join(", ")
-                    );
-                    Ok(0)
-                }
-                other => Err(unexpected(other)),
-            }
+            let jobs = client.retry(session).await?;
+            println!(
+                "{session}: running {} jobs again: {}",
+                jobs.len(),
+                jobs.join(", ")
+            );
+            Ok(0)
         }
         Command::Cancel {
             target,
@@ -409,44 +382,36 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
                         .map_err(|e| bad_input(format!("--grace: {e}")))
                 })
                 .transpose()?;
-            let request = ClientRequest::Cancel {
-                session,
-                job,
-                grace_ms,
-                wait: !no_wait,
-            };
-            match client.call(request).await? {
-                ClientResponse::Cancelled { cancelled, stopped } => {
-                    if json {
-                        print_json(
-                            &serde_json::json!({"cancelled": cancelled, "stopped": stopped}),
-                        );
-                    } else {
-                        let verb = if no_wait { "stopping" } else { "stopped" };
-                        println!(
-                            "{target}: {} cancelled before they started, {} {verb}",
-                            cancelled.len(),
-                            stopped.len()
-                        );
-                        for name in &stopped {
-                            println!("  {verb}: {name}");
-                        }
-                    }
-                    Ok(0)
+            let ended = client.cancel(session, job, grace_ms, !no_wait).await?;
+            if json {
+                print_json(
+                    &serde_json::json!({"cancelled": ended.cancelled, "stopped": ended.stopped}),
+                );
+            } else {
+                let verb = if no_wait { "stopping" } else { "stopped" };
+                println!(
+                    "{target}: {} cancelled before they started, {} {verb}",
+                    ended.cancelled.len(),
+                    ended.stopped.len()
+                );
+                for name in &ended.stopped {
+                    println!("  {verb}: {name}");
                 }
-                other => Err(unexpected(other)),
             }
+            Ok(0)
         }
         Command::Logs { job, follow } => {
             let (session, name) = job
                 .split_once('/')
                 .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
+            client.reconnect_when_lost();
             follow::logs(&mut client, session_arg(session)?, name, follow).await?;
             Ok(0)
         }
         Command::Approve { job, comment } => decide(&mut client, &job, true, comment).await,
         Command::Reject { job, comment } => decide(&mut client, &job, false, comment).await,
         Command::Watch { session } => {
+            client.reconnect_when_lost();
             let summary = follow::watch(&mut client, session_arg(&session)?).await?;
             Ok(verdict(&summary))
         }
@@ -457,46 +422,36 @@ async fn remote(cli: Cli) -> anyhow::Result<i32> {
                         .map_err(|e| bad_input(format!("--older-than: {e}")))
                 })
                 .transpose()?;
-            match client.call(ClientRequest::Gc { older_than_ms }).await? {
-                ClientResponse::Collected {
-                    sessions,
-                    jobs,
-                    output_bytes,
-                } => {
-                    let ids: Vec<String> = sessions.iter().map(|s| s.to_string()).collect();
-                    println!(
-                        "removed {} sessions ({jobs} jobs, {output_bytes} bytes of output){}{}",
-                        ids.len(),
-                        if ids.is_empty() { "" } else { ": " },
-                        ids.join(", ")
-                    );
-                    Ok(0)
-                }
-                other => Err(unexpected(other)),
-            }
+            let removed = client.gc(older_than_ms).await?;
+            let ids: Vec<String> = removed.sessions.iter().map(|s| s.to_string()).collect();
+            println!(
+                "removed {} sessions ({} jobs, {} bytes of output){}{}",
+                ids.len(),
+                removed.jobs,
+                removed.output_bytes,
+                if ids.is_empty() { "" } else { ": " },
+                ids.join(", ")
+            );
+            Ok(0)
         }
-        Command::Agents { json } => match client.call(ClientRequest::Agents).await? {
-            ClientResponse::Agents { agents, problems } => {
-                if json {
-                    print_json(&render::agents_json(&agents, &problems));
-                } else {
-                    print!("{}", render::agents_table(&agents, &problems));
-                }
-                Ok(0)
+        Command::Agents { json } => {
+            let known = client.agents().await?;
+            if json {
+                print_json(&render::agents_json(&known.agents, &known.problems));
+            } else {
+                print!("{}", render::agents_table(&known.agents, &known.problems));
             }
-            other => Err(unexpected(other)),
-        },
-        Command::Workers { json } => match client.call(ClientRequest::Workers).await? {
-            ClientResponse::Workers(list) => {
-                if json {
-                    print_json(&render::workers_json(&list));
-                } else {
-                    print!("{}", render::workers_table(&list, now_ms()));
-                }
-                Ok(0)
+            Ok(0)
+        }
+        Command::Workers { json } => {
+            let list = client.workers().await?;
+            if json {
+                print_json(&render::workers_json(&list));
+            } else {
+                print!("{}", render::workers_table(&list, now_ms()));
             }
-            other => Err(unexpected(other)),
-        },
+            Ok(0)
+        }
         Command::Run { .. } | Command::Up { .. } | Command::Down | Command::Serve { .. } => {
             unreachable!("handled before connecting")
         }
@@ -516,26 +471,19 @@ pub async fn show_results(
     } else {
         OutputWanted::Tail(4096)
     };
-    match client
-        .call(ClientRequest::Session { session, output })
-        .await?
-    {
-        ClientResponse::Session(view) => {
-            if json {
-                let mut doc = render::session_json(&view, true);
-                if only_failed {
-                    if let Some(jobs) = doc["jobs"].as_array_mut() {
-                        jobs.retain(|j| j["status"] != "succeeded");
-                    }
-                }
-                print_json(&doc);
-            } else {
-                print!("{}", render::results_markdown(&view, only_failed));
+    let view = client.session(session, output).await?;
+    if json {
+        let mut doc = render::session_json(&view, true);
+        if only_failed {
+            if let Some(jobs) = doc["jobs"].as_array_mut() {
+                jobs.retain(|j| j["status"] != "succeeded");
             }
-            Ok(())
         }
-        other => Err(unexpected(other)),
+        print_json(&doc);
+    } else {
+        print!("{}", render::results_markdown(&view, only_failed));
     }
+    Ok(())
 }
 
 /// `aam approve` / `aam reject`.
@@ -548,17 +496,9 @@ async fn decide(
     let (session, name) = job
         .split_once('/')
         .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
-    let request = ClientRequest::Decide {
-        session: session_arg(session)?,
-        job: name.to_string(),
-        approve,
-        comment,
-    };
-    match client.call(request).await? {
-        ClientResponse::Decided { .. } => {
-            println!("{job}: {}", if approve { "approved" } else { "rejected" });
-            Ok(0)
-        }
-        other => Err(unexpected(other)),
-    }
+    client
+        .decide(session_arg(session)?, name, approve, comment)
+        .await?;
+    println!("{job}: {}", if approve { "approved" } else { "rejected" });
+    Ok(0)
 }

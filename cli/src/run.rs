@@ -1,11 +1,10 @@
 //! `aam run FILE`: an embedded manager and worker in this process, the
 //! session run with live progress, then the results summary.
 
-use crate::client::{unexpected, Client};
+use crate::client::Client;
 use crate::exit::{bad_input, failed, verdict};
 use crate::{batch, progress};
 use aam_manager::config::ManagerConfig;
-use aam_protocol::messages::{ClientRequest, ClientResponse};
 use aam_worker::WorkerConfig;
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -122,18 +121,9 @@ async fn drive(
 ) -> anyhow::Result<i32> {
     let addr = manager.addr.to_string();
     let mut client = Client::connect(&addr, &manager.token).await?;
-    let request = ClientRequest::Submit {
-        batch,
-        idempotency_key: None,
-    };
-    let session = match client.call(request).await? {
-        ClientResponse::Submitted { session, jobs, .. } => {
-            eprintln!("session {session} submitted: {jobs} jobs");
-            session
-        }
-        ClientResponse::Invalid(errors) => return Err(bad_input(batch::describe(file, &errors))),
-        other => return Err(unexpected(other)),
-    };
+    let submitted = client.submit(file, batch, None).await?;
+    let session = submitted.session;
+    eprintln!("session {session} submitted: {} jobs", submitted.jobs);
     let summary = progress::wait(&mut client, session, None)
         .await
         .context("following the session")?;
