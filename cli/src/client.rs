@@ -66,8 +66,9 @@ impl Client {
     /// Makes every request (but `watch`, whose caller reconnects itself)
     /// reconnect and ask again when the connection is lost: for commands
     /// that follow a session, which should outlive a manager restart.
-    pub fn reconnect_when_lost(&mut self) {
+    pub fn reconnect_when_lost(mut self) -> Client {
         self.reconnects = true;
+        self
     }
 
     /// Dials again after a lost connection (a manager restart), with

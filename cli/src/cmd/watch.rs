@@ -1,8 +1,12 @@
-//! Following work as it happens: `aam logs --follow` and `aam watch`. Both
-//! poll the manager (cheap, and they ride over a manager restart by
-//! reconnecting and asking again).
+//! `aam watch SESSION`: a live view of a session's jobs until it ends;
+//! exits like `aam wait`. It polls the manager (cheap, and it rides over a
+//! manager restart by reconnecting and asking again).
 
+use super::session_arg;
+use crate::args::ManagerFlags;
 use crate::client::Client;
+use crate::endpoint;
+use crate::exit::verdict;
 use crate::render::{counts_line, estimate_line, human_duration};
 use aam_protocol::messages::OutputWanted;
 use aam_protocol::model::{JobStatus, JobView, SessionSummary};
@@ -11,43 +15,10 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_millis(200);
-
-/// Prints a job's output; with `follow`, keeps printing what it prints
-/// until it ends.
-pub async fn logs(
-    client: &mut Client,
-    session: SessionId,
-    job: &str,
-    follow: bool,
-) -> anyhow::Result<()> {
-    let mut from = 0u64;
-    let mut attempt = None;
-    let mut stdout = std::io::stdout();
-    loop {
-        let chunk = client.logs(session, job, from).await?;
-        if attempt.is_some_and(|a| a != chunk.attempt) {
-            // A new attempt: its output starts over.
-            eprintln!("[aam: attempt {} of {job}]", chunk.attempt);
-            from = 0;
-            attempt = Some(chunk.attempt);
-            continue;
-        }
-        if chunk.output_bytes < from {
-            // The manager has not caught up yet (a restart, before the
-            // worker resent the output): ask again from where we are.
-            tokio::time::sleep(POLL).await;
-            continue;
-        }
-        attempt = Some(chunk.attempt);
-        stdout.write_all(&chunk.output)?;
-        stdout.flush()?;
-        from = chunk.output_bytes;
-        if !follow || chunk.status.is_terminal() {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL).await;
-    }
+pub async fn run(flags: &ManagerFlags, session: &str) -> anyhow::Result<i32> {
+    let mut client = endpoint::connect(flags).await?.reconnect_when_lost();
+    let summary = watch(&mut client, session_arg(session)?).await?;
+    Ok(verdict(&summary))
 }
 
 /// One line of `aam watch` for a job.
@@ -85,7 +56,7 @@ fn job_line(j: &JobView, now: u64) -> String {
 
 /// A live view of every job until the session ends: redrawn in place on a
 /// terminal, one line per change otherwise.
-pub async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<SessionSummary> {
+async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<SessionSummary> {
     let terminal = std::io::stdout().is_terminal();
     let mut shown: HashMap<String, String> = HashMap::new();
     let mut stdout = std::io::stdout();
