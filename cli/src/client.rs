@@ -1,21 +1,38 @@
-//! A connection to the manager as a client: one request, one answer (or a
-//! stream of progress for `Watch`).
+//! A connection to the manager as a client, and one typed method per
+//! request: each sends one `ClientRequest` and returns what the expected
+//! answer carries. An `Error` answer, a lost connection and an answer of
+//! the wrong kind all become errors here, with their exit codes.
 
-use crate::exit::{bad_input, unreachable, Lost};
+use crate::batch;
+use crate::exit::{bad_input, is_lost, unreachable, Lost};
 use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
-use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, Role};
+use aam_protocol::messages::{
+    AgentInfo, ClientRequest, ClientResponse, ErrorKind, OutputWanted, Role,
+};
+use aam_protocol::model::{Estimate, JobStatus, SessionSummary, SessionView, WorkerView};
+use aam_protocol::spec::BatchSpec;
+use aam_protocol::SessionId;
 use futures::{SinkExt, StreamExt};
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+/// How long to keep trying to reach a manager that went away (a restart
+/// takes seconds; a manager that stays away is an error, exit 3).
+pub const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
 type Connection = Framed<TcpStream, FrameCodec<ClientResponse, ClientRequest>>;
 
+/// One authenticated connection to the manager.
 pub struct Client {
     addr: String,
     token: String,
     framed: Connection,
+    /// Requests ride over a lost connection (a manager restart) by
+    /// reconnecting and asking again; see `reconnect_when_lost`.
+    reconnects: bool,
 }
 
 async fn dial(addr: &str, token: &str) -> Result<Connection, ConnectError> {
@@ -42,7 +59,16 @@ impl Client {
             addr: addr.to_string(),
             token: token.to_string(),
             framed,
+            reconnects: false,
         })
+    }
+
+    /// Makes every request (but `watch`, whose caller reconnects itself)
+    /// reconnect and ask again when the connection is lost: for commands
+    /// that follow a session, which should outlive a manager restart.
+    pub fn reconnect_when_lost(mut self) -> Client {
+        self.reconnects = true;
+        self
     }
 
     /// Dials again after a lost connection (a manager restart), with
@@ -71,7 +97,7 @@ impl Client {
         }
     }
 
-    pub async fn send(&mut self, request: ClientRequest) -> anyhow::Result<()> {
+    async fn send(&mut self, request: ClientRequest) -> anyhow::Result<()> {
         self.framed
             .send(request)
             .await
@@ -79,7 +105,7 @@ impl Client {
     }
 
     /// The next answer; errors the manager reports become exit codes.
-    pub async fn next(&mut self) -> anyhow::Result<ClientResponse> {
+    async fn next(&mut self) -> anyhow::Result<ClientResponse> {
         match self.framed.next().await {
             Some(Ok(ClientResponse::Error { kind, message })) => Err(match kind {
                 ErrorKind::BadRequest | ErrorKind::NotFound => bad_input(message),
@@ -97,13 +123,211 @@ impl Client {
         }
     }
 
-    pub async fn call(&mut self, request: ClientRequest) -> anyhow::Result<ClientResponse> {
+    /// One request, one answer.
+    async fn exchange(&mut self, request: ClientRequest) -> anyhow::Result<ClientResponse> {
         self.send(request).await?;
         self.next().await
     }
+
+    /// Sends a request and reads its answer, reconnecting (each time for
+    /// up to `RECONNECT_FOR`) while the connection is lost if asked to.
+    async fn call(&mut self, request: ClientRequest) -> anyhow::Result<ClientResponse> {
+        if !self.reconnects {
+            return self.exchange(request).await;
+        }
+        loop {
+            match self.exchange(request.clone()).await {
+                Err(e) if is_lost(&e) => {
+                    eprintln!("aam: {e}; reconnecting");
+                    let budget = tokio::time::Instant::now() + RECONNECT_FOR;
+                    self.reconnect(Some(budget)).await?;
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
-/// The answer had an unexpected shape: a protocol bug, not a user error.
-pub fn unexpected(response: ClientResponse) -> anyhow::Error {
-    anyhow::anyhow!("unexpected answer from the manager: {response:?}")
+/// Matches an answer against the kinds of answer a request expects, each
+/// giving the method's result; any other kind is a protocol bug, not a user
+/// error (exit 1). (A macro, so each method names only what it expects.)
+macro_rules! expect {
+    ($answer:expr, $($kind:pat => $result:expr),+ $(,)?) => {
+        match $answer {
+            $($kind => $result,)+
+            other => Err(anyhow::anyhow!("unexpected answer from the manager: {other:?}")),
+        }
+    };
+}
+
+/// A submission the manager stored.
+pub struct Submitted {
+    pub session: SessionId,
+    pub jobs: u32,
+    /// The idempotency key was used before: this is that session.
+    pub existing: bool,
+    /// How long the session should take, from earlier runs.
+    pub estimate: Estimate,
+}
+
+/// A job's output from the offset asked for.
+pub struct LogChunk {
+    pub status: JobStatus,
+    /// The attempt the output belongs to (the current one).
+    pub attempt: u32,
+    pub output: Vec<u8>,
+    /// How many bytes of output there are up to the end of this chunk.
+    pub output_bytes: u64,
+}
+
+/// What a cancel ended.
+pub struct Cancelled {
+    /// Jobs that had not started: cancelled at once.
+    pub cancelled: Vec<String>,
+    /// Running jobs that were stopped (or are being, without waiting).
+    pub stopped: Vec<String>,
+}
+
+/// What a garbage collection removed.
+pub struct Collected {
+    pub sessions: Vec<SessionId>,
+    pub jobs: u64,
+    pub output_bytes: u64,
+}
+
+/// Every agent jobs can name.
+pub struct Agents {
+    pub agents: Vec<AgentInfo>,
+    /// Definition files that could not be loaded: (path, why).
+    pub problems: Vec<(String, String)>,
+}
+
+impl Client {
+    /// Submits a batch read from `file`; a batch the manager finds invalid
+    /// is bad input, described with the file's name.
+    pub async fn submit(
+        &mut self,
+        file: &Path,
+        batch: BatchSpec,
+        idempotency_key: Option<String>,
+    ) -> anyhow::Result<Submitted> {
+        let request = ClientRequest::Submit {
+            batch,
+            idempotency_key,
+        };
+        expect!(self.call(request).await?,
+            ClientResponse::Submitted { session, jobs, existing, estimate } => Ok(Submitted {
+                session,
+                jobs,
+                existing,
+                estimate,
+            }),
+            ClientResponse::Invalid(errors) => Err(bad_input(batch::describe(file, &errors))),
+        )
+    }
+
+    pub async fn sessions(&mut self) -> anyhow::Result<Vec<SessionSummary>> {
+        expect!(self.call(ClientRequest::ListSessions).await?,
+            ClientResponse::Sessions(list) => Ok(list))
+    }
+
+    /// One session and its jobs, with as much of their output as `output` asks.
+    pub async fn session(
+        &mut self,
+        session: SessionId,
+        output: OutputWanted,
+    ) -> anyhow::Result<SessionView> {
+        expect!(self.call(ClientRequest::Session { session, output }).await?,
+            ClientResponse::Session(view) => Ok(view))
+    }
+
+    /// A job's output from byte offset `from` on.
+    pub async fn logs(
+        &mut self,
+        session: SessionId,
+        job: &str,
+        from: u64,
+    ) -> anyhow::Result<LogChunk> {
+        let request = ClientRequest::Logs {
+            session,
+            job: job.to_string(),
+            from,
+        };
+        let answer = self.call(request).await?;
+        expect!(answer, ClientResponse::Logs { status, attempt, output, output_bytes } => {
+            Ok(LogChunk { status, attempt, output, output_bytes })
+        })
+    }
+
+    /// Asks for the session's progress on every change; read each with
+    /// `progress`. Never reconnects by itself: the caller watches again.
+    pub async fn watch(&mut self, session: SessionId) -> anyhow::Result<()> {
+        self.send(ClientRequest::Watch { session }).await
+    }
+
+    /// The next progress of the session `watch` asked for.
+    pub async fn progress(&mut self) -> anyhow::Result<SessionSummary> {
+        expect!(self.next().await?, ClientResponse::Progress(summary) => Ok(summary))
+    }
+
+    /// Cancels a session, or one job of it; with `wait`, answers once the
+    /// running jobs it stopped have ended.
+    pub async fn cancel(
+        &mut self,
+        session: SessionId,
+        job: Option<String>,
+        grace_ms: Option<u64>,
+        wait: bool,
+    ) -> anyhow::Result<Cancelled> {
+        let request = ClientRequest::Cancel {
+            session,
+            job,
+            grace_ms,
+            wait,
+        };
+        expect!(self.call(request).await?,
+            ClientResponse::Cancelled { cancelled, stopped } => Ok(Cancelled { cancelled, stopped }))
+    }
+
+    /// Runs a session's unsuccessful jobs again; the names of those jobs.
+    pub async fn retry(&mut self, session: SessionId) -> anyhow::Result<Vec<String>> {
+        expect!(self.call(ClientRequest::Retry { session }).await?,
+            ClientResponse::Retried { jobs } => Ok(jobs))
+    }
+
+    /// Approves (or rejects) a gate.
+    pub async fn decide(
+        &mut self,
+        session: SessionId,
+        job: &str,
+        approve: bool,
+        comment: Option<String>,
+    ) -> anyhow::Result<()> {
+        let request = ClientRequest::Decide {
+            session,
+            job: job.to_string(),
+            approve,
+            comment,
+        };
+        expect!(self.call(request).await?, ClientResponse::Decided { .. } => Ok(()))
+    }
+
+    /// Removes finished sessions older than `older_than_ms` (default: the
+    /// manager's retention).
+    pub async fn gc(&mut self, older_than_ms: Option<u64>) -> anyhow::Result<Collected> {
+        let answer = self.call(ClientRequest::Gc { older_than_ms }).await?;
+        expect!(answer, ClientResponse::Collected { sessions, jobs, output_bytes } => {
+            Ok(Collected { sessions, jobs, output_bytes })
+        })
+    }
+
+    pub async fn agents(&mut self) -> anyhow::Result<Agents> {
+        expect!(self.call(ClientRequest::Agents).await?,
+            ClientResponse::Agents { agents, problems } => Ok(Agents { agents, problems }))
+    }
+
+    pub async fn workers(&mut self) -> anyhow::Result<Vec<WorkerView>> {
+        expect!(self.call(ClientRequest::Workers).await?,
+            ClientResponse::Workers(list) => Ok(list))
+    }
 }

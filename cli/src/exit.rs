@@ -1,55 +1,47 @@
-//! Exit codes (DESIGN.md): 0 all jobs succeeded, 1 some job did not,
-//! 2 bad input or usage, 3 cannot reach or authenticate to the manager.
+//! Exit codes (README.md, "Exit codes"): 0 all jobs succeeded, 1 some job
+//! did not, 2 bad input or usage, 3 cannot reach or authenticate to the
+//! manager.
 
-use std::fmt;
+use aam_protocol::model::{SessionStatus, SessionSummary};
 
 /// An error that carries the process's exit code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Exit {
     pub code: i32,
     pub message: String,
 }
 
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Exit {}
-
 pub const FAILED: i32 = 1;
 pub const BAD_INPUT: i32 = 2;
 pub const UNREACHABLE: i32 = 3;
 
-pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+fn exit(code: i32, message: impl Into<String>) -> anyhow::Error {
     Exit {
-        code: BAD_INPUT,
+        code,
         message: message.into(),
     }
     .into()
 }
 
+/// The session did not end well, or not in time (exit 1).
+pub fn failed(message: impl Into<String>) -> anyhow::Error {
+    exit(FAILED, message)
+}
+
+pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    exit(BAD_INPUT, message)
+}
+
 pub fn unreachable(message: impl Into<String>) -> anyhow::Error {
-    Exit {
-        code: UNREACHABLE,
-        message: message.into(),
-    }
-    .into()
+    exit(UNREACHABLE, message)
 }
 
 /// An established connection to the manager broke (it may be restarting):
 /// commands that follow a session reconnect; others exit 3.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Lost(pub String);
-
-impl fmt::Display for Lost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Lost {}
 
 pub fn is_lost(err: &anyhow::Error) -> bool {
     err.downcast_ref::<Lost>().is_some()
@@ -61,4 +53,13 @@ pub fn code_of(err: &anyhow::Error) -> i32 {
         return UNREACHABLE;
     }
     err.downcast_ref::<Exit>().map(|e| e.code).unwrap_or(FAILED)
+}
+
+/// The exit code for an ended session: 0 if every job succeeded, else 1.
+pub fn verdict(summary: &SessionSummary) -> i32 {
+    if summary.status == SessionStatus::Succeeded {
+        0
+    } else {
+        FAILED
+    }
 }

@@ -1,10 +1,9 @@
 //! Waiting for a session: a live progress bar on a terminal, plain lines
 //! otherwise.
 
-use crate::client::{unexpected, Client};
-use crate::exit::{is_lost, Exit};
+use crate::client::{Client, RECONNECT_FOR};
+use crate::exit::{failed, is_lost};
 use crate::render::counts_line;
-use aam_protocol::messages::{ClientRequest, ClientResponse};
 use aam_protocol::model::{JobStatus, SessionSummary};
 use aam_protocol::SessionId;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -72,10 +71,6 @@ impl Display {
     }
 }
 
-/// How long to keep trying to reach a manager that went away (a restart
-/// takes seconds; a manager that stays away is an error, exit 3).
-pub const RECONNECT_FOR: Duration = Duration::from_secs(120);
-
 async fn reconnect(
     client: &mut Client,
     display: &mut Display,
@@ -97,21 +92,17 @@ pub async fn wait(
     timeout: Option<Duration>,
 ) -> anyhow::Result<SessionSummary> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let timed_out = || -> anyhow::Error {
-        Exit {
-            code: crate::exit::FAILED,
-            message: format!(
-                "{session} still running after {:?}",
-                timeout.unwrap_or_default()
-            ),
-        }
-        .into()
+    let timed_out = || {
+        failed(format!(
+            "{session} still running after {:?}",
+            timeout.unwrap_or_default()
+        ))
     };
     let mut display = Display::new();
     let mut watching = false;
     let result = loop {
         if !watching {
-            match client.send(ClientRequest::Watch { session }).await {
+            match client.watch(session).await {
                 Ok(()) => watching = true,
                 Err(e) if is_lost(&e) => {
                     if let Err(e) = reconnect(client, &mut display, &e, deadline).await {
@@ -122,7 +113,7 @@ pub async fn wait(
                 Err(e) => break Err(e),
             }
         }
-        let next = client.next();
+        let next = client.progress();
         let response = match deadline {
             Some(d) => match tokio::time::timeout_at(d, next).await {
                 Ok(r) => r,
@@ -131,13 +122,12 @@ pub async fn wait(
             None => next.await,
         };
         match response {
-            Ok(ClientResponse::Progress(summary)) => {
+            Ok(summary) => {
                 display.update(&summary);
                 if summary.status.is_terminal() {
                     break Ok(summary);
                 }
             }
-            Ok(other) => break Err(unexpected(other)),
             Err(e) if is_lost(&e) => {
                 if let Err(e) = reconnect(client, &mut display, &e, deadline).await {
                     break Err(

@@ -1,82 +1,24 @@
-//! Following work as it happens: `aam logs --follow` and `aam watch`. Both
-//! poll the manager (cheap, and they ride over a manager restart by
-//! reconnecting and asking again).
+//! `aam watch SESSION`: a live view of a session's jobs until it ends;
+//! exits like `aam wait`. It polls the manager (cheap, and it rides over a
+//! manager restart by reconnecting and asking again).
 
-use crate::client::{unexpected, Client};
-use crate::exit::is_lost;
+use super::session_arg;
+use crate::args::ManagerFlags;
+use crate::client::Client;
+use crate::endpoint;
+use crate::exit::verdict;
 use crate::render::{counts_line, estimate_line, human_duration};
-use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
-use aam_protocol::model::{JobStatus, JobView, SessionSummary, SessionView};
+use aam_protocol::messages::OutputWanted;
+use aam_protocol::model::{JobStatus, JobView, SessionSummary};
 use aam_protocol::{now_ms, SessionId};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_millis(200);
-
-/// Sends a request, reconnecting (forever, until Ctrl-C) while the manager
-/// is unreachable after the connection broke.
-async fn call(client: &mut Client, request: ClientRequest) -> anyhow::Result<ClientResponse> {
-    loop {
-        match client.call(request.clone()).await {
-            Err(e) if is_lost(&e) => {
-                eprintln!("aam: {e}; reconnecting");
-                let budget = tokio::time::Instant::now() + crate::progress::RECONNECT_FOR;
-                client.reconnect(Some(budget)).await?;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Prints a job's output; with `follow`, keeps printing what it prints
-/// until it ends.
-pub async fn logs(
-    client: &mut Client,
-    session: SessionId,
-    job: &str,
-    follow: bool,
-) -> anyhow::Result<()> {
-    let mut from = 0u64;
-    let mut attempt = None;
-    let mut stdout = std::io::stdout();
-    loop {
-        let request = ClientRequest::Logs {
-            session,
-            job: job.to_string(),
-            from,
-        };
-        let (status, this_attempt, output, printed) = match call(client, request).await? {
-            ClientResponse::Logs {
-                status,
-                attempt,
-                output,
-                output_bytes,
-            } => (status, attempt, output, output_bytes),
-            other => return Err(unexpected(other)),
-        };
-        if attempt.is_some_and(|a| a != this_attempt) {
-            // A new attempt: its output starts over.
-            eprintln!("[aam: attempt {this_attempt} of {job}]");
-            from = 0;
-            attempt = Some(this_attempt);
-            continue;
-        }
-        if printed < from {
-            // The manager has not caught up yet (a restart, before the
-            // worker resent the output): ask again from where we are.
-            tokio::time::sleep(POLL).await;
-            continue;
-        }
-        attempt = Some(this_attempt);
-        stdout.write_all(&output)?;
-        stdout.flush()?;
-        from = printed;
-        if !follow || status.is_terminal() {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL).await;
-    }
+pub async fn run(flags: &ManagerFlags, session: &str) -> anyhow::Result<i32> {
+    let mut client = endpoint::connect(flags).await?.reconnect_when_lost();
+    let summary = watch(&mut client, session_arg(session)?).await?;
+    Ok(verdict(&summary))
 }
 
 /// One line of `aam watch` for a job.
@@ -114,19 +56,12 @@ fn job_line(j: &JobView, now: u64) -> String {
 
 /// A live view of every job until the session ends: redrawn in place on a
 /// terminal, one line per change otherwise.
-pub async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<SessionSummary> {
+async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<SessionSummary> {
     let terminal = std::io::stdout().is_terminal();
     let mut shown: HashMap<String, String> = HashMap::new();
     let mut stdout = std::io::stdout();
     loop {
-        let request = ClientRequest::Session {
-            session,
-            output: OutputWanted::Tail(256),
-        };
-        let view: SessionView = match call(client, request).await? {
-            ClientResponse::Session(view) => view,
-            other => return Err(unexpected(other)),
-        };
+        let view = client.session(session, OutputWanted::Tail(256)).await?;
         let now = now_ms();
         let s = &view.summary;
         let mut header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));
