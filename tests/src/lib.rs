@@ -2,6 +2,13 @@
 //! integration tests and the benchmarks: build and find the binaries, run a
 //! manager and workers in a scratch directory, run `aam` commands, poll with
 //! deadlines, and dump every log when a test fails.
+//!
+//! - `AAM_BIN_DIR`: when set, [`bin`] takes `aam-manager`, `aam-worker` and
+//!   `aam` from that directory and builds nothing (e.g. to benchmark an older
+//!   build against the current one). It is read at each call, so one process
+//!   can switch between the two.
+//! - A failed test (its thread panicking) keeps its scratch directory, with
+//!   every process log in it, and prints its path.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -56,8 +63,17 @@ fn ensure_built() {
     });
 }
 
-/// Path to one of the aam binaries, built if needed.
+/// Path to one of the aam binaries: in `$AAM_BIN_DIR` when that is set
+/// (nothing is built), else in this profile's target directory, built if
+/// needed.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("AAM_BIN_DIR").filter(|d| !d.is_empty()) {
+        let path = Path::new(&dir).join(name);
+        // Absolute, as commands run in other working directories.
+        return std::fs::canonicalize(&path).unwrap_or_else(|e| {
+            panic!("AAM_BIN_DIR: {}: {e}", path.display());
+        });
+    }
     ensure_built();
     let path = profile_dir().join(name);
     assert!(path.exists(), "{} was not built", path.display());
@@ -83,6 +99,42 @@ pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Optio
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scratch directory, removed when dropped unless the thread is panicking:
+/// a failed test keeps it (with the logs in it) and prints where it is.
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("aam-test-")
+            .tempdir()
+            .expect("tempdir");
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!(
+                "kept the failed test's scratch directory: {}",
+                self.0.path().display()
+            );
+        }
     }
 }
 
@@ -198,7 +250,8 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> CmdOutput {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{text} did not finish within {timeout:?}; stderr so far:\n{}",
+                "{text} did not finish within {timeout:?}\n--- stdout so far ---\n{}\n--- stderr so far ---\n{}",
+                String::from_utf8_lossy(&out_reader.join().unwrap_or_default()),
                 String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
             );
         }
@@ -213,7 +266,8 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> CmdOutput {
 
 /// A manager and its workers, each a real process, in a scratch directory.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    /// Kept when the test fails (see [`Scratch`]).
+    pub dir: Scratch,
     pub token: String,
     pub addr: String,
     pub manager: Option<Proc>,
@@ -226,12 +280,8 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("aam-test-")
-            .tempdir()
-            .expect("tempdir");
         Cluster {
-            dir,
+            dir: Scratch::new(),
             token: format!("test-token-{}", std::process::id()),
             addr: String::new(),
             manager: None,

@@ -424,7 +424,7 @@ fn aam_here(dir: &Path, args: &[&str]) -> aam_tests::CmdOutput {
 
 #[test]
 fn up_starts_a_background_manager_that_commands_here_find_and_down_stops_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = aam_tests::Scratch::new();
     let _down = Down(dir.path());
     let up = aam_here(dir.path(), &["up", "--slots", "2"]).expect_code(0);
     assert!(
