@@ -1,7 +1,7 @@
 //! Helpers for starting the real aam binaries as separate processes, for the
 //! integration tests and the benchmarks: build and find the binaries, run a
 //! manager and workers in a scratch directory, run `aam` commands, poll with
-//! deadlines, and dump every log when a test fails.
+//! deadlines, hold jobs at gate files, and dump every log when a test fails.
 //!
 //! - `AAM_BIN_DIR`: when set, [`bin`] takes `aam-manager`, `aam-worker` and
 //!   `aam` from that directory and builds nothing (e.g. to benchmark an older
@@ -135,6 +135,36 @@ impl Drop for Scratch {
                 self.0.path().display()
             );
         }
+    }
+}
+
+/// Shell code that blocks until the file named by `$GATE` exists: a job
+/// runs it to wait for the test, which opens the [`Gate`] when it wants the
+/// job to go on (rather than hoping a sleep lasts long enough).
+pub const WAIT_FOR_GATE: &str = r#"while [ ! -e "$GATE" ]; do sleep 0.01; done"#;
+
+/// A file jobs wait for (see [`WAIT_FOR_GATE`]; pass [`Gate::env`] as
+/// their `GATE`).
+pub struct Gate(PathBuf);
+
+impl Gate {
+    pub fn new(path: PathBuf) -> Gate {
+        Gate(path)
+    }
+
+    /// The path, for a job's `GATE` variable.
+    pub fn env(&self) -> &str {
+        self.0.to_str().expect("utf-8 gate path")
+    }
+
+    /// Lets every job waiting at it go on (and later ones pass at once).
+    pub fn open(&self) {
+        std::fs::write(&self.0, "").expect("opening a gate");
+    }
+
+    /// Makes jobs that reach it wait again.
+    pub fn close(&self) {
+        std::fs::remove_file(&self.0).expect("closing a gate");
     }
 }
 
@@ -453,6 +483,38 @@ impl Cluster {
         self.aam(&["status", session, "--json"])
             .expect_code(0)
             .json()
+    }
+
+    /// Polls `aam status SESSION --json` (for up to 20 s) until `until`
+    /// holds, and returns that status; panics naming `what` with the last
+    /// status and the logs otherwise. An unreachable manager (a restart)
+    /// counts as not yet.
+    pub fn poll_status(
+        &self,
+        session: &str,
+        what: &str,
+        until: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let found = poll(Duration::from_secs(20), || {
+            let out = self.aam(&["status", session, "--json"]);
+            if out.code != 0 {
+                return None;
+            }
+            last = out.json();
+            until(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "never saw {what} in session {session}; last status:\n{last}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// A gate file in the scratch directory, not yet open.
+    pub fn gate(&self, name: &str) -> Gate {
+        Gate::new(self.path(name))
     }
 
     /// Every process log, for failure messages.
