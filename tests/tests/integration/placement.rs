@@ -2,7 +2,7 @@
 //! `requires` labels choose the worker, and status says why a job waits.
 
 use crate::job;
-use aam_tests::{poll, Cluster};
+use aam_tests::{poll, Cluster, WAIT_FOR_GATE};
 use serde_json::json;
 use std::time::Duration;
 
@@ -13,14 +13,16 @@ fn max_parallel_is_never_exceeded() {
     c.start_worker("w2", 4);
     let marks = c.path("marks");
     std::fs::create_dir_all(&marks).unwrap();
+    let gate = c.gate("gate");
     // Each job records its start and end (ns) itself, so the check does not
-    // depend on the manager's clock or its view of the run.
+    // depend on the manager's clock or its view of the run. The first ones
+    // hold at the gate until the test has seen the limit reached.
     let jobs: Vec<_> = (0..12)
         .map(|i| {
             json!({
                 "name": format!("r{i}"),
-                "command": ["sh", "-c", "s=$(date +%s%N); sleep 0.15; e=$(date +%s%N); echo \"$s $e\" > \"$MARKS/$AAM_JOB_NAME\""],
-                "env": { "MARKS": marks.to_str().unwrap() },
+                "command": ["sh", "-c", format!("s=$(date +%s%N); {WAIT_FOR_GATE}; sleep 0.1; e=$(date +%s%N); echo \"$s $e\" > \"$MARKS/$AAM_JOB_NAME\"")],
+                "env": { "MARKS": marks.to_str().unwrap(), "GATE": gate.env() },
             })
         })
         .collect();
@@ -29,21 +31,18 @@ fn max_parallel_is_never_exceeded() {
         &json!({"name": "limited", "max_parallel": 3, "jobs": jobs}).to_string(),
     );
     let session = c.submit(&file);
-    let limited = poll(Duration::from_secs(20), || {
-        let s = c.status(&session);
-        (s["counts"]["running"] == 3).then_some(s)
-    })
-    .expect("never ran 3 at once");
-    let waiting = limited["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["status"] == "queued")
-        .expect("a queued job");
-    assert_eq!(
-        waiting["reason"],
-        "session limit reached (max_parallel = 3)"
-    );
+    // 8 free slots, but 3 run and the other 9 wait, saying why.
+    let limited = c.poll_status(&session, "3 jobs running", |s| s["counts"]["running"] == 3);
+    assert_eq!(limited["counts"]["queued"], 9, "{}", limited["counts"]);
+    for j in limited["jobs"].as_array().unwrap() {
+        if j["status"] == "queued" {
+            assert_eq!(
+                j["reason"], "session limit reached (max_parallel = 3)",
+                "{j}"
+            );
+        }
+    }
+    gate.open();
     c.aam(&["wait", &session]).expect_code(0);
     let mut events = Vec::new();
     for i in 0..12 {
@@ -59,6 +58,7 @@ fn max_parallel_is_never_exceeded() {
         running += delta;
         most = most.max(running);
     }
+    // The three held at the gate overlap for certain; never a fourth.
     assert_eq!(most, 3, "at most 3 at once, and the limit was used");
 }
 
@@ -120,12 +120,9 @@ requires = { tpu = "v5" }
 "#,
     );
     let session = c.submit(&file);
-    let stuck = poll(Duration::from_secs(20), || {
-        let s = c.status(&session);
-        (job(&s, "train")["status"] == "succeeded" && job(&s, "anywhere")["status"] == "succeeded")
-            .then_some(s)
-    })
-    .expect("the placeable jobs never ran");
+    let stuck = c.poll_status(&session, "the placeable jobs done", |s| {
+        job(s, "train")["status"] == "succeeded" && job(s, "anywhere")["status"] == "succeeded"
+    });
     assert_eq!(job(&stuck, "train")["worker"], "gpu-box");
     let tpu = job(&stuck, "tpu-only");
     assert_eq!(tpu["status"], "queued");
