@@ -1,28 +1,47 @@
-//! Durability: the manager killed with SIGKILL right after `aam submit`
-//! returned comes back with the session, and it runs to completion.
+//! Durability: the manager killed with SIGKILL (right after `aam submit`
+//! returned, or while jobs run) comes back with its sessions, adopts the
+//! jobs that ran on, loses no output and no job end, and `aam wait` rides
+//! over the restart; SIGTERM flushes and exits; a stalled manager does not
+//! make a chatty job's worker grow.
 
 use crate::job;
-use aam_tests::{poll, Cluster};
+use aam_tests::{poll, Cluster, WAIT_FOR_GATE};
 use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
+/// "job attempt" lines the jobs appended to `path`, in order.
+fn marker_lines(path: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (name, attempt) = l.split_once(' ').expect("a 'job attempt' line");
+            (
+                name.to_string(),
+                attempt.parse().expect("an attempt number"),
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn a_session_survives_kill_9_of_the_manager_right_after_submit() {
+fn a_session_survives_kill_9_of_the_manager_after_submit_and_while_its_jobs_run() {
     let mut c = Cluster::new();
-    // Shorter than the default so an unreported job is requeued quickly.
+    // Long enough that the workers always reconnect in time: the jobs that
+    // ran through the kill are adopted, never run again.
     c.manager_env
-        .push(("AAM_RECONNECT_GRACE_MS".into(), "3000".into()));
+        .push(("AAM_RECONNECT_GRACE_MS".into(), "20000".into()));
     c.start_manager();
-    c.start_worker("w1", 2);
-    c.start_worker("w2", 2);
-    let marks = c.path("marks");
-    std::fs::create_dir_all(&marks).unwrap();
+    let (started, finished) = (c.path("started"), c.path("finished"));
+    let gate = c.gate("gate");
     let jobs: Vec<_> = (0..12)
         .map(|i| {
             json!({
                 "name": format!("d{i}"),
-                "command": ["sh", "-c", "sleep 0.3; echo \"$AAM_ATTEMPT\" >> \"$MARKS/$AAM_JOB_NAME\""],
-                "env": { "MARKS": marks.to_str().unwrap() },
+                "command": ["sh", "-c", format!("echo \"$AAM_JOB_NAME $AAM_ATTEMPT\" >> \"$STARTED\"; {WAIT_FOR_GATE}; echo \"$AAM_JOB_NAME $AAM_ATTEMPT\" >> \"$FINISHED\"")],
+                "env": { "STARTED": started.to_str().unwrap(), "FINISHED": finished.to_str().unwrap(), "GATE": gate.env() },
                 "depends_on": if i >= 10 { vec!["d0".to_string()] } else { vec![] },
             })
         })
@@ -31,24 +50,65 @@ fn a_session_survives_kill_9_of_the_manager_right_after_submit() {
         "durable.json",
         &json!({"name": "durable", "jobs": jobs}).to_string(),
     );
+
+    // 1. Killed right after the submit was acknowledged (no worker yet, so
+    //    nothing has run): the session comes back whole.
     let session = c.submit(&file);
     c.kill_manager();
     c.start_manager();
+    let back = c.status(&session);
+    assert_eq!(back["counts"]["queued"], 10, "{back}");
+    assert_eq!(back["counts"]["pending"], 2, "{back}");
+
+    // 2. Killed while four jobs run (held at the gate on the four slots).
+    c.start_worker("w1", 2);
+    c.start_worker("w2", 2);
+    let at_kill = c.poll_status(&session, "4 jobs running", |s| {
+        s["counts"]["running"] == 4 && marker_lines(&started).len() == 4
+    });
+    let hit: BTreeSet<String> = marker_lines(&started).into_iter().map(|(n, _)| n).collect();
+    for name in &hit {
+        assert_eq!(job(&at_kill, name)["status"], "running", "{at_kill}");
+    }
+    assert_eq!(hit.len(), 4, "{at_kill}");
+    c.kill_manager();
+    c.start_manager();
+    // Both workers back (their running jobs reported) before the jobs end.
+    let back = poll(Duration::from_secs(20), || {
+        let out = c.aam(&["workers", "--json"]);
+        (out.code == 0 && out.json().as_array()?.len() == 2).then_some(())
+    });
+    assert!(back.is_some(), "the workers never came back\n{}", c.logs());
+    gate.open();
     c.aam(&["wait", &session]).expect_code(0);
 
     let s = c.status(&session);
     assert_eq!(s["status"], "succeeded");
+    let finished = marker_lines(&finished);
+    let mut recorded = BTreeSet::new();
     for i in 0..12 {
         let name = format!("d{i}");
-        assert_eq!(job(&s, &name)["status"], "succeeded");
-        let runs = std::fs::read_to_string(marks.join(&name)).unwrap();
+        let j = job(&s, &name);
+        assert_eq!(j["status"], "succeeded", "{j}");
+        let runs: Vec<_> = finished.iter().filter(|(n, _)| *n == name).collect();
         assert_eq!(
-            runs.lines().count(),
+            runs.len(),
             1,
             "{name} finished {} times: {runs:?}",
-            runs.lines().count()
+            runs.len()
         );
+        assert_eq!(Some(runs[0].1), j["attempts"].as_u64(), "{j}");
+        for a in j["attempt_history"].as_array().unwrap() {
+            recorded.insert((name.clone(), a["attempt"].as_u64().unwrap()));
+        }
     }
+    // The jobs the kill hit ran on through it: adopted, one attempt each.
+    for name in &hit {
+        assert_eq!(job(&s, name)["attempts"], 1, "{name} ran again: {s}");
+    }
+    // Every recorded attempt started, and nothing else did.
+    let ran: BTreeSet<_> = marker_lines(&started).into_iter().collect();
+    assert_eq!(ran, recorded);
 }
 
 #[test]
