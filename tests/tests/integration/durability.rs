@@ -121,23 +121,24 @@ fn a_job_end_lost_with_the_manager_is_resent_not_rerun() {
     c.start_manager();
     c.start_worker("w1", 1);
     let marks = c.path("marks");
+    let gate = c.gate("gate");
     let file = c.write(
         "once.json",
         &json!({"name": "once", "jobs": [{
             "name": "once",
-            "command": ["sh", "-c", "echo \"$AAM_ATTEMPT\" >> \"$MARKS\"; sleep 0.3"],
-            "env": { "MARKS": marks.to_str().unwrap() },
+            "command": ["sh", "-c", format!("echo \"$AAM_ATTEMPT\" >> \"$MARKS\"; {WAIT_FOR_GATE}")],
+            "env": { "MARKS": marks.to_str().unwrap(), "GATE": gate.env() },
         }]})
         .to_string(),
     );
     let session = c.submit(&file);
-    let running = poll(Duration::from_secs(20), || {
-        (c.status(&session)["jobs"][0]["status"] == "running").then_some(())
+    c.poll_status(&session, "the job running", |s| {
+        s["jobs"][0]["status"] == "running"
     });
-    assert!(running.is_some(), "the job never started\n{}", c.logs());
-    // The manager stops reading; the job ends and its report goes into a
-    // socket nobody reads, and dies with the manager.
+    // The manager stops reading; only then may the job end: its report goes
+    // into a socket nobody reads, and dies with the manager.
     c.manager.as_ref().unwrap().signal(libc::SIGSTOP);
+    gate.open();
     let reported = poll(Duration::from_secs(20), || {
         c.workers[0]
             .log_text()
@@ -169,9 +170,14 @@ fn aam_wait_rides_over_a_manager_restart() {
         .push(("AAM_RECONNECT_GRACE_MS".into(), "3000".into()));
     c.start_manager();
     c.start_worker("w1", 2);
+    let gate = c.gate("gate");
     let file = c.write(
-        "ride.toml",
-        "name = \"ride\"\n[[jobs]]\nname = \"a\"\ncommand = [\"sleep\", \"1\"]\n[[jobs]]\nname = \"b\"\ncommand = [\"true\"]\ndepends_on = [\"a\"]\n",
+        "ride.json",
+        &json!({"name": "ride", "jobs": [
+            { "name": "a", "command": ["sh", "-c", WAIT_FOR_GATE], "env": { "GATE": gate.env() } },
+            { "name": "b", "command": ["true"], "depends_on": ["a"] },
+        ]})
+        .to_string(),
     );
     let session = c.submit(&file);
     let stderr = std::fs::File::create(c.path("wait.err")).unwrap();
@@ -184,8 +190,10 @@ fn aam_wait_rides_over_a_manager_restart() {
         text.contains("running").then_some(())
     });
     assert!(watching.is_some(), "aam wait never started watching");
+    // a is held at the gate, so the session cannot end before the kill.
     c.kill_manager();
     c.start_manager();
+    gate.open();
     let status = poll(Duration::from_secs(30), || waiter.try_wait().ok().flatten());
     let err = std::fs::read_to_string(c.path("wait.err")).unwrap();
     let Some(status) = status else {
