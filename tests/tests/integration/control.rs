@@ -238,13 +238,13 @@ fn retries_back_off_with_growing_gaps_and_stop_at_the_limit() {
 fn progress_lines_show_in_status_before_the_job_ends() {
     let mut c = Cluster::with_manager();
     c.start_worker("w", 1);
-    let gate = c.path("gate");
+    let gate = c.gate("gate");
     let file = c.write(
         "progress.json",
         &json!({"name": "progress", "jobs": [{
             "name": "p",
-            "command": ["sh", "-c", "echo '::progress:: 40 running unit tests'; while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo done"],
-            "env": { "GATE": gate.to_str().unwrap() },
+            "command": ["sh", "-c", format!("echo '::progress:: 40 running unit tests'; {WAIT_FOR_GATE}; echo done")],
+            "env": { "GATE": gate.env() },
         }]})
         .to_string(),
     );
@@ -259,7 +259,7 @@ fn progress_lines_show_in_status_before_the_job_ends() {
     assert_eq!(seen["progress_message"], "running unit tests");
     let table = c.aam(&["status", &session]).expect_code(0).stdout;
     assert!(table.contains("40% running unit tests"), "{table}");
-    std::fs::write(&gate, "").unwrap();
+    gate.open();
     c.aam(&["wait", &session]).expect_code(0);
     let logs = c.aam(&["logs", &format!("{session}/p")]).expect_code(0);
     assert_eq!(
@@ -272,13 +272,13 @@ fn progress_lines_show_in_status_before_the_job_ends() {
 fn logs_follow_streams_while_the_job_runs_and_ends_with_it() {
     let mut c = Cluster::with_manager();
     c.start_worker("w", 1);
-    let gate = c.path("gate");
+    let gate = c.gate("gate");
     let file = c.write(
         "follow.json",
         &json!({"name": "follow", "jobs": [{
             "name": "f",
-            "command": ["sh", "-c", "echo first; while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo second"],
-            "env": { "GATE": gate.to_str().unwrap() },
+            "command": ["sh", "-c", format!("echo first; {WAIT_FOR_GATE}; echo second")],
+            "env": { "GATE": gate.env() },
         }]})
         .to_string(),
     );
@@ -298,7 +298,7 @@ fn logs_follow_streams_while_the_job_runs_and_ends_with_it() {
         follower.try_wait().unwrap().is_none(),
         "--follow ended before the job"
     );
-    std::fs::write(&gate, "").unwrap();
+    gate.open();
     let status = poll(Duration::from_secs(20), || {
         follower.try_wait().ok().flatten()
     });

@@ -215,13 +215,14 @@ fn output_printed_around_a_manager_restart_is_not_lost() {
         .push(("AAM_RECONNECT_GRACE_MS".into(), "20000".into()));
     c.start_manager();
     c.start_worker("w1", 1);
-    let (g1, g2, m1) = (c.path("g1"), c.path("g2"), c.path("m1"));
+    let (g1, g2, m1) = (c.gate("g1"), c.gate("g2"), c.path("m1"));
+    // Two gates in turn: the script points GATE at each.
     let file = c.write(
         "talk.json",
         &json!({"name": "talk", "jobs": [{
             "name": "t",
-            "command": ["sh", "-c", "echo before; while [ ! -e \"$G1\" ]; do sleep 0.02; done; echo during; touch \"$M1\"; while [ ! -e \"$G2\" ]; do sleep 0.02; done; echo after"],
-            "env": { "G1": g1.to_str().unwrap(), "G2": g2.to_str().unwrap(), "M1": m1.to_str().unwrap() },
+            "command": ["sh", "-c", format!("echo before; GATE=$G1; {WAIT_FOR_GATE}; echo during; touch \"$M1\"; GATE=$G2; {WAIT_FOR_GATE}; echo after")],
+            "env": { "G1": g1.env(), "G2": g2.env(), "M1": m1.to_str().unwrap() },
         }]})
         .to_string(),
     );
@@ -231,14 +232,14 @@ fn output_printed_around_a_manager_restart_is_not_lost() {
         .then_some(()))
     .is_some());
     c.kill_manager();
-    std::fs::write(&g1, "").unwrap();
+    g1.open();
     assert!(poll(Duration::from_secs(20), || m1.exists().then_some(())).is_some());
     c.start_manager();
     let synced = poll(Duration::from_secs(20), || {
         (logs(&c) == "before\nduring\n").then_some(())
     });
     assert!(synced.is_some(), "got {:?}\n{}", logs(&c), c.logs());
-    std::fs::write(&g2, "").unwrap();
+    g2.open();
     c.aam(&["wait", &session]).expect_code(0);
     assert_eq!(logs(&c), "before\nduring\nafter\n");
     assert_eq!(job(&c.status(&session), "t")["attempts"], 1);
@@ -249,13 +250,13 @@ fn sigterm_to_the_manager_flushes_and_exits_while_workers_keep_their_jobs() {
     let mut c = Cluster::new();
     c.start_manager();
     c.start_worker("w1", 1);
-    let gate = c.path("gate");
+    let gate = c.gate("gate");
     let file = c.write(
         "term.json",
         &json!({"name": "term", "jobs": [{
             "name": "held",
-            "command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo released"],
-            "env": { "GATE": gate.to_str().unwrap() },
+            "command": ["sh", "-c", format!("{WAIT_FOR_GATE}; echo released")],
+            "env": { "GATE": gate.env() },
         }]})
         .to_string(),
     );
@@ -271,7 +272,7 @@ fn sigterm_to_the_manager_flushes_and_exits_while_workers_keep_their_jobs() {
     });
     assert_eq!(exited.map(|s| s.code()), Some(Some(0)), "{}", c.logs());
     // The job went on without the manager; it is adopted when it is back.
-    std::fs::write(&gate, "").unwrap();
+    gate.open();
     c.start_manager();
     c.aam(&["wait", &session]).expect_code(0);
     let s = c.status(&session);
@@ -294,13 +295,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn a_chatty_job_and_a_stalled_manager_do_not_grow_the_worker_without_bound() {
     let mut c = Cluster::with_manager();
     c.start_worker("w", 1);
-    let (gate, done) = (c.path("gate"), c.path("done"));
+    let (gate, done) = (c.gate("gate"), c.path("done"));
     let file = c.write(
         "chatty.json",
         &json!({"name": "chatty", "jobs": [{
             "name": "flood",
-            "command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done; yes 0123456789abcdef | head -c 104857600; touch \"$DONE\""],
-            "env": { "GATE": gate.to_str().unwrap(), "DONE": done.to_str().unwrap() },
+            "command": ["sh", "-c", format!("{WAIT_FOR_GATE}; yes 0123456789abcdef | head -c 104857600; touch \"$DONE\"")],
+            "env": { "GATE": gate.env(), "DONE": done.to_str().unwrap() },
         }]})
         .to_string(),
     );
@@ -311,7 +312,7 @@ fn a_chatty_job_and_a_stalled_manager_do_not_grow_the_worker_without_bound() {
     assert!(running.is_some());
     // The manager stops reading; 100 MiB are printed meanwhile.
     c.manager.as_ref().unwrap().signal(libc::SIGSTOP);
-    std::fs::write(&gate, "").unwrap();
+    gate.open();
     let printed = poll(Duration::from_secs(30), || done.exists().then_some(()));
     let peak = peak_rss_kib(c.workers[0].pid());
     c.manager.as_ref().unwrap().signal(libc::SIGCONT);
