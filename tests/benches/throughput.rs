@@ -2,6 +2,14 @@
 //! dispatch throughput against raw spawning and xargs -P2, sequential
 //! session latency, and a 100,000-job submission's ack time and memory.
 //! Figures go to BENCHMARKS.md; this prints them, it asserts nothing.
+//!
+//! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
+//! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
+//! and nothing is built. To compare an older build with the current one,
+//! build the old commit into its own target directory and run, e.g.
+//! `AAM_BIN_DIR=/tmp/old/release cargo bench -p aam-tests -- latency`, then
+//! the same without it (`aam_tests::bin` reads the variable at each call, so
+//! one run may also switch it between two clusters).
 
 use aam_protocol::codec;
 use aam_protocol::messages::{ClientRequest, ClientResponse, Handshake, HandshakeReply, Role};

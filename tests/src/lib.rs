@@ -1,7 +1,14 @@
 //! Helpers for starting the real aam binaries as separate processes, for the
 //! integration tests and the benchmarks: build and find the binaries, run a
 //! manager and workers in a scratch directory, run `aam` commands, poll with
-//! deadlines, and dump every log when a test fails.
+//! deadlines, hold jobs at gate files, and dump every log when a test fails.
+//!
+//! - `AAM_BIN_DIR`: when set, [`bin`] takes `aam-manager`, `aam-worker` and
+//!   `aam` from that directory and builds nothing (e.g. to benchmark an older
+//!   build against the current one). It is read at each call, so one process
+//!   can switch between the two.
+//! - A failed test (its thread panicking) keeps its scratch directory, with
+//!   every process log in it, and prints its path.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -56,8 +63,17 @@ fn ensure_built() {
     });
 }
 
-/// Path to one of the aam binaries, built if needed.
+/// Path to one of the aam binaries: in `$AAM_BIN_DIR` when that is set
+/// (nothing is built), else in this profile's target directory, built if
+/// needed.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("AAM_BIN_DIR").filter(|d| !d.is_empty()) {
+        let path = Path::new(&dir).join(name);
+        // Absolute, as commands run in other working directories.
+        return std::fs::canonicalize(&path).unwrap_or_else(|e| {
+            panic!("AAM_BIN_DIR: {}: {e}", path.display());
+        });
+    }
     ensure_built();
     let path = profile_dir().join(name);
     assert!(path.exists(), "{} was not built", path.display());
@@ -83,6 +99,72 @@ pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Optio
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scratch directory, removed when dropped unless the thread is panicking:
+/// a failed test keeps it (with the logs in it) and prints where it is.
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("aam-test-")
+            .tempdir()
+            .expect("tempdir");
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!(
+                "kept the failed test's scratch directory: {}",
+                self.0.path().display()
+            );
+        }
+    }
+}
+
+/// Shell code that blocks until the file named by `$GATE` exists: a job
+/// runs it to wait for the test, which opens the [`Gate`] when it wants the
+/// job to go on (rather than hoping a sleep lasts long enough).
+pub const WAIT_FOR_GATE: &str = r#"while [ ! -e "$GATE" ]; do sleep 0.01; done"#;
+
+/// A file jobs wait for (see [`WAIT_FOR_GATE`]; pass [`Gate::env`] as
+/// their `GATE`).
+pub struct Gate(PathBuf);
+
+impl Gate {
+    pub fn new(path: PathBuf) -> Gate {
+        Gate(path)
+    }
+
+    /// The path, for a job's `GATE` variable.
+    pub fn env(&self) -> &str {
+        self.0.to_str().expect("utf-8 gate path")
+    }
+
+    /// Lets every job waiting at it go on (and later ones pass at once).
+    pub fn open(&self) {
+        std::fs::write(&self.0, "").expect("opening a gate");
+    }
+
+    /// Makes jobs that reach it wait again.
+    pub fn close(&self) {
+        std::fs::remove_file(&self.0).expect("closing a gate");
     }
 }
 
@@ -198,7 +280,8 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> CmdOutput {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{text} did not finish within {timeout:?}; stderr so far:\n{}",
+                "{text} did not finish within {timeout:?}\n--- stdout so far ---\n{}\n--- stderr so far ---\n{}",
+                String::from_utf8_lossy(&out_reader.join().unwrap_or_default()),
                 String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
             );
         }
@@ -213,7 +296,8 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> CmdOutput {
 
 /// A manager and its workers, each a real process, in a scratch directory.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    /// Kept when the test fails (see [`Scratch`]).
+    pub dir: Scratch,
     pub token: String,
     pub addr: String,
     pub manager: Option<Proc>,
@@ -226,12 +310,8 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("aam-test-")
-            .tempdir()
-            .expect("tempdir");
         Cluster {
-            dir,
+            dir: Scratch::new(),
             token: format!("test-token-{}", std::process::id()),
             addr: String::new(),
             manager: None,
@@ -403,6 +483,38 @@ impl Cluster {
         self.aam(&["status", session, "--json"])
             .expect_code(0)
             .json()
+    }
+
+    /// Polls `aam status SESSION --json` (for up to 20 s) until `until`
+    /// holds, and returns that status; panics naming `what` with the last
+    /// status and the logs otherwise. An unreachable manager (a restart)
+    /// counts as not yet.
+    pub fn poll_status(
+        &self,
+        session: &str,
+        what: &str,
+        until: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let found = poll(Duration::from_secs(20), || {
+            let out = self.aam(&["status", session, "--json"]);
+            if out.code != 0 {
+                return None;
+            }
+            last = out.json();
+            until(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "never saw {what} in session {session}; last status:\n{last}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// A gate file in the scratch directory, not yet open.
+    pub fn gate(&self, name: &str) -> Gate {
+        Gate::new(self.path(name))
     }
 
     /// Every process log, for failure messages.

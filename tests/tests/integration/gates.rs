@@ -2,7 +2,7 @@
 //! `aam reject`; who decided (the token's name), when and why are kept.
 
 use crate::job;
-use aam_tests::{poll, run_command, Cluster};
+use aam_tests::{poll, run_command, Cluster, WAIT_FOR_GATE};
 use std::time::Duration;
 
 const ALICE: &str = "alice-token-0123456789";
@@ -14,7 +14,7 @@ name = "dev"
 command = ["true"]
 [[jobs]]
 name = "stage"
-command = ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done"]
+command = ["sh", "-c", 'WAIT_FOR_GATE']
 env = { GATE = "GATE_PATH" }
 [[jobs]]
 name = "approve-prod"
@@ -38,10 +38,12 @@ fn approve_and_reject_gates_with_an_audit_record() {
     c.manager_config = Some(c.write("aam.toml", &format!("[tokens]\nalice = \"{ALICE}\"\n")));
     c.start_manager();
     c.start_worker("w", 2);
-    let stage_gate = c.path("stage-may-end");
+    let stage_gate = c.gate("stage-may-end");
     let file = c.write(
         "pipeline.toml",
-        &PIPELINE.replace("GATE_PATH", stage_gate.to_str().unwrap()),
+        &PIPELINE
+            .replace("GATE_PATH", stage_gate.env())
+            .replace("WAIT_FOR_GATE", WAIT_FOR_GATE),
     );
 
     // Approved, by alice; not before its dependencies are done.
@@ -54,7 +56,7 @@ fn approve_and_reject_gates_with_an_audit_record() {
         "{}",
         early.dump()
     );
-    std::fs::write(&stage_gate, "").unwrap();
+    stage_gate.open();
     assert!(poll(Duration::from_secs(20), || awaiting(&c, &first)
         .then_some(()))
     .is_some());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 #[test]
 fn quickstart_runs_from_a_fresh_data_dir() {
-    let data = tempfile::tempdir().unwrap();
+    let data = aam_tests::Scratch::new();
     let mut cmd = Command::new(bin("aam"));
     cmd.args(["run", "examples/quickstart.toml", "--data-dir"])
         .arg(data.path().join("aam"))
@@ -36,7 +36,7 @@ fn quickstart_runs_from_a_fresh_data_dir() {
 
 #[test]
 fn interrupting_aam_run_stops_its_jobs() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = aam_tests::Scratch::new();
     let pidfile = dir.path().join("pid");
     let batch = dir.path().join("long.toml");
     std::fs::write(
@@ -100,7 +100,7 @@ fn every_example_batch_file_is_valid() {
 
 #[test]
 fn the_preflight_example_runs_and_gives_a_verdict() {
-    let data = tempfile::tempdir().unwrap();
+    let data = aam_tests::Scratch::new();
     let mut cmd = Command::new(bin("aam"));
     cmd.args(["run", "examples/preflight.toml", "--data-dir"])
         .arg(data.path().join("aam"))
@@ -117,7 +117,7 @@ fn the_preflight_example_runs_and_gives_a_verdict() {
 
 #[test]
 fn the_deploy_pipeline_example_waits_at_its_gate_until_approved() {
-    let data = tempfile::tempdir().unwrap();
+    let data = aam_tests::Scratch::new();
     let dir = data.path().join("aam");
     let out_path = data.path().join("run.out");
     let mut child = Command::new(bin("aam"))

@@ -2,7 +2,7 @@
 //! outputs intact (a 5 MiB one cut as specified), right statuses and codes.
 
 use crate::job;
-use aam_tests::{poll, Cluster};
+use aam_tests::{poll, Cluster, WAIT_FOR_GATE};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -174,13 +174,13 @@ fn output_streams_while_the_job_runs_and_signals_and_workdirs_are_reported() {
     let mut c = Cluster::with_manager();
     c.start_worker("w", 4);
     std::fs::create_dir_all(c.path("work/sub")).unwrap();
-    let gate = c.path("gate");
+    let gate = c.gate("gate");
     let file = c.write(
         "misc.json",
         &json!({"name": "misc", "jobs": [
             { "name": "streamer",
-              "command": ["sh", "-c", "echo first line; while [ ! -e \"$GATE\" ]; do sleep 0.02; done; echo second line >&2"],
-              "env": { "GATE": gate.to_str().unwrap() } },
+              "command": ["sh", "-c", format!("echo first line; {WAIT_FOR_GATE}; echo second line >&2")],
+              "env": { "GATE": gate.env() } },
             { "name": "killed", "command": ["sh", "-c", "kill -9 $$"] },
             { "name": "where", "command": ["sh", "-c", "pwd; echo \"$AAM_SESSION_ID\""], "workdir": "sub" },
             { "name": "missing", "command": ["/no/such/program"] },
@@ -195,7 +195,7 @@ fn output_streams_while_the_job_runs_and_signals_and_workdirs_are_reported() {
     });
     assert!(streamed.is_some(), "output did not stream\n{}", c.logs());
     assert_eq!(job(&c.status(&session), "streamer")["status"], "running");
-    std::fs::write(&gate, "").unwrap();
+    gate.open();
     c.aam(&["wait", &session]).expect_code(1);
 
     let s = c.status(&session);
@@ -289,13 +289,13 @@ fn gc_removes_finished_sessions_past_the_retention_for_good() {
     );
     let old = c.submit(&done);
     c.aam(&["wait", &old]).expect_code(0);
-    let gate = c.path("gate");
+    let gate = c.gate("gate");
     let live = c.write(
         "live.json",
         &json!({"name": "live", "jobs": [{
             "name": "held",
-            "command": ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.02; done"],
-            "env": { "GATE": gate.to_str().unwrap() },
+            "command": ["sh", "-c", WAIT_FOR_GATE],
+            "env": { "GATE": gate.env() },
         }]})
         .to_string(),
     );
@@ -341,6 +341,6 @@ fn gc_removes_finished_sessions_past_the_retention_for_good() {
         vec![running.as_str()],
         "the removal did not last, or took the running session"
     );
-    std::fs::write(&gate, "").unwrap();
+    gate.open();
     c.aam(&["wait", &running]).expect_code(0);
 }
