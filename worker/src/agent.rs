@@ -118,21 +118,7 @@ impl WorkerAgent {
         let attempt = attempt_of(&assignment);
         if self.draining {
             // Sent before the manager heard we drain: hand it back.
-            let exit = ExitInfo {
-                code: None,
-                signal: None,
-                duration_ms: 0,
-            };
-            let stopped = Some(Stopped {
-                cause: StopCause::Shutdown,
-                receipt: TeardownReceipt::default(),
-            });
-            let end = WorkerToManager::Finished {
-                attempt,
-                exit,
-                stopped,
-            };
-            return self.report_end(attempt, end, OutputCapture::new(0));
+            return self.end_unstarted(attempt, StopCause::Shutdown);
         }
         let job = AssignedJob {
             pid: 0,
@@ -174,24 +160,28 @@ impl WorkerAgent {
         if let Some(pos) = self.waiting.iter().position(|a| attempt_of(a) == attempt) {
             self.waiting.remove(pos);
             self.assigned.remove(&attempt);
-            let exit = ExitInfo {
-                code: None,
-                signal: None,
-                duration_ms: 0,
-            };
-            let stopped = Some(Stopped {
-                cause,
-                receipt: TeardownReceipt::default(),
-            });
-            let end = WorkerToManager::Finished {
-                attempt,
-                exit,
-                stopped,
-            };
-            self.report_end(attempt, end, OutputCapture::new(0));
+            self.end_unstarted(attempt, cause);
         } else if let Some(order) = self.assigned.get_mut(&attempt).and_then(|j| j.stop.take()) {
             let _ = order.send(StopOrder { cause, grace });
         }
+    }
+
+    /// Reports the end of an attempt that never started: stopped for
+    /// `cause`, with no exit, no time and nothing to tear down.
+    fn end_unstarted(&mut self, attempt: AttemptRef, cause: StopCause) {
+        let end = WorkerToManager::Finished {
+            attempt,
+            exit: ExitInfo {
+                code: None,
+                signal: None,
+                duration_ms: 0,
+            },
+            stopped: Some(Stopped {
+                cause,
+                receipt: TeardownReceipt::default(),
+            }),
+        };
+        self.report_end(attempt, end, OutputCapture::new(0));
     }
 
     /// Sends an attempt's end (`Finished` or `SpawnFailed`) now if
