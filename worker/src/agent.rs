@@ -252,7 +252,7 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
             }
             ManagerToWorker::Refused { reason } => {
                 tracing::error!("manager refused this worker: {reason}");
-                self.exit_refused(2);
+                self.exit_refused(2, ctx);
             }
             ManagerToWorker::Pong => {}
             ManagerToWorker::Ack(attempt) => {

@@ -1,5 +1,5 @@
 //! The worker's link to the manager: its state (down, dialing, connected,
-//! registered), dialing with backoff, the writer task in front of
+//! registered, closed), dialing with backoff, the writer task in front of
 //! the socket and its counted backlog, output held back while that backlog
 //! is full, and the resync after every (re)registration.
 
@@ -44,6 +44,9 @@ pub(super) enum Link {
         /// capture is sent whole once the backlog drains.
         behind: HashSet<AttemptRef>,
     },
+    /// Closed for good (the worker is exiting): never dialed again, and
+    /// nothing more is sent.
+    Closed,
 }
 
 /// Frames for the manager go through a writer task; `backlog` counts the
@@ -182,6 +185,12 @@ impl Link {
         true
     }
 
+    /// Closes the link for good: the connection drops and is never dialed again.
+    pub(super) fn close_for_good(&mut self, ctx: &mut Context<WorkerAgent>) {
+        self.disconnect(ctx);
+        *self = Link::Closed;
+    }
+
     /// Sends a report if registered; gives it back otherwise.
     pub(super) fn send_if_registered(&mut self, msg: WorkerToManager) -> Option<WorkerToManager> {
         match self {
@@ -306,7 +315,7 @@ impl WorkerAgent {
                     Ok((stream, leftover)) => act.connected(stream, leftover, ctx),
                     Err(ConnectError::Rejected { addr, reason }) => {
                         tracing::error!("manager at {addr} refused this worker: {reason}");
-                        act.exit_refused(3);
+                        act.exit_refused(3, ctx);
                     }
                     Err(e) => {
                         act.link = Link::Down;

@@ -8,6 +8,7 @@ use crate::teardown::stop_job;
 use aam_protocol::messages::{AttemptRef, WorkerToManager};
 use aam_protocol::model::StopCause;
 use actix::prelude::*;
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -53,36 +54,57 @@ impl Handler<Drain> for WorkerAgent {
     }
 }
 
-/// Kills every running job's process group (for shutdown).
+/// Kills every running job's processes, for a process about to exit: the
+/// link to the manager closes for good. Answers, once they are all gone (or
+/// SIGKILLed and given up on), how many attempts were assigned.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct KillAll;
 
 impl Handler<KillAll> for WorkerAgent {
-    type Result = usize;
+    type Result = ResponseFuture<usize>;
 
-    fn handle(&mut self, _: KillAll, _ctx: &mut Context<Self>) -> usize {
-        self.kill_all()
+    fn handle(&mut self, _: KillAll, ctx: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.kill_all(ctx))
     }
 }
 
 impl WorkerAgent {
-    /// Stops every job now, synchronously (for a process about to exit):
-    /// SIGTERM and SIGKILL at once to all of their processes.
-    fn kill_all(&mut self) -> usize {
+    /// Stops every job for a process about to exit: SIGTERM and at once
+    /// SIGKILL to all of their processes. The link closes first, so no
+    /// assignment arrives and no end of a killed job goes out meanwhile
+    /// (the manager requeues them once the worker is gone). The stops run
+    /// at the same time on blocking threads: each waits up to 3 s for its
+    /// processes to go, which on the actor's thread would stall every actor
+    /// there, the embedded manager's too in `aam run`. Resolves to the
+    /// number of assigned attempts.
+    fn kill_all(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = usize> + 'static {
+        self.link.close_for_good(ctx);
         self.waiting.clear();
-        for job in self.assigned.values() {
-            if job.pid != 0 {
-                stop_job(job.pid, &job.marker, Duration::ZERO);
-            }
+        let assigned = self.assigned.len();
+        let started: Vec<(u32, String)> = self
+            .assigned
+            .values()
+            .filter(|job| job.pid != 0)
+            .map(|job| (job.pid, job.marker.clone()))
+            .collect();
+        let stops = started.into_iter().map(|(pid, marker)| {
+            tokio::task::spawn_blocking(move || stop_job(pid, &marker, Duration::ZERO))
+        });
+        let stopped = futures::future::join_all(stops);
+        async move {
+            stopped.await;
+            assigned
         }
-        self.assigned.len()
     }
 
     /// The manager refused this worker: every job is killed, then the
     /// process exits with `code`.
-    pub(super) fn exit_refused(&mut self, code: i32) {
-        self.kill_all();
-        System::current().stop_with_code(code);
+    pub(super) fn exit_refused(&mut self, code: i32, ctx: &mut Context<Self>) {
+        let killed = self.kill_all(ctx);
+        actix::spawn(async move {
+            killed.await;
+            System::current().stop_with_code(code);
+        });
     }
 }
