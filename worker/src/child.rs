@@ -3,6 +3,7 @@
 //! come, `::progress::` lines picked out, and the job stopped on a cancel,
 //! past its timeout, or when it has printed nothing for its idle timeout.
 
+use crate::inputs::InputFiles;
 use crate::teardown::{job_processes, stop_job};
 use aam_protocol::messages::{Assignment, AttemptRef, Stopped};
 use aam_protocol::model::{ExitInfo, StopCause};
@@ -114,101 +115,17 @@ pub async fn run_job(
         job: assignment.job,
         attempt: assignment.attempt,
     };
-    let workdir = resolve_workdir(&base_dir, assignment.workdir.as_deref());
-    if !workdir.is_dir() {
-        let error = format!(
-            "workdir {} is not a directory on this worker",
-            workdir.display()
-        );
-        return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
-    }
-    let inputs = match crate::inputs::write(&assignment) {
-        Ok(files) => files,
-        Err(e) => {
-            let error = format!("writing the job's input files: {e}");
-            return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
-        }
-    };
-    let argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
-    let Some((program, args)) = argv.split_first() else {
-        let error = "empty command".to_string();
-        return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
-    };
     let marker = run_marker(&assignment);
-    let (marker_key, marker_value) = marker.split_once('=').expect("the marker has a '='");
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .envs(assignment.env.iter().map(|(k, v)| (k, v)))
-        .env("AAM_SESSION_ID", assignment.job.session.to_string())
-        .env(
-            "AAM_JOB_ID",
-            format!("{}/{}", assignment.job.session, assignment.job_name),
-        )
-        .env("AAM_JOB_NAME", &assignment.job_name)
-        .env("AAM_ATTEMPT", assignment.attempt.to_string())
-        .env("AAM_INPUTS", &inputs.json)
-        .env("AAM_INPUTS_MD", &inputs.markdown)
-        .env(marker_key, marker_value)
-        .current_dir(&workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let started = Instant::now();
-    let mut child = match command.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let error = format!("{program}: {e}");
-            return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
-        }
+    // `_inputs` removes the job's input files when dropped: once it ended.
+    let (mut child, started, _inputs) = match spawn(&assignment, &base_dir, &marker) {
+        Ok(spawned) => spawned,
+        Err(error) => return sink.send(JobEvent::SpawnFailed { attempt, error }).await,
     };
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
     let last_output = Rc::new(Cell::new(Instant::now()));
-    let pumps: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|pipe| tokio::task::spawn_local(pump(pipe, attempt, sink.clone(), last_output.clone())))
-    .collect();
-
-    let deadline = assignment
-        .timeout_ms
-        .map(|t| tokio::time::Instant::from_std(started + Duration::from_millis(t)));
-    let idle = assignment.idle_timeout_ms.map(Duration::from_millis);
-    let grace = Duration::from_millis(assignment.grace_ms);
-    let mut stop = stop;
-    // Only jobs with an idle timeout pay for a timer.
-    let mut idle_check = idle.map(|i| {
-        tokio::time::interval((i / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
-    });
-    let order: Option<StopOrder> = loop {
-        tokio::select! {
-            biased;
-            _ = child.wait() => break None,
-            order = &mut stop => match order {
-                Ok(order) => break Some(order),
-                // The worker forgot this job: nobody can stop it any more
-                // but its own end; keep waiting for that.
-                Err(_) => stop = never(),
-            },
-            _ = sleep_until(deadline) => break Some(StopOrder { cause: StopCause::Timeout, grace }),
-            _ = tick(&mut idle_check) => {
-                if last_output.get().elapsed() >= idle.unwrap_or_default() {
-                    break Some(StopOrder { cause: StopCause::Idle, grace });
-                }
-            }
-        }
-    };
+    let pumps = start_pumps(&mut child, attempt, &sink, &last_output);
+    let order = stop_order(&mut child, &assignment, started, stop, &last_output).await;
     // A stop that raced the job's own end: the end wins (the job is done;
     // calling it stopped would requeue or retry finished work).
     let order = order.filter(|_| !matches!(child.try_wait(), Ok(Some(_))));
@@ -231,21 +148,7 @@ pub async fn run_job(
         // Whatever the job left running in its group (`cmd &` without
         // wait) goes with it. One syscall decides: scanning /proc for
         // escaped descendants on every exit would cost more than the job.
-        let marker = marker.clone();
-        let leftovers = tokio::task::spawn_blocking(move || {
-            let left = job_processes(pid, &marker);
-            (!left.is_empty()).then(|| stop_job(pid, &marker, LEFTOVER_GRACE))
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some(receipt) = leftovers {
-            tracing::info!(
-                pid,
-                signalled = receipt.signals.len(),
-                "stopped processes the job left behind"
-            );
-        }
+        stop_leftovers(pid, marker).await;
     }
     for pump in pumps {
         let abort = pump.abort_handle();
@@ -275,6 +178,131 @@ pub async fn run_job(
         stopped,
     })
     .await;
+}
+
+/// Starts streaming the job's stdout and stderr, each on a task of its own.
+fn start_pumps(
+    child: &mut tokio::process::Child,
+    attempt: AttemptRef,
+    sink: &impl EventSink,
+    last_output: &Rc<Cell<Instant>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|pipe| tokio::task::spawn_local(pump(pipe, attempt, sink.clone(), last_output.clone())))
+    .collect()
+}
+
+/// Starts an assignment's command in its workdir, with its input files
+/// written and its `AAM_*` variables set: the child, when it started and
+/// its input files (removed when dropped), or why it could not start.
+fn spawn(
+    assignment: &Assignment,
+    base_dir: &Path,
+    marker: &str,
+) -> Result<(tokio::process::Child, Instant, InputFiles), String> {
+    let workdir = resolve_workdir(base_dir, assignment.workdir.as_deref());
+    if !workdir.is_dir() {
+        return Err(format!(
+            "workdir {} is not a directory on this worker",
+            workdir.display()
+        ));
+    }
+    let inputs = crate::inputs::write(assignment)
+        .map_err(|e| format!("writing the job's input files: {e}"))?;
+    let argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty command".to_string());
+    };
+    let (marker_key, marker_value) = marker.split_once('=').expect("the marker has a '='");
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .envs(assignment.env.iter().map(|(k, v)| (k, v)))
+        .env("AAM_SESSION_ID", assignment.job.session.to_string())
+        .env(
+            "AAM_JOB_ID",
+            format!("{}/{}", assignment.job.session, assignment.job_name),
+        )
+        .env("AAM_JOB_NAME", &assignment.job_name)
+        .env("AAM_ATTEMPT", assignment.attempt.to_string())
+        .env("AAM_INPUTS", &inputs.json)
+        .env("AAM_INPUTS_MD", &inputs.markdown)
+        .env(marker_key, marker_value)
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let started = Instant::now();
+    let child = command.spawn().map_err(|e| format!("{program}: {e}"))?;
+    Ok((child, started, inputs))
+}
+
+/// Waits for the job's end or a reason to stop it: an order from the
+/// worker, its timeout, or its idle timeout. None when it ended on its own.
+async fn stop_order(
+    child: &mut tokio::process::Child,
+    assignment: &Assignment,
+    started: Instant,
+    mut stop: oneshot::Receiver<StopOrder>,
+    last_output: &Cell<Instant>,
+) -> Option<StopOrder> {
+    let deadline = assignment
+        .timeout_ms
+        .map(|t| tokio::time::Instant::from_std(started + Duration::from_millis(t)));
+    let idle = assignment.idle_timeout_ms.map(Duration::from_millis);
+    let grace = Duration::from_millis(assignment.grace_ms);
+    // Only jobs with an idle timeout pay for a timer.
+    let mut idle_check = idle.map(|i| {
+        tokio::time::interval((i / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+    });
+    loop {
+        tokio::select! {
+            biased;
+            _ = child.wait() => break None,
+            order = &mut stop => match order {
+                Ok(order) => break Some(order),
+                // The worker forgot this job: nobody can stop it any more
+                // but its own end; keep waiting for that.
+                Err(_) => stop = never(),
+            },
+            _ = sleep_until(deadline) => break Some(StopOrder { cause: StopCause::Timeout, grace }),
+            _ = tick(&mut idle_check) => {
+                if last_output.get().elapsed() >= idle.unwrap_or_default() {
+                    break Some(StopOrder { cause: StopCause::Idle, grace });
+                }
+            }
+        }
+    }
+}
+
+/// Stops what a job that ended on its own left running, if anything.
+async fn stop_leftovers(pid: u32, marker: String) {
+    let leftovers = tokio::task::spawn_blocking(move || {
+        let left = job_processes(pid, &marker);
+        (!left.is_empty()).then(|| stop_job(pid, &marker, LEFTOVER_GRACE))
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(receipt) = leftovers {
+        tracing::info!(
+            pid,
+            signalled = receipt.signals.len(),
+            "stopped processes the job left behind"
+        );
+    }
 }
 
 /// Whether any process is left in a process group.

@@ -1,0 +1,95 @@
+//! What the worker does with its jobs' events: notes a job's process,
+//! keeps and forwards its output and progress, and reports its end, which
+//! frees its slot for a waiting assignment.
+
+use super::WorkerAgent;
+use crate::child::{EventSink, JobEvent};
+use aam_protocol::messages::{AttemptRef, WorkerToManager};
+use aam_protocol::output::OutputCapture;
+use actix::prelude::*;
+
+/// A job's event, delivered to the worker actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Event(pub JobEvent);
+
+impl EventSink for Addr<WorkerAgent> {
+    async fn send(&self, event: JobEvent) {
+        let _ = Addr::send(self, Event(event)).await;
+    }
+}
+
+impl Handler<Event> for WorkerAgent {
+    type Result = ();
+
+    fn handle(&mut self, Event(event): Event, ctx: &mut Context<Self>) {
+        match event {
+            JobEvent::Started { attempt, pid } => {
+                if let Some(job) = self.assigned.get_mut(&attempt) {
+                    job.pid = pid;
+                }
+            }
+            JobEvent::Progress {
+                attempt,
+                percent,
+                message,
+            } => {
+                let progress = WorkerToManager::Progress {
+                    attempt,
+                    percent,
+                    message,
+                };
+                // While not registered only the latest progress waits.
+                if let Some(unsent) = self.link.send_if_registered(progress) {
+                    self.pending_progress.insert(attempt, unsent);
+                }
+            }
+            JobEvent::Output { attempt, data } => {
+                if let Some(job) = self.assigned.get_mut(&attempt) {
+                    job.capture.push(&data);
+                }
+                self.link.send_output(attempt, data);
+            }
+            JobEvent::SpawnFailed { attempt, error } => {
+                tracing::warn!(job = %attempt.job, "could not start: {error}");
+                self.assigned.remove(&attempt);
+                let end = WorkerToManager::SpawnFailed { attempt, error };
+                self.job_ended(attempt, end, OutputCapture::new(0), ctx);
+            }
+            JobEvent::Finished {
+                attempt,
+                exit,
+                stopped,
+            } => {
+                let capture = self
+                    .assigned
+                    .remove(&attempt)
+                    .map(|j| j.capture)
+                    .unwrap_or_else(|| OutputCapture::new(0));
+                let end = WorkerToManager::Finished {
+                    attempt,
+                    exit,
+                    stopped,
+                };
+                self.job_ended(attempt, end, capture, ctx);
+            }
+        }
+    }
+}
+
+impl WorkerAgent {
+    /// A started job ended: its end is reported, and its slot goes to the
+    /// next waiting assignment.
+    fn job_ended(
+        &mut self,
+        attempt: AttemptRef,
+        end: WorkerToManager,
+        capture: OutputCapture,
+        ctx: &mut Context<Self>,
+    ) {
+        self.active = self.active.saturating_sub(1);
+        self.report_end(attempt, end, capture);
+        self.start_waiting(ctx);
+        self.check_drained();
+    }
+}
