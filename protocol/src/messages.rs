@@ -201,6 +201,16 @@ pub struct Assignment {
     pub inputs: Vec<InputRecord>,
 }
 
+impl Assignment {
+    /// The attempt this assignment starts: what every report about it names.
+    pub fn attempt_ref(&self) -> AttemptRef {
+        AttemptRef {
+            job: self.job,
+            attempt: self.attempt,
+        }
+    }
+}
+
 /// One dependency of a job, as the job gets to read it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputRecord {

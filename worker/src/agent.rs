@@ -104,18 +104,11 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
     .start()
 }
 
-fn attempt_of(assignment: &Assignment) -> AttemptRef {
-    AttemptRef {
-        job: assignment.job,
-        attempt: assignment.attempt,
-    }
-}
-
 impl WorkerAgent {
     /// Takes an assignment: it waits for a slot (started at once if one is
     /// free), or goes back to the manager if the worker drains.
     fn assign(&mut self, assignment: Assignment, ctx: &mut Context<Self>) {
-        let attempt = attempt_of(&assignment);
+        let attempt = assignment.attempt_ref();
         if self.draining {
             // Sent before the manager heard we drain: hand it back.
             return self.end_unstarted(attempt, StopCause::Shutdown);
@@ -141,7 +134,7 @@ impl WorkerAgent {
                 attempt = assignment.attempt, "starting job");
             self.active += 1;
             let (stop, stop_rx) = oneshot::channel();
-            if let Some(job) = self.assigned.get_mut(&attempt_of(&assignment)) {
+            if let Some(job) = self.assigned.get_mut(&assignment.attempt_ref()) {
                 job.stop = Some(stop);
             }
             let base = self.config.workdir.clone();
@@ -157,7 +150,7 @@ impl WorkerAgent {
     /// Stops one attempt: a waiting one ends at once, a running one gets
     /// its stop order and reports its end (with a receipt) when done.
     fn stop(&mut self, attempt: AttemptRef, cause: StopCause, grace: Duration) {
-        if let Some(pos) = self.waiting.iter().position(|a| attempt_of(a) == attempt) {
+        if let Some(pos) = self.waiting.iter().position(|a| a.attempt_ref() == attempt) {
             self.waiting.remove(pos);
             self.assigned.remove(&attempt);
             self.end_unstarted(attempt, cause);
@@ -171,11 +164,7 @@ impl WorkerAgent {
     fn end_unstarted(&mut self, attempt: AttemptRef, cause: StopCause) {
         let end = WorkerToManager::Finished {
             attempt,
-            exit: ExitInfo {
-                code: None,
-                signal: None,
-                duration_ms: 0,
-            },
+            exit: ExitInfo::not_started(),
             stopped: Some(Stopped {
                 cause,
                 receipt: TeardownReceipt::default(),

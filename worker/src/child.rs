@@ -111,10 +111,7 @@ pub async fn run_job(
     sink: impl EventSink,
     stop: oneshot::Receiver<StopOrder>,
 ) {
-    let attempt = AttemptRef {
-        job: assignment.job,
-        attempt: assignment.attempt,
-    };
+    let attempt = assignment.attempt_ref();
     let marker = run_marker(&assignment);
     // `_inputs` removes the job's input files when dropped: once it ended.
     let (mut child, started, _inputs) = match spawn(&assignment, &base_dir, &marker) {

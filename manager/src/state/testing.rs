@@ -65,10 +65,7 @@ pub fn fail() -> Option<ExitInfo> {
 }
 
 pub fn attempt_of(a: &Assignment) -> AttemptRef {
-    AttemptRef {
-        job: a.job,
-        attempt: a.attempt,
-    }
+    a.attempt_ref()
 }
 
 pub fn status(state: &State, session: SessionId, name: &str) -> JobStatus {
