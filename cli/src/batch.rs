@@ -30,7 +30,8 @@ pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
         max_env_vars: usize::MAX,
         ..Limits::default()
     };
-    validate(&batch, &structural).map_err(|e| bad_input(describe(path, &e)))?;
+    // The copy is checked; the batch goes to the manager as written.
+    validate(batch.clone(), &structural).map_err(|e| bad_input(describe(path, &e)))?;
     let size = codec::encode(&batch)
         .map_err(|e| bad_input(format!("{}: {e}", path.display())))?
         .len();

@@ -8,6 +8,7 @@ use crate::spec::{
     is_valid_name, parse_duration_ms, BatchSpec, JobSpec, Limits, SpecError, SpecErrors, When,
     MAX_RETRIES,
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// A batch that passed `validate`.
@@ -57,64 +58,79 @@ pub struct ValidJob {
     pub requires: BTreeMap<String, String>,
 }
 
-/// The job's fields as parsed while checking them.
-#[derive(Default)]
-struct Parsed {
-    timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    grace_ms: Option<u64>,
-    retry_backoff_ms: Option<u64>,
-    retry_on: Vec<JobStatus>,
-}
-
 /// Checks everything that can be checked without the manager's agents:
-/// names, command/agent choice, dependencies, cycles and sizes. Reports
-/// every problem found, not just the first.
-pub fn validate(batch: &BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErrors> {
+/// names, command/agent choice, dependencies, cycles and sizes, and types
+/// the batch, moving its values (a batch may hold 100,000 jobs: nothing is
+/// copied). Reports every problem found, not just the first.
+pub fn validate(batch: BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErrors> {
     let mut errors = Vec::new();
-    check_batch_fields(batch, limits, &mut errors);
+    check_batch_fields(&batch, limits, &mut errors);
     if batch.jobs.len() > limits.max_jobs {
         // Not worth checking each of a million jobs.
         return Err(SpecErrors(errors));
     }
-    let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(batch.jobs.len());
-    let mut parsed = Vec::with_capacity(batch.jobs.len());
-    for (i, job) in batch.jobs.iter().enumerate() {
-        let label = if job.name.is_empty() {
-            format!("jobs[{i}]")
-        } else {
-            job.name.clone()
-        };
-        if job.name.len() > limits.max_name_len || !is_valid_name(&job.name) {
-            errors.push(SpecError::job(
-                &label,
-                "name",
-                format!(
-                    "'{}' is not a valid job name (1-{} letters, digits, '-', '_' or '.')",
-                    job.name, limits.max_name_len
-                ),
-            ));
-        } else if index_of.insert(&job.name, i).is_some() {
-            errors.push(SpecError::job(&label, "name", "duplicate job name"));
+    // Names and dependencies while the jobs are borrowed; a job's name
+    // errors are listed before its other ones, dependencies' after all.
+    let (mut name_errors, mut deps, dependency_errors) =
+        check_names_and_dependencies(&batch, limits);
+    name_errors.reverse();
+    let mut jobs = Vec::with_capacity(batch.jobs.len());
+    for (i, job) in batch.jobs.into_iter().enumerate() {
+        while name_errors.last().is_some_and(|(at, _)| *at == i) {
+            errors.push(name_errors.pop().expect("checked").1);
         }
-        parsed.push(check_job_fields(job, &label, limits, &mut errors));
+        let mut typed = check_job(job, i, limits, &mut errors);
+        typed.depends_on = std::mem::take(&mut deps[i]);
+        jobs.push(typed);
     }
-    let deps = resolve_dependencies(batch, &index_of, &mut errors);
+    errors.extend(dependency_errors);
     if !errors.is_empty() {
         return Err(SpecErrors(errors));
     }
-    let jobs = batch
-        .jobs
-        .iter()
-        .zip(parsed)
-        .zip(deps)
-        .map(|((spec, parsed), depends_on)| typed_job(spec, parsed, depends_on))
-        .collect();
     Ok(ValidBatch {
-        name: batch.name.clone(),
+        name: batch.name,
         max_parallel: batch.max_parallel,
         jobs,
     })
+}
+
+/// What a job is called in an error: its name, or its place when it has none.
+fn label_of(job: &JobSpec, index: usize) -> Cow<'_, str> {
+    if job.name.is_empty() {
+        Cow::Owned(format!("jobs[{index}]"))
+    } else {
+        Cow::Borrowed(&job.name)
+    }
+}
+
+/// Each job's name checked (with the index of the job it is about), each
+/// job's dependencies as batch indices, and what is wrong with them.
+#[allow(clippy::type_complexity)]
+fn check_names_and_dependencies(
+    batch: &BatchSpec,
+    limits: &Limits,
+) -> (
+    Vec<(usize, SpecError)>,
+    Vec<Vec<(u32, When)>>,
+    Vec<SpecError>,
+) {
+    let mut name_errors = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(batch.jobs.len());
+    for (i, job) in batch.jobs.iter().enumerate() {
+        let label = label_of(job, i);
+        if job.name.len() > limits.max_name_len || !is_valid_name(&job.name) {
+            let message = format!(
+                "'{}' is not a valid job name (1-{} letters, digits, '-', '_' or '.')",
+                job.name, limits.max_name_len
+            );
+            name_errors.push((i, SpecError::job(&label, "name", message)));
+        } else if index_of.insert(&job.name, i).is_some() {
+            name_errors.push((i, SpecError::job(&label, "name", "duplicate job name")));
+        }
+    }
+    let mut dependency_errors = Vec::new();
+    let deps = resolve_dependencies(batch, &index_of, &mut dependency_errors);
+    (name_errors, deps, dependency_errors)
 }
 
 fn check_batch_fields(batch: &BatchSpec, limits: &Limits, errors: &mut Vec<SpecError>) {
@@ -155,8 +171,9 @@ fn resolve_dependencies(
     index_of: &HashMap<&str, usize>,
     errors: &mut Vec<SpecError>,
 ) -> Vec<Vec<(u32, When)>> {
-    let mut deps: Vec<Vec<(u32, When)>> = vec![Vec::new(); batch.jobs.len()];
+    let mut all = vec![Vec::new(); batch.jobs.len()];
     for (i, job) in batch.jobs.iter().enumerate() {
+        let deps: &mut Vec<(u32, When)> = &mut all[i];
         for dep in &job.depends_on {
             let name = &dep.job;
             match index_of.get(name.as_str()) {
@@ -170,18 +187,14 @@ fn resolve_dependencies(
                     "depends_on",
                     "a job cannot depend on itself",
                 )),
-                Some(&j) if deps[i].iter().any(|&(d, _)| d as usize == j) => errors.push(
+                Some(&j) if deps.iter().any(|&(d, _)| d as usize == j) => errors.push(
                     SpecError::job(&job.name, "depends_on", format!("'{name}' is listed twice")),
                 ),
-                Some(&j) => deps[i].push((j as u32, dep.when)),
+                Some(&j) => deps.push((j as u32, dep.when)),
             }
         }
     }
-    let edges: Vec<Vec<usize>> = deps
-        .iter()
-        .map(|d| d.iter().map(|&(j, _)| j as usize).collect())
-        .collect();
-    if let Some(cycle) = find_cycle(&edges) {
+    if let Some(cycle) = find_cycle(&all) {
         let names: Vec<&str> = cycle.iter().map(|&i| batch.jobs[i].name.as_str()).collect();
         errors.push(SpecError::job(
             names[0],
@@ -189,35 +202,7 @@ fn resolve_dependencies(
             format!("dependency cycle: {}", names.join(" -> ")),
         ));
     }
-    deps
-}
-
-fn typed_job(spec: &JobSpec, parsed: Parsed, depends_on: Vec<(u32, When)>) -> ValidJob {
-    let kind = match (&spec.command, &spec.agent) {
-        (Some(argv), _) => JobKind::Command(argv.clone()),
-        (None, Some(agent)) => JobKind::Agent(AgentCall {
-            agent: agent.clone(),
-            prompt: spec.prompt.clone(),
-            model: spec.model.clone(),
-        }),
-        // `check_job_fields` refused a job with neither that is no gate.
-        (None, None) => JobKind::Gate,
-    };
-    ValidJob {
-        name: spec.name.clone(),
-        kind,
-        depends_on,
-        env: spec.env.clone(),
-        workdir: spec.workdir.clone(),
-        timeout_ms: parsed.timeout_ms,
-        idle_timeout_ms: parsed.idle_timeout_ms,
-        grace_ms: parsed.grace_ms,
-        retries: spec.retries,
-        retry_backoff_ms: parsed.retry_backoff_ms,
-        retry_on: parsed.retry_on,
-        priority: spec.priority,
-        requires: spec.requires.clone(),
-    }
+    all
 }
 
 fn check_value(
@@ -242,14 +227,12 @@ fn check_value(
     }
 }
 
-/// Checks one job's own fields (not its dependencies) and returns what it parsed.
-fn check_job_fields(
-    job: &JobSpec,
-    label: &str,
-    limits: &Limits,
-    errors: &mut Vec<SpecError>,
-) -> Parsed {
-    check_kind(job, label, limits, errors);
+/// Checks one job's own fields and types it (its dependencies are
+/// resolved apart, once every job is known).
+fn check_job(job: JobSpec, index: usize, limits: &Limits, errors: &mut Vec<SpecError>) -> ValidJob {
+    let label = label_of(&job, index);
+    let label = label.as_ref();
+    check_kind(&job, label, limits, errors);
     for (field, value) in [
         ("prompt", &job.prompt),
         ("model", &job.model),
@@ -270,13 +253,11 @@ fn check_job_fields(
         }
         None
     };
-    let mut parsed = Parsed {
-        timeout_ms: duration("timeout", &job.timeout),
-        idle_timeout_ms: duration("idle_timeout", &job.idle_timeout),
-        grace_ms: duration("grace", &job.grace),
-        retry_backoff_ms: duration("retry_backoff", &job.retry_backoff),
-        retry_on: vec![JobStatus::Failed, JobStatus::TimedOut],
-    };
+    let timeout_ms = duration("timeout", &job.timeout);
+    let idle_timeout_ms = duration("idle_timeout", &job.idle_timeout);
+    let grace_ms = duration("grace", &job.grace);
+    let retry_backoff_ms = duration("retry_backoff", &job.retry_backoff);
+    let mut retry_on = vec![JobStatus::Failed, JobStatus::TimedOut];
     if job.retries.is_some_and(|r| r > MAX_RETRIES) {
         errors.push(SpecError::job(
             label,
@@ -285,11 +266,11 @@ fn check_job_fields(
         ));
     }
     if let Some(list) = &job.retry_on {
-        parsed.retry_on.clear();
+        retry_on.clear();
         for value in list {
             match value.as_str() {
-                "failed" => parsed.retry_on.push(JobStatus::Failed),
-                "timed_out" => parsed.retry_on.push(JobStatus::TimedOut),
+                "failed" => retry_on.push(JobStatus::Failed),
+                "timed_out" => retry_on.push(JobStatus::TimedOut),
                 _ => errors.push(SpecError::job(
                     label,
                     "retry_on",
@@ -298,8 +279,40 @@ fn check_job_fields(
             }
         }
     }
-    check_env(job, label, limits, errors);
-    parsed
+    check_env(&job, label, limits, errors);
+    ValidJob {
+        kind: kind_of(job.command, job.agent, job.prompt, job.model),
+        name: job.name,
+        depends_on: Vec::new(),
+        env: job.env,
+        workdir: job.workdir,
+        timeout_ms,
+        idle_timeout_ms,
+        grace_ms,
+        retries: job.retries,
+        retry_backoff_ms,
+        retry_on,
+        priority: job.priority,
+        requires: job.requires,
+    }
+}
+
+/// What a job runs (meaningful once `check_kind` found nothing wrong).
+fn kind_of(
+    command: Option<Vec<String>>,
+    agent: Option<String>,
+    prompt: Option<String>,
+    model: Option<String>,
+) -> JobKind {
+    match (command, agent) {
+        (Some(argv), _) => JobKind::Command(argv),
+        (None, Some(agent)) => JobKind::Agent(AgentCall {
+            agent,
+            prompt,
+            model,
+        }),
+        (None, None) => JobKind::Gate,
+    }
 }
 
 /// Exactly one of `command`, `agent` and `gate`, and the fields that go with it.
@@ -390,7 +403,7 @@ fn check_env(job: &JobSpec, label: &str, limits: &Limits, errors: &mut Vec<SpecE
 }
 
 /// Returns one dependency cycle (as job indices, first repeated at the end), if any.
-fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+fn find_cycle(deps: &[Vec<(u32, When)>]) -> Option<Vec<usize>> {
     // Iterative three-colour DFS, so a 100,000-long chain cannot overflow the stack.
     const WHITE: u8 = 0;
     const GREY: u8 = 1;
@@ -404,7 +417,8 @@ fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
         let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
         colour[root] = GREY;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some(&dep) = deps[node].get(*next) {
+            if let Some(&(dep, _)) = deps[node].get(*next) {
+                let dep = dep as usize;
                 *next += 1;
                 match colour[dep] {
                     WHITE => {
@@ -457,7 +471,9 @@ mod tests {
     }
 
     fn errors(b: &BatchSpec) -> String {
-        validate(b, &Limits::default()).unwrap_err().to_string()
+        validate(b.clone(), &Limits::default())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -468,7 +484,7 @@ mod tests {
             job("c", &["a"]),
             job("d", &["b", "c"]),
         ]);
-        validate(&b, &Limits::default()).unwrap();
+        validate(b, &Limits::default()).unwrap();
     }
 
     #[test]
@@ -517,13 +533,13 @@ mod tests {
             ..Limits::default()
         };
         let b = batch(vec![job("a", &[]), job("b", &[]), job("c", &[])]);
-        assert!(validate(&b, &limits)
+        assert!(validate(b, &limits)
             .unwrap_err()
             .to_string()
             .contains("3 jobs exceed"));
         let mut long = job("a", &[]);
         long.command = Some(vec!["x".repeat(9)]);
-        let e = validate(&batch(vec![long]), &limits)
+        let e = validate(batch(vec![long]), &limits)
             .unwrap_err()
             .to_string();
         assert!(e.contains("field 'command': 9 bytes exceed"), "{e}");
@@ -559,7 +575,31 @@ mod tests {
         for i in 1..100_000 {
             jobs.push(job(&format!("j{i}"), &[&format!("j{}", i - 1)]));
         }
-        validate(&batch(jobs), &Limits::default()).unwrap();
+        validate(batch(jobs), &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn a_job_s_errors_come_in_field_order_and_dependencies_after_all_jobs() {
+        let mut bad = job("x y", &["zz"]);
+        bad.command = Some(vec![]);
+        let b = batch(vec![bad, job("a", &["a"])]);
+        let e = errors(&b);
+        let fields: Vec<&str> = e
+            .lines()
+            .map(|l| {
+                l.split("field '")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('\'')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            vec!["name", "command", "depends_on", "depends_on"],
+            "{e}"
+        );
     }
 
     #[test]
@@ -584,7 +624,7 @@ mod tests {
             ..Default::default()
         };
         let valid = validate(
-            &batch(vec![job("tests", &[]), agent, gate]),
+            batch(vec![job("tests", &[]), agent, gate]),
             &Limits::default(),
         )
         .unwrap();

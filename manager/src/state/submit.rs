@@ -19,8 +19,7 @@ impl State {
         idempotency_key: Option<String>,
         now: u64,
     ) -> Result<(SessionId, u32), SpecErrors> {
-        let valid = validate(&batch, &self.config.limits)?;
-        drop(batch);
+        let valid = validate(batch, &self.config.limits)?;
         if let Some(key) = &idempotency_key {
             if key.is_empty() || key.len() > 256 {
                 return Err(SpecError::batch("idempotency_key", "must be 1-256 bytes").into());
@@ -72,12 +71,16 @@ impl State {
 }
 
 /// A job's record as submitted: queued when it waits for nothing, else pending.
-fn job_record(key: JobKey, spec: ValidJob, config: &StateConfig) -> Result<JobRecord, SpecError> {
+fn job_record(
+    key: JobKey,
+    mut spec: ValidJob,
+    config: &StateConfig,
+) -> Result<JobRecord, SpecError> {
     let agent = match &spec.kind {
         JobKind::Agent(call) => config.agents.get(&call.agent),
         _ => None,
     };
-    let policy = resolve_policy(&spec, agent, config);
+    let policy = resolve_policy(&mut spec, agent, config);
     let gate = spec.kind == JobKind::Gate;
     let (argv, mut env) = match &spec.kind {
         JobKind::Command(argv) => (argv.clone(), Vec::new()),
@@ -115,8 +118,12 @@ fn job_record(key: JobKey, spec: ValidJob, config: &StateConfig) -> Result<JobRe
 }
 
 /// A job's timeouts and retries: its own, else its agent's, else the
-/// manager's defaults.
-fn resolve_policy(spec: &ValidJob, agent: Option<&AgentDef>, config: &StateConfig) -> RunPolicy {
+/// manager's defaults. Takes the job's `retry_on` list.
+fn resolve_policy(
+    spec: &mut ValidJob,
+    agent: Option<&AgentDef>,
+    config: &StateConfig,
+) -> RunPolicy {
     // An agent's durations were checked when the config was loaded.
     let agent_ms = |value: Option<&String>| value.and_then(|t| parse_duration_ms(t).ok());
     RunPolicy {
@@ -133,7 +140,7 @@ fn resolve_policy(spec: &ValidJob, agent: Option<&AgentDef>, config: &StateConfi
         retry_backoff_ms: spec
             .retry_backoff_ms
             .unwrap_or(config.default_retry_backoff_ms),
-        retry_on: spec.retry_on.clone(),
+        retry_on: std::mem::take(&mut spec.retry_on),
     }
 }
 
@@ -144,7 +151,7 @@ mod tests {
     use aam_protocol::spec::JobSpec;
 
     fn valid(spec: JobSpec) -> ValidJob {
-        validate(&batch(vec![spec]), &Default::default())
+        validate(batch(vec![spec]), &Default::default())
             .unwrap()
             .jobs
             .remove(0)
@@ -165,20 +172,20 @@ mod tests {
             default_retry_backoff_ms: 4,
             ..config()
         };
-        let own = valid(JobSpec {
+        let mut own = valid(JobSpec {
             timeout: Some("5s".into()),
             grace: Some("0s".into()),
             retries: Some(2),
             ..job("a", &[])
         });
-        let p = resolve_policy(&own, Some(&agent), &config);
+        let p = resolve_policy(&mut own, Some(&agent), &config);
         assert_eq!(
             (p.timeout_ms, p.idle_timeout_ms, p.grace_ms, p.retries),
             (Some(5_000), Some(30_000), 0, 2)
         );
         assert_eq!(p.retry_backoff_ms, 4);
-        let bare = valid(job("b", &[]));
-        let p = resolve_policy(&bare, None, &config);
+        let mut bare = valid(job("b", &[]));
+        let p = resolve_policy(&mut bare, None, &config);
         assert_eq!(
             (p.timeout_ms, p.idle_timeout_ms, p.grace_ms),
             (Some(1), Some(2), 3)

@@ -88,7 +88,7 @@ fn every_example_batch_file_is_valid() {
         let text = std::fs::read_to_string(&path).unwrap();
         let batch =
             parse_batch(&text, Format::for_path(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        validate(&batch, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        validate(batch, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         seen += 1;
     }
     assert!(
