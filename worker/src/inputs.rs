@@ -6,11 +6,55 @@ use aam_protocol::agent::{INPUTS_MARKER, INPUTS_MD_MARKER};
 use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
 use serde_json::json;
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// The worker's scratch directory for input files.
-pub fn scratch_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("aam-worker-{}", std::process::id()))
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// The files every job without dependencies shares, in the scratch directory.
+const NO_INPUTS_JSON: &str = "no-inputs.json";
+const NO_INPUTS_MD: &str = "no-inputs.md";
+
+/// The worker's scratch directory for input files: made once per process
+/// under the temporary directory, with an unpredictable name and mode 0700,
+/// so no other user can read the inputs or plant a file or link in it. The
+/// shared pair of jobs without dependencies is written with it.
+pub fn scratch_dir() -> std::io::Result<&'static Path> {
+    if let Some(dir) = SCRATCH.get() {
+        return Ok(dir);
+    }
+    let made = tempfile::Builder::new()
+        .prefix("aam-worker-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?;
+    create_new(&made.path().join(NO_INPUTS_JSON), "[]\n")?;
+    create_new(&made.path().join(NO_INPUTS_MD), "No dependencies.\n")?;
+    let dir = made.keep();
+    // Only the actor's thread writes inputs; a lost race leaves one extra
+    // directory, removed here.
+    if SCRATCH.set(dir.clone()).is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(SCRATCH.get().expect("set above"))
+}
+
+/// Removes the scratch directory (at the worker's exit).
+pub fn remove_scratch_dir() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Writes a new file, refusing one that is already there (or a link).
+fn create_new(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 pub fn to_json(inputs: &[InputRecord]) -> String {
@@ -89,32 +133,29 @@ impl Drop for InputFiles {
 /// Writes an attempt's input files. A job with no dependencies shares one
 /// empty pair per worker, so plain jobs cost no file writes.
 pub fn write(assignment: &Assignment) -> std::io::Result<InputFiles> {
-    let scratch = scratch_dir();
+    let scratch = scratch_dir()?;
     if assignment.inputs.is_empty() {
-        let json = scratch.join("no-inputs.json");
-        let markdown = scratch.join("no-inputs.md");
-        if !markdown.exists() {
-            std::fs::create_dir_all(&scratch)?;
-            std::fs::write(&json, "[]\n")?;
-            std::fs::write(&markdown, "No dependencies.\n")?;
-        }
         return Ok(InputFiles {
             dir: None,
-            json,
-            markdown,
+            json: scratch.join(NO_INPUTS_JSON),
+            markdown: scratch.join(NO_INPUTS_MD),
         });
     }
     let dir = scratch.join(format!(
         "{}-{}-{}",
         assignment.job.session, assignment.job.index, assignment.attempt
     ));
-    std::fs::create_dir_all(&dir)?;
+    if dir.exists() {
+        // Left by an earlier run of the same attempt that was stopped.
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     let json = dir.join("inputs.json");
     let markdown = dir.join("inputs.md");
-    std::fs::write(&json, to_json(&assignment.inputs))?;
-    std::fs::write(
+    create_new(&json, &to_json(&assignment.inputs))?;
+    create_new(
         &markdown,
-        to_markdown(&assignment.job_name, &assignment.inputs),
+        &to_markdown(&assignment.job_name, &assignment.inputs),
     )?;
     Ok(InputFiles {
         dir: Some(dir),
@@ -182,6 +223,62 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&to_json(&inputs)).unwrap();
         assert_eq!(json[0]["status"], "failed");
         assert_eq!(json[0]["output_truncated"], true);
+    }
+
+    fn assignment(inputs: Vec<InputRecord>) -> Assignment {
+        Assignment {
+            job: aam_protocol::JobKey {
+                session: aam_protocol::SessionId(7),
+                index: 1,
+            },
+            attempt: 2,
+            session_name: "s".into(),
+            job_name: "synth".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            workdir: None,
+            timeout_ms: None,
+            idle_timeout_ms: None,
+            grace_ms: 0,
+            inputs,
+        }
+    }
+
+    #[test]
+    fn input_files_are_private_and_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let scratch = scratch_dir().unwrap();
+        assert_eq!(mode(scratch), 0o700);
+        assert!(scratch
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("aam-worker-"));
+        assert_ne!(
+            scratch,
+            std::env::temp_dir().join(format!("aam-worker-{}", std::process::id())),
+            "the name must not be predictable"
+        );
+        let job = assignment(vec![input(JobStatus::Succeeded, "ok\n", 3)]);
+        let files = write(&job).unwrap();
+        assert_eq!(mode(&files.json), 0o600);
+        assert_eq!(mode(files.json.parent().unwrap()), 0o700);
+        let dir = files.json.parent().unwrap().to_path_buf();
+        drop(files);
+        assert!(!dir.exists(), "removed with the attempt");
+        let plain = write(&assignment(Vec::new())).unwrap();
+        assert_eq!(std::fs::read_to_string(&plain.json).unwrap(), "[]\n");
+        assert_eq!(mode(&plain.markdown), 0o600);
+        // A link planted where a file goes is refused, not written through.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("target");
+        std::fs::write(&target, "mine").unwrap();
+        let planted = elsewhere.path().join("inputs.json");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        let err = create_new(&planted, "forged").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
     }
 
     #[test]
