@@ -1,0 +1,194 @@
+//! Disk faults: a data directory that fills up while sessions are submitted
+//! (a small tmpfs the test mounts, so it needs root).
+
+use aam_tests::{poll, Cluster, CmdOutput, WAIT_FOR_GATE};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A tmpfs mounted for a test; unmounted when dropped (lazily, so a
+/// process still holding files on it does not keep it mounted).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("creating the mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Tmpfs(dir.to_path_buf()),
+            Ok(out) => panic!(
+                "this test mounts a tmpfs as the manager's data directory, which needs root and \
+                 tmpfs; `mount -t tmpfs` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => panic!(
+                "this test mounts a tmpfs as the manager's data directory, which needs root and \
+                 tmpfs; running `mount` failed: {e}"
+            ),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with a file until about `leave` bytes are free.
+fn ballast(dir: &Path, leave: u64) -> PathBuf {
+    let path = dir.join("ballast");
+    let mut file = std::fs::File::create(&path).expect("creating the ballast");
+    let chunk = vec![0u8; 64 * 1024];
+    while aam_store::files::available_bytes(dir).unwrap() > leave + chunk.len() as u64 {
+        file.write_all(&chunk).expect("writing the ballast");
+    }
+    path
+}
+
+/// Submits a one-job session named `name` with 8 KB in its spec. Its job
+/// notes `SESSION ATTEMPT` in the file `started`, waits at the gate
+/// `gate`, then notes the same in `ended`.
+fn submit(c: &Cluster, name: &str) -> CmdOutput {
+    let note = |file: &str| {
+        format!(
+            "echo \"$AAM_SESSION_ID $AAM_ATTEMPT\" >> {}",
+            c.path(file).display()
+        )
+    };
+    let script = format!("{}; {WAIT_FOR_GATE}; {}", note("started"), note("ended"));
+    let file = c.write(
+        &format!("{name}.json"),
+        &json!({"name": name, "jobs": [{
+            "name": "j",
+            "command": ["sh", "-c", script],
+            "env": {"PAD": "x".repeat(8000), "GATE": c.gate("gate").env()},
+        }]})
+        .to_string(),
+    );
+    c.aam(&["submit", "--json", file.to_str().unwrap()])
+}
+
+/// The `SESSION ATTEMPT` lines jobs noted in `file`.
+fn noted(c: &Cluster, file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(c.path(file)).unwrap_or_default();
+    text.lines().map(str::to_string).collect()
+}
+
+/// The sessions the manager lists, as (id, name), and whether each succeeded.
+fn listed(c: &Cluster) -> (BTreeSet<(String, String)>, bool) {
+    let list = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    let list = list.as_array().expect("a list").clone();
+    let all_succeeded = list.iter().all(|s| s["status"] == "succeeded");
+    let sessions = list
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().into(),
+                s["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    (sessions, all_succeeded)
+}
+
+/// Submits until a submission fails; returns the acknowledged sessions and
+/// the failure.
+fn submit_until_refused(c: &Cluster) -> (BTreeSet<(String, String)>, CmdOutput) {
+    let mut acked = BTreeSet::new();
+    for i in 0..400 {
+        let name = format!("before-{i}");
+        let out = submit(c, &name);
+        if out.code != 0 {
+            return (acked, out);
+        }
+        acked.insert((out.json()["session"].as_str().unwrap().to_string(), name));
+    }
+    panic!("the disk never filled\n{}", c.logs());
+}
+
+fn assert_refused_for_a_full_disk(out: &CmdOutput) {
+    assert_eq!(out.code, 3, "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("aam: the manager could not store this: DISK FULL"),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn a_full_disk_fails_submissions_loudly_loses_nothing_acknowledged_and_writes_resume() {
+    let mut c = Cluster::new();
+    let _tmpfs = Tmpfs::mount(&c.data_dir(), "16m");
+    c.start_manager();
+    c.start_worker("w1", 2);
+    let ballast = ballast(&c.data_dir(), aam_store::RESERVE_BYTES + 400 * 1024);
+
+    // Two jobs run (held at the gate), the others wait for a slot.
+    let (mut acked, refused) = submit_until_refused(&c);
+    assert!(acked.len() >= 3, "only {} sessions fitted", acked.len());
+    assert_refused_for_a_full_disk(&refused);
+    // Reads work, changes are refused at once, nothing refused is listed.
+    assert_eq!(listed(&c).0, acked, "\n{}", c.logs());
+    assert_refused_for_a_full_disk(&submit(&c, "while-full"));
+    let (first, _) = acked.first().unwrap();
+    c.aam(&["status", first]).expect_code(0);
+    // The running jobs end meanwhile: the store cannot take their ends, so
+    // the worker keeps them (they still show as running).
+    c.gate("gate").open();
+    let ended = poll(Duration::from_secs(20), || {
+        (noted(&c, "ended").len() == 2).then_some(())
+    });
+    assert!(
+        ended.is_some(),
+        "the running jobs did not end\n{}",
+        c.logs()
+    );
+    let running = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    let running = running
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["counts"]["running"] == 1);
+    assert_eq!(running.count(), 2, "\n{}", c.logs());
+
+    // Space comes back: writes resume without a restart.
+    std::fs::remove_file(ballast).unwrap();
+    let mut tries = 0;
+    let resumed = poll(Duration::from_secs(20), || {
+        tries += 1;
+        let name = format!("after-{tries}");
+        let out = submit(&c, &name);
+        (out.code == 0).then(|| (out.json()["session"].as_str().unwrap().to_string(), name))
+    });
+    acked.insert(resumed.unwrap_or_else(|| panic!("writes never resumed\n{}", c.logs())));
+    // Every acknowledged session runs to its end, each job once: the ends
+    // the worker kept reach the store now.
+    let settled = poll(Duration::from_secs(30), || {
+        let (sessions, succeeded) = listed(&c);
+        (sessions == acked && succeeded).then_some(())
+    });
+    assert!(settled.is_some(), "{:?}\n{}", listed(&c), c.logs());
+    let once: BTreeSet<String> = acked.iter().map(|(id, _)| format!("{id} 1")).collect();
+    let mut started = noted(&c, "started");
+    started.sort();
+    assert_eq!(started, once.iter().cloned().collect::<Vec<_>>());
+
+    // And all of it, nothing more, survives kill -9 (replayed from the log).
+    c.kill_manager();
+    c.start_manager();
+    assert_eq!(listed(&c), (acked, true), "\n{}", c.logs());
+}
