@@ -110,6 +110,18 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     })
 }
 
+/// `aam-manager --recover`: keeps a damaged log of the store aside and
+/// replaces it by every intact entry it holds (see `aam_store::Recovery`).
+pub fn recover(config: &ManagerConfig) -> anyhow::Result<aam_store::Recovery> {
+    let dir = &config.data_dir;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "data directory {} does not exist",
+        dir.display()
+    );
+    Ok(Store::recover(dir, config.sled_cache_bytes)?)
+}
+
 impl Manager {
     /// Stops accepting connections and waits until every change is durable.
     pub async fn shutdown(mut self) {

@@ -15,6 +15,7 @@ mod trees;
 mod wal;
 mod writer;
 
+pub use wal::Recovery;
 pub use writer::{StoreWriter, CHECKPOINT_BYTES, RESERVE_BYTES};
 
 use aam_protocol::model::{JobRecord, SessionRecord};
@@ -62,6 +63,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}", damaged_log(path, *offset, *next_intact))]
+    DamagedLog {
+        path: PathBuf,
+        offset: u64,
+        next_intact: Option<u64>,
+    },
     #[error("store at {0} is closed after a failed write; it is reopened once the disk takes writes again")]
     Closed(PathBuf),
     #[error("{} has {} free; this write needs {}, and the store keeps {} more free so that its own files never run out of room mid-write", dir.display(), size(*available), size(*needed), size(writer::RESERVE_BYTES))]
@@ -102,6 +109,23 @@ impl StoreError {
             _ => "I/O ERROR",
         }
     }
+}
+
+/// Why a damaged log stops the manager, and how to recover.
+fn damaged_log(path: &Path, offset: u64, next_intact: Option<u64>) -> String {
+    let next = next_intact
+        .map(|n| format!(" but one does at byte {n}"))
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    format!(
+        "{} is damaged at byte {offset}: no intact entry starts there{next}, so this is not an \
+         unfinished last write, and entries acknowledged to clients may follow it. The manager \
+         does not start on a damaged log. Run `aam-manager --recover --data-dir {}`: it keeps \
+         the damaged log aside (never deleted), keeps every intact entry before and after the \
+         damage, and reports what it could not read",
+        path.display(),
+        dir.display()
+    )
 }
 
 /// A byte count for people: `812 bytes`, `23.8 KiB`, `4.0 MiB`.
@@ -171,7 +195,8 @@ pub(crate) fn job_key(key: JobKey) -> [u8; 12] {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, replaying its log.
+    /// Opens (or creates) the store in `dir`, replaying its log. A damaged
+    /// log is refused (`StoreError::DamagedLog`; see `recover`).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<(Store, StoreWriter)> {
         let trees = Trees::open(dir, cache_bytes)?;
         let _ = std::fs::remove_file(dir.join(files::PROBE_FILE));
@@ -194,6 +219,19 @@ impl Store {
             writer.checkpoint()?;
         }
         Ok((store, writer))
+    }
+
+    /// `aam-manager --recover`: keeps a damaged log aside and replaces it
+    /// by its intact frames (see `Recovery`), then opens the store once,
+    /// which replays them into sled. Holds sled's lock throughout, so no
+    /// manager writes the log meanwhile.
+    pub fn recover(dir: &Path, cache_bytes: u64) -> Result<Recovery> {
+        let report = {
+            let _lock = Trees::open(dir, cache_bytes)?;
+            wal::recover(&dir.join(LOG_FILE))?
+        };
+        Store::open(dir, cache_bytes)?;
+        Ok(report)
     }
 
     /// Runs `read` on sled, unless the writer has it closed.

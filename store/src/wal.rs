@@ -7,9 +7,16 @@
 //! committed by appending them and syncing; when either fails, the file is
 //! cut back to its last synced length, so a frame is never written behind a
 //! torn one. On open, every whole frame is replayed into sled (upserts, so
-//! replaying twice is harmless); a torn frame at the tail was never
-//! acknowledged and is dropped. A checkpoint flushes sled and empties the
-//! log.
+//! replaying twice is harmless); an unfinished last write was never
+//! acknowledged and is dropped, but damage followed by intact frames is not
+//! a torn tail: the log is refused (`scan`) until `recover` salvages it. A
+//! checkpoint flushes sled and empties the log.
+
+mod recover;
+mod scan;
+
+pub(crate) use recover::recover;
+pub use recover::Recovery;
 
 use crate::{job_key, session_key, Changes, Result, StoreError};
 use aam_protocol::codec;
@@ -93,44 +100,11 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
     Some(items)
 }
 
-/// Splits a log's bytes into whole, intact frames; stops at the first torn
-/// one. Also returns how many bytes those frames take (the valid prefix),
-/// and whether it stopped at an intact frame it cannot read (written by a
-/// newer aam: not a torn tail, must not be cut).
-pub(crate) fn frames(mut bytes: &[u8]) -> (Vec<Vec<Item>>, usize, bool) {
-    let mut out = Vec::new();
-    let mut valid = 0;
-    while bytes.len() >= 8 {
-        let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(8..8 + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        match decode_items(body) {
-            Some(items) => out.push(items),
-            None => return (out, valid, true),
-        }
-        bytes = &bytes[8 + len..];
-        valid += 8 + len;
-    }
-    (out, valid, false)
-}
-
 /// Appends one frame holding `body` to `buf`.
 pub(crate) fn push_frame(buf: &mut Vec<u8>, body: &[u8]) {
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
     buf.extend_from_slice(body);
-}
-
-fn unreadable_error(path: &Path) -> StoreError {
-    StoreError::Corrupt(format!(
-        "{} holds an entry this aam-manager cannot read (written by a newer one?); it was left as it is",
-        path.display()
-    ))
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
@@ -153,7 +127,8 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens the log and returns what it holds, to be replayed.
+    /// Opens (or creates) the log and returns what it holds, to be
+    /// replayed. A torn tail is cut; a damaged log is refused, untouched.
     pub(crate) fn open(path: &Path) -> Result<(Wal, Vec<Vec<Item>>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -164,15 +139,12 @@ impl Wal {
             .map_err(|e| io_err(path, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io_err(path, e))?;
-        let (frames, valid, unreadable) = frames(&bytes);
-        if unreadable {
-            return Err(unreadable_error(path));
-        }
+        let (frames, valid) = scan::replayable(&bytes).map_err(|d| d.into_error(path))?;
         if valid < bytes.len() {
-            // A torn tail was never acknowledged. Cut it, or every frame
-            // appended after it would be unreachable at the next replay.
-            tracing::warn!(path = %path.display(), dropped = bytes.len() - valid,
-                "dropping a torn tail of the store's log");
+            // An unfinished last write was never acknowledged. Cut it, or
+            // frames appended after it would look like damage.
+            tracing::warn!(path = %path.display(), offset = valid, dropped = bytes.len() - valid,
+                "dropping an unfinished write at the end of the store's log");
             file.set_len(valid as u64).map_err(|e| io_err(path, e))?;
             file.sync_all().map_err(|e| io_err(path, e))?;
         }
@@ -270,9 +242,14 @@ impl Wal {
         self.file
             .read_exact_at(&mut bytes, 0)
             .map_err(|e| io_err(&self.path, e))?;
-        match frames(&bytes) {
-            (frames, valid, false) if valid == bytes.len() => Ok(frames),
-            _ => Err(unreadable_error(&self.path)),
+        match scan::replayable(&bytes) {
+            Ok((frames, valid)) if valid == bytes.len() => Ok(frames),
+            Ok((_, valid)) => Err(scan::Damage::Corrupt {
+                at: valid,
+                next: None,
+            }
+            .into_error(&self.path)),
+            Err(damage) => Err(damage.into_error(&self.path)),
         }
     }
 }
@@ -288,11 +265,22 @@ pub(crate) mod testing {
         push_item(&mut b, KIND_NEXT_SESSION, &n.to_be_bytes());
         b
     }
+
+    /// A log of `n` such frames, and the offset each starts at.
+    pub fn log(n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(bytes.len());
+            push_frame(&mut bytes, &body(i));
+        }
+        (bytes, starts)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::testing::body;
+    use super::testing::{body, log};
     use super::*;
 
     fn frame(body: &[u8]) -> Vec<u8> {
@@ -337,20 +325,19 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_or_corrupt_tail_is_dropped() {
-        let mut log = frame(&body(7));
-        log.extend_from_slice(&frame(&body(7)));
-        assert_eq!(frames(&log).0.len(), 2);
-        let whole = log.len();
-        log.extend_from_slice(&frame(&body(7))[..10]);
-        let (found, valid, _) = frames(&log);
-        assert_eq!((found.len(), valid), (2, whole), "torn tail");
-        log.truncate(whole);
-        let mut bad = frame(&body(7));
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        log.extend_from_slice(&bad);
-        assert_eq!(frames(&log).0.len(), 2, "bad checksum");
+    fn a_damaged_log_is_refused_naming_the_file_and_offset_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.wal");
+        let (mut bytes, starts) = log(3);
+        let second = starts[1];
+        bytes[second + 9] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path).err().expect("a damaged log was opened");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains(&format!("byte {second}")), "{text}");
+        assert!(text.contains("--recover"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log was changed");
     }
 
     /// Set in the child process of the test below, to the log's directory.

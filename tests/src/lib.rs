@@ -415,6 +415,22 @@ impl Cluster {
         self.manager = Some(proc);
     }
 
+    /// Runs `aam-manager` on this cluster's data directory to its end, for
+    /// runs that end at once (a refusal to start, `--recover`).
+    pub fn run_manager(&self, extra: &[&str]) -> CmdOutput {
+        let mut cmd = Command::new(bin("aam-manager"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--token")
+            .arg(&self.token)
+            .args(extra)
+            .env_remove("AAM_CONFIG")
+            .env("AAM_LOG", "info");
+        run_command(cmd, Duration::from_secs(60))
+    }
+
     /// kill -9 the manager.
     pub fn kill_manager(&mut self) {
         // Its log file stays in the scratch directory for failure dumps.

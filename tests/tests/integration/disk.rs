@@ -1,5 +1,6 @@
 //! Disk faults: a data directory that fills up while sessions are submitted
-//! (a small tmpfs the test mounts, so it needs root).
+//! (a small tmpfs the test mounts, so it needs root), and a store log
+//! damaged between intact entries.
 
 use aam_tests::{poll, Cluster, CmdOutput, WAIT_FOR_GATE};
 use serde_json::json;
@@ -191,4 +192,89 @@ fn a_full_disk_fails_submissions_loudly_loses_nothing_acknowledged_and_writes_re
     c.kill_manager();
     c.start_manager();
     assert_eq!(listed(&c), (acked, true), "\n{}", c.logs());
+}
+
+/// The store log's frames: (offset, body).
+fn frames(log: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 8 <= log.len() {
+        let len = u32::from_be_bytes(log[at..at + 4].try_into().unwrap()) as usize;
+        out.push((at, &log[at + 8..at + 8 + len]));
+        at += 8 + len;
+    }
+    out
+}
+
+#[test]
+fn a_damaged_log_stops_the_manager_and_recover_brings_back_every_intact_session() {
+    let mut c = Cluster::with_manager();
+    let names: Vec<String> = (0..6).map(|i| format!("kept-{i}")).collect();
+    let mut ids = Vec::new();
+    for name in &names {
+        let out = submit(&c, name).expect_code(0);
+        ids.push(out.json()["session"].as_str().unwrap().to_string());
+    }
+    // kill -9: a clean stop would checkpoint the log into sled and empty it.
+    c.kill_manager();
+    let log_path = c.data_dir().join("store.wal");
+    let mut log = std::fs::read(&log_path).unwrap();
+    let (offset, body_len) = frames(&log)
+        .into_iter()
+        .find(|(_, body)| body.windows(6).any(|w| w == b"kept-2"))
+        .map(|(at, body)| (at, body.len()))
+        .expect("the frame of kept-2");
+    assert!(
+        offset > 0 && offset + 8 + body_len < log.len(),
+        "not a middle frame"
+    );
+    log[offset + 8 + body_len / 2] ^= 0x55;
+    std::fs::write(&log_path, &log).unwrap();
+
+    let refused = c.run_manager(&[]);
+    assert_ne!(refused.code, 0, "{}", refused.dump());
+    for needle in [
+        log_path.display().to_string(),
+        format!("damaged at byte {offset}"),
+        "aam-manager --recover".to_string(),
+    ] {
+        assert!(
+            refused.stderr.contains(&needle),
+            "{needle}\n{}",
+            refused.dump()
+        );
+    }
+    assert_eq!(
+        std::fs::read(&log_path).unwrap(),
+        log,
+        "the refusal changed the log"
+    );
+
+    let recovered = c.run_manager(&["--recover"]).expect_code(0);
+    assert!(
+        recovered
+            .stdout
+            .contains(&format!("could not read bytes {offset}..")),
+        "{}",
+        recovered.dump()
+    );
+    let kept_aside: Vec<PathBuf> = std::fs::read_dir(c.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("store.wal.damaged-"))
+        .collect();
+    assert_eq!(kept_aside.len(), 1, "{}", recovered.dump());
+    assert_eq!(std::fs::read(&kept_aside[0]).unwrap(), log);
+
+    c.start_manager();
+    let expected: BTreeSet<(String, String)> = ids
+        .iter()
+        .cloned()
+        .zip(names.iter().cloned())
+        .filter(|(_, name)| name != "kept-2")
+        .collect();
+    assert_eq!(listed(&c).0, expected, "\n{}", c.logs());
+    for (id, _) in &expected {
+        assert_eq!(c.status(id)["counts"]["queued"], 1);
+    }
 }
