@@ -27,6 +27,8 @@ pub fn load_or_create(
     file.write_all(token.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;
+    // A token lost in a crash would lock every client and worker out.
+    aam_store::files::sync_dir(data_dir)?;
     Ok((token, Some(path)))
 }
 

@@ -1,14 +1,24 @@
-//! Asking the disk whether it takes writes, and how much room is left.
+//! Making a directory entry durable, asking the disk whether it takes
+//! writes, and how much room is left.
+//!
+//! A new file is durable only once the entry in its directory is:
+//! `sync_dir` after creating or renaming one.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+
+/// Makes the entries of `dir` durable (a file created or renamed in it).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
 
 /// Writes `bytes` of filler to a scratch file in `dir`, syncs it and
 /// removes it: whether the disk takes writes again (after ENOSPC, EIO).
 pub(crate) fn probe_space(dir: &Path, bytes: u64) -> io::Result<()> {
     let path = dir.join(PROBE_FILE);
     let written = (|| {
-        let mut file = std::fs::File::create(&path)?;
+        let mut file = File::create(&path)?;
         let chunk = vec![0u8; 64 * 1024];
         let mut left = bytes;
         while left > 0 {

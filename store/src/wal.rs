@@ -18,6 +18,7 @@ mod scan;
 pub(crate) use recover::recover;
 pub use recover::Recovery;
 
+use crate::files::sync_dir;
 use crate::{job_key, session_key, Changes, Result, StoreError};
 use aam_protocol::codec;
 use std::fs::{File, OpenOptions};
@@ -137,6 +138,10 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(|e| io_err(path, e))?;
+        // The log may have just been created: its directory entry must be
+        // durable before anything written to it is acknowledged.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        sync_dir(dir).map_err(|e| io_err(dir, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io_err(path, e))?;
         let (frames, valid) = scan::replayable(&bytes).map_err(|d| d.into_error(path))?;

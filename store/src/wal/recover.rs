@@ -3,11 +3,13 @@
 //! damage, and the report says what could not be read.
 //!
 //! The damaged file is hard-linked to `store.wal.damaged-<unix time>` and
-//! the new log renamed over `store.wal`: a crash at any point leaves either
-//! the old log or the new one at `store.wal`, never none.
+//! the new log renamed over `store.wal`, each step followed by a sync of the
+//! directory: a crash at any point leaves either the old log or the new one
+//! at `store.wal`, never none.
 
 use super::io_err;
 use super::scan::{self, Damage};
+use crate::files::sync_dir;
 use crate::{Result, StoreError};
 use std::io::Write;
 use std::ops::Range;
@@ -111,13 +113,16 @@ pub(crate) fn recover(path: &Path) -> Result<Recovery> {
 /// Keeps the log at `path` aside and puts `kept` in its place; returns
 /// where the old one is.
 fn replace(path: &Path, kept: &[u8]) -> Result<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let fresh = path.with_extension("wal.recovered");
     let mut file = std::fs::File::create(&fresh).map_err(|e| io_err(&fresh, e))?;
     file.write_all(kept)
         .and_then(|()| file.sync_all())
         .map_err(|e| io_err(&fresh, e))?;
     let copy = keep_aside(path)?;
+    sync_dir(dir).map_err(|e| io_err(dir, e))?;
     std::fs::rename(&fresh, path).map_err(|e| io_err(path, e))?;
+    sync_dir(dir).map_err(|e| io_err(dir, e))?;
     Ok(copy)
 }
 
