@@ -44,6 +44,12 @@ mod aam_manager_log {
 }
 
 fn main() {
+    // Everything this process creates (sled's files among them) holds
+    // sessions' commands and outputs: readable by its owner only.
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = Args::parse();
     let filter = std::env::var("AAM_LOG").unwrap_or_else(|_| "info".into());
     aam_manager::logging::init(

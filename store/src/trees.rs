@@ -2,6 +2,7 @@
 //! version), writing a group of changes or a replayed log frame into it,
 //! and reading records back. Only the store's own modules use it.
 
+use crate::files::{narrow_tree, private_subdir};
 use crate::wal::Item;
 use crate::{job_key, session_key, Changes, Result, Snapshot, StoreError, SCHEMA_VERSION};
 use aam_protocol::codec;
@@ -33,6 +34,10 @@ impl Trees {
             path: path.clone(),
             source,
         };
+        private_subdir(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_bytes)
@@ -48,6 +53,11 @@ impl Trees {
                 }
                 other => sled_err(other),
             })?;
+        // sled creates its files with the process's umask.
+        narrow_tree(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         let trees = Trees {
             meta: db.open_tree("meta").map_err(sled_err)?,
             sessions: db.open_tree("sessions").map_err(sled_err)?,

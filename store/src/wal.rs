@@ -18,7 +18,7 @@ mod scan;
 pub(crate) use recover::recover;
 pub use recover::Recovery;
 
-use crate::files::sync_dir;
+use crate::files::{open_private, sync_dir};
 use crate::{job_key, session_key, Changes, Result, StoreError};
 use aam_protocol::codec;
 use std::fs::{File, OpenOptions};
@@ -128,15 +128,10 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (or creates) the log and returns what it holds, to be
+    /// Opens (or creates, 0600) the log and returns what it holds, to be
     /// replayed. A torn tail is cut; a damaged log is refused, untouched.
     pub(crate) fn open(path: &Path) -> Result<(Wal, Vec<Vec<Item>>)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let mut file = open_private(path, OpenOptions::new().read(true).write(true).create(true))
             .map_err(|e| io_err(path, e))?;
         // The log may have just been created: its directory entry must be
         // durable before anything written to it is acknowledged.

@@ -9,8 +9,9 @@
 
 use super::io_err;
 use super::scan::{self, Damage};
-use crate::files::sync_dir;
+use crate::files::{open_private, sync_dir};
 use crate::{Result, StoreError};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -115,7 +116,11 @@ pub(crate) fn recover(path: &Path) -> Result<Recovery> {
 fn replace(path: &Path, kept: &[u8]) -> Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let fresh = path.with_extension("wal.recovered");
-    let mut file = std::fs::File::create(&fresh).map_err(|e| io_err(&fresh, e))?;
+    let mut file = open_private(
+        &fresh,
+        OpenOptions::new().write(true).create(true).truncate(true),
+    )
+    .map_err(|e| io_err(&fresh, e))?;
     file.write_all(kept)
         .and_then(|()| file.sync_all())
         .map_err(|e| io_err(&fresh, e))?;

@@ -1,11 +1,13 @@
 //! Disk faults: a data directory that fills up while sessions are submitted
-//! (a small tmpfs the test mounts, so it needs root), and a store log
-//! damaged between intact entries.
+//! (a small tmpfs the test mounts, so it needs root), a store log damaged
+//! between intact entries, and the modes of the files the manager and
+//! `aam up` keep.
 
-use aam_tests::{poll, Cluster, CmdOutput, WAIT_FOR_GATE};
+use aam_tests::{aam_here, poll, Cluster, CmdOutput, Down, Scratch, WAIT_FOR_GATE};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -277,4 +279,72 @@ fn a_damaged_log_stops_the_manager_and_recover_brings_back_every_intact_session(
     for (id, _) in &expected {
         assert_eq!(c.status(id)["counts"]["queued"], 1);
     }
+}
+
+/// Mode bits of a path.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every file and directory under `dir` (itself included) whose mode lets
+/// group or others in.
+fn open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let mut open = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if mode(&path) & 0o077 != 0 {
+            open.push((path.clone(), mode(&path)));
+        }
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    open
+}
+
+#[test]
+fn the_manager_keeps_its_files_private_and_warns_about_an_open_data_directory() {
+    let c = Cluster::with_manager();
+    submit(&c, "private").expect_code(0);
+    let dir = c.data_dir();
+    assert_eq!(mode(&dir), 0o700);
+    for file in ["store.wal", "manager.addr"] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(open_to_others(&dir), vec![]);
+
+    let mut open = Cluster::new();
+    std::fs::create_dir_all(open.data_dir()).unwrap();
+    std::fs::set_permissions(open.data_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    open.start_manager();
+    let log = open.manager.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("is open to group or others (mode 0755)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn aam_up_keeps_dot_aam_private_and_warns_about_a_token_others_can_read() {
+    let dir = Scratch::new();
+    let _down = Down(dir.path());
+    aam_here(dir.path(), &["up", "--slots", "1"]).expect_code(0);
+    std::fs::write(
+        dir.path().join("one.toml"),
+        "name = \"one\"\n[[jobs]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    aam_here(dir.path(), &["submit", "one.toml", "--wait"]).expect_code(0);
+    let local = dir.path().join(".aam");
+    assert_eq!(mode(&local), 0o700);
+    assert_eq!(open_to_others(&local), vec![]);
+    aam_here(dir.path(), &["down"]).expect_code(0);
+
+    let token = local.join("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    aam_here(dir.path(), &["up", "--slots", "1"]).expect_code(0);
+    let log = std::fs::read_to_string(local.join("aam.log")).unwrap();
+    // The background manager runs in `dir`, with `.aam` as its data directory.
+    let warning = "token file .aam/token is readable by group or others (mode 0644)";
+    assert!(log.contains(warning), "{warning}\n{log}");
 }
