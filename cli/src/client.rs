@@ -4,7 +4,7 @@
 //! the wrong kind all become errors here, with their exit codes.
 
 use crate::batch;
-use crate::exit::{bad_input, is_lost, unreachable, Lost};
+use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
 use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{
@@ -109,7 +109,8 @@ impl Client {
         match self.framed.next().await {
             Some(Ok(ClientResponse::Error { kind, message })) => Err(match kind {
                 ErrorKind::BadRequest | ErrorKind::NotFound => bad_input(message),
-                ErrorKind::Internal => anyhow::anyhow!("manager error: {message}"),
+                // e.g. "the manager could not store this: DISK FULL (...)"
+                ErrorKind::Internal => manager_failed(message),
             }),
             Some(Ok(response)) => Ok(response),
             Some(Err(e)) => {

@@ -1,6 +1,6 @@
 //! Exit codes (README.md, "Exit codes"): 0 all jobs succeeded, 1 some job
 //! did not, 2 bad input or usage, 3 cannot reach or authenticate to the
-//! manager.
+//! manager, or the manager could not do it (its store took no writes).
 
 use aam_protocol::model::{SessionStatus, SessionSummary};
 
@@ -34,6 +34,12 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
 }
 
 pub fn unreachable(message: impl Into<String>) -> anyhow::Error {
+    exit(UNREACHABLE, message)
+}
+
+/// The manager could not do it: nothing was done, like a manager that
+/// cannot be reached (exit 3). Its message says why.
+pub fn manager_failed(message: impl Into<String>) -> anyhow::Error {
     exit(UNREACHABLE, message)
 }
 

@@ -1,14 +1,54 @@
-//! Group commit: one thread applies queued changes to the store and makes
-//! them durable with a single flush per group, however many arrived while
-//! the previous flush ran (ARCHITECTURE.md, invariant 1: durable before
-//! acknowledged, group commit). It keeps disk I/O off the
-//! actors' threads.
+//! Group commit: one thread commits queued changes to the store with a
+//! single log sync per group, however many arrived while the previous sync
+//! ran (ARCHITECTURE.md, invariant 1: durable before acknowledged, group
+//! commit). It keeps disk I/O off the actors' threads.
+//!
+//! After a group fails, every group queued behind it fails too (each was
+//! built on the one that failed), and so does every later one, until a
+//! `probe` finds the store taking writes again. The scheduler sends that
+//! probe only after rolling its model back to `snapshot`, what is durable.
 
-use aam_store::{Changes, StoreError, StoreWriter};
-use std::sync::mpsc;
+use aam_store::{Changes, Snapshot, StoreError, StoreWriter};
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
-type Request = (Changes, oneshot::Sender<Result<(), String>>);
+/// Why the store took no write: the error, shared by every request it failed.
+#[derive(Clone, Debug)]
+pub struct StoreFailure(Arc<StoreError>);
+
+impl StoreFailure {
+    /// The cause in capitals (`DISK FULL`, `I/O ERROR`, ...).
+    pub fn headline(&self) -> &'static str {
+        self.0.headline()
+    }
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<StoreError> for StoreFailure {
+    fn from(e: StoreError) -> StoreFailure {
+        StoreFailure(Arc::new(e))
+    }
+}
+
+/// What resolves once the commit thread has done as asked (an error on
+/// the receiver: the thread is gone).
+pub type Answer<T> = oneshot::Receiver<Result<T, StoreFailure>>;
+
+enum Request {
+    Commit(Changes, oneshot::Sender<Result<(), StoreFailure>>),
+    Other(Other),
+}
+
+/// Requests served one at a time, in their place among the commits.
+enum Other {
+    Snapshot(oneshot::Sender<Result<Snapshot, StoreFailure>>),
+    Probe(oneshot::Sender<Result<(), StoreFailure>>),
+}
 
 /// Handle to the commit thread. Dropping every handle ends the thread once
 /// it has committed what it was given.
@@ -27,49 +67,95 @@ impl Committer {
         Committer { tx }
     }
 
-    /// Queues changes; the receiver resolves once they are durable.
-    pub fn commit(&self, changes: Changes) -> oneshot::Receiver<Result<(), String>> {
+    /// Queues changes; resolves once they are durable, or failed.
+    pub fn commit(&self, changes: Changes) -> Answer<()> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::SendError((_, reply))) = self.tx.send((changes, reply)) {
-            let _ = reply.send(Err("the commit thread has stopped".into()));
-        }
+        let _ = self.tx.send(Request::Commit(changes, reply));
+        rx
+    }
+
+    /// What is durable, once every commit queued before it is settled.
+    pub fn snapshot(&self) -> Answer<Snapshot> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Other(Other::Snapshot(reply)));
+        rx
+    }
+
+    /// Whether the store takes writes again; when it does, commits that
+    /// follow the probe are attempted again.
+    pub fn probe(&self) -> Answer<()> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Other(Other::Probe(reply)));
         rx
     }
 }
 
-fn run(mut writer: StoreWriter, rx: mpsc::Receiver<Request>) {
+/// The commit thread's state: the writer, and why it fails commits.
+struct Thread {
+    writer: StoreWriter,
+    failed: Option<StoreFailure>,
+}
+
+fn run(writer: StoreWriter, rx: mpsc::Receiver<Request>) {
+    let mut thread = Thread {
+        writer,
+        failed: None,
+    };
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        group.extend(rx.try_iter());
-        let result = commit_group(&mut writer, &mut group);
-        if let Err(e) = &result {
-            tracing::error!("store commit failed: {e}");
+        let mut group = Vec::new();
+        for request in std::iter::once(first).chain(rx.try_iter()) {
+            match request {
+                Request::Commit(changes, reply) => group.push((changes, reply)),
+                Request::Other(other) => {
+                    thread.commit(std::mem::take(&mut group));
+                    thread.serve(other);
+                }
+            }
         }
-        for (_, reply) in group {
-            let _ = reply.send(result.clone().map_err(|e| e.to_string()));
-        }
+        thread.commit(group);
     }
     // Every handle is gone (shutdown): leave a short log behind.
-    if let Err(e) = writer.checkpoint() {
-        tracing::warn!("final checkpoint failed: {e}");
+    if let Err(e) = thread.writer.checkpoint() {
+        tracing::warn!("final checkpoint failed: {e}; the log keeps every change");
     }
 }
 
-fn commit_group(
-    writer: &mut StoreWriter,
-    group: &mut [Request],
-) -> Result<(), std::sync::Arc<StoreError>> {
-    let mut wrote = false;
-    for (changes, _) in group.iter_mut() {
-        if !changes.is_empty() {
-            wrote = true;
-            writer
-                .apply(std::mem::take(changes))
-                .map_err(std::sync::Arc::new)?;
+impl Thread {
+    fn commit(&mut self, group: Vec<(Changes, oneshot::Sender<Result<(), StoreFailure>>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let result = match &self.failed {
+            Some(failure) => Err(failure.clone()),
+            None => self.writer.commit(changes).map_err(|e| {
+                let failure = StoreFailure::from(e);
+                tracing::error!(
+                    "store commit failed ({}): {failure}; nothing of it was stored",
+                    failure.headline()
+                );
+                self.failed = Some(failure.clone());
+                failure
+            }),
+        };
+        for reply in replies {
+            let _ = reply.send(result.clone());
         }
     }
-    if wrote {
-        writer.flush().map_err(std::sync::Arc::new)?;
+
+    fn serve(&mut self, request: Other) {
+        match request {
+            Other::Snapshot(reply) => {
+                let _ = reply.send(self.writer.durable_snapshot().map_err(Into::into));
+            }
+            Other::Probe(reply) => {
+                let result = self.writer.probe().map_err(StoreFailure::from);
+                match &result {
+                    Ok(()) => self.failed = None,
+                    Err(failure) => self.failed = Some(failure.clone()),
+                }
+                let _ = reply.send(result);
+            }
+        }
     }
-    Ok(())
 }

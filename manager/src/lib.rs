@@ -47,7 +47,7 @@ pub struct Manager {
 
 /// Starts a manager inside the current actix system.
 pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
-    std::fs::create_dir_all(&config.data_dir)
+    aam_store::files::ensure_private_dir(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (store, writer) = Store::open(&config.data_dir, config.sled_cache_bytes)?;
     let (token, token_file) = token::load_or_create(config.token.as_deref(), &config.data_dir)?;
@@ -57,7 +57,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     let addr = listener.local_addr()?;
     // Lets scripts and tests that asked for port 0 find the real one.
     let addr_file = config.data_dir.join("manager.addr");
-    std::fs::write(&addr_file, format!("{addr}\n"))
+    aam_store::files::write_private(&addr_file, format!("{addr}\n").as_bytes())
         .with_context(|| format!("writing {}", addr_file.display()))?;
 
     let loaded = {
@@ -108,6 +108,18 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         scheduler,
         stop_accepting: Some(stop_accepting),
     })
+}
+
+/// `aam-manager --recover`: keeps a damaged log of the store aside and
+/// replaces it by every intact entry it holds (see `aam_store::Recovery`).
+pub fn recover(config: &ManagerConfig) -> anyhow::Result<aam_store::Recovery> {
+    let dir = &config.data_dir;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "data directory {} does not exist",
+        dir.display()
+    );
+    Ok(Store::recover(dir, config.sled_cache_bytes)?)
 }
 
 impl Manager {

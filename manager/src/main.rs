@@ -1,5 +1,6 @@
 //! The `aam-manager` binary: parses flags and config, starts the manager,
-//! and shuts it down cleanly on SIGINT or SIGTERM.
+//! and shuts it down cleanly on SIGINT or SIGTERM; with `--recover`, it
+//! salvages a damaged store log instead, reports, and exits.
 
 use aam_manager::config::ManagerConfig;
 use clap::Parser;
@@ -27,6 +28,11 @@ struct Args {
     /// Log format
     #[arg(long, value_enum, default_value = "text")]
     log_format: aam_manager_log::LogFormat,
+    /// Salvage a damaged store log (DATA_DIR/store.wal): keep it aside as
+    /// store.wal.damaged-<unix time>, keep every intact entry before and
+    /// after the damage, report what could not be read, and exit
+    #[arg(long)]
+    recover: bool,
 }
 
 mod aam_manager_log {
@@ -38,6 +44,12 @@ mod aam_manager_log {
 }
 
 fn main() {
+    // Everything this process creates (sled's files among them) holds
+    // sessions' commands and outputs: readable by its owner only.
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = Args::parse();
     let filter = std::env::var("AAM_LOG").unwrap_or_else(|_| "info".into());
     aam_manager::logging::init(
@@ -61,6 +73,18 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.recover {
+        match aam_manager::recover(&config) {
+            Ok(report) => {
+                println!("{report}");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("aam-manager: recovery failed: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let system = actix::System::new();
     let started = system.block_on(aam_manager::start(config));
     let manager = match started {

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Returns the token to require, and the file it lives in when generated.
+/// Returns the token to require, and the file it lives in when generated
+/// (in `data_dir`, which must exist). A token file readable by group or
+/// others is a warning.
 pub fn load_or_create(
     given: Option<&str>,
     data_dir: &Path,
@@ -14,6 +16,7 @@ pub fn load_or_create(
     }
     let path = data_dir.join("token");
     if path.exists() {
+        warn_if_readable_by_others(&path);
         let token = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", path.display()))?;
         let token = token.trim().to_string();
@@ -21,22 +24,29 @@ pub fn load_or_create(
         return Ok((token, Some(path)));
     }
     let token = generate();
-    std::fs::create_dir_all(data_dir)?;
-    let mut file = open_private(&path)
-        .map_err(|e| anyhow::anyhow!("creating token file {}: {e}", path.display()))?;
+    let mut file = aam_store::files::open_private(
+        &path,
+        std::fs::OpenOptions::new().write(true).create_new(true),
+    )
+    .map_err(|e| anyhow::anyhow!("creating token file {}: {e}", path.display()))?;
     file.write_all(token.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;
+    // A token lost in a crash would lock every client and worker out.
+    aam_store::files::sync_dir(data_dir)?;
     Ok((token, Some(path)))
 }
 
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+/// Anyone who can read the token can run commands on every worker.
+fn warn_if_readable_by_others(path: &Path) {
+    if let Ok(Some(mode)) = aam_store::files::open_to_others(path) {
+        tracing::warn!(
+            "token file {} is readable by group or others (mode {mode:04o}); whoever can read it \
+             can run commands on every worker: `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
 }
 
 /// 32 random bytes, hex encoded.

@@ -27,6 +27,11 @@ type Writer = actix::io::FramedWrite<
 #[rtype(result = "()")]
 pub struct ToWorker(pub ManagerToWorker);
 
+/// Closes the connection; the worker dials again and registers anew.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect;
+
 pub struct WorkerConn {
     pub id: WorkerId,
     pub peer: SocketAddr,
@@ -160,5 +165,14 @@ impl Handler<ToWorker> for WorkerConn {
             self.writer.close();
             ctx.stop();
         }
+    }
+}
+
+impl Handler<Disconnect> for WorkerConn {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Disconnect, ctx: &mut Context<Self>) {
+        self.writer.close();
+        ctx.stop();
     }
 }

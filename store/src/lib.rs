@@ -2,19 +2,27 @@
 //!
 //! Sessions, jobs (with their attempt counters) and the captured output of
 //! finished jobs, under a schema version. `Store::open` gives a read handle
-//! (`Store`, cheap to clone) and the one `StoreWriter`. Writes land in sled's
-//! memory at once and in a write-ahead log; `StoreWriter::flush` makes
-//! everything written so far durable with one fdatasync of that log, and the
-//! manager calls it once for a whole group of changes (group commit). Now and
-//! then a checkpoint flushes sled and empties the log. Nothing else in aam
-//! touches sled.
+//! (`Store`, cheap to clone) and the one `StoreWriter`. A group of changes is
+//! committed by appending it to a write-ahead log and syncing that once
+//! (group commit); only then is it written into sled's memory, so sled never
+//! holds what is not durable. Now and then a checkpoint flushes sled and
+//! empties the log. When sled fails to write, the log still holds every
+//! committed change, and the writer reopens sled from it. Nothing else in
+//! aam touches sled.
 
+pub mod files;
+mod trees;
 mod wal;
+mod writer;
 
-use aam_protocol::codec;
+pub use wal::Recovery;
+pub use writer::{StoreWriter, CHECKPOINT_BYTES, RESERVE_BYTES};
+
 use aam_protocol::model::{JobRecord, SessionRecord};
 use aam_protocol::{JobKey, SessionId};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use trees::Trees;
 
 /// Version of the on-disk layout. Bump it when a record changes shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -22,8 +30,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Default sled page cache, set explicitly (sled's own default is 1 GB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-const SCHEMA_KEY: &[u8] = b"schema_version";
-const NEXT_SESSION_KEY: &[u8] = b"next_session";
+/// The write-ahead log's file name in the data directory.
+pub const LOG_FILE: &str = "store.wal";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,11 +63,83 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}", damaged_log(path, *offset, *next_intact))]
+    DamagedLog {
+        path: PathBuf,
+        offset: u64,
+        next_intact: Option<u64>,
+    },
+    #[error("store at {0} is closed after a failed write; it is reopened once the disk takes writes again")]
+    Closed(PathBuf),
+    #[error("{} has {} free; this write needs {}, and the store keeps {} more free so that its own files never run out of room mid-write", dir.display(), size(*available), size(*needed), size(writer::RESERVE_BYTES))]
+    NoRoom {
+        dir: PathBuf,
+        available: u64,
+        needed: u64,
+    },
+}
+
+impl StoreError {
+    /// What went wrong, in capitals, for the person who has to act on it:
+    /// DISK FULL, DISK QUOTA EXCEEDED, READ-ONLY FILE SYSTEM, I/O ERROR, or
+    /// STORE ERROR for anything that is not the disk's.
+    pub fn headline(&self) -> &'static str {
+        let io = match self {
+            StoreError::Io { source, .. } => source,
+            StoreError::Sled {
+                source: sled::Error::Io(source),
+                ..
+            } => source,
+            StoreError::Closed(_) => return "STORE CLOSED",
+            StoreError::NoRoom { .. } => return "DISK FULL",
+            _ => return "STORE ERROR",
+        };
+        match io.raw_os_error() {
+            Some(libc::ENOSPC) => return "DISK FULL",
+            Some(libc::EDQUOT) => return "DISK QUOTA EXCEEDED",
+            Some(libc::EROFS) => return "READ-ONLY FILE SYSTEM",
+            Some(libc::EIO) => return "I/O ERROR",
+            _ => {}
+        }
+        // sled hands out copies of its errors that keep only the kind.
+        match format!("{:?}", io.kind()).as_str() {
+            "StorageFull" => "DISK FULL",
+            "QuotaExceeded" => "DISK QUOTA EXCEEDED",
+            "ReadOnlyFilesystem" => "READ-ONLY FILE SYSTEM",
+            _ => "I/O ERROR",
+        }
+    }
+}
+
+/// Why a damaged log stops the manager, and how to recover.
+fn damaged_log(path: &Path, offset: u64, next_intact: Option<u64>) -> String {
+    let next = next_intact
+        .map(|n| format!(" but one does at byte {n}"))
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    format!(
+        "{} is damaged at byte {offset}: no intact entry starts there{next}, so this is not an \
+         unfinished last write, and entries acknowledged to clients may follow it. The manager \
+         does not start on a damaged log. Run `aam-manager --recover --data-dir {}`: it keeps \
+         the damaged log aside (never deleted), keeps every intact entry before and after the \
+         damage, and reports what it could not read",
+        path.display(),
+        dir.display()
+    )
+}
+
+/// A byte count for people: `812 bytes`, `23.8 KiB`, `4.0 MiB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Everything the manager rebuilds its state from at start.
+/// Everything the manager rebuilds its state from.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub sessions: Vec<SessionRecord>,
@@ -68,7 +148,7 @@ pub struct Snapshot {
     pub next_session: u64,
 }
 
-/// A group of writes applied together (then made durable by `flush`).
+/// A group of writes committed together.
 #[derive(Debug, Default)]
 pub struct Changes {
     pub sessions: Vec<SessionRecord>,
@@ -89,15 +169,18 @@ impl Changes {
     }
 }
 
-/// Handle to the store; cheap to clone (sled handles are reference counted).
+/// Read handle on the store; cheap to clone. The writer may reopen sled
+/// underneath it (after sled failed to write), so it reaches sled through
+/// a lock that only that reopening takes for writing.
 #[derive(Clone)]
 pub struct Store {
-    path: PathBuf,
-    db: sled::Db,
-    meta: sled::Tree,
-    sessions: sled::Tree,
-    jobs: sled::Tree,
-    outputs: sled::Tree,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    cache_bytes: u64,
+    trees: RwLock<Option<Trees>>,
 }
 
 pub(crate) fn session_key(id: SessionId) -> [u8; 8] {
@@ -112,77 +195,25 @@ pub(crate) fn job_key(key: JobKey) -> [u8; 12] {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, replaying its log.
+    /// Opens (or creates) the store in `dir`, replaying its log. A damaged
+    /// log is refused (`StoreError::DamagedLog`; see `recover`).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<(Store, StoreWriter)> {
-        let path = dir.join("store");
-        let sled_err = |source| StoreError::Sled {
-            path: path.clone(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cache_bytes)
-            // Durability comes from our own group-committed flushes.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                other => sled_err(other),
-            })?;
-        let meta = db.open_tree("meta").map_err(sled_err)?;
-        match meta.get(SCHEMA_KEY).map_err(sled_err)? {
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("schema version".into()))?,
-                );
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema {
-                        path: dir.to_path_buf(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                if found < SCHEMA_VERSION {
-                    // Records are bincode: an older layout cannot be read as
-                    // the new one. Say so rather than fail on a record.
-                    return Err(StoreError::OlderSchema {
-                        path: dir.to_path_buf(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-            }
-            None => {
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
-            }
-        }
-        let store = Store {
-            sessions: db.open_tree("sessions").map_err(sled_err)?,
-            jobs: db.open_tree("jobs").map_err(sled_err)?,
-            outputs: db.open_tree("outputs").map_err(sled_err)?,
-            meta,
-            db,
-            path,
-        };
+        let trees = Trees::open(dir, cache_bytes)?;
+        let _ = std::fs::remove_file(dir.join(files::PROBE_FILE));
         // sled's lock is held: this process alone owns the log.
-        let (wal, frames) = wal::Wal::open(&dir.join("store.wal"))?;
+        let (wal, frames) = wal::Wal::open(&dir.join(LOG_FILE))?;
         let replayed = frames.len();
         for items in frames {
-            store.replay(items)?;
+            trees.replay(items)?;
         }
-        let mut writer = StoreWriter {
-            store: store.clone(),
-            wal,
+        let store = Store {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                cache_bytes,
+                trees: RwLock::new(Some(trees)),
+            }),
         };
+        let mut writer = StoreWriter::new(store.clone(), wal);
         if replayed > 0 {
             tracing::info!(frames = replayed, "replayed the store's write-ahead log");
             writer.checkpoint()?;
@@ -190,151 +221,41 @@ impl Store {
         Ok((store, writer))
     }
 
-    fn replay(&self, items: Vec<wal::Item>) -> Result<()> {
-        for item in items {
-            let result = match item {
-                wal::Item::Job(k, v) => self.jobs.insert(k, v),
-                wal::Item::Output(k, v) => self.outputs.insert(k, v),
-                wal::Item::Session(k, v) => self.sessions.insert(k, v),
-                wal::Item::NextSession(n) => self.meta.insert(NEXT_SESSION_KEY, &n.to_be_bytes()),
-                wal::Item::Removed(id, count) => {
-                    self.remove_session(SessionId(id), count)?;
-                    Ok(None)
-                }
-            };
-            result.map_err(|e| self.err(e))?;
-        }
-        Ok(())
-    }
-
-    /// Deletes a session record (first, so a crash midway leaves only
-    /// orphan jobs, which load ignores), its jobs and their outputs.
-    fn remove_session(&self, id: SessionId, job_count: u32) -> Result<()> {
-        self.sessions
-            .remove(session_key(id))
-            .map_err(|e| self.err(e))?;
-        for index in 0..job_count {
-            let key = job_key(JobKey { session: id, index });
-            self.jobs.remove(key).map_err(|e| self.err(e))?;
-            self.outputs.remove(key).map_err(|e| self.err(e))?;
-        }
-        Ok(())
-    }
-
-    fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Applies a group of writes to sled's memory.
-    ///
-    /// Keys are inserted one by one: a single sled batch of 100,000 inserts
-    /// holds about 470 MB while it applies, one-by-one inserts about 35 MB.
-    /// Jobs go before their session record, so a crash between the two never
-    /// leaves a session with missing jobs (orphan jobs are ignored on load).
-    fn apply_to_sled(&self, changes: Changes) -> Result<()> {
-        let corrupt = |e: codec::CodecError| StoreError::Corrupt(e.to_string());
-        for j in &changes.jobs {
-            self.jobs
-                .insert(job_key(j.key), codec::encode(j).map_err(corrupt)?)
-                .map_err(|e| self.err(e))?;
-        }
-        for (key, out) in changes.outputs {
-            self.outputs
-                .insert(job_key(key), out)
-                .map_err(|e| self.err(e))?;
-        }
-        for s in &changes.sessions {
-            self.sessions
-                .insert(session_key(s.id), codec::encode(s).map_err(corrupt)?)
-                .map_err(|e| self.err(e))?;
-        }
-        if let Some(next) = changes.next_session {
-            self.meta
-                .insert(NEXT_SESSION_KEY, &next.to_be_bytes())
-                .map_err(|e| self.err(e))?;
-        }
-        for (id, count) in changes.removed {
-            self.remove_session(id, count)?;
-        }
-        Ok(())
-    }
-
-    /// Reads everything back, for the manager's start.
-    pub fn load(&self) -> Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        for item in self.sessions.iter() {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            snap.sessions
-                .push(codec::decode(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        }
-        snap.jobs.reserve(self.jobs.len());
-        for item in self.jobs.iter() {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            snap.jobs
-                .push(codec::decode(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        }
-        snap.next_session = match self.meta.get(NEXT_SESSION_KEY).map_err(|e| self.err(e))? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("next session id".into()))?,
-            ),
-            None => 1,
+    /// `aam-manager --recover`: keeps a damaged log aside and replaces it
+    /// by its intact frames (see `Recovery`), then opens the store once,
+    /// which replays them into sled. Holds sled's lock throughout, so no
+    /// manager writes the log meanwhile.
+    pub fn recover(dir: &Path, cache_bytes: u64) -> Result<Recovery> {
+        let report = {
+            let _lock = Trees::open(dir, cache_bytes)?;
+            wal::recover(&dir.join(LOG_FILE))?
         };
-        Ok(snap)
+        Store::open(dir, cache_bytes)?;
+        Ok(report)
+    }
+
+    /// Runs `read` on sled, unless the writer has it closed.
+    fn with<T>(&self, read: impl FnOnce(&Trees) -> Result<T>) -> Result<T> {
+        let trees = self
+            .shared
+            .trees
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match trees.as_ref() {
+            Some(trees) => read(trees),
+            None => Err(StoreError::Closed(self.shared.dir.join("store"))),
+        }
+    }
+
+    /// Reads everything back, for the manager's start. (After a failed
+    /// write, `StoreWriter::durable_snapshot` is what is durable.)
+    pub fn load(&self) -> Result<Snapshot> {
+        self.with(Trees::load)
     }
 
     /// The stored output of a finished job (an encoded `OutputCapture`).
     pub fn output(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .outputs
-            .get(job_key(key))
-            .map_err(|e| self.err(e))?
-            .map(|v| v.to_vec()))
-    }
-}
-
-/// Log size past which `flush` also checkpoints.
-pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// The single writer of the store. Blocking: use it off the actors' threads.
-pub struct StoreWriter {
-    store: Store,
-    wal: wal::Wal,
-}
-
-impl StoreWriter {
-    /// Applies a group of writes; durable only after `flush`.
-    pub fn apply(&mut self, changes: Changes) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        self.wal.append(&wal::encode_changes(&changes)?)?;
-        self.store.apply_to_sled(changes)
-    }
-
-    /// Makes every write applied so far durable (one fdatasync of the log);
-    /// checkpoints when the log has grown past `CHECKPOINT_BYTES`.
-    pub fn flush(&mut self) -> Result<()> {
-        self.wal.sync()?;
-        if self.wal.len() > CHECKPOINT_BYTES {
-            self.checkpoint()?;
-        }
-        Ok(())
-    }
-
-    /// Flushes sled, then empties the log.
-    pub fn checkpoint(&mut self) -> Result<()> {
-        self.store.db.flush().map_err(|e| self.store.err(e))?;
-        self.wal.truncate()
-    }
-
-    /// A read handle on the same store.
-    pub fn store(&self) -> &Store {
-        &self.store
+        self.with(|trees| trees.output(key))
     }
 }
 
@@ -343,7 +264,7 @@ mod tests {
     use super::*;
     use aam_protocol::model::SessionStatus;
 
-    fn session(id: u64) -> SessionRecord {
+    pub(crate) fn session(id: u64) -> SessionRecord {
         SessionRecord {
             id: SessionId(id),
             name: format!("s{id}"),
@@ -356,7 +277,7 @@ mod tests {
         }
     }
 
-    fn job(session: u64, index: u32) -> JobRecord {
+    pub(crate) fn job(session: u64, index: u32) -> JobRecord {
         let key = JobKey {
             session: SessionId(session),
             index,
@@ -370,15 +291,14 @@ mod tests {
         {
             let (_, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
             writer
-                .apply(Changes {
+                .commit(vec![Changes {
                     sessions: vec![session(2), session(1)],
                     jobs: vec![job(2, 1), job(1, 0), job(2, 0)],
                     outputs: vec![(job(1, 0).key, b"out".to_vec())],
                     next_session: Some(3),
                     removed: Vec::new(),
-                })
+                }])
                 .unwrap();
-            writer.flush().unwrap();
         }
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let snap = store.load().unwrap();
@@ -399,20 +319,19 @@ mod tests {
         {
             let (_, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
             writer
-                .apply(Changes {
-                    sessions: vec![session(1), session(2)],
-                    jobs: vec![job(1, 0), job(2, 0)],
-                    outputs: vec![(job(1, 0).key, b"out".to_vec())],
-                    ..Default::default()
-                })
+                .commit(vec![
+                    Changes {
+                        sessions: vec![session(1), session(2)],
+                        jobs: vec![job(1, 0), job(2, 0)],
+                        outputs: vec![(job(1, 0).key, b"out".to_vec())],
+                        ..Default::default()
+                    },
+                    Changes {
+                        removed: vec![(SessionId(1), 1)],
+                        ..Default::default()
+                    },
+                ])
                 .unwrap();
-            writer
-                .apply(Changes {
-                    removed: vec![(SessionId(1), 1)],
-                    ..Default::default()
-                })
-                .unwrap();
-            writer.flush().unwrap();
         }
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let snap = store.load().unwrap();
@@ -439,10 +358,13 @@ mod tests {
         {
             let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
             store
-                .meta
-                .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .with(|t| {
+                    t.meta
+                        .insert(b"schema_version", &(SCHEMA_VERSION + 1).to_be_bytes())
+                        .unwrap();
+                    t.flush()
+                })
                 .unwrap();
-            store.db.flush().unwrap();
         }
         let err = Store::open(dir.path(), DEFAULT_CACHE_BYTES).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");

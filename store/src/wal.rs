@@ -2,16 +2,28 @@
 //! append and one fdatasync, instead of a sled flush (which hands its I/O to
 //! a pool of threads and costs several times more).
 //!
-//! Each group is one frame: `[len: u32][crc32: u32][items]`, and each item
-//! is a kind byte and a length-prefixed body. On open, every whole frame is
-//! replayed into sled (upserts, so replaying twice is harmless); a torn
-//! frame at the tail was never acknowledged and is dropped. A checkpoint
-//! flushes sled and empties the log.
+//! Each change set is one frame: `[len: u32][crc32: u32][items]`, and each
+//! item is a kind byte and a length-prefixed body. A group of frames is
+//! committed by appending them and syncing; when either fails, the file is
+//! cut back to its last synced length, so a frame is never written behind a
+//! torn one. On open, every whole frame is replayed into sled (upserts, so
+//! replaying twice is harmless); an unfinished last write was never
+//! acknowledged and is dropped, but damage followed by intact frames is not
+//! a torn tail: the log is refused (`scan`) until `recover` salvages it. A
+//! checkpoint flushes sled and empties the log.
 
+mod recover;
+mod scan;
+
+pub(crate) use recover::recover;
+pub use recover::Recovery;
+
+use crate::files::{open_private, sync_dir};
 use crate::{job_key, session_key, Changes, Result, StoreError};
 use aam_protocol::codec;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const KIND_JOB: u8 = 1;
@@ -28,19 +40,6 @@ pub(crate) enum Item {
     NextSession(u64),
     /// A session deleted with its jobs and outputs: (id, job count).
     Removed(u64, u32),
-}
-
-pub(crate) struct Wal {
-    path: PathBuf,
-    file: File,
-    len: u64,
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
 }
 
 fn push_item(buf: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -102,131 +101,192 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
     Some(items)
 }
 
-/// Splits a log's bytes into whole, intact frames; stops at the first torn
-/// one. Also returns how many bytes those frames take (the valid prefix),
-/// and whether it stopped at an intact frame it cannot read (written by a
-/// newer aam: not a torn tail, must not be cut).
-pub(crate) fn frames(mut bytes: &[u8]) -> (Vec<Vec<Item>>, usize, bool) {
-    let mut out = Vec::new();
-    let mut valid = 0;
-    while bytes.len() >= 8 {
-        let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(8..8 + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        match decode_items(body) {
-            Some(items) => out.push(items),
-            None => return (out, valid, true),
-        }
-        bytes = &bytes[8 + len..];
-        valid += 8 + len;
+/// Appends one frame holding `body` to `buf`.
+pub(crate) fn push_frame(buf: &mut Vec<u8>, body: &[u8]) {
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    buf.extend_from_slice(body);
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source: e,
     }
-    (out, valid, false)
+}
+
+/// The open log. Its file is `len` bytes of synced frames, then the
+/// `pending` bytes appended since the last sync, unless `dirty`.
+pub(crate) struct Wal {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    pending: u64,
+    /// A failed write, sync or cut may have left the file at another
+    /// length than `len`: it is cut back before anything else is written.
+    dirty: bool,
 }
 
 impl Wal {
-    /// Opens the log and returns what it holds, to be replayed.
+    /// Opens (or creates, 0600) the log and returns what it holds, to be
+    /// replayed. A torn tail is cut; a damaged log is refused, untouched.
     pub(crate) fn open(path: &Path) -> Result<(Wal, Vec<Vec<Item>>)> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let mut file = open_private(path, OpenOptions::new().read(true).write(true).create(true))
             .map_err(|e| io_err(path, e))?;
+        // The log may have just been created: its directory entry must be
+        // durable before anything written to it is acknowledged.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        sync_dir(dir).map_err(|e| io_err(dir, e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io_err(path, e))?;
-        let (frames, valid, unreadable) = frames(&bytes);
-        if unreadable {
-            return Err(StoreError::Corrupt(format!(
-                "{} holds an entry this aam-manager cannot read (written by a newer one?); it was left as it is",
-                path.display()
-            )));
-        }
+        let (frames, valid) = scan::replayable(&bytes).map_err(|d| d.into_error(path))?;
         if valid < bytes.len() {
-            // A torn tail was never acknowledged. Cut it, or every frame
-            // appended after it would be unreachable at the next replay.
-            tracing::warn!(path = %path.display(), dropped = bytes.len() - valid,
-                "dropping a torn tail of the store's log");
+            // An unfinished last write was never acknowledged. Cut it, or
+            // frames appended after it would look like damage.
+            tracing::warn!(path = %path.display(), offset = valid, dropped = bytes.len() - valid,
+                "dropping an unfinished write at the end of the store's log");
             file.set_len(valid as u64).map_err(|e| io_err(path, e))?;
             file.sync_all().map_err(|e| io_err(path, e))?;
         }
-        file.seek(SeekFrom::Start(valid as u64))
-            .map_err(|e| io_err(path, e))?;
         let wal = Wal {
             path: path.to_path_buf(),
             file,
             len: valid as u64,
+            pending: 0,
+            dirty: false,
         };
         Ok((wal, frames))
     }
 
+    /// Bytes of synced frames.
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    /// Appends one frame (not yet durable).
-    pub(crate) fn append(&mut self, body: &[u8]) -> Result<()> {
-        let mut frame = Vec::with_capacity(body.len() + 8);
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
-        frame.extend_from_slice(body);
-        self.file
-            .write_all(&frame)
-            .map_err(|e| io_err(&self.path, e))?;
-        self.len += frame.len() as u64;
+    /// Appends one frame per body (durable only after `sync`). On an
+    /// error the file is cut back to its last synced length.
+    pub(crate) fn append(&mut self, bodies: &[Vec<u8>]) -> Result<()> {
+        self.repair()?;
+        let size = bodies.iter().map(|b| b.len() + 8).sum();
+        let mut buf = Vec::with_capacity(size);
+        for body in bodies {
+            push_frame(&mut buf, body);
+        }
+        if let Err(e) = self.file.write_all_at(&buf, self.len + self.pending) {
+            self.rewind();
+            return Err(io_err(&self.path, e));
+        }
+        self.pending += buf.len() as u64;
         Ok(())
     }
 
-    /// Makes every appended frame durable.
+    /// Makes every appended frame durable. On an error the file is cut
+    /// back to its last synced length: those frames were never durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().map_err(|e| io_err(&self.path, e))
+        if let Err(e) = self.file.sync_data() {
+            self.rewind();
+            return Err(io_err(&self.path, e));
+        }
+        self.len += self.pending;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// After a failed append or sync: drops what was appended since the
+    /// last sync. If even the cut fails, the next write retries it first.
+    fn rewind(&mut self) {
+        self.pending = 0;
+        self.dirty = true;
+        if let Err(e) = self.repair() {
+            tracing::error!(
+                "{e}; cutting the log back to {} bytes is retried before its next write",
+                self.len
+            );
+        }
+    }
+
+    /// Cuts the file back to `len` (and syncs that) after a failure.
+    pub(crate) fn repair(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| io_err(&self.path, e))?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// Empties the log (after sled holds everything durably).
     pub(crate) fn truncate(&mut self) -> Result<()> {
-        self.file.set_len(0).map_err(|e| io_err(&self.path, e))?;
-        self.file
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| io_err(&self.path, e))?;
-        self.file.sync_all().map_err(|e| io_err(&self.path, e))?;
+        self.repair()?;
+        if let Err(e) = self.file.set_len(0) {
+            self.dirty = true;
+            return Err(io_err(&self.path, e));
+        }
+        // Cut: whatever the sync says, the frames are in sled and must
+        // never come back as a region of zeros ahead of new frames.
         self.len = 0;
+        if let Err(e) = self.file.sync_all() {
+            self.dirty = true;
+            return Err(io_err(&self.path, e));
+        }
         Ok(())
+    }
+
+    /// The synced frames, read back from the file (to rebuild what is
+    /// durable, or replay it into a reopened sled).
+    pub(crate) fn frames(&self) -> Result<Vec<Vec<Item>>> {
+        let mut bytes = vec![0u8; self.len as usize];
+        self.file
+            .read_exact_at(&mut bytes, 0)
+            .map_err(|e| io_err(&self.path, e))?;
+        match scan::replayable(&bytes) {
+            Ok((frames, valid)) if valid == bytes.len() => Ok(frames),
+            Ok((_, valid)) => Err(scan::Damage::Corrupt {
+                at: valid,
+                next: None,
+            }
+            .into_error(&self.path)),
+            Err(damage) => Err(damage.into_error(&self.path)),
+        }
+    }
+}
+
+/// Logs for the tests of the log.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// The body of a frame holding one item (next session `n`).
+    pub fn body(n: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        push_item(&mut b, KIND_NEXT_SESSION, &n.to_be_bytes());
+        b
+    }
+
+    /// A log of `n` such frames, and the offset each starts at.
+    pub fn log(n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(bytes.len());
+            push_frame(&mut bytes, &body(i));
+        }
+        (bytes, starts)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{body, log};
     use super::*;
 
     fn frame(body: &[u8]) -> Vec<u8> {
-        let mut f = (body.len() as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
-        f.extend_from_slice(body);
+        let mut f = Vec::new();
+        push_frame(&mut f, body);
         f
-    }
-
-    #[test]
-    fn a_torn_or_corrupt_tail_is_dropped() {
-        let mut body = Vec::new();
-        push_item(&mut body, KIND_NEXT_SESSION, &7u64.to_be_bytes());
-        let mut log = frame(&body);
-        log.extend_from_slice(&frame(&body));
-        assert_eq!(frames(&log).0.len(), 2);
-        let whole = log.len();
-        log.extend_from_slice(&frame(&body)[..10]);
-        let (found, valid, _) = frames(&log);
-        assert_eq!((found.len(), valid), (2, whole), "torn tail");
-        log.truncate(whole);
-        let mut bad = frame(&body);
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        log.extend_from_slice(&bad);
-        assert_eq!(frames(&log).0.len(), 2, "bad checksum");
     }
 
     #[test]
@@ -248,14 +308,12 @@ mod tests {
     fn frames_appended_after_a_torn_tail_survive_the_next_replay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.wal");
-        let mut body = Vec::new();
-        push_item(&mut body, KIND_NEXT_SESSION, &7u64.to_be_bytes());
         // A crash in the middle of the first frame after a checkpoint.
-        std::fs::write(&path, &frame(&body)[..6]).unwrap();
+        std::fs::write(&path, &frame(&body(7))[..6]).unwrap();
         {
             let (mut wal, replay) = Wal::open(&path).unwrap();
             assert!(replay.is_empty());
-            wal.append(&body).unwrap();
+            wal.append(&[body(7)]).unwrap();
             wal.sync().unwrap();
         }
         let (_, replay) = Wal::open(&path).unwrap();
@@ -264,5 +322,91 @@ mod tests {
             1,
             "the acknowledged frame was lost behind the torn tail"
         );
+    }
+
+    #[test]
+    fn a_damaged_log_is_refused_naming_the_file_and_offset_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.wal");
+        let (mut bytes, starts) = log(3);
+        let second = starts[1];
+        bytes[second + 9] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path).err().expect("a damaged log was opened");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains(&format!("byte {second}")), "{text}");
+        assert!(text.contains("--recover"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log was changed");
+    }
+
+    /// Set in the child process of the test below, to the log's directory.
+    const CHILD: &str = "AAM_WAL_TEST_SHORT_WRITE_DIR";
+
+    /// A write that runs out of room (RLIMIT_FSIZE, in a child process so
+    /// no other test is limited) after part of a frame: the log is cut
+    /// back, and a frame appended later follows the good ones.
+    #[test]
+    fn a_failed_append_is_cut_back_and_later_frames_follow_the_good_ones() {
+        if let Some(dir) = std::env::var_os(CHILD) {
+            return short_write_child(Path::new(&dir));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let name = "wal::tests::a_failed_append_is_cut_back_and_later_frames_follow_the_good_ones";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the child failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, replay) = Wal::open(&dir.path().join("store.wal")).unwrap();
+        let nexts: Vec<u64> = replay
+            .iter()
+            .flatten()
+            .map(|item| match item {
+                Item::NextSession(n) => *n,
+                _ => panic!("unexpected item"),
+            })
+            .collect();
+        assert_eq!(nexts, vec![1, 2], "the frame written after the failure");
+    }
+
+    fn short_write_child(dir: &Path) {
+        let path = dir.join("store.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.append(&[body(1)]).unwrap();
+        wal.sync().unwrap();
+        let good = wal.len();
+        let limit = |bytes: libc::rlim_t| {
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: plain syscalls on this (child) process's own limits.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+            }
+        };
+        limit(good + 20);
+        let big = {
+            let mut b = Vec::new();
+            push_item(&mut b, KIND_OUTPUT, &[7u8; 200]);
+            b
+        };
+        assert!(wal.append(&[big]).is_err(), "the write did not fail");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            good,
+            "not cut back"
+        );
+        limit(libc::RLIM_INFINITY);
+        wal.append(&[body(2)]).unwrap();
+        wal.sync().unwrap();
     }
 }

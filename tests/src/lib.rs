@@ -294,6 +294,28 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> CmdOutput {
     CmdOutput::from(text, out)
 }
 
+/// An `aam` command run in `dir` with no manager address, token or config
+/// in its environment (as after `aam up` there), to its end.
+pub fn aam_here(dir: &Path, args: &[&str]) -> CmdOutput {
+    let mut cmd = Command::new(bin("aam"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("AAM_MANAGER")
+        .env_remove("AAM_TOKEN")
+        .env_remove("AAM_CONFIG");
+    run_command(cmd, Duration::from_secs(60))
+}
+
+/// Runs `aam down` in a directory when dropped, so a failing test leaves no
+/// background manager of `aam up` behind.
+pub struct Down<'a>(pub &'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = aam_here(self.0, &["down"]);
+    }
+}
+
 /// A manager and its workers, each a real process, in a scratch directory.
 pub struct Cluster {
     /// Kept when the test fails (see [`Scratch`]).
@@ -391,6 +413,22 @@ impl Cluster {
         .unwrap_or_else(|| panic!("aam-manager did not come up:\n{}", proc.log_text()));
         self.addr = addr;
         self.manager = Some(proc);
+    }
+
+    /// Runs `aam-manager` on this cluster's data directory to its end, for
+    /// runs that end at once (a refusal to start, `--recover`).
+    pub fn run_manager(&self, extra: &[&str]) -> CmdOutput {
+        let mut cmd = Command::new(bin("aam-manager"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--token")
+            .arg(&self.token)
+            .args(extra)
+            .env_remove("AAM_CONFIG")
+            .env("AAM_LOG", "info");
+        run_command(cmd, Duration::from_secs(60))
     }
 
     /// kill -9 the manager.

@@ -26,14 +26,15 @@ pub fn run(slots: Option<u32>, config: Option<PathBuf>) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    std::fs::create_dir_all(&local.dir)
+    // Its store, token and log are the manager's: for this user only.
+    aam_store::files::ensure_private_dir(&local.dir)
         .with_context(|| format!("creating {}", local.dir.display()))?;
     let _ = std::fs::remove_file(local.addr_file());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(local.log_file())
-        .with_context(|| format!("opening {}", local.log_file().display()))?;
+    let log = aam_store::files::open_private(
+        &local.log_file(),
+        std::fs::OpenOptions::new().create(true).append(true),
+    )
+    .with_context(|| format!("opening {}", local.log_file().display()))?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("__serve").arg("--data-dir").arg(&local.dir).env(
         "AAM_LOG",
@@ -53,7 +54,7 @@ pub fn run(slots: Option<u32>, config: Option<PathBuf>) -> anyhow::Result<i32> {
         .process_group(0)
         .spawn()
         .context("starting the background manager")?;
-    std::fs::write(local.pid_file(), format!("{}\n", child.id()))?;
+    aam_store::files::write_private(&local.pid_file(), format!("{}\n", child.id()).as_bytes())?;
     let listening = wait_until(Duration::from_secs(20), || {
         if let Ok(Some(_)) = child.try_wait() {
             return true;

@@ -1,10 +1,14 @@
 //! Durable before acknowledged (ARCHITECTURE.md, invariant 1): what a
 //! message causes outside the model (a reply, an order to a worker, a
 //! notification) is an `Effect`, parked until the commit of the changes
-//! that caused it is durable, then released in commit order.
+//! that caused it is durable, then released in commit order. When a commit
+//! fails, its effects and those of every commit behind it are refused
+//! instead (`read_only` takes over from there).
 
+use super::read_only::{commit_thread_gone, not_stored};
 use super::{Scheduler, WorkerId};
 use crate::client_conn::SessionUpdate;
+use crate::commit::StoreFailure;
 use crate::worker_conn::ToWorker;
 use aam_protocol::messages::{ClientResponse, ManagerToWorker};
 use aam_protocol::model::SessionSummary;
@@ -34,8 +38,26 @@ pub(super) enum Effect {
 /// Effects waiting for their commit, oldest first, by commit number.
 #[derive(Default)]
 pub(super) struct Parked {
-    waiting: VecDeque<(u64, Vec<Effect>)>,
+    waiting: VecDeque<Pending>,
     next_seq: u64,
+}
+
+/// The effects of one commit in flight.
+struct Pending {
+    seq: u64,
+    effects: Vec<Effect>,
+    /// The outputs of ended attempts it stores: (job, attempt).
+    outputs: Vec<(JobKey, u32)>,
+    /// Its result once known. Results may be seen out of order; effects
+    /// are released (or refused) in commit order.
+    result: Option<Result<(), StoreFailure>>,
+}
+
+impl Parked {
+    /// The number the next commit gets.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
 }
 
 impl Scheduler {
@@ -50,36 +72,76 @@ impl Scheduler {
     ) {
         if changes.is_empty() {
             match self.parked.waiting.back_mut() {
-                Some((_, pending)) => pending.extend(effects),
+                Some(pending) => pending.effects.extend(effects),
                 None => self.release(effects),
             }
             return;
         }
         let seq = self.parked.next_seq;
         self.parked.next_seq += 1;
-        self.parked.waiting.push_back((seq, effects));
         let outputs: Vec<(JobKey, u32)> = changes
             .outputs
             .iter()
             .filter_map(|(k, _)| Some((*k, self.state.committing_attempt(*k)?)))
             .collect();
+        self.parked.waiting.push_back(Pending {
+            seq,
+            effects,
+            outputs,
+            result: None,
+        });
         let durable = self.committer.commit(changes);
-        ctx.spawn(durable.into_actor(self).map(move |result, act, _ctx| {
-            match result.unwrap_or_else(|_| Err("the commit thread stopped".into())) {
-                Ok(()) => {
-                    act.state.outputs_committed(&outputs);
-                    while act.parked.waiting.front().is_some_and(|(s, _)| *s <= seq) {
-                        let (_, effects) = act.parked.waiting.pop_front().expect("front exists");
-                        act.release(effects);
-                    }
-                }
-                Err(e) => {
-                    // Without a durable store nothing may be acknowledged.
-                    tracing::error!("cannot make state durable ({e}); stopping the manager");
-                    System::current().stop_with_code(1);
-                }
+        ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok(result) => act.committed(ctx, seq, result),
+                // Without a durable store nothing may be acknowledged.
+                Err(_) => commit_thread_gone(),
             }
         }));
+    }
+
+    /// A commit's result: releases (or refuses) the effects of every
+    /// commit up to the first whose result is not known yet.
+    fn committed(&mut self, ctx: &mut Context<Self>, seq: u64, result: Result<(), StoreFailure>) {
+        // Not found: refused already, with an earlier commit that failed.
+        let Some(pending) = self.parked.waiting.iter_mut().find(|p| p.seq == seq) else {
+            return;
+        };
+        pending.result = Some(result);
+        while let Some(front) = self.parked.waiting.front() {
+            match &front.result {
+                None => break,
+                Some(Ok(())) => {
+                    let done = self.parked.waiting.pop_front().expect("front exists");
+                    self.state.outputs_committed(&done.outputs);
+                    self.release(done.effects);
+                }
+                Some(Err(failure)) => {
+                    let (failed, failure) = (front.seq, failure.clone());
+                    self.store_failed(ctx, failed, failure);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The oldest commit in flight failed, and with it every later one
+    /// (the commit thread fails all that follow a failure): their replies
+    /// become the error; their orders and notifications are dropped.
+    pub(super) fn refuse_parked(&mut self, failure: &StoreFailure) {
+        for pending in std::mem::take(&mut self.parked.waiting) {
+            for effect in pending.effects {
+                match effect {
+                    Effect::Reply(tx, _) => {
+                        let _ = tx.send(Some(not_stored(failure)));
+                    }
+                    Effect::Flushed(tx) => {
+                        let _ = tx.send(());
+                    }
+                    Effect::ToWorker(..) | Effect::Notify(_) | Effect::Watch(..) => {}
+                }
+            }
+        }
     }
 
     fn release(&mut self, effects: Vec<Effect>) {

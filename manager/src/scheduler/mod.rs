@@ -5,9 +5,11 @@
 //! assignments, notifications) until that commit is durable.
 //!
 //! `requests` answers clients, one function per request; `workers` handles
-//! what workers say; `effects` is the commit-then-release machinery.
+//! what workers say; `effects` is the commit-then-release machinery;
+//! `read_only` is what it does while the store takes no writes.
 
 mod effects;
+mod read_only;
 mod requests;
 mod workers;
 
@@ -24,6 +26,7 @@ use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::Store;
 use actix::prelude::*;
 use effects::{Effect, Parked};
+use read_only::{StoreHealth, PROBE_EVERY};
 use requests::{CancelWaiter, Reply};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,6 +67,7 @@ pub struct Scheduler {
     watchers: HashMap<SessionId, Vec<Recipient<SessionUpdate>>>,
     parked: Parked,
     cancel_waiters: Vec<CancelWaiter>,
+    health: StoreHealth,
 }
 
 impl Scheduler {
@@ -86,16 +90,21 @@ impl Scheduler {
             watchers: HashMap::new(),
             parked: Parked::default(),
             cancel_waiters: Vec::new(),
+            health: StoreHealth::default(),
         }
     }
 
     /// Runs after every message: answers the cancels whose jobs have ended,
     /// dispatches what can run, then commits what changed and holds
-    /// `effects` until that commit is durable.
+    /// `effects` until that commit is durable. While the store takes no
+    /// writes, nothing is dispatched or committed.
     fn settle(&mut self, ctx: &mut Context<Self>, mut effects: Vec<Effect>) {
         let now = now_ms();
         if !self.cancel_waiters.is_empty() {
             effects.extend(self.finished_cancels());
+        }
+        if self.read_only() {
+            return self.commit_then_release(ctx, Default::default(), effects);
         }
         let reader = self.output_reader();
         for (worker, mut assignment) in self.state.dispatch(now) {
@@ -166,16 +175,25 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Bounds `send` from connection actors (output chunks wait here).
         ctx.set_mailbox_capacity(1024);
-        // Retention: now, then every hour.
+        // Retention: now, then every hour (not while the store takes no
+        // writes: the timers change records).
         ctx.run_later(Duration::from_secs(1), |act, ctx| {
-            act.gc(act.retention_ms);
-            act.settle(ctx, Vec::new());
+            if !act.read_only() {
+                act.gc(act.retention_ms);
+                act.settle(ctx, Vec::new());
+            }
         });
         ctx.run_interval(Duration::from_secs(3600), |act, ctx| {
-            act.gc(act.retention_ms);
-            act.settle(ctx, Vec::new());
+            if !act.read_only() {
+                act.gc(act.retention_ms);
+                act.settle(ctx, Vec::new());
+            }
         });
+        ctx.run_interval(PROBE_EVERY, |act, ctx| act.check_store(ctx));
         ctx.run_interval(Duration::from_millis(200), |act, ctx| {
+            if act.read_only() {
+                return;
+            }
             let now = now_ms();
             if act.state.expire_orphans(now) > 0 {
                 tracing::info!("requeued jobs whose worker did not come back");
@@ -204,6 +222,7 @@ impl Handler<ClientCall> for Scheduler {
                     jobs,
                     reply,
                     answer,
+                    seq: self.parked.next_seq(),
                 });
             }
             Reply::Watch(summary) => {

@@ -38,6 +38,9 @@ pub(super) struct CancelWaiter {
     pub jobs: Vec<JobKey>,
     pub reply: oneshot::Sender<Option<ClientResponse>>,
     pub answer: ClientResponse,
+    /// The commit that stores the cancel (or one after it): when that one
+    /// fails, the cancel was not stored.
+    pub seq: u64,
 }
 
 impl Scheduler {
@@ -50,6 +53,9 @@ impl Scheduler {
         watching: bool,
         effects: &mut Vec<Effect>,
     ) -> Reply {
+        if let Some(refused) = self.refusal(&request) {
+            return Reply::Answer(refused);
+        }
         let now = aam_protocol::now_ms();
         match request {
             ClientRequest::Submit {

@@ -116,6 +116,9 @@ impl Handler<WorkerReport> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerReport, ctx: &mut Context<Self>) {
+        if self.holds_back(&msg.report) {
+            return;
+        }
         let now = now_ms();
         let mut effects = Vec::new();
         match msg.report {

@@ -181,6 +181,10 @@ impl State {
         self.sessions.get(id).is_some()
     }
 
+    pub fn config(&self) -> &StateConfig {
+        &self.config
+    }
+
     pub fn output_cap(&self) -> usize {
         self.config.output_cap
     }

@@ -3,7 +3,7 @@
 //! idle timeouts, retries with growing gaps, and progress lines.
 
 use crate::job;
-use aam_tests::{poll, Cluster, WAIT_FOR_GATE};
+use aam_tests::{aam_here, poll, Cluster, Down, WAIT_FOR_GATE};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -398,28 +398,6 @@ fn sigterm_drains_a_worker_and_requeues_what_it_had_to_stop() {
         0,
         "a draining worker got a new job"
     );
-}
-
-/// Runs `aam down` in a directory when dropped, so a failing test leaves no
-/// background manager behind.
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let mut cmd = std::process::Command::new(aam_tests::bin("aam"));
-        cmd.arg("down").current_dir(self.0);
-        let _ = aam_tests::run_command(cmd, Duration::from_secs(60));
-    }
-}
-
-fn aam_here(dir: &Path, args: &[&str]) -> aam_tests::CmdOutput {
-    let mut cmd = std::process::Command::new(aam_tests::bin("aam"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("AAM_MANAGER")
-        .env_remove("AAM_TOKEN")
-        .env_remove("AAM_CONFIG");
-    aam_tests::run_command(cmd, Duration::from_secs(60))
 }
 
 #[test]

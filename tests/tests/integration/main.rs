@@ -6,6 +6,7 @@ mod bad_input;
 mod chaos;
 mod control;
 mod dependencies;
+mod disk;
 mod durability;
 mod gates;
 mod placement;

@@ -1,0 +1,319 @@
+//! The single writer of the store: commits groups of changes (log append,
+//! one fdatasync, then sled), checkpoints, and gets back on its feet after
+//! a failed write.
+//!
+//! A commit either is durable or leaves no trace: when the append or the
+//! sync fails, the log is cut back to its last synced length and sled is
+//! not touched, so what is durable is what was there before. A commit that
+//! would leave less than `RESERVE_BYTES` free fails before it writes
+//! anything: sled writes its own files after the log, and must not be the
+//! one to meet a full disk, because a sled that failed to write cannot even
+//! be read (nor reopened) until there is room again. Once the sync
+//! succeeded the group is durable whatever sled does next; if sled fails
+//! anyway, its memory may lack part of the log, so the log is not emptied,
+//! and sled is closed and reopened from the log before it is used again
+//! (`restore_sled`).
+
+use crate::files::{self, PROBE_FILE};
+use crate::trees::Trees;
+use crate::wal::{self, Item, Wal};
+use crate::{Changes, Result, Snapshot, Store, StoreError};
+use aam_protocol::codec;
+use aam_protocol::model::{JobRecord, SessionRecord};
+use std::collections::BTreeMap;
+use std::sync::PoisonError;
+
+/// Log size past which a commit also checkpoints.
+pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Free space a commit leaves on the data directory's file system, for
+/// sled's writes (512 KiB segments) and a checkpoint's.
+pub const RESERVE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Bytes the disk must take (beyond the reserve) before writes resume.
+const PROBE_BYTES: u64 = 1024 * 1024;
+
+/// The single writer of the store. Blocking: use it off the actors' threads.
+pub struct StoreWriter {
+    store: Store,
+    wal: Wal,
+    /// sled failed to write since it was opened: it may lack part of the
+    /// log, or refuse even reads. The log is kept until sled is reopened.
+    sled_failed: bool,
+    /// A due checkpoint was put off (said once, not at every commit).
+    checkpoint_postponed: bool,
+}
+
+impl StoreWriter {
+    pub(crate) fn new(store: Store, wal: Wal) -> StoreWriter {
+        StoreWriter {
+            store,
+            wal,
+            sled_failed: false,
+            checkpoint_postponed: false,
+        }
+    }
+
+    /// Commits a group of change sets: one log frame each, one fdatasync,
+    /// then sled. `Ok`: all of it is durable. `Err`: none of it is, and
+    /// nothing of it reached sled.
+    pub fn commit(&mut self, groups: Vec<Changes>) -> Result<()> {
+        let groups: Vec<Changes> = groups.into_iter().filter(|c| !c.is_empty()).collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        if self.sled_failed {
+            self.restore_sled()?;
+        }
+        let bodies = groups
+            .iter()
+            .map(wal::encode_changes)
+            .collect::<Result<Vec<_>>>()?;
+        let frames: u64 = bodies.iter().map(|b| b.len() as u64 + 8).sum();
+        // The log's frames, then sled's writes of the same records.
+        self.ensure_room(frames.saturating_mul(3))?;
+        self.wal.append(&bodies)?;
+        self.wal.sync()?;
+        // Durable from here on: a failure below loses nothing.
+        let applied = self
+            .store
+            .with(|trees| groups.into_iter().try_for_each(|c| trees.apply(c)));
+        match applied {
+            Err(e) => self.on_sled_failure(e),
+            Ok(()) => self.checkpoint_when_due(),
+        }
+        Ok(())
+    }
+
+    /// Flushes sled, then empties the log. Refused while sled may lack
+    /// part of the log (the log is all there is of it then).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.sled_failed {
+            return Err(StoreError::Closed(self.store.shared.dir.join("store")));
+        }
+        if let Err(e) = self.store.with(Trees::flush) {
+            self.sled_failed = true;
+            return Err(e);
+        }
+        self.wal.truncate()
+    }
+
+    /// Whether the store takes writes again after a failed one: there is
+    /// room beyond the reserve and the disk takes a write, sled is
+    /// reopened if it failed, and the log is cut back to its last synced
+    /// length if that failed too.
+    pub fn probe(&mut self) -> Result<()> {
+        if self.sled_failed {
+            self.restore_sled()?;
+        } else {
+            self.ensure_room(PROBE_BYTES)?;
+            self.probe_space(PROBE_BYTES)?;
+        }
+        self.wal.repair()
+    }
+
+    /// What is durable: sled, with the log's frames laid over it (sled may
+    /// lack part of the log after it failed to write; otherwise the frames
+    /// change nothing). After a failed commit, this is what the manager
+    /// rolls its model back to.
+    pub fn durable_snapshot(&mut self) -> Result<Snapshot> {
+        if self.sled_failed {
+            // A sled that failed to write may refuse reads too.
+            self.restore_sled()?;
+        }
+        let snapshot = self.store.load()?;
+        let frames = self.wal.frames()?;
+        if frames.is_empty() {
+            return Ok(snapshot);
+        }
+        overlay(snapshot, frames)
+    }
+
+    /// A read handle on the same store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Fails unless writing `bytes` leaves `RESERVE_BYTES` free.
+    fn ensure_room(&self, bytes: u64) -> Result<()> {
+        let dir = &self.store.shared.dir;
+        let available = files::available_bytes(dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        if available < bytes.saturating_add(RESERVE_BYTES) {
+            return Err(StoreError::NoRoom {
+                dir: dir.clone(),
+                available,
+                needed: bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn probe_space(&self, bytes: u64) -> Result<()> {
+        let dir = &self.store.shared.dir;
+        files::probe_space(dir, bytes).map_err(|source| StoreError::Io {
+            path: dir.join(PROBE_FILE),
+            source,
+        })
+    }
+
+    fn checkpoint_when_due(&mut self) {
+        if self.wal.len() <= CHECKPOINT_BYTES {
+            return;
+        }
+        // A checkpoint writes about the log's worth into sled's files.
+        match self
+            .ensure_room(self.wal.len())
+            .and_then(|()| self.checkpoint())
+        {
+            Ok(()) => self.checkpoint_postponed = false,
+            Err(e) if self.sled_failed => self.on_sled_failure(e),
+            Err(e) if !self.checkpoint_postponed => {
+                self.checkpoint_postponed = true;
+                tracing::warn!("checkpoint postponed: {e}; the log keeps every change");
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn on_sled_failure(&mut self, e: StoreError) {
+        self.sled_failed = true;
+        tracing::error!(
+            "{e}; nothing committed is lost (the log holds it): reopening sled from the log"
+        );
+        match self.restore_sled() {
+            Ok(()) => tracing::info!("reopened sled from the log"),
+            Err(e) => tracing::error!("{e}; sled is reopened before it is used again"),
+        }
+    }
+
+    /// Closes sled and opens it again from its files and the log.
+    fn restore_sled(&mut self) -> Result<()> {
+        // Opening sled writes, and the reopened sled takes in the whole log
+        // and checkpoints it: ask the disk for that much first, rather than
+        // close sled for nothing.
+        self.ensure_room(self.wal.len().saturating_mul(2).max(PROBE_BYTES))?;
+        self.probe_space(PROBE_BYTES)?;
+        let shared = self.store.shared.clone();
+        let mut slot = shared.trees.write().unwrap_or_else(PoisonError::into_inner);
+        // Closing releases sled's lock on its files, which the open takes.
+        *slot = None;
+        let trees = slot.insert(Trees::open(&shared.dir, shared.cache_bytes)?);
+        for items in self.wal.frames()? {
+            trees.replay(items)?;
+        }
+        drop(slot);
+        self.sled_failed = false;
+        if let Err(e) = self.checkpoint() {
+            if self.sled_failed {
+                return Err(e);
+            }
+            tracing::warn!("{e}; the log is emptied at a later checkpoint");
+        }
+        Ok(())
+    }
+}
+
+/// `snapshot` with the log's `frames` applied over it, in order.
+fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
+    let decode_err = |e: codec::CodecError| StoreError::Corrupt(e.to_string());
+    let mut sessions: BTreeMap<u64, SessionRecord> =
+        snapshot.sessions.into_iter().map(|s| (s.id.0, s)).collect();
+    let mut jobs: BTreeMap<(u64, u32), JobRecord> = snapshot
+        .jobs
+        .into_iter()
+        .map(|j| ((j.key.session.0, j.key.index), j))
+        .collect();
+    let mut next_session = snapshot.next_session;
+    for item in frames.into_iter().flatten() {
+        match item {
+            Item::Job(_, bytes) => {
+                let job: JobRecord = codec::decode(&bytes).map_err(decode_err)?;
+                jobs.insert((job.key.session.0, job.key.index), job);
+            }
+            Item::Session(_, bytes) => {
+                let session: SessionRecord = codec::decode(&bytes).map_err(decode_err)?;
+                sessions.insert(session.id.0, session);
+            }
+            Item::NextSession(n) => next_session = n,
+            Item::Removed(id, count) => {
+                sessions.remove(&id);
+                for index in 0..count {
+                    jobs.remove(&(id, index));
+                }
+            }
+            Item::Output(..) => {}
+        }
+    }
+    Ok(Snapshot {
+        sessions: sessions.into_values().collect(),
+        jobs: jobs.into_values().collect(),
+        next_session,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{job, session};
+    use crate::DEFAULT_CACHE_BYTES;
+    use aam_protocol::SessionId;
+
+    fn submission(id: u64) -> Changes {
+        Changes {
+            sessions: vec![session(id)],
+            jobs: vec![job(id, 0)],
+            next_session: Some(id + 1),
+            ..Default::default()
+        }
+    }
+
+    fn ids(snapshot: &Snapshot) -> Vec<u64> {
+        snapshot.sessions.iter().map(|s| s.id.0).collect()
+    }
+
+    #[test]
+    fn the_durable_snapshot_lays_the_log_over_what_sled_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        writer.commit(vec![submission(1), submission(2)]).unwrap();
+        writer
+            .commit(vec![Changes {
+                removed: vec![(SessionId(1), 1)],
+                ..Default::default()
+            }])
+            .unwrap();
+        assert_eq!(ids(&writer.durable_snapshot().unwrap()), vec![2]);
+        // sled failed partway: it lacks session 2's records, still has 1's.
+        store
+            .with(|t| {
+                t.replay(vec![Item::Removed(2, 1)])?;
+                t.apply(submission(1))
+            })
+            .unwrap();
+        let durable = writer.durable_snapshot().unwrap();
+        assert_eq!(ids(&durable), vec![2]);
+        assert_eq!(durable.jobs.len(), 1);
+        assert_eq!(durable.next_session, 3);
+    }
+
+    #[test]
+    fn a_failed_sled_is_reopened_from_the_log_before_it_is_used_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        writer.commit(vec![submission(1)]).unwrap();
+        // sled lost session 1 from its memory before it failed to write.
+        store.with(|t| t.replay(vec![Item::Removed(1, 1)])).unwrap();
+        writer.sled_failed = true;
+        assert!(writer.checkpoint().is_err(), "the log was emptied");
+        assert_eq!(ids(&writer.durable_snapshot().unwrap()), vec![1]);
+        writer.commit(vec![submission(2)]).unwrap();
+        assert!(!writer.sled_failed);
+        assert_eq!(ids(&store.load().unwrap()), vec![1, 2], "read handle");
+        drop((store, writer));
+        let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(ids(&store.load().unwrap()), vec![1, 2]);
+    }
+}
