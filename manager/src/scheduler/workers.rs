@@ -3,7 +3,7 @@
 
 use super::effects::Effect;
 use super::{Scheduler, WorkerId};
-use crate::state::WorkerEntry;
+use crate::state::{Fenced, WorkerEntry};
 use crate::worker_conn::{ToWorker, WorkerConn};
 use aam_protocol::messages::{AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
 use aam_protocol::model::{ExitInfo, StopCause};
@@ -122,12 +122,12 @@ impl Handler<WorkerReport> for Scheduler {
             // The hot reports change nothing stored: no settle.
             WorkerToManager::Heartbeat => return self.state.heartbeat(msg.id, now),
             WorkerToManager::Output { attempt, data } => {
-                self.state.job_output(attempt, &data);
-                return;
+                let fenced = self.state.job_output(msg.id, attempt, &data);
+                return self.log_fenced(msg.id, attempt, "output", fenced);
             }
             WorkerToManager::OutputSync { attempt, capture } => {
-                self.state.output_sync(attempt, capture);
-                return;
+                let fenced = self.state.output_sync(msg.id, attempt, &capture);
+                return self.log_fenced(msg.id, attempt, "output", fenced);
             }
             WorkerToManager::Draining => {
                 if let Some(name) = self.state.worker_name(msg.id) {
@@ -140,21 +140,18 @@ impl Handler<WorkerReport> for Scheduler {
                 percent,
                 message,
             } => {
-                self.state.job_progress(attempt, percent, message);
+                let fenced = self.state.job_progress(msg.id, attempt, percent, message);
+                self.log_fenced(msg.id, attempt, "progress", fenced);
             }
             WorkerToManager::Finished {
                 attempt,
                 exit,
                 stopped,
-            } => {
-                self.finish(msg.id, attempt, exit, stopped, None, now);
-                effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
-            }
+            } => effects.extend(self.finish(msg.id, attempt, exit, stopped, None, now)),
             WorkerToManager::SpawnFailed { attempt, error } => {
                 let exit = ExitInfo::not_started();
                 let reason = Some(format!("could not start: {error}"));
-                self.finish(msg.id, attempt, exit, None, reason, now);
-                effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
+                effects.extend(self.finish(msg.id, attempt, exit, None, reason, now));
             }
             // Refused by the connection before it reaches here.
             WorkerToManager::Register { .. } => {}
@@ -164,7 +161,10 @@ impl Handler<WorkerReport> for Scheduler {
 }
 
 impl Scheduler {
-    /// An attempt ended; the fence drops the report of a stale one.
+    /// An attempt ended, as `worker` says. The end is acknowledged (once
+    /// durable) when recorded, and when stale, so the worker forgets it; a
+    /// worker reporting the end of another's attempt changes nothing and
+    /// hears nothing.
     fn finish(
         &mut self,
         worker: WorkerId,
@@ -173,15 +173,43 @@ impl Scheduler {
         stopped: Option<Stopped>,
         reason: Option<String>,
         now: u64,
-    ) {
-        if self
+    ) -> Option<Effect> {
+        let fenced = self
             .state
-            .job_finished(attempt, Some(exit), stopped, reason, now)
-        {
+            .job_finished(worker, attempt, Some(exit), stopped, reason, now);
+        if fenced.is_ok() {
             tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
-        } else {
-            tracing::info!(worker, job = %attempt.job, attempt = attempt.attempt,
-                "ignoring a report of a stale attempt");
+        }
+        self.log_fenced(worker, attempt, "end", fenced);
+        let ack = Effect::ToWorker(worker, ManagerToWorker::Ack(attempt));
+        (fenced != Err(Fenced::NotYours)).then_some(ack)
+    }
+
+    /// Logs a report the fence turned away: a stale one is expected (after
+    /// a reconnect or a requeue), one about another worker's attempt is not.
+    fn log_fenced(
+        &self,
+        worker: WorkerId,
+        attempt: AttemptRef,
+        what: &str,
+        fenced: Result<(), Fenced>,
+    ) {
+        match fenced {
+            Ok(()) => {}
+            // Ends are few; output of a stopped attempt may still stream in.
+            Err(Fenced::Stale) if what == "end" => {
+                tracing::info!(worker, job = %attempt.job, attempt = attempt.attempt,
+                    "ignoring the end of a stale attempt")
+            }
+            Err(Fenced::Stale) => {
+                tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt,
+                    "ignoring the {what} of a stale attempt")
+            }
+            Err(Fenced::NotYours) => {
+                let name = self.state.worker_name(worker).unwrap_or("?");
+                tracing::warn!(worker = %name, id = worker, job = %attempt.job, attempt = attempt.attempt,
+                    "refusing the {what} a worker reports for an attempt not assigned to it")
+            }
         }
     }
 }

@@ -173,14 +173,20 @@ mod tests {
         let first = s.dispatch(1);
         let names: Vec<&str> = first.iter().map(|(_, a)| a.job_name.as_str()).collect();
         assert_eq!(names, vec!["a", "d"]);
-        assert!(s.job_finished(attempt_of(&first[0].1), ok(), None, None, 2));
+        assert!(s
+            .job_finished(1, attempt_of(&first[0].1), ok(), None, None, 2)
+            .is_ok());
         let second = s.dispatch(3);
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].1.job_name, "b");
-        assert!(s.job_finished(attempt_of(&second[0].1), fail(), None, None, 4));
+        assert!(s
+            .job_finished(1, attempt_of(&second[0].1), fail(), None, None, 4)
+            .is_ok());
         assert_eq!(status(&s, id, "c"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Running);
-        assert!(s.job_finished(attempt_of(&first[1].1), ok(), None, None, 5));
+        assert!(s
+            .job_finished(1, attempt_of(&first[1].1), ok(), None, None, 5)
+            .is_ok());
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     }
 
@@ -199,7 +205,8 @@ mod tests {
         for t in 0..4 {
             let (_, a) = s.dispatch(t).pop().unwrap();
             order.push(a.job_name.clone());
-            s.job_finished(attempt_of(&a), ok(), None, None, t);
+            s.job_finished(1, attempt_of(&a), ok(), None, None, t)
+                .unwrap();
         }
         assert_eq!(order, vec!["a0", "a1", "b0", "b1"]);
     }

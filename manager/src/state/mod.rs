@@ -22,6 +22,7 @@ mod workers;
 #[cfg(test)]
 mod testing;
 
+pub use attempts::Fenced;
 pub use control::CancelOutcome;
 pub use views::JobLogs;
 pub use workers::{Registration, WorkerEntry, WorkerId};

@@ -124,7 +124,7 @@ mod tests {
         let next = r.dispatch(30);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1.job_name, "b");
-        assert!(r.job_finished(running, ok(), None, None, 40));
+        assert!(r.job_finished(5, running, ok(), None, None, 40).is_ok());
         assert_eq!(status(&r, id, "c"), JobStatus::Queued);
         let (new_id, _) = r.submit(batch(vec![job("x", &[])]), None, 50).unwrap();
         assert_eq!(new_id, SessionId(id.0 + 1));
@@ -138,7 +138,7 @@ mod tests {
         let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0);
         let first = attempt_of(&s.dispatch(0)[0].1);
-        assert!(s.job_finished(first, fail(), None, None, 10));
+        assert!(s.job_finished(1, first, fail(), None, None, 10).is_ok());
         // Restarted an hour later: the backoff is long over.
         let mut r = State::rebuild(config(), snapshot_of(&mut s), 3_600_000);
         r.register_worker(1, worker("w", 1), &[], 3_600_000);

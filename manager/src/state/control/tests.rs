@@ -18,7 +18,9 @@ fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
         cause: StopCause::Cancelled,
         receipt: TeardownReceipt::default(),
     };
-    assert!(s.job_finished(running, ok(), Some(stopped), None, 2));
+    assert!(s
+        .job_finished(1, running, ok(), Some(stopped), None, 2)
+        .is_ok());
     assert_eq!(status(&s, id, "run"), JobStatus::Cancelled);
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Cancelled);
     assert!(s.dispatch(3).is_empty());
@@ -98,7 +100,7 @@ fn a_gate_is_decided_once_and_its_decision_runs_what_depends_on_it() {
     );
     s.register_worker(1, worker("w", 1), &[], 0);
     let build = attempt_of(&s.dispatch(1)[0].1);
-    s.job_finished(build, ok(), None, None, 2);
+    s.job_finished(1, build, ok(), None, None, 2).unwrap();
     let view = s.view(id, OutputWanted::None, 0, &|_| None, 3).unwrap();
     assert_eq!(view.jobs[1].reason.as_deref(), Some(AWAITING));
     let decided = s.decide(id, "approve", true, "ops", Some("ship it".into()), 4);
@@ -118,9 +120,12 @@ fn retry_runs_again_what_did_not_succeed_as_new_attempts_and_keeps_the_rest() {
     let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
     s.register_worker(1, worker("w", 2), &[], 0);
     let first = s.dispatch(0);
-    s.job_progress(attempt_of(&first[1].1), 40, None);
-    s.job_finished(attempt_of(&first[0].1), ok(), None, None, 1);
-    s.job_finished(attempt_of(&first[1].1), fail(), None, None, 1);
+    s.job_progress(1, attempt_of(&first[1].1), 40, None)
+        .unwrap();
+    s.job_finished(1, attempt_of(&first[0].1), ok(), None, None, 1)
+        .unwrap();
+    s.job_finished(1, attempt_of(&first[1].1), fail(), None, None, 1)
+        .unwrap();
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     let again = s.retry(id, 2).unwrap();
     assert_eq!(again, vec!["bad", "after"]);
