@@ -27,6 +27,13 @@ type Writer = actix::io::FramedWrite<
 #[rtype(result = "()")]
 pub struct ToWorker(pub ManagerToWorker);
 
+/// The same worker process registered on a newer connection: this one is
+/// dead to it. Closes without a word to the peer, and without telling the
+/// scheduler (its jobs went to the newer connection).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replaced;
+
 pub struct WorkerConn {
     pub id: WorkerId,
     pub peer: SocketAddr,
@@ -92,6 +99,7 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
             (
                 WorkerToManager::Register {
                     name,
+                    instance,
                     slots,
                     prefetch,
                     labels,
@@ -116,6 +124,7 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                     id: self.id,
                     addr: ctx.address(),
                     name,
+                    instance,
                     address: self.peer.to_string(),
                     slots,
                     prefetch,
@@ -152,13 +161,25 @@ impl Handler<ToWorker> for WorkerConn {
     type Result = ();
 
     fn handle(&mut self, msg: ToWorker, ctx: &mut Context<Self>) {
-        let refused = matches!(msg.0, ManagerToWorker::Refused { .. });
+        let last = matches!(
+            msg.0,
+            ManagerToWorker::Refused { .. } | ManagerToWorker::RetryLater { .. }
+        );
         self.writer.write(msg.0);
-        if refused {
-            // Replaced by a newer connection: leave without orphaning its jobs.
+        if last {
+            // Its registration was not taken: the scheduler need not hear of it.
             self.name = None;
             self.writer.close();
             ctx.stop();
         }
+    }
+}
+
+impl Handler<Replaced> for WorkerConn {
+    type Result = ();
+
+    fn handle(&mut self, _: Replaced, ctx: &mut Context<Self>) {
+        self.name = None;
+        ctx.stop();
     }
 }

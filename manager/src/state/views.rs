@@ -287,7 +287,7 @@ mod tests {
         let mut s = State::new(config());
         let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-        s.register_worker(1, worker("w", 3), &[], 0);
+        s.register_worker(1, worker("w", 3), &[], 0).unwrap();
         for (_, a) in s.dispatch(0) {
             let attempt = attempt_of(&a);
             s.job_output(1, attempt, &[b'x'; 400]).unwrap();
@@ -321,7 +321,7 @@ mod tests {
     fn a_view_is_a_function_of_the_time_it_is_given() {
         let mut s = State::new(config());
         s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let first = attempt_of(&s.dispatch(0)[0].1);
         s.job_finished(1, first, Some(exit_after(0, 10_000)), None, None, 10_000)
             .unwrap();

@@ -319,13 +319,31 @@ impl WorkerAgent {
                     }
                     Err(e) => {
                         act.link = Link::Down;
-                        tracing::info!("{e}; retrying in {:?}", act.backoff);
-                        let wait = act.backoff;
-                        act.backoff = (act.backoff * 2).min(MAX_BACKOFF);
-                        ctx.run_later(wait, |act, ctx| act.dial(ctx));
+                        let wait = act.dial_after_backoff(ctx);
+                        tracing::info!("{e}; retrying in {wait:?}");
                     }
                 }),
         );
+    }
+
+    /// Dials again after the current backoff, which doubles (up to
+    /// `MAX_BACKOFF`) until a registration succeeds; returns the wait.
+    fn dial_after_backoff(&mut self, ctx: &mut Context<Self>) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        ctx.run_later(wait, |act, ctx| act.dial(ctx));
+        wait
+    }
+
+    /// The manager cannot take the registration yet (the name is connected
+    /// from elsewhere, perhaps this worker's own half-open old connection,
+    /// until its lease runs out): the jobs run on, and the worker dials
+    /// again after a backoff.
+    pub(super) fn retry_later(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        self.link.disconnect(ctx);
+        let wait = self.dial_after_backoff(ctx);
+        tracing::warn!(worker = %self.config.name, running = self.assigned.len(),
+            "the manager cannot take this worker yet: {reason}; retrying in {wait:?}");
     }
 
     fn connected(
@@ -336,6 +354,7 @@ impl WorkerAgent {
     ) {
         let register = WorkerToManager::Register {
             name: self.config.name.clone(),
+            instance: self.instance,
             slots: self.config.slots,
             prefetch: self.config.prefetch,
             labels: self.config.labels.clone(),

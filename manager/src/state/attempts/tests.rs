@@ -23,7 +23,7 @@ fn exit(code: i32) -> Option<ExitInfo> {
 fn a_stale_or_repeated_report_changes_nothing() {
     let mut s = State::new(config());
     let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let a = attempt_of(&s.dispatch(0)[0].1);
     let stale = AttemptRef {
         attempt: a.attempt + 1,
@@ -43,9 +43,9 @@ fn a_worker_cannot_report_on_an_attempt_assigned_to_another() {
     let (id, _) = s
         .submit(batch(vec![job("a", &[]), job("b", &[])]), None, 0)
         .unwrap();
-    s.register_worker(1, worker("honest", 1), &[], 0);
+    s.register_worker(1, worker("honest", 1), &[], 0).unwrap();
     let a = attempt_of(&s.dispatch(0)[0].1);
-    s.register_worker(2, worker("liar", 1), &[], 0);
+    s.register_worker(2, worker("liar", 1), &[], 0).unwrap();
     s.job_output(1, a, b"mine").unwrap();
     let forged = OutputCapture::from_parts(1024, b"forged".to_vec(), vec![], 6);
     assert_eq!(s.job_output(2, a, b"forged"), Err(Fenced::NotYours));
@@ -79,7 +79,7 @@ fn a_worker_cannot_report_on_an_attempt_assigned_to_another() {
 fn a_synced_output_is_kept_within_our_cap_whatever_it_claims() {
     let mut s = State::new(config());
     let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let a = attempt_of(&s.dispatch(0)[0].1);
     let forged = OutputCapture::from_parts(usize::MAX, vec![b'x'; 100_000], b"end".to_vec(), 1);
     s.output_sync(1, a, &forged).unwrap();
@@ -93,7 +93,7 @@ fn a_synced_output_is_kept_within_our_cap_whatever_it_claims() {
 fn output_is_capped_and_stored_at_the_end() {
     let mut s = State::new(config());
     s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let a = attempt_of(&s.dispatch(0)[0].1);
     s.take_changes();
     for _ in 0..10 {
