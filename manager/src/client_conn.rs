@@ -2,6 +2,7 @@
 //! its answer back to the client; a `Watch` turns into a stream of progress.
 
 use crate::listener::Shared;
+use crate::peer_input::check_request;
 use crate::scheduler::ClientCall;
 use aam_protocol::codec::{self, CodecError, FrameCodec};
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind};
@@ -72,6 +73,10 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
                 return;
             }
         };
+        if let Err(message) = check_request(&request) {
+            let kind = ErrorKind::BadRequest;
+            return self.respond(ClientResponse::Error { kind, message });
+        }
         let watcher =
             matches!(request, ClientRequest::Watch { .. }).then(|| ctx.address().recipient());
         let (reply, answer) = oneshot::channel();

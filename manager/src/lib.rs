@@ -11,6 +11,7 @@ pub mod definitions;
 pub mod estimate;
 pub mod listener;
 pub mod logging;
+pub mod peer_input;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;

@@ -1,20 +1,17 @@
-//! One actor per worker connection: reads the worker's frames, forwards
-//! them to the scheduler, writes the scheduler's orders, and enforces the
-//! worker's lease. It registers in `handle(Register)` and leaves in `stopping()`.
+//! One actor per worker connection: reads the worker's frames, checks them
+//! (`peer_input`) and forwards them to the scheduler, writes the
+//! scheduler's orders, and enforces the worker's lease. It registers in `handle(Register)` and leaves in `stopping()`.
 
 use crate::listener::Shared;
+use crate::peer_input::{check_register, trim_report};
 use crate::scheduler::{WorkerConnected, WorkerDisconnected, WorkerReport};
 use crate::state::WorkerId;
 use aam_protocol::codec::{CodecError, FrameCodec};
 use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
-use aam_protocol::spec::is_valid_name;
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
-
-/// Most slots one worker may offer.
-pub const MAX_SLOTS: u32 = 4096;
 
 type Writer = actix::io::FramedWrite<
     ManagerToWorker,
@@ -51,6 +48,17 @@ impl WorkerConn {
         self.writer.write(ManagerToWorker::Refused { reason });
         self.writer.close();
         ctx.stop();
+    }
+
+    /// Hands a message to the scheduler and reads nothing more until it is
+    /// taken: a worker that floods is slowed down, never buffered.
+    fn forward<M>(&mut self, ctx: &mut Context<Self>, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        crate::scheduler::Scheduler: Handler<M>,
+    {
+        let sent = self.shared.scheduler.send(msg);
+        ctx.wait(sent.into_actor(self).map(|_, _, _| ()));
     }
 }
 
@@ -107,20 +115,11 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                 },
                 false,
             ) => {
-                if !is_valid_name(&name) || name.len() > 128 {
-                    return self.refuse(ctx, format!("'{name}' is not a valid worker name"));
-                }
-                if slots == 0 || slots > MAX_SLOTS {
-                    return self.refuse(ctx, format!("slots must be 1-{MAX_SLOTS}, not {slots}"));
-                }
-                if prefetch > MAX_SLOTS {
-                    return self.refuse(
-                        ctx,
-                        format!("prefetch must be 0-{MAX_SLOTS}, not {prefetch}"),
-                    );
+                if let Err(reason) = check_register(&name, slots, prefetch, &labels, &assigned) {
+                    return self.refuse(ctx, reason);
                 }
                 self.name = Some(name.clone());
-                self.shared.scheduler.do_send(WorkerConnected {
+                let connected = WorkerConnected {
                     id: self.id,
                     addr: ctx.address(),
                     name,
@@ -130,28 +129,20 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                     prefetch,
                     labels,
                     assigned,
-                });
+                };
+                self.forward(ctx, connected);
             }
             (WorkerToManager::Register { .. }, true) => {
                 self.refuse(ctx, "registered twice on one connection".into())
             }
             (_, false) => self.refuse(ctx, "a worker must register first".into()),
-            (report @ WorkerToManager::Output { .. }, true) => {
-                // Output waits for the scheduler's mailbox: backpressure to the worker.
-                let send = self.shared.scheduler.send(WorkerReport {
-                    id: self.id,
-                    report,
-                });
-                ctx.wait(send.into_actor(self).map(|_, _, _| ()));
-            }
-            (report, true) => {
+            (mut report, true) => {
                 if matches!(report, WorkerToManager::Heartbeat) {
                     self.writer.write(ManagerToWorker::Pong);
                 }
-                self.shared.scheduler.do_send(WorkerReport {
-                    id: self.id,
-                    report,
-                })
+                trim_report(&mut report);
+                let id = self.id;
+                self.forward(ctx, WorkerReport { id, report });
             }
         }
     }

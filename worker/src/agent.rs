@@ -15,7 +15,7 @@ pub use shutdown::{Drain, KillAll};
 
 use crate::child::{run_job, run_marker, StopOrder};
 use crate::teardown::{become_subreaper, reap_adopted};
-use aam_protocol::codec::CodecError;
+use aam_protocol::codec::{CodecError, MAX_FRAME_CEILING};
 use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
 use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
 use aam_protocol::output::OutputCapture;
@@ -246,7 +246,8 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 lease_ms,
                 output_cap,
             } => {
-                self.output_cap = output_cap as usize;
+                // A capture larger than a frame could not be resent whole.
+                self.output_cap = output_cap.min(MAX_FRAME_CEILING as u64) as usize;
                 self.registered(heartbeat_ms, lease_ms, ctx);
             }
             ManagerToWorker::Assign(assignment) => self.assign(assignment, ctx),

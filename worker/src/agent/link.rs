@@ -27,6 +27,10 @@ const OUTPUT_BACKLOG: usize = 8 * 1024 * 1024;
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Longest heartbeat interval and lease taken from the manager.
+const MAX_HEARTBEAT_MS: u64 = 60_000;
+const MAX_LEASE_MS: u64 = 3_600_000;
+
 /// The worker's connection to the manager.
 pub(super) enum Link {
     /// No connection and no dial under way (a redial may be scheduled).
@@ -385,8 +389,13 @@ impl WorkerAgent {
     /// lease), and the manager gets everything it may have missed.
     pub(super) fn registered(&mut self, heartbeat_ms: u64, lease_ms: u64, ctx: &mut Context<Self>) {
         self.backoff = FIRST_BACKOFF;
-        let every = Duration::from_millis(heartbeat_ms.max(50));
-        let lease = Duration::from_millis(lease_ms.max(heartbeat_ms * 2));
+        // The manager's numbers, within sane bounds whatever they say.
+        let heartbeat_ms = heartbeat_ms.clamp(50, MAX_HEARTBEAT_MS);
+        let lease_ms = lease_ms
+            .max(heartbeat_ms.saturating_mul(2))
+            .min(MAX_LEASE_MS);
+        let every = Duration::from_millis(heartbeat_ms);
+        let lease = Duration::from_millis(lease_ms);
         let heartbeat = ctx.run_interval(every, move |act, ctx| {
             if act.last_heard.elapsed() > lease {
                 // A silent cut (no reset): do not write into it for minutes.
