@@ -1,23 +1,19 @@
 //! One actor per worker connection: reads the worker's frames, checks them
 //! (`peer_input`) and forwards them to the scheduler, writes the
-//! scheduler's orders, and enforces the worker's lease. It registers in `handle(Register)` and leaves in `stopping()`.
+//! scheduler's orders through a bounded writer, and enforces the worker's
+//! lease. It registers in `handle(Register)` and leaves in `stopping()`.
 
+use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
 use crate::listener::Shared;
 use crate::peer_input::{check_register, trim_report};
 use crate::scheduler::{WorkerConnected, WorkerDisconnected, WorkerReport};
 use crate::state::WorkerId;
-use aam_protocol::codec::{CodecError, FrameCodec};
+use aam_protocol::codec::CodecError;
 use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
-
-type Writer = actix::io::FramedWrite<
-    ManagerToWorker,
-    OwnedWriteHalf,
-    FrameCodec<WorkerToManager, ManagerToWorker>,
->;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 /// An order from the scheduler to this worker.
 #[derive(Message)]
@@ -32,22 +28,71 @@ pub struct ToWorker(pub ManagerToWorker);
 pub struct Replaced;
 
 pub struct WorkerConn {
-    pub id: WorkerId,
-    pub peer: SocketAddr,
-    pub shared: Shared,
-    pub writer: Writer,
-    pub name: Option<String>,
-    pub last_seen: Instant,
+    id: WorkerId,
+    peer: SocketAddr,
+    shared: Shared,
+    writer: FrameWriter,
+    /// Set once it registers, cleared when it leaves without the scheduler
+    /// needing to hear of it.
+    name: Option<String>,
+    last_seen: Instant,
     /// It went silent past its lease (rather than closing its connection).
-    pub lease_expired: bool,
+    lease_expired: bool,
+    /// One of the manager's connection slots, held while the connection lives.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl WorkerConn {
+    /// Starts the actor of an authenticated worker connection.
+    pub fn start(
+        id: WorkerId,
+        peer: SocketAddr,
+        frames: impl Stream<Item = Result<WorkerToManager, CodecError>> + 'static,
+        writer: (FrameWriter, oneshot::Receiver<String>),
+        shared: Shared,
+        slot: OwnedSemaphorePermit,
+    ) -> Addr<WorkerConn> {
+        WorkerConn::create(move |ctx| {
+            ctx.add_stream(frames);
+            stop_when_failed::<WorkerConn>(writer.1, peer, ctx);
+            WorkerConn {
+                id,
+                peer,
+                shared,
+                writer: writer.0,
+                name: None,
+                last_seen: Instant::now(),
+                lease_expired: false,
+                _slot: slot,
+            }
+        })
+    }
+
     fn refuse(&mut self, ctx: &mut Context<Self>, reason: String) {
         tracing::warn!(peer = %self.peer, "refusing worker: {reason}");
-        self.writer.write(ManagerToWorker::Refused { reason });
-        self.writer.close();
+        self.close_with(ctx, ManagerToWorker::Refused { reason });
+    }
+
+    /// Writes a last message, then closes; the scheduler is not told (the
+    /// worker never registered, or its registration was not taken).
+    fn close_with(&mut self, ctx: &mut Context<Self>, last: ManagerToWorker) {
+        self.name = None;
+        self.write(ctx, last);
         ctx.stop();
+    }
+
+    /// Writes an order, closing a worker that reads too little to take it.
+    fn write(&mut self, ctx: &mut Context<Self>, msg: ManagerToWorker) {
+        match self.writer.write(&msg) {
+            Ok(()) => {}
+            Err(e @ WriteError::Backlog { .. }) => {
+                tracing::warn!(peer = %self.peer, worker = self.name.as_deref().unwrap_or("?"),
+                    "closing a worker that does not read what it is sent: {e}");
+                self.writer.abort();
+                ctx.stop();
+            }
+            Err(e) => tracing::error!(peer = %self.peer, "cannot send to a worker: {e}"),
+        }
     }
 
     /// Hands a message to the scheduler and reads nothing more until it is
@@ -59,6 +104,36 @@ impl WorkerConn {
     {
         let sent = self.shared.scheduler.send(msg);
         ctx.wait(sent.into_actor(self).map(|_, _, _| ()));
+    }
+
+    fn register(&mut self, ctx: &mut Context<Self>, register: WorkerToManager) {
+        let WorkerToManager::Register {
+            name,
+            instance,
+            slots,
+            prefetch,
+            labels,
+            assigned,
+        } = register
+        else {
+            return;
+        };
+        if let Err(reason) = check_register(&name, slots, prefetch, &labels, &assigned) {
+            return self.refuse(ctx, reason);
+        }
+        self.name = Some(name.clone());
+        let connected = WorkerConnected {
+            id: self.id,
+            addr: ctx.address(),
+            name,
+            instance,
+            address: self.peer.to_string(),
+            slots,
+            prefetch,
+            labels,
+            assigned,
+        };
+        self.forward(ctx, connected);
     }
 }
 
@@ -88,8 +163,6 @@ impl Actor for WorkerConn {
     }
 }
 
-impl actix::io::WriteHandler<CodecError> for WorkerConn {}
-
 impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
     fn handle(&mut self, item: Result<WorkerToManager, CodecError>, ctx: &mut Context<Self>) {
         let msg = match item {
@@ -104,41 +177,17 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
         let span = tracing::debug_span!("worker", worker = self.name.as_deref().unwrap_or("?"), peer = %self.peer);
         let _entered = span.enter();
         match (msg, self.name.is_some()) {
-            (
-                WorkerToManager::Register {
-                    name,
-                    instance,
-                    slots,
-                    prefetch,
-                    labels,
-                    assigned,
-                },
-                false,
-            ) => {
-                if let Err(reason) = check_register(&name, slots, prefetch, &labels, &assigned) {
-                    return self.refuse(ctx, reason);
-                }
-                self.name = Some(name.clone());
-                let connected = WorkerConnected {
-                    id: self.id,
-                    addr: ctx.address(),
-                    name,
-                    instance,
-                    address: self.peer.to_string(),
-                    slots,
-                    prefetch,
-                    labels,
-                    assigned,
-                };
-                self.forward(ctx, connected);
-            }
+            (register @ WorkerToManager::Register { .. }, false) => self.register(ctx, register),
             (WorkerToManager::Register { .. }, true) => {
                 self.refuse(ctx, "registered twice on one connection".into())
             }
             (_, false) => self.refuse(ctx, "a worker must register first".into()),
             (mut report, true) => {
-                if matches!(report, WorkerToManager::Heartbeat) {
-                    self.writer.write(ManagerToWorker::Pong);
+                // Anything still queued reaches the worker as a sign of life:
+                // a Pong behind it would only pile up on a worker that does
+                // not read.
+                if matches!(report, WorkerToManager::Heartbeat) && self.writer.backlog() == 0 {
+                    self.write(ctx, ManagerToWorker::Pong);
                 }
                 trim_report(&mut report);
                 let id = self.id;
@@ -152,16 +201,11 @@ impl Handler<ToWorker> for WorkerConn {
     type Result = ();
 
     fn handle(&mut self, msg: ToWorker, ctx: &mut Context<Self>) {
-        let last = matches!(
-            msg.0,
-            ManagerToWorker::Refused { .. } | ManagerToWorker::RetryLater { .. }
-        );
-        self.writer.write(msg.0);
-        if last {
-            // Its registration was not taken: the scheduler need not hear of it.
-            self.name = None;
-            self.writer.close();
-            ctx.stop();
+        match msg.0 {
+            last @ (ManagerToWorker::Refused { .. } | ManagerToWorker::RetryLater { .. }) => {
+                self.close_with(ctx, last)
+            }
+            order => self.write(ctx, order),
         }
     }
 }
@@ -171,6 +215,7 @@ impl Handler<Replaced> for WorkerConn {
 
     fn handle(&mut self, _: Replaced, ctx: &mut Context<Self>) {
         self.name = None;
+        self.writer.abort();
         ctx.stop();
     }
 }
