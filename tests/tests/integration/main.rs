@@ -8,9 +8,11 @@ mod control;
 mod dependencies;
 mod durability;
 mod gates;
+mod peers;
 mod placement;
 mod quickstart;
 mod session;
+mod slow_peers;
 
 use serde_json::Value;
 
