@@ -101,6 +101,17 @@ fn approve_and_reject_gates_with_an_audit_record() {
     assert!(poll(Duration::from_secs(20), || awaiting(&c, &second)
         .then_some(()))
     .is_some());
+    let essay = "x".repeat(5000);
+    let gate_path = format!("{second}/approve-prod");
+    let long = c
+        .aam(&["reject", &gate_path, "--comment", &essay])
+        .expect_code(2);
+    assert!(
+        long.stderr
+            .contains("comment: 5000 bytes, more than the 4096 allowed"),
+        "{}",
+        long.dump()
+    );
     c.aam(&[
         "reject",
         &format!("{second}/approve-prod"),
