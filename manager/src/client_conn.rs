@@ -96,7 +96,8 @@ impl ClientConn {
         self.written(ctx, written);
     }
 
-    /// Closes a client that reads too little to take what it is sent.
+    /// Closes a client that reads too little to take what it is sent, or
+    /// that cannot be answered at all.
     fn written(&mut self, ctx: &mut Context<Self>, result: Result<(), WriteError>) {
         match result {
             Ok(()) => {}
@@ -105,7 +106,11 @@ impl ClientConn {
                 self.writer.abort();
                 ctx.stop();
             }
-            Err(e) => tracing::error!(peer = %self.peer, "cannot answer a client: {e}"),
+            // Rather than leave the client waiting for an answer.
+            Err(e) => {
+                tracing::error!(peer = %self.peer, "cannot answer a client, closing its connection: {e}");
+                ctx.stop();
+            }
         }
     }
 

@@ -81,7 +81,8 @@ impl WorkerConn {
         ctx.stop();
     }
 
-    /// Writes an order, closing a worker that reads too little to take it.
+    /// Writes an order; closes a worker that reads too little to take it,
+    /// or when the order cannot be sent at all.
     fn write(&mut self, ctx: &mut Context<Self>, msg: ManagerToWorker) {
         match self.writer.write(&msg) {
             Ok(()) => {}
@@ -91,7 +92,12 @@ impl WorkerConn {
                 self.writer.abort();
                 ctx.stop();
             }
-            Err(e) => tracing::error!(peer = %self.peer, "cannot send to a worker: {e}"),
+            // A dropped order (an assignment) would leave its job running
+            // forever: closing makes the worker come back and resync.
+            Err(e) => {
+                tracing::error!(peer = %self.peer, "cannot send to a worker, closing its connection: {e}");
+                ctx.stop();
+            }
         }
     }
 
