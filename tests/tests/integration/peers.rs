@@ -44,6 +44,37 @@ fn until_pong(wire: &mut Wire) -> Vec<ManagerToWorker> {
     other
 }
 
+/// Every report a worker may make about `attempt`, each a lie.
+fn forged_reports(attempt: AttemptRef) -> Vec<WorkerToManager> {
+    let capture = OutputCapture::from_parts(1 << 20, b"forged sync\n".to_vec(), vec![], 12);
+    let exit = ExitInfo {
+        code: Some(0),
+        signal: None,
+        duration_ms: 1,
+    };
+    vec![
+        WorkerToManager::Output {
+            attempt,
+            data: b"forged output\n".to_vec(),
+        },
+        WorkerToManager::OutputSync { attempt, capture },
+        WorkerToManager::Progress {
+            attempt,
+            percent: 99,
+            message: Some("forged".into()),
+        },
+        WorkerToManager::Finished {
+            attempt,
+            exit,
+            stopped: None,
+        },
+        WorkerToManager::SpawnFailed {
+            attempt,
+            error: "forged".into(),
+        },
+    ]
+}
+
 #[test]
 fn a_worker_cannot_end_or_write_into_a_job_running_on_another() {
     let mut c = Cluster::with_manager();
@@ -72,36 +103,7 @@ fn a_worker_cannot_end_or_write_into_a_job_running_on_another() {
         matches!(answer, ManagerToWorker::Registered { .. }),
         "{answer:?}"
     );
-    let forged = OutputCapture::from_parts(1 << 20, b"forged sync\n".to_vec(), vec![], 12);
-    let exit = ExitInfo {
-        code: Some(0),
-        signal: None,
-        duration_ms: 1,
-    };
-    for report in [
-        WorkerToManager::Output {
-            attempt: a,
-            data: b"forged output\n".to_vec(),
-        },
-        WorkerToManager::OutputSync {
-            attempt: a,
-            capture: forged,
-        },
-        WorkerToManager::Progress {
-            attempt: a,
-            percent: 99,
-            message: Some("forged".into()),
-        },
-        WorkerToManager::Finished {
-            attempt: a,
-            exit,
-            stopped: None,
-        },
-        WorkerToManager::SpawnFailed {
-            attempt: a,
-            error: "forged".into(),
-        },
-    ] {
+    for report in forged_reports(a) {
         liar.send(&report);
     }
     let heard = until_pong(&mut liar);
