@@ -1,21 +1,28 @@
 //! One actor per client connection: each request goes to the scheduler and
 //! its answer back to the client; a `Watch` turns into a stream of progress.
+//!
+//! Requests are read one at a time: the next is read only once the answer
+//! to this one is written out (within `PIPELINE_ALLOWANCE`), so answers keep
+//! request order, and a client that sends requests without reading the
+//! answers holds up only itself. Watch updates go through the same bounded
+//! writer; a client too far behind on them is closed.
 
+use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
 use crate::listener::Shared;
+use crate::peer_input::check_request;
 use crate::scheduler::ClientCall;
-use aam_protocol::codec::{self, CodecError, FrameCodec};
+use aam_protocol::codec::CodecError;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind};
 use aam_protocol::model::SessionSummary;
 use actix::prelude::*;
+use futures::StreamExt;
 use std::net::SocketAddr;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::oneshot;
+use std::rc::Rc;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-type Writer = actix::io::FramedWrite<
-    ClientResponse,
-    OwnedWriteHalf,
-    FrameCodec<ClientRequest, ClientResponse>,
->;
+/// Answer bytes that may still wait to be written when the next request is
+/// read: small answers are pipelined, large ones are not piled up.
+const PIPELINE_ALLOWANCE: usize = 1024 * 1024;
 
 /// A watched session changed.
 #[derive(Message)]
@@ -23,31 +30,98 @@ type Writer = actix::io::FramedWrite<
 pub struct SessionUpdate(pub SessionSummary);
 
 pub struct ClientConn {
-    pub peer: SocketAddr,
+    peer: SocketAddr,
     /// Who this client is, by its token's name (for audit records).
-    pub token_name: String,
-    pub shared: Shared,
-    pub writer: Writer,
+    token_name: String,
+    shared: Shared,
+    writer: FrameWriter,
+    /// One permit: the next request may be read.
+    next_request: Rc<Semaphore>,
+    /// One of the manager's connection slots, held while the connection lives.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The requests of `frames`, each read only once `next_request` has a permit.
+fn one_at_a_time<S>(frames: S, next_request: Rc<Semaphore>) -> impl Stream<Item = S::Item>
+where
+    S: Stream + Unpin + 'static,
+{
+    futures::stream::unfold((frames, next_request), |(mut frames, gate)| async move {
+        gate.acquire().await.ok()?.forget();
+        let item = frames.next().await?;
+        Some((item, (frames, gate)))
+    })
 }
 
 impl ClientConn {
+    /// Starts the actor of an authenticated client connection.
+    pub fn start(
+        peer: SocketAddr,
+        token_name: String,
+        frames: impl Stream<Item = Result<ClientRequest, CodecError>> + Unpin + 'static,
+        writer: (FrameWriter, oneshot::Receiver<String>),
+        shared: Shared,
+        slot: OwnedSemaphorePermit,
+    ) -> Addr<ClientConn> {
+        ClientConn::create(move |ctx| {
+            let next_request = Rc::new(Semaphore::new(1));
+            ctx.add_stream(one_at_a_time(frames, next_request.clone()));
+            stop_when_failed::<ClientConn>(writer.1, peer, ctx);
+            ClientConn {
+                peer,
+                token_name,
+                shared,
+                writer: writer.0,
+                next_request,
+                _slot: slot,
+            }
+        })
+    }
+
     /// Writes a response, replacing one too large for a frame by an error
     /// that says so (rather than a silently dropped connection).
-    fn respond(&mut self, response: ClientResponse) {
-        let size = codec::encode(&response)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > self.shared.max_frame {
-            self.writer.write(ClientResponse::Error {
-                kind: ErrorKind::BadRequest,
-                message: format!(
-                    "the answer ({size} bytes) exceeds the frame limit of {} bytes; ask for less output",
-                    self.shared.max_frame
-                ),
-            });
-        } else {
-            self.writer.write(response);
+    fn respond(&mut self, ctx: &mut Context<Self>, response: ClientResponse) {
+        let refused = match self.writer.write(&response) {
+            Err(WriteError::Codec(CodecError::FrameTooLarge { size, limit })) => {
+                ClientResponse::Error {
+                    kind: ErrorKind::BadRequest,
+                    message: format!(
+                        "the answer ({size} bytes) exceeds the frame limit of {limit} bytes; ask for less output"
+                    ),
+                }
+            }
+            other => return self.written(ctx, other),
+        };
+        let written = self.writer.write(&refused);
+        self.written(ctx, written);
+    }
+
+    /// Closes a client that reads too little to take what it is sent, or
+    /// that cannot be answered at all.
+    fn written(&mut self, ctx: &mut Context<Self>, result: Result<(), WriteError>) {
+        match result {
+            Ok(()) => {}
+            Err(e @ WriteError::Backlog { .. }) => {
+                tracing::warn!(peer = %self.peer, "closing a client that does not read its answers: {e}");
+                self.writer.abort();
+                ctx.stop();
+            }
+            // Rather than leave the client waiting for an answer.
+            Err(e) => {
+                tracing::error!(peer = %self.peer, "cannot answer a client, closing its connection: {e}");
+                ctx.stop();
+            }
         }
+    }
+
+    /// Lets the next request be read once this answer is (mostly) written.
+    fn read_next_when_written(&mut self, ctx: &mut Context<Self>) {
+        let written = self.writer.drained(PIPELINE_ALLOWANCE);
+        let next_request = self.next_request.clone();
+        ctx.spawn(actix::fut::wrap_future(async move {
+            written.await;
+            next_request.add_permits(1);
+        }));
     }
 }
 
@@ -55,23 +129,26 @@ impl Actor for ClientConn {
     type Context = Context<Self>;
 }
 
-impl actix::io::WriteHandler<CodecError> for ClientConn {}
-
 impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
     fn handle(&mut self, item: Result<ClientRequest, CodecError>, ctx: &mut Context<Self>) {
         let request = match item {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, "closing client connection: {e}");
-                self.writer.write(ClientResponse::Error {
+                let error = ClientResponse::Error {
                     kind: ErrorKind::BadRequest,
                     message: e.to_string(),
-                });
-                self.writer.close();
+                };
+                let _ = self.writer.write(&error);
                 ctx.stop();
                 return;
             }
         };
+        if let Err(message) = check_request(&request) {
+            let kind = ErrorKind::BadRequest;
+            self.respond(ctx, ClientResponse::Error { kind, message });
+            return self.read_next_when_written(ctx);
+        }
         let watcher =
             matches!(request, ClientRequest::Watch { .. }).then(|| ctx.address().recipient());
         let (reply, answer) = oneshot::channel();
@@ -81,11 +158,11 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
             watcher,
             who: self.token_name.clone(),
         });
-        // Wait for this answer before reading the next request: answers keep request order.
-        ctx.wait(answer.into_actor(self).map(|answer, act, _| {
+        ctx.spawn(answer.into_actor(self).map(|answer, act, ctx| {
             if let Ok(Some(response)) = answer {
-                act.respond(response);
+                act.respond(ctx, response);
             }
+            act.read_next_when_written(ctx);
         }));
     }
 }
@@ -93,7 +170,8 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
 impl Handler<SessionUpdate> for ClientConn {
     type Result = ();
 
-    fn handle(&mut self, msg: SessionUpdate, _ctx: &mut Context<Self>) {
-        self.writer.write(ClientResponse::Progress(msg.0));
+    fn handle(&mut self, msg: SessionUpdate, ctx: &mut Context<Self>) {
+        let written = self.writer.write(&ClientResponse::Progress(msg.0));
+        self.written(ctx, written);
     }
 }

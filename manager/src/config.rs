@@ -37,6 +37,9 @@ pub struct ManagerConfig {
     pub lease_ms: u64,
     /// How long a running job whose worker vanished waits for it to reconnect.
     pub reconnect_grace_ms: u64,
+    /// Connections open at once (clients and workers, authenticated or not);
+    /// lowered to what the process's file limit allows.
+    pub max_connections: usize,
     /// sled's page cache.
     pub sled_cache_bytes: u64,
     /// Default `timeout` of jobs whose spec and agent set none (none: no limit).
@@ -79,6 +82,7 @@ impl Default for ManagerConfig {
             heartbeat_ms: 1000,
             lease_ms: 5000,
             reconnect_grace_ms: 10_000,
+            max_connections: 4096,
             sled_cache_bytes: aam_store::DEFAULT_CACHE_BYTES,
             job_timeout: None,
             job_idle_timeout: None,
@@ -107,6 +111,7 @@ const ENV_KEYS: &[&str] = &[
     "heartbeat_ms",
     "lease_ms",
     "reconnect_grace_ms",
+    "max_connections",
     "sled_cache_bytes",
     "job_timeout",
     "job_idle_timeout",
@@ -202,6 +207,9 @@ impl ManagerConfig {
                 frame_range.start(),
                 frame_range.end()
             ));
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
         }
         if self.output_cap_bytes < 1024 {
             return bad("output_cap_bytes must be at least 1024".into());

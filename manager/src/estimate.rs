@@ -32,8 +32,11 @@ impl History {
     /// Records one successful run's duration.
     pub fn record(&mut self, key: &str, ms: u64) {
         let (count, mean) = self.means.entry(key.to_string()).or_insert((0, 0));
-        *mean = (*mean * *count + ms) / (*count + 1);
-        *count += 1;
+        // In u128: a worker's reported duration is only its word, and any
+        // u64 must leave the mean intact rather than overflow it.
+        let sum = *mean as u128 * *count as u128 + ms as u128;
+        *mean = (sum / (*count as u128 + 1)) as u64;
+        *count = count.saturating_add(1);
     }
 
     pub fn mean(&self, key: &str) -> Option<u64> {
@@ -85,7 +88,7 @@ pub fn estimate(jobs: &[Remaining], slots: u32) -> Estimate {
             } else {
                 let Reverse(slot) = free_at.pop().unwrap_or(Reverse(0));
                 let start = slot.max(deps_done);
-                finish[i] = start + job.ms.unwrap_or(0);
+                finish[i] = start.saturating_add(job.ms.unwrap_or(0));
                 free_at.push(Reverse(finish[i]));
             }
         }
@@ -157,5 +160,15 @@ mod tests {
         h.record("x", 100);
         h.record("x", 300);
         assert_eq!(h.mean("x"), Some(200));
+    }
+
+    #[test]
+    fn durations_a_worker_makes_up_do_not_overflow() {
+        let mut h = History::default();
+        h.record("x", u64::MAX);
+        h.record("x", u64::MAX);
+        assert_eq!(h.mean("x"), Some(u64::MAX));
+        let e = estimate(&[job(u64::MAX, &[]), job(u64::MAX, &[0])], 1);
+        assert_eq!(e.ms, Some(u64::MAX));
     }
 }

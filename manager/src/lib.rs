@@ -9,8 +9,10 @@ pub mod commit;
 pub mod config;
 pub mod definitions;
 pub mod estimate;
+pub mod frame_writer;
 pub mod listener;
 pub mod logging;
+pub mod peer_input;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
@@ -93,6 +95,12 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
                 .collect(),
         ),
         max_frame: config.max_frame_bytes,
+        // A few answers' worth: past it, a peer is not reading.
+        max_backlog: config.max_frame_bytes.saturating_mul(4),
+        max_connections: listener::connections_within(
+            config.max_connections,
+            listener::raise_fd_limit(),
+        ),
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),
     };

@@ -1,8 +1,15 @@
 //! Accepts TCP connections, runs the handshake (version, role, token) before
 //! anything else, and hands authenticated connections to a per-connection
 //! actor. A bad peer costs only its own connection.
+//!
+//! Connections are admitted within limits, so peers that never authenticate
+//! cannot use up the manager's file descriptors: at most `max_connections`
+//! at once (one more is closed at once), and at most `MAX_HANDSHAKES`
+//! waiting for their handshake (a new one pushes out the oldest, which is
+//! the likeliest to be idle; a real peer handshakes at once).
 
 use crate::client_conn::ClientConn;
+use crate::frame_writer::FrameWriter;
 use crate::scheduler::Scheduler;
 use crate::state::WorkerId;
 use crate::token;
@@ -15,12 +22,15 @@ use aam_protocol::messages::{
 use aam_protocol::PROTOCOL_VERSION;
 use actix::prelude::*;
 use futures::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::codec::{Framed, FramedRead};
 
 /// A peer must finish its handshake within this time.
@@ -29,6 +39,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest handshake frame: nobody unauthenticated makes us buffer more.
 pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 
+/// Most connections waiting for their handshake at once.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// File descriptors kept for the store, logs and the listener itself, out
+/// of the process's limit, when sizing `max_connections`.
+const RESERVED_FDS: u64 = 64;
+
 /// What every connection actor needs to know.
 #[derive(Clone)]
 pub struct Shared {
@@ -36,8 +53,127 @@ pub struct Shared {
     /// Every accepted token, with its name.
     pub tokens: Arc<Vec<(String, String)>>,
     pub max_frame: usize,
+    /// Bytes that may wait to be written to one peer; past it the peer is closed.
+    pub max_backlog: usize,
+    /// Connections open at once, authenticated or not.
+    pub max_connections: usize,
     pub lease_ms: u64,
     pub next_worker_id: Arc<AtomicU64>,
+}
+
+/// Raises this process's soft limit of open files to its hard limit, and
+/// returns the limit now in force (None if it cannot be read).
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// `wanted` connections, or fewer if the process may not open that many files.
+pub fn connections_within(wanted: usize, fd_limit: Option<u64>) -> usize {
+    match fd_limit {
+        Some(fds) if (wanted as u64).saturating_add(RESERVED_FDS) > fds => {
+            let fit = fds.saturating_sub(RESERVED_FDS).max(1) as usize;
+            tracing::warn!(
+                "max_connections lowered from {wanted} to {fit}: this process may open {fds} files"
+            );
+            fit
+        }
+        _ => wanted,
+    }
+}
+
+/// A warning for something that may happen in bursts: logged at most every
+/// 10 s, with how many times it happened since.
+struct Throttled {
+    what: &'static str,
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Throttled {
+    fn new(what: &'static str) -> Throttled {
+        Throttled {
+            what,
+            last: None,
+            unlogged: 0,
+        }
+    }
+
+    fn happened(&mut self, peer: SocketAddr) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(%peer, times = self.unlogged, "{}", self.what);
+            self.last = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
+/// The connections admitted so far: their slots, and the handshakes still
+/// waiting (oldest first).
+struct Admission {
+    slots: Arc<Semaphore>,
+    handshakes: VecDeque<JoinHandle<()>>,
+    over_limit: Throttled,
+    pushed_out: Throttled,
+}
+
+impl Admission {
+    fn new(max_connections: usize) -> Admission {
+        Admission {
+            slots: Arc::new(Semaphore::new(max_connections)),
+            handshakes: VecDeque::new(),
+            over_limit: Throttled::new("connection limit reached: closing new connections"),
+            pushed_out: Throttled::new(
+                "too many connections waiting for their handshake: closing the oldest",
+            ),
+        }
+    }
+
+    /// A slot for a new connection, or None (it is to be closed).
+    fn admit(&mut self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.over_limit.happened(peer);
+        }
+        slot
+    }
+
+    /// Runs a handshake, making room for it by closing the oldest one
+    /// waiting if `MAX_HANDSHAKES` are.
+    fn handshake(&mut self, peer: SocketAddr, run: impl Future<Output = ()> + 'static) {
+        if self.handshakes.len() >= MAX_HANDSHAKES {
+            self.handshakes.retain(|h| !h.is_finished());
+        }
+        if self.handshakes.len() >= MAX_HANDSHAKES {
+            if let Some(oldest) = self.handshakes.pop_front() {
+                oldest.abort();
+                self.pushed_out.happened(peer);
+            }
+        }
+        self.handshakes.push_back(actix::spawn(run));
+    }
 }
 
 /// Accepts connections until `shutdown` resolves.
@@ -47,12 +183,16 @@ pub async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut admission = Admission::new(shared.max_connections);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    actix::spawn(handshake(stream, peer, shared.clone()));
+                    // Without a slot, the stream is dropped: closed at once.
+                    if let Some(slot) = admission.admit(peer) {
+                        admission.handshake(peer, handshake(stream, peer, shared.clone(), slot));
+                    }
                 }
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -97,7 +237,12 @@ fn reader<In, Out>(
     reader
 }
 
-async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Shared,
+    slot: OwnedSemaphorePermit,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay: {e}");
     }
@@ -132,7 +277,15 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared) {
         return;
     }
     let parts = framed.into_parts();
-    start_connection(role, token_name, parts.io, parts.read_buf, peer, shared);
+    start_connection(
+        role,
+        token_name,
+        parts.io,
+        parts.read_buf,
+        peer,
+        shared,
+        slot,
+    );
 }
 
 /// Starts the connection actor of an authenticated peer; `leftover` is
@@ -144,52 +297,22 @@ fn start_connection(
     leftover: bytes::BytesMut,
     peer: SocketAddr,
     shared: Shared,
+    slot: OwnedSemaphorePermit,
 ) {
     let (read, write) = stream.into_split();
+    let writer = FrameWriter::start(write, shared.max_frame, shared.max_backlog);
     match role {
         Role::Worker => {
             let id: WorkerId = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, id, "worker connection authenticated");
-            WorkerConn::create(move |ctx| {
-                ctx.add_stream(reader::<WorkerToManager, ManagerToWorker>(
-                    read,
-                    &leftover,
-                    shared.max_frame,
-                ));
-                WorkerConn {
-                    id,
-                    peer,
-                    writer: actix::io::FramedWrite::new(
-                        write,
-                        FrameCodec::new(shared.max_frame),
-                        ctx,
-                    ),
-                    shared,
-                    name: None,
-                    last_seen: Instant::now(),
-                    lease_expired: false,
-                }
-            });
+            let frames =
+                reader::<WorkerToManager, ManagerToWorker>(read, &leftover, shared.max_frame);
+            WorkerConn::start(id, peer, frames, writer, shared, slot);
         }
         Role::Client => {
             tracing::debug!(%peer, "client connection authenticated");
-            ClientConn::create(move |ctx| {
-                ctx.add_stream(reader::<ClientRequest, ClientResponse>(
-                    read,
-                    &leftover,
-                    shared.max_frame,
-                ));
-                ClientConn {
-                    peer,
-                    token_name,
-                    writer: actix::io::FramedWrite::new(
-                        write,
-                        FrameCodec::new(shared.max_frame),
-                        ctx,
-                    ),
-                    shared,
-                }
-            });
+            let frames = reader::<ClientRequest, ClientResponse>(read, &leftover, shared.max_frame);
+            ClientConn::start(peer, token_name, frames, writer, shared, slot);
         }
     }
 }

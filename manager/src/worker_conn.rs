@@ -1,26 +1,19 @@
-//! One actor per worker connection: reads the worker's frames, forwards
-//! them to the scheduler, writes the scheduler's orders, and enforces the
-//! worker's lease. It registers in `handle(Register)` and leaves in `stopping()`.
+//! One actor per worker connection: reads the worker's frames, checks them
+//! (`peer_input`) and forwards them to the scheduler, writes the
+//! scheduler's orders through a bounded writer, and enforces the worker's
+//! lease. It registers in `handle(Register)` and leaves in `stopping()`.
 
+use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
 use crate::listener::Shared;
+use crate::peer_input::{check_register, trim_report};
 use crate::scheduler::{WorkerConnected, WorkerDisconnected, WorkerReport};
 use crate::state::WorkerId;
-use aam_protocol::codec::{CodecError, FrameCodec};
+use aam_protocol::codec::CodecError;
 use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
-use aam_protocol::spec::is_valid_name;
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
-
-/// Most slots one worker may offer.
-pub const MAX_SLOTS: u32 = 4096;
-
-type Writer = actix::io::FramedWrite<
-    ManagerToWorker,
-    OwnedWriteHalf,
-    FrameCodec<WorkerToManager, ManagerToWorker>,
->;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 /// An order from the scheduler to this worker.
 #[derive(Message)]
@@ -32,23 +25,126 @@ pub struct ToWorker(pub ManagerToWorker);
 #[rtype(result = "()")]
 pub struct Disconnect;
 
+/// The same worker process registered on a newer connection: this one is
+/// dead to it. Closes without a word to the peer, and without telling the
+/// scheduler (its jobs went to the newer connection).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replaced;
+
 pub struct WorkerConn {
-    pub id: WorkerId,
-    pub peer: SocketAddr,
-    pub shared: Shared,
-    pub writer: Writer,
-    pub name: Option<String>,
-    pub last_seen: Instant,
+    id: WorkerId,
+    peer: SocketAddr,
+    shared: Shared,
+    writer: FrameWriter,
+    /// Set once it registers, cleared when it leaves without the scheduler
+    /// needing to hear of it.
+    name: Option<String>,
+    last_seen: Instant,
     /// It went silent past its lease (rather than closing its connection).
-    pub lease_expired: bool,
+    lease_expired: bool,
+    /// One of the manager's connection slots, held while the connection lives.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl WorkerConn {
+    /// Starts the actor of an authenticated worker connection.
+    pub fn start(
+        id: WorkerId,
+        peer: SocketAddr,
+        frames: impl Stream<Item = Result<WorkerToManager, CodecError>> + 'static,
+        writer: (FrameWriter, oneshot::Receiver<String>),
+        shared: Shared,
+        slot: OwnedSemaphorePermit,
+    ) -> Addr<WorkerConn> {
+        WorkerConn::create(move |ctx| {
+            ctx.add_stream(frames);
+            stop_when_failed::<WorkerConn>(writer.1, peer, ctx);
+            WorkerConn {
+                id,
+                peer,
+                shared,
+                writer: writer.0,
+                name: None,
+                last_seen: Instant::now(),
+                lease_expired: false,
+                _slot: slot,
+            }
+        })
+    }
+
     fn refuse(&mut self, ctx: &mut Context<Self>, reason: String) {
         tracing::warn!(peer = %self.peer, "refusing worker: {reason}");
-        self.writer.write(ManagerToWorker::Refused { reason });
-        self.writer.close();
+        self.close_with(ctx, ManagerToWorker::Refused { reason });
+    }
+
+    /// Writes a last message, then closes; the scheduler is not told (the
+    /// worker never registered, or its registration was not taken).
+    fn close_with(&mut self, ctx: &mut Context<Self>, last: ManagerToWorker) {
+        self.name = None;
+        self.write(ctx, last);
         ctx.stop();
+    }
+
+    /// Writes an order; closes a worker that reads too little to take it,
+    /// or when the order cannot be sent at all.
+    fn write(&mut self, ctx: &mut Context<Self>, msg: ManagerToWorker) {
+        match self.writer.write(&msg) {
+            Ok(()) => {}
+            Err(e @ WriteError::Backlog { .. }) => {
+                tracing::warn!(peer = %self.peer, worker = self.name.as_deref().unwrap_or("?"),
+                    "closing a worker that does not read what it is sent: {e}");
+                self.writer.abort();
+                ctx.stop();
+            }
+            // A dropped order (an assignment) would leave its job running
+            // forever: closing makes the worker come back and resync.
+            Err(e) => {
+                tracing::error!(peer = %self.peer, "cannot send to a worker, closing its connection: {e}");
+                ctx.stop();
+            }
+        }
+    }
+
+    /// Hands a message to the scheduler and reads nothing more until it is
+    /// taken: a worker that floods is slowed down, never buffered.
+    fn forward<M>(&mut self, ctx: &mut Context<Self>, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        crate::scheduler::Scheduler: Handler<M>,
+    {
+        let sent = self.shared.scheduler.send(msg);
+        ctx.wait(sent.into_actor(self).map(|_, _, _| ()));
+    }
+
+    fn register(&mut self, ctx: &mut Context<Self>, register: WorkerToManager) {
+        let WorkerToManager::Register {
+            name,
+            instance,
+            slots,
+            prefetch,
+            labels,
+            assigned,
+        } = register
+        else {
+            return;
+        };
+        if let Err(reason) = check_register(&name, slots, prefetch, &labels, &assigned) {
+            return self.refuse(ctx, reason);
+        }
+        self.name = Some(name.clone());
+        let connected = WorkerConnected {
+            id: self.id,
+            addr: ctx.address(),
+            name,
+            instance,
+            address: self.peer.to_string(),
+            slots,
+            prefetch,
+            labels,
+            assigned,
+        };
+        self.forward(ctx, connected);
     }
 }
 
@@ -78,8 +174,6 @@ impl Actor for WorkerConn {
     }
 }
 
-impl actix::io::WriteHandler<CodecError> for WorkerConn {}
-
 impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
     fn handle(&mut self, item: Result<WorkerToManager, CodecError>, ctx: &mut Context<Self>) {
         let msg = match item {
@@ -94,60 +188,21 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
         let span = tracing::debug_span!("worker", worker = self.name.as_deref().unwrap_or("?"), peer = %self.peer);
         let _entered = span.enter();
         match (msg, self.name.is_some()) {
-            (
-                WorkerToManager::Register {
-                    name,
-                    slots,
-                    prefetch,
-                    labels,
-                    assigned,
-                },
-                false,
-            ) => {
-                if !is_valid_name(&name) || name.len() > 128 {
-                    return self.refuse(ctx, format!("'{name}' is not a valid worker name"));
-                }
-                if slots == 0 || slots > MAX_SLOTS {
-                    return self.refuse(ctx, format!("slots must be 1-{MAX_SLOTS}, not {slots}"));
-                }
-                if prefetch > MAX_SLOTS {
-                    return self.refuse(
-                        ctx,
-                        format!("prefetch must be 0-{MAX_SLOTS}, not {prefetch}"),
-                    );
-                }
-                self.name = Some(name.clone());
-                self.shared.scheduler.do_send(WorkerConnected {
-                    id: self.id,
-                    addr: ctx.address(),
-                    name,
-                    address: self.peer.to_string(),
-                    slots,
-                    prefetch,
-                    labels,
-                    assigned,
-                });
-            }
+            (register @ WorkerToManager::Register { .. }, false) => self.register(ctx, register),
             (WorkerToManager::Register { .. }, true) => {
                 self.refuse(ctx, "registered twice on one connection".into())
             }
             (_, false) => self.refuse(ctx, "a worker must register first".into()),
-            (report @ WorkerToManager::Output { .. }, true) => {
-                // Output waits for the scheduler's mailbox: backpressure to the worker.
-                let send = self.shared.scheduler.send(WorkerReport {
-                    id: self.id,
-                    report,
-                });
-                ctx.wait(send.into_actor(self).map(|_, _, _| ()));
-            }
-            (report, true) => {
-                if matches!(report, WorkerToManager::Heartbeat) {
-                    self.writer.write(ManagerToWorker::Pong);
+            (mut report, true) => {
+                // Anything still queued reaches the worker as a sign of life:
+                // a Pong behind it would only pile up on a worker that does
+                // not read.
+                if matches!(report, WorkerToManager::Heartbeat) && self.writer.backlog() == 0 {
+                    self.write(ctx, ManagerToWorker::Pong);
                 }
-                self.shared.scheduler.do_send(WorkerReport {
-                    id: self.id,
-                    report,
-                })
+                trim_report(&mut report);
+                let id = self.id;
+                self.forward(ctx, WorkerReport { id, report });
             }
         }
     }
@@ -157,13 +212,11 @@ impl Handler<ToWorker> for WorkerConn {
     type Result = ();
 
     fn handle(&mut self, msg: ToWorker, ctx: &mut Context<Self>) {
-        let refused = matches!(msg.0, ManagerToWorker::Refused { .. });
-        self.writer.write(msg.0);
-        if refused {
-            // Replaced by a newer connection: leave without orphaning its jobs.
-            self.name = None;
-            self.writer.close();
-            ctx.stop();
+        match msg.0 {
+            last @ (ManagerToWorker::Refused { .. } | ManagerToWorker::RetryLater { .. }) => {
+                self.close_with(ctx, last)
+            }
+            order => self.write(ctx, order),
         }
     }
 }
@@ -172,7 +225,17 @@ impl Handler<Disconnect> for WorkerConn {
     type Result = ();
 
     fn handle(&mut self, _msg: Disconnect, ctx: &mut Context<Self>) {
-        self.writer.close();
+        // What is queued still goes out; then the writer closes the socket.
+        ctx.stop();
+    }
+}
+
+impl Handler<Replaced> for WorkerConn {
+    type Result = ();
+
+    fn handle(&mut self, _: Replaced, ctx: &mut Context<Self>) {
+        self.name = None;
+        self.writer.abort();
         ctx.stop();
     }
 }

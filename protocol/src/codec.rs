@@ -2,10 +2,11 @@
 //!
 //! This is the only module that names bincode, so the payload format can be
 //! swapped in one place. Frames past the maximum size are refused before their
-//! body is read, and payloads decode under a byte limit so a lying length
-//! inside the payload cannot make us allocate.
+//! body is read, and a payload decodes under a limit that grows with its own
+//! size (`decode_limit`), so a lying length inside a small frame cannot make
+//! us allocate more than a few times that frame.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use std::marker::PhantomData;
 use tokio_util::codec::{Decoder, Encoder};
@@ -30,19 +31,82 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME_CEILING>()
+/// Bytes bincode counts against its limit per payload byte, at most: it
+/// counts decoded sizes, and a varint u64 of one byte counts as 8.
+const CLAIM_PER_BYTE: usize = 8;
+
+/// The limits a payload may decode under: bincode's limit is a constant of
+/// its configuration type, so there are a few, a factor of 16 apart.
+const LIMIT_TIERS: [usize; 6] = [
+    1 << 12,
+    1 << 16,
+    1 << 20,
+    1 << 24,
+    1 << 28,
+    MAX_FRAME_CEILING * CLAIM_PER_BYTE,
+];
+
+/// The decode limit of a payload of `len` bytes: the smallest tier that a
+/// well-formed payload of that size cannot exceed.
+pub fn decode_limit(len: usize) -> usize {
+    let needed = len.saturating_mul(CLAIM_PER_BYTE);
+    LIMIT_TIERS
+        .into_iter()
+        .find(|&tier| tier >= needed)
+        .unwrap_or(LIMIT_TIERS[LIMIT_TIERS.len() - 1])
+}
+
+fn config<const LIMIT: usize>() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<LIMIT>()
+}
+
+fn decode_under<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, config::<LIMIT>())
 }
 
 /// Encodes a message into a payload (without the length prefix).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, config::<MAX_FRAME_CEILING>())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
-/// Decodes a whole payload; trailing bytes are an error.
+/// Encodes a message as a whole frame (length prefix and payload), refused
+/// past `max_frame` payload bytes.
+pub fn encode_frame<T: Serialize>(value: &T, max_frame: usize) -> Result<Vec<u8>, CodecError> {
+    let mut frame = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(value, &mut frame, config::<MAX_FRAME_CEILING>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let size = frame.len() - 4;
+    if size > max_frame {
+        return Err(CodecError::FrameTooLarge {
+            size,
+            limit: max_frame,
+        });
+    }
+    frame[..4].copy_from_slice(&(size as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Decodes a whole payload under the limit its size allows
+/// (`decode_limit`); trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    const T0: usize = LIMIT_TIERS[0];
+    const T1: usize = LIMIT_TIERS[1];
+    const T2: usize = LIMIT_TIERS[2];
+    const T3: usize = LIMIT_TIERS[3];
+    const T4: usize = LIMIT_TIERS[4];
+    const T5: usize = LIMIT_TIERS[5];
+    let decoded = match decode_limit(bytes.len()) {
+        T0 => decode_under::<T, T0>(bytes),
+        T1 => decode_under::<T, T1>(bytes),
+        T2 => decode_under::<T, T2>(bytes),
+        T3 => decode_under::<T, T3>(bytes),
+        T4 => decode_under::<T, T4>(bytes),
+        _ => decode_under::<T, T5>(bytes),
+    };
+    let (value, used) = decoded.map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::Decode(format!(
             "{} trailing bytes after the message",
@@ -123,16 +187,7 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let payload = encode(&item)?;
-        if payload.len() > self.max_frame {
-            return Err(CodecError::FrameTooLarge {
-                size: payload.len(),
-                limit: self.max_frame,
-            });
-        }
-        dst.reserve(4 + payload.len());
-        dst.put_u32(payload.len() as u32);
-        dst.extend_from_slice(&payload);
+        dst.extend_from_slice(&encode_frame(&item, self.max_frame)?);
         Ok(())
     }
 }
@@ -188,6 +243,30 @@ mod tests {
         let mut codec = Codec::default();
         let mut buf = BytesMut::from(&[0, 0, 0, 3, 0xff, 0xff, 0xff][..]);
         assert!(matches!(codec.decode(&mut buf), Err(CodecError::Decode(_))));
+    }
+
+    #[test]
+    fn a_small_payload_cannot_claim_a_large_string() {
+        // A message whose text claims 100 MiB, in a 10-byte payload.
+        let mut payload = vec![7u8];
+        payload.push(252); // varint: a u32 follows
+        payload.extend_from_slice(&(100u32 << 20).to_le_bytes());
+        payload.extend_from_slice(b"abc");
+        assert_eq!(decode_limit(payload.len()), 4096);
+        match decode::<Msg>(&payload) {
+            Err(CodecError::Decode(e)) => assert!(e.to_lowercase().contains("limit"), "{e}"),
+            other => panic!("expected the limit to refuse it, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn payloads_of_small_integers_stay_within_their_limit() {
+        // Each u64 of value 0 is one byte on the wire but counts as 8.
+        let zeros = vec![0u64; 100_000];
+        let payload = encode(&zeros).unwrap();
+        assert_eq!(decode::<Vec<u64>>(&payload).unwrap(), zeros);
+        assert_eq!(decode_limit(0), 4096);
+        assert_eq!(decode_limit(usize::MAX), MAX_FRAME_CEILING * 8);
     }
 
     #[test]

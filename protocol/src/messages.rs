@@ -247,6 +247,10 @@ pub enum WorkerToManager {
     /// and not yet acknowledged).
     Register {
         name: String,
+        /// Random, drawn once per worker process: a registration under a
+        /// name already connected with the same instance is that process
+        /// back on a new connection (its old one is dead), and replaces it.
+        instance: u64,
         slots: u32,
         /// Assignments it accepts beyond its slots, queued locally so the
         /// next job starts without a round trip to the manager.
@@ -312,6 +316,11 @@ pub enum ManagerToWorker {
     },
     /// The registration was refused; the worker should not retry as is.
     Refused {
+        reason: String,
+    },
+    /// The registration cannot be taken now (its name is connected from
+    /// elsewhere): the worker dials again after a backoff, its jobs running on.
+    RetryLater {
         reason: String,
     },
 }

@@ -27,13 +27,48 @@ impl OutputCapture {
         }
     }
 
+    /// A capture from its parts as a peer may send them: nothing is
+    /// checked. A receiver keeps only what `rebuild` makes of it.
+    pub fn from_parts(cap: usize, head: Vec<u8>, tail: Vec<u8>, total: u64) -> Self {
+        OutputCapture {
+            cap,
+            head,
+            tail: tail.into(),
+            total,
+        }
+    }
+
+    /// What a capture with our own `cap` holds of a received one, whatever
+    /// its cap, sizes and total claim: its head and tail pushed again, with
+    /// the bytes it says it cut between them counted (never fewer than
+    /// zero, nor more than a u64 holds).
+    pub fn rebuild(received: &OutputCapture, cap: usize) -> OutputCapture {
+        let mut out = OutputCapture::new(cap);
+        out.push(&received.head);
+        let kept = received.head.len() as u64 + received.tail.len() as u64;
+        out.skip(received.total.saturating_sub(kept));
+        let (front, back) = received.tail.as_slices();
+        out.push(front);
+        out.push(back);
+        out
+    }
+
     /// Bytes the job printed in all.
     pub fn total(&self) -> u64 {
         self.total
     }
 
+    /// Counts `n` bytes printed and not kept: what the tail held is now
+    /// before a cut.
+    fn skip(&mut self, n: u64) {
+        if n > 0 {
+            self.total = self.total.saturating_add(n);
+            self.tail.clear();
+        }
+    }
+
     pub fn push(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
+        self.total = self.total.saturating_add(data.len() as u64);
         let head_cap = self.cap / 2;
         if self.head.len() < head_cap {
             let take = data.len().min(head_cap - self.head.len());
@@ -59,7 +94,8 @@ impl OutputCapture {
     /// printed), with a marker for any part of that range that was cut.
     pub fn since(&self, from: u64) -> Vec<u8> {
         let head_len = self.head.len() as u64;
-        let tail_start = self.total - self.tail.len() as u64;
+        // Saturating: a capture read from a peer or the store may be inconsistent.
+        let tail_start = self.total.saturating_sub(self.tail.len() as u64);
         let mut at = from;
         let mut out = Vec::new();
         if at < head_len {
@@ -71,14 +107,17 @@ impl OutputCapture {
             at = tail_start;
         }
         if at < self.total {
-            out.extend(self.tail.range((at - tail_start) as usize..));
+            let skip = ((at - tail_start) as usize).min(self.tail.len());
+            out.extend(self.tail.range(skip..));
         }
         out
     }
 
     /// Bytes dropped between head and tail.
     pub fn omitted(&self) -> u64 {
-        self.total - self.head.len() as u64 - self.tail.len() as u64
+        self.total
+            .saturating_sub(self.head.len() as u64)
+            .saturating_sub(self.tail.len() as u64)
     }
 
     /// The kept output, with a marker line where bytes were cut.
@@ -154,6 +193,31 @@ mod tests {
         expected.extend_from_slice(&data[90..]);
         assert_eq!(c.since(5), expected);
         assert_eq!(c.since(0), c.render());
+    }
+
+    #[test]
+    fn a_received_capture_is_rebuilt_with_our_cap_whatever_it_claims() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut theirs = OutputCapture::new(1000);
+        theirs.push(&data);
+        // Same cap: the same capture.
+        assert_eq!(OutputCapture::rebuild(&theirs, 1000), theirs);
+        // A forged cap and a head far past ours: cut to our cap.
+        let forged = OutputCapture::from_parts(usize::MAX, vec![b'x'; 100_000], vec![], 3);
+        let ours = OutputCapture::rebuild(&forged, 1000);
+        assert!(ours.render().len() < 1100, "{}", ours.render().len());
+        assert_eq!(ours.total(), 100_000);
+        assert_eq!(ours.since(0), ours.render());
+        // Totals that do not add up never underflow.
+        let lying = OutputCapture::from_parts(10, b"head".to_vec(), b"tail".to_vec(), 0);
+        assert_eq!(lying.since(0), b"head");
+        assert_eq!(lying.omitted(), 0);
+        let ours = OutputCapture::rebuild(&lying, 1000);
+        assert_eq!((ours.render(), ours.total()), (b"headtail".to_vec(), 8));
+        let huge = OutputCapture::from_parts(10, b"a".to_vec(), b"b".to_vec(), u64::MAX);
+        let mut ours = OutputCapture::rebuild(&huge, 1000);
+        ours.push(b"more");
+        assert_eq!(ours.total(), u64::MAX);
     }
 
     #[test]

@@ -11,47 +11,34 @@
 //! the same without it (`aam_tests::bin` reads the variable at each call, so
 //! one run may also switch it between two clusters).
 
-use aam_protocol::codec;
-use aam_protocol::messages::{ClientRequest, ClientResponse, Handshake, HandshakeReply, Role};
+use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
 use aam_protocol::spec::{BatchSpec, JobSpec};
 use aam_protocol::SessionId;
+use aam_tests::wire::Wire;
 use aam_tests::Cluster;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A blocking client speaking the wire protocol directly, so figures do not
+/// A client speaking the wire protocol directly, so figures do not
 /// include starting an `aam` process per request.
 struct Client {
-    stream: TcpStream,
+    wire: Wire,
 }
 
 impl Client {
     fn connect(addr: &str, token: &str) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        let mut c = Client { stream };
-        c.write(&Handshake::new(Role::Client, token));
-        match c.read::<HandshakeReply>() {
-            HandshakeReply::Accepted { .. } => c,
-            HandshakeReply::Rejected { reason } => panic!("rejected: {reason}"),
+        Client {
+            wire: Wire::connect(addr, Role::Client, token),
         }
     }
 
-    fn write<T: serde::Serialize>(&mut self, msg: &T) {
-        let payload = codec::encode(msg).unwrap();
-        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&payload);
-        self.stream.write_all(&frame).unwrap();
+    fn write(&mut self, request: &ClientRequest) {
+        self.wire.send(request);
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&mut self) -> T {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).unwrap();
-        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut payload).unwrap();
-        codec::decode(&payload).unwrap()
+    fn read(&mut self) -> ClientResponse {
+        self.wire.recv()
     }
 
     fn submit(&mut self, batch: BatchSpec) -> SessionId {

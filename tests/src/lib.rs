@@ -10,6 +10,9 @@
 //! - A failed test (its thread panicking) keeps its scratch directory, with
 //!   every process log in it, and prints its path.
 
+pub mod usage;
+pub mod wire;
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

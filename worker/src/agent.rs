@@ -15,7 +15,7 @@ pub use shutdown::{Drain, KillAll};
 
 use crate::child::{run_job, run_marker, StopOrder};
 use crate::teardown::{become_subreaper, reap_adopted};
-use aam_protocol::codec::CodecError;
+use aam_protocol::codec::{CodecError, MAX_FRAME_CEILING};
 use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
 use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
 use aam_protocol::output::OutputCapture;
@@ -61,6 +61,9 @@ struct UnackedEnd {
 
 pub struct WorkerAgent {
     config: WorkerConfig,
+    /// Drawn at start: tells the manager a reconnect of this process from
+    /// another worker under the same name.
+    instance: u64,
     link: Link,
     /// The wait before the next dial after a failed one.
     backoff: Duration,
@@ -89,6 +92,7 @@ pub struct WorkerAgent {
 pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
     WorkerAgent {
         config,
+        instance: random_instance(),
         link: Link::Down,
         backoff: FIRST_BACKOFF,
         last_heard: Instant::now(),
@@ -102,6 +106,22 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
     }
     .start()
+}
+
+/// A random number for this process (not secret, but not guessable either:
+/// it lets a reconnect take over the name's connection at once).
+fn random_instance() -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Err(e) = getrandom::getrandom(&mut bytes) {
+        // Fall back on what differs between processes and starts.
+        tracing::warn!("no OS randomness for the worker's instance ({e})");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return nanos ^ ((std::process::id() as u64) << 32);
+    }
+    u64::from_le_bytes(bytes)
 }
 
 impl WorkerAgent {
@@ -226,7 +246,8 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 lease_ms,
                 output_cap,
             } => {
-                self.output_cap = output_cap as usize;
+                // A capture larger than a frame could not be resent whole.
+                self.output_cap = output_cap.min(MAX_FRAME_CEILING as u64) as usize;
                 self.registered(heartbeat_ms, lease_ms, ctx);
             }
             ManagerToWorker::Assign(assignment) => self.assign(assignment, ctx),
@@ -243,6 +264,7 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 tracing::error!("manager refused this worker: {reason}");
                 self.exit_refused(2, ctx);
             }
+            ManagerToWorker::RetryLater { reason } => self.retry_later(&reason, ctx),
             ManagerToWorker::Pong => {}
             ManagerToWorker::Ack(attempt) => {
                 self.unacked.remove(&attempt);

@@ -255,9 +255,11 @@ async fn stop_order(
     mut stop: oneshot::Receiver<StopOrder>,
     last_output: &Cell<Instant>,
 ) -> Option<StopOrder> {
+    // A deadline past what an Instant holds is none.
     let deadline = assignment
         .timeout_ms
-        .map(|t| tokio::time::Instant::from_std(started + Duration::from_millis(t)));
+        .and_then(|t| started.checked_add(Duration::from_millis(t)))
+        .map(tokio::time::Instant::from_std);
     let idle = assignment.idle_timeout_ms.map(Duration::from_millis);
     let grace = Duration::from_millis(assignment.grace_ms);
     // Only jobs with an idle timeout pay for a timer.

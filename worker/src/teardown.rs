@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(20);
 /// How often /proc is scanned again during the grace.
 const RESCAN: Duration = Duration::from_millis(500);
+
+/// Longest grace a stop waits before SIGKILL.
+const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// How long SIGKILLed processes get to disappear before they count as survivors.
 const KILL_WAIT: Duration = Duration::from_secs(3);
 
@@ -104,7 +107,8 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
     // read each) and scan /proc only now and then, for processes started
     // meanwhile (a shell forking on SIGTERM): they get their SIGTERM too.
     // Many jobs stopping at once then cost little.
-    let deadline = Instant::now() + grace;
+    // The grace comes from the manager: a day is past any sane one.
+    let deadline = Instant::now() + grace.min(MAX_GRACE);
     let mut next_scan = Instant::now() + RESCAN;
     while Instant::now() < deadline {
         if Instant::now() >= next_scan {

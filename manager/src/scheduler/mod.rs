@@ -231,9 +231,13 @@ impl Handler<ClientCall> for Scheduler {
                 // is None: the updates are the answer.
                 effects.push(Effect::Reply(reply, None));
                 if let Some(watcher) = watcher {
+                    // One watch per session per connection, however often asked:
+                    // a repeated Watch gets its first update, no second stream.
                     if !summary.status.is_terminal() {
                         let list = self.watchers.entry(summary.id).or_default();
-                        list.push(watcher.clone());
+                        if !list.contains(&watcher) {
+                            list.push(watcher.clone());
+                        }
                     }
                     effects.push(Effect::Watch(summary, watcher));
                 }

@@ -3,8 +3,8 @@
 
 use super::effects::Effect;
 use super::{Scheduler, WorkerId};
-use crate::state::WorkerEntry;
-use crate::worker_conn::{ToWorker, WorkerConn};
+use crate::state::{Fenced, Registration, WorkerEntry};
+use crate::worker_conn::{Replaced, ToWorker, WorkerConn};
 use aam_protocol::messages::{AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
 use aam_protocol::model::{ExitInfo, StopCause};
 use aam_protocol::now_ms;
@@ -17,6 +17,8 @@ pub struct WorkerConnected {
     pub id: WorkerId,
     pub addr: Addr<WorkerConn>,
     pub name: String,
+    /// Drawn once per worker process.
+    pub instance: u64,
     pub address: String,
     pub slots: u32,
     pub prefetch: u32,
@@ -59,7 +61,8 @@ impl Handler<WorkerConnected> for Scheduler {
         let now = now_ms();
         let entry = WorkerEntry {
             name: msg.name.clone(),
-            address: msg.address,
+            instance: msg.instance,
+            address: msg.address.clone(),
             slots: msg.slots,
             prefetch: msg.prefetch,
             labels: msg.labels,
@@ -68,32 +71,33 @@ impl Handler<WorkerConnected> for Scheduler {
             connected_at_ms: now,
             last_heartbeat_ms: now,
         };
-        let registration = self
+        let registration = match self
             .state
-            .register_worker(msg.id, entry, &msg.assigned, now);
+            .register_worker(msg.id, entry, &msg.assigned, now)
+        {
+            Ok(registration) => registration,
+            Err(in_use) => {
+                let reason = format!(
+                    "a worker named {} is already connected from {}",
+                    msg.name, in_use.address
+                );
+                tracing::warn!(peer = %msg.address, "refusing a worker for now: {reason}");
+                // Nothing changed: no commit to wait for.
+                msg.addr
+                    .do_send(ToWorker(ManagerToWorker::RetryLater { reason }));
+                return;
+            }
+        };
         if let Some(old) = registration.replaced {
             if let Some(addr) = self.workers.remove(&old) {
-                tracing::info!(worker = %msg.name, "a new connection replaces the old one");
-                addr.do_send(ToWorker(ManagerToWorker::Refused {
-                    reason: "replaced by a newer connection of the same worker".into(),
-                }));
+                tracing::info!(worker = %msg.name, "the worker is back on a new connection; closing its old one");
+                addr.do_send(Replaced);
             }
         }
         tracing::info!(worker = %msg.name, slots = msg.slots, adopted = registration.adopted.len(),
             killed = registration.kill.len(), "worker registered");
         self.workers.insert(msg.id, msg.addr);
-        let registered = ManagerToWorker::Registered {
-            heartbeat_ms: self.heartbeat_ms,
-            lease_ms: self.lease_ms,
-            output_cap: self.state.output_cap() as u64,
-        };
-        let mut effects = vec![Effect::ToWorker(msg.id, registered)];
-        for attempt in registration.kill {
-            effects.push(stop(msg.id, attempt, StopCause::Superseded, 0));
-        }
-        for (attempt, grace_ms) in registration.cancel {
-            effects.push(stop(msg.id, attempt, StopCause::Cancelled, grace_ms));
-        }
+        let effects = self.registered(msg.id, registration);
         self.settle(ctx, effects);
     }
 }
@@ -125,12 +129,12 @@ impl Handler<WorkerReport> for Scheduler {
             // The hot reports change nothing stored: no settle.
             WorkerToManager::Heartbeat => return self.state.heartbeat(msg.id, now),
             WorkerToManager::Output { attempt, data } => {
-                self.state.job_output(attempt, &data);
-                return;
+                let fenced = self.state.job_output(msg.id, attempt, &data);
+                return self.log_fenced(msg.id, attempt, "output", fenced);
             }
             WorkerToManager::OutputSync { attempt, capture } => {
-                self.state.output_sync(attempt, capture);
-                return;
+                let fenced = self.state.output_sync(msg.id, attempt, &capture);
+                return self.log_fenced(msg.id, attempt, "output", fenced);
             }
             WorkerToManager::Draining => {
                 if let Some(name) = self.state.worker_name(msg.id) {
@@ -143,21 +147,18 @@ impl Handler<WorkerReport> for Scheduler {
                 percent,
                 message,
             } => {
-                self.state.job_progress(attempt, percent, message);
+                let fenced = self.state.job_progress(msg.id, attempt, percent, message);
+                self.log_fenced(msg.id, attempt, "progress", fenced);
             }
             WorkerToManager::Finished {
                 attempt,
                 exit,
                 stopped,
-            } => {
-                self.finish(msg.id, attempt, exit, stopped, None, now);
-                effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
-            }
+            } => effects.extend(self.finish(msg.id, attempt, exit, stopped, None, now)),
             WorkerToManager::SpawnFailed { attempt, error } => {
                 let exit = ExitInfo::not_started();
                 let reason = Some(format!("could not start: {error}"));
-                self.finish(msg.id, attempt, exit, None, reason, now);
-                effects.push(Effect::ToWorker(msg.id, ManagerToWorker::Ack(attempt)));
+                effects.extend(self.finish(msg.id, attempt, exit, None, reason, now));
             }
             // Refused by the connection before it reaches here.
             WorkerToManager::Register { .. } => {}
@@ -167,7 +168,28 @@ impl Handler<WorkerReport> for Scheduler {
 }
 
 impl Scheduler {
-    /// An attempt ended; the fence drops the report of a stale one.
+    /// What a registered worker is told: that it may start, and which of
+    /// the attempts it reported to stop.
+    fn registered(&self, id: WorkerId, registration: Registration) -> Vec<Effect> {
+        let registered = ManagerToWorker::Registered {
+            heartbeat_ms: self.heartbeat_ms,
+            lease_ms: self.lease_ms,
+            output_cap: self.state.output_cap() as u64,
+        };
+        let mut effects = vec![Effect::ToWorker(id, registered)];
+        for attempt in registration.kill {
+            effects.push(stop(id, attempt, StopCause::Superseded, 0));
+        }
+        for (attempt, grace_ms) in registration.cancel {
+            effects.push(stop(id, attempt, StopCause::Cancelled, grace_ms));
+        }
+        effects
+    }
+
+    /// An attempt ended, as `worker` says. The end is acknowledged (once
+    /// durable) when recorded, and when stale, so the worker forgets it; a
+    /// worker reporting the end of another's attempt changes nothing and
+    /// hears nothing.
     fn finish(
         &mut self,
         worker: WorkerId,
@@ -176,15 +198,43 @@ impl Scheduler {
         stopped: Option<Stopped>,
         reason: Option<String>,
         now: u64,
-    ) {
-        if self
+    ) -> Option<Effect> {
+        let fenced = self
             .state
-            .job_finished(attempt, Some(exit), stopped, reason, now)
-        {
+            .job_finished(worker, attempt, Some(exit), stopped, reason, now);
+        if fenced.is_ok() {
             tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
-        } else {
-            tracing::info!(worker, job = %attempt.job, attempt = attempt.attempt,
-                "ignoring a report of a stale attempt");
+        }
+        self.log_fenced(worker, attempt, "end", fenced);
+        let ack = Effect::ToWorker(worker, ManagerToWorker::Ack(attempt));
+        (fenced != Err(Fenced::NotYours)).then_some(ack)
+    }
+
+    /// Logs a report the fence turned away: a stale one is expected (after
+    /// a reconnect or a requeue), one about another worker's attempt is not.
+    fn log_fenced(
+        &self,
+        worker: WorkerId,
+        attempt: AttemptRef,
+        what: &str,
+        fenced: Result<(), Fenced>,
+    ) {
+        match fenced {
+            Ok(()) => {}
+            // Ends are few; output of a stopped attempt may still stream in.
+            Err(Fenced::Stale) if what == "end" => {
+                tracing::info!(worker, job = %attempt.job, attempt = attempt.attempt,
+                    "ignoring the end of a stale attempt")
+            }
+            Err(Fenced::Stale) => {
+                tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt,
+                    "ignoring the {what} of a stale attempt")
+            }
+            Err(Fenced::NotYours) => {
+                let name = self.state.worker_name(worker).unwrap_or("?");
+                tracing::warn!(worker = %name, id = worker, job = %attempt.job, attempt = attempt.attempt,
+                    "refusing the {what} a worker reports for an attempt not assigned to it")
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! how an ending is classified and described (`classify_end`), and what
 //! follows it (`next_step`: retry after a backoff with jitter, requeue, or end).
 
-use super::{duration_key, State};
+use super::{duration_key, State, WorkerId};
 use aam_protocol::messages::{AttemptRef, Stopped};
 use aam_protocol::model::{ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt};
 use aam_protocol::output::OutputCapture;
@@ -160,20 +160,43 @@ pub(super) fn next_step(
     }
 }
 
+/// Why the fence turned a report away; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fenced {
+    /// Not the current attempt of a running job: an old attempt, or an end
+    /// already recorded (a resent end is acknowledged again).
+    Stale,
+    /// The current attempt, but not assigned to the worker that reports it:
+    /// no worker speaks for another's jobs.
+    NotYours,
+}
+
 impl State {
-    /// Whether `attempt` is the current, running attempt of its job. Every
-    /// report about a job goes through this fence (ARCHITECTURE.md,
-    /// invariant 3: attempts are fenced).
-    fn is_current(&self, attempt: AttemptRef) -> bool {
-        self.job(attempt.job)
-            .is_some_and(|j| j.status == JobStatus::Running && j.attempts == attempt.attempt)
+    /// Whether `attempt` is the current, running attempt of its job and
+    /// assigned to `from`, the worker reporting it. Every report about a
+    /// job goes through this fence (ARCHITECTURE.md, invariant 3: attempts
+    /// are fenced).
+    fn is_current(&self, attempt: AttemptRef, from: WorkerId) -> Result<(), Fenced> {
+        let running = self
+            .job(attempt.job)
+            .is_some_and(|j| j.status == JobStatus::Running && j.attempts == attempt.attempt);
+        if !running {
+            return Err(Fenced::Stale);
+        }
+        match self.workers.get(&from) {
+            Some(w) if w.assigned.contains(&attempt.job) => Ok(()),
+            _ => Err(Fenced::NotYours),
+        }
     }
 
-    /// Output of the current attempt; false (and nothing kept) for a stale one.
-    pub fn job_output(&mut self, attempt: AttemptRef, data: &[u8]) -> bool {
-        if !self.is_current(attempt) {
-            return false;
-        }
+    /// Output of the current attempt from its worker; nothing is kept otherwise.
+    pub fn job_output(
+        &mut self,
+        from: WorkerId,
+        attempt: AttemptRef,
+        data: &[u8],
+    ) -> Result<(), Fenced> {
+        self.is_current(attempt, from)?;
         let cap = self.config.output_cap;
         if let Some(entry) = self.sessions.get_mut(attempt.job.session) {
             entry
@@ -182,15 +205,20 @@ impl State {
                 .or_insert_with(|| OutputCapture::new(cap))
                 .push(data);
         }
-        true
+        Ok(())
     }
 
     /// The worker's complete record of an attempt's output replaces ours
-    /// (which a restart may have emptied).
-    pub fn output_sync(&mut self, attempt: AttemptRef, capture: OutputCapture) -> bool {
-        if !self.is_current(attempt) {
-            return false;
-        }
+    /// (which a restart may have emptied). What it sent is rebuilt with our
+    /// own cap: its cap and totals are only its word.
+    pub fn output_sync(
+        &mut self,
+        from: WorkerId,
+        attempt: AttemptRef,
+        received: &OutputCapture,
+    ) -> Result<(), Fenced> {
+        self.is_current(attempt, from)?;
+        let capture = OutputCapture::rebuild(received, self.config.output_cap);
         if let Some(entry) = self.sessions.get_mut(attempt.job.session) {
             let ours = entry
                 .live
@@ -201,49 +229,48 @@ impl State {
                 entry.live.insert(attempt.job.index, capture);
             }
         }
-        true
+        Ok(())
     }
 
-    /// A `::progress::` line of the current attempt.
+    /// A `::progress::` line of the current attempt, from its worker.
     pub fn job_progress(
         &mut self,
+        from: WorkerId,
         attempt: AttemptRef,
         percent: u8,
         message: Option<String>,
-    ) -> bool {
-        if !self.is_current(attempt) {
-            return false;
-        }
+    ) -> Result<(), Fenced> {
+        self.is_current(attempt, from)?;
         if let Some(job) = self.job_mut(attempt.job) {
             job.progress = Some(percent.min(100));
             job.progress_message = message;
         }
         self.sessions.notify(attempt.job.session);
-        true
+        Ok(())
     }
 
-    /// Records how an attempt ended. Returns false (and changes nothing) for
-    /// a stale attempt, so a job is never finished twice.
+    /// Records how an attempt ended, as its worker reports it. Changes
+    /// nothing for a stale attempt, so a job is never finished twice, nor
+    /// for one another worker holds.
     pub fn job_finished(
         &mut self,
+        from: WorkerId,
         attempt: AttemptRef,
         exit: Option<ExitInfo>,
         stopped: Option<Stopped>,
         reason: Option<String>,
         now: u64,
-    ) -> bool {
-        if !self.is_current(attempt) {
-            return false;
-        }
+    ) -> Result<(), Fenced> {
+        self.is_current(attempt, from)?;
         let key = attempt.job;
         let Some(job) = self.job(key) else {
-            return false;
+            return Err(Fenced::Stale);
         };
         let cause = stopped.as_ref().map(|s| s.cause);
         let (end, reason) = classify_end(exit, cause, reason, &job.policy, job.cancel_requested);
         self.keep_output(attempt);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
-        true
+        Ok(())
     }
 
     /// Moves an ended attempt's output from memory to the next commit. An

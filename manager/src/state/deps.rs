@@ -142,9 +142,9 @@ mod tests {
         let mut s = State::new(config());
         let jobs = vec![job("a", &[]), job("b", &["a"]), job("c", &["b"])];
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let a = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(a, fail(), None, None, 1);
+        s.job_finished(1, a, fail(), None, None, 1).unwrap();
         let view = s.view(id, OutputWanted::None, 0, &|_| None, 2).unwrap();
         let reasons: Vec<(JobStatus, Option<&str>)> = view
             .jobs
@@ -181,9 +181,10 @@ mod tests {
         ];
         let jobs = vec![job("w", &[]), job("z", &[]), x, y];
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-        s.register_worker(1, worker("w1", 4), &[], 0);
+        s.register_worker(1, worker("w1", 4), &[], 0).unwrap();
         for (_, a) in s.dispatch(0) {
-            s.job_finished(attempt_of(&a), ok(), None, None, 1);
+            s.job_finished(1, attempt_of(&a), ok(), None, None, 1)
+                .unwrap();
         }
         assert_eq!(status(&s, id, "x"), JobStatus::Skipped);
         assert_eq!(status(&s, id, "y"), JobStatus::Skipped);

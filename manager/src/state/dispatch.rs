@@ -169,18 +169,24 @@ mod tests {
         ]);
         let (id, n) = s.submit(batch, None, 0).unwrap();
         assert_eq!(n, 4);
-        s.register_worker(1, worker("w", 8), &[], 0);
+        s.register_worker(1, worker("w", 8), &[], 0).unwrap();
         let first = s.dispatch(1);
         let names: Vec<&str> = first.iter().map(|(_, a)| a.job_name.as_str()).collect();
         assert_eq!(names, vec!["a", "d"]);
-        assert!(s.job_finished(attempt_of(&first[0].1), ok(), None, None, 2));
+        assert!(s
+            .job_finished(1, attempt_of(&first[0].1), ok(), None, None, 2)
+            .is_ok());
         let second = s.dispatch(3);
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].1.job_name, "b");
-        assert!(s.job_finished(attempt_of(&second[0].1), fail(), None, None, 4));
+        assert!(s
+            .job_finished(1, attempt_of(&second[0].1), fail(), None, None, 4)
+            .is_ok());
         assert_eq!(status(&s, id, "c"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Running);
-        assert!(s.job_finished(attempt_of(&first[1].1), ok(), None, None, 5));
+        assert!(s
+            .job_finished(1, attempt_of(&first[1].1), ok(), None, None, 5)
+            .is_ok());
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     }
 
@@ -194,12 +200,13 @@ mod tests {
         };
         s.submit(batch("a"), None, 0).unwrap();
         s.submit(batch("b"), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let mut order = Vec::new();
         for t in 0..4 {
             let (_, a) = s.dispatch(t).pop().unwrap();
             order.push(a.job_name.clone());
-            s.job_finished(attempt_of(&a), ok(), None, None, t);
+            s.job_finished(1, attempt_of(&a), ok(), None, None, t)
+                .unwrap();
         }
         assert_eq!(order, vec!["a0", "a1", "b0", "b1"]);
     }
@@ -211,7 +218,7 @@ mod tests {
         s.submit(batch(jobs), None, 0).unwrap();
         let mut w = worker("w", 2);
         w.prefetch = 3;
-        s.register_worker(1, w, &[], 0);
+        s.register_worker(1, w, &[], 0).unwrap();
         assert_eq!(s.dispatch(0).len(), 5);
         assert!(s.dispatch(0).is_empty());
     }
@@ -220,7 +227,7 @@ mod tests {
     fn a_dispatch_stores_the_new_attempt_number() {
         let mut s = State::new(config());
         s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         s.take_changes();
         let assigned = s.dispatch(7);
         assert_eq!(assigned[0].1.attempt, 1);

@@ -22,9 +22,10 @@ mod workers;
 #[cfg(test)]
 mod testing;
 
+pub use attempts::Fenced;
 pub use control::CancelOutcome;
 pub use views::JobLogs;
-pub use workers::{Registration, WorkerEntry, WorkerId};
+pub use workers::{NameInUse, Registration, WorkerEntry, WorkerId};
 
 use crate::estimate::History;
 use aam_protocol::agent::AgentDef;
@@ -129,7 +130,7 @@ pub struct State {
     workers: BTreeMap<WorkerId, WorkerEntry>,
     worker_by_name: HashMap<String, WorkerId>,
     /// Running jobs whose worker is gone, with the time they are requeued at.
-    orphans: HashMap<JobKey, u64>,
+    orphans: HashMap<JobKey, workers::Orphan>,
     /// Encoded outputs of ended attempts, to store.
     unsaved_outputs: Vec<(JobKey, Vec<u8>)>,
     /// Sessions removed by `gc`, to delete from the store: (id, job count).

@@ -4,6 +4,7 @@
 
 use super::deps::unmet_dependency;
 use super::session::SessionEntry;
+use super::workers::Orphan;
 use super::{duration_key, State, StateConfig};
 use aam_protocol::model::{JobRecord, JobStatus};
 use aam_protocol::{JobKey, SessionId};
@@ -64,7 +65,11 @@ impl State {
                     None => queued.push((job.key, job.priority)),
                 },
                 JobStatus::Running => {
-                    self.orphans.insert(job.key, deadline);
+                    let orphan = Orphan {
+                        requeue_at: deadline,
+                        instance: None,
+                    };
+                    self.orphans.insert(job.key, orphan);
                 }
                 _ => {}
             }
@@ -115,16 +120,18 @@ mod tests {
                 0,
             )
             .unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let running = attempt_of(&s.dispatch(0)[0].1);
         let mut r = State::rebuild(config(), snapshot_of(&mut s), 10);
         assert_eq!(r.summary(id).unwrap().count(JobStatus::Running), 1);
-        let reg = r.register_worker(5, worker("w", 2), &[running], 20);
+        let reg = r
+            .register_worker(5, worker("w", 2), &[running], 20)
+            .unwrap();
         assert_eq!(reg.adopted, vec![running]);
         let next = r.dispatch(30);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1.job_name, "b");
-        assert!(r.job_finished(running, ok(), None, None, 40));
+        assert!(r.job_finished(5, running, ok(), None, None, 40).is_ok());
         assert_eq!(status(&r, id, "c"), JobStatus::Queued);
         let (new_id, _) = r.submit(batch(vec![job("x", &[])]), None, 50).unwrap();
         assert_eq!(new_id, SessionId(id.0 + 1));
@@ -136,12 +143,13 @@ mod tests {
         let mut spec = job("a", &[]);
         spec.retries = Some(1);
         let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let first = attempt_of(&s.dispatch(0)[0].1);
-        assert!(s.job_finished(first, fail(), None, None, 10));
+        assert!(s.job_finished(1, first, fail(), None, None, 10).is_ok());
         // Restarted an hour later: the backoff is long over.
         let mut r = State::rebuild(config(), snapshot_of(&mut s), 3_600_000);
-        r.register_worker(1, worker("w", 1), &[], 3_600_000);
+        r.register_worker(1, worker("w", 1), &[], 3_600_000)
+            .unwrap();
         r.release_delayed(3_600_000);
         let again = r.dispatch(3_600_000);
         assert_eq!(again.len(), 1, "the retry was lost in the restart");

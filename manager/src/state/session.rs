@@ -323,9 +323,9 @@ mod tests {
         let (id, _) = s
             .submit(batch(vec![job("a", &[]), handler]), None, 0)
             .unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let a = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(a, ok(), None, None, 1);
+        s.job_finished(1, a, ok(), None, None, 1).unwrap();
         assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
     }

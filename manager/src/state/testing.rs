@@ -37,6 +37,7 @@ pub fn job(name: &str, deps: &[&str]) -> JobSpec {
 pub fn worker(name: &str, slots: u32) -> WorkerEntry {
     WorkerEntry {
         name: name.into(),
+        instance: 1,
         address: "test".into(),
         slots,
         prefetch: 0,

@@ -287,11 +287,11 @@ mod tests {
         let mut s = State::new(config());
         let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-        s.register_worker(1, worker("w", 3), &[], 0);
+        s.register_worker(1, worker("w", 3), &[], 0).unwrap();
         for (_, a) in s.dispatch(0) {
             let attempt = attempt_of(&a);
-            s.job_output(attempt, &[b'x'; 400]);
-            s.job_finished(attempt, ok(), None, None, 1);
+            s.job_output(1, attempt, &[b'x'; 400]).unwrap();
+            s.job_finished(1, attempt, ok(), None, None, 1).unwrap();
         }
         // Nothing is in the store yet: the outputs come from memory.
         let nothing = |_| None;
@@ -321,9 +321,10 @@ mod tests {
     fn a_view_is_a_function_of_the_time_it_is_given() {
         let mut s = State::new(config());
         s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let first = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(first, Some(exit_after(0, 10_000)), None, None, 10_000);
+        s.job_finished(1, first, Some(exit_after(0, 10_000)), None, None, 10_000)
+            .unwrap();
         let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 20_000).unwrap();
         s.dispatch(20_000);
         let remaining = |now| {

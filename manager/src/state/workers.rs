@@ -8,7 +8,7 @@ use crate::schedule::WorkerCapacity;
 use aam_protocol::messages::AttemptRef;
 use aam_protocol::model::{JobStatus, WorkerView};
 use aam_protocol::JobKey;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Identifies one worker connection inside the manager.
 pub type WorkerId = u64;
@@ -16,6 +16,8 @@ pub type WorkerId = u64;
 /// A connected worker as the model knows it.
 pub struct WorkerEntry {
     pub name: String,
+    /// Drawn once per worker process (see `WorkerToManager::Register`).
+    pub instance: u64,
     pub address: String,
     pub slots: u32,
     /// Assignments beyond `slots` the worker queues locally.
@@ -29,6 +31,15 @@ pub struct WorkerEntry {
     pub last_heartbeat_ms: u64,
 }
 
+/// A running job whose worker connection is gone, until the worker comes
+/// back for it or it is requeued at `requeue_at`.
+pub(super) struct Orphan {
+    pub requeue_at: u64,
+    /// The worker process that held it; None after a manager restart,
+    /// when only its worker's name is known.
+    pub instance: Option<u64>,
+}
+
 /// What a worker's registration decided.
 #[derive(Debug, Default, PartialEq)]
 pub struct Registration {
@@ -39,33 +50,57 @@ pub struct Registration {
     /// Adopted attempts a cancel is still waiting on: stop them (again; the
     /// first order may have been lost with a connection or a restart).
     pub cancel: Vec<(AttemptRef, u64)>,
-    /// A previous connection under the same name, now replaced.
+    /// A previous connection of the same worker process, now replaced.
     pub replaced: Option<WorkerId>,
 }
 
+/// A registration refused: another worker process is connected under that
+/// name (from `address`). The newcomer may try again once it is gone.
+#[derive(Debug, PartialEq)]
+pub struct NameInUse {
+    pub address: String,
+}
+
 impl State {
-    /// A worker registered, reporting the attempts it holds.
+    /// A worker registered, reporting the attempts it holds. A name taken
+    /// by a connected worker is refused, unless the newcomer is the same
+    /// process (its `instance`) back on a new connection: its old one is
+    /// dead, and is replaced. Only attempts assigned under its name are
+    /// adopted; each reported attempt counts once.
     pub fn register_worker(
         &mut self,
         id: WorkerId,
         worker: WorkerEntry,
         reported: &[AttemptRef],
         now: u64,
-    ) -> Registration {
+    ) -> Result<Registration, NameInUse> {
         let mut out = Registration::default();
         if let Some(old) = self.worker_by_name.get(&worker.name).copied() {
-            self.worker_gone(old, false, now);
-            out.replaced = Some(old);
+            match self.workers.get(&old) {
+                Some(entry) if entry.instance != worker.instance => {
+                    return Err(NameInUse {
+                        address: entry.address.clone(),
+                    });
+                }
+                _ => {
+                    self.worker_gone(old, false, now);
+                    out.replaced = Some(old);
+                }
+            }
         }
-        let name = worker.name.clone();
+        let (name, instance) = (worker.name.clone(), worker.instance);
         self.worker_by_name.insert(name.clone(), id);
         self.workers.insert(id, worker);
-        for r in reported {
+        let mut seen = HashSet::with_capacity(reported.len());
+        for r in reported.iter().filter(|r| seen.insert(**r)) {
             let ours = self.job(r.job).is_some_and(|j| {
                 j.status == JobStatus::Running
                     && j.attempts == r.attempt
                     && j.worker.as_deref() == Some(name.as_str())
-            });
+            }) && self
+                .orphans
+                .get(&r.job)
+                .is_some_and(|o| o.instance.is_none_or(|i| i == instance));
             if !ours {
                 out.kill.push(*r);
                 continue;
@@ -79,7 +114,7 @@ impl State {
             }
             out.adopted.push(*r);
         }
-        out
+        Ok(out)
     }
 
     /// A worker connection ended: its jobs wait for it to come back for the
@@ -98,7 +133,11 @@ impl State {
             self.config.disconnect_grace_ms
         };
         for job in worker.assigned {
-            self.orphans.insert(job, now + grace);
+            let orphan = Orphan {
+                requeue_at: now + grace,
+                instance: Some(worker.instance),
+            };
+            self.orphans.insert(job, orphan);
         }
     }
 
@@ -120,7 +159,7 @@ impl State {
         let mut expired: Vec<JobKey> = self
             .orphans
             .iter()
-            .filter(|(_, &deadline)| deadline <= now)
+            .filter(|(_, orphan)| orphan.requeue_at <= now)
             .map(|(k, _)| *k)
             .collect();
         // Requeued jobs go to the front; the earliest must end up first.
@@ -138,7 +177,7 @@ impl State {
     }
 
     pub fn next_orphan_deadline(&self) -> Option<u64> {
-        self.orphans.values().min().copied()
+        self.orphans.values().map(|o| o.requeue_at).min()
     }
 
     /// The connected worker a running job is assigned to, if any.
@@ -222,11 +261,13 @@ mod tests {
         let mut s = State::new(config());
         s.submit(batch(vec![job("a", &[]), job("b", &[])]), None, 0)
             .unwrap();
-        s.register_worker(1, worker("w", 2), &[], 0);
+        s.register_worker(1, worker("w", 2), &[], 0).unwrap();
         let assigned: Vec<AttemptRef> = s.dispatch(0).iter().map(|(_, a)| attempt_of(a)).collect();
         s.worker_gone(1, false, 100);
         // Back before the grace ran out, still running only the first job.
-        let reg = s.register_worker(2, worker("w", 2), &assigned[..1], 200);
+        let reg = s
+            .register_worker(2, worker("w", 2), &assigned[..1], 200)
+            .unwrap();
         assert_eq!(reg.adopted, assigned[..1]);
         assert_eq!(s.expire_orphans(1099), 0);
         assert_eq!(s.expire_orphans(1100), 1);
@@ -235,7 +276,9 @@ mod tests {
         assert_eq!(again[0].1.job, assigned[1].job);
         assert_eq!(again[0].1.attempt, 2);
         // The old attempt's late report is fenced off.
-        assert!(!s.job_finished(assigned[1], ok(), None, None, 1300));
+        assert!(s
+            .job_finished(2, assigned[1], ok(), None, None, 1300)
+            .is_err());
     }
 
     #[test]
@@ -246,7 +289,8 @@ mod tests {
         let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
         for round in 0..3u64 {
             let worker_id = 10 + round;
-            s.register_worker(worker_id, worker(&format!("w{round}"), 1), &[], round * 10);
+            s.register_worker(worker_id, worker(&format!("w{round}"), 1), &[], round * 10)
+                .unwrap();
             assert_eq!(s.dispatch(round * 10).len(), 1, "round {round}");
             s.worker_gone(worker_id, true, round * 10 + 1);
             s.expire_orphans(round * 10 + 1);
@@ -269,18 +313,63 @@ mod tests {
             },
             attempt: 1,
         };
-        let reg = s.register_worker(1, worker("w", 1), &[bogus], 0);
+        let reg = s.register_worker(1, worker("w", 1), &[bogus], 0).unwrap();
         assert_eq!(reg.kill, vec![bogus]);
+    }
+
+    fn another_process(name: &str) -> WorkerEntry {
+        WorkerEntry {
+            instance: 2,
+            address: "elsewhere".into(),
+            ..worker(name, 1)
+        }
+    }
+
+    #[test]
+    fn a_second_worker_process_under_a_connected_name_is_refused() {
+        let mut s = State::new(config());
+        s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+        let a = attempt_of(&s.dispatch(0)[0].1);
+        let refused = s.register_worker(2, another_process("w"), &[a], 1);
+        let address = "test".to_string();
+        assert_eq!(refused, Err(NameInUse { address }));
+        // The first is left alone: its job, its reports, its name.
+        assert_eq!(s.worker_name(2), None);
+        assert!(s.job_output(1, a, b"still mine").is_ok());
+        // Once it is gone, the name is free; the newcomer adopts nothing it
+        // did not run (the attempt belongs to the process that left).
+        s.worker_gone(1, false, 2);
+        let reg = s.register_worker(2, another_process("w"), &[a], 3).unwrap();
+        assert_eq!(
+            (reg.adopted, reg.kill, reg.replaced),
+            (vec![], vec![a], None)
+        );
+        assert_eq!(s.expire_orphans(2 + 1000), 1);
+    }
+
+    #[test]
+    fn the_same_process_on_a_new_connection_replaces_its_old_one() {
+        let mut s = State::new(config());
+        s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+        let a = attempt_of(&s.dispatch(0)[0].1);
+        // Its old connection still looks alive; it reports its attempt thrice.
+        let reg = s.register_worker(2, worker("w", 1), &[a, a, a], 1).unwrap();
+        assert_eq!((reg.adopted, reg.replaced), (vec![a], Some(1)));
+        assert_eq!(s.job_output(1, a, b"old"), Err(Fenced::NotYours));
+        assert!(s.job_output(2, a, b"new").is_ok());
+        assert_eq!(s.expire_orphans(10_000), 0);
     }
 
     #[test]
     fn a_draining_worker_gets_nothing_new() {
         let mut s = State::new(config());
         s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0);
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         s.worker_draining(1);
         assert!(s.dispatch(1).is_empty());
-        s.register_worker(2, worker("v", 1), &[], 2);
+        s.register_worker(2, worker("v", 1), &[], 2).unwrap();
         assert_eq!(s.dispatch(3).len(), 1);
     }
 }

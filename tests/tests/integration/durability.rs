@@ -281,16 +281,6 @@ fn sigterm_to_the_manager_flushes_and_exits_while_workers_keep_their_jobs() {
     assert_eq!(logs.stdout, "released\n");
 }
 
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_chatty_job_and_a_stalled_manager_do_not_grow_the_worker_without_bound() {
     let mut c = Cluster::with_manager();
@@ -314,7 +304,7 @@ fn a_chatty_job_and_a_stalled_manager_do_not_grow_the_worker_without_bound() {
     c.manager.as_ref().unwrap().signal(libc::SIGSTOP);
     gate.open();
     let printed = poll(Duration::from_secs(30), || done.exists().then_some(()));
-    let peak = peak_rss_kib(c.workers[0].pid());
+    let peak = aam_tests::usage::peak_rss_kib(c.workers[0].pid());
     c.manager.as_ref().unwrap().signal(libc::SIGCONT);
     assert!(
         printed.is_some(),

@@ -32,6 +32,12 @@ fn awaiting(c: &Cluster, session: &str) -> bool {
     gate["status"] == "pending" && gate["reason"] == "awaiting approval"
 }
 
+/// Runs `aam ARGS`, which must fail as bad input saying `why`.
+fn refused(c: &Cluster, args: &[&str], why: &str) {
+    let out = c.aam(args).expect_code(2);
+    assert!(out.stderr.contains(why), "{}", out.dump());
+}
+
 #[test]
 fn approve_and_reject_gates_with_an_audit_record() {
     let mut c = Cluster::new();
@@ -48,13 +54,11 @@ fn approve_and_reject_gates_with_an_audit_record() {
 
     // Approved, by alice; not before its dependencies are done.
     let first = c.submit(&file);
-    let early = c
-        .aam(&["approve", &format!("{first}/approve-prod")])
-        .expect_code(2);
-    assert!(
-        early.stderr.contains("waiting for its dependencies"),
-        "{}",
-        early.dump()
+    let gate_of = |session: &str| format!("{session}/approve-prod");
+    refused(
+        &c,
+        &["approve", &gate_of(&first)],
+        "waiting for its dependencies",
     );
     stage_gate.open();
     assert!(poll(Duration::from_secs(20), || awaiting(&c, &first)
@@ -81,26 +85,21 @@ fn approve_and_reject_gates_with_an_audit_record() {
     assert_eq!(job(&s, "prod")["status"], "succeeded");
     let md = c.aam(&["results", &first]).expect_code(0).stdout;
     assert!(md.contains("**Approved** by alice"), "{md}");
-    let again = c
-        .aam(&["approve", &format!("{first}/approve-prod")])
-        .expect_code(2);
-    assert!(
-        again.stderr.contains("already approved by alice"),
-        "{}",
-        again.dump()
+    refused(
+        &c,
+        &["approve", &gate_of(&first)],
+        "already approved by alice",
     );
-    let not_gate = c.aam(&["approve", &format!("{first}/dev")]).expect_code(2);
-    assert!(
-        not_gate.stderr.contains("is not a gate"),
-        "{}",
-        not_gate.dump()
-    );
+    refused(&c, &["approve", &format!("{first}/dev")], "is not a gate");
 
     // Rejected, by the manager's own token ("admin").
     let second = c.submit(&file);
     assert!(poll(Duration::from_secs(20), || awaiting(&c, &second)
         .then_some(()))
     .is_some());
+    let essay = "x".repeat(5000);
+    let long = ["reject", &gate_of(&second), "--comment", &essay];
+    refused(&c, &long, "comment: 5000 bytes, more than the 4096 allowed");
     c.aam(&[
         "reject",
         &format!("{second}/approve-prod"),

@@ -9,9 +9,11 @@ mod dependencies;
 mod disk;
 mod durability;
 mod gates;
+mod peers;
 mod placement;
 mod quickstart;
 mod session;
+mod slow_peers;
 
 use serde_json::Value;
 

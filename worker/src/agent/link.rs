@@ -27,6 +27,10 @@ const OUTPUT_BACKLOG: usize = 8 * 1024 * 1024;
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Longest heartbeat interval and lease taken from the manager.
+const MAX_HEARTBEAT_MS: u64 = 60_000;
+const MAX_LEASE_MS: u64 = 3_600_000;
+
 /// The worker's connection to the manager.
 pub(super) enum Link {
     /// No connection and no dial under way (a redial may be scheduled).
@@ -319,13 +323,31 @@ impl WorkerAgent {
                     }
                     Err(e) => {
                         act.link = Link::Down;
-                        tracing::info!("{e}; retrying in {:?}", act.backoff);
-                        let wait = act.backoff;
-                        act.backoff = (act.backoff * 2).min(MAX_BACKOFF);
-                        ctx.run_later(wait, |act, ctx| act.dial(ctx));
+                        let wait = act.dial_after_backoff(ctx);
+                        tracing::info!("{e}; retrying in {wait:?}");
                     }
                 }),
         );
+    }
+
+    /// Dials again after the current backoff, which doubles (up to
+    /// `MAX_BACKOFF`) until a registration succeeds; returns the wait.
+    fn dial_after_backoff(&mut self, ctx: &mut Context<Self>) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        ctx.run_later(wait, |act, ctx| act.dial(ctx));
+        wait
+    }
+
+    /// The manager cannot take the registration yet (the name is connected
+    /// from elsewhere, perhaps this worker's own half-open old connection,
+    /// until its lease runs out): the jobs run on, and the worker dials
+    /// again after a backoff.
+    pub(super) fn retry_later(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        self.link.disconnect(ctx);
+        let wait = self.dial_after_backoff(ctx);
+        tracing::warn!(worker = %self.config.name, running = self.assigned.len(),
+            "the manager cannot take this worker yet: {reason}; retrying in {wait:?}");
     }
 
     fn connected(
@@ -336,6 +358,7 @@ impl WorkerAgent {
     ) {
         let register = WorkerToManager::Register {
             name: self.config.name.clone(),
+            instance: self.instance,
             slots: self.config.slots,
             prefetch: self.config.prefetch,
             labels: self.config.labels.clone(),
@@ -366,8 +389,13 @@ impl WorkerAgent {
     /// lease), and the manager gets everything it may have missed.
     pub(super) fn registered(&mut self, heartbeat_ms: u64, lease_ms: u64, ctx: &mut Context<Self>) {
         self.backoff = FIRST_BACKOFF;
-        let every = Duration::from_millis(heartbeat_ms.max(50));
-        let lease = Duration::from_millis(lease_ms.max(heartbeat_ms * 2));
+        // The manager's numbers, within sane bounds whatever they say.
+        let heartbeat_ms = heartbeat_ms.clamp(50, MAX_HEARTBEAT_MS);
+        let lease_ms = lease_ms
+            .max(heartbeat_ms.saturating_mul(2))
+            .min(MAX_LEASE_MS);
+        let every = Duration::from_millis(heartbeat_ms);
+        let lease = Duration::from_millis(lease_ms);
         let heartbeat = ctx.run_interval(every, move |act, ctx| {
             if act.last_heard.elapsed() > lease {
                 // A silent cut (no reset): do not write into it for minutes.

@@ -23,31 +23,83 @@ fn exit(code: i32) -> Option<ExitInfo> {
 fn a_stale_or_repeated_report_changes_nothing() {
     let mut s = State::new(config());
     let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let a = attempt_of(&s.dispatch(0)[0].1);
     let stale = AttemptRef {
         attempt: a.attempt + 1,
         ..a
     };
-    assert!(!s.job_finished(stale, fail(), None, None, 1));
-    assert!(!s.job_output(stale, b"not mine"));
-    assert!(s.job_finished(a, ok(), None, None, 1));
-    assert!(!s.job_finished(a, fail(), None, None, 2));
+    assert!(s.job_finished(1, stale, fail(), None, None, 1).is_err());
+    assert!(s.job_output(1, stale, b"not mine").is_err());
+    assert!(s.job_finished(1, a, ok(), None, None, 1).is_ok());
+    assert!(s.job_finished(1, a, fail(), None, None, 2).is_err());
     assert_eq!(status(&s, id, "a"), JobStatus::Succeeded);
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
+}
+
+#[test]
+fn a_worker_cannot_report_on_an_attempt_assigned_to_another() {
+    let mut s = State::new(config());
+    let (id, _) = s
+        .submit(batch(vec![job("a", &[]), job("b", &[])]), None, 0)
+        .unwrap();
+    s.register_worker(1, worker("honest", 1), &[], 0).unwrap();
+    let a = attempt_of(&s.dispatch(0)[0].1);
+    s.register_worker(2, worker("liar", 1), &[], 0).unwrap();
+    s.job_output(1, a, b"mine").unwrap();
+    let forged = OutputCapture::from_parts(1024, b"forged".to_vec(), vec![], 6);
+    assert_eq!(s.job_output(2, a, b"forged"), Err(Fenced::NotYours));
+    assert_eq!(s.output_sync(2, a, &forged), Err(Fenced::NotYours));
+    assert_eq!(
+        s.job_progress(2, a, 99, Some("forged".into())),
+        Err(Fenced::NotYours)
+    );
+    assert_eq!(
+        s.job_finished(2, a, ok(), None, None, 1),
+        Err(Fenced::NotYours)
+    );
+    // Nothing changed: still running on its worker, with its own output;
+    // its slot is still taken, so the liar got the other job.
+    assert_eq!(status(&s, id, "a"), JobStatus::Running);
+    assert_eq!(s.logs(id, "a", 0, &|_| None).unwrap().output, b"mine");
+    let next = s.dispatch(2);
+    assert_eq!((next.len(), next[0].0), (1, 2));
+    // A stale report is stale whoever sends it (and acknowledged as such).
+    let stale = AttemptRef { attempt: 9, ..a };
+    assert_eq!(
+        s.job_finished(2, stale, ok(), None, None, 3),
+        Err(Fenced::Stale)
+    );
+    // The worker it is assigned to is heard.
+    assert_eq!(s.job_finished(1, a, ok(), None, None, 3), Ok(()));
+    assert_eq!(status(&s, id, "a"), JobStatus::Succeeded);
+}
+
+#[test]
+fn a_synced_output_is_kept_within_our_cap_whatever_it_claims() {
+    let mut s = State::new(config());
+    let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+    let a = attempt_of(&s.dispatch(0)[0].1);
+    let forged = OutputCapture::from_parts(usize::MAX, vec![b'x'; 100_000], b"end".to_vec(), 1);
+    s.output_sync(1, a, &forged).unwrap();
+    let logs = s.logs(id, "a", 0, &|_| None).unwrap();
+    assert!(logs.output.len() < 1100, "{}", logs.output.len());
+    assert_eq!(logs.output_bytes, 100_003);
+    assert!(logs.output.ends_with(b"end"));
 }
 
 #[test]
 fn output_is_capped_and_stored_at_the_end() {
     let mut s = State::new(config());
     s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let a = attempt_of(&s.dispatch(0)[0].1);
     s.take_changes();
     for _ in 0..10 {
-        assert!(s.job_output(a, &[b'x'; 1000]));
+        assert!(s.job_output(1, a, &[b'x'; 1000]).is_ok());
     }
-    s.job_finished(a, ok(), None, None, 1);
+    s.job_finished(1, a, ok(), None, None, 1).unwrap();
     let changes = s.take_changes();
     assert_eq!(changes.outputs.len(), 1);
     let stored: OutputCapture = aam_protocol::codec::decode(&changes.outputs[0].1).unwrap();

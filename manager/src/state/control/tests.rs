@@ -7,7 +7,7 @@ fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
     let mut s = State::new(config());
     let jobs = vec![job("run", &[]), job("wait", &[]), job("after", &["run"])];
     let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let running = attempt_of(&s.dispatch(0)[0].1);
     let out = s.cancel(id, None, Some(250), 1).unwrap();
     assert_eq!(out.cancelled, vec!["wait", "after"]);
@@ -18,7 +18,9 @@ fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
         cause: StopCause::Cancelled,
         receipt: TeardownReceipt::default(),
     };
-    assert!(s.job_finished(running, ok(), Some(stopped), None, 2));
+    assert!(s
+        .job_finished(1, running, ok(), Some(stopped), None, 2)
+        .is_ok());
     assert_eq!(status(&s, id, "run"), JobStatus::Cancelled);
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Cancelled);
     assert!(s.dispatch(3).is_empty());
@@ -28,14 +30,14 @@ fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
 fn a_cancel_is_ordered_again_when_the_worker_reconnects() {
     let mut s = State::new(config());
     let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let running = attempt_of(&s.dispatch(0)[0].1);
     let out = s.cancel(id, None, Some(300), 1).unwrap();
     assert_eq!(out.stopping.len(), 1);
     // The connection (or the manager) dies before the stop arrives; the
     // worker comes back still running the job.
     s.worker_gone(1, false, 2);
-    let reg = s.register_worker(2, worker("w", 1), &[running], 3);
+    let reg = s.register_worker(2, worker("w", 1), &[running], 3).unwrap();
     assert_eq!(reg.adopted, vec![running]);
     assert_eq!(reg.cancel, vec![(running, 10_000)]);
 }
@@ -44,7 +46,7 @@ fn a_cancel_is_ordered_again_when_the_worker_reconnects() {
 fn cancelling_a_job_whose_worker_is_gone_ends_it_at_once() {
     let mut s = State::new(config());
     let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     s.dispatch(0);
     s.worker_gone(1, false, 1);
     let out = s.cancel(id, Some("a"), None, 2).unwrap();
@@ -96,9 +98,9 @@ fn a_gate_is_decided_once_and_its_decision_runs_what_depends_on_it() {
         e.to_string().contains("waiting for its dependencies"),
         "{e}"
     );
-    s.register_worker(1, worker("w", 1), &[], 0);
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let build = attempt_of(&s.dispatch(1)[0].1);
-    s.job_finished(build, ok(), None, None, 2);
+    s.job_finished(1, build, ok(), None, None, 2).unwrap();
     let view = s.view(id, OutputWanted::None, 0, &|_| None, 3).unwrap();
     assert_eq!(view.jobs[1].reason.as_deref(), Some(AWAITING));
     let decided = s.decide(id, "approve", true, "ops", Some("ship it".into()), 4);
@@ -116,11 +118,14 @@ fn retry_runs_again_what_did_not_succeed_as_new_attempts_and_keeps_the_rest() {
     let mut s = State::new(config());
     let jobs = vec![job("good", &[]), job("bad", &[]), job("after", &["bad"])];
     let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-    s.register_worker(1, worker("w", 2), &[], 0);
+    s.register_worker(1, worker("w", 2), &[], 0).unwrap();
     let first = s.dispatch(0);
-    s.job_progress(attempt_of(&first[1].1), 40, None);
-    s.job_finished(attempt_of(&first[0].1), ok(), None, None, 1);
-    s.job_finished(attempt_of(&first[1].1), fail(), None, None, 1);
+    s.job_progress(1, attempt_of(&first[1].1), 40, None)
+        .unwrap();
+    s.job_finished(1, attempt_of(&first[0].1), ok(), None, None, 1)
+        .unwrap();
+    s.job_finished(1, attempt_of(&first[1].1), fail(), None, None, 1)
+        .unwrap();
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     let again = s.retry(id, 2).unwrap();
     assert_eq!(again, vec!["bad", "after"]);
