@@ -9,7 +9,9 @@
 //! build the old commit into its own target directory and run, e.g.
 //! `AAM_BIN_DIR=/tmp/old/release cargo bench -p aam-tests -- latency`, then
 //! the same without it (`aam_tests::bin` reads the variable at each call, so
-//! one run may also switch it between two clusters).
+//! one run may also switch it between two clusters). A build of an older
+//! protocol version whose client messages are unchanged also needs
+//! `AAM_PEER_PROTOCOL_VERSION=N` (the version this client claims).
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
 use aam_protocol::spec::{BatchSpec, JobSpec};
@@ -155,12 +157,17 @@ fn aam_run(n: usize, prefetch: u32) -> (Duration, f64, f64) {
 }
 
 fn throughput() {
-    const N: usize = 10_000;
-    let raw = raw_spawn(N);
-    let xargs = xargs(N);
-    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    // `AAM_BENCH_JOBS` runs fewer (say, under valgrind, which counts
+    // instructions instead of time).
+    let n: usize = std::env::var("AAM_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let raw = raw_spawn(n);
+    let xargs = xargs(n);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let share = |d: Duration| 100.0 * raw.as_secs_f64() / d.as_secs_f64();
-    println!("throughput: {N} x /bin/true, 2 at a time");
+    println!("throughput: {n} x /bin/true, 2 at a time");
     println!(
         "  raw spawn (2 threads):   {:>6.0} jobs/s  ({:.2} s)",
         rate(raw),
@@ -173,14 +180,14 @@ fn throughput() {
         share(xargs)
     );
     for prefetch in [0, 2] {
-        let (took, manager_cpu, worker_cpu) = aam_run(N, prefetch);
+        let (took, manager_cpu, worker_cpu) = aam_run(n, prefetch);
         println!(
             "  aam, 2 slots, prefetch {prefetch}: {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw; CPU per job: manager {:.0} us, worker {:.0} us",
             rate(took),
             took.as_secs_f64(),
             share(took),
-            manager_cpu * 1e6 / N as f64,
-            worker_cpu * 1e6 / N as f64
+            manager_cpu * 1e6 / n as f64,
+            worker_cpu * 1e6 / n as f64
         );
     }
 }

@@ -32,7 +32,16 @@ impl Wire {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         let mut wire = Wire { stream };
-        wire.try_send(&Handshake::new(role, token))?;
+        let mut handshake = Handshake::new(role, token);
+        // A benchmark of an older build (`AAM_BIN_DIR`) whose client
+        // messages are the same may claim its protocol version.
+        if let Some(version) = std::env::var("AAM_PEER_PROTOCOL_VERSION")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            handshake.version = version;
+        }
+        wire.try_send(&handshake)?;
         match wire.try_recv::<HandshakeReply>(Duration::from_secs(10))? {
             HandshakeReply::Accepted { .. } => Ok(wire),
             HandshakeReply::Rejected { reason } => Err(io::Error::new(
