@@ -229,7 +229,7 @@ impl Client {
 
     pub async fn sessions(&mut self) -> anyhow::Result<Vec<SessionSummary>> {
         expect!(self.call(ClientRequest::ListSessions).await?,
-            ClientResponse::Sessions(list) => Ok(list))
+            ClientResponse::Sessions { sessions, .. } => Ok(sessions))
     }
 
     /// One session and its jobs, with as much of their output as `output` asks.
@@ -255,7 +255,7 @@ impl Client {
             from,
         };
         let answer = self.call(request).await?;
-        expect!(answer, ClientResponse::Logs { status, attempt, output, output_bytes } => {
+        expect!(answer, ClientResponse::Logs { status, attempt, output, output_bytes, .. } => {
             Ok(LogChunk { status, attempt, output, output_bytes })
         })
     }

@@ -1,6 +1,7 @@
 //! Agents defined in the manager's config, and how a job's prompt fills their
 //! command template: whole argv elements only, never a shell string.
 
+use crate::agent_run::AgentFormat;
 use crate::spec::SpecError;
 use crate::validate::AgentCall;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,13 @@ pub struct AgentDef {
     /// What `{tools}` becomes ("Read,Grep").
     #[serde(default)]
     pub tools: Option<String>,
+    /// How its output is read: `claude-stream-json`, `text`, or `auto`
+    /// (the default: stream-json when the command asks for it).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Agents that share a provider's usage limit (default: the agent's name).
+    #[serde(default)]
+    pub limit_group: Option<String>,
 }
 
 /// What `{inputs}` and `{inputs_md}` become in the manager: markers the
@@ -47,6 +55,8 @@ pub struct TemplateValues<'a> {
     pub session: &'a str,
     pub system_prompt: &'a str,
     pub tools: &'a str,
+    /// The agent session a follow-up resumes (empty for a first run).
+    pub resume: &'a str,
 }
 
 /// Substitutes the known placeholders in one argv element, in a single pass,
@@ -65,6 +75,7 @@ pub fn fill_placeholders(element: &str, values: &TemplateValues<'_>) -> String {
             ("{session}", values.session),
             ("{system_prompt}", values.system_prompt),
             ("{tools}", values.tools),
+            ("{resume}", values.resume),
             ("{inputs}", INPUTS_MARKER),
             ("{inputs_md}", INPUTS_MD_MARKER),
         ]
@@ -90,11 +101,26 @@ fn uses_model(template: &[String]) -> bool {
     template.iter().any(|e| e.contains("{model}"))
 }
 
-/// The argv and extra environment an agent job runs with.
+/// The argv and extra environment an agent job runs with, how its output
+/// is read, and the usage-limit group it belongs to.
 #[derive(Debug)]
 pub struct ExpandedAgent {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    pub format: AgentFormat,
+    pub limit_group: String,
+}
+
+impl AgentDef {
+    /// How this agent's output is read: its `format`, else what its command
+    /// implies. (An unknown format name is refused when the config loads.)
+    pub fn output_format(&self) -> AgentFormat {
+        let named = AgentFormat::parse(self.format.as_deref().unwrap_or("auto"));
+        named
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| AgentFormat::detect(&self.command))
+    }
 }
 
 /// Expands the agent job `job` against the configured agents.
@@ -134,15 +160,28 @@ pub fn expand_agent_job(
         session,
         system_prompt: def.system_prompt.as_deref().unwrap_or_default(),
         tools: def.tools.as_deref().unwrap_or_default(),
+        resume: call.resume.as_deref().unwrap_or_default(),
     };
-    let argv = def
+    let mut argv: Vec<String> = def
         .command
         .iter()
         .map(|e| fill_placeholders(e, &values))
         .collect();
+    let format = def.output_format();
+    let template_resumes = def.command.iter().any(|e| e.contains("{resume}"));
+    if let (Some(id), false, AgentFormat::ClaudeStreamJson) =
+        (&call.resume, template_resumes, format)
+    {
+        // Right after the program: behind a `--` or a variadic option it
+        // would be read as part of the prompt.
+        let at = 1.min(argv.len());
+        argv.splice(at..at, ["--resume".to_string(), id.clone()]);
+    }
     Ok(ExpandedAgent {
         argv,
         env: def.env.clone(),
+        format,
+        limit_group: def.limit_group.clone().unwrap_or_else(|| name.to_string()),
     })
 }
 
@@ -175,6 +214,7 @@ mod tests {
             agent: "reviewer".into(),
             prompt: Some(prompt.into()),
             model: model.map(str::to_string),
+            resume: None,
         }
     }
 
@@ -201,6 +241,63 @@ mod tests {
     }
 
     #[test]
+    fn a_follow_up_of_a_stream_json_agent_resumes_its_session_right_after_the_program() {
+        let mut agents = agents();
+        let def = agents.get_mut("reviewer").unwrap();
+        def.command = [
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--",
+            "{prompt}",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut call = job("more", None);
+        let first = expand_agent_job("review", &call, &agents, "s1").unwrap();
+        assert_eq!(first.format, AgentFormat::ClaudeStreamJson);
+        assert_eq!(first.limit_group, "reviewer");
+        assert!(!first.argv.contains(&"--resume".to_string()));
+        call.resume = Some("abc-123".into());
+        let again = expand_agent_job("review", &call, &agents, "s2").unwrap();
+        assert_eq!(
+            again.argv,
+            [
+                "claude",
+                "--resume",
+                "abc-123",
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--",
+                "more"
+            ]
+        );
+        // A template that places {resume} itself is filled, nothing added.
+        let def = agents.get_mut("reviewer").unwrap();
+        def.command = [
+            "claude",
+            "-r",
+            "{resume}",
+            "-p",
+            "--output-format=stream-json",
+            "{prompt}",
+        ]
+        .map(String::from)
+        .to_vec();
+        let own = expand_agent_job("review", &call, &agents, "s3").unwrap();
+        assert_eq!(own.argv[..3], ["claude", "-r", "abc-123"]);
+        assert_eq!(own.argv.iter().filter(|a| *a == "abc-123").count(), 1);
+        // Text agents have no session to resume.
+        let def = agents.get_mut("reviewer").unwrap();
+        def.command = ["my-agent", "{prompt}"].map(String::from).to_vec();
+        let text = expand_agent_job("review", &call, &agents, "s4").unwrap();
+        assert_eq!(text.format, AgentFormat::Text);
+        assert_eq!(text.argv, ["my-agent", "more"]);
+    }
+
+    #[test]
     fn unknown_braces_are_kept() {
         let v = TemplateValues {
             prompt: "p",
@@ -210,6 +307,7 @@ mod tests {
             session: "s",
             system_prompt: "sp",
             tools: "t",
+            resume: "r",
         };
         assert_eq!(fill_placeholders("{x}{prompt}{", &v), "{x}p{");
     }

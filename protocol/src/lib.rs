@@ -6,6 +6,8 @@
 //! that knows bincode.
 
 pub mod agent;
+pub mod agent_output;
+pub mod agent_run;
 pub mod codec;
 pub mod dial;
 pub mod ids;
@@ -18,7 +20,7 @@ pub mod validate;
 pub use ids::{JobKey, SessionId};
 
 /// Version of the wire protocol; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default TCP address of the manager.
 pub const DEFAULT_MANAGER_ADDR: &str = "127.0.0.1:7410";

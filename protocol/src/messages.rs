@@ -5,6 +5,7 @@
 //! `ClientRequest`/`ClientResponse` and a worker speaks
 //! `WorkerToManager`/`ManagerToWorker`.
 
+use crate::agent_run::{AgentFormat, AgentRun, LimitPause};
 use crate::ids::{JobKey, SessionId};
 use crate::model::{
     ExitInfo, JobStatus, SessionStatus, SessionSummary, SessionView, StopCause, TeardownReceipt,
@@ -109,6 +110,13 @@ pub enum ClientRequest {
         approve: bool,
         comment: Option<String>,
     },
+    /// A new session of one job that resumes the conversation of an agent
+    /// job's last attempt with `prompt` (answered `Submitted`).
+    Continue {
+        session: SessionId,
+        job: String,
+        prompt: String,
+    },
 }
 
 /// What kind of failure an `Error` response reports.
@@ -132,7 +140,11 @@ pub enum ClientResponse {
         estimate: crate::model::Estimate,
     },
     Invalid(SpecErrors),
-    Sessions(Vec<SessionSummary>),
+    Sessions {
+        sessions: Vec<SessionSummary>,
+        /// Limit groups whose jobs are held until a usage limit resets.
+        paused: Vec<LimitPause>,
+    },
     Session(SessionView),
     Logs {
         status: JobStatus,
@@ -141,6 +153,8 @@ pub enum ClientResponse {
         #[serde(with = "serde_bytes")]
         output: Vec<u8>,
         output_bytes: u64,
+        /// How to read the output as a transcript (an agent job's format).
+        format: Option<AgentFormat>,
     },
     Workers(Vec<WorkerView>),
     Progress(SessionSummary),
@@ -197,6 +211,8 @@ pub struct Assignment {
     pub timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub grace_ms: u64,
+    /// For an agent job: how the worker reads its output.
+    pub format: Option<AgentFormat>,
     /// Its dependencies as they ended, for `AAM_INPUTS` / `AAM_INPUTS_MD`.
     pub inputs: Vec<InputRecord>,
 }
@@ -224,6 +240,10 @@ pub struct InputRecord {
     pub output: Vec<u8>,
     /// Bytes it printed in all.
     pub output_bytes: u64,
+    /// An agent job's final answer, shown instead of its raw output.
+    pub answer: Option<String>,
+    /// The error its agent reported, if any.
+    pub agent_error: Option<String>,
 }
 
 /// How and why aam stopped an attempt.
@@ -272,6 +292,14 @@ pub enum WorkerToManager {
         exit: ExitInfo,
         /// Set when the worker stopped it (cancel, timeout, shutdown).
         stopped: Option<Stopped>,
+        /// For an agent job: what its agent did, read to the end.
+        agent: Option<AgentRun>,
+    },
+    /// What an agent job's agent did so far (sent as it changes, at most
+    /// a few times a second).
+    AgentUpdate {
+        attempt: AttemptRef,
+        run: AgentRun,
     },
     /// Everything an attempt printed so far (as kept: head and tail), sent
     /// after a reconnect so a restarted manager loses none of it.

@@ -1,6 +1,7 @@
 //! Sessions and jobs as the manager keeps them and the store persists them,
 //! and the views clients receive.
 
+use crate::agent_run::{AgentFormat, AgentRun, AgentView, LimitPause};
 use crate::ids::{JobKey, SessionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -128,6 +129,8 @@ pub enum StopCause {
     Shutdown,
     /// It is not this worker's to run (any more).
     Superseded,
+    /// It spent more than its `max_cost_usd`.
+    Budget,
 }
 
 impl StopCause {
@@ -138,6 +141,7 @@ impl StopCause {
             StopCause::Idle => "idle",
             StopCause::Shutdown => "shutdown",
             StopCause::Superseded => "superseded",
+            StopCause::Budget => "budget",
         }
     }
 }
@@ -158,6 +162,41 @@ pub struct TeardownReceipt {
     pub survivors: Vec<u32>,
 }
 
+/// How one attempt of a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// Its worker was lost or shut down: the job went back to the queue.
+    Requeued,
+    /// It ended on a rate or usage limit: the job went back to the queue
+    /// without using a retry, and its limit group is paused.
+    Limited,
+}
+
+impl AttemptOutcome {
+    /// The name users see (`status --json`'s `outcome`). A requeued attempt
+    /// shows the status its job went back to, `queued`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Requeued => "queued",
+            AttemptOutcome::Limited => "limited",
+        }
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One attempt of a job, kept after it ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -166,10 +205,11 @@ pub struct AttemptRecord {
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
     pub exit: Option<ExitInfo>,
-    /// How this attempt ended (a lost worker's attempt ends `queued` again).
-    pub outcome: JobStatus,
+    pub outcome: AttemptOutcome,
     pub reason: Option<String>,
     pub teardown: Option<TeardownReceipt>,
+    /// What its agent did, for an agent job.
+    pub agent_run: Option<AgentRun>,
 }
 
 /// A person's decision on a gate.
@@ -207,6 +247,8 @@ pub struct SessionRecord {
     pub finished_at_ms: Option<u64>,
     pub max_parallel: Option<u32>,
     pub idempotency_key: Option<String>,
+    /// Most the session's agents may spend, in USD; none: no limit.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// A job as stored: what to run and where it is in its life.
@@ -251,6 +293,17 @@ pub struct JobRecord {
     pub priority: i32,
     /// Worker labels it needs.
     pub requires: BTreeMap<String, String>,
+    /// How its agent's output is read; none for a plain command or a gate.
+    pub format: Option<AgentFormat>,
+    /// The usage-limit group of its agent (by default the agent's name).
+    pub limit_group: Option<String>,
+    /// Most this job's agent may spend, in USD.
+    pub max_cost_usd: Option<f64>,
+    /// The worker it must run on (a follow-up resumes a conversation that
+    /// lives in that machine's files).
+    pub pinned_worker: Option<String>,
+    /// What its current (or last) attempt's agent did.
+    pub agent_run: Option<AgentRun>,
 }
 
 impl JobRecord {
@@ -285,6 +338,11 @@ impl JobRecord {
             decision: None,
             priority: 0,
             requires: BTreeMap::new(),
+            format: None,
+            limit_group: None,
+            max_cost_usd: None,
+            pinned_worker: None,
+            agent_run: None,
         }
     }
 
@@ -301,6 +359,7 @@ impl JobRecord {
         self.progress = None;
         self.progress_message = None;
         self.teardown = None;
+        self.agent_run = None;
         self.attempts
     }
 
@@ -309,7 +368,7 @@ impl JobRecord {
     /// how it ended.
     pub fn close_attempt(
         &mut self,
-        outcome: JobStatus,
+        outcome: AttemptOutcome,
         exit: Option<ExitInfo>,
         reason: Option<String>,
         teardown: Option<TeardownReceipt>,
@@ -324,6 +383,7 @@ impl JobRecord {
             outcome,
             reason: reason.clone(),
             teardown: teardown.clone(),
+            agent_run: self.agent_run.clone(),
         });
         self.exit = exit;
         self.teardown = teardown;
@@ -361,6 +421,10 @@ pub struct SessionSummary {
     /// Job count per status, in `JobStatus::ALL` order.
     pub counts: [u32; 8],
     pub total: u32,
+    /// What its agents spent so far, every attempt counted.
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 impl SessionSummary {
@@ -410,6 +474,8 @@ pub struct JobView {
     pub output: Vec<u8>,
     /// Bytes the job printed in all (more than `output` when it was cut).
     pub output_bytes: u64,
+    /// For an agent job: what its agent did.
+    pub agent: Option<AgentView>,
 }
 
 /// A session with its jobs.
@@ -419,6 +485,8 @@ pub struct SessionView {
     pub jobs: Vec<JobView>,
     /// How long until the session ends, from the durations of earlier runs.
     pub eta: Estimate,
+    /// Limit groups whose jobs are held until a usage limit resets.
+    pub paused: Vec<LimitPause>,
 }
 
 /// A duration estimated from the durations of earlier runs of the same

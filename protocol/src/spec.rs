@@ -14,6 +14,10 @@ pub struct BatchSpec {
     /// Most jobs of this session running at once (none: no limit).
     #[serde(default)]
     pub max_parallel: Option<u32>,
+    /// Most the session's agents may spend, in USD: past it, no new agent
+    /// job starts (none: the manager's default, if any).
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
     #[serde(default)]
     pub jobs: Vec<JobSpec>,
 }
@@ -67,6 +71,9 @@ pub struct JobSpec {
     /// Worker labels this job needs (`{ gpu = "true" }`).
     #[serde(default)]
     pub requires: BTreeMap<String, String>,
+    /// Most this job's agent may spend, in USD: past it, it is stopped.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
 }
 
 /// What a dependency must have done for its dependent to run.

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 pub struct ValidBatch {
     pub name: String,
     pub max_parallel: Option<u32>,
+    pub max_cost_usd: Option<f64>,
     pub jobs: Vec<ValidJob>,
 }
 
@@ -36,6 +37,9 @@ pub struct AgentCall {
     pub agent: String,
     pub prompt: Option<String>,
     pub model: Option<String>,
+    /// The agent session a follow-up resumes (`aam continue`; never from a
+    /// batch file).
+    pub resume: Option<String>,
 }
 
 /// One job of a valid batch, its fields parsed.
@@ -56,6 +60,7 @@ pub struct ValidJob {
     pub retry_on: Vec<JobStatus>,
     pub priority: i32,
     pub requires: BTreeMap<String, String>,
+    pub max_cost_usd: Option<f64>,
 }
 
 /// Checks everything that can be checked without the manager's agents:
@@ -90,6 +95,7 @@ pub fn validate(batch: BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErr
     Ok(ValidBatch {
         name: batch.name,
         max_parallel: batch.max_parallel,
+        max_cost_usd: batch.max_cost_usd,
         jobs,
     })
 }
@@ -148,6 +154,9 @@ fn check_batch_fields(batch: &BatchSpec, limits: &Limits, errors: &mut Vec<SpecE
     }
     if batch.max_parallel == Some(0) {
         errors.push(SpecError::batch("max_parallel", "must be at least 1"));
+    }
+    if let Some(message) = batch.max_cost_usd.and_then(bad_budget) {
+        errors.push(SpecError::batch("max_cost_usd", message));
     }
     if batch.jobs.is_empty() {
         errors.push(SpecError::batch("jobs", "the batch has no jobs"));
@@ -280,6 +289,9 @@ fn check_job(job: JobSpec, index: usize, limits: &Limits, errors: &mut Vec<SpecE
         }
     }
     check_env(&job, label, limits, errors);
+    if let Some(message) = job.max_cost_usd.and_then(bad_budget) {
+        errors.push(SpecError::job(label, "max_cost_usd", message));
+    }
     ValidJob {
         kind: kind_of(job.command, job.agent, job.prompt, job.model),
         name: job.name,
@@ -294,7 +306,14 @@ fn check_job(job: JobSpec, index: usize, limits: &Limits, errors: &mut Vec<SpecE
         retry_on,
         priority: job.priority,
         requires: job.requires,
+        max_cost_usd: job.max_cost_usd,
     }
+}
+
+/// What is wrong with a budget in USD, if anything.
+fn bad_budget(usd: f64) -> Option<String> {
+    (!usd.is_finite() || usd <= 0.0)
+        .then(|| format!("{usd} is not a budget (a positive number of USD)"))
 }
 
 /// What a job runs (meaningful once `check_kind` found nothing wrong).
@@ -310,6 +329,7 @@ fn kind_of(
             agent,
             prompt,
             model,
+            resume: None,
         }),
         (None, None) => JobKind::Gate,
     }
@@ -464,6 +484,7 @@ mod tests {
 
     fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
         BatchSpec {
+            max_cost_usd: None,
             name: "b".into(),
             max_parallel: None,
             jobs,
@@ -639,6 +660,7 @@ mod tests {
                 agent: "reviewer".into(),
                 prompt: Some("look".into()),
                 model: None,
+                resume: None,
             })
         );
         assert_eq!(review.timeout_ms, Some(90_000));

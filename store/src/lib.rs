@@ -274,6 +274,7 @@ mod tests {
             finished_at_ms: None,
             max_parallel: None,
             idempotency_key: None,
+            max_cost_usd: None,
         }
     }
 

@@ -70,6 +70,7 @@ impl Client {
 
 fn true_jobs(n: usize) -> BatchSpec {
     BatchSpec {
+        max_cost_usd: None,
         name: "bench".into(),
         max_parallel: None,
         jobs: (0..n)
@@ -287,6 +288,7 @@ fn failover() {
     let mut client = Client::connect(&c.addr, &c.token);
     let pidfile = c.path("job.pid");
     let batch = BatchSpec {
+        max_cost_usd: None,
         name: "failover".into(),
         max_parallel: None,
         jobs: vec![JobSpec {

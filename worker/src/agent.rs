@@ -189,6 +189,7 @@ impl WorkerAgent {
                 cause,
                 receipt: TeardownReceipt::default(),
             }),
+            agent: None,
         };
         self.report_end(attempt, end, OutputCapture::new(0));
     }

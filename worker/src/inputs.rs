@@ -211,6 +211,8 @@ mod tests {
             reason: None,
             output: output.as_bytes().to_vec(),
             output_bytes: total,
+            answer: None,
+            agent_error: None,
         }
     }
 
@@ -240,6 +242,7 @@ mod tests {
             timeout_ms: None,
             idle_timeout_ms: None,
             grace_ms: 0,
+            format: None,
             inputs,
         }
     }

@@ -94,7 +94,8 @@ impl Scheduler {
             ClientRequest::Retry { .. }
             | ClientRequest::Cancel { .. }
             | ClientRequest::Decide { .. }
-            | ClientRequest::Gc { .. } => true,
+            | ClientRequest::Gc { .. }
+            | ClientRequest::Continue { .. } => true,
             ClientRequest::ListSessions
             | ClientRequest::Session { .. }
             | ClientRequest::Logs { .. }

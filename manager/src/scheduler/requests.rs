@@ -62,9 +62,10 @@ impl Scheduler {
                 batch,
                 idempotency_key,
             } => self.submit(batch, idempotency_key, now),
-            ClientRequest::ListSessions => {
-                Reply::Answer(ClientResponse::Sessions(self.state.summaries()))
-            }
+            ClientRequest::ListSessions => Reply::Answer(ClientResponse::Sessions {
+                sessions: self.state.summaries(),
+                paused: Vec::new(),
+            }),
             ClientRequest::Session { session, output } => {
                 let stored = self.output_reader();
                 match self
@@ -83,6 +84,7 @@ impl Scheduler {
                         attempt: logs.attempt,
                         output: logs.output,
                         output_bytes: logs.output_bytes,
+                        format: logs.format,
                     }),
                     Err(e) => e.into(),
                 }
@@ -115,6 +117,10 @@ impl Scheduler {
                 comment,
             } => self.decide(session, &job, approve, who, comment, now),
             ClientRequest::Watch { session } => self.watch(session, watching),
+            ClientRequest::Continue { .. } => Reply::Answer(ClientResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: "aam continue is not available yet".into(),
+            }),
         }
     }
 

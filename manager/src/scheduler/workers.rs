@@ -154,7 +154,10 @@ impl Handler<WorkerReport> for Scheduler {
                 attempt,
                 exit,
                 stopped,
+                agent: _,
             } => effects.extend(self.finish(msg.id, attempt, exit, stopped, None, now)),
+            // What an agent did so far: not read yet.
+            WorkerToManager::AgentUpdate { .. } => return,
             WorkerToManager::SpawnFailed { attempt, error } => {
                 let exit = ExitInfo::not_started();
                 let reason = Some(format!("could not start: {error}"));

@@ -6,7 +6,9 @@
 
 use super::{duration_key, State, WorkerId};
 use aam_protocol::messages::{AttemptRef, Stopped};
-use aam_protocol::model::{ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt};
+use aam_protocol::model::{
+    AttemptOutcome, ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt,
+};
 use aam_protocol::output::OutputCapture;
 use aam_protocol::JobKey;
 use std::time::Duration;
@@ -75,6 +77,10 @@ pub(super) fn classify_end(
                 "idle: printed nothing for {}",
                 human(policy.idle_timeout_ms)
             )),
+        ),
+        Some(StopCause::Budget) => (
+            AttemptEnd::Final(JobStatus::Failed),
+            Some("budget".to_string()),
         ),
         Some(StopCause::Shutdown | StopCause::Superseded) => (
             AttemptEnd::Requeue,
@@ -328,8 +334,11 @@ impl State {
             other => other,
         };
         let outcome = match end {
-            AttemptEnd::Final(status) => status,
-            AttemptEnd::Lost | AttemptEnd::Requeue => JobStatus::Queued,
+            AttemptEnd::Final(JobStatus::Succeeded) => AttemptOutcome::Succeeded,
+            AttemptEnd::Final(JobStatus::TimedOut) => AttemptOutcome::TimedOut,
+            AttemptEnd::Final(JobStatus::Cancelled) => AttemptOutcome::Cancelled,
+            AttemptEnd::Final(_) => AttemptOutcome::Failed,
+            AttemptEnd::Lost | AttemptEnd::Requeue => AttemptOutcome::Requeued,
         };
         job.close_attempt(outcome, exit, reason.clone(), teardown, now);
         match end {

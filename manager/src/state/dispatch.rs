@@ -79,6 +79,7 @@ impl State {
             timeout_ms: job.policy.timeout_ms,
             idle_timeout_ms: job.policy.idle_timeout_ms,
             grace_ms: job.policy.grace_ms,
+            format: job.format,
             inputs: Vec::new(),
         })
     }
@@ -137,6 +138,8 @@ impl State {
                     )),
                     output: Vec::new(),
                     output_bytes: 0,
+                    answer: None,
+                    agent_error: None,
                 });
                 break;
             }
@@ -148,6 +151,8 @@ impl State {
                 reason: dep.reason.clone(),
                 output,
                 output_bytes,
+                answer: dep.agent_run.as_ref().and_then(|r| r.result.clone()),
+                agent_error: dep.agent_run.as_ref().and_then(|r| r.error.clone()),
             });
         }
         out
@@ -194,6 +199,7 @@ mod tests {
     fn queued_jobs_are_dispatched_fifo_across_sessions() {
         let mut s = State::new(config());
         let batch = |name: &str| BatchSpec {
+            max_cost_usd: None,
             max_parallel: None,
             name: name.into(),
             jobs: (0..2).map(|i| job(&format!("{name}{i}"), &[])).collect(),

@@ -97,6 +97,9 @@ impl SessionEntry {
             finished_at_ms: self.record.finished_at_ms,
             counts: self.counts,
             total: self.jobs.len() as u32,
+            cost_usd: 0.0,
+            input_tokens: 0,
+            output_tokens: 0,
         }
     }
 }

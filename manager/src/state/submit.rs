@@ -49,6 +49,7 @@ impl State {
             created_at_ms: now,
             finished_at_ms: None,
             max_parallel: valid.max_parallel,
+            max_cost_usd: valid.max_cost_usd,
             idempotency_key: idempotency_key.clone(),
         };
         self.next_session += 1;
@@ -82,14 +83,20 @@ fn job_record(
     };
     let policy = resolve_policy(&mut spec, agent, config);
     let gate = spec.kind == JobKind::Gate;
-    let (argv, mut env) = match &spec.kind {
-        JobKind::Command(argv) => (argv.clone(), Vec::new()),
+    let (argv, mut env, format, limit_group) = match &spec.kind {
+        JobKind::Command(argv) => (argv.clone(), Vec::new(), None, None),
         JobKind::Agent(call) => {
             let session = key.session.to_string();
             let expanded = expand_agent_job(&spec.name, call, &config.agents, &session)?;
-            (expanded.argv, expanded.env.into_iter().collect())
+            let env = expanded.env.into_iter().collect();
+            (
+                expanded.argv,
+                env,
+                Some(expanded.format),
+                Some(expanded.limit_group),
+            )
         }
-        JobKind::Gate => (Vec::new(), Vec::new()),
+        JobKind::Gate => (Vec::new(), Vec::new(), None, None),
     };
     // The job's own env wins over the agent's.
     env.retain(|(k, _): &(String, String)| !spec.env.contains_key(k));
@@ -113,6 +120,9 @@ fn job_record(
         priority: spec.priority,
         requires: spec.requires,
         reason: (gate && !waits).then(|| AWAITING.to_string()),
+        format,
+        limit_group,
+        max_cost_usd: spec.max_cost_usd,
         ..JobRecord::new(key, spec.name, argv)
     })
 }

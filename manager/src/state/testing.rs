@@ -18,6 +18,7 @@ pub fn config() -> StateConfig {
 
 pub fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
     BatchSpec {
+        max_cost_usd: None,
         max_parallel: None,
         name: "b".into(),
         jobs,

@@ -22,6 +22,8 @@ pub struct JobLogs {
     pub output: Vec<u8>,
     /// Bytes it printed in all: the offset to ask from next time.
     pub output_bytes: u64,
+    /// How its output reads as a transcript (an agent job's format).
+    pub format: Option<aam_protocol::agent_run::AgentFormat>,
 }
 
 impl State {
@@ -70,6 +72,7 @@ impl State {
             summary: entry.summary(),
             jobs,
             eta: self.estimate(id, now),
+            paused: Vec::new(),
         })
     }
 
@@ -113,6 +116,7 @@ impl State {
                 .collect(),
             output: Vec::new(),
             output_bytes: 0,
+            agent: None,
         }
     }
 
@@ -175,6 +179,7 @@ impl State {
             attempt: job.attempts,
             output,
             output_bytes,
+            format: job.format,
         })
     }
 

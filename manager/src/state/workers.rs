@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(a.status, JobStatus::Failed);
         assert_eq!(a.reason.as_deref(), Some("worker lost (3 times)"));
         assert_eq!(a.history.len(), 3);
-        assert!(a.history.iter().all(|h| h.outcome == JobStatus::Queued));
+        assert!(a
+            .history
+            .iter()
+            .all(|h| h.outcome == aam_protocol::model::AttemptOutcome::Requeued));
     }
 
     #[test]

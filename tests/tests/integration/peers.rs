@@ -67,6 +67,7 @@ fn forged_reports(attempt: AttemptRef) -> Vec<WorkerToManager> {
             attempt,
             exit,
             stopped: None,
+            agent: None,
         },
         WorkerToManager::SpawnFailed {
             attempt,
@@ -276,6 +277,7 @@ fn oversized_registrations_and_output_are_refused_or_cut_and_change_nothing() {
             duration_ms: u64::MAX,
         },
         stopped: None,
+        agent: None,
     });
     c.aam(&["wait", &session]).expect_code(0);
     let logs = c.aam(&["logs", &format!("{session}/x")]).expect_code(0);

@@ -70,6 +70,7 @@ impl Handler<Event> for WorkerAgent {
                     attempt,
                     exit,
                     stopped,
+                    agent: None,
                 };
                 self.job_ended(attempt, end, capture, ctx);
             }

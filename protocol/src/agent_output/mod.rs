@@ -1,0 +1,42 @@
+//! Readers of agents' output formats: each turns an agent's standard output,
+//! fed as it arrives in chunks of any size, into what aam understands of the
+//! run (`AgentRun`), and renders a captured output as a readable transcript.
+//! The worker runs one reader per agent attempt; `aam logs` renders
+//! transcripts. Pure: no I/O, no clock (callers pass `now_ms`). A line that
+//! does not parse is kept as text, never an error.
+//!
+//! A new format is one file more: a type implementing `FormatReader`, a
+//! variant of `AgentFormat`, and an arm in `reader` and `transcript`.
+
+mod text;
+
+use crate::agent_run::{AgentFormat, AgentRun};
+
+/// Reads one agent run's standard output.
+pub trait FormatReader {
+    /// Feeds the next bytes of output (a chunk may end in the middle of a
+    /// line, or of a UTF-8 character). Returns whether the run changed.
+    fn feed(&mut self, bytes: &[u8], now_ms: u64) -> bool;
+    /// The output ended: reads what is left (a last line without a newline).
+    /// Returns whether the run changed.
+    fn finish(&mut self, now_ms: u64) -> bool;
+    /// The run as read so far.
+    fn run(&self) -> &AgentRun;
+}
+
+/// A reader for an agent's output in `format`.
+pub fn reader(format: AgentFormat) -> Box<dyn FormatReader + Send> {
+    match format {
+        // The stream-json reader comes with its own file.
+        AgentFormat::ClaudeStreamJson | AgentFormat::Text => Box::new(text::TextReader::default()),
+    }
+}
+
+/// A captured output in `format` as a person reads it.
+pub fn transcript(format: AgentFormat, output: &[u8]) -> String {
+    match format {
+        AgentFormat::ClaudeStreamJson | AgentFormat::Text => {
+            String::from_utf8_lossy(output).into_owned()
+        }
+    }
+}
