@@ -5,6 +5,7 @@
 
 use crate::batch;
 use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
+use aam_protocol::agent_run::LimitPause;
 use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{
@@ -171,6 +172,12 @@ pub struct Submitted {
     pub estimate: Estimate,
 }
 
+/// Every session, and the limit groups paused on a usage limit.
+pub struct SessionList {
+    pub sessions: Vec<SessionSummary>,
+    pub paused: Vec<LimitPause>,
+}
+
 /// A job's output from the offset asked for.
 pub struct LogChunk {
     pub status: JobStatus,
@@ -227,9 +234,9 @@ impl Client {
         )
     }
 
-    pub async fn sessions(&mut self) -> anyhow::Result<Vec<SessionSummary>> {
+    pub async fn sessions(&mut self) -> anyhow::Result<SessionList> {
         expect!(self.call(ClientRequest::ListSessions).await?,
-            ClientResponse::Sessions { sessions, .. } => Ok(sessions))
+            ClientResponse::Sessions { sessions, paused } => Ok(SessionList { sessions, paused }))
     }
 
     /// One session and its jobs, with as much of their output as `output` asks.

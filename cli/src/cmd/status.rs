@@ -4,6 +4,7 @@ use super::{print_json, session_arg};
 use crate::args::ManagerFlags;
 use crate::{endpoint, render};
 use aam_protocol::messages::OutputWanted;
+use aam_protocol::now_ms;
 
 pub async fn run(flags: &ManagerFlags, session: Option<String>, json: bool) -> anyhow::Result<i32> {
     let Some(id) = session else {
@@ -16,7 +17,7 @@ pub async fn run(flags: &ManagerFlags, session: Option<String>, json: bool) -> a
     if json {
         print_json(&render::session_json(&view, false));
     } else {
-        print!("{}", render::session_table(&view));
+        print!("{}", render::session_table(&view, now_ms()));
     }
     Ok(0)
 }

@@ -7,9 +7,13 @@ use crate::args::ManagerFlags;
 use crate::client::Client;
 use crate::endpoint;
 use crate::exit::verdict;
-use crate::render::{counts_line, estimate_line, human_duration};
+use crate::render::{
+    activity_with_cost, any_agent, counts_line, estimate_line, has_spend, human_duration,
+    paused_lines, spend,
+};
+use aam_protocol::agent_run::LimitPause;
 use aam_protocol::messages::OutputWanted;
-use aam_protocol::model::{JobStatus, JobView, SessionSummary};
+use aam_protocol::model::{JobStatus, JobView, SessionSummary, SessionView};
 use aam_protocol::{now_ms, SessionId};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -32,13 +36,6 @@ fn job_line(j: &JobView, now: u64) -> String {
         (JobStatus::Running, Some(p)) => format!("{p:>3}%"),
         _ => "    ".into(),
     };
-    let text = String::from_utf8_lossy(&j.output);
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let last: String = last.chars().take(60).collect();
     format!(
         "{:<24} {:<10} {:>3} {:<16} {:>8} {} {}",
         j.name,
@@ -47,11 +44,88 @@ fn job_line(j: &JobView, now: u64) -> String {
         j.worker.as_deref().unwrap_or("-"),
         elapsed,
         progress,
-        j.progress_message
-            .as_deref()
-            .filter(|_| j.status == JobStatus::Running)
-            .unwrap_or(&last)
+        last_column(j)
     )
+}
+
+/// A running job's `::progress::` message; else for an agent job what it
+/// did (`3 turns · Edit src/lib.rs · $0.12`: its raw output is events, not
+/// lines to read); else the last line of output.
+fn last_column(j: &JobView) -> String {
+    if let Some(message) = j
+        .progress_message
+        .as_deref()
+        .filter(|_| j.status == JobStatus::Running)
+    {
+        return message.to_string();
+    }
+    if let Some(activity) = j.agent.as_ref().and_then(activity_with_cost) {
+        return activity;
+    }
+    let text = String::from_utf8_lossy(&j.output);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.chars().take(60).collect()
+}
+
+/// What makes a job's line worth printing again when not on a terminal
+/// (elapsed time changes every poll and does not).
+fn change_key(j: &JobView) -> String {
+    let agent = j
+        .agent
+        .as_ref()
+        .map(|a| (a.turns, a.tool_calls, a.retrying));
+    format!(
+        "{:?}{}{:?}{:?}{agent:?}",
+        j.status, j.attempts, j.progress, j.progress_message
+    )
+}
+
+/// The session's line: counts, spend (with agent jobs) and ETA.
+fn header(view: &SessionView) -> String {
+    let s = &view.summary;
+    let mut header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));
+    if any_agent(&view.jobs) || has_spend(s) {
+        header.push_str(&format!(" — {}", spend(s)));
+    }
+    if !s.status.is_terminal() {
+        header.push_str(&format!(
+            " — {}",
+            estimate_line(&view.eta).replacen("estimate", "ETA", 1)
+        ));
+    }
+    header
+}
+
+/// The paused limit groups when not on a terminal: a line when a group is
+/// paused (or its pause moves), one when it resumes.
+#[derive(Default)]
+struct PausedShown(Vec<(String, u64)>);
+
+impl PausedShown {
+    fn changes(&mut self, paused: &[LimitPause], now: u64) -> String {
+        let current: Vec<(String, u64)> = paused
+            .iter()
+            .map(|p| (p.group.clone(), p.until_ms))
+            .collect();
+        let mut out = String::new();
+        for (group, _) in &self.0 {
+            if !current.iter().any(|(g, _)| g == group) {
+                out.push_str(&format!("usage limit ({group}): resumed\n"));
+            }
+        }
+        let new: Vec<LimitPause> = paused
+            .iter()
+            .filter(|p| !self.0.contains(&(p.group.clone(), p.until_ms)))
+            .cloned()
+            .collect();
+        out.push_str(&paused_lines(&new, now));
+        self.0 = current;
+        out
+    }
 }
 
 /// A live view of every job until the session ends: redrawn in place on a
@@ -59,22 +133,17 @@ fn job_line(j: &JobView, now: u64) -> String {
 async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<SessionSummary> {
     let terminal = std::io::stdout().is_terminal();
     let mut shown: HashMap<String, String> = HashMap::new();
+    let mut paused_shown = PausedShown::default();
     let mut stdout = std::io::stdout();
     loop {
         let view = client.session(session, OutputWanted::Tail(256)).await?;
         let now = now_ms();
-        let s = &view.summary;
-        let mut header = format!("{} ({}): {} — {}", s.id, s.name, s.status, counts_line(s));
-        if !s.status.is_terminal() {
-            header.push_str(&format!(
-                " — {}",
-                estimate_line(&view.eta).replacen("estimate", "ETA", 1)
-            ));
-        }
+        let header = header(&view);
         if terminal {
-            let mut screen = format!("\x1b[H\x1b[2J{header}\n\n");
+            let mut screen = format!("\x1b[H\x1b[2J{header}\n");
+            screen.push_str(&paused_lines(&view.paused, now));
             screen.push_str(&format!(
-                "{:<24} {:<10} {:>3} {:<16} {:>8} {:>4} LAST OUTPUT\n",
+                "\n{:<24} {:<10} {:>3} {:<16} {:>8} {:>4} LAST OUTPUT\n",
                 "JOB", "STATUS", "TRY", "WORKER", "ELAPSED", "PROG"
             ));
             for j in &view.jobs {
@@ -83,12 +152,9 @@ async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Sessio
             }
             stdout.write_all(screen.as_bytes())?;
         } else {
+            stdout.write_all(paused_shown.changes(&view.paused, now).as_bytes())?;
             for j in &view.jobs {
-                // Elapsed time changes every poll; only other changes print.
-                let key = format!(
-                    "{:?}{}{:?}{:?}",
-                    j.status, j.attempts, j.progress, j.progress_message
-                );
+                let key = change_key(j);
                 if shown.get(&j.name) != Some(&key) {
                     shown.insert(j.name.clone(), key);
                     writeln!(stdout, "{}", job_line(j, now))?;
@@ -96,10 +162,88 @@ async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Sessio
             }
         }
         stdout.flush()?;
-        if s.status.is_terminal() {
+        if view.summary.status.is_terminal() {
             writeln!(stdout, "{header}")?;
             return Ok(view.summary);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_views::{agent_job, agent_view, job, session};
+    use aam_protocol::model::SessionStatus;
+
+    #[test]
+    fn an_agent_job_shows_what_it_did_not_its_raw_events() {
+        let review = agent_job(
+            "review",
+            JobStatus::Running,
+            agent_view(3, Some("Edit src/lib.rs"), 0.1234),
+        );
+        assert_eq!(
+            job_line(&review, 4_000),
+            "review                   running      1 w1                   3.0s      3 turns · Edit src/lib.rs · $0.12"
+        );
+        let mut reporting = review.clone();
+        reporting.progress = Some(40);
+        reporting.progress_message = Some("reviewing".into());
+        assert!(job_line(&reporting, 4_000).ends_with("  40% reviewing"));
+    }
+
+    #[test]
+    fn a_command_job_shows_its_last_line_as_before() {
+        let tests = job("tests", JobStatus::Failed, "running\nbroken\n\n");
+        assert_eq!(
+            job_line(&tests, 4_000),
+            "tests                    failed       1 w1                   1.5s      broken"
+        );
+    }
+
+    #[test]
+    fn a_new_turn_is_a_change_worth_a_line() {
+        let mut review = agent_job("review", JobStatus::Running, agent_view(3, None, 0.1));
+        let before = change_key(&review);
+        review.agent.as_mut().unwrap().cost_usd = 0.2;
+        assert_eq!(change_key(&review), before, "cost alone moves with turns");
+        review.agent.as_mut().unwrap().turns = 4;
+        assert_ne!(change_key(&review), before);
+    }
+
+    #[test]
+    fn the_header_carries_the_spend_of_a_session_with_agents() {
+        let review = agent_job("review", JobStatus::Succeeded, agent_view(3, None, 0.5));
+        assert_eq!(
+            header(&session(SessionStatus::Succeeded, vec![review])),
+            "s7 (review): succeeded — 1 succeeded — $0.50 (1.2k input, 340 output tokens)"
+        );
+        let tests = job("tests", JobStatus::Succeeded, "ok\n");
+        assert_eq!(
+            header(&session(SessionStatus::Succeeded, vec![tests])),
+            "s7 (review): succeeded — 1 succeeded"
+        );
+    }
+
+    #[test]
+    fn paused_groups_print_when_they_pause_and_when_they_resume() {
+        let pause = LimitPause {
+            group: "claude".into(),
+            until_ms: 245_000,
+            backoff_ms: 60_000,
+            message: "429".into(),
+        };
+        let mut shown = PausedShown::default();
+        let first = shown.changes(std::slice::from_ref(&pause), 0);
+        assert!(
+            first.starts_with("usage limit (claude): paused until "),
+            "{first}"
+        );
+        assert_eq!(shown.changes(std::slice::from_ref(&pause), 1_000), "");
+        assert_eq!(
+            shown.changes(&[], 250_000),
+            "usage limit (claude): resumed\n"
+        );
     }
 }

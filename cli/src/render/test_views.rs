@@ -1,0 +1,95 @@
+//! Views built by hand for the renderers' tests: a plain command job, an
+//! agent job, a session of them.
+
+use aam_protocol::agent_run::AgentView;
+use aam_protocol::model::{
+    Estimate, JobStatus, JobView, SessionStatus, SessionSummary, SessionView,
+};
+use aam_protocol::SessionId;
+
+/// A job that ran 1.5 s on `w1` and ended with `status` (exit 0 when it
+/// succeeded, else 1), with `output` captured.
+pub fn job(name: &str, status: JobStatus, output: &str) -> JobView {
+    let ended = status.is_terminal();
+    JobView {
+        name: name.into(),
+        status,
+        attempts: 1,
+        exit_code: ended.then_some(if status == JobStatus::Succeeded { 0 } else { 1 }),
+        signal: None,
+        worker: Some("w1".into()),
+        started_at_ms: Some(1_000),
+        finished_at_ms: ended.then_some(2_500),
+        duration_ms: ended.then_some(1_500),
+        reason: None,
+        expected_remaining_ms: None,
+        progress: None,
+        progress_message: None,
+        teardown: None,
+        history: Vec::new(),
+        gate: false,
+        decision: None,
+        priority: 0,
+        requires: Default::default(),
+        depends_on: Vec::new(),
+        output: output.as_bytes().to_vec(),
+        output_bytes: output.len() as u64,
+        agent: None,
+    }
+}
+
+pub fn agent_view(turns: u32, last_tool: Option<&str>, cost_usd: f64) -> AgentView {
+    AgentView {
+        session_id: Some("0b7e-conversation".into()),
+        model: Some("claude-sonnet-4-5".into()),
+        turns,
+        tool_calls: u32::from(last_tool.is_some()),
+        last_tool: last_tool.map(String::from),
+        input_tokens: 1_200,
+        output_tokens: 340,
+        cache_read_tokens: 5_000,
+        cost_usd,
+        ..AgentView::default()
+    }
+}
+
+/// An agent job: `job` with `agent` and a raw stream-json output.
+pub fn agent_job(name: &str, status: JobStatus, agent: AgentView) -> JobView {
+    JobView {
+        agent: Some(agent),
+        ..job(
+            name,
+            status,
+            "{\"type\":\"result\",\"subtype\":\"success\"}\n",
+        )
+    }
+}
+
+/// Session `s7`, named `review`, of `jobs`, with its counts and spend
+/// summed from them.
+pub fn session(status: SessionStatus, jobs: Vec<JobView>) -> SessionView {
+    let mut counts = [0u32; 8];
+    for j in &jobs {
+        let at = JobStatus::ALL.iter().position(|s| *s == j.status).unwrap();
+        counts[at] += 1;
+    }
+    let agents = jobs.iter().filter_map(|j| j.agent.as_ref());
+    let summary = SessionSummary {
+        id: "s7".parse::<SessionId>().unwrap(),
+        name: "review".into(),
+        status,
+        created_at_ms: 0,
+        finished_at_ms: status.is_terminal().then_some(3_000),
+        counts,
+        total: jobs.len() as u32,
+        cost_usd: agents.clone().map(|a| a.cost_usd).sum(),
+        input_tokens: agents.clone().map(|a| a.input_tokens).sum(),
+        output_tokens: agents.map(|a| a.output_tokens).sum(),
+    };
+    SessionView {
+        summary,
+        jobs,
+        eta: Estimate::default(),
+        paused: Vec::new(),
+    }
+}
