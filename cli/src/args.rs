@@ -72,12 +72,16 @@ pub enum Command {
     /// Run the failed, timed out, cancelled and skipped jobs of a session
     /// again as new attempts, keeping what succeeded
     Retry { session: String },
-    /// A job's captured output: aam logs SESSION/JOB
+    /// A job's captured output: aam logs SESSION/JOB (an agent job's as a
+    /// readable transcript)
     Logs {
         job: String,
         /// Keep printing output as it comes, until the job ends
         #[arg(long, short)]
         follow: bool,
+        /// The bytes as captured, also for an agent job
+        #[arg(long)]
+        raw: bool,
     },
     /// A live view of a session's jobs until it ends
     Watch { session: String },

@@ -5,7 +5,7 @@
 
 use crate::batch;
 use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
-use aam_protocol::agent_run::LimitPause;
+use aam_protocol::agent_run::{AgentFormat, LimitPause};
 use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{
@@ -186,6 +186,8 @@ pub struct LogChunk {
     pub output: Vec<u8>,
     /// How many bytes of output there are up to the end of this chunk.
     pub output_bytes: u64,
+    /// An agent job's output format (how to render it as a transcript).
+    pub format: Option<AgentFormat>,
 }
 
 /// What a cancel ended.
@@ -262,8 +264,8 @@ impl Client {
             from,
         };
         let answer = self.call(request).await?;
-        expect!(answer, ClientResponse::Logs { status, attempt, output, output_bytes, .. } => {
-            Ok(LogChunk { status, attempt, output, output_bytes })
+        expect!(answer, ClientResponse::Logs { status, attempt, output, output_bytes, format } => {
+            Ok(LogChunk { status, attempt, output, output_bytes, format })
         })
     }
 

@@ -79,7 +79,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             no_wait,
             json,
         } => cmd::cancel::run(flags, &target, grace, no_wait, json).await,
-        Command::Logs { job, follow } => cmd::logs::run(flags, &job, follow).await,
+        Command::Logs { job, follow, raw } => cmd::logs::run(flags, &job, follow, raw).await,
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,
         Command::Reject { job, comment } => cmd::decide::run(flags, &job, false, comment).await,
         Command::Watch { session } => cmd::watch::run(flags, &session).await,

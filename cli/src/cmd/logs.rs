@@ -1,21 +1,24 @@
-//! `aam logs SESSION/JOB [--follow]`: a job's captured output. It polls
-//! the manager (cheap, and it rides over a manager restart by reconnecting
-//! and asking again).
+//! `aam logs SESSION/JOB [--follow] [--raw]`: a job's captured output; for
+//! an agent job, a readable transcript of it (`--raw`: the bytes as
+//! captured). It polls the manager (cheap, and it rides over a manager
+//! restart by reconnecting and asking again).
 
 use super::job_arg;
 use crate::args::ManagerFlags;
 use crate::client::Client;
 use crate::endpoint;
+use aam_protocol::agent_output::transcript;
+use aam_protocol::agent_run::AgentFormat;
 use aam_protocol::SessionId;
 use std::io::Write;
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(200);
 
-pub async fn run(flags: &ManagerFlags, job: &str, follow: bool) -> anyhow::Result<i32> {
+pub async fn run(flags: &ManagerFlags, job: &str, follow: bool, raw: bool) -> anyhow::Result<i32> {
     let mut client = endpoint::connect(flags).await?.reconnect_when_lost();
     let (session, name) = job_arg(job)?;
-    print_logs(&mut client, session, name, follow).await?;
+    print_logs(&mut client, session, name, follow, raw).await?;
     Ok(0)
 }
 
@@ -26,14 +29,18 @@ async fn print_logs(
     session: SessionId,
     job: &str,
     follow: bool,
+    raw: bool,
 ) -> anyhow::Result<()> {
     let mut from = 0u64;
     let mut attempt = None;
+    let mut printer = Printer::new(raw);
     let mut stdout = std::io::stdout();
     loop {
         let chunk = client.logs(session, job, from).await?;
         if attempt.is_some_and(|a| a != chunk.attempt) {
             // A new attempt: its output starts over.
+            stdout.write_all(&printer.finish(chunk.format))?;
+            stdout.flush()?;
             eprintln!("[aam: attempt {} of {job}]", chunk.attempt);
             from = 0;
             attempt = Some(chunk.attempt);
@@ -46,12 +53,131 @@ async fn print_logs(
             continue;
         }
         attempt = Some(chunk.attempt);
-        stdout.write_all(&chunk.output)?;
-        stdout.flush()?;
+        stdout.write_all(&printer.feed(&chunk.output, chunk.format))?;
         from = chunk.output_bytes;
-        if !follow || chunk.status.is_terminal() {
+        let done = !follow || chunk.status.is_terminal();
+        if done {
+            stdout.write_all(&printer.finish(chunk.format))?;
+        }
+        stdout.flush()?;
+        if done {
             return Ok(());
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Turns the output as it arrives, in chunks cut anywhere, into what
+/// `aam logs` prints: the bytes themselves (a command job, or `--raw`), or
+/// an agent job's transcript. A transcript is rendered from whole lines
+/// only: a stream-json event split across two chunks waits for the rest
+/// of its line.
+struct Printer {
+    raw: bool,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+}
+
+impl Printer {
+    fn new(raw: bool) -> Printer {
+        Printer {
+            raw,
+            partial: Vec::new(),
+        }
+    }
+
+    /// What to print of the next bytes of output.
+    fn feed(&mut self, bytes: &[u8], format: Option<AgentFormat>) -> Vec<u8> {
+        let Some(format) = format.filter(|_| !self.raw) else {
+            return bytes.to_vec();
+        };
+        self.partial.extend_from_slice(bytes);
+        let Some(last_newline) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(last_newline + 1);
+        let whole_lines = std::mem::replace(&mut self.partial, rest);
+        transcript(format, &whole_lines).into_bytes()
+    }
+
+    /// The output ended (or an attempt did): what is left of a last line
+    /// without a newline.
+    fn finish(&mut self, format: Option<AgentFormat>) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.partial);
+        match format {
+            Some(format) if !rest.is_empty() => transcript(format, &rest).into_bytes(),
+            _ => rest,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INIT: &str =
+        r#"{"type":"system","subtype":"init","session_id":"abc","model":"claude-sonnet-4-5"}"#;
+
+    /// What the printer prints of `chunks`, whole.
+    fn printed(printer: &mut Printer, chunks: &[&[u8]], format: Option<AgentFormat>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(printer.feed(chunk, format));
+        }
+        out.extend(printer.finish(format));
+        out
+    }
+
+    #[test]
+    fn a_command_job_prints_its_bytes_as_they_come() {
+        let mut printer = Printer::new(false);
+        assert_eq!(printer.feed(b"first\nhal", None), b"first\nhal");
+        assert_eq!(printer.feed(b"f\n", None), b"f\n");
+        assert_eq!(printer.finish(None), b"");
+    }
+
+    #[test]
+    fn an_event_split_across_chunks_is_rendered_once_whole() {
+        let stream = format!("{INIT}\n{INIT}\n");
+        let (a, b) = stream.as_bytes().split_at(INIT.len() + 10);
+        let format = Some(AgentFormat::ClaudeStreamJson);
+        let mut printer = Printer::new(false);
+        // The first chunk ends inside the second event: only the first is
+        // rendered; the rest waits for its newline.
+        let first = printer.feed(a, format);
+        assert_eq!(
+            first,
+            transcript(
+                AgentFormat::ClaudeStreamJson,
+                format!("{INIT}\n").as_bytes()
+            )
+            .into_bytes()
+        );
+        let second = printer.feed(b, format);
+        assert_eq!(
+            second,
+            transcript(
+                AgentFormat::ClaudeStreamJson,
+                format!("{INIT}\n").as_bytes()
+            )
+            .into_bytes()
+        );
+        assert_eq!(printer.finish(format), b"");
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_rendered_at_the_end() {
+        let format = Some(AgentFormat::Text);
+        let mut printer = Printer::new(false);
+        let out = printed(&mut printer, &[b"one\ntw", b"o"], format);
+        assert_eq!(out, b"one\ntwo");
+    }
+
+    #[test]
+    fn raw_prints_an_agent_job_s_bytes_as_they_come() {
+        let format = Some(AgentFormat::ClaudeStreamJson);
+        let mut printer = Printer::new(true);
+        assert_eq!(printer.feed(b"{\"type\":", format), b"{\"type\":");
+        assert_eq!(printer.finish(format), b"");
     }
 }
