@@ -83,6 +83,14 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Ask an agent job (SESSION/JOB) a follow-up: a new session of one job
+    /// that resumes its agent's conversation with PROMPT; prints its id
+    Continue {
+        job: String,
+        prompt: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// A live view of a session's jobs until it ends
     Watch { session: String },
     /// Approve a gate (SESSION/JOB): it counts as succeeded

@@ -336,6 +336,29 @@ impl Client {
             ClientResponse::Agents { agents, problems } => Ok(Agents { agents, problems }))
     }
 
+    /// Submits a follow-up: a new session of one job that resumes the
+    /// conversation of `job`'s agent with `prompt`. A job without an agent
+    /// session to resume is refused by the manager (exit 2, its message).
+    pub async fn continue_job(
+        &mut self,
+        session: SessionId,
+        job: &str,
+        prompt: String,
+    ) -> anyhow::Result<Submitted> {
+        let request = ClientRequest::Continue {
+            session,
+            job: job.to_string(),
+            prompt,
+        };
+        expect!(self.call(request).await?,
+        ClientResponse::Submitted { session, jobs, existing, estimate } => Ok(Submitted {
+            session,
+            jobs,
+            existing,
+            estimate,
+        }))
+    }
+
     pub async fn workers(&mut self) -> anyhow::Result<Vec<WorkerView>> {
         expect!(self.call(ClientRequest::Workers).await?,
             ClientResponse::Workers(list) => Ok(list))

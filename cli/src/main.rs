@@ -80,6 +80,9 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             json,
         } => cmd::cancel::run(flags, &target, grace, no_wait, json).await,
         Command::Logs { job, follow, raw } => cmd::logs::run(flags, &job, follow, raw).await,
+        Command::Continue { job, prompt, json } => {
+            cmd::continue_::run(flags, &job, prompt, json).await
+        }
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,
         Command::Reject { job, comment } => cmd::decide::run(flags, &job, false, comment).await,
         Command::Watch { session } => cmd::watch::run(flags, &session).await,

@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod cancel;
+pub mod continue_;
 pub mod decide;
 pub mod down;
 pub mod gc;
