@@ -163,6 +163,7 @@ macro_rules! expect {
 }
 
 /// A submission the manager stored.
+#[derive(Debug)]
 pub struct Submitted {
     pub session: SessionId,
     pub jobs: u32,
@@ -176,6 +177,29 @@ pub struct Submitted {
 pub struct SessionList {
     pub sessions: Vec<SessionSummary>,
     pub paused: Vec<LimitPause>,
+}
+
+impl Submitted {
+    /// A `Submitted` answer (to a submission or a follow-up), or the
+    /// answer that is not one. (That answer is matched at once by the
+    /// caller, never carried up: its size does not matter.)
+    #[allow(clippy::result_large_err)]
+    fn from_answer(answer: ClientResponse) -> Result<Submitted, ClientResponse> {
+        match answer {
+            ClientResponse::Submitted {
+                session,
+                jobs,
+                existing,
+                estimate,
+            } => Ok(Submitted {
+                session,
+                jobs,
+                existing,
+                estimate,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// A job's output from the offset asked for.
@@ -225,14 +249,9 @@ impl Client {
             batch,
             idempotency_key,
         };
-        expect!(self.call(request).await?,
-            ClientResponse::Submitted { session, jobs, existing, estimate } => Ok(Submitted {
-                session,
-                jobs,
-                existing,
-                estimate,
-            }),
-            ClientResponse::Invalid(errors) => Err(bad_input(batch::describe(file, &errors))),
+        expect!(Submitted::from_answer(self.call(request).await?),
+            Ok(submitted) => Ok(submitted),
+            Err(ClientResponse::Invalid(errors)) => Err(bad_input(batch::describe(file, &errors))),
         )
     }
 
@@ -350,13 +369,8 @@ impl Client {
             job: job.to_string(),
             prompt,
         };
-        expect!(self.call(request).await?,
-        ClientResponse::Submitted { session, jobs, existing, estimate } => Ok(Submitted {
-            session,
-            jobs,
-            existing,
-            estimate,
-        }))
+        expect!(Submitted::from_answer(self.call(request).await?),
+            Ok(submitted) => Ok(submitted))
     }
 
     pub async fn workers(&mut self) -> anyhow::Result<Vec<WorkerView>> {
