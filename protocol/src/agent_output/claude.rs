@@ -31,6 +31,15 @@ pub const MAX_RESULT: usize = 256 * 1024;
 /// Most bytes kept of an error the agent reported.
 pub const MAX_ERROR: usize = 4 * 1024;
 
+/// Most bytes kept of a name the agent prints (session id, model, a
+/// message id), and of the working directory: what the agent prints is
+/// bounded before it is sent or stored.
+pub const MAX_NAME: usize = 256;
+const MAX_CWD: usize = 4096;
+/// Most models whose tokens are kept apart; more are counted as `other`.
+pub const MAX_MODELS: usize = 16;
+const OTHER_MODELS: &str = "other";
+
 /// Recent messages remembered so that a message, printed once per content
 /// block, counts its tokens once (subagents' messages may interleave).
 const RECENT_MESSAGES: usize = 16;
@@ -151,16 +160,21 @@ impl RunState {
         }
         self.set_session_id(event);
         if let Some(model) = event.model.as_deref() {
-            self.run.model = Some(model_name(model).to_string());
+            self.run.model = Some(cap_text(model_name(model), MAX_NAME));
         }
-        self.cwd = event.cwd.as_deref().map(str::to_string);
+        self.cwd = event
+            .cwd
+            .as_deref()
+            .filter(|cwd| cwd.len() <= MAX_CWD)
+            .map(str::to_string);
         true
     }
 
     fn set_session_id(&mut self, event: &EventLine<'_>) {
         if let Some(id) = event.session_id.as_deref() {
-            if self.run.session_id.as_deref() != Some(id) {
-                self.run.session_id = Some(id.to_string());
+            let id = cap_text(id, MAX_NAME);
+            if self.run.session_id.as_deref() != Some(id.as_str()) {
+                self.run.session_id = Some(id);
             }
         }
     }
@@ -179,8 +193,9 @@ impl RunState {
         if main_thread {
             self.count_turn(message);
             if let (false, Some(model)) = (synthetic, message.model.as_deref()) {
-                if self.run.model.as_deref() != Some(model_name(model)) {
-                    self.run.model = Some(model_name(model).to_string());
+                let model = cap_text(model_name(model), MAX_NAME);
+                if self.run.model.as_deref() != Some(model.as_str()) {
+                    self.run.model = Some(model);
                 }
             }
         }
@@ -226,11 +241,11 @@ impl RunState {
     }
 
     fn count_turn(&mut self, message: &Message<'_>) {
-        let id = message.id.as_deref();
-        if id.is_some() && id == self.turn_id.as_deref() {
+        let id = message.id.as_deref().map(|id| cap_text(id, MAX_NAME));
+        if id.is_some() && id == self.turn_id {
             return;
         }
-        self.turn_id = id.map(str::to_string);
+        self.turn_id = id;
         self.run.turns = self.run.turns.saturating_add(1);
     }
 
@@ -239,8 +254,9 @@ impl RunState {
     fn count_tokens(&mut self, message: &Message<'_>) {
         let seen = tokens_of(&message.usage.0);
         let model = model_name(message.model.as_deref().unwrap_or("unknown"));
-        let added = match message.id.as_deref() {
-            Some(id) => match self.counted.iter_mut().find(|(known, _)| known == id) {
+        let id = message.id.as_deref().map(|id| cap_text(id, MAX_NAME));
+        let added = match id {
+            Some(id) => match self.counted.iter_mut().find(|(known, _)| *known == id) {
                 Some((_, counted)) => {
                     let grown = growth(counted, &seen);
                     counted.add(&grown);
@@ -250,19 +266,14 @@ impl RunState {
                     if self.counted.len() == RECENT_MESSAGES {
                         self.counted.pop_front();
                     }
-                    self.counted.push_back((id.to_string(), seen));
+                    self.counted.push_back((id, seen));
                     seen
                 }
             },
             None => seen,
         };
         if added != TokenUsage::default() {
-            match self.run.usage.get_mut(model) {
-                Some(usage) => usage.add(&added),
-                None => {
-                    self.run.usage.insert(model.to_string(), added);
-                }
-            }
+            add_tokens(&mut self.run.usage, model, &added);
         }
     }
 
@@ -343,10 +354,7 @@ impl RunState {
                 cache_creation_tokens: usage.0.cache_creation_input_tokens.count_or_zero(),
             };
             total.add(&usage);
-            per_model
-                .entry(model_name(model).to_string())
-                .or_default()
-                .add(&usage);
+            add_tokens(&mut per_model, model_name(model), &usage);
         }
         self.run.usage = per_model;
         self.run.total = Some(total);
@@ -422,6 +430,20 @@ fn error_text(event: &EventLine<'_>, text: Option<&str>) -> String {
         Some(subtype) if subtype != "success" => subtype.to_string(),
         _ => "the agent reported an error".to_string(),
     }
+}
+
+/// Adds `tokens` to `model`'s, or to `other`'s once `MAX_MODELS` models
+/// are kept apart.
+fn add_tokens(usage: &mut BTreeMap<String, TokenUsage>, model: &str, tokens: &TokenUsage) {
+    if let Some(counted) = usage.get_mut(model) {
+        return counted.add(tokens);
+    }
+    let model = if usage.len() < MAX_MODELS - 1 {
+        cap_text(model, MAX_NAME)
+    } else {
+        OTHER_MODELS.to_string()
+    };
+    usage.entry(model).or_default().add(tokens);
 }
 
 /// The tokens of a `usage` object, if it had any of the fields.

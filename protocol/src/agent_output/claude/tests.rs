@@ -465,3 +465,27 @@ fn a_transcript_shows_errors_subagents_and_lines_that_are_not_events() {
         "{limit}"
     );
 }
+
+#[test]
+fn what_the_agent_names_is_bounded() {
+    let long = "m".repeat(10_000);
+    let mut output = String::new();
+    for i in 0..40 {
+        output.push_str(
+            &serde_json::json!({"type":"assistant","session_id":long,"message":{"id":format!("{i}{long}"),
+                "model":format!("model-{i}-{long}"),"content":[],"usage":{"input_tokens":1}}})
+            .to_string(),
+        );
+        output.push('\n');
+    }
+    let run = read(&output);
+    assert_eq!(run.usage.len(), MAX_MODELS);
+    assert_eq!(
+        run.usage["other"].input_tokens,
+        40 - (MAX_MODELS as u64 - 1)
+    );
+    assert!(run.usage.keys().all(|m| m.len() <= MAX_NAME));
+    assert!(run.model.unwrap().len() <= MAX_NAME);
+    assert!(run.session_id.unwrap().len() <= MAX_NAME);
+    assert_eq!(run.turns, 40);
+}
