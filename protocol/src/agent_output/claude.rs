@@ -20,7 +20,7 @@ use super::limits::{epoch_to_ms, plan_limit};
 use super::lines::{Line, LineSplitter};
 use super::{cap_text, FormatReader};
 use crate::agent_run::{AgentRun, TokenUsage, UsageLimit};
-use events::{sniff_kind, EventLine, Message, Usage};
+use events::{sniff_kind, EventLine, Message, Part, Usage};
 use serde::de::IgnoredAny;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -202,12 +202,9 @@ impl RunState {
         if !synthetic {
             self.count_tokens(message);
         }
-        for block in &message.content.0 {
-            match block.kind.as_deref() {
-                Some("text") => {
-                    let Some(text) = block.text.as_deref().filter(|t| !t.trim().is_empty()) else {
-                        continue;
-                    };
+        for part in message.parts() {
+            match part {
+                Part::Text(text) => {
                     if synthetic {
                         self.cli_said(text, event.error.is("rate_limit"), now_ms);
                     }
@@ -215,13 +212,11 @@ impl RunState {
                         self.run.last_text = Some(cap_text(text.trim(), MAX_LAST_TEXT));
                     }
                 }
-                Some("tool_use") => {
+                Part::ToolCall { name, input } => {
                     self.run.tool_calls = self.run.tool_calls.saturating_add(1);
-                    let name = block.name.as_deref().unwrap_or("tool");
                     let cwd = self.cwd.as_deref();
-                    self.run.last_tool = Some(tools::describe(name, &block.input.0, cwd));
+                    self.run.last_tool = Some(tools::describe(name, input, cwd));
                 }
-                _ => {}
             }
         }
         true

@@ -144,6 +144,17 @@ mod tests {
         instant.parse::<Timestamp>().unwrap().as_millisecond() as u64
     }
 
+    /// Each text read at `now` resets at `resets` (RFC 3339).
+    fn assert_resets(cases: &[(&str, &str, &str)]) {
+        for (text, now, resets) in cases {
+            assert_eq!(
+                plan_limit(text, ms(now)),
+                Some(Some(ms(resets))),
+                "{text} at {now}"
+            );
+        }
+    }
+
     #[test]
     fn an_epoch_after_the_bar_is_the_reset() {
         let now = ms("2026-12-02T10:00:00Z");
@@ -163,59 +174,54 @@ mod tests {
 
     #[test]
     fn a_local_time_in_a_named_zone_is_the_next_such_time() {
-        // Lisbon is on UTC in December: 1pm there is 13:00Z, still ahead.
-        let now = ms("2026-12-02T10:00:00Z");
-        assert_eq!(
-            plan_limit("You've hit your limit · resets 1pm (Europe/Lisbon)", now),
-            Some(Some(ms("2026-12-02T13:00:00Z")))
-        );
-        // 10:00Z is 15:30 in Calcutta: 11:30am there is tomorrow's.
-        assert_eq!(
-            plan_limit(
+        assert_resets(&[
+            // Lisbon is on UTC in December: 1pm there is 13:00Z, still ahead.
+            (
+                "You've hit your limit · resets 1pm (Europe/Lisbon)",
+                "2026-12-02T10:00:00Z",
+                "2026-12-02T13:00:00Z",
+            ),
+            // 10:00Z is 15:30 in Calcutta: 11:30am there is tomorrow's.
+            (
                 "Limit reached · resets 11:30am (Asia/Calcutta) · /upgrade to increase your limit",
-                now
+                "2026-12-02T10:00:00Z",
+                "2026-12-03T06:00:00Z",
             ),
-            Some(Some(ms("2026-12-03T06:00:00Z")))
-        );
-        // Summer time: 1pm in Lisbon is 12:00Z.
-        let july = ms("2026-07-01T08:00:00Z");
-        assert_eq!(
-            plan_limit(
+            // Summer time: 1pm in Lisbon is 12:00Z.
+            (
                 "You’ve hit your session limit · resets 1pm (Europe/Lisbon)",
-                july
+                "2026-07-01T08:00:00Z",
+                "2026-07-01T12:00:00Z",
             ),
-            Some(Some(ms("2026-07-01T12:00:00Z")))
-        );
-        // The very minute of the reset is past: the next day's.
-        let at_one = ms("2026-12-02T13:00:00Z");
-        assert_eq!(
-            plan_limit("You've hit your limit · resets 1pm (Europe/Lisbon)", at_one),
-            Some(Some(ms("2026-12-03T13:00:00Z")))
-        );
+            // The very minute of the reset is past: the next day's.
+            (
+                "You've hit your limit · resets 1pm (Europe/Lisbon)",
+                "2026-12-02T13:00:00Z",
+                "2026-12-03T13:00:00Z",
+            ),
+        ]);
     }
 
     #[test]
     fn a_date_more_than_a_day_ahead_is_read_with_its_year() {
-        let now = ms("2026-12-02T10:00:00Z");
-        assert_eq!(
-            plan_limit(
+        assert_resets(&[
+            (
                 "You've hit your weekly limit · resets Dec 9, 1:30pm (America/New_York)",
-                now
+                "2026-12-02T10:00:00Z",
+                "2026-12-09T18:30:00Z",
             ),
-            Some(Some(ms("2026-12-09T18:30:00Z")))
-        );
-        assert_eq!(
-            plan_limit(
+            (
                 "You've hit your weekly limit · resets Jan 3, 2027, 9am (UTC)",
-                now
+                "2026-12-02T10:00:00Z",
+                "2027-01-03T09:00:00Z",
             ),
-            Some(Some(ms("2027-01-03T09:00:00Z")))
-        );
-        // A date already past this year, printed without a year, is next year's.
-        assert_eq!(
-            plan_limit("Limit reached · resets Jan 3, 9am (UTC)", now),
-            Some(Some(ms("2027-01-03T09:00:00Z")))
-        );
+            // A date already past this year, printed without a year, is next year's.
+            (
+                "Limit reached · resets Jan 3, 9am (UTC)",
+                "2026-12-02T10:00:00Z",
+                "2027-01-03T09:00:00Z",
+            ),
+        ]);
     }
 
     #[test]

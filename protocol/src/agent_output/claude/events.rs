@@ -73,6 +73,37 @@ pub struct Message<'a> {
     pub usage: Obj<Usage>,
 }
 
+/// What a message says: a text, or a tool call.
+pub enum Part<'m, 'a> {
+    Text(&'m str),
+    ToolCall {
+        name: &'m str,
+        input: &'m ToolInput<'a>,
+    },
+}
+
+impl<'a> Message<'a> {
+    /// Its non-blank texts and its tool calls, in order (thinking and
+    /// other blocks left out).
+    pub fn parts(&self) -> impl Iterator<Item = Part<'_, 'a>> {
+        self.content
+            .0
+            .iter()
+            .filter_map(|block| match block.kind.as_deref() {
+                Some("text") => block
+                    .text
+                    .as_deref()
+                    .filter(|t| !t.trim().is_empty())
+                    .map(Part::Text),
+                Some("tool_use") => Some(Part::ToolCall {
+                    name: block.name.as_deref().unwrap_or("tool"),
+                    input: &block.input.0,
+                }),
+                _ => None,
+            })
+    }
+}
+
 /// One item of a message's content: `text`, `thinking`, `tool_use`, or
 /// (in a user message) `tool_result`.
 #[derive(Debug, Default, Deserialize)]
@@ -214,301 +245,165 @@ pub struct Blocks<'a>(pub Vec<Block<'a>>);
 #[derive(Debug, Default)]
 pub struct ResultText<'a>(pub Option<Cow<'a, str>>);
 
-/// Drains whatever a visitor was given but does not want.
-fn ignore_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
-    Ok(())
+/// A lenient value: what it keeps of each JSON shape; every other shape
+/// reads as its default (a list or an object is drained, not kept).
+trait Leaf<'de>: Default {
+    fn from_bool(_: bool) -> Self {
+        Self::default()
+    }
+
+    fn from_number(_: f64) -> Self {
+        Self::default()
+    }
+
+    /// A string without escapes, borrowed from the line.
+    fn from_borrowed_str(text: &'de str) -> Self {
+        Self::from_str(text)
+    }
+
+    fn from_str(_: &str) -> Self {
+        Self::default()
+    }
+
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Self::default())
+    }
+
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Self::default())
+    }
 }
 
-fn ignore_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok(())
-}
+struct LeafVisitor<T>(PhantomData<T>);
 
-/// Visitor methods that read every scalar as `Default`, drain lists and
-/// objects, and look inside an `Option`. `$skip_seq` / `$skip_map` are
-/// left out where the type reads that shape itself.
-macro_rules! default_for_other_shapes {
-    ($value:ty) => {
-        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-        fn visit_unit<E>(self) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-        fn visit_none<E>(self) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-    };
-}
-
-macro_rules! default_for_strings {
-    ($value:ty) => {
-        fn visit_str<E>(self, _: &str) -> Result<$value, E> {
-            Ok(Default::default())
-        }
-    };
-}
-
-macro_rules! default_for_seqs {
-    ($value:ty) => {
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<$value, A::Error> {
-            ignore_seq(seq)?;
-            Ok(Default::default())
-        }
-    };
-}
-
-macro_rules! default_for_maps {
-    ($value:ty) => {
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$value, A::Error> {
-            ignore_map(map)?;
-            Ok(Default::default())
-        }
-    };
-}
-
-struct TextVisitor<'a>(PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
-    type Value = Text<'a>;
+impl<'de, T: Leaf<'de>> Visitor<'de> for LeafVisitor<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("anything (a string is kept)")
+        f.write_str("any JSON value")
     }
 
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-        Ok(Text(Some(Cow::Borrowed(v))))
+    fn visit_bool<E>(self, v: bool) -> Result<T, E> {
+        Ok(T::from_bool(v))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-        Ok(Text(Some(Cow::Owned(v.to_owned()))))
+    fn visit_i64<E>(self, v: i64) -> Result<T, E> {
+        Ok(T::from_number(v as f64))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-        Ok(Text(Some(Cow::Owned(v))))
+    fn visit_u64<E>(self, v: u64) -> Result<T, E> {
+        Ok(T::from_number(v as f64))
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Text<'a>, D::Error> {
+    fn visit_f64<E>(self, v: f64) -> Result<T, E> {
+        Ok(T::from_number(v))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<T, E> {
+        Ok(T::from_borrowed_str(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok(T::from_str(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_none<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
         d.deserialize_any(self)
     }
 
-    default_for_other_shapes!(Text<'a>);
-    default_for_seqs!(Text<'a>);
-    default_for_maps!(Text<'a>);
-}
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        T::from_seq(seq)
+    }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor(PhantomData))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_map(map)
     }
 }
 
-struct NumVisitor;
-
-impl<'de> Visitor<'de> for NumVisitor {
-    type Value = Num;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("anything (a number is kept)")
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
-        Ok(Num(Some(v as f64)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
-        Ok(Num(Some(v as f64)))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
-        Ok(Num(Some(v)))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Num, E> {
-        Ok(Num(None))
-    }
-
-    fn visit_unit<E>(self) -> Result<Num, E> {
-        Ok(Num(None))
-    }
-
-    fn visit_none<E>(self) -> Result<Num, E> {
-        Ok(Num(None))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Num, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    default_for_strings!(Num);
-    default_for_seqs!(Num);
-    default_for_maps!(Num);
+/// `Deserialize` for a `Leaf`: any JSON value, read leniently.
+macro_rules! deserialize_leaf {
+    ($ty:ty, $($generics:tt)*) => {
+        impl<$($generics)*> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(LeafVisitor(PhantomData))
+            }
+        }
+    };
 }
 
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NumVisitor)
+impl<'de: 'a, 'a> Leaf<'de> for Text<'a> {
+    fn from_borrowed_str(text: &'de str) -> Self {
+        Text(Some(Cow::Borrowed(text)))
+    }
+
+    fn from_str(text: &str) -> Self {
+        Text(Some(Cow::Owned(text.to_owned())))
     }
 }
+deserialize_leaf!(Text<'a>, 'de: 'a, 'a);
 
-struct FlagVisitor;
-
-impl<'de> Visitor<'de> for FlagVisitor {
-    type Value = Flag;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("anything (a boolean is kept)")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Flag, E> {
-        Ok(Flag(Some(v)))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Flag, E> {
-        Ok(Flag(None))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Flag, E> {
-        Ok(Flag(None))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Flag, E> {
-        Ok(Flag(None))
-    }
-
-    fn visit_unit<E>(self) -> Result<Flag, E> {
-        Ok(Flag(None))
-    }
-
-    fn visit_none<E>(self) -> Result<Flag, E> {
-        Ok(Flag(None))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Flag, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    default_for_strings!(Flag);
-    default_for_seqs!(Flag);
-    default_for_maps!(Flag);
-}
-
-impl<'de> Deserialize<'de> for Flag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FlagVisitor)
+impl Leaf<'_> for Num {
+    fn from_number(n: f64) -> Self {
+        Num(Some(n))
     }
 }
+deserialize_leaf!(Num, 'de);
 
-struct ObjVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for ObjVisitor<T> {
-    type Value = Obj<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("anything (an object is read)")
+impl Leaf<'_> for Flag {
+    fn from_bool(b: bool) -> Self {
+        Flag(Some(b))
     }
+}
+deserialize_leaf!(Flag, 'de);
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+impl<'de, T: Deserialize<'de> + Default> Leaf<'de> for Obj<T> {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
     }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Obj<T>, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    default_for_other_shapes!(Obj<T>);
-    default_for_strings!(Obj<T>);
-    default_for_seqs!(Obj<T>);
 }
+deserialize_leaf!(Obj<T>, 'de, T: Deserialize<'de> + Default);
 
-impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjVisitor(PhantomData))
-    }
-}
-
-struct ListVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for ListVisitor<T> {
-    type Value = List<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("anything (a list is read)")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<List<T>, A::Error> {
+impl<'de, T: Deserialize<'de> + Default> Leaf<'de> for List<T> {
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
         T::deserialize(SeqAccessDeserializer::new(seq)).map(List)
     }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<List<T>, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    default_for_other_shapes!(List<T>);
-    default_for_strings!(List<T>);
-    default_for_maps!(List<T>);
 }
+deserialize_leaf!(List<T>, 'de, T: Deserialize<'de> + Default);
 
-impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for List<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ListVisitor(PhantomData))
-    }
-}
-
-struct BlocksVisitor<'a>(PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> Visitor<'de> for BlocksVisitor<'a> {
-    type Value = Blocks<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of content blocks or a string")
+impl<'de: 'a, 'a> Leaf<'de> for Blocks<'a> {
+    fn from_borrowed_str(text: &'de str) -> Self {
+        Blocks(vec![text_block(Cow::Borrowed(text))])
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Blocks<'a>, A::Error> {
+    fn from_str(text: &str) -> Self {
+        Blocks(vec![text_block(Cow::Owned(text.to_owned()))])
+    }
+
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
         let mut blocks = Vec::new();
         while let Some(Obj(block)) = seq.next_element::<Obj<Block<'a>>>()? {
             blocks.push(block);
         }
         Ok(Blocks(blocks))
     }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Blocks<'a>, E> {
-        Ok(Blocks(vec![text_block(Cow::Borrowed(v))]))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Blocks<'a>, E> {
-        Ok(Blocks(vec![text_block(Cow::Owned(v.to_owned()))]))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Blocks<'a>, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    default_for_other_shapes!(Blocks<'a>);
-    default_for_maps!(Blocks<'a>);
 }
+deserialize_leaf!(Blocks<'a>, 'de: 'a, 'a);
 
 fn text_block(text: Cow<'_, str>) -> Block<'_> {
     Block {
         kind: Text(Some(Cow::Borrowed("text"))),
         text: Text(Some(text)),
         ..Block::default()
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Blocks<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(BlocksVisitor(PhantomData))
     }
 }
 
@@ -520,46 +415,24 @@ struct ResultItem<'a> {
     text: Text<'a>,
 }
 
-struct ResultTextVisitor<'a>(PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> Visitor<'de> for ResultTextVisitor<'a> {
-    type Value = ResultText<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a tool result's content")
+impl<'de: 'a, 'a> Leaf<'de> for ResultText<'a> {
+    fn from_borrowed_str(text: &'de str) -> Self {
+        ResultText(Some(Cow::Borrowed(text)))
     }
 
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<ResultText<'a>, E> {
-        Ok(ResultText(Some(Cow::Borrowed(v))))
+    fn from_str(text: &str) -> Self {
+        ResultText(Some(Cow::Owned(text.to_owned())))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<ResultText<'a>, E> {
-        Ok(ResultText(Some(Cow::Owned(v.to_owned()))))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ResultText<'a>, A::Error> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
         let mut first = None;
         while let Some(Obj(item)) = seq.next_element::<Obj<ResultItem<'a>>>()? {
-            if first.is_none() {
-                first = item.text.0;
-            }
+            first = first.or(item.text.0);
         }
         Ok(ResultText(first))
     }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<ResultText<'a>, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    default_for_other_shapes!(ResultText<'a>);
-    default_for_maps!(ResultText<'a>);
 }
-
-impl<'de: 'a, 'a> Deserialize<'de> for ResultText<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ResultTextVisitor(PhantomData))
-    }
-}
+deserialize_leaf!(ResultText<'a>, 'de: 'a, 'a);
 
 #[cfg(test)]
 mod tests {

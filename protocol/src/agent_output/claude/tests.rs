@@ -245,33 +245,32 @@ fn result_line(is_error: bool, text: &str) -> String {
 
 #[test]
 fn plan_limit_texts_are_limits_with_their_reset() {
-    let legacy = read(&result_line(
-        false,
-        "Claude AI usage limit reached|1893456000",
-    ));
-    assert_eq!(
-        legacy.limit.unwrap().resets_at_ms,
-        Some(1_893_456_000_000),
-        "even when the CLI does not call it an error"
-    );
-    let lisbon = read(&result_line(
-        true,
-        "You've hit your limit · resets 1pm (Europe/Lisbon)",
-    ));
-    // 1pm in Lisbon on 2 December is 13:00Z, three hours after NOW.
-    assert_eq!(
-        lisbon.limit.unwrap().resets_at_ms,
-        Some(NOW + 3 * 3_600_000)
-    );
-    let calcutta = read(&result_line(
-        true,
-        "Limit reached · resets 11:30am (Asia/Calcutta) · /upgrade to increase your limit",
-    ));
-    // Already 15:30 in Calcutta: tomorrow 11:30 IST, 06:00Z.
-    assert_eq!(
-        calcutta.limit.unwrap().resets_at_ms,
-        Some(NOW + 20 * 3_600_000)
-    );
+    let cases = [
+        // Even when the CLI does not call it an error.
+        (
+            false,
+            "Claude AI usage limit reached|1893456000",
+            1_893_456_000_000,
+        ),
+        // 1pm in Lisbon on 2 December is 13:00Z, three hours after NOW.
+        (
+            true,
+            "You've hit your limit · resets 1pm (Europe/Lisbon)",
+            NOW + 3 * 3_600_000,
+        ),
+        // Already 15:30 in Calcutta: tomorrow 11:30 IST, 06:00Z.
+        (
+            true,
+            "Limit reached · resets 11:30am (Asia/Calcutta) · /upgrade to increase your limit",
+            NOW + 20 * 3_600_000,
+        ),
+    ];
+    for (is_error, text, resets) in cases {
+        let run = read(&result_line(is_error, text));
+        let limit = run.limit.unwrap_or_else(|| panic!("no limit: {text}"));
+        assert_eq!(limit.resets_at_ms, Some(resets), "{text}");
+        assert_eq!(limit.message, text);
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! its final answer. A subagent's lines are indented under the call that
 //! ran it. A line that is not an event appears as it is.
 
-use super::events::{Block, EventLine};
+use super::events::{Block, EventLine, Part};
 use super::{model_name, tools, SYNTHETIC_MODEL};
 use crate::agent_output::cap_text;
 
@@ -106,12 +106,9 @@ impl Transcript {
         let message = &event.message.0;
         let synthetic = message.model.is(SYNTHETIC_MODEL) || event.error.0.is_some();
         let depth = usize::from(event.parent_tool_use_id.0.is_some());
-        for block in &message.content.0 {
-            match block.kind.as_deref() {
-                Some("text") => {
-                    let Some(text) = block.text.as_deref().filter(|t| !t.trim().is_empty()) else {
-                        continue;
-                    };
+        for part in message.parts() {
+            match part {
+                Part::Text(text) => {
                     if synthetic {
                         self.push(depth, &format!("✗ {}", text.trim()));
                     } else {
@@ -121,12 +118,10 @@ impl Transcript {
                         self.last_said = Some(text.trim().to_string());
                     }
                 }
-                Some("tool_use") => {
-                    let name = block.name.as_deref().unwrap_or("tool");
-                    let call = tools::describe(name, &block.input.0, self.cwd.as_deref());
+                Part::ToolCall { name, input } => {
+                    let call = tools::describe(name, input, self.cwd.as_deref());
                     self.push(depth, &format!("→ {call}"));
                 }
-                _ => {}
             }
         }
     }
