@@ -18,7 +18,7 @@ pub use transcript::transcript;
 
 use super::limits::{epoch_to_ms, plan_limit};
 use super::lines::{Line, LineSplitter};
-use super::{cap_text, FormatReader};
+use super::{cap_text, cut, FormatReader};
 use crate::agent_run::{AgentRun, TokenUsage, UsageLimit};
 use events::{sniff_kind, EventLine, Message, Part, Usage};
 use serde::de::IgnoredAny;
@@ -160,7 +160,7 @@ impl RunState {
         }
         self.set_session_id(event);
         if let Some(model) = event.model.as_deref() {
-            self.run.model = Some(cap_text(model_name(model), MAX_NAME));
+            self.run.model = Some(cut(model_name(model), MAX_NAME).to_string());
         }
         self.cwd = event
             .cwd
@@ -172,9 +172,9 @@ impl RunState {
 
     fn set_session_id(&mut self, event: &EventLine<'_>) {
         if let Some(id) = event.session_id.as_deref() {
-            let id = cap_text(id, MAX_NAME);
-            if self.run.session_id.as_deref() != Some(id.as_str()) {
-                self.run.session_id = Some(id);
+            let id = cut(id, MAX_NAME);
+            if self.run.session_id.as_deref() != Some(id) {
+                self.run.session_id = Some(id.to_string());
             }
         }
     }
@@ -193,9 +193,9 @@ impl RunState {
         if main_thread {
             self.count_turn(message);
             if let (false, Some(model)) = (synthetic, message.model.as_deref()) {
-                let model = cap_text(model_name(model), MAX_NAME);
-                if self.run.model.as_deref() != Some(model.as_str()) {
-                    self.run.model = Some(model);
+                let model = cut(model_name(model), MAX_NAME);
+                if self.run.model.as_deref() != Some(model) {
+                    self.run.model = Some(model.to_string());
                 }
             }
         }
@@ -236,11 +236,11 @@ impl RunState {
     }
 
     fn count_turn(&mut self, message: &Message<'_>) {
-        let id = message.id.as_deref().map(|id| cap_text(id, MAX_NAME));
-        if id.is_some() && id == self.turn_id {
+        let id = message.id.as_deref().map(|id| cut(id, MAX_NAME));
+        if id.is_some() && id == self.turn_id.as_deref() {
             return;
         }
-        self.turn_id = id;
+        self.turn_id = id.map(str::to_string);
         self.run.turns = self.run.turns.saturating_add(1);
     }
 
@@ -249,9 +249,9 @@ impl RunState {
     fn count_tokens(&mut self, message: &Message<'_>) {
         let seen = tokens_of(&message.usage.0);
         let model = model_name(message.model.as_deref().unwrap_or("unknown"));
-        let id = message.id.as_deref().map(|id| cap_text(id, MAX_NAME));
+        let id = message.id.as_deref().map(|id| cut(id, MAX_NAME));
         let added = match id {
-            Some(id) => match self.counted.iter_mut().find(|(known, _)| *known == id) {
+            Some(id) => match self.counted.iter_mut().find(|(known, _)| known == id) {
                 Some((_, counted)) => {
                     let grown = growth(counted, &seen);
                     counted.add(&grown);
@@ -261,7 +261,7 @@ impl RunState {
                     if self.counted.len() == RECENT_MESSAGES {
                         self.counted.pop_front();
                     }
-                    self.counted.push_back((id, seen));
+                    self.counted.push_back((id.to_string(), seen));
                     seen
                 }
             },
@@ -434,7 +434,7 @@ fn add_tokens(usage: &mut BTreeMap<String, TokenUsage>, model: &str, tokens: &To
         return counted.add(tokens);
     }
     let model = if usage.len() < MAX_MODELS - 1 {
-        cap_text(model, MAX_NAME)
+        cut(model, MAX_NAME).to_string()
     } else {
         OTHER_MODELS.to_string()
     };

@@ -47,14 +47,20 @@ pub fn transcript(format: AgentFormat, output: &[u8]) -> String {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, ending in
-/// `…` when it was cut.
+/// `…` when it was cut (for what people read).
 pub(crate) fn cap_text(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
-    let mut end = max.saturating_sub('…'.len_utf8());
+    format!("{}…", cut(text, max.saturating_sub('…'.len_utf8())))
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary (for names and ids, compared before any copy).
+pub(crate) fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    &text[..end]
 }
