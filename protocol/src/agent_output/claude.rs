@@ -113,7 +113,9 @@ impl RunState {
     fn read_line(&mut self, line: Line<'_>, now_ms: u64) -> bool {
         let bytes = match line {
             Line::Whole(bytes) => bytes.trim_ascii_start(),
-            Line::TooLong => return self.unparsed(),
+            // A huge tool result (a big file read) is as it should be.
+            Line::TooLong { head } if sniff_kind(head) == Some(b"user") => return false,
+            Line::TooLong { .. } => return self.unparsed(),
         };
         if bytes.is_empty() {
             return false;

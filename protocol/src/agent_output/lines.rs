@@ -7,12 +7,19 @@
 /// over (its bytes stay in the job's raw output).
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
+/// Bytes kept of the start of a line passed over: enough to tell what it
+/// was (a reader may know it needs nothing from such a line).
+pub const TOO_LONG_HEAD: usize = 64;
+
 /// One line, without its newline.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
     Whole(&'a [u8]),
-    /// A line longer than `MAX_LINE`, split across chunks: not kept.
-    TooLong,
+    /// A line longer than `MAX_LINE`, split across chunks: only its first
+    /// `TOO_LONG_HEAD` bytes are kept.
+    TooLong {
+        head: &'a [u8],
+    },
 }
 
 #[derive(Default)]
@@ -32,12 +39,18 @@ impl LineSplitter {
             rest = &rest[at + 1..];
             if self.oversized {
                 self.oversized = false;
-                each(Line::TooLong);
+                each(Line::TooLong {
+                    head: &self.partial,
+                });
+                self.partial.clear();
             } else if self.partial.is_empty() {
                 each(Line::Whole(piece));
             } else if self.partial.len() + piece.len() > MAX_LINE {
+                self.keep_head(piece);
+                each(Line::TooLong {
+                    head: &self.partial,
+                });
                 self.partial.clear();
-                each(Line::TooLong);
             } else {
                 self.partial.extend_from_slice(piece);
                 each(Line::Whole(&self.partial));
@@ -50,7 +63,9 @@ impl LineSplitter {
     /// The output ended: hands out a last line that had no newline.
     pub fn finish(&mut self, mut each: impl FnMut(Line<'_>)) {
         if std::mem::take(&mut self.oversized) {
-            each(Line::TooLong);
+            each(Line::TooLong {
+                head: &self.partial,
+            });
         } else if !self.partial.is_empty() {
             each(Line::Whole(&self.partial));
         }
@@ -64,11 +79,20 @@ impl LineSplitter {
         }
         if self.partial.len() + tail.len() > MAX_LINE {
             self.oversized = true;
-            // Give the memory back: this line is not read.
-            self.partial = Vec::new();
+            self.keep_head(tail);
         } else {
             self.partial.extend_from_slice(tail);
         }
+    }
+
+    /// Keeps only the head of the line being gathered (with `more` after
+    /// what it has) and gives the rest of the memory back.
+    fn keep_head(&mut self, more: &[u8]) {
+        let missing = TOO_LONG_HEAD.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&more[..missing.min(more.len())]);
+        self.partial.truncate(TOO_LONG_HEAD);
+        self.partial.shrink_to_fit();
     }
 }
 
@@ -82,7 +106,11 @@ mod tests {
         let mut take = |line: Line<'_>| {
             out.push(match line {
                 Line::Whole(l) => Some(l.to_vec()),
-                Line::TooLong => None,
+                Line::TooLong { head } => {
+                    assert!(head.starts_with(b"startxxxxx"));
+                    assert_eq!(head.len(), TOO_LONG_HEAD);
+                    None
+                }
             })
         };
         for chunk in chunks {

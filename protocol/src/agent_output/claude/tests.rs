@@ -352,9 +352,11 @@ fn huge_lines_are_read_when_whole_and_passed_over_past_the_limit() {
     let run = read_chunked(output.as_bytes(), 16 * 1024);
     assert_eq!(run.last_text.as_ref().map(String::len), Some(MAX_LAST_TEXT));
     assert_eq!(run.result.as_deref(), Some("done"));
+    // Past the limit: a tool result is passed over as it should be; an
+    // assistant line is counted as not read.
+    let filler = "y".repeat(17 * 1024 * 1024);
     let huge = format!(
-        "{{\"type\":\"user\",\"x\":\"{}\"}}\n{}\n",
-        "y".repeat(17 * 1024 * 1024),
+        "{{\"type\":\"user\",\"x\":\"{filler}\"}}\n{{\"type\":\"assistant\",\"x\":\"{filler}\"}}\n{}\n",
         result_line(false, "after")
     );
     let run = read_chunked(huge.as_bytes(), 16 * 1024);
