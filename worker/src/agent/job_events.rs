@@ -69,6 +69,12 @@ impl Handler<Event> for WorkerAgent {
                     .remove(&attempt)
                     .map(|j| j.capture)
                     .unwrap_or_else(|| OutputCapture::new(0));
+                if let Some(run) = &agent {
+                    tracing::debug!(job = %attempt.job, turns = run.turns,
+                        tool_calls = run.tool_calls, cost_usd = ?run.reported_cost_usd,
+                        error = ?run.error, limited = run.limit.is_some(),
+                        unparsed_lines = run.unparsed_lines, "agent run ended");
+                }
                 let end = WorkerToManager::Finished {
                     attempt,
                     exit,
