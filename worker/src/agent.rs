@@ -15,6 +15,7 @@ pub use shutdown::{Drain, KillAll};
 
 use crate::child::{run_job, run_marker, StopOrder};
 use crate::teardown::{become_subreaper, reap_adopted};
+use aam_protocol::agent_run::AgentRun;
 use aam_protocol::codec::{CodecError, MAX_FRAME_CEILING};
 use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
 use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
@@ -50,6 +51,10 @@ struct AssignedJob {
     stop: Option<oneshot::Sender<StopOrder>>,
     /// What it printed, as kept (resent after a reconnect).
     capture: OutputCapture,
+    /// For an agent job: its run as last read (resent after a reconnect).
+    agent_run: Option<AgentRun>,
+    /// That run is not sent yet (no link, or the link is behind).
+    agent_run_unsent: bool,
 }
 
 /// An attempt's end (`Finished` or `SpawnFailed`) and its output, kept
@@ -138,6 +143,8 @@ impl WorkerAgent {
             marker: run_marker(&assignment),
             stop: None,
             capture: OutputCapture::new(self.output_cap),
+            agent_run: None,
+            agent_run_unsent: false,
         };
         self.assigned.insert(attempt, job);
         self.waiting.push_back(assignment);

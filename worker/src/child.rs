@@ -1,13 +1,16 @@
 //! Running one job as a child process: its own process group, stdin from
 //! /dev/null, stdout and stderr drained concurrently and streamed as they
-//! come, `::progress::` lines picked out, and the job stopped on a cancel,
+//! come, `::progress::` lines picked out, an agent job's stdout read by its
+//! format's reader (`run_reader.rs`), and the job stopped on a cancel,
 //! past its timeout, or when it has printed nothing for its idle timeout.
 
 use crate::inputs::InputFiles;
+use crate::run_reader::RunReader;
 use crate::teardown::{job_processes, stop_job};
+use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{Assignment, AttemptRef, Stopped};
 use aam_protocol::model::{ExitInfo, StopCause};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -45,6 +48,11 @@ pub enum JobEvent {
         percent: u8,
         message: Option<String>,
     },
+    /// What an agent job's agent did so far (throttled).
+    AgentUpdate {
+        attempt: AttemptRef,
+        run: AgentRun,
+    },
     SpawnFailed {
         attempt: AttemptRef,
         error: String,
@@ -53,6 +61,8 @@ pub enum JobEvent {
         attempt: AttemptRef,
         exit: ExitInfo,
         stopped: Option<Stopped>,
+        /// For an agent job: its run, read to the end of its output.
+        agent: Option<AgentRun>,
     },
 }
 
@@ -121,7 +131,12 @@ pub async fn run_job(
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
     let last_output = Rc::new(Cell::new(Instant::now()));
-    let pumps = start_pumps(&mut child, attempt, &sink, &last_output);
+    // Shared with the stdout pump, which feeds it; read here at the end
+    // even if that pump had to be abandoned. Never borrowed across an await.
+    let run_reader = assignment
+        .format
+        .map(|format| Rc::new(RefCell::new(RunReader::new(format))));
+    let pumps = start_pumps(&mut child, attempt, &sink, &last_output, &run_reader);
     let order = stop_order(&mut child, &assignment, started, stop, &last_output).await;
     // A stop that raced the job's own end: the end wins (the job is done;
     // calling it stopped would requeue or retry finished work).
@@ -153,50 +168,68 @@ pub async fn run_job(
             abort.abort();
         }
     }
+    let agent = run_reader.map(|reader| reader.borrow_mut().finish());
     let duration_ms = started.elapsed().as_millis() as u64;
-    let exit = match status {
+    let exit = exit_info(status, duration_ms, &assignment.job_name);
+    sink.send(JobEvent::Finished {
+        attempt,
+        exit,
+        stopped,
+        agent,
+    })
+    .await;
+}
+
+/// How a job's process ended, as reported.
+fn exit_info(
+    status: std::io::Result<std::process::ExitStatus>,
+    duration_ms: u64,
+    job_name: &str,
+) -> ExitInfo {
+    match status {
         Ok(s) => ExitInfo {
             code: s.code(),
             signal: s.signal(),
             duration_ms,
         },
         Err(e) => {
-            tracing::warn!("waiting for job {}: {e}", assignment.job_name);
+            tracing::warn!("waiting for job {job_name}: {e}");
             ExitInfo {
                 code: None,
                 signal: None,
                 duration_ms,
             }
         }
-    };
-    sink.send(JobEvent::Finished {
-        attempt,
-        exit,
-        stopped,
-    })
-    .await;
+    }
 }
 
-/// Starts streaming the job's stdout and stderr, each on a task of its own.
+/// Starts streaming the job's stdout and stderr, each on a task of its
+/// own; an agent's reader reads stdout only (its stderr is the CLI's logs).
 fn start_pumps(
     child: &mut tokio::process::Child,
     attempt: AttemptRef,
     sink: &impl EventSink,
     last_output: &Rc<Cell<Instant>>,
+    run_reader: &Option<Rc<RefCell<RunReader>>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+        child.stdout.take().map(|s| {
+            (
+                Box::new(s) as Box<dyn AsyncRead + Unpin>,
+                run_reader.clone(),
+            )
+        }),
         child
             .stderr
             .take()
-            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin>),
+            .map(|s| (Box::new(s) as Box<dyn AsyncRead + Unpin>, None)),
     ]
     .into_iter()
     .flatten()
-    .map(|pipe| tokio::task::spawn_local(pump(pipe, attempt, sink.clone(), last_output.clone())))
+    .map(|(pipe, reader)| {
+        let pump = pump(pipe, attempt, sink.clone(), last_output.clone(), reader);
+        tokio::task::spawn_local(pump)
+    })
     .collect()
 }
 
@@ -332,51 +365,97 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Streams one pipe of the job: its chunks as output, the `::progress::`
+/// lines in them, and (stdout of an agent job) the run they tell, as its
+/// updates come due.
 async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     attempt: AttemptRef,
     sink: impl EventSink,
     last_output: Rc<Cell<Instant>>,
+    run_reader: Option<Rc<RefCell<RunReader>>>,
 ) {
     let mut buf = vec![0u8; CHUNK];
-    let mut line: Vec<u8> = Vec::new();
+    let mut progress = ProgressLines::default();
     loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                last_output.set(Instant::now());
-                let data = &buf[..n];
-                // Progress lines are picked out; they stay in the output too.
-                let mut pieces = data.split(|&b| b == b'\n').peekable();
-                while let Some(piece) = pieces.next() {
-                    // Every piece but the last was followed by a newline.
-                    let complete = pieces.peek().is_some();
-                    if line.len() + piece.len() <= MAX_PROGRESS_LINE {
-                        line.extend_from_slice(piece);
-                    } else {
-                        line.clear();
-                    }
-                    if complete {
-                        if let Some((percent, message)) = parse_progress(&line) {
-                            sink.send(JobEvent::Progress {
-                                attempt,
-                                percent,
-                                message,
-                            })
-                            .await;
-                        }
-                        line.clear();
-                    }
-                }
-                sink.send(JobEvent::Output {
-                    attempt,
-                    data: data.to_vec(),
-                })
-                .await
+        let due = run_reader.as_ref().and_then(|r| r.borrow().due_at());
+        let n = tokio::select! {
+            read = pipe.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            // The agent went quiet after a change the throttle held back.
+            _ = sleep_until(due.map(tokio::time::Instant::from_std)) => {
+                send_agent_update(&run_reader, attempt, &sink).await;
+                continue;
             }
+        };
+        last_output.set(Instant::now());
+        let data = &buf[..n];
+        // Progress lines are picked out; they stay in the output too.
+        for (percent, message) in progress.scan(data) {
+            let event = JobEvent::Progress {
+                attempt,
+                percent,
+                message,
+            };
+            sink.send(event).await;
         }
+        if let Some(reader) = &run_reader {
+            reader.borrow_mut().feed(data);
+        }
+        let data = data.to_vec();
+        sink.send(JobEvent::Output { attempt, data }).await;
+        send_agent_update(&run_reader, attempt, &sink).await;
     }
 }
+
+/// Sends the agent's run if an update is due.
+async fn send_agent_update(
+    run_reader: &Option<Rc<RefCell<RunReader>>>,
+    attempt: AttemptRef,
+    sink: &impl EventSink,
+) {
+    let update = run_reader
+        .as_ref()
+        .and_then(|r| r.borrow_mut().update(Instant::now()));
+    if let Some(run) = update {
+        sink.send(JobEvent::AgentUpdate { attempt, run }).await;
+    }
+}
+
+/// Finds `::progress::` lines in output fed in chunks.
+#[derive(Default)]
+struct ProgressLines {
+    /// The start of a line whose end has not come yet (dropped past
+    /// `MAX_PROGRESS_LINE`: such a line is no progress line).
+    line: Vec<u8>,
+}
+
+impl ProgressLines {
+    /// The progress lines `data` completes.
+    fn scan(&mut self, data: &[u8]) -> Vec<(u8, Option<String>)> {
+        let mut found = Vec::new();
+        let mut pieces = data.split(|&b| b == b'\n').peekable();
+        while let Some(piece) = pieces.next() {
+            // Every piece but the last was followed by a newline.
+            let complete = pieces.peek().is_some();
+            if self.line.len() + piece.len() <= MAX_PROGRESS_LINE {
+                self.line.extend_from_slice(piece);
+            } else {
+                self.line.clear();
+            }
+            if complete {
+                found.extend(parse_progress(&self.line));
+                self.line.clear();
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod agent_job_tests;
 
 #[cfg(test)]
 mod tests {

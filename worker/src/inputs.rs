@@ -1,6 +1,8 @@
 //! The files behind `AAM_INPUTS` (JSON) and `AAM_INPUTS_MD` (Markdown): a
 //! job's dependencies as they ended, written by the worker next to the job
-//! (they travel in the assignment, so this works on any machine).
+//! (they travel in the assignment, so this works on any machine). An agent
+//! dependency whose run was understood shows its answer and error instead
+//! of its raw output (an event stream nobody should have to read).
 
 use aam_protocol::agent::{INPUTS_MARKER, INPUTS_MD_MARKER};
 use aam_protocol::messages::{Assignment, InputRecord};
@@ -57,23 +59,41 @@ fn create_new(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
+/// Whether a dependency is an agent whose run was understood: its answer
+/// or error stands for its output.
+fn understood(input: &InputRecord) -> bool {
+    input.answer.is_some() || input.agent_error.is_some()
+}
+
+/// `AAM_INPUTS`: every dependency with its `answer` and `error` (null for
+/// a command); `output` is the raw output's tail, or for an understood
+/// agent its answer (so a reader of `output` gets the answer, not the
+/// stream); `output_bytes` is what it printed in all either way.
 pub fn to_json(inputs: &[InputRecord]) -> String {
     let list: Vec<_> = inputs
         .iter()
         .map(|i| {
+            let (output, truncated) = if understood(i) {
+                (i.answer.clone().unwrap_or_default(), false)
+            } else {
+                let raw = String::from_utf8_lossy(&i.output).into_owned();
+                (raw, (i.output.len() as u64) < i.output_bytes)
+            };
             json!({
                 "name": i.name,
                 "when": i.when.as_str(),
                 "status": i.status.as_str(),
                 "exit_code": i.exit_code,
                 "reason": i.reason,
-                "output": String::from_utf8_lossy(&i.output),
+                "answer": i.answer,
+                "error": i.agent_error,
+                "output": output,
                 "output_bytes": i.output_bytes,
-                "output_truncated": (i.output.len() as u64) < i.output_bytes,
+                "output_truncated": truncated,
             })
         })
         .collect();
-    serde_json::to_string_pretty(&list).expect("JSON values serialize")
+    serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".to_string())
 }
 
 pub fn to_markdown(job: &str, inputs: &[InputRecord]) -> String {
@@ -96,6 +116,10 @@ pub fn to_markdown(job: &str, inputs: &[InputRecord]) -> String {
         if let Some(reason) = &i.reason {
             out.push_str(&format!("\n{reason}\n"));
         }
+        if understood(i) {
+            push_agent_markdown(&mut out, i);
+            continue;
+        }
         let text = String::from_utf8_lossy(&i.output);
         if text.trim().is_empty() {
             out.push_str("\n_(no output)_\n\n");
@@ -113,6 +137,23 @@ pub fn to_markdown(job: &str, inputs: &[InputRecord]) -> String {
         }
     }
     out
+}
+
+/// An understood agent's error, then its answer as the agent wrote it
+/// (Markdown, not fenced).
+fn push_agent_markdown(out: &mut String, input: &InputRecord) {
+    if let Some(error) = &input.agent_error {
+        out.push_str(&format!("\n**Agent error:** {}\n", error.trim()));
+    }
+    match input.answer.as_deref().map(str::trim) {
+        Some(answer) if !answer.is_empty() => {
+            out.push('\n');
+            out.push_str(answer);
+            out.push_str("\n\n");
+        }
+        _ if input.agent_error.is_some() => out.push('\n'),
+        _ => out.push_str("\n_(no answer)_\n\n"),
+    }
 }
 
 /// The input files of one attempt; removed when dropped.
@@ -225,6 +266,45 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&to_json(&inputs)).unwrap();
         assert_eq!(json[0]["status"], "failed");
         assert_eq!(json[0]["output_truncated"], true);
+    }
+
+    #[test]
+    fn an_agents_answer_and_error_stand_for_its_raw_stream() {
+        let stream = "{\"type\":\"assistant\"}\n{\"type\":\"result\"}\n";
+        let mut answered = input(JobStatus::Succeeded, stream, 5000);
+        answered.name = "review".into();
+        answered.exit_code = Some(0);
+        answered.answer = Some("## Findings\n\n- one bug\n".into());
+        let mut failed = input(JobStatus::Failed, stream, 300);
+        failed.name = "audit".into();
+        failed.agent_error = Some("API Error: 529 Overloaded".into());
+        let plain = input(JobStatus::Failed, "2 failed\n", 9);
+        let inputs = vec![answered, failed, plain];
+        let md = to_markdown("synth", &inputs);
+        assert!(
+            md.contains("## ✅ review — succeeded (exit 0)\n\n## Findings\n\n- one bug\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**Agent error:** API Error: 529 Overloaded"),
+            "{md}"
+        );
+        assert!(!md.contains("\"type\""), "no raw stream: {md}");
+        assert!(
+            md.contains("```text\n2 failed\n```"),
+            "commands keep their output: {md}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&to_json(&inputs)).unwrap();
+        assert_eq!(json[0]["answer"], "## Findings\n\n- one bug\n");
+        assert_eq!(json[0]["output"], "## Findings\n\n- one bug\n");
+        assert_eq!(json[0]["output_bytes"], 5000);
+        assert_eq!(json[0]["output_truncated"], false);
+        assert_eq!(json[0]["error"], serde_json::Value::Null);
+        assert_eq!(json[1]["error"], "API Error: 529 Overloaded");
+        assert_eq!(json[1]["answer"], serde_json::Value::Null);
+        assert_eq!(json[1]["output"], "");
+        assert_eq!(json[2]["answer"], serde_json::Value::Null);
+        assert_eq!(json[2]["output"], "2 failed\n");
     }
 
     fn assignment(inputs: Vec<InputRecord>) -> Assignment {

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod child;
 pub mod inputs;
+pub mod run_reader;
 pub mod teardown;
 
 pub use agent::{start, WorkerAgent, WorkerConfig};

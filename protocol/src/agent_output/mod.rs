@@ -5,10 +5,16 @@
 //! transcripts. Pure: no I/O, no clock (callers pass `now_ms`). A line that
 //! does not parse is kept as text, never an error.
 //!
-//! A new format is one file more: a type implementing `FormatReader`, a
-//! variant of `AgentFormat`, and an arm in `reader` and `transcript`.
+//! A new format is one file more: a type implementing `FormatReader` (with
+//! `lines::LineSplitter` for a line-based format), a variant of
+//! `AgentFormat`, and an arm in `reader` and `transcript`.
 
+mod claude;
+mod limits;
+mod lines;
 mod text;
+
+pub use claude::model_name;
 
 use crate::agent_run::{AgentFormat, AgentRun};
 
@@ -27,16 +33,34 @@ pub trait FormatReader {
 /// A reader for an agent's output in `format`.
 pub fn reader(format: AgentFormat) -> Box<dyn FormatReader + Send> {
     match format {
-        // The stream-json reader comes with its own file.
-        AgentFormat::ClaudeStreamJson | AgentFormat::Text => Box::new(text::TextReader::default()),
+        AgentFormat::ClaudeStreamJson => Box::new(claude::ClaudeReader::default()),
+        AgentFormat::Text => Box::new(text::TextReader::default()),
     }
 }
 
 /// A captured output in `format` as a person reads it.
 pub fn transcript(format: AgentFormat, output: &[u8]) -> String {
     match format {
-        AgentFormat::ClaudeStreamJson | AgentFormat::Text => {
-            String::from_utf8_lossy(output).into_owned()
-        }
+        AgentFormat::ClaudeStreamJson => claude::transcript(output),
+        AgentFormat::Text => String::from_utf8_lossy(output).into_owned(),
     }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in
+/// `…` when it was cut (for what people read).
+pub(crate) fn cap_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    format!("{}…", cut(text, max.saturating_sub('…'.len_utf8())))
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary (for names and ids, compared before any copy).
+pub(crate) fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

@@ -1,9 +1,10 @@
 //! What the worker does with its jobs' events: notes a job's process,
-//! keeps and forwards its output and progress, and reports its end, which
-//! frees its slot for a waiting assignment.
+//! keeps and forwards its output, progress and agent run, and reports its
+//! end, which frees its slot for a waiting assignment.
 
 use super::WorkerAgent;
 use crate::child::{EventSink, JobEvent};
+use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{AttemptRef, WorkerToManager};
 use aam_protocol::output::OutputCapture;
 use actix::prelude::*;
@@ -44,6 +45,7 @@ impl Handler<Event> for WorkerAgent {
                     self.pending_progress.insert(attempt, unsent);
                 }
             }
+            JobEvent::AgentUpdate { attempt, run } => self.agent_update(attempt, run),
             JobEvent::Output { attempt, data } => {
                 if let Some(job) = self.assigned.get_mut(&attempt) {
                     job.capture.push(&data);
@@ -60,17 +62,24 @@ impl Handler<Event> for WorkerAgent {
                 attempt,
                 exit,
                 stopped,
+                agent,
             } => {
                 let capture = self
                     .assigned
                     .remove(&attempt)
                     .map(|j| j.capture)
                     .unwrap_or_else(|| OutputCapture::new(0));
+                if let Some(run) = &agent {
+                    tracing::debug!(job = %attempt.job, turns = run.turns,
+                        tool_calls = run.tool_calls, cost_usd = ?run.reported_cost_usd,
+                        error = ?run.error, limited = run.limit.is_some(),
+                        unparsed_lines = run.unparsed_lines, "agent run ended");
+                }
                 let end = WorkerToManager::Finished {
                     attempt,
                     exit,
                     stopped,
-                    agent: None,
+                    agent,
                 };
                 self.job_ended(attempt, end, capture, ctx);
             }
@@ -79,6 +88,16 @@ impl Handler<Event> for WorkerAgent {
 }
 
 impl WorkerAgent {
+    /// An agent job's run changed: it is sent now if the link can take it;
+    /// otherwise only the latest is kept, and sent once it can (`link.rs`).
+    fn agent_update(&mut self, attempt: AttemptRef, run: AgentRun) {
+        let Some(job) = self.assigned.get_mut(&attempt) else {
+            return;
+        };
+        job.agent_run_unsent = !self.link.send_agent_run(attempt, &run);
+        job.agent_run = Some(run);
+    }
+
     /// A started job ended: its end is reported, and its slot goes to the
     /// next waiting assignment.
     fn job_ended(

@@ -4,6 +4,7 @@
 //! is full, and the resync after every (re)registration.
 
 use super::{AssignedJob, UnackedEnd, WorkerAgent};
+use aam_protocol::agent_run::AgentRun;
 use aam_protocol::codec::FrameCodec;
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{AttemptRef, ManagerToWorker, Role, WorkerToManager};
@@ -64,8 +65,27 @@ fn frame_size(msg: &WorkerToManager) -> usize {
     match msg {
         WorkerToManager::Output { data, .. } => data.len() + 32,
         WorkerToManager::OutputSync { capture, .. } => capture.total().min(16 << 20) as usize + 64,
+        WorkerToManager::AgentUpdate { run, .. } => agent_run_size(run),
+        WorkerToManager::Finished { agent, .. } => 64 + agent.as_ref().map_or(0, agent_run_size),
         _ => 64,
     }
+}
+
+/// About the bytes an agent run takes in a frame (its answer may be
+/// hundreds of KiB).
+fn agent_run_size(run: &AgentRun) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let texts = [
+        &run.session_id,
+        &run.model,
+        &run.last_tool,
+        &run.last_text,
+        &run.result,
+        &run.error,
+    ];
+    let models: usize = run.usage.keys().map(|model| model.len() + 40).sum();
+    let limit = run.limit.as_ref().map_or(0, |l| l.message.len() + 16);
+    128 + texts.into_iter().map(text).sum::<usize>() + models + limit
 }
 
 impl Writer {
@@ -222,6 +242,31 @@ impl Link {
         }
     }
 
+    /// Sends an agent job's run if registered and the backlog allows;
+    /// whether it was sent (if not, the job keeps it for later).
+    pub(super) fn send_agent_run(&mut self, attempt: AttemptRef, run: &AgentRun) -> bool {
+        match self {
+            Link::Registered { writer, .. } if writer.backlog() <= OUTPUT_BACKLOG => {
+                let run = run.clone();
+                writer.write(WorkerToManager::AgentUpdate { attempt, run });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the runs held back for a full backlog, once it has drained.
+    fn send_held_agent_runs(&mut self, assigned: &mut HashMap<AttemptRef, AssignedJob>) {
+        for (attempt, job) in assigned.iter_mut().filter(|(_, job)| job.agent_run_unsent) {
+            if let Some(run) = &job.agent_run {
+                if !self.send_agent_run(*attempt, run) {
+                    return;
+                }
+            }
+            job.agent_run_unsent = false;
+        }
+    }
+
     /// Sends an attempt's end if registered, after the whole of its output
     /// if some of that was held back.
     pub(super) fn send_end(
@@ -258,12 +303,12 @@ impl Link {
 
     /// After (re)registering, everything the manager may have missed, in
     /// this order: that the worker drains, the output of the assigned
-    /// attempts, their latest progress, then each unacknowledged end after
-    /// that attempt's output.
+    /// attempts, their latest progress and agent runs, then each
+    /// unacknowledged end after that attempt's output.
     fn resync(
         &mut self,
         draining: bool,
-        assigned: &HashMap<AttemptRef, AssignedJob>,
+        assigned: &mut HashMap<AttemptRef, AssignedJob>,
         latest_progress: &mut HashMap<AttemptRef, WorkerToManager>,
         unacked: &HashMap<AttemptRef, UnackedEnd>,
     ) {
@@ -275,13 +320,20 @@ impl Link {
         if draining {
             writer.write(WorkerToManager::Draining);
         }
-        for (attempt, job) in assigned {
+        for (attempt, job) in assigned.iter() {
             if !job.capture.is_empty() {
                 writer.write(output_sync(*attempt, &job.capture));
             }
         }
         for (_, progress) in latest_progress.drain() {
             writer.write(progress);
+        }
+        for (attempt, job) in assigned.iter_mut() {
+            if let Some(run) = &job.agent_run {
+                let (attempt, run) = (*attempt, run.clone());
+                writer.write(WorkerToManager::AgentUpdate { attempt, run });
+            }
+            job.agent_run_unsent = false;
         }
         for (attempt, end) in unacked {
             if !end.capture.is_empty() {
@@ -402,6 +454,7 @@ impl WorkerAgent {
                 return act.disconnected(ctx, "the manager went silent");
             }
             act.link.send_if_registered(WorkerToManager::Heartbeat);
+            act.link.send_held_agent_runs(&mut act.assigned);
             let (assigned, unacked) = (&act.assigned, &act.unacked);
             act.link.catch_up(|attempt| {
                 assigned
@@ -413,7 +466,7 @@ impl WorkerAgent {
         self.link.register(heartbeat, ctx);
         self.link.resync(
             self.draining,
-            &self.assigned,
+            &mut self.assigned,
             &mut self.pending_progress,
             &self.unacked,
         );
