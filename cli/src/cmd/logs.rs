@@ -7,7 +7,7 @@ use super::job_arg;
 use crate::args::ManagerFlags;
 use crate::client::Client;
 use crate::endpoint;
-use aam_protocol::agent_output::transcript;
+use aam_protocol::agent_output::Transcriber;
 use aam_protocol::agent_run::AgentFormat;
 use aam_protocol::SessionId;
 use std::io::Write;
@@ -39,7 +39,7 @@ async fn print_logs(
         let chunk = client.logs(session, job, from).await?;
         if attempt.is_some_and(|a| a != chunk.attempt) {
             // A new attempt: its output starts over.
-            stdout.write_all(&printer.finish(chunk.format))?;
+            stdout.write_all(&printer.finish())?;
             stdout.flush()?;
             eprintln!("[aam: attempt {} of {job}]", chunk.attempt);
             from = 0;
@@ -57,7 +57,7 @@ async fn print_logs(
         from = chunk.output_bytes;
         let done = !follow || chunk.status.is_terminal();
         if done {
-            stdout.write_all(&printer.finish(chunk.format))?;
+            stdout.write_all(&printer.finish())?;
         }
         stdout.flush()?;
         if done {
@@ -69,20 +69,19 @@ async fn print_logs(
 
 /// Turns the output as it arrives, in chunks cut anywhere, into what
 /// `aam logs` prints: the bytes themselves (a command job, or `--raw`), or
-/// an agent job's transcript. A transcript is rendered from whole lines
-/// only: a stream-json event split across two chunks waits for the rest
-/// of its line.
+/// an agent job's transcript, rendered line by line as lines complete (a
+/// stream-json event split across two chunks waits for the rest of its
+/// line), with what earlier lines told.
 struct Printer {
     raw: bool,
-    /// The start of a line whose end has not arrived yet.
-    partial: Vec<u8>,
+    transcriber: Option<Transcriber>,
 }
 
 impl Printer {
     fn new(raw: bool) -> Printer {
         Printer {
             raw,
-            partial: Vec::new(),
+            transcriber: None,
         }
     }
 
@@ -91,29 +90,25 @@ impl Printer {
         let Some(format) = format.filter(|_| !self.raw) else {
             return bytes.to_vec();
         };
-        self.partial.extend_from_slice(bytes);
-        let Some(last_newline) = self.partial.iter().rposition(|b| *b == b'\n') else {
-            return Vec::new();
-        };
-        let rest = self.partial.split_off(last_newline + 1);
-        let whole_lines = std::mem::replace(&mut self.partial, rest);
-        transcript(format, &whole_lines).into_bytes()
+        self.transcriber
+            .get_or_insert_with(|| Transcriber::new(format))
+            .feed(bytes)
     }
 
     /// The output ended (or an attempt did): what is left of a last line
-    /// without a newline.
-    fn finish(&mut self, format: Option<AgentFormat>) -> Vec<u8> {
-        let rest = std::mem::take(&mut self.partial);
-        match format {
-            Some(format) if !rest.is_empty() => transcript(format, &rest).into_bytes(),
-            _ => rest,
-        }
+    /// without a newline. The next attempt's transcript starts afresh.
+    fn finish(&mut self) -> Vec<u8> {
+        self.transcriber
+            .take()
+            .map(|mut t| t.finish())
+            .unwrap_or_default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aam_protocol::agent_output::transcript;
 
     const INIT: &str =
         r#"{"type":"system","subtype":"init","session_id":"abc","model":"claude-sonnet-4-5"}"#;
@@ -124,7 +119,7 @@ mod tests {
         for chunk in chunks {
             out.extend(printer.feed(chunk, format));
         }
-        out.extend(printer.finish(format));
+        out.extend(printer.finish());
         out
     }
 
@@ -133,7 +128,7 @@ mod tests {
         let mut printer = Printer::new(false);
         assert_eq!(printer.feed(b"first\nhal", None), b"first\nhal");
         assert_eq!(printer.feed(b"f\n", None), b"f\n");
-        assert_eq!(printer.finish(None), b"");
+        assert_eq!(printer.finish(), b"");
     }
 
     #[test]
@@ -162,7 +157,7 @@ mod tests {
             )
             .into_bytes()
         );
-        assert_eq!(printer.finish(format), b"");
+        assert_eq!(printer.finish(), b"");
     }
 
     #[test]
@@ -178,6 +173,6 @@ mod tests {
         let format = Some(AgentFormat::ClaudeStreamJson);
         let mut printer = Printer::new(true);
         assert_eq!(printer.feed(b"{\"type\":", format), b"{\"type\":");
-        assert_eq!(printer.finish(format), b"");
+        assert_eq!(printer.finish(), b"");
     }
 }

@@ -14,7 +14,7 @@ mod transcript;
 #[cfg(test)]
 mod tests;
 
-pub use transcript::transcript;
+pub use transcript::{transcript, Transcript};
 
 use super::limits::{epoch_to_ms, plan_limit};
 use super::lines::{Line, LineSplitter};

@@ -46,6 +46,54 @@ pub fn transcript(format: AgentFormat, output: &[u8]) -> String {
     }
 }
 
+/// A transcript rendered while the output arrives, in chunks cut anywhere
+/// (`aam logs --follow`): whole lines are rendered as they complete, with
+/// what earlier lines told, so following gives what `transcript` gives.
+pub struct Transcriber {
+    format: AgentFormat,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    claude: claude::Transcript,
+}
+
+impl Transcriber {
+    pub fn new(format: AgentFormat) -> Transcriber {
+        Transcriber {
+            format,
+            partial: Vec::new(),
+            claude: claude::Transcript::default(),
+        }
+    }
+
+    /// What to print of the next bytes of output (a text agent's bytes
+    /// as they are).
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.format == AgentFormat::Text {
+            return bytes.to_vec();
+        }
+        self.partial.extend_from_slice(bytes);
+        let Some(last_newline) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(last_newline + 1);
+        let whole = std::mem::replace(&mut self.partial, rest);
+        for line in whole.split(|&b| b == b'\n') {
+            self.claude.line(line);
+        }
+        self.claude.take_text().into_bytes()
+    }
+
+    /// The output ended: what is left of a last line without a newline.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.partial);
+        if self.format == AgentFormat::Text {
+            return rest;
+        }
+        self.claude.line(&rest);
+        self.claude.take_text().into_bytes()
+    }
+}
+
 /// `text` cut to at most `max` bytes on a character boundary, ending in
 /// `…` when it was cut (for what people read).
 pub(crate) fn cap_text(text: &str, max: usize) -> String {

@@ -490,3 +490,18 @@ fn what_the_agent_names_is_bounded() {
     assert!(run.session_id.unwrap().len() <= MAX_NAME);
     assert_eq!(run.turns, 40);
 }
+
+#[test]
+fn a_transcript_followed_in_small_chunks_reads_as_the_whole() {
+    use crate::agent_output::{transcript as whole, Transcriber};
+    for fixture in [TOOLS, SUBAGENT, WRITE] {
+        let mut follower = Transcriber::new(AgentFormat::ClaudeStreamJson);
+        let mut followed = Vec::new();
+        for chunk in fixture.as_bytes().chunks(7) {
+            followed.extend(follower.feed(chunk));
+        }
+        followed.extend(follower.finish());
+        let expected = whole(AgentFormat::ClaudeStreamJson, fixture.as_bytes());
+        assert_eq!(String::from_utf8(followed).unwrap(), expected);
+    }
+}

@@ -20,8 +20,10 @@ pub fn transcript(output: &[u8]) -> String {
     transcript.text
 }
 
+/// A transcript rendered line by line, keeping what earlier lines told
+/// (the working directory, what was said) for the lines after them.
 #[derive(Default)]
-struct Transcript {
+pub struct Transcript {
     text: String,
     /// The run's working directory: tool paths under it are shown relative.
     cwd: Option<String>,
@@ -31,7 +33,8 @@ struct Transcript {
 }
 
 impl Transcript {
-    fn line(&mut self, line: &[u8]) {
+    /// Renders one whole line (without its newline).
+    pub fn line(&mut self, line: &[u8]) {
         let trimmed = line.trim_ascii();
         if trimmed.is_empty() {
             return;
@@ -44,6 +47,11 @@ impl Transcript {
             Some(event) => self.event(&event),
             None => self.push(0, &String::from_utf8_lossy(line)),
         }
+    }
+
+    /// What was rendered since the last call.
+    pub fn take_text(&mut self) -> String {
+        std::mem::take(&mut self.text)
     }
 
     /// Appends `text`, each of its lines indented by `depth` levels.
