@@ -202,6 +202,8 @@ impl State {
             removed: std::mem::take(&mut self.removed),
             next_session: std::mem::take(&mut self.next_session_unsaved)
                 .then_some(self.next_session),
+            pauses: Vec::new(),
+            pauses_ended: Vec::new(),
         }
     }
 

@@ -81,5 +81,6 @@ pub fn snapshot_of(state: &mut State) -> Snapshot {
         sessions: changes.sessions,
         jobs: changes.jobs,
         next_session: changes.next_session.unwrap_or(1),
+        pauses: changes.pauses,
     }
 }
