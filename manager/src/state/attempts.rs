@@ -305,6 +305,9 @@ impl State {
             .flatten();
         if let Some(run) = agent {
             self.final_run(key, run);
+            // Before its dependents settle: what it spent may be why they
+            // do not run.
+            self.enforce_session_budget(key.session, now);
         }
         self.keep_output(attempt);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);

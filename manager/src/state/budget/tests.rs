@@ -142,3 +142,25 @@ fn the_config_budget_applies_to_sessions_that_set_none() {
         .collect();
     assert_eq!(budgets, [Some(2.0), Some(9.0)]);
 }
+
+#[test]
+fn a_final_cost_past_the_budget_skips_dependents_for_the_budget() {
+    let mut s = State::new(agent_config());
+    let spec = BatchSpec {
+        max_cost_usd: Some(1.0),
+        ..batch(vec![
+            agent_job("a", "claude"),
+            JobSpec {
+                depends_on: vec![Dependency::after("a")],
+                ..agent_job("b", "claude")
+            },
+        ])
+    };
+    let (id, _) = s.submit(spec, None, 0).unwrap();
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+    let a = attempt_of(&s.dispatch(0)[0].1);
+    s.job_finished(1, a, ended_with(ok(), costing(1.5)), 1)
+        .unwrap();
+    let b = job_view(&s, id, "b", 2);
+    assert_eq!(b.reason.as_deref(), Some("budget: spent $1.50 of $1.00"));
+}
