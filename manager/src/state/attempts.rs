@@ -106,6 +106,18 @@ pub(super) fn classify_end(
     }
 }
 
+/// How an attempt that ended so is recorded in its job's history.
+pub(super) fn outcome_of(end: AttemptEnd) -> AttemptOutcome {
+    match end {
+        AttemptEnd::Final(JobStatus::Succeeded) => AttemptOutcome::Succeeded,
+        AttemptEnd::Final(JobStatus::TimedOut) => AttemptOutcome::TimedOut,
+        AttemptEnd::Final(JobStatus::Cancelled) => AttemptOutcome::Cancelled,
+        AttemptEnd::Final(_) | AttemptEnd::OverBudget => AttemptOutcome::Failed,
+        AttemptEnd::Lost | AttemptEnd::Requeue => AttemptOutcome::Requeued,
+        AttemptEnd::Limited => AttemptOutcome::Limited,
+    }
+}
+
 /// The wait before retry number `failures` (1 for the first): the job's
 /// backoff doubled for each retry before, capped, at least 1 ms.
 pub(super) fn backoff_ms(first_ms: u64, failures: u32, cap_ms: u64) -> u64 {
@@ -374,15 +386,7 @@ impl State {
             }
             other => other,
         };
-        let outcome = match end {
-            AttemptEnd::Final(JobStatus::Succeeded) => AttemptOutcome::Succeeded,
-            AttemptEnd::Final(JobStatus::TimedOut) => AttemptOutcome::TimedOut,
-            AttemptEnd::Final(JobStatus::Cancelled) => AttemptOutcome::Cancelled,
-            AttemptEnd::Final(_) | AttemptEnd::OverBudget => AttemptOutcome::Failed,
-            AttemptEnd::Lost | AttemptEnd::Requeue => AttemptOutcome::Requeued,
-            AttemptEnd::Limited => AttemptOutcome::Limited,
-        };
-        job.close_attempt(outcome, exit, reason.clone(), teardown, now);
+        job.close_attempt(outcome_of(end), exit, reason.clone(), teardown, now);
         match end {
             AttemptEnd::Lost => job.losses += 1,
             AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut) | AttemptEnd::OverBudget => {

@@ -114,6 +114,19 @@ fn run(id: &str, input: u64, reported_cost_usd: Option<f64>) -> AgentRun {
     run
 }
 
+/// A run that ended on a rate limit resetting at `resets_at`, costing $0.01.
+fn limited_run(resets_at: u64) -> AgentRun {
+    AgentRun {
+        error: Some("API Error: 429 rate_limit_error".into()),
+        api_error_status: Some(429),
+        limit: Some(UsageLimit {
+            resets_at_ms: Some(resets_at),
+            message: "rate limited".into(),
+        }),
+        ..run("conv-a", 1_000, Some(0.01))
+    }
+}
+
 fn ask(c: &Cluster, request: ClientRequest) -> ClientResponse {
     let mut client = Wire::connect(&c.addr, Role::Client, &c.token);
     client.send(&request);
@@ -155,22 +168,12 @@ fn a_usage_limit_pauses_its_group_while_others_run_and_survives_a_restart() {
         run: run("conv-a", 1_000, None),
     });
     let resets_at = now_ms() + 600_000;
-    let limited = AgentRun {
-        error: Some("API Error: 429 rate_limit_error".into()),
-        api_error_status: Some(429),
-        limit: Some(UsageLimit {
-            resets_at_ms: Some(resets_at),
-            message: "rate limited".into(),
-        }),
-        ..run("conv-a", 1_000, Some(0.01))
-    };
-    let end = WorkerToManager::Finished {
+    worker.send(&WorkerToManager::Finished {
         attempt,
         exit: exit(1),
         stopped: None,
-        agent: Some(limited),
-    };
-    worker.send(&end);
+        agent: Some(limited_run(resets_at)),
+    });
     acked(&mut worker, attempt);
     // The other agent job is held with it; the command runs.
     let cmd = next_assignment(&mut worker);
