@@ -86,6 +86,10 @@ impl State {
     ) -> Result<Option<BudgetStop>, Fenced> {
         self.is_current(attempt, from)?;
         let key = attempt.job;
+        if self.job(key).is_none_or(|j| j.agent.is_none()) {
+            // A command has no agent to follow.
+            return Ok(None);
+        }
         let spend = Spend::of(Some(&run), &self.config.prices);
         let Some(entry) = self.sessions.get_mut(key.session) else {
             return Err(Fenced::Stale);

@@ -307,6 +307,8 @@ impl State {
             reason,
             agent,
         } = report;
+        // Only an agent job has an agent's word to take.
+        let agent = agent.filter(|_| job.agent.is_some());
         let cause = stopped.as_ref().map(|s| s.cause);
         let (end, reason) = classify_agent_end(agent.as_ref(), cause, job.cancel_requested)
             .unwrap_or_else(|| {

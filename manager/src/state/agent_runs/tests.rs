@@ -74,8 +74,16 @@ fn the_final_run_lands_in_the_job_and_its_attempt_and_shows_as_its_agent() {
         agent.cost_usd, 0.25,
         "the agent's own figure replaces the estimate"
     );
+    // A command has no agent: what a worker says of one is not taken.
     let command = s.submit(batch(vec![job("c", &[])]), None, 4).unwrap().0;
-    assert_eq!(job_view(&s, command, "c", 4).agent, None);
+    let c = attempt_of(&s.dispatch(4)[0].1);
+    let mut error = agent_run("x", "claude-opus-4-8", 1_000_000, 0);
+    error.error = Some("not an agent".into());
+    assert_eq!(s.agent_update(1, c, error.clone(), 5), Ok(None));
+    s.job_finished(1, c, ended_with(ok(), error), 6).unwrap();
+    let view = job_view(&s, command, "c", 7);
+    assert_eq!((view.status, view.agent), (JobStatus::Succeeded, None));
+    assert_eq!(s.summary(command).unwrap().cost_usd, 0.0);
 }
 
 #[test]
