@@ -1,6 +1,7 @@
 //! The manager's configuration: defaults < config file < `AAM_*` environment < flags.
 
 use aam_protocol::agent::AgentDef;
+use aam_protocol::agent_run::{AgentFormat, ModelPrice};
 use aam_protocol::codec::DEFAULT_MAX_FRAME;
 use aam_protocol::output::DEFAULT_OUTPUT_CAP;
 use aam_protocol::spec::{parse_duration_ms, Limits};
@@ -65,7 +66,52 @@ pub struct ManagerConfig {
     /// Command template the definitions run with; may use
     /// `{system_prompt}`, `{tools}`, `{model}`, `{prompt}`, `{agent}`.
     pub runner: Option<Vec<String>>,
+    /// Prices of models' tokens (USD per million), by model-name prefix,
+    /// over the built-in ones (`prices::DEFAULT_PRICES`).
+    pub prices: Prices,
+    /// First pause of a limit group after a usage limit that names no reset
+    /// time; it doubles while limits continue (up to 1 h).
+    pub limit_backoff: String,
+    /// Budget in USD of sessions that set no `max_cost_usd` (none: no limit).
+    pub max_cost_usd: Option<f64>,
 }
+
+/// The `[prices]` table: per model-name prefix, USD per million tokens.
+/// Read from the file as written (`read_case_sensitive`): the config crate
+/// folds key case and splits keys at dots (`claude-3.5`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prices(pub BTreeMap<String, ModelPrice>);
+
+impl<'de> Deserialize<'de> for Prices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Prices, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Prices::default())
+    }
+}
+
+/// One model's prices as written in `[prices]`: cache rates default to
+/// Anthropic's ratios (a cache read 0.1 × input, a cache write 1.25 × input).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceEntry {
+    input: f64,
+    output: f64,
+    cache_read: Option<f64>,
+    cache_write: Option<f64>,
+}
+
+impl From<PriceEntry> for ModelPrice {
+    fn from(e: PriceEntry) -> ModelPrice {
+        ModelPrice {
+            input: e.input,
+            output: e.output,
+            cache_read: e.cache_read.unwrap_or(e.input * 0.1),
+            cache_write: e.cache_write.unwrap_or(e.input * 1.25),
+        }
+    }
+}
+
+use crate::state::LIMIT_BACKOFF_CAP_MS;
 
 impl Default for ManagerConfig {
     fn default() -> Self {
@@ -94,6 +140,9 @@ impl Default for ManagerConfig {
             agents: BTreeMap::new(),
             agents_dirs: None,
             runner: None,
+            prices: Prices::default(),
+            limit_backoff: "60s".into(),
+            max_cost_usd: None,
         }
     }
 }
@@ -120,6 +169,8 @@ const ENV_KEYS: &[&str] = &[
     "retry_backoff_max",
     "max_worker_losses",
     "retention",
+    "limit_backoff",
+    "max_cost_usd",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +236,7 @@ impl ManagerConfig {
         // The config crate folds key case; agent env names must keep theirs,
         // so agents are read from the file as written.
         if let Some(path) = file {
-            (cfg.agents, cfg.tokens) = read_case_sensitive(path)?;
+            (cfg.agents, cfg.tokens, cfg.prices) = read_case_sensitive(path)?;
         }
         cfg.check()?;
         Ok(cfg)
@@ -221,6 +272,7 @@ impl ManagerConfig {
             ("retry_backoff", Some(self.retry_backoff.as_str())),
             ("retry_backoff_max", Some(self.retry_backoff_max.as_str())),
             ("retention", Some(self.retention.as_str())),
+            ("limit_backoff", Some(self.limit_backoff.as_str())),
         ];
         for (key, value) in durations {
             if let Some(text) = value {
@@ -242,6 +294,35 @@ impl ManagerConfig {
         if self.max_worker_losses == 0 {
             return bad("max_worker_losses must be at least 1".into());
         }
+        self.check_agent_keys()?;
+        if let Ok(ms) = parse_duration_ms(&self.limit_backoff) {
+            if ms == 0 || ms > LIMIT_BACKOFF_CAP_MS {
+                return bad(format!(
+                    "limit_backoff ({}) must be more than 0 and at most 1h",
+                    self.limit_backoff
+                ));
+            }
+        }
+        if let Some(usd) = self.max_cost_usd.filter(|u| !u.is_finite() || *u <= 0.0) {
+            return bad(format!(
+                "max_cost_usd: {usd} is not a budget (a positive number of USD)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys about agents: each agent's command, durations, format and
+    /// limit group, and the price table.
+    fn check_agent_keys(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (model, p) in &self.prices.0 {
+            let rates = [p.input, p.output, p.cache_read, p.cache_write];
+            if rates.iter().any(|r| !r.is_finite() || *r < 0.0) {
+                return bad(format!(
+                    "prices.{model}: prices are USD per million tokens, 0 or more"
+                ));
+            }
+        }
         for (name, agent) in &self.agents {
             for (key, value) in [
                 ("timeout", &agent.timeout),
@@ -256,6 +337,16 @@ impl ManagerConfig {
             }
             if agent.command.is_empty() {
                 return bad(format!("agents.{name}.command: the template is empty"));
+            }
+            if let Some(Err(e)) = agent.format.as_deref().map(AgentFormat::parse) {
+                return bad(format!("agents.{name}.format: {e}"));
+            }
+            if let Some(group) = &agent.limit_group {
+                if group.len() > 128 || !aam_protocol::spec::is_valid_name(group) {
+                    return bad(format!(
+                        "agents.{name}.limit_group: '{group}' must be 1-128 letters, digits, '-', '_' or '.'"
+                    ));
+                }
             }
         }
         Ok(())
@@ -325,6 +416,9 @@ impl ManagerConfig {
             default_retry_backoff_ms: ms(&self.retry_backoff).max(1),
             retry_backoff_max_ms: ms(&self.retry_backoff_max).max(1),
             max_losses: self.max_worker_losses,
+            prices: crate::prices::PriceTable::with(&self.prices.0),
+            limit_backoff_ms: ms(&self.limit_backoff).clamp(1, LIMIT_BACKOFF_CAP_MS),
+            default_max_cost_usd: self.max_cost_usd,
         }
     }
 
@@ -341,24 +435,31 @@ impl ManagerConfig {
     }
 }
 
-type AgentsAndTokens = (BTreeMap<String, AgentDef>, BTreeMap<String, String>);
+type NamedTables = (BTreeMap<String, AgentDef>, BTreeMap<String, String>, Prices);
 
 /// The tables whose keys are names the user chose, read as written.
-fn read_case_sensitive(path: &Path) -> Result<AgentsAndTokens, ConfigError> {
+fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
     #[derive(Deserialize)]
-    struct AgentsOnly {
+    struct NamedOnly {
         #[serde(default)]
         agents: BTreeMap<String, AgentDef>,
         #[serde(default)]
         tokens: BTreeMap<String, String>,
+        #[serde(default)]
+        prices: BTreeMap<String, PriceEntry>,
     }
     let err = |message: String| ConfigError::File {
         path: path.to_path_buf(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let parsed: AgentsOnly = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    Ok((parsed.agents, parsed.tokens))
+    let parsed: NamedOnly = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let prices = parsed
+        .prices
+        .into_iter()
+        .map(|(model, entry)| (model, entry.into()))
+        .collect();
+    Ok((parsed.agents, parsed.tokens, Prices(prices)))
 }
 
 #[cfg(test)]
@@ -401,6 +502,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lease_ms"), "{e}");
+    }
+
+    #[test]
+    fn prices_limits_and_budgets_load_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aam.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write(concat!(
+            "limit_backoff = \"2m\"\n",
+            "[prices]\n\"claude-3.5-Sonnet\" = { input = 2.0, output = 8.0 }\n",
+            "[agents.c]\ncommand = [\"claude\"]\nformat = \"text\"\nlimit_group = \"anthropic\"\n",
+        ));
+        let env = vec![("AAM_MAX_COST_USD".to_string(), "2.5".to_string())];
+        let cfg = ManagerConfig::load(Some(&path), env, &[]).unwrap();
+        assert_eq!(cfg.max_cost_usd, Some(2.5));
+        let price = cfg.prices.0["claude-3.5-Sonnet"];
+        assert_eq!(
+            (price.input, price.cache_read, price.cache_write),
+            (2.0, 0.2, 2.5)
+        );
+        let state = cfg.state_config();
+        assert_eq!(state.limit_backoff_ms, 120_000);
+        assert_eq!(state.default_max_cost_usd, Some(2.5));
+        assert_eq!(state.prices.of("claude-3.5-Sonnet-x").unwrap().output, 8.0);
+        let refused = |text: &str| {
+            write(text);
+            ManagerConfig::load(Some(&path), vec![], &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused("[agents.c]\ncommand = [\"c\"]\nformat = \"json\"\n");
+        assert!(e.contains("agents.c.format: unknown format 'json'"), "{e}");
+        let e = refused("[agents.c]\ncommand = [\"c\"]\nlimit_group = \"a b\"\n");
+        assert!(e.contains("agents.c.limit_group"), "{e}");
+        let e = refused("limit_backoff = \"2h\"\n");
+        assert!(e.contains("limit_backoff"), "{e}");
+        let e = refused("max_cost_usd = -1.0\n");
+        assert!(e.contains("max_cost_usd"), "{e}");
+        let e = refused("[prices]\nm = { input = -1.0, output = 1.0 }\n");
+        assert!(e.contains("prices.m"), "{e}");
+        let e = refused("[prices]\nm = { input = 1.0, outptu = 1.0 }\n");
+        assert!(e.contains("outptu"), "{e}");
     }
 
     #[test]

@@ -10,13 +10,19 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The default `runner`: Claude Code in print mode with the definition's
-/// system prompt appended.
+/// system prompt appended, its events streamed as JSON so aam reads its
+/// answer, turns, cost and usage limits (`--` keeps a prompt that starts
+/// with '-' a prompt).
 pub fn default_runner() -> Vec<String> {
     [
         "claude",
         "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
         "--append-system-prompt",
         "{system_prompt}",
+        "--",
         "{prompt}",
     ]
     .iter()

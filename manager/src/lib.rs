@@ -13,6 +13,7 @@ pub mod frame_writer;
 pub mod listener;
 pub mod logging;
 pub mod peer_input;
+pub mod prices;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;

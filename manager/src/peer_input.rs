@@ -1,11 +1,13 @@
 //! What the manager takes from its peers, checked for size and shape at
 //! the connection, before it reaches the scheduler: a worker's
 //! registration (name, slots, prefetch, labels, the attempts it reports),
-//! the free text of its reports, and a client's gate comment. Text that
-//! only informs is cut to its limit (a progress message, a spawn error);
+//! the free text of its reports (an agent's run included), and a client's
+//! gate comment. Text that only informs is cut to its limit (a progress
+//! message, a spawn error, what an agent said);
 //! what configures a worker or is recorded as someone's word is refused,
 //! naming the field and the limit.
 
+use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{AttemptRef, ClientRequest, WorkerToManager};
 use aam_protocol::spec::is_valid_name;
 use std::collections::BTreeMap;
@@ -28,6 +30,15 @@ pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
 pub const MAX_SPAWN_ERROR_BYTES: usize = 4096;
 /// A gate decision's comment longer than this is refused.
 pub const MAX_GATE_COMMENT_BYTES: usize = 4096;
+/// An agent's final answer is cut to this (it is kept with every attempt).
+pub const MAX_AGENT_RESULT_BYTES: usize = 256 * 1024;
+/// The other texts of an agent's run (its last words, its error, a limit's
+/// message) are cut to this.
+pub const MAX_AGENT_TEXT_BYTES: usize = 4096;
+/// An id or a name in an agent's run (its session id, a model) is cut to this.
+pub const MAX_AGENT_NAME_BYTES: usize = 256;
+/// Most models an agent's usage is counted under; more are dropped.
+pub const MAX_AGENT_MODELS: usize = 32;
 
 /// Checks a `Register`; the reason it is refused otherwise.
 pub fn check_register(
@@ -82,8 +93,40 @@ pub fn trim_report(report: &mut WorkerToManager) {
             ..
         } => truncate(message, MAX_PROGRESS_MESSAGE_BYTES),
         WorkerToManager::SpawnFailed { error, .. } => truncate(error, MAX_SPAWN_ERROR_BYTES),
+        WorkerToManager::AgentUpdate { run, .. }
+        | WorkerToManager::Finished {
+            agent: Some(run), ..
+        } => trim_agent_run(run),
         _ => {}
     }
+}
+
+/// Cuts what an agent's run says to its limits, and drops a cost that is
+/// no amount (negative, or not a number).
+fn trim_agent_run(run: &mut AgentRun) {
+    for text in [&mut run.session_id, &mut run.model].into_iter().flatten() {
+        truncate(text, MAX_AGENT_NAME_BYTES);
+    }
+    let texts = [&mut run.last_tool, &mut run.last_text, &mut run.error];
+    for text in texts.into_iter().flatten() {
+        truncate(text, MAX_AGENT_TEXT_BYTES);
+    }
+    if let Some(limit) = &mut run.limit {
+        truncate(&mut limit.message, MAX_AGENT_TEXT_BYTES);
+    }
+    if let Some(result) = &mut run.result {
+        truncate(result, MAX_AGENT_RESULT_BYTES);
+    }
+    if run.usage.len() > MAX_AGENT_MODELS
+        || run.usage.keys().any(|m| m.len() > MAX_AGENT_NAME_BYTES)
+    {
+        run.usage = std::mem::take(&mut run.usage)
+            .into_iter()
+            .filter(|(model, _)| model.len() <= MAX_AGENT_NAME_BYTES)
+            .take(MAX_AGENT_MODELS)
+            .collect();
+    }
+    run.reported_cost_usd = run.reported_cost_usd.filter(|c| c.is_finite() && *c >= 0.0);
 }
 
 /// Checks a client's request; the reason it is refused otherwise.
@@ -177,6 +220,33 @@ mod tests {
             unreachable!()
         };
         assert_eq!(error.len(), MAX_SPAWN_ERROR_BYTES);
+    }
+
+    #[test]
+    fn an_agent_run_is_cut_to_its_limits_and_a_bad_cost_dropped() {
+        let mut run = AgentRun {
+            session_id: Some("s".repeat(1000)),
+            result: Some("r".repeat(MAX_AGENT_RESULT_BYTES + 1)),
+            last_text: Some("t".repeat(10_000)),
+            reported_cost_usd: Some(f64::INFINITY),
+            ..AgentRun::default()
+        };
+        for i in 0..40 {
+            run.usage.insert(format!("m{i}"), Default::default());
+        }
+        let mut update = WorkerToManager::AgentUpdate {
+            attempt: attempt(0),
+            run,
+        };
+        trim_report(&mut update);
+        let WorkerToManager::AgentUpdate { run, .. } = update else {
+            unreachable!()
+        };
+        assert_eq!(run.session_id.unwrap().len(), MAX_AGENT_NAME_BYTES);
+        assert_eq!(run.result.unwrap().len(), MAX_AGENT_RESULT_BYTES);
+        assert_eq!(run.last_text.unwrap().len(), MAX_AGENT_TEXT_BYTES);
+        assert_eq!(run.usage.len(), MAX_AGENT_MODELS);
+        assert_eq!(run.reported_cost_usd, None);
     }
 
     #[test]

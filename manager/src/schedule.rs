@@ -1,6 +1,6 @@
 //! The scheduling decision as a pure function: which queued job goes to which
-//! worker slot, under each session's `max_parallel` and each job's
-//! `requires` labels. The scheduler actor only feeds it and applies its
+//! worker slot, under each session's `max_parallel`, each job's `requires`
+//! labels and the worker a job is pinned to. The scheduler actor only feeds it and applies its
 //! answer; `why_waiting` explains a job it did not place.
 
 use crate::state::WorkerId;
@@ -24,6 +24,9 @@ pub struct WorkerCapacity<'a> {
 pub struct Candidate<'a> {
     pub job: JobKey,
     pub requires: &'a Labels,
+    /// The only worker it may run on (a follow-up, where its conversation
+    /// lives).
+    pub only: Option<WorkerId>,
 }
 
 /// Whether a worker's labels satisfy a job's requirements.
@@ -63,7 +66,14 @@ pub fn plan<'a>(
         if session_room.get(&session) == Some(&0) {
             continue;
         }
-        let chosen = if candidate.requires.is_empty() {
+        let chosen = if let Some(only) = candidate.only {
+            // Pinned jobs are few: a scan of the workers each.
+            (0..workers.len()).find(|&i| {
+                workers[i].worker == only
+                    && free[i] > 0
+                    && matches(candidate.requires, workers[i].labels)
+            })
+        } else if candidate.requires.is_empty() {
             loop {
                 let Some((f, Reverse(i))) = heap.pop() else {
                     break None;
@@ -151,6 +161,7 @@ mod tests {
             .map(|&job| Candidate {
                 job,
                 requires: no_labels(),
+                only: None,
             })
             .collect()
     }
@@ -228,14 +239,17 @@ mod tests {
             Candidate {
                 job: key(1, 0),
                 requires: &gpu,
+                only: None,
             },
             Candidate {
                 job: key(1, 1),
                 requires: &gpu,
+                only: None,
             },
             Candidate {
                 job: key(1, 2),
                 requires: no_labels(),
+                only: None,
             },
         ];
         let out = plan(queued, &[plain_worker, gpu_worker], &mut HashMap::new());
@@ -255,6 +269,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_pinned_job_goes_to_its_worker_only_and_others_go_past() {
+        let mut queued = plain(&jobs(3));
+        queued[0].only = Some(2);
+        queued[1].only = Some(3);
+        let out = plan(queued, &[cap(1, 4), cap(2, 1)], &mut HashMap::new());
+        assert_eq!(out, vec![(key(1, 0), 2), (key(1, 2), 1)]);
+        let mut busy = plain(&jobs(1));
+        busy[0].only = Some(2);
+        assert!(plan(busy, &[cap(1, 4), cap(2, 0)], &mut HashMap::new()).is_empty());
+    }
+
     /// One decision with 100,000 queued jobs and 1,000 workers: when a slot
     /// frees, when nothing can be placed, and when only the last session has
     /// room. (How long each takes is measured by the bench, not here.)
@@ -272,6 +298,7 @@ mod tests {
             .map(|&job| Candidate {
                 job,
                 requires: &gpu,
+                only: None,
             })
             .collect();
         let idle: Vec<WorkerCapacity> = (0..1000).map(|w| cap(w, 4)).collect();

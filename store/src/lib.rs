@@ -1,7 +1,8 @@
 //! aam-store: the manager's durable state in sled.
 //!
-//! Sessions, jobs (with their attempt counters) and the captured output of
-//! finished jobs, under a schema version. `Store::open` gives a read handle
+//! Sessions, jobs (with their attempt counters), the captured output of
+//! finished jobs and the pauses of usage-limit groups, under a schema
+//! version (an older one is migrated at open: `migrate`). `Store::open` gives a read handle
 //! (`Store`, cheap to clone) and the one `StoreWriter`. A group of changes is
 //! committed by appending it to a write-ahead log and syncing that once
 //! (group commit); only then is it written into sled's memory, so sled never
@@ -11,6 +12,7 @@
 //! aam touches sled.
 
 pub mod files;
+mod migrate;
 mod trees;
 mod wal;
 mod writer;
@@ -18,14 +20,20 @@ mod writer;
 pub use wal::Recovery;
 pub use writer::{StoreWriter, CHECKPOINT_BYTES, RESERVE_BYTES};
 
+use aam_protocol::agent_run::LimitPause;
 use aam_protocol::model::{JobRecord, SessionRecord};
 use aam_protocol::{JobKey, SessionId};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use trees::Trees;
 
-/// Version of the on-disk layout. Bump it when a record changes shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the on-disk layout. Bump it when a record changes shape, and
+/// teach `migrate` the old shape.
+///
+/// 2: agents understood (issue 9): jobs gained their agent's format, limit
+/// group, budget, pinned worker and run; attempts their outcome as an
+/// `AttemptOutcome` and their run; sessions a budget; a tree of pauses.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Default sled page cache, set explicitly (sled's own default is 1 GB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -43,7 +51,7 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
-    #[error("data directory {path} holds schema version {found}, older than this aam-manager's ({supported}), and there is no migration for it yet; move the directory away (or finish its sessions with the older aam)")]
+    #[error("data directory {path} holds schema version {found}, older than this aam-manager's ({supported}), and there is no migration from it; move the directory away (or finish its sessions with the older aam)")]
     OlderSchema {
         path: PathBuf,
         found: u32,
@@ -146,6 +154,9 @@ pub struct Snapshot {
     /// All jobs, ordered by (session, index).
     pub jobs: Vec<JobRecord>,
     pub next_session: u64,
+    /// Limit groups paused after a usage limit (or whose backoff is still
+    /// raised), by group.
+    pub pauses: Vec<LimitPause>,
 }
 
 /// A group of writes committed together.
@@ -157,6 +168,10 @@ pub struct Changes {
     pub next_session: Option<u64>,
     /// Sessions to delete with their jobs and outputs: (id, job count).
     pub removed: Vec<(SessionId, u32)>,
+    /// Pauses of limit groups to write (a group's record replaces its last).
+    pub pauses: Vec<LimitPause>,
+    /// Limit groups whose pause record is to go (their backoff is reset).
+    pub pauses_ended: Vec<String>,
 }
 
 impl Changes {
@@ -166,6 +181,8 @@ impl Changes {
             && self.outputs.is_empty()
             && self.next_session.is_none()
             && self.removed.is_empty()
+            && self.pauses.is_empty()
+            && self.pauses_ended.is_empty()
     }
 }
 
@@ -206,6 +223,9 @@ impl Store {
         for items in frames {
             trees.replay(items)?;
         }
+        // The log may have held records of the old schema, or a migration
+        // that sled had not taken in yet: the version is read after it.
+        let version = trees.schema_version()?;
         let store = Store {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -214,7 +234,10 @@ impl Store {
             }),
         };
         let mut writer = StoreWriter::new(store.clone(), wal);
-        if replayed > 0 {
+        if version < SCHEMA_VERSION {
+            // Migrates and checkpoints, so the log holds no old record.
+            writer.migrate(version)?;
+        } else if replayed > 0 {
             tracing::info!(frames = replayed, "replayed the store's write-ahead log");
             writer.checkpoint()?;
         }
@@ -278,6 +301,15 @@ mod tests {
         }
     }
 
+    fn pause(group: &str) -> LimitPause {
+        LimitPause {
+            group: group.into(),
+            until_ms: 1000,
+            backoff_ms: 120_000,
+            message: "usage limit".into(),
+        }
+    }
+
     pub(crate) fn job(session: u64, index: u32) -> JobRecord {
         let key = JobKey {
             session: SessionId(session),
@@ -298,11 +330,21 @@ mod tests {
                     outputs: vec![(job(1, 0).key, b"out".to_vec())],
                     next_session: Some(3),
                     removed: Vec::new(),
+                    pauses: vec![pause("claude"), pause("codex")],
+                    pauses_ended: Vec::new(),
                 }])
                 .unwrap();
+            writer
+                .commit(vec![Changes {
+                    pauses_ended: vec!["codex".into()],
+                    ..Default::default()
+                }])
+                .unwrap();
+            assert_eq!(writer.durable_snapshot().unwrap().pauses, [pause("claude")]);
         }
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let snap = store.load().unwrap();
+        assert_eq!(snap.pauses, [pause("claude")]);
         assert_eq!(snap.next_session, 3);
         assert_eq!(snap.sessions.len(), 2);
         let keys: Vec<_> = snap

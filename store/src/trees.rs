@@ -1,8 +1,14 @@
 //! The open sled database and its trees: opening it (its lock, the schema
 //! version), writing a group of changes or a replayed log frame into it,
 //! and reading records back. Only the store's own modules use it.
+//!
+//! Trees: `sessions` and `jobs` (encoded records by id), `outputs` (an
+//! ended attempt's encoded capture by job), `pauses` (an encoded
+//! `LimitPause` by group name) and `meta` (the schema version, the next
+//! session id).
 
 use crate::files::{narrow_tree, private_subdir};
+use crate::migrate::OLDEST_MIGRATED;
 use crate::wal::Item;
 use crate::{job_key, session_key, Changes, Result, Snapshot, StoreError, SCHEMA_VERSION};
 use aam_protocol::codec;
@@ -16,9 +22,10 @@ pub(crate) struct Trees {
     path: PathBuf,
     pub(crate) db: sled::Db,
     pub(crate) meta: sled::Tree,
-    sessions: sled::Tree,
-    jobs: sled::Tree,
+    pub(crate) sessions: sled::Tree,
+    pub(crate) jobs: sled::Tree,
     outputs: sled::Tree,
+    pauses: sled::Tree,
 }
 
 fn corrupt(e: codec::CodecError) -> StoreError {
@@ -63,6 +70,7 @@ impl Trees {
             sessions: db.open_tree("sessions").map_err(sled_err)?,
             jobs: db.open_tree("jobs").map_err(sled_err)?,
             outputs: db.open_tree("outputs").map_err(sled_err)?,
+            pauses: db.open_tree("pauses").map_err(sled_err)?,
             db,
             path,
         };
@@ -70,18 +78,22 @@ impl Trees {
         Ok(trees)
     }
 
+    /// Refuses a schema this build cannot read: a newer one, or one older
+    /// than any migration. A new store gets the current version. An older
+    /// one is migrated after the log is replayed (`Store::open`).
     fn check_schema(&self, dir: &Path) -> Result<()> {
-        let Some(v) = self.meta.get(SCHEMA_KEY).map_err(|e| self.err(e))? else {
+        if self
+            .meta
+            .get(SCHEMA_KEY)
+            .map_err(|e| self.err(e))?
+            .is_none()
+        {
             self.meta
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
                 .map_err(|e| self.err(e))?;
             return self.flush();
-        };
-        let found = u32::from_be_bytes(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("schema version".into()))?,
-        );
+        }
+        let found = self.schema_version()?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
                 path: dir.to_path_buf(),
@@ -89,7 +101,7 @@ impl Trees {
                 supported: SCHEMA_VERSION,
             });
         }
-        if found < SCHEMA_VERSION {
+        if found < OLDEST_MIGRATED {
             // Records are bincode: an older layout cannot be read as the
             // new one. Say so rather than fail on a record.
             return Err(StoreError::OlderSchema {
@@ -99,6 +111,25 @@ impl Trees {
             });
         }
         Ok(())
+    }
+
+    pub(crate) fn set_schema_version(&self, version: u32) -> Result<()> {
+        self.meta
+            .insert(SCHEMA_KEY, &version.to_be_bytes())
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The schema version the records in sled are written in.
+    pub(crate) fn schema_version(&self) -> Result<u32> {
+        match self.meta.get(SCHEMA_KEY).map_err(|e| self.err(e))? {
+            Some(v) => {
+                Ok(u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                    StoreError::Corrupt("schema version".into())
+                })?))
+            }
+            None => Ok(SCHEMA_VERSION),
+        }
     }
 
     pub(crate) fn err(&self, source: sled::Error) -> StoreError {
@@ -125,6 +156,9 @@ impl Trees {
                     self.remove_session(SessionId(id), count)?;
                     Ok(None)
                 }
+                Item::Pause(group, v) => self.pauses.insert(group, v),
+                Item::PauseEnded(group) => self.pauses.remove(group),
+                Item::Schema(version) => self.meta.insert(SCHEMA_KEY, &version.to_be_bytes()),
             };
             result.map_err(|e| self.err(e))?;
         }
@@ -175,6 +209,19 @@ impl Trees {
         for (id, count) in changes.removed {
             self.remove_session(id, count)?;
         }
+        for pause in &changes.pauses {
+            self.pauses
+                .insert(
+                    pause.group.as_bytes(),
+                    codec::encode(pause).map_err(corrupt)?,
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        for group in &changes.pauses_ended {
+            self.pauses
+                .remove(group.as_bytes())
+                .map_err(|e| self.err(e))?;
+        }
         Ok(())
     }
 
@@ -198,6 +245,10 @@ impl Trees {
             ),
             None => 1,
         };
+        for item in self.pauses.iter() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            snap.pauses.push(codec::decode(&v).map_err(corrupt)?);
+        }
         Ok(snap)
     }
 

@@ -31,6 +31,9 @@ const KIND_OUTPUT: u8 = 2;
 const KIND_SESSION: u8 = 3;
 const KIND_NEXT_SESSION: u8 = 4;
 const KIND_REMOVED: u8 = 5;
+const KIND_PAUSE: u8 = 6;
+const KIND_PAUSE_ENDED: u8 = 7;
+const KIND_SCHEMA: u8 = 8;
 
 /// One decoded item of a frame.
 pub(crate) enum Item {
@@ -40,6 +43,13 @@ pub(crate) enum Item {
     NextSession(u64),
     /// A session deleted with its jobs and outputs: (id, job count).
     Removed(u64, u32),
+    /// A limit group's pause: (group, encoded `LimitPause`).
+    Pause(Vec<u8>, Vec<u8>),
+    /// A limit group whose pause record is gone (its backoff reset).
+    PauseEnded(Vec<u8>),
+    /// The records before it in the log are of this schema version (the
+    /// last item of a migration).
+    Schema(u32),
 }
 
 fn push_item(buf: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -76,7 +86,41 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
         body.extend_from_slice(&count.to_be_bytes());
         push_item(&mut buf, KIND_REMOVED, &body);
     }
+    for pause in &changes.pauses {
+        let group = pause.group.as_bytes();
+        let group_len = u16::try_from(group.len()).map_err(|_| {
+            StoreError::Corrupt(format!("limit group name of {} bytes", group.len()))
+        })?;
+        let mut body = group_len.to_be_bytes().to_vec();
+        body.extend_from_slice(group);
+        body.extend_from_slice(&codec::encode(pause).map_err(corrupt)?);
+        push_item(&mut buf, KIND_PAUSE, &body);
+    }
+    for group in &changes.pauses_ended {
+        push_item(&mut buf, KIND_PAUSE_ENDED, group.as_bytes());
+    }
     Ok(buf)
+}
+
+/// One frame body rewriting every record in the current schema, then
+/// marking the schema version: a migration, durable (or not) as a whole.
+pub(crate) fn encode_migration(changes: &Changes, version: u32) -> Result<Vec<u8>> {
+    let mut buf = encode_changes(changes)?;
+    push_item(&mut buf, KIND_SCHEMA, &version.to_be_bytes());
+    if u32::try_from(buf.len()).is_err() {
+        return Err(StoreError::Corrupt(format!(
+            "a migration of {} bytes does not fit one log frame",
+            buf.len()
+        )));
+    }
+    Ok(buf)
+}
+
+/// A pause item's body: the group's length and name, then the record.
+fn decode_pause(data: &[u8]) -> Option<Item> {
+    let len = u16::from_be_bytes(data.get(..2)?.try_into().ok()?) as usize;
+    let group = data.get(2..2 + len)?.to_vec();
+    Some(Item::Pause(group, data[2 + len..].to_vec()))
 }
 
 fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
@@ -95,6 +139,9 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
                 u64::from_be_bytes(data[..8].try_into().ok()?),
                 u32::from_be_bytes(data[8..].try_into().ok()?),
             ),
+            KIND_PAUSE => decode_pause(data)?,
+            KIND_PAUSE_ENDED => Item::PauseEnded(data.to_vec()),
+            KIND_SCHEMA => Item::Schema(u32::from_be_bytes(data.try_into().ok()?)),
             _ => return None,
         });
     }
@@ -264,6 +311,18 @@ pub(crate) mod testing {
         let mut b = Vec::new();
         push_item(&mut b, KIND_NEXT_SESSION, &n.to_be_bytes());
         b
+    }
+
+    /// A frame holding one job record as `record` encodes it (written as
+    /// an older schema would have).
+    pub fn job_frame(key: [u8; 12], record: &[u8]) -> Vec<u8> {
+        let mut body = key.to_vec();
+        body.extend_from_slice(record);
+        let mut item = Vec::new();
+        push_item(&mut item, KIND_JOB, &body);
+        let mut frame = Vec::new();
+        push_frame(&mut frame, &item);
+        frame
     }
 
     /// A log of `n` such frames, and the offset each starts at.

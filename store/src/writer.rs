@@ -15,9 +15,11 @@
 //! (`restore_sled`).
 
 use crate::files::{self, PROBE_FILE};
+use crate::migrate;
 use crate::trees::Trees;
 use crate::wal::{self, Item, Wal};
-use crate::{Changes, Result, Snapshot, Store, StoreError};
+use crate::{Changes, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
+use aam_protocol::agent_run::LimitPause;
 use aam_protocol::codec;
 use aam_protocol::model::{JobRecord, SessionRecord};
 use std::collections::BTreeMap;
@@ -82,6 +84,36 @@ impl StoreWriter {
             Err(e) => self.on_sled_failure(e),
             Ok(()) => self.checkpoint_when_due(),
         }
+        Ok(())
+    }
+
+    /// Rewrites every record of schema `from` in the current schema: one
+    /// log frame holding them all and the new version, synced, then sled,
+    /// then a checkpoint, so the log holds no old record afterwards. A
+    /// crash at any point leaves either the old store (migrated again at
+    /// the next open) or the whole migration in the log (replayed).
+    pub(crate) fn migrate(&mut self, from: u32) -> Result<()> {
+        let (changes, counts) = self.store.with(|trees| migrate::rewrite(trees, from))?;
+        let body = wal::encode_migration(&changes, SCHEMA_VERSION)?;
+        self.ensure_room((body.len() as u64).saturating_mul(3))?;
+        self.wal.append(&[body])?;
+        self.wal.sync()?;
+        let applied = self.store.with(|trees| {
+            trees.apply(changes)?;
+            trees.set_schema_version(SCHEMA_VERSION)
+        });
+        if let Err(e) = applied.and_then(|()| self.checkpoint()) {
+            self.sled_failed = true;
+            return Err(e);
+        }
+        tracing::info!(
+            from,
+            to = SCHEMA_VERSION,
+            sessions = counts.sessions,
+            jobs = counts.jobs,
+            attempts = counts.attempts,
+            "migrated the store to a new schema version"
+        );
         Ok(())
     }
 
@@ -227,6 +259,11 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         .map(|j| ((j.key.session.0, j.key.index), j))
         .collect();
     let mut next_session = snapshot.next_session;
+    let mut pauses: BTreeMap<String, LimitPause> = snapshot
+        .pauses
+        .into_iter()
+        .map(|p| (p.group.clone(), p))
+        .collect();
     for item in frames.into_iter().flatten() {
         match item {
             Item::Job(_, bytes) => {
@@ -244,13 +281,22 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
                     jobs.remove(&(id, index));
                 }
             }
-            Item::Output(..) => {}
+            Item::Pause(_, bytes) => {
+                let pause: LimitPause = codec::decode(&bytes).map_err(decode_err)?;
+                pauses.insert(pause.group.clone(), pause);
+            }
+            Item::PauseEnded(group) => {
+                pauses.remove(&*String::from_utf8_lossy(&group));
+            }
+            // A migration's log is checkpointed before the store is used.
+            Item::Output(..) | Item::Schema(_) => {}
         }
     }
     Ok(Snapshot {
         sessions: sessions.into_values().collect(),
         jobs: jobs.into_values().collect(),
         next_session,
+        pauses: pauses.into_values().collect(),
     })
 }
 

@@ -407,6 +407,7 @@ fn schedule() {
             keys.iter().map(|&job| Candidate {
                 job,
                 requires: &none,
+                only: None,
             })
         };
         let frees =
@@ -415,6 +416,7 @@ fn schedule() {
             let wanting = keys.iter().map(|&job| Candidate {
                 job,
                 requires: &gpu,
+                only: None,
             });
             assert!(plan(wanting, &idle, &mut HashMap::new()).is_empty());
         });

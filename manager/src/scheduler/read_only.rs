@@ -117,6 +117,7 @@ impl Scheduler {
                 WorkerToManager::Finished { .. }
                     | WorkerToManager::SpawnFailed { .. }
                     | WorkerToManager::Progress { .. }
+                    | WorkerToManager::AgentUpdate { .. }
             )
     }
 

@@ -4,7 +4,7 @@
 
 use super::effects::Effect;
 use super::Scheduler;
-use crate::state::StateError;
+use crate::state::{ContinueRefused, StateError};
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, ManagerToWorker};
 use aam_protocol::model::{SessionSummary, StopCause};
 use aam_protocol::spec::BatchSpec;
@@ -64,7 +64,7 @@ impl Scheduler {
             } => self.submit(batch, idempotency_key, now),
             ClientRequest::ListSessions => Reply::Answer(ClientResponse::Sessions {
                 sessions: self.state.summaries(),
-                paused: Vec::new(),
+                paused: self.state.paused_groups(now),
             }),
             ClientRequest::Session { session, output } => {
                 let stored = self.output_reader();
@@ -117,10 +117,29 @@ impl Scheduler {
                 comment,
             } => self.decide(session, &job, approve, who, comment, now),
             ClientRequest::Watch { session } => self.watch(session, watching),
-            ClientRequest::Continue { .. } => Reply::Answer(ClientResponse::Error {
-                kind: ErrorKind::BadRequest,
-                message: "aam continue is not available yet".into(),
-            }),
+            ClientRequest::Continue {
+                session,
+                job,
+                prompt,
+            } => self.continue_job(session, &job, prompt, now),
+        }
+    }
+
+    /// A follow-up of an agent job: a new session of one job resuming its
+    /// conversation, answered like a submission.
+    fn continue_job(&mut self, session: SessionId, job: &str, prompt: String, now: u64) -> Reply {
+        match self.state.continue_job(session, job, prompt, now) {
+            Ok((new, jobs)) => {
+                tracing::info!(session = %new, from = %session, job = %job, "follow-up submitted");
+                Reply::Answer(ClientResponse::Submitted {
+                    session: new,
+                    jobs,
+                    existing: false,
+                    estimate: self.state.estimate(new, now),
+                })
+            }
+            Err(ContinueRefused::State(e)) => e.into(),
+            Err(ContinueRefused::Invalid(errors)) => Reply::Answer(ClientResponse::Invalid(errors)),
         }
     }
 

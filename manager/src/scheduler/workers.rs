@@ -3,9 +3,9 @@
 
 use super::effects::Effect;
 use super::{Scheduler, WorkerId};
-use crate::state::{Fenced, Registration, WorkerEntry};
+use crate::state::{BudgetStop, EndReport, Fenced, Registration, WorkerEntry};
 use crate::worker_conn::{Replaced, ToWorker, WorkerConn};
-use aam_protocol::messages::{AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
+use aam_protocol::messages::{AttemptRef, ManagerToWorker, WorkerToManager};
 use aam_protocol::model::{ExitInfo, StopCause};
 use aam_protocol::now_ms;
 use actix::prelude::*;
@@ -154,14 +154,36 @@ impl Handler<WorkerReport> for Scheduler {
                 attempt,
                 exit,
                 stopped,
-                agent: _,
-            } => effects.extend(self.finish(msg.id, attempt, exit, stopped, None, now)),
-            // What an agent did so far: not read yet.
-            WorkerToManager::AgentUpdate { .. } => return,
+                agent,
+            } => {
+                let report = EndReport {
+                    exit: Some(exit),
+                    stopped,
+                    reason: None,
+                    agent,
+                };
+                effects.extend(self.finish(msg.id, attempt, report, now));
+            }
+            WorkerToManager::AgentUpdate { attempt, run } => {
+                match self.state.agent_update(msg.id, attempt, run, now) {
+                    Ok(Some(BudgetStop {
+                        worker,
+                        attempt,
+                        grace_ms,
+                    })) => effects.push(stop(worker, attempt, StopCause::Budget, grace_ms)),
+                    Ok(None) => {}
+                    fenced @ Err(_) => {
+                        self.log_fenced(msg.id, attempt, "agent update", fenced.map(drop))
+                    }
+                }
+            }
             WorkerToManager::SpawnFailed { attempt, error } => {
-                let exit = ExitInfo::not_started();
-                let reason = Some(format!("could not start: {error}"));
-                effects.extend(self.finish(msg.id, attempt, exit, None, reason, now));
+                let report = EndReport {
+                    exit: Some(ExitInfo::not_started()),
+                    reason: Some(format!("could not start: {error}")),
+                    ..EndReport::default()
+                };
+                effects.extend(self.finish(msg.id, attempt, report, now));
             }
             // Refused by the connection before it reaches here.
             WorkerToManager::Register { .. } => {}
@@ -197,14 +219,10 @@ impl Scheduler {
         &mut self,
         worker: WorkerId,
         attempt: AttemptRef,
-        exit: ExitInfo,
-        stopped: Option<Stopped>,
-        reason: Option<String>,
+        report: EndReport,
         now: u64,
     ) -> Option<Effect> {
-        let fenced = self
-            .state
-            .job_finished(worker, attempt, Some(exit), stopped, reason, now);
+        let fenced = self.state.job_finished(worker, attempt, report, now);
         if fenced.is_ok() {
             tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
         }

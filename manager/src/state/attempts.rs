@@ -1,10 +1,13 @@
 //! Reports about running attempts (output, progress, the end) and what the
 //! end of an attempt does to its job. Every report passes the attempt fence
 //! (`is_current`). The decisions are pure functions with their own tests:
-//! how an ending is classified and described (`classify_end`), and what
-//! follows it (`next_step`: retry after a backoff with jitter, requeue, or end).
+//! how an ending is classified and described (`classify_end`, after the
+//! agent's own word: `agent_runs::classify_agent_end`), and what follows it
+//! (`next_step`: retry after a backoff with jitter, requeue, or end).
 
+use super::agent_runs::classify_agent_end;
 use super::{duration_key, State, WorkerId};
+use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{AttemptRef, Stopped};
 use aam_protocol::model::{
     AttemptOutcome, ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt,
@@ -22,6 +25,12 @@ pub(super) enum AttemptEnd {
     Lost,
     /// Its worker shut down: requeued, counted as nothing.
     Requeue,
+    /// Its agent ended on a usage limit: requeued without using a retry,
+    /// its limit group paused.
+    Limited,
+    /// Stopped past its budget: failed, never retried (a retry would
+    /// start over budget).
+    OverBudget,
 }
 
 /// What happens to a job after one of its attempts ended.
@@ -78,10 +87,7 @@ pub(super) fn classify_end(
                 human(policy.idle_timeout_ms)
             )),
         ),
-        Some(StopCause::Budget) => (
-            AttemptEnd::Final(JobStatus::Failed),
-            Some("budget".to_string()),
-        ),
+        Some(StopCause::Budget) => (AttemptEnd::OverBudget, Some("budget".to_string())),
         Some(StopCause::Shutdown | StopCause::Superseded) => (
             AttemptEnd::Requeue,
             Some("its worker shut down".to_string()),
@@ -97,6 +103,18 @@ pub(super) fn classify_end(
             });
             (AttemptEnd::Final(JobStatus::Failed), reason)
         }
+    }
+}
+
+/// How an attempt that ended so is recorded in its job's history.
+pub(super) fn outcome_of(end: AttemptEnd) -> AttemptOutcome {
+    match end {
+        AttemptEnd::Final(JobStatus::Succeeded) => AttemptOutcome::Succeeded,
+        AttemptEnd::Final(JobStatus::TimedOut) => AttemptOutcome::TimedOut,
+        AttemptEnd::Final(JobStatus::Cancelled) => AttemptOutcome::Cancelled,
+        AttemptEnd::Final(_) | AttemptEnd::OverBudget => AttemptOutcome::Failed,
+        AttemptEnd::Lost | AttemptEnd::Requeue => AttemptOutcome::Requeued,
+        AttemptEnd::Limited => AttemptOutcome::Limited,
     }
 }
 
@@ -137,7 +155,8 @@ pub(super) fn next_step(
             Next::End(JobStatus::Failed),
             Some(format!("worker lost ({} times)", job.losses)),
         ),
-        AttemptEnd::Lost | AttemptEnd::Requeue => (Next::Requeue, None),
+        AttemptEnd::Lost | AttemptEnd::Requeue | AttemptEnd::Limited => (Next::Requeue, None),
+        AttemptEnd::OverBudget => (Next::End(JobStatus::Failed), None),
         AttemptEnd::Final(status @ (JobStatus::Failed | JobStatus::TimedOut))
             if !job.cancel_requested
                 && job.policy.retry_on.contains(&status)
@@ -166,6 +185,18 @@ pub(super) fn next_step(
     }
 }
 
+/// What a worker reports about an attempt's end.
+#[derive(Clone, Debug, Default)]
+pub struct EndReport {
+    pub exit: Option<ExitInfo>,
+    /// Set when the worker stopped it (cancel, timeout, shutdown, budget).
+    pub stopped: Option<Stopped>,
+    /// Why it ended, when the exit alone does not say (a spawn failure).
+    pub reason: Option<String>,
+    /// For an agent job: what its agent did, read to the end.
+    pub agent: Option<AgentRun>,
+}
+
 /// Why the fence turned a report away; nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fenced {
@@ -182,7 +213,7 @@ impl State {
     /// assigned to `from`, the worker reporting it. Every report about a
     /// job goes through this fence (ARCHITECTURE.md, invariant 3: attempts
     /// are fenced).
-    fn is_current(&self, attempt: AttemptRef, from: WorkerId) -> Result<(), Fenced> {
+    pub(super) fn is_current(&self, attempt: AttemptRef, from: WorkerId) -> Result<(), Fenced> {
         let running = self
             .job(attempt.job)
             .is_some_and(|j| j.status == JobStatus::Running && j.attempts == attempt.attempt);
@@ -262,9 +293,7 @@ impl State {
         &mut self,
         from: WorkerId,
         attempt: AttemptRef,
-        exit: Option<ExitInfo>,
-        stopped: Option<Stopped>,
-        reason: Option<String>,
+        report: EndReport,
         now: u64,
     ) -> Result<(), Fenced> {
         self.is_current(attempt, from)?;
@@ -272,10 +301,33 @@ impl State {
         let Some(job) = self.job(key) else {
             return Err(Fenced::Stale);
         };
+        let EndReport {
+            exit,
+            stopped,
+            reason,
+            agent,
+        } = report;
+        // Only an agent job has an agent's word to take.
+        let agent = agent.filter(|_| job.agent.is_some());
         let cause = stopped.as_ref().map(|s| s.cause);
-        let (end, reason) = classify_end(exit, cause, reason, &job.policy, job.cancel_requested);
+        let (end, reason) = classify_agent_end(agent.as_ref(), cause, job.cancel_requested)
+            .unwrap_or_else(|| {
+                classify_end(exit, cause, reason, &job.policy, job.cancel_requested)
+            });
+        let limited = (end == AttemptEnd::Limited)
+            .then(|| Some((job.limit_group.clone()?, agent.as_ref()?.limit.clone()?)))
+            .flatten();
+        if let Some(run) = agent {
+            self.final_run(key, run);
+            // Before its dependents settle: what it spent may be why they
+            // do not run.
+            self.enforce_session_budget(key.session, now);
+        }
         self.keep_output(attempt);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
+        if let Some((group, limit)) = limited {
+            self.pause_group(&group, &limit, now);
+        }
         Ok(())
     }
 
@@ -317,6 +369,7 @@ impl State {
         if let Some(entry) = self.sessions.get_mut(key.session) {
             entry.live.remove(&key.index);
         }
+        self.settle_run(key);
         let rules = RetryRules {
             max_losses: self.config.max_losses,
             backoff_cap_ms: self.config.retry_backoff_max_ms,
@@ -328,22 +381,19 @@ impl State {
         };
         // A job being cancelled is not requeued, whatever stopped it.
         let end = match end {
-            AttemptEnd::Lost | AttemptEnd::Requeue if job.cancel_requested => {
+            AttemptEnd::Lost | AttemptEnd::Requeue | AttemptEnd::Limited
+                if job.cancel_requested =>
+            {
                 AttemptEnd::Final(JobStatus::Cancelled)
             }
             other => other,
         };
-        let outcome = match end {
-            AttemptEnd::Final(JobStatus::Succeeded) => AttemptOutcome::Succeeded,
-            AttemptEnd::Final(JobStatus::TimedOut) => AttemptOutcome::TimedOut,
-            AttemptEnd::Final(JobStatus::Cancelled) => AttemptOutcome::Cancelled,
-            AttemptEnd::Final(_) => AttemptOutcome::Failed,
-            AttemptEnd::Lost | AttemptEnd::Requeue => AttemptOutcome::Requeued,
-        };
-        job.close_attempt(outcome, exit, reason.clone(), teardown, now);
+        job.close_attempt(outcome_of(end), exit, reason.clone(), teardown, now);
         match end {
             AttemptEnd::Lost => job.losses += 1,
-            AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut) => job.failures += 1,
+            AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut) | AttemptEnd::OverBudget => {
+                job.failures += 1
+            }
             _ => {}
         }
         let (next, decided_reason) = next_step(end, job, reason.as_deref(), rules);
@@ -352,8 +402,12 @@ impl State {
         }
         match next {
             Next::End(status) => {
+                let group = job.limit_group.clone();
                 if let (JobStatus::Succeeded, Some(exit)) = (status, exit) {
                     self.history.record(&duration_key(job), exit.duration_ms);
+                    if let Some(group) = group {
+                        self.limit_group_succeeded(&group, now);
+                    }
                 }
                 self.set_status(key, status);
                 self.settle_dependents(key, now);

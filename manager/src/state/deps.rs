@@ -144,7 +144,7 @@ mod tests {
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let a = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(1, a, fail(), None, None, 1).unwrap();
+        s.job_finished(1, a, ended(fail()), 1).unwrap();
         let view = s.view(id, OutputWanted::None, 0, &|_| None, 2).unwrap();
         let reasons: Vec<(JobStatus, Option<&str>)> = view
             .jobs
@@ -183,8 +183,7 @@ mod tests {
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.register_worker(1, worker("w1", 4), &[], 0).unwrap();
         for (_, a) in s.dispatch(0) {
-            s.job_finished(1, attempt_of(&a), ok(), None, None, 1)
-                .unwrap();
+            s.job_finished(1, attempt_of(&a), ended(ok()), 1).unwrap();
         }
         assert_eq!(status(&s, id, "x"), JobStatus::Skipped);
         assert_eq!(status(&s, id, "y"), JobStatus::Skipped);

@@ -1,19 +1,38 @@
 //! Dispatch: queued jobs go to free worker slots (the decision is
-//! `schedule::plan`'s), each as a new attempt; and the inputs an assignment
-//! carries (its dependencies as they ended, with the tail of their output).
+//! `schedule::plan`'s), each as a new attempt, unless their limit group is
+//! paused, their budget is spent or the worker they are pinned to is away;
+//! and the inputs an assignment carries (its dependencies as they ended:
+//! an agent's answer and error, the tail of their output).
 
-use super::{OutputReader, State, INPUTS_BUDGET, INPUT_OUTPUT_CAP};
-use crate::schedule::{plan, Candidate};
+use super::budget::OverBudget;
+use super::{OutputReader, State, WorkerId, INPUTS_BUDGET, INPUT_OUTPUT_CAP};
+use crate::schedule::{plan, Candidate, Labels};
 use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
 use aam_protocol::output::OutputCapture;
 use aam_protocol::{JobKey, SessionId};
 use std::collections::HashMap;
 
+/// Whether a queued job may be placed now.
+enum Admission<'a> {
+    /// On a worker with these labels (only this one, when pinned).
+    Place {
+        requires: &'a Labels,
+        only: Option<WorkerId>,
+    },
+    /// Not now: its limit group is paused, or its pinned worker is away.
+    Hold,
+    /// Never: its budget (or its session's) is spent.
+    Refuse(OverBudget),
+    /// No longer queued (cancelled, ended, gone): leaves the queue.
+    Stale,
+}
+
 impl State {
     /// Assigns queued jobs to free worker slots; each becomes a new attempt.
     /// The assignments carry no inputs yet (`inputs_for` reads outputs).
-    pub fn dispatch(&mut self, now: u64) -> Vec<(super::WorkerId, Assignment)> {
+    /// Jobs refused for their budget end here.
+    pub fn dispatch(&mut self, now: u64) -> Vec<(WorkerId, Assignment)> {
         let capacities = self.capacities(true);
         if self.queue.is_empty() || capacities.iter().all(|c| c.free == 0) {
             return Vec::new();
@@ -23,26 +42,35 @@ impl State {
             .values()
             .filter_map(|e| Some((e.record().id, e.room()?)))
             .collect();
-        let sessions = &self.sessions;
-        // Keys of jobs no longer waiting (cancelled, ended, gone) leave the queue here.
+        let any_paused = self.pauses.any_held(now);
         let mut stale = Vec::new();
-        let candidates = self.queue.iter().filter_map(|key| {
-            let job = sessions
-                .job(key)
-                .filter(|j| j.status == JobStatus::Queued && j.not_before_ms.is_none());
-            let Some(job) = job else {
-                stale.push(key);
-                return None;
-            };
-            Some(Candidate {
-                job: key,
-                requires: &job.requires,
-            })
-        });
+        let mut refused = Vec::new();
+        let candidates =
+            self.queue
+                .iter()
+                .filter_map(|key| match self.admission(key, any_paused, now) {
+                    Admission::Place { requires, only } => Some(Candidate {
+                        job: key,
+                        requires,
+                        only,
+                    }),
+                    Admission::Hold => None,
+                    Admission::Refuse(why) => {
+                        refused.push((key, why));
+                        None
+                    }
+                    Admission::Stale => {
+                        stale.push(key);
+                        None
+                    }
+                });
         let planned = plan(candidates, &capacities, &mut room);
         drop(capacities);
         for key in stale {
             self.queue.remove(key);
+        }
+        for (key, why) in refused {
+            self.end_over_budget(key, why, now);
         }
         planned
             .into_iter()
@@ -50,13 +78,43 @@ impl State {
             .collect()
     }
 
+    /// Whether a queued job may be placed now (`any_paused`: some limit
+    /// group is paused, so agent jobs' groups are worth a look).
+    fn admission(&self, key: JobKey, any_paused: bool, now: u64) -> Admission<'_> {
+        let Some(entry) = self.sessions.get(key.session) else {
+            return Admission::Stale;
+        };
+        let job = entry
+            .jobs()
+            .get(key.index as usize)
+            .filter(|j| j.status == JobStatus::Queued && j.not_before_ms.is_none());
+        let Some(job) = job else {
+            return Admission::Stale;
+        };
+        if job.agent.is_some() {
+            let group = job.limit_group.as_deref();
+            if any_paused && group.is_some_and(|g| self.pauses.holds(g, now)) {
+                return Admission::Hold;
+            }
+            if let Some(why) = self.budget_refusal(entry, job) {
+                return Admission::Refuse(why);
+            }
+        }
+        let only = match &job.pinned_worker {
+            None => None,
+            Some(name) => match self.worker_by_name.get(name) {
+                Some(&id) => Some(id),
+                None => return Admission::Hold,
+            },
+        };
+        Admission::Place {
+            requires: &job.requires,
+            only,
+        }
+    }
+
     /// Starts a new attempt of a queued job on `worker`.
-    fn begin_attempt(
-        &mut self,
-        key: JobKey,
-        worker_id: super::WorkerId,
-        now: u64,
-    ) -> Option<Assignment> {
+    fn begin_attempt(&mut self, key: JobKey, worker_id: WorkerId, now: u64) -> Option<Assignment> {
         self.queue.remove(key);
         let worker = self.workers.get_mut(&worker_id)?;
         worker.assigned.insert(key);
@@ -65,6 +123,7 @@ impl State {
         let cap = self.config.output_cap;
         let entry = self.sessions.get_mut(key.session)?;
         entry.live.insert(key.index, OutputCapture::new(cap));
+        entry.live_agents.remove(&key.index);
         let session_name = entry.record().name.clone();
         let job = self.sessions.job_mut(key)?;
         let attempt = job.begin_attempt(worker_name, now);
@@ -124,8 +183,18 @@ impl State {
         for (listed, &(d, when)) in job.depends_on.iter().enumerate() {
             let dep = entry.job(d);
             let (output, output_bytes) = self.output_of(dep, Some(share), stored);
-            spent +=
-                dep.name.len() + dep.reason.as_ref().map_or(0, |r| r.len()) + output.len() + 64;
+            let run = dep.agent_run.as_ref();
+            let (answer, agent_error) = (
+                run.and_then(|r| r.result.clone()),
+                run.and_then(|r| r.error.clone()),
+            );
+            let text = |t: &Option<String>| t.as_ref().map_or(0, |t| t.len());
+            spent += dep.name.len()
+                + text(&dep.reason)
+                + text(&answer)
+                + text(&agent_error)
+                + output.len()
+                + 64;
             if spent > INPUTS_BUDGET {
                 out.push(InputRecord {
                     name: "…".into(),
@@ -151,8 +220,8 @@ impl State {
                 reason: dep.reason.clone(),
                 output,
                 output_bytes,
-                answer: dep.agent_run.as_ref().and_then(|r| r.result.clone()),
-                agent_error: dep.agent_run.as_ref().and_then(|r| r.error.clone()),
+                answer,
+                agent_error,
             });
         }
         out
@@ -179,18 +248,18 @@ mod tests {
         let names: Vec<&str> = first.iter().map(|(_, a)| a.job_name.as_str()).collect();
         assert_eq!(names, vec!["a", "d"]);
         assert!(s
-            .job_finished(1, attempt_of(&first[0].1), ok(), None, None, 2)
+            .job_finished(1, attempt_of(&first[0].1), ended(ok()), 2)
             .is_ok());
         let second = s.dispatch(3);
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].1.job_name, "b");
         assert!(s
-            .job_finished(1, attempt_of(&second[0].1), fail(), None, None, 4)
+            .job_finished(1, attempt_of(&second[0].1), ended(fail()), 4)
             .is_ok());
         assert_eq!(status(&s, id, "c"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Running);
         assert!(s
-            .job_finished(1, attempt_of(&first[1].1), ok(), None, None, 5)
+            .job_finished(1, attempt_of(&first[1].1), ended(ok()), 5)
             .is_ok());
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     }
@@ -211,8 +280,7 @@ mod tests {
         for t in 0..4 {
             let (_, a) = s.dispatch(t).pop().unwrap();
             order.push(a.job_name.clone());
-            s.job_finished(1, attempt_of(&a), ok(), None, None, t)
-                .unwrap();
+            s.job_finished(1, attempt_of(&a), ended(ok()), t).unwrap();
         }
         assert_eq!(order, vec!["a0", "a1", "b0", "b1"]);
     }

@@ -5,13 +5,19 @@
 //!
 //! One type, one file per concern: `session` (entries and the only way to
 //! change a record, which marks it to be stored), `queue`, `submit`,
-//! `dispatch`, `attempts` (reports and the end of an attempt), `deps`,
-//! `control` (cancel, retry, gates), `workers`, `views`, `rebuild`.
+//! `dispatch`, `attempts` (reports and the end of an attempt), `agent_runs`
+//! (what agents did, live and at their end), `limits` (usage-limit pauses),
+//! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
+//! `deps`, `control` (cancel, retry, gates), `workers`, `views`, `rebuild`.
 
+mod agent_runs;
 mod attempts;
+mod budget;
 mod control;
 mod deps;
 mod dispatch;
+mod follow_up;
+mod limits;
 mod queue;
 mod rebuild;
 mod session;
@@ -22,12 +28,17 @@ mod workers;
 #[cfg(test)]
 mod testing;
 
-pub use attempts::Fenced;
+pub use agent_runs::STORE_EVERY_MS;
+pub use attempts::{EndReport, Fenced};
+pub use budget::{BudgetStop, Spend};
 pub use control::CancelOutcome;
+pub use follow_up::ContinueRefused;
+pub use limits::LIMIT_BACKOFF_CAP_MS;
 pub use views::JobLogs;
 pub use workers::{NameInUse, Registration, WorkerEntry, WorkerId};
 
 use crate::estimate::History;
+use crate::prices::PriceTable;
 use aam_protocol::agent::AgentDef;
 use aam_protocol::messages::ErrorKind;
 use aam_protocol::model::{JobRecord, JobStatus};
@@ -35,6 +46,7 @@ use aam_protocol::output::OutputCapture;
 use aam_protocol::spec::Limits;
 use aam_protocol::{JobKey, SessionId};
 use aam_store::Changes;
+use limits::Pauses;
 use queue::Queue;
 use session::Sessions;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -74,6 +86,12 @@ pub struct StateConfig {
     pub retry_backoff_max_ms: u64,
     /// Losses of its worker after which a job fails (`worker lost`).
     pub max_losses: u32,
+    /// What agents' tokens cost.
+    pub prices: PriceTable,
+    /// First pause of a limit group after a limit with no reset time.
+    pub limit_backoff_ms: u64,
+    /// Budget of sessions that set none.
+    pub default_max_cost_usd: Option<f64>,
 }
 
 impl Default for StateConfig {
@@ -92,6 +110,9 @@ impl Default for StateConfig {
             default_retry_backoff_ms: 5_000,
             retry_backoff_max_ms: 300_000,
             max_losses: 3,
+            prices: PriceTable::default(),
+            limit_backoff_ms: 60_000,
+            default_max_cost_usd: None,
         }
     }
 }
@@ -138,6 +159,8 @@ pub struct State {
     /// Outputs of ended attempts until the store holds them, so queries in
     /// between still see them: (attempt, output).
     committing_outputs: HashMap<JobKey, (u32, OutputCapture)>,
+    /// Usage-limit groups paused, or whose backoff is still raised.
+    pauses: Pauses,
 }
 
 impl State {
@@ -156,6 +179,7 @@ impl State {
             unsaved_outputs: Vec::new(),
             removed: Vec::new(),
             committing_outputs: HashMap::new(),
+            pauses: Pauses::default(),
         }
     }
 
@@ -195,6 +219,7 @@ impl State {
     /// Every record changed since the last call, for the store.
     pub fn take_changes(&mut self) -> Changes {
         let (sessions, jobs) = self.sessions.take_unsaved();
+        let (pauses, pauses_ended) = self.pauses.take_unsaved();
         Changes {
             sessions,
             jobs,
@@ -202,6 +227,8 @@ impl State {
             removed: std::mem::take(&mut self.removed),
             next_session: std::mem::take(&mut self.next_session_unsaved)
                 .then_some(self.next_session),
+            pauses,
+            pauses_ended,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Rebuilding the model from the store at start: sessions and their
-//! indexes, the queue, the retries waiting for their backoff, the duration
-//! history, and running jobs as orphans their workers have a grace to claim.
+//! indexes (and what their agents spent), the queue, the retries waiting
+//! for their backoff, the duration history, the paused limit groups, and
+//! running jobs as orphans their workers have a grace to claim.
 
 use super::deps::unmet_dependency;
+use super::limits::Pauses;
 use super::session::SessionEntry;
 use super::workers::Orphan;
 use super::{duration_key, State, StateConfig};
@@ -17,6 +19,7 @@ impl State {
     pub fn rebuild(config: StateConfig, snapshot: Snapshot, now: u64) -> State {
         let mut state = State::new(config);
         state.next_session = snapshot.next_session;
+        state.pauses = Pauses::restored(snapshot.pauses);
         let mut jobs_by_session: BTreeMap<SessionId, Vec<JobRecord>> = BTreeMap::new();
         for job in snapshot.jobs {
             jobs_by_session
@@ -39,9 +42,8 @@ impl State {
             if let Some(k) = &record.idempotency_key {
                 state.by_idempotency_key.insert(k.clone(), id);
             }
-            state
-                .sessions
-                .insert_loaded(SessionEntry::new(record, jobs));
+            let entry = SessionEntry::new(record, jobs, &state.config.prices);
+            state.sessions.insert_loaded(entry);
             state.recheck_session(id, now);
         }
         state.restore_queue_and_orphans(now);
@@ -102,6 +104,7 @@ impl State {
                 self.set_status(key, JobStatus::Queued);
             }
         }
+        self.enforce_session_budget(id, now);
         self.maybe_finish_session(id, now);
     }
 }
@@ -131,7 +134,7 @@ mod tests {
         let next = r.dispatch(30);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1.job_name, "b");
-        assert!(r.job_finished(5, running, ok(), None, None, 40).is_ok());
+        assert!(r.job_finished(5, running, ended(ok()), 40).is_ok());
         assert_eq!(status(&r, id, "c"), JobStatus::Queued);
         let (new_id, _) = r.submit(batch(vec![job("x", &[])]), None, 50).unwrap();
         assert_eq!(new_id, SessionId(id.0 + 1));
@@ -145,7 +148,7 @@ mod tests {
         let (id, _) = s.submit(batch(vec![spec]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let first = attempt_of(&s.dispatch(0)[0].1);
-        assert!(s.job_finished(1, first, fail(), None, None, 10).is_ok());
+        assert!(s.job_finished(1, first, ended(fail()), 10).is_ok());
         // Restarted an hour later: the backoff is long over.
         let mut r = State::rebuild(config(), snapshot_of(&mut s), 3_600_000);
         r.register_worker(1, worker("w", 1), &[], 3_600_000)

@@ -1,9 +1,12 @@
 //! Sessions as the model holds them: each session's record and jobs with
-//! the indexes that follow them, the one way to change a record (which marks
-//! it to be stored, and its session to be announced), finishing a session,
-//! and removing old ones.
+//! the indexes that follow them (and what its agents spent), the one way to
+//! change a record (which marks it to be stored, and its session to be
+//! announced), finishing a session, and removing old ones.
 
+use super::agent_runs::LiveAgent;
+use super::budget::Spend;
 use super::State;
+use crate::prices::PriceTable;
 use aam_protocol::model::{JobRecord, JobStatus, SessionRecord, SessionStatus, SessionSummary};
 use aam_protocol::output::OutputCapture;
 use aam_protocol::{JobKey, SessionId};
@@ -31,10 +34,20 @@ pub struct SessionEntry {
     pub by_name: HashMap<String, u32>,
     /// Output of running attempts, kept in memory until they finish.
     pub live: HashMap<u32, OutputCapture>,
+    /// What the agents of running attempts did so far, as last reported
+    /// (stored now and then: `agent_runs`).
+    pub live_agents: HashMap<u32, LiveAgent>,
+    /// What the ended attempts of its agent jobs spent: with the live ones,
+    /// the session's sums, kept as runs change rather than summed per query.
+    pub spent: Spend,
+    /// It spent its `max_cost_usd`: its agent jobs not started are skipped.
+    pub over_budget: bool,
 }
 
 impl SessionEntry {
-    pub fn new(record: SessionRecord, jobs: Vec<JobRecord>) -> SessionEntry {
+    /// A session and its jobs; what their ended attempts spent is priced
+    /// with `prices`, and running attempts' stored runs are their live ones.
+    pub fn new(record: SessionRecord, jobs: Vec<JobRecord>, prices: &PriceTable) -> SessionEntry {
         let mut dependents = vec![Vec::new(); jobs.len()];
         let mut waiting_on = vec![0u32; jobs.len()];
         let mut counts = [0u32; 8];
@@ -54,6 +67,16 @@ impl SessionEntry {
                 }
             }
         }
+        let mut spent = Spend::default();
+        let mut live_agents = HashMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            for attempt in &job.history {
+                spent.add(Spend::of(attempt.agent_run.as_ref(), prices));
+            }
+            if let (JobStatus::Running, Some(run)) = (job.status, &job.agent_run) {
+                live_agents.insert(i as u32, LiveAgent::restored(run.clone(), prices));
+            }
+        }
         SessionEntry {
             record,
             jobs,
@@ -62,7 +85,19 @@ impl SessionEntry {
             waiting_on,
             by_name,
             live: HashMap::new(),
+            live_agents,
+            spent,
+            over_budget: false,
         }
+    }
+
+    /// What its agents spent so far: ended attempts and running ones.
+    pub fn spend(&self) -> Spend {
+        let mut total = self.spent;
+        for live in self.live_agents.values() {
+            total.add(live.spend);
+        }
+        total
     }
 
     pub fn record(&self) -> &SessionRecord {
@@ -89,6 +124,7 @@ impl SessionEntry {
     }
 
     pub fn summary(&self) -> SessionSummary {
+        let spend = self.spend();
         SessionSummary {
             id: self.record.id,
             name: self.record.name.clone(),
@@ -97,9 +133,9 @@ impl SessionEntry {
             finished_at_ms: self.record.finished_at_ms,
             counts: self.counts,
             total: self.jobs.len() as u32,
-            cost_usd: 0.0,
-            input_tokens: 0,
-            output_tokens: 0,
+            cost_usd: spend.cost_usd,
+            input_tokens: spend.input_tokens,
+            output_tokens: spend.output_tokens,
         }
     }
 }
@@ -118,8 +154,10 @@ fn outcome(entry: &SessionEntry) -> Option<SessionStatus> {
     let count = |status| entry.count(status);
     // Skipped jobs do not fail a session by themselves: a handler for a
     // failure that did not happen is skipped in a session that went well.
+    // Jobs skipped because the budget ran out were work left undone.
+    let budget_cut = entry.over_budget && count(JobStatus::Skipped) > 0;
     Some(
-        if count(JobStatus::Failed) + count(JobStatus::TimedOut) > 0 {
+        if count(JobStatus::Failed) + count(JobStatus::TimedOut) > 0 || budget_cut {
             SessionStatus::Failed
         } else if count(JobStatus::Cancelled) > 0 {
             SessionStatus::Cancelled
@@ -328,7 +366,7 @@ mod tests {
             .unwrap();
         s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let a = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(1, a, ok(), None, None, 1).unwrap();
+        s.job_finished(1, a, ended(ok()), 1).unwrap();
         assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
     }

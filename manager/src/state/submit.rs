@@ -7,7 +7,7 @@ use super::{State, StateConfig, AWAITING};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::model::{JobRecord, JobStatus, RunPolicy, SessionRecord, SessionStatus};
 use aam_protocol::spec::{
-    parse_duration_ms, validate, BatchSpec, JobKind, SpecError, SpecErrors, ValidJob,
+    parse_duration_ms, validate, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch, ValidJob,
 };
 use aam_protocol::{JobKey, SessionId};
 
@@ -25,6 +25,17 @@ impl State {
                 return Err(SpecError::batch("idempotency_key", "must be 1-256 bytes").into());
             }
         }
+        self.submit_valid(valid, idempotency_key, now)
+    }
+
+    /// Stores a validated batch as a new session (its agents are checked
+    /// here); returns its id and job count.
+    pub(super) fn submit_valid(
+        &mut self,
+        valid: ValidBatch,
+        idempotency_key: Option<String>,
+        now: u64,
+    ) -> Result<(SessionId, u32), SpecErrors> {
         let id = SessionId(self.next_session);
         let mut errors = Vec::new();
         let mut jobs = Vec::with_capacity(valid.jobs.len());
@@ -49,7 +60,7 @@ impl State {
             created_at_ms: now,
             finished_at_ms: None,
             max_parallel: valid.max_parallel,
-            max_cost_usd: valid.max_cost_usd,
+            max_cost_usd: valid.max_cost_usd.or(self.config.default_max_cost_usd),
             idempotency_key: idempotency_key.clone(),
         };
         self.next_session += 1;
@@ -60,7 +71,8 @@ impl State {
             .filter(|j| j.status == JobStatus::Queued)
             .map(|j| (j.key, j.priority))
             .collect();
-        self.sessions.insert_new(SessionEntry::new(record, jobs));
+        let entry = SessionEntry::new(record, jobs, &self.config.prices);
+        self.sessions.insert_new(entry);
         for (key, priority) in queued {
             self.queue.push_back(key, priority);
         }

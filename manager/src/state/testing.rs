@@ -1,9 +1,14 @@
 //! Helpers for the model's unit tests: a small config, batches of `true`
-//! jobs, workers, exits, and a store snapshot of what the model changed.
+//! jobs, workers, exits, agents and their runs, and a store snapshot of
+//! what the model changed.
 
 pub use super::*;
+pub use aam_protocol::agent::AgentDef;
+pub use aam_protocol::agent_run::{AgentRun, TokenUsage, UsageLimit};
 pub use aam_protocol::messages::{Assignment, AttemptRef, OutputWanted, Stopped};
-pub use aam_protocol::model::{ExitInfo, SessionStatus, StopCause, TeardownReceipt};
+pub use aam_protocol::model::{
+    AttemptOutcome, ExitInfo, JobView, SessionStatus, StopCause, TeardownReceipt,
+};
 pub use aam_protocol::spec::{BatchSpec, Dependency, JobSpec, When};
 pub use aam_store::Snapshot;
 
@@ -14,6 +19,75 @@ pub fn config() -> StateConfig {
         disconnect_grace_ms: 1000,
         ..StateConfig::default()
     }
+}
+
+/// `config()` with two agents: `claude` (Claude Code's stream-json, its
+/// own limit group) and `codex` (text).
+pub fn agent_config() -> StateConfig {
+    let claude = AgentDef {
+        command: [
+            "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "{prompt}",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..AgentDef::default()
+    };
+    let codex = AgentDef {
+        command: vec!["codex".into(), "exec".into(), "{prompt}".into()],
+        ..AgentDef::default()
+    };
+    StateConfig {
+        agents: [("claude".to_string(), claude), ("codex".to_string(), codex)].into(),
+        ..config()
+    }
+}
+
+/// A job of `agent` with a prompt.
+pub fn agent_job(name: &str, agent: &str) -> JobSpec {
+    JobSpec {
+        name: name.into(),
+        agent: Some(agent.into()),
+        prompt: Some(format!("do {name}")),
+        ..Default::default()
+    }
+}
+
+/// A run of an agent in session `id` on `model` that used these tokens.
+pub fn agent_run(id: &str, model: &str, input: u64, output: u64) -> AgentRun {
+    let mut run = AgentRun {
+        session_id: Some(id.into()),
+        model: Some(model.into()),
+        turns: 1,
+        ..AgentRun::default()
+    };
+    let usage = TokenUsage {
+        input_tokens: input,
+        output_tokens: output,
+        ..TokenUsage::default()
+    };
+    run.usage.insert(model.into(), usage);
+    run
+}
+
+/// An attempt's end with its agent's final run.
+pub fn ended_with(exit: Option<ExitInfo>, run: AgentRun) -> EndReport {
+    EndReport {
+        agent: Some(run),
+        ..ended(exit)
+    }
+}
+
+/// The job named `name` of session `id`, as clients see it.
+pub fn job_view(state: &State, id: SessionId, name: &str, now: u64) -> JobView {
+    let view = state
+        .view(id, OutputWanted::None, 0, &|_| None, now)
+        .unwrap();
+    view.jobs.into_iter().find(|j| j.name == name).unwrap()
 }
 
 pub fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
@@ -66,6 +140,14 @@ pub fn fail() -> Option<ExitInfo> {
     Some(exit_after(1, 1))
 }
 
+/// An attempt's end as a worker reports it, with this exit alone.
+pub fn ended(exit: Option<ExitInfo>) -> EndReport {
+    EndReport {
+        exit,
+        ..EndReport::default()
+    }
+}
+
 pub fn attempt_of(a: &Assignment) -> AttemptRef {
     a.attempt_ref()
 }
@@ -81,5 +163,6 @@ pub fn snapshot_of(state: &mut State) -> Snapshot {
         sessions: changes.sessions,
         jobs: changes.jobs,
         next_session: changes.next_session.unwrap_or(1),
+        pauses: changes.pauses,
     }
 }

@@ -1,17 +1,19 @@
 //! What clients are shown: session summaries and views (with outputs
-//! within a budget, and why each waiting job waits), a job's logs from an
-//! offset, estimates from the duration history, and the agents.
+//! within a budget, each agent job's `agent` object, the paused limit
+//! groups, and why each waiting job waits), a job's logs from an offset,
+//! estimates from the duration history, and the agents.
 
 use super::session::SessionEntry;
 use super::{duration_key, OutputReader, State, StateError};
 use crate::estimate::{estimate, Remaining};
 use crate::schedule::{why_waiting, WorkerCapacity};
+use aam_protocol::agent_run::LimitPause;
 use aam_protocol::messages::{AgentInfo, OutputWanted};
 use aam_protocol::model::{Estimate, JobRecord, JobStatus, JobView, SessionSummary, SessionView};
 use aam_protocol::output::{tail_of, OutputCapture};
 use aam_protocol::spec::Dependency;
 use aam_protocol::SessionId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// A job's status and what it printed from an offset on.
 #[derive(Debug, PartialEq)]
@@ -72,8 +74,27 @@ impl State {
             summary: entry.summary(),
             jobs,
             eta: self.estimate(id, now),
-            paused: Vec::new(),
+            paused: self.pauses_of(entry, now),
         })
+    }
+
+    /// The pauses in force that hold (or may hold) jobs of a session: those
+    /// of the limit groups of its agent jobs that have not ended.
+    fn pauses_of(&self, entry: &SessionEntry, now: u64) -> Vec<LimitPause> {
+        if !self.pauses.any_held(now) {
+            return Vec::new();
+        }
+        let groups: BTreeSet<&str> = entry
+            .jobs()
+            .iter()
+            .filter(|j| !j.status.is_terminal())
+            .filter_map(|j| j.limit_group.as_deref())
+            .collect();
+        self.pauses
+            .active(now)
+            .filter(|p| groups.contains(p.group.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// A job as clients see it, without its output.
@@ -94,7 +115,9 @@ impl State {
             started_at_ms: job.started_at_ms,
             finished_at_ms: job.finished_at_ms,
             duration_ms: job.exit.map(|e| e.duration_ms),
-            reason: waiting_reason(entry, job, capacities),
+            reason: self
+                .held_reason(job, now)
+                .or_else(|| waiting_reason(entry, job, capacities)),
             expected_remaining_ms: (job.status == JobStatus::Running)
                 .then(|| self.expected_remaining(job, now))
                 .flatten(),
@@ -116,8 +139,30 @@ impl State {
                 .collect(),
             output: Vec::new(),
             output_bytes: 0,
-            agent: None,
+            agent: self.agent_view(entry, job),
         }
+    }
+
+    /// Why a queued job is held back beyond the slots and labels it
+    /// needs: its limit group is paused, or it waits for the worker it is
+    /// pinned to.
+    fn held_reason(&self, job: &JobRecord, now: u64) -> Option<String> {
+        if job.status != JobStatus::Queued || job.not_before_ms.is_some() {
+            return None;
+        }
+        if let Some(reason) = job
+            .limit_group
+            .as_deref()
+            .and_then(|g| self.pause_reason(g, now))
+        {
+            return Some(reason);
+        }
+        let pinned = job.pinned_worker.as_deref()?;
+        Some(if self.worker_by_name.contains_key(pinned) {
+            format!("waiting for a free slot on worker {pinned} (the conversation it continues lives there)")
+        } else {
+            format!("waiting for worker {pinned} to connect (the conversation it continues lives there)")
+        })
     }
 
     /// A job's output as captured: live for a running job, from memory
@@ -296,7 +341,7 @@ mod tests {
         for (_, a) in s.dispatch(0) {
             let attempt = attempt_of(&a);
             s.job_output(1, attempt, &[b'x'; 400]).unwrap();
-            s.job_finished(1, attempt, ok(), None, None, 1).unwrap();
+            s.job_finished(1, attempt, ended(ok()), 1).unwrap();
         }
         // Nothing is in the store yet: the outputs come from memory.
         let nothing = |_| None;
@@ -328,7 +373,7 @@ mod tests {
         s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
         s.register_worker(1, worker("w", 1), &[], 0).unwrap();
         let first = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(1, first, Some(exit_after(0, 10_000)), None, None, 10_000)
+        s.job_finished(1, first, ended(Some(exit_after(0, 10_000))), 10_000)
             .unwrap();
         let (id, _) = s.submit(batch(vec![job("a", &[])]), None, 20_000).unwrap();
         s.dispatch(20_000);

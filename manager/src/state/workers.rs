@@ -276,9 +276,7 @@ mod tests {
         assert_eq!(again[0].1.job, assigned[1].job);
         assert_eq!(again[0].1.attempt, 2);
         // The old attempt's late report is fenced off.
-        assert!(s
-            .job_finished(2, assigned[1], ok(), None, None, 1300)
-            .is_err());
+        assert!(s.job_finished(2, assigned[1], ended(ok()), 1300).is_err());
     }
 
     #[test]

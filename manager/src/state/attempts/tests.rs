@@ -29,10 +29,10 @@ fn a_stale_or_repeated_report_changes_nothing() {
         attempt: a.attempt + 1,
         ..a
     };
-    assert!(s.job_finished(1, stale, fail(), None, None, 1).is_err());
+    assert!(s.job_finished(1, stale, ended(fail()), 1).is_err());
     assert!(s.job_output(1, stale, b"not mine").is_err());
-    assert!(s.job_finished(1, a, ok(), None, None, 1).is_ok());
-    assert!(s.job_finished(1, a, fail(), None, None, 2).is_err());
+    assert!(s.job_finished(1, a, ended(ok()), 1).is_ok());
+    assert!(s.job_finished(1, a, ended(fail()), 2).is_err());
     assert_eq!(status(&s, id, "a"), JobStatus::Succeeded);
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
 }
@@ -54,10 +54,7 @@ fn a_worker_cannot_report_on_an_attempt_assigned_to_another() {
         s.job_progress(2, a, 99, Some("forged".into())),
         Err(Fenced::NotYours)
     );
-    assert_eq!(
-        s.job_finished(2, a, ok(), None, None, 1),
-        Err(Fenced::NotYours)
-    );
+    assert_eq!(s.job_finished(2, a, ended(ok()), 1), Err(Fenced::NotYours));
     // Nothing changed: still running on its worker, with its own output;
     // its slot is still taken, so the liar got the other job.
     assert_eq!(status(&s, id, "a"), JobStatus::Running);
@@ -66,12 +63,9 @@ fn a_worker_cannot_report_on_an_attempt_assigned_to_another() {
     assert_eq!((next.len(), next[0].0), (1, 2));
     // A stale report is stale whoever sends it (and acknowledged as such).
     let stale = AttemptRef { attempt: 9, ..a };
-    assert_eq!(
-        s.job_finished(2, stale, ok(), None, None, 3),
-        Err(Fenced::Stale)
-    );
+    assert_eq!(s.job_finished(2, stale, ended(ok()), 3), Err(Fenced::Stale));
     // The worker it is assigned to is heard.
-    assert_eq!(s.job_finished(1, a, ok(), None, None, 3), Ok(()));
+    assert_eq!(s.job_finished(1, a, ended(ok()), 3), Ok(()));
     assert_eq!(status(&s, id, "a"), JobStatus::Succeeded);
 }
 
@@ -99,7 +93,7 @@ fn output_is_capped_and_stored_at_the_end() {
     for _ in 0..10 {
         assert!(s.job_output(1, a, &[b'x'; 1000]).is_ok());
     }
-    s.job_finished(1, a, ok(), None, None, 1).unwrap();
+    s.job_finished(1, a, ended(ok()), 1).unwrap();
     let changes = s.take_changes();
     assert_eq!(changes.outputs.len(), 1);
     let stored: OutputCapture = aam_protocol::codec::decode(&changes.outputs[0].1).unwrap();

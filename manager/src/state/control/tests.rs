@@ -19,7 +19,15 @@ fn cancel_ends_unstarted_jobs_at_once_and_asks_workers_to_stop_running_ones() {
         receipt: TeardownReceipt::default(),
     };
     assert!(s
-        .job_finished(1, running, ok(), Some(stopped), None, 2)
+        .job_finished(
+            1,
+            running,
+            EndReport {
+                stopped: Some(stopped),
+                ..ended(ok())
+            },
+            2
+        )
         .is_ok());
     assert_eq!(status(&s, id, "run"), JobStatus::Cancelled);
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Cancelled);
@@ -100,7 +108,7 @@ fn a_gate_is_decided_once_and_its_decision_runs_what_depends_on_it() {
     );
     s.register_worker(1, worker("w", 1), &[], 0).unwrap();
     let build = attempt_of(&s.dispatch(1)[0].1);
-    s.job_finished(1, build, ok(), None, None, 2).unwrap();
+    s.job_finished(1, build, ended(ok()), 2).unwrap();
     let view = s.view(id, OutputWanted::None, 0, &|_| None, 3).unwrap();
     assert_eq!(view.jobs[1].reason.as_deref(), Some(AWAITING));
     let decided = s.decide(id, "approve", true, "ops", Some("ship it".into()), 4);
@@ -122,9 +130,9 @@ fn retry_runs_again_what_did_not_succeed_as_new_attempts_and_keeps_the_rest() {
     let first = s.dispatch(0);
     s.job_progress(1, attempt_of(&first[1].1), 40, None)
         .unwrap();
-    s.job_finished(1, attempt_of(&first[0].1), ok(), None, None, 1)
+    s.job_finished(1, attempt_of(&first[0].1), ended(ok()), 1)
         .unwrap();
-    s.job_finished(1, attempt_of(&first[1].1), fail(), None, None, 1)
+    s.job_finished(1, attempt_of(&first[1].1), ended(fail()), 1)
         .unwrap();
     assert_eq!(s.summary(id).unwrap().status, SessionStatus::Failed);
     let again = s.retry(id, 2).unwrap();

@@ -1,0 +1,137 @@
+//! Follow-ups (`aam continue SESSION/JOB "PROMPT"`): a new session of one
+//! job that resumes an agent job's conversation. The new job runs the same
+//! agent with the new prompt and `resume` set to the agent's own session id
+//! (`{resume}` in its template; Claude Code's stream-json templates get
+//! `--resume ID` without asking), with the earlier job's run settings, and
+//! is pinned to the worker that ran the attempt the conversation comes
+//! from: the conversation lives in that machine's files, so the job waits
+//! for that worker rather than fail elsewhere.
+
+use super::{State, StateError};
+use aam_protocol::model::JobRecord;
+use aam_protocol::spec::{validate, BatchSpec, JobKind, JobSpec, SpecErrors};
+use aam_protocol::SessionId;
+
+/// Appended to the earlier session's name to name the new one.
+const NAME_SUFFIX: &str = "-continue";
+
+/// Why a follow-up was not submitted.
+#[derive(Debug, PartialEq)]
+pub enum ContinueRefused {
+    /// No such session or job, or nothing to continue.
+    State(StateError),
+    /// The new job does not validate (its prompt, or its agent is gone).
+    Invalid(SpecErrors),
+}
+
+/// The conversation a job's attempts left: the agent's session id, and the
+/// worker whose files hold it (the latest attempt that reported one).
+fn conversation(job: &JobRecord) -> Option<(String, Option<String>)> {
+    job.history.iter().rev().find_map(|a| {
+        let id = a.agent_run.as_ref()?.session_id.clone()?;
+        Some((id, a.worker.clone()))
+    })
+}
+
+/// Why `job` has no conversation to continue, naming it.
+fn nothing_to_continue(session: SessionId, job: &JobRecord) -> StateError {
+    let name = format!("{session}/{}", job.name);
+    StateError::Refused(match (&job.agent, job.format) {
+        (None, _) => format!("{name} is not an agent job: there is no conversation to continue"),
+        (Some(_), Some(aam_protocol::agent_run::AgentFormat::Text)) => format!(
+            "{name} has no agent session id to resume: its agent's output is read as text \
+             (set format = \"claude-stream-json\" on the agent)"
+        ),
+        _ if job.attempts == 0 => format!("{name} never ran: there is no conversation to continue"),
+        _ => format!("{name} has no agent session id to resume: its agent never reported one"),
+    })
+}
+
+impl State {
+    /// Submits a follow-up of `name` in `session` with `prompt`; returns
+    /// the new session and its job count (one).
+    pub fn continue_job(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        prompt: String,
+        now: u64,
+    ) -> Result<(SessionId, u32), ContinueRefused> {
+        let refused = ContinueRefused::State;
+        let index = self.job_index(session, name).map_err(refused)?;
+        let entry = self
+            .sessions
+            .get(session)
+            .ok_or_else(|| refused(StateError::NoSession(session)))?;
+        let job = entry.job(index);
+        if !job.status.is_terminal() {
+            return Err(refused(StateError::Refused(format!(
+                "{session}/{name} is {}: continue it once it has ended",
+                job.status
+            ))));
+        }
+        let Some((agent, (resume, worker))) = job.agent.clone().zip(conversation(job)) else {
+            return Err(refused(nothing_to_continue(session, job)));
+        };
+        let mut batch_name = entry.record().name.clone();
+        batch_name.truncate(
+            self.config
+                .limits
+                .max_name_len
+                .saturating_sub(NAME_SUFFIX.len()),
+        );
+        batch_name.push_str(NAME_SUFFIX);
+        let model = job.agent_run.as_ref().and_then(|r| r.model.clone());
+        let spec = JobSpec {
+            name: job.name.clone(),
+            agent: Some(agent),
+            prompt: Some(prompt),
+            model: model.filter(|_| self.agent_uses_model(job)),
+            env: job.env.iter().cloned().collect(),
+            workdir: job.workdir.clone(),
+            priority: job.priority,
+            requires: job.requires.clone(),
+            max_cost_usd: job.max_cost_usd,
+            ..JobSpec::default()
+        };
+        let policy = job.policy.clone();
+        let batch = BatchSpec {
+            name: batch_name,
+            max_parallel: None,
+            max_cost_usd: None,
+            jobs: vec![spec],
+        };
+        let mut valid = validate(batch, &self.config.limits).map_err(ContinueRefused::Invalid)?;
+        let new_job = &mut valid.jobs[0];
+        if let JobKind::Agent(call) = &mut new_job.kind {
+            call.resume = Some(resume);
+        }
+        new_job.timeout_ms = policy.timeout_ms;
+        new_job.idle_timeout_ms = policy.idle_timeout_ms;
+        new_job.grace_ms = Some(policy.grace_ms);
+        new_job.retries = Some(policy.retries);
+        new_job.retry_backoff_ms = Some(policy.retry_backoff_ms);
+        new_job.retry_on = policy.retry_on;
+        let (id, count) = self
+            .submit_valid(valid, None, now)
+            .map_err(ContinueRefused::Invalid)?;
+        let key = aam_protocol::JobKey {
+            session: id,
+            index: 0,
+        };
+        if let Some(job) = self.job_mut(key) {
+            job.pinned_worker = worker;
+        }
+        Ok((id, count))
+    }
+
+    /// Whether the job's agent template takes a `{model}`: then the model
+    /// the conversation ran on is passed again.
+    fn agent_uses_model(&self, job: &JobRecord) -> bool {
+        let def = job.agent.as_ref().and_then(|a| self.config.agents.get(a));
+        def.is_some_and(|d| d.command.iter().any(|e| e.contains("{model}")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

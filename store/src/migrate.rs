@@ -1,0 +1,223 @@
+//! Migrations of the records in sled from an older schema version to the
+//! current one (`SCHEMA_VERSION`). Records are bincode, which has no field
+//! names: an old record decodes only as the exact struct it was written
+//! from, so each older layout keeps a copy of its structs here.
+//!
+//! A migration reads every session and job (after the log was replayed
+//! into sled, so the log's records are migrated too), and the writer
+//! commits all of them rewritten, with the new version, as one log frame
+//! (`StoreWriter::migrate`): it is durable as a whole or not at all, and
+//! nothing reaches sled before the log holds it.
+//!
+//! 1 → 2 (issue 9, agents understood): `JobRecord` gained `format`,
+//! `limit_group`, `max_cost_usd`, `pinned_worker` and `agent_run`;
+//! `AttemptRecord.outcome` became an `AttemptOutcome` and it gained
+//! `agent_run`; `SessionRecord` gained `max_cost_usd`. The pauses tree is new
+//! (empty).
+
+use crate::trees::Trees;
+use crate::{Changes, Result, StoreError};
+use aam_protocol::agent_run::AgentFormat;
+use aam_protocol::codec;
+use aam_protocol::model::{
+    AttemptOutcome, AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, RunPolicy,
+    SessionRecord, SessionStatus, TeardownReceipt,
+};
+use aam_protocol::spec::When;
+use aam_protocol::{JobKey, SessionId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The oldest schema version a migration starts from.
+pub(crate) const OLDEST_MIGRATED: u32 = 1;
+
+/// What a migration rewrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Migrated {
+    pub sessions: usize,
+    pub jobs: usize,
+    pub attempts: usize,
+}
+
+/// Every session and job in sled, decoded as schema `from` and rewritten
+/// in the current schema, as one group of changes.
+pub(crate) fn rewrite(trees: &Trees, from: u32) -> Result<(Changes, Migrated)> {
+    if from != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "no migration from schema version {from}"
+        )));
+    }
+    let mut changes = Changes::default();
+    let mut counts = Migrated::default();
+    for item in trees.sessions.iter() {
+        let (key, bytes) = item.map_err(|e| trees.err(e))?;
+        let old: SessionRecordV1 =
+            codec::decode(&bytes).map_err(|e| old_record("session", &key, e))?;
+        changes.sessions.push(old.into());
+        counts.sessions += 1;
+    }
+    for item in trees.jobs.iter() {
+        let (key, bytes) = item.map_err(|e| trees.err(e))?;
+        let old: JobRecordV1 = codec::decode(&bytes).map_err(|e| old_record("job", &key, e))?;
+        counts.attempts += old.history.len();
+        changes.jobs.push(old.into());
+        counts.jobs += 1;
+    }
+    Ok((changes, counts))
+}
+
+fn old_record(kind: &str, key: &[u8], e: codec::CodecError) -> StoreError {
+    StoreError::Corrupt(format!(
+        "a {kind} record (key {key:02x?}) does not read as schema version 1: {e}"
+    ))
+}
+
+/// How a schema 1 attempt's outcome (the status its job took, `queued` for
+/// a lost or shut-down worker's) reads now.
+fn outcome_from_v1(status: JobStatus) -> AttemptOutcome {
+    match status {
+        JobStatus::Succeeded => AttemptOutcome::Succeeded,
+        JobStatus::TimedOut => AttemptOutcome::TimedOut,
+        JobStatus::Cancelled => AttemptOutcome::Cancelled,
+        JobStatus::Queued | JobStatus::Pending | JobStatus::Running => AttemptOutcome::Requeued,
+        // Schema 1 wrote no other ending for an attempt.
+        JobStatus::Failed | JobStatus::Skipped => AttemptOutcome::Failed,
+    }
+}
+
+/// `SessionRecord` as schema version 1 wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SessionRecordV1 {
+    pub id: SessionId,
+    pub name: String,
+    pub status: SessionStatus,
+    pub job_count: u32,
+    pub created_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub max_parallel: Option<u32>,
+    pub idempotency_key: Option<String>,
+}
+
+impl From<SessionRecordV1> for SessionRecord {
+    fn from(old: SessionRecordV1) -> SessionRecord {
+        SessionRecord {
+            id: old.id,
+            name: old.name,
+            status: old.status,
+            job_count: old.job_count,
+            created_at_ms: old.created_at_ms,
+            finished_at_ms: old.finished_at_ms,
+            max_parallel: old.max_parallel,
+            idempotency_key: old.idempotency_key,
+            max_cost_usd: None,
+        }
+    }
+}
+
+/// `AttemptRecord` as schema version 1 wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AttemptRecordV1 {
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub exit: Option<ExitInfo>,
+    pub outcome: JobStatus,
+    pub reason: Option<String>,
+    pub teardown: Option<TeardownReceipt>,
+}
+
+impl From<AttemptRecordV1> for AttemptRecord {
+    fn from(old: AttemptRecordV1) -> AttemptRecord {
+        AttemptRecord {
+            attempt: old.attempt,
+            worker: old.worker,
+            started_at_ms: old.started_at_ms,
+            finished_at_ms: old.finished_at_ms,
+            exit: old.exit,
+            outcome: outcome_from_v1(old.outcome),
+            reason: old.reason,
+            teardown: old.teardown,
+            agent_run: None,
+        }
+    }
+}
+
+/// `JobRecord` as schema version 1 wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JobRecordV1 {
+    pub key: JobKey,
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub agent: Option<String>,
+    pub depends_on: Vec<(u32, When)>,
+    pub status: JobStatus,
+    pub attempts: u32,
+    pub worker: Option<String>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub exit: Option<ExitInfo>,
+    pub reason: Option<String>,
+    pub policy: RunPolicy,
+    pub failures: u32,
+    pub losses: u32,
+    pub not_before_ms: Option<u64>,
+    pub progress: Option<u8>,
+    pub progress_message: Option<String>,
+    pub cancel_requested: bool,
+    pub teardown: Option<TeardownReceipt>,
+    pub history: Vec<AttemptRecordV1>,
+    pub gate: bool,
+    pub decision: Option<GateDecision>,
+    pub priority: i32,
+    pub requires: BTreeMap<String, String>,
+}
+
+impl From<JobRecordV1> for JobRecord {
+    /// An agent job of schema 1 gets the format its command implies (the
+    /// config's `format` was not recorded) and its agent's name as its
+    /// limit group (the default; a configured `limit_group` was not
+    /// recorded either). Its runs were never read: none.
+    fn from(old: JobRecordV1) -> JobRecord {
+        let format = old.agent.as_ref().map(|_| AgentFormat::detect(&old.argv));
+        JobRecord {
+            key: old.key,
+            name: old.name,
+            env: old.env,
+            workdir: old.workdir,
+            limit_group: old.agent.clone(),
+            agent: old.agent,
+            depends_on: old.depends_on,
+            status: old.status,
+            attempts: old.attempts,
+            worker: old.worker,
+            started_at_ms: old.started_at_ms,
+            finished_at_ms: old.finished_at_ms,
+            exit: old.exit,
+            reason: old.reason,
+            policy: old.policy,
+            failures: old.failures,
+            losses: old.losses,
+            not_before_ms: old.not_before_ms,
+            progress: old.progress,
+            progress_message: old.progress_message,
+            cancel_requested: old.cancel_requested,
+            teardown: old.teardown,
+            history: old.history.into_iter().map(AttemptRecord::from).collect(),
+            gate: old.gate,
+            decision: old.decision,
+            priority: old.priority,
+            requires: old.requires,
+            format,
+            max_cost_usd: None,
+            pinned_worker: None,
+            agent_run: None,
+            argv: old.argv,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
