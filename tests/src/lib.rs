@@ -10,6 +10,7 @@
 //! - A failed test (its thread panicking) keeps its scratch directory, with
 //!   every process log in it, and prints its path.
 
+pub mod model_server;
 pub mod usage;
 pub mod wire;
 
