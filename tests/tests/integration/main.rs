@@ -4,6 +4,7 @@
 mod agents;
 mod bad_input;
 mod chaos;
+mod claude_code;
 mod control;
 mod dependencies;
 mod disk;
