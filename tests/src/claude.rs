@@ -211,6 +211,25 @@ impl ClaudeAgent {
 }
 
 impl Cluster {
+    /// A cluster whose manager has one agent, `claude`, running the real
+    /// CLI against `server`, after the top-level keys `config`; and one
+    /// worker, `w`, of `slots` slots.
+    pub fn with_claude(server: &ModelServer, config: &str, slots: u32) -> Cluster {
+        let mut c = Cluster::new();
+        let agent = c.claude_agent("claude", server);
+        c.start_with_agents(config, &[agent], slots);
+        c
+    }
+
+    /// Starts the manager with the top-level keys `config` and the tables
+    /// of `agents` as its config, and one worker, `w`, of `slots` slots.
+    pub fn start_with_agents(&mut self, config: &str, agents: &[ClaudeAgent], slots: u32) {
+        let tables: String = agents.iter().map(ClaudeAgent::toml).collect();
+        self.set_config(&format!("{config}\n{tables}"));
+        self.start_manager();
+        self.start_worker("w", slots);
+    }
+
     /// A Claude Code agent named `name` against `server`, its `HOME` and
     /// `TMPDIR` under this cluster's `claude/` directory.
     pub fn claude_agent(&self, name: &str, server: &ModelServer) -> ClaudeAgent {
@@ -226,6 +245,45 @@ impl Cluster {
     /// Makes `toml` the manager's config file (before `start_manager`).
     pub fn set_config(&mut self, toml: &str) {
         self.manager_config = Some(self.write("aam.toml", toml));
+    }
+
+    /// The events of a job's captured stream-json output (`results --json`
+    /// keeps it whole); every line must parse.
+    pub fn stream_json_events(&self, session: &str, job: &str) -> Vec<serde_json::Value> {
+        let results = self
+            .aam(&["results", session, "--json"])
+            .expect_code(0)
+            .json();
+        let output = results["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["name"] == job))
+            .and_then(|j| j["output"].as_str())
+            .unwrap_or_else(|| panic!("no output of {job} in {results}"));
+        output
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{output}")))
+            .collect()
+    }
+
+    /// Asserts that no process of the agents (none whose environment names
+    /// [`Cluster::claude_dir`]) runs any more.
+    pub fn assert_no_agent_left(&self) {
+        let dir = self.claude_dir();
+        let left = processes_mentioning(dir.to_str().expect("utf-8 path"));
+        let described: Vec<String> = left
+            .iter()
+            .map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!(
+                    "{pid}: {}",
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                )
+            })
+            .collect();
+        assert!(
+            left.is_empty(),
+            "agent processes left running: {described:?}"
+        );
     }
 }
 

@@ -534,6 +534,12 @@ impl Cluster {
             .to_string()
     }
 
+    /// Writes `batch` as a JSON batch file and submits it.
+    pub fn submit_json(&self, batch: &serde_json::Value) -> String {
+        let file = self.write("batch.json", &batch.to_string());
+        self.submit(&file)
+    }
+
     pub fn status(&self, session: &str) -> serde_json::Value {
         self.aam(&["status", session, "--json"])
             .expect_code(0)

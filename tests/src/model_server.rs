@@ -255,8 +255,6 @@ pub struct Message {
     /// until [`ModelServer::release`], the client leaves or the server
     /// stops.
     pub hold_after: Option<usize>,
-    /// A pause before each event of a stream.
-    pub event_gap: Duration,
 }
 
 impl Message {
@@ -266,7 +264,6 @@ impl Message {
             usage: Usage::default(),
             model: None,
             hold_after: None,
-            event_gap: Duration::ZERO,
         }
     }
 
@@ -321,11 +318,6 @@ impl Message {
     /// Hold the stream open after `blocks` blocks (see [`Message::hold_after`]).
     pub fn hold_after(mut self, blocks: usize) -> Message {
         self.hold_after = Some(blocks);
-        self
-    }
-
-    pub fn event_gap(mut self, gap: Duration) -> Message {
-        self.event_gap = gap;
         self
     }
 
@@ -839,15 +831,9 @@ fn write_stream(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
     )?;
     let (id, tool_id) = ids(shared);
-    let send = |w: &mut TcpStream, event: Value| -> io::Result<()> {
-        if !message.event_gap.is_zero() {
-            std::thread::sleep(message.event_gap);
-        }
-        write_event(w, &event)
-    };
-    send(
+    write_event(
         w,
-        json!({
+        &json!({
             "type": "message_start",
             "message": {
                 "id": id,
@@ -883,30 +869,30 @@ fn write_stream(
                 vec![json!({ "type": "input_json_delta", "partial_json": input.to_string() })],
             ),
         };
-        send(
+        write_event(
             w,
-            json!({ "type": "content_block_start", "index": index, "content_block": start }),
+            &json!({ "type": "content_block_start", "index": index, "content_block": start }),
         )?;
         for delta in deltas {
-            send(
+            write_event(
                 w,
-                json!({ "type": "content_block_delta", "index": index, "delta": delta }),
+                &json!({ "type": "content_block_delta", "index": index, "delta": delta }),
             )?;
         }
-        send(w, json!({ "type": "content_block_stop", "index": index }))?;
+        write_event(w, &json!({ "type": "content_block_stop", "index": index }))?;
     }
     if message.hold_after == Some(message.blocks.len()) {
         hold(w, shared)?;
     }
-    send(
+    write_event(
         w,
-        json!({
+        &json!({
             "type": "message_delta",
             "delta": { "stop_reason": message.stop_reason(), "stop_sequence": null },
             "usage": { "output_tokens": message.usage.output },
         }),
     )?;
-    send(w, json!({ "type": "message_stop" }))?;
+    write_event(w, &json!({ "type": "message_stop" }))?;
     w.write_all(b"0\r\n\r\n")?;
     w.flush()
 }

@@ -15,32 +15,17 @@
 //! CLI's own totals agree.
 
 use crate::job;
-use aam_tests::claude::{claude_cost_usd, processes_mentioning, ClaudeAgent};
+use aam_tests::claude::claude_cost_usd;
 use aam_tests::model_server::{epoch_secs, Message, ModelServer, Reply, Usage, When};
 use aam_tests::{Cluster, WAIT_FOR_GATE};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Starts `c`'s manager with `config` (top-level keys) and the tables of
-/// `agents` as its config, and one worker of `slots` slots.
-fn start(mut c: Cluster, config: &str, agents: &[ClaudeAgent], slots: u32) -> Cluster {
-    let tables: String = agents.iter().map(ClaudeAgent::toml).collect();
-    c.set_config(&format!("{config}\n{tables}"));
-    c.start_manager();
-    c.start_worker("w", slots);
-    c
-}
-
-/// A cluster with one agent, `claude`, against `server`.
-fn claude_cluster(server: &ModelServer, config: &str, slots: u32) -> Cluster {
-    let c = Cluster::new();
-    let agent = c.claude_agent("claude", server);
-    start(c, config, &[agent], slots)
-}
-
-fn submit(c: &Cluster, batch: Value) -> String {
-    let file = c.write("batch.json", &batch.to_string());
-    c.submit(&file)
+/// What `aam logs SESSION/JOB` prints.
+fn job_log(c: &Cluster, session: &str, job: &str) -> String {
+    c.aam(&["logs", &format!("{session}/{job}")])
+        .expect_code(0)
+        .stdout
 }
 
 fn time(v: &Value) -> SystemTime {
@@ -89,18 +74,15 @@ fn answers_show_in_results_and_in_a_dependents_inputs() {
     server
         .on(When::prompt_contains("alpha"), Message::answer(alpha))
         .on(When::prompt_contains("beta"), Message::answer(beta));
-    let c = claude_cluster(&server, "", 2);
+    let c = Cluster::with_claude(&server, "", 2);
     let copy = c.path("inputs-copy.json");
-    let session = submit(
-        &c,
-        json!({"name": "answers", "jobs": [
-            { "name": "a", "agent": "claude", "prompt": "Review alpha" },
-            { "name": "b", "agent": "claude", "prompt": "Review beta" },
-            { "name": "synth", "depends_on": ["a", "b"],
-              "command": ["sh", "-c", "cat \"$AAM_INPUTS_MD\"; cp \"$AAM_INPUTS\" \"$COPY\""],
-              "env": { "COPY": copy.to_str().unwrap() } },
-        ]}),
-    );
+    let session = c.submit_json(&json!({"name": "answers", "jobs": [
+        { "name": "a", "agent": "claude", "prompt": "Review alpha" },
+        { "name": "b", "agent": "claude", "prompt": "Review beta" },
+        { "name": "synth", "depends_on": ["a", "b"],
+          "command": ["sh", "-c", "cat \"$AAM_INPUTS_MD\"; cp \"$AAM_INPUTS\" \"$COPY\""],
+          "env": { "COPY": copy.to_str().unwrap() } },
+    ]}));
     c.aam(&["wait", &session]).expect_code(0);
 
     // results: the answers as the agents wrote them, not their streams.
@@ -119,10 +101,7 @@ fn answers_show_in_results_and_in_a_dependents_inputs() {
     assert!(raw.contains("\"type\":\"result\""), "{raw}");
 
     // The dependent read answers, not JSON lines.
-    let md = c
-        .aam(&["logs", &format!("{session}/synth")])
-        .expect_code(0)
-        .stdout;
+    let md = job_log(&c, &session, "synth");
     assert!(md.contains(alpha), "{md}");
     assert!(md.contains(beta), "{md}");
     assert!(!md.contains("{\"type\":"), "{md}");
@@ -133,10 +112,7 @@ fn answers_show_in_results_and_in_a_dependents_inputs() {
     assert_eq!(inputs[1]["answer"], beta);
 
     // logs: a readable transcript; --raw: the captured bytes.
-    let transcript = c
-        .aam(&["logs", &format!("{session}/a")])
-        .expect_code(0)
-        .stdout;
+    let transcript = job_log(&c, &session, "a");
     assert!(transcript.contains("The **alpha** module is fine."), "{transcript}");
     assert!(!transcript.contains("{\"type\":"), "{transcript}");
     let raw = c
@@ -149,7 +125,7 @@ fn answers_show_in_results_and_in_a_dependents_inputs() {
 #[test]
 fn status_shows_each_agents_turns_tools_tokens_and_cost_live_and_the_sessions_sums() {
     let server = ModelServer::start();
-    let c = claude_cluster(&server, "", 2);
+    let c = Cluster::with_claude(&server, "", 2);
     let target = c.path("work").join("one.txt");
     let (write, done, two) = (
         Usage::new(1000, 100).cache(500, 0),
@@ -170,13 +146,10 @@ fn status_shows_each_agents_turns_tools_tokens_and_cost_live_and_the_sessions_su
                 .hold_after(1),
         )
         .on(When::prompt_contains("two"), Message::answer("Two.").usage(two));
-    let session = submit(
-        &c,
-        json!({"name": "sums", "jobs": [
-            { "name": "one", "agent": "claude", "prompt": "Write one" },
-            { "name": "two", "agent": "claude", "prompt": "Answer two" },
-        ]}),
-    );
+    let session = c.submit_json(&json!({"name": "sums", "jobs": [
+        { "name": "one", "agent": "claude", "prompt": "Write one" },
+        { "name": "two", "agent": "claude", "prompt": "Answer two" },
+    ]}));
 
     // Live, from the stream: the tool call, as the progress of the job.
     let live = c.poll_status(&session, "one's Write while it runs", |s| {
@@ -244,16 +217,13 @@ fn a_usage_limit_pauses_three_jobs_until_its_reset_while_other_jobs_run() {
     server
         .on(When::before(reset), plan_limit_until(reset))
         .on(When::any(), Message::answer("done after the reset"));
-    let c = claude_cluster(&server, "", 4);
+    let c = Cluster::with_claude(&server, "", 4);
     let gate = c.gate("command-gate");
     let agent_job = |name: &str| json!({ "name": name, "agent": "claude", "prompt": format!("task {name}"), "retries": 0 });
-    let session = submit(
-        &c,
-        json!({"name": "limited", "jobs": [
-            agent_job("a1"), agent_job("a2"), agent_job("a3"),
-            { "name": "cmd", "command": ["sh", "-c", WAIT_FOR_GATE], "env": { "GATE": gate.env() } },
-        ]}),
-    );
+    let session = c.submit_json(&json!({"name": "limited", "jobs": [
+        agent_job("a1"), agent_job("a2"), agent_job("a3"),
+        { "name": "cmd", "command": ["sh", "-c", WAIT_FOR_GATE], "env": { "GATE": gate.env() } },
+    ]}));
 
     // All three met the limit: queued again, their group paused.
     let paused = c.poll_status(&session, "three jobs paused", |s| {
@@ -314,14 +284,11 @@ fn a_pause_is_kept_across_a_manager_restart() {
     server
         .on(When::before(reset), plan_limit_until(reset))
         .on(When::any(), Message::answer("resumed"));
-    let c = &mut claude_cluster(&server, "", 2);
-    let session = submit(
-        c,
-        json!({"name": "restart", "jobs": [
-            { "name": "a1", "agent": "claude", "prompt": "one", "retries": 0 },
-            { "name": "a2", "agent": "claude", "prompt": "two", "retries": 0 },
-        ]}),
-    );
+    let c = &mut Cluster::with_claude(&server, "", 2);
+    let session = c.submit_json(&json!({"name": "restart", "jobs": [
+        { "name": "a1", "agent": "claude", "prompt": "one", "retries": 0 },
+        { "name": "a2", "agent": "claude", "prompt": "two", "retries": 0 },
+    ]}));
     let held = |s: &Value| {
         ["a1", "a2"].iter().all(|n| {
             let j = job(s, n);
@@ -369,14 +336,11 @@ fn rate_limits_and_overload_without_a_reset_pause_for_the_backoff() {
         )
         .once(When::prompt_contains("busy"), Reply::overloaded())
         .on(When::any(), Message::answer("ok"));
-    let c = claude_cluster(&server, "limit_backoff = \"2s\"", 2);
-    let session = submit(
-        &c,
-        json!({"name": "backoff", "jobs": [
-            { "name": "rate", "agent": "claude", "prompt": "rate", "retries": 0 },
-            { "name": "busy", "agent": "claude", "prompt": "busy", "retries": 0 },
-        ]}),
-    );
+    let c = Cluster::with_claude(&server, "limit_backoff = \"2s\"", 2);
+    let session = c.submit_json(&json!({"name": "backoff", "jobs": [
+        { "name": "rate", "agent": "claude", "prompt": "rate", "retries": 0 },
+        { "name": "busy", "agent": "claude", "prompt": "busy", "retries": 0 },
+    ]}));
     c.aam(&["wait", &session, "--timeout", "60"]).expect_code(0);
     let s = c.status(&session);
     for name in ["rate", "busy"] {
@@ -394,17 +358,16 @@ fn a_session_stops_starting_agents_once_its_budget_is_spent() {
     let server = ModelServer::start();
     let each = Usage::new(1000, 100);
     server.on(When::any(), Message::answer("done").usage(each));
-    let c = claude_cluster(&server, "", 2);
+    let c = Cluster::with_claude(&server, "", 2);
     // One job at a time: two jobs' cost passes the budget, one does not.
     let one = claude_cost_usd(&[each]);
     let budget = one * 1.6;
     let jobs: Vec<Value> = (1..=5)
         .map(|i| json!({ "name": format!("j{i}"), "agent": "claude", "prompt": format!("job {i}") }))
         .collect();
-    let session = submit(
-        &c,
-        json!({"name": "budget", "max_parallel": 1, "max_cost_usd": budget, "jobs": jobs}),
-    );
+    let session = c.submit_json(&json!({
+        "name": "budget", "max_parallel": 1, "max_cost_usd": budget, "jobs": jobs,
+    }));
     c.aam(&["wait", &session, "--timeout", "60"]);
     let s = c.status(&session);
     for name in ["j1", "j2"] {
@@ -432,15 +395,12 @@ fn a_job_past_its_own_budget_is_stopped_while_it_runs() {
             .usage(Usage::new(400_000, 10))
             .hold_after(1),
     );
-    let c = claude_cluster(&server, "", 2);
-    let session = submit(
-        &c,
-        json!({"name": "spender", "jobs": [
-            { "name": "big", "agent": "claude", "prompt": "Read the repository",
-              "max_cost_usd": 1.0, "timeout": "60s", "grace": "2s" },
-            { "name": "other", "command": ["true"] },
-        ]}),
-    );
+    let c = Cluster::with_claude(&server, "", 2);
+    let session = c.submit_json(&json!({"name": "spender", "jobs": [
+        { "name": "big", "agent": "claude", "prompt": "Read the repository",
+          "max_cost_usd": 1.0, "timeout": "60s", "grace": "2s" },
+        { "name": "other", "command": ["true"] },
+    ]}));
     c.aam(&["wait", &session, "--timeout", "60"]).expect_code(1);
     let s = c.status(&session);
     let big = job(&s, "big");
@@ -454,11 +414,7 @@ fn a_job_past_its_own_budget_is_stopped_while_it_runs() {
     );
     assert_eq!(job(&s, "other")["status"], "succeeded", "{s}");
     assert_eq!(server.requests().len(), 1);
-    let home = c.claude_dir();
-    assert_eq!(
-        processes_mentioning(home.to_str().unwrap()),
-        Vec::<u32>::new()
-    );
+    c.assert_no_agent_left();
 }
 
 #[test]
@@ -478,13 +434,10 @@ fn continue_resumes_the_conversation_on_the_same_worker() {
     c.set_config(&agent.toml());
     c.start_manager();
     c.start_worker("small", 1);
-    let first = submit(
-        &c,
-        json!({"name": "ask", "jobs": [
-            { "name": "ask", "agent": "claude", "prompt": "first question" },
-            { "name": "plain", "command": ["true"] },
-        ]}),
-    );
+    let first = c.submit_json(&json!({"name": "ask", "jobs": [
+        { "name": "ask", "agent": "claude", "prompt": "first question" },
+        { "name": "plain", "command": ["true"] },
+    ]}));
     c.aam(&["wait", &first]).expect_code(0);
     let before = c.status(&first);
     let asked = job(&before, "ask");
@@ -524,18 +477,15 @@ fn continue_resumes_the_conversation_on_the_same_worker() {
 fn a_stream_line_that_does_not_parse_is_kept_as_text_and_harmless() {
     let server = ModelServer::start();
     server.on(When::any(), Message::answer("Fine anyway."));
-    let c = Cluster::new();
+    let mut c = Cluster::new();
     // The CLI's output behind a line of plain text from its wrapper.
     let noisy = c
         .claude_agent("noisy", &server)
         .wrapped_in_shell("echo 'not json: starting up'");
-    let c = start(c, "", &[noisy], 1);
-    let session = submit(
-        &c,
-        json!({"name": "noisy", "jobs": [
-            { "name": "n", "agent": "noisy", "prompt": "hello" },
-        ]}),
-    );
+    c.start_with_agents("", &[noisy], 1);
+    let session = c.submit_json(&json!({"name": "noisy", "jobs": [
+        { "name": "n", "agent": "noisy", "prompt": "hello" },
+    ]}));
     c.aam(&["wait", &session]).expect_code(0);
     let s = c.status(&session);
     let n = job(&s, "n");
@@ -543,10 +493,7 @@ fn a_stream_line_that_does_not_parse_is_kept_as_text_and_harmless() {
     assert_eq!(n["agent"]["result"], "Fine anyway.", "{n}");
     assert_eq!(n["agent"]["turns"], 1, "{n}");
     assert_eq!(n["agent"]["error"], Value::Null, "{n}");
-    let transcript = c
-        .aam(&["logs", &format!("{session}/n")])
-        .expect_code(0)
-        .stdout;
+    let transcript = job_log(&c, &session, "n");
     assert!(transcript.contains("not json: starting up"), "{transcript}");
     assert!(transcript.contains("Fine anyway."), "{transcript}");
 }
@@ -558,15 +505,12 @@ fn an_agent_that_reports_an_error_fails_with_its_text_as_the_reason() {
         When::any(),
         Reply::error(500, "api_error", "the stand-in fails on purpose"),
     );
-    let c = claude_cluster(&server, "", 1);
-    let session = submit(
-        &c,
-        json!({"name": "error", "jobs": [
-            { "name": "ask", "agent": "claude", "prompt": "Say hello" },
-            { "name": "after", "depends_on": [{ "job": "ask", "when": "failed" }],
-              "command": ["sh", "-c", "cat \"$AAM_INPUTS_MD\""] },
-        ]}),
-    );
+    let c = Cluster::with_claude(&server, "", 1);
+    let session = c.submit_json(&json!({"name": "error", "jobs": [
+        { "name": "ask", "agent": "claude", "prompt": "Say hello" },
+        { "name": "after", "depends_on": [{ "job": "ask", "when": "failed" }],
+          "command": ["sh", "-c", "cat \"$AAM_INPUTS_MD\""] },
+    ]}));
     c.aam(&["wait", &session]).expect_code(1);
     let s = c.status(&session);
     let ask = job(&s, "ask");
@@ -583,10 +527,7 @@ fn an_agent_that_reports_an_error_fails_with_its_text_as_the_reason() {
     // A 500 is not a usage limit: one attempt, no pause.
     assert_eq!(outcomes(ask), ["failed"], "{ask}");
     assert_eq!(s["paused"], json!([]), "{s}");
-    let md = c
-        .aam(&["logs", &format!("{session}/after")])
-        .expect_code(0)
-        .stdout;
+    let md = job_log(&c, &session, "after");
     assert!(md.contains("**Agent error:**"), "{md}");
     assert!(md.contains("the stand-in fails on purpose"), "{md}");
 }
@@ -601,17 +542,14 @@ fn a_limit_holds_only_its_own_group() {
             plan_limit_until(reset),
         )
         .on(When::any(), Message::answer("ok"));
-    let c = Cluster::new();
+    let mut c = Cluster::new();
     let limited = c.claude_agent("limited", &server);
     let free = c.claude_agent("free", &server);
-    let c = start(c, "", &[limited, free], 2);
-    let session = submit(
-        &c,
-        json!({"name": "groups", "jobs": [
-            { "name": "l", "agent": "limited", "prompt": "limited job" },
-            { "name": "f", "agent": "free", "prompt": "free job" },
-        ]}),
-    );
+    c.start_with_agents("", &[limited, free], 2);
+    let session = c.submit_json(&json!({"name": "groups", "jobs": [
+        { "name": "l", "agent": "limited", "prompt": "limited job" },
+        { "name": "f", "agent": "free", "prompt": "free job" },
+    ]}));
     // The other group's agent runs and ends while the first is held.
     let held = c.poll_status(&session, "l paused and f done", |s| {
         let l = job(s, "l");

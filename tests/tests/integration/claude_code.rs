@@ -3,35 +3,15 @@
 //! the `Write` tool, and one whose model answers with an API error.
 
 use crate::job;
-use aam_tests::claude::{claude_cost_usd, processes_mentioning};
+use aam_tests::claude::claude_cost_usd;
 use aam_tests::model_server::{Message, ModelServer, Reply, Usage, When};
 use aam_tests::Cluster;
-use serde_json::{json, Value};
-
-/// The JSON events of a stream-json output, one a line (every line must
-/// parse: the CLI prints nothing else on stdout).
-fn events(output: &str) -> Vec<Value> {
-    output
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{output}")))
-        .collect()
-}
-
-/// A cluster with one worker whose agent `claude` runs the real CLI
-/// against `server`.
-fn claude_cluster(server: &ModelServer) -> Cluster {
-    let mut c = Cluster::new();
-    let agent = c.claude_agent("claude", server);
-    c.set_config(&agent.toml());
-    c.start_manager();
-    c.start_worker("w", 2);
-    c
-}
+use serde_json::json;
 
 #[test]
 fn a_claude_code_job_writes_a_file_through_manager_and_worker() {
     let server = ModelServer::start();
-    let c = claude_cluster(&server);
+    let c = Cluster::with_claude(&server, "", 2);
     let target = c.path("work").join("hello.txt");
     server
         .once(
@@ -42,14 +22,9 @@ fn a_claude_code_job_writes_a_file_through_manager_and_worker() {
             When::tool_result(),
             Message::answer("Done: wrote hello.txt"),
         );
-    let file = c.write(
-        "write.json",
-        &json!({"name": "write", "jobs": [
-            { "name": "write", "agent": "claude", "prompt": "Write hello.txt" },
-        ]})
-        .to_string(),
-    );
-    let session = c.submit(&file);
+    let session = c.submit_json(&json!({"name": "write", "jobs": [
+        { "name": "write", "agent": "claude", "prompt": "Write hello.txt" },
+    ]}));
     c.aam(&["wait", &session]).expect_code(0);
 
     let s = c.status(&session);
@@ -67,22 +42,14 @@ fn a_claude_code_job_writes_a_file_through_manager_and_worker() {
     assert_eq!(workdir, ["hello.txt"], "the CLI left files in its cwd");
 
     // Its captured output is the CLI's stream-json, ending on its result.
-    let results = c
-        .aam(&["results", &session, "--json"])
-        .expect_code(0)
-        .json();
-    let output = job(&results, "write")["output"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let events = events(&output);
-    assert_eq!(events[0]["type"], "system", "{output}");
-    assert_eq!(events[0]["subtype"], "init", "{output}");
+    let events = c.stream_json_events(&session, "write");
+    assert_eq!(events[0]["type"], "system", "{events:?}");
+    assert_eq!(events[0]["subtype"], "init", "{events:?}");
     let result = events.last().unwrap();
-    assert_eq!(result["type"], "result", "{output}");
-    assert_eq!(result["is_error"], false, "{output}");
-    assert_eq!(result["num_turns"], 2, "{output}");
-    assert_eq!(result["result"], "Done: wrote hello.txt", "{output}");
+    assert_eq!(result["type"], "result", "{result}");
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(result["num_turns"], 2, "{result}");
+    assert_eq!(result["result"], "Done: wrote hello.txt", "{result}");
     assert!(events
         .iter()
         .any(|e| e["type"] == "assistant" && e["message"]["content"][0]["name"] == "Write"));
@@ -107,47 +74,32 @@ fn a_claude_code_job_writes_a_file_through_manager_and_worker() {
         requests[1].tool_results()
     );
     assert!(server.unanswered().is_empty());
-    // Nothing of the CLI runs on.
-    let home = c.claude_dir();
-    assert_eq!(
-        processes_mentioning(home.to_str().unwrap()),
-        Vec::<u32>::new()
-    );
+    c.assert_no_agent_left();
 }
 
 #[test]
 fn a_claude_code_job_whose_model_answers_an_api_error_fails() {
     let server = ModelServer::start();
-    let c = claude_cluster(&server);
+    let c = Cluster::with_claude(&server, "", 2);
     server.on(
         When::any(),
         Reply::error(500, "api_error", "the stand-in fails on purpose"),
     );
-    let file = c.write(
-        "error.json",
-        &json!({"name": "error", "jobs": [
-            { "name": "ask", "agent": "claude", "prompt": "Say hello" },
-        ]})
-        .to_string(),
-    );
-    let session = c.submit(&file);
+    let session = c.submit_json(&json!({"name": "error", "jobs": [
+        { "name": "ask", "agent": "claude", "prompt": "Say hello" },
+    ]}));
     c.aam(&["wait", &session]).expect_code(1);
     let s = c.status(&session);
     assert_eq!(job(&s, "ask")["status"], "failed", "{s}");
     assert_eq!(server.requests().len(), 1, "the CLI retried");
-    let results = c
-        .aam(&["results", &session, "--json"])
-        .expect_code(0)
-        .json();
-    let output = job(&results, "ask")["output"].as_str().unwrap().to_string();
-    let result = events(&output).pop().unwrap();
-    assert_eq!(result["is_error"], true, "{output}");
-    assert_eq!(result["api_error_status"], 500, "{output}");
+    let result = c.stream_json_events(&session, "ask").pop().unwrap();
+    assert_eq!(result["is_error"], true, "{result}");
+    assert_eq!(result["api_error_status"], 500, "{result}");
     assert!(
         result["result"]
             .as_str()
             .unwrap()
             .contains("the stand-in fails on purpose"),
-        "{output}"
+        "{result}"
     );
 }
