@@ -307,3 +307,38 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn executable(path: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn the_native_binary_is_found_whether_or_not_the_postinstall_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path();
+        // What npm leaves when the postinstall did not run: `.bin/claude`
+        // is the package's placeholder shell script.
+        executable(
+            &modules.join("@anthropic-ai/claude-code/bin/claude.exe"),
+            b"echo \"Error: claude native binary not installed.\" >&2\nexit 1\n",
+        );
+        std::fs::create_dir_all(modules.join(".bin")).unwrap();
+        std::os::unix::fs::symlink(
+            "../@anthropic-ai/claude-code/bin/claude.exe",
+            modules.join(".bin/claude"),
+        )
+        .unwrap();
+        assert_eq!(installed_claude(modules), None, "the stub was taken");
+
+        let native = modules.join("@anthropic-ai/claude-code-linux-x64/claude");
+        executable(&native, b"\x7fELF and the rest");
+        assert_eq!(installed_claude(modules), Some(native));
+    }
+}
