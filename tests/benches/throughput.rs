@@ -1,7 +1,17 @@
 //! Benchmarks against the real binaries (run with `cargo bench -p aam-tests`):
 //! dispatch throughput against raw spawning and xargs -P2, sequential
-//! session latency, and a 100,000-job submission's ack time and memory.
+//! session latency, a 100,000-job submission's ack time and memory, and the
+//! worker's CPU per agent job against a plain command job.
 //! Figures go to BENCHMARKS.md; this prints them, it asserts nothing.
+//!
+//! One benchmark alone: `cargo bench -p aam-tests --bench throughput --
+//! agent_cpu` (any part of a name filters). `agent_cpu` runs 2,000 jobs
+//! (`AAM_BENCH_AGENT_JOBS` sets how many) of an agent that is `cat` of a
+//! recorded Claude Code stream-json run (tests/fixtures/
+//! claude-write-tool.jsonl, format claude-stream-json, so the worker reads
+//! it as the agent's events), then as many plain command jobs running the
+//! same `cat`, and prints the worker's CPU per job for each: the
+//! difference is what reading an agent's output costs the worker.
 //!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
@@ -14,10 +24,11 @@
 //! `AAM_PEER_PROTOCOL_VERSION=N` (the version this client claims).
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
+use aam_protocol::model::SessionStatus;
 use aam_protocol::spec::{BatchSpec, JobSpec};
 use aam_protocol::SessionId;
 use aam_tests::wire::Wire;
-use aam_tests::Cluster;
+use aam_tests::{workspace_root, Cluster};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -429,6 +440,68 @@ fn schedule() {
     }
 }
 
+/// The worker's CPU per job: `n` jobs of an agent whose command prints a
+/// recorded stream-json run (read by the worker as the agent's events),
+/// then `n` plain command jobs printing the same file.
+fn agent_cpu() {
+    let n: usize = std::env::var("AAM_BENCH_AGENT_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let recording = workspace_root().join("tests/fixtures/claude-write-tool.jsonl");
+    let recording = recording.to_str().expect("utf-8 path").to_string();
+    let bytes = std::fs::metadata(&recording).expect("the recording").len();
+    let mut c = Cluster::new();
+    c.set_config(&format!(
+        "[agents.replay]\ncommand = [\"cat\", {recording:?}]\nformat = \"claude-stream-json\"\n"
+    ));
+    c.start_manager();
+    c.start_worker_with("bench", 2, &["--prefetch", "2"]);
+    let worker = c.workers[0].pid();
+    let mut client = Client::connect(&c.addr, &c.token);
+    let batch = |name: &str, job: &dyn Fn(usize) -> JobSpec| BatchSpec {
+        max_cost_usd: None,
+        name: name.into(),
+        max_parallel: None,
+        jobs: (0..n).map(job).collect(),
+    };
+    let mut run = |batch: BatchSpec| {
+        let before = cpu_secs(worker);
+        let start = Instant::now();
+        let session = client.submit(batch);
+        match client.wait(session) {
+            ClientResponse::Progress(s) if s.status == SessionStatus::Succeeded => {}
+            other => panic!("the benchmark's session did not succeed: {other:?}"),
+        }
+        (start.elapsed(), cpu_secs(worker) - before)
+    };
+    let (agent_took, agent_cpu) = run(batch("agents", &|i| JobSpec {
+        name: format!("a{i}"),
+        agent: Some("replay".into()),
+        prompt: Some("replay".into()),
+        ..Default::default()
+    }));
+    let (command_took, command_cpu) = run(batch("commands", &|i| JobSpec {
+        name: format!("c{i}"),
+        command: Some(vec!["cat".into(), recording.clone()]),
+        ..Default::default()
+    }));
+    let per_job = |cpu: f64| cpu * 1e6 / n as f64;
+    println!(
+        "agent_cpu: worker CPU per job, {n} jobs each printing a {bytes}-byte stream-json run, 2 slots"
+    );
+    println!(
+        "  agent job (claude-stream-json): {:>5.0} us  ({:.2} s wall)",
+        per_job(agent_cpu),
+        agent_took.as_secs_f64()
+    );
+    println!(
+        "  plain command job:              {:>5.0} us  ({:.2} s wall)",
+        per_job(command_cpu),
+        command_took.as_secs_f64()
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; a name filters which benchmark runs.
     let filter: Vec<String> = std::env::args()
@@ -453,5 +526,8 @@ fn main() {
     }
     if wanted("schedule") {
         schedule();
+    }
+    if wanted("agent_cpu") {
+        agent_cpu();
     }
 }

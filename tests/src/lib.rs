@@ -9,7 +9,12 @@
 //!   can switch between the two.
 //! - A failed test (its thread panicking) keeps its scratch directory, with
 //!   every process log in it, and prints its path.
+//! - `AAM_CLAUDE_BIN`: the Claude Code binary agent tests run (default: the
+//!   one `.ci/run` installs under tests/agent-cli; see [`claude`]), against
+//!   the stand-in model server of [`model_server`].
 
+pub mod claude;
+pub mod model_server;
 pub mod usage;
 pub mod wire;
 
@@ -452,7 +457,16 @@ impl Cluster {
         let (log, file) = self.log_file(&format!("worker-{name}"));
         let workdir = self.path("work");
         std::fs::create_dir_all(&workdir).expect("workdir");
-        let child = Command::new(bin("aam-worker"))
+        let mut cmd = Command::new(bin("aam-worker"));
+        // The jobs inherit the worker's environment: a real key or a parent
+        // Claude Code session must not leak into the agents tests run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("ANTHROPIC_") || name.starts_with("CLAUDE") {
+                cmd.env_remove(name.as_ref());
+            }
+        }
+        let child = cmd
             .arg("--manager")
             .arg(&self.addr)
             .arg("--name")
@@ -518,6 +532,12 @@ impl Cluster {
             .as_str()
             .expect("session id in the submit answer")
             .to_string()
+    }
+
+    /// Writes `batch` as a JSON batch file and submits it.
+    pub fn submit_json(&self, batch: &serde_json::Value) -> String {
+        let file = self.write("batch.json", &batch.to_string());
+        self.submit(&file)
     }
 
     pub fn status(&self, session: &str) -> serde_json::Value {

@@ -5,6 +5,7 @@ mod agents;
 mod agents_model;
 mod bad_input;
 mod chaos;
+mod claude_code;
 mod control;
 mod dependencies;
 mod disk;
