@@ -4,11 +4,6 @@
 //! group (and the pause across a manager restart), session and job budgets,
 //! `aam continue`, and a stream line that does not parse.
 //!
-//! Not yet registered in main.rs: these tests need the worker's stream-json
-//! reader, the manager's limits, budgets and follow-ups, and the CLI's
-//! views of them. `mod agents_e2e;` goes into main.rs once those parts are
-//! merged.
-//!
 //! Costs are what Claude Code computes for the stand-in's usage figures at
 //! its default model's prices ([`claude_cost_usd`]); the manager's built-in
 //! prices for `claude-opus-4-8` are the same, so live estimates and the

@@ -2,6 +2,7 @@
 //! separate processes over TCP, with a sled store on disk.
 
 mod agents;
+mod agents_e2e;
 mod agents_model;
 mod bad_input;
 mod chaos;
