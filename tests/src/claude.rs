@@ -30,6 +30,9 @@ pub fn claude_bin() -> PathBuf {
         return path;
     }
     let modules = agent_cli_dir().join("node_modules");
+    if installed_claude(&modules).is_none() {
+        install_claude();
+    }
     installed_claude(&modules).unwrap_or_else(|| {
         panic!(
             "the Claude Code CLI is not installed in {}: run `.ci/run`, or \
@@ -38,6 +41,28 @@ pub fn claude_bin() -> PathBuf {
             modules.display()
         )
     })
+}
+
+/// Installs the pinned CLI with npm, once per test process, so that
+/// `cargo test` alone works wherever npm does (`.ci/run` installs it first).
+fn install_claude() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = agent_cli_dir();
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "npm ci --prefix {} failed:\n{}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("cannot run npm to install the Claude Code CLI: {e}"),
+        }
+    });
 }
 
 /// The native binary of an npm install of `@anthropic-ai/claude-code`.
