@@ -50,7 +50,13 @@ fn install_claude() {
     INSTALLED.get_or_init(|| {
         let dir = agent_cli_dir();
         let out = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
             .arg(&dir)
             .output();
         match out {

@@ -108,7 +108,10 @@ fn answers_show_in_results_and_in_a_dependents_inputs() {
 
     // logs: a readable transcript; --raw: the captured bytes.
     let transcript = job_log(&c, &session, "a");
-    assert!(transcript.contains("The **alpha** module is fine."), "{transcript}");
+    assert!(
+        transcript.contains("The **alpha** module is fine."),
+        "{transcript}"
+    );
     assert!(!transcript.contains("{\"type\":"), "{transcript}");
     let raw = c
         .aam(&["logs", "--raw", &format!("{session}/a")])
@@ -140,7 +143,10 @@ fn status_shows_each_agents_turns_tools_tokens_and_cost_live_and_the_sessions_su
                 .usage(done)
                 .hold_after(1),
         )
-        .on(When::prompt_contains("two"), Message::answer("Two.").usage(two));
+        .on(
+            When::prompt_contains("two"),
+            Message::answer("Two.").usage(two),
+        );
     let session = c.submit_json(&json!({"name": "sums", "jobs": [
         { "name": "one", "agent": "claude", "prompt": "Write one" },
         { "name": "two", "agent": "claude", "prompt": "Answer two" },
@@ -168,7 +174,10 @@ fn status_shows_each_agents_turns_tools_tokens_and_cost_live_and_the_sessions_su
     let result_line: Value = serde_json::from_str(output.lines().last().unwrap()).unwrap();
     assert_eq!(one["session_id"], result_line["session_id"], "{one}");
     assert!(
-        one["model"].as_str().unwrap().starts_with("claude-opus-4-8"),
+        one["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("claude-opus-4-8"),
         "{one}"
     );
     assert_eq!(one["turns"], 2, "{one}");
@@ -178,7 +187,10 @@ fn status_shows_each_agents_turns_tools_tokens_and_cost_live_and_the_sessions_su
     assert_eq!(one["output_tokens"], 150, "{one}");
     assert_eq!(one["cache_read_tokens"], 500, "{one}");
     assert_usd(&one["cost_usd"], claude_cost_usd(&[write, done]));
-    assert_usd(&one["cost_usd"], result_line["total_cost_usd"].as_f64().unwrap());
+    assert_usd(
+        &one["cost_usd"],
+        result_line["total_cost_usd"].as_f64().unwrap(),
+    );
     // The CLI's result is the last text block.
     assert_eq!(one["result"], "Wrote one.txt.", "{one}");
     assert_eq!(one["error"], Value::Null, "{one}");
@@ -249,7 +261,10 @@ fn a_usage_limit_pauses_three_jobs_until_its_reset_while_other_jobs_run() {
     let meanwhile = c.poll_status(&session, "the command job done", |s| {
         job(s, "cmd")["status"] == "succeeded"
     });
-    assert!(SystemTime::now() < reset, "the command ended after the reset");
+    assert!(
+        SystemTime::now() < reset,
+        "the command ended after the reset"
+    );
     for name in ["a1", "a2", "a3"] {
         assert_eq!(job(&meanwhile, name)["status"], "queued", "{meanwhile}");
     }
@@ -366,7 +381,9 @@ fn a_session_stops_starting_agents_once_its_budget_is_spent() {
     let one = claude_cost_usd(&[each]);
     let budget = one * 1.6;
     let jobs: Vec<Value> = (1..=5)
-        .map(|i| json!({ "name": format!("j{i}"), "agent": "claude", "prompt": format!("job {i}") }))
+        .map(
+            |i| json!({ "name": format!("j{i}"), "agent": "claude", "prompt": format!("job {i}") }),
+        )
         .collect();
     let session = c.submit_json(&json!({
         "name": "budget", "max_parallel": 1, "max_cost_usd": budget, "jobs": jobs,
@@ -451,7 +468,12 @@ fn continue_resumes_the_conversation_on_the_same_worker() {
     // A bigger worker would take the follow-up, were it not pinned.
     c.start_worker("big", 4);
     let out = c
-        .aam(&["continue", &format!("{first}/ask"), "second question", "--json"])
+        .aam(&[
+            "continue",
+            &format!("{first}/ask"),
+            "second question",
+            "--json",
+        ])
         .expect_code(0)
         .json();
     let follow_up = out["session"].as_str().unwrap().to_string();
@@ -473,7 +495,11 @@ fn continue_resumes_the_conversation_on_the_same_worker() {
     let refused = c
         .aam(&["continue", &format!("{first}/plain"), "more"])
         .expect_code(2);
-    assert!(refused.stderr.contains("not an agent job"), "{}", refused.dump());
+    assert!(
+        refused.stderr.contains("not an agent job"),
+        "{}",
+        refused.dump()
+    );
 }
 
 #[test]
