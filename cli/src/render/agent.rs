@@ -40,10 +40,19 @@ pub fn turns(n: u32) -> String {
     }
 }
 
-/// Whether any job of these is an agent job (tables then grow a cost
-/// column; a session of plain commands reads as it always did).
+/// Whether any job of these is an agent job that reports what it does
+/// (tables then grow a cost column; a session of plain commands, or of
+/// text agents, reads as it always did).
 pub fn any_agent(jobs: &[JobView]) -> bool {
-    jobs.iter().any(|j| j.agent.is_some())
+    jobs.iter()
+        .any(|j| j.agent.as_ref().is_some_and(reports_activity))
+}
+
+/// Whether an agent said anything of itself (a session, a model, a turn,
+/// a cost): a text agent, or one that never started, did not, and showing
+/// it `0 turns, $0.00` would say nothing.
+pub fn reports_activity(agent: &AgentView) -> bool {
+    agent.session_id.is_some() || agent.model.is_some() || agent.turns > 0 || agent.cost_usd > 0.0
 }
 
 /// `s` cut to `max` characters, with `…` where it was cut.

@@ -4,7 +4,7 @@
 //! (Markdown as the agent wrote it) or error, a command's output tail, a
 //! gate's decision.
 
-use super::agent::{any_agent, has_spend, spend, turns, usd};
+use super::agent::{any_agent, has_spend, reports_activity, spend, turns, usd};
 use super::{counts_line, human_duration, job_duration, mark, rfc3339};
 use aam_protocol::agent_run::AgentView;
 use aam_protocol::model::{JobStatus, JobView, SessionStatus, SessionView};
@@ -127,7 +127,7 @@ fn job_section(out: &mut String, session: &str, j: &JobView) {
             .map(|d| format!(" in {}", human_duration(d)))
             .unwrap_or_default()
     );
-    if let Some(agent) = &j.agent {
+    if let Some(agent) = j.agent.as_ref().filter(|a| reports_activity(a)) {
         let _ = write!(out, ", {}, {}", turns(agent.turns), usd(agent.cost_usd));
     }
     if j.attempts > 1 {
@@ -303,6 +303,16 @@ mod tests {
             md.ends_with("### ⏳ review — running, 2 turns, $0.03\n\n_last message:_\n\nReading the parser.\n"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_text_agent_reads_like_a_command_without_turns_or_cost() {
+        let mut text = agent_job("summary", JobStatus::Succeeded, AgentView::default());
+        text.agent.as_mut().unwrap().result = Some("Three bullet points.".into());
+        let md = results_markdown(&session(SessionStatus::Succeeded, vec![text]), false);
+        assert!(md.contains("### ✅ summary — succeeded in 1.5s\n"), "{md}");
+        assert!(!md.contains("turns"), "{md}");
+        assert!(!md.contains("$0.00"), "{md}");
     }
 
     #[test]
