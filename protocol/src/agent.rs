@@ -38,6 +38,9 @@ pub struct AgentDef {
     /// Agents that share a provider's usage limit (default: the agent's name).
     #[serde(default)]
     pub limit_group: Option<String>,
+    /// The isolation of this agent's jobs that set none (`none`, `worktree`).
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// What `{inputs}` and `{inputs_md}` become in the manager: markers the

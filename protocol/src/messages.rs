@@ -12,6 +12,7 @@ use crate::model::{
     WorkerView,
 };
 use crate::spec::{BatchSpec, SpecErrors};
+use crate::worktree::{JobChange, WorktreeOrder};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -117,6 +118,11 @@ pub enum ClientRequest {
         job: String,
         prompt: String,
     },
+    /// A worktree job's patch (answered `Patch`).
+    Patch {
+        session: SessionId,
+        job: String,
+    },
 }
 
 /// What kind of failure an `Error` response reports.
@@ -184,6 +190,13 @@ pub enum ClientResponse {
         kind: ErrorKind,
         message: String,
     },
+    /// A worktree job's change: its patch (`git format-patch` of its
+    /// commit; cut past the manager's limit, with a marker).
+    Patch {
+        change: JobChange,
+        #[serde(with = "serde_bytes")]
+        patch: Vec<u8>,
+    },
 }
 
 /// An agent as `aam agents` lists it.
@@ -213,6 +226,9 @@ pub struct Assignment {
     pub grace_ms: u64,
     /// For an agent job: how the worker reads its output.
     pub format: Option<AgentFormat>,
+    /// For a worktree job: the worktree and branch to set up, and how to
+    /// end it.
+    pub worktree: Option<Box<WorktreeOrder>>,
     /// Its dependencies as they ended, for `AAM_INPUTS` / `AAM_INPUTS_MD`.
     pub inputs: Vec<InputRecord>,
 }
@@ -244,6 +260,8 @@ pub struct InputRecord {
     pub answer: Option<String>,
     /// The error its agent reported, if any.
     pub agent_error: Option<String>,
+    /// A worktree dependency's change (branch, commit, diffstat).
+    pub change: Option<JobChange>,
 }
 
 /// How and why aam stopped an attempt.
@@ -294,6 +312,17 @@ pub enum WorkerToManager {
         stopped: Option<Stopped>,
         /// For an agent job: what its agent did, read to the end.
         agent: Option<AgentRun>,
+        /// For a worktree job: what it changed, committed on its branch.
+        change: Option<Box<JobChange>>,
+        /// That change's patch (cut at the order's `patch_cap`).
+        #[serde(with = "serde_bytes")]
+        patch: Vec<u8>,
+    },
+    /// A worktree job could not be set up (its workdir is not in a git
+    /// repository, its base does not exist): it fails with this reason.
+    WorktreeFailed {
+        attempt: AttemptRef,
+        reason: String,
     },
     /// What an agent job's agent did so far (sent as it changes, at most
     /// a few times a second).
@@ -350,6 +379,12 @@ pub enum ManagerToWorker {
     /// elsewhere): the worker dials again after a backoff, its jobs running on.
     RetryLater {
         reason: String,
+    },
+    /// Delete these branches of this repository (`aam gc` with
+    /// `gc_branches`); a branch checked out somewhere is left.
+    DeleteBranches {
+        repo: String,
+        branches: Vec<String>,
     },
 }
 

@@ -3,6 +3,7 @@
 
 use crate::agent_run::{AgentFormat, AgentRun, AgentView, LimitPause};
 use crate::ids::{JobKey, SessionId};
+use crate::worktree::{Isolation, JobChange, VariantPick};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -304,6 +305,24 @@ pub struct JobRecord {
     pub pinned_worker: Option<String>,
     /// What its current (or last) attempt's agent did.
     pub agent_run: Option<AgentRun>,
+    pub isolation: Isolation,
+    /// What a worktree job's branch starts from, as given: a ref or commit,
+    /// or `job:NAME`.
+    pub base: Option<String>,
+    /// Run in its worktree after it ends, before the commit (a variant's
+    /// score; a job whose verify fails has failed).
+    pub verify: Option<Vec<String>>,
+    /// For a variant of a job run as N (`fix.2`): its number, 1 to N.
+    pub variant: Option<u32>,
+    /// For a job run as N variants: the indices of its variant jobs; it
+    /// runs nothing itself and ends with the pick.
+    pub variant_jobs: Vec<u32>,
+    pub pick: Option<VariantPick>,
+    /// What a worktree job changed (the winner's, for a job of variants).
+    pub change: Option<JobChange>,
+    /// A follow-up continues this branch in a worktree at this key's path
+    /// (`s4/fix`: its first job's), rather than a new branch.
+    pub continues_branch: Option<(String, String)>,
 }
 
 impl JobRecord {
@@ -343,6 +362,14 @@ impl JobRecord {
             max_cost_usd: None,
             pinned_worker: None,
             agent_run: None,
+            isolation: Isolation::None,
+            base: None,
+            verify: None,
+            variant: None,
+            variant_jobs: Vec::new(),
+            pick: None,
+            change: None,
+            continues_branch: None,
         }
     }
 
@@ -476,6 +503,13 @@ pub struct JobView {
     pub output_bytes: u64,
     /// For an agent job: what its agent did.
     pub agent: Option<AgentView>,
+    /// For a worktree job: what it changed (branch, commit, diffstat).
+    pub change: Option<JobChange>,
+    /// For a variant: its number; for a job of variants: their job names
+    /// and the pick.
+    pub variant: Option<u32>,
+    pub variants: Vec<String>,
+    pub pick: Option<VariantPick>,
 }
 
 /// A session with its jobs.

@@ -74,6 +74,23 @@ pub struct JobSpec {
     /// Most this job's agent may spend, in USD: past it, it is stopped.
     #[serde(default)]
     pub max_cost_usd: Option<f64>,
+    /// `worktree`: runs in a git worktree of its workdir's repository, on a
+    /// branch of its own (`aam/SESSION/JOB`); `none` (the default, unless
+    /// its agent says otherwise): in the workdir as it is.
+    #[serde(default)]
+    pub isolation: Option<String>,
+    /// What a worktree job's branch starts from: a ref or commit (default
+    /// `HEAD`), or `job:NAME`, a dependency's branch.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Runs 2-10 variants side by side, each in its own worktree and
+    /// branch; the job keeps the best (see `verify`).
+    #[serde(default)]
+    pub variants: Option<u32>,
+    /// argv run in each variant's worktree after it ends: a variant passes
+    /// when it exits 0; the smallest passing change wins.
+    #[serde(default)]
+    pub verify: Option<Vec<String>>,
 }
 
 /// What a dependency must have done for its dependent to run.
@@ -369,7 +386,7 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-pub use crate::validate::{validate, AgentCall, JobKind, ValidBatch, ValidJob};
+pub use crate::validate::{validate, AgentCall, Base, JobKind, ValidBatch, ValidJob};
 
 #[cfg(test)]
 mod tests {

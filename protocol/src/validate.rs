@@ -8,6 +8,7 @@ use crate::spec::{
     is_valid_name, parse_duration_ms, BatchSpec, JobSpec, Limits, SpecError, SpecErrors, When,
     MAX_RETRIES,
 };
+use crate::worktree::Isolation;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
@@ -61,7 +62,26 @@ pub struct ValidJob {
     pub priority: i32,
     pub requires: BTreeMap<String, String>,
     pub max_cost_usd: Option<f64>,
+    /// None: its agent's default, else none. `base`, `variants` and
+    /// `verify` imply a worktree.
+    pub isolation: Option<Isolation>,
+    pub base: Option<Base>,
+    /// 2-10 variants, each a job of its own (`NAME.1` ...), or none.
+    pub variants: Option<u32>,
+    pub verify: Option<Vec<String>>,
 }
+
+/// What a worktree job's branch starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// A ref or commit of the repository (`HEAD`, `main`, a sha).
+    Ref(String),
+    /// The branch of this dependency of the job (`job:NAME`).
+    Job(String),
+}
+
+/// Most variants of one job.
+pub const MAX_VARIANTS: u32 = 10;
 
 /// Checks everything that can be checked without the manager's agents:
 /// names, command/agent choice, dependencies, cycles and sizes, and types
@@ -132,6 +152,16 @@ fn check_names_and_dependencies(
             name_errors.push((i, SpecError::job(&label, "name", message)));
         } else if index_of.insert(&job.name, i).is_some() {
             name_errors.push((i, SpecError::job(&label, "name", "duplicate job name")));
+        }
+    }
+    // A job of N variants runs them as jobs NAME.1 ... NAME.N.
+    for (i, job) in batch.jobs.iter().enumerate() {
+        for k in 1..=job.variants.unwrap_or(0).min(MAX_VARIANTS) {
+            let variant = format!("{}.{k}", job.name);
+            if index_of.contains_key(variant.as_str()) {
+                let message = format!("its variant {variant} has the name of another job");
+                name_errors.push((i, SpecError::job(&label_of(job, i), "variants", message)));
+            }
         }
     }
     let mut dependency_errors = Vec::new();
@@ -292,6 +322,7 @@ fn check_job(job: JobSpec, index: usize, limits: &Limits, errors: &mut Vec<SpecE
     if let Some(message) = job.max_cost_usd.and_then(bad_budget) {
         errors.push(SpecError::job(label, "max_cost_usd", message));
     }
+    let isolated = check_isolation(&job, label, limits, errors);
     ValidJob {
         kind: kind_of(job.command, job.agent, job.prompt, job.model),
         name: job.name,
@@ -307,7 +338,110 @@ fn check_job(job: JobSpec, index: usize, limits: &Limits, errors: &mut Vec<SpecE
         priority: job.priority,
         requires: job.requires,
         max_cost_usd: job.max_cost_usd,
+        isolation: isolated.isolation,
+        base: isolated.base,
+        variants: job.variants,
+        verify: job.verify,
     }
+}
+
+/// A job's isolation and what goes with it, checked.
+struct Isolated {
+    isolation: Option<Isolation>,
+    base: Option<Base>,
+}
+
+/// `isolation`, `base`, `variants` and `verify`: known values, and a
+/// worktree wherever the others are given.
+fn check_isolation(
+    job: &JobSpec,
+    label: &str,
+    limits: &Limits,
+    errors: &mut Vec<SpecError>,
+) -> Isolated {
+    let mut isolation = match job.isolation.as_deref().map(Isolation::parse) {
+        None => None,
+        Some(Ok(isolation)) => Some(isolation),
+        Some(Err(message)) => {
+            errors.push(SpecError::job(label, "isolation", message));
+            None
+        }
+    };
+    let needs_worktree = [
+        ("base", job.base.is_some()),
+        ("variants", job.variants.is_some()),
+        ("verify", job.verify.is_some()),
+    ];
+    for (field, given) in needs_worktree {
+        if !given {
+            continue;
+        }
+        match isolation {
+            Some(Isolation::None) => errors.push(SpecError::job(
+                label,
+                field,
+                format!("'{field}' needs isolation = \"worktree\""),
+            )),
+            _ => isolation = Some(Isolation::Worktree),
+        }
+    }
+    if job.gate && isolation == Some(Isolation::Worktree) {
+        errors.push(SpecError::job(
+            label,
+            "isolation",
+            "a gate runs nothing: it needs no worktree",
+        ));
+    }
+    if let Some(n) = job.variants {
+        if !(2..=MAX_VARIANTS).contains(&n) {
+            let message = format!("{n} variants: give 2 to {MAX_VARIANTS}");
+            errors.push(SpecError::job(label, "variants", message));
+        }
+    }
+    if let Some(verify) = &job.verify {
+        if verify.first().is_none_or(|program| program.is_empty()) {
+            errors.push(SpecError::job(
+                label,
+                "verify",
+                "the argv list is empty; the first element is the program",
+            ));
+        }
+        for arg in verify {
+            check_value(errors, label, limits, "verify", arg);
+        }
+    }
+    let base = job
+        .base
+        .as_deref()
+        .and_then(|base| check_base(job, label, limits, base, errors));
+    Isolated { isolation, base }
+}
+
+/// `base`: `job:NAME` naming one of the job's dependencies, or a ref that
+/// git cannot take for an option.
+fn check_base(
+    job: &JobSpec,
+    label: &str,
+    limits: &Limits,
+    base: &str,
+    errors: &mut Vec<SpecError>,
+) -> Option<Base> {
+    check_value(errors, label, limits, "base", base);
+    if let Some(name) = base.strip_prefix("job:") {
+        if !job.depends_on.iter().any(|d| d.job == name) {
+            let message =
+                format!("'{name}' is not among the job's depends_on: a base job must be one");
+            errors.push(SpecError::job(label, "base", message));
+            return None;
+        }
+        return Some(Base::Job(name.to_string()));
+    }
+    if base.is_empty() || base.starts_with('-') || base.chars().any(char::is_whitespace) {
+        let message = format!("'{base}' is not a ref or commit (nor job:NAME)");
+        errors.push(SpecError::job(label, "base", message));
+        return None;
+    }
+    Some(Base::Ref(base.to_string()))
 }
 
 /// What is wrong with a budget in USD, if anything.
@@ -669,5 +803,39 @@ mod tests {
         assert_eq!(approve.kind, JobKind::Gate);
         assert_eq!(approve.grace_ms, Some(0));
         assert_eq!(approve.depends_on, vec![(1, When::Succeeded)]);
+    }
+
+    #[test]
+    fn worktree_keys_are_checked_and_imply_a_worktree() {
+        let mut fix = job("fix", &["scan"]);
+        fix.variants = Some(3);
+        fix.verify = Some(vec!["cargo".into(), "test".into()]);
+        fix.base = Some("job:scan".into());
+        let valid = validate(batch(vec![job("scan", &[]), fix]), &Limits::default()).unwrap();
+        let fix = &valid.jobs[1];
+        assert_eq!(fix.isolation, Some(Isolation::Worktree));
+        assert_eq!(fix.base, Some(Base::Job("scan".into())));
+        assert_eq!(fix.variants, Some(3));
+
+        let mut bad = job("bad", &[]);
+        bad.isolation = Some("none".into());
+        bad.base = Some("job:elsewhere".into());
+        bad.variants = Some(11);
+        bad.verify = Some(vec![]);
+        let mut opt = job("opt", &[]);
+        opt.base = Some("--upload-pack=x".into());
+        let mut clash = job("clash", &[]);
+        clash.variants = Some(2);
+        let e = errors(&batch(vec![bad, opt, clash, job("clash.2", &[])]));
+        for expected in [
+            "job 'bad': field 'base': 'base' needs isolation = \"worktree\"",
+            "job 'bad': field 'variants': 11 variants: give 2 to 10",
+            "job 'bad': field 'verify': the argv list is empty",
+            "job 'bad': field 'base': 'elsewhere' is not among the job's depends_on",
+            "job 'opt': field 'base': '--upload-pack=x' is not a ref or commit",
+            "job 'clash': field 'variants': its variant clash.2 has the name of another job",
+        ] {
+            assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
+        }
     }
 }

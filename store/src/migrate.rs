@@ -215,6 +215,15 @@ impl From<JobRecordV1> for JobRecord {
             pinned_worker: None,
             agent_run: None,
             argv: old.argv,
+            // Worktrees came after schema 1: every job of it ran in place.
+            isolation: Default::default(),
+            base: None,
+            verify: None,
+            variant: None,
+            variant_jobs: Vec::new(),
+            pick: None,
+            change: None,
+            continues_branch: None,
         }
     }
 }

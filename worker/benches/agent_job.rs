@@ -84,6 +84,7 @@ async fn run_one(path: &str, format: Option<AgentFormat>, round: usize) {
         idle_timeout_ms: None,
         grace_ms: 100,
         format,
+        worktree: None,
         inputs: Vec::new(),
     };
     let (_stop, stop_rx) = tokio::sync::oneshot::channel();

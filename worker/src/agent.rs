@@ -197,6 +197,8 @@ impl WorkerAgent {
                 receipt: TeardownReceipt::default(),
             }),
             agent: None,
+            change: None,
+            patch: Vec::new(),
         };
         self.report_end(attempt, end, OutputCapture::new(0));
     }
@@ -273,6 +275,8 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 self.exit_refused(2, ctx);
             }
             ManagerToWorker::RetryLater { reason } => self.retry_later(&reason, ctx),
+            // Worktrees are not set up yet: no branch of ours to delete.
+            ManagerToWorker::DeleteBranches { .. } => {}
             ManagerToWorker::Pong => {}
             ManagerToWorker::Ack(attempt) => {
                 self.unacked.remove(&attempt);

@@ -254,6 +254,7 @@ mod tests {
             output_bytes: total,
             answer: None,
             agent_error: None,
+            change: None,
         }
     }
 
@@ -323,6 +324,7 @@ mod tests {
             idle_timeout_ms: None,
             grace_ms: 0,
             format: None,
+            worktree: None,
             inputs,
         }
     }

@@ -35,6 +35,10 @@ pub fn job(name: &str, status: JobStatus, output: &str) -> JobView {
         output: output.as_bytes().to_vec(),
         output_bytes: output.len() as u64,
         agent: None,
+        change: None,
+        variant: None,
+        variants: Vec::new(),
+        pick: None,
     }
 }
 

@@ -96,6 +96,7 @@ impl Scheduler {
             | ClientRequest::Decide { .. }
             | ClientRequest::Gc { .. }
             | ClientRequest::Continue { .. } => true,
+            ClientRequest::Patch { .. } => false,
             ClientRequest::ListSessions
             | ClientRequest::Session { .. }
             | ClientRequest::Logs { .. }

@@ -117,6 +117,10 @@ impl Scheduler {
                 comment,
             } => self.decide(session, &job, approve, who, comment, now),
             ClientRequest::Watch { session } => self.watch(session, watching),
+            ClientRequest::Patch { .. } => Reply::Answer(ClientResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: "aam diff is not available yet".into(),
+            }),
             ClientRequest::Continue {
                 session,
                 job,

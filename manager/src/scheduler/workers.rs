@@ -155,6 +155,8 @@ impl Handler<WorkerReport> for Scheduler {
                 exit,
                 stopped,
                 agent,
+                change: _,
+                patch: _,
             } => {
                 let report = EndReport {
                     exit: Some(exit),
@@ -164,6 +166,8 @@ impl Handler<WorkerReport> for Scheduler {
                 };
                 effects.extend(self.finish(msg.id, attempt, report, now));
             }
+            // Worktrees are not ordered yet: none can fail.
+            WorkerToManager::WorktreeFailed { .. } => return,
             WorkerToManager::AgentUpdate { attempt, run } => {
                 match self.state.agent_update(msg.id, attempt, run, now) {
                     Ok(Some(BudgetStop {

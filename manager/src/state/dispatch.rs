@@ -139,6 +139,7 @@ impl State {
             idle_timeout_ms: job.policy.idle_timeout_ms,
             grace_ms: job.policy.grace_ms,
             format: job.format,
+            worktree: None,
             inputs: Vec::new(),
         })
     }
@@ -209,6 +210,7 @@ impl State {
                     output_bytes: 0,
                     answer: None,
                     agent_error: None,
+                    change: None,
                 });
                 break;
             }
@@ -222,6 +224,7 @@ impl State {
                 output_bytes,
                 answer,
                 agent_error,
+                change: dep.change.clone(),
             });
         }
         out

@@ -140,6 +140,14 @@ impl State {
             output: Vec::new(),
             output_bytes: 0,
             agent: self.agent_view(entry, job),
+            change: job.change.clone(),
+            variant: job.variant,
+            variants: job
+                .variant_jobs
+                .iter()
+                .map(|&i| entry.job(i).name.clone())
+                .collect(),
+            pick: job.pick.clone(),
         }
     }
 

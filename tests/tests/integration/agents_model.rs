@@ -173,6 +173,8 @@ fn a_usage_limit_pauses_its_group_while_others_run_and_survives_a_restart() {
         exit: exit(1),
         stopped: None,
         agent: Some(limited_run(resets_at)),
+        change: None,
+        patch: Vec::new(),
     });
     acked(&mut worker, attempt);
     // The other agent job is held with it; the command runs.
@@ -212,6 +214,8 @@ fn a_usage_limit_pauses_its_group_while_others_run_and_survives_a_restart() {
         exit: exit(0),
         stopped: None,
         agent: None,
+        change: None,
+        patch: Vec::new(),
     });
     acked(&mut worker, cmd.attempt_ref());
     let sent = until_pong(&mut worker);
@@ -255,6 +259,8 @@ fn budgets_stop_a_job_and_skip_the_rest_and_continue_resumes_on_its_worker() {
             receipt: TeardownReceipt::default(),
         }),
         agent: Some(run("conv-a", 20_000, Some(0.06))),
+        change: None,
+        patch: Vec::new(),
     });
     acked(&mut worker, attempt);
     let shown = view(&c, id);

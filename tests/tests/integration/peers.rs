@@ -68,6 +68,8 @@ fn forged_reports(attempt: AttemptRef) -> Vec<WorkerToManager> {
             exit,
             stopped: None,
             agent: None,
+            change: None,
+            patch: Vec::new(),
         },
         WorkerToManager::SpawnFailed {
             attempt,
@@ -278,6 +280,8 @@ fn oversized_registrations_and_output_are_refused_or_cut_and_change_nothing() {
         },
         stopped: None,
         agent: None,
+        change: None,
+        patch: Vec::new(),
     });
     c.aam(&["wait", &session]).expect_code(0);
     let logs = c.aam(&["logs", &format!("{session}/x")]).expect_code(0);

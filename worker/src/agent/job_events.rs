@@ -80,6 +80,8 @@ impl Handler<Event> for WorkerAgent {
                     exit,
                     stopped,
                     agent,
+                    change: None,
+                    patch: Vec::new(),
                 };
                 self.job_ended(attempt, end, capture, ctx);
             }

@@ -39,6 +39,7 @@ fn run_script(script: &str, format: Option<AgentFormat>) -> Vec<(Instant, JobEve
         idle_timeout_ms: None,
         grace_ms: 100,
         format,
+        worktree: None,
         inputs: Vec::new(),
     };
     let recorder = Recorder::default();
