@@ -8,8 +8,8 @@ use crate::client::Client;
 use crate::endpoint;
 use crate::exit::verdict;
 use crate::render::{
-    activity_with_cost, any_agent, counts_line, estimate_line, has_spend, human_duration,
-    paused_lines, spend,
+    activity_with_cost, any_agent, change_note, counts_line, estimate_line, has_spend,
+    human_duration, paused_lines, spend,
 };
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::messages::OutputWanted;
@@ -25,8 +25,8 @@ pub async fn run(flags: &ManagerFlags, session: &str) -> anyhow::Result<i32> {
     Ok(verdict(&summary))
 }
 
-/// One line of `aam watch` for a job.
-fn job_line(j: &JobView, now: u64) -> String {
+/// One line of `aam watch` for a job of `view`.
+fn job_line(view: &SessionView, j: &JobView, now: u64) -> String {
     let elapsed = match (j.started_at_ms, j.finished_at_ms) {
         (Some(s), Some(f)) if j.status.is_terminal() => human_duration(f.saturating_sub(s)),
         (Some(s), _) if j.status == JobStatus::Running => human_duration(now.saturating_sub(s)),
@@ -44,14 +44,15 @@ fn job_line(j: &JobView, now: u64) -> String {
         j.worker.as_deref().unwrap_or("-"),
         elapsed,
         progress,
-        last_column(j)
+        last_column(view, j)
     )
 }
 
-/// A running job's `::progress::` message; else for an agent job what it
-/// did (`3 turns · Edit src/lib.rs · $0.12`: its raw output is events, not
-/// lines to read); else the last line of output.
-fn last_column(j: &JobView) -> String {
+/// A running job's `::progress::` message; else what it changed (an
+/// ended worktree job's branch and diffstat, which variant won) and for an
+/// agent job what it did (`3 turns · Edit src/lib.rs · $0.12`: its raw
+/// output is events, not lines to read); else the last line of output.
+fn last_column(view: &SessionView, j: &JobView) -> String {
     if let Some(message) = j
         .progress_message
         .as_deref()
@@ -59,8 +60,14 @@ fn last_column(j: &JobView) -> String {
     {
         return message.to_string();
     }
-    if let Some(activity) = j.agent.as_ref().and_then(activity_with_cost) {
-        return activity;
+    let change = change_note(view, j);
+    let activity = j.agent.as_ref().and_then(activity_with_cost);
+    if change.is_some() || activity.is_some() {
+        return [change, activity]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · ");
     }
     let text = String::from_utf8_lossy(&j.output);
     let last = text
@@ -147,7 +154,7 @@ async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Sessio
                 "JOB", "STATUS", "TRY", "WORKER", "ELAPSED", "PROG"
             ));
             for j in &view.jobs {
-                screen.push_str(&job_line(j, now));
+                screen.push_str(&job_line(&view, j, now));
                 screen.push('\n');
             }
             stdout.write_all(screen.as_bytes())?;
@@ -157,7 +164,7 @@ async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Sessio
                 let key = change_key(j);
                 if shown.get(&j.name) != Some(&key) {
                     shown.insert(j.name.clone(), key);
-                    writeln!(stdout, "{}", job_line(j, now))?;
+                    writeln!(stdout, "{}", job_line(&view, j, now))?;
                 }
             }
         }
@@ -173,7 +180,7 @@ async fn watch(client: &mut Client, session: SessionId) -> anyhow::Result<Sessio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::test_views::{agent_job, agent_view, job, session};
+    use crate::render::test_views::{agent_job, agent_view, job, session, worktree_job};
     use aam_protocol::model::SessionStatus;
 
     #[test]
@@ -183,22 +190,38 @@ mod tests {
             JobStatus::Running,
             agent_view(3, Some("Edit src/lib.rs"), 0.1234),
         );
+        let view = session(SessionStatus::Running, vec![review.clone()]);
         assert_eq!(
-            job_line(&review, 4_000),
+            job_line(&view, &review, 4_000),
             "review                   running      1 w1                   3.0s      3 turns · Edit src/lib.rs · $0.12"
         );
         let mut reporting = review.clone();
         reporting.progress = Some(40);
         reporting.progress_message = Some("reviewing".into());
-        assert!(job_line(&reporting, 4_000).ends_with("  40% reviewing"));
+        assert!(job_line(&view, &reporting, 4_000).ends_with("  40% reviewing"));
     }
 
     #[test]
     fn a_command_job_shows_its_last_line_as_before() {
         let tests = job("tests", JobStatus::Failed, "running\nbroken\n\n");
+        let view = session(SessionStatus::Failed, vec![tests.clone()]);
         assert_eq!(
-            job_line(&tests, 4_000),
+            job_line(&view, &tests, 4_000),
             "tests                    failed       1 w1                   1.5s      broken"
+        );
+    }
+
+    #[test]
+    fn an_ended_worktree_job_shows_its_branch_and_diffstat() {
+        let mut fix = worktree_job("fix", JobStatus::Succeeded, 2, 12, 3);
+        fix.output = b"done\n".to_vec();
+        fix.agent = Some(agent_view(3, None, 0.5));
+        let view = session(SessionStatus::Succeeded, vec![fix.clone()]);
+        assert!(
+            job_line(&view, &fix, 4_000)
+                .ends_with("      aam/s7/fix +12 -3 (2 files) · 3 turns · $0.50"),
+            "{}",
+            job_line(&view, &fix, 4_000)
         );
     }
 

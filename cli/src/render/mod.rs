@@ -1,9 +1,11 @@
 //! Everything the CLI prints, one file per concern: sessions and jobs
 //! (`status`: tables and JSON), the Markdown results summary (`results`),
-//! what an agent job did and the limit groups paused (`agent`), and the
-//! agents and workers lists (`fleet`). What several of them share is here.
+//! what an agent job did and the limit groups paused (`agent`), what
+//! worktree jobs changed and which variant won (`change`), and the agents
+//! and workers lists (`fleet`). What several of them share is here.
 
 mod agent;
+mod change;
 mod fleet;
 mod results;
 mod status;
@@ -11,6 +13,7 @@ mod status;
 pub mod test_views;
 
 pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend};
+pub use change::change_note;
 pub use fleet::{agents_json, agents_table, workers_json, workers_table};
 pub use results::results_markdown;
 pub use status::{

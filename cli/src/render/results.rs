@@ -2,9 +2,11 @@
 //! the session's verdict and spend, a table of its jobs, then each job
 //! grouped by outcome with what it produced: an agent job's final answer
 //! (Markdown as the agent wrote it) or error, a command's output tail, a
-//! gate's decision.
+//! gate's decision, a worktree job's branch and diffstat, and for a job of
+//! variants each variant's outcome and which one won.
 
 use super::agent::{any_agent, has_spend, reports_activity, spend, turns, usd};
+use super::change::{any_change, change_cell, change_paragraph, variants_table};
 use super::{counts_line, human_duration, job_duration, mark, rfc3339};
 use aam_protocol::agent_run::AgentView;
 use aam_protocol::model::{JobStatus, JobView, SessionStatus, SessionView};
@@ -46,7 +48,7 @@ pub fn results_markdown(view: &SessionView, only_failed: bool) -> String {
         out.push_str("Every job succeeded.\n");
         return out;
     }
-    jobs_table(&mut out, &shown, agents);
+    jobs_table(&mut out, view, &shown, agents);
     // Then each job, grouped: what did not succeed first.
     let groups: [(&str, &[JobStatus]); 4] = [
         (
@@ -69,23 +71,26 @@ pub fn results_markdown(view: &SessionView, only_failed: bool) -> String {
         if !members.is_empty() {
             let _ = writeln!(out, "\n## {title} ({})", members.len());
             for j in members {
-                job_section(&mut out, &s.id.to_string(), j);
+                job_section(&mut out, view, j);
             }
         }
     }
     out
 }
 
-/// The table of jobs; with `agents`, each job's turns and cost too.
-fn jobs_table(out: &mut String, jobs: &[&JobView], agents: bool) {
+/// The table of jobs; with `agents`, each job's turns and cost too; with
+/// worktree jobs, what each changed.
+fn jobs_table(out: &mut String, view: &SessionView, jobs: &[&JobView], agents: bool) {
+    let changes = any_change(jobs);
+    let mut header = "| | Job | Status | Duration | Exit | Attempts |".to_string();
     if agents {
-        out.push_str("| | Job | Status | Duration | Exit | Attempts | Turns | Cost |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|\n");
-    } else {
-        out.push_str(
-            "| | Job | Status | Duration | Exit | Attempts |\n|---|---|---|---|---|---|\n",
-        );
+        header.push_str(" Turns | Cost |");
     }
+    if changes {
+        header.push_str(" Change |");
+    }
+    let columns = header.matches('|').count() - 1;
+    let _ = writeln!(out, "{header}\n{}|", "|---".repeat(columns));
     for j in jobs {
         let exit = match (j.exit_code, j.signal) {
             (Some(c), _) => c.to_string(),
@@ -111,12 +116,16 @@ fn jobs_table(out: &mut String, jobs: &[&JobView], agents: bool) {
             (None, true) => out.push_str(" - | - |"),
             (_, false) => {}
         }
+        if changes {
+            let _ = write!(out, " {} |", change_cell(view, j));
+        }
         out.push('\n');
     }
 }
 
 /// One job's part of the Markdown summary.
-fn job_section(out: &mut String, session: &str, j: &JobView) {
+fn job_section(out: &mut String, view: &SessionView, j: &JobView) {
+    let session = &view.summary.id.to_string();
     let _ = write!(
         out,
         "\n### {} {} — {}{}",
@@ -153,6 +162,12 @@ fn job_section(out: &mut String, session: &str, j: &JobView) {
     }
     if j.gate {
         out.push_str("\n_(gate: no decision yet)_\n");
+        return;
+    }
+    change_paragraph(out, session, j);
+    variants_table(out, view, j);
+    if !j.variants.is_empty() {
+        // It ran nothing itself: its variants' sections have their output.
         return;
     }
     match &j.agent {

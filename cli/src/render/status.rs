@@ -4,6 +4,7 @@
 use super::agent::{
     activity, agent_json, any_agent, has_spend, paused_json, paused_lines, spend, usd,
 };
+use super::change::{change_json, change_note, pick_json};
 use super::{counts_line, human_duration, job_duration, opt_time, rfc3339};
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::model::{
@@ -94,6 +95,10 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         "teardown": job.teardown.as_ref().map(teardown_json),
         "attempt_history": job.history.iter().map(attempt_json).collect::<Vec<_>>(),
         "agent": job.agent.as_ref().map(agent_json),
+        "change": job.change.as_ref().map(change_json),
+        "variant": job.variant,
+        "variants": job.variants,
+        "pick": job.pick.as_ref().map(pick_json),
     });
     if with_output {
         // The answer beside the raw output it was read from.
@@ -213,13 +218,13 @@ pub fn session_table(view: &SessionView, now_ms: u64) -> String {
         "JOB", "STATUS", "TRY", "EXIT", "WORKER", "DURATION"
     );
     for j in &view.jobs {
-        out.push_str(&job_row(j, agents));
+        out.push_str(&job_row(view, j, agents));
     }
     out
 }
 
 /// A job's line in `session_table`, with its cost when `cost_column`.
-fn job_row(j: &JobView, cost_column: bool) -> String {
+fn job_row(view: &SessionView, j: &JobView, cost_column: bool) -> String {
     let exit = match (j.exit_code, j.signal) {
         (Some(c), _) => c.to_string(),
         (None, Some(sig)) => format!("sig{sig}"),
@@ -240,14 +245,15 @@ fn job_row(j: &JobView, cost_column: bool) -> String {
         job_duration(j)
             .map(human_duration)
             .unwrap_or_else(|| "-".into()),
-        note(j)
+        note(view, j)
     )
 }
 
 /// Progress while a job runs: its `::progress::`, else for an agent job
-/// its turns and last tool. Else why it is as it is, and for an agent job
-/// what it did.
-fn note(j: &JobView) -> String {
+/// its turns and last tool. Else why it is as it is, what it changed (its
+/// branch and diffstat, which variant won), and for an agent job what it
+/// did.
+fn note(view: &SessionView, j: &JobView) -> String {
     let left = j
         .expected_remaining_ms
         .map(|ms| format!(" (~{} left)", human_duration(ms)))
@@ -264,7 +270,7 @@ fn note(j: &JobView) -> String {
             Some(activity) => activity + &left,
             None => left.trim_start().to_string(),
         },
-        _ => [j.reason.clone(), activity]
+        _ => [j.reason.clone(), change_note(view, j), activity]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()

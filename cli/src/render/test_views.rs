@@ -1,10 +1,11 @@
 //! Views built by hand for the renderers' tests: a plain command job, an
-//! agent job, a session of them.
+//! agent job, a worktree job, a job run as variants, a session of them.
 
 use aam_protocol::agent_run::AgentView;
 use aam_protocol::model::{
     Estimate, JobStatus, JobView, SessionStatus, SessionSummary, SessionView,
 };
+use aam_protocol::worktree::{branch_name, DiffStat, JobChange, VariantPick, VerifyOutcome};
 use aam_protocol::SessionId;
 
 /// A job that ran 1.5 s on `w1` and ended with `status` (exit 0 when it
@@ -96,4 +97,82 @@ pub fn session(status: SessionStatus, jobs: Vec<JobView>) -> SessionView {
         eta: Estimate::default(),
         paused: Vec::new(),
     }
+}
+
+/// A worktree job of session `s7` that committed `+insertions -deletions`
+/// in `files` files on its branch `aam/s7/NAME` (base `b0`, commit `c1`).
+pub fn worktree_job(
+    name: &str,
+    status: JobStatus,
+    files: u32,
+    insertions: u32,
+    deletions: u32,
+) -> JobView {
+    JobView {
+        change: Some(JobChange {
+            repo: "/srv/repo".into(),
+            branch: branch_name("s7", name),
+            base: "b0".into(),
+            commit: Some("c1".into()),
+            stat: DiffStat {
+                files,
+                insertions,
+                deletions,
+            },
+            patch_bytes: 900,
+            patch_cut: false,
+            verify: None,
+        }),
+        ..job(name, status, "")
+    }
+}
+
+/// Variant `k` of the job `parent` (`fix.2`), a worktree job whose
+/// verify exited `verify_exit` after 2 s.
+pub fn variant_job(
+    parent: &str,
+    k: u32,
+    status: JobStatus,
+    verify_exit: i32,
+    lines: u32,
+) -> JobView {
+    let mut variant = worktree_job(&format!("{parent}.{k}"), status, 1, lines, 0);
+    variant.variant = Some(k);
+    if let Some(change) = variant.change.as_mut() {
+        change.verify = Some(VerifyOutcome {
+            exit_code: Some(verify_exit),
+            passed: verify_exit == 0,
+            duration_ms: 2_000,
+            output_tail: format!("exit {verify_exit}\n"),
+        });
+    }
+    variant
+}
+
+/// The job `name` run as `variants`, with `winner`'s change and the pick
+/// (none won: the job failed, saying so).
+pub fn variants_parent(
+    name: &str,
+    variants: &[JobView],
+    winner: Option<&str>,
+    reason: &str,
+) -> JobView {
+    let status = if winner.is_some() {
+        JobStatus::Succeeded
+    } else {
+        JobStatus::Failed
+    };
+    let mut parent = job(name, status, "");
+    parent.variants = variants.iter().map(|v| v.name.clone()).collect();
+    parent.pick = Some(VariantPick {
+        winner: winner.map(String::from),
+        reason: reason.into(),
+    });
+    parent.change = winner
+        .and_then(|w| variants.iter().find(|v| v.name == w))
+        .and_then(|v| v.change.clone());
+    if winner.is_none() {
+        parent.reason = Some(reason.into());
+    }
+    parent
 }
