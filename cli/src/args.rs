@@ -91,6 +91,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A worktree job's patch (SESSION/JOB), as `git format-patch` wrote
+    /// it (for a job of variants, its winner's)
+    Diff {
+        job: String,
+        /// The branch, commits, diffstat and patch as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// A live view of a session's jobs until it ends
     Watch { session: String },
     /// Approve a gate (SESSION/JOB): it counts as succeeded

@@ -13,6 +13,7 @@ use aam_protocol::messages::{
 };
 use aam_protocol::model::{Estimate, JobStatus, SessionSummary, SessionView, WorkerView};
 use aam_protocol::spec::BatchSpec;
+use aam_protocol::worktree::JobChange;
 use aam_protocol::SessionId;
 use futures::{SinkExt, StreamExt};
 use std::path::Path;
@@ -229,6 +230,13 @@ pub struct Collected {
     pub output_bytes: u64,
 }
 
+/// A worktree job's change and its patch, as the manager keeps them.
+pub struct Patch {
+    pub change: JobChange,
+    /// `git format-patch` of the job's commit; cut when `change.patch_cut`.
+    pub patch: Vec<u8>,
+}
+
 /// Every agent jobs can name.
 pub struct Agents {
     pub agents: Vec<AgentInfo>,
@@ -376,5 +384,17 @@ impl Client {
     pub async fn workers(&mut self) -> anyhow::Result<Vec<WorkerView>> {
         expect!(self.call(ClientRequest::Workers).await?,
             ClientResponse::Workers(list) => Ok(list))
+    }
+
+    /// A worktree job's change and patch (for a job of variants, its
+    /// winner's). A job without one is refused by the manager (exit 2, its
+    /// message).
+    pub async fn patch(&mut self, session: SessionId, job: &str) -> anyhow::Result<Patch> {
+        let request = ClientRequest::Patch {
+            session,
+            job: job.to_string(),
+        };
+        expect!(self.call(request).await?,
+            ClientResponse::Patch { change, patch } => Ok(Patch { change, patch }))
     }
 }

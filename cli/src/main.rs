@@ -83,6 +83,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Continue { job, prompt, json } => {
             cmd::continue_::run(flags, &job, prompt, json).await
         }
+        Command::Diff { job, json } => cmd::diff::run(flags, &job, json).await,
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,
         Command::Reject { job, comment } => cmd::decide::run(flags, &job, false, comment).await,
         Command::Watch { session } => cmd::watch::run(flags, &session).await,

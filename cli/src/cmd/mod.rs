@@ -9,6 +9,7 @@ pub mod agents;
 pub mod cancel;
 pub mod continue_;
 pub mod decide;
+pub mod diff;
 pub mod down;
 pub mod gc;
 pub mod logs;
