@@ -99,6 +99,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply a worktree job's patch (SESSION/JOB) in this directory's
+    /// repository as a new branch named like the job's, and check it out
+    Apply {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// A live view of a session's jobs until it ends
     Watch { session: String },
     /// Approve a gate (SESSION/JOB): it counts as succeeded

@@ -9,6 +9,7 @@ mod cmd;
 mod embedded;
 mod endpoint;
 mod exit;
+mod git_apply;
 mod local;
 mod progress;
 mod render;
@@ -84,6 +85,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             cmd::continue_::run(flags, &job, prompt, json).await
         }
         Command::Diff { job, json } => cmd::diff::run(flags, &job, json).await,
+        Command::Apply { job, json } => cmd::apply::run(flags, &job, json).await,
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,
         Command::Reject { job, comment } => cmd::decide::run(flags, &job, false, comment).await,
         Command::Watch { session } => cmd::watch::run(flags, &session).await,

@@ -6,6 +6,7 @@
 //! after, so an unreachable manager is reported (exit 3) before a typo.
 
 pub mod agents;
+pub mod apply;
 pub mod cancel;
 pub mod continue_;
 pub mod decide;

@@ -13,7 +13,7 @@ mod status;
 pub mod test_views;
 
 pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend};
-pub use change::change_note;
+pub use change::{change_note, diffstat};
 pub use fleet::{agents_json, agents_table, workers_json, workers_table};
 pub use results::results_markdown;
 pub use status::{
