@@ -7,7 +7,7 @@ use super::agent::usd;
 use super::{human_duration, job_duration, mark};
 use aam_protocol::model::{JobView, SessionView};
 use aam_protocol::worktree::{DiffStat, JobChange, VariantPick, VerifyOutcome};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::fmt::Write as _;
 
 /// A diffstat at a glance: `+12 -3 (2 files)`.
@@ -97,30 +97,22 @@ fn pick_line(pick: &VariantPick) -> String {
     }
 }
 
-/// `status --json`'s `change` object.
+/// `status --json`'s `change` object: the protocol's `JobChange` as serde
+/// writes it (`stat` holds `files`, `insertions`, `deletions`), the same
+/// shape as in a dependent's `AAM_INPUTS`, so it reads back as that type.
 pub fn change_json(change: &JobChange) -> Value {
-    json!({
-        "repo": change.repo,
-        "branch": change.branch,
-        "base": change.base,
-        "commit": change.commit,
-        "files": change.stat.files,
-        "insertions": change.stat.insertions,
-        "deletions": change.stat.deletions,
-        "patch_bytes": change.patch_bytes,
-        "patch_cut": change.patch_cut,
-        "verify": change.verify.as_ref().map(|v| json!({
-            "exit_code": v.exit_code,
-            "passed": v.passed,
-            "duration_ms": v.duration_ms,
-            "output_tail": v.output_tail,
-        })),
-    })
+    protocol_json(change)
 }
 
-/// `status --json`'s `pick` object.
+/// `status --json`'s `pick` object: `{"winner", "reason"}`.
 pub fn pick_json(pick: &VariantPick) -> Value {
-    json!({"winner": pick.winner, "reason": pick.reason})
+    protocol_json(pick)
+}
+
+/// A protocol type as serde writes it. (These types have no map with
+/// keys other than strings, the one thing serde_json cannot write.)
+fn protocol_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// The results summary's line for a worktree job: its branch and diffstat,
@@ -235,6 +227,7 @@ mod tests {
     };
     use crate::render::{results_markdown, session_json, session_table};
     use aam_protocol::model::{JobStatus, SessionStatus};
+    use serde_json::json;
 
     const PICKED: &str = "passed verify with the smallest change (3 lines)";
 
@@ -322,8 +315,11 @@ mod tests {
 
     #[test]
     fn status_json_has_the_change_the_variant_and_the_pick() {
-        let json = session_json(&best_of_three(), false);
+        let view = best_of_three();
+        let json = session_json(&view, false);
         let parent = &json["jobs"][0];
+        let read_back: JobChange = serde_json::from_value(parent["change"].clone()).unwrap();
+        assert_eq!(Some(read_back), view.jobs[0].change, "the protocol's type");
         assert_eq!(
             parent["change"],
             json!({
@@ -331,9 +327,7 @@ mod tests {
                 "branch": "aam/s7/fix.2",
                 "base": "b0",
                 "commit": "c1",
-                "files": 1,
-                "insertions": 3,
-                "deletions": 0,
+                "stat": {"files": 1, "insertions": 3, "deletions": 0},
                 "patch_bytes": 900,
                 "patch_cut": false,
                 "verify": {
