@@ -189,7 +189,8 @@ impl Git {
     }
 
     /// Refuses a branch name git would not take, a repository without a
-    /// commit, a dirty working tree and a branch that is there already.
+    /// commit, one where git knows no committer, a dirty working tree and a
+    /// branch that is there already.
     fn check_ready(&self, branch: &str) -> anyhow::Result<()> {
         let top = self.top.display();
         if !self
@@ -203,6 +204,12 @@ impl Git {
             .ok
         {
             return Err(bad_input(format!("{top} has no commit yet")));
+        }
+        if !self.run(&["var", "GIT_COMMITTER_IDENT"], None)?.ok {
+            // git am would fail after the branch is made; say it first.
+            return Err(bad_input(format!(
+                "git has no committer identity in {top} (set user.name and user.email with git config): git am needs one"
+            )));
         }
         let status = self.must("status", &["status", "--porcelain"])?;
         if !status.is_empty() {
