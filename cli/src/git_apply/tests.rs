@@ -165,13 +165,21 @@ fn a_patch_becomes_a_branch_on_its_base_in_a_fresh_clone() {
     assert_eq!(git(&s.mine, &["status", "--porcelain"]), "");
 }
 
-#[test]
-fn without_its_base_a_patch_goes_on_head() {
-    let s = setup();
-    write(&s.mine, "c.txt", "mine\n");
+/// `mine` moved on (`file` rewritten to `text` and committed) and the
+/// job's change with a base `mine` does not have: the patch goes on HEAD.
+/// That HEAD, and the change.
+fn moved_on_without_base(s: &Setup, file: &str, text: &str) -> (String, JobChange) {
+    write(&s.mine, file, text);
     let head = commit_all(&s.mine, "mine");
     let mut change = s.change.clone();
     change.base = "0123456789abcdef0123456789abcdef01234567".into();
+    (head, change)
+}
+
+#[test]
+fn without_its_base_a_patch_goes_on_head() {
+    let s = setup();
+    let (head, change) = moved_on_without_base(&s, "c.txt", "mine\n");
     let applied = apply_patch(&s.mine, &change, &s.patch).expect("applied");
     assert!(!applied.on_base);
     assert_eq!(applied.start, head);
@@ -182,11 +190,8 @@ fn without_its_base_a_patch_goes_on_head() {
 #[test]
 fn a_conflict_is_refused_and_the_repository_left_as_it_was() {
     let s = setup();
-    write(&s.mine, "a.txt", "one (mine)\n");
-    let head = commit_all(&s.mine, "mine");
-    let mut change = s.change.clone();
-    // Not here: on HEAD, where a.txt changed the same line.
-    change.base = "fedcba9876543210fedcba9876543210fedcba98".into();
+    // On HEAD, where a.txt changed the same line.
+    let (head, change) = moved_on_without_base(&s, "a.txt", "one (mine)\n");
     let message = refusal(apply_patch(&s.mine, &change, &s.patch));
     assert!(
         message.starts_with(&format!(
@@ -207,11 +212,8 @@ fn a_conflict_is_refused_and_the_repository_left_as_it_was() {
 #[test]
 fn after_a_conflict_a_detached_head_stays_detached() {
     let s = setup();
-    write(&s.mine, "a.txt", "one (mine)\n");
-    let head = commit_all(&s.mine, "mine");
+    let (head, change) = moved_on_without_base(&s, "a.txt", "one (mine)\n");
     git(&s.mine, &["checkout", "--quiet", "--detach"]);
-    let mut change = s.change.clone();
-    change.base = "fedcba9876543210fedcba9876543210fedcba98".into();
     refusal(apply_patch(&s.mine, &change, &s.patch));
     assert_untouched(&s.mine, "HEAD", &head);
 }
