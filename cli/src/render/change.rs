@@ -39,13 +39,6 @@ pub fn verify_line(verify: &VerifyOutcome) -> String {
     }
 }
 
-/// The variant job of `view` that won, when the job of variants it
-/// belongs to has picked one.
-fn winner_of<'a>(view: &'a SessionView, parent: &JobView) -> Option<&'a JobView> {
-    let winner = parent.pick.as_ref()?.winner.as_deref()?;
-    view.jobs.iter().find(|j| j.name == winner)
-}
-
 /// Whether `job` is the variant that won its job of variants.
 fn won(view: &SessionView, job: &JobView) -> bool {
     job.variant.is_some()
@@ -149,14 +142,20 @@ pub fn variants_table(out: &mut String, view: &SessionView, parent: &JobView) {
     if parent.variants.is_empty() {
         return;
     }
-    match (&parent.pick, winner_of(view, parent)) {
-        (Some(pick), Some(winner)) => {
-            let _ = writeln!(out, "\n**Winner:** {} — {}", winner.name, pick.reason);
+    match &parent.pick {
+        Some(VariantPick {
+            winner: Some(winner),
+            reason,
+        }) => {
+            let _ = writeln!(out, "\n**Winner:** {winner} — {reason}");
         }
-        (Some(pick), None) => {
-            let _ = writeln!(out, "\n**No winner:** {}", pick.reason);
+        Some(VariantPick {
+            winner: None,
+            reason,
+        }) => {
+            let _ = writeln!(out, "\n**No winner:** {reason}");
         }
-        (None, _) => out.push_str("\n_(no pick yet)_\n"),
+        None => out.push_str("\n_(no pick yet)_\n"),
     }
     out.push_str("\n| | Variant | Status | Verify | Change | Duration | Cost |\n");
     out.push_str("|---|---|---|---|---|---|---|\n");
