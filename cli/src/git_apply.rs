@@ -41,8 +41,9 @@ enum Origin {
 /// was made), else from HEAD (with a three-way merge where the patch's
 /// blobs are known here). Refused (exit 2), with nothing changed: a job
 /// that changed nothing, a cut patch, a directory outside a repository, a
-/// repository without a commit, a dirty working tree, a branch of that
-/// name already there, and a patch that does not apply.
+/// repository without a commit or where git knows no committer, a dirty
+/// working tree, a branch of that name already there, and a patch that
+/// does not apply.
 pub fn apply_patch(dir: &Path, change: &JobChange, patch: &[u8]) -> anyhow::Result<Applied> {
     let branch = change.branch.as_str();
     if change.commit.is_none() || patch.is_empty() {

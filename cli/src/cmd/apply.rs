@@ -32,11 +32,12 @@ pub async fn run(flags: &ManagerFlags, job: &str, json: bool) -> anyhow::Result<
             short(&applied.start)
         );
     }
+    let on = if applied.on_base { "base" } else { "HEAD" };
     println!(
-        "{session}/{name}: branch {} at {} ({}), on {}; checked out (`git checkout -` goes back)",
+        "{session}/{name}: branch {}, {}: commit {} on {on} {}; checked out (`git checkout -` goes back)",
         applied.branch,
-        short(&applied.commit),
         diffstat(&change.stat),
+        short(&applied.commit),
         short(&applied.start)
     );
     Ok(0)
