@@ -32,6 +32,36 @@ fn corrupt(e: codec::CodecError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// How long an open waits for sled's lock to be let go. A `sled::Db`
+/// dropped in this process releases its file lock only when sled's own
+/// threads drop their handles, a moment later; a second manager holding
+/// the directory keeps it for good and is refused after this wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn is_lock_error(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+}
+
+fn open_when_unlocked(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            // Durability comes from our own group-committed flushes.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(ref io))
+                if is_lock_error(io) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Trees {
     /// Opens (or creates) sled in `dir/store`, taking its lock, and checks
     /// the schema version.
@@ -45,21 +75,10 @@ impl Trees {
             path: path.clone(),
             source: e,
         })?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cache_bytes)
-            // Durability comes from our own group-committed flushes.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                other => sled_err(other),
-            })?;
+        let db = open_when_unlocked(&path, cache_bytes).map_err(|e| match e {
+            sled::Error::Io(ref io) if is_lock_error(io) => StoreError::Locked(dir.to_path_buf()),
+            other => sled_err(other),
+        })?;
         // sled creates its files with the process's umask.
         narrow_tree(&path).map_err(|e| StoreError::Io {
             path: path.clone(),
