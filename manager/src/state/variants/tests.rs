@@ -282,10 +282,15 @@ fn variants_cancelled_before_their_dependency_ended_leave_the_parent_to_fail_onc
         let out = s.cancel(id, Some(&format!("fix.{k}")), None, 1).unwrap();
         assert_eq!(out.cancelled, [format!("fix.{k}")]);
     }
-    assert_eq!(status(&s, id, "fix"), JobStatus::Pending, "it waits for scan");
+    assert_eq!(
+        status(&s, id, "fix"),
+        JobStatus::Pending,
+        "it waits for scan"
+    );
     s.register_worker(1, worker("w", 4), &[], 2).unwrap();
     let scan = s.dispatch(2).remove(0).1;
-    s.job_finished(1, attempt_of(&scan), ended(ok()), 3).unwrap();
+    s.job_finished(1, attempt_of(&scan), ended(ok()), 3)
+        .unwrap();
     assert_eq!(status(&s, id, "fix"), JobStatus::Failed);
     let test = job_view(&s, id, "test", 4);
     assert_eq!(test.status, JobStatus::Skipped);
