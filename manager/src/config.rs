@@ -5,6 +5,7 @@ use aam_protocol::agent_run::{AgentFormat, ModelPrice};
 use aam_protocol::codec::DEFAULT_MAX_FRAME;
 use aam_protocol::output::DEFAULT_OUTPUT_CAP;
 use aam_protocol::spec::{parse_duration_ms, Limits};
+use aam_protocol::worktree::Isolation;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,16 @@ pub struct ManagerConfig {
     pub limit_backoff: String,
     /// Budget in USD of sessions that set no `max_cost_usd` (none: no limit).
     pub max_cost_usd: Option<f64>,
+    /// Most bytes of a worktree job's patch a worker sends (and the manager
+    /// keeps); past it the patch is cut, with a marker.
+    pub patch_cap_bytes: u64,
+    /// `aam gc` and retention also delete the branches of the worktree jobs
+    /// of the sessions they remove (on the workers that hold them).
+    pub gc_branches: bool,
 }
+
+/// Default `patch_cap_bytes`: 8 MiB.
+pub const DEFAULT_PATCH_CAP: u64 = 8 * 1024 * 1024;
 
 /// The `[prices]` table: per model-name prefix, USD per million tokens.
 /// Read from the file as written (`read_case_sensitive`): the config crate
@@ -143,6 +153,8 @@ impl Default for ManagerConfig {
             prices: Prices::default(),
             limit_backoff: "60s".into(),
             max_cost_usd: None,
+            patch_cap_bytes: DEFAULT_PATCH_CAP,
+            gc_branches: false,
         }
     }
 }
@@ -171,6 +183,8 @@ const ENV_KEYS: &[&str] = &[
     "retention",
     "limit_backoff",
     "max_cost_usd",
+    "patch_cap_bytes",
+    "gc_branches",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +279,16 @@ impl ManagerConfig {
         if self.output_cap_bytes < 1024 {
             return bad("output_cap_bytes must be at least 1024".into());
         }
+        // A patch travels whole in one frame (a worker's end, an answer).
+        let patch_range = 1024..=(self.max_frame_bytes / 2) as u64;
+        if !patch_range.contains(&self.patch_cap_bytes) {
+            return bad(format!(
+                "patch_cap_bytes ({}) must be between {} and half of max_frame_bytes ({})",
+                self.patch_cap_bytes,
+                patch_range.start(),
+                patch_range.end()
+            ));
+        }
         let durations = [
             ("job_timeout", self.job_timeout.as_deref()),
             ("job_idle_timeout", self.job_idle_timeout.as_deref()),
@@ -340,6 +364,9 @@ impl ManagerConfig {
             }
             if let Some(Err(e)) = agent.format.as_deref().map(AgentFormat::parse) {
                 return bad(format!("agents.{name}.format: {e}"));
+            }
+            if let Some(Err(e)) = agent.isolation.as_deref().map(Isolation::parse) {
+                return bad(format!("agents.{name}.isolation: {e}"));
             }
             if let Some(group) = &agent.limit_group {
                 if group.len() > 128 || !aam_protocol::spec::is_valid_name(group) {
@@ -419,6 +446,8 @@ impl ManagerConfig {
             prices: crate::prices::PriceTable::with(&self.prices.0),
             limit_backoff_ms: ms(&self.limit_backoff).clamp(1, LIMIT_BACKOFF_CAP_MS),
             default_max_cost_usd: self.max_cost_usd,
+            patch_cap: self.patch_cap_bytes,
+            gc_branches: self.gc_branches,
         }
     }
 
@@ -544,6 +573,34 @@ mod tests {
         assert!(e.contains("prices.m"), "{e}");
         let e = refused("[prices]\nm = { input = 1.0, outptu = 1.0 }\n");
         assert!(e.contains("outptu"), "{e}");
+    }
+
+    #[test]
+    fn worktree_keys_load_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aam.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write("gc_branches = true\n[agents.c]\ncommand = [\"c\"]\nisolation = \"worktree\"\n");
+        let cfg = ManagerConfig::load(Some(&path), vec![], &[]).unwrap();
+        let state = cfg.state_config();
+        assert!(state.gc_branches);
+        assert_eq!(state.patch_cap, DEFAULT_PATCH_CAP);
+        let refused = |text: &str| {
+            write(text);
+            ManagerConfig::load(Some(&path), vec![], &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused("[agents.c]\ncommand = [\"c\"]\nisolation = \"jail\"\n");
+        assert!(
+            e.contains("agents.c.isolation: unknown isolation 'jail'"),
+            "{e}"
+        );
+        let e = refused("patch_cap_bytes = 16777216\n");
+        assert!(
+            e.contains("patch_cap_bytes (16777216) must be between"),
+            "{e}"
+        );
     }
 
     #[test]

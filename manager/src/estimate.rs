@@ -18,6 +18,9 @@ pub struct Remaining {
     pub running: bool,
     /// A gate: waits for a person, takes no slot, is not estimated.
     pub gate: bool,
+    /// Ends as soon as its dependencies do, taking no slot (a parent of
+    /// variants: it runs nothing, and ends with them).
+    pub instant: bool,
     /// Indices (in the same list) of the jobs it waits for.
     pub deps: Vec<usize>,
 }
@@ -83,7 +86,7 @@ pub fn estimate(jobs: &[Remaining], slots: u32) -> Estimate {
         let job = &jobs[i];
         let deps_done = job.deps.iter().map(|&d| finish[d]).max().unwrap_or(0);
         if !job.running {
-            if job.gate {
+            if job.gate || job.instant {
                 finish[i] = deps_done;
             } else {
                 let Reverse(slot) = free_at.pop().unwrap_or(Reverse(0));
@@ -144,6 +147,19 @@ mod tests {
         // gated one follows at 50 (list scheduling, in readiness order).
         assert_eq!(e.ms, Some(150));
         assert_eq!(e.gates, 1);
+    }
+
+    #[test]
+    fn a_job_that_ends_with_its_dependencies_takes_no_slot() {
+        let parent = Remaining {
+            ms: Some(0),
+            instant: true,
+            deps: vec![0, 1],
+            ..Default::default()
+        };
+        let jobs = vec![job(100, &[]), job(60, &[]), parent, job(10, &[2])];
+        let e = estimate(&jobs, 2);
+        assert_eq!((e.ms, e.gates, e.unknown), (Some(110), 0, 0));
     }
 
     #[test]

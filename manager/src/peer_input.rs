@@ -1,15 +1,17 @@
 //! What the manager takes from its peers, checked for size and shape at
 //! the connection, before it reaches the scheduler: a worker's
 //! registration (name, slots, prefetch, labels, the attempts it reports),
-//! the free text of its reports (an agent's run included), and a client's
-//! gate comment. Text that only informs is cut to its limit (a progress
-//! message, a spawn error, what an agent said);
+//! the free text of its reports (an agent's run and a worktree job's
+//! change included), and a client's gate comment. Text that only informs
+//! is cut to its limit (a progress message, a spawn error, a worktree's
+//! failure, what an agent said, a change's paths and verify output);
 //! what configures a worker or is recorded as someone's word is refused,
 //! naming the field and the limit.
 
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{AttemptRef, ClientRequest, WorkerToManager};
 use aam_protocol::spec::is_valid_name;
+use aam_protocol::worktree::JobChange;
 use std::collections::BTreeMap;
 
 /// Most slots one worker may offer (and most assignments it may prefetch).
@@ -39,6 +41,10 @@ pub const MAX_AGENT_TEXT_BYTES: usize = 4096;
 pub const MAX_AGENT_NAME_BYTES: usize = 256;
 /// Most models an agent's usage is counted under; more are dropped.
 pub const MAX_AGENT_MODELS: usize = 32;
+/// A worktree job's change: its repository's path, branch and commits are
+/// cut to this (a path is at most 4 KiB on Linux), and its verify's output
+/// tail to `MAX_AGENT_TEXT_BYTES`.
+pub const MAX_CHANGE_NAME_BYTES: usize = 4096;
 
 /// Checks a `Register`; the reason it is refused otherwise.
 pub fn check_register(
@@ -92,12 +98,33 @@ pub fn trim_report(report: &mut WorkerToManager) {
             message: Some(message),
             ..
         } => truncate(message, MAX_PROGRESS_MESSAGE_BYTES),
-        WorkerToManager::SpawnFailed { error, .. } => truncate(error, MAX_SPAWN_ERROR_BYTES),
-        WorkerToManager::AgentUpdate { run, .. }
-        | WorkerToManager::Finished {
-            agent: Some(run), ..
-        } => trim_agent_run(run),
+        WorkerToManager::SpawnFailed { error, .. }
+        | WorkerToManager::WorktreeFailed { reason: error, .. } => {
+            truncate(error, MAX_SPAWN_ERROR_BYTES)
+        }
+        WorkerToManager::AgentUpdate { run, .. } => trim_agent_run(run),
+        WorkerToManager::Finished { agent, change, .. } => {
+            if let Some(run) = agent {
+                trim_agent_run(run);
+            }
+            if let Some(change) = change {
+                trim_change(change);
+            }
+        }
         _ => {}
+    }
+}
+
+/// Cuts what a worktree job's change says to its limits.
+fn trim_change(change: &mut JobChange) {
+    for text in [&mut change.repo, &mut change.branch, &mut change.base] {
+        truncate(text, MAX_CHANGE_NAME_BYTES);
+    }
+    if let Some(commit) = &mut change.commit {
+        truncate(commit, MAX_CHANGE_NAME_BYTES);
+    }
+    if let Some(verify) = &mut change.verify {
+        truncate(&mut verify.output_tail, MAX_AGENT_TEXT_BYTES);
     }
 }
 
@@ -247,6 +274,56 @@ mod tests {
         assert_eq!(run.last_text.unwrap().len(), MAX_AGENT_TEXT_BYTES);
         assert_eq!(run.usage.len(), MAX_AGENT_MODELS);
         assert_eq!(run.reported_cost_usd, None);
+    }
+
+    #[test]
+    fn a_worktree_s_failure_and_change_are_cut_to_their_limits() {
+        let mut failed = WorkerToManager::WorktreeFailed {
+            attempt: attempt(0),
+            reason: "x".repeat(10_000),
+        };
+        trim_report(&mut failed);
+        let WorkerToManager::WorktreeFailed { reason, .. } = failed else {
+            unreachable!()
+        };
+        assert_eq!(reason.len(), MAX_SPAWN_ERROR_BYTES);
+        let change = JobChange {
+            repo: "/".repeat(10_000),
+            branch: "b".repeat(10_000),
+            base: "c".into(),
+            commit: Some("d".repeat(10_000)),
+            stat: Default::default(),
+            patch_bytes: 0,
+            patch_cut: false,
+            verify: Some(aam_protocol::worktree::VerifyOutcome {
+                exit_code: Some(1),
+                passed: false,
+                duration_ms: 1,
+                output_tail: "o".repeat(100_000),
+            }),
+        };
+        let mut finished = WorkerToManager::Finished {
+            attempt: attempt(0),
+            exit: aam_protocol::model::ExitInfo::not_started(),
+            stopped: None,
+            agent: None,
+            change: Some(Box::new(change)),
+            patch: Vec::new(),
+        };
+        trim_report(&mut finished);
+        let WorkerToManager::Finished {
+            change: Some(change),
+            ..
+        } = finished
+        else {
+            unreachable!()
+        };
+        assert_eq!(change.repo.len(), MAX_CHANGE_NAME_BYTES);
+        assert_eq!(change.branch.len(), MAX_CHANGE_NAME_BYTES);
+        assert_eq!(change.commit.unwrap().len(), MAX_CHANGE_NAME_BYTES);
+        assert_eq!(change.base, "c");
+        let tail = change.verify.unwrap().output_tail;
+        assert_eq!(tail.len(), MAX_AGENT_TEXT_BYTES);
     }
 
     #[test]

@@ -387,6 +387,8 @@ impl JobRecord {
         self.progress_message = None;
         self.teardown = None;
         self.agent_run = None;
+        // A new attempt starts its branch again.
+        self.change = None;
         self.attempts
     }
 
@@ -419,10 +421,12 @@ impl JobRecord {
     }
 
     /// The job is to run again from the start (`aam retry`): its retry and
-    /// loss counts, its cancel and its gate's decision are forgotten; its
-    /// attempt number and attempt history are kept. Its status is the
-    /// caller's to set.
+    /// loss counts, its cancel, its gate's decision, its change and its
+    /// variants' pick are forgotten; its attempt number and attempt history
+    /// are kept. Its status is the caller's to set.
     pub fn reset_for_rerun(&mut self) {
+        self.change = None;
+        self.pick = None;
         self.finished_at_ms = None;
         self.exit = None;
         self.reason = None;

@@ -44,10 +44,14 @@ pub struct WorktreeOrder {
     /// The job's branch (`aam/s4/fix`, `aam/s4/fix.2` for a variant).
     pub branch: String,
     /// What a new branch starts from: a ref or a commit of the repository
-    /// (`HEAD` by default). Not used when the branch exists and is reused.
+    /// (`HEAD` by default; for `base = "job:NAME"`, the commit of that
+    /// dependency's change). Not used when the branch exists and is reused.
     pub base: String,
-    /// The branch exists already and the job continues it (a follow-up);
-    /// otherwise it must not exist yet.
+    /// The job continues this branch (a follow-up): it is checked out as
+    /// it is, or, when it is gone (the earlier job changed nothing, so its
+    /// branch was removed), created at `base`. Otherwise the branch is
+    /// created at `base`; one of that name left by an earlier attempt of
+    /// the same job (a retry, a requeue after a lost worker) is reset to it.
     pub reuse_branch: bool,
     /// Names the worktree's directory under the worker's own root
     /// (`s4/fix`): a follow-up gets its first job's, so the agent's
@@ -56,7 +60,10 @@ pub struct WorktreeOrder {
     /// Run in the worktree after the job's command ends, before the commit
     /// (a variant's score: it passes when this exits 0).
     pub verify: Option<Vec<String>>,
-    /// The commit message of the job's change.
+    /// The commit message of the job's change, made by the manager: one
+    /// line naming the job, its session and agent (`aam s4/fix (session
+    /// nightly, agent claude)`). The worker appends a blank line and the
+    /// first non-empty line of the agent's answer when there is one.
     pub message: String,
     /// Most bytes of patch sent back (past it the patch is cut, with a
     /// marker saying so).

@@ -1,9 +1,10 @@
 //! aam-store: the manager's durable state in sled.
 //!
 //! Sessions, jobs (with their attempt counters), the captured output of
-//! finished jobs and the pauses of usage-limit groups, under a schema
-//! version (an older one is migrated at open: `migrate`). `Store::open` gives a read handle
-//! (`Store`, cheap to clone) and the one `StoreWriter`. A group of changes is
+//! finished jobs, the patches of worktree jobs and the pauses of
+//! usage-limit groups, under a schema version (an older one is migrated at
+//! open: `migrate`). `Store::open` gives a read handle (`Store`, cheap to
+//! clone) and the one `StoreWriter`. A group of changes is
 //! committed by appending it to a write-ahead log and syncing that once
 //! (group commit); only then is it written into sled's memory, so sled never
 //! holds what is not durable. Now and then a checkpoint flushes sled and
@@ -33,6 +34,9 @@ use trees::Trees;
 /// 2: agents understood (issue 9): jobs gained their agent's format, limit
 /// group, budget, pinned worker and run; attempts their outcome as an
 /// `AttemptOutcome` and their run; sessions a budget; a tree of pauses.
+/// Before it shipped, worktrees (issue 10) added jobs' isolation, base,
+/// verify, variants, pick, change and continued branch, and a tree of
+/// patches (a log item kind of its own).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Default sled page cache, set explicitly (sled's own default is 1 GB).
@@ -165,6 +169,9 @@ pub struct Changes {
     pub sessions: Vec<SessionRecord>,
     pub jobs: Vec<JobRecord>,
     pub outputs: Vec<(JobKey, Vec<u8>)>,
+    /// Worktree jobs' patches, kept like outputs (empty: the job has none
+    /// any more, so an earlier attempt's goes).
+    pub patches: Vec<(JobKey, Vec<u8>)>,
     pub next_session: Option<u64>,
     /// Sessions to delete with their jobs and outputs: (id, job count).
     pub removed: Vec<(SessionId, u32)>,
@@ -179,6 +186,7 @@ impl Changes {
         self.sessions.is_empty()
             && self.jobs.is_empty()
             && self.outputs.is_empty()
+            && self.patches.is_empty()
             && self.next_session.is_none()
             && self.removed.is_empty()
             && self.pauses.is_empty()
@@ -280,6 +288,12 @@ impl Store {
     pub fn output(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
         self.with(|trees| trees.output(key))
     }
+
+    /// The stored patch of a worktree job (`git format-patch` of its commit,
+    /// as its worker sent it).
+    pub fn patch(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
+        self.with(|trees| trees.patch(key))
+    }
 }
 
 #[cfg(test)]
@@ -328,15 +342,21 @@ mod tests {
                     sessions: vec![session(2), session(1)],
                     jobs: vec![job(2, 1), job(1, 0), job(2, 0)],
                     outputs: vec![(job(1, 0).key, b"out".to_vec())],
+                    patches: vec![
+                        (job(1, 0).key, b"From 1".to_vec()),
+                        (job(2, 0).key, b"From 2".to_vec()),
+                    ],
                     next_session: Some(3),
                     removed: Vec::new(),
                     pauses: vec![pause("claude"), pause("codex")],
                     pauses_ended: Vec::new(),
                 }])
                 .unwrap();
+            // A later attempt that left no patch takes the earlier one's away.
             writer
                 .commit(vec![Changes {
                     pauses_ended: vec!["codex".into()],
+                    patches: vec![(job(2, 0).key, Vec::new())],
                     ..Default::default()
                 }])
                 .unwrap();
@@ -354,10 +374,12 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![(1, 0), (2, 0), (2, 1)]);
         assert_eq!(store.output(job(1, 0).key).unwrap().unwrap(), b"out");
+        assert_eq!(store.patch(job(1, 0).key).unwrap().unwrap(), b"From 1");
+        assert_eq!(store.patch(job(2, 0).key).unwrap(), None);
     }
 
     #[test]
-    fn removed_sessions_are_gone_with_their_jobs_and_outputs_after_replay() {
+    fn removed_sessions_are_gone_with_their_jobs_outputs_and_patches_after_replay() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (_, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
@@ -367,6 +389,7 @@ mod tests {
                         sessions: vec![session(1), session(2)],
                         jobs: vec![job(1, 0), job(2, 0)],
                         outputs: vec![(job(1, 0).key, b"out".to_vec())],
+                        patches: vec![(job(1, 0).key, b"From 1".to_vec())],
                         ..Default::default()
                     },
                     Changes {
@@ -382,6 +405,7 @@ mod tests {
         assert_eq!(snap.sessions[0].id, SessionId(2));
         assert_eq!(snap.jobs.len(), 1);
         assert!(store.output(job(1, 0).key).unwrap().is_none());
+        assert!(store.patch(job(1, 0).key).unwrap().is_none());
     }
 
     #[test]

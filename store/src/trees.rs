@@ -3,7 +3,8 @@
 //! and reading records back. Only the store's own modules use it.
 //!
 //! Trees: `sessions` and `jobs` (encoded records by id), `outputs` (an
-//! ended attempt's encoded capture by job), `pauses` (an encoded
+//! ended attempt's encoded capture by job), `patches` (a worktree job's
+//! patch by job, as its worker sent it), `pauses` (an encoded
 //! `LimitPause` by group name) and `meta` (the schema version, the next
 //! session id).
 
@@ -25,6 +26,7 @@ pub(crate) struct Trees {
     pub(crate) sessions: sled::Tree,
     pub(crate) jobs: sled::Tree,
     outputs: sled::Tree,
+    patches: sled::Tree,
     pauses: sled::Tree,
 }
 
@@ -89,6 +91,7 @@ impl Trees {
             sessions: db.open_tree("sessions").map_err(sled_err)?,
             jobs: db.open_tree("jobs").map_err(sled_err)?,
             outputs: db.open_tree("outputs").map_err(sled_err)?,
+            patches: db.open_tree("patches").map_err(sled_err)?,
             pauses: db.open_tree("pauses").map_err(sled_err)?,
             db,
             path,
@@ -169,6 +172,7 @@ impl Trees {
             let result = match item {
                 Item::Job(k, v) => self.jobs.insert(k, v),
                 Item::Output(k, v) => self.outputs.insert(k, v),
+                Item::Patch(k, v) => self.put_patch(k, v),
                 Item::Session(k, v) => self.sessions.insert(k, v),
                 Item::NextSession(n) => self.meta.insert(NEXT_SESSION_KEY, &n.to_be_bytes()),
                 Item::Removed(id, count) => {
@@ -184,8 +188,18 @@ impl Trees {
         Ok(())
     }
 
+    /// Stores a job's patch; an empty one removes it (a later attempt that
+    /// left none replaces an earlier one's).
+    fn put_patch(&self, key: [u8; 12], patch: Vec<u8>) -> sled::Result<Option<sled::IVec>> {
+        if patch.is_empty() {
+            self.patches.remove(key)
+        } else {
+            self.patches.insert(key, patch)
+        }
+    }
+
     /// Deletes a session record (first, so a crash midway leaves only
-    /// orphan jobs, which load ignores), its jobs and their outputs.
+    /// orphan jobs, which load ignores), its jobs, their outputs and patches.
     fn remove_session(&self, id: SessionId, job_count: u32) -> Result<()> {
         self.sessions
             .remove(session_key(id))
@@ -194,6 +208,7 @@ impl Trees {
             let key = job_key(JobKey { session: id, index });
             self.jobs.remove(key).map_err(|e| self.err(e))?;
             self.outputs.remove(key).map_err(|e| self.err(e))?;
+            self.patches.remove(key).map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -213,6 +228,10 @@ impl Trees {
         for (key, out) in changes.outputs {
             self.outputs
                 .insert(job_key(key), out)
+                .map_err(|e| self.err(e))?;
+        }
+        for (key, patch) in changes.patches {
+            self.put_patch(job_key(key), patch)
                 .map_err(|e| self.err(e))?;
         }
         for s in &changes.sessions {
@@ -274,6 +293,14 @@ impl Trees {
     pub(crate) fn output(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
         Ok(self
             .outputs
+            .get(job_key(key))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub(crate) fn patch(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .patches
             .get(job_key(key))
             .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))

@@ -34,11 +34,14 @@ const KIND_REMOVED: u8 = 5;
 const KIND_PAUSE: u8 = 6;
 const KIND_PAUSE_ENDED: u8 = 7;
 const KIND_SCHEMA: u8 = 8;
+const KIND_PATCH: u8 = 9;
 
 /// One decoded item of a frame.
 pub(crate) enum Item {
     Job([u8; 12], Vec<u8>),
     Output([u8; 12], Vec<u8>),
+    /// A worktree job's patch, by job (empty: it has none any more).
+    Patch([u8; 12], Vec<u8>),
     Session([u8; 8], Vec<u8>),
     NextSession(u64),
     /// A session deleted with its jobs and outputs: (id, job count).
@@ -72,6 +75,11 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
         let mut body = job_key(*key).to_vec();
         body.extend_from_slice(out);
         push_item(&mut buf, KIND_OUTPUT, &body);
+    }
+    for (key, patch) in &changes.patches {
+        let mut body = job_key(*key).to_vec();
+        body.extend_from_slice(patch);
+        push_item(&mut buf, KIND_PATCH, &body);
     }
     for s in &changes.sessions {
         let mut body = session_key(s.id).to_vec();
@@ -133,6 +141,7 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
         items.push(match kind {
             KIND_JOB => Item::Job(data.get(..12)?.try_into().ok()?, data[12..].to_vec()),
             KIND_OUTPUT => Item::Output(data.get(..12)?.try_into().ok()?, data[12..].to_vec()),
+            KIND_PATCH => Item::Patch(data.get(..12)?.try_into().ok()?, data[12..].to_vec()),
             KIND_SESSION => Item::Session(data.get(..8)?.try_into().ok()?, data[8..].to_vec()),
             KIND_NEXT_SESSION => Item::NextSession(u64::from_be_bytes(data.try_into().ok()?)),
             KIND_REMOVED if data.len() == 12 => Item::Removed(

@@ -289,7 +289,7 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
                 pauses.remove(&*String::from_utf8_lossy(&group));
             }
             // A migration's log is checkpointed before the store is used.
-            Item::Output(..) | Item::Schema(_) => {}
+            Item::Output(..) | Item::Patch(..) | Item::Schema(_) => {}
         }
     }
     Ok(Snapshot {

@@ -46,7 +46,7 @@ pub(super) struct Parked {
 struct Pending {
     seq: u64,
     effects: Vec<Effect>,
-    /// The outputs of ended attempts it stores: (job, attempt).
+    /// The outputs and patches of ended attempts it stores: (job, attempt).
     outputs: Vec<(JobKey, u32)>,
     /// Its result once known. Results may be seen out of order; effects
     /// are released (or refused) in commit order.
@@ -82,6 +82,7 @@ impl Scheduler {
         let outputs: Vec<(JobKey, u32)> = changes
             .outputs
             .iter()
+            .chain(&changes.patches)
             .filter_map(|(k, _)| Some((*k, self.state.committing_attempt(*k)?)))
             .collect();
         self.parked.waiting.push_back(Pending {

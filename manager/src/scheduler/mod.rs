@@ -17,7 +17,7 @@ pub use workers::{WorkerConnected, WorkerDisconnected, WorkerReport};
 
 use crate::client_conn::SessionUpdate;
 use crate::commit::Committer;
-use crate::state::State;
+use crate::state::{BranchDeletion, State};
 use crate::worker_conn::WorkerConn;
 use aam_protocol::codec;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ManagerToWorker};
@@ -130,9 +130,13 @@ impl Scheduler {
     }
 
     /// Removes finished sessions older than `age` ms; returns them, their
-    /// job count and the output bytes the store frees.
-    fn gc(&mut self, age: u64) -> (Vec<SessionId>, u64, u64) {
-        let removed = self.state.gc(now_ms().saturating_sub(age));
+    /// job count and the output bytes the store frees. With `gc_branches`,
+    /// the workers that hold their jobs' branches are told to delete them
+    /// (`effects`, once the removal is durable).
+    fn gc(&mut self, age: u64, effects: &mut Vec<Effect>) -> (Vec<SessionId>, u64, u64) {
+        let collected = self.state.gc(now_ms().saturating_sub(age));
+        effects.extend(self.delete_branches(collected.branches));
+        let removed = collected.removed;
         let mut jobs = 0u64;
         let mut bytes = 0u64;
         for &(id, count) in &removed {
@@ -159,12 +163,56 @@ impl Scheduler {
         (removed.into_iter().map(|(id, _)| id).collect(), jobs, bytes)
     }
 
+    /// Orders to delete branches, to the connected workers that hold
+    /// them; best effort: those of a worker that is not connected are left
+    /// (and the log says so).
+    fn delete_branches(&self, deletions: Vec<BranchDeletion>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for BranchDeletion {
+            worker,
+            repo,
+            branches,
+        } in deletions
+        {
+            match self.state.worker_id(&worker) {
+                Some(id) => {
+                    tracing::info!(worker = %worker, repo = %repo, branches = branches.len(),
+                        "deleting the branches of removed sessions");
+                    let order = ManagerToWorker::DeleteBranches { repo, branches };
+                    effects.push(Effect::ToWorker(id, order));
+                }
+                None => tracing::warn!(worker = %worker, repo = %repo, branches = branches.len(),
+                    first = ?branches.first(),
+                    "cannot delete the branches of removed sessions: their worker is not connected; they stay"),
+            }
+        }
+        effects
+    }
+
     /// Reads finished jobs' outputs from the store.
     fn output_reader(&self) -> impl Fn(JobKey) -> Option<OutputCapture> {
         let store = self.store.clone();
         move |key| {
             let bytes = store.output(key).ok().flatten()?;
             codec::decode::<OutputCapture>(&bytes).ok()
+        }
+    }
+
+    /// Reads worktree jobs' patches from the store.
+    fn patch_reader(&self) -> impl Fn(JobKey) -> Option<Vec<u8>> {
+        let store = self.store.clone();
+        move |key| store.patch(key).ok().flatten()
+    }
+}
+
+impl Scheduler {
+    /// Retention, at start and hourly (not while the store takes no
+    /// writes: it changes records).
+    fn retain(&mut self, ctx: &mut Context<Self>) {
+        if !self.read_only() {
+            let mut effects = Vec::new();
+            self.gc(self.retention_ms, &mut effects);
+            self.settle(ctx, effects);
         }
     }
 }
@@ -177,18 +225,8 @@ impl Actor for Scheduler {
         ctx.set_mailbox_capacity(1024);
         // Retention: now, then every hour (not while the store takes no
         // writes: the timers change records).
-        ctx.run_later(Duration::from_secs(1), |act, ctx| {
-            if !act.read_only() {
-                act.gc(act.retention_ms);
-                act.settle(ctx, Vec::new());
-            }
-        });
-        ctx.run_interval(Duration::from_secs(3600), |act, ctx| {
-            if !act.read_only() {
-                act.gc(act.retention_ms);
-                act.settle(ctx, Vec::new());
-            }
-        });
+        ctx.run_later(Duration::from_secs(1), |act, ctx| act.retain(ctx));
+        ctx.run_interval(Duration::from_secs(3600), |act, ctx| act.retain(ctx));
         ctx.run_interval(PROBE_EVERY, |act, ctx| act.check_store(ctx));
         ctx.run_interval(Duration::from_millis(200), |act, ctx| {
             if act.read_only() {

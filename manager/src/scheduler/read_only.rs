@@ -117,6 +117,7 @@ impl Scheduler {
                 report,
                 WorkerToManager::Finished { .. }
                     | WorkerToManager::SpawnFailed { .. }
+                    | WorkerToManager::WorktreeFailed { .. }
                     | WorkerToManager::Progress { .. }
                     | WorkerToManager::AgentUpdate { .. }
             )

@@ -92,7 +92,7 @@ impl Scheduler {
             ClientRequest::Workers => Reply::Answer(ClientResponse::Workers(self.state.workers())),
             ClientRequest::Gc { older_than_ms } => {
                 let (sessions, jobs, output_bytes) =
-                    self.gc(older_than_ms.unwrap_or(self.retention_ms));
+                    self.gc(older_than_ms.unwrap_or(self.retention_ms), effects);
                 Reply::Answer(ClientResponse::Collected {
                     sessions,
                     jobs,
@@ -117,10 +117,13 @@ impl Scheduler {
                 comment,
             } => self.decide(session, &job, approve, who, comment, now),
             ClientRequest::Watch { session } => self.watch(session, watching),
-            ClientRequest::Patch { .. } => Reply::Answer(ClientResponse::Error {
-                kind: ErrorKind::BadRequest,
-                message: "aam diff is not available yet".into(),
-            }),
+            ClientRequest::Patch { session, job } => {
+                let stored = self.patch_reader();
+                match self.state.patch(session, &job, &stored) {
+                    Ok((change, patch)) => Reply::Answer(ClientResponse::Patch { change, patch }),
+                    Err(e) => e.into(),
+                }
+            }
             ClientRequest::Continue {
                 session,
                 job,

@@ -155,19 +155,23 @@ impl Handler<WorkerReport> for Scheduler {
                 exit,
                 stopped,
                 agent,
-                change: _,
-                patch: _,
+                change,
+                patch,
             } => {
                 let report = EndReport {
                     exit: Some(exit),
                     stopped,
                     reason: None,
                     agent,
+                    change: change.map(|c| *c),
+                    patch,
                 };
                 effects.extend(self.finish(msg.id, attempt, report, now));
             }
-            // Worktrees are not ordered yet: none can fail.
-            WorkerToManager::WorktreeFailed { .. } => return,
+            WorkerToManager::WorktreeFailed { attempt, reason } => {
+                let fenced = self.state.worktree_failed(msg.id, attempt, reason, now);
+                effects.extend(self.acknowledge(msg.id, attempt, fenced));
+            }
             WorkerToManager::AgentUpdate { attempt, run } => {
                 match self.state.agent_update(msg.id, attempt, run, now) {
                     Ok(Some(BudgetStop {
@@ -227,6 +231,18 @@ impl Scheduler {
         now: u64,
     ) -> Option<Effect> {
         let fenced = self.state.job_finished(worker, attempt, report, now);
+        self.acknowledge(worker, attempt, fenced)
+    }
+
+    /// The answer to an attempt's end (`Finished`, `SpawnFailed`,
+    /// `WorktreeFailed`): an `Ack` once durable, also for a stale one so
+    /// the worker forgets it; nothing for another worker's attempt.
+    fn acknowledge(
+        &self,
+        worker: WorkerId,
+        attempt: AttemptRef,
+        fenced: Result<(), Fenced>,
+    ) -> Option<Effect> {
         if fenced.is_ok() {
             tracing::debug!(worker, job = %attempt.job, attempt = attempt.attempt, "job finished");
         }

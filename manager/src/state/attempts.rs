@@ -6,6 +6,7 @@
 //! (`next_step`: retry after a backoff with jitter, requeue, or end).
 
 use super::agent_runs::classify_agent_end;
+use super::worktrees::verify_failure;
 use super::{duration_key, State, WorkerId};
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{AttemptRef, Stopped};
@@ -13,6 +14,7 @@ use aam_protocol::model::{
     AttemptOutcome, ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt,
 };
 use aam_protocol::output::OutputCapture;
+use aam_protocol::worktree::{Isolation, JobChange};
 use aam_protocol::JobKey;
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ pub(super) enum AttemptEnd {
     /// Stopped past its budget: failed, never retried (a retry would
     /// start over budget).
     OverBudget,
+    /// It could not be set up (its worktree): failed, never retried (a
+    /// retry would meet the same).
+    Unrunnable,
 }
 
 /// What happens to a job after one of its attempts ended.
@@ -112,7 +117,9 @@ pub(super) fn outcome_of(end: AttemptEnd) -> AttemptOutcome {
         AttemptEnd::Final(JobStatus::Succeeded) => AttemptOutcome::Succeeded,
         AttemptEnd::Final(JobStatus::TimedOut) => AttemptOutcome::TimedOut,
         AttemptEnd::Final(JobStatus::Cancelled) => AttemptOutcome::Cancelled,
-        AttemptEnd::Final(_) | AttemptEnd::OverBudget => AttemptOutcome::Failed,
+        AttemptEnd::Final(_) | AttemptEnd::OverBudget | AttemptEnd::Unrunnable => {
+            AttemptOutcome::Failed
+        }
         AttemptEnd::Lost | AttemptEnd::Requeue => AttemptOutcome::Requeued,
         AttemptEnd::Limited => AttemptOutcome::Limited,
     }
@@ -156,7 +163,7 @@ pub(super) fn next_step(
             Some(format!("worker lost ({} times)", job.losses)),
         ),
         AttemptEnd::Lost | AttemptEnd::Requeue | AttemptEnd::Limited => (Next::Requeue, None),
-        AttemptEnd::OverBudget => (Next::End(JobStatus::Failed), None),
+        AttemptEnd::OverBudget | AttemptEnd::Unrunnable => (Next::End(JobStatus::Failed), None),
         AttemptEnd::Final(status @ (JobStatus::Failed | JobStatus::TimedOut))
             if !job.cancel_requested
                 && job.policy.retry_on.contains(&status)
@@ -195,6 +202,9 @@ pub struct EndReport {
     pub reason: Option<String>,
     /// For an agent job: what its agent did, read to the end.
     pub agent: Option<AgentRun>,
+    /// For a worktree job: what it changed, and its patch.
+    pub change: Option<JobChange>,
+    pub patch: Vec<u8>,
 }
 
 /// Why the fence turned a report away; nothing changed.
@@ -306,14 +316,25 @@ impl State {
             stopped,
             reason,
             agent,
+            change,
+            patch,
         } = report;
-        // Only an agent job has an agent's word to take.
+        // Only an agent job has an agent's word to take, and only a
+        // worktree job a change.
         let agent = agent.filter(|_| job.agent.is_some());
+        let change = change.filter(|_| job.isolation == Isolation::Worktree);
         let cause = stopped.as_ref().map(|s| s.cause);
         let (end, reason) = classify_agent_end(agent.as_ref(), cause, job.cancel_requested)
             .unwrap_or_else(|| {
                 classify_end(exit, cause, reason, &job.policy, job.cancel_requested)
             });
+        // A job whose verify failed has failed, whatever its command did.
+        let (end, reason) = match verify_failure(change.as_ref()) {
+            Some(why) if end == AttemptEnd::Final(JobStatus::Succeeded) => {
+                (AttemptEnd::Final(JobStatus::Failed), Some(why))
+            }
+            _ => (end, reason),
+        };
         let limited = (end == AttemptEnd::Limited)
             .then(|| Some((job.limit_group.clone()?, agent.as_ref()?.limit.clone()?)))
             .flatten();
@@ -324,6 +345,8 @@ impl State {
             self.enforce_session_budget(key.session, now);
         }
         self.keep_output(attempt);
+        // Before its dependents settle: they start from it, and see it.
+        self.keep_change(attempt, change, patch);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
         if let Some((group, limit)) = limited {
             self.pause_group(&group, &limit, now);
@@ -391,9 +414,9 @@ impl State {
         job.close_attempt(outcome_of(end), exit, reason.clone(), teardown, now);
         match end {
             AttemptEnd::Lost => job.losses += 1,
-            AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut) | AttemptEnd::OverBudget => {
-                job.failures += 1
-            }
+            AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut)
+            | AttemptEnd::OverBudget
+            | AttemptEnd::Unrunnable => job.failures += 1,
             _ => {}
         }
         let (next, decided_reason) = next_step(end, job, reason.as_deref(), rules);
@@ -430,16 +453,21 @@ impl State {
         }
     }
 
-    /// The attempt whose output is waiting for its commit, if any.
+    /// The attempt whose output or patch is waiting for its commit, if any.
     pub fn committing_attempt(&self, key: JobKey) -> Option<u32> {
-        self.committing_outputs.get(&key).map(|(a, _)| *a)
+        let output = self.committing_outputs.get(&key).map(|(a, _)| *a);
+        output.or_else(|| self.committing_patches.get(&key).map(|(a, _)| *a))
     }
 
-    /// Outputs of these (job, attempt)s are durable in the store now.
+    /// Outputs and patches of these (job, attempt)s are durable in the
+    /// store now.
     pub fn outputs_committed(&mut self, committed: &[(JobKey, u32)]) {
         for (key, attempt) in committed {
             if self.committing_outputs.get(key).map(|(a, _)| a) == Some(attempt) {
                 self.committing_outputs.remove(key);
+            }
+            if self.committing_patches.get(key).map(|(a, _)| a) == Some(attempt) {
+                self.committing_patches.remove(key);
             }
         }
     }

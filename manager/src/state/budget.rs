@@ -69,10 +69,18 @@ fn session_reason(spent: f64, budget: f64) -> String {
 }
 
 impl State {
-    /// What a job's attempts spent, the running one included.
+    /// What a job's attempts spent, the running one included (for a
+    /// parent of variants, which runs nothing: what they spent).
     pub(super) fn job_spend(&self, entry: &SessionEntry, job: &JobRecord) -> Spend {
         let prices = &self.config.prices;
         let mut spend = Spend::default();
+        for variant in job
+            .variant_jobs
+            .iter()
+            .filter_map(|&i| entry.jobs().get(i as usize))
+        {
+            spend.add(self.job_spend(entry, variant));
+        }
         for attempt in &job.history {
             spend.add(Spend::of(attempt.agent_run.as_ref(), prices));
         }
@@ -129,10 +137,11 @@ impl State {
         if entry.over_budget || spent < budget {
             return;
         }
+        // A parent of variants spends nothing: it ends with them.
         let left: Vec<u32> = entry
             .jobs()
             .iter()
-            .filter(|j| j.agent.is_some() && not_started(j.status))
+            .filter(|j| j.agent.is_some() && j.variant_jobs.is_empty() && not_started(j.status))
             .map(|j| j.key.index)
             .collect();
         if let Some(entry) = self.sessions.get_mut(session) {

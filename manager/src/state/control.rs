@@ -7,6 +7,7 @@ use super::{State, StateError, WorkerId};
 use aam_protocol::messages::AttemptRef;
 use aam_protocol::model::{GateDecision, JobStatus, SessionStatus};
 use aam_protocol::{JobKey, SessionId};
+use std::collections::HashSet;
 
 /// What `cancel` did.
 #[derive(Debug, Default, PartialEq)]
@@ -46,7 +47,15 @@ impl State {
         now: u64,
     ) -> Result<CancelOutcome, StateError> {
         let targets: Vec<u32> = match job {
-            Some(name) => vec![self.job_index(session, name)?],
+            // A parent first (it ends cancelled, not picked), then its variants.
+            Some(name) => {
+                let index = self.job_index(session, name)?;
+                let entry = self.sessions.get(session);
+                let variants = entry.map(|e| e.job(index).variant_jobs.clone());
+                std::iter::once(index)
+                    .chain(variants.unwrap_or_default())
+                    .collect()
+            }
             None => {
                 let entry = self
                     .sessions
@@ -74,11 +83,15 @@ impl State {
         let name = job.name.clone();
         match job.status {
             JobStatus::Pending | JobStatus::Queued => {
+                let reason = match job.variant_jobs.is_empty() {
+                    true => "cancelled before it started",
+                    false => "cancelled, with its variants",
+                };
                 self.queue.remove(key);
                 if let Some(job) = self.job_mut(key) {
                     job.finished_at_ms = Some(now);
                     job.not_before_ms = None;
-                    job.reason = Some("cancelled before it started".into());
+                    job.reason = Some(reason.into());
                 }
                 self.set_status(key, JobStatus::Cancelled);
                 self.settle_dependents(key, now);
@@ -120,18 +133,25 @@ impl State {
             .sessions
             .get(session)
             .ok_or(StateError::NoSession(session))?;
+        // The variants that lost to a winner are done with: not run again.
+        let picked: HashSet<u32> = entry
+            .jobs()
+            .iter()
+            .filter(|j| j.status == JobStatus::Succeeded)
+            .flat_map(|j| j.variant_jobs.iter().copied())
+            .collect();
         let again: Vec<u32> = entry
             .jobs()
             .iter()
             .enumerate()
-            .filter(|(_, j)| {
+            .filter(|(i, j)| {
                 matches!(
                     j.status,
                     JobStatus::Failed
                         | JobStatus::TimedOut
                         | JobStatus::Cancelled
                         | JobStatus::Skipped
-                )
+                ) && !picked.contains(&(*i as u32))
             })
             .map(|(i, _)| i as u32)
             .collect();
@@ -173,10 +193,13 @@ impl State {
             .enumerate()
             .filter(|(_, job)| job.status == JobStatus::Pending)
             .map(|(i, job)| {
+                // A parent waits for its variants too.
                 let open = job
                     .depends_on
                     .iter()
-                    .filter(|&&(d, _)| !entry.job(d).status.is_terminal())
+                    .map(|&(d, _)| d)
+                    .chain(job.variant_jobs.iter().copied())
+                    .filter(|&d| !entry.job(d).status.is_terminal())
                     .count();
                 (i, open as u32)
             })
@@ -200,7 +223,7 @@ impl State {
             self.skip(key, reason, now);
             self.settle_dependents(key, now);
         } else if entry.waiting_on[key.index as usize] == 0 {
-            self.ready(key);
+            self.ready(key, now);
         }
     }
 

@@ -1,9 +1,12 @@
 //! Dependencies: whether a dependency's end meets its dependent's condition
 //! (`when`), and what a job's end does downstream: dependents whose
-//! conditions all hold are queued (or, gates, await their decision); those
-//! whose condition can no longer hold are skipped, and so on down the chain.
+//! conditions all hold are queued (or, gates, await their decision; a
+//! parent of variants, whose variants are its last dependencies, ends with
+//! their pick); those whose condition can no longer hold are skipped, and
+//! so on down the chain.
 
 use super::session::SessionEntry;
+use super::variants::edge_condition;
 use super::{State, AWAITING};
 use aam_protocol::model::{JobRecord, JobStatus};
 use aam_protocol::spec::When;
@@ -57,12 +60,7 @@ impl State {
                 if dependent.status != JobStatus::Pending {
                     continue;
                 }
-                let when = dependent
-                    .depends_on
-                    .iter()
-                    .find(|(i, _)| *i == at)
-                    .map(|(_, w)| *w)
-                    .unwrap_or_default();
+                let when = edge_condition(dependent, at);
                 if condition_met(when, at_job.status) {
                     met.push(d);
                 } else {
@@ -71,6 +69,11 @@ impl State {
             }
             for d in met {
                 let entry = self.sessions.get_mut(session).expect("checked above");
+                // Settled meanwhile: a parent of variants that ended just
+                // now settled its own dependents, this one among them.
+                if entry.job(d).status != JobStatus::Pending {
+                    continue;
+                }
                 let waiting = &mut entry.waiting_on[d as usize];
                 *waiting = waiting.saturating_sub(1);
                 if *waiting > 0 {
@@ -80,7 +83,7 @@ impl State {
                 // way before this one did (after a retry).
                 match unmet_dependency(entry, entry.job(d)) {
                     Some(reason) => skip.push((d, reason)),
-                    None => self.ready(JobKey { session, index: d }),
+                    None => self.ready(JobKey { session, index: d }, now),
                 }
             }
             for (d, reason) in skip {
@@ -91,12 +94,15 @@ impl State {
     }
 
     /// A job whose dependencies all allow it: queued, or (a gate) awaiting
-    /// its decision.
-    pub(super) fn ready(&mut self, key: JobKey) {
+    /// its decision, or (a parent, whose variants have all ended) ended
+    /// with their pick.
+    pub(super) fn ready(&mut self, key: JobKey, now: u64) {
         let Some(job) = self.job(key) else {
             return;
         };
-        if job.gate {
+        if !job.variant_jobs.is_empty() {
+            self.end_variants(key, now);
+        } else if job.gate {
             if let Some(job) = self.job_mut(key) {
                 job.reason = Some(AWAITING.into());
             }

@@ -1,10 +1,15 @@
 //! Dispatch: queued jobs go to free worker slots (the decision is
 //! `schedule::plan`'s), each as a new attempt, unless their limit group is
-//! paused, their budget is spent or the worker they are pinned to is away;
-//! and the inputs an assignment carries (its dependencies as they ended:
-//! an agent's answer and error, the tail of their output).
+//! paused, their budget is spent or the worker they are pinned to is away
+//! (the one that holds the conversation a follow-up continues, or the
+//! branch a worktree job starts from); a worktree job's assignment carries
+//! its `WorktreeOrder`; and the inputs an assignment carries (its
+//! dependencies as they ended: an agent's answer and error, the tail of
+//! their output, their change; a parent of variants seen through its
+//! winner).
 
 use super::budget::OverBudget;
+use super::worktrees::{change_source, pin_of, Pin};
 use super::{OutputReader, State, WorkerId, INPUTS_BUDGET, INPUT_OUTPUT_CAP};
 use crate::schedule::{plan, Candidate, Labels};
 use aam_protocol::messages::{Assignment, InputRecord};
@@ -24,6 +29,9 @@ enum Admission<'a> {
     Hold,
     /// Never: its budget (or its session's) is spent.
     Refuse(OverBudget),
+    /// Never: it cannot start (the branch it starts from is not there); it
+    /// fails for this reason.
+    Fail(String),
     /// No longer queued (cancelled, ended, gone): leaves the queue.
     Stale,
 }
@@ -45,6 +53,7 @@ impl State {
         let any_paused = self.pauses.any_held(now);
         let mut stale = Vec::new();
         let mut refused = Vec::new();
+        let mut failed = Vec::new();
         let candidates =
             self.queue
                 .iter()
@@ -59,6 +68,10 @@ impl State {
                         refused.push((key, why));
                         None
                     }
+                    Admission::Fail(why) => {
+                        failed.push((key, why));
+                        None
+                    }
                     Admission::Stale => {
                         stale.push(key);
                         None
@@ -71,6 +84,9 @@ impl State {
         }
         for (key, why) in refused {
             self.end_over_budget(key, why, now);
+        }
+        for (key, why) in failed {
+            self.fail_unstarted(key, why, now);
         }
         planned
             .into_iter()
@@ -88,7 +104,8 @@ impl State {
             .jobs()
             .get(key.index as usize)
             .filter(|j| j.status == JobStatus::Queued && j.not_before_ms.is_none());
-        let Some(job) = job else {
+        // A parent of variants runs nothing (it is never queued).
+        let Some(job) = job.filter(|j| j.variant_jobs.is_empty()) else {
             return Admission::Stale;
         };
         if job.agent.is_some() {
@@ -100,12 +117,13 @@ impl State {
                 return Admission::Refuse(why);
             }
         }
-        let only = match &job.pinned_worker {
-            None => None,
-            Some(name) => match self.worker_by_name.get(name) {
+        let only = match pin_of(entry, job) {
+            Pin::Anywhere => None,
+            Pin::On(name, _) => match self.worker_by_name.get(name) {
                 Some(&id) => Some(id),
                 None => return Admission::Hold,
             },
+            Pin::Never(why) => return Admission::Fail(why),
         };
         Admission::Place {
             requires: &job.requires,
@@ -113,8 +131,28 @@ impl State {
         }
     }
 
+    /// A queued job that cannot start fails, for `reason`; its dependents
+    /// settle.
+    pub(super) fn fail_unstarted(&mut self, key: JobKey, reason: String, now: u64) {
+        self.queue.remove(key);
+        self.set_status(key, JobStatus::Failed);
+        if let Some(job) = self.job_mut(key) {
+            job.finished_at_ms = Some(now);
+            job.reason = Some(reason);
+        }
+        self.settle_dependents(key, now);
+        self.maybe_finish_session(key.session, now);
+    }
+
     /// Starts a new attempt of a queued job on `worker`.
     fn begin_attempt(&mut self, key: JobKey, worker_id: WorkerId, now: u64) -> Option<Assignment> {
+        let worktree = match self.worktree_order(key) {
+            Ok(order) => order.map(Box::new),
+            Err(why) => {
+                self.fail_unstarted(key, why, now);
+                return None;
+            }
+        };
         self.queue.remove(key);
         let worker = self.workers.get_mut(&worker_id)?;
         worker.assigned.insert(key);
@@ -139,7 +177,7 @@ impl State {
             idle_timeout_ms: job.policy.idle_timeout_ms,
             grace_ms: job.policy.grace_ms,
             format: job.format,
-            worktree: None,
+            worktree,
             inputs: Vec::new(),
         })
     }
@@ -183,18 +221,24 @@ impl State {
         let mut out = Vec::new();
         for (listed, &(d, when)) in job.depends_on.iter().enumerate() {
             let dep = entry.job(d);
-            let (output, output_bytes) = self.output_of(dep, Some(share), stored);
-            let run = dep.agent_run.as_ref();
+            // A parent of variants is seen through its winner.
+            let source = change_source(entry, dep);
+            let (output, output_bytes) = self.output_of(source, Some(share), stored);
+            let run = source.agent_run.as_ref();
             let (answer, agent_error) = (
                 run.and_then(|r| r.result.clone()),
                 run.and_then(|r| r.error.clone()),
             );
             let text = |t: &Option<String>| t.as_ref().map_or(0, |t| t.len());
+            let change = dep.change.as_ref().map_or(0, |c| {
+                c.repo.len() + c.branch.len() + c.base.len() + text(&c.commit) + 64
+            });
             spent += dep.name.len()
                 + text(&dep.reason)
                 + text(&answer)
                 + text(&agent_error)
                 + output.len()
+                + change
                 + 64;
             if spent > INPUTS_BUDGET {
                 out.push(InputRecord {
@@ -218,7 +262,7 @@ impl State {
                 name: dep.name.clone(),
                 when,
                 status: dep.status,
-                exit_code: dep.exit.and_then(|e| e.code),
+                exit_code: source.exit.and_then(|e| e.code),
                 reason: dep.reason.clone(),
                 output,
                 output_bytes,

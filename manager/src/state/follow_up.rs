@@ -5,11 +5,16 @@
 //! `--resume ID` without asking), with the earlier job's run settings, and
 //! is pinned to the worker that ran the attempt the conversation comes
 //! from: the conversation lives in that machine's files, so the job waits
-//! for that worker rather than fail elsewhere.
+//! for that worker rather than fail elsewhere. A follow-up of a worktree job
+//! continues its branch, in a new worktree at the same path (Claude Code
+//! keeps a conversation under its working directory's path): the branch
+//! and path of the first job of the chain (`continues_branch`).
 
+use super::worktrees::JOB_BASE;
 use super::{State, StateError};
 use aam_protocol::model::JobRecord;
 use aam_protocol::spec::{validate, BatchSpec, JobKind, JobSpec, SpecErrors};
+use aam_protocol::worktree::{branch_name, Isolation};
 use aam_protocol::SessionId;
 
 /// Appended to the earlier session's name to name the new one.
@@ -36,6 +41,16 @@ fn conversation(job: &JobRecord) -> Option<(String, Option<String>)> {
 /// Why `job` has no conversation to continue, naming it.
 fn nothing_to_continue(session: SessionId, job: &JobRecord) -> StateError {
     let name = format!("{session}/{}", job.name);
+    if !job.variant_jobs.is_empty() {
+        let winner = job.pick.as_ref().and_then(|p| p.winner.as_deref());
+        let hint = winner
+            .map(|w| format!(" (the winner is {session}/{w})"))
+            .unwrap_or_default();
+        return StateError::Refused(format!(
+            "{name} ran as {} variants, each a conversation of its own: continue one of them{hint}",
+            job.variant_jobs.len()
+        ));
+    }
     StateError::Refused(match (&job.agent, job.format) {
         (None, _) => format!("{name} is not an agent job: there is no conversation to continue"),
         (Some(_), Some(aam_protocol::agent_run::AgentFormat::Text)) => format!(
@@ -70,9 +85,11 @@ impl State {
                 job.status
             ))));
         }
-        let Some((agent, (resume, worker))) = job.agent.clone().zip(conversation(job)) else {
+        let conversation = conversation(job).filter(|_| job.variant_jobs.is_empty());
+        let Some((agent, (resume, worker))) = job.agent.clone().zip(conversation) else {
             return Err(refused(nothing_to_continue(session, job)));
         };
+        let worktree = continued_worktree(session, job);
         let mut batch_name = entry.record().name.clone();
         batch_name.truncate(
             self.config
@@ -121,6 +138,12 @@ impl State {
         };
         if let Some(job) = self.job_mut(key) {
             job.pinned_worker = worker;
+            if let Some(worktree) = worktree {
+                job.isolation = Isolation::Worktree;
+                job.continues_branch = Some((worktree.branch, worktree.path_key));
+                job.base = worktree.at;
+                job.verify = worktree.verify;
+            }
         }
         Ok((id, count))
     }
@@ -131,6 +154,48 @@ impl State {
         let def = job.agent.as_ref().and_then(|a| self.config.agents.get(a));
         def.is_some_and(|d| d.command.iter().any(|e| e.contains("{model}")))
     }
+}
+
+/// What a follow-up of a worktree job continues.
+struct ContinuedWorktree {
+    /// The job's branch.
+    branch: String,
+    /// The path key of the first job of the chain (the conversation is kept
+    /// under its worktree's path).
+    path_key: String,
+    /// The commit the branch is at: where it starts again when it is gone
+    /// (the job changed nothing, so its branch was removed).
+    at: Option<String>,
+    verify: Option<Vec<String>>,
+}
+
+/// What a follow-up of `job` continues; None for a job that ran in place.
+fn continued_worktree(session: SessionId, job: &JobRecord) -> Option<ContinuedWorktree> {
+    if job.isolation != Isolation::Worktree {
+        return None;
+    }
+    // A follow-up's own branch and path are its chain's first job's.
+    let (first_branch, path_key) = match &job.continues_branch {
+        Some((branch, key)) => (branch.clone(), key.clone()),
+        None => (
+            branch_name(&session.to_string(), &job.name),
+            format!("{session}/{}", job.name),
+        ),
+    };
+    let branch = job
+        .change
+        .as_ref()
+        .map_or(first_branch, |c| c.branch.clone());
+    let at = match &job.change {
+        Some(c) => Some(c.commit.clone().unwrap_or_else(|| c.base.clone())),
+        None => job.base.clone().filter(|b| !b.starts_with(JOB_BASE)),
+    };
+    Some(ContinuedWorktree {
+        branch,
+        path_key,
+        at,
+        verify: job.verify.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! `dispatch`, `attempts` (reports and the end of an attempt), `agent_runs`
 //! (what agents did, live and at their end), `limits` (usage-limit pauses),
 //! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
-//! `deps`, `control` (cancel, retry, gates), `workers`, `views`, `rebuild`.
+//! `deps`, `control` (cancel, retry, gates), `variants` (best of N),
+//! `worktrees` (orders, changes, patches, branches), `workers`, `views`,
+//! `rebuild`.
 
 mod agent_runs;
 mod attempts;
@@ -22,8 +24,10 @@ mod queue;
 mod rebuild;
 mod session;
 mod submit;
+mod variants;
 mod views;
 mod workers;
+mod worktrees;
 
 #[cfg(test)]
 mod testing;
@@ -34,8 +38,11 @@ pub use budget::{BudgetStop, Spend};
 pub use control::CancelOutcome;
 pub use follow_up::ContinueRefused;
 pub use limits::LIMIT_BACKOFF_CAP_MS;
+pub use session::Collected;
+pub use variants::VARIANT_ENV;
 pub use views::JobLogs;
 pub use workers::{NameInUse, Registration, WorkerEntry, WorkerId};
+pub use worktrees::{BranchDeletion, PatchReader, BRANCHES_PER_ORDER};
 
 use crate::estimate::History;
 use crate::prices::PriceTable;
@@ -92,6 +99,10 @@ pub struct StateConfig {
     pub limit_backoff_ms: u64,
     /// Budget of sessions that set none.
     pub default_max_cost_usd: Option<f64>,
+    /// Most bytes of a worktree job's patch (`patch_cap_bytes`).
+    pub patch_cap: u64,
+    /// Removing a session also orders its worktree jobs' branches deleted.
+    pub gc_branches: bool,
 }
 
 impl Default for StateConfig {
@@ -113,6 +124,8 @@ impl Default for StateConfig {
             prices: PriceTable::default(),
             limit_backoff_ms: 60_000,
             default_max_cost_usd: None,
+            patch_cap: crate::config::DEFAULT_PATCH_CAP,
+            gc_branches: false,
         }
     }
 }
@@ -159,6 +172,10 @@ pub struct State {
     /// Outputs of ended attempts until the store holds them, so queries in
     /// between still see them: (attempt, output).
     committing_outputs: HashMap<JobKey, (u32, OutputCapture)>,
+    /// Patches of ended worktree attempts, to store.
+    unsaved_patches: Vec<(JobKey, Vec<u8>)>,
+    /// The same until the store holds them: (attempt, patch).
+    committing_patches: HashMap<JobKey, (u32, Vec<u8>)>,
     /// Usage-limit groups paused, or whose backoff is still raised.
     pauses: Pauses,
 }
@@ -179,6 +196,8 @@ impl State {
             unsaved_outputs: Vec::new(),
             removed: Vec::new(),
             committing_outputs: HashMap::new(),
+            unsaved_patches: Vec::new(),
+            committing_patches: HashMap::new(),
             pauses: Pauses::default(),
         }
     }
@@ -224,6 +243,7 @@ impl State {
             sessions,
             jobs,
             outputs: std::mem::take(&mut self.unsaved_outputs),
+            patches: std::mem::take(&mut self.unsaved_patches),
             removed: std::mem::take(&mut self.removed),
             next_session: std::mem::take(&mut self.next_session_unsaved)
                 .then_some(self.next_session),

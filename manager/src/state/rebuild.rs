@@ -98,10 +98,14 @@ impl State {
             let entry = self.sessions.get(id).expect("checked above");
             let job = entry.job(index);
             let key = JobKey { session: id, index };
+            if job.status != JobStatus::Pending {
+                continue; // settled meanwhile, by an earlier one
+            }
             if let Some(reason) = unmet_dependency(entry, job) {
                 self.skip(key, reason, now);
             } else if entry.waiting_on[index as usize] == 0 && !job.gate {
-                self.set_status(key, JobStatus::Queued);
+                // Queued (a parent of variants ends with their pick).
+                self.ready(key, now);
             }
         }
         self.enforce_session_budget(id, now);

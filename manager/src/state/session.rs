@@ -5,6 +5,7 @@
 
 use super::agent_runs::LiveAgent;
 use super::budget::Spend;
+use super::worktrees::BranchDeletion;
 use super::State;
 use crate::prices::PriceTable;
 use aam_protocol::model::{JobRecord, JobStatus, SessionRecord, SessionStatus, SessionSummary};
@@ -42,6 +43,8 @@ pub struct SessionEntry {
     pub spent: Spend,
     /// It spent its `max_cost_usd`: its agent jobs not started are skipped.
     pub over_budget: bool,
+    /// Some of its jobs are variants of another (`variants = N`).
+    pub has_variants: bool,
 }
 
 impl SessionEntry {
@@ -55,7 +58,9 @@ impl SessionEntry {
         for (i, job) in jobs.iter().enumerate() {
             by_name.insert(job.name.clone(), i as u32);
             counts[status_slot(job.status)] += 1;
-            for &(dep, _) in &job.depends_on {
+            // A parent waits for its variants as for dependencies.
+            let deps = job.depends_on.iter().map(|&(d, _)| d);
+            for dep in deps.chain(job.variant_jobs.iter().copied()) {
                 if let Some(list) = dependents.get_mut(dep as usize) {
                     list.push(i as u32);
                 }
@@ -79,7 +84,6 @@ impl SessionEntry {
         }
         SessionEntry {
             record,
-            jobs,
             counts,
             dependents,
             waiting_on,
@@ -88,6 +92,8 @@ impl SessionEntry {
             live_agents,
             spent,
             over_budget: false,
+            has_variants: jobs.iter().any(|j| j.variant.is_some()),
+            jobs,
         }
     }
 
@@ -151,7 +157,19 @@ fn outcome(entry: &SessionEntry) -> Option<SessionStatus> {
     if unfinished > 0 {
         return None;
     }
-    let count = |status| entry.count(status);
+    // A variant's end is its parent's to judge: one that lost (or failed)
+    // does not fail a session whose parent picked a winner.
+    let without_variants = entry.has_variants.then(|| {
+        let mut counts = [0u32; 8];
+        for job in entry.jobs.iter().filter(|j| j.variant.is_none()) {
+            counts[status_slot(job.status)] += 1;
+        }
+        counts
+    });
+    let count = |status| match &without_variants {
+        Some(counts) => counts[status_slot(status)],
+        None => entry.count(status),
+    };
     // Skipped jobs do not fail a session by themselves: a handler for a
     // failure that did not happen is skipped in a session that went well.
     // Jobs skipped because the budget ran out were work left undone.
@@ -168,6 +186,15 @@ fn outcome(entry: &SessionEntry) -> Option<SessionStatus> {
             SessionStatus::Failed
         },
     )
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Collected {
+    /// Each session removed, with its job count.
+    pub removed: Vec<(SessionId, u32)>,
+    /// Branches their workers are to delete (only with `gc_branches`).
+    pub branches: Vec<BranchDeletion>,
 }
 
 /// Every session, and what changed since it was last stored and announced.
@@ -307,9 +334,10 @@ impl State {
         Some((id, self.sessions.get(id)?.jobs.len() as u32))
     }
 
-    /// Removes sessions that ended before `cutoff` (ms), with their jobs and
-    /// outputs; returns (session, job count) of each.
-    pub fn gc(&mut self, cutoff: u64) -> Vec<(SessionId, u32)> {
+    /// Removes sessions that ended before `cutoff` (ms), with their jobs,
+    /// outputs and patches; says which (and, with `gc_branches`, which
+    /// branches their workers are to delete).
+    pub fn gc(&mut self, cutoff: u64) -> Collected {
         let old: Vec<SessionId> = self
             .sessions
             .values()
@@ -318,7 +346,8 @@ impl State {
             })
             .map(|e| e.record.id)
             .collect();
-        let mut out = Vec::new();
+        let mut out = Collected::default();
+        let mut gone = Vec::new();
         for id in old {
             let Some(entry) = self.sessions.remove(id) else {
                 continue;
@@ -328,11 +357,16 @@ impl State {
             }
             for job in &entry.jobs {
                 self.committing_outputs.remove(&job.key);
+                self.committing_patches.remove(&job.key);
                 self.queue.remove(job.key);
             }
             let count = entry.jobs.len() as u32;
             self.removed.push((id, count));
-            out.push((id, count));
+            out.removed.push((id, count));
+            gone.push(entry);
+        }
+        if self.config.gc_branches {
+            out.branches = self.branches_to_delete(&gone);
         }
         out
     }
@@ -348,7 +382,7 @@ mod tests {
         let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
         let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
         s.cancel(id, None, None, 1).unwrap();
-        assert_eq!(s.gc(2).len(), 1);
+        assert_eq!(s.gc(2).removed.len(), 1);
         assert!(s.queue.is_empty());
         assert!(s.take_changes().jobs.is_empty(), "nothing of it is stored");
     }

@@ -1,15 +1,22 @@
 //! Submission: a batch, validated and typed, becomes a session and its job
-//! records, each with its run policy resolved (its own settings, else its
-//! agent's, else the manager's defaults) and agent templates expanded.
+//! records, each with its run policy and isolation resolved (its own
+//! settings, else its agent's, else the manager's defaults) and agent
+//! templates expanded. A job of N variants becomes N variant jobs of its
+//! own, appended after the batch's jobs (`variants`).
 
 use super::session::SessionEntry;
+use super::variants::{become_parent, variant_specs};
+use super::worktrees::JOB_BASE;
 use super::{State, StateConfig, AWAITING};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::model::{JobRecord, JobStatus, RunPolicy, SessionRecord, SessionStatus};
 use aam_protocol::spec::{
-    parse_duration_ms, validate, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch, ValidJob,
+    parse_duration_ms, validate, Base, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch,
+    ValidJob,
 };
+use aam_protocol::worktree::Isolation;
 use aam_protocol::{JobKey, SessionId};
+use std::collections::HashMap;
 
 impl State {
     /// Validates and stores a batch as a new session; returns its id and job count.
@@ -37,21 +44,7 @@ impl State {
         now: u64,
     ) -> Result<(SessionId, u32), SpecErrors> {
         let id = SessionId(self.next_session);
-        let mut errors = Vec::new();
-        let mut jobs = Vec::with_capacity(valid.jobs.len());
-        for (index, spec) in valid.jobs.into_iter().enumerate() {
-            let key = JobKey {
-                session: id,
-                index: index as u32,
-            };
-            match job_record(key, spec, &self.config) {
-                Ok(job) => jobs.push(job),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(SpecErrors(errors));
-        }
+        let jobs = job_records(id, valid.jobs, &self.config)?;
         let record = SessionRecord {
             id,
             name: valid.name,
@@ -80,6 +73,50 @@ impl State {
             self.by_idempotency_key.insert(k, id);
         }
         Ok((id, count))
+    }
+}
+
+/// The records of a batch's jobs, each at its index; the variant jobs of a
+/// job of variants after them, in order (`fix.1` ... of the first such
+/// job, then those of the next).
+fn job_records(
+    id: SessionId,
+    specs: Vec<ValidJob>,
+    config: &StateConfig,
+) -> Result<Vec<JobRecord>, SpecErrors> {
+    let total = with_variants(&specs);
+    if total > config.limits.max_jobs {
+        let message = format!(
+            "{total} jobs with their variants, more than the {} allowed",
+            config.limits.max_jobs
+        );
+        return Err(SpecError::batch("jobs", message).into());
+    }
+    let mut errors = Vec::new();
+    let mut jobs = Vec::with_capacity(total);
+    let mut variants = Vec::new();
+    let mut next_variant = specs.len() as u32;
+    for (index, spec) in (0..).zip(specs) {
+        let key = |index| JobKey { session: id, index };
+        let made: Result<Vec<JobRecord>, SpecError> = variant_specs(&spec, next_variant)
+            .map(|(index, spec)| job_record(key(index), spec, config))
+            .collect();
+        next_variant += spec.variants.unwrap_or(0);
+        match (job_record(key(index), spec, config), made) {
+            (Ok(mut job), Ok(mut made)) => {
+                become_parent(&mut job, &mut made);
+                jobs.push(job);
+                variants.extend(made);
+            }
+            // A variant's error is its parent's: said once.
+            (Err(e), _) | (_, Err(e)) => errors.push(e),
+        }
+    }
+    jobs.extend(variants);
+    check_worktree_jobs(&jobs, &mut errors);
+    match errors.is_empty() {
+        true => Ok(jobs),
+        false => Err(SpecErrors(errors)),
     }
 }
 
@@ -114,6 +151,11 @@ fn job_record(
     env.retain(|(k, _): &(String, String)| !spec.env.contains_key(k));
     env.extend(spec.env);
     let waits = !spec.depends_on.is_empty();
+    // The job's own isolation, else its agent's (checked at config load).
+    let isolation = spec
+        .isolation
+        .or_else(|| Isolation::parse(agent?.isolation.as_deref()?).ok())
+        .unwrap_or_default();
     Ok(JobRecord {
         env,
         workdir: spec.workdir,
@@ -135,8 +177,59 @@ fn job_record(
         format,
         limit_group,
         max_cost_usd: spec.max_cost_usd,
+        isolation,
+        base: spec.base.map(|base| match base {
+            Base::Ref(name) => name,
+            Base::Job(name) => format!("{JOB_BASE}{name}"),
+        }),
+        verify: spec.verify,
         ..JobRecord::new(key, spec.name, argv)
     })
+}
+
+/// How many jobs a batch makes, its variants counted.
+fn with_variants(jobs: &[ValidJob]) -> usize {
+    jobs.iter()
+        .map(|j| 1 + j.variants.unwrap_or(0) as usize)
+        .sum()
+}
+
+/// A worktree job's name makes its branch (`aam/s4/NAME`) and its
+/// worktree's directory: it must be a name git takes, and no path that
+/// leaves the worktree root. Its `base = "job:NAME"` must name a job that
+/// runs in a worktree, or there is no branch to start from.
+fn check_worktree_jobs(jobs: &[JobRecord], errors: &mut Vec<SpecError>) {
+    let by_name: HashMap<&str, &JobRecord> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    // A variant is its parent's name and base again: said once, of the parent.
+    let worktree_jobs = jobs
+        .iter()
+        .filter(|j| j.isolation == Isolation::Worktree && j.variant.is_none());
+    for job in worktree_jobs {
+        let name = job.name.as_str();
+        if name.starts_with('.')
+            || name.ends_with('.')
+            || name.contains("..")
+            || name.ends_with(".lock")
+        {
+            let message = "a worktree job's name makes a git branch: it must not start or end \
+                           with '.', hold '..' or end with '.lock'";
+            errors.push(SpecError::job(name, "name", message));
+        }
+        let base = job.base.as_deref();
+        let Some(dependency) = base.and_then(|b| b.strip_prefix(JOB_BASE)) else {
+            continue;
+        };
+        if by_name
+            .get(dependency)
+            .is_some_and(|d| d.isolation != Isolation::Worktree)
+        {
+            let message = format!(
+                "'{dependency}' does not run in a worktree, so it has no branch to start from \
+                 (give it isolation = \"worktree\")"
+            );
+            errors.push(SpecError::job(name, "base", message));
+        }
+    }
 }
 
 /// A job's timeouts and retries: its own, else its agent's, else the

@@ -1,6 +1,6 @@
 //! Helpers for the model's unit tests: a small config, batches of `true`
-//! jobs, workers, exits, agents and their runs, and a store snapshot of
-//! what the model changed.
+//! jobs, workers, exits, agents and their runs, worktree jobs and their
+//! changes, and a store snapshot of what the model changed.
 
 pub use super::*;
 pub use aam_protocol::agent::AgentDef;
@@ -10,6 +10,7 @@ pub use aam_protocol::model::{
     AttemptOutcome, ExitInfo, JobView, SessionStatus, StopCause, TeardownReceipt,
 };
 pub use aam_protocol::spec::{BatchSpec, Dependency, JobSpec, When};
+pub use aam_protocol::worktree::{DiffStat, Isolation, JobChange, VerifyOutcome};
 pub use aam_store::Snapshot;
 
 pub fn config() -> StateConfig {
@@ -165,4 +166,62 @@ pub fn snapshot_of(state: &mut State) -> Snapshot {
         next_session: changes.next_session.unwrap_or(1),
         pauses: changes.pauses,
     }
+}
+
+/// A `true` job in a worktree, waiting for `deps` to succeed.
+pub fn worktree_job(name: &str, deps: &[&str]) -> JobSpec {
+    JobSpec {
+        isolation: Some("worktree".into()),
+        ..job(name, deps)
+    }
+}
+
+/// What a worktree job changed on `branch`: a commit adding `added` lines
+/// and removing `removed` (none when both are 0: it changed nothing).
+pub fn change(branch: &str, added: u32, removed: u32) -> JobChange {
+    let changed = added + removed > 0;
+    JobChange {
+        repo: "/repo".into(),
+        branch: branch.into(),
+        base: "b0".into(),
+        commit: changed.then(|| format!("c-{branch}")),
+        stat: DiffStat {
+            files: changed as u32,
+            insertions: added,
+            deletions: removed,
+        },
+        patch_bytes: 0,
+        patch_cut: false,
+        verify: None,
+    }
+}
+
+/// `change` with a verify that exited `code`.
+pub fn verified(mut change: JobChange, code: i32) -> JobChange {
+    change.verify = Some(VerifyOutcome {
+        exit_code: Some(code),
+        passed: code == 0,
+        duration_ms: 1,
+        output_tail: String::new(),
+    });
+    change
+}
+
+/// An attempt's end with its change and patch.
+pub fn ended_changed(exit: Option<ExitInfo>, change: JobChange, patch: &[u8]) -> EndReport {
+    EndReport {
+        change: Some(change),
+        patch: patch.to_vec(),
+        ..ended(exit)
+    }
+}
+
+/// The record of job `name` of session `id`.
+pub fn record<'a>(
+    state: &'a State,
+    id: SessionId,
+    name: &str,
+) -> &'a aam_protocol::model::JobRecord {
+    let index = state.job_index(id, name).unwrap();
+    state.sessions.get(id).unwrap().job(index)
 }

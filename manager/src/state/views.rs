@@ -4,6 +4,7 @@
 //! estimates from the duration history, and the agents.
 
 use super::session::SessionEntry;
+use super::worktrees::{pin_of, Pin};
 use super::{duration_key, OutputReader, State, StateError};
 use crate::estimate::{estimate, Remaining};
 use crate::schedule::{why_waiting, WorkerCapacity};
@@ -116,7 +117,7 @@ impl State {
             finished_at_ms: job.finished_at_ms,
             duration_ms: job.exit.map(|e| e.duration_ms),
             reason: self
-                .held_reason(job, now)
+                .held_reason(entry, job, now)
                 .or_else(|| waiting_reason(entry, job, capacities)),
             expected_remaining_ms: (job.status == JobStatus::Running)
                 .then(|| self.expected_remaining(job, now))
@@ -153,8 +154,8 @@ impl State {
 
     /// Why a queued job is held back beyond the slots and labels it
     /// needs: its limit group is paused, or it waits for the worker it is
-    /// pinned to.
-    fn held_reason(&self, job: &JobRecord, now: u64) -> Option<String> {
+    /// pinned to (where its conversation or its base branch lives).
+    fn held_reason(&self, entry: &SessionEntry, job: &JobRecord, now: u64) -> Option<String> {
         if job.status != JobStatus::Queued || job.not_before_ms.is_some() {
             return None;
         }
@@ -165,11 +166,13 @@ impl State {
         {
             return Some(reason);
         }
-        let pinned = job.pinned_worker.as_deref()?;
+        let Pin::On(pinned, why) = pin_of(entry, job) else {
+            return None;
+        };
         Some(if self.worker_by_name.contains_key(pinned) {
-            format!("waiting for a free slot on worker {pinned} (the conversation it continues lives there)")
+            format!("waiting for a free slot on worker {pinned} ({why})")
         } else {
-            format!("waiting for worker {pinned} to connect (the conversation it continues lives there)")
+            format!("waiting for worker {pinned} to connect ({why})")
         })
     }
 
@@ -261,14 +264,23 @@ impl State {
             .iter()
             .map(|&i| {
                 let job = &jobs[i];
+                // A parent of variants ends with them: it takes no time.
+                let parent = !job.variant_jobs.is_empty();
                 Remaining {
-                    ms: self.expected_remaining(job, now),
+                    ms: if parent {
+                        Some(0)
+                    } else {
+                        self.expected_remaining(job, now)
+                    },
                     running: job.status == JobStatus::Running,
                     gate: job.gate,
+                    instant: parent,
                     deps: job
                         .depends_on
                         .iter()
-                        .filter_map(|&(d, _)| position.get(&(d as usize)).copied())
+                        .map(|&(d, _)| d)
+                        .chain(job.variant_jobs.iter().copied())
+                        .filter_map(|d| position.get(&(d as usize)).copied())
                         .collect(),
                 }
             })
@@ -323,14 +335,21 @@ fn waiting_reason(
             entry.record().max_parallel,
         )),
         JobStatus::Pending if !job.gate || entry.waiting_on[job.key.index as usize] > 0 => {
-            let waiting: Vec<&str> = job
-                .depends_on
-                .iter()
-                .map(|&(d, _)| entry.job(d))
-                .filter(|d| !d.status.is_terminal())
-                .map(|d| d.name.as_str())
-                .collect();
-            Some(format!("waiting for dependencies: {}", waiting.join(", ")))
+            let open = |list: &mut dyn Iterator<Item = u32>| -> Vec<&str> {
+                list.map(|d| entry.job(d))
+                    .filter(|d| !d.status.is_terminal())
+                    .map(|d| d.name.as_str())
+                    .collect()
+            };
+            let dependencies = open(&mut job.depends_on.iter().map(|&(d, _)| d));
+            if dependencies.is_empty() && !job.variant_jobs.is_empty() {
+                let variants = open(&mut job.variant_jobs.iter().copied());
+                return Some(format!("waiting for its variants: {}", variants.join(", ")));
+            }
+            Some(format!(
+                "waiting for dependencies: {}",
+                dependencies.join(", ")
+            ))
         }
         _ => job.reason.clone(),
     }

@@ -250,6 +250,11 @@ impl State {
     pub fn worker_name(&self, id: WorkerId) -> Option<&str> {
         self.workers.get(&id).map(|w| w.name.as_str())
     }
+
+    /// The connected worker of this name, if any.
+    pub fn worker_id(&self, name: &str) -> Option<WorkerId> {
+        self.worker_by_name.get(name).copied()
+    }
 }
 
 #[cfg(test)]
