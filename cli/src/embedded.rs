@@ -29,6 +29,7 @@ pub async fn start(
     slots: u32,
 ) -> anyhow::Result<(aam_manager::Manager, actix::Addr<aam_worker::WorkerAgent>)> {
     let workdir = std::env::current_dir()?;
+    let worktrees = aam_worker::worktree::embedded_root(&config.data_dir);
     let manager = aam_manager::start(config).await.map_err(|e| {
         let locked = e
             .downcast_ref::<aam_store::StoreError>()
@@ -48,6 +49,7 @@ pub async fn start(
         prefetch: 0,
         labels: Default::default(),
         workdir,
+        worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
     });
     Ok((manager, worker))

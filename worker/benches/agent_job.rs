@@ -88,7 +88,7 @@ async fn run_one(path: &str, format: Option<AgentFormat>, round: usize) {
         inputs: Vec::new(),
     };
     let (_stop, stop_rx) = tokio::sync::oneshot::channel();
-    run_job(assignment, std::env::temp_dir(), Drop, stop_rx).await;
+    run_job(assignment, std::env::temp_dir().into(), Drop, stop_rx).await;
 }
 
 /// The recorded run's events between its init and its result, repeated

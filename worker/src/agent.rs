@@ -13,8 +13,9 @@ mod shutdown;
 pub use job_events::Event;
 pub use shutdown::{Drain, KillAll};
 
-use crate::child::{run_job, run_marker, StopOrder};
+use crate::child::{run_job, run_marker, JobDirs, StopOrder};
 use crate::teardown::{become_subreaper, reap_adopted};
+use crate::worktree::Worktrees;
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::codec::{CodecError, MAX_FRAME_CEILING};
 use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
@@ -24,6 +25,7 @@ use actix::prelude::*;
 use link::{Link, FIRST_BACKOFF};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -38,6 +40,9 @@ pub struct WorkerConfig {
     pub labels: BTreeMap<String, String>,
     /// Base directory for relative job workdirs.
     pub workdir: PathBuf,
+    /// The worker's own directory of job worktrees (`--worktrees`; see
+    /// `worktree::default_root`); None: worktree jobs fail, saying so.
+    pub worktrees: Option<PathBuf>,
     pub max_frame: usize,
 }
 
@@ -91,11 +96,20 @@ pub struct WorkerAgent {
     pending_progress: HashMap<AttemptRef, WorkerToManager>,
     /// Output bytes kept per attempt (the manager's setting).
     output_cap: usize,
+    /// Where worktree jobs get their worktrees.
+    worktrees: Option<Arc<Worktrees>>,
 }
 
 /// Starts a worker in the current actix system.
 pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
+    // A `Finished` carries the patch: half a frame leaves room for the rest.
+    let patch_limit = config.max_frame / 2;
+    let worktrees = config
+        .worktrees
+        .clone()
+        .map(|root| Worktrees::new(root, patch_limit));
     WorkerAgent {
+        worktrees,
         config,
         instance: random_instance(),
         link: Link::Down,
@@ -164,11 +178,14 @@ impl WorkerAgent {
             if let Some(job) = self.assigned.get_mut(&assignment.attempt_ref()) {
                 job.stop = Some(stop);
             }
-            let base = self.config.workdir.clone();
+            let dirs = JobDirs {
+                base: self.config.workdir.clone(),
+                worktrees: self.worktrees.clone(),
+            };
             let span = tracing::info_span!("job", session = %assignment.job.session,
                 job = %assignment.job_name, attempt = assignment.attempt);
             actix::spawn(tracing::Instrument::instrument(
-                run_job(assignment, base, ctx.address(), stop_rx),
+                run_job(assignment, dirs, ctx.address(), stop_rx),
                 span,
             ));
         }
@@ -215,6 +232,15 @@ impl WorkerAgent {
         self.unacked.insert(attempt, end);
     }
 
+    /// Deletes branches `aam gc` removed the sessions of, off the actor's
+    /// thread, in the repository's turn.
+    fn delete_branches(&mut self, repo: String, branches: Vec<String>) {
+        let Some(worktrees) = self.worktrees.clone() else {
+            return tracing::warn!(%repo, "no worktree root: branches not deleted");
+        };
+        actix::spawn(async move { worktrees.delete_branches(repo.into(), branches).await });
+    }
+
     /// Tells `Drain` its work is done once nothing runs and every end is acknowledged.
     fn check_drained(&mut self) {
         if self.draining && self.assigned.is_empty() && self.unacked.is_empty() {
@@ -239,6 +265,13 @@ impl Actor for WorkerAgent {
             let own: BTreeSet<u32> = act.assigned.values().map(|j| j.pid).collect();
             reap_adopted(&own);
         });
+        // Leftover worktrees go now, before any job needs the root (jobs
+        // that come meanwhile wait for it).
+        if let Some(worktrees) = self.worktrees.clone() {
+            actix::spawn(async move {
+                let _ = worktrees.ready().await;
+            });
+        }
         self.dial(ctx);
     }
 }
@@ -275,8 +308,9 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 self.exit_refused(2, ctx);
             }
             ManagerToWorker::RetryLater { reason } => self.retry_later(&reason, ctx),
-            // Worktrees are not set up yet: no branch of ours to delete.
-            ManagerToWorker::DeleteBranches { .. } => {}
+            ManagerToWorker::DeleteBranches { repo, branches } => {
+                self.delete_branches(repo, branches)
+            }
             ManagerToWorker::Pong => {}
             ManagerToWorker::Ack(attempt) => {
                 self.unacked.remove(&attempt);

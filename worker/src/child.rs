@@ -3,18 +3,23 @@
 //! come, `::progress::` lines picked out, an agent job's stdout read by its
 //! format's reader (`run_reader.rs`), and the job stopped on a cancel,
 //! past its timeout, or when it has printed nothing for its idle timeout.
+//! A worktree job runs in a worktree of its own (`worktree/job.rs`), set
+//! up before it starts and committed and removed before its end is told.
 
 use crate::inputs::InputFiles;
 use crate::run_reader::RunReader;
 use crate::teardown::{job_processes, stop_job};
+use crate::worktree::{job, Worktrees};
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{Assignment, AttemptRef, Stopped};
 use aam_protocol::model::{ExitInfo, StopCause};
+use aam_protocol::worktree::JobChange;
 use std::cell::{Cell, RefCell};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
@@ -57,12 +62,21 @@ pub enum JobEvent {
         attempt: AttemptRef,
         error: String,
     },
+    /// A worktree job's worktree could not be set up; nothing started.
+    WorktreeFailed {
+        attempt: AttemptRef,
+        reason: String,
+    },
     Finished {
         attempt: AttemptRef,
         exit: ExitInfo,
         stopped: Option<Stopped>,
         /// For an agent job: its run, read to the end of its output.
         agent: Option<AgentRun>,
+        /// For a worktree job: its change, committed on its branch.
+        change: Option<Box<JobChange>>,
+        /// That change's patch (cut at its cap).
+        patch: Vec<u8>,
     },
 }
 
@@ -114,20 +128,119 @@ pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
     Some((percent.round() as u8, message))
 }
 
-/// Runs one assignment to its end. Call it on a `LocalSet` (an actix arbiter).
+/// Where jobs run: the base of relative workdirs, and the worktrees of
+/// worktree jobs (none: such a job fails, saying so).
+#[derive(Clone)]
+pub struct JobDirs {
+    pub base: PathBuf,
+    pub worktrees: Option<Arc<Worktrees>>,
+}
+
+impl From<PathBuf> for JobDirs {
+    fn from(base: PathBuf) -> JobDirs {
+        JobDirs {
+            base,
+            worktrees: None,
+        }
+    }
+}
+
+/// Runs one assignment to its end. Call it on a `LocalSet` (an actix
+/// arbiter). A worktree job runs in a worktree of its own, set up first
+/// (`WorktreeFailed` when it cannot be) and ended before its `Finished`.
 pub async fn run_job(
     assignment: Assignment,
-    base_dir: PathBuf,
+    dirs: JobDirs,
     sink: impl EventSink,
     stop: oneshot::Receiver<StopOrder>,
 ) {
     let attempt = assignment.attempt_ref();
-    let marker = run_marker(&assignment);
-    // `_inputs` removes the job's input files when dropped: once it ended.
-    let (mut child, started, _inputs) = match spawn(&assignment, &base_dir, &marker) {
-        Ok(spawned) => spawned,
-        Err(error) => return sink.send(JobEvent::SpawnFailed { attempt, error }).await,
+    let workdir = resolve_workdir(&dirs.base, assignment.workdir.as_deref());
+    let tree = match set_up_worktree(&assignment, &dirs, &workdir).await {
+        Ok(tree) => tree,
+        Err(reason) => {
+            tracing::warn!(job = %attempt.job, "worktree not set up: {reason}");
+            let failed = JobEvent::WorktreeFailed { attempt, reason };
+            return sink.send(failed).await;
+        }
     };
+    let workdir = tree.as_ref().map_or(workdir, |tree| tree.workdir.clone());
+    let marker = run_marker(&assignment);
+    // A stop ordered during the set-up stops the job as soon as it started.
+    let mut stop = Some(stop);
+    let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop).await {
+        Ok(end) => end,
+        Err(error) => {
+            if let Some(tree) = tree {
+                job::remove(&tree, true).await;
+            }
+            return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
+        }
+    };
+    if let Some(tree) = tree {
+        let process = job::ProcessEnd {
+            assignment: &assignment,
+            marker: &marker,
+            started: end.started,
+            stopped: end.stopped.as_ref(),
+            answer: end.agent.as_ref().and_then(|run| run.result.as_deref()),
+        };
+        let tree_end = job::end(tree, process, &sink, &mut stop).await;
+        end.stopped = end.stopped.or(tree_end.stopped);
+        end.change = tree_end.change;
+        end.patch = tree_end.patch;
+    }
+    sink.send(JobEvent::Finished {
+        attempt,
+        exit: end.exit,
+        stopped: end.stopped,
+        agent: end.agent,
+        change: end.change,
+        patch: end.patch,
+    })
+    .await;
+}
+
+/// A worktree job's worktree, set up; None for another job; why it could
+/// not be set up otherwise (the job's reason).
+async fn set_up_worktree(
+    assignment: &Assignment,
+    dirs: &JobDirs,
+    workdir: &Path,
+) -> Result<Option<job::JobTree>, String> {
+    let Some(order) = assignment.worktree.as_deref() else {
+        return Ok(None);
+    };
+    let Some(worktrees) = &dirs.worktrees else {
+        let reason = "this worker has no worktree root (start it with --worktrees DIR)";
+        return Err(reason.to_string());
+    };
+    let tree = job::set_up(worktrees, workdir, order, assignment.attempt).await?;
+    Ok(Some(tree))
+}
+
+/// How a job's process ended.
+struct ProcessEnd {
+    started: Instant,
+    exit: ExitInfo,
+    stopped: Option<Stopped>,
+    agent: Option<AgentRun>,
+    change: Option<Box<JobChange>>,
+    patch: Vec<u8>,
+}
+
+/// Runs the job's process in `workdir` to its end (its output streamed,
+/// stopped on an order or past its time), or why it could not start.
+async fn run_process(
+    assignment: &Assignment,
+    workdir: &Path,
+    marker: &str,
+    sink: &impl EventSink,
+    stop: &mut Option<oneshot::Receiver<StopOrder>>,
+) -> Result<ProcessEnd, String> {
+    let attempt = assignment.attempt_ref();
+    // `_inputs` removes the job's input files when dropped: once it ended.
+    let (mut child, started, _inputs) = spawn(assignment, workdir, marker)?;
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
     let last_output = Rc::new(Cell::new(Instant::now()));
@@ -136,15 +249,15 @@ pub async fn run_job(
     let run_reader = assignment
         .format
         .map(|format| Rc::new(RefCell::new(RunReader::new(format))));
-    let pumps = start_pumps(&mut child, attempt, &sink, &last_output, &run_reader);
-    let order = stop_order(&mut child, &assignment, started, stop, &last_output).await;
+    let pumps = start_pumps(&mut child, attempt, sink, &last_output, &run_reader);
+    let order = stop_order(&mut child, assignment, started, stop, &last_output).await;
     // A stop that raced the job's own end: the end wins (the job is done;
     // calling it stopped would requeue or retry finished work).
     let order = order.filter(|_| !matches!(child.try_wait(), Ok(Some(_))));
     let stopped = match order {
         Some(order) => {
             tracing::info!(pid, cause = order.cause.as_str(), "stopping job");
-            let marker = marker.clone();
+            let marker = marker.to_string();
             let receipt = tokio::task::spawn_blocking(move || stop_job(pid, &marker, order.grace))
                 .await
                 .unwrap_or_default();
@@ -156,11 +269,8 @@ pub async fn run_job(
         None => None,
     };
     let status = child.wait().await;
-    if stopped.is_none() && group_has_members(pid) {
-        // Whatever the job left running in its group (`cmd &` without
-        // wait) goes with it. One syscall decides: scanning /proc for
-        // escaped descendants on every exit would cost more than the job.
-        stop_leftovers(pid, marker).await;
+    if stopped.is_none() {
+        stop_leftovers(pid, marker.to_string()).await;
     }
     for pump in pumps {
         let abort = pump.abort_handle();
@@ -170,14 +280,14 @@ pub async fn run_job(
     }
     let agent = run_reader.map(|reader| reader.borrow_mut().finish());
     let duration_ms = started.elapsed().as_millis() as u64;
-    let exit = exit_info(status, duration_ms, &assignment.job_name);
-    sink.send(JobEvent::Finished {
-        attempt,
-        exit,
+    Ok(ProcessEnd {
+        started,
+        exit: exit_info(status, duration_ms, &assignment.job_name),
         stopped,
         agent,
+        change: None,
+        patch: Vec::new(),
     })
-    .await;
 }
 
 /// How a job's process ended, as reported.
@@ -233,15 +343,14 @@ fn start_pumps(
     .collect()
 }
 
-/// Starts an assignment's command in its workdir, with its input files
+/// Starts an assignment's command in `workdir`, with its input files
 /// written and its `AAM_*` variables set: the child, when it started and
 /// its input files (removed when dropped), or why it could not start.
 fn spawn(
     assignment: &Assignment,
-    base_dir: &Path,
+    workdir: &Path,
     marker: &str,
 ) -> Result<(tokio::process::Child, Instant, InputFiles), String> {
-    let workdir = resolve_workdir(base_dir, assignment.workdir.as_deref());
     if !workdir.is_dir() {
         return Err(format!(
             "workdir {} is not a directory on this worker",
@@ -254,22 +363,16 @@ fn spawn(
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".to_string());
     };
-    let (marker_key, marker_value) = marker.split_once('=').expect("the marker has a '='");
+    let (marker_key, marker_value) = marker.split_once('=').unwrap_or(("AAM_RUN_ID", marker));
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .envs(assignment.env.iter().map(|(k, v)| (k, v)))
-        .env("AAM_SESSION_ID", assignment.job.session.to_string())
-        .env(
-            "AAM_JOB_ID",
-            format!("{}/{}", assignment.job.session, assignment.job_name),
-        )
-        .env("AAM_JOB_NAME", &assignment.job_name)
-        .env("AAM_ATTEMPT", assignment.attempt.to_string())
+        .envs(aam_vars(assignment))
         .env("AAM_INPUTS", &inputs.json)
         .env("AAM_INPUTS_MD", &inputs.markdown)
         .env(marker_key, marker_value)
-        .current_dir(&workdir)
+        .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -279,13 +382,25 @@ fn spawn(
     Ok((child, started, inputs))
 }
 
+/// The `AAM_*` variables that say which job and attempt a process runs for.
+pub fn aam_vars(assignment: &Assignment) -> [(String, String); 4] {
+    let session = assignment.job.session.to_string();
+    let job_id = format!("{session}/{}", assignment.job_name);
+    [
+        ("AAM_SESSION_ID".to_string(), session),
+        ("AAM_JOB_ID".to_string(), job_id),
+        ("AAM_JOB_NAME".to_string(), assignment.job_name.clone()),
+        ("AAM_ATTEMPT".to_string(), assignment.attempt.to_string()),
+    ]
+}
+
 /// Waits for the job's end or a reason to stop it: an order from the
 /// worker, its timeout, or its idle timeout. None when it ended on its own.
 async fn stop_order(
     child: &mut tokio::process::Child,
     assignment: &Assignment,
     started: Instant,
-    mut stop: oneshot::Receiver<StopOrder>,
+    stop: &mut Option<oneshot::Receiver<StopOrder>>,
     last_output: &Cell<Instant>,
 ) -> Option<StopOrder> {
     // A deadline past what an Instant holds is none.
@@ -303,12 +418,7 @@ async fn stop_order(
         tokio::select! {
             biased;
             _ = child.wait() => break None,
-            order = &mut stop => match order {
-                Ok(order) => break Some(order),
-                // The worker forgot this job: nobody can stop it any more
-                // but its own end; keep waiting for that.
-                Err(_) => stop = never(),
-            },
+            order = next_stop(stop) => break Some(order),
             _ = sleep_until(deadline) => break Some(StopOrder { cause: StopCause::Timeout, grace }),
             _ = tick(&mut idle_check) => {
                 if last_output.get().elapsed() >= idle.unwrap_or_default() {
@@ -319,8 +429,27 @@ async fn stop_order(
     }
 }
 
-/// Stops what a job that ended on its own left running, if anything.
-async fn stop_leftovers(pid: u32, marker: String) {
+/// The next stop order. Pending for ever once the order is taken, or the
+/// worker forgot the job (nobody can stop it any more but its own end).
+pub async fn next_stop(stop: &mut Option<oneshot::Receiver<StopOrder>>) -> StopOrder {
+    let Some(receiver) = stop else {
+        return std::future::pending().await;
+    };
+    let order = receiver.await;
+    *stop = None;
+    match order {
+        Ok(order) => order,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Stops what a job (or a verify) that ended on its own left running in
+/// its group, if anything. One syscall decides: scanning /proc for escaped
+/// descendants on every exit would cost more than the job.
+pub async fn stop_leftovers(pid: u32, marker: String) {
+    if !group_has_members(pid) {
+        return;
+    }
     let leftovers = tokio::task::spawn_blocking(move || {
         let left = job_processes(pid, &marker);
         (!left.is_empty()).then(|| stop_job(pid, &marker, LEFTOVER_GRACE))
@@ -350,12 +479,6 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-fn never() -> oneshot::Receiver<StopOrder> {
-    let (tx, rx) = oneshot::channel();
-    std::mem::forget(tx);
-    rx
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

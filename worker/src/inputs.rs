@@ -2,11 +2,13 @@
 //! job's dependencies as they ended, written by the worker next to the job
 //! (they travel in the assignment, so this works on any machine). An agent
 //! dependency whose run was understood shows its answer and error instead
-//! of its raw output (an event stream nobody should have to read).
+//! of its raw output (an event stream nobody should have to read); a
+//! worktree dependency shows its change (branch, commits, diffstat).
 
 use aam_protocol::agent::{INPUTS_MARKER, INPUTS_MD_MARKER};
 use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
+use aam_protocol::worktree::JobChange;
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -90,10 +92,59 @@ pub fn to_json(inputs: &[InputRecord]) -> String {
                 "output": output,
                 "output_bytes": i.output_bytes,
                 "output_truncated": truncated,
+                "change": i.change.as_ref().map(change_json),
             })
         })
         .collect();
     serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// A worktree dependency's change in `AAM_INPUTS`: its branch, the commit
+/// it started from and the one it made (null when it changed nothing),
+/// its diffstat, and its verify when it had one.
+fn change_json(change: &JobChange) -> serde_json::Value {
+    json!({
+        "repo": change.repo,
+        "branch": change.branch,
+        "base": change.base,
+        "commit": change.commit,
+        "files": change.stat.files,
+        "insertions": change.stat.insertions,
+        "deletions": change.stat.deletions,
+        "patch_bytes": change.patch_bytes,
+        "verify": change.verify.as_ref().map(|v| json!({
+            "passed": v.passed,
+            "exit_code": v.exit_code,
+        })),
+    })
+}
+
+/// A worktree dependency's change in `AAM_INPUTS_MD`: one line.
+fn change_markdown(change: &JobChange) -> String {
+    let short = |commit: &str| commit.get(..12).unwrap_or(commit).to_string();
+    let Some(commit) = &change.commit else {
+        return format!(
+            "\nNo change (from `{}`; no branch left).\n",
+            short(&change.base)
+        );
+    };
+    let stat = &change.stat;
+    let files = if stat.files == 1 { "file" } else { "files" };
+    let mut line = format!(
+        "\nBranch `{}` at `{}` (from `{}`): {} {files}, +{} -{}",
+        change.branch,
+        short(commit),
+        short(&change.base),
+        stat.files,
+        stat.insertions,
+        stat.deletions
+    );
+    if let Some(verify) = &change.verify {
+        let verdict = if verify.passed { "passed" } else { "failed" };
+        line.push_str(&format!("; verify {verdict}"));
+    }
+    line.push_str(".\n");
+    line
 }
 
 pub fn to_markdown(job: &str, inputs: &[InputRecord]) -> String {
@@ -115,6 +166,9 @@ pub fn to_markdown(job: &str, inputs: &[InputRecord]) -> String {
         out.push('\n');
         if let Some(reason) = &i.reason {
             out.push_str(&format!("\n{reason}\n"));
+        }
+        if let Some(change) = &i.change {
+            out.push_str(&change_markdown(change));
         }
         if understood(i) {
             push_agent_markdown(&mut out, i);
@@ -306,6 +360,67 @@ mod tests {
         assert_eq!(json[1]["output"], "");
         assert_eq!(json[2]["answer"], serde_json::Value::Null);
         assert_eq!(json[2]["output"], "2 failed\n");
+    }
+
+    #[test]
+    fn a_worktree_dependency_shows_its_branch_commit_and_diffstat() {
+        use aam_protocol::worktree::{DiffStat, VerifyOutcome};
+        let mut fixed = input(JobStatus::Succeeded, "done\n", 5);
+        fixed.name = "fix".into();
+        fixed.exit_code = Some(0);
+        let change = JobChange {
+            repo: "/src/repo".into(),
+            branch: "aam/s4/fix".into(),
+            base: "a".repeat(40),
+            commit: Some("b".repeat(40)),
+            stat: DiffStat {
+                files: 2,
+                insertions: 10,
+                deletions: 3,
+            },
+            patch_bytes: 900,
+            patch_cut: false,
+            verify: Some(VerifyOutcome {
+                exit_code: Some(0),
+                passed: true,
+                duration_ms: 5,
+                output_tail: "ok".into(),
+            }),
+        };
+        fixed.change = Some(change.clone());
+        let mut idle = input(JobStatus::Succeeded, "", 0);
+        idle.name = "noop".into();
+        idle.change = Some(JobChange {
+            commit: None,
+            stat: DiffStat::default(),
+            verify: None,
+            ..change
+        });
+        let plain = input(JobStatus::Failed, "2 failed\n", 9);
+        let inputs = vec![fixed, idle, plain];
+        let md = to_markdown("tests", &inputs);
+        let line = "Branch `aam/s4/fix` at `bbbbbbbbbbbb` (from `aaaaaaaaaaaa`): 2 files, +10 -3; verify passed.";
+        assert!(md.contains(line), "{md}");
+        assert!(
+            md.contains("No change (from `aaaaaaaaaaaa`; no branch left)."),
+            "{md}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&to_json(&inputs)).unwrap();
+        let change = &json[0]["change"];
+        assert_eq!(change["branch"], "aam/s4/fix");
+        assert_eq!(change["commit"], "b".repeat(40));
+        assert_eq!(change["base"], "a".repeat(40));
+        assert_eq!(
+            (
+                &change["files"],
+                &change["insertions"],
+                &change["deletions"]
+            ),
+            (&2.into(), &10.into(), &3.into())
+        );
+        assert_eq!(change["verify"]["passed"], true);
+        assert_eq!(json[1]["change"]["commit"], serde_json::Value::Null);
+        assert_eq!(json[2]["change"], serde_json::Value::Null);
     }
 
     fn assignment(inputs: Vec<InputRecord>) -> Assignment {

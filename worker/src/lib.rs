@@ -9,5 +9,6 @@ pub mod child;
 pub mod inputs;
 pub mod run_reader;
 pub mod teardown;
+pub mod worktree;
 
 pub use agent::{start, WorkerAgent, WorkerConfig};

@@ -35,6 +35,11 @@ struct Args {
     /// Base directory for relative job workdirs [default: current directory]
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// The worker's own directory for jobs' git worktrees (made 0700; what
+    /// is left in it is removed at start) [default:
+    /// $XDG_DATA_HOME/aam/worktrees/NAME, else ~/.local/share/aam/worktrees/NAME]
+    #[arg(long)]
+    worktrees: Option<PathBuf>,
     /// Token (else AAM_TOKEN, else --token-file)
     #[arg(long, env = "AAM_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -119,14 +124,21 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         "--workdir {} is not a directory",
         workdir.display()
     );
+    let name = args.name.unwrap_or_else(default_name);
+    let worktrees = match args.worktrees {
+        // Relative to where the worker starts, like --workdir.
+        Some(dir) => Some(std::path::absolute(dir)?),
+        None => aam_worker::worktree::default_root(&name),
+    };
     Ok(WorkerConfig {
         manager: args.manager,
         token,
-        name: args.name.unwrap_or_else(default_name),
+        name,
         slots: args.slots,
         prefetch: args.prefetch,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         workdir,
+        worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
     })
 }

@@ -52,7 +52,7 @@ fn environ_has(pid: i32, marker: &[u8]) -> bool {
     }
 }
 
-fn all_pids() -> Vec<i32> {
+pub(crate) fn all_pids() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -80,7 +80,7 @@ pub fn job_processes(pgid: u32, marker: &str) -> BTreeSet<u32> {
         .collect()
 }
 
-fn is_alive(pid: u32) -> bool {
+pub(crate) fn is_alive(pid: u32) -> bool {
     proc_stat(pid as i32).is_some_and(|s| s.state != 'Z')
 }
 

@@ -1,6 +1,7 @@
 //! What the worker does with its jobs' events: notes a job's process,
 //! keeps and forwards its output, progress and agent run, and reports its
-//! end, which frees its slot for a waiting assignment.
+//! end (a worktree that could not be set up is one), which frees its slot
+//! for a waiting assignment.
 
 use super::WorkerAgent;
 use crate::child::{EventSink, JobEvent};
@@ -58,11 +59,18 @@ impl Handler<Event> for WorkerAgent {
                 let end = WorkerToManager::SpawnFailed { attempt, error };
                 self.job_ended(attempt, end, OutputCapture::new(0), ctx);
             }
+            JobEvent::WorktreeFailed { attempt, reason } => {
+                self.assigned.remove(&attempt);
+                let end = WorkerToManager::WorktreeFailed { attempt, reason };
+                self.job_ended(attempt, end, OutputCapture::new(0), ctx);
+            }
             JobEvent::Finished {
                 attempt,
                 exit,
                 stopped,
                 agent,
+                change,
+                patch,
             } => {
                 let capture = self
                     .assigned
@@ -75,13 +83,19 @@ impl Handler<Event> for WorkerAgent {
                         error = ?run.error, limited = run.limit.is_some(),
                         unparsed_lines = run.unparsed_lines, "agent run ended");
                 }
+                if let Some(change) = &change {
+                    tracing::info!(job = %attempt.job, branch = %change.branch,
+                        commit = ?change.commit, files = change.stat.files,
+                        insertions = change.stat.insertions, deletions = change.stat.deletions,
+                        "job's change committed");
+                }
                 let end = WorkerToManager::Finished {
                     attempt,
                     exit,
                     stopped,
                     agent,
-                    change: None,
-                    patch: Vec::new(),
+                    change,
+                    patch,
                 };
                 self.job_ended(attempt, end, capture, ctx);
             }

@@ -66,7 +66,9 @@ fn frame_size(msg: &WorkerToManager) -> usize {
         WorkerToManager::Output { data, .. } => data.len() + 32,
         WorkerToManager::OutputSync { capture, .. } => capture.total().min(16 << 20) as usize + 64,
         WorkerToManager::AgentUpdate { run, .. } => agent_run_size(run),
-        WorkerToManager::Finished { agent, .. } => 64 + agent.as_ref().map_or(0, agent_run_size),
+        WorkerToManager::Finished { agent, patch, .. } => {
+            256 + patch.len() + agent.as_ref().map_or(0, agent_run_size)
+        }
         _ => 64,
     }
 }

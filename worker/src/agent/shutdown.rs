@@ -81,6 +81,11 @@ impl WorkerAgent {
     fn kill_all(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = usize> + 'static {
         self.link.close_for_good(ctx);
         self.waiting.clear();
+        // Jobs' ends no longer commit: their worktrees are left for the
+        // clean-up at the next start rather than hold up the exit.
+        if let Some(worktrees) = &self.worktrees {
+            worktrees.set_exiting();
+        }
         let assigned = self.assigned.len();
         let started: Vec<(u32, String)> = self
             .assigned

@@ -48,7 +48,12 @@ fn run_script(script: &str, format: Option<AgentFormat>) -> Vec<(Instant, JobEve
         .build()
         .unwrap();
     let (_stop, stop_rx) = oneshot::channel();
-    let job = run_job(assignment, std::env::temp_dir(), recorder.clone(), stop_rx);
+    let job = run_job(
+        assignment,
+        std::env::temp_dir().into(),
+        recorder.clone(),
+        stop_rx,
+    );
     tokio::task::LocalSet::new().block_on(&runtime, job);
     recorder.0.take()
 }
