@@ -13,7 +13,9 @@
 //!   one `.ci/run` installs under tests/agent-cli; see [`claude`]), against
 //!   the stand-in model server of [`model_server`].
 
+pub mod change;
 pub mod claude;
+pub mod git;
 pub mod model_server;
 pub mod usage;
 pub mod wire;
@@ -514,6 +516,14 @@ impl Cluster {
 
     pub fn aam(&self, args: &[&str]) -> CmdOutput {
         run_command(self.aam_command(args), Duration::from_secs(120))
+    }
+
+    /// An `aam` command aimed at this cluster's manager, run in `dir` (a
+    /// user's checkout, for `aam apply`).
+    pub fn aam_in(&self, dir: &Path, args: &[&str]) -> CmdOutput {
+        let mut cmd = self.aam_command(args);
+        cmd.current_dir(dir);
+        run_command(cmd, Duration::from_secs(120))
     }
 
     /// Writes a file in the scratch directory and returns its path.
