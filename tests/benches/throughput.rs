@@ -238,18 +238,14 @@ fn latency() {
     }
     samples.sort();
     floor.sort();
-    let pct = percentile_ms;
     println!("latency: {N} sequential one-job sessions (submit, wait for the end, next), durable");
     println!(
-        "  aam:            p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        pct(&samples, 0.5),
-        pct(&samples, 0.99),
-        pct(&samples, 1.0)
+        "  aam:            {}",
+        quantiles(&samples, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)])
     );
     println!(
-        "  spawn+wait /bin/true alone: p50 {:.2} ms  p99 {:.2} ms",
-        pct(&floor, 0.5),
-        pct(&floor, 0.99)
+        "  spawn+wait /bin/true alone: {}",
+        quantiles(&floor, &[("p50", 0.5), ("p99", 0.99)])
     );
 }
 
@@ -512,6 +508,15 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
 }
 
+/// Named quantiles of sorted durations: `p50 1.20 ms  p99 3.40 ms`.
+fn quantiles(sorted: &[Duration], names: &[(&str, f64)]) -> String {
+    names
+        .iter()
+        .map(|(name, p)| format!("{name} {:.2} ms", percentile_ms(sorted, *p)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
 /// A count from the environment, else `default`.
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -570,25 +575,20 @@ fn worktree() {
     }
     isolated.sort();
     plain.sort();
-    let ms = percentile_ms;
+    let spread = [("median", 0.5), ("p90", 0.9)];
     println!(
         "worktree: {n} one-job sessions each way, one at a time, in a repository of {files} files \
          (made in {:.1} s)",
         made.as_secs_f64()
     );
     println!(
-        "  isolation = \"worktree\": median {:.1} ms  p90 {:.1} ms",
-        ms(&isolated, 0.5),
-        ms(&isolated, 0.9)
+        "  isolation = \"worktree\": {}",
+        quantiles(&isolated, &spread)
     );
+    println!("  no isolation:           {}", quantiles(&plain, &spread));
     println!(
-        "  no isolation:           median {:.1} ms  p90 {:.1} ms",
-        ms(&plain, 0.5),
-        ms(&plain, 0.9)
-    );
-    println!(
-        "  added by the worktree:  median {:.1} ms",
-        ms(&isolated, 0.5) - ms(&plain, 0.5)
+        "  added by the worktree:  median {:.2} ms",
+        percentile_ms(&isolated, 0.5) - percentile_ms(&plain, 0.5)
     );
     // One branch per isolated job (each changed bench.txt).
     let branches = repo.branches("aam/").len();

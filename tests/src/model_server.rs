@@ -300,23 +300,19 @@ impl Message {
     /// A short text, then a call of the `Write` tool that writes `content`
     /// to `path` (Claude Code wants an absolute path).
     pub fn write_file(path: &std::path::Path, content: &str) -> Message {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        Message::new()
-            .text(&format!(
-                "I will write {}.",
-                name.as_deref().unwrap_or("the file")
-            ))
-            .tool_use(
-                "Write",
-                json!({ "file_path": path.to_str().expect("utf-8 path"), "content": content }),
-            )
+        Message::write_call(path.to_str().expect("utf-8 path"), content)
     }
 
     /// Like [`Message::write_file`], for a file at `relative` under the
     /// working directory of the agent that asks (the stand-in puts it in
     /// when it answers, see [`CWD`]).
     pub fn write_file_in_cwd(relative: &str, content: &str) -> Message {
-        let name = std::path::Path::new(relative)
+        Message::write_call(&format!("{CWD}/{relative}"), content)
+    }
+
+    /// A short text naming the file, then the `Write` call.
+    fn write_call(file_path: &str, content: &str) -> Message {
+        let name = std::path::Path::new(file_path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
         Message::new()
@@ -326,7 +322,7 @@ impl Message {
             ))
             .tool_use(
                 "Write",
-                json!({ "file_path": format!("{CWD}/{relative}"), "content": content }),
+                json!({ "file_path": file_path, "content": content }),
             )
     }
 

@@ -133,6 +133,52 @@ fn assert_one_commit_of(repo: &GitRepo, change: &JobChange, files: &[&str]) {
     assert_eq!(repo.commit_field(commit, "%an <%ae>"), AAM_AUTHOR);
 }
 
+/// A manager whose agent `claude` runs the real Claude Code CLI against
+/// `server`, the worker and the repository.
+fn claude_cluster_with_repo(server: &ModelServer, slots: u32) -> (Cluster, GitRepo) {
+    let mut c = Cluster::new();
+    let agent = c.claude_agent("claude", server);
+    c.set_config(&agent.toml());
+    c.start_manager();
+    start_worker(&mut c, slots, &[]);
+    let repo = make_work_repo(&c);
+    (c, repo)
+}
+
+/// Scripts the stand-in: the agent given `prompt` writes `(file,
+/// content)` in its working directory with the `Write` tool, then answers
+/// `answer`. `held`: its first reply stops after its text until
+/// [`ModelServer::release`].
+fn agent_writes(
+    server: &ModelServer,
+    prompt: &str,
+    (file, content): (&str, &str),
+    answer: &str,
+    held: bool,
+) {
+    let mut write = Message::write_file_in_cwd(file, content);
+    if held {
+        write = write.hold_after(1);
+    }
+    server
+        .once(When::prompt_contains(prompt).and(When::first_turn()), write)
+        .once(
+            When::prompt_contains(prompt).and(When::tool_result()),
+            Message::answer(answer),
+        );
+}
+
+/// `aam apply JOB` in `clone` is refused, saying why, and makes no branch
+/// (the clone stays on `main`); returns what it printed.
+fn assert_apply_refused(c: &Cluster, clone: &GitRepo, job: &str) -> aam_tests::CmdOutput {
+    let refused = c.aam_in(&clone.path, &["apply", job]);
+    assert_ne!(refused.code, 0, "applied\n{}", refused.dump());
+    assert!(!refused.stderr.trim().is_empty(), "{}", refused.dump());
+    assert!(clone.branches("aam/").is_empty(), "{}", refused.dump());
+    assert_eq!(clone.current_branch(), "main", "{}", refused.dump());
+    refused
+}
+
 /// What `aam diff SESSION/JOB` prints.
 fn patch_of(c: &Cluster, session: &str, job: &str) -> String {
     c.aam(&["diff", &format!("{session}/{job}")])
@@ -145,26 +191,17 @@ fn three_agents_edit_one_repository_at_once_each_on_its_own_branch() {
     let server = ModelServer::start();
     let names = ["alpha", "beta", "gamma"];
     for name in names {
-        let prompt = format!("Write {name}.txt");
-        server
-            // Held after its first text: all three agents are then seen
-            // asking at once, each from its own worktree.
-            .once(
-                When::prompt_contains(&prompt).and(When::first_turn()),
-                Message::write_file_in_cwd(&format!("{name}.txt"), &format!("{name}\n"))
-                    .hold_after(1),
-            )
-            .once(
-                When::prompt_contains(&prompt).and(When::tool_result()),
-                Message::answer(&format!("Wrote {name}.txt.\nNothing else changed.")),
-            );
+        // Held: all three agents are then seen asking at once, each from
+        // its own worktree.
+        agent_writes(
+            &server,
+            &format!("Write {name}.txt"),
+            (&format!("{name}.txt"), &format!("{name}\n")),
+            &format!("Wrote {name}.txt.\nNothing else changed."),
+            true,
+        );
     }
-    let mut c = Cluster::new();
-    let agent = c.claude_agent("claude", &server);
-    c.set_config(&agent.toml());
-    c.start_manager();
-    start_worker(&mut c, 3, &[]);
-    let repo = make_work_repo(&c);
+    let (c, repo) = claude_cluster_with_repo(&server, 3);
     let base = repo.commit("HEAD");
     let jobs: Vec<Value> = names
         .iter()
@@ -301,16 +338,7 @@ fn diff_prints_a_patch_that_applies_in_a_fresh_clone_and_apply_makes_the_branch_
     let dirty = repo.clone_to(&c.path("dirty"));
     let unrelated = repo_file(5);
     std::fs::write(dirty.path.join(&unrelated), "the user's own edit\n").unwrap();
-    let refused = c.aam_in(&dirty.path, &["apply", &format!("{session}/edit")]);
-    assert_ne!(
-        refused.code,
-        0,
-        "applied on a dirty tree\n{}",
-        refused.dump()
-    );
-    assert!(!refused.stderr.trim().is_empty(), "{}", refused.dump());
-    assert!(dirty.branches("aam/").is_empty(), "{}", refused.dump());
-    assert_eq!(dirty.current_branch(), "main");
+    let refused = assert_apply_refused(&c, &dirty, &format!("{session}/edit"));
     assert_eq!(
         dirty.status_porcelain(),
         format!(" M {unrelated}\n"),
@@ -323,20 +351,7 @@ fn diff_prints_a_patch_that_applies_in_a_fresh_clone_and_apply_makes_the_branch_
     let conflicting = repo.clone_to(&c.path("conflicting"));
     std::fs::write(conflicting.path.join(&edited), "theirs\n").unwrap();
     let theirs = conflicting.commit_all("a change of the same line");
-    let refused = c.aam_in(&conflicting.path, &["apply", &format!("{session}/edit")]);
-    assert_ne!(
-        refused.code,
-        0,
-        "applied over a conflict\n{}",
-        refused.dump()
-    );
-    assert!(!refused.stderr.trim().is_empty(), "{}", refused.dump());
-    assert!(
-        conflicting.branches("aam/").is_empty(),
-        "{}",
-        refused.dump()
-    );
-    assert_eq!(conflicting.current_branch(), "main");
+    let refused = assert_apply_refused(&c, &conflicting, &format!("{session}/edit"));
     assert_eq!(conflicting.commit("HEAD"), theirs);
     assert_eq!(conflicting.status_porcelain(), "", "{}", refused.dump());
     assert!(
@@ -704,22 +719,16 @@ fn a_worktree_left_by_a_killed_worker_is_removed_when_it_starts_again() {
 fn continue_runs_on_the_same_branch_at_the_same_path_and_resumes_the_conversation() {
     let server = ModelServer::start();
     for (prompt, file) in [("first edit", "one.txt"), ("second edit", "two.txt")] {
-        server
-            .once(
-                When::prompt_contains(prompt).and(When::first_turn()),
-                Message::write_file_in_cwd(file, &format!("{file}\n")),
-            )
-            .once(
-                When::prompt_contains(prompt).and(When::tool_result()),
-                Message::answer(&format!("Wrote {file}.")),
-            );
+        let content = format!("{file}\n");
+        agent_writes(
+            &server,
+            prompt,
+            (file, &content),
+            &format!("Wrote {file}."),
+            false,
+        );
     }
-    let mut c = Cluster::new();
-    let agent = c.claude_agent("claude", &server);
-    c.set_config(&agent.toml());
-    c.start_manager();
-    start_worker(&mut c, 1, &[]);
-    let repo = make_work_repo(&c);
+    let (c, repo) = claude_cluster_with_repo(&server, 1);
     let base = repo.commit("HEAD");
     let first = c.submit_json(&json!({"name": "edit", "jobs": [
         { "name": "edit", "agent": "claude", "prompt": "first edit",
