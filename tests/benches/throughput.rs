@@ -1,8 +1,10 @@
 //! Benchmarks against the real binaries (run with `cargo bench -p aam-tests`):
 //! dispatch throughput against raw spawning and xargs -P2, sequential
-//! session latency, a 100,000-job submission's ack time and memory, and the
-//! worker's CPU per agent job against a plain command job.
-//! Figures go to BENCHMARKS.md; this prints them, it asserts nothing.
+//! session latency, a 100,000-job submission's ack time and memory, the
+//! worker's CPU per agent job against a plain command job, and the time a
+//! git worktree adds to a job.
+//! Figures go to BENCHMARKS.md; this prints them and asserts nothing of
+//! them (only that the jobs measured did their work).
 //!
 //! One benchmark alone: `cargo bench -p aam-tests --bench throughput --
 //! agent_cpu` (any part of a name filters). `agent_cpu` runs 2,000 jobs
@@ -12,6 +14,15 @@
 //! it as the agent's events), then as many plain command jobs running the
 //! same `cat`, and prints the worker's CPU per job for each: the
 //! difference is what reading an agent's output costs the worker.
+//!
+//! `worktree` (`cargo bench -p aam-tests --bench throughput -- worktree`)
+//! makes a repository of 10,000 files (`AAM_BENCH_REPO_FILES`), then runs
+//! 50 one-job sessions (`AAM_BENCH_WORKTREE_JOBS`) of `sh -c 'echo x >
+//! bench.txt'` in it with `isolation = "worktree"` and 50 without,
+//! alternately, one at a time, submit to end through the real binaries,
+//! and prints the median and p90 per job of each: the difference is what
+//! setting up the worktree, committing the change and removing the
+//! worktree add to a job.
 //!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
@@ -27,6 +38,7 @@ use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
 use aam_protocol::model::SessionStatus;
 use aam_protocol::spec::{BatchSpec, JobSpec};
 use aam_protocol::SessionId;
+use aam_tests::git::make_repo;
 use aam_tests::wire::Wire;
 use aam_tests::{workspace_root, Cluster};
 use std::io::Write;
@@ -171,10 +183,7 @@ fn aam_run(n: usize, prefetch: u32) -> (Duration, f64, f64) {
 fn throughput() {
     // `AAM_BENCH_JOBS` runs fewer (say, under valgrind, which counts
     // instructions instead of time).
-    let n: usize = std::env::var("AAM_BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let n = env_count("AAM_BENCH_JOBS", 10_000);
     let raw = raw_spawn(n);
     let xargs = xargs(n);
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
@@ -229,19 +238,14 @@ fn latency() {
     }
     samples.sort();
     floor.sort();
-    let pct =
-        |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     println!("latency: {N} sequential one-job sessions (submit, wait for the end, next), durable");
     println!(
-        "  aam:            p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        pct(&samples, 0.5),
-        pct(&samples, 0.99),
-        pct(&samples, 1.0)
+        "  aam:            {}",
+        quantiles(&samples, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)])
     );
     println!(
-        "  spawn+wait /bin/true alone: p50 {:.2} ms  p99 {:.2} ms",
-        pct(&floor, 0.5),
-        pct(&floor, 0.99)
+        "  spawn+wait /bin/true alone: {}",
+        quantiles(&floor, &[("p50", 0.5), ("p99", 0.99)])
     );
 }
 
@@ -444,10 +448,7 @@ fn schedule() {
 /// recorded stream-json run (read by the worker as the agent's events),
 /// then `n` plain command jobs printing the same file.
 fn agent_cpu() {
-    let n: usize = std::env::var("AAM_BENCH_AGENT_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+    let n = env_count("AAM_BENCH_AGENT_JOBS", 2_000);
     let recording = workspace_root().join("tests/fixtures/claude-write-tool.jsonl");
     let recording = recording.to_str().expect("utf-8 path").to_string();
     let bytes = std::fs::metadata(&recording).expect("the recording").len();
@@ -502,6 +503,98 @@ fn agent_cpu() {
     );
 }
 
+/// The `p` quantile (0 to 1) of sorted durations, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
+}
+
+/// Named quantiles of sorted durations: `p50 1.20 ms  p99 3.40 ms`.
+fn quantiles(sorted: &[Duration], names: &[(&str, f64)]) -> String {
+    names
+        .iter()
+        .map(|(name, p)| format!("{name} {:.2} ms", percentile_ms(sorted, *p)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// A count from the environment, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The time a git worktree adds to a job: one-job sessions run one at a
+/// time in a repository of 10,000 files, with `isolation = "worktree"` and
+/// without, alternately (so drift in the machine's speed hits both).
+fn worktree() {
+    let files = env_count("AAM_BENCH_REPO_FILES", 10_000);
+    let n = env_count("AAM_BENCH_WORKTREE_JOBS", 50);
+    let mut c = Cluster::with_manager();
+    let root = c.path("worktrees");
+    c.start_worker_with(
+        "bench",
+        2,
+        &["--worktrees", root.to_str().expect("utf-8 path")],
+    );
+    let made = Instant::now();
+    let repo = make_repo(&c.path("work").join("repo"), files);
+    let made = made.elapsed();
+    let mut client = Client::connect(&c.addr, &c.token);
+    let mut run = |isolation: &str| {
+        let batch = BatchSpec {
+            max_cost_usd: None,
+            name: format!("worktree-{isolation}"),
+            max_parallel: None,
+            jobs: vec![JobSpec {
+                name: "edit".into(),
+                command: Some(vec!["sh".into(), "-c".into(), "echo x > bench.txt".into()]),
+                workdir: Some("repo".into()),
+                isolation: Some(isolation.into()),
+                ..Default::default()
+            }],
+        };
+        let start = Instant::now();
+        let session = client.submit(batch);
+        match client.wait(session) {
+            ClientResponse::Progress(s) if s.status == SessionStatus::Succeeded => {}
+            other => panic!("the benchmark's {isolation} job did not succeed: {other:?}"),
+        }
+        start.elapsed()
+    };
+    // Warm up the worker, the store and git's caches of the repository.
+    for _ in 0..3 {
+        run("worktree");
+        run("none");
+    }
+    let (mut isolated, mut plain) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        isolated.push(run("worktree"));
+        plain.push(run("none"));
+    }
+    isolated.sort();
+    plain.sort();
+    let spread = [("median", 0.5), ("p90", 0.9)];
+    println!(
+        "worktree: {n} one-job sessions each way, one at a time, in a repository of {files} files \
+         (made in {:.1} s)",
+        made.as_secs_f64()
+    );
+    println!(
+        "  isolation = \"worktree\": {}",
+        quantiles(&isolated, &spread)
+    );
+    println!("  no isolation:           {}", quantiles(&plain, &spread));
+    println!(
+        "  added by the worktree:  median {:.2} ms",
+        percentile_ms(&isolated, 0.5) - percentile_ms(&plain, 0.5)
+    );
+    // One branch per isolated job (each changed bench.txt).
+    let branches = repo.branches("aam/").len();
+    assert_eq!(branches, n + 3, "isolated jobs that left no branch");
+}
+
 fn main() {
     // `cargo bench` passes --bench; a name filters which benchmark runs.
     let filter: Vec<String> = std::env::args()
@@ -529,5 +622,8 @@ fn main() {
     }
     if wanted("agent_cpu") {
         agent_cpu();
+    }
+    if wanted("worktree") {
+        worktree();
     }
 }

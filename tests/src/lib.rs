@@ -13,7 +13,9 @@
 //!   one `.ci/run` installs under tests/agent-cli; see [`claude`]), against
 //!   the stand-in model server of [`model_server`].
 
+pub mod change;
 pub mod claude;
+pub mod git;
 pub mod model_server;
 pub mod usage;
 pub mod wire;
@@ -488,17 +490,25 @@ impl Cluster {
             child,
             log,
         });
+        let index = self.workers.len() - 1;
         let listed = poll(Duration::from_secs(20), || {
+            // A worker that exits at once (a flag it does not know) says
+            // why in its log: no use waiting for it.
+            if let Ok(Some(status)) = self.workers[index].child.try_wait() {
+                return Some(Err(status));
+            }
             let out = self.aam(&["workers", "--json"]);
             (out.code == 0 && out.json().as_array()?.iter().any(|w| w["name"] == name))
-                .then_some(())
+                .then_some(Ok(()))
         });
-        assert!(
-            listed.is_some(),
-            "worker {name} never registered\n{}",
-            self.logs()
-        );
-        self.workers.len() - 1
+        match listed {
+            Some(Ok(())) => index,
+            Some(Err(status)) => panic!(
+                "aam-worker {name} exited early ({status}):\n{}",
+                self.workers[index].log_text()
+            ),
+            None => panic!("worker {name} never registered\n{}", self.logs()),
+        }
     }
 
     /// An `aam` command aimed at this cluster's manager.
@@ -514,6 +524,14 @@ impl Cluster {
 
     pub fn aam(&self, args: &[&str]) -> CmdOutput {
         run_command(self.aam_command(args), Duration::from_secs(120))
+    }
+
+    /// An `aam` command aimed at this cluster's manager, run in `dir` (a
+    /// user's checkout, for `aam apply`).
+    pub fn aam_in(&self, dir: &Path, args: &[&str]) -> CmdOutput {
+        let mut cmd = self.aam_command(args);
+        cmd.current_dir(dir);
+        run_command(cmd, Duration::from_secs(120))
     }
 
     /// Writes a file in the scratch directory and returns its path.

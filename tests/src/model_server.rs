@@ -1,7 +1,9 @@
 //! A stand-in for the Anthropic Messages API, so tests can run the real
 //! Claude Code CLI (`ANTHROPIC_BASE_URL=` [`ModelServer::url`]) with
 //! replies they script: text, thinking and tool calls (streamed as SSE when
-//! the request asks for a stream, one JSON message otherwise), usage figures
+//! the request asks for a stream, one JSON message otherwise; a tool call
+//! may name a file under the asking agent's working directory, which the
+//! test need not know: [`Message::write_file_in_cwd`]), usage figures
 //! of their choosing (so the cost the CLI computes is known), 429s with a
 //! reset time, 529s, error bodies, and streams held open until released.
 //!
@@ -38,6 +40,15 @@ const TICK: Duration = Duration::from_millis(50);
 /// Largest request body taken (Claude Code's first request is ~80 KB and
 /// grows with the conversation).
 const MAX_BODY: usize = 32 << 20;
+
+/// Where Claude Code's system prompt names the agent's working directory.
+const WORKING_DIRECTORY_LABEL: &str = "Primary working directory: ";
+
+/// Stands for the requesting agent's working directory in a tool call's
+/// input (see [`Message::write_file_in_cwd`]): a test that does not know
+/// where its agent runs (a worktree the worker made) can still name a file
+/// there.
+pub const CWD: &str = "{cwd}";
 
 /// One request the server received.
 #[derive(Clone, Debug)]
@@ -92,6 +103,20 @@ impl Request {
     /// Every text the assistant said earlier in the conversation.
     pub fn assistant_texts(&self) -> Vec<String> {
         self.texts_of("assistant")
+    }
+
+    /// The agent's working directory, as Claude Code states it in its
+    /// system prompt (` - Primary working directory: PATH`).
+    pub fn working_directory(&self) -> Option<std::path::PathBuf> {
+        let texts: Vec<&str> = match &self.body["system"] {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect(),
+            _ => Vec::new(),
+        };
+        texts.iter().flat_map(|t| t.lines()).find_map(|line| {
+            let path = line.split_once(WORKING_DIRECTORY_LABEL)?.1.trim();
+            (!path.is_empty()).then(|| std::path::PathBuf::from(path))
+        })
     }
 
     /// The last prompt a user wrote (what this turn answers, or, after a
@@ -275,7 +300,21 @@ impl Message {
     /// A short text, then a call of the `Write` tool that writes `content`
     /// to `path` (Claude Code wants an absolute path).
     pub fn write_file(path: &std::path::Path, content: &str) -> Message {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        Message::write_call(path.to_str().expect("utf-8 path"), content)
+    }
+
+    /// Like [`Message::write_file`], for a file at `relative` under the
+    /// working directory of the agent that asks (the stand-in puts it in
+    /// when it answers, see [`CWD`]).
+    pub fn write_file_in_cwd(relative: &str, content: &str) -> Message {
+        Message::write_call(&format!("{CWD}/{relative}"), content)
+    }
+
+    /// A short text naming the file, then the `Write` call.
+    fn write_call(file_path: &str, content: &str) -> Message {
+        let name = std::path::Path::new(file_path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         Message::new()
             .text(&format!(
                 "I will write {}.",
@@ -283,8 +322,25 @@ impl Message {
             ))
             .tool_use(
                 "Write",
-                json!({ "file_path": path.to_str().expect("utf-8 path"), "content": content }),
+                json!({ "file_path": file_path, "content": content }),
             )
+    }
+
+    /// This message as sent to `request`: [`CWD`] in the strings of its
+    /// tool calls' inputs becomes the request's working directory (left as
+    /// it is when the request names none, so the tool call fails visibly).
+    pub fn for_request(&self, request: &Request) -> Message {
+        let Some(cwd) = request.working_directory() else {
+            return self.clone();
+        };
+        let cwd = cwd.to_string_lossy().into_owned();
+        let mut message = self.clone();
+        for block in &mut message.blocks {
+            if let Block::ToolUse { input, .. } = block {
+                replace_in_strings(input, CWD, &cwd);
+            }
+        }
+        message
     }
 
     pub fn text(mut self, text: &str) -> Message {
@@ -406,6 +462,20 @@ impl Reply {
             Reply::Message(_) => panic!("headers are for error replies"),
         }
         self
+    }
+}
+
+/// Replaces `from` with `to` in every string of a JSON value.
+fn replace_in_strings(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) if s.contains(from) => *s = s.replace(from, to),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| replace_in_strings(v, from, to)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .for_each(|v| replace_in_strings(v, from, to)),
+        _ => {}
     }
 }
 
@@ -658,9 +728,11 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 body,
             } => write_json(&mut writer, status, &headers, &body)?,
             Reply::Message(message) if request.is_stream() => {
+                let message = message.for_request(&request);
                 write_stream(&mut writer, &message, &request, shared)?
             }
             Reply::Message(message) => {
+                let message = message.for_request(&request);
                 let body = message_json(&message, &request, shared);
                 write_json(&mut writer, 200, &[], &body)?
             }
@@ -1101,6 +1173,37 @@ mod tests {
         assert_eq!(requests[0].user_texts(), ["write a.txt"]);
         assert!(requests[0].is_stream());
         assert_eq!(requests[0].header("Content-Type"), Some("application/json"));
+    }
+
+    #[test]
+    fn a_write_in_cwd_names_the_file_under_the_asking_agents_working_directory() {
+        let server = ModelServer::start();
+        server.on(When::any(), Message::write_file_in_cwd("sub/a.txt", "hi\n"));
+        let mut client = Client::connect(&server);
+        let mut body = ask("write a.txt", false);
+        // Where Claude Code 2.1 states it: a line of a system block.
+        body["system"] = json!([
+            { "type": "text", "text": "You are Claude Code." },
+            { "type": "text", "text": "Environment:\n - Primary working directory: /w/s1/job\n - Is a git repository: true" },
+        ]);
+        let response = client.send("POST", MESSAGES, &body);
+        let input = &response.json()["content"][1]["input"];
+        assert_eq!(
+            *input,
+            json!({ "file_path": "/w/s1/job/sub/a.txt", "content": "hi\n" })
+        );
+        assert_eq!(
+            server.requests()[0].working_directory(),
+            Some(std::path::PathBuf::from("/w/s1/job"))
+        );
+        // A request that names no working directory gets the marker as it
+        // is (the tool call then fails where the test can see it).
+        let without = client.send("POST", MESSAGES, &ask("write a.txt", false));
+        assert_eq!(
+            without.json()["content"][1]["input"]["file_path"],
+            format!("{CWD}/sub/a.txt")
+        );
+        assert_eq!(server.requests()[1].working_directory(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The real Claude Code CLI as an agent, end to end through manager and
 //! worker, against the stand-in model server: a job that writes a file with
-//! the `Write` tool, and one whose model answers with an API error.
+//! the `Write` tool, one whose model answers with an API error, and the
+//! stand-in naming a file under the working directory the CLI reports.
 
 use crate::job;
 use aam_tests::claude::claude_cost_usd;
@@ -101,5 +102,36 @@ fn a_claude_code_job_whose_model_answers_an_api_error_fails() {
             .unwrap()
             .contains("the stand-in fails on purpose"),
         "{result}"
+    );
+}
+
+#[test]
+fn the_stand_in_writes_under_the_working_directory_the_cli_reports() {
+    // What the worktree tests rely on: a model that names a file in the
+    // agent's working directory without the test knowing where that is.
+    let server = ModelServer::start();
+    server
+        .once(
+            When::first_turn(),
+            Message::write_file_in_cwd("notes/hello.txt", "hello\n"),
+        )
+        .once(When::tool_result(), Message::answer("Done"));
+    let c = Cluster::with_claude(&server, "", 1);
+    let sub = c.path("work").join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let session = c.submit_json(&json!({"name": "cwd", "jobs": [
+        { "name": "write", "agent": "claude", "prompt": "Write notes", "workdir": "sub" },
+    ]}));
+    c.aam(&["wait", &session]).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(sub.join("notes/hello.txt")).expect("the file the agent wrote"),
+        "hello\n"
+    );
+    let requests = server.requests();
+    assert_eq!(requests[0].working_directory(), Some(sub));
+    assert!(
+        requests[1].tool_results()[0].starts_with("File created successfully"),
+        "{:?}",
+        requests[1].tool_results()
     );
 }
