@@ -99,24 +99,12 @@ pub fn to_json(inputs: &[InputRecord]) -> String {
     serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".to_string())
 }
 
-/// A worktree dependency's change in `AAM_INPUTS`: its branch, the commit
-/// it started from and the one it made (null when it changed nothing),
-/// its diffstat, and its verify when it had one.
+/// A worktree dependency's change in `AAM_INPUTS`: the protocol's
+/// `JobChange` as serde writes it (branch, the base it started from, the
+/// commit it made or null, the diffstat under `stat`, the verify), the
+/// same shape as in `aam status --json`.
 fn change_json(change: &JobChange) -> serde_json::Value {
-    json!({
-        "repo": change.repo,
-        "branch": change.branch,
-        "base": change.base,
-        "commit": change.commit,
-        "files": change.stat.files,
-        "insertions": change.stat.insertions,
-        "deletions": change.stat.deletions,
-        "patch_bytes": change.patch_bytes,
-        "verify": change.verify.as_ref().map(|v| json!({
-            "passed": v.passed,
-            "exit_code": v.exit_code,
-        })),
-    })
+    serde_json::to_value(change).unwrap_or(serde_json::Value::Null)
 }
 
 /// A worktree dependency's change in `AAM_INPUTS_MD`: one line.
@@ -412,9 +400,9 @@ mod tests {
         assert_eq!(change["base"], "a".repeat(40));
         assert_eq!(
             (
-                &change["files"],
-                &change["insertions"],
-                &change["deletions"]
+                &change["stat"]["files"],
+                &change["stat"]["insertions"],
+                &change["stat"]["deletions"]
             ),
             (&2.into(), &10.into(), &3.into())
         );

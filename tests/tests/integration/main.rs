@@ -17,6 +17,7 @@ mod placement;
 mod quickstart;
 mod session;
 mod slow_peers;
+mod worktrees_e2e;
 mod worktrees_model;
 
 use serde_json::Value;

@@ -84,10 +84,16 @@ fn real(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// What is in the worker's worktree root (nothing when it does not exist).
+/// What is in the worker's worktree root (nothing when it does not exist),
+/// but the lock file by which one worker process holds it.
 fn root_entries(c: &Cluster) -> Vec<PathBuf> {
     std::fs::read_dir(worktree_root(c))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.ends_with(".aam-worker.lock"))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -347,10 +353,22 @@ fn diff_prints_a_patch_that_applies_in_a_fresh_clone_and_apply_makes_the_branch_
     );
 
     // Refused on a conflict: the clone is left as it was (no half-applied
-    // patch, no branch, still on main).
+    // patch, no branch, still on main). Where the clone has the change's
+    // base, aam apply makes the branch there, which never conflicts; so
+    // this clone's history is its own (the same files, the edited line
+    // changed, the base commit gone) and the patch must go onto its HEAD.
     let conflicting = repo.clone_to(&c.path("conflicting"));
+    conflicting.git(&["checkout", "--quiet", "--orphan", "own"]);
     std::fs::write(conflicting.path.join(&edited), "theirs\n").unwrap();
-    let theirs = conflicting.commit_all("a change of the same line");
+    let theirs = conflicting.commit_all("a history of its own, the same line changed");
+    conflicting.git(&["branch", "-M", "own", "main"]);
+    conflicting.git(&["remote", "remove", "origin"]);
+    conflicting.git(&["reflog", "expire", "--expire=now", "--all"]);
+    conflicting.git(&["gc", "--quiet", "--prune=now"]);
+    assert!(
+        !conflicting.has_commit(&base),
+        "the clone still has the base"
+    );
     let refused = assert_apply_refused(&c, &conflicting, &format!("{session}/edit"));
     assert_eq!(conflicting.commit("HEAD"), theirs);
     assert_eq!(conflicting.status_porcelain(), "", "{}", refused.dump());

@@ -8,6 +8,7 @@ use crate::child::{EventSink, JobEvent};
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{AttemptRef, WorkerToManager};
 use aam_protocol::output::OutputCapture;
+use aam_protocol::worktree::JobChange;
 use actix::prelude::*;
 
 /// A job's event, delivered to the worker actor.
@@ -83,11 +84,21 @@ impl Handler<Event> for WorkerAgent {
                         error = ?run.error, limited = run.limit.is_some(),
                         unparsed_lines = run.unparsed_lines, "agent run ended");
                 }
-                if let Some(change) = &change {
-                    tracing::info!(job = %attempt.job, branch = %change.branch,
-                        commit = ?change.commit, files = change.stat.files,
-                        insertions = change.stat.insertions, deletions = change.stat.deletions,
-                        "job's change committed");
+                match change.as_deref() {
+                    Some(JobChange {
+                        commit: Some(commit),
+                        branch,
+                        stat,
+                        ..
+                    }) => {
+                        tracing::info!(job = %attempt.job, %branch, %commit,
+                            files = stat.files, insertions = stat.insertions,
+                            deletions = stat.deletions, "job's change committed");
+                    }
+                    Some(JobChange { branch, .. }) => {
+                        tracing::info!(job = %attempt.job, %branch, "job changed nothing");
+                    }
+                    None => {}
                 }
                 let end = WorkerToManager::Finished {
                     attempt,
