@@ -11,6 +11,7 @@ pub mod agent_run;
 pub mod codec;
 pub mod dial;
 pub mod ids;
+pub mod json;
 pub mod messages;
 pub mod model;
 pub mod output;

@@ -3,10 +3,9 @@
 //! session's spend, and the limit groups paused on a usage limit
 //! (`usage limit (claude): paused until 14:05:00`).
 
-use super::{human_duration, rfc3339};
+use super::human_duration;
 use aam_protocol::agent_run::{AgentView, LimitPause};
 use aam_protocol::model::{JobView, SessionSummary};
-use serde_json::{json, Value};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Most characters of a last tool call shown in a line (a `Bash` command
@@ -94,25 +93,6 @@ pub fn activity_with_cost(agent: &AgentView) -> Option<String> {
     }
 }
 
-/// `status --json`'s `agent` object.
-pub fn agent_json(agent: &AgentView) -> Value {
-    json!({
-        "session_id": agent.session_id,
-        "model": agent.model,
-        "turns": agent.turns,
-        "tool_calls": agent.tool_calls,
-        "last_tool": agent.last_tool,
-        "last_text": agent.last_text,
-        "input_tokens": agent.input_tokens,
-        "output_tokens": agent.output_tokens,
-        "cache_read_tokens": agent.cache_read_tokens,
-        "cost_usd": agent.cost_usd,
-        "result": agent.result,
-        "error": agent.error,
-        "retrying": agent.retrying,
-    })
-}
-
 /// What a session's agents spent: `$0.46 (12.3k input, 2.1k output
 /// tokens)`.
 pub fn spend(s: &SessionSummary) -> String {
@@ -128,19 +108,6 @@ pub fn spend(s: &SessionSummary) -> String {
 /// not, and its views stay as they were).
 pub fn has_spend(s: &SessionSummary) -> bool {
     s.cost_usd > 0.0 || s.input_tokens > 0 || s.output_tokens > 0
-}
-
-pub fn paused_json(paused: &[LimitPause]) -> Value {
-    paused
-        .iter()
-        .map(|p| {
-            json!({
-                "group": p.group,
-                "until": rfc3339(p.until_ms),
-                "message": p.message,
-            })
-        })
-        .collect()
 }
 
 /// One line per paused limit group, in local time:
@@ -202,6 +169,8 @@ fn utc_offset_secs(ms: u64) -> i64 {
 mod tests {
     use super::*;
     use crate::render::test_views::agent_view;
+    use aam_protocol::json::*;
+    use serde_json::json;
 
     #[test]
     fn costs_read_as_cents_and_a_cheap_run_is_not_free() {

@@ -7,7 +7,6 @@ use super::agent::usd;
 use super::{human_duration, job_duration, mark};
 use aam_protocol::model::{JobView, SessionView};
 use aam_protocol::worktree::{DiffStat, JobChange, VariantPick, VerifyOutcome};
-use serde_json::Value;
 use std::fmt::Write as _;
 
 /// A diffstat at a glance: `+12 -3 (2 files)`.
@@ -88,24 +87,6 @@ fn pick_line(pick: &VariantPick) -> String {
         Some(winner) => format!("winner {winner}"),
         None => format!("no winner: {}", pick.reason),
     }
-}
-
-/// `status --json`'s `change` object: the protocol's `JobChange` as serde
-/// writes it (`stat` holds `files`, `insertions`, `deletions`), the same
-/// shape as in a dependent's `AAM_INPUTS`, so it reads back as that type.
-pub fn change_json(change: &JobChange) -> Value {
-    protocol_json(change)
-}
-
-/// `status --json`'s `pick` object: `{"winner", "reason"}`.
-pub fn pick_json(pick: &VariantPick) -> Value {
-    protocol_json(pick)
-}
-
-/// A protocol type as serde writes it. (These types have no map with
-/// keys other than strings, the one thing serde_json cannot write.)
-fn protocol_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// The results summary's line for a worktree job: its branch and diffstat,
@@ -226,7 +207,7 @@ mod tests {
     };
     use crate::render::{results_markdown, session_json, session_table};
     use aam_protocol::model::{JobStatus, SessionStatus};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const PICKED: &str = "passed verify with the smallest change (3 lines)";
 

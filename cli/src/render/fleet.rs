@@ -1,25 +1,10 @@
 //! The agents jobs can name (`aam agents`) and the connected workers
 //! (`aam workers`): tables and JSON.
 
-use super::{human_duration, rfc3339};
+use super::human_duration;
 use aam_protocol::messages::AgentInfo;
 use aam_protocol::model::WorkerView;
-use serde_json::{json, Value};
 use std::fmt::Write as _;
-
-pub fn agents_json(agents: &[AgentInfo], problems: &[(String, String)]) -> Value {
-    json!({
-        "agents": agents.iter().map(|a| json!({
-            "name": a.name,
-            "source": a.source,
-            "description": a.description,
-            "model": a.model,
-            "tools": a.tools,
-            "command": a.command,
-        })).collect::<Vec<_>>(),
-        "problems": problems.iter().map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
-    })
-}
 
 pub fn agents_table(agents: &[AgentInfo], problems: &[(String, String)]) -> String {
     let mut out = String::new();
@@ -73,21 +58,4 @@ pub fn workers_table(workers: &[WorkerView], now_ms: u64) -> String {
         );
     }
     out
-}
-
-pub fn workers_json(workers: &[WorkerView]) -> Value {
-    workers
-        .iter()
-        .map(|w| {
-            json!({
-                "name": w.name,
-                "address": w.address,
-                "slots": w.slots,
-                "running": w.running,
-                "labels": w.labels,
-                "connected_at": rfc3339(w.connected_at_ms),
-                "last_heartbeat": rfc3339(w.last_heartbeat_ms),
-            })
-        })
-        .collect()
 }

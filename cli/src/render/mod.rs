@@ -14,24 +14,14 @@ pub mod test_views;
 
 pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend};
 pub use change::{change_note, diffstat};
-pub use fleet::{agents_json, agents_table, workers_json, workers_table};
+pub use fleet::{agents_table, workers_table};
 pub use results::results_markdown;
-pub use status::{
-    estimate_json, estimate_line, session_json, session_table, sessions_table, summary_json,
+pub use status::{estimate_line, session_table, sessions_table};
+
+pub use aam_protocol::json::{
+    agents_json, estimate_json, job_duration, rfc3339, session_json, summary_json, workers_json,
 };
-
-use aam_protocol::model::{JobStatus, JobView, SessionSummary};
-use serde_json::Value;
-use std::time::{Duration, UNIX_EPOCH};
-
-/// RFC 3339 (UTC, milliseconds) for a millisecond timestamp.
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-fn opt_time(ms: Option<u64>) -> Value {
-    ms.map(|m| Value::String(rfc3339(m))).unwrap_or(Value::Null)
-}
+use aam_protocol::model::{JobStatus, SessionSummary};
 
 /// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`.
 pub fn human_duration(ms: u64) -> String {
@@ -41,14 +31,6 @@ pub fn human_duration(ms: u64) -> String {
         60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
         _ => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
     }
-}
-
-pub fn job_duration(job: &JobView) -> Option<u64> {
-    job.duration_ms
-        .or_else(|| match (job.started_at_ms, job.finished_at_ms) {
-            (Some(s), Some(f)) if f >= s => Some(f - s),
-            _ => None,
-        })
 }
 
 pub fn mark(status: JobStatus) -> &'static str {

@@ -1,37 +1,12 @@
 //! Sessions and jobs as `aam status` and `aam sessions` show them: the
 //! session table, one session's job table, and their JSON documents.
 
-use super::agent::{
-    activity, agent_json, any_agent, has_spend, paused_json, paused_lines, spend, usd,
-};
-use super::change::{change_json, change_note, pick_json};
-use super::{counts_line, human_duration, job_duration, opt_time, rfc3339};
+use super::agent::{activity, any_agent, has_spend, paused_lines, spend, usd};
+use super::change::change_note;
+use super::{counts_line, human_duration, job_duration, rfc3339};
 use aam_protocol::agent_run::LimitPause;
-use aam_protocol::model::{
-    AttemptRecord, Estimate, JobStatus, JobView, SessionSummary, SessionView, TeardownReceipt,
-};
-use serde_json::{json, Value};
+use aam_protocol::model::{Estimate, JobStatus, JobView, SessionSummary, SessionView};
 use std::fmt::Write as _;
-
-pub fn summary_json(s: &SessionSummary) -> Value {
-    let counts: serde_json::Map<String, Value> = JobStatus::ALL
-        .iter()
-        .map(|st| (st.as_str().to_string(), json!(s.count(*st))))
-        .collect();
-    json!({
-        "id": s.id.to_string(),
-        "name": s.name,
-        "status": s.status.as_str(),
-        "created_at": rfc3339(s.created_at_ms),
-        "finished_at": opt_time(s.finished_at_ms),
-        "jobs_total": s.total,
-        "jobs_finished": s.finished(),
-        "counts": counts,
-        "cost_usd": s.cost_usd,
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-    })
-}
 
 /// Every session, one a line, then the limit groups paused on a usage
 /// limit.
@@ -67,98 +42,6 @@ pub fn sessions_table(sessions: &[SessionSummary], paused: &[LimitPause], now_ms
         out.push_str(&paused_lines(paused, now_ms));
     }
     out
-}
-
-pub fn job_json(job: &JobView, with_output: bool) -> Value {
-    let mut v = json!({
-        "name": job.name,
-        "status": job.status.as_str(),
-        "attempts": job.attempts,
-        "exit_code": job.exit_code,
-        "signal": job.signal,
-        "worker": job.worker,
-        "started_at": opt_time(job.started_at_ms),
-        "finished_at": opt_time(job.finished_at_ms),
-        "duration_ms": job_duration(job),
-        "reason": job.reason,
-        "depends_on": job.depends_on.iter().map(|d| json!({"job": d.job, "when": d.when.as_str()})).collect::<Vec<_>>(),
-        "gate": job.gate,
-        "decision": job.decision.as_ref().map(|d| json!({
-            "approved": d.approved,
-            "by": d.by,
-            "at": rfc3339(d.at_ms),
-            "comment": d.comment,
-        })),
-        "expected_remaining_ms": job.expected_remaining_ms,
-        "progress": job.progress,
-        "progress_message": job.progress_message,
-        "teardown": job.teardown.as_ref().map(teardown_json),
-        "attempt_history": job.history.iter().map(attempt_json).collect::<Vec<_>>(),
-        "agent": job.agent.as_ref().map(agent_json),
-        "change": job.change.as_ref().map(change_json),
-        "variant": job.variant,
-        "variants": job.variants,
-        "pick": job.pick.as_ref().map(pick_json),
-    });
-    if with_output {
-        // The answer beside the raw output it was read from.
-        v["result"] = json!(job.agent.as_ref().and_then(|a| a.result.as_deref()));
-        v["output"] = json!(String::from_utf8_lossy(&job.output));
-        v["output_bytes"] = json!(job.output_bytes);
-        // Past the answer's size budget the output is left out, not cut.
-        v["output_omitted"] = json!(job.output.is_empty() && job.output_bytes > 0);
-    }
-    v
-}
-
-pub fn teardown_json(t: &TeardownReceipt) -> Value {
-    json!({
-        "signals": t.signals.iter().map(|s| json!({
-            "pid": s.pid,
-            "signal": signal_name(s.signal),
-            "at": rfc3339(s.at_ms),
-        })).collect::<Vec<_>>(),
-        "survivors": t.survivors,
-    })
-}
-
-fn signal_name(sig: i32) -> String {
-    match sig {
-        15 => "SIGTERM".into(),
-        9 => "SIGKILL".into(),
-        other => format!("signal {other}"),
-    }
-}
-
-fn attempt_json(a: &AttemptRecord) -> Value {
-    json!({
-        "attempt": a.attempt,
-        "worker": a.worker,
-        "started_at": opt_time(a.started_at_ms),
-        "finished_at": opt_time(a.finished_at_ms),
-        "exit_code": a.exit.and_then(|e| e.code),
-        "signal": a.exit.and_then(|e| e.signal),
-        "outcome": a.outcome.as_str(),
-        "reason": a.reason,
-        "teardown": a.teardown.as_ref().map(teardown_json),
-    })
-}
-
-pub fn session_json(view: &SessionView, with_output: bool) -> Value {
-    let mut v = summary_json(&view.summary);
-    v["jobs"] = view.jobs.iter().map(|j| job_json(j, with_output)).collect();
-    v["eta"] = estimate_json(&view.eta);
-    v["paused"] = paused_json(&view.paused);
-    v
-}
-
-pub fn estimate_json(e: &Estimate) -> Value {
-    json!({
-        "ms": e.ms,
-        "jobs_without_history": e.unknown,
-        "gates": e.gates,
-        "slots": e.slots,
-    })
 }
 
 /// "estimate: about 2m05s with 4 slots", or why there is none.
@@ -282,7 +165,9 @@ fn note(view: &SessionView, j: &JobView) -> String {
 mod tests {
     use super::*;
     use crate::render::test_views::{agent_job, agent_view, job, session};
+    use aam_protocol::json::*;
     use aam_protocol::model::SessionStatus;
+    use serde_json::{json, Value};
 
     /// A review that is running, its tests, and a fix stopped past its budget.
     fn mixed() -> SessionView {
