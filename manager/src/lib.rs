@@ -12,6 +12,7 @@ pub mod estimate;
 pub mod frame_writer;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod peer_input;
 pub mod prices;
 pub mod schedule;
@@ -104,6 +105,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         ),
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),
+        metrics: metrics::Metrics::default(),
     };
     let (stop_accepting, stop_rx) = oneshot::channel::<()>();
     actix::spawn(listener::accept_loop(listener, shared, async move {

@@ -59,6 +59,8 @@ pub struct Shared {
     pub max_connections: usize,
     pub lease_ms: u64,
     pub next_worker_id: Arc<AtomicU64>,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Raises this process's soft limit of open files to its hard limit, and
