@@ -113,13 +113,14 @@ impl Target {
         if on.is_empty() {
             return at("on", &format!("names no event (known: {})", known_events()));
         }
+        let one = |why: &str| Err(format!("[[notify]] #{entry}: {why}"));
         let sink = match (&e.url, &e.command) {
-            (Some(_), Some(_)) => return Err(format!(
-                "[[notify]] #{entry}: both url and command are set; an entry is one or the other"
-            )),
-            (None, None) => return Err(format!(
-                "[[notify]] #{entry}: set url (an http:// address to POST to) or command (an argv)"
-            )),
+            (Some(_), Some(_)) => {
+                return one("both url and command are set; an entry is one or the other")
+            }
+            (None, None) => {
+                return one("set url (an http:// address to POST to) or command (an argv)")
+            }
             (Some(url), None) => {
                 check_url(entry, url)?;
                 Sink::Url(url.clone())
