@@ -184,3 +184,86 @@ impl Staged {
         self.deliveries.is_empty() && self.removed.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateConfig;
+    use aam_protocol::spec::{BatchSpec, JobSpec};
+
+    fn target(on: &[&str], url: &str) -> Target {
+        let entry = NotifyEntry {
+            on: on.iter().map(|s| s.to_string()).collect(),
+            url: Some(url.into()),
+            ..NotifyEntry::default()
+        };
+        Target::from_entry(1, &entry).unwrap()
+    }
+
+    fn gate_batch() -> BatchSpec {
+        let gate = JobSpec {
+            name: "go".into(),
+            gate: true,
+            ..Default::default()
+        };
+        BatchSpec {
+            name: "b".into(),
+            max_parallel: None,
+            max_cost_usd: None,
+            jobs: vec![gate],
+        }
+    }
+
+    #[test]
+    fn events_go_to_the_targets_that_want_them_numbered_after_the_stored_ones() {
+        let gates = target(&["gate_waiting"], "http://a/");
+        let failures = target(&["job_failed"], "http://b/");
+        let gone = Notice {
+            seq: 4,
+            target: 99,
+            event: b"{}".to_vec(),
+        };
+        let kept = Notice {
+            seq: 5,
+            target: gates.fingerprint(),
+            event: b"{}".to_vec(),
+        };
+        let mut outbox = Outbox::new(vec![gates.clone(), failures], vec![gone, kept], 3);
+        assert_eq!(outbox.backlog.len(), 1, "the configured target's event");
+        let mut state = State::new(StateConfig::default());
+        state.submit(gate_batch(), None, 0).unwrap();
+        let mut changes = state.take_changes();
+        let staged = outbox.stage(&mut state, &mut changes, 7);
+        // Numbered after what the store held; only for the target that
+        // wants it; the unconfigured target's event leaves the outbox.
+        assert_eq!(changes.notices.len(), 1);
+        assert_eq!(changes.notices[0].seq, 6);
+        assert_eq!(changes.notices[0].target, gates.fingerprint());
+        assert_eq!(changes.next_notice, Some(7));
+        assert_eq!(changes.notices_done, [(4, 99)]);
+        let event: serde_json::Value = serde_json::from_slice(&changes.notices[0].event).unwrap();
+        assert_eq!(
+            (&event["id"], &event["event"]),
+            (&json!("n6"), &json!("gate_waiting"))
+        );
+        assert_eq!(staged.deliveries.len(), 1);
+        // A refused commit keeps its removals for the next one.
+        outbox.refused(staged);
+        outbox.settled(NoticeSettled { seq: 5, target: 1 });
+        let mut next = Changes::default();
+        let staged = outbox.stage(&mut state, &mut next, 8);
+        assert_eq!(next.notices_done, [(4, 99), (5, 1)]);
+        assert!(next.notices.is_empty() && next.next_notice.is_none());
+        assert_eq!(staged.removed.len(), 2);
+    }
+
+    #[test]
+    fn without_targets_nothing_is_stored() {
+        let mut outbox = Outbox::new(Vec::new(), Vec::new(), 1);
+        let mut state = State::new(StateConfig::default());
+        state.submit(gate_batch(), None, 0).unwrap();
+        let mut changes = state.take_changes();
+        assert!(outbox.stage(&mut state, &mut changes, 1).is_empty());
+        assert!(changes.notices.is_empty() && changes.next_notice.is_none());
+    }
+}
