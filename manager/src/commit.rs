@@ -40,7 +40,8 @@ impl From<StoreError> for StoreFailure {
 pub type Answer<T> = oneshot::Receiver<Result<T, StoreFailure>>;
 
 enum Request {
-    Commit(Changes, oneshot::Sender<Result<(), StoreFailure>>),
+    // Boxed: a change set is hundreds of bytes, a probe a pointer.
+    Commit(Box<Changes>, oneshot::Sender<Result<(), StoreFailure>>),
     Other(Other),
 }
 
@@ -70,7 +71,7 @@ impl Committer {
     /// Queues changes; resolves once they are durable, or failed.
     pub fn commit(&self, changes: Changes) -> Answer<()> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Request::Commit(changes, reply));
+        let _ = self.tx.send(Request::Commit(Box::new(changes), reply));
         rx
     }
 
@@ -105,7 +106,7 @@ fn run(writer: StoreWriter, rx: mpsc::Receiver<Request>) {
         let mut group = Vec::new();
         for request in std::iter::once(first).chain(rx.try_iter()) {
             match request {
-                Request::Commit(changes, reply) => group.push((changes, reply)),
+                Request::Commit(changes, reply) => group.push((*changes, reply)),
                 Request::Other(other) => {
                     thread.commit(std::mem::take(&mut group));
                     thread.serve(other);

@@ -81,6 +81,9 @@ pub struct ManagerConfig {
     /// `aam gc` and retention also delete the branches of the worktree jobs
     /// of the sessions they remove (on the workers that hold them).
     pub gc_branches: bool,
+    /// `[[notify]]`: where to tell of sessions finished, gates waiting,
+    /// jobs failed and limit groups paused (`notify::config`).
+    pub notify: Vec<crate::notify::NotifyEntry>,
 }
 
 /// Default `patch_cap_bytes`: 8 MiB.
@@ -155,6 +158,7 @@ impl Default for ManagerConfig {
             max_cost_usd: None,
             patch_cap_bytes: DEFAULT_PATCH_CAP,
             gc_branches: false,
+            notify: Vec::new(),
         }
     }
 }
@@ -319,6 +323,7 @@ impl ManagerConfig {
             return bad("max_worker_losses must be at least 1".into());
         }
         self.check_agent_keys()?;
+        crate::notify::config::targets(&self.notify).map_err(ConfigError::Invalid)?;
         if let Ok(ms) = parse_duration_ms(&self.limit_backoff) {
             if ms == 0 || ms > LIMIT_BACKOFF_CAP_MS {
                 return bad(format!(

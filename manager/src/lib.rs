@@ -13,6 +13,7 @@ pub mod frame_writer;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod peer_input;
 pub mod prices;
 pub mod schedule;
@@ -64,10 +65,15 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     aam_store::files::write_private(&addr_file, format!("{addr}\n").as_bytes())
         .with_context(|| format!("writing {}", addr_file.display()))?;
 
-    let loaded = {
+    let mut loaded = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.load()).await??
     };
+    let outbox = notify::Outbox::new(
+        notify::config::targets(&config.notify).map_err(anyhow::Error::msg)?,
+        std::mem::take(&mut loaded.notices),
+        loaded.next_notice,
+    );
     let (sessions, jobs) = (loaded.sessions.len(), loaded.jobs.len());
     let state = State::rebuild(config.state_config(), loaded, now_ms());
     tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
@@ -83,6 +89,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     // Half the frame for outputs leaves room for the rest of a session view.
     scheduler.answer_budget = config.max_frame_bytes / 2;
     scheduler.retention_ms = config.retention_ms();
+    scheduler.notify = outbox;
     let scheduler = scheduler.start();
     let shared = Shared {
         scheduler: scheduler.clone(),

@@ -349,7 +349,7 @@ impl State {
         self.keep_change(attempt, change, patch);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
         if let Some((group, limit)) = limited {
-            self.pause_group(&group, &limit, now);
+            self.pause_group(key, &group, &limit, now);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
 //! `deps`, `control` (cancel, retry, gates), `variants` (best of N),
 //! `worktrees` (orders, changes, patches, branches), `workers`, `views`,
-//! `rebuild`.
+//! `rebuild`, `notices` (the transitions `[[notify]]` tells of).
 
 mod agent_runs;
 mod attempts;
@@ -20,6 +20,7 @@ mod deps;
 mod dispatch;
 mod follow_up;
 mod limits;
+mod notices;
 mod queue;
 mod rebuild;
 mod session;
@@ -38,6 +39,7 @@ pub use budget::{BudgetStop, Spend};
 pub use control::CancelOutcome;
 pub use follow_up::ContinueRefused;
 pub use limits::LIMIT_BACKOFF_CAP_MS;
+pub use notices::{EventKind, Transition};
 pub use session::Collected;
 pub use variants::VARIANT_ENV;
 pub use views::JobLogs;
@@ -178,6 +180,8 @@ pub struct State {
     committing_patches: HashMap<JobKey, (u32, Vec<u8>)>,
     /// Usage-limit groups paused, or whose backoff is still raised.
     pauses: Pauses,
+    /// Transitions to tell `[[notify]]` targets of, since last taken.
+    transitions: Vec<Transition>,
 }
 
 impl State {
@@ -199,6 +203,7 @@ impl State {
             unsaved_patches: Vec::new(),
             committing_patches: HashMap::new(),
             pauses: Pauses::default(),
+            transitions: Vec::new(),
         }
     }
 
@@ -213,7 +218,9 @@ impl State {
     }
 
     fn set_status(&mut self, key: JobKey, status: JobStatus) {
+        let was = self.job(key).map(|j| j.status);
         self.sessions.set_status(key, status);
+        self.note_status(key, was, status);
     }
 
     /// Whether a job has ended for good.
@@ -249,6 +256,8 @@ impl State {
                 .then_some(self.next_session),
             pauses,
             pauses_ended,
+            // The outbox's are added by the scheduler (`notify::Outbox`).
+            ..Changes::default()
         }
     }
 

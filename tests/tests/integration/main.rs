@@ -12,6 +12,7 @@ mod dependencies;
 mod disk;
 mod durability;
 mod gates;
+mod notify;
 mod peers;
 mod placement;
 mod quickstart;
