@@ -448,6 +448,8 @@ impl ManagerConfig {
             default_max_cost_usd: self.max_cost_usd,
             patch_cap: self.patch_cap_bytes,
             gc_branches: self.gc_branches,
+            // `start` puts the manager's own in.
+            metrics: Default::default(),
         }
     }
 

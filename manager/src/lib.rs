@@ -69,10 +69,16 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         tokio::task::spawn_blocking(move || store.load()).await??
     };
     let (sessions, jobs) = (loaded.sessions.len(), loaded.jobs.len());
-    let state = State::rebuild(config.state_config(), loaded, now_ms());
+    let mut state_config = config.state_config();
+    let observer = metrics::Observer::new(state_config.agents.iter().map(|(name, def)| {
+        // An agent's limit group is its own name unless it names one.
+        (name.as_str(), def.limit_group.as_deref().unwrap_or(name))
+    }));
+    state_config.metrics = observer.clone();
+    let state = State::rebuild(state_config, loaded, now_ms());
     tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
 
-    let committer = Committer::start(writer);
+    let committer = Committer::start(writer, observer.clone());
     let mut scheduler = Scheduler::new(
         state,
         store,
@@ -105,7 +111,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         ),
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),
-        metrics: metrics::Metrics::default(),
+        metrics: metrics::Metrics::new(observer, scheduler.clone()),
     };
     let (stop_accepting, stop_rx) = oneshot::channel::<()>();
     actix::spawn(listener::accept_loop(listener, shared, async move {

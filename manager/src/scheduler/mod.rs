@@ -285,6 +285,14 @@ impl Handler<ClientCall> for Scheduler {
     }
 }
 
+impl Handler<crate::metrics::CountModel> for Scheduler {
+    type Result = MessageResult<crate::metrics::CountModel>;
+
+    fn handle(&mut self, _: crate::metrics::CountModel, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.counts(now_ms()))
+    }
+}
+
 impl Handler<Flush> for Scheduler {
     type Result = ();
 

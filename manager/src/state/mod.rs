@@ -10,12 +10,15 @@
 //! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
 //! `deps`, `control` (cancel, retry, gates), `variants` (best of N),
 //! `worktrees` (orders, changes, patches, branches), `workers`, `views`,
-//! `rebuild`.
+//! `counts` (the gauges of `GET /metrics`), `rebuild`. Events the metrics
+//! count (dispatch latency, attempt ends, agents' spend, limit pauses) are
+//! observed through `StateConfig::metrics`: atomics, no I/O.
 
 mod agent_runs;
 mod attempts;
 mod budget;
 mod control;
+mod counts;
 mod deps;
 mod dispatch;
 mod follow_up;
@@ -103,6 +106,8 @@ pub struct StateConfig {
     pub patch_cap: u64,
     /// Removing a session also orders its worktree jobs' branches deleted.
     pub gc_branches: bool,
+    /// Where the model observes events for `GET /metrics` (atomics only).
+    pub metrics: crate::metrics::Observer,
 }
 
 impl Default for StateConfig {
@@ -126,6 +131,7 @@ impl Default for StateConfig {
             default_max_cost_usd: None,
             patch_cap: crate::config::DEFAULT_PATCH_CAP,
             gc_branches: false,
+            metrics: Default::default(),
         }
     }
 }

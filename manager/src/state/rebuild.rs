@@ -77,7 +77,7 @@ impl State {
             }
         }
         for (key, priority) in queued {
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
     }
 

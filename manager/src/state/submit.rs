@@ -67,7 +67,7 @@ impl State {
         let entry = SessionEntry::new(record, jobs, &self.config.prices);
         self.sessions.insert_new(entry);
         for (key, priority) in queued {
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
         if let Some(k) = idempotency_key {
             self.by_idempotency_key.insert(k, id);
