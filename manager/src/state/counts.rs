@@ -66,7 +66,7 @@ mod tests {
             job("d", &[]),
             job("e", &["a"]),
         ];
-        let (first, _) = s.submit(batch(jobs), None, 0).unwrap();
+        s.submit(batch(jobs), None, 0).unwrap();
         let (second, _) = s.submit(batch(vec![job("x", &[])]), None, 0).unwrap();
         let c = s.counts(0);
         assert_eq!(c.jobs, walked(&s));
@@ -94,7 +94,6 @@ mod tests {
         assert_eq!(c.jobs[JobStatus::Failed as usize], 1);
         assert_eq!(c.sessions[3], 1, "the second session is cancelled");
         assert_eq!(c.jobs.iter().sum::<u64>(), 6);
-        let _ = first;
     }
 
     #[test]
