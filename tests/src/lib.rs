@@ -16,6 +16,7 @@
 pub mod change;
 pub mod claude;
 pub mod git;
+pub mod http;
 pub mod model_server;
 pub mod usage;
 pub mod wire;
@@ -341,6 +342,8 @@ pub struct Cluster {
     /// Serve HTTP (`--http`, on a free loopback port; else `--http off`,
     /// so managers of tests run at once never clash on its default port).
     pub http: bool,
+    /// Where it binds with `http` the first time (default 127.0.0.1:0).
+    pub http_bind: String,
     /// The HTTP server's address once started with `http` (host:port).
     pub http_addr: String,
 }
@@ -357,6 +360,7 @@ impl Cluster {
             manager_config: None,
             debug_log: false,
             http: false,
+            http_bind: "127.0.0.1:0".into(),
             http_addr: String::new(),
         }
     }
@@ -372,7 +376,9 @@ impl Cluster {
     /// `http://ADDR` of the HTTP server, followed by `path`.
     pub fn url(&self, path: &str) -> String {
         assert!(!self.http_addr.is_empty(), "the manager serves no HTTP");
-        format!("http://{}{path}", self.http_addr)
+        // Bound to every interface: reached on loopback.
+        let addr = self.http_addr.replace("0.0.0.0:", "127.0.0.1:");
+        format!("http://{addr}{path}")
     }
 
     /// A cluster with a running manager.
@@ -410,7 +416,7 @@ impl Cluster {
         };
         let http = match (self.http, self.http_addr.is_empty()) {
             (false, _) => "off".to_string(),
-            (true, true) => "127.0.0.1:0".to_string(),
+            (true, true) => self.http_bind.clone(),
             (true, false) => self.http_addr.clone(),
         };
         let addr_file = self.data_dir().join("manager.addr");
