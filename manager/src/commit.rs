@@ -8,8 +8,10 @@
 //! `probe` finds the store taking writes again. The scheduler sends that
 //! probe only after rolling its model back to `snapshot`, what is durable.
 
+use crate::metrics::Observer;
 use aam_store::{Changes, Snapshot, StoreError, StoreWriter};
 use std::sync::{mpsc, Arc};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Why the store took no write: the error, shared by every request it failed.
@@ -59,11 +61,12 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(writer: StoreWriter) -> Committer {
+    /// Starts the thread; each group's size and time go to `metrics`.
+    pub fn start(writer: StoreWriter, metrics: Observer) -> Committer {
         let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("aam-commit".into())
-            .spawn(move || run(writer, rx))
+            .spawn(move || run(writer, metrics, rx))
             .expect("spawning the commit thread");
         Committer { tx }
     }
@@ -95,12 +98,14 @@ impl Committer {
 struct Thread {
     writer: StoreWriter,
     failed: Option<StoreFailure>,
+    metrics: Observer,
 }
 
-fn run(writer: StoreWriter, rx: mpsc::Receiver<Request>) {
+fn run(writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
     let mut thread = Thread {
         writer,
         failed: None,
+        metrics,
     };
     while let Ok(first) = rx.recv() {
         let mut group = Vec::new();
@@ -127,6 +132,7 @@ impl Thread {
             return;
         }
         let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let (size, started) = (changes.len(), Instant::now());
         let result = match &self.failed {
             Some(failure) => Err(failure.clone()),
             None => self.writer.commit(changes).map_err(|e| {
@@ -139,6 +145,9 @@ impl Thread {
                 failure
             }),
         };
+        if result.is_ok() {
+            self.metrics.committed(size, started.elapsed());
+        }
         for reply in replies {
             let _ = reply.send(result.clone());
         }

@@ -17,7 +17,7 @@ use aam_protocol::JobKey;
 use aam_store::Changes;
 use actix::prelude::*;
 use std::collections::VecDeque;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub(super) enum Effect {
     /// A client's answer (None: its answer is a stream of updates).
@@ -32,6 +32,8 @@ pub(super) enum Effect {
     Notify(SessionSummary),
     /// The first update of a new watcher.
     Watch(SessionSummary, Recipient<SessionUpdate>),
+    /// The first update of a new one-session subscriber (`observers`).
+    FirstUpdate(SessionSummary, mpsc::Sender<SessionSummary>),
     /// Everything changed before it is durable.
     Flushed(oneshot::Sender<()>),
     /// Notifications stored with the commit, to deliver; and those it
@@ -144,7 +146,10 @@ impl Scheduler {
                         let _ = tx.send(());
                     }
                     Effect::Notices(staged) => self.notify.refused(staged),
-                    Effect::ToWorker(..) | Effect::Notify(_) | Effect::Watch(..) => {}
+                    Effect::ToWorker(..)
+                    | Effect::Notify(_)
+                    | Effect::Watch(..)
+                    | Effect::FirstUpdate(..) => {}
                 }
             }
         }
@@ -162,6 +167,9 @@ impl Scheduler {
                 },
                 Effect::Notify(summary) => self.notify(summary),
                 Effect::Watch(summary, recipient) => recipient.do_send(SessionUpdate(summary)),
+                Effect::FirstUpdate(summary, updates) => {
+                    super::observers::first_update(&updates, summary)
+                }
                 Effect::Flushed(tx) => {
                     let _ = tx.send(());
                 }
@@ -172,6 +180,7 @@ impl Scheduler {
 
     fn notify(&mut self, summary: SessionSummary) {
         let session = summary.id;
+        self.subscribers.send(&summary);
         let Some(list) = self.watchers.get_mut(&session) else {
             return;
         };

@@ -111,7 +111,7 @@ impl State {
         } else {
             let priority = job.priority;
             self.set_status(key, JobStatus::Queued);
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
     }
 

@@ -153,7 +153,7 @@ impl State {
                 return None;
             }
         };
-        self.queue.remove(key);
+        let queued_since = self.queue.remove(key);
         let worker = self.workers.get_mut(&worker_id)?;
         worker.assigned.insert(key);
         let worker_name = worker.name.clone();
@@ -165,6 +165,9 @@ impl State {
         let session_name = entry.record().name.clone();
         let job = self.sessions.job_mut(key)?;
         let attempt = job.begin_attempt(worker_name, now);
+        if let Some(since) = queued_since {
+            self.config.metrics.dispatched(now.saturating_sub(since));
+        }
         Some(Assignment {
             job: key,
             attempt,
@@ -195,7 +198,7 @@ impl State {
             if let Some(job) = self.job_mut(key) {
                 job.not_before_ms = None;
             }
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, due);
             released += 1;
         }
         released

@@ -138,6 +138,7 @@ impl State {
             message = %pause.message, "usage limit: pausing the group");
         self.pauses.unsaved.insert(group.to_string());
         self.pauses.by_group.insert(group.to_string(), pause);
+        self.config.metrics.limit_paused(group);
     }
 
     /// A job of `group` succeeded: its backoff starts again from the

@@ -10,12 +10,16 @@
 //! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
 //! `deps`, `control` (cancel, retry, gates), `variants` (best of N),
 //! `worktrees` (orders, changes, patches, branches), `workers`, `views`,
-//! `rebuild`, `notices` (the transitions `[[notify]]` tells of).
+//! `counts` (the gauges of `GET /metrics`), `rebuild`, `notices` (the
+//! transitions `[[notify]]` tells of). Events the metrics count (dispatch
+//! latency, attempt ends, agents' spend, limit pauses) are observed
+//! through `StateConfig::metrics`: atomics, no I/O.
 
 mod agent_runs;
 mod attempts;
 mod budget;
 mod control;
+mod counts;
 mod deps;
 mod dispatch;
 mod follow_up;
@@ -105,6 +109,8 @@ pub struct StateConfig {
     pub patch_cap: u64,
     /// Removing a session also orders its worktree jobs' branches deleted.
     pub gc_branches: bool,
+    /// Where the model observes events for `GET /metrics` (atomics only).
+    pub metrics: crate::metrics::Observer,
 }
 
 impl Default for StateConfig {
@@ -128,6 +134,7 @@ impl Default for StateConfig {
             default_max_cost_usd: None,
             patch_cap: crate::config::DEFAULT_PATCH_CAP,
             gc_branches: false,
+            metrics: Default::default(),
         }
     }
 }
@@ -148,7 +155,7 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StateError::NoSession(_) | StateError::NoJob { .. } => ErrorKind::NotFound,
-            StateError::Refused(_) => ErrorKind::BadRequest,
+            StateError::Refused(_) => ErrorKind::Conflict,
         }
     }
 }

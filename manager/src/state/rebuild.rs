@@ -80,7 +80,7 @@ impl State {
             }
         }
         for (key, priority) in queued {
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
     }
 

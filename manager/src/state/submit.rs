@@ -76,7 +76,7 @@ impl State {
             self.note_gate_waiting(key);
         }
         for (key, priority) in queued {
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
         if let Some(k) = idempotency_key {
             self.by_idempotency_key.insert(k, id);

@@ -12,6 +12,8 @@ mod dependencies;
 mod disk;
 mod durability;
 mod gates;
+mod http_api;
+mod metrics;
 mod notify;
 mod peers;
 mod placement;

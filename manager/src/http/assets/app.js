@@ -1,0 +1,2 @@
+// The aam dashboard's script (placeholder: the dashboard replaces it).
+"use strict";
