@@ -42,6 +42,14 @@ pub fn job_arg(job: &str) -> anyhow::Result<(SessionId, &str)> {
     Ok((session_arg(session)?, name))
 }
 
+/// A cancel's target: `SESSION` or `SESSION/JOB`.
+pub fn target_arg(target: &str) -> anyhow::Result<(SessionId, Option<String>)> {
+    Ok(match target.split_once('/') {
+        Some((s, j)) => (session_arg(s)?, Some(j.to_string())),
+        None => (session_arg(target)?, None),
+    })
+}
+
 /// A duration flag such as `--grace 30s`, in milliseconds.
 pub fn duration_flag(flag: &str, value: Option<String>) -> anyhow::Result<Option<u64>> {
     value

@@ -6,6 +6,7 @@ use crate::args::ManagerFlags;
 use crate::client::Client;
 use crate::{endpoint, render};
 use aam_protocol::messages::OutputWanted;
+use aam_protocol::model::SessionView;
 use aam_protocol::SessionId;
 
 pub async fn run(
@@ -34,15 +35,22 @@ pub async fn show(
     };
     let view = client.session(session, output).await?;
     if json {
-        let mut doc = render::session_json(&view, true);
-        if only_failed {
-            if let Some(jobs) = doc["jobs"].as_array_mut() {
-                jobs.retain(|j| j["status"] != "succeeded");
-            }
-        }
-        print_json(&doc);
+        print_json(&results_json(&view, only_failed));
     } else {
         print!("{}", render::results_markdown(&view, only_failed));
     }
     Ok(())
+}
+
+/// `aam results --json` (and the MCP tool `results`): the session with
+/// every job's whole captured output (`view` asked with `OutputWanted::All`);
+/// with `only_failed`, only the jobs that did not succeed.
+pub fn results_json(view: &SessionView, only_failed: bool) -> serde_json::Value {
+    let mut doc = render::session_json(view, true);
+    if only_failed {
+        if let Some(jobs) = doc["jobs"].as_array_mut() {
+            jobs.retain(|j| j["status"] != "succeeded");
+        }
+    }
+    doc
 }

@@ -3,6 +3,7 @@
 
 use super::print_json;
 use crate::args::ManagerFlags;
+use crate::client::Submitted;
 use crate::exit::verdict;
 use crate::{batch, endpoint, progress, render};
 use std::path::Path;
@@ -21,13 +22,7 @@ pub async fn run(
     let submitted = client.submit(file, batch, idempotency_key).await?;
     let session = submitted.session;
     if json {
-        print_json(&serde_json::json!({
-            "session": session.to_string(),
-            "name": name,
-            "jobs": submitted.jobs,
-            "existing": submitted.existing,
-            "estimate": render::estimate_json(&submitted.estimate),
-        }));
+        print_json(&submitted_json(&submitted, &name));
     } else {
         println!("{session}");
         // The id alone on stdout (for scripts); the estimate aside.
@@ -38,4 +33,17 @@ pub async fn run(
         return Ok(verdict(&summary));
     }
     Ok(0)
+}
+
+/// `aam submit --json` (and the MCP tool `submit`): the new session's id,
+/// the batch's name, its job count, whether an idempotency key found an
+/// existing session, and the estimate.
+pub fn submitted_json(submitted: &Submitted, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "session": submitted.session.to_string(),
+        "name": name,
+        "jobs": submitted.jobs,
+        "existing": submitted.existing,
+        "estimate": render::estimate_json(&submitted.estimate),
+    })
 }
