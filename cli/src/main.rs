@@ -11,6 +11,7 @@ mod endpoint;
 mod exit;
 mod git_apply;
 mod local;
+mod mcp;
 mod progress;
 mod render;
 
@@ -92,6 +93,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Gc { older_than } => cmd::gc::run(flags, older_than).await,
         Command::Agents { json } => cmd::agents::run(flags, json).await,
         Command::Workers { json } => cmd::workers::run(flags, json).await,
+        Command::Mcp => mcp::run(flags).await,
         Command::Up { .. } | Command::Down | Command::Serve { .. } | Command::Run(_) => {
             unreachable!("started in execute, without a manager to talk to")
         }
