@@ -159,6 +159,11 @@ pub enum Command {
     /// Serve aam's tools to an AI assistant over MCP on stdin/stdout
     /// (register it with: claude mcp add aam -- aam mcp)
     Mcp,
+    /// Print shell completions: aam completions bash > ~/.local/share/bash-completion/completions/aam
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Start a manager and a local worker in the background (state, token
     /// and logs under ./.aam); aam commands run here then use them
     Up {

@@ -48,6 +48,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             config,
         } => cmd::serve::run(data_dir, slots, config),
         Command::Run(args) => cmd::run::run(args),
+        Command::Completions { shell } => cmd::completions::run(shell),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -94,7 +95,11 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Agents { json } => cmd::agents::run(flags, json).await,
         Command::Workers { json } => cmd::workers::run(flags, json).await,
         Command::Mcp => mcp::run(flags).await,
-        Command::Up { .. } | Command::Down | Command::Serve { .. } | Command::Run(_) => {
+        Command::Up { .. }
+        | Command::Down
+        | Command::Serve { .. }
+        | Command::Run(_)
+        | Command::Completions { .. } => {
             unreachable!("started in execute, without a manager to talk to")
         }
     }

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod apply;
 pub mod cancel;
+pub mod completions;
 pub mod continue_;
 pub mod decide;
 pub mod diff;

@@ -7,6 +7,7 @@ mod agents_model;
 mod bad_input;
 mod chaos;
 mod claude_code;
+mod completions;
 mod control;
 mod dependencies;
 mod disk;
