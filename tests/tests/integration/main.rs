@@ -13,6 +13,7 @@ mod dependencies;
 mod disk;
 mod durability;
 mod gates;
+mod mcp;
 mod peers;
 mod placement;
 mod quickstart;
