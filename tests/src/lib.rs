@@ -12,11 +12,14 @@
 //! - `AAM_CLAUDE_BIN`: the Claude Code binary agent tests run (default: the
 //!   one `.ci/run` installs under tests/agent-cli; see [`claude`]), against
 //!   the stand-in model server of [`model_server`].
+//! - `AAM_MCP_VENV`: the virtualenv with the MCP Python SDK the MCP tests
+//!   drive `aam mcp` with (default tests/.venv; see [`mcp`]).
 
 pub mod change;
 pub mod claude;
 pub mod git;
 pub mod http;
+pub mod mcp;
 pub mod model_server;
 pub mod usage;
 pub mod wire;
