@@ -192,6 +192,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>) -> Assignment {
         job_name: format!("job{round}"),
         argv: vec!["sh".into(), "-c".into(), "echo x > f".into()],
         env: Vec::new(),
+        secret_env: Vec::new(),
         workdir: None,
         timeout_ms: None,
         idle_timeout_ms: None,

@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-#[derive(Clone, Debug)]
+/// How a worker runs. Its `Debug` hides the token.
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub manager: String,
     pub token: String,
@@ -44,6 +45,22 @@ pub struct WorkerConfig {
     /// `worktree::default_root`); None: worktree jobs fail, saying so.
     pub worktrees: Option<PathBuf>,
     pub max_frame: usize,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("manager", &self.manager)
+            .field("token", &aam_protocol::secret::REDACTED)
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("prefetch", &self.prefetch)
+            .field("labels", &self.labels)
+            .field("workdir", &self.workdir)
+            .field("worktrees", &self.worktrees)
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
 }
 
 /// What the worker keeps of an assigned attempt.
@@ -171,6 +188,19 @@ impl WorkerAgent {
             let Some(assignment) = self.waiting.pop_front() else {
                 break;
             };
+            // A secret the job needs and this host lacks: it fails at once,
+            // saying which (the values themselves are read again at spawn).
+            if let Err(error) =
+                crate::secret_env::from_process(&assignment.secret_env, &self.config.name)
+            {
+                tracing::warn!(job = %assignment.job_name, session = %assignment.job.session,
+                    "could not start: {error}");
+                let attempt = assignment.attempt_ref();
+                self.assigned.remove(&attempt);
+                let end = WorkerToManager::SpawnFailed { attempt, error };
+                self.report_end(attempt, end, OutputCapture::new(0));
+                continue;
+            }
             tracing::debug!(job = %assignment.job_name, session = %assignment.job.session,
                 attempt = assignment.attempt, "starting job");
             self.active += 1;

@@ -363,11 +363,15 @@ fn spawn(
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".to_string());
     };
+    // The agent's `secret_env`, from this worker's own environment (checked
+    // before the job was started; a value never leaves this process).
+    let secrets = crate::secret_env::from_process(&assignment.secret_env, "this worker")?;
     let (marker_key, marker_value) = marker.split_once('=').unwrap_or(("AAM_RUN_ID", marker));
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .envs(assignment.env.iter().map(|(k, v)| (k, v)))
+        .envs(secrets)
         .envs(aam_vars(assignment))
         .env("AAM_INPUTS", &inputs.json)
         .env("AAM_INPUTS_MD", &inputs.markdown)

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod child;
 pub mod inputs;
 pub mod run_reader;
+pub mod secret_env;
 pub mod teardown;
 pub mod worktree;
 

@@ -163,6 +163,14 @@ impl State {
         entry.live.insert(key.index, OutputCapture::new(cap));
         entry.live_agents.remove(&key.index);
         let session_name = entry.record().name.clone();
+        // Names only, from the agent's definition as it is now (the record
+        // keeps none: they are config, and the values never reach here).
+        let secret_env = self
+            .sessions
+            .job(key)
+            .and_then(|job| self.config.agents.get(job.agent.as_deref()?))
+            .map(|agent| agent.secret_env.clone())
+            .unwrap_or_default();
         let job = self.sessions.job_mut(key)?;
         let attempt = job.begin_attempt(worker_name, now);
         if let Some(since) = queued_since {
@@ -175,6 +183,7 @@ impl State {
             job_name: job.name.clone(),
             argv: job.argv.clone(),
             env: job.env.clone(),
+            secret_env,
             workdir: job.workdir.clone(),
             timeout_ms: job.policy.timeout_ms,
             idle_timeout_ms: job.policy.idle_timeout_ms,

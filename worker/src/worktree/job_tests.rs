@@ -49,6 +49,7 @@ fn command_job(script: &str, workdir: &str, order: Option<WorktreeOrder>) -> Ass
         job_name: "job".into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: Vec::new(),
+        secret_env: Vec::new(),
         workdir: Some(workdir.into()),
         timeout_ms: Some(60_000),
         idle_timeout_ms: None,
