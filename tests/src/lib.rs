@@ -341,6 +341,9 @@ pub struct Cluster {
     /// Extra environment for the manager (e.g. AAM_LEASE_MS).
     pub manager_env: Vec<(String, String)>,
     pub manager_config: Option<PathBuf>,
+    /// Extra environment for the workers started from now on (a
+    /// `secret_env` variable only they have).
+    pub worker_env: Vec<(String, String)>,
     pub debug_log: bool,
     /// Serve HTTP (`--http`, on a free loopback port; else `--http off`,
     /// so managers of tests run at once never clash on its default port).
@@ -361,6 +364,7 @@ impl Cluster {
             workers: Vec::new(),
             manager_env: Vec::new(),
             manager_config: None,
+            worker_env: Vec::new(),
             debug_log: false,
             http: false,
             http_bind: "127.0.0.1:0".into(),
@@ -525,6 +529,7 @@ impl Cluster {
             .args(extra)
             .env("AAM_TOKEN", &self.token)
             .env("AAM_LOG", if self.debug_log { "debug" } else { "info" })
+            .envs(self.worker_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup"))
             .stderr(file)

@@ -20,6 +20,7 @@ mod notify;
 mod peers;
 mod placement;
 mod quickstart;
+mod secrets;
 mod session;
 mod slow_peers;
 mod worktrees_e2e;
