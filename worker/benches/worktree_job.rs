@@ -69,6 +69,7 @@ fn main() {
         let dirs = JobDirs {
             base: repo.clone(),
             worktrees: Some(worktrees.clone()),
+            run_ids: aam_worker::orphans::RunIds::new("bench"),
         };
         let (_stop, stop_rx) = tokio::sync::oneshot::channel();
         let started = Instant::now();

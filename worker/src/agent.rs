@@ -13,7 +13,8 @@ mod shutdown;
 pub use job_events::Event;
 pub use shutdown::{Drain, KillAll};
 
-use crate::child::{run_job, run_marker, JobDirs, StopOrder};
+use crate::child::{run_job, JobDirs, StopOrder};
+use crate::orphans::RunIds;
 use crate::teardown::{become_subreaper, reap_adopted};
 use crate::worktree::Worktrees;
 use aam_protocol::agent_run::AgentRun;
@@ -115,6 +116,8 @@ pub struct WorkerAgent {
     output_cap: usize,
     /// Where worktree jobs get their worktrees.
     worktrees: Option<Arc<Worktrees>>,
+    /// The run ids this worker process gives its attempts' processes.
+    run_ids: RunIds,
 }
 
 /// Starts a worker in the current actix system.
@@ -127,6 +130,7 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         .map(|root| Worktrees::new(root, patch_limit));
     WorkerAgent {
         worktrees,
+        run_ids: RunIds::new(&config.name),
         config,
         instance: random_instance(),
         link: Link::Down,
@@ -171,7 +175,7 @@ impl WorkerAgent {
         }
         let job = AssignedJob {
             pid: 0,
-            marker: run_marker(&assignment),
+            marker: self.run_ids.marker(&assignment),
             stop: None,
             capture: OutputCapture::new(self.output_cap),
             agent_run: None,
@@ -211,6 +215,7 @@ impl WorkerAgent {
             let dirs = JobDirs {
                 base: self.config.workdir.clone(),
                 worktrees: self.worktrees.clone(),
+                run_ids: self.run_ids.clone(),
             };
             let span = tracing::info_span!("job", session = %assignment.job.session,
                 job = %assignment.job_name, attempt = assignment.attempt);
@@ -302,7 +307,23 @@ impl Actor for WorkerAgent {
                 let _ = worktrees.ready().await;
             });
         }
-        self.dial(ctx);
+        tracing::info!("{}", crate::orphans::mechanism());
+        // What an earlier run under this name left goes before we register
+        // (the manager has given those attempts to others by now).
+        let key = self.run_ids.key().to_string();
+        let stopped = tokio::task::spawn_blocking(move || crate::orphans::stop_earlier_runs(&key));
+        ctx.wait(stopped.into_actor(self).map(|stopped, act, ctx| {
+            match stopped {
+                Ok(left) if left != Default::default() => tracing::warn!(
+                    processes = left.processes,
+                    cgroups = left.cgroups,
+                    "stopped what an earlier run of this worker left running"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!("looking for an earlier run's processes: {e}"),
+            }
+            act.dial(ctx);
+        }));
     }
 }
 

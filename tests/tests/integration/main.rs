@@ -17,6 +17,7 @@ mod http_api;
 mod mcp;
 mod metrics;
 mod notify;
+mod orphans;
 mod peers;
 mod placement;
 mod quickstart;

@@ -77,6 +77,7 @@ fn dirs(base: &Path, worktrees: &Arc<Worktrees>) -> JobDirs {
     JobDirs {
         base: base.to_path_buf(),
         worktrees: Some(worktrees.clone()),
+        run_ids: crate::orphans::RunIds::new("job-tests"),
     }
 }
 
