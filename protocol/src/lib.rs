@@ -10,6 +10,8 @@ pub mod agent_output;
 pub mod agent_run;
 pub mod codec;
 pub mod dial;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ids;
 pub mod json;
 pub mod messages;
