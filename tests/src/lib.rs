@@ -13,6 +13,7 @@
 //!   one `.ci/run` installs under tests/agent-cli; see [`claude`]), against
 //!   the stand-in model server of [`model_server`].
 
+pub mod browser;
 pub mod change;
 pub mod claude;
 pub mod git;
