@@ -19,6 +19,11 @@ use tungstenite::{Message, WebSocket};
 /// How long one DevTools command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Run before a page's own scripts: keeps what they throw.
+const RECORD_ERRORS: &str = "window.__aamErrors = [];
+addEventListener('error', (e) => window.__aamErrors.push(String(e.message)));
+addEventListener('unhandledrejection', (e) => window.__aamErrors.push('unhandled: ' + String(e.reason)));";
+
 /// One browser process and a websocket to its single page.
 pub struct Browser {
     child: Child,
@@ -88,7 +93,25 @@ impl Browser {
             dir,
         };
         browser.call("Page.enable", json!({}));
+        // Every page it loads notes its uncaught errors, for `errors`.
+        browser.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": RECORD_ERRORS}),
+        );
         browser
+    }
+
+    /// The uncaught errors and unhandled promise rejections of the page
+    /// loaded last.
+    pub fn errors(&mut self) -> Vec<String> {
+        let v = self.eval("window.__aamErrors || []");
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Sends one DevTools command to the page and returns its result;

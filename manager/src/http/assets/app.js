@@ -19,6 +19,7 @@ const state = {
 };
 
 const LIVE = new Set(['pending', 'queued', 'running']);
+const LIST_MAX = 200;        // sessions shown in the list
 const LOG_KEEP = 200000;       // characters of a log the page keeps
 const LOG_FIRST = 32768;       // bytes of a log read when it is opened
 const LOG_POLL_MS = 1000;
@@ -214,8 +215,15 @@ async function loadSessions() {
   renderSessions();
 }
 
+// Newest first (ids grow: s9 < s10); the page lists at most LIST_MAX.
+function bySessionAge(a, b) {
+  return Number(b.id.slice(1)) - Number(a.id.slice(1)) || (a.id < b.id ? 1 : -1);
+}
+
 function renderSessions() {
-  const rows = state.sessions.map((s) => el('tr', {
+  state.sessions.sort(bySessionAge);
+  const shown = state.sessions.slice(0, LIST_MAX);
+  const rows = shown.map((s) => el('tr', {
     'data-session': s.id,
     class: s.id === state.selected ? 'selected' : null,
     tabindex: 0,
@@ -229,6 +237,10 @@ function renderSessions() {
   el('td', {}, counts(s.counts)),
   el('td', { class: 'num' }, usd(s.cost_usd)),
   el('td', { class: 'num', title: s.created_at }, age(s.created_at))));
+  if (state.sessions.length > LIST_MAX) {
+    rows.push(el('tr', {}, el('td', { colspan: 7, class: 'hint' },
+      (state.sessions.length - LIST_MAX) + ' older sessions not shown (aam status lists them all)')));
+  }
   fill($('sessions').tBodies[0], rows);
   show($('no-sessions'), state.sessions.length === 0);
   const paused = state.paused.map((p) => 'limit group ' + p.group + ' paused until ' + p.until + ': ' + p.message);
