@@ -22,16 +22,9 @@ pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
     let format = Format::for_path(&path.to_string_lossy());
     let batch =
         parse_batch(&text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
-    // Structure only: the manager enforces the size limits it is configured with.
-    let structural = Limits {
-        max_jobs: usize::MAX,
-        max_field_bytes: usize::MAX,
-        max_argv_len: usize::MAX,
-        max_env_vars: usize::MAX,
-        ..Limits::default()
-    };
-    // The copy is checked; the batch goes to the manager as written.
-    validate(batch.clone(), &structural).map_err(|e| bad_input(describe(path, &e)))?;
+    // Structure only: the manager enforces the size limits it is configured
+    // with. The copy is checked; the batch goes to the manager as written.
+    validate(batch.clone(), &Limits::structural()).map_err(|e| bad_input(describe(path, &e)))?;
     let size = codec::encode(&batch)
         .map_err(|e| bad_input(format!("{}: {e}", path.display())))?
         .len();

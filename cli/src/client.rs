@@ -110,7 +110,9 @@ impl Client {
     async fn next(&mut self) -> anyhow::Result<ClientResponse> {
         match self.framed.next().await {
             Some(Ok(ClientResponse::Error { kind, message })) => Err(match kind {
-                ErrorKind::BadRequest | ErrorKind::NotFound => bad_input(message),
+                ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Conflict => {
+                    bad_input(message)
+                }
                 // e.g. "the manager could not store this: DISK FULL (...)"
                 ErrorKind::Internal => manager_failed(message),
             }),

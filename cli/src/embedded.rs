@@ -5,21 +5,40 @@ use crate::exit::bad_input;
 use aam_manager::config::ManagerConfig;
 use aam_worker::WorkerConfig;
 
+/// Whether an embedded manager serves HTTP (the API and dashboard).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// `aam run`: off unless the config or `AAM_HTTP` sets it (two runs
+    /// at once must not clash on a port).
+    OffUnlessSet,
+    /// `aam up`: on (`http`, default 127.0.0.1:7411), on a free port when
+    /// that one is taken (one `aam up` per directory, several at once).
+    On,
+}
+
 /// The manager config of an embedded manager: the file's, on a free
 /// loopback port, with its state in `data_dir`.
 pub fn config(
     config: Option<&std::path::Path>,
     data_dir: &std::path::Path,
+    http: Http,
 ) -> anyhow::Result<ManagerConfig> {
-    ManagerConfig::load(
+    let defaults = match http {
+        Http::OffUnlessSet => vec![("http", "off".to_string())],
+        Http::On => vec![],
+    };
+    let mut config = ManagerConfig::load_with_defaults(
         config,
         std::env::vars(),
+        &defaults,
         &[
             ("listen", "127.0.0.1:0".to_string()),
             ("data_dir", data_dir.display().to_string()),
         ],
     )
-    .map_err(|e| bad_input(e.to_string()))
+    .map_err(|e| bad_input(e.to_string()))?;
+    config.http_any_port = http == Http::On;
+    Ok(config)
 }
 
 /// Starts a manager and a local worker (named `local`, jobs run from the

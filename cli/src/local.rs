@@ -26,6 +26,16 @@ impl Local {
         self.dir.join("manager.addr")
     }
 
+    pub fn http_addr_file(&self) -> PathBuf {
+        self.dir.join("http.addr")
+    }
+
+    /// The dashboard's address, when the background manager serves HTTP.
+    pub fn http_addr(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.http_addr_file()).ok()?;
+        Some(text.trim().to_string()).filter(|a| !a.is_empty())
+    }
+
     pub fn token_file(&self) -> PathBuf {
         self.dir.join("token")
     }

@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 pub struct ManagerConfig {
     /// TCP address to listen on.
     pub listen: String,
+    /// Address of the HTTP API and dashboard, or "off".
+    pub http: String,
+    /// When `http`'s port is taken, listen on a free port instead (`aam
+    /// up`: one per directory, several at once). Not a config key.
+    #[serde(skip)]
+    pub http_any_port: bool,
     /// Directory of the sled store and the generated token.
     pub data_dir: PathBuf,
     /// Shared secret every connection must present; generated when absent.
@@ -83,6 +89,9 @@ pub struct ManagerConfig {
     pub gc_branches: bool,
 }
 
+/// Default `http`: the dashboard on the loopback interface.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7411";
+
 /// Default `patch_cap_bytes`: 8 MiB.
 pub const DEFAULT_PATCH_CAP: u64 = 8 * 1024 * 1024;
 
@@ -127,6 +136,8 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         ManagerConfig {
             listen: aam_protocol::DEFAULT_MANAGER_ADDR.to_string(),
+            http: DEFAULT_HTTP_ADDR.to_string(),
+            http_any_port: false,
             data_dir: PathBuf::from("aam-data"),
             token: None,
             token_name: "admin".into(),
@@ -162,6 +173,7 @@ impl Default for ManagerConfig {
 /// Scalar keys that may come from `AAM_<KEY>` environment variables.
 const ENV_KEYS: &[&str] = &[
     "listen",
+    "http",
     "data_dir",
     "token",
     "token_name",
@@ -202,7 +214,23 @@ impl ManagerConfig {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, String)],
     ) -> Result<ManagerConfig, ConfigError> {
+        Self::load_with_defaults(file, env, &[], overrides)
+    }
+
+    /// `load` with some defaults of its own under every layer (`aam run`
+    /// keeps HTTP off unless asked).
+    pub fn load_with_defaults(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        defaults: &[(&str, String)],
+        overrides: &[(&str, String)],
+    ) -> Result<ManagerConfig, ConfigError> {
         let mut builder = config::Config::builder();
+        for (key, value) in defaults {
+            builder = builder
+                .set_default(*key, value.clone())
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::File {
@@ -271,6 +299,12 @@ impl ManagerConfig {
                 self.max_frame_bytes,
                 frame_range.start(),
                 frame_range.end()
+            ));
+        }
+        if self.http_addr().is_some_and(|a| !a.contains(':')) {
+            return bad(format!(
+                "http ({}) must be an address (host:port) or \"off\"",
+                self.http
             ));
         }
         if self.max_connections == 0 {
@@ -391,6 +425,12 @@ impl ManagerConfig {
                 crate::definitions::expand_home("~/.claude/agents"),
             ],
         }
+    }
+
+    /// The HTTP server's address; None when `http` is "off".
+    pub fn http_addr(&self) -> Option<&str> {
+        let http = self.http.trim();
+        (!http.eq_ignore_ascii_case("off")).then_some(http)
     }
 
     /// The model's settings, with agents from definition files added to
@@ -516,6 +556,29 @@ mod tests {
         assert_eq!(cfg.heartbeat_ms, 1000);
         let agent = &cfg.agents["Rev"];
         assert_eq!(agent.env["RUST_LOG"], "info");
+    }
+
+    #[test]
+    fn http_defaults_to_loopback_and_can_be_off() {
+        let cfg = ManagerConfig::load(None, vec![], &[]).unwrap();
+        assert_eq!(cfg.http_addr(), Some(DEFAULT_HTTP_ADDR));
+        let env = vec![("AAM_HTTP".to_string(), "off".to_string())];
+        assert_eq!(
+            ManagerConfig::load(None, env, &[]).unwrap().http_addr(),
+            None
+        );
+        // A default of the caller's (aam run) under the environment and flags.
+        let off = [("http", "off".to_string())];
+        let cfg = ManagerConfig::load_with_defaults(None, vec![], &off, &[]).unwrap();
+        assert_eq!(cfg.http_addr(), None);
+        let env = vec![("AAM_HTTP".to_string(), "127.0.0.1:0".to_string())];
+        let cfg = ManagerConfig::load_with_defaults(None, env, &off, &[]).unwrap();
+        assert_eq!(cfg.http_addr(), Some("127.0.0.1:0"));
+        let e = ManagerConfig::load(None, vec![], &[("http", "7411".into())]).unwrap_err();
+        assert!(
+            e.to_string().contains("http (7411) must be an address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! aam-manager: the process every worker and client connects to.
 //!
 //! `start` opens the store, rebuilds the model from it, and runs the
-//! scheduler actor and the listener inside the current actix system, so the
-//! `aam-manager` binary and `aam run` (embedded) share one code path.
+//! scheduler actor, the listener and the HTTP server inside the current
+//! actix system, so the `aam-manager` binary and `aam run` (embedded) share
+//! one code path.
 
 pub mod client_conn;
 pub mod commit;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod definitions;
 pub mod estimate;
 pub mod frame_writer;
+pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -42,11 +44,14 @@ pub use config::ConfigError;
 pub struct Manager {
     /// The address it listens on (resolved, so port 0 becomes the real port).
     pub addr: SocketAddr,
+    /// The HTTP server's address (None: `http = "off"`).
+    pub http_addr: Option<SocketAddr>,
     pub token: String,
     /// Where the token was generated or read, when it was not given.
     pub token_file: Option<PathBuf>,
     scheduler: Addr<Scheduler>,
     stop_accepting: Option<oneshot::Sender<()>>,
+    http: Option<http::HttpServer>,
 }
 
 /// Starts a manager inside the current actix system.
@@ -59,6 +64,13 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let http_listener = match config.http_addr() {
+        Some(http) => Some(http::bind(http, config.http_any_port)?),
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    // Before manager.addr, which `aam up` waits for: both are there then.
+    http::write_addr_file(&config.data_dir, http_addr)?;
     // Lets scripts and tests that asked for port 0 find the real one.
     let addr_file = config.data_dir.join("manager.addr");
     aam_store::files::write_private(&addr_file, format!("{addr}\n").as_bytes())
@@ -107,6 +119,10 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         next_worker_id: Arc::new(AtomicU64::new(1)),
         metrics: metrics::Metrics::default(),
     };
+    let http = match http_listener {
+        Some(l) => Some(http::start(l, shared.clone())?),
+        None => None,
+    };
     let (stop_accepting, stop_rx) = oneshot::channel::<()>();
     actix::spawn(listener::accept_loop(listener, shared, async move {
         let _ = stop_rx.await;
@@ -114,10 +130,12 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     tracing::info!(%addr, "manager listening");
     Ok(Manager {
         addr,
+        http_addr,
         token,
         token_file,
         scheduler,
         stop_accepting: Some(stop_accepting),
+        http,
     })
 }
 
@@ -134,10 +152,14 @@ pub fn recover(config: &ManagerConfig) -> anyhow::Result<aam_store::Recovery> {
 }
 
 impl Manager {
-    /// Stops accepting connections and waits until every change is durable.
+    /// Stops accepting connections (and HTTP requests) and waits until
+    /// every change is durable.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop_accepting.take() {
             let _ = stop.send(());
+        }
+        if let Some(http) = self.http.take() {
+            http.stop().await;
         }
         let (done, drained) = oneshot::channel();
         if self.scheduler.send(Flush { done }).await.is_ok() {

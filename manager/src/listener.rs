@@ -217,14 +217,7 @@ fn check(handshake: &Handshake, tokens: &[(String, String)]) -> Result<String, S
             handshake.version
         ));
     }
-    // Compare against every token, so the time taken does not tell which matched.
-    let mut found = None;
-    for (name, token) in tokens {
-        if token::matches(token, &handshake.token) {
-            found = Some(name.clone());
-        }
-    }
-    found.ok_or_else(|| "invalid token".into())
+    token::find(tokens, &handshake.token).ok_or_else(|| "invalid token".into())
 }
 
 /// The frame reader of an authenticated connection, starting with the bytes

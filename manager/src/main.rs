@@ -16,6 +16,9 @@ struct Args {
     /// Address to listen on [default: 127.0.0.1:7410]
     #[arg(long)]
     listen: Option<String>,
+    /// Address of the HTTP API and dashboard, or "off" [default: 127.0.0.1:7411]
+    #[arg(long)]
+    http: Option<String>,
     /// Directory for the store and the generated token [default: ./aam-data]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -59,6 +62,9 @@ fn main() {
     let mut overrides = Vec::new();
     if let Some(listen) = args.listen {
         overrides.push(("listen", listen));
+    }
+    if let Some(http) = args.http {
+        overrides.push(("http", http));
     }
     if let Some(dir) = &args.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));

@@ -56,14 +56,24 @@ pub fn generate() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compares without leaking where the first difference is.
+/// Compares without leaking where the first difference is (only whether
+/// the lengths differ).
 pub fn matches(expected: &str, given: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    let mut diff = (a.len() != b.len()) as u8;
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    use subtle::ConstantTimeEq;
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+/// The name of the token `given` is, among `tokens` (name, token). Every
+/// token is compared, so the time taken does not tell which one matched.
+/// The one check of the TCP handshake and of HTTP requests.
+pub fn find(tokens: &[(String, String)], given: &str) -> Option<String> {
+    let mut found = None;
+    for (name, token) in tokens {
+        if matches(token, given) {
+            found = Some(name.clone());
+        }
     }
-    diff == 0
+    found
 }
 
 #[cfg(test)]
@@ -88,5 +98,22 @@ mod tests {
         assert!(!matches("abc", "abd"));
         assert!(!matches("abc", "ab"));
         assert!(!matches("abc", "abcd"));
+        assert!(!matches("abc", ""));
+    }
+
+    #[test]
+    fn find_names_the_token_given() {
+        let tokens = vec![
+            ("admin".to_string(), "a-long-admin-token".to_string()),
+            ("ci".to_string(), "a-long-ci-token".to_string()),
+        ];
+        assert_eq!(find(&tokens, "a-long-ci-token").as_deref(), Some("ci"));
+        assert_eq!(
+            find(&tokens, "a-long-admin-token").as_deref(),
+            Some("admin")
+        );
+        assert_eq!(find(&tokens, "a-long-ci-toke"), None);
+        assert_eq!(find(&tokens, ""), None);
+        assert_eq!(find(&[], "x"), None);
     }
 }

@@ -134,6 +134,36 @@ pub fn session_json(view: &SessionView, with_output: bool) -> Value {
     v
 }
 
+/// `aam submit --json`: the new session (or, `existing`, the one an
+/// idempotency key already made) and its estimate.
+pub fn submitted_json(
+    session: crate::SessionId,
+    name: &str,
+    jobs: u32,
+    existing: bool,
+    estimate: &Estimate,
+) -> Value {
+    json!({
+        "session": session.to_string(),
+        "name": name,
+        "jobs": jobs,
+        "existing": existing,
+        "estimate": estimate_json(estimate),
+    })
+}
+
+/// `aam results --json`: the session with every job's whole output; with
+/// `only_failed`, the jobs that did not succeed.
+pub fn results_json(view: &SessionView, only_failed: bool) -> Value {
+    let mut doc = session_json(view, true);
+    if only_failed {
+        if let Some(jobs) = doc["jobs"].as_array_mut() {
+            jobs.retain(|j| j["status"] != "succeeded");
+        }
+    }
+    doc
+}
+
 pub fn estimate_json(e: &Estimate) -> Value {
     json!({
         "ms": e.ms,

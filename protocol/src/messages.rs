@@ -131,6 +131,9 @@ pub enum ErrorKind {
     /// The request was malformed or names something invalid.
     BadRequest,
     NotFound,
+    /// The request does not apply to the session or job as it is now (not
+    /// a gate awaiting a decision, nothing to retry); HTTP's 409.
+    Conflict,
     /// The manager could not do it (store failure, shutting down).
     Internal,
 }

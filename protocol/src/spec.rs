@@ -211,6 +211,21 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The structure only, no size limits: what a client (the CLI, the
+    /// HTTP API) checks before a batch goes to the scheduler, which
+    /// enforces the limits it is configured with.
+    pub fn structural() -> Limits {
+        Limits {
+            max_jobs: usize::MAX,
+            max_field_bytes: usize::MAX,
+            max_argv_len: usize::MAX,
+            max_env_vars: usize::MAX,
+            ..Limits::default()
+        }
+    }
+}
+
 /// One problem in a batch, located as precisely as we can.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpecError {

@@ -17,6 +17,7 @@ pub mod browser;
 pub mod change;
 pub mod claude;
 pub mod git;
+pub mod http;
 pub mod model_server;
 pub mod usage;
 pub mod wire;
@@ -339,6 +340,13 @@ pub struct Cluster {
     pub manager_env: Vec<(String, String)>,
     pub manager_config: Option<PathBuf>,
     pub debug_log: bool,
+    /// Serve HTTP (`--http`, on a free loopback port; else `--http off`,
+    /// so managers of tests run at once never clash on its default port).
+    pub http: bool,
+    /// Where it binds with `http` the first time (default 127.0.0.1:0).
+    pub http_bind: String,
+    /// The HTTP server's address once started with `http` (host:port).
+    pub http_addr: String,
 }
 
 impl Cluster {
@@ -352,7 +360,26 @@ impl Cluster {
             manager_env: Vec::new(),
             manager_config: None,
             debug_log: false,
+            http: false,
+            http_bind: "127.0.0.1:0".into(),
+            http_addr: String::new(),
         }
+    }
+
+    /// A cluster with a running manager serving HTTP (`http_addr`).
+    pub fn with_http() -> Cluster {
+        let mut c = Cluster::new();
+        c.http = true;
+        c.start_manager();
+        c
+    }
+
+    /// `http://ADDR` of the HTTP server, followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        assert!(!self.http_addr.is_empty(), "the manager serves no HTTP");
+        // Bound to every interface: reached on loopback.
+        let addr = self.http_addr.replace("0.0.0.0:", "127.0.0.1:");
+        format!("http://{addr}{path}")
     }
 
     /// A cluster with a running manager.
@@ -388,12 +415,19 @@ impl Cluster {
         } else {
             self.addr.clone()
         };
+        let http = match (self.http, self.http_addr.is_empty()) {
+            (false, _) => "off".to_string(),
+            (true, true) => self.http_bind.clone(),
+            (true, false) => self.http_addr.clone(),
+        };
         let addr_file = self.data_dir().join("manager.addr");
         let _ = std::fs::remove_file(&addr_file);
         let (log, file) = self.log_file("manager");
         let mut cmd = Command::new(bin("aam-manager"));
         cmd.arg("--listen")
             .arg(&listen)
+            .arg("--http")
+            .arg(&http)
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--token")
@@ -423,6 +457,12 @@ impl Cluster {
         })
         .unwrap_or_else(|| panic!("aam-manager did not come up:\n{}", proc.log_text()));
         self.addr = addr;
+        if self.http {
+            // Written before manager.addr.
+            let text = std::fs::read_to_string(self.data_dir().join("http.addr"))
+                .expect("the manager wrote http.addr");
+            self.http_addr = text.trim().to_string();
+        }
         self.manager = Some(proc);
     }
 
@@ -432,6 +472,8 @@ impl Cluster {
         let mut cmd = Command::new(bin("aam-manager"));
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--http")
+            .arg("off")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--token")

@@ -34,13 +34,7 @@ pub async fn show(
     };
     let view = client.session(session, output).await?;
     if json {
-        let mut doc = render::session_json(&view, true);
-        if only_failed {
-            if let Some(jobs) = doc["jobs"].as_array_mut() {
-                jobs.retain(|j| j["status"] != "succeeded");
-            }
-        }
-        print_json(&doc);
+        print_json(&aam_protocol::json::results_json(&view, only_failed));
     } else {
         print!("{}", render::results_markdown(&view, only_failed));
     }

@@ -15,7 +15,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if slots == 0 {
         return Err(bad_input("--slots must be at least 1"));
     }
-    let config = embedded::config(args.config.as_deref(), &args.data_dir)?;
+    let config = embedded::config(
+        args.config.as_deref(),
+        &args.data_dir,
+        embedded::Http::OffUnlessSet,
+    )?;
     let system = actix::System::new();
     let outcome = system.block_on(async move {
         let (manager, worker) = embedded::start(config, slots).await?;

@@ -13,7 +13,7 @@ pub fn run(data_dir: PathBuf, slots: Option<u32>, config: Option<PathBuf>) -> an
         &std::env::var("AAM_LOG").unwrap_or_else(|_| "info".into()),
         false,
     );
-    let config = embedded::config(config.as_deref(), &data_dir)?;
+    let config = embedded::config(config.as_deref(), &data_dir, embedded::Http::On)?;
     let slots = slots.unwrap_or_else(embedded::default_slots);
     let system = actix::System::new();
     system.block_on(async move {

@@ -21,13 +21,13 @@ pub async fn run(
     let submitted = client.submit(file, batch, idempotency_key).await?;
     let session = submitted.session;
     if json {
-        print_json(&serde_json::json!({
-            "session": session.to_string(),
-            "name": name,
-            "jobs": submitted.jobs,
-            "existing": submitted.existing,
-            "estimate": render::estimate_json(&submitted.estimate),
-        }));
+        print_json(&aam_protocol::json::submitted_json(
+            session,
+            &name,
+            submitted.jobs,
+            submitted.existing,
+            &submitted.estimate,
+        ));
     } else {
         println!("{session}");
         // The id alone on stdout (for scripts); the estimate aside.

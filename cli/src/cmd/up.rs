@@ -24,12 +24,16 @@ pub fn run(slots: Option<u32>, config: Option<PathBuf>) -> anyhow::Result<i32> {
             "aam is already up here: manager at {} (pid {pid})",
             local.addr().unwrap_or_default()
         );
+        if let Some(http) = local.http_addr() {
+            println!("  dashboard: http://{http}/");
+        }
         return Ok(0);
     }
     // Its store, token and log are the manager's: for this user only.
     aam_store::files::ensure_private_dir(&local.dir)
         .with_context(|| format!("creating {}", local.dir.display()))?;
     let _ = std::fs::remove_file(local.addr_file());
+    let _ = std::fs::remove_file(local.http_addr_file());
     let log = aam_store::files::open_private(
         &local.log_file(),
         std::fs::OpenOptions::new().create(true).append(true),
@@ -78,6 +82,10 @@ pub fn run(slots: Option<u32>, config: Option<PathBuf>) -> anyhow::Result<i32> {
         )));
     }
     println!("aam is up: manager at {}", local.addr()?);
+    // Written before manager.addr: there by now, unless `http = "off"`.
+    if let Some(http) = local.http_addr() {
+        println!("  dashboard: http://{http}/ (sign in with the token)");
+    }
     println!("  token: {}", local.token_file().display());
     println!("  logs:  {}", local.log_file().display());
     println!("aam commands run in this directory use it; `aam down` stops it.");

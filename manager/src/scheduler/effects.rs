@@ -16,7 +16,7 @@ use aam_protocol::JobKey;
 use aam_store::Changes;
 use actix::prelude::*;
 use std::collections::VecDeque;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub(super) enum Effect {
     /// A client's answer (None: its answer is a stream of updates).
@@ -31,6 +31,8 @@ pub(super) enum Effect {
     Notify(SessionSummary),
     /// The first update of a new watcher.
     Watch(SessionSummary, Recipient<SessionUpdate>),
+    /// The first update of a new one-session subscriber (`observers`).
+    FirstUpdate(SessionSummary, mpsc::Sender<SessionSummary>),
     /// Everything changed before it is durable.
     Flushed(oneshot::Sender<()>),
 }
@@ -139,7 +141,10 @@ impl Scheduler {
                     Effect::Flushed(tx) => {
                         let _ = tx.send(());
                     }
-                    Effect::ToWorker(..) | Effect::Notify(_) | Effect::Watch(..) => {}
+                    Effect::ToWorker(..)
+                    | Effect::Notify(_)
+                    | Effect::Watch(..)
+                    | Effect::FirstUpdate(..) => {}
                 }
             }
         }
@@ -157,6 +162,9 @@ impl Scheduler {
                 },
                 Effect::Notify(summary) => self.notify(summary),
                 Effect::Watch(summary, recipient) => recipient.do_send(SessionUpdate(summary)),
+                Effect::FirstUpdate(summary, updates) => {
+                    super::observers::first_update(&updates, summary)
+                }
                 Effect::Flushed(tx) => {
                     let _ = tx.send(());
                 }
@@ -166,6 +174,7 @@ impl Scheduler {
 
     fn notify(&mut self, summary: SessionSummary) {
         let session = summary.id;
+        self.subscribers.send(&summary);
         let Some(list) = self.watchers.get_mut(&session) else {
             return;
         };

@@ -9,10 +9,12 @@
 //! `read_only` is what it does while the store takes no writes.
 
 mod effects;
+mod observers;
 mod read_only;
 mod requests;
 mod workers;
 
+pub use observers::{Readiness, Subscribe, SUBSCRIBER_BACKLOG};
 pub use workers::{WorkerConnected, WorkerDisconnected, WorkerReport};
 
 use crate::client_conn::SessionUpdate;
@@ -26,6 +28,7 @@ use aam_protocol::{now_ms, JobKey, SessionId};
 use aam_store::Store;
 use actix::prelude::*;
 use effects::{Effect, Parked};
+use observers::Subscribers;
 use read_only::{StoreHealth, PROBE_EVERY};
 use requests::{CancelWaiter, Reply};
 use std::collections::HashMap;
@@ -65,6 +68,8 @@ pub struct Scheduler {
     pub answer_budget: usize,
     workers: HashMap<WorkerId, Addr<WorkerConn>>,
     watchers: HashMap<SessionId, Vec<Recipient<SessionUpdate>>>,
+    /// The HTTP server's event streams.
+    subscribers: Subscribers,
     parked: Parked,
     cancel_waiters: Vec<CancelWaiter>,
     health: StoreHealth,
@@ -88,6 +93,7 @@ impl Scheduler {
             answer_budget: aam_protocol::codec::DEFAULT_MAX_FRAME / 2,
             workers: HashMap::new(),
             watchers: HashMap::new(),
+            subscribers: Subscribers::default(),
             parked: Parked::default(),
             cancel_waiters: Vec::new(),
             health: StoreHealth::default(),
@@ -119,7 +125,7 @@ impl Scheduler {
             ));
         }
         for session in self.state.take_to_notify() {
-            if self.watchers.contains_key(&session) {
+            if self.watchers.contains_key(&session) || self.subscribers.want(session) {
                 if let Some(summary) = self.state.summary(session) {
                     effects.push(Effect::Notify(summary));
                 }

@@ -75,6 +75,12 @@ impl Scheduler {
         self.health.failure.is_some()
     }
 
+    /// Why the store takes no writes (None while it does).
+    pub(super) fn store_failure(&self) -> Option<String> {
+        let failure = self.health.failure.as_ref()?;
+        Some(format!("{} ({failure})", failure.headline()))
+    }
+
     /// The answer to `request` while the store takes no writes, if the
     /// request would change something (or anything, while the model may
     /// hold what is not durable).

@@ -146,7 +146,7 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StateError::NoSession(_) | StateError::NoJob { .. } => ErrorKind::NotFound,
-            StateError::Refused(_) => ErrorKind::BadRequest,
+            StateError::Refused(_) => ErrorKind::Conflict,
         }
     }
 }

@@ -294,7 +294,7 @@ fn budgets_stop_a_job_and_skip_the_rest_and_continue_resumes_on_its_worker() {
     };
     match ask(&c, never_ran) {
         ClientResponse::Error { kind, message } => {
-            assert_eq!(kind, ErrorKind::BadRequest);
+            assert_eq!(kind, ErrorKind::Conflict);
             assert!(message.contains(&format!("{id}/b")), "{message}");
         }
         other => panic!("{other:?}"),

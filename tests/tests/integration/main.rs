@@ -12,6 +12,7 @@ mod dependencies;
 mod disk;
 mod durability;
 mod gates;
+mod http_api;
 mod peers;
 mod placement;
 mod quickstart;

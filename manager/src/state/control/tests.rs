@@ -81,12 +81,12 @@ fn errors_say_what_is_missing_or_refused_with_their_kind() {
     let e = s.cancel(id, Some("nope"), None, 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     let e = s.retry(id, 1).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::BadRequest);
+    assert_eq!(e.kind(), ErrorKind::Conflict);
     assert!(e.to_string().contains("has nothing to retry"), "{e}");
     let e = s.decide(id, "a", true, "me", None, 1).unwrap_err();
     assert_eq!(
         (e.kind(), e.to_string()),
-        (ErrorKind::BadRequest, format!("{id}/a is not a gate"))
+        (ErrorKind::Conflict, format!("{id}/a is not a gate"))
     );
 }
 

@@ -66,7 +66,7 @@ fn a_job_without_a_conversation_is_refused_naming_it() {
         other => panic!("{other:?}"),
     };
     let (kind, text) = refusal(&mut s, "cmd");
-    assert_eq!(kind, aam_protocol::messages::ErrorKind::BadRequest);
+    assert_eq!(kind, aam_protocol::messages::ErrorKind::Conflict);
     assert_eq!(
         text,
         format!("{old}/cmd is not an agent job: there is no conversation to continue")

@@ -251,7 +251,7 @@ fn a_patch_is_stored_with_the_job_and_answered_from_memory_then_the_store() {
     assert_eq!(s.patch(id, "fix", &from_store).unwrap().1, b"stored");
     let refused = |s: &State, name: &str| s.patch(id, name, &from_store).unwrap_err();
     let e = refused(&s, "plain");
-    assert_eq!(e.kind(), aam_protocol::messages::ErrorKind::BadRequest);
+    assert_eq!(e.kind(), aam_protocol::messages::ErrorKind::Conflict);
     assert_eq!(
         e.to_string(),
         format!("{id}/plain has no change: it did not run in a worktree")
