@@ -115,7 +115,7 @@ function activity(j) {
     if (j.progress_message) parts.push(' ' + j.progress_message);
   }
   const a = j.agent;
-  if (a) {
+  if (a && (a.turns || j.attempts > 0)) {
     const bits = [a.turns + ' turn' + (a.turns === 1 ? '' : 's')];
     if (a.last_tool) bits.push(a.last_tool);
     if (a.retrying) bits.push('retrying: ' + a.retrying);
@@ -380,9 +380,8 @@ async function act(confirmText, method, path, ask, body) {
 
 // Jobs in columns by dependency depth (a job one column right of its
 // deepest dependency), ordered in a column by where their dependencies
-// sit, edges from each dependency to its dependent; node colour = status.
-function renderGraph(s) {
-  const graph = $('graph');
+// sit. Returns the columns and each job's column and row.
+function layoutGraph(s) {
   const byName = new Map(s.jobs.map((j) => [j.name, j]));
   const depth = new Map();
   const depthOf = (j, seen) => {
@@ -414,36 +413,65 @@ function renderGraph(s) {
     }
     col.forEach((j, i) => row.set(j.name, i));
   });
-  const W = 168, H = 46, GX = 56, GY = 14, PAD = 8;
+  return { byName, columns, depth, row };
+}
+
+const G = { W: 168, H: 46, GX: 56, GY: 14, PAD: 10 };
+
+// The graph: edges from each dependency to its dependent (dashed by their
+// `when`), then the nodes over them, coloured by status.
+function renderGraph(s) {
+  const { byName, columns, depth, row } = layoutGraph(s);
   const tall = Math.max(1, ...columns.map((c) => c.length));
-  const width = PAD * 2 + columns.length * W + (columns.length - 1) * GX;
-  const height = PAD * 2 + tall * H + (tall - 1) * GY;
-  const at = (name) => {
-    const d = depth.get(name), r = row.get(name);
-    const top = PAD + (tall - columns[d].length) * (H + GY) / 2; // centre short columns
-    return { x: PAD + d * (W + GX), y: top + r * (H + GY) };
-  };
+  const colX = (d) => G.PAD + d * (G.W + G.GX);
+  // Short columns are centred.
+  const colTop = (d) => G.PAD + (tall - columns[d].length) * (G.H + G.GY) / 2;
+  const at = (name) => ({ d: depth.get(name), x: colX(depth.get(name)), y: colTop(depth.get(name)) + row.get(name) * (G.H + G.GY) });
   const edges = [], nodes = [];
   for (const j of s.jobs) {
     const b = at(j.name);
     for (const dep of j.depends_on) {
       if (!byName.has(dep.job)) continue;
-      const a = at(dep.job);
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
       edges.push(svg('path', {
-        d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 4},${y2}`,
+        d: edgePath(at(dep.job), b, colX, colTop, columns),
         class: 'edge when-' + dep.when, 'marker-end': 'url(#arrow)',
       }));
     }
-    nodes.push(graphNode(s, j, b, W, H));
+    nodes.push(graphNode(s, j, b, G.W, G.H));
   }
   const defs = svg('defs', {}, svg('marker', {
     id: 'arrow', viewBox: '0 0 8 8', refX: 4, refY: 4, markerWidth: 7, markerHeight: 7, orient: 'auto',
   }, svg('path', { d: 'M0,0 L8,4 L0,8 z', class: 'arrow' })));
+  const width = G.PAD * 2 + columns.length * G.W + (columns.length - 1) * G.GX;
+  const height = G.PAD * 2 + tall * G.H + (tall - 1) * G.GY;
+  const graph = $('graph');
   graph.setAttribute('viewBox', `0 0 ${width} ${height}`);
   graph.setAttribute('width', width);
   graph.setAttribute('height', height);
   graph.replaceChildren(defs, ...edges, ...nodes);
+}
+
+// An edge from node a's right side to node b's left side. One that skips
+// columns passes each of them between two nodes, not through one.
+function edgePath(a, b, colX, colTop, columns) {
+  const x1 = a.x + G.W, y1 = a.y + G.H / 2, x2 = b.x, y2 = b.y + G.H / 2;
+  let path = `M${x1},${y1}`;
+  let x = x1, y = y1;
+  for (let d = a.d + 1; d < b.d; d++) {
+    const cx = colX(d), top = colTop(d), step = G.H + G.GY;
+    let gy = y1 + (y2 - y1) * (cx - x1) / (x2 - x1);
+    const k = Math.floor((gy - top + G.GY / 2) / step); // the slot gy falls in
+    if (k >= 0 && k < columns[d].length && gy > top + k * step - 3 && gy < top + k * step + G.H + 3) {
+      // Inside node k: take the nearer gap, above or below it.
+      gy = gy - (top + k * step) < G.H / 2 ? top + k * step - G.GY / 2 : top + k * step + G.H + G.GY / 2;
+    }
+    const mx = (x + cx) / 2;
+    path += ` C${mx},${y} ${mx},${gy} ${cx},${gy} L${cx + G.W},${gy}`;
+    x = cx + G.W;
+    y = gy;
+  }
+  const mx = (x + x2) / 2;
+  return path + ` C${mx},${y} ${mx},${y2} ${x2 - 4},${y2}`;
 }
 
 function graphNode(s, j, p, W, H) {
@@ -543,10 +571,12 @@ async function loadWorkers() {
 }
 
 function renderWorkers() {
+  // `running` names the jobs (SESSION/JOB) it runs.
   const rows = state.workers.map((w) => el('tr', { 'data-worker': w.name },
     el('td', { class: 'name' }, w.name),
     el('td', {}, w.address),
-    el('td', { class: 'num' }, el('span', { class: 'slots' }, slotBar(w.running, w.slots)), ' ' + w.running + '/' + w.slots),
+    el('td', { class: 'num', title: w.running.join('\n') },
+      el('span', { class: 'slots' }, slotBar(w.running.length, w.slots)), ' ' + w.running.length + '/' + w.slots),
     el('td', {}, Object.entries(w.labels || {}).map(([k, v]) => el('span', { class: 'chip' }, k + '=' + v))),
     el('td', { class: 'num', title: w.last_heartbeat }, age(w.last_heartbeat) + ' ago')));
   fill($('workers').tBodies[0], rows);
