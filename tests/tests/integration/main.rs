@@ -8,6 +8,7 @@ mod bad_input;
 mod chaos;
 mod claude_code;
 mod control;
+mod dashboard;
 mod dependencies;
 mod disk;
 mod durability;
