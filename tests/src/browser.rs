@@ -281,11 +281,16 @@ fn connect(url: &str) -> WebSocket<TcpStream> {
         .next()
         .expect("host:port");
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    // The handshake may wait on a busy machine; a command's reads wake up
+    // often enough to check their deadline.
     stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        .set_read_timeout(Some(COMMAND_TIMEOUT))
         .expect("read timeout");
     let (ws, _) =
         tungstenite::client(url, stream).unwrap_or_else(|e| panic!("websocket to {url}: {e}"));
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("read timeout");
     ws
 }
 

@@ -8,7 +8,7 @@
 
 use crate::job;
 use aam_tests::browser::Browser;
-use aam_tests::{Cluster, WAIT_FOR_GATE};
+use aam_tests::{Cluster, Gate, WAIT_FOR_GATE};
 use serde_json::{json, Value};
 
 /// `document.getElementById(id)`, visible (not `hidden`).
@@ -54,10 +54,18 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
 
     let mut b = Browser::start();
     b.navigate(&c.url("/"));
-    b.wait_for("the sign-in form", &visible("login"));
+    signs_in(&mut b, &c);
+    follows_the_session_and_approves(&mut b, &c, &session, &build_may_end);
+    fits_a_phone(&mut b);
+    assert_eq!(b.errors(), Vec::<String>::new(), "the page threw");
+    signs_out(&mut b, &c, &session);
+}
 
-    // A wrong token: an error, and still the form.
-    sign_in(&mut b, "not-the-token");
+/// A wrong token is refused; the right one signs in, and the page never
+/// holds it (the cookie is HttpOnly).
+fn signs_in(b: &mut Browser, c: &Cluster) {
+    b.wait_for("the sign-in form", &visible("login"));
+    sign_in(b, "not-the-token");
     let error = b.wait_for(
         "the sign-in error",
         &format!(
@@ -68,19 +76,27 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
     assert_eq!(error, "Wrong token.");
     assert_eq!(b.eval(&visible("app")), false);
 
-    // The right one; the page never holds it (the cookie is HttpOnly).
-    sign_in(&mut b, &c.token);
+    sign_in(b, &c.token);
     b.wait_for("the signed-in page", &visible("app"));
     assert_eq!(b.eval("document.getElementById('token').value"), "");
     let cookies = b.eval("document.cookie");
     assert!(!cookies.as_str().unwrap().contains(&c.token), "{cookies}");
+}
 
-    // The session in the list; a click shows its jobs, live.
+/// The session in the list; a click shows its jobs, whose statuses change
+/// on the page as they do on the manager; a job's log is tailed; a click
+/// on Approve decides the gate, as `aam status` sees it.
+fn follows_the_session_and_approves(
+    b: &mut Browser,
+    c: &Cluster,
+    session: &str,
+    build_may_end: &Gate,
+) {
     let row = format!("#sessions tr[data-session=\"{session}\"]");
     b.click(&row);
-    shows(&mut b, "build", "running");
-    shows(&mut b, "approve-release", "awaiting approval");
-    shows(&mut b, "release", "pending");
+    shows(b, "build", "running");
+    shows(b, "approve-release", "awaiting approval");
+    shows(b, "release", "pending");
     let graph = b.eval(
         "[...document.querySelectorAll('#graph g.node')].map(g => g.dataset.job + ':' + g.getAttribute('class')).sort().join(' ')",
     );
@@ -93,27 +109,26 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
         2
     );
 
-    // Its log, tailed while it runs; the rest after it ends.
+    // The log while it runs; the rest after it ends.
     b.click("button[data-action=log][data-job=build]");
     b.wait_for(
         "build's log",
         "document.getElementById('log-text').textContent.includes('building')",
     );
     build_may_end.open();
-    shows(&mut b, "build", "succeeded");
+    shows(b, "build", "succeeded");
     b.wait_for(
         "the end of build's log",
         "document.getElementById('log-text').textContent.includes('built')",
     );
 
-    // A click on Approve decides the gate, as the CLI sees it.
     b.click("button[data-action=approve][data-job=approve-release]");
-    let status = c.poll_status(&session, "the gate approved", |s| {
+    let status = c.poll_status(session, "the gate approved", |s| {
         job(s, "approve-release")["decision"]["approved"] == true
     });
     assert_eq!(job(&status, "approve-release")["decision"]["by"], "admin");
-    shows(&mut b, "approve-release", "succeeded");
-    shows(&mut b, "release", "succeeded");
+    shows(b, "approve-release", "succeeded");
+    shows(b, "release", "succeeded");
     b.wait_for(
         "the session succeeded in the list",
         &format!(
@@ -121,8 +136,10 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
             json!(row)
         ),
     );
+}
 
-    // A phone: nothing wider than the screen (the tables scroll inside).
+/// A phone: nothing wider than the screen (the tables scroll inside).
+fn fits_a_phone(b: &mut Browser) {
     b.viewport(390, 844, 2.0, true);
     b.wait_for("the phone layout", "window.innerWidth === 390");
     let width = b.eval("document.documentElement.scrollWidth");
@@ -130,10 +147,17 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
         width.as_u64().unwrap() <= 390,
         "the page is {width} px wide at 390"
     );
+}
 
-    assert_eq!(b.errors(), Vec::<String>::new(), "the page threw");
+/// A cookie gone (expired, cleared): the next call's 401 brings the form
+/// back. Signing out: the form, and the API refuses the browser.
+fn signs_out(b: &mut Browser, c: &Cluster, session: &str) {
+    b.call("Network.clearBrowserCookies", json!({}));
+    b.click(&format!("#sessions tr[data-session=\"{session}\"]"));
+    b.wait_for("the sign-in form after a 401", &visible("login"));
+    sign_in(b, &c.token);
+    b.wait_for("the signed-in page again", &visible("app"));
 
-    // Signing out: the form again, and the API refuses the browser.
     b.click("#logout");
     b.wait_for("the sign-in form after signing out", &visible("login"));
     let code = b.eval("fetch('/api/sessions').then(r => r.status)");
