@@ -331,9 +331,9 @@ function renderJobs(s) {
   el('td', { class: 'status' }, awaiting(j) ? badge('gate', 'awaiting approval') : badge(j.status)),
   el('td', { class: 'num' }, j.attempts),
   el('td', {}, j.worker || '–'),
-  el('td', { class: 'num' }, duration(jobDuration(j))),
+  el('td', { class: 'num duration' }, duration(jobDuration(j))),
   el('td', { class: 'activity' }, activity(j)),
-  el('td', { class: 'num' }, j.agent ? usd(j.agent.cost_usd) : '–'),
+  el('td', { class: 'num cost' }, j.agent ? usd(j.agent.cost_usd) : '–'),
   el('td', { class: 'actions' }, jobActions(s, j))));
   fill($('jobs').tBodies[0], rows);
 }
