@@ -208,11 +208,24 @@ function signedOut() {
 
 // ---------------------------------------------------------------- sessions list
 
+// Summaries that events brought while the list was being read: newer than
+// (or as new as) what the read returns, so they win over it.
+let listReads = 0;
+const duringRead = new Map();
+
 async function loadSessions() {
-  const doc = await api('GET', '/api/sessions');
-  state.sessions = doc.sessions || [];
-  state.paused = doc.paused || [];
-  renderSessions();
+  listReads++;
+  try {
+    const doc = await api('GET', '/api/sessions');
+    state.sessions = (doc.sessions || []).map((s) => duringRead.get(s.id) || s);
+    for (const s of duringRead.values()) {
+      if (!state.sessions.some((x) => x.id === s.id)) state.sessions.push(s);
+    }
+    state.paused = doc.paused || [];
+    renderSessions();
+  } finally {
+    if (--listReads === 0) duringRead.clear();
+  }
 }
 
 // Newest first (ids grow: s9 < s10); the page lists at most LIST_MAX.
@@ -256,6 +269,7 @@ function counts(c) {
 
 // A session's summary from an event: replace it, or add a new one on top.
 function upsertSession(summary) {
+  if (listReads > 0) duringRead.set(summary.id, summary);
   const i = state.sessions.findIndex((s) => s.id === summary.id);
   if (i >= 0) state.sessions[i] = summary;
   else state.sessions.unshift(summary);
@@ -279,27 +293,45 @@ function showSession(id) {
 }
 
 // Re-reads the shown session, at most once per REFRESH_MIN_MS however many
-// events arrive (one trailing read catches the last of a burst).
+// events arrive (one trailing read catches the last of a burst), and one
+// read at a time: an event during a read asks for one more after it, so an
+// older answer that arrives late never covers a newer one.
 let refreshAt = 0;
 let refreshTimer = null;
+let refreshing = false;
+let refreshAgain = false;
 function refreshSession() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
   if (refreshTimer) return;
   const wait = Math.max(0, refreshAt + REFRESH_MIN_MS - Date.now());
-  refreshTimer = setTimeout(async () => {
-    refreshTimer = null;
-    refreshAt = Date.now();
-    const id = state.selected;
-    if (!id) return;
-    try {
-      const doc = await api('GET', '/api/sessions/' + encodeURIComponent(id));
-      if (state.selected !== id) return;
+  refreshTimer = setTimeout(readSession, wait);
+}
+
+async function readSession() {
+  refreshTimer = null;
+  refreshAt = Date.now();
+  const id = state.selected;
+  if (!id) return;
+  refreshing = true;
+  try {
+    const doc = await api('GET', '/api/sessions/' + encodeURIComponent(id));
+    if (state.selected === id) {
       state.session = doc;
       renderSession();
       notice(null);
-    } catch (e) {
-      notice(e);
     }
-  }, wait);
+  } catch (e) {
+    notice(e);
+  } finally {
+    refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      refreshSession();
+    }
+  }
 }
 
 function renderSession() {
