@@ -24,6 +24,15 @@
 //! setting up the worktree, committing the change and removing the
 //! worktree add to a job.
 //!
+//! `doors` (`cargo bench -p aam-tests --bench throughput -- doors`) runs
+//! the `/bin/true` throughput (`AAM_BENCH_JOBS`, 2 slots, prefetch 2)
+//! with the HTTP doors open, 20 clients on `/api/events`
+//! (`AAM_BENCH_SSE_CLIENTS`) and a dashboard (its page and files fetched,
+//! its session's stream followed and the session re-read at most once a
+//! second; `AAM_BENCH_DASHBOARD=0`: no dashboard), against the same with
+//! none, alternately (`AAM_BENCH_ROUNDS` pairs, 3 by default), and prints
+//! the ratio of the medians.
+//!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
 //! and nothing is built. To compare an older build with the current one,
@@ -39,10 +48,13 @@ use aam_protocol::model::SessionStatus;
 use aam_protocol::spec::{BatchSpec, JobSpec};
 use aam_protocol::SessionId;
 use aam_tests::git::make_repo;
+use aam_tests::http::{bearer, get, Events, Next};
 use aam_tests::wire::Wire;
 use aam_tests::{workspace_root, Cluster};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A client speaking the wire protocol directly, so figures do not
@@ -626,4 +638,163 @@ fn main() {
     if wanted("worktree") {
         worktree();
     }
+    if wanted("doors") {
+        doors();
+    }
+}
+
+/// What the clients of the HTTP doors saw in one run.
+#[derive(Default)]
+struct DoorsSeen {
+    events: u64,
+    /// Streams that ended before the run did (dropped as too slow).
+    dropped: u64,
+    /// The dashboard's re-reads of its session.
+    reads: u64,
+}
+
+impl DoorsSeen {
+    fn add(&mut self, other: DoorsSeen) {
+        self.events += other.events;
+        self.dropped += other.dropped;
+        self.reads += other.reads;
+    }
+}
+
+/// One client of `/api/events` (the dashboard's when `session`): counts
+/// events until `stop`; the dashboard re-reads its session at most once a
+/// second while events come.
+fn door_client(
+    url: &str,
+    token: &str,
+    session: Option<SessionId>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<DoorsSeen> {
+    let auth = bearer(token);
+    let only = session
+        .map(|id| format!("?session={id}"))
+        .unwrap_or_default();
+    // Open (subscribed) before this returns.
+    let events = Events::open(&format!("{url}/api/events{only}"), &[(auth.0, &auth.1)]);
+    let read = session.map(|id| format!("{url}/api/sessions/{id}"));
+    std::thread::spawn(move || {
+        let headers = [(auth.0, auth.1.as_str())];
+        let mut seen = DoorsSeen::default();
+        let mut last_read = Instant::now() - Duration::from_secs(1);
+        let mut stale = false;
+        while !stop.load(Ordering::Relaxed) {
+            match events.wait(Duration::from_millis(50)) {
+                Next::Event(e) if e.event == "session" => {
+                    seen.events += 1;
+                    stale = true;
+                }
+                Next::Event(_) | Next::Nothing => {}
+                Next::Ended => {
+                    seen.dropped += 1;
+                    break;
+                }
+            }
+            if let Some(read) = read.as_ref().filter(|_| stale) {
+                if last_read.elapsed() >= Duration::from_secs(1) {
+                    assert_eq!(get(read, &headers).status, 200);
+                    (last_read, stale, seen.reads) = (Instant::now(), false, seen.reads + 1);
+                }
+            }
+        }
+        seen
+    })
+}
+
+/// `n` /bin/true jobs through a manager serving HTTP and one worker (2
+/// slots, prefetch 2); with `clients` > 0, that many event streams are
+/// open from the start, and a dashboard from the submission on.
+fn doors_run(n: usize, clients: usize) -> (Duration, f64, DoorsSeen) {
+    let mut c = Cluster::new();
+    c.http = true;
+    c.start_manager();
+    c.start_worker_with("bench", 2, &["--prefetch", "2"]);
+    let mut client = Client::connect(&c.addr, &c.token);
+    let url = c.url("");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads: Vec<_> = (0..clients)
+        .map(|_| door_client(&url, &c.token, None, stop.clone()))
+        .collect();
+    let start = Instant::now();
+    let session = client.submit(true_jobs(n));
+    if clients > 0 && env_count("AAM_BENCH_DASHBOARD", 1) > 0 {
+        let auth = bearer(&c.token);
+        for path in [
+            "/",
+            "/app.js",
+            "/style.css",
+            "/api/sessions",
+            "/api/workers",
+        ] {
+            assert_eq!(
+                get(&format!("{url}{path}"), &[(auth.0, &auth.1)]).status,
+                200
+            );
+        }
+        threads.push(door_client(&url, &c.token, Some(session), stop.clone()));
+    }
+    client.wait(session);
+    let took = start.elapsed();
+    let cpu = cpu_secs(c.manager.as_ref().expect("a manager").pid());
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = DoorsSeen::default();
+    for t in threads {
+        seen.add(t.join().expect("a door client"));
+    }
+    (took, cpu, seen)
+}
+
+/// Throughput with the HTTP doors open against none, alternately; the
+/// manager's CPU per job beside it (less swayed by other load).
+fn doors() {
+    let n = env_count("AAM_BENCH_JOBS", 10_000);
+    let clients = env_count("AAM_BENCH_SSE_CLIENTS", 20);
+    let rounds = env_count("AAM_BENCH_ROUNDS", 5);
+    let (mut closed, mut open, mut seen) = (Vec::new(), Vec::new(), DoorsSeen::default());
+    for _ in 0..rounds {
+        let (took, cpu, _) = doors_run(n, 0);
+        closed.push((took, cpu));
+        let (took, cpu, s) = doors_run(n, clients);
+        open.push((took, cpu));
+        seen.add(s);
+    }
+    let median = |runs: &mut Vec<(Duration, f64)>| {
+        let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        cpu.sort_by(f64::total_cmp);
+        runs.sort_by_key(|r| r.0);
+        let all: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0}", n as f64 / r.0.as_secs_f64()))
+            .collect();
+        let rate = n as f64 / runs[runs.len() / 2].0.as_secs_f64();
+        (rate, cpu[cpu.len() / 2] * 1e6 / n as f64, all.join(" "))
+    };
+    let (none, none_cpu, none_all) = median(&mut closed);
+    let (doors, doors_cpu, doors_all) = median(&mut open);
+    let dashboard = if env_count("AAM_BENCH_DASHBOARD", 1) > 0 {
+        " + a dashboard"
+    } else {
+        ""
+    };
+    println!(
+        "doors: {n} x /bin/true, 2 slots, prefetch 2, {rounds} runs each, alternated (medians)"
+    );
+    println!(
+        "  no HTTP client: {none:.0} jobs/s, manager CPU {none_cpu:.0} us/job  (runs: {none_all})"
+    );
+    println!(
+        "  {clients} event streams{dashboard}: {doors:.0} jobs/s = {:.2} of none, manager CPU {doors_cpu:.0} us/job = {:.2} of none  (runs: {doors_all})",
+        doors / none,
+        doors_cpu / none_cpu
+    );
+    println!(
+        "  per run with clients: {:.0} events received in all, {:.1} dashboard re-reads, {} streams dropped",
+        seen.events as f64 / rounds as f64,
+        seen.reads as f64 / rounds as f64,
+        seen.dropped
+    );
 }

@@ -107,6 +107,16 @@ impl Event {
     }
 }
 
+/// What an event stream gave within a wait.
+#[derive(Debug)]
+pub enum Next {
+    Event(Event),
+    /// Nothing yet.
+    Nothing,
+    /// The server ended the stream (or the connection broke).
+    Ended,
+}
+
 /// An open event stream, read on a thread of its own until the server
 /// ends it (the thread ends with the connection).
 pub struct Events {
@@ -139,6 +149,16 @@ impl Events {
     /// the stream has ended.
     pub fn next(&self, timeout: Duration) -> Option<Event> {
         self.received.recv_timeout(timeout).ok()
+    }
+
+    /// The next event or comment within `timeout`, saying whether the
+    /// stream ended.
+    pub fn wait(&self, timeout: Duration) -> Next {
+        match self.received.recv_timeout(timeout) {
+            Ok(event) => Next::Event(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => Next::Nothing,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Next::Ended,
+        }
     }
 
     /// The first event for which `want` holds within `timeout`, skipping

@@ -6,9 +6,12 @@
 //! The stream is fed by a `Subscribe` to the scheduler through a bounded
 //! channel (`SUBSCRIBER_BACKLOG`): the scheduler never waits for a client,
 //! and drops one that falls that far behind (its stream ends; an
-//! EventSource reconnects by itself). When several updates of a session
-//! wait, only the latest is written: a client that is a little behind
-//! catches up at once, and the server encodes no state already outdated.
+//! EventSource reconnects by itself). A stream writes at most every
+//! `MIN_GAP` (the first change after a quiet spell at once); the updates
+//! that arrive meanwhile are coalesced, only the latest of each session
+//! written: a page needs no more than that, and a busy manager (a thousand
+//! jobs a second) then costs each client tens of small writes a second,
+//! not thousands.
 
 use super::api::ApiError;
 use super::Http;
@@ -25,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often an idle stream says it is alive (proxies close silent ones).
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Least time between two writes of a stream.
+pub const MIN_GAP: Duration = Duration::from_millis(100);
 
 #[derive(serde::Deserialize)]
 pub struct EventsQuery {
@@ -60,7 +66,7 @@ pub async fn events(
         .insert_header(("Cache-Control", "no-cache"))
         // Tells a proxy in front (nginx) not to hold events back.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(stream(received, http.stopping.clone(), KEEPALIVE)))
+        .streaming(stream(received, http.stopping.clone(), KEEPALIVE, MIN_GAP)))
 }
 
 /// One `event: session` frame.
@@ -76,38 +82,66 @@ fn coalesce(batch: &mut Vec<SessionSummary>, summary: SessionSummary) {
     }
 }
 
+/// A stream's state between two writes.
+struct Feed {
+    received: mpsc::Receiver<SessionSummary>,
+    keepalive: tokio::time::Interval,
+    stopping: CancellationToken,
+    gap: Duration,
+    /// When it last wrote updates.
+    last: Option<tokio::time::Instant>,
+    first: Option<Bytes>,
+}
+
+impl Feed {
+    /// The next bytes to write; None when the stream is over.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let next = tokio::select! {
+            _ = self.stopping.cancelled() => return None,
+            next = self.received.recv() => next?,
+            _ = self.keepalive.tick() => return Some(Bytes::from_static(b": keepalive\n\n")),
+        };
+        // Too soon after the last write: gather what comes until the gap is over.
+        if let Some(due) = self.last.map(|last| last + self.gap) {
+            tokio::select! {
+                _ = self.stopping.cancelled() => return None,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        let mut batch = vec![next];
+        while let Ok(summary) = self.received.try_recv() {
+            coalesce(&mut batch, summary);
+        }
+        self.last = Some(tokio::time::Instant::now());
+        self.keepalive.reset();
+        Some(Bytes::from(batch.iter().map(frame).collect::<String>()))
+    }
+}
+
 /// The bytes of the stream: a first comment (the subscription is in
-/// place), then updates and keepalives until the scheduler drops the
-/// subscriber or the server stops.
+/// place), then updates (at most every `gap`) and keepalives (every
+/// `every` while idle) until the scheduler drops the subscriber or the
+/// server stops.
 fn stream(
     received: mpsc::Receiver<SessionSummary>,
     stopping: CancellationToken,
     every: Duration,
+    gap: Duration,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    let keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let first = Bytes::from_static(b": subscribed\n\n");
-    let state = (received, keepalive, stopping, Some(first));
-    futures::stream::unfold(state, |mut state| async move {
-        if let Some(first) = state.3.take() {
-            return Some((Ok(first), state));
-        }
-        let (received, keepalive, stopping, _) = &mut state;
-        let bytes = tokio::select! {
-            _ = stopping.cancelled() => return None,
-            next = received.recv() => {
-                let mut batch = vec![next?];
-                while batch.len() < SUBSCRIBER_BACKLOG {
-                    match received.try_recv() {
-                        Ok(summary) => coalesce(&mut batch, summary),
-                        Err(_) => break,
-                    }
-                }
-                keepalive.reset();
-                Bytes::from(batch.iter().map(frame).collect::<String>())
-            }
-            _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
-        };
-        Some((Ok(bytes), state))
+    let feed = Feed {
+        received,
+        keepalive: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+        stopping,
+        gap,
+        last: None,
+        first: Some(Bytes::from_static(b": subscribed\n\n")),
+    };
+    futures::stream::unfold(feed, |mut feed| async move {
+        let bytes = feed.next().await?;
+        Some((Ok(bytes), feed))
     })
 }
 
@@ -143,14 +177,21 @@ mod tests {
     async fn updates_waiting_are_written_latest_only_and_the_stream_ends_with_its_channel() {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BACKLOG);
         let stop = CancellationToken::new();
-        let mut s = Box::pin(stream(rx, stop.clone(), KEEPALIVE));
+        let mut s = Box::pin(stream(rx, stop.clone(), KEEPALIVE, MIN_GAP));
         assert_eq!(text(s.next().await), ": subscribed\n\n");
+        tx.try_send(summary(1, 0)).unwrap();
+        // The first change after a quiet spell is written at once.
+        let written = text(s.next().await);
+        assert_eq!(written, frame(&summary(1, 0)));
+        assert!(written.starts_with("event: session\ndata: {\"cost_usd\""));
+        // What comes within the gap is written together, latest only.
+        let sent = tokio::time::Instant::now();
         for (id, done) in [(1, 1), (2, 1), (1, 2)] {
             tx.try_send(summary(id, done)).unwrap();
         }
         let written = text(s.next().await);
+        assert!(sent.elapsed() >= MIN_GAP / 2, "{:?}", sent.elapsed());
         assert_eq!(written, frame(&summary(1, 2)) + &frame(&summary(2, 1)));
-        assert!(written.starts_with("event: session\ndata: {\"cost_usd\""));
         // The scheduler dropped the subscriber: the stream ends.
         drop(tx);
         assert!(s.next().await.is_none());
@@ -160,7 +201,8 @@ mod tests {
     async fn an_idle_stream_keeps_alive_and_ends_when_the_server_stops() {
         let (_tx, rx) = mpsc::channel(SUBSCRIBER_BACKLOG);
         let stop = CancellationToken::new();
-        let mut s = Box::pin(stream(rx, stop.clone(), Duration::from_millis(20)));
+        let every = Duration::from_millis(20);
+        let mut s = Box::pin(stream(rx, stop.clone(), every, MIN_GAP));
         assert_eq!(text(s.next().await), ": subscribed\n\n");
         assert_eq!(text(s.next().await), ": keepalive\n\n");
         stop.cancel();

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 /// Updates a subscriber may have waiting before it is dropped as too slow.
-pub const SUBSCRIBER_BACKLOG: usize = 256;
+pub const SUBSCRIBER_BACKLOG: usize = 1024;
 
 /// Subscribes to every change of one session (`session`) or of every
 /// session (None). The answer is an error message when the session does
