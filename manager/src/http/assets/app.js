@@ -14,7 +14,7 @@ const state = {
   selected: null,     // id of the session shown, from the URL's #hash
   session: null,      // its session_json
   workers: [],
-  log: null,          // the tailed log: {session, job, next, text, timer, decoder}
+  log: null,          // the tailed log: {session, job, next, attempt, text, timer, decoder}
   events: null,       // the EventSource
 };
 
@@ -528,7 +528,7 @@ function graphNode(s, j, p, W, H) {
 // runs (polled from the offset the server named last).
 function openLog(session, job) {
   closeLog();
-  state.log = { session, job, next: null, text: '', timer: null, decoder: new TextDecoder() };
+  state.log = { session, job, next: null, attempt: undefined, text: '', timer: null, decoder: new TextDecoder() };
   $('log-title').textContent = 'Log of ' + session + '/' + job;
   $('log-text').textContent = '';
   show($('log'), true);
@@ -558,9 +558,24 @@ async function pollLog() {
     const res = await api('GET', url, undefined, true);
     const bytes = new Uint8Array(await res.arrayBuffer());
     if (state.log !== l) return; // closed or replaced meanwhile
-    const next = Number(res.headers.get('X-Aam-Next'));
-    l.next = Number.isFinite(next) && res.headers.has('X-Aam-Next') ? next : (l.next || 0) + bytes.length;
-    appendLog(l, l.decoder.decode(bytes, { stream: true }));
+    const attempt = res.headers.get('X-Aam-Attempt');
+    const next = Number(res.headers.get('X-Aam-Next') || NaN);
+    if (l.attempt !== undefined && attempt !== l.attempt) {
+      // A new attempt: its output starts over at 0 (as `aam logs -f`).
+      if (l.attempt && l.attempt !== '0') appendLog(l, '\n[attempt ' + attempt + ']\n');
+      l.attempt = attempt;
+      l.next = 0;
+      l.decoder = new TextDecoder();
+      l.timer = setTimeout(pollLog, 0);
+      return;
+    }
+    l.attempt = attempt;
+    // Behind where we are: the manager has not caught up yet (a restart,
+    // before the worker resent the output); ask again from here.
+    if (Number.isFinite(next) && next >= (l.next || 0)) {
+      l.next = next;
+      appendLog(l, l.decoder.decode(bytes, { stream: true }));
+    }
   } catch (e) {
     if (state.log !== l) return;
     $('log-state').textContent = String(e.message || e);
