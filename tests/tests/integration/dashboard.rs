@@ -1,10 +1,10 @@
 //! The dashboard in a real browser (headless chromium over the DevTools
 //! protocol): a wrong token is refused, the form signs in, a session's
 //! jobs show their live statuses in the table and the graph, a job's log
-//! is tailed while it runs, a click on a gate's Approve decides it (as
-//! `aam status` then says), the page fits a phone, and signing out brings
-//! the form back. A second test fills the page with agent jobs and takes
-//! the README's screenshot.
+//! is tailed while it runs, a click on a gate's Approve decides it and one
+//! on a job's Cancel stops it (as `aam status` then says), the page fits a
+//! phone, and signing out brings the form back. A second test fills the
+//! page with agent jobs and takes the README's screenshot.
 
 use crate::job;
 use aam_tests::browser::Browser;
@@ -50,6 +50,7 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
          "env": {"GATE": build_may_end.env()}},
         {"name": "approve-release", "gate": true},
         {"name": "release", "command": ["echo", "released"], "depends_on": ["build", "approve-release"]},
+        {"name": "idle", "command": ["sh", "-c", WAIT_FOR_GATE], "env": {"GATE": c.gate("never").env()}},
     ]}));
 
     let mut b = Browser::start();
@@ -85,7 +86,8 @@ fn signs_in(b: &mut Browser, c: &Cluster) {
 
 /// The session in the list; a click shows its jobs, whose statuses change
 /// on the page as they do on the manager; a job's log is tailed; a click
-/// on Approve decides the gate, as `aam status` sees it.
+/// on Approve decides the gate, and one on Cancel stops a job, as `aam
+/// status` sees it.
 fn follows_the_session_and_approves(
     b: &mut Browser,
     c: &Cluster,
@@ -95,6 +97,7 @@ fn follows_the_session_and_approves(
     let row = format!("#sessions tr[data-session=\"{session}\"]");
     b.click(&row);
     shows(b, "build", "running");
+    shows(b, "idle", "running");
     shows(b, "approve-release", "awaiting approval");
     shows(b, "release", "pending");
     let graph = b.eval(
@@ -102,7 +105,7 @@ fn follows_the_session_and_approves(
     );
     assert_eq!(
         graph,
-        "approve-release:node st-gate build:node st-running release:node st-pending"
+        "approve-release:node st-gate build:node st-running idle:node st-running release:node st-pending"
     );
     assert_eq!(
         b.eval("document.querySelectorAll('#graph path.edge').length"),
@@ -129,11 +132,21 @@ fn follows_the_session_and_approves(
     assert_eq!(job(&status, "approve-release")["decision"]["by"], "admin");
     shows(b, "approve-release", "succeeded");
     shows(b, "release", "succeeded");
+
+    // Cancel asks first (yes, here), then stops the job; the session ends.
+    b.eval("window.confirm = () => true");
+    b.click("button[data-action=cancel][data-job=idle]");
+    let status = c.poll_status(session, "idle cancelled", |s| {
+        job(s, "idle")["status"] == "cancelled" && s["finished_at"].is_string()
+    });
+    shows(b, "idle", "cancelled");
+    let ended = status["status"].as_str().unwrap().to_string();
     b.wait_for(
-        "the session succeeded in the list",
+        &format!("the session {ended} in the list"),
         &format!(
-            "(document.querySelector({}) || {{}}).textContent.includes('succeeded')",
-            json!(row)
+            "(document.querySelector({}) || {{}}).textContent.includes({})",
+            json!(row),
+            json!(ended)
         ),
     );
 }
