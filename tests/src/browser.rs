@@ -197,12 +197,19 @@ impl Browser {
         );
     }
 
-    /// A PNG of what the page shows (the whole page when `full_page`).
+    /// A PNG of what the page shows: the viewport, or the whole document
+    /// (cut to its size) when `full_page`.
     pub fn screenshot(&mut self, full_page: bool) -> Vec<u8> {
-        let answer = self.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": full_page}),
-        );
+        let mut params = json!({"format": "png"});
+        if full_page {
+            let size = self.eval(
+                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]",
+            );
+            params["captureBeyondViewport"] = json!(true);
+            params["clip"] =
+                json!({"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1});
+        }
+        let answer = self.call("Page.captureScreenshot", params);
         let data = answer["data"].as_str().expect("screenshot data");
         data_encoding::BASE64
             .decode(data.as_bytes())
