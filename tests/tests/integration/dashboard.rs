@@ -11,6 +11,9 @@ use aam_tests::browser::Browser;
 use aam_tests::{Cluster, Gate, WAIT_FOR_GATE};
 use serde_json::{json, Value};
 
+/// A progress message that would run script if the page took it as HTML.
+const HTML: &str = "compiling <img src=x onerror=window.__pwned=1>";
+
 /// `document.getElementById(id)`, visible (not `hidden`).
 fn visible(id: &str) -> String {
     format!("!document.getElementById('{id}').hidden")
@@ -46,7 +49,7 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
     // `build` runs until the test opens its gate file; the person's gate
     // waits from the start; `release` needs both.
     let session = c.submit_json(&json!({"name": "dash", "jobs": [
-        {"name": "build", "command": ["sh", "-c", format!("echo building; {WAIT_FOR_GATE}; echo built")],
+        {"name": "build", "command": ["sh", "-c", format!("echo building; echo '::progress:: 10 {HTML}'; {WAIT_FOR_GATE}; echo built")],
          "env": {"GATE": build_may_end.env()}},
         {"name": "approve-release", "gate": true},
         {"name": "release", "command": ["echo", "released"], "depends_on": ["build", "approve-release"]},
@@ -118,6 +121,14 @@ fn follows_the_session_and_approves(
         "build's log",
         "document.getElementById('log-text').textContent.includes('building')",
     );
+    // What jobs print is shown as text, never run as HTML.
+    let literal = json!(HTML);
+    b.wait_for(
+        "the progress message as text",
+        &format!("document.querySelector('#jobs tr[data-job=build] td.activity').textContent.includes({literal})"),
+    );
+    let injected = "document.querySelectorAll('main img').length + (window.__pwned ? 100 : 0)";
+    assert_eq!(b.eval(injected), 0);
     build_may_end.open();
     shows(b, "build", "succeeded");
     b.wait_for(
