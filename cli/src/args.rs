@@ -19,7 +19,7 @@ pub struct Cli {
 
 /// Where the manager is and how to authenticate to it: flags every
 /// command takes (`endpoint.rs` resolves them).
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct ManagerFlags {
     /// Manager address [default: the one `aam up` started here, else 127.0.0.1:7410]
     #[arg(long, global = true, env = "AAM_MANAGER")]
@@ -155,6 +155,14 @@ pub enum Command {
     Sessions {
         #[arg(long)]
         json: bool,
+    },
+    /// Serve aam's tools to an AI assistant over MCP on stdin/stdout
+    /// (register it with: claude mcp add aam -- aam mcp)
+    Mcp,
+    /// Print shell completions: aam completions bash > ~/.local/share/bash-completion/completions/aam
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Start a manager and a local worker in the background (state, token
     /// and logs under ./.aam); aam commands run here then use them

@@ -1,9 +1,13 @@
-//! Reading a batch file and checking it before anything is sent.
+//! Reading a batch (a file, or the JSON form of one given inline, as the
+//! MCP tool `submit` takes it) and checking it before anything is sent.
 
 use crate::exit::bad_input;
 use aam_protocol::codec::{self, DEFAULT_MAX_FRAME};
 use aam_protocol::spec::{parse_batch, validate, BatchSpec, Format, Limits, SpecErrors};
 use std::path::Path;
+
+/// What an inline batch is called in messages, where a file's path would be.
+pub const INLINE: &str = "batch";
 
 /// Prefixes each problem with the file it is in, one per line.
 pub fn describe(path: &Path, errors: &SpecErrors) -> String {
@@ -22,8 +26,25 @@ pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
     let format = Format::for_path(&path.to_string_lossy());
     let batch =
         parse_batch(&text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
-    // Structure only: the manager enforces the size limits it is configured
-    // with. The copy is checked; the batch goes to the manager as written.
+    check(path, batch)
+}
+
+/// Parses and validates a batch given as the JSON form of a batch file;
+/// problems are described as in a file named [`INLINE`], without line
+/// numbers (the caller sent a value, not a text with lines).
+pub fn from_json(value: &serde_json::Value) -> anyhow::Result<BatchSpec> {
+    let label = Path::new(INLINE);
+    let batch = parse_batch(&value.to_string(), Format::Json).map_err(|mut e| {
+        e.line = None;
+        bad_input(format!("{INLINE}: {e}"))
+    })?;
+    check(label, batch)
+}
+
+/// The checks that need no manager: structure (the manager enforces the
+/// size limits it is configured with) and the frame the batch travels in.
+fn check(path: &Path, batch: BatchSpec) -> anyhow::Result<BatchSpec> {
+    // The copy is checked; the batch goes to the manager as written.
     validate(batch.clone(), &Limits::structural()).map_err(|e| bad_input(describe(path, &e)))?;
     let size = codec::encode(&batch)
         .map_err(|e| bad_input(format!("{}: {e}", path.display())))?
@@ -35,4 +56,48 @@ pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
         )));
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_inline_batch_is_read_like_a_json_file() {
+        let batch = from_json(&json!({
+            "name": "inline",
+            "jobs": [{"name": "a", "command": ["true"]}],
+        }))
+        .unwrap();
+        assert_eq!(batch.name, "inline");
+        assert_eq!(batch.jobs.len(), 1);
+    }
+
+    #[test]
+    fn an_inline_batch_s_problems_name_the_job_and_field_but_no_line() {
+        let err = from_json(&json!({
+            "name": "inline",
+            "jobs": [{"name": "a", "command": "cargo test"}],
+        }))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("batch: job 'a': field 'command': "),
+            "{text}"
+        );
+        assert!(!text.contains("line"), "{text}");
+        assert_eq!(crate::exit::code_of(&err), crate::exit::BAD_INPUT);
+    }
+
+    #[test]
+    fn an_inline_batch_is_validated_as_a_file_is() {
+        let err = from_json(&json!({
+            "name": "inline",
+            "jobs": [{"name": "a", "command": ["true"], "depends_on": ["nope"]}],
+        }))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("batch: "), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
 }

@@ -334,21 +334,21 @@ impl Client {
             ClientResponse::Retried { jobs } => Ok(jobs))
     }
 
-    /// Approves (or rejects) a gate.
+    /// Approves (or rejects) a gate; the gate's status after it.
     pub async fn decide(
         &mut self,
         session: SessionId,
         job: &str,
         approve: bool,
         comment: Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<JobStatus> {
         let request = ClientRequest::Decide {
             session,
             job: job.to_string(),
             approve,
             comment,
         };
-        expect!(self.call(request).await?, ClientResponse::Decided { .. } => Ok(()))
+        expect!(self.call(request).await?, ClientResponse::Decided { status } => Ok(status))
     }
 
     /// Removes finished sessions older than `older_than_ms` (default: the

@@ -11,6 +11,7 @@ mod endpoint;
 mod exit;
 mod git_apply;
 mod local;
+mod mcp;
 mod progress;
 mod render;
 
@@ -47,6 +48,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             config,
         } => cmd::serve::run(data_dir, slots, config),
         Command::Run(args) => cmd::run::run(args),
+        Command::Completions { shell } => cmd::completions::run(shell),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -92,7 +94,12 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Gc { older_than } => cmd::gc::run(flags, older_than).await,
         Command::Agents { json } => cmd::agents::run(flags, json).await,
         Command::Workers { json } => cmd::workers::run(flags, json).await,
-        Command::Up { .. } | Command::Down | Command::Serve { .. } | Command::Run(_) => {
+        Command::Mcp => mcp::run(flags).await,
+        Command::Up { .. }
+        | Command::Down
+        | Command::Serve { .. }
+        | Command::Run(_)
+        | Command::Completions { .. } => {
             unreachable!("started in execute, without a manager to talk to")
         }
     }

@@ -8,8 +8,10 @@
 //! `probe` finds the store taking writes again. The scheduler sends that
 //! probe only after rolling its model back to `snapshot`, what is durable.
 
+use crate::metrics::Observer;
 use aam_store::{Changes, Snapshot, StoreError, StoreWriter};
 use std::sync::{mpsc, Arc};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Why the store took no write: the error, shared by every request it failed.
@@ -40,7 +42,8 @@ impl From<StoreError> for StoreFailure {
 pub type Answer<T> = oneshot::Receiver<Result<T, StoreFailure>>;
 
 enum Request {
-    Commit(Changes, oneshot::Sender<Result<(), StoreFailure>>),
+    // Boxed: a change set is hundreds of bytes, a probe a pointer.
+    Commit(Box<Changes>, oneshot::Sender<Result<(), StoreFailure>>),
     Other(Other),
 }
 
@@ -58,11 +61,12 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(writer: StoreWriter) -> Committer {
+    /// Starts the thread; each group's size and time go to `metrics`.
+    pub fn start(writer: StoreWriter, metrics: Observer) -> Committer {
         let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("aam-commit".into())
-            .spawn(move || run(writer, rx))
+            .spawn(move || run(writer, metrics, rx))
             .expect("spawning the commit thread");
         Committer { tx }
     }
@@ -70,7 +74,7 @@ impl Committer {
     /// Queues changes; resolves once they are durable, or failed.
     pub fn commit(&self, changes: Changes) -> Answer<()> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Request::Commit(changes, reply));
+        let _ = self.tx.send(Request::Commit(Box::new(changes), reply));
         rx
     }
 
@@ -94,18 +98,20 @@ impl Committer {
 struct Thread {
     writer: StoreWriter,
     failed: Option<StoreFailure>,
+    metrics: Observer,
 }
 
-fn run(writer: StoreWriter, rx: mpsc::Receiver<Request>) {
+fn run(writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
     let mut thread = Thread {
         writer,
         failed: None,
+        metrics,
     };
     while let Ok(first) = rx.recv() {
         let mut group = Vec::new();
         for request in std::iter::once(first).chain(rx.try_iter()) {
             match request {
-                Request::Commit(changes, reply) => group.push((changes, reply)),
+                Request::Commit(changes, reply) => group.push((*changes, reply)),
                 Request::Other(other) => {
                     thread.commit(std::mem::take(&mut group));
                     thread.serve(other);
@@ -126,6 +132,7 @@ impl Thread {
             return;
         }
         let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let (size, started) = (changes.len(), Instant::now());
         let result = match &self.failed {
             Some(failure) => Err(failure.clone()),
             None => self.writer.commit(changes).map_err(|e| {
@@ -138,6 +145,9 @@ impl Thread {
                 failure
             }),
         };
+        if result.is_ok() {
+            self.metrics.committed(size, started.elapsed());
+        }
         for reply in replies {
             let _ = reply.send(result.clone());
         }

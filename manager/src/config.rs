@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Every key of the manager's config file (documented in deploy/aam.example.toml).
-#[derive(Clone, Debug, Deserialize)]
+/// Its `Debug` names the tokens but never shows them.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ManagerConfig {
     /// TCP address to listen on.
@@ -87,6 +88,9 @@ pub struct ManagerConfig {
     /// `aam gc` and retention also delete the branches of the worktree jobs
     /// of the sessions they remove (on the workers that hold them).
     pub gc_branches: bool,
+    /// `[[notify]]`: where to tell of sessions finished, gates waiting,
+    /// jobs failed and limit groups paused (`notify::config`).
+    pub notify: Vec<crate::notify::NotifyEntry>,
 }
 
 /// Default `http`: the dashboard on the loopback interface.
@@ -166,6 +170,7 @@ impl Default for ManagerConfig {
             max_cost_usd: None,
             patch_cap_bytes: DEFAULT_PATCH_CAP,
             gc_branches: false,
+            notify: Vec::new(),
         }
     }
 }
@@ -353,6 +358,7 @@ impl ManagerConfig {
             return bad("max_worker_losses must be at least 1".into());
         }
         self.check_agent_keys()?;
+        crate::notify::config::targets(&self.notify).map_err(ConfigError::Invalid)?;
         if let Ok(ms) = parse_duration_ms(&self.limit_backoff) {
             if ms == 0 || ms > LIMIT_BACKOFF_CAP_MS {
                 return bad(format!(
@@ -365,6 +371,26 @@ impl ManagerConfig {
             return bad(format!(
                 "max_cost_usd: {usd} is not a budget (a positive number of USD)"
             ));
+        }
+        Ok(())
+    }
+
+    /// An agent's `secret_env`: variable names only (a value pasted there
+    /// by mistake is refused without being echoed), none also in its `env`.
+    fn check_secret_env(name: &str, agent: &AgentDef) -> Result<(), ConfigError> {
+        for (i, var) in agent.secret_env.iter().enumerate() {
+            if !aam_protocol::agent::is_env_name(var) {
+                return Err(ConfigError::Invalid(format!(
+                    "agents.{name}.secret_env: entry {} is not a variable name (letters, digits and '_', \
+                     not starting with a digit); list the names of the worker's variables, never their values",
+                    i + 1
+                )));
+            }
+            if agent.env.contains_key(var) {
+                return Err(ConfigError::Invalid(format!(
+                    "agents.{name}: {var} is in both env and secret_env (secret_env takes it from the worker)"
+                )));
+            }
         }
         Ok(())
     }
@@ -396,6 +422,7 @@ impl ManagerConfig {
             if agent.command.is_empty() {
                 return bad(format!("agents.{name}.command: the template is empty"));
             }
+            Self::check_secret_env(name, agent)?;
             if let Some(Err(e)) = agent.format.as_deref().map(AgentFormat::parse) {
                 return bad(format!("agents.{name}.format: {e}"));
             }
@@ -488,6 +515,8 @@ impl ManagerConfig {
             default_max_cost_usd: self.max_cost_usd,
             patch_cap: self.patch_cap_bytes,
             gc_branches: self.gc_branches,
+            // `start` puts the manager's own in.
+            metrics: Default::default(),
         }
     }
 
@@ -501,6 +530,23 @@ impl ManagerConfig {
             max_field_bytes: self.max_field_bytes,
             ..Limits::default()
         }
+    }
+}
+
+impl std::fmt::Debug for ManagerConfig {
+    /// The keys worth seeing in a log; tokens by name only, agents with
+    /// their secrets hidden (`AgentDef`'s own `Debug`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| aam_protocol::secret::REDACTED);
+        f.debug_struct("ManagerConfig")
+            .field("listen", &self.listen)
+            .field("http", &self.http)
+            .field("data_dir", &self.data_dir)
+            .field("token", &token)
+            .field("token_name", &self.token_name)
+            .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
+            .field("agents", &self.agents)
+            .finish_non_exhaustive()
     }
 }
 
@@ -556,6 +602,39 @@ mod tests {
         assert_eq!(cfg.heartbeat_ms, 1000);
         let agent = &cfg.agents["Rev"];
         assert_eq!(agent.env["RUST_LOG"], "info");
+    }
+
+    #[test]
+    fn secret_env_takes_names_only_and_debug_hides_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aam.toml");
+        let load = |agent: &str| {
+            let text =
+                format!("token = \"tok-0123456789abcdef\"\n[agents.a]\ncommand = [\"x\"]\n{agent}");
+            std::fs::write(&path, text).unwrap();
+            ManagerConfig::load(Some(&path), vec![], &[])
+        };
+        let cfg =
+            load("secret_env = [\"ANTHROPIC_API_KEY\"]\nenv = { OPENAI_API_KEY = \"sk-9\" }\n")
+                .unwrap();
+        assert_eq!(cfg.agents["a"].secret_env, ["ANTHROPIC_API_KEY"]);
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("tok-0123456789abcdef") && !shown.contains("sk-9"),
+            "{shown}"
+        );
+        let e = load("secret_env = [\"sk-ant-api03-xyz\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agents.a.secret_env: entry 1 is not a variable name"),
+            "{e}"
+        );
+        assert!(!e.contains("sk-ant"), "the value is not echoed: {e}");
+        let e = load("secret_env = [\"K_KEY\"]\nenv = { K_KEY = \"v\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("K_KEY is in both env and secret_env"), "{e}");
     }
 
     #[test]

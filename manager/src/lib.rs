@@ -15,6 +15,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod peer_input;
 pub mod prices;
 pub mod schedule;
@@ -76,15 +77,26 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     aam_store::files::write_private(&addr_file, format!("{addr}\n").as_bytes())
         .with_context(|| format!("writing {}", addr_file.display()))?;
 
-    let loaded = {
+    let mut loaded = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.load()).await??
     };
+    let outbox = notify::Outbox::new(
+        notify::config::targets(&config.notify).map_err(anyhow::Error::msg)?,
+        std::mem::take(&mut loaded.notices),
+        loaded.next_notice,
+    );
     let (sessions, jobs) = (loaded.sessions.len(), loaded.jobs.len());
-    let state = State::rebuild(config.state_config(), loaded, now_ms());
+    let mut state_config = config.state_config();
+    let observer = metrics::Observer::new(state_config.agents.iter().map(|(name, def)| {
+        // An agent's limit group is its own name unless it names one.
+        (name.as_str(), def.limit_group.as_deref().unwrap_or(name))
+    }));
+    state_config.metrics = observer.clone();
+    let state = State::rebuild(state_config, loaded, now_ms());
     tracing::info!(sessions, jobs, data_dir = %config.data_dir.display(), "state rebuilt from the store");
 
-    let committer = Committer::start(writer);
+    let committer = Committer::start(writer, observer.clone());
     let mut scheduler = Scheduler::new(
         state,
         store,
@@ -95,6 +107,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     // Half the frame for outputs leaves room for the rest of a session view.
     scheduler.answer_budget = config.max_frame_bytes / 2;
     scheduler.retention_ms = config.retention_ms();
+    scheduler.notify = outbox;
     let scheduler = scheduler.start();
     let shared = Shared {
         scheduler: scheduler.clone(),
@@ -117,7 +130,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         ),
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),
-        metrics: metrics::Metrics::default(),
+        metrics: metrics::Metrics::new(observer, scheduler.clone()),
     };
     let http = match http_listener {
         Some(l) => Some(http::start(l, shared.clone())?),

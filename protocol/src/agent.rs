@@ -7,8 +7,9 @@ use crate::validate::AgentCall;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `[agents.NAME]` in the manager's config.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// `[agents.NAME]` in the manager's config. Its `Debug` hides secrets
+/// (`secret::debug_redacted`).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentDef {
     /// argv template; elements may contain `{prompt}`, `{model}`, `{job}`, `{agent}`, `{session}`.
@@ -19,6 +20,11 @@ pub struct AgentDef {
     pub description: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables the worker passes its jobs from its own environment at
+    /// spawn time (API keys): only these names reach the manager, the
+    /// store and the wire, never a value.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
     /// Default `timeout` of this agent's jobs.
     #[serde(default)]
     pub timeout: Option<String>,
@@ -41,6 +47,24 @@ pub struct AgentDef {
     /// The isolation of this agent's jobs that set none (`none`, `worktree`).
     #[serde(default)]
     pub isolation: Option<String>,
+}
+
+impl std::fmt::Debug for AgentDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::secret::debug_redacted("AgentDef", self, f)
+    }
+}
+
+/// Whether `name` may be listed in `secret_env`: a variable name (letters,
+/// digits, `_`, not starting with a digit), so a value pasted there by
+/// mistake is refused rather than sent around as a name.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
 }
 
 /// What `{inputs}` and `{inputs_md}` become in the manager: markers the
@@ -106,12 +130,22 @@ fn uses_model(template: &[String]) -> bool {
 
 /// The argv and extra environment an agent job runs with, how its output
 /// is read, and the usage-limit group it belongs to.
-#[derive(Debug)]
 pub struct ExpandedAgent {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub format: AgentFormat,
     pub limit_group: String,
+}
+
+impl std::fmt::Debug for ExpandedAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpandedAgent")
+            .field("argv", &crate::secret::redact_argv(&self.argv))
+            .field("env", &crate::secret::redact_env(&self.env))
+            .field("format", &self.format)
+            .field("limit_group", &self.limit_group)
+            .finish()
+    }
 }
 
 impl AgentDef {

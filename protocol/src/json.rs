@@ -3,6 +3,12 @@
 //! the MCP tools. Times are RFC 3339 (UTC, milliseconds); a worktree's
 //! `change` and a variant `pick` are the protocol types as serde writes
 //! them.
+//!
+//! Secrets (DESIGN.md invariant 9): a job's env and argv are not part of
+//! these documents at all; the one configured argv they show, an agent's
+//! command template (`agents_json`), goes through `secret::redact_argv`,
+//! so a `--api-key VALUE` written into a template reads `***` in the CLI,
+//! the HTTP API and MCP alike.
 
 use crate::agent_run::{AgentView, LimitPause};
 use crate::messages::AgentInfo;
@@ -231,7 +237,7 @@ pub fn agents_json(agents: &[AgentInfo], problems: &[(String, String)]) -> Value
             "description": a.description,
             "model": a.model,
             "tools": a.tools,
-            "command": a.command,
+            "command": crate::secret::redact_argv(&a.command),
         })).collect::<Vec<_>>(),
         "problems": problems.iter().map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
     })
@@ -257,6 +263,32 @@ pub fn workers_json(workers: &[WorkerView]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_commands_hide_the_value_of_secret_flags() {
+        let agent = AgentInfo {
+            name: "a".into(),
+            source: "config".into(),
+            description: None,
+            model: None,
+            tools: None,
+            command: [
+                "agent",
+                "--api-key",
+                "sk-live-123",
+                "--token=t-1",
+                "{prompt}",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let doc = agents_json(&[agent], &[]).to_string();
+        assert!(
+            !doc.contains("sk-live-123") && !doc.contains("t-1"),
+            "{doc}"
+        );
+        assert!(doc.contains(r#"["agent","--api-key","***","--token=***","{prompt}"]"#));
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

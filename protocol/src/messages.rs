@@ -25,8 +25,8 @@ pub enum Role {
     Client,
 }
 
-/// The first frame of every connection.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The first frame of every connection. Its `Debug` hides the token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handshake {
     pub magic: [u8; 4],
     pub version: u32,
@@ -42,6 +42,17 @@ impl Handshake {
             role,
             token: token.into(),
         }
+    }
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("magic", &self.magic)
+            .field("version", &self.version)
+            .field("role", &self.role)
+            .field("token", &crate::secret::REDACTED)
+            .finish()
     }
 }
 
@@ -214,8 +225,9 @@ pub struct AgentInfo {
     pub command: Vec<String>,
 }
 
-/// A job as a worker receives it: everything needed to run it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A job as a worker receives it: everything needed to run it. Its
+/// `Debug` hides secrets (`secret::debug_redacted`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub job: JobKey,
     pub attempt: u32,
@@ -223,6 +235,9 @@ pub struct Assignment {
     pub job_name: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables (names only) the worker sets from its own environment:
+    /// its agent's `secret_env`. One the worker lacks fails the job.
+    pub secret_env: Vec<String>,
     pub workdir: Option<String>,
     pub timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
@@ -234,6 +249,12 @@ pub struct Assignment {
     pub worktree: Option<Box<WorktreeOrder>>,
     /// Its dependencies as they ended, for `AAM_INPUTS` / `AAM_INPUTS_MD`.
     pub inputs: Vec<InputRecord>,
+}
+
+impl std::fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::secret::debug_redacted("Assignment", self, f)
+    }
 }
 
 impl Assignment {

@@ -252,8 +252,9 @@ pub struct SessionRecord {
     pub max_cost_usd: Option<f64>,
 }
 
-/// A job as stored: what to run and where it is in its life.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A job as stored: what to run and where it is in its life. Its `Debug`
+/// hides secrets (`secret::debug_redacted`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub key: JobKey,
     pub name: String,
@@ -323,6 +324,12 @@ pub struct JobRecord {
     /// A follow-up continues this branch in a worktree at this key's path
     /// (`s4/fix`: its first job's), rather than a new branch.
     pub continues_branch: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for JobRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::secret::debug_redacted("JobRecord", self, f)
+    }
 }
 
 impl JobRecord {

@@ -23,7 +23,8 @@ pub struct BatchSpec {
 }
 
 /// One job of a batch: either a plain `command` or an `agent` with a prompt.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` hides secrets (`secret::debug_redacted`).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
@@ -91,6 +92,12 @@ pub struct JobSpec {
     /// when it exits 0; the smallest passing change wins.
     #[serde(default)]
     pub verify: Option<Vec<String>>,
+}
+
+impl fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::secret::debug_redacted("JobSpec", self, f)
+    }
 }
 
 /// What a dependency must have done for its dependent to run.

@@ -1,8 +1,9 @@
 //! aam-store: the manager's durable state in sled.
 //!
 //! Sessions, jobs (with their attempt counters), the captured output of
-//! finished jobs, the patches of worktree jobs and the pauses of
-//! usage-limit groups, under a schema version (an older one is migrated at
+//! finished jobs, the patches of worktree jobs, the pauses of
+//! usage-limit groups and the outbox of notifications not yet delivered,
+//! under a schema version (an older one is migrated at
 //! open: `migrate`). `Store::open` gives a read handle (`Store`, cheap to
 //! clone) and the one `StoreWriter`. A group of changes is
 //! committed by appending it to a write-ahead log and syncing that once
@@ -37,6 +38,10 @@ use trees::Trees;
 /// Before it shipped, worktrees (issue 10) added jobs' isolation, base,
 /// verify, variants, pick, change and continued branch, and a tree of
 /// patches (a log item kind of its own).
+///
+/// Additions that old stores open without a migration (a new, empty tree;
+/// a missing meta key reads as its default) keep the version: issue 11's
+/// outbox of notifications (`notices`, `next_notice`).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Default sled page cache, set explicitly (sled's own default is 1 GB).
@@ -161,6 +166,35 @@ pub struct Snapshot {
     /// Limit groups paused after a usage limit (or whose backoff is still
     /// raised), by group.
     pub pauses: Vec<LimitPause>,
+    /// Notifications not yet delivered (nor given up), by (seq, target).
+    pub notices: Vec<Notice>,
+    /// The sequence number the next notification gets.
+    pub next_notice: u64,
+}
+
+/// One notification in the outbox: an event for one `[[notify]]` target,
+/// written with the change that caused it and removed once delivered or
+/// given up. The store keeps the event's bytes as given (JSON the manager
+/// rendered); it never reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The event's number, unique in this store (its `id` derives from it).
+    pub seq: u64,
+    /// Which target it is for (a fingerprint of the target's config: no
+    /// URL or command, which may hold a secret, is stored).
+    pub target: u64,
+    pub event: Vec<u8>,
+}
+
+impl Notice {
+    /// Its key in the outbox: seq, then target, both big-endian, so the
+    /// outbox reads back in the order the events were made.
+    pub fn key(seq: u64, target: u64) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&seq.to_be_bytes());
+        k[8..].copy_from_slice(&target.to_be_bytes());
+        k
+    }
 }
 
 /// A group of writes committed together.
@@ -179,6 +213,12 @@ pub struct Changes {
     pub pauses: Vec<LimitPause>,
     /// Limit groups whose pause record is to go (their backoff is reset).
     pub pauses_ended: Vec<String>,
+    /// Notifications to put in the outbox.
+    pub notices: Vec<Notice>,
+    /// Notifications to take out of it: (seq, target).
+    pub notices_done: Vec<(u64, u64)>,
+    /// The sequence number the next notification gets.
+    pub next_notice: Option<u64>,
 }
 
 impl Changes {
@@ -191,6 +231,9 @@ impl Changes {
             && self.removed.is_empty()
             && self.pauses.is_empty()
             && self.pauses_ended.is_empty()
+            && self.notices.is_empty()
+            && self.notices_done.is_empty()
+            && self.next_notice.is_none()
     }
 }
 
@@ -324,6 +367,14 @@ mod tests {
         }
     }
 
+    fn notice(seq: u64, target: u64) -> Notice {
+        Notice {
+            seq,
+            target,
+            event: format!("{{\"id\":\"n{seq}\"}}").into_bytes(),
+        }
+    }
+
     pub(crate) fn job(session: u64, index: u32) -> JobRecord {
         let key = JobKey {
             session: SessionId(session),
@@ -350,21 +401,30 @@ mod tests {
                     removed: Vec::new(),
                     pauses: vec![pause("claude"), pause("codex")],
                     pauses_ended: Vec::new(),
+                    notices: vec![notice(1, 7), notice(1, 8), notice(2, 7)],
+                    notices_done: Vec::new(),
+                    next_notice: Some(3),
                 }])
                 .unwrap();
             // A later attempt that left no patch takes the earlier one's away.
             writer
                 .commit(vec![Changes {
+                    notices_done: vec![(1, 7)],
                     pauses_ended: vec!["codex".into()],
                     patches: vec![(job(2, 0).key, Vec::new())],
                     ..Default::default()
                 }])
                 .unwrap();
-            assert_eq!(writer.durable_snapshot().unwrap().pauses, [pause("claude")]);
+            let durable = writer.durable_snapshot().unwrap();
+            assert_eq!(durable.pauses, [pause("claude")]);
+            assert_eq!(durable.notices, [notice(1, 8), notice(2, 7)]);
+            assert_eq!(durable.next_notice, 3);
         }
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let snap = store.load().unwrap();
         assert_eq!(snap.pauses, [pause("claude")]);
+        assert_eq!(snap.notices, [notice(1, 8), notice(2, 7)]);
+        assert_eq!(snap.next_notice, 3);
         assert_eq!(snap.next_session, 3);
         assert_eq!(snap.sessions.len(), 2);
         let keys: Vec<_> = snap
@@ -417,6 +477,34 @@ mod tests {
             Err(other) => panic!("expected Locked, got {other}"),
             Ok(_) => panic!("second open succeeded"),
         }
+    }
+
+    #[test]
+    fn a_store_from_before_the_outbox_opens_with_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            writer
+                .commit(vec![Changes {
+                    sessions: vec![session(1)],
+                    jobs: vec![job(1, 0)],
+                    ..Default::default()
+                }])
+                .unwrap();
+            writer.checkpoint().unwrap();
+            // As issue 10's aam left it: no outbox tree, no counter.
+            store
+                .with(|t| {
+                    t.db.drop_tree("notices").unwrap();
+                    t.flush()
+                })
+                .unwrap();
+        }
+        let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.sessions.len(), 1);
+        assert!(snap.notices.is_empty());
+        assert_eq!(snap.next_notice, 1);
     }
 
     #[test]

@@ -5,19 +5,21 @@
 //! Trees: `sessions` and `jobs` (encoded records by id), `outputs` (an
 //! ended attempt's encoded capture by job), `patches` (a worktree job's
 //! patch by job, as its worker sent it), `pauses` (an encoded
-//! `LimitPause` by group name) and `meta` (the schema version, the next
-//! session id).
+//! `LimitPause` by group name), `notices` (the outbox: an undelivered
+//! notification's event by seq and target) and `meta` (the schema
+//! version, the next session id, the next notification's seq).
 
 use crate::files::{narrow_tree, private_subdir};
 use crate::migrate::OLDEST_MIGRATED;
 use crate::wal::Item;
-use crate::{job_key, session_key, Changes, Result, Snapshot, StoreError, SCHEMA_VERSION};
+use crate::{job_key, session_key, Changes, Notice, Result, Snapshot, StoreError, SCHEMA_VERSION};
 use aam_protocol::codec;
 use aam_protocol::{JobKey, SessionId};
 use std::path::{Path, PathBuf};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const NEXT_SESSION_KEY: &[u8] = b"next_session";
+const NEXT_NOTICE_KEY: &[u8] = b"next_notice";
 
 pub(crate) struct Trees {
     path: PathBuf,
@@ -28,6 +30,7 @@ pub(crate) struct Trees {
     outputs: sled::Tree,
     patches: sled::Tree,
     pauses: sled::Tree,
+    notices: sled::Tree,
 }
 
 fn corrupt(e: codec::CodecError) -> StoreError {
@@ -93,6 +96,8 @@ impl Trees {
             outputs: db.open_tree("outputs").map_err(sled_err)?,
             patches: db.open_tree("patches").map_err(sled_err)?,
             pauses: db.open_tree("pauses").map_err(sled_err)?,
+            // Absent from stores made before issue 11: created empty.
+            notices: db.open_tree("notices").map_err(sled_err)?,
             db,
             path,
         };
@@ -182,6 +187,9 @@ impl Trees {
                 Item::Pause(group, v) => self.pauses.insert(group, v),
                 Item::PauseEnded(group) => self.pauses.remove(group),
                 Item::Schema(version) => self.meta.insert(SCHEMA_KEY, &version.to_be_bytes()),
+                Item::Notice(key, event) => self.notices.insert(key, event),
+                Item::NoticeDone(key) => self.notices.remove(key),
+                Item::NextNotice(n) => self.meta.insert(NEXT_NOTICE_KEY, &n.to_be_bytes()),
             };
             result.map_err(|e| self.err(e))?;
         }
@@ -260,6 +268,21 @@ impl Trees {
                 .remove(group.as_bytes())
                 .map_err(|e| self.err(e))?;
         }
+        for notice in changes.notices {
+            self.notices
+                .insert(Notice::key(notice.seq, notice.target), notice.event)
+                .map_err(|e| self.err(e))?;
+        }
+        for (seq, target) in changes.notices_done {
+            self.notices
+                .remove(Notice::key(seq, target))
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(next) = changes.next_notice {
+            self.meta
+                .insert(NEXT_NOTICE_KEY, &next.to_be_bytes())
+                .map_err(|e| self.err(e))?;
+        }
         Ok(())
     }
 
@@ -275,19 +298,29 @@ impl Trees {
             let (_, v) = item.map_err(|e| self.err(e))?;
             snap.jobs.push(codec::decode(&v).map_err(corrupt)?);
         }
-        snap.next_session = match self.meta.get(NEXT_SESSION_KEY).map_err(|e| self.err(e))? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("next session id".into()))?,
-            ),
-            None => 1,
-        };
+        snap.next_session = self.u64_or(NEXT_SESSION_KEY, 1, "next session id")?;
         for item in self.pauses.iter() {
             let (_, v) = item.map_err(|e| self.err(e))?;
             snap.pauses.push(codec::decode(&v).map_err(corrupt)?);
         }
+        for item in self.notices.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            snap.notices.push(notice_of(&k, v.to_vec())?);
+        }
+        snap.next_notice = self.u64_or(NEXT_NOTICE_KEY, 1, "next notification number")?;
         Ok(snap)
+    }
+
+    /// A counter in `meta`, `default` when it was never written.
+    fn u64_or(&self, key: &[u8], default: u64, what: &str) -> Result<u64> {
+        match self.meta.get(key).map_err(|e| self.err(e))? {
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(what.into()))?,
+            )),
+            None => Ok(default),
+        }
     }
 
     pub(crate) fn output(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
@@ -305,4 +338,22 @@ impl Trees {
             .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))
     }
+}
+
+/// An outbox entry read back: its key is (seq, target).
+pub(crate) fn notice_of(key: &[u8], event: Vec<u8>) -> Result<Notice> {
+    let bad = || StoreError::Corrupt(format!("outbox key of {} bytes", key.len()));
+    let seq = u64::from_be_bytes(
+        key.get(..8)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let target = u64::from_be_bytes(
+        key.get(8..)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    Ok(Notice { seq, target, event })
 }

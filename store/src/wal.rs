@@ -19,7 +19,7 @@ pub(crate) use recover::recover;
 pub use recover::Recovery;
 
 use crate::files::{open_private, sync_dir};
-use crate::{job_key, session_key, Changes, Result, StoreError};
+use crate::{job_key, session_key, Changes, Notice, Result, StoreError};
 use aam_protocol::codec;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -35,6 +35,9 @@ const KIND_PAUSE: u8 = 6;
 const KIND_PAUSE_ENDED: u8 = 7;
 const KIND_SCHEMA: u8 = 8;
 const KIND_PATCH: u8 = 9;
+const KIND_NOTICE: u8 = 10;
+const KIND_NOTICE_DONE: u8 = 11;
+const KIND_NEXT_NOTICE: u8 = 12;
 
 /// One decoded item of a frame.
 pub(crate) enum Item {
@@ -53,6 +56,11 @@ pub(crate) enum Item {
     /// The records before it in the log are of this schema version (the
     /// last item of a migration).
     Schema(u32),
+    /// A notification put in the outbox: (seq and target, event).
+    Notice([u8; 16], Vec<u8>),
+    /// A notification taken out of the outbox (delivered or given up).
+    NoticeDone([u8; 16]),
+    NextNotice(u64),
 }
 
 fn push_item(buf: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -107,6 +115,17 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
     for group in &changes.pauses_ended {
         push_item(&mut buf, KIND_PAUSE_ENDED, group.as_bytes());
     }
+    for notice in &changes.notices {
+        let mut body = Notice::key(notice.seq, notice.target).to_vec();
+        body.extend_from_slice(&notice.event);
+        push_item(&mut buf, KIND_NOTICE, &body);
+    }
+    for &(seq, target) in &changes.notices_done {
+        push_item(&mut buf, KIND_NOTICE_DONE, &Notice::key(seq, target));
+    }
+    if let Some(next) = changes.next_notice {
+        push_item(&mut buf, KIND_NEXT_NOTICE, &next.to_be_bytes());
+    }
     Ok(buf)
 }
 
@@ -151,6 +170,9 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
             KIND_PAUSE => decode_pause(data)?,
             KIND_PAUSE_ENDED => Item::PauseEnded(data.to_vec()),
             KIND_SCHEMA => Item::Schema(u32::from_be_bytes(data.try_into().ok()?)),
+            KIND_NOTICE => Item::Notice(data.get(..16)?.try_into().ok()?, data[16..].to_vec()),
+            KIND_NOTICE_DONE => Item::NoticeDone(data.try_into().ok()?),
+            KIND_NEXT_NOTICE => Item::NextNotice(u64::from_be_bytes(data.try_into().ok()?)),
             _ => return None,
         });
     }

@@ -16,9 +16,9 @@
 
 use crate::files::{self, PROBE_FILE};
 use crate::migrate;
-use crate::trees::Trees;
+use crate::trees::{self, Trees};
 use crate::wal::{self, Item, Wal};
-use crate::{Changes, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
+use crate::{Changes, Notice, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::codec;
 use aam_protocol::model::{JobRecord, SessionRecord};
@@ -259,6 +259,12 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         .map(|j| ((j.key.session.0, j.key.index), j))
         .collect();
     let mut next_session = snapshot.next_session;
+    let mut notices: BTreeMap<[u8; 16], Notice> = snapshot
+        .notices
+        .into_iter()
+        .map(|n| (Notice::key(n.seq, n.target), n))
+        .collect();
+    let mut next_notice = snapshot.next_notice;
     let mut pauses: BTreeMap<String, LimitPause> = snapshot
         .pauses
         .into_iter()
@@ -288,6 +294,13 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
             Item::PauseEnded(group) => {
                 pauses.remove(&*String::from_utf8_lossy(&group));
             }
+            Item::Notice(key, event) => {
+                notices.insert(key, trees::notice_of(&key, event)?);
+            }
+            Item::NoticeDone(key) => {
+                notices.remove(&key);
+            }
+            Item::NextNotice(n) => next_notice = n,
             // A migration's log is checkpointed before the store is used.
             Item::Output(..) | Item::Patch(..) | Item::Schema(_) => {}
         }
@@ -297,6 +310,8 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         jobs: jobs.into_values().collect(),
         next_session,
         pauses: pauses.into_values().collect(),
+        notices: notices.into_values().collect(),
+        next_notice,
     })
 }
 

@@ -12,12 +12,15 @@
 //! - `AAM_CLAUDE_BIN`: the Claude Code binary agent tests run (default: the
 //!   one `.ci/run` installs under tests/agent-cli; see [`claude`]), against
 //!   the stand-in model server of [`model_server`].
+//! - `AAM_MCP_VENV`: the virtualenv with the MCP Python SDK the MCP tests
+//!   drive `aam mcp` with (default tests/.venv; see [`mcp`]).
 
 pub mod browser;
 pub mod change;
 pub mod claude;
 pub mod git;
 pub mod http;
+pub mod mcp;
 pub mod model_server;
 pub mod usage;
 pub mod wire;
@@ -339,6 +342,9 @@ pub struct Cluster {
     /// Extra environment for the manager (e.g. AAM_LEASE_MS).
     pub manager_env: Vec<(String, String)>,
     pub manager_config: Option<PathBuf>,
+    /// Extra environment for the workers started from now on (a
+    /// `secret_env` variable only they have).
+    pub worker_env: Vec<(String, String)>,
     pub debug_log: bool,
     /// Serve HTTP (`--http`, on a free loopback port; else `--http off`,
     /// so managers of tests run at once never clash on its default port).
@@ -359,6 +365,7 @@ impl Cluster {
             workers: Vec::new(),
             manager_env: Vec::new(),
             manager_config: None,
+            worker_env: Vec::new(),
             debug_log: false,
             http: false,
             http_bind: "127.0.0.1:0".into(),
@@ -523,6 +530,7 @@ impl Cluster {
             .args(extra)
             .env("AAM_TOKEN", &self.token)
             .env("AAM_LOG", if self.debug_log { "debug" } else { "info" })
+            .envs(self.worker_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup"))
             .stderr(file)

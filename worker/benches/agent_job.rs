@@ -79,6 +79,7 @@ async fn run_one(path: &str, format: Option<AgentFormat>, round: usize) {
         job_name: format!("job{round}"),
         argv: vec!["cat".into(), path.into()],
         env: Vec::new(),
+        secret_env: Vec::new(),
         workdir: None,
         timeout_ms: None,
         idle_timeout_ms: None,

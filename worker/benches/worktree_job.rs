@@ -69,6 +69,7 @@ fn main() {
         let dirs = JobDirs {
             base: repo.clone(),
             worktrees: Some(worktrees.clone()),
+            run_ids: aam_worker::orphans::RunIds::new("bench"),
         };
         let (_stop, stop_rx) = tokio::sync::oneshot::channel();
         let started = Instant::now();
@@ -192,6 +193,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>) -> Assignment {
         job_name: format!("job{round}"),
         argv: vec!["sh".into(), "-c".into(), "echo x > f".into()],
         env: Vec::new(),
+        secret_env: Vec::new(),
         workdir: None,
         timeout_ms: None,
         idle_timeout_ms: None,

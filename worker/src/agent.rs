@@ -13,7 +13,8 @@ mod shutdown;
 pub use job_events::Event;
 pub use shutdown::{Drain, KillAll};
 
-use crate::child::{run_job, run_marker, JobDirs, StopOrder};
+use crate::child::{run_job, JobDirs, StopOrder};
+use crate::orphans::RunIds;
 use crate::teardown::{become_subreaper, reap_adopted};
 use crate::worktree::Worktrees;
 use aam_protocol::agent_run::AgentRun;
@@ -29,7 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-#[derive(Clone, Debug)]
+/// How a worker runs. Its `Debug` hides the token.
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub manager: String,
     pub token: String,
@@ -44,6 +46,22 @@ pub struct WorkerConfig {
     /// `worktree::default_root`); None: worktree jobs fail, saying so.
     pub worktrees: Option<PathBuf>,
     pub max_frame: usize,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("manager", &self.manager)
+            .field("token", &aam_protocol::secret::REDACTED)
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("prefetch", &self.prefetch)
+            .field("labels", &self.labels)
+            .field("workdir", &self.workdir)
+            .field("worktrees", &self.worktrees)
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
 }
 
 /// What the worker keeps of an assigned attempt.
@@ -98,6 +116,8 @@ pub struct WorkerAgent {
     output_cap: usize,
     /// Where worktree jobs get their worktrees.
     worktrees: Option<Arc<Worktrees>>,
+    /// The run ids this worker process gives its attempts' processes.
+    run_ids: RunIds,
 }
 
 /// Starts a worker in the current actix system.
@@ -110,6 +130,7 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         .map(|root| Worktrees::new(root, patch_limit));
     WorkerAgent {
         worktrees,
+        run_ids: RunIds::new(&config.name),
         config,
         instance: random_instance(),
         link: Link::Down,
@@ -154,7 +175,7 @@ impl WorkerAgent {
         }
         let job = AssignedJob {
             pid: 0,
-            marker: run_marker(&assignment),
+            marker: self.run_ids.marker(&assignment),
             stop: None,
             capture: OutputCapture::new(self.output_cap),
             agent_run: None,
@@ -171,6 +192,19 @@ impl WorkerAgent {
             let Some(assignment) = self.waiting.pop_front() else {
                 break;
             };
+            // A secret the job needs and this host lacks: it fails at once,
+            // saying which (the values themselves are read again at spawn).
+            if let Err(error) =
+                crate::secret_env::from_process(&assignment.secret_env, &self.config.name)
+            {
+                tracing::warn!(job = %assignment.job_name, session = %assignment.job.session,
+                    "could not start: {error}");
+                let attempt = assignment.attempt_ref();
+                self.assigned.remove(&attempt);
+                let end = WorkerToManager::SpawnFailed { attempt, error };
+                self.report_end(attempt, end, OutputCapture::new(0));
+                continue;
+            }
             tracing::debug!(job = %assignment.job_name, session = %assignment.job.session,
                 attempt = assignment.attempt, "starting job");
             self.active += 1;
@@ -181,6 +215,7 @@ impl WorkerAgent {
             let dirs = JobDirs {
                 base: self.config.workdir.clone(),
                 worktrees: self.worktrees.clone(),
+                run_ids: self.run_ids.clone(),
             };
             let span = tracing::info_span!("job", session = %assignment.job.session,
                 job = %assignment.job_name, attempt = assignment.attempt);
@@ -272,7 +307,23 @@ impl Actor for WorkerAgent {
                 let _ = worktrees.ready().await;
             });
         }
-        self.dial(ctx);
+        tracing::info!("{}", crate::orphans::mechanism());
+        // What an earlier run under this name left goes before we register
+        // (the manager has given those attempts to others by now).
+        let key = self.run_ids.key().to_string();
+        let stopped = tokio::task::spawn_blocking(move || crate::orphans::stop_earlier_runs(&key));
+        ctx.wait(stopped.into_actor(self).map(|stopped, act, ctx| {
+            match stopped {
+                Ok(left) if left != Default::default() => tracing::warn!(
+                    processes = left.processes,
+                    cgroups = left.cgroups,
+                    "stopped what an earlier run of this worker left running"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!("looking for an earlier run's processes: {e}"),
+            }
+            act.dial(ctx);
+        }));
     }
 }
 

@@ -7,6 +7,7 @@
 //! up before it starts and committed and removed before its end is told.
 
 use crate::inputs::InputFiles;
+use crate::orphans::RunIds;
 use crate::run_reader::RunReader;
 use crate::teardown::{job_processes, stop_job};
 use crate::worktree::{job, Worktrees};
@@ -101,18 +102,6 @@ pub fn resolve_workdir(base: &Path, workdir: Option<&str>) -> PathBuf {
     }
 }
 
-/// The environment entry that marks every process of one attempt, so
-/// descendants that leave the process group can still be found.
-pub fn run_marker(assignment: &Assignment) -> String {
-    format!(
-        "AAM_RUN_ID={}-{}-{}-{}",
-        std::process::id(),
-        assignment.job.session.0,
-        assignment.job.index,
-        assignment.attempt
-    )
-}
-
 /// Parses `::progress:: 40 running unit tests` (percent 0-100, message optional).
 pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
     let text = std::str::from_utf8(line).ok()?.trim();
@@ -128,12 +117,14 @@ pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
     Some((percent.round() as u8, message))
 }
 
-/// Where jobs run: the base of relative workdirs, and the worktrees of
-/// worktree jobs (none: such a job fails, saying so).
+/// Where jobs run: the base of relative workdirs, the worktrees of
+/// worktree jobs (none: such a job fails, saying so), and the run ids
+/// their processes carry.
 #[derive(Clone)]
 pub struct JobDirs {
     pub base: PathBuf,
     pub worktrees: Option<Arc<Worktrees>>,
+    pub run_ids: RunIds,
 }
 
 impl From<PathBuf> for JobDirs {
@@ -141,6 +132,7 @@ impl From<PathBuf> for JobDirs {
         JobDirs {
             base,
             worktrees: None,
+            run_ids: RunIds::new("worker"),
         }
     }
 }
@@ -165,7 +157,7 @@ pub async fn run_job(
         }
     };
     let workdir = tree.as_ref().map_or(workdir, |tree| tree.workdir.clone());
-    let marker = run_marker(&assignment);
+    let marker = dirs.run_ids.marker(&assignment);
     // A stop ordered during the set-up stops the job as soon as it started.
     let mut stop = Some(stop);
     let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop).await {
@@ -363,11 +355,15 @@ fn spawn(
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".to_string());
     };
+    // The agent's `secret_env`, from this worker's own environment (checked
+    // before the job was started; a value never leaves this process).
+    let secrets = crate::secret_env::from_process(&assignment.secret_env, "this worker")?;
     let (marker_key, marker_value) = marker.split_once('=').unwrap_or(("AAM_RUN_ID", marker));
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .envs(assignment.env.iter().map(|(k, v)| (k, v)))
+        .envs(secrets)
         .envs(aam_vars(assignment))
         .env("AAM_INPUTS", &inputs.json)
         .env("AAM_INPUTS_MD", &inputs.markdown)
@@ -377,8 +373,13 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // Held until spawned: the leader moves itself into it before exec.
+    let cgroup = crate::orphans::guard(&mut command, marker)?;
     let started = Instant::now();
-    let child = command.spawn().map_err(|e| format!("{program}: {e}"))?;
+    let child = command.spawn().map_err(|e| match &cgroup {
+        Some(c) => format!("{program}: {e} (started in cgroup {})", c.dir.display()),
+        None => format!("{program}: {e}"),
+    })?;
     Ok((child, started, inputs))
 }
 
@@ -444,10 +445,12 @@ pub async fn next_stop(stop: &mut Option<oneshot::Receiver<StopOrder>>) -> StopO
 }
 
 /// Stops what a job (or a verify) that ended on its own left running in
-/// its group, if anything. One syscall decides: scanning /proc for escaped
-/// descendants on every exit would cost more than the job.
+/// its group or its cgroup, if anything, and removes its cgroup. One
+/// syscall (and with a cgroup, one small read) decides: scanning /proc for
+/// escaped descendants on every exit would cost more than the job.
 pub async fn stop_leftovers(pid: u32, marker: String) {
-    if !group_has_members(pid) {
+    if !group_has_members(pid) && !crate::cgroup::populated(&marker) {
+        crate::cgroup::remove(&marker);
         return;
     }
     let leftovers = tokio::task::spawn_blocking(move || {

@@ -422,6 +422,7 @@ mod tests {
             job_name: "synth".into(),
             argv: vec!["true".into()],
             env: Vec::new(),
+            secret_env: Vec::new(),
             workdir: None,
             timeout_ms: None,
             idle_timeout_ms: None,

@@ -5,9 +5,12 @@
 //! `aam-worker` binary and `aam run` (embedded) share one code path.
 
 pub mod agent;
+pub mod cgroup;
 pub mod child;
 pub mod inputs;
+pub mod orphans;
 pub mod run_reader;
+pub mod secret_env;
 pub mod teardown;
 pub mod worktree;
 

@@ -154,6 +154,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Before any thread exists: the watchdog is forked.
+    if let Err(e) = aam_worker::orphans::start_watchdog(&config.name) {
+        tracing::warn!("no watchdog: a job's descendants may outlive a killed worker ({e})");
+    }
     let system = actix::System::new();
     system.block_on(async move {
         let worker = aam_worker::start(config);

@@ -5,6 +5,10 @@
 //!
 //! The worker is a child subreaper, so such escaped descendants are
 //! reparented to it rather than to init, and `reap_adopted` collects them.
+//! Where jobs have cgroups (`cgroup.rs`), every process in the job's cgroup
+//! is one of its processes too (even one that cleared its environment and
+//! left the group), the SIGKILL goes to the whole cgroup, and the emptied
+//! cgroup is removed.
 
 use aam_protocol::model::{SignalSent, TeardownReceipt};
 use aam_protocol::now_ms;
@@ -32,6 +36,8 @@ struct ProcStat {
     state: char,
     ppid: i32,
     pgrp: i32,
+    /// When it started, in clock ticks after boot (field 22).
+    start: u64,
 }
 
 fn proc_stat(pid: i32) -> Option<ProcStat> {
@@ -42,7 +48,30 @@ fn proc_stat(pid: i32) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(ProcStat { state, ppid, pgrp })
+    // Fields 6 to 21 lie between the group and the start time.
+    let start = fields.nth(16)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        ppid,
+        pgrp,
+        start,
+    })
+}
+
+/// When a live process started (clock ticks after boot): with its pid,
+/// it names one process, whatever reuses the pid later.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid as i32)
+        .filter(|s| s.state != 'Z')
+        .map(|s| s.start)
+}
+
+/// A process's environment entries (none if it cannot be read).
+pub(crate) fn environ_entries(pid: u32) -> Vec<Vec<u8>> {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(env) => env.split(|&b| b == 0).map(<[u8]>::to_vec).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn environ_has(pid: i32, marker: &[u8]) -> bool {
@@ -61,12 +90,13 @@ pub(crate) fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// Live (not zombie) processes of a job: in its process group, or marked
-/// with its run id.
+/// Live (not zombie) processes of a job: in its process group, marked
+/// with its run id, or in its cgroup.
 pub fn job_processes(pgid: u32, marker: &str) -> BTreeSet<u32> {
     let me = std::process::id() as i32;
+    let in_cgroup = crate::cgroup::members(marker);
     let marker = marker.as_bytes();
-    all_pids()
+    let mut found: BTreeSet<u32> = all_pids()
         .into_iter()
         .filter(|&pid| pid != me)
         .filter(|&pid| {
@@ -77,7 +107,9 @@ pub fn job_processes(pgid: u32, marker: &str) -> BTreeSet<u32> {
                 && ((pgid > 1 && stat.pgrp == pgid as i32) || environ_has(pid, marker))
         })
         .map(|pid| pid as u32)
-        .collect()
+        .collect();
+    found.extend(in_cgroup.into_iter().filter(|&pid| is_alive(pid)));
+    found
 }
 
 pub(crate) fn is_alive(pid: u32) -> bool {
@@ -137,6 +169,8 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
         for &pid in &left {
             signal(pid, libc::SIGKILL, &mut receipt);
         }
+        // Whatever forks in the cgroup meanwhile is killed with it.
+        crate::cgroup::kill(marker);
         seen.extend(left.iter().copied());
         if Instant::now() >= deadline {
             receipt.survivors = left.into_iter().filter(|&p| is_alive(p)).collect();
@@ -144,6 +178,7 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
         }
         std::thread::sleep(POLL);
     }
+    crate::cgroup::remove(marker);
     receipt
 }
 

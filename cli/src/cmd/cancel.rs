@@ -1,8 +1,9 @@
 //! `aam cancel SESSION[/JOB]`: jobs not started end at once; running ones
 //! are stopped (by default, the command returns once they have).
 
-use super::{duration_flag, print_json, session_arg};
+use super::{duration_flag, print_json, target_arg};
 use crate::args::ManagerFlags;
+use crate::client::Cancelled;
 use crate::endpoint;
 
 pub async fn run(
@@ -13,14 +14,11 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<i32> {
     let mut client = endpoint::connect(flags).await?;
-    let (session, job) = match target.split_once('/') {
-        Some((s, j)) => (session_arg(s)?, Some(j.to_string())),
-        None => (session_arg(target)?, None),
-    };
+    let (session, job) = target_arg(target)?;
     let grace_ms = duration_flag("--grace", grace)?;
     let ended = client.cancel(session, job, grace_ms, !no_wait).await?;
     if json {
-        print_json(&serde_json::json!({"cancelled": ended.cancelled, "stopped": ended.stopped}));
+        print_json(&cancelled_json(&ended));
         return Ok(0);
     }
     let verb = if no_wait { "stopping" } else { "stopped" };
@@ -33,4 +31,10 @@ pub async fn run(
         println!("  {verb}: {name}");
     }
     Ok(0)
+}
+
+/// `aam cancel --json` (and the MCP tool `cancel`): the jobs cancelled
+/// before they started, and the running ones stopped.
+pub fn cancelled_json(ended: &Cancelled) -> serde_json::Value {
+    serde_json::json!({"cancelled": ended.cancelled, "stopped": ended.stopped})
 }

@@ -27,14 +27,7 @@ pub async fn run(flags: &ManagerFlags, job: &str, json: bool) -> anyhow::Result<
             eprintln!("aam: the patch is not UTF-8: invalid bytes are replaced in the JSON (`aam diff` without --json prints it as it is)");
         }
         print_json(&serde_json::json!({
-            "branch": change.branch,
-            "base": change.base,
-            "commit": change.commit,
-            "files": change.stat.files,
-            "insertions": change.stat.insertions,
-            "deletions": change.stat.deletions,
-            "patch_bytes": change.patch_bytes,
-            "patch_cut": change.patch_cut,
+            "change": aam_protocol::json::change_json(&change),
             "patch": String::from_utf8_lossy(&patch),
         }));
         return Ok(0);

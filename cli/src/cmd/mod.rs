@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod apply;
 pub mod cancel;
+pub mod completions;
 pub mod continue_;
 pub mod decide;
 pub mod diff;
@@ -40,6 +41,14 @@ pub fn job_arg(job: &str) -> anyhow::Result<(SessionId, &str)> {
         .split_once('/')
         .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
     Ok((session_arg(session)?, name))
+}
+
+/// A cancel's target: `SESSION` or `SESSION/JOB`.
+pub fn target_arg(target: &str) -> anyhow::Result<(SessionId, Option<String>)> {
+    Ok(match target.split_once('/') {
+        Some((s, j)) => (session_arg(s)?, Some(j.to_string())),
+        None => (session_arg(target)?, None),
+    })
 }
 
 /// A duration flag such as `--grace 30s`, in milliseconds.

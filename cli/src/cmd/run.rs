@@ -20,6 +20,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         &args.data_dir,
         embedded::Http::OffUnlessSet,
     )?;
+    // Before any thread exists: the embedded worker's watchdog is forked.
+    if let Err(e) = aam_worker::orphans::start_watchdog("local") {
+        tracing::debug!("no watchdog for the local worker: {e}");
+    }
     let system = actix::System::new();
     let outcome = system.block_on(async move {
         let (manager, worker) = embedded::start(config, slots).await?;

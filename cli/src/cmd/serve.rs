@@ -15,6 +15,10 @@ pub fn run(data_dir: PathBuf, slots: Option<u32>, config: Option<PathBuf>) -> an
     );
     let config = embedded::config(config.as_deref(), &data_dir, embedded::Http::On)?;
     let slots = slots.unwrap_or_else(embedded::default_slots);
+    // Before any thread exists: the embedded worker's watchdog is forked.
+    if let Err(e) = aam_worker::orphans::start_watchdog("local") {
+        tracing::debug!("no watchdog for the local worker: {e}");
+    }
     let system = actix::System::new();
     system.block_on(async move {
         let (manager, worker) = embedded::start(config, slots).await?;

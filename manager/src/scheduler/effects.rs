@@ -9,6 +9,7 @@ use super::read_only::{commit_thread_gone, not_stored};
 use super::{Scheduler, WorkerId};
 use crate::client_conn::SessionUpdate;
 use crate::commit::StoreFailure;
+use crate::notify::Staged;
 use crate::worker_conn::ToWorker;
 use aam_protocol::messages::{ClientResponse, ManagerToWorker};
 use aam_protocol::model::SessionSummary;
@@ -35,6 +36,9 @@ pub(super) enum Effect {
     FirstUpdate(SessionSummary, mpsc::Sender<SessionSummary>),
     /// Everything changed before it is durable.
     Flushed(oneshot::Sender<()>),
+    /// Notifications stored with the commit, to deliver; and those it
+    /// took out of the outbox.
+    Notices(Staged),
 }
 
 /// Effects waiting for their commit, oldest first, by commit number.
@@ -141,6 +145,7 @@ impl Scheduler {
                     Effect::Flushed(tx) => {
                         let _ = tx.send(());
                     }
+                    Effect::Notices(staged) => self.notify.refused(staged),
                     Effect::ToWorker(..)
                     | Effect::Notify(_)
                     | Effect::Watch(..)
@@ -168,6 +173,7 @@ impl Scheduler {
                 Effect::Flushed(tx) => {
                     let _ = tx.send(());
                 }
+                Effect::Notices(staged) => self.notify.release(staged),
             }
         }
     }

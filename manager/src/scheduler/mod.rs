@@ -9,6 +9,7 @@
 //! `read_only` is what it does while the store takes no writes.
 
 mod effects;
+mod notices;
 mod observers;
 mod read_only;
 mod requests;
@@ -19,6 +20,7 @@ pub use workers::{WorkerConnected, WorkerDisconnected, WorkerReport};
 
 use crate::client_conn::SessionUpdate;
 use crate::commit::Committer;
+use crate::notify::Outbox;
 use crate::state::{BranchDeletion, State};
 use crate::worker_conn::WorkerConn;
 use aam_protocol::codec;
@@ -73,6 +75,8 @@ pub struct Scheduler {
     parked: Parked,
     cancel_waiters: Vec<CancelWaiter>,
     health: StoreHealth,
+    /// `[[notify]]`: events made with the changes, delivered once durable.
+    pub notify: Outbox,
 }
 
 impl Scheduler {
@@ -97,6 +101,7 @@ impl Scheduler {
             parked: Parked::default(),
             cancel_waiters: Vec::new(),
             health: StoreHealth::default(),
+            notify: Outbox::default(),
         }
     }
 
@@ -131,7 +136,11 @@ impl Scheduler {
                 }
             }
         }
-        let changes = self.state.take_changes();
+        let mut changes = self.state.take_changes();
+        let staged = self.notify.stage(&mut self.state, &mut changes, now);
+        if !staged.is_empty() {
+            effects.push(Effect::Notices(staged));
+        }
         self.commit_then_release(ctx, changes, effects);
     }
 
@@ -229,6 +238,7 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Bounds `send` from connection actors (output chunks wait here).
         ctx.set_mailbox_capacity(1024);
+        self.notify.start(ctx.address().recipient());
         // Retention: now, then every hour (not while the store takes no
         // writes: the timers change records).
         ctx.run_later(Duration::from_secs(1), |act, ctx| act.retain(ctx));
@@ -288,6 +298,14 @@ impl Handler<ClientCall> for Scheduler {
             }
         }
         self.settle(ctx, effects);
+    }
+}
+
+impl Handler<crate::metrics::CountModel> for Scheduler {
+    type Result = MessageResult<crate::metrics::CountModel>;
+
+    fn handle(&mut self, _: crate::metrics::CountModel, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.counts(now_ms()))
     }
 }
 

@@ -145,6 +145,15 @@ impl State {
             return;
         };
         entry.spent.add(live.spend);
+        if let Some(agent) = entry
+            .jobs()
+            .get(key.index as usize)
+            .and_then(|j| j.agent.as_deref())
+        {
+            let s = live.spend;
+            let tokens = (s.input_tokens, s.output_tokens, s.cache_read_tokens);
+            self.config.metrics.agent_spent(agent, s.cost_usd, tokens);
+        }
         if let Some(job) = self.job_mut(key) {
             job.agent_run = Some(live.run);
         }

@@ -349,7 +349,7 @@ impl State {
         self.keep_change(attempt, change, patch);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
         if let Some((group, limit)) = limited {
-            self.pause_group(&group, &limit, now);
+            self.pause_group(key, &group, &limit, now);
         }
         Ok(())
     }
@@ -412,6 +412,8 @@ impl State {
             other => other,
         };
         job.close_attempt(outcome_of(end), exit, reason.clone(), teardown, now);
+        let took = now.saturating_sub(job.started_at_ms.unwrap_or(now));
+        self.config.metrics.attempt_ended(outcome_of(end), took);
         match end {
             AttemptEnd::Lost => job.losses += 1,
             AttemptEnd::Final(JobStatus::Failed | JobStatus::TimedOut)
@@ -448,7 +450,7 @@ impl State {
                 let priority = job.priority;
                 self.set_status(key, JobStatus::Queued);
                 // It was dispatched before anything still queued: it goes first.
-                self.queue.push_front(key, priority);
+                self.queue.push_front(key, priority, now);
             }
         }
     }

@@ -107,10 +107,11 @@ impl State {
                 job.reason = Some(AWAITING.into());
             }
             self.sessions.notify(key.session);
+            self.note_gate_waiting(key);
         } else {
             let priority = job.priority;
             self.set_status(key, JobStatus::Queued);
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
     }
 

@@ -153,7 +153,7 @@ impl State {
                 return None;
             }
         };
-        self.queue.remove(key);
+        let queued_since = self.queue.remove(key);
         let worker = self.workers.get_mut(&worker_id)?;
         worker.assigned.insert(key);
         let worker_name = worker.name.clone();
@@ -163,8 +163,19 @@ impl State {
         entry.live.insert(key.index, OutputCapture::new(cap));
         entry.live_agents.remove(&key.index);
         let session_name = entry.record().name.clone();
+        // Names only, from the agent's definition as it is now (the record
+        // keeps none: they are config, and the values never reach here).
+        let secret_env = self
+            .sessions
+            .job(key)
+            .and_then(|job| self.config.agents.get(job.agent.as_deref()?))
+            .map(|agent| agent.secret_env.clone())
+            .unwrap_or_default();
         let job = self.sessions.job_mut(key)?;
         let attempt = job.begin_attempt(worker_name, now);
+        if let Some(since) = queued_since {
+            self.config.metrics.dispatched(now.saturating_sub(since));
+        }
         Some(Assignment {
             job: key,
             attempt,
@@ -172,6 +183,7 @@ impl State {
             job_name: job.name.clone(),
             argv: job.argv.clone(),
             env: job.env.clone(),
+            secret_env,
             workdir: job.workdir.clone(),
             timeout_ms: job.policy.timeout_ms,
             idle_timeout_ms: job.policy.idle_timeout_ms,
@@ -195,7 +207,7 @@ impl State {
             if let Some(job) = self.job_mut(key) {
                 job.not_before_ms = None;
             }
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, due);
             released += 1;
         }
         released

@@ -10,6 +10,7 @@
 
 use super::State;
 use aam_protocol::agent_run::{LimitPause, UsageLimit};
+use aam_protocol::JobKey;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -125,14 +126,19 @@ fn cut(text: &str, max: usize) -> String {
 }
 
 impl State {
-    /// An attempt of `group` ended on a usage limit: the group is paused.
-    pub(super) fn pause_group(&mut self, group: &str, limit: &UsageLimit, now: u64) {
+    /// An attempt of `group` (job `by`'s) ended on a usage limit: the
+    /// group is paused (a pause that was in force already is no news).
+    pub(super) fn pause_group(&mut self, by: JobKey, group: &str, limit: &UsageLimit, now: u64) {
         let previous = self.pauses.by_group.get(group);
         let pause = next_pause(group, previous, limit, self.config.limit_backoff_ms, now);
+        if !self.pauses.holds(group, now) {
+            self.note_paused(by, pause.clone());
+        }
         tracing::info!(group, until_ms = pause.until_ms, backoff_ms = pause.backoff_ms,
             message = %pause.message, "usage limit: pausing the group");
         self.pauses.unsaved.insert(group.to_string());
         self.pauses.by_group.insert(group.to_string(), pause);
+        self.config.metrics.limit_paused(group);
     }
 
     /// A job of `group` succeeded: its backoff starts again from the

@@ -10,16 +10,21 @@
 //! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
 //! `deps`, `control` (cancel, retry, gates), `variants` (best of N),
 //! `worktrees` (orders, changes, patches, branches), `workers`, `views`,
-//! `rebuild`.
+//! `counts` (the gauges of `GET /metrics`), `rebuild`, `notices` (the
+//! transitions `[[notify]]` tells of). Events the metrics count (dispatch
+//! latency, attempt ends, agents' spend, limit pauses) are observed
+//! through `StateConfig::metrics`: atomics, no I/O.
 
 mod agent_runs;
 mod attempts;
 mod budget;
 mod control;
+mod counts;
 mod deps;
 mod dispatch;
 mod follow_up;
 mod limits;
+mod notices;
 mod queue;
 mod rebuild;
 mod session;
@@ -38,6 +43,7 @@ pub use budget::{BudgetStop, Spend};
 pub use control::CancelOutcome;
 pub use follow_up::ContinueRefused;
 pub use limits::LIMIT_BACKOFF_CAP_MS;
+pub use notices::{EventKind, Transition};
 pub use session::Collected;
 pub use variants::VARIANT_ENV;
 pub use views::JobLogs;
@@ -103,6 +109,8 @@ pub struct StateConfig {
     pub patch_cap: u64,
     /// Removing a session also orders its worktree jobs' branches deleted.
     pub gc_branches: bool,
+    /// Where the model observes events for `GET /metrics` (atomics only).
+    pub metrics: crate::metrics::Observer,
 }
 
 impl Default for StateConfig {
@@ -126,6 +134,7 @@ impl Default for StateConfig {
             default_max_cost_usd: None,
             patch_cap: crate::config::DEFAULT_PATCH_CAP,
             gc_branches: false,
+            metrics: Default::default(),
         }
     }
 }
@@ -178,6 +187,8 @@ pub struct State {
     committing_patches: HashMap<JobKey, (u32, Vec<u8>)>,
     /// Usage-limit groups paused, or whose backoff is still raised.
     pauses: Pauses,
+    /// Transitions to tell `[[notify]]` targets of, since last taken.
+    transitions: Vec<Transition>,
 }
 
 impl State {
@@ -199,6 +210,7 @@ impl State {
             unsaved_patches: Vec::new(),
             committing_patches: HashMap::new(),
             pauses: Pauses::default(),
+            transitions: Vec::new(),
         }
     }
 
@@ -213,7 +225,9 @@ impl State {
     }
 
     fn set_status(&mut self, key: JobKey, status: JobStatus) {
+        let was = self.job(key).map(|j| j.status);
         self.sessions.set_status(key, status);
+        self.note_status(key, was, status);
     }
 
     /// Whether a job has ended for good.
@@ -249,6 +263,8 @@ impl State {
                 .then_some(self.next_session),
             pauses,
             pauses_ended,
+            // The outbox's are added by the scheduler (`notify::Outbox`).
+            ..Changes::default()
         }
     }
 

@@ -47,6 +47,9 @@ impl State {
             state.recheck_session(id, now);
         }
         state.restore_queue_and_orphans(now);
+        // What rechecking settled was told of before the restart, or never
+        // happened as a change of its own: no event is made again.
+        state.transitions.clear();
         state
     }
 
@@ -77,7 +80,7 @@ impl State {
             }
         }
         for (key, priority) in queued {
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
     }
 

@@ -64,10 +64,19 @@ impl State {
             .filter(|j| j.status == JobStatus::Queued)
             .map(|j| (j.key, j.priority))
             .collect();
+        // Gates with nothing to wait for wait for their decision at once.
+        let gates: Vec<JobKey> = jobs
+            .iter()
+            .filter(|j| j.gate && j.reason.as_deref() == Some(AWAITING))
+            .map(|j| j.key)
+            .collect();
         let entry = SessionEntry::new(record, jobs, &self.config.prices);
         self.sessions.insert_new(entry);
+        for key in gates {
+            self.note_gate_waiting(key);
+        }
         for (key, priority) in queued {
-            self.queue.push_back(key, priority);
+            self.queue.push_back(key, priority, now);
         }
         if let Some(k) = idempotency_key {
             self.by_idempotency_key.insert(k, id);

@@ -165,6 +165,7 @@ pub fn snapshot_of(state: &mut State) -> Snapshot {
         jobs: changes.jobs,
         next_session: changes.next_session.unwrap_or(1),
         pauses: changes.pauses,
+        ..Snapshot::default()
     }
 }
 

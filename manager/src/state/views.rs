@@ -314,7 +314,9 @@ impl State {
                 description: def.description.clone(),
                 model: def.model.clone(),
                 tools: def.tools.clone(),
-                command: def.command.clone(),
+                // A value written into a template after `--api-key` is
+                // not shown (every reader of AgentInfo gets it so).
+                command: aam_protocol::secret::redact_argv(&def.command),
             })
             .collect();
         (agents, self.config.agent_problems.clone())

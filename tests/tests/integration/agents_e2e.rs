@@ -220,7 +220,7 @@ fn a_usage_limit_pauses_three_jobs_until_its_reset_while_other_jobs_run() {
     let server = ModelServer::start();
     // Far enough ahead that three CLIs reach the stand-in before it, on a
     // slow machine too; every request before it meets the limit.
-    let reset = reset_in(10);
+    let reset = reset_in(15);
     server
         .on(When::before(reset), plan_limit_until(reset))
         .on(When::any(), Message::answer("done after the reset"));
@@ -290,7 +290,7 @@ fn a_usage_limit_pauses_three_jobs_until_its_reset_while_other_jobs_run() {
 #[test]
 fn a_pause_is_kept_across_a_manager_restart() {
     let server = ModelServer::start();
-    let reset = reset_in(10);
+    let reset = reset_in(15);
     server
         .on(When::before(reset), plan_limit_until(reset))
         .on(When::any(), Message::answer("resumed"));
@@ -564,7 +564,7 @@ fn an_agent_that_reports_an_error_fails_with_its_text_as_the_reason() {
 #[test]
 fn a_limit_holds_only_its_own_group() {
     let server = ModelServer::start();
-    let reset = reset_in(12);
+    let reset = reset_in(17);
     server
         .on(
             When::prompt_contains("limited").and(When::before(reset)),

@@ -34,6 +34,7 @@ fn run_script(script: &str, format: Option<AgentFormat>) -> Vec<(Instant, JobEve
         job_name: "agent".into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: Vec::new(),
+        secret_env: Vec::new(),
         workdir: None,
         timeout_ms: Some(30_000),
         idle_timeout_ms: None,

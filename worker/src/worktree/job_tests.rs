@@ -49,6 +49,7 @@ fn command_job(script: &str, workdir: &str, order: Option<WorktreeOrder>) -> Ass
         job_name: "job".into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: Vec::new(),
+        secret_env: Vec::new(),
         workdir: Some(workdir.into()),
         timeout_ms: Some(60_000),
         idle_timeout_ms: None,
@@ -76,6 +77,7 @@ fn dirs(base: &Path, worktrees: &Arc<Worktrees>) -> JobDirs {
     JobDirs {
         base: base.to_path_buf(),
         worktrees: Some(worktrees.clone()),
+        run_ids: crate::orphans::RunIds::new("job-tests"),
     }
 }
 

@@ -30,6 +30,7 @@ fn assignment(order: &WorktreeOrder) -> Assignment {
         job_name: "job".into(),
         argv: vec!["true".into()],
         env: vec![("AAM_VARIANT".into(), "2".into())],
+        secret_env: Vec::new(),
         workdir: None,
         timeout_ms: None,
         idle_timeout_ms: None,

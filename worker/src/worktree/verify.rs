@@ -121,7 +121,8 @@ fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
         return Err("verify is an empty command".to_string());
     };
     let (marker_key, marker_value) = verify.marker.split_once('=').unwrap_or(("AAM_RUN_ID", ""));
-    tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .envs(verify.env.iter().map(|(k, v)| (k, v)))
         .env(marker_key, marker_value)
@@ -129,7 +130,11 @@ fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
+        .process_group(0);
+    // Like the job's own process: dies with the worker, in the job's cgroup.
+    let _cgroup = crate::orphans::guard(&mut command, verify.marker)
+        .map_err(|e| format!("[aam: verify could not start: {e}]\n"))?;
+    command
         .spawn()
         .map_err(|e| format!("[aam: verify could not start: {program}: {e}]\n"))
 }
