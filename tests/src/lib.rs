@@ -15,6 +15,7 @@
 //! - `AAM_MCP_VENV`: the virtualenv with the MCP Python SDK the MCP tests
 //!   drive `aam mcp` with (default tests/.venv; see [`mcp`]).
 
+pub mod browser;
 pub mod change;
 pub mod claude;
 pub mod git;

@@ -9,6 +9,7 @@ mod chaos;
 mod claude_code;
 mod completions;
 mod control;
+mod dashboard;
 mod dependencies;
 mod disk;
 mod durability;
