@@ -146,7 +146,8 @@ impl Thread {
             }),
         };
         if result.is_ok() {
-            self.metrics.committed(size, started.elapsed());
+            self.metrics
+                .committed(size, started.elapsed(), self.writer.last_sync());
         }
         for reply in replies {
             let _ = reply.send(result.clone());

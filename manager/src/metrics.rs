@@ -122,6 +122,7 @@ struct Events {
     attempt_seconds: [Histogram; 6],
     commit_group_size: Histogram,
     commit_seconds: Histogram,
+    fdatasync_seconds: Histogram,
     agent_cost: Family<AgentLabel, CostCounter>,
     agent_tokens: Family<TokenLabels, Counter>,
     agents: HashMap<String, AgentCounters>,
@@ -202,6 +203,13 @@ impl Observer {
             Unit::Seconds,
             commit_seconds.clone(),
         );
+        let fdatasync_seconds = Histogram::new(exponential_buckets(0.0001, 2.5, 12));
+        registry.register_with_unit(
+            "fdatasync",
+            "Time the store log's fdatasync takes, once per commit group",
+            Unit::Seconds,
+            fdatasync_seconds.clone(),
+        );
         let agent_cost = Family::<AgentLabel, CostCounter>::default();
         let agent_tokens = Family::<TokenLabels, Counter>::default();
         let limit_pauses = Family::<GroupLabel, Counter>::default();
@@ -240,6 +248,7 @@ impl Observer {
             attempt_seconds,
             commit_group_size,
             commit_seconds,
+            fdatasync_seconds,
             agent_cost,
             agent_tokens,
             agents: by_agent,
@@ -295,10 +304,12 @@ impl Observer {
         };
     }
 
-    /// The commit thread made `change_sets` durable with one sync, in `took`.
-    pub fn committed(&self, change_sets: usize, took: Duration) {
+    /// The commit thread made `change_sets` durable with one sync, in
+    /// `took`, of which `synced` was the log's fdatasync.
+    pub fn committed(&self, change_sets: usize, took: Duration, synced: Duration) {
         self.0.commit_group_size.observe(change_sets as f64);
         self.0.commit_seconds.observe(took.as_secs_f64());
+        self.0.fdatasync_seconds.observe(synced.as_secs_f64());
     }
 }
 
@@ -479,6 +490,7 @@ mod tests {
             ("aam_job_duration_seconds", "histogram"),
             ("aam_commit_group_size", "histogram"),
             ("aam_commit_duration_seconds", "histogram"),
+            ("aam_fdatasync_seconds", "histogram"),
             ("aam_agent_cost_usd_total", "counter"),
             ("aam_agent_tokens_total", "counter"),
             ("aam_limit_pauses_total", "counter"),
@@ -526,7 +538,7 @@ mod tests {
         observer.agent_spent("later", 0.0, (5, 0, 0));
         observer.limit_paused("anthropic");
         observer.limit_paused("anthropic");
-        observer.committed(3, Duration::from_millis(2));
+        observer.committed(3, Duration::from_millis(2), Duration::from_millis(1));
         observer.attempt_ended(AttemptOutcome::Limited, 1500);
         let text = scrape(&observer, &ModelCounts::default());
         for line in [
@@ -539,6 +551,7 @@ mod tests {
             "aam_commit_group_size_count 1\n",
             "aam_commit_group_size_sum 3.0\n",
             "aam_commit_duration_seconds_count 1\n",
+            "aam_fdatasync_seconds_count 1\n",
             "aam_job_duration_seconds_count{outcome=\"limited\"} 1\n",
             "aam_job_duration_seconds_sum{outcome=\"limited\"} 1.5\n",
             // Every outcome has its series from the start, at zero.

@@ -44,6 +44,8 @@ pub struct StoreWriter {
     sled_failed: bool,
     /// A due checkpoint was put off (said once, not at every commit).
     checkpoint_postponed: bool,
+    /// How long the last commit's fdatasync took.
+    last_sync: std::time::Duration,
 }
 
 impl StoreWriter {
@@ -53,7 +55,13 @@ impl StoreWriter {
             wal,
             sled_failed: false,
             checkpoint_postponed: false,
+            last_sync: std::time::Duration::ZERO,
         }
+    }
+
+    /// How long the last commit's fdatasync of the log took (for metrics).
+    pub fn last_sync(&self) -> std::time::Duration {
+        self.last_sync
     }
 
     /// Commits a group of change sets: one log frame each, one fdatasync,
@@ -75,7 +83,9 @@ impl StoreWriter {
         // The log's frames, then sled's writes of the same records.
         self.ensure_room(frames.saturating_mul(3))?;
         self.wal.append(&bodies)?;
+        let syncing = std::time::Instant::now();
         self.wal.sync()?;
+        self.last_sync = syncing.elapsed();
         // Durable from here on: a failure below loses nothing.
         let applied = self
             .store
