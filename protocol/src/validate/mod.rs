@@ -1,0 +1,282 @@
+//! Validation of a batch, and the typed batch it yields: every check that
+//! can be made without the manager's agents (names, what each job runs,
+//! dependencies and cycles, durations, sizes), done once, so what comes
+//! after never parses or second-guesses a field again.
+//!
+//! The checks live beside what they check: `job` a job's own fields and
+//! what it runs, `limits` sizes and values, `worktree` the worktree keys,
+//! `dependencies` names, dependencies and cycles.
+
+mod dependencies;
+mod job;
+mod limits;
+mod worktree;
+
+use crate::model::JobStatus;
+use crate::spec::{is_valid_name, BatchSpec, JobSpec, Limits, SpecError, SpecErrors, When};
+use crate::worktree::Isolation;
+use dependencies::check_names_and_dependencies;
+use job::check_job;
+use limits::bad_budget;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// A batch that passed `validate`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidBatch {
+    pub name: String,
+    pub max_parallel: Option<u32>,
+    pub max_cost_usd: Option<f64>,
+    pub jobs: Vec<ValidJob>,
+}
+
+/// What a job runs: exactly one of a command, an agent, or nothing (a gate).
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobKind {
+    /// An argv list; the first element is the program.
+    Command(Vec<String>),
+    /// An agent of the manager's config, filled with a prompt and model.
+    Agent(AgentCall),
+    /// Runs nothing: waits for `aam approve` / `aam reject`.
+    Gate,
+}
+
+/// Which agent a job runs, and what fills its template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentCall {
+    pub agent: String,
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+    /// The agent session a follow-up resumes (`aam continue`; never from a
+    /// batch file).
+    pub resume: Option<String>,
+}
+
+/// One job of a valid batch, its fields parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidJob {
+    pub name: String,
+    pub kind: JobKind,
+    /// Indices (in the batch) of the jobs it waits for, and the condition on each.
+    pub depends_on: Vec<(u32, When)>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub grace_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    /// The endings that are retried (`failed` and `timed_out` unless the job says).
+    pub retry_on: Vec<JobStatus>,
+    pub priority: i32,
+    pub requires: BTreeMap<String, String>,
+    pub max_cost_usd: Option<f64>,
+    /// None: its agent's default, else none. `base`, `variants` and
+    /// `verify` imply a worktree.
+    pub isolation: Option<Isolation>,
+    pub base: Option<Base>,
+    /// 2-10 variants, each a job of its own (`NAME.1` ...), or none.
+    pub variants: Option<u32>,
+    pub verify: Option<Vec<String>>,
+}
+
+/// What a worktree job's branch starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// A ref or commit of the repository (`HEAD`, `main`, a sha).
+    Ref(String),
+    /// The branch of this dependency of the job (`job:NAME`).
+    Job(String),
+}
+
+/// Most variants of one job.
+pub const MAX_VARIANTS: u32 = 10;
+
+/// Checks everything that can be checked without the manager's agents:
+/// names, command/agent choice, dependencies, cycles and sizes, and types
+/// the batch, moving its values (a batch may hold 100,000 jobs: nothing is
+/// copied). Reports every problem found, not just the first.
+pub fn validate(batch: BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErrors> {
+    let mut errors = Vec::new();
+    check_batch_fields(&batch, limits, &mut errors);
+    if batch.jobs.len() > limits.max_jobs {
+        // Not worth checking each of a million jobs.
+        return Err(SpecErrors(errors));
+    }
+    // Names and dependencies while the jobs are borrowed; a job's name
+    // errors are listed before its other ones, dependencies' after all.
+    let (mut name_errors, mut deps, dependency_errors) =
+        check_names_and_dependencies(&batch, limits);
+    name_errors.reverse();
+    let mut jobs = Vec::with_capacity(batch.jobs.len());
+    for (i, job) in batch.jobs.into_iter().enumerate() {
+        while name_errors.last().is_some_and(|(at, _)| *at == i) {
+            errors.push(name_errors.pop().expect("checked").1);
+        }
+        let mut typed = check_job(job, i, limits, &mut errors);
+        typed.depends_on = std::mem::take(&mut deps[i]);
+        jobs.push(typed);
+    }
+    errors.extend(dependency_errors);
+    if !errors.is_empty() {
+        return Err(SpecErrors(errors));
+    }
+    Ok(ValidBatch {
+        name: batch.name,
+        max_parallel: batch.max_parallel,
+        max_cost_usd: batch.max_cost_usd,
+        jobs,
+    })
+}
+
+/// What a job is called in an error: its name, or its place when it has none.
+fn label_of(job: &JobSpec, index: usize) -> Cow<'_, str> {
+    if job.name.is_empty() {
+        Cow::Owned(format!("jobs[{index}]"))
+    } else {
+        Cow::Borrowed(&job.name)
+    }
+}
+
+fn check_batch_fields(batch: &BatchSpec, limits: &Limits, errors: &mut Vec<SpecError>) {
+    if batch.name.is_empty()
+        || batch.name.len() > limits.max_name_len
+        || !is_valid_name(&batch.name)
+    {
+        errors.push(SpecError::batch(
+            "name",
+            format!(
+                "session name '{}' must be 1-{} letters, digits, '-', '_' or '.'",
+                batch.name, limits.max_name_len
+            ),
+        ));
+    }
+    if batch.max_parallel == Some(0) {
+        errors.push(SpecError::batch("max_parallel", "must be at least 1"));
+    }
+    if let Some(message) = batch.max_cost_usd.and_then(bad_budget) {
+        errors.push(SpecError::batch("max_cost_usd", message));
+    }
+    if batch.jobs.is_empty() {
+        errors.push(SpecError::batch("jobs", "the batch has no jobs"));
+    }
+    if batch.jobs.len() > limits.max_jobs {
+        errors.push(SpecError::batch(
+            "jobs",
+            format!(
+                "{} jobs exceed the limit of {} jobs per session",
+                batch.jobs.len(),
+                limits.max_jobs
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod test_support {
+    use super::validate;
+    use crate::spec::{BatchSpec, Dependency, JobSpec, Limits};
+
+    pub(super) fn job(name: &str, deps: &[&str]) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            command: Some(vec!["true".into()]),
+            depends_on: deps.iter().map(|d| Dependency::after(d)).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
+        BatchSpec {
+            max_cost_usd: None,
+            name: "b".into(),
+            max_parallel: None,
+            jobs,
+        }
+    }
+
+    pub(super) fn errors(b: &BatchSpec) -> String {
+        validate(b.clone(), &Limits::default())
+            .unwrap_err()
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{batch, errors, job};
+    use super::*;
+    use crate::spec::Dependency;
+
+    #[test]
+    fn a_job_s_errors_come_in_field_order_and_dependencies_after_all_jobs() {
+        let mut bad = job("x y", &["zz"]);
+        bad.command = Some(vec![]);
+        let b = batch(vec![bad, job("a", &["a"])]);
+        let e = errors(&b);
+        let fields: Vec<&str> = e
+            .lines()
+            .map(|l| {
+                l.split("field '")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('\'')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            vec!["name", "command", "depends_on", "depends_on"],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_valid_batch_is_typed_with_its_fields_parsed() {
+        let mut agent = JobSpec {
+            name: "review".into(),
+            agent: Some("reviewer".into()),
+            prompt: Some("look".into()),
+            timeout: Some("1m30s".into()),
+            retry_on: Some(vec!["timed_out".into()]),
+            ..Default::default()
+        };
+        agent.depends_on = vec![Dependency {
+            job: "tests".into(),
+            when: When::Finished,
+        }];
+        let gate = JobSpec {
+            name: "approve".into(),
+            gate: true,
+            grace: Some("0s".into()),
+            depends_on: vec![Dependency::after("review")],
+            ..Default::default()
+        };
+        let valid = validate(
+            batch(vec![job("tests", &[]), agent, gate]),
+            &Limits::default(),
+        )
+        .unwrap();
+        let [tests, review, approve] = &valid.jobs[..] else {
+            panic!("three jobs expected: {valid:?}");
+        };
+        assert_eq!(tests.kind, JobKind::Command(vec!["true".into()]));
+        assert_eq!(tests.retry_on, vec![JobStatus::Failed, JobStatus::TimedOut]);
+        assert_eq!(
+            review.kind,
+            JobKind::Agent(AgentCall {
+                agent: "reviewer".into(),
+                prompt: Some("look".into()),
+                model: None,
+                resume: None,
+            })
+        );
+        assert_eq!(review.timeout_ms, Some(90_000));
+        assert_eq!(review.retry_on, vec![JobStatus::TimedOut]);
+        assert_eq!(review.depends_on, vec![(0, When::Finished)]);
+        assert_eq!(approve.kind, JobKind::Gate);
+        assert_eq!(approve.grace_ms, Some(0));
+        assert_eq!(approve.depends_on, vec![(1, When::Succeeded)]);
+    }
+}
