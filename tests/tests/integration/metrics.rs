@@ -198,7 +198,11 @@ fn metrics_parse_and_count_what_aam_status_shows() {
     let commits = m.count("aam_commit_group_size");
     assert!(commits >= 1.0, "{}", m.text);
     assert_eq!(m.count("aam_commit_duration_seconds"), commits);
-    assert_eq!(m.count("aam_fdatasync_seconds"), commits, "one fdatasync a group");
+    assert_eq!(
+        m.count("aam_fdatasync_seconds"),
+        commits,
+        "one fdatasync a group"
+    );
     let sets = m.value("aam_commit_group_size_sum", &[]);
     assert!(sets >= commits, "every group holds a change set at least");
 }
