@@ -3,7 +3,7 @@
 //! partial change is committed, what cannot be set up ends as
 //! `WorktreeFailed` with nothing started; and the clean-up at start.
 
-use super::test_repo::{git, order, runtime, TestRepo};
+use super::test_repo::{git, job_with, order, runtime, TestRepo};
 use super::*;
 use crate::child::{run_job, EventSink, JobDirs, JobEvent, StopOrder};
 use aam_protocol::messages::Assignment;
@@ -39,25 +39,7 @@ impl EventSink for Recorder {
 }
 
 fn command_job(script: &str, workdir: &str, order: Option<WorktreeOrder>) -> Assignment {
-    Assignment {
-        job: aam_protocol::JobKey {
-            session: aam_protocol::SessionId(1),
-            index: 0,
-        },
-        attempt: 1,
-        session_name: "s".into(),
-        job_name: "job".into(),
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        env: Vec::new(),
-        secret_env: Vec::new(),
-        workdir: Some(workdir.into()),
-        timeout_ms: Some(60_000),
-        idle_timeout_ms: None,
-        grace_ms: 200,
-        format: None,
-        worktree: order.map(Box::new),
-        inputs: Vec::new(),
-    }
+    job_with(&["sh", "-c", script], Some(workdir), order)
 }
 
 /// Runs a job to its end; `cancel_when_ready` stops it (as `aam cancel`)

@@ -1,6 +1,7 @@
 //! Real git repositories in temporary directories for the worktree tests,
 //! and the orders they are given.
 
+use aam_protocol::messages::Assignment;
 use aam_protocol::worktree::WorktreeOrder;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +98,30 @@ impl TestRepo {
 }
 
 /// An order for a new branch `aam/s1/NAME` at `s1/NAME`, from `HEAD`.
+/// A job running `argv` in `workdir` (the worker's own when None), with a
+/// worktree order.
+pub fn job_with(argv: &[&str], workdir: Option<&str>, order: Option<WorktreeOrder>) -> Assignment {
+    Assignment {
+        job: aam_protocol::JobKey {
+            session: aam_protocol::SessionId(1),
+            index: 0,
+        },
+        attempt: 1,
+        session_name: "s".into(),
+        job_name: "job".into(),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        secret_env: Vec::new(),
+        workdir: workdir.map(Into::into),
+        timeout_ms: Some(60_000),
+        idle_timeout_ms: None,
+        grace_ms: 200,
+        format: None,
+        worktree: order.map(Box::new),
+        inputs: Vec::new(),
+    }
+}
+
 pub fn order(name: &str) -> WorktreeOrder {
     WorktreeOrder {
         branch: format!("aam/s1/{name}"),

@@ -6,7 +6,7 @@
 
 use super::finish::{cut_patch, parse_numstat, PATCH_CUT_MARKER};
 use super::job::{self, JobTree, ProcessEnd, TreeEnd};
-use super::test_repo::{git, order, runtime, TestRepo};
+use super::test_repo::{git, job_with, order, runtime, TestRepo};
 use super::*;
 use crate::child::{EventSink, JobEvent};
 use aam_protocol::messages::Assignment;
@@ -20,25 +20,9 @@ impl EventSink for NoEvents {
 }
 
 fn assignment(order: &WorktreeOrder) -> Assignment {
-    Assignment {
-        job: aam_protocol::JobKey {
-            session: aam_protocol::SessionId(1),
-            index: 0,
-        },
-        attempt: 1,
-        session_name: "s".into(),
-        job_name: "job".into(),
-        argv: vec!["true".into()],
-        env: vec![("AAM_VARIANT".into(), "2".into())],
-        secret_env: Vec::new(),
-        workdir: None,
-        timeout_ms: None,
-        idle_timeout_ms: None,
-        grace_ms: 100,
-        format: None,
-        worktree: Some(Box::new(order.clone())),
-        inputs: Vec::new(),
-    }
+    let mut job = job_with(&["true"], None, Some(order.clone()));
+    job.env = vec![("AAM_VARIANT".into(), "2".into())];
+    job
 }
 
 fn worktrees() -> (tempfile::TempDir, Arc<Worktrees>) {
