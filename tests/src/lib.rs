@@ -22,6 +22,8 @@ pub mod git;
 pub mod http;
 pub mod mcp;
 pub mod model_server;
+pub mod netns;
+pub mod proxy;
 pub mod usage;
 pub mod wire;
 
@@ -353,6 +355,24 @@ pub struct Cluster {
     pub http_bind: String,
     /// The HTTP server's address once started with `http` (host:port).
     pub http_addr: String,
+    /// The test host the manager runs on (None: this machine, on loopback).
+    pub manager_host: Option<netns::Host>,
+    /// The test host `aam` commands run on (None: this machine).
+    pub client_host: Option<netns::Host>,
+    /// Where `aam` commands connect, when not to `addr` (a proxy).
+    pub client_addr: Option<String>,
+}
+
+/// The port managers listen on on a test host (each host is a network of
+/// its own, so they never clash).
+pub const HOST_MANAGER_PORT: u16 = 7400;
+
+/// `program`, to run on `host` (None: on this machine).
+fn command_on(host: Option<&netns::Host>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match host {
+        Some(h) => h.command(program),
+        None => Command::new(program),
+    }
 }
 
 impl Cluster {
@@ -370,6 +390,9 @@ impl Cluster {
             http: false,
             http_bind: "127.0.0.1:0".into(),
             http_addr: String::new(),
+            manager_host: None,
+            client_host: None,
+            client_addr: None,
         }
     }
 
@@ -417,10 +440,10 @@ impl Cluster {
     /// Starts the manager: on a free port the first time, on the same
     /// address (and data directory) after a kill.
     pub fn start_manager(&mut self) {
-        let listen = if self.addr.is_empty() {
-            "127.0.0.1:0".to_string()
-        } else {
-            self.addr.clone()
+        let listen = match (&self.manager_host, self.addr.is_empty()) {
+            (_, false) => self.addr.clone(),
+            (Some(host), true) => host.addr(HOST_MANAGER_PORT).to_string(),
+            (None, true) => "127.0.0.1:0".to_string(),
         };
         let http = match (self.http, self.http_addr.is_empty()) {
             (false, _) => "off".to_string(),
@@ -430,7 +453,7 @@ impl Cluster {
         let addr_file = self.data_dir().join("manager.addr");
         let _ = std::fs::remove_file(&addr_file);
         let (log, file) = self.log_file("manager");
-        let mut cmd = Command::new(bin("aam-manager"));
+        let mut cmd = command_on(self.manager_host.as_ref(), bin("aam-manager"));
         cmd.arg("--listen")
             .arg(&listen)
             .arg("--http")
@@ -460,7 +483,11 @@ impl Cluster {
             }
             let text = std::fs::read_to_string(&addr_file).ok()?;
             let addr = text.trim().to_string();
-            (!addr.is_empty() && TcpStream::connect(&addr).is_ok()).then_some(addr)
+            let opens = match &self.manager_host {
+                Some(host) => addr.parse().is_ok_and(|a| host.connects(a)),
+                None => TcpStream::connect(&addr).is_ok(),
+            };
+            (!addr.is_empty() && opens).then_some(addr)
         })
         .unwrap_or_else(|| panic!("aam-manager did not come up:\n{}", proc.log_text()));
         self.addr = addr;
@@ -506,10 +533,21 @@ impl Cluster {
 
     /// Starts a worker with extra flags.
     pub fn start_worker_with(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
+        self.start_worker_on(None, name, slots, extra)
+    }
+
+    /// Starts a worker on a test host (None: this machine).
+    pub fn start_worker_on(
+        &mut self,
+        host: Option<&netns::Host>,
+        name: &str,
+        slots: u32,
+        extra: &[&str],
+    ) -> usize {
         let (log, file) = self.log_file(&format!("worker-{name}"));
         let workdir = self.path("work");
         std::fs::create_dir_all(&workdir).expect("workdir");
-        let mut cmd = Command::new(bin("aam-worker"));
+        let mut cmd = command_on(host, bin("aam-worker"));
         // The jobs inherit the worker's environment: a real key or a parent
         // Claude Code session must not leak into the agents tests run.
         for (name, _) in std::env::vars_os() {
@@ -564,9 +602,12 @@ impl Cluster {
 
     /// An `aam` command aimed at this cluster's manager.
     pub fn aam_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("aam"));
+        let mut cmd = command_on(self.client_host.as_ref(), bin("aam"));
         cmd.args(args)
-            .env("AAM_MANAGER", &self.addr)
+            .env(
+                "AAM_MANAGER",
+                self.client_addr.as_ref().unwrap_or(&self.addr),
+            )
             .env("AAM_TOKEN", &self.token)
             .env_remove("AAM_CONFIG")
             .current_dir(self.dir.path());

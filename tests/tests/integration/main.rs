@@ -14,6 +14,7 @@ mod dependencies;
 mod disk;
 mod durability;
 mod gates;
+mod hosts;
 mod http_api;
 mod mcp;
 mod metrics;
