@@ -8,12 +8,13 @@
 //! waiting for their handshake (a new one pushes out the oldest, which is
 //! the likeliest to be idle; a real peer handshakes at once).
 
+use crate::access::{self, Action, Grant, Identity};
 use crate::client_conn::ClientConn;
 use crate::frame_writer::FrameWriter;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Audit, Scheduler};
 use crate::state::WorkerId;
-use crate::token;
 use crate::worker_conn::WorkerConn;
+use aam_protocol::audit::{AuditOutcome, AuditRecord};
 use aam_protocol::codec::FrameCodec;
 use aam_protocol::messages::{
     ClientRequest, ClientResponse, Handshake, HandshakeReply, ManagerToWorker, Role,
@@ -22,9 +23,9 @@ use aam_protocol::messages::{
 use aam_protocol::PROTOCOL_VERSION;
 use actix::prelude::*;
 use futures::{SinkExt, StreamExt};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,13 +51,16 @@ const RESERVED_FDS: u64 = 64;
 #[derive(Clone)]
 pub struct Shared {
     pub scheduler: Addr<Scheduler>,
-    /// Every accepted token, with its name.
-    pub tokens: Arc<Vec<(String, String)>>,
+    /// Every accepted token, with its name, role(s) and quotas; replaced
+    /// whole on SIGHUP.
+    pub tokens: crate::tokens::LiveTokens,
     pub max_frame: usize,
     /// Bytes that may wait to be written to one peer; past it the peer is closed.
     pub max_backlog: usize,
     /// Connections open at once, authenticated or not.
     pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_peer: usize,
     pub lease_ms: u64,
     pub next_worker_id: Arc<AtomicU64>,
     /// What `GET /metrics` shows.
@@ -132,19 +136,35 @@ impl Throttled {
     }
 }
 
+/// A connection's hold on the manager's limits: one of `max_connections`
+/// and, unless its address had none left, one of its address's.
+pub struct Slot {
+    _all: OwnedSemaphorePermit,
+    peer: Option<OwnedSemaphorePermit>,
+}
+
+/// Addresses with more entries than this are pruned of those that hold no
+/// connection.
+const PEERS_KEPT: usize = 4096;
+
 /// The connections admitted so far: their slots, and the handshakes still
 /// waiting (oldest first).
 struct Admission {
     slots: Arc<Semaphore>,
+    /// Per peer IP address: `max_connections_per_peer` slots.
+    peers: HashMap<IpAddr, Arc<Semaphore>>,
+    per_peer: usize,
     handshakes: VecDeque<JoinHandle<()>>,
     over_limit: Throttled,
     pushed_out: Throttled,
 }
 
 impl Admission {
-    fn new(max_connections: usize) -> Admission {
+    fn new(max_connections: usize, per_peer: usize) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(max_connections)),
+            peers: HashMap::new(),
+            per_peer,
             handshakes: VecDeque::new(),
             over_limit: Throttled::new("connection limit reached: closing new connections"),
             pushed_out: Throttled::new(
@@ -153,13 +173,27 @@ impl Admission {
         }
     }
 
-    /// A slot for a new connection, or None (it is to be closed).
-    fn admit(&mut self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
-        let slot = self.slots.clone().try_acquire_owned().ok();
-        if slot.is_none() {
+    /// A slot for a new connection, or None (it is to be closed at once).
+    /// A slot without one of its address's is refused at its handshake,
+    /// with a message that says why.
+    fn admit(&mut self, peer: SocketAddr) -> Option<Slot> {
+        let Ok(all) = self.slots.clone().try_acquire_owned() else {
             self.over_limit.happened(peer);
+            return None;
+        };
+        if self.peers.len() > PEERS_KEPT {
+            let per_peer = self.per_peer;
+            self.peers.retain(|_, s| s.available_permits() < per_peer);
         }
-        slot
+        let per_peer = self.per_peer;
+        let of_peer = self
+            .peers
+            .entry(peer.ip())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_peer)));
+        Some(Slot {
+            _all: all,
+            peer: of_peer.clone().try_acquire_owned().ok(),
+        })
     }
 
     /// Runs a handshake, making room for it by closing the oldest one
@@ -185,7 +219,7 @@ pub async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut admission = Admission::new(shared.max_connections);
+    let mut admission = Admission::new(shared.max_connections, shared.max_connections_per_peer);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -206,8 +240,11 @@ pub async fn accept_loop(
     }
 }
 
-/// Checks a handshake; returns the name of the token it presented.
-fn check(handshake: &Handshake, tokens: &[(String, String)]) -> Result<String, String> {
+/// Checks a handshake: its magic, version, token, and that the token's
+/// role allows what the peer comes as (a worker needs `worker`; a client's
+/// requests are checked one by one). Returns who it is; a refusal of a
+/// known peer is recorded in the audit log and counted.
+fn check(handshake: &Handshake, shared: &Shared, peer: SocketAddr) -> Result<Identity, String> {
     if handshake.magic != MAGIC {
         return Err("not an aam handshake".into());
     }
@@ -217,7 +254,69 @@ fn check(handshake: &Handshake, tokens: &[(String, String)]) -> Result<String, S
             handshake.version
         ));
     }
-    token::find(tokens, &handshake.token).ok_or_else(|| "invalid token".into())
+    let tokens = shared.tokens.current();
+    let Some(entry) = tokens.find(&handshake.token) else {
+        let unknown = Identity {
+            name: "?".into(),
+            grant: Grant::new([]),
+            quotas: Default::default(),
+            peer: peer.to_string(),
+        };
+        refused(shared, &unknown, "connect", "token", "invalid token".into());
+        return Err("invalid token".into());
+    };
+    let who = Identity::of(entry, peer);
+    if handshake.role == Role::Worker && !who.grant.allows(Action::Register) {
+        let message = access::denied(&who.name, &who.grant);
+        refused(shared, &who, "register", "role", message.clone());
+        return Err(message);
+    }
+    Ok(who)
+}
+
+/// Refuses a peer that has `max_connections_per_peer` open already.
+fn within_peer_limit(slot: &Slot, shared: &Shared, who: Identity) -> Result<Identity, String> {
+    if slot.peer.is_some() {
+        return Ok(who);
+    }
+    let ip = who
+        .peer
+        .rsplit_once(':')
+        .map_or(who.peer.as_str(), |(ip, _)| ip);
+    let message = format!(
+        "too many connections from {ip}: at most {} at once (max_connections_per_peer)",
+        shared.max_connections_per_peer
+    );
+    refused(
+        shared,
+        &who,
+        "connect",
+        "connections_per_peer",
+        message.clone(),
+    );
+    Err(message)
+}
+
+/// A refused connection: counted under `reason`, recorded in the audit log.
+pub(crate) fn refused(
+    shared: &Shared,
+    who: &Identity,
+    action: &str,
+    reason: &str,
+    message: String,
+) {
+    shared.metrics.observer().refused(reason);
+    let record = AuditRecord {
+        at_ms: aam_protocol::now_ms(),
+        token: who.name.clone(),
+        role: who.grant.to_string(),
+        peer: who.peer.clone(),
+        action: action.to_string(),
+        target: String::new(),
+        outcome: AuditOutcome::Denied,
+        detail: message,
+    };
+    shared.scheduler.do_send(Audit(record));
 }
 
 /// The frame reader of an authenticated connection, starting with the bytes
@@ -232,12 +331,7 @@ fn reader<In, Out>(
     reader
 }
 
-async fn handshake(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Shared,
-    slot: OwnedSemaphorePermit,
-) {
+async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared, slot: Slot) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay: {e}");
     }
@@ -253,9 +347,11 @@ async fn handshake(
             return;
         }
         Ok(Some(Err(e))) => Err(format!("bad handshake frame: {e}")),
-        Ok(Some(Ok(h))) => check(&h, &shared.tokens).map(|name| (h.role, name)),
+        Ok(Some(Ok(h))) => check(&h, &shared, peer)
+            .and_then(|who| within_peer_limit(&slot, &shared, who))
+            .map(|who| (h.role, who)),
     };
-    let (role, token_name) = match verdict {
+    let (role, who) = match verdict {
         Ok(accepted) => accepted,
         Err(reason) => {
             tracing::warn!(%peer, "rejected connection: {reason}");
@@ -272,27 +368,19 @@ async fn handshake(
         return;
     }
     let parts = framed.into_parts();
-    start_connection(
-        role,
-        token_name,
-        parts.io,
-        parts.read_buf,
-        peer,
-        shared,
-        slot,
-    );
+    start_connection(role, who, parts.io, parts.read_buf, peer, shared, slot);
 }
 
 /// Starts the connection actor of an authenticated peer; `leftover` is
 /// what was read past the handshake.
 fn start_connection(
     role: Role,
-    token_name: String,
+    who: Identity,
     stream: TcpStream,
     leftover: bytes::BytesMut,
     peer: SocketAddr,
     shared: Shared,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let (read, write) = stream.into_split();
     let writer = FrameWriter::start(write, shared.max_frame, shared.max_backlog);
@@ -302,12 +390,12 @@ fn start_connection(
             tracing::debug!(%peer, id, "worker connection authenticated");
             let frames =
                 reader::<WorkerToManager, ManagerToWorker>(read, &leftover, shared.max_frame);
-            WorkerConn::start(id, peer, frames, writer, shared, slot);
+            WorkerConn::start(id, peer, who, frames, writer, shared, slot);
         }
         Role::Client => {
             tracing::debug!(%peer, "client connection authenticated");
             let frames = reader::<ClientRequest, ClientResponse>(read, &leftover, shared.max_frame);
-            ClientConn::start(peer, token_name, frames, writer, shared, slot);
+            ClientConn::start(peer, who, frames, writer, shared, slot);
         }
     }
 }
