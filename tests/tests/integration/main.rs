@@ -22,6 +22,7 @@ mod orphans;
 mod peers;
 mod placement;
 mod quickstart;
+mod roles;
 mod secrets;
 mod session;
 mod slow_peers;
