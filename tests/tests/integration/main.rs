@@ -4,6 +4,7 @@
 mod agents;
 mod agents_e2e;
 mod agents_model;
+mod audit_quotas;
 mod bad_input;
 mod chaos;
 mod claude_code;
