@@ -108,16 +108,6 @@ impl Identity {
             peer: peer.to_string(),
         }
     }
-
-    /// Whoever the manager itself is acting for (its own timers): admin.
-    pub fn manager() -> Identity {
-        Identity {
-            name: "manager".into(),
-            grant: Grant::new([Role::Admin]),
-            quotas: Default::default(),
-            peer: String::new(),
-        }
-    }
 }
 
 /// What a request does, as far as permissions (and the audit log) go.

@@ -1,8 +1,8 @@
 //! Who is calling: the token of `Authorization: Bearer TOKEN` or of the
 //! `aam_token` cookie, checked against the same tokens as TCP connections
-//! (`token::find`, constant time). `POST /api/login` sets the cookie (so the
-//! dashboard never holds the token in script: HttpOnly, SameSite=Strict),
-//! `POST /api/logout` clears it.
+//! (`TokenSet::find`, constant time), with their roles. `POST /api/login`
+//! sets the cookie (so the dashboard never holds the token in script:
+//! HttpOnly, SameSite=Strict), `POST /api/logout` clears it.
 
 use super::api::{read_body, ApiError};
 use super::Http;
