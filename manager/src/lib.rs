@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod peer_input;
+pub mod peer_limit;
 pub mod prices;
 pub mod schedule;
 pub mod scheduler;
@@ -127,7 +128,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
             config.max_connections,
             listener::raise_fd_limit(),
         ),
-        max_connections_per_peer: config.max_connections_per_peer,
+        peer_slots: peer_limit::PeerSlots::new(config.max_connections_per_peer),
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),
         metrics: metrics::Metrics::new(observer, scheduler.clone()),

@@ -23,9 +23,9 @@ use aam_protocol::messages::{
 use aam_protocol::PROTOCOL_VERSION;
 use actix::prelude::*;
 use futures::{SinkExt, StreamExt};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,8 +59,8 @@ pub struct Shared {
     pub max_backlog: usize,
     /// Connections open at once, authenticated or not.
     pub max_connections: usize,
-    /// Connections open at once from one IP address.
-    pub max_connections_per_peer: usize,
+    /// Authenticated connections open at once per IP address.
+    pub peer_slots: crate::peer_limit::PeerSlots,
     pub lease_ms: u64,
     pub next_worker_id: Arc<AtomicU64>,
     /// What `GET /metrics` shows.
@@ -136,35 +136,19 @@ impl Throttled {
     }
 }
 
-/// A connection's hold on the manager's limits: one of `max_connections`
-/// and, unless its address had none left, one of its address's.
-pub struct Slot {
-    _all: OwnedSemaphorePermit,
-    peer: Option<OwnedSemaphorePermit>,
-}
-
-/// Addresses with more entries than this are pruned of those that hold no
-/// connection.
-const PEERS_KEPT: usize = 4096;
-
 /// The connections admitted so far: their slots, and the handshakes still
 /// waiting (oldest first).
 struct Admission {
     slots: Arc<Semaphore>,
-    /// Per peer IP address: `max_connections_per_peer` slots.
-    peers: HashMap<IpAddr, Arc<Semaphore>>,
-    per_peer: usize,
     handshakes: VecDeque<JoinHandle<()>>,
     over_limit: Throttled,
     pushed_out: Throttled,
 }
 
 impl Admission {
-    fn new(max_connections: usize, per_peer: usize) -> Admission {
+    fn new(max_connections: usize) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(max_connections)),
-            peers: HashMap::new(),
-            per_peer,
             handshakes: VecDeque::new(),
             over_limit: Throttled::new("connection limit reached: closing new connections"),
             pushed_out: Throttled::new(
@@ -173,27 +157,13 @@ impl Admission {
         }
     }
 
-    /// A slot for a new connection, or None (it is to be closed at once).
-    /// A slot without one of its address's is refused at its handshake,
-    /// with a message that says why.
-    fn admit(&mut self, peer: SocketAddr) -> Option<Slot> {
-        let Ok(all) = self.slots.clone().try_acquire_owned() else {
+    /// A slot for a new connection, or None (it is to be closed).
+    fn admit(&mut self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
             self.over_limit.happened(peer);
-            return None;
-        };
-        if self.peers.len() > PEERS_KEPT {
-            let per_peer = self.per_peer;
-            self.peers.retain(|_, s| s.available_permits() < per_peer);
         }
-        let per_peer = self.per_peer;
-        let of_peer = self
-            .peers
-            .entry(peer.ip())
-            .or_insert_with(|| Arc::new(Semaphore::new(per_peer)));
-        Some(Slot {
-            _all: all,
-            peer: of_peer.clone().try_acquire_owned().ok(),
-        })
+        slot
     }
 
     /// Runs a handshake, making room for it by closing the oldest one
@@ -219,7 +189,7 @@ pub async fn accept_loop(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut admission = Admission::new(shared.max_connections, shared.max_connections_per_peer);
+    let mut admission = Admission::new(shared.max_connections);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -274,27 +244,24 @@ fn check(handshake: &Handshake, shared: &Shared, peer: SocketAddr) -> Result<Ide
     Ok(who)
 }
 
-/// Refuses a peer that has `max_connections_per_peer` open already.
-fn within_peer_limit(slot: &Slot, shared: &Shared, who: Identity) -> Result<Identity, String> {
-    if slot.peer.is_some() {
-        return Ok(who);
-    }
-    let ip = who
-        .peer
-        .rsplit_once(':')
-        .map_or(who.peer.as_str(), |(ip, _)| ip);
-    let message = format!(
-        "too many connections from {ip}: at most {} at once (max_connections_per_peer)",
-        shared.max_connections_per_peer
-    );
-    refused(
-        shared,
-        &who,
-        "connect",
-        "connections_per_peer",
-        message.clone(),
-    );
-    Err(message)
+/// One of the peer address's slots; a peer that holds
+/// `max_connections_per_peer` already is refused (counted and audited).
+fn within_peer_limit(
+    shared: &Shared,
+    who: &Identity,
+    peer: SocketAddr,
+) -> Result<OwnedSemaphorePermit, String> {
+    shared.peer_slots.take(peer.ip()).ok_or_else(|| {
+        let message = shared.peer_slots.refusal(peer.ip());
+        refused(
+            shared,
+            who,
+            "connect",
+            "connections_per_peer",
+            message.clone(),
+        );
+        message
+    })
 }
 
 /// A refused connection: counted under `reason`, recorded in the audit log.
@@ -331,7 +298,12 @@ fn reader<In, Out>(
     reader
 }
 
-async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared, slot: Slot) {
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Shared,
+    slot: OwnedSemaphorePermit,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay: {e}");
     }
@@ -347,11 +319,12 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared, slot: Sl
             return;
         }
         Ok(Some(Err(e))) => Err(format!("bad handshake frame: {e}")),
-        Ok(Some(Ok(h))) => check(&h, &shared, peer)
-            .and_then(|who| within_peer_limit(&slot, &shared, who))
-            .map(|who| (h.role, who)),
+        Ok(Some(Ok(h))) => check(&h, &shared, peer).and_then(|who| {
+            let of_peer = within_peer_limit(&shared, &who, peer)?;
+            Ok((h.role, who, of_peer))
+        }),
     };
-    let (role, who) = match verdict {
+    let (role, who, of_peer) = match verdict {
         Ok(accepted) => accepted,
         Err(reason) => {
             tracing::warn!(%peer, "rejected connection: {reason}");
@@ -368,7 +341,18 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, shared: Shared, slot: Sl
         return;
     }
     let parts = framed.into_parts();
+    let slot = Slot {
+        _all: slot,
+        _of_peer: of_peer,
+    };
     start_connection(role, who, parts.io, parts.read_buf, peer, shared, slot);
+}
+
+/// What an authenticated connection holds while it lives: one of the
+/// manager's `max_connections` and one of its address's slots.
+pub struct Slot {
+    _all: OwnedSemaphorePermit,
+    _of_peer: OwnedSemaphorePermit,
 }
 
 /// Starts the connection actor of an authenticated peer; `leftover` is

@@ -193,6 +193,9 @@ impl Scheduler {
             ClientRequest::Gc { older_than_ms } => {
                 let (sessions, jobs, output_bytes) =
                     self.gc(older_than_ms.unwrap_or(self.retention_ms), effects);
+                // The audit log goes by the retention only: `--older-than`
+                // is no way to erase it.
+                self.audit.prune(now.saturating_sub(self.retention_ms));
                 Reply::Answer(ClientResponse::Collected {
                     sessions,
                     jobs,

@@ -6,7 +6,9 @@
 //! the token, counted in `/metrics`.
 
 use crate::roles::{as_token, config, denied, gated, READ, SUBMIT};
+use aam_protocol::messages::Role;
 use aam_tests::http::get;
+use aam_tests::wire::Wire;
 use aam_tests::{poll, Cluster};
 use serde_json::Value;
 use std::net::TcpStream;
@@ -95,6 +97,24 @@ fn the_audit_log_names_each_actor_and_survives_a_restart() {
     let recent = audit(&c, &["--since", "5s"]);
     assert!(has(&recent, "reader", "gc", "denied"), "{recent:?}");
     assert!(!has(&recent, "ci", "submit", "done"), "{recent:?}");
+}
+
+#[test]
+fn audit_records_past_the_retention_are_dropped_by_gc() {
+    let mut c = Cluster::new();
+    c.manager_env.push(("AAM_RETENTION".into(), "3s".into()));
+    c.manager_config = Some(c.write("aam.toml", &config()));
+    c.start_manager();
+    denied(&c, READ, &["gc"], "reader", "read");
+    assert!(has(&audit(&c, &[]), "reader", "gc", "denied"));
+    // Each gc is recorded itself; the old denial goes once past 3 s.
+    let dropped = poll(Duration::from_secs(30), || {
+        c.aam(&["gc", "--older-than", "1h"]).expect_code(0);
+        let records = audit(&c, &[]);
+        (!has(&records, "reader", "gc", "denied")).then_some(records)
+    });
+    let records = dropped.expect("the denial past the retention is dropped");
+    assert!(has(&records, "admin", "gc", "done"), "{records:?}");
 }
 
 /// A config with `[tokens.NAME]` for each (name, token), all `submit`.
@@ -218,14 +238,19 @@ fn quotas_refuse_with_a_message_naming_the_limit_and_are_counted() {
     assert_eq!(refusals(&c, "max_queued_jobs"), 1.0);
     assert_eq!(refusals(&c, "role"), 0.0);
 
-    // Connections per peer address: four held open, the fifth refused.
-    let held: Vec<TcpStream> = (0..4)
+    // Connections per peer address: four authenticated held open, the
+    // fifth refused; sockets that never handshake do not count.
+    let idle: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(&c.addr).unwrap())
+        .collect();
+    let held: Vec<Wire> = (0..4)
+        .map(|_| Wire::connect(&c.addr, Role::Client, &c.token))
         .collect();
     let out = c.aam(&["sessions"]).expect_code(3);
     let want = "too many connections from 127.0.0.1: at most 4 at once (max_connections_per_peer)";
     assert!(out.stderr.contains(want), "{}", out.dump());
     drop(held);
+    drop(idle);
     let back = poll(Duration::from_secs(20), || {
         (c.aam(&["sessions"]).code == 0).then_some(())
     });
