@@ -18,7 +18,8 @@ use actix::prelude::*;
 /// for long) are dropped, counted in the log, rather than held unbounded.
 const MAX_PENDING: usize = 100_000;
 
-/// Most records one `aam audit` answer holds (the newest).
+/// Most records one `aam audit` answer holds (the newest; fewer when they
+/// do not fit in half a frame).
 pub const MAX_ANSWER: usize = 10_000;
 
 /// A record made outside the scheduler (the listener's refused handshakes).
@@ -147,7 +148,19 @@ impl Scheduler {
                 })
             }
         };
-        let records = entries
+        // The newest that fit in one answer (a record's encoded size is
+        // what it adds to the answer's frame).
+        let mut bytes = 0usize;
+        let fitting = entries
+            .iter()
+            .rev()
+            .take_while(|e| {
+                bytes += e.record.len() + 8;
+                bytes <= self.answer_budget
+            })
+            .count();
+        let truncated = truncated || fitting < entries.len();
+        let records = entries[entries.len() - fitting..]
             .iter()
             .filter_map(|e| match codec::decode::<AuditRecord>(&e.record) {
                 Ok(r) => Some(r),

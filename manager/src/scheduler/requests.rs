@@ -176,32 +176,9 @@ impl Scheduler {
                     None => StateError::NoSession(session).into(),
                 }
             }
-            ClientRequest::Logs { session, job, from } => {
-                let stored = self.output_reader();
-                match self.state.logs(session, &job, from, &stored) {
-                    Ok(logs) => Reply::Answer(ClientResponse::Logs {
-                        status: logs.status,
-                        attempt: logs.attempt,
-                        output: logs.output,
-                        output_bytes: logs.output_bytes,
-                        format: logs.format,
-                    }),
-                    Err(e) => e.into(),
-                }
-            }
+            ClientRequest::Logs { session, job, from } => self.logs(session, &job, from),
             ClientRequest::Workers => Reply::Answer(ClientResponse::Workers(self.state.workers())),
-            ClientRequest::Gc { older_than_ms } => {
-                let (sessions, jobs, output_bytes) =
-                    self.gc(older_than_ms.unwrap_or(self.retention_ms), effects);
-                // The audit log goes by the retention only: `--older-than`
-                // is no way to erase it.
-                self.audit.prune(now.saturating_sub(self.retention_ms));
-                Reply::Answer(ClientResponse::Collected {
-                    sessions,
-                    jobs,
-                    output_bytes,
-                })
-            }
+            ClientRequest::Gc { older_than_ms } => self.collect(older_than_ms, now, effects),
             ClientRequest::Agents => {
                 let (agents, problems) = self.state.agents();
                 Reply::Answer(ClientResponse::Agents { agents, problems })
@@ -234,6 +211,40 @@ impl Scheduler {
             } => self.continue_job(session, &job, prompt, &who.name, now),
             ClientRequest::Audit { since_ms } => self.read_audit(since_ms),
         }
+    }
+
+    fn logs(&self, session: SessionId, job: &str, from: u64) -> Reply {
+        let stored = self.output_reader();
+        match self.state.logs(session, job, from, &stored) {
+            Ok(logs) => Reply::Answer(ClientResponse::Logs {
+                status: logs.status,
+                attempt: logs.attempt,
+                output: logs.output,
+                output_bytes: logs.output_bytes,
+                format: logs.format,
+            }),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// `aam gc`: finished sessions older than `older_than_ms` (else the
+    /// retention) go, and audit records past the retention.
+    fn collect(
+        &mut self,
+        older_than_ms: Option<u64>,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        let (sessions, jobs, output_bytes) =
+            self.gc(older_than_ms.unwrap_or(self.retention_ms), effects);
+        // The audit log goes by the retention only: `--older-than` is no
+        // way to erase it.
+        self.audit.prune(now.saturating_sub(self.retention_ms));
+        Reply::Answer(ClientResponse::Collected {
+            sessions,
+            jobs,
+            output_bytes,
+        })
     }
 
     /// A follow-up of an agent job: a new session of one job resuming its
