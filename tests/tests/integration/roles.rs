@@ -207,6 +207,15 @@ fn http_answers_403_to_a_request_beyond_the_role() {
     )
     .expect(403);
     get(&c.url("/api/audit"), &reader).expect(403);
+    // A worker token reads nothing, the event stream included.
+    let worker = bearer(WORKER);
+    let worker = [("Authorization", worker.1.as_str())];
+    let refused = get(&c.url("/api/sessions"), &worker).expect(403);
+    assert_eq!(
+        refused.json()["error"],
+        "permission denied: token gpu has role worker"
+    );
+    get(&c.url("/api/events"), &worker).expect(403);
     // The dashboard's sign-in takes a read token.
     let login = json!({ "token": READ }).to_string();
     post(
