@@ -129,7 +129,12 @@ impl Scheduler {
                 if known {
                     return Ok(());
                 }
-                batch.jobs.len() as u32
+                // A job of N variants becomes N jobs and their parent.
+                let jobs = batch
+                    .jobs
+                    .iter()
+                    .map(|j| 1 + j.variants.unwrap_or(0) as usize);
+                u32::try_from(jobs.sum::<usize>()).unwrap_or(u32::MAX)
             }
             ClientRequest::Continue { .. } => 1,
             _ => return Ok(()),
