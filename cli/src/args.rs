@@ -146,6 +146,14 @@ pub enum Command {
         #[arg(long)]
         older_than: Option<String>,
     },
+    /// The audit log (admin token): who did, or was refused, what and when
+    Audit {
+        /// Only records of this recent past (e.g. 1h, 7d)
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Connected workers
     Workers {
         #[arg(long)]

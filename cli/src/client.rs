@@ -115,6 +115,9 @@ impl Client {
                 }
                 // e.g. "the manager could not store this: DISK FULL (...)"
                 ErrorKind::Internal => manager_failed(message),
+                // Beyond the token's role, or a quota: like a token the
+                // manager refused, exit 3 with the manager's words.
+                ErrorKind::PermissionDenied | ErrorKind::QuotaExceeded => unreachable(message),
             }),
             Some(Ok(response)) => Ok(response),
             Some(Err(e)) => {
@@ -358,6 +361,16 @@ impl Client {
         expect!(answer, ClientResponse::Collected { sessions, jobs, output_bytes } => {
             Ok(Collected { sessions, jobs, output_bytes })
         })
+    }
+
+    /// The audit log from `since_ms` on (admin tokens only): the records,
+    /// and whether older ones in range were left out.
+    pub async fn audit(
+        &mut self,
+        since_ms: Option<u64>,
+    ) -> anyhow::Result<(Vec<aam_protocol::audit::AuditRecord>, bool)> {
+        let answer = self.call(ClientRequest::Audit { since_ms }).await?;
+        expect!(answer, ClientResponse::Audit { records, truncated } => Ok((records, truncated)))
     }
 
     pub async fn agents(&mut self) -> anyhow::Result<Agents> {

@@ -1,6 +1,7 @@
 //! Exit codes (README.md, "Exit codes"): 0 all jobs succeeded, 1 some job
 //! did not, 2 bad input or usage, 3 cannot reach or authenticate to the
-//! manager, or the manager could not do it (its store took no writes).
+//! manager, the token may not do it (its role, a quota), or the manager
+//! could not do it (its store took no writes).
 
 use aam_protocol::model::{SessionStatus, SessionSummary};
 

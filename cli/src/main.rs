@@ -92,6 +92,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Reject { job, comment } => cmd::decide::run(flags, &job, false, comment).await,
         Command::Watch { session } => cmd::watch::run(flags, &session).await,
         Command::Gc { older_than } => cmd::gc::run(flags, older_than).await,
+        Command::Audit { since, json } => cmd::audit::run(flags, since, json).await,
         Command::Agents { json } => cmd::agents::run(flags, json).await,
         Command::Workers { json } => cmd::workers::run(flags, json).await,
         Command::Mcp => mcp::run(flags).await,

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use futures::StreamExt;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 /// Answer bytes that may still wait to be written when the next request is
 /// read: small answers are pipelined, large ones are not piled up.
@@ -31,14 +31,15 @@ pub struct SessionUpdate(pub SessionSummary);
 
 pub struct ClientConn {
     peer: SocketAddr,
-    /// Who this client is, by its token's name (for audit records).
-    token_name: String,
+    /// Who this client is: its token as it was when it authenticated
+    /// (name, role, quotas; a SIGHUP does not change an open connection).
+    who: crate::access::Identity,
     shared: Shared,
     writer: FrameWriter,
     /// One permit: the next request may be read.
     next_request: Rc<Semaphore>,
     /// One of the manager's connection slots, held while the connection lives.
-    _slot: OwnedSemaphorePermit,
+    _slot: crate::listener::Slot,
 }
 
 /// The requests of `frames`, each read only once `next_request` has a permit.
@@ -57,11 +58,11 @@ impl ClientConn {
     /// Starts the actor of an authenticated client connection.
     pub fn start(
         peer: SocketAddr,
-        token_name: String,
+        who: crate::access::Identity,
         frames: impl Stream<Item = Result<ClientRequest, CodecError>> + Unpin + 'static,
         writer: (FrameWriter, oneshot::Receiver<String>),
         shared: Shared,
-        slot: OwnedSemaphorePermit,
+        slot: crate::listener::Slot,
     ) -> Addr<ClientConn> {
         ClientConn::create(move |ctx| {
             let next_request = Rc::new(Semaphore::new(1));
@@ -69,7 +70,7 @@ impl ClientConn {
             stop_when_failed::<ClientConn>(writer.1, peer, ctx);
             ClientConn {
                 peer,
-                token_name,
+                who,
                 shared,
                 writer: writer.0,
                 next_request,
@@ -156,7 +157,7 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
             request,
             reply,
             watcher,
-            who: self.token_name.clone(),
+            who: self.who.clone(),
         });
         ctx.spawn(answer.into_actor(self).map(|answer, act, ctx| {
             if let Ok(Some(response)) = answer {

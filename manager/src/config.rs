@@ -1,5 +1,6 @@
 //! The manager's configuration: defaults < config file < `AAM_*` environment < flags.
 
+use crate::tokens::TokenConfig;
 use aam_protocol::agent::AgentDef;
 use aam_protocol::agent_run::{AgentFormat, ModelPrice};
 use aam_protocol::codec::DEFAULT_MAX_FRAME;
@@ -29,9 +30,17 @@ pub struct ManagerConfig {
     pub token: Option<String>,
     /// The name `token` goes by in audit records (who approved a gate).
     pub token_name: String,
-    /// More tokens, by name (e.g. one per person or system), each as good
-    /// as `token`; their names are recorded with the decisions they make.
-    pub tokens: BTreeMap<String, String>,
+    /// More tokens, by name (one per person or system): `[tokens.NAME]`
+    /// tables with a token, its role(s) and quotas (`tokens.rs`); their
+    /// names are recorded with what they do. Read as written from the file
+    /// by `read_case_sensitive` (the config crate folds key case).
+    #[serde(skip)]
+    pub tokens: BTreeMap<String, TokenConfig>,
+    /// The `tokens` key as the config crate sees it: accepted, not used.
+    #[serde(rename = "tokens")]
+    tokens_folded: serde::de::IgnoredAny,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_peer: usize,
     /// Largest frame accepted or sent, in bytes.
     pub max_frame_bytes: usize,
     /// Most jobs in one session.
@@ -146,6 +155,8 @@ impl Default for ManagerConfig {
             token: None,
             token_name: "admin".into(),
             tokens: BTreeMap::new(),
+            tokens_folded: serde::de::IgnoredAny,
+            max_connections_per_peer: 64,
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_jobs_per_session: Limits::default().max_jobs,
             max_field_bytes: Limits::default().max_field_bytes,
@@ -190,6 +201,7 @@ const ENV_KEYS: &[&str] = &[
     "lease_ms",
     "reconnect_grace_ms",
     "max_connections",
+    "max_connections_per_peer",
     "sled_cache_bytes",
     "job_timeout",
     "job_idle_timeout",
@@ -344,12 +356,8 @@ impl ManagerConfig {
                 }
             }
         }
-        for (name, token) in &self.tokens {
-            if token.trim().len() < 16 {
-                return bad(format!(
-                    "tokens.{name}: a token needs at least 16 characters"
-                ));
-            }
+        if self.max_connections_per_peer == 0 {
+            return bad("max_connections_per_peer must be at least 1".into());
         }
         if self.runner.as_ref().is_some_and(|r| r.is_empty()) {
             return bad("runner: the template is empty".into());
@@ -550,7 +558,11 @@ impl std::fmt::Debug for ManagerConfig {
     }
 }
 
-type NamedTables = (BTreeMap<String, AgentDef>, BTreeMap<String, String>, Prices);
+type NamedTables = (
+    BTreeMap<String, AgentDef>,
+    BTreeMap<String, TokenConfig>,
+    Prices,
+);
 
 /// The tables whose keys are names the user chose, read as written.
 fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
@@ -559,7 +571,7 @@ fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
         #[serde(default)]
         agents: BTreeMap<String, AgentDef>,
         #[serde(default)]
-        tokens: BTreeMap<String, String>,
+        tokens: BTreeMap<String, toml::Value>,
         #[serde(default)]
         prices: BTreeMap<String, PriceEntry>,
     }
@@ -574,7 +586,14 @@ fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
         .into_iter()
         .map(|(model, entry)| (model, entry.into()))
         .collect();
-    Ok((parsed.agents, parsed.tokens, Prices(prices)))
+    let mut tokens = BTreeMap::new();
+    for (name, value) in &parsed.tokens {
+        tokens.insert(
+            name.clone(),
+            crate::tokens::parse(name, value).map_err(err)?,
+        );
+    }
+    Ok((parsed.agents, tokens, Prices(prices)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! actix system, so the `aam-manager` binary and `aam run` (embedded) share
 //! one code path.
 
+pub mod access;
 pub mod client_conn;
 pub mod commit;
 pub mod config;
@@ -17,11 +18,13 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod peer_input;
+pub mod peer_limit;
 pub mod prices;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod token;
+pub mod tokens;
 pub mod worker_conn;
 
 use crate::commit::Committer;
@@ -51,6 +54,8 @@ pub struct Manager {
     /// Where the token was generated or read, when it was not given.
     pub token_file: Option<PathBuf>,
     scheduler: Addr<Scheduler>,
+    /// The tokens in force (`reload_tokens` replaces them).
+    tokens: tokens::LiveTokens,
     stop_accepting: Option<oneshot::Sender<()>>,
     http: Option<http::HttpServer>,
 }
@@ -111,16 +116,11 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     let scheduler = scheduler.start();
     let shared = Shared {
         scheduler: scheduler.clone(),
-        tokens: Arc::new(
-            std::iter::once((config.token_name.clone(), token.clone()))
-                .chain(
-                    config
-                        .tokens
-                        .iter()
-                        .map(|(n, t)| (n.clone(), t.trim().to_string())),
-                )
-                .collect(),
-        ),
+        tokens: tokens::LiveTokens::new(tokens::TokenSet::new(
+            &config.token_name,
+            &token,
+            &config.tokens,
+        )),
         max_frame: config.max_frame_bytes,
         // A few answers' worth: past it, a peer is not reading.
         max_backlog: config.max_frame_bytes.saturating_mul(4),
@@ -128,10 +128,12 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
             config.max_connections,
             listener::raise_fd_limit(),
         ),
+        peer_slots: peer_limit::PeerSlots::new(config.max_connections_per_peer),
         lease_ms: config.lease_ms,
         next_worker_id: Arc::new(AtomicU64::new(1)),
         metrics: metrics::Metrics::new(observer, scheduler.clone()),
     };
+    let live_tokens = shared.tokens.clone();
     let http = match http_listener {
         Some(l) => Some(http::start(l, shared.clone())?),
         None => None,
@@ -147,6 +149,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         token,
         token_file,
         scheduler,
+        tokens: live_tokens,
         stop_accepting: Some(stop_accepting),
         http,
     })
@@ -165,6 +168,17 @@ pub fn recover(config: &ManagerConfig) -> anyhow::Result<aam_store::Recovery> {
 }
 
 impl Manager {
+    /// Replaces the accepted tokens by those of `config` (SIGHUP: rotation
+    /// without a restart). Connections already open keep their identity.
+    /// Returns the names now accepted.
+    pub fn reload_tokens(&self, config: &ManagerConfig) -> anyhow::Result<Vec<String>> {
+        let (token, _) = token::load_or_create(config.token.as_deref(), &config.data_dir)?;
+        let set = tokens::TokenSet::new(&config.token_name, &token, &config.tokens);
+        let names = set.names().into_iter().map(String::from).collect();
+        self.tokens.replace(set);
+        Ok(names)
+    }
+
     /// Stops accepting connections (and HTTP requests) and waits until
     /// every change is durable.
     pub async fn shutdown(mut self) {

@@ -8,12 +8,13 @@
 //! waiting for their handshake (a new one pushes out the oldest, which is
 //! the likeliest to be idle; a real peer handshakes at once).
 
+use crate::access::{self, Action, Grant, Identity};
 use crate::client_conn::ClientConn;
 use crate::frame_writer::FrameWriter;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Audit, Scheduler};
 use crate::state::WorkerId;
-use crate::token;
 use crate::worker_conn::WorkerConn;
+use aam_protocol::audit::{AuditOutcome, AuditRecord};
 use aam_protocol::codec::FrameCodec;
 use aam_protocol::messages::{
     ClientRequest, ClientResponse, Handshake, HandshakeReply, ManagerToWorker, Role,
@@ -50,13 +51,16 @@ const RESERVED_FDS: u64 = 64;
 #[derive(Clone)]
 pub struct Shared {
     pub scheduler: Addr<Scheduler>,
-    /// Every accepted token, with its name.
-    pub tokens: Arc<Vec<(String, String)>>,
+    /// Every accepted token, with its name, role(s) and quotas; replaced
+    /// whole on SIGHUP.
+    pub tokens: crate::tokens::LiveTokens,
     pub max_frame: usize,
     /// Bytes that may wait to be written to one peer; past it the peer is closed.
     pub max_backlog: usize,
     /// Connections open at once, authenticated or not.
     pub max_connections: usize,
+    /// Authenticated connections open at once per IP address.
+    pub peer_slots: crate::peer_limit::PeerSlots,
     pub lease_ms: u64,
     pub next_worker_id: Arc<AtomicU64>,
     /// What `GET /metrics` shows.
@@ -206,8 +210,11 @@ pub async fn accept_loop(
     }
 }
 
-/// Checks a handshake; returns the name of the token it presented.
-fn check(handshake: &Handshake, tokens: &[(String, String)]) -> Result<String, String> {
+/// Checks a handshake: its magic, version, token, and that the token's
+/// role allows what the peer comes as (a worker needs `worker`; a client's
+/// requests are checked one by one). Returns who it is; a refusal of a
+/// known peer is recorded in the audit log and counted.
+fn check(handshake: &Handshake, shared: &Shared, peer: SocketAddr) -> Result<Identity, String> {
     if handshake.magic != MAGIC {
         return Err("not an aam handshake".into());
     }
@@ -217,7 +224,66 @@ fn check(handshake: &Handshake, tokens: &[(String, String)]) -> Result<String, S
             handshake.version
         ));
     }
-    token::find(tokens, &handshake.token).ok_or_else(|| "invalid token".into())
+    let tokens = shared.tokens.current();
+    let Some(entry) = tokens.find(&handshake.token) else {
+        let unknown = Identity {
+            name: "?".into(),
+            grant: Grant::new([]),
+            quotas: Default::default(),
+            peer: peer.to_string(),
+        };
+        refused(shared, &unknown, "connect", "token", "invalid token".into());
+        return Err("invalid token".into());
+    };
+    let who = Identity::of(entry, peer);
+    if handshake.role == Role::Worker && !who.grant.allows(Action::Register) {
+        let message = access::denied(&who.name, &who.grant);
+        refused(shared, &who, "register", "role", message.clone());
+        return Err(message);
+    }
+    Ok(who)
+}
+
+/// One of the peer address's slots; a peer that holds
+/// `max_connections_per_peer` already is refused (counted and audited).
+fn within_peer_limit(
+    shared: &Shared,
+    who: &Identity,
+    peer: SocketAddr,
+) -> Result<OwnedSemaphorePermit, String> {
+    shared.peer_slots.take(peer.ip()).ok_or_else(|| {
+        let message = shared.peer_slots.refusal(peer.ip());
+        refused(
+            shared,
+            who,
+            "connect",
+            "connections_per_peer",
+            message.clone(),
+        );
+        message
+    })
+}
+
+/// A refused connection: counted under `reason`, recorded in the audit log.
+pub(crate) fn refused(
+    shared: &Shared,
+    who: &Identity,
+    action: &str,
+    reason: &str,
+    message: String,
+) {
+    shared.metrics.observer().refused(reason);
+    let record = AuditRecord {
+        at_ms: aam_protocol::now_ms(),
+        token: who.name.clone(),
+        role: who.grant.to_string(),
+        peer: who.peer.clone(),
+        action: action.to_string(),
+        target: String::new(),
+        outcome: AuditOutcome::Denied,
+        detail: message,
+    };
+    shared.scheduler.do_send(Audit(record));
 }
 
 /// The frame reader of an authenticated connection, starting with the bytes
@@ -253,9 +319,12 @@ async fn handshake(
             return;
         }
         Ok(Some(Err(e))) => Err(format!("bad handshake frame: {e}")),
-        Ok(Some(Ok(h))) => check(&h, &shared.tokens).map(|name| (h.role, name)),
+        Ok(Some(Ok(h))) => check(&h, &shared, peer).and_then(|who| {
+            let of_peer = within_peer_limit(&shared, &who, peer)?;
+            Ok((h.role, who, of_peer))
+        }),
     };
-    let (role, token_name) = match verdict {
+    let (role, who, of_peer) = match verdict {
         Ok(accepted) => accepted,
         Err(reason) => {
             tracing::warn!(%peer, "rejected connection: {reason}");
@@ -272,27 +341,30 @@ async fn handshake(
         return;
     }
     let parts = framed.into_parts();
-    start_connection(
-        role,
-        token_name,
-        parts.io,
-        parts.read_buf,
-        peer,
-        shared,
-        slot,
-    );
+    let slot = Slot {
+        _all: slot,
+        _of_peer: of_peer,
+    };
+    start_connection(role, who, parts.io, parts.read_buf, peer, shared, slot);
+}
+
+/// What an authenticated connection holds while it lives: one of the
+/// manager's `max_connections` and one of its address's slots.
+pub struct Slot {
+    _all: OwnedSemaphorePermit,
+    _of_peer: OwnedSemaphorePermit,
 }
 
 /// Starts the connection actor of an authenticated peer; `leftover` is
 /// what was read past the handshake.
 fn start_connection(
     role: Role,
-    token_name: String,
+    who: Identity,
     stream: TcpStream,
     leftover: bytes::BytesMut,
     peer: SocketAddr,
     shared: Shared,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let (read, write) = stream.into_split();
     let writer = FrameWriter::start(write, shared.max_frame, shared.max_backlog);
@@ -302,12 +374,12 @@ fn start_connection(
             tracing::debug!(%peer, id, "worker connection authenticated");
             let frames =
                 reader::<WorkerToManager, ManagerToWorker>(read, &leftover, shared.max_frame);
-            WorkerConn::start(id, peer, frames, writer, shared, slot);
+            WorkerConn::start(id, peer, who, frames, writer, shared, slot);
         }
         Role::Client => {
             tracing::debug!(%peer, "client connection authenticated");
             let frames = reader::<ClientRequest, ClientResponse>(read, &leftover, shared.max_frame);
-            ClientConn::start(peer, token_name, frames, writer, shared, slot);
+            ClientConn::start(peer, who, frames, writer, shared, slot);
         }
     }
 }

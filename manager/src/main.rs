@@ -1,5 +1,6 @@
 //! The `aam-manager` binary: parses flags and config, starts the manager,
-//! and shuts it down cleanly on SIGINT or SIGTERM; with `--recover`, it
+//! reloads its tokens from the config on SIGHUP, and shuts it down cleanly
+//! on SIGINT or SIGTERM; with `--recover`, it
 //! salvages a damaged store log instead, reports, and exits.
 
 use aam_manager::config::ManagerConfig;
@@ -72,6 +73,7 @@ fn main() {
     if let Some(token) = args.token {
         overrides.push(("token", token));
     }
+    let config_file = args.config.clone();
     let config = match ManagerConfig::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -105,7 +107,9 @@ fn main() {
     }
     system.block_on(async move {
         actix::spawn(async move {
-            wait_for_signal().await;
+            let reload =
+                || ManagerConfig::load(config_file.as_deref(), std::env::vars(), &overrides);
+            wait_for_signal(&manager, reload).await;
             tracing::info!("shutting down");
             manager.shutdown().await;
             actix::System::current().stop();
@@ -116,11 +120,29 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; on each SIGHUP meanwhile, reloads the
+/// tokens from the config (`reload`). A config that does not load is
+/// logged and the tokens in force are kept.
+async fn wait_for_signal(
+    manager: &aam_manager::Manager,
+    reload: impl Fn() -> Result<ManagerConfig, aam_manager::ConfigError>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                let reloaded = reload()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|config| manager.reload_tokens(&config));
+                match reloaded {
+                    Ok(names) => tracing::info!(tokens = ?names, "SIGHUP: tokens reloaded from the config"),
+                    Err(e) => tracing::error!("SIGHUP: the config did not load, the tokens in force are kept: {e:#}"),
+                }
+            }
+        }
     }
 }

@@ -96,6 +96,20 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why requests are refused, as `aam_refusals_total` counts them.
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "role",
+    "token",
+    "max_sessions",
+    "max_queued_jobs",
+    "connections_per_peer",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
     group: String,
 }
@@ -129,6 +143,8 @@ struct Events {
     limit_pauses: Family<GroupLabel, Counter>,
     /// The known limit groups' counters (a series at 0 from the start).
     groups: HashMap<String, Counter>,
+    /// Per reason, in `REFUSAL_REASONS` order.
+    refusals: [Counter; 5],
 }
 
 fn latency_buckets() -> Histogram {
@@ -242,6 +258,19 @@ impl Observer {
             "Times a limit group was paused because an agent met its usage limit",
             limit_pauses.clone(),
         );
+        let refusals_family = Family::<ReasonLabel, Counter>::default();
+        let refusals = REFUSAL_REASONS.map(|reason| {
+            refusals_family
+                .get_or_create(&ReasonLabel { reason })
+                .clone()
+        });
+        registry.register(
+            "refusals",
+            "Requests and connections refused, by reason (role: beyond the token's role; \
+             token: an unknown token; max_sessions, max_queued_jobs: a token's quota; \
+             connections_per_peer: too many connections from one address)",
+            refusals_family,
+        );
         Observer(Arc::new(Events {
             registry,
             dispatch_latency,
@@ -254,7 +283,15 @@ impl Observer {
             agents: by_agent,
             limit_pauses,
             groups,
+            refusals,
         }))
+    }
+
+    /// A request or connection was refused for `reason` (one of `REFUSAL_REASONS`).
+    pub fn refused(&self, reason: &str) {
+        if let Some(slot) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.0.refusals[slot].inc();
+        }
     }
 
     /// A queued job's attempt started after `waited_ms` in the queue.
@@ -351,6 +388,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Where events are counted (refusals, from the listener).
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
     pub fn new(observer: Observer, scheduler: Addr<Scheduler>) -> Metrics {
         Metrics {
             observer,

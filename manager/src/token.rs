@@ -1,4 +1,5 @@
-//! The shared token: given, or generated once into the data directory.
+//! The main token: given, or generated once into the data directory; and
+//! the constant-time comparison every token check uses (`tokens::TokenSet`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,19 +64,6 @@ pub fn matches(expected: &str, given: &str) -> bool {
     expected.as_bytes().ct_eq(given.as_bytes()).into()
 }
 
-/// The name of the token `given` is, among `tokens` (name, token). Every
-/// token is compared, so the time taken does not tell which one matched.
-/// The one check of the TCP handshake and of HTTP requests.
-pub fn find(tokens: &[(String, String)], given: &str) -> Option<String> {
-    let mut found = None;
-    for (name, token) in tokens {
-        if matches(token, given) {
-            found = Some(name.clone());
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,21 +87,5 @@ mod tests {
         assert!(!matches("abc", "ab"));
         assert!(!matches("abc", "abcd"));
         assert!(!matches("abc", ""));
-    }
-
-    #[test]
-    fn find_names_the_token_given() {
-        let tokens = vec![
-            ("admin".to_string(), "a-long-admin-token".to_string()),
-            ("ci".to_string(), "a-long-ci-token".to_string()),
-        ];
-        assert_eq!(find(&tokens, "a-long-ci-token").as_deref(), Some("ci"));
-        assert_eq!(
-            find(&tokens, "a-long-admin-token").as_deref(),
-            Some("admin")
-        );
-        assert_eq!(find(&tokens, "a-long-ci-toke"), None);
-        assert_eq!(find(&tokens, ""), None);
-        assert_eq!(find(&[], "x"), None);
     }
 }

@@ -13,7 +13,7 @@ use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 
 /// An order from the scheduler to this worker.
 #[derive(Message)]
@@ -35,6 +35,8 @@ pub struct Replaced;
 pub struct WorkerConn {
     id: WorkerId,
     peer: SocketAddr,
+    /// The token it registered with (for the audit log).
+    who: crate::access::Identity,
     shared: Shared,
     writer: FrameWriter,
     /// Set once it registers, cleared when it leaves without the scheduler
@@ -44,7 +46,7 @@ pub struct WorkerConn {
     /// It went silent past its lease (rather than closing its connection).
     lease_expired: bool,
     /// One of the manager's connection slots, held while the connection lives.
-    _slot: OwnedSemaphorePermit,
+    _slot: crate::listener::Slot,
 }
 
 impl WorkerConn {
@@ -52,10 +54,11 @@ impl WorkerConn {
     pub fn start(
         id: WorkerId,
         peer: SocketAddr,
+        who: crate::access::Identity,
         frames: impl Stream<Item = Result<WorkerToManager, CodecError>> + 'static,
         writer: (FrameWriter, oneshot::Receiver<String>),
         shared: Shared,
-        slot: OwnedSemaphorePermit,
+        slot: crate::listener::Slot,
     ) -> Addr<WorkerConn> {
         WorkerConn::create(move |ctx| {
             ctx.add_stream(frames);
@@ -63,6 +66,7 @@ impl WorkerConn {
             WorkerConn {
                 id,
                 peer,
+                who,
                 shared,
                 writer: writer.0,
                 name: None,
@@ -143,6 +147,7 @@ impl WorkerConn {
             prefetch,
             labels,
             assigned,
+            who: self.who.clone(),
         };
         self.forward(ctx, connected);
     }

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod agent_output;
 pub mod agent_run;
+pub mod audit;
 pub mod codec;
 pub mod dial;
 #[cfg(feature = "fuzzing")]
@@ -25,7 +26,7 @@ pub mod worktree;
 pub use ids::{JobKey, SessionId};
 
 /// Version of the wire protocol; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Default TCP address of the manager.
 pub const DEFAULT_MANAGER_ADDR: &str = "127.0.0.1:7410";

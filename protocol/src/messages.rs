@@ -134,6 +134,10 @@ pub enum ClientRequest {
         session: SessionId,
         job: String,
     },
+    /// The audit log from `since_ms` on (answered `Audit`); admin only.
+    Audit {
+        since_ms: Option<u64>,
+    },
 }
 
 /// What kind of failure an `Error` response reports.
@@ -147,6 +151,10 @@ pub enum ErrorKind {
     Conflict,
     /// The manager could not do it (store failure, shutting down).
     Internal,
+    /// The token's role does not allow it (HTTP's 403).
+    PermissionDenied,
+    /// A quota of the token (or of the peer) is reached (HTTP's 429).
+    QuotaExceeded,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,6 +218,11 @@ pub enum ClientResponse {
         change: JobChange,
         #[serde(with = "serde_bytes")]
         patch: Vec<u8>,
+    },
+    /// The audit log, oldest first; `truncated`: older records were left out.
+    Audit {
+        records: Vec<crate::audit::AuditRecord>,
+        truncated: bool,
     },
 }
 

@@ -170,6 +170,8 @@ pub struct Snapshot {
     pub notices: Vec<Notice>,
     /// The sequence number the next notification gets.
     pub next_notice: u64,
+    /// Which token submitted each session (by its name), where known.
+    pub owners: Vec<(SessionId, String)>,
 }
 
 /// One notification in the outbox: an event for one `[[notify]]` target,
@@ -197,6 +199,25 @@ impl Notice {
     }
 }
 
+/// One audit record: its time and a sequence number (together its key, so
+/// the log reads back oldest first and a range of time goes at once), and
+/// the record as the manager encoded it (the store never reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    pub seq: u64,
+    pub record: Vec<u8>,
+}
+
+impl AuditEntry {
+    pub fn key(at_ms: u64, seq: u64) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&at_ms.to_be_bytes());
+        k[8..].copy_from_slice(&seq.to_be_bytes());
+        k
+    }
+}
+
 /// A group of writes committed together.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -219,6 +240,12 @@ pub struct Changes {
     pub notices_done: Vec<(u64, u64)>,
     /// The sequence number the next notification gets.
     pub next_notice: Option<u64>,
+    /// Audit records to append.
+    pub audit: Vec<AuditEntry>,
+    /// Audit records older than this time (ms) are to go (retention).
+    pub audit_before: Option<u64>,
+    /// Which token submitted a session (removed with the session).
+    pub owners: Vec<(SessionId, String)>,
 }
 
 impl Changes {
@@ -234,6 +261,9 @@ impl Changes {
             && self.notices.is_empty()
             && self.notices_done.is_empty()
             && self.next_notice.is_none()
+            && self.audit.is_empty()
+            && self.audit_before.is_none()
+            && self.owners.is_empty()
     }
 }
 
@@ -332,6 +362,17 @@ impl Store {
         self.with(|trees| trees.output(key))
     }
 
+    /// Audit records from `since_ms` on, oldest first, at most `limit` (the
+    /// newest ones); and whether older ones in range were left out.
+    pub fn audit(&self, since_ms: u64, limit: usize) -> Result<(Vec<AuditEntry>, bool)> {
+        self.with(|trees| trees.audit(since_ms, limit))
+    }
+
+    /// The sequence number after the last audit record's (0 when none).
+    pub fn next_audit_seq(&self) -> Result<u64> {
+        self.with(Trees::next_audit_seq)
+    }
+
     /// The stored patch of a worktree job (`git format-patch` of its commit,
     /// as its worker sent it).
     pub fn patch(&self, key: JobKey) -> Result<Option<Vec<u8>>> {
@@ -404,6 +445,7 @@ mod tests {
                     notices: vec![notice(1, 7), notice(1, 8), notice(2, 7)],
                     notices_done: Vec::new(),
                     next_notice: Some(3),
+                    ..Default::default()
                 }])
                 .unwrap();
             // A later attempt that left no patch takes the earlier one's away.
@@ -466,6 +508,55 @@ mod tests {
         assert_eq!(snap.jobs.len(), 1);
         assert!(store.output(job(1, 0).key).unwrap().is_none());
         assert!(store.patch(job(1, 0).key).unwrap().is_none());
+    }
+
+    fn entry(at_ms: u64, seq: u64) -> AuditEntry {
+        AuditEntry {
+            at_ms,
+            seq,
+            record: format!("r{seq}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn audit_records_and_owners_survive_reopening_and_retention_prunes_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            writer
+                .commit(vec![Changes {
+                    sessions: vec![session(1), session(2)],
+                    jobs: vec![job(1, 0), job(2, 0)],
+                    owners: vec![(SessionId(1), "ci".into()), (SessionId(2), "ann".into())],
+                    audit: vec![entry(10, 0), entry(20, 1), entry(30, 2)],
+                    ..Default::default()
+                }])
+                .unwrap();
+            // Retention: records before 20 go; a removed session's owner too.
+            writer
+                .commit(vec![Changes {
+                    audit_before: Some(20),
+                    removed: vec![(SessionId(2), 1)],
+                    audit: vec![entry(40, 3)],
+                    ..Default::default()
+                }])
+                .unwrap();
+            let durable = writer.durable_snapshot().unwrap();
+            assert_eq!(durable.owners, [(SessionId(1), "ci".to_string())]);
+        }
+        let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(
+            store.load().unwrap().owners,
+            [(SessionId(1), "ci".to_string())]
+        );
+        let (all, truncated) = store.audit(0, 10).unwrap();
+        assert_eq!(all, [entry(20, 1), entry(30, 2), entry(40, 3)]);
+        assert!(!truncated);
+        // The newest within the limit, oldest first.
+        let (newest, truncated) = store.audit(25, 1).unwrap();
+        assert_eq!(newest, [entry(40, 3)]);
+        assert!(truncated);
+        assert_eq!(store.next_audit_seq().unwrap(), 4);
     }
 
     #[test]

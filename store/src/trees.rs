@@ -6,13 +6,17 @@
 //! ended attempt's encoded capture by job), `patches` (a worktree job's
 //! patch by job, as its worker sent it), `pauses` (an encoded
 //! `LimitPause` by group name), `notices` (the outbox: an undelivered
-//! notification's event by seq and target) and `meta` (the schema
-//! version, the next session id, the next notification's seq).
+//! notification's event by seq and target), `audit` (an encoded audit
+//! record by time and seq), `owners` (the name of the token that submitted
+//! a session, by session) and `meta` (the schema version, the next session
+//! id, the next notification's seq).
 
 use crate::files::{narrow_tree, private_subdir};
 use crate::migrate::OLDEST_MIGRATED;
 use crate::wal::Item;
-use crate::{job_key, session_key, Changes, Notice, Result, Snapshot, StoreError, SCHEMA_VERSION};
+use crate::{
+    job_key, session_key, AuditEntry, Changes, Notice, Result, Snapshot, StoreError, SCHEMA_VERSION,
+};
 use aam_protocol::codec;
 use aam_protocol::{JobKey, SessionId};
 use std::path::{Path, PathBuf};
@@ -31,6 +35,8 @@ pub(crate) struct Trees {
     patches: sled::Tree,
     pauses: sled::Tree,
     notices: sled::Tree,
+    audit: sled::Tree,
+    owners: sled::Tree,
 }
 
 fn corrupt(e: codec::CodecError) -> StoreError {
@@ -98,6 +104,9 @@ impl Trees {
             pauses: db.open_tree("pauses").map_err(sled_err)?,
             // Absent from stores made before issue 11: created empty.
             notices: db.open_tree("notices").map_err(sled_err)?,
+            // Absent from stores made before issue 12: created empty.
+            audit: db.open_tree("audit").map_err(sled_err)?,
+            owners: db.open_tree("owners").map_err(sled_err)?,
             db,
             path,
         };
@@ -190,6 +199,12 @@ impl Trees {
                 Item::Notice(key, event) => self.notices.insert(key, event),
                 Item::NoticeDone(key) => self.notices.remove(key),
                 Item::NextNotice(n) => self.meta.insert(NEXT_NOTICE_KEY, &n.to_be_bytes()),
+                Item::Audit(key, record) => self.audit.insert(key, record),
+                Item::AuditBefore(before) => {
+                    self.prune_audit(before)?;
+                    Ok(None)
+                }
+                Item::Owner(key, name) => self.owners.insert(key, name),
             };
             result.map_err(|e| self.err(e))?;
         }
@@ -210,6 +225,9 @@ impl Trees {
     /// orphan jobs, which load ignores), its jobs, their outputs and patches.
     fn remove_session(&self, id: SessionId, job_count: u32) -> Result<()> {
         self.sessions
+            .remove(session_key(id))
+            .map_err(|e| self.err(e))?;
+        self.owners
             .remove(session_key(id))
             .map_err(|e| self.err(e))?;
         for index in 0..job_count {
@@ -283,7 +301,69 @@ impl Trees {
                 .insert(NEXT_NOTICE_KEY, &next.to_be_bytes())
                 .map_err(|e| self.err(e))?;
         }
+        self.apply_audit(changes.audit, changes.audit_before, changes.owners)
+    }
+
+    /// The audit and ownership part of a group of changes.
+    fn apply_audit(
+        &self,
+        audit: Vec<AuditEntry>,
+        before: Option<u64>,
+        owners: Vec<(SessionId, String)>,
+    ) -> Result<()> {
+        for entry in audit {
+            self.audit
+                .insert(AuditEntry::key(entry.at_ms, entry.seq), entry.record)
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(before) = before {
+            self.prune_audit(before)?;
+        }
+        for (id, name) in owners {
+            self.owners
+                .insert(session_key(id), name.as_bytes())
+                .map_err(|e| self.err(e))?;
+        }
         Ok(())
+    }
+
+    /// Removes the audit records older than `before` (ms).
+    fn prune_audit(&self, before: u64) -> Result<()> {
+        let end = AuditEntry::key(before, 0);
+        for item in self.audit.range(..end) {
+            let (key, _) = item.map_err(|e| self.err(e))?;
+            self.audit.remove(key).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Audit records from `since_ms` on, the newest `limit` of them.
+    pub(crate) fn audit(&self, since_ms: u64, limit: usize) -> Result<(Vec<AuditEntry>, bool)> {
+        let mut newest_first = Vec::new();
+        let mut truncated = false;
+        for item in self.audit.range(AuditEntry::key(since_ms, 0)..).rev() {
+            if newest_first.len() == limit {
+                truncated = true;
+                break;
+            }
+            let (key, record) = item.map_err(|e| self.err(e))?;
+            let (at_ms, seq) = audit_key(&key)?;
+            newest_first.push(AuditEntry {
+                at_ms,
+                seq,
+                record: record.to_vec(),
+            });
+        }
+        newest_first.reverse();
+        Ok((newest_first, truncated))
+    }
+
+    /// One past the highest sequence number of the last audit record.
+    pub(crate) fn next_audit_seq(&self) -> Result<u64> {
+        match self.audit.last().map_err(|e| self.err(e))? {
+            Some((key, _)) => Ok(audit_key(&key)?.1 + 1),
+            None => Ok(0),
+        }
     }
 
     /// Reads every session and job.
@@ -308,6 +388,16 @@ impl Trees {
             snap.notices.push(notice_of(&k, v.to_vec())?);
         }
         snap.next_notice = self.u64_or(NEXT_NOTICE_KEY, 1, "next notification number")?;
+        for item in self.owners.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let id = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("session owner key".into()))?,
+            );
+            let name = String::from_utf8_lossy(&v).into_owned();
+            snap.owners.push((SessionId(id), name));
+        }
         Ok(snap)
     }
 
@@ -356,4 +446,20 @@ pub(crate) fn notice_of(key: &[u8], event: Vec<u8>) -> Result<Notice> {
             .map_err(|_| bad())?,
     );
     Ok(Notice { seq, target, event })
+}
+
+/// An audit key read back: (time, seq).
+fn audit_key(key: &[u8]) -> Result<(u64, u64)> {
+    let bad = || StoreError::Corrupt(format!("audit key of {} bytes", key.len()));
+    let at = key
+        .get(..8)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let seq = key
+        .get(8..)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    Ok((u64::from_be_bytes(at), u64::from_be_bytes(seq)))
 }

@@ -38,6 +38,9 @@ const KIND_PATCH: u8 = 9;
 const KIND_NOTICE: u8 = 10;
 const KIND_NOTICE_DONE: u8 = 11;
 const KIND_NEXT_NOTICE: u8 = 12;
+const KIND_AUDIT: u8 = 13;
+const KIND_AUDIT_BEFORE: u8 = 14;
+const KIND_OWNER: u8 = 15;
 
 /// One decoded item of a frame.
 pub(crate) enum Item {
@@ -61,6 +64,12 @@ pub(crate) enum Item {
     /// A notification taken out of the outbox (delivered or given up).
     NoticeDone([u8; 16]),
     NextNotice(u64),
+    /// An audit record: (time and seq, record).
+    Audit([u8; 16], Vec<u8>),
+    /// Audit records older than this time go.
+    AuditBefore(u64),
+    /// The token a session was submitted by: (session, name).
+    Owner([u8; 8], Vec<u8>),
 }
 
 fn push_item(buf: &mut Vec<u8>, kind: u8, body: &[u8]) {
@@ -126,6 +135,19 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
     if let Some(next) = changes.next_notice {
         push_item(&mut buf, KIND_NEXT_NOTICE, &next.to_be_bytes());
     }
+    for entry in &changes.audit {
+        let mut body = crate::AuditEntry::key(entry.at_ms, entry.seq).to_vec();
+        body.extend_from_slice(&entry.record);
+        push_item(&mut buf, KIND_AUDIT, &body);
+    }
+    if let Some(before) = changes.audit_before {
+        push_item(&mut buf, KIND_AUDIT_BEFORE, &before.to_be_bytes());
+    }
+    for (session, name) in &changes.owners {
+        let mut body = session_key(*session).to_vec();
+        body.extend_from_slice(name.as_bytes());
+        push_item(&mut buf, KIND_OWNER, &body);
+    }
     Ok(buf)
 }
 
@@ -173,6 +195,9 @@ fn decode_items(mut body: &[u8]) -> Option<Vec<Item>> {
             KIND_NOTICE => Item::Notice(data.get(..16)?.try_into().ok()?, data[16..].to_vec()),
             KIND_NOTICE_DONE => Item::NoticeDone(data.try_into().ok()?),
             KIND_NEXT_NOTICE => Item::NextNotice(u64::from_be_bytes(data.try_into().ok()?)),
+            KIND_AUDIT => Item::Audit(data.get(..16)?.try_into().ok()?, data[16..].to_vec()),
+            KIND_AUDIT_BEFORE => Item::AuditBefore(u64::from_be_bytes(data.try_into().ok()?)),
+            KIND_OWNER => Item::Owner(data.get(..8)?.try_into().ok()?, data[8..].to_vec()),
             _ => return None,
         });
     }

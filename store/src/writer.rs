@@ -275,6 +275,11 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         .map(|n| (Notice::key(n.seq, n.target), n))
         .collect();
     let mut next_notice = snapshot.next_notice;
+    let mut owners: BTreeMap<u64, String> = snapshot
+        .owners
+        .into_iter()
+        .map(|(id, name)| (id.0, name))
+        .collect();
     let mut pauses: BTreeMap<String, LimitPause> = snapshot
         .pauses
         .into_iter()
@@ -291,8 +296,13 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
                 sessions.insert(session.id.0, session);
             }
             Item::NextSession(n) => next_session = n,
+            Item::Owner(key, name) => {
+                let id = u64::from_be_bytes(key);
+                owners.insert(id, String::from_utf8_lossy(&name).into_owned());
+            }
             Item::Removed(id, count) => {
                 sessions.remove(&id);
+                owners.remove(&id);
                 for index in 0..count {
                     jobs.remove(&(id, index));
                 }
@@ -312,7 +322,13 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
             }
             Item::NextNotice(n) => next_notice = n,
             // A migration's log is checkpointed before the store is used.
-            Item::Output(..) | Item::Patch(..) | Item::Schema(_) => {}
+            // The snapshot is the model's: outputs, patches and the audit
+            // log are read from the store when asked for.
+            Item::Output(..)
+            | Item::Patch(..)
+            | Item::Schema(_)
+            | Item::Audit(..)
+            | Item::AuditBefore(_) => {}
         }
     }
     Ok(Snapshot {
@@ -322,6 +338,10 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         pauses: pauses.into_values().collect(),
         notices: notices.into_values().collect(),
         next_notice,
+        owners: owners
+            .into_iter()
+            .map(|(id, name)| (aam_protocol::SessionId(id), name))
+            .collect(),
     })
 }
 

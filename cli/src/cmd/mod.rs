@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod apply;
+pub mod audit;
 pub mod cancel;
 pub mod completions;
 pub mod continue_;

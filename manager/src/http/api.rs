@@ -53,6 +53,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
         // A store that takes no writes, a manager shutting down: try later.
         ErrorKind::Internal => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -85,7 +87,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs/{session}/{job}/approve", web::post().to(approve))
         .route("/jobs/{session}/{job}/reject", web::post().to(reject))
         .route("/workers", web::get().to(workers))
-        .route("/agents", web::get().to(agents));
+        .route("/agents", web::get().to(agents))
+        .route("/audit", web::get().to(audit));
 }
 
 /// Sends `request` to the scheduler, as the TCP client connection does,
@@ -409,6 +412,29 @@ async fn agents(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    /// Records from this time on (ms since the epoch).
+    since_ms: Option<u64>,
+}
+
+/// `aam audit --json` (admin tokens only).
+async fn audit(
+    http: web::Data<Http>,
+    who: web::ReqData<Caller>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = ClientRequest::Audit {
+        since_ms: query.since_ms,
+    };
+    match call(&http, request, &who).await? {
+        ClientResponse::Audit { records, .. } => {
+            Ok(json_ok(aam_protocol::audit::audit_json(&records)))
+        }
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +444,14 @@ mod tests {
         assert_eq!(status_of(ErrorKind::BadRequest), StatusCode::BAD_REQUEST);
         assert_eq!(status_of(ErrorKind::NotFound), StatusCode::NOT_FOUND);
         assert_eq!(status_of(ErrorKind::Conflict), StatusCode::CONFLICT);
+        assert_eq!(
+            status_of(ErrorKind::PermissionDenied),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of(ErrorKind::QuotaExceeded),
+            StatusCode::TOO_MANY_REQUESTS
+        );
         assert_eq!(
             status_of(ErrorKind::Internal),
             StatusCode::SERVICE_UNAVAILABLE

@@ -1,12 +1,13 @@
 //! Who is calling: the token of `Authorization: Bearer TOKEN` or of the
 //! `aam_token` cookie, checked against the same tokens as TCP connections
-//! (`token::find`, constant time). `POST /api/login` sets the cookie (so the
-//! dashboard never holds the token in script: HttpOnly, SameSite=Strict),
-//! `POST /api/logout` clears it.
+//! (`TokenSet::find`, constant time), with their roles. `POST /api/login`
+//! sets the cookie (so the dashboard never holds the token in script:
+//! HttpOnly, SameSite=Strict), `POST /api/logout` clears it.
 
 use super::api::{read_body, ApiError};
 use super::Http;
-use crate::token;
+use crate::access::{Grant, Identity};
+use crate::tokens::TokenSet;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
@@ -19,9 +20,10 @@ pub const COOKIE: &str = "aam_token";
 /// Largest login body: a token is short.
 const MAX_LOGIN_BODY: usize = 64 * 1024;
 
-/// The name of the token a request presented (audit records, `who`).
+/// Who made a request: the token it presented (name, role, quotas) and
+/// its address; requests go to the scheduler with it, which checks them.
 #[derive(Clone, Debug)]
-pub struct Caller(pub String);
+pub struct Caller(pub Identity);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/login", web::post().to(login))
@@ -69,18 +71,43 @@ fn unhex(hex: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// Checks the token a request presents; its name, or a 401 that says what
-/// is missing or wrong.
-pub fn caller(req: &HttpRequest, tokens: &[(String, String)]) -> Result<Caller, ApiError> {
+/// Checks the token a request presents; who it is, or a 401 that says
+/// what is missing or wrong.
+pub fn caller(req: &HttpRequest, tokens: &TokenSet) -> Result<Caller, ApiError> {
     let Some(given) = presented(req) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "a token is needed: send `Authorization: Bearer TOKEN`, or sign in (POST /api/login)",
         ));
     };
-    token::find(tokens, &given)
-        .map(Caller)
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "?".to_string(), |a| a.to_string());
+    tokens
+        .find(&given)
+        .map(|entry| Caller(Identity::of(entry, peer)))
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))
+}
+
+/// A request with a token the manager does not know: counted and audited
+/// like a refused handshake.
+fn invalid_token(http: &Http, req: &HttpRequest) {
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "?".into(), |a| a.to_string());
+    let unknown = Identity {
+        name: "?".into(),
+        grant: Grant::new([]),
+        quotas: Default::default(),
+        peer,
+    };
+    crate::listener::refused(
+        &http.shared,
+        &unknown,
+        "http",
+        "token",
+        "invalid token".into(),
+    );
 }
 
 /// Middleware of `/api`: nothing under it runs without a valid token; the
@@ -89,20 +116,20 @@ pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let tokens = match req.app_data::<web::Data<Http>>() {
-        Some(http) => http.shared.tokens.clone(),
-        None => {
-            return Err(actix_web::error::ErrorInternalServerError(
-                "no server state",
-            ))
-        }
+    let Some(http) = req.app_data::<web::Data<Http>>().cloned() else {
+        return Err(actix_web::error::ErrorInternalServerError(
+            "no server state",
+        ));
     };
-    match caller(req.request(), &tokens) {
+    match caller(req.request(), &http.shared.tokens.current()) {
         Ok(who) => {
             req.extensions_mut().insert(who);
             Ok(next.call(req).await?.map_into_left_body())
         }
         Err(e) => {
+            if presented(req.request()).is_some() {
+                invalid_token(&http, req.request());
+            }
             let mut response = e.error_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -129,10 +156,11 @@ async fn login(http: web::Data<Http>, body: web::Payload) -> Result<HttpResponse
     let login: Login = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("the body must be {{\"token\": \"...\"}}: {e}")))?;
     let token = login.token.trim();
-    let Some(name) = token::find(&http.shared.tokens, token) else {
+    let tokens = http.shared.tokens.current();
+    let Some(entry) = tokens.find(token) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"));
     };
-    tracing::info!(token = %name, "dashboard sign-in");
+    tracing::info!(token = %entry.name, role = %entry.config.grant, "dashboard sign-in");
     Ok(HttpResponse::NoContent()
         .insert_header((header::SET_COOKIE, set_cookie(&hex(token), false)))
         .finish())
@@ -149,16 +177,19 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
-    fn tokens() -> Vec<(String, String)> {
-        vec![
-            ("admin".into(), "admin-token-0123456789".into()),
-            ("ci".into(), "ci token; with spaces".into()),
-        ]
+    fn tokens() -> TokenSet {
+        let ci = crate::tokens::TokenConfig {
+            token: "ci token; with spaces".into(),
+            grant: Grant::new([crate::access::Role::Read]),
+            quotas: Default::default(),
+        };
+        let configured = [("ci".to_string(), ci)].into_iter().collect();
+        TokenSet::new("admin", "admin-token-0123456789", &configured)
     }
 
     fn who(req: TestRequest) -> Result<String, StatusCode> {
         caller(&req.to_http_request(), &tokens())
-            .map(|c| c.0)
+            .map(|c| c.0.name)
             .map_err(|e| e.status_code())
     }
 

@@ -39,8 +39,15 @@ pub struct EventsQuery {
 
 pub async fn events(
     http: web::Data<Http>,
+    who: web::ReqData<super::auth::Caller>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // Events are a read (a watch): refused to a token that may not read.
+    let who = &who.0;
+    if !who.grant.allows(crate::access::Action::Read("watch")) {
+        let message = crate::access::denied(&who.name, &who.grant);
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+    }
     let session = match &query.session {
         Some(text) => Some(
             text.parse()

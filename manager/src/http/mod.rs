@@ -151,7 +151,7 @@ fn probe_allowed(req: &HttpRequest, http: &Http) -> Result<(), api::ApiError> {
     if http.loopback {
         return Ok(());
     }
-    auth::caller(req, &http.shared.tokens).map(|_| ())
+    auth::caller(req, &http.shared.tokens.current()).map(|_| ())
 }
 
 async fn healthz(req: HttpRequest, http: web::Data<Http>) -> Result<HttpResponse, api::ApiError> {

@@ -8,6 +8,7 @@
 //! what workers say; `effects` is the commit-then-release machinery;
 //! `read_only` is what it does while the store takes no writes.
 
+mod audit;
 mod effects;
 mod notices;
 mod observers;
@@ -15,6 +16,7 @@ mod read_only;
 mod requests;
 mod workers;
 
+pub use audit::Audit;
 pub use observers::{Readiness, Subscribe, SUBSCRIBER_BACKLOG};
 pub use workers::{WorkerConnected, WorkerDisconnected, WorkerReport};
 
@@ -47,8 +49,9 @@ pub struct ClientCall {
     pub request: ClientRequest,
     pub reply: oneshot::Sender<Option<ClientResponse>>,
     pub watcher: Option<Recipient<SessionUpdate>>,
-    /// The name of the token the client presented.
-    pub who: String,
+    /// Who asks: the token the client presented (its name, role, quotas)
+    /// and the client's address.
+    pub who: crate::access::Identity,
 }
 
 /// Resolves `done` once everything changed so far is durable (for shutdown).
@@ -77,6 +80,8 @@ pub struct Scheduler {
     health: StoreHealth,
     /// `[[notify]]`: events made with the changes, delivered once durable.
     pub notify: Outbox,
+    /// Audit records waiting for the next commit.
+    audit: audit::AuditLog,
 }
 
 impl Scheduler {
@@ -87,7 +92,12 @@ impl Scheduler {
         heartbeat_ms: u64,
         lease_ms: u64,
     ) -> Self {
+        let next_audit = store.next_audit_seq().unwrap_or_else(|e| {
+            tracing::warn!("reading the audit log's last record: {e}; numbering from 0");
+            0
+        });
         Scheduler {
+            audit: audit::AuditLog::starting_at(next_audit),
             state,
             store,
             committer,
@@ -137,6 +147,7 @@ impl Scheduler {
             }
         }
         let mut changes = self.state.take_changes();
+        self.audit.take_into(&mut changes);
         let staged = self.notify.stage(&mut self.state, &mut changes, now);
         if !staged.is_empty() {
             effects.push(Effect::Notices(staged));
@@ -227,6 +238,8 @@ impl Scheduler {
         if !self.read_only() {
             let mut effects = Vec::new();
             self.gc(self.retention_ms, &mut effects);
+            // The audit log is kept as long as finished sessions are.
+            self.audit.prune(now_ms().saturating_sub(self.retention_ms));
             self.settle(ctx, effects);
         }
     }

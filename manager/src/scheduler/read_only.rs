@@ -102,7 +102,7 @@ impl Scheduler {
             | ClientRequest::Decide { .. }
             | ClientRequest::Gc { .. }
             | ClientRequest::Continue { .. } => true,
-            ClientRequest::Patch { .. } => false,
+            ClientRequest::Patch { .. } | ClientRequest::Audit { .. } => false,
             ClientRequest::ListSessions
             | ClientRequest::Session { .. }
             | ClientRequest::Logs { .. }

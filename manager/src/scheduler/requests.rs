@@ -2,9 +2,12 @@
 //! and says how it is answered (`Reply`): now (once what it changed is
 //! durable), when some jobs have ended (a cancel that waits), or as a watch.
 
+use super::audit;
 use super::effects::Effect;
 use super::Scheduler;
+use crate::access::{self, Identity, Role};
 use crate::state::{ContinueRefused, StateError};
+use aam_protocol::audit::AuditOutcome;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, ManagerToWorker};
 use aam_protocol::model::{SessionSummary, StopCause};
 use aam_protocol::spec::BatchSpec;
@@ -43,13 +46,115 @@ pub(super) struct CancelWaiter {
     pub seq: u64,
 }
 
+/// A request refused before it is applied: by the token's role (or
+/// ownership), or by a quota.
+struct Refusal {
+    kind: ErrorKind,
+    /// What `aam_refusals_total` counts it under.
+    reason: &'static str,
+    message: String,
+}
+
 impl Scheduler {
-    /// Applies one request. `watching`: the caller can take a stream of
-    /// updates. Orders for workers go to `effects`.
+    /// Applies one request of `who`, if its token may make it. Mutating
+    /// requests and refused ones are recorded in the audit log.
+    /// `watching`: the caller can take a stream of updates. Orders for
+    /// workers go to `effects`.
     pub(super) fn request(
         &mut self,
         request: ClientRequest,
-        who: &str,
+        who: &Identity,
+        watching: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        let action = access::action_of(&request);
+        let target = access::target_of(&request);
+        if let Err(refused) = self.permitted(&request, who) {
+            tracing::warn!(token = %who.name, peer = %who.peer, action = action.name(),
+                "refused: {}", refused.message);
+            self.state.config().metrics.refused(refused.reason);
+            let message = refused.message;
+            let denied = audit::record(
+                who,
+                action.name(),
+                target,
+                AuditOutcome::Denied,
+                message.clone(),
+            );
+            self.audit.record(&denied);
+            return Reply::Answer(ClientResponse::Error {
+                kind: refused.kind,
+                message,
+            });
+        }
+        let reply = self.perform(request, who, watching, effects);
+        if action.mutates() {
+            let (outcome, detail) = audit::outcome_of(&reply);
+            self.audit
+                .record(&audit::record(who, action.name(), target, outcome, detail));
+        }
+        reply
+    }
+
+    /// Whether `who` may make `request`: its role (`access::check`), whose
+    /// session a cancel stops, and its quotas for what it submits.
+    fn permitted(&self, request: &ClientRequest, who: &Identity) -> Result<(), Refusal> {
+        let role_refusal = |message| Refusal {
+            kind: ErrorKind::PermissionDenied,
+            reason: "role",
+            message,
+        };
+        access::check(&who.name, &who.grant, request).map_err(role_refusal)?;
+        let admin = who.grant.has(Role::Admin);
+        let jobs = match request {
+            ClientRequest::Cancel { session, .. } if !admin => {
+                let owner = self.state.owner(*session);
+                if owner != Some(who.name.as_str()) && self.state.session_exists(*session) {
+                    return Err(role_refusal(format!(
+                        "{}: session {session} was submitted by {}; only an admin token may \
+                         cancel another token's sessions",
+                        access::denied(&who.name, &who.grant),
+                        owner.map_or("no known token".to_string(), |o| format!("token {o}")),
+                    )));
+                }
+                return Ok(());
+            }
+            ClientRequest::Submit {
+                batch,
+                idempotency_key,
+            } => {
+                let known = idempotency_key
+                    .as_deref()
+                    .is_some_and(|k| self.state.session_for_key(k).is_some());
+                if known {
+                    return Ok(());
+                }
+                // A job of N variants becomes N jobs and their parent.
+                let jobs = batch
+                    .jobs
+                    .iter()
+                    .map(|j| 1 + j.variants.unwrap_or(0) as usize);
+                u32::try_from(jobs.sum::<usize>()).unwrap_or(u32::MAX)
+            }
+            ClientRequest::Continue { .. } => 1,
+            _ => return Ok(()),
+        };
+        let usage = self.state.usage(&who.name);
+        match crate::state::quota_refusal(&who.name, who.quotas, usage, jobs) {
+            Some(quota) => Err(Refusal {
+                kind: ErrorKind::QuotaExceeded,
+                reason: quota.reason,
+                message: quota.message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies one permitted request.
+    fn perform(
+        &mut self,
+        request: ClientRequest,
+        who: &Identity,
         watching: bool,
         effects: &mut Vec<Effect>,
     ) -> Reply {
@@ -61,7 +166,7 @@ impl Scheduler {
             ClientRequest::Submit {
                 batch,
                 idempotency_key,
-            } => self.submit(batch, idempotency_key, now),
+            } => self.submit(batch, idempotency_key, &who.name, now),
             ClientRequest::ListSessions => Reply::Answer(ClientResponse::Sessions {
                 sessions: self.state.summaries(),
                 paused: self.state.paused_groups(now),
@@ -76,29 +181,9 @@ impl Scheduler {
                     None => StateError::NoSession(session).into(),
                 }
             }
-            ClientRequest::Logs { session, job, from } => {
-                let stored = self.output_reader();
-                match self.state.logs(session, &job, from, &stored) {
-                    Ok(logs) => Reply::Answer(ClientResponse::Logs {
-                        status: logs.status,
-                        attempt: logs.attempt,
-                        output: logs.output,
-                        output_bytes: logs.output_bytes,
-                        format: logs.format,
-                    }),
-                    Err(e) => e.into(),
-                }
-            }
+            ClientRequest::Logs { session, job, from } => self.logs(session, &job, from),
             ClientRequest::Workers => Reply::Answer(ClientResponse::Workers(self.state.workers())),
-            ClientRequest::Gc { older_than_ms } => {
-                let (sessions, jobs, output_bytes) =
-                    self.gc(older_than_ms.unwrap_or(self.retention_ms), effects);
-                Reply::Answer(ClientResponse::Collected {
-                    sessions,
-                    jobs,
-                    output_bytes,
-                })
-            }
+            ClientRequest::Gc { older_than_ms } => self.collect(older_than_ms, now, effects),
             ClientRequest::Agents => {
                 let (agents, problems) = self.state.agents();
                 Reply::Answer(ClientResponse::Agents { agents, problems })
@@ -115,7 +200,7 @@ impl Scheduler {
                 job,
                 approve,
                 comment,
-            } => self.decide(session, &job, approve, who, comment, now),
+            } => self.decide(session, &job, approve, &who.name, comment, now),
             ClientRequest::Watch { session } => self.watch(session, watching),
             ClientRequest::Patch { session, job } => {
                 let stored = self.patch_reader();
@@ -128,15 +213,58 @@ impl Scheduler {
                 session,
                 job,
                 prompt,
-            } => self.continue_job(session, &job, prompt, now),
+            } => self.continue_job(session, &job, prompt, &who.name, now),
+            ClientRequest::Audit { since_ms } => self.read_audit(since_ms),
         }
+    }
+
+    fn logs(&self, session: SessionId, job: &str, from: u64) -> Reply {
+        let stored = self.output_reader();
+        match self.state.logs(session, job, from, &stored) {
+            Ok(logs) => Reply::Answer(ClientResponse::Logs {
+                status: logs.status,
+                attempt: logs.attempt,
+                output: logs.output,
+                output_bytes: logs.output_bytes,
+                format: logs.format,
+            }),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// `aam gc`: finished sessions older than `older_than_ms` (else the
+    /// retention) go, and audit records past the retention.
+    fn collect(
+        &mut self,
+        older_than_ms: Option<u64>,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        let (sessions, jobs, output_bytes) =
+            self.gc(older_than_ms.unwrap_or(self.retention_ms), effects);
+        // The audit log goes by the retention only: `--older-than` is no
+        // way to erase it.
+        self.audit.prune(now.saturating_sub(self.retention_ms));
+        Reply::Answer(ClientResponse::Collected {
+            sessions,
+            jobs,
+            output_bytes,
+        })
     }
 
     /// A follow-up of an agent job: a new session of one job resuming its
     /// conversation, answered like a submission.
-    fn continue_job(&mut self, session: SessionId, job: &str, prompt: String, now: u64) -> Reply {
+    fn continue_job(
+        &mut self,
+        session: SessionId,
+        job: &str,
+        prompt: String,
+        owner: &str,
+        now: u64,
+    ) -> Reply {
         match self.state.continue_job(session, job, prompt, now) {
             Ok((new, jobs)) => {
+                self.state.set_owner(new, owner);
                 tracing::info!(session = %new, from = %session, job = %job, "follow-up submitted");
                 Reply::Answer(ClientResponse::Submitted {
                     session: new,
@@ -150,7 +278,13 @@ impl Scheduler {
         }
     }
 
-    fn submit(&mut self, batch: BatchSpec, idempotency_key: Option<String>, now: u64) -> Reply {
+    fn submit(
+        &mut self,
+        batch: BatchSpec,
+        idempotency_key: Option<String>,
+        owner: &str,
+        now: u64,
+    ) -> Reply {
         let known = idempotency_key
             .as_deref()
             .and_then(|k| self.state.session_for_key(k));
@@ -166,7 +300,8 @@ impl Scheduler {
         let name = batch.name.clone();
         match self.state.submit(batch, idempotency_key, now) {
             Ok((session, jobs)) => {
-                tracing::info!(session = %session, name = %name, jobs, "session submitted");
+                self.state.set_owner(session, owner);
+                tracing::info!(session = %session, name = %name, jobs, by = %owner, "session submitted");
                 Reply::Answer(ClientResponse::Submitted {
                     session,
                     jobs,

@@ -25,6 +25,8 @@ pub struct WorkerConnected {
     pub labels: BTreeMap<String, String>,
     /// The attempts it reports holding.
     pub assigned: Vec<AttemptRef>,
+    /// The token it registered with.
+    pub who: crate::access::Identity,
 }
 
 #[derive(Message)]
@@ -95,7 +97,15 @@ impl Handler<WorkerConnected> for Scheduler {
             }
         }
         tracing::info!(worker = %msg.name, slots = msg.slots, adopted = registration.adopted.len(),
-            killed = registration.kill.len(), "worker registered");
+            killed = registration.kill.len(), token = %msg.who.name, "worker registered");
+        let detail = format!(
+            "{} slots, {} attempts adopted",
+            msg.slots,
+            registration.adopted.len()
+        );
+        let done = aam_protocol::audit::AuditOutcome::Done;
+        let record = super::audit::record(&msg.who, "register", msg.name.clone(), done, detail);
+        self.audit.record(&record);
         self.workers.insert(msg.id, msg.addr);
         let effects = self.registered(msg.id, registration);
         self.settle(ctx, effects);

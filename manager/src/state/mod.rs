@@ -25,6 +25,7 @@ mod dispatch;
 mod follow_up;
 mod limits;
 mod notices;
+mod owners;
 mod queue;
 mod rebuild;
 mod session;
@@ -44,6 +45,7 @@ pub use control::CancelOutcome;
 pub use follow_up::ContinueRefused;
 pub use limits::LIMIT_BACKOFF_CAP_MS;
 pub use notices::{EventKind, Transition};
+pub use owners::{quota_refusal, QuotaRefusal, Usage};
 pub use session::Collected;
 pub use variants::VARIANT_ENV;
 pub use views::JobLogs;
@@ -189,6 +191,8 @@ pub struct State {
     pauses: Pauses,
     /// Transitions to tell `[[notify]]` targets of, since last taken.
     transitions: Vec<Transition>,
+    /// Which token submitted each session.
+    owners: owners::Owners,
 }
 
 impl State {
@@ -211,6 +215,7 @@ impl State {
             committing_patches: HashMap::new(),
             pauses: Pauses::default(),
             transitions: Vec::new(),
+            owners: owners::Owners::default(),
         }
     }
 
@@ -263,6 +268,7 @@ impl State {
                 .then_some(self.next_session),
             pauses,
             pauses_ended,
+            owners: self.owners.take_unsaved(),
             // The outbox's are added by the scheduler (`notify::Outbox`).
             ..Changes::default()
         }

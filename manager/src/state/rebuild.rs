@@ -46,6 +46,7 @@ impl State {
             state.sessions.insert_loaded(entry);
             state.recheck_session(id, now);
         }
+        state.restore_owners(snapshot.owners);
         state.restore_queue_and_orphans(now);
         // What rechecking settled was told of before the restart, or never
         // happened as a change of its own: no event is made again.

@@ -356,6 +356,7 @@ impl State {
             if let Some(key) = &entry.record.idempotency_key {
                 self.by_idempotency_key.remove(key);
             }
+            self.owners.remove(id);
             for job in &entry.jobs {
                 self.committing_outputs.remove(&job.key);
                 self.committing_patches.remove(&job.key);

@@ -4,6 +4,7 @@
 mod agents;
 mod agents_e2e;
 mod agents_model;
+mod audit_quotas;
 mod bad_input;
 mod chaos;
 mod claude_code;
@@ -23,6 +24,7 @@ mod orphans;
 mod peers;
 mod placement;
 mod quickstart;
+mod roles;
 mod secrets;
 mod session;
 mod slow_peers;
