@@ -166,7 +166,61 @@ fn five_hundred_idle_half_open_connections_from_another_host_do_not_stop_a_clien
     let out =
         answered.unwrap_or_else(|| panic!("no answer with 500 idle connections\n{}", c.logs()));
     assert_eq!(out.json()[0]["name"], "a", "{}", out.dump());
-    let session = c.submit_json(&json!({"name": "busy", "jobs": [{"name": "j", "command": ["echo", "hi"]}]}));
+    let session =
+        c.submit_json(&json!({"name": "busy", "jobs": [{"name": "j", "command": ["echo", "hi"]}]}));
     c.poll_status(&session, "the job done", |s| s["status"] == "succeeded");
     drop(idle);
+}
+
+#[test]
+fn roles_hold_across_hosts_and_the_audit_names_each_actor_and_its_address() {
+    use crate::roles::{as_token, config, denied, READ, SUBMIT, WORKER};
+    let net = TestNet::new(4);
+    let mut c = Cluster::new();
+    c.manager_host = Some(net.host(MANAGER).clone());
+    c.client_host = Some(net.host(CLIENT).clone());
+    c.manager_config = Some(c.write("aam.toml", &config()));
+    c.start_manager();
+    // A worker host holds a worker token, nothing more.
+    c.worker_env.push(("AAM_TOKEN".into(), WORKER.into()));
+    c.start_worker_on(Some(net.host(WORKER_A)), "gpu-box", 1, &[]);
+
+    let file = c.write(
+        "one.toml",
+        "name = \"one\"\n[[jobs]]\nname = \"j\"\ncommand = [\"echo\", \"hi\"]\n",
+    );
+    let out = as_token(&c, SUBMIT, &["submit", "--json", file.to_str().unwrap()]).expect_code(0);
+    let session = out.json()["session"].as_str().unwrap().to_string();
+    c.poll_status(&session, "the job done", |s| s["status"] == "succeeded");
+    as_token(&c, READ, &["status", &session]).expect_code(0);
+    denied(&c, READ, &["cancel", &session], "reader", "read");
+    denied(&c, WORKER, &["sessions"], "gpu", "worker");
+    as_token(&c, "not-a-token-of-this-manager", &["sessions"]).expect_code(3);
+
+    let records = c.aam(&["audit", "--json"]).expect_code(0).json();
+    let records = records.as_array().unwrap();
+    let find = |token: &str, action: &str| {
+        records
+            .iter()
+            .find(|r| r["token"] == token && r["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} by {token} in {records:?}"))
+    };
+    let from = |r: &serde_json::Value, host: usize| {
+        let peer = r["peer"].as_str().unwrap();
+        assert!(
+            peer.starts_with(&format!("{}:", net.host(host).ip)),
+            "{r} is not from host {host}"
+        );
+    };
+    let register = find("gpu", "register");
+    assert_eq!(register["outcome"], "done", "{register}");
+    from(register, WORKER_A);
+    let submit = find("ci", "submit");
+    assert_eq!(submit["role"], "submit", "{submit}");
+    from(submit, CLIENT);
+    let cancel = find("reader", "cancel");
+    assert_eq!(cancel["outcome"], "denied", "{cancel}");
+    from(cancel, CLIENT);
+    from(find("gpu", "sessions"), CLIENT);
+    from(find("?", "connect"), CLIENT);
 }
