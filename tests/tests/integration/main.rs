@@ -25,6 +25,7 @@ mod quickstart;
 mod secrets;
 mod session;
 mod slow_peers;
+mod tls;
 mod worktrees_e2e;
 mod worktrees_model;
 
