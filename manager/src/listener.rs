@@ -251,6 +251,11 @@ async fn tls_accept(
 ) -> Option<ServerStream> {
     match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
+        // A port probe (`aam up`, health checks): connected, closed, nothing said.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(%peer, "connection closed before its TLS handshake");
+            None
+        }
         Ok(Err(e)) => {
             tracing::warn!(%peer, "rejected connection: TLS handshake failed: {e}");
             None
