@@ -30,6 +30,20 @@ pub struct ManagerFlags {
     /// File holding the token
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// Trust this certificate or CA file (PEM) for the manager [default:
+    /// tls/cert.pem next to the token file, of `aam up` here, else ./aam-data/tls/cert.pem]
+    #[arg(long, global = true, env = "AAM_CA")]
+    pub ca: Option<PathBuf>,
+    /// Trust exactly the manager certificate of this SHA-256 fingerprint
+    /// (hex, colons optional, `sha256:` optional; the manager logs it)
+    #[arg(long, global = true, env = "AAM_FINGERPRINT")]
+    pub fingerprint: Option<String>,
+    /// Our certificate (PEM), for a manager that requires one (--client-ca)
+    #[arg(long, global = true, env = "AAM_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert (PEM)
+    #[arg(long, global = true, env = "AAM_KEY")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

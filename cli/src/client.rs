@@ -13,32 +13,33 @@ use aam_protocol::messages::{
 };
 use aam_protocol::model::{Estimate, JobStatus, SessionSummary, SessionView, WorkerView};
 use aam_protocol::spec::BatchSpec;
+use aam_protocol::tls::{ClientStream, ClientTls};
 use aam_protocol::worktree::JobChange;
 use aam_protocol::SessionId;
 use futures::{SinkExt, StreamExt};
 use std::path::Path;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// How long to keep trying to reach a manager that went away (a restart
 /// takes seconds; a manager that stays away is an error, exit 3).
 pub const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
-type Connection = Framed<TcpStream, FrameCodec<ClientResponse, ClientRequest>>;
+type Connection = Framed<ClientStream, FrameCodec<ClientResponse, ClientRequest>>;
 
 /// One authenticated connection to the manager.
 pub struct Client {
     addr: String,
     token: String,
+    tls: ClientTls,
     framed: Connection,
     /// Requests ride over a lost connection (a manager restart) by
     /// reconnecting and asking again; see `reconnect_when_lost`.
     reconnects: bool,
 }
 
-async fn dial(addr: &str, token: &str) -> Result<Connection, ConnectError> {
-    let (stream, leftover) = connect(addr, Role::Client, token, DEFAULT_MAX_FRAME).await?;
+async fn dial(addr: &str, token: &str, tls: &ClientTls) -> Result<Connection, ConnectError> {
+    let (stream, leftover) = connect(addr, Role::Client, token, DEFAULT_MAX_FRAME, tls).await?;
     // Answers may be as large as the manager's configured frame limit.
     let mut framed = Framed::new(stream, FrameCodec::new(MAX_FRAME_CEILING));
     framed.read_buffer_mut().extend_from_slice(&leftover);
@@ -55,11 +56,12 @@ fn connect_error(e: ConnectError) -> anyhow::Error {
 }
 
 impl Client {
-    pub async fn connect(addr: &str, token: &str) -> anyhow::Result<Client> {
-        let framed = dial(addr, token).await.map_err(connect_error)?;
+    pub async fn connect(addr: &str, token: &str, tls: ClientTls) -> anyhow::Result<Client> {
+        let framed = dial(addr, token, &tls).await.map_err(connect_error)?;
         Ok(Client {
             addr: addr.to_string(),
             token: token.to_string(),
+            tls,
             framed,
             reconnects: false,
         })
@@ -82,12 +84,14 @@ impl Client {
     ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match dial(&self.addr, &self.token).await {
+            match dial(&self.addr, &self.token, &self.tls).await {
                 Ok(framed) => {
                     self.framed = framed;
                     return Ok(());
                 }
-                Err(e @ ConnectError::Rejected { .. }) => return Err(connect_error(e)),
+                Err(e @ (ConnectError::Rejected { .. } | ConnectError::Untrusted { .. })) => {
+                    return Err(connect_error(e))
+                }
                 Err(e) => {
                     if deadline.is_some_and(|d| tokio::time::Instant::now() + backoff > d) {
                         return Err(connect_error(e));

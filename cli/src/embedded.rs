@@ -70,6 +70,8 @@ pub async fn start(
         workdir,
         worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+        // The manager started just above: its own certificate, pinned.
+        tls: aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint),
     });
     Ok((manager, worker))
 }

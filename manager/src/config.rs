@@ -100,6 +100,14 @@ pub struct ManagerConfig {
     /// `[[notify]]`: where to tell of sessions finished, gates waiting,
     /// jobs failed and limit groups paused (`notify::config`).
     pub notify: Vec<crate::notify::NotifyEntry>,
+    /// The manager's own TLS certificate (PEM chain) and key; without
+    /// them one is made at first start in `DATA_DIR/tls/` (`crate::tls`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// More names (DNS or IP) for the generated certificate.
+    pub tls_san: Vec<String>,
+    /// Mutual TLS: peers must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Default `http`: the dashboard on the loopback interface.
@@ -182,6 +190,10 @@ impl Default for ManagerConfig {
             patch_cap_bytes: DEFAULT_PATCH_CAP,
             gc_branches: false,
             notify: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_san: Vec::new(),
+            client_ca: None,
         }
     }
 }
@@ -214,6 +226,9 @@ const ENV_KEYS: &[&str] = &[
     "max_cost_usd",
     "patch_cap_bytes",
     "gc_branches",
+    "tls_cert",
+    "tls_key",
+    "client_ca",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +318,9 @@ impl ManagerConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key (--tls-cert, --tls-key) go together".into());
+        }
         if self.lease_ms <= self.heartbeat_ms {
             return bad(format!(
                 "lease_ms ({}) must be longer than heartbeat_ms ({})",

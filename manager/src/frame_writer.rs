@@ -16,8 +16,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -58,7 +57,7 @@ impl FrameWriter {
     /// Starts the writing task on the current arbiter. The receiver gets
     /// why, if the task gives up on the peer (a write error or a stall).
     pub fn start(
-        write: OwnedWriteHalf,
+        write: impl AsyncWrite + Unpin + 'static,
         max_frame: usize,
         limit: usize,
     ) -> (FrameWriter, oneshot::Receiver<String>) {
@@ -142,7 +141,7 @@ pub fn stop_when_failed<A>(
 /// The writing task: every frame queued so far goes out in one vectored
 /// write (or a few), then the backlog shrinks by what was written.
 async fn write_frames(
-    mut write: OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin,
     mut queued: mpsc::UnboundedReceiver<Bytes>,
     backlog: Rc<Backlog>,
     failed: oneshot::Sender<String>,
@@ -167,7 +166,10 @@ async fn write_frames(
 }
 
 /// Writes every frame, giving up on a peer that takes nothing for `STALL`.
-async fn write_all(write: &mut OwnedWriteHalf, frames: &mut VecDeque<Bytes>) -> Result<(), String> {
+async fn write_all(
+    write: &mut (impl AsyncWrite + Unpin),
+    frames: &mut VecDeque<Bytes>,
+) -> Result<(), String> {
     while !frames.is_empty() {
         let slices: Vec<IoSlice<'_>> = frames
             .iter()
@@ -192,7 +194,12 @@ async fn write_all(write: &mut OwnedWriteHalf, frames: &mut VecDeque<Bytes>) -> 
             }
         }
     }
-    Ok(())
+    // A TLS stream may hold the last records back until flushed.
+    match tokio::time::timeout(STALL, write.flush()).await {
+        Err(_) => Err(format!("the peer read nothing for {STALL:?}")),
+        Ok(Err(e)) => Err(format!("writing: {e}")),
+        Ok(Ok(())) => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod prices;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
+pub mod tls;
 pub mod token;
 pub mod tokens;
 pub mod worker_conn;
@@ -53,6 +54,8 @@ pub struct Manager {
     pub token: String,
     /// Where the token was generated or read, when it was not given.
     pub token_file: Option<PathBuf>,
+    /// The certificate served on both ports, and its fingerprint.
+    pub tls: tls::ManagerTls,
     scheduler: Addr<Scheduler>,
     /// The tokens in force (`reload_tokens` replaces them).
     tokens: tokens::LiveTokens,
@@ -66,6 +69,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (store, writer) = Store::open(&config.data_dir, config.sled_cache_bytes)?;
     let (token, token_file) = token::load_or_create(config.token.as_deref(), &config.data_dir)?;
+    let manager_tls = tls::load_or_generate(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -135,19 +139,26 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     };
     let live_tokens = shared.tokens.clone();
     let http = match http_listener {
-        Some(l) => Some(http::start(l, shared.clone())?),
+        Some(l) => Some(http::start(l, shared.clone(), &manager_tls.config)?),
         None => None,
     };
     let (stop_accepting, stop_rx) = oneshot::channel::<()>();
-    actix::spawn(listener::accept_loop(listener, shared, async move {
-        let _ = stop_rx.await;
-    }));
+    let acceptor = tokio_rustls::TlsAcceptor::from(manager_tls.config.clone());
+    actix::spawn(listener::accept_loop(
+        listener,
+        shared,
+        acceptor,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     tracing::info!(%addr, "manager listening");
     Ok(Manager {
         addr,
         http_addr,
         token,
         token_file,
+        tls: manager_tls,
         scheduler,
         tokens: live_tokens,
         stop_accepting: Some(stop_accepting),

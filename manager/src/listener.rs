@@ -1,6 +1,11 @@
-//! Accepts TCP connections, runs the handshake (version, role, token) before
-//! anything else, and hands authenticated connections to a per-connection
-//! actor. A bad peer costs only its own connection.
+//! Accepts TCP connections, runs TLS and then the handshake (version, role,
+//! token) before anything else, and hands authenticated connections to a
+//! per-connection actor. A bad peer costs only its own connection.
+//!
+//! The TLS handshake runs inside the same admission and the same
+//! `HANDSHAKE_TIMEOUT` as the aam handshake: a peer that connects and
+//! never sends a ClientHello is just another connection waiting for its
+//! handshake, pushed out by newer ones past `MAX_HANDSHAKES`.
 //!
 //! Connections are admitted within limits, so peers that never authenticate
 //! cannot use up the manager's file descriptors: at most `max_connections`
@@ -20,6 +25,7 @@ use aam_protocol::messages::{
     ClientRequest, ClientResponse, Handshake, HandshakeReply, ManagerToWorker, Role,
     WorkerToManager, MAGIC,
 };
+use aam_protocol::tls::{CloseOnEof, ServerStream};
 use aam_protocol::PROTOCOL_VERSION;
 use actix::prelude::*;
 use futures::{SinkExt, StreamExt};
@@ -29,12 +35,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::ReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Framed, FramedRead};
 
-/// A peer must finish its handshake within this time.
+/// A peer must finish its handshakes (TLS, then aam's) within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest handshake frame: nobody unauthenticated makes us buffer more.
@@ -186,6 +194,7 @@ impl Admission {
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Shared,
+    tls: TlsAcceptor,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -197,7 +206,8 @@ pub async fn accept_loop(
                 Ok((stream, peer)) => {
                     // Without a slot, the stream is dropped: closed at once.
                     if let Some(slot) = admission.admit(peer) {
-                        admission.handshake(peer, handshake(stream, peer, shared.clone(), slot));
+                        let run = handshake(stream, peer, shared.clone(), tls.clone(), slot);
+                        admission.handshake(peer, run);
                     }
                 }
                 Err(e) => {
@@ -289,29 +299,60 @@ pub(crate) fn refused(
 /// The frame reader of an authenticated connection, starting with the bytes
 /// that arrived right behind the handshake.
 fn reader<In, Out>(
-    read: tokio::net::tcp::OwnedReadHalf,
+    read: ReadHalf<ServerStream>,
     leftover: &[u8],
     max_frame: usize,
-) -> FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec<In, Out>> {
-    let mut reader = FramedRead::new(read, FrameCodec::new(max_frame));
+) -> FramedRead<CloseOnEof<ReadHalf<ServerStream>>, FrameCodec<In, Out>> {
+    let mut reader = FramedRead::new(CloseOnEof(read), FrameCodec::new(max_frame));
     reader.read_buffer_mut().extend_from_slice(leftover);
     reader
+}
+
+/// TLS, within `deadline`; None (the connection dropped) if it failed.
+async fn tls_accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    deadline: tokio::time::Instant,
+) -> Option<ServerStream> {
+    match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        // A port probe (`aam up`, health checks): connected, closed, nothing said.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(%peer, "connection closed before its TLS handshake");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, "rejected connection: TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "rejected connection: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+            None
+        }
+    }
 }
 
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Shared,
+    tls: TlsAcceptor,
     slot: OwnedSemaphorePermit,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "set_nodelay: {e}");
     }
+    // One budget for both handshakes: TLS cannot stretch a peer's stay.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let Some(stream) = tls_accept(stream, peer, tls, deadline).await else {
+        return;
+    };
     let mut framed = Framed::new(
         stream,
         FrameCodec::<Handshake, HandshakeReply>::new(HANDSHAKE_MAX_FRAME),
     );
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await;
+    let first = tokio::time::timeout_at(deadline, framed.next()).await;
     let verdict = match first {
         Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
         Ok(None) => {
@@ -360,13 +401,13 @@ pub struct Slot {
 fn start_connection(
     role: Role,
     who: Identity,
-    stream: TcpStream,
+    stream: ServerStream,
     leftover: bytes::BytesMut,
     peer: SocketAddr,
     shared: Shared,
     slot: Slot,
 ) {
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let writer = FrameWriter::start(write, shared.max_frame, shared.max_backlog);
     match role {
         Role::Worker => {

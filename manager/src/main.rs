@@ -29,6 +29,21 @@ struct Args {
     /// Token every connection must present (else AAM_TOKEN, else generated)
     #[arg(long)]
     token: Option<String>,
+    /// The manager's TLS certificate (PEM, its chain after it) [default:
+    /// one made at first start in DATA_DIR/tls/cert.pem]
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM)
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Another name (DNS or IP) for the generated certificate (repeatable),
+    /// e.g. the address workers on other machines dial
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+    /// Mutual TLS: workers and clients must present a certificate this CA
+    /// (PEM) signed
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
     /// Log format
     #[arg(long, value_enum, default_value = "text")]
     log_format: aam_manager_log::LogFormat,
@@ -74,13 +89,24 @@ fn main() {
         overrides.push(("token", token));
     }
     let config_file = args.config.clone();
-    let config = match ManagerConfig::load(args.config.as_deref(), std::env::vars(), &overrides) {
+    for (key, file) in [
+        ("tls_cert", &args.tls_cert),
+        ("tls_key", &args.tls_key),
+        ("client_ca", &args.client_ca),
+    ] {
+        if let Some(file) = file {
+            overrides.push((key, file.display().to_string()));
+        }
+    }
+    let mut config = match ManagerConfig::load(args.config.as_deref(), std::env::vars(), &overrides)
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("aam-manager: {e}");
             std::process::exit(2);
         }
     };
+    config.tls_san.extend(args.tls_san);
     if args.recover {
         match aam_manager::recover(&config) {
             Ok(report) => {

@@ -20,6 +20,7 @@ pub mod model;
 pub mod output;
 pub mod secret;
 pub mod spec;
+pub mod tls;
 pub mod validate;
 pub mod worktree;
 

@@ -33,6 +33,8 @@
 //! none, alternately (`AAM_BENCH_ROUNDS` pairs, 3 by default), and prints
 //! the ratio of the medians.
 //!
+//! `handshake`: the cost of a new connection (`throughput/handshake.rs`).
+//!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
 //! and nothing is built. To compare an older build with the current one,
@@ -42,6 +44,9 @@
 //! one run may also switch it between two clusters). A build of an older
 //! protocol version whose client messages are unchanged also needs
 //! `AAM_PEER_PROTOCOL_VERSION=N` (the version this client claims).
+
+#[path = "throughput/handshake.rs"]
+mod handshake;
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
 use aam_protocol::model::SessionStatus;
@@ -640,6 +645,9 @@ fn main() {
     }
     if wanted("doors") {
         doors();
+    }
+    if wanted("handshake") {
+        handshake::handshake();
     }
 }
 

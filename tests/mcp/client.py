@@ -3,7 +3,7 @@
 session open while the Rust test (aam_tests::mcp::McpClient) drives it.
 
 Usage: client.py AAM_BINARY. The server's environment is this process's
-AAM_MANAGER, AAM_TOKEN and AAM_LOG (the SDK passes only a safe subset of
+AAM_MANAGER, AAM_TOKEN, AAM_CA and AAM_LOG (the SDK passes only a safe subset of
 the environment, so they are passed explicitly). One JSON request per line
 on stdin, one JSON answer per line on stdout:
   {"op": "list_tools"} -> {"tools": [{"name", "description", "input_schema"}]}
@@ -50,7 +50,7 @@ async def answer(client, request):
 
 
 async def main():
-    env = {k: os.environ[k] for k in ("AAM_MANAGER", "AAM_TOKEN", "AAM_LOG") if k in os.environ}
+    env = {k: os.environ[k] for k in ("AAM_MANAGER", "AAM_TOKEN", "AAM_CA", "AAM_LOG") if k in os.environ}
     server = StdioServerParameters(command=sys.argv[1], args=["mcp"], env=env, cwd=os.getcwd())
     async with Client(server) as client:
         info = client.server_info if hasattr(client, "server_info") else None

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
@@ -33,9 +34,21 @@ pub struct Browser {
     pub dir: Scratch,
 }
 
+/// BASE64(SHA-256(SubjectPublicKeyInfo)) of the certificate in `cert`:
+/// how chromium's `--ignore-certificate-errors-spki-list` names a key.
+fn spki_hash(cert: &Path) -> String {
+    let der = aam_protocol::tls::load_certs(cert).expect("the manager's certificate");
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(der[0].as_ref()).expect("a parsable certificate");
+    let spki = parsed.tbs_certificate.subject_pki.raw;
+    data_encoding::BASE64.encode(&aam_protocol::tls::Fingerprint::of(spki).0)
+}
+
 impl Browser {
-    /// Starts chromium headless on a free DevTools port and opens a page.
-    pub fn start() -> Browser {
+    /// Starts chromium headless on a free DevTools port and opens a page;
+    /// it trusts the certificate in `cert` (a manager's self-signed one)
+    /// by its public key, and no other that fails verification.
+    pub fn start(cert: &Path) -> Browser {
         let dir = Scratch::new();
         let profile = dir.path().join("profile");
         let log = std::fs::File::create(dir.path().join("chromium.log")).expect("browser log");
@@ -56,6 +69,10 @@ impl Browser {
                 "--window-size=1280,900",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                spki_hash(cert)
+            ))
             .arg("about:blank")
             // Its own process group, so the renderers and helpers it forks
             // die with it (see `kill_group`).

@@ -1,5 +1,6 @@
-//! A small HTTP client for the manager's HTTP API in tests and benches
-//! (ureq, blocking: no runtime to start, no TLS): requests that return
+//! A small HTTPS client for the manager's HTTP API in tests and benches
+//! (ureq, blocking: no runtime to start; it trusts exactly the certificate
+//! the manager at the URL's address made, `crate::tls`): requests that return
 //! their status, headers and body whatever the status, and an event-stream
 //! reader that reads `/api/events` on a thread and hands its events over
 //! with a deadline.
@@ -38,9 +39,16 @@ impl Reply {
     }
 }
 
-fn agent() -> ureq::Agent {
+/// The address (host:port) of an `https://` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+fn agent(url: &str) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .tls_config(crate::tls::ureq_tls(authority(url)))
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into()
@@ -71,7 +79,7 @@ fn reply(response: ureq::http::Response<ureq::Body>) -> Reply {
 
 /// `GET url` with these headers.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = agent().get(url);
+    let mut request = agent(url).get(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -80,7 +88,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 /// `POST url` with these headers and body.
 pub fn post(url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut request = agent().post(url);
+    let mut request = agent(url).post(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -130,6 +138,7 @@ impl Events {
         // No overall deadline: the stream lasts as long as the test wants.
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .tls_config(crate::tls::ureq_tls(authority(url)))
             .build()
             .into();
         let mut request = agent.get(url);

@@ -24,6 +24,7 @@ pub mod mcp;
 pub mod model_server;
 pub mod netns;
 pub mod proxy;
+pub mod tls;
 pub mod usage;
 pub mod wire;
 
@@ -320,7 +321,16 @@ pub fn aam_here(dir: &Path, args: &[&str]) -> CmdOutput {
         .env_remove("AAM_MANAGER")
         .env_remove("AAM_TOKEN")
         .env_remove("AAM_CONFIG");
+    without_tls_env(&mut cmd);
     run_command(cmd, Duration::from_secs(60))
+}
+
+/// Removes the TLS trust variables, so a command finds its trust as a
+/// user's would (or says it has none).
+pub fn without_tls_env(cmd: &mut Command) {
+    for name in ["AAM_CA", "AAM_FINGERPRINT", "AAM_CERT", "AAM_KEY"] {
+        cmd.env_remove(name);
+    }
 }
 
 /// Runs `aam down` in a directory when dropped, so a failing test leaves no
@@ -361,6 +371,8 @@ pub struct Cluster {
     pub client_host: Option<netns::Host>,
     /// Where `aam` commands connect, when not to `addr` (a proxy).
     pub client_addr: Option<String>,
+    /// Extra environment for `aam` commands (e.g. AAM_FINGERPRINT).
+    pub client_env: Vec<(String, String)>,
 }
 
 /// The port managers listen on on a test host (each host is a network of
@@ -393,6 +405,7 @@ impl Cluster {
             manager_host: None,
             client_host: None,
             client_addr: None,
+            client_env: Vec::new(),
         }
     }
 
@@ -404,12 +417,12 @@ impl Cluster {
         c
     }
 
-    /// `http://ADDR` of the HTTP server, followed by `path`.
+    /// `https://ADDR` of the HTTP server, followed by `path`.
     pub fn url(&self, path: &str) -> String {
         assert!(!self.http_addr.is_empty(), "the manager serves no HTTP");
         // Bound to every interface: reached on loopback.
         let addr = self.http_addr.replace("0.0.0.0:", "127.0.0.1:");
-        format!("http://{addr}{path}")
+        format!("https://{addr}{path}")
     }
 
     /// A cluster with a running manager.
@@ -425,6 +438,12 @@ impl Cluster {
 
     pub fn data_dir(&self) -> PathBuf {
         self.path("manager-data")
+    }
+
+    /// The certificate the manager made at its first start (what workers
+    /// and `aam` commands of the cluster trust, as `AAM_CA`).
+    pub fn cert(&self) -> PathBuf {
+        self.data_dir().join(aam_protocol::tls::CERT_FILE)
     }
 
     fn log_file(&self, name: &str) -> (PathBuf, std::fs::File) {
@@ -491,11 +510,18 @@ impl Cluster {
         })
         .unwrap_or_else(|| panic!("aam-manager did not come up:\n{}", proc.log_text()));
         self.addr = addr;
+        tls::register(&self.addr, &self.cert());
         if self.http {
             // Written before manager.addr.
             let text = std::fs::read_to_string(self.data_dir().join("http.addr"))
                 .expect("the manager wrote http.addr");
             self.http_addr = text.trim().to_string();
+            tls::register(&self.http_addr, &self.cert());
+            // Bound to every interface: reached on loopback (`url`).
+            tls::register(
+                &self.http_addr.replace("0.0.0.0:", "127.0.0.1:"),
+                &self.cert(),
+            );
         }
         self.manager = Some(proc);
     }
@@ -567,6 +593,7 @@ impl Cluster {
             .arg(&workdir)
             .args(extra)
             .env("AAM_TOKEN", &self.token)
+            .env("AAM_CA", self.cert())
             .env("AAM_LOG", if self.debug_log { "debug" } else { "info" })
             .envs(self.worker_env.iter().cloned())
             .stdin(Stdio::null())
@@ -609,6 +636,8 @@ impl Cluster {
                 self.client_addr.as_ref().unwrap_or(&self.addr),
             )
             .env("AAM_TOKEN", &self.token)
+            .env("AAM_CA", self.cert())
+            .envs(self.client_env.iter().cloned())
             .env_remove("AAM_CONFIG")
             .current_dir(self.dir.path());
         cmd

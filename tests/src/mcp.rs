@@ -180,6 +180,7 @@ impl McpClient {
             .current_dir(dir)
             .env("AAM_MANAGER", addr)
             .env("AAM_TOKEN", token)
+            .env("AAM_CA", crate::tls::cert_for(addr))
             // The server's log (on the client's stderr, shown with the
             // test's): its warnings only.
             .env("AAM_LOG", "warn")

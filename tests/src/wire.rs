@@ -1,5 +1,6 @@
 //! A blocking peer speaking the wire protocol directly: frames of a u32
-//! big-endian length and a bincode payload, after the handshake. Tests use
+//! big-endian length and a bincode payload, after TLS (trusting the
+//! certificate the cluster's manager made) and the handshake. Tests use
 //! it to send what `aam` and `aam-worker` never would (forged reports,
 //! oversized registrations, requests never read); benchmarks use it so
 //! their figures do not include starting a process per request.
@@ -10,14 +11,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 /// How long `recv` waits for a frame before it panics.
 const RECV_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Wire {
-    pub stream: TcpStream,
+    pub stream: crate::tls::TlsStream,
 }
 
 impl Wire {
@@ -29,8 +29,7 @@ impl Wire {
     /// Connects and authenticates as `role`, waiting up to 10 s for the
     /// manager's answer.
     pub fn try_connect(addr: &str, role: Role, token: &str) -> io::Result<Wire> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        let stream = crate::tls::connect(addr)?;
         let mut wire = Wire { stream };
         let mut handshake = Handshake::new(role, token);
         // A benchmark of an older build (`AAM_BIN_DIR`) whose client
@@ -61,7 +60,8 @@ impl Wire {
         let payload = codec::encode(msg).expect("encodable message");
         let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&payload);
-        self.stream.write_all(&frame)
+        self.stream.write_all(&frame)?;
+        self.stream.flush()
     }
 
     /// Reads one frame, waiting up to 120 s; panics otherwise.
@@ -72,10 +72,10 @@ impl Wire {
     /// Reads one frame, waiting up to `timeout` for it to start; an error
     /// when it does not come, or the connection is closed.
     pub fn try_recv<T: DeserializeOwned>(&mut self, timeout: Duration) -> io::Result<T> {
-        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.sock.set_read_timeout(Some(timeout))?;
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;
-        self.stream.set_read_timeout(Some(RECV_TIMEOUT))?;
+        self.stream.sock.set_read_timeout(Some(RECV_TIMEOUT))?;
         let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
         self.stream.read_exact(&mut payload)?;
         codec::decode(&payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

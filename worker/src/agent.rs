@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     /// `worktree::default_root`); None: worktree jobs fail, saying so.
     pub worktrees: Option<PathBuf>,
     pub max_frame: usize,
+    /// How the manager's certificate is verified (and ours, if any).
+    pub tls: aam_protocol::tls::ClientTls,
 }
 
 impl std::fmt::Debug for WorkerConfig {

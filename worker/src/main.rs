@@ -46,6 +46,20 @@ struct Args {
     /// File holding the token
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Trust this certificate or CA file (PEM) for the manager [default:
+    /// DATA_DIR/tls/cert.pem next to --token-file, else ./aam-data/tls/cert.pem]
+    #[arg(long, env = "AAM_CA")]
+    ca: Option<PathBuf>,
+    /// Trust exactly the manager certificate of this SHA-256 fingerprint
+    /// (hex, colons optional, `sha256:` optional; the manager logs it)
+    #[arg(long, env = "AAM_FINGERPRINT")]
+    fingerprint: Option<String>,
+    /// This worker's certificate (PEM), for a manager that requires one
+    #[arg(long, env = "AAM_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The key of --cert (PEM)
+    #[arg(long, env = "AAM_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     /// On SIGTERM, how long running jobs may go on before they are stopped
     /// (and requeued); a second SIGTERM or a SIGINT stops them at once
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -105,7 +119,34 @@ fn init_logging(json: bool) {
     }
 }
 
+/// How the worker trusts the manager: flags, else the certificate of a
+/// manager on this machine (next to the token file, else ./aam-data).
+fn tls(args: &Args) -> anyhow::Result<aam_protocol::tls::ClientTls> {
+    use aam_protocol::tls::{choose_trust, ClientTls, Identity, CERT_FILE};
+    let mut candidates = Vec::new();
+    if let Some(dir) = args.token_file.as_ref().and_then(|f| f.parent()) {
+        candidates.push(dir.join(CERT_FILE));
+    }
+    candidates.push(PathBuf::from("aam-data").join(CERT_FILE));
+    let trust = choose_trust(
+        &args.manager,
+        args.ca.as_deref(),
+        args.fingerprint.as_deref(),
+        &candidates,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(Identity {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    ClientTls::new(&trust, identity.as_ref()).map_err(anyhow::Error::msg)
+}
+
 fn config(args: Args) -> anyhow::Result<WorkerConfig> {
+    let tls = tls(&args)?;
     let token = match (args.token, args.token_file) {
         (Some(t), _) => t,
         (None, Some(path)) => std::fs::read_to_string(&path)
@@ -140,6 +181,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         workdir,
         worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+        tls,
     })
 }
 

@@ -66,7 +66,9 @@ async fn drive(
     json: bool,
 ) -> anyhow::Result<i32> {
     let addr = manager.addr.to_string();
-    let mut client = Client::connect(&addr, &manager.token).await?;
+    // The manager this process started: its own certificate, pinned.
+    let tls = aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint);
+    let mut client = Client::connect(&addr, &manager.token, tls).await?;
     let submitted = client.submit(file, batch, None).await?;
     let session = submitted.session;
     eprintln!("session {session} submitted: {} jobs", submitted.jobs);

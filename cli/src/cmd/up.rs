@@ -25,8 +25,9 @@ pub fn run(slots: Option<u32>, config: Option<PathBuf>) -> anyhow::Result<i32> {
             local.addr().unwrap_or_default()
         );
         if let Some(http) = local.http_addr() {
-            println!("  dashboard: http://{http}/");
+            println!("  dashboard: https://{http}/");
         }
+        print_certificate(&local);
         return Ok(0);
     }
     // Its store, token and log are the manager's: for this user only.
@@ -84,10 +85,25 @@ pub fn run(slots: Option<u32>, config: Option<PathBuf>) -> anyhow::Result<i32> {
     println!("aam is up: manager at {}", local.addr()?);
     // Written before manager.addr: there by now, unless `http = "off"`.
     if let Some(http) = local.http_addr() {
-        println!("  dashboard: http://{http}/ (sign in with the token)");
+        println!("  dashboard: https://{http}/ (sign in with the token)");
     }
+    print_certificate(&local);
     println!("  token: {}", local.token_file().display());
     println!("  logs:  {}", local.log_file().display());
     println!("aam commands run in this directory use it; `aam down` stops it.");
     Ok(0)
+}
+
+/// The manager's certificate and its fingerprint: what a browser shows
+/// for the dashboard, and what a worker elsewhere pins (`--fingerprint`).
+fn print_certificate(local: &Local) {
+    let cert = local.dir.join(aam_protocol::tls::CERT_FILE);
+    match aam_protocol::tls::load_certs(&cert) {
+        Ok(certs) => println!(
+            "  TLS certificate: {} (SHA-256 fingerprint {}; workers and clients elsewhere pass --fingerprint with it)",
+            cert.display(),
+            aam_protocol::tls::Fingerprint::of(certs[0].as_ref())
+        ),
+        Err(e) => println!("  TLS certificate: {e}"),
+    }
 }

@@ -90,9 +90,14 @@ pub fn write_addr_file(data_dir: &Path, addr: Option<SocketAddr>) -> anyhow::Res
     }
 }
 
-/// Starts serving on `listener` inside the current actix system (one
-/// worker thread of its own; the manager handles signals itself).
-pub fn start(listener: TcpListener, shared: Shared) -> anyhow::Result<HttpServer> {
+/// Starts serving HTTPS on `listener` inside the current actix system (one
+/// worker thread of its own; the manager handles signals itself), with
+/// the TCP port's TLS configuration: one certificate, one fingerprint.
+pub fn start(
+    listener: TcpListener,
+    shared: Shared,
+    tls: &rustls::ServerConfig,
+) -> anyhow::Result<HttpServer> {
     let addr = listener.local_addr()?;
     let stopping = CancellationToken::new();
     let http = web::Data::new(Http {
@@ -109,7 +114,7 @@ pub fn start(listener: TcpListener, shared: Shared) -> anyhow::Result<HttpServer
     .workers(1)
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-    .listen(listener)
+    .listen_rustls_0_23(listener, tls.clone())
     .context("http: starting the server")?
     .run();
     let handle = server.handle();
@@ -118,7 +123,7 @@ pub fn start(listener: TcpListener, shared: Shared) -> anyhow::Result<HttpServer
             tracing::error!("the HTTP server stopped: {e}");
         }
     });
-    tracing::info!(%addr, "HTTP API and dashboard listening");
+    tracing::info!(%addr, "HTTPS API and dashboard listening");
     Ok(HttpServer {
         addr,
         handle,

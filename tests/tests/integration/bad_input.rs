@@ -4,9 +4,10 @@
 
 use aam_protocol::codec;
 use aam_protocol::messages::{Handshake, HandshakeReply, Role};
+use aam_tests::tls::TlsStream;
 use aam_tests::Cluster;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::Duration;
 
 fn config_with_echo_agent(c: &Cluster) -> std::path::PathBuf {
@@ -164,9 +165,11 @@ fn a_wrong_token_or_no_manager_exits_3() {
     );
 }
 
-/// Reads what the manager answers before it closes the connection.
-fn answer_of(mut stream: TcpStream) -> Vec<u8> {
+/// Reads what the manager answers (inside TLS) before it closes the connection.
+fn answer_of(mut stream: TlsStream) -> Vec<u8> {
+    let _ = stream.flush();
     stream
+        .sock
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     let mut buf = Vec::new();
@@ -188,7 +191,7 @@ fn garbage_on_the_port_is_rejected_while_the_manager_keeps_serving() {
     c.start_worker("w", 2);
 
     // Random bytes (a fixed xorshift sequence, so failures reproduce).
-    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut s = aam_tests::tls::connect(&c.addr).unwrap();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let noise: Vec<u8> = (0..4096)
         .map(|_| {
@@ -203,7 +206,7 @@ fn garbage_on_the_port_is_rejected_while_the_manager_keeps_serving() {
     assert!(reason.contains("bad handshake frame"), "{reason}");
 
     // A length prefix of 4 GiB.
-    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut s = aam_tests::tls::connect(&c.addr).unwrap();
     s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
     let reason = rejection(&answer_of(s));
     assert!(
@@ -212,9 +215,12 @@ fn garbage_on_the_port_is_rejected_while_the_manager_keeps_serving() {
     );
 
     // A frame cut short by the peer closing its side.
-    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut s = aam_tests::tls::connect(&c.addr).unwrap();
     s.write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 5]).unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
+    // TLS's own close first: the manager sees a clean end of stream.
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(Shutdown::Write).unwrap();
     let reason = rejection(&answer_of(s));
     assert!(
         reason.contains("closed in the middle of a frame"),
@@ -222,13 +228,13 @@ fn garbage_on_the_port_is_rejected_while_the_manager_keeps_serving() {
     );
 
     // A well-framed payload that is not a handshake.
-    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut s = aam_tests::tls::connect(&c.addr).unwrap();
     s.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe]).unwrap();
     let reason = rejection(&answer_of(s));
     assert!(reason.contains("undecodable"), "{reason}");
 
     // A peer of another protocol version.
-    let mut s = TcpStream::connect(&c.addr).unwrap();
+    let mut s = aam_tests::tls::connect(&c.addr).unwrap();
     let mut old = Handshake::new(Role::Client, c.token.clone());
     old.version = 999;
     let payload = codec::encode(&old).unwrap();

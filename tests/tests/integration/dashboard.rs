@@ -56,7 +56,7 @@ fn the_dashboard_signs_in_follows_a_session_and_approves_a_gate() {
         {"name": "idle", "command": ["sh", "-c", WAIT_FOR_GATE], "env": {"GATE": c.gate("never").env()}},
     ]}));
 
-    let mut b = Browser::start();
+    let mut b = Browser::start(&c.cert());
     b.navigate(&c.url("/"));
     signs_in(&mut b, &c);
     follows_the_session_and_approves(&mut b, &c, &session, &build_may_end);
@@ -241,7 +241,7 @@ fn the_dashboard_shows_agent_jobs_and_takes_the_readme_screenshot() {
         s["counts"]["running"] == 3 && job(s, "approve-deploy")["reason"] == "awaiting approval"
     });
 
-    let mut b = Browser::start();
+    let mut b = Browser::start(&c.cert());
     b.viewport(1200, 900, 1.0, false);
     b.navigate(&c.url(&format!("/#{session}")));
     sign_in(&mut b, &c.token);

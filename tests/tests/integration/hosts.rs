@@ -4,10 +4,14 @@
 //! happens when a host is cut off.
 
 use crate::job;
+use aam_protocol::codec;
+use aam_protocol::messages::{Handshake, Role, MAGIC};
+use aam_protocol::tls::Fingerprint;
 use aam_tests::netns::TestNet;
 use aam_tests::proxy::RecordingProxy;
-use aam_tests::{poll, Cluster, HOST_MANAGER_PORT, WAIT_FOR_GATE};
+use aam_tests::{poll, run_command, Cluster, HOST_MANAGER_PORT, WAIT_FOR_GATE};
 use serde_json::json;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 /// The hosts: manager, worker a, worker b, client.
@@ -15,6 +19,12 @@ const MANAGER: usize = 0;
 const WORKER_A: usize = 1;
 const WORKER_B: usize = 2;
 const CLIENT: usize = 3;
+
+/// The fingerprint of the (first) certificate in `cert`.
+fn fingerprint_of(cert: &std::path::Path) -> Fingerprint {
+    let der = aam_protocol::tls::load_certs(cert).expect("a certificate");
+    Fingerprint::of(der[0].as_ref())
+}
 
 /// A manager on host 0 and no workers yet; `aam` runs on host 3.
 fn cluster_on(net: &TestNet, env: &[(&str, &str)]) -> Cluster {
@@ -34,10 +44,15 @@ fn a_session_runs_across_four_hosts_and_the_path_between_sees_neither_token_nor_
     let mut c = cluster_on(&net, &[]);
     c.start_worker_on(Some(net.host(WORKER_A)), "a", 2, &["--label", "host=a"]);
     c.start_worker_on(Some(net.host(WORKER_B)), "b", 2, &["--label", "host=b"]);
-    // Every client request goes through a proxy on the client's host.
+    // Every client request goes through a proxy on the client's host; the
+    // client pins the certificate the manager made (the proxy's address is
+    // not among its names, and with a pin it need not be).
     let manager = net.host(MANAGER).addr(HOST_MANAGER_PORT);
     let proxy = RecordingProxy::start(net.host(CLIENT), 7500, manager);
     c.client_addr = Some(proxy.addr.to_string());
+    let pin = fingerprint_of(&c.cert());
+    c.client_env
+        .push(("AAM_FINGERPRINT".into(), format!("sha256:{pin}")));
 
     let prompt = "the-secret-plan-4711";
     let batch = json!({"name": "across", "jobs": [
@@ -54,6 +69,17 @@ fn a_session_runs_across_four_hosts_and_the_path_between_sees_neither_token_nor_
             && results.stdout.contains(&format!("{prompt} from b")),
         "{}",
         results.dump()
+    );
+
+    // A pin of another certificate: refused, one line naming both.
+    let mut wrong = c.aam_command(&["sessions"]);
+    wrong.env("AAM_FINGERPRINT", "00".repeat(32));
+    let out = run_command(wrong, Duration::from_secs(60)).expect_code(3);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.dump());
+    assert!(
+        out.stderr.contains(&pin.to_string()) && out.stderr.contains("--fingerprint pins"),
+        "{}",
+        out.dump()
     );
 
     let seen = proxy.recorded();
@@ -223,4 +249,36 @@ fn roles_hold_across_hosts_and_the_audit_names_each_actor_and_its_address() {
     from(cancel, CLIENT);
     from(find("gpu", "sessions"), CLIENT);
     from(find("?", "connect"), CLIENT);
+}
+
+#[test]
+fn a_plaintext_client_on_another_host_gets_nothing_in_clear() {
+    let net = TestNet::new(4);
+    let c = cluster_on(&net, &[]);
+    let name = "secret-session-name-on-hosts";
+    let batch = c.write(
+        "b.toml",
+        &format!("name = \"{name}\"\n[[jobs]]\nname = \"g\"\ngate = true\n"),
+    );
+    c.aam(&["submit", batch.to_str().unwrap()]).expect_code(0);
+    let manager = net.host(MANAGER).addr(HOST_MANAGER_PORT);
+    let token = c.token.clone();
+    let got = net.host(CLIENT).run(move || {
+        let mut tcp = std::net::TcpStream::connect(manager).expect("connecting in clear");
+        let payload = codec::encode(&Handshake::new(Role::Client, token)).unwrap();
+        tcp.write_all(&(payload.len() as u32).to_be_bytes())
+            .unwrap();
+        tcp.write_all(&payload).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        got
+    });
+    // Nothing, or a TLS alert record (content type 21): never a frame.
+    assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
+    let contains = |needle: &[u8]| got.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(&MAGIC), "{got:?}");
+    assert!(!contains(name.as_bytes()), "{got:?}");
+    // The manager still serves clients that speak TLS.
+    c.aam(&["sessions"]).expect_code(0);
 }

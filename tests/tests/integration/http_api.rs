@@ -486,16 +486,31 @@ fn aam_up_prints_the_dashboard_address_and_aam_run_serves_none() {
     let dir = aam_tests::Scratch::new();
     let _down = Down(dir.path());
     let up = aam_here(dir.path(), &["up", "--slots", "1"]).expect_code(0);
-    let line = up.stdout.lines().find(|l| l.contains("dashboard: http://"));
+    let line = up
+        .stdout
+        .lines()
+        .find(|l| l.contains("dashboard: https://"));
     let line = line.unwrap_or_else(|| panic!("no dashboard address\n{}", up.dump()));
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("https://"))
         .unwrap();
     assert!(
-        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        url.starts_with("https://127.0.0.1:") && url.ends_with('/'),
         "{line}"
     );
+    // The certificate `aam up` made, and the fingerprint it printed of it.
+    let cert = dir.path().join(".aam").join(aam_protocol::tls::CERT_FILE);
+    let der = aam_protocol::tls::load_certs(&cert).unwrap();
+    let fingerprint = aam_protocol::tls::Fingerprint::of(der[0].as_ref());
+    assert!(
+        up.stdout
+            .contains(&format!("SHA-256 fingerprint {fingerprint}")),
+        "{}",
+        up.dump()
+    );
+    let authority = url.trim_start_matches("https://").trim_end_matches('/');
+    aam_tests::tls::register(authority, &cert);
     let page = get(url, &[]).expect(200);
     assert!(page.body.contains("<html"), "{page:?}");
     let again = aam_here(dir.path(), &["up"]).expect_code(0);

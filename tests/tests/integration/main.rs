@@ -28,6 +28,7 @@ mod roles;
 mod secrets;
 mod session;
 mod slow_peers;
+mod tls;
 mod worktrees_e2e;
 mod worktrees_model;
 

@@ -243,7 +243,7 @@ fn mcp_config(c: &Cluster) -> std::path::PathBuf {
         "type": "stdio",
         "command": bin("aam"),
         "args": ["mcp"],
-        "env": {"AAM_MANAGER": c.addr, "AAM_TOKEN": c.token},
+        "env": {"AAM_MANAGER": c.addr, "AAM_TOKEN": c.token, "AAM_CA": c.cert()},
     }}});
     c.write("mcp.json", &config.to_string())
 }

@@ -8,7 +8,6 @@ use prometheus_parse::{LineInfo, Sample, Scrape, Value};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 const STATUSES: [&str; 8] = [
@@ -22,10 +21,11 @@ const STATUSES: [&str; 8] = [
     "skipped",
 ];
 
-/// `GET path` over plain HTTP/1.1; the body of a 200 answer.
+/// `GET path` over HTTP/1.1 written by hand (inside TLS); the body of a 200 answer.
 fn get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connecting to the HTTP server");
+    let mut stream = aam_tests::tls::connect(addr).expect("connecting to the HTTP server");
     stream
+        .sock
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     write!(
@@ -33,10 +33,12 @@ fn get(addr: &str, path: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .expect("reading the answer");
+    stream.flush().unwrap();
+    let mut bytes = Vec::new();
+    // The answer is whole when the server closes, with or without TLS's
+    // close_notify (the body's length is checked by the parser below).
+    let _ = stream.read_to_end(&mut bytes);
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
     let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let head = head.to_ascii_lowercase();

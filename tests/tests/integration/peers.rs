@@ -190,7 +190,7 @@ fn a_worker_whose_name_looks_connected_retries_and_gets_in_once_that_lease_ends(
         "{answer:?}"
     );
     stale.send(&WorkerToManager::Draining);
-    let stale_addr = stale.stream.local_addr().unwrap().to_string();
+    let stale_addr = stale.stream.sock.local_addr().unwrap().to_string();
 
     c.start_worker("w2", 1);
     let real = poll(Duration::from_secs(20), || {

@@ -141,7 +141,8 @@ fn the_deploy_pipeline_example_waits_at_its_gate_until_approved() {
             .env(
                 "AAM_TOKEN",
                 std::fs::read_to_string(dir.join("token")).unwrap().trim(),
-            );
+            )
+            .env("AAM_CA", dir.join(aam_protocol::tls::CERT_FILE));
         run_command(cmd, Duration::from_secs(30))
     };
     let awaiting = aam_tests::poll(Duration::from_secs(60), || {

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWrite;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Output bytes waiting to be written past which new output is not sent
@@ -91,7 +91,7 @@ fn agent_run_size(run: &AgentRun) -> usize {
 }
 
 impl Writer {
-    fn start(write: OwnedWriteHalf, max_frame: usize) -> Writer {
+    fn start(write: impl AsyncWrite + Unpin + 'static, max_frame: usize) -> Writer {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<WorkerToManager>();
         let backlog = Rc::new(Cell::new(0usize));
         let left = backlog.clone();
@@ -144,15 +144,15 @@ impl Link {
     /// A fresh connection: its frames go to the actor's stream handler, and
     /// `first` is written before anything else.
     fn open(
-        stream: tokio::net::TcpStream,
+        stream: aam_protocol::tls::ClientStream,
         leftover: bytes::BytesMut,
         max_frame: usize,
         first: WorkerToManager,
         ctx: &mut Context<WorkerAgent>,
     ) -> Link {
-        let (read, write) = stream.into_split();
+        let (read, write) = tokio::io::split(stream);
         let mut reader = FramedRead::new(
-            read,
+            aam_protocol::tls::CloseOnEof(read),
             FrameCodec::<ManagerToWorker, WorkerToManager>::new(max_frame),
         );
         reader.read_buffer_mut().extend_from_slice(&leftover);
@@ -361,6 +361,7 @@ impl WorkerAgent {
                 Role::Worker,
                 &config.token,
                 config.max_frame,
+                &config.tls,
             )
             .await
         };
@@ -373,6 +374,12 @@ impl WorkerAgent {
                     Ok((stream, leftover)) => act.connected(stream, leftover, ctx),
                     Err(ConnectError::Rejected { addr, reason }) => {
                         tracing::error!("manager at {addr} refused this worker: {reason}");
+                        act.exit_refused(3, ctx);
+                    }
+                    // Another certificate than the one trusted (or ours
+                    // refused): retrying would fail the same way, silently.
+                    Err(ConnectError::Untrusted { reason, .. }) => {
+                        tracing::error!("{reason}");
                         act.exit_refused(3, ctx);
                     }
                     Err(e) => {
@@ -406,7 +413,7 @@ impl WorkerAgent {
 
     fn connected(
         &mut self,
-        stream: tokio::net::TcpStream,
+        stream: aam_protocol::tls::ClientStream,
         leftover: bytes::BytesMut,
         ctx: &mut Context<Self>,
     ) {
