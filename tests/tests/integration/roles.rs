@@ -256,6 +256,7 @@ fn worker_with(c: &Cluster, name: &str, token: &str) -> aam_tests::Proc {
         .arg("--workdir")
         .arg(c.dir.path())
         .env("AAM_TOKEN", token)
+        .env("AAM_CA", c.cert())
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file)
