@@ -69,3 +69,43 @@ pub fn ureq_tls(addr: &str) -> ureq::tls::TlsConfig {
         .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
         .build()
 }
+
+/// The fingerprint of the (first) certificate in `cert`.
+pub fn fingerprint_of(cert: &Path) -> aam_protocol::tls::Fingerprint {
+    let der = aam_protocol::tls::load_certs(cert).expect("a certificate");
+    aam_protocol::tls::Fingerprint::of(der[0].as_ref())
+}
+
+/// Sends a client's handshake with `token` in clear to `addr`, as a peer
+/// that does not speak TLS would, and returns every byte that came back
+/// before the manager closed the connection (or 15 s passed).
+pub fn plaintext_handshake(addr: std::net::SocketAddr, token: &str) -> Vec<u8> {
+    use aam_protocol::messages::{Handshake, Role};
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect(addr).expect("connecting in clear");
+    let payload = aam_protocol::codec::encode(&Handshake::new(Role::Client, token)).unwrap();
+    tcp.write_all(&(payload.len() as u32).to_be_bytes())
+        .unwrap();
+    tcp.write_all(&payload).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tcp.read_to_end(&mut got);
+    got
+}
+
+/// What a plaintext peer got back holds nothing in clear: no bytes, or a
+/// TLS alert record (content type 21); never a frame's magic or any of
+/// `secrets`.
+pub fn assert_nothing_in_clear(got: &[u8], secrets: &[&[u8]]) {
+    assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
+    let contains = |needle: &[u8]| got.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(&aam_protocol::messages::MAGIC), "{got:?}");
+    for secret in secrets {
+        assert!(
+            !contains(secret),
+            "{:?} in clear: {got:?}",
+            String::from_utf8_lossy(secret)
+        );
+    }
+}

@@ -4,14 +4,10 @@
 //! happens when a host is cut off.
 
 use crate::job;
-use aam_protocol::codec;
-use aam_protocol::messages::{Handshake, Role, MAGIC};
-use aam_protocol::tls::Fingerprint;
 use aam_tests::netns::TestNet;
 use aam_tests::proxy::RecordingProxy;
-use aam_tests::{poll, run_command, Cluster, HOST_MANAGER_PORT, WAIT_FOR_GATE};
+use aam_tests::{poll, run_command, tls, Cluster, HOST_MANAGER_PORT, WAIT_FOR_GATE};
 use serde_json::json;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 /// The hosts: manager, worker a, worker b, client.
@@ -19,12 +15,6 @@ const MANAGER: usize = 0;
 const WORKER_A: usize = 1;
 const WORKER_B: usize = 2;
 const CLIENT: usize = 3;
-
-/// The fingerprint of the (first) certificate in `cert`.
-fn fingerprint_of(cert: &std::path::Path) -> Fingerprint {
-    let der = aam_protocol::tls::load_certs(cert).expect("a certificate");
-    Fingerprint::of(der[0].as_ref())
-}
 
 /// A manager on host 0 and no workers yet; `aam` runs on host 3.
 fn cluster_on(net: &TestNet, env: &[(&str, &str)]) -> Cluster {
@@ -50,7 +40,7 @@ fn a_session_runs_across_four_hosts_and_the_path_between_sees_neither_token_nor_
     let manager = net.host(MANAGER).addr(HOST_MANAGER_PORT);
     let proxy = RecordingProxy::start(net.host(CLIENT), 7500, manager);
     c.client_addr = Some(proxy.addr.to_string());
-    let pin = fingerprint_of(&c.cert());
+    let pin = tls::fingerprint_of(&c.cert());
     c.client_env
         .push(("AAM_FINGERPRINT".into(), format!("sha256:{pin}")));
 
@@ -263,22 +253,10 @@ fn a_plaintext_client_on_another_host_gets_nothing_in_clear() {
     c.aam(&["submit", batch.to_str().unwrap()]).expect_code(0);
     let manager = net.host(MANAGER).addr(HOST_MANAGER_PORT);
     let token = c.token.clone();
-    let got = net.host(CLIENT).run(move || {
-        let mut tcp = std::net::TcpStream::connect(manager).expect("connecting in clear");
-        let payload = codec::encode(&Handshake::new(Role::Client, token)).unwrap();
-        tcp.write_all(&(payload.len() as u32).to_be_bytes())
-            .unwrap();
-        tcp.write_all(&payload).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut got = Vec::new();
-        let _ = tcp.read_to_end(&mut got);
-        got
-    });
-    // Nothing, or a TLS alert record (content type 21): never a frame.
-    assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
-    let contains = |needle: &[u8]| got.windows(needle.len()).any(|w| w == needle);
-    assert!(!contains(&MAGIC), "{got:?}");
-    assert!(!contains(name.as_bytes()), "{got:?}");
+    let got = net
+        .host(CLIENT)
+        .run(move || tls::plaintext_handshake(manager, &token));
+    tls::assert_nothing_in_clear(&got, &[name.as_bytes(), c.token.as_bytes()]);
     // The manager still serves clients that speak TLS.
     c.aam(&["sessions"]).expect_code(0);
 }

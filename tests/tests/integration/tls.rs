@@ -4,23 +4,15 @@
 //! peer gets, the user's own certificate, mutual TLS, HTTPS, and idle
 //! half-open connections that cannot keep a real client out.
 
-use aam_protocol::codec;
-use aam_protocol::messages::{Handshake, Role, MAGIC};
 use aam_protocol::tls::{Fingerprint, Trust, KEY_FILE};
 use aam_tests::http::{bearer, get};
+use aam_tests::tls::{self, fingerprint_of};
 use aam_tests::{bin, poll, run_command, without_tls_env, Cluster};
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The fingerprint of the (first) certificate in `cert`.
-fn fingerprint_of(cert: &Path) -> Fingerprint {
-    let der = aam_protocol::tls::load_certs(cert).expect("a certificate");
-    Fingerprint::of(der[0].as_ref())
-}
 
 /// `aam ARGS` at the cluster with no trust of its own in the environment.
 fn aam_untrusting(c: &Cluster, args: &[&str]) -> Command {
@@ -191,19 +183,9 @@ fn a_plaintext_peer_gets_no_aam_answer_and_no_session_data_in_clear() {
     );
     c.aam(&["submit", batch.to_str().unwrap()]).expect_code(0);
 
-    let mut tcp = TcpStream::connect(&c.addr).unwrap();
-    let payload = codec::encode(&Handshake::new(Role::Client, c.token.clone())).unwrap();
-    tcp.write_all(&(payload.len() as u32).to_be_bytes())
-        .unwrap();
-    tcp.write_all(&payload).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut got = Vec::new();
-    let _ = tcp.read_to_end(&mut got);
-    // Nothing, or a TLS alert record (content type 21): never a frame.
-    assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
+    let got = tls::plaintext_handshake(c.addr.parse().unwrap(), &c.token);
+    tls::assert_nothing_in_clear(&got, &[name.as_bytes()]);
     let contains = |needle: &[u8]| got.windows(needle.len()).any(|w| w == needle);
-    assert!(!contains(&MAGIC), "{got:?}");
-    assert!(!contains(name.as_bytes()), "{got:?}");
     assert!(
         !contains(b"Accepted") && !contains(b"invalid token"),
         "{got:?}"
