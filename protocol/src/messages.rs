@@ -262,6 +262,9 @@ pub struct Assignment {
     pub worktree: Option<Box<WorktreeOrder>>,
     /// Its dependencies as they ended, for `AAM_INPUTS` / `AAM_INPUTS_MD`.
     pub inputs: Vec<InputRecord>,
+    /// TCP ports the worker reserves for the attempt (`AAM_PORT`, `AAM_PORTS`).
+    #[serde(default)]
+    pub ports: u8,
 }
 
 impl std::fmt::Debug for Assignment {

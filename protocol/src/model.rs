@@ -324,6 +324,9 @@ pub struct JobRecord {
     /// A follow-up continues this branch in a worktree at this key's path
     /// (`s4/fix`: its first job's), rather than a new branch.
     pub continues_branch: Option<(String, String)>,
+    /// TCP ports its worker reserves for each attempt (`ports`, 0-16).
+    #[serde(default)]
+    pub ports: u8,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -377,6 +380,7 @@ impl JobRecord {
             pick: None,
             change: None,
             continues_branch: None,
+            ports: 0,
         }
     }
 

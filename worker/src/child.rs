@@ -124,6 +124,8 @@ pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
 pub struct JobDirs {
     pub base: PathBuf,
     pub worktrees: Option<Arc<Worktrees>>,
+    /// The ports jobs reserve (`ports = N`).
+    pub ports: Arc<crate::ports::PortPool>,
     pub run_ids: RunIds,
 }
 
@@ -132,6 +134,7 @@ impl From<PathBuf> for JobDirs {
         JobDirs {
             base,
             worktrees: None,
+            ports: crate::ports::PortPool::new(crate::ports::DEFAULT_RANGE),
             run_ids: RunIds::new("worker"),
         }
     }
@@ -141,12 +144,22 @@ impl From<PathBuf> for JobDirs {
 /// arbiter). A worktree job runs in a worktree of its own, set up first
 /// (`WorktreeFailed` when it cannot be) and ended before its `Finished`.
 pub async fn run_job(
-    assignment: Assignment,
+    mut assignment: Assignment,
     dirs: JobDirs,
     sink: impl EventSink,
     stop: oneshot::Receiver<StopOrder>,
 ) {
     let attempt = assignment.attempt_ref();
+    // Held to the job's end (this function's), whatever the end.
+    let ports = match dirs.ports.reserve(assignment.ports) {
+        Ok(ports) => ports,
+        Err(why) => {
+            let error = format!("cannot reserve the job's ports: {why}");
+            return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
+        }
+    };
+    // Its set-up, process, verify and teardown all see them.
+    assignment.env.extend(ports.env());
     let workdir = resolve_workdir(&dirs.base, assignment.workdir.as_deref());
     let tree = match set_up_worktree(&assignment, &dirs, &workdir).await {
         Ok(tree) => tree,
