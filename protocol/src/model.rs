@@ -211,6 +211,11 @@ pub struct AttemptRecord {
     pub teardown: Option<TeardownReceipt>,
     /// What its agent did, for an agent job.
     pub agent_run: Option<AgentRun>,
+    /// A worktree job's workspace `setup` and `teardown` times.
+    #[serde(default)]
+    pub setup_ms: Option<u64>,
+    #[serde(default)]
+    pub teardown_ms: Option<u64>,
 }
 
 /// A person's decision on a gate.
@@ -424,6 +429,8 @@ impl JobRecord {
             reason: reason.clone(),
             teardown: teardown.clone(),
             agent_run: self.agent_run.clone(),
+            setup_ms: None,
+            teardown_ms: None,
         });
         self.exit = exit;
         self.teardown = teardown;

@@ -139,6 +139,8 @@ impl From<AttemptRecordV1> for AttemptRecord {
             reason: old.reason,
             teardown: old.teardown,
             agent_run: None,
+            setup_ms: None,
+            teardown_ms: None,
         }
     }
 }

@@ -260,6 +260,7 @@ impl WorkerAgent {
             agent: None,
             change: None,
             patch: Vec::new(),
+            workspace: None,
         };
         self.report_end(attempt, end, OutputCapture::new(0));
     }

@@ -10,11 +10,11 @@ use crate::inputs::InputFiles;
 use crate::orphans::RunIds;
 use crate::run_reader::RunReader;
 use crate::teardown::{job_processes, stop_job};
-use crate::worktree::{job, Worktrees};
+use crate::worktree::{job, steps, Worktrees};
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{Assignment, AttemptRef, Stopped};
 use aam_protocol::model::{ExitInfo, StopCause};
-use aam_protocol::worktree::JobChange;
+use aam_protocol::worktree::{JobChange, WorkspaceSteps};
 use std::cell::{Cell, RefCell};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,8 @@ pub enum JobEvent {
         change: Option<Box<JobChange>>,
         /// That change's patch (cut at its cap).
         patch: Vec<u8>,
+        /// For a worktree job: its workspace's setup and teardown.
+        workspace: Option<WorkspaceSteps>,
     },
 }
 
@@ -173,6 +175,18 @@ pub async fn run_job(
     let marker = dirs.run_ids.marker(&assignment);
     // A stop ordered during the set-up stops the job as soon as it started.
     let mut stop = Some(stop);
+    let mut workspace = None;
+    if let Some(tree) = &tree {
+        let (setup_ms, failed) = steps::setup(tree, &assignment, &marker, &sink, &mut stop).await;
+        let ran = WorkspaceSteps {
+            setup_ms,
+            ..WorkspaceSteps::default()
+        };
+        if let Some(failed) = failed {
+            return end_after_failed_setup(tree, &assignment, &marker, &sink, failed, ran).await;
+        }
+        workspace = Some(ran);
+    }
     let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop).await {
         Ok(end) => end,
         Err(error) => {
@@ -191,6 +205,9 @@ pub async fn run_job(
             answer: end.agent.as_ref().and_then(|run| run.result.as_deref()),
         };
         let tree_end = job::end(tree, process, &sink, &mut stop).await;
+        if let Some(workspace) = workspace.as_mut() {
+            workspace.teardown_ms = tree_end.teardown_ms;
+        }
         end.stopped = end.stopped.or(tree_end.stopped);
         end.change = tree_end.change;
         end.patch = tree_end.patch;
@@ -202,6 +219,33 @@ pub async fn run_job(
         agent: end.agent,
         change: end.change,
         patch: end.patch,
+        workspace,
+    })
+    .await;
+}
+
+/// Ends an attempt whose workspace setup failed (or was stopped): its
+/// teardown runs, its worktree goes (nothing of the job ran in it), and
+/// the attempt ends with the setup's exit and reason.
+async fn end_after_failed_setup(
+    tree: &job::JobTree,
+    assignment: &Assignment,
+    marker: &str,
+    sink: &impl EventSink,
+    failed: steps::SetupFailure,
+    mut ran: WorkspaceSteps,
+) {
+    ran.teardown_ms = steps::teardown(tree, assignment, marker, sink).await;
+    ran.setup_failed = failed.reason;
+    job::remove(tree, true).await;
+    sink.send(JobEvent::Finished {
+        attempt: assignment.attempt_ref(),
+        exit: failed.exit,
+        stopped: failed.stopped,
+        agent: None,
+        change: None,
+        patch: Vec::new(),
+        workspace: Some(ran),
     })
     .await;
 }
