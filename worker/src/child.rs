@@ -191,6 +191,8 @@ pub async fn run_job(
         Ok(end) => end,
         Err(error) => {
             if let Some(tree) = tree {
+                // Its setup ran: what it started is stopped all the same.
+                steps::teardown(&tree, &assignment, &marker, &sink).await;
                 job::remove(&tree, true).await;
             }
             return sink.send(JobEvent::SpawnFailed { attempt, error }).await;

@@ -245,3 +245,14 @@ fn teardown_runs_after_a_cancel() {
     assert!(attempt["teardown_ms"].is_u64(), "{attempt}");
     assert!(log_of(&c, &session, "held").contains("== teardown =="));
 }
+
+#[test]
+fn teardown_runs_after_a_job_that_could_not_start() {
+    let (c, _repo) = cluster_with_workspace(STEPS);
+    let steps = c.path("steps");
+    let mut job = worktree_job("app", "true", json!({ "STEPS": steps.to_str().unwrap() }));
+    job["command"] = json!(["/nonexistent/aam-test-program"]);
+    let session = c.submit_json(&json!({ "name": "ws", "jobs": [job] }));
+    let s = c.poll_status(&session, "the job's end", |s| s["status"] == "failed");
+    assert_eq!(lines_of(&c, "steps"), ["setup in app", "teardown"], "{s}");
+}
