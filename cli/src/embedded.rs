@@ -70,6 +70,7 @@ pub async fn start(
         workdir,
         worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+        ports: aam_worker::ports::DEFAULT_RANGE,
         // The manager started just above: its own certificate, pinned.
         tls: aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint),
     });

@@ -103,7 +103,15 @@ pub fn trim_report(report: &mut WorkerToManager) {
             truncate(error, MAX_SPAWN_ERROR_BYTES)
         }
         WorkerToManager::AgentUpdate { run, .. } => trim_agent_run(run),
-        WorkerToManager::Finished { agent, change, .. } => {
+        WorkerToManager::Finished {
+            agent,
+            change,
+            workspace,
+            ..
+        } => {
+            if let Some(reason) = workspace.as_mut().and_then(|w| w.setup_failed.as_mut()) {
+                truncate(reason, MAX_SPAWN_ERROR_BYTES);
+            }
             if let Some(run) = agent {
                 trim_agent_run(run);
             }
@@ -309,6 +317,7 @@ mod tests {
             agent: None,
             change: Some(Box::new(change)),
             patch: Vec::new(),
+            workspace: None,
         };
         trim_report(&mut finished);
         let WorkerToManager::Finished {

@@ -251,6 +251,7 @@ fn worker_messages() -> Vec<WorkerToManager> {
             agent: Some(AgentRun::default()),
             change: None,
             patch: Vec::new(),
+            workspace: None,
         },
         WorkerToManager::SpawnFailed {
             attempt: attempt(),

@@ -129,6 +129,8 @@ fn attempt_json(a: &AttemptRecord) -> Value {
         "outcome": a.outcome.as_str(),
         "reason": a.reason,
         "teardown": a.teardown.as_ref().map(teardown_json),
+        "setup_ms": a.setup_ms,
+        "teardown_ms": a.teardown_ms,
     })
 }
 

@@ -262,6 +262,9 @@ pub struct Assignment {
     pub worktree: Option<Box<WorktreeOrder>>,
     /// Its dependencies as they ended, for `AAM_INPUTS` / `AAM_INPUTS_MD`.
     pub inputs: Vec<InputRecord>,
+    /// TCP ports the worker reserves for the attempt (`AAM_PORT`, `AAM_PORTS`).
+    #[serde(default)]
+    pub ports: u8,
 }
 
 impl std::fmt::Debug for Assignment {
@@ -354,6 +357,8 @@ pub enum WorkerToManager {
         /// That change's patch (cut at the order's `patch_cap`).
         #[serde(with = "serde_bytes")]
         patch: Vec<u8>,
+        /// For a worktree job: its workspace's setup and teardown.
+        workspace: Option<crate::worktree::WorkspaceSteps>,
     },
     /// A worktree job could not be set up (its workdir is not in a git
     /// repository, its base does not exist): it fails with this reason.

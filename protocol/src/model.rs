@@ -211,6 +211,11 @@ pub struct AttemptRecord {
     pub teardown: Option<TeardownReceipt>,
     /// What its agent did, for an agent job.
     pub agent_run: Option<AgentRun>,
+    /// A worktree job's workspace `setup` and `teardown` times.
+    #[serde(default)]
+    pub setup_ms: Option<u64>,
+    #[serde(default)]
+    pub teardown_ms: Option<u64>,
 }
 
 /// A person's decision on a gate.
@@ -324,6 +329,9 @@ pub struct JobRecord {
     /// A follow-up continues this branch in a worktree at this key's path
     /// (`s4/fix`: its first job's), rather than a new branch.
     pub continues_branch: Option<(String, String)>,
+    /// TCP ports its worker reserves for each attempt (`ports`, 0-16).
+    #[serde(default)]
+    pub ports: u8,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -377,6 +385,7 @@ impl JobRecord {
             pick: None,
             change: None,
             continues_branch: None,
+            ports: 0,
         }
     }
 
@@ -420,6 +429,8 @@ impl JobRecord {
             reason: reason.clone(),
             teardown: teardown.clone(),
             agent_run: self.agent_run.clone(),
+            setup_ms: None,
+            teardown_ms: None,
         });
         self.exit = exit;
         self.teardown = teardown;

@@ -92,6 +92,11 @@ pub struct JobSpec {
     /// when it exits 0; the smallest passing change wins.
     #[serde(default)]
     pub verify: Option<Vec<String>>,
+    // Workspace keys (issue 15; `validate/workspace.rs`).
+    /// TCP ports (0-16) the worker reserves for the job: `AAM_PORT` (the
+    /// first) and `AAM_PORTS` (all, comma-separated).
+    #[serde(default)]
+    pub ports: Option<u32>,
 }
 
 impl fmt::Debug for JobSpec {

@@ -107,6 +107,19 @@ pub struct JobChange {
     pub verify: Option<VerifyOutcome>,
 }
 
+/// A worktree job's workspace steps (`.aam/workspace.toml`), as its
+/// worker ran them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSteps {
+    /// How long its `setup` ran, when it has one.
+    pub setup_ms: Option<u64>,
+    /// How long its `teardown` ran, when it has one.
+    pub teardown_ms: Option<u64>,
+    /// Why the setup failed (`setup failed: exit 3 (last line)`): the
+    /// attempt's reason.
+    pub setup_failed: Option<String>,
+}
+
 /// A job run as N variants: the one that won, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VariantPick {

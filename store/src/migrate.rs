@@ -139,6 +139,8 @@ impl From<AttemptRecordV1> for AttemptRecord {
             reason: old.reason,
             teardown: old.teardown,
             agent_run: None,
+            setup_ms: None,
+            teardown_ms: None,
         }
     }
 }
@@ -224,6 +226,7 @@ impl From<JobRecordV1> for JobRecord {
             pick: None,
             change: None,
             continues_branch: None,
+            ports: 0,
         }
     }
 }

@@ -87,6 +87,7 @@ async fn run_one(path: &str, format: Option<AgentFormat>, round: usize) {
         format,
         worktree: None,
         inputs: Vec::new(),
+        ports: 0,
     };
     let (_stop, stop_rx) = tokio::sync::oneshot::channel();
     run_job(assignment, std::env::temp_dir().into(), Drop, stop_rx).await;

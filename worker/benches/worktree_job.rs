@@ -69,6 +69,7 @@ fn main() {
         let dirs = JobDirs {
             base: repo.clone(),
             worktrees: Some(worktrees.clone()),
+            ports: aam_worker::ports::PortPool::new(aam_worker::ports::DEFAULT_RANGE),
             run_ids: aam_worker::orphans::RunIds::new("bench"),
         };
         let (_stop, stop_rx) = tokio::sync::oneshot::channel();
@@ -201,6 +202,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>) -> Assignment {
         format: None,
         worktree: worktree.map(Box::new),
         inputs: Vec::new(),
+        ports: 0,
     }
 }
 

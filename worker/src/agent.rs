@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     /// `worktree::default_root`); None: worktree jobs fail, saying so.
     pub worktrees: Option<PathBuf>,
     pub max_frame: usize,
+    /// The TCP ports jobs' `ports` are reserved from (`--ports`).
+    pub ports: crate::ports::PortRange,
     /// How the manager's certificate is verified (and ours, if any).
     pub tls: aam_protocol::tls::ClientTls,
 }
@@ -62,6 +64,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("workdir", &self.workdir)
             .field("worktrees", &self.worktrees)
             .field("max_frame", &self.max_frame)
+            .field("ports", &self.ports)
             .finish()
     }
 }
@@ -118,6 +121,8 @@ pub struct WorkerAgent {
     output_cap: usize,
     /// Where worktree jobs get their worktrees.
     worktrees: Option<Arc<Worktrees>>,
+    /// The ports jobs reserve.
+    ports: Arc<crate::ports::PortPool>,
     /// The run ids this worker process gives its attempts' processes.
     run_ids: RunIds,
 }
@@ -132,6 +137,7 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
         .map(|root| Worktrees::new(root, patch_limit));
     WorkerAgent {
         worktrees,
+        ports: crate::ports::PortPool::new(config.ports),
         run_ids: RunIds::new(&config.name),
         config,
         instance: random_instance(),
@@ -217,6 +223,7 @@ impl WorkerAgent {
             let dirs = JobDirs {
                 base: self.config.workdir.clone(),
                 worktrees: self.worktrees.clone(),
+                ports: self.ports.clone(),
                 run_ids: self.run_ids.clone(),
             };
             let span = tracing::info_span!("job", session = %assignment.job.session,
@@ -253,6 +260,7 @@ impl WorkerAgent {
             agent: None,
             change: None,
             patch: Vec::new(),
+            workspace: None,
         };
         self.report_end(attempt, end, OutputCapture::new(0));
     }

@@ -10,11 +10,11 @@ use crate::inputs::InputFiles;
 use crate::orphans::RunIds;
 use crate::run_reader::RunReader;
 use crate::teardown::{job_processes, stop_job};
-use crate::worktree::{job, Worktrees};
+use crate::worktree::{job, steps, Worktrees};
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::messages::{Assignment, AttemptRef, Stopped};
 use aam_protocol::model::{ExitInfo, StopCause};
-use aam_protocol::worktree::JobChange;
+use aam_protocol::worktree::{JobChange, WorkspaceSteps};
 use std::cell::{Cell, RefCell};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,8 @@ pub enum JobEvent {
         change: Option<Box<JobChange>>,
         /// That change's patch (cut at its cap).
         patch: Vec<u8>,
+        /// For a worktree job: its workspace's setup and teardown.
+        workspace: Option<WorkspaceSteps>,
     },
 }
 
@@ -124,6 +126,8 @@ pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
 pub struct JobDirs {
     pub base: PathBuf,
     pub worktrees: Option<Arc<Worktrees>>,
+    /// The ports jobs reserve (`ports = N`).
+    pub ports: Arc<crate::ports::PortPool>,
     pub run_ids: RunIds,
 }
 
@@ -132,6 +136,7 @@ impl From<PathBuf> for JobDirs {
         JobDirs {
             base,
             worktrees: None,
+            ports: crate::ports::PortPool::new(crate::ports::DEFAULT_RANGE),
             run_ids: RunIds::new("worker"),
         }
     }
@@ -141,12 +146,22 @@ impl From<PathBuf> for JobDirs {
 /// arbiter). A worktree job runs in a worktree of its own, set up first
 /// (`WorktreeFailed` when it cannot be) and ended before its `Finished`.
 pub async fn run_job(
-    assignment: Assignment,
+    mut assignment: Assignment,
     dirs: JobDirs,
     sink: impl EventSink,
     stop: oneshot::Receiver<StopOrder>,
 ) {
     let attempt = assignment.attempt_ref();
+    // Held to the job's end (this function's), whatever the end.
+    let ports = match dirs.ports.reserve(assignment.ports) {
+        Ok(ports) => ports,
+        Err(why) => {
+            let error = format!("cannot reserve the job's ports: {why}");
+            return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
+        }
+    };
+    // Its set-up, process, verify and teardown all see them.
+    assignment.env.extend(ports.env());
     let workdir = resolve_workdir(&dirs.base, assignment.workdir.as_deref());
     let tree = match set_up_worktree(&assignment, &dirs, &workdir).await {
         Ok(tree) => tree,
@@ -160,10 +175,24 @@ pub async fn run_job(
     let marker = dirs.run_ids.marker(&assignment);
     // A stop ordered during the set-up stops the job as soon as it started.
     let mut stop = Some(stop);
+    let mut workspace = None;
+    if let Some(tree) = &tree {
+        let (setup_ms, failed) = steps::setup(tree, &assignment, &marker, &sink, &mut stop).await;
+        let ran = WorkspaceSteps {
+            setup_ms,
+            ..WorkspaceSteps::default()
+        };
+        if let Some(failed) = failed {
+            return end_after_failed_setup(tree, &assignment, &marker, &sink, failed, ran).await;
+        }
+        workspace = Some(ran);
+    }
     let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop).await {
         Ok(end) => end,
         Err(error) => {
             if let Some(tree) = tree {
+                // Its setup ran: what it started is stopped all the same.
+                steps::teardown(&tree, &assignment, &marker, &sink).await;
                 job::remove(&tree, true).await;
             }
             return sink.send(JobEvent::SpawnFailed { attempt, error }).await;
@@ -178,6 +207,9 @@ pub async fn run_job(
             answer: end.agent.as_ref().and_then(|run| run.result.as_deref()),
         };
         let tree_end = job::end(tree, process, &sink, &mut stop).await;
+        if let Some(workspace) = workspace.as_mut() {
+            workspace.teardown_ms = tree_end.teardown_ms;
+        }
         end.stopped = end.stopped.or(tree_end.stopped);
         end.change = tree_end.change;
         end.patch = tree_end.patch;
@@ -189,6 +221,33 @@ pub async fn run_job(
         agent: end.agent,
         change: end.change,
         patch: end.patch,
+        workspace,
+    })
+    .await;
+}
+
+/// Ends an attempt whose workspace setup failed (or was stopped): its
+/// teardown runs, its worktree goes (nothing of the job ran in it), and
+/// the attempt ends with the setup's exit and reason.
+async fn end_after_failed_setup(
+    tree: &job::JobTree,
+    assignment: &Assignment,
+    marker: &str,
+    sink: &impl EventSink,
+    failed: steps::SetupFailure,
+    mut ran: WorkspaceSteps,
+) {
+    ran.teardown_ms = steps::teardown(tree, assignment, marker, sink).await;
+    ran.setup_failed = failed.reason;
+    job::remove(tree, true).await;
+    sink.send(JobEvent::Finished {
+        attempt: assignment.attempt_ref(),
+        exit: failed.exit,
+        stopped: failed.stopped,
+        agent: None,
+        change: None,
+        patch: Vec::new(),
+        workspace: Some(ran),
     })
     .await;
 }

@@ -430,6 +430,7 @@ mod tests {
             format: None,
             worktree: None,
             inputs,
+            ports: 0,
         }
     }
 

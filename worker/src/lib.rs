@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod child;
 pub mod inputs;
 pub mod orphans;
+pub mod ports;
 pub mod run_reader;
 pub mod secret_env;
 pub mod teardown;

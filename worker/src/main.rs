@@ -40,6 +40,10 @@ struct Args {
     /// $XDG_DATA_HOME/aam/worktrees/NAME, else ~/.local/share/aam/worktrees/NAME]
     #[arg(long)]
     worktrees: Option<PathBuf>,
+    /// The TCP ports jobs reserve with `ports = N` (each free when
+    /// reserved, held by one job at a time on this worker)
+    #[arg(long, env = "AAM_PORTS_RANGE", default_value_t = aam_worker::ports::DEFAULT_RANGE)]
+    ports: aam_worker::ports::PortRange,
     /// Token (else AAM_TOKEN, else --token-file)
     #[arg(long, env = "AAM_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -181,6 +185,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         workdir,
         worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
+        ports: args.ports,
         tls,
     })
 }

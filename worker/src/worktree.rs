@@ -4,14 +4,18 @@
 //! own locks fail under concurrency), and the branches `aam gc` removes.
 //! The git steps themselves are blocking and run on the blocking pool:
 //! `setup.rs`, `finish.rs`, `leftovers.rs`; `job.rs` strings them around a
-//! job's process, with `verify.rs` in between.
+//! job's process, with `verify.rs` in between; `workspace.rs` and
+//! `steps.rs` are the repository's `.aam/workspace.toml` (setup, teardown,
+//! copied files).
 
 pub mod finish;
 pub mod git;
 pub mod job;
 pub mod leftovers;
 pub mod setup;
+pub mod steps;
 pub mod verify;
+pub mod workspace;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

@@ -167,14 +167,17 @@ impl Handler<WorkerReport> for Scheduler {
                 agent,
                 change,
                 patch,
+                workspace,
             } => {
                 let report = EndReport {
                     exit: Some(exit),
                     stopped,
-                    reason: None,
+                    // A failed workspace setup is the attempt's reason.
+                    reason: workspace.as_ref().and_then(|w| w.setup_failed.clone()),
                     agent,
                     change: change.map(|c| *c),
                     patch,
+                    workspace,
                 };
                 effects.extend(self.finish(msg.id, attempt, report, now));
             }

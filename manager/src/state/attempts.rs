@@ -205,6 +205,8 @@ pub struct EndReport {
     /// For a worktree job: what it changed, and its patch.
     pub change: Option<JobChange>,
     pub patch: Vec<u8>,
+    /// For a worktree job: its workspace's setup and teardown.
+    pub workspace: Option<aam_protocol::worktree::WorkspaceSteps>,
 }
 
 /// Why the fence turned a report away; nothing changed.
@@ -318,6 +320,7 @@ impl State {
             agent,
             change,
             patch,
+            workspace,
         } = report;
         // Only an agent job has an agent's word to take, and only a
         // worktree job a change.
@@ -348,6 +351,12 @@ impl State {
         // Before its dependents settle: they start from it, and see it.
         self.keep_change(attempt, change, patch);
         self.end_attempt(key, end, reason, exit, stopped.map(|s| s.receipt), now);
+        if let Some(steps) = workspace {
+            let closed = self.job_mut(key).and_then(|job| job.history.last_mut());
+            if let Some(closed) = closed.filter(|a| a.attempt == attempt.attempt) {
+                (closed.setup_ms, closed.teardown_ms) = (steps.setup_ms, steps.teardown_ms);
+            }
+        }
         if let Some((group, limit)) = limited {
             self.pause_group(key, &group, &limit, now);
         }

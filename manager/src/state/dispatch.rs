@@ -191,6 +191,7 @@ impl State {
             format: job.format,
             worktree,
             inputs: Vec::new(),
+            ports: job.ports,
         })
     }
 

@@ -109,6 +109,7 @@ impl State {
             priority: job.priority,
             requires: job.requires.clone(),
             max_cost_usd: job.max_cost_usd,
+            ports: Some(job.ports.into()),
             ..JobSpec::default()
         };
         let policy = job.policy.clone();

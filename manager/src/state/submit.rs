@@ -192,6 +192,7 @@ fn job_record(
             Base::Job(name) => format!("{JOB_BASE}{name}"),
         }),
         verify: spec.verify,
+        ports: spec.ports,
         ..JobRecord::new(key, spec.name, argv)
     })
 }

@@ -69,6 +69,7 @@ pub(super) fn check_job(
         errors.push(SpecError::job(label, "max_cost_usd", message));
     }
     let isolated = check_isolation(&job, label, limits, errors);
+    let ports = super::workspace::check_ports(&job, label, errors);
     ValidJob {
         kind: kind_of(job.command, job.agent, job.prompt, job.model),
         name: job.name,
@@ -88,6 +89,7 @@ pub(super) fn check_job(
         base: isolated.base,
         variants: job.variants,
         verify: job.verify,
+        ports,
     }
 }
 

@@ -10,6 +10,7 @@
 mod dependencies;
 mod job;
 mod limits;
+mod workspace;
 mod worktree;
 
 use crate::model::JobStatus;
@@ -78,6 +79,8 @@ pub struct ValidJob {
     /// 2-10 variants, each a job of its own (`NAME.1` ...), or none.
     pub variants: Option<u32>,
     pub verify: Option<Vec<String>>,
+    /// TCP ports the worker reserves for it (0 to `MAX_PORTS`).
+    pub ports: u8,
 }
 
 /// What a worktree job's branch starts from.
@@ -88,6 +91,8 @@ pub enum Base {
     /// The branch of this dependency of the job (`job:NAME`).
     Job(String),
 }
+
+pub use workspace::MAX_PORTS;
 
 /// Most variants of one job.
 pub const MAX_VARIANTS: u32 = 10;

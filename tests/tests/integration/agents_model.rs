@@ -175,6 +175,7 @@ fn a_usage_limit_pauses_its_group_while_others_run_and_survives_a_restart() {
         agent: Some(limited_run(resets_at)),
         change: None,
         patch: Vec::new(),
+        workspace: None,
     });
     acked(&mut worker, attempt);
     // The other agent job is held with it; the command runs.
@@ -216,6 +217,7 @@ fn a_usage_limit_pauses_its_group_while_others_run_and_survives_a_restart() {
         agent: None,
         change: None,
         patch: Vec::new(),
+        workspace: None,
     });
     acked(&mut worker, cmd.attempt_ref());
     let sent = until_pong(&mut worker);
@@ -261,6 +263,7 @@ fn budgets_stop_a_job_and_skip_the_rest_and_continue_resumes_on_its_worker() {
         agent: Some(run("conv-a", 20_000, Some(0.06))),
         change: None,
         patch: Vec::new(),
+        workspace: None,
     });
     acked(&mut worker, attempt);
     let shown = view(&c, id);

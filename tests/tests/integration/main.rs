@@ -29,6 +29,7 @@ mod secrets;
 mod session;
 mod slow_peers;
 mod tls;
+mod workspaces;
 mod worktrees_e2e;
 mod worktrees_model;
 

@@ -70,6 +70,7 @@ fn forged_reports(attempt: AttemptRef) -> Vec<WorkerToManager> {
             agent: None,
             change: None,
             patch: Vec::new(),
+            workspace: None,
         },
         WorkerToManager::SpawnFailed {
             attempt,
@@ -282,6 +283,7 @@ fn oversized_registrations_and_output_are_refused_or_cut_and_change_nothing() {
         agent: None,
         change: None,
         patch: Vec::new(),
+        workspace: None,
     });
     c.aam(&["wait", &session]).expect_code(0);
     let logs = c.aam(&["logs", &format!("{session}/x")]).expect_code(0);

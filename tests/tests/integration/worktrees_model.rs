@@ -70,6 +70,7 @@ fn finish(wire: &mut Wire, a: &Assignment, change: Option<JobChange>, patch: &[u
         agent: None,
         change: change.map(Box::new),
         patch: patch.to_vec(),
+        workspace: None,
     });
     next(wire, |m| (m == ManagerToWorker::Ack(attempt)).then_some(()));
 }

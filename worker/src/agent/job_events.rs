@@ -72,6 +72,7 @@ impl Handler<Event> for WorkerAgent {
                 agent,
                 change,
                 patch,
+                workspace,
             } => {
                 let capture = self
                     .assigned
@@ -107,6 +108,7 @@ impl Handler<Event> for WorkerAgent {
                     agent,
                     change,
                     patch,
+                    workspace,
                 };
                 self.job_ended(attempt, end, capture, ctx);
             }

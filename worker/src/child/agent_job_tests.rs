@@ -42,6 +42,7 @@ fn run_script(script: &str, format: Option<AgentFormat>) -> Vec<(Instant, JobEve
         format,
         worktree: None,
         inputs: Vec::new(),
+        ports: 0,
     };
     let recorder = Recorder::default();
     let runtime = tokio::runtime::Builder::new_current_thread()

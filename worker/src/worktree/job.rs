@@ -42,6 +42,10 @@ pub struct JobTree {
     /// leaves none).
     pub made_branch: bool,
     patch_cap: usize,
+    /// The repository's `.aam/workspace.toml` at the base, if it has one.
+    pub workspace: Option<super::workspace::Workspace>,
+    /// What its `copy` did, one log line per entry.
+    pub copied: Vec<String>,
     /// Keeps other jobs of this worker off the path while it runs.
     claim: PathClaim,
 }
@@ -106,7 +110,7 @@ pub async fn set_up(
     if let Err(e) = std::fs::create_dir_all(&workdir) {
         tracing::warn!(workdir = %workdir.display(), "cannot make the job's workdir in its worktree: {e}");
     }
-    Ok(JobTree {
+    let mut tree = JobTree {
         repo: top,
         git_dir,
         path,
@@ -115,8 +119,28 @@ pub async fn set_up(
         base: added.base,
         made_branch: added.made_branch,
         patch_cap: (order.patch_cap.min(worktrees.patch_limit as u64)) as usize,
+        workspace: None,
+        copied: Vec::new(),
         claim,
+    };
+    let (top, base, at) = (tree.repo.clone(), tree.base.clone(), tree.path.clone());
+    let read = blocking(move || {
+        let Some(workspace) = super::workspace::read(&top, &base)? else {
+            return Ok((None, Vec::new()));
+        };
+        let copied = super::workspace::copy_files(&top, &at, &workspace.copy);
+        Ok((Some(workspace), copied))
     })
+    .await;
+    match read {
+        Ok((workspace, copied)) => (tree.workspace, tree.copied) = (workspace, copied),
+        Err(why) => {
+            // Nothing ran in it: the worktree and its new branch go.
+            remove(&tree, true).await;
+            return Err(why);
+        }
+    }
+    Ok(tree)
 }
 
 /// The path key as a relative path of plain names (`s4/fix`), or why it
@@ -174,6 +198,8 @@ pub struct TreeEnd {
     pub patch: Vec<u8>,
     /// A stop order that came during the verify, which it ended.
     pub stopped: Option<Stopped>,
+    /// How long the workspace's teardown took, when it has one.
+    pub teardown_ms: Option<u64>,
 }
 
 /// Ends a job's worktree after its process ended: its verify (unless the
@@ -197,6 +223,10 @@ pub async fn end<S: EventSink>(
         verify = Some(outcome);
         ended.stopped = stopped;
     }
+    // After the verify (which may use what the setup started), before the
+    // commit (so what it deletes is not committed).
+    ended.teardown_ms =
+        super::steps::teardown(&tree, process.assignment, process.marker, sink).await;
     if tree.worktrees().is_exiting() {
         return ended;
     }
@@ -258,6 +288,7 @@ async fn verify_job(
     let mut env = assignment.env.clone();
     env.extend(crate::child::aam_vars(assignment));
     let command = VerifyCommand {
+        what: "verify",
         argv,
         dir: &tree.workdir,
         env: &env,

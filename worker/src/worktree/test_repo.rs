@@ -119,6 +119,7 @@ pub fn job_with(argv: &[&str], workdir: Option<&str>, order: Option<WorktreeOrde
         format: None,
         worktree: order.map(Box::new),
         inputs: Vec::new(),
+        ports: 0,
     }
 }
 

@@ -397,6 +397,7 @@ fn a_verify_past_its_time_or_stopped_is_ended_and_fails() {
         .map(String::from)
         .to_vec();
     let command = VerifyCommand {
+        what: "verify",
         argv: &argv,
         dir: dir.path(),
         env: &[],
@@ -426,6 +427,7 @@ fn a_verify_past_its_time_or_stopped_is_ended_and_fails() {
     };
     stop.send(cancel).unwrap();
     let patient = VerifyCommand {
+        what: "verify",
         timeout: Duration::from_secs(60),
         ..command
     };
@@ -436,6 +438,7 @@ fn a_verify_past_its_time_or_stopped_is_ended_and_fails() {
     assert_eq!(stopped.map(|s| s.cause), Some(StopCause::Cancelled));
     let missing = ["/no/such/verify".to_string()];
     let absent = VerifyCommand {
+        what: "verify",
         argv: &missing,
         ..patient
     };

@@ -23,6 +23,8 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// What a verify runs, where, with what, and for how long.
 pub struct VerifyCommand<'a> {
+    /// What it is, for its notes (`verify`, `setup`, `teardown`).
+    pub what: &'a str,
     pub argv: &'a [String],
     pub dir: &'a Path,
     pub env: &'a [(String, String)],
@@ -96,10 +98,10 @@ async fn wait_or_stop(
         }
         _ = tokio::time::sleep(verify.timeout) => {
             let secs = verify.timeout.as_secs();
-            (None, format!("\n[aam: verify stopped after its time limit of {secs} s]\n"))
+            (None, format!("\n[aam: {} stopped after its time limit of {secs} s]\n", verify.what))
         }
         order = next_stop(stop) => {
-            let note = format!("\n[aam: verify stopped: {}]\n", order.cause.as_str());
+            let note = format!("\n[aam: {} stopped: {}]\n", verify.what, order.cause.as_str());
             (Some(order), note)
         }
     };
@@ -118,7 +120,7 @@ async fn wait_or_stop(
 /// Starts the verify: in its own process group, stdin from /dev/null.
 fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
     let Some((program, args)) = verify.argv.split_first() else {
-        return Err("verify is an empty command".to_string());
+        return Err(format!("{} is an empty command", verify.what));
     };
     let (marker_key, marker_value) = verify.marker.split_once('=').unwrap_or(("AAM_RUN_ID", ""));
     let mut command = tokio::process::Command::new(program);
@@ -133,10 +135,10 @@ fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
         .process_group(0);
     // Like the job's own process: dies with the worker, in the job's cgroup.
     let _cgroup = crate::orphans::guard(&mut command, verify.marker)
-        .map_err(|e| format!("[aam: verify could not start: {e}]\n"))?;
+        .map_err(|e| format!("[aam: {} could not start: {e}]\n", verify.what))?;
     command
         .spawn()
-        .map_err(|e| format!("[aam: verify could not start: {program}: {e}]\n"))
+        .map_err(|e| format!("[aam: {} could not start: {program}: {e}]\n", verify.what))
 }
 
 /// Reads a pipe to its end into the shared tail.

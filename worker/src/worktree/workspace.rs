@@ -1,0 +1,222 @@
+//! A worktree job's workspace file: `.aam/workspace.toml` of its
+//! repository as committed at the job's base (read with git from that
+//! commit, so a job gets the file of the code it runs on). `setup` runs in
+//! the new worktree before the job, `teardown` when the job ends, however
+//! it ends, before the commit; `copy` names files of the worker's checkout
+//! (ignored ones such as `.env`) copied into the worktree first.
+
+use super::git;
+use serde::Deserialize;
+use std::path::{Component, Path};
+use std::time::Duration;
+
+/// Where the file is, relative to the repository's top.
+pub const FILE: &str = ".aam/workspace.toml";
+/// A setup's time when the file gives none.
+pub const SETUP_TIME: Duration = Duration::from_secs(600);
+/// A teardown's time when the file gives none.
+pub const TEARDOWN_TIME: Duration = Duration::from_secs(300);
+
+/// The file, checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workspace {
+    pub setup: Option<Vec<String>>,
+    pub setup_timeout: Duration,
+    pub teardown: Option<Vec<String>>,
+    pub teardown_timeout: Duration,
+    pub copy: Vec<String>,
+}
+
+/// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    #[serde(default)]
+    setup: Option<Vec<String>>,
+    #[serde(default)]
+    setup_timeout: Option<String>,
+    #[serde(default)]
+    teardown: Option<Vec<String>>,
+    #[serde(default)]
+    teardown_timeout: Option<String>,
+    #[serde(default)]
+    copy: Vec<String>,
+}
+
+/// Reads the file from `base` of the repository at `top`: None when that
+/// commit has none; why it cannot be used otherwise (naming the file and
+/// the key at fault).
+pub fn read(top: &Path, base: &str) -> Result<Option<Workspace>, String> {
+    let mut listed = git::git(top);
+    listed.args(["ls-tree", "--name-only", base, "--", FILE]);
+    let listed = git::run(&mut listed).map_err(|e| format!("{FILE}: {e}"))?;
+    if listed.trim().is_empty() {
+        return Ok(None);
+    }
+    let mut show = git::git(top);
+    show.arg("show").arg(format!("{base}:{FILE}"));
+    let text = git::run(&mut show).map_err(|e| format!("{FILE}: {e}"))?;
+    parse(&text).map(Some)
+}
+
+/// Parses and checks the file's text.
+pub fn parse(text: &str) -> Result<Workspace, String> {
+    let deserializer = toml::Deserializer::new(text);
+    let raw: RawWorkspace = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let message: Vec<&str> = e.inner().message().lines().map(str::trim).collect();
+        let message = message.join(": ");
+        let line = e.inner().span().map(|span| {
+            let before = text.get(..span.start).unwrap_or(text);
+            before.matches('\n').count() + 1
+        });
+        match (key.as_str(), line) {
+            ("." | "", Some(line)) => format!("{FILE}: line {line}: {message}"),
+            ("." | "", None) => format!("{FILE}: {message}"),
+            _ => format!("{FILE}: key '{key}': {message}"),
+        }
+    })?;
+    let argv = |key: &str, argv: Option<Vec<String>>| match argv {
+        Some(argv) if argv.first().is_none_or(|p| p.is_empty()) => {
+            Err(format!("{FILE}: key '{key}': the argv list is empty"))
+        }
+        argv => Ok(argv),
+    };
+    let time = |key: &str, text: Option<String>, default: Duration| match text {
+        None => Ok(default),
+        Some(text) => match aam_protocol::spec::parse_duration_ms(&text) {
+            Ok(0) => Err(format!("{FILE}: key '{key}': must be longer than 0")),
+            Ok(ms) => Ok(Duration::from_millis(ms)),
+            Err(e) => Err(format!("{FILE}: key '{key}': {e}")),
+        },
+    };
+    for path in &raw.copy {
+        check_copy_path(path).map_err(|e| format!("{FILE}: key 'copy': {e}"))?;
+    }
+    Ok(Workspace {
+        setup: argv("setup", raw.setup)?,
+        setup_timeout: time("setup_timeout", raw.setup_timeout, SETUP_TIME)?,
+        teardown: argv("teardown", raw.teardown)?,
+        teardown_timeout: time("teardown_timeout", raw.teardown_timeout, TEARDOWN_TIME)?,
+        copy: raw.copy,
+    })
+}
+
+/// A `copy` entry must stay inside the repository: relative, no `..`.
+fn check_copy_path(path: &str) -> Result<(), String> {
+    let plain = !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{path}' is not a path inside the repository (relative, without '..')"
+        ))
+    }
+}
+
+/// Copies each `copy` entry (a file or a directory, relative to the
+/// repository's top) from the worker's checkout at `from` to the worktree
+/// at `to`. Blocking. The log lines it makes: one per entry copied or
+/// skipped (missing), and why one could not be copied.
+pub fn copy_files(from: &Path, to: &Path, paths: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for path in paths {
+        let source = from.join(path);
+        if std::fs::symlink_metadata(&source).is_err() {
+            lines.push(format!("copy: {path}: not in {}, skipped", from.display()));
+            continue;
+        }
+        match copy_tree(&source, &to.join(path)) {
+            Ok(()) => lines.push(format!("copy: {path}")),
+            Err(e) => lines.push(format!("copy: {path}: not copied: {e}")),
+        }
+    }
+    lines
+}
+
+/// Copies a file, a link (as a link) or a directory with what it holds.
+fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let meta = std::fs::symlink_metadata(source)?;
+    if meta.is_symlink() {
+        let link = std::fs::read_link(source)?;
+        let _ = std::fs::remove_file(target);
+        return std::os::unix::fs::symlink(link, target);
+    }
+    if meta.is_dir() {
+        std::fs::create_dir_all(target)?;
+        for entry in std::fs::read_dir(source)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &target.join(entry.file_name()))?;
+        }
+        return Ok(());
+    }
+    std::fs::copy(source, target).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_with_its_durations() {
+        let text = "setup = [\"npm\", \"ci\"]\nsetup_timeout = \"2m\"\n\
+                    teardown = [\"make\", \"stop\"]\ncopy = [\".env\", \"config/local.json\"]\n";
+        let ws = parse(text).unwrap();
+        assert_eq!(ws.setup, Some(vec!["npm".into(), "ci".into()]));
+        assert_eq!(ws.setup_timeout, Duration::from_secs(120));
+        assert_eq!(ws.teardown_timeout, TEARDOWN_TIME);
+        assert_eq!(ws.copy, [".env", "config/local.json"]);
+        assert_eq!(parse("").unwrap().setup_timeout, SETUP_TIME);
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_the_key() {
+        for (text, expected) in [
+            ("setup = \"npm ci\"\n", "key 'setup': invalid type"),
+            ("stup = [\"x\"]\n", "unknown field `stup`"),
+            ("setup = []\n", "key 'setup': the argv list is empty"),
+            (
+                "setup_timeout = \"soon\"\n",
+                "key 'setup_timeout': 'soon' is not a duration",
+            ),
+            (
+                "copy = [\"../secrets\"]\n",
+                "key 'copy': '../secrets' is not a path inside",
+            ),
+            (
+                "copy = [\"/etc/passwd\"]\n",
+                "key 'copy': '/etc/passwd' is not a path inside",
+            ),
+            ("setup = [\n", "invalid array"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.starts_with(".aam/workspace.toml: "), "{error}");
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn copy_takes_files_and_directories_and_skips_missing_ones() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        std::fs::write(from.path().join(".env"), "KEY=1\n").unwrap();
+        std::fs::create_dir_all(from.path().join("conf/deep")).unwrap();
+        std::fs::write(from.path().join("conf/deep/a.json"), "{}").unwrap();
+        let paths = [".env".to_string(), "conf".into(), "gone.txt".into()];
+        let lines = copy_files(from.path(), to.path(), &paths);
+        assert_eq!(lines[0], "copy: .env");
+        assert_eq!(lines[1], "copy: conf");
+        assert!(lines[2].starts_with("copy: gone.txt: not in "), "{lines:?}");
+        assert_eq!(
+            std::fs::read_to_string(to.path().join(".env")).unwrap(),
+            "KEY=1\n"
+        );
+        assert!(to.path().join("conf/deep/a.json").is_file());
+    }
+}
