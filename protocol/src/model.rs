@@ -324,6 +324,8 @@ pub struct JobRecord {
     /// A follow-up continues this branch in a worktree at this key's path
     /// (`s4/fix`: its first job's), rather than a new branch.
     pub continues_branch: Option<(String, String)>,
+    /// Shared resources it holds while running (issue 15).
+    pub uses: Vec<crate::resource::ResourceUse>,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -377,6 +379,7 @@ impl JobRecord {
             pick: None,
             change: None,
             continues_branch: None,
+            uses: Vec::new(),
         }
     }
 

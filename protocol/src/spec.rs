@@ -92,6 +92,10 @@ pub struct JobSpec {
     /// when it exits 0; the smallest passing change wins.
     #[serde(default)]
     pub verify: Option<Vec<String>>,
+    /// Shared resources it holds while it runs (issue 15): `["db"]` or
+    /// `[{ name = "emulator", count = 2 }]`.
+    #[serde(default)]
+    pub uses: Vec<crate::resource::UseSpec>,
 }
 
 impl fmt::Debug for JobSpec {

@@ -224,6 +224,7 @@ impl From<JobRecordV1> for JobRecord {
             pick: None,
             change: None,
             continues_branch: None,
+            uses: Vec::new(),
         }
     }
 }

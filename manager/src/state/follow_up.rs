@@ -109,6 +109,15 @@ impl State {
             priority: job.priority,
             requires: job.requires.clone(),
             max_cost_usd: job.max_cost_usd,
+            // A follow-up works where its job did: it needs what it used.
+            uses: job
+                .uses
+                .iter()
+                .map(|u| aam_protocol::resource::UseSpec::Counted {
+                    name: u.name.clone(),
+                    count: u.count,
+                })
+                .collect(),
             ..JobSpec::default()
         };
         let policy = job.policy.clone();

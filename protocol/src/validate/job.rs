@@ -10,11 +10,12 @@ use crate::spec::{is_valid_name, parse_duration_ms, JobSpec, Limits, SpecError, 
 /// Checks one job's own fields and types it (its dependencies are
 /// resolved apart, once every job is known).
 pub(super) fn check_job(
-    job: JobSpec,
+    mut job: JobSpec,
     index: usize,
     limits: &Limits,
     errors: &mut Vec<SpecError>,
 ) -> ValidJob {
+    let uses_spec = std::mem::take(&mut job.uses);
     let label = label_of(&job, index);
     let label = label.as_ref();
     check_kind(&job, label, limits, errors);
@@ -69,6 +70,7 @@ pub(super) fn check_job(
         errors.push(SpecError::job(label, "max_cost_usd", message));
     }
     let isolated = check_isolation(&job, label, limits, errors);
+    let uses = crate::resource::check_uses(uses_spec, label, errors);
     ValidJob {
         kind: kind_of(job.command, job.agent, job.prompt, job.model),
         name: job.name,
@@ -88,6 +90,7 @@ pub(super) fn check_job(
         base: isolated.base,
         variants: job.variants,
         verify: job.verify,
+        uses,
     }
 }
 

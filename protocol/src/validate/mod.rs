@@ -78,6 +78,8 @@ pub struct ValidJob {
     /// 2-10 variants, each a job of its own (`NAME.1` ...), or none.
     pub variants: Option<u32>,
     pub verify: Option<Vec<String>>,
+    /// Shared resources it holds while it runs, one entry per resource.
+    pub uses: Vec<crate::resource::ResourceUse>,
 }
 
 /// What a worktree job's branch starts from.
