@@ -5,13 +5,56 @@
 use crate::spec::SpecError;
 use serde::{Deserialize, Serialize};
 
-/// One entry of a job's `uses` as written: a name (one unit) or
-/// `{ name = "emulator", count = 2 }`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum UseSpec {
-    Name(String),
-    Counted { name: String, count: u32 },
+/// One entry of a job's `uses`: written as a name (one unit) or
+/// `{ name = "emulator", count = 2 }` (count 1 when left out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UseSpec {
+    pub name: String,
+    pub count: u32,
+}
+
+impl UseSpec {
+    /// One unit of `name`.
+    pub fn one(name: &str) -> UseSpec {
+        UseSpec {
+            name: name.into(),
+            count: 1,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UseSpec {
+    /// Batch files (TOML, JSON) take both forms; bincode, which cannot
+    /// tell them apart (no `deserialize_any`), carries the struct.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UseSpec, D::Error> {
+        #[derive(Deserialize)]
+        struct Plain {
+            name: String,
+            count: u32,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a resource name or { name, count }")]
+        enum Written {
+            Name(String),
+            Counted {
+                name: String,
+                #[serde(default = "one_unit")]
+                count: u32,
+            },
+        }
+        if !d.is_human_readable() {
+            let Plain { name, count } = Plain::deserialize(d)?;
+            return Ok(UseSpec { name, count });
+        }
+        Ok(match Written::deserialize(d)? {
+            Written::Name(name) => UseSpec { name, count: 1 },
+            Written::Counted { name, count } => UseSpec { name, count },
+        })
+    }
+}
+
+fn one_unit() -> u32 {
+    1
 }
 
 /// What a job holds of one resource while it runs.
@@ -49,11 +92,7 @@ pub fn check_uses(
     errors: &mut Vec<SpecError>,
 ) -> Vec<ResourceUse> {
     let mut out: Vec<ResourceUse> = Vec::new();
-    for entry in list {
-        let (name, count) = match entry {
-            UseSpec::Name(name) => (name, 1),
-            UseSpec::Counted { name, count } => (name, count),
-        };
+    for UseSpec { name, count } in list {
         if name.is_empty() {
             errors.push(SpecError::job(label, "uses", "a resource name is empty"));
             continue;
@@ -88,13 +127,16 @@ mod tests {
             assert_eq!(
                 batch.jobs[0].uses,
                 vec![
-                    UseSpec::Name("db".into()),
-                    UseSpec::Counted {
+                    UseSpec::one("db"),
+                    UseSpec {
                         name: "emulator".into(),
                         count: 2
                     }
                 ]
             );
+            let wire = crate::codec::encode(&batch).unwrap();
+            let back: crate::spec::BatchSpec = crate::codec::decode(&wire).unwrap();
+            assert_eq!(back.jobs[0].uses, batch.jobs[0].uses, "bincode carries it");
         }
     }
 
@@ -103,12 +145,12 @@ mod tests {
         let mut errors = Vec::new();
         let uses = check_uses(
             vec![
-                UseSpec::Name("db".into()),
-                UseSpec::Counted {
+                UseSpec::one("db"),
+                UseSpec {
                     name: "emulator".into(),
                     count: 2,
                 },
-                UseSpec::Name("db".into()),
+                UseSpec::one("db"),
             ],
             "tests",
             &mut errors,
@@ -127,7 +169,7 @@ mod tests {
                 }
             ]
         );
-        let bad = UseSpec::Counted {
+        let bad = UseSpec {
             name: "db".into(),
             count: 0,
         };

@@ -113,7 +113,7 @@ impl State {
             uses: job
                 .uses
                 .iter()
-                .map(|u| aam_protocol::resource::UseSpec::Counted {
+                .map(|u| aam_protocol::resource::UseSpec {
                     name: u.name.clone(),
                     count: u.count,
                 })

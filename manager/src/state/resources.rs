@@ -155,12 +155,9 @@ mod tests {
         JobSpec {
             uses: uses
                 .iter()
-                .map(|&(n, count)| match count {
-                    1 => UseSpec::Name(n.into()),
-                    _ => UseSpec::Counted {
-                        name: n.into(),
-                        count,
-                    },
+                .map(|&(n, count)| UseSpec {
+                    name: n.into(),
+                    count,
                 })
                 .collect(),
             ..job(name, &[])
