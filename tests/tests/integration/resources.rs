@@ -6,15 +6,17 @@
 //! restart.
 
 use crate::job;
+use aam_tests::http::{bearer, get};
 use aam_tests::{poll, Cluster, Gate, WAIT_FOR_GATE};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 
-/// A manager whose config declares `db = 1` and `emulator = 4`, with
-/// `extra` config lines and environment.
+/// A manager (serving HTTP) whose config declares `db = 1` and
+/// `emulator = 4`, with `extra` config lines and environment.
 fn cluster(extra: &str, env: &[(&str, &str)]) -> Cluster {
     let mut c = Cluster::new();
+    c.http = true;
     let config = c.write(
         "aam.toml",
         &format!("{extra}\n[resources]\ndb = 1\nemulator = 4\n"),
@@ -104,6 +106,23 @@ fn jobs_of_two_sessions_never_hold_a_resource_of_capacity_one_at_once() {
     assert_eq!(db["holders"][0]["job"], format!("{first}/a"), "{db}");
     assert_eq!(db["holders"][0]["worker"], "w1", "{db}");
     assert_eq!(resource(&c, "emulator")["in_use"], 0);
+    // The API answers what the CLI prints; /metrics has the gauges.
+    let (header, token) = bearer(&c.token);
+    let api: Value = serde_json::from_str(
+        &get(&c.url("/api/resources"), &[(header, &token)])
+            .expect(200)
+            .body,
+    )
+    .unwrap();
+    assert_eq!(api, c.aam(&["resources", "--json"]).expect_code(0).json());
+    let metrics = get(&c.url("/metrics"), &[]).expect(200).body;
+    for line in [
+        "aam_resource_capacity{resource=\"db\"} 1\n",
+        "aam_resource_in_use{resource=\"db\"} 1\n",
+        "aam_resource_in_use{resource=\"emulator\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     gate.open();
     c.aam(&["wait", &first]).expect_code(0);
