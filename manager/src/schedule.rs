@@ -321,6 +321,34 @@ mod tests {
         assert!(plan(busy, &[cap(1, 4), cap(2, 0)], &mut HashMap::new()).is_empty());
     }
 
+    #[test]
+    fn resources_are_taken_from_the_room_and_a_job_without_room_is_passed_over() {
+        let claim = |name: &str, count| ResourceUse {
+            name: name.into(),
+            count,
+        };
+        let two = [claim("emulator", 2)];
+        let one = [claim("emulator", 1)];
+        let db = [claim("db", 1), claim("emulator", 1)];
+        let mut queued = plain(&jobs(5));
+        queued[0].uses = &two;
+        queued[1].uses = &two; // no room left after the first: passed over
+        queued[2].uses = &one;
+        queued[3].uses = &db; // db is full
+        let mut room = ResourceRoom::from([("emulator".into(), 3), ("db".into(), 0)]);
+        let out = plan_with_resources(queued, &[cap(1, 8)], &mut HashMap::new(), &mut room);
+        let placed: Vec<u32> = out.iter().map(|(j, _)| j.index).collect();
+        assert_eq!(placed, vec![0, 2, 4]);
+        assert_eq!(room["emulator"], 0);
+        // A resource the room does not know has none.
+        let mut unknown = plain(&jobs(1));
+        let gpu = [claim("gpu", 1)];
+        unknown[0].uses = &gpu;
+        assert!(
+            plan_with_resources(unknown, &[cap(1, 8)], &mut HashMap::new(), &mut room).is_empty()
+        );
+    }
+
     /// One decision with 100,000 queued jobs and 1,000 workers: when a slot
     /// frees, when nothing can be placed, and when only the last session has
     /// room. (How long each takes is measured by the bench, not here.)
