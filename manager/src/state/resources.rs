@@ -288,7 +288,7 @@ mod tests {
             .submit(batch(vec![using("t", &[("gpu", 1)])]), None, 0)
             .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("'t'") || text.contains("t"), "{text}");
+        assert!(text.contains("job 't': field 'uses': "), "{text}");
         assert!(
             text.contains("unknown resource gpu (the manager declares db)"),
             "{text}"
