@@ -173,6 +173,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Shared resources: capacity, in use and who holds them
+    Resources {
+        #[arg(long)]
+        json: bool,
+    },
     /// All sessions
     Sessions {
         #[arg(long)]

@@ -405,6 +405,12 @@ impl Client {
             ClientResponse::Workers(list) => Ok(list))
     }
 
+    /// The shared resources, their capacity and holders.
+    pub async fn resources(&mut self) -> anyhow::Result<Vec<aam_protocol::resource::ResourceView>> {
+        expect!(self.call(ClientRequest::Resources).await?,
+            ClientResponse::Resources(list) => Ok(list))
+    }
+
     /// A worktree job's change and patch (for a job of variants, its
     /// winner's). A job without one is refused by the manager (exit 2, its
     /// message).

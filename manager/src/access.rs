@@ -171,6 +171,7 @@ pub fn action_of(request: &ClientRequest) -> Action {
         ClientRequest::Session { .. } => Action::Read("status"),
         ClientRequest::Logs { .. } => Action::Read("logs"),
         ClientRequest::Workers => Action::Read("workers"),
+        ClientRequest::Resources => Action::Read("resources"),
         ClientRequest::Watch { .. } => Action::Read("watch"),
         ClientRequest::Agents => Action::Read("agents"),
         ClientRequest::Patch { .. } => Action::Read("diff"),

@@ -108,6 +108,9 @@ pub struct ManagerConfig {
     pub tls_san: Vec<String>,
     /// Mutual TLS: peers must present a certificate this CA signed.
     pub client_ca: Option<PathBuf>,
+    /// `[resources]`: shared resources jobs hold while they run (`uses`),
+    /// each with its capacity, a positive integer (`db = 1`).
+    pub resources: BTreeMap<String, i64>,
 }
 
 /// Default `http`: the dashboard on the loopback interface.
@@ -194,6 +197,7 @@ impl Default for ManagerConfig {
             tls_key: None,
             tls_san: Vec::new(),
             client_ca: None,
+            resources: BTreeMap::new(),
         }
     }
 }
@@ -310,7 +314,7 @@ impl ManagerConfig {
         // The config crate folds key case; agent env names must keep theirs,
         // so agents are read from the file as written.
         if let Some(path) = file {
-            (cfg.agents, cfg.tokens, cfg.prices) = read_case_sensitive(path)?;
+            (cfg.agents, cfg.tokens, cfg.prices, cfg.resources) = read_case_sensitive(path)?;
         }
         cfg.check()?;
         Ok(cfg)
@@ -384,6 +388,18 @@ impl ManagerConfig {
             return bad("max_worker_losses must be at least 1".into());
         }
         self.check_agent_keys()?;
+        for (name, &capacity) in &self.resources {
+            if !aam_protocol::spec::is_valid_name(name) {
+                return bad(format!(
+                    "resources.{name}: not a valid resource name (letters, digits, '-', '_' or '.')"
+                ));
+            }
+            if capacity < 1 || capacity > i64::from(u32::MAX) {
+                return bad(format!(
+                    "resources.{name}: the capacity must be a positive integer, not {capacity}"
+                ));
+            }
+        }
         crate::notify::config::targets(&self.notify).map_err(ConfigError::Invalid)?;
         if let Ok(ms) = parse_duration_ms(&self.limit_backoff) {
             if ms == 0 || ms > LIMIT_BACKOFF_CAP_MS {
@@ -541,6 +557,12 @@ impl ManagerConfig {
             default_max_cost_usd: self.max_cost_usd,
             patch_cap: self.patch_cap_bytes,
             gc_branches: self.gc_branches,
+            // Checked positive and at most u32::MAX in `check`.
+            resources: self
+                .resources
+                .iter()
+                .map(|(name, &capacity)| (name.clone(), capacity as u32))
+                .collect(),
             // `start` puts the manager's own in.
             metrics: Default::default(),
         }
@@ -580,6 +602,7 @@ type NamedTables = (
     BTreeMap<String, AgentDef>,
     BTreeMap<String, TokenConfig>,
     Prices,
+    BTreeMap<String, i64>,
 );
 
 /// The tables whose keys are names the user chose, read as written.
@@ -592,6 +615,8 @@ fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
         tokens: BTreeMap<String, toml::Value>,
         #[serde(default)]
         prices: BTreeMap<String, PriceEntry>,
+        #[serde(default)]
+        resources: BTreeMap<String, i64>,
     }
     let err = |message: String| ConfigError::File {
         path: path.to_path_buf(),
@@ -611,7 +636,7 @@ fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
             crate::tokens::parse(name, value).map_err(err)?,
         );
     }
-    Ok((parsed.agents, tokens, Prices(prices)))
+    Ok((parsed.agents, tokens, Prices(prices), parsed.resources))
 }
 
 #[cfg(test)]
@@ -672,6 +697,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("K_KEY is in both env and secret_env"), "{e}");
+    }
+
+    #[test]
+    fn resources_keep_their_case_and_a_bad_capacity_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aam.toml");
+        std::fs::write(&path, "[resources]\nDB = 1\nemulator = 4\n").unwrap();
+        let cfg = ManagerConfig::load(Some(&path), vec![], &[]).unwrap();
+        let caps = cfg.state_config().resources;
+        assert_eq!((caps["DB"], caps["emulator"]), (1, 4));
+        std::fs::write(&path, "[resources]\ndb = 0\n").unwrap();
+        let e = ManagerConfig::load(Some(&path), vec![], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("resources.db: the capacity must be a positive integer, not 0"),
+            "{e}"
+        );
     }
 
     #[test]

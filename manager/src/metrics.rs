@@ -67,6 +67,8 @@ pub struct ModelCounts {
     pub slots_free: u64,
     /// Limit groups paused now.
     pub paused_groups: u64,
+    /// Shared resources: (name, capacity, in use).
+    pub resources: Vec<(String, u64, u64)>,
 }
 
 /// Asks the scheduler for the model's counts (answered from its state).
@@ -77,6 +79,11 @@ pub struct CountModel;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -488,6 +495,25 @@ fn gauges(counts: &ModelCounts) -> Registry {
         gauge.set(value as i64);
         registry.register(name, help, gauge);
     }
+    let capacity = Family::<ResourceLabel, Gauge>::default();
+    let in_use = Family::<ResourceLabel, Gauge>::default();
+    for (name, cap, used) in &counts.resources {
+        let label = ResourceLabel {
+            resource: name.clone(),
+        };
+        capacity.get_or_create(&label).set(*cap as i64);
+        in_use.get_or_create(&label).set(*used as i64);
+    }
+    registry.register(
+        "resource_capacity",
+        "Units of each shared resource ([resources])",
+        capacity,
+    );
+    registry.register(
+        "resource_in_use",
+        "Units of each shared resource held by running jobs",
+        in_use,
+    );
     registry
 }
 
@@ -505,6 +531,7 @@ mod tests {
             slots: 8,
             slots_free: 5,
             paused_groups: 1,
+            resources: vec![("db".into(), 1, 1)],
         }
     }
 
@@ -528,6 +555,8 @@ mod tests {
             ("aam_worker_slots", "gauge"),
             ("aam_worker_slots_free", "gauge"),
             ("aam_limit_groups_paused", "gauge"),
+            ("aam_resource_capacity", "gauge"),
+            ("aam_resource_in_use", "gauge"),
             ("aam_dispatch_latency_seconds", "histogram"),
             ("aam_job_duration_seconds", "histogram"),
             ("aam_commit_group_size", "histogram"),
@@ -566,6 +595,8 @@ mod tests {
             "aam_worker_slots 8\n",
             "aam_worker_slots_free 5\n",
             "aam_limit_groups_paused 1\n",
+            "aam_resource_capacity{resource=\"db\"} 1\n",
+            "aam_resource_in_use{resource=\"db\"} 1\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -1,9 +1,11 @@
 //! The scheduling decision as a pure function: which queued job goes to which
 //! worker slot, under each session's `max_parallel`, each job's `requires`
-//! labels and the worker a job is pinned to. The scheduler actor only feeds it and applies its
+//! labels, the worker a job is pinned to and the room left in the shared
+//! resources it `uses`. The scheduler actor only feeds it and applies its
 //! answer; `why_waiting` explains a job it did not place.
 
 use crate::state::WorkerId;
+use aam_protocol::resource::ResourceUse;
 use aam_protocol::{JobKey, SessionId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -27,7 +29,12 @@ pub struct Candidate<'a> {
     /// The only worker it may run on (a follow-up, where its conversation
     /// lives).
     pub only: Option<WorkerId>,
+    /// Shared resources it holds while it runs.
+    pub uses: &'a [ResourceUse],
 }
+
+/// Units of each shared resource not held by a running job.
+pub type ResourceRoom = HashMap<String, u32>;
 
 /// Whether a worker's labels satisfy a job's requirements.
 pub fn matches(requires: &Labels, labels: &Labels) -> bool {
@@ -47,6 +54,21 @@ pub fn plan<'a>(
     workers: &[WorkerCapacity<'_>],
     session_room: &mut HashMap<SessionId, u32>,
 ) -> Vec<(JobKey, WorkerId)> {
+    plan_with_resources(queued, workers, session_room, &mut ResourceRoom::new())
+}
+
+/// `plan`, where a job also needs room in every resource it uses
+/// (`resource_room`; a resource absent from it has none). A job without
+/// room is passed over like one without a slot: the jobs behind it that
+/// fit go first (no head-of-line blocking; a job wanting many units may
+/// wait while smaller ones keep fitting, the price of never idling a
+/// resource). What a placed job uses is taken from the room.
+pub fn plan_with_resources<'a>(
+    queued: impl IntoIterator<Item = Candidate<'a>>,
+    workers: &[WorkerCapacity<'_>],
+    session_room: &mut HashMap<SessionId, u32>,
+    resource_room: &mut ResourceRoom,
+) -> Vec<(JobKey, WorkerId)> {
     let mut free: Vec<u32> = workers.iter().map(|w| w.free).collect();
     let mut total: u64 = free.iter().map(|&f| f as u64).sum();
     // Entries may be stale (a labelled job took a slot): checked when popped.
@@ -64,6 +86,9 @@ pub fn plan<'a>(
         }
         let session = candidate.job.session;
         if session_room.get(&session) == Some(&0) {
+            continue;
+        }
+        if !fits(candidate.uses, resource_room) {
             continue;
         }
         let chosen = if let Some(only) = candidate.only {
@@ -105,9 +130,20 @@ pub fn plan<'a>(
         if let Some(room) = session_room.get_mut(&session) {
             *room -= 1;
         }
+        for claim in candidate.uses {
+            if let Some(room) = resource_room.get_mut(&claim.name) {
+                *room -= claim.count;
+            }
+        }
         out.push((candidate.job, workers[i].worker));
     }
     out
+}
+
+/// Whether every resource in `uses` has room for it.
+pub fn fits(uses: &[ResourceUse], room: &ResourceRoom) -> bool {
+    uses.iter()
+        .all(|claim| room.get(&claim.name).is_some_and(|&r| r >= claim.count))
 }
 
 /// Why a queued job is not running, for `aam status`.
@@ -162,6 +198,7 @@ mod tests {
                 job,
                 requires: no_labels(),
                 only: None,
+                uses: &[],
             })
             .collect()
     }
@@ -240,16 +277,19 @@ mod tests {
                 job: key(1, 0),
                 requires: &gpu,
                 only: None,
+                uses: &[],
             },
             Candidate {
                 job: key(1, 1),
                 requires: &gpu,
                 only: None,
+                uses: &[],
             },
             Candidate {
                 job: key(1, 2),
                 requires: no_labels(),
                 only: None,
+                uses: &[],
             },
         ];
         let out = plan(queued, &[plain_worker, gpu_worker], &mut HashMap::new());
@@ -281,6 +321,34 @@ mod tests {
         assert!(plan(busy, &[cap(1, 4), cap(2, 0)], &mut HashMap::new()).is_empty());
     }
 
+    #[test]
+    fn resources_are_taken_from_the_room_and_a_job_without_room_is_passed_over() {
+        let claim = |name: &str, count| ResourceUse {
+            name: name.into(),
+            count,
+        };
+        let two = [claim("emulator", 2)];
+        let one = [claim("emulator", 1)];
+        let db = [claim("db", 1), claim("emulator", 1)];
+        let mut queued = plain(&jobs(5));
+        queued[0].uses = &two;
+        queued[1].uses = &two; // no room left after the first: passed over
+        queued[2].uses = &one;
+        queued[3].uses = &db; // db is full
+        let mut room = ResourceRoom::from([("emulator".into(), 3), ("db".into(), 0)]);
+        let out = plan_with_resources(queued, &[cap(1, 8)], &mut HashMap::new(), &mut room);
+        let placed: Vec<u32> = out.iter().map(|(j, _)| j.index).collect();
+        assert_eq!(placed, vec![0, 2, 4]);
+        assert_eq!(room["emulator"], 0);
+        // A resource the room does not know has none.
+        let mut unknown = plain(&jobs(1));
+        let gpu = [claim("gpu", 1)];
+        unknown[0].uses = &gpu;
+        assert!(
+            plan_with_resources(unknown, &[cap(1, 8)], &mut HashMap::new(), &mut room).is_empty()
+        );
+    }
+
     /// One decision with 100,000 queued jobs and 1,000 workers: when a slot
     /// frees, when nothing can be placed, and when only the last session has
     /// room. (How long each takes is measured by the bench, not here.)
@@ -299,6 +367,7 @@ mod tests {
                 job,
                 requires: &gpu,
                 only: None,
+                uses: &[],
             })
             .collect();
         let idle: Vec<WorkerCapacity> = (0..1000).map(|w| cap(w, 4)).collect();

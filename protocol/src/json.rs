@@ -262,6 +262,27 @@ pub fn workers_json(workers: &[WorkerView]) -> Value {
         .collect()
 }
 
+/// `aam resources --json`: each shared resource, its capacity, how much
+/// is in use and by whom.
+pub fn resources_json(resources: &[crate::resource::ResourceView]) -> Value {
+    resources
+        .iter()
+        .map(|r| {
+            let holders: Vec<Value> = r
+                .holders
+                .iter()
+                .map(|h| json!({"job": h.job, "count": h.count, "worker": h.worker}))
+                .collect();
+            json!({
+                "name": r.name,
+                "capacity": r.capacity,
+                "in_use": r.in_use,
+                "holders": holders,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,8 @@ pub enum ClientRequest {
         from: u64,
     },
     Workers,
+    /// Shared resources: capacity, in use and holders (issue 15).
+    Resources,
     Watch {
         session: SessionId,
     },
@@ -185,6 +187,7 @@ pub enum ClientResponse {
         format: Option<AgentFormat>,
     },
     Workers(Vec<WorkerView>),
+    Resources(Vec<crate::resource::ResourceView>),
     Progress(SessionSummary),
     Decided {
         status: JobStatus,

@@ -332,6 +332,8 @@ pub struct JobRecord {
     /// TCP ports its worker reserves for each attempt (`ports`, 0-16).
     #[serde(default)]
     pub ports: u8,
+    /// Shared resources it holds while running (issue 15).
+    pub uses: Vec<crate::resource::ResourceUse>,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -386,6 +388,7 @@ impl JobRecord {
             change: None,
             continues_branch: None,
             ports: 0,
+            uses: Vec::new(),
         }
     }
 

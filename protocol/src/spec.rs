@@ -97,6 +97,10 @@ pub struct JobSpec {
     /// first) and `AAM_PORTS` (all, comma-separated).
     #[serde(default)]
     pub ports: Option<u32>,
+    /// Shared resources it holds while it runs (issue 15): `["db"]` or
+    /// `[{ name = "emulator", count = 2 }]`.
+    #[serde(default)]
+    pub uses: Vec<crate::resource::UseSpec>,
 }
 
 impl fmt::Debug for JobSpec {

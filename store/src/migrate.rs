@@ -227,6 +227,7 @@ impl From<JobRecordV1> for JobRecord {
             change: None,
             continues_branch: None,
             ports: 0,
+            uses: Vec::new(),
         }
     }
 }

@@ -440,6 +440,7 @@ fn schedule() {
                 job,
                 requires: &none,
                 only: None,
+                uses: &[],
             })
         };
         let frees =
@@ -449,6 +450,7 @@ fn schedule() {
                 job,
                 requires: &gpu,
                 only: None,
+                uses: &[],
             });
             assert!(plan(wanting, &idle, &mut HashMap::new()).is_empty());
         });

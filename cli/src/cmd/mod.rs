@@ -16,6 +16,7 @@ pub mod diff;
 pub mod down;
 pub mod gc;
 pub mod logs;
+pub mod resources;
 pub mod results;
 pub mod retry;
 pub mod run;

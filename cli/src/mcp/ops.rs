@@ -185,6 +185,13 @@ pub async fn agents(flags: &ManagerFlags) -> anyhow::Result<Value> {
 }
 
 /// `workers`: as `aam workers --json`.
+pub async fn resources(flags: &ManagerFlags) -> anyhow::Result<Value> {
+    let mut client = endpoint::connect(flags).await?;
+    Ok(aam_protocol::json::resources_json(
+        &client.resources().await?,
+    ))
+}
+
 pub async fn workers(flags: &ManagerFlags) -> anyhow::Result<Value> {
     let mut client = endpoint::connect(flags).await?;
     Ok(render::workers_json(&client.workers().await?))

@@ -227,6 +227,14 @@ impl Aam {
     async fn workers(&self) -> CallToolResult {
         reply(ops::workers(&self.flags).await)
     }
+
+    #[tool(
+        description = "The shared resources the manager declares (what a job's \"uses\" names): each with its capacity, how much is in use, and which jobs (session/job) hold it on which worker.",
+        annotations(title = "Resources", read_only_hint = true)
+    )]
+    async fn resources(&self) -> CallToolResult {
+        reply(ops::resources(&self.flags).await)
+    }
 }
 
 #[tool_handler(
@@ -252,8 +260,17 @@ mod tests {
         assert_eq!(
             names,
             [
-                "agents", "approve", "cancel", "logs", "reject", "results", "status", "submit",
-                "wait", "workers"
+                "agents",
+                "approve",
+                "cancel",
+                "logs",
+                "reject",
+                "resources",
+                "results",
+                "status",
+                "submit",
+                "wait",
+                "workers"
             ]
         );
         for tool in &tools {

@@ -87,6 +87,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs/{session}/{job}/approve", web::post().to(approve))
         .route("/jobs/{session}/{job}/reject", web::post().to(reject))
         .route("/workers", web::get().to(workers))
+        .route("/resources", web::get().to(resources))
         .route("/agents", web::get().to(agents))
         .route("/audit", web::get().to(audit));
 }
@@ -395,6 +396,17 @@ async fn workers(
 ) -> Result<HttpResponse, ApiError> {
     match call(&http, ClientRequest::Workers, &who).await? {
         ClientResponse::Workers(list) => Ok(json_ok(json::workers_json(&list))),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
+/// `aam resources --json`.
+async fn resources(
+    http: web::Data<Http>,
+    who: web::ReqData<Caller>,
+) -> Result<HttpResponse, ApiError> {
+    match call(&http, ClientRequest::Resources, &who).await? {
+        ClientResponse::Resources(list) => Ok(json_ok(json::resources_json(&list))),
         other => Err(ApiError::unexpected(&other)),
     }
 }

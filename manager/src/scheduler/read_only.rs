@@ -107,6 +107,7 @@ impl Scheduler {
             | ClientRequest::Session { .. }
             | ClientRequest::Logs { .. }
             | ClientRequest::Workers
+            | ClientRequest::Resources
             | ClientRequest::Agents
             | ClientRequest::Watch { .. } => false,
         };

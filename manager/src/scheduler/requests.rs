@@ -183,6 +183,9 @@ impl Scheduler {
             }
             ClientRequest::Logs { session, job, from } => self.logs(session, &job, from),
             ClientRequest::Workers => Reply::Answer(ClientResponse::Workers(self.state.workers())),
+            ClientRequest::Resources => {
+                Reply::Answer(ClientResponse::Resources(self.state.resources()))
+            }
             ClientRequest::Gc { older_than_ms } => self.collect(older_than_ms, now, effects),
             ClientRequest::Agents => {
                 let (agents, problems) = self.state.agents();

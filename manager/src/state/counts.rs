@@ -1,7 +1,7 @@
 //! The model's gauges for `GET /metrics` (`metrics::ModelCounts`), counted
 //! when scraped: from the counts per status each session keeps, the queue's
-//! length, the workers and the pauses; O(sessions + workers), no job is
-//! visited.
+//! length, the workers, the pauses and the shared resources; O(sessions +
+//! workers + running jobs that use resources), no other job is visited.
 
 use super::State;
 use crate::metrics::{ModelCounts, SESSION_STATUSES};
@@ -25,6 +25,11 @@ impl State {
                 counts.sessions[slot] += 1;
             }
         }
+        counts.resources = self
+            .resources()
+            .into_iter()
+            .map(|r| (r.name, u64::from(r.capacity), u64::from(r.in_use)))
+            .collect();
         for worker in self.workers.values() {
             let assigned = worker.assigned.len() as u64;
             counts.running += assigned;

@@ -1,5 +1,6 @@
 //! Dispatch: queued jobs go to free worker slots (the decision is
-//! `schedule::plan`'s), each as a new attempt, unless their limit group is
+//! `schedule::plan_with_resources`'s, with the room left in the shared
+//! resources), each as a new attempt, unless their limit group is
 //! paused, their budget is spent or the worker they are pinned to is away
 //! (the one that holds the conversation a follow-up continues, or the
 //! branch a worktree job starts from); a worktree job's assignment carries
@@ -11,10 +12,11 @@
 use super::budget::OverBudget;
 use super::worktrees::{change_source, pin_of, Pin};
 use super::{OutputReader, State, WorkerId, INPUTS_BUDGET, INPUT_OUTPUT_CAP};
-use crate::schedule::{plan, Candidate, Labels};
+use crate::schedule::{plan_with_resources, Candidate, Labels};
 use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
 use aam_protocol::output::OutputCapture;
+use aam_protocol::resource::ResourceUse;
 use aam_protocol::{JobKey, SessionId};
 use std::collections::HashMap;
 
@@ -24,6 +26,7 @@ enum Admission<'a> {
     Place {
         requires: &'a Labels,
         only: Option<WorkerId>,
+        uses: &'a [ResourceUse],
     },
     /// Not now: its limit group is paused, or its pinned worker is away.
     Hold,
@@ -51,6 +54,7 @@ impl State {
             .filter_map(|e| Some((e.record().id, e.room()?)))
             .collect();
         let any_paused = self.pauses.any_held(now);
+        let mut resource_room = self.resource_room();
         let mut stale = Vec::new();
         let mut refused = Vec::new();
         let mut failed = Vec::new();
@@ -58,10 +62,15 @@ impl State {
             self.queue
                 .iter()
                 .filter_map(|key| match self.admission(key, any_paused, now) {
-                    Admission::Place { requires, only } => Some(Candidate {
+                    Admission::Place {
+                        requires,
+                        only,
+                        uses,
+                    } => Some(Candidate {
                         job: key,
                         requires,
                         only,
+                        uses,
                     }),
                     Admission::Hold => None,
                     Admission::Refuse(why) => {
@@ -77,7 +86,7 @@ impl State {
                         None
                     }
                 });
-        let planned = plan(candidates, &capacities, &mut room);
+        let planned = plan_with_resources(candidates, &capacities, &mut room, &mut resource_room);
         drop(capacities);
         for key in stale {
             self.queue.remove(key);
@@ -128,6 +137,7 @@ impl State {
         Admission::Place {
             requires: &job.requires,
             only,
+            uses: &job.uses,
         }
     }
 

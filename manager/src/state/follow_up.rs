@@ -110,6 +110,15 @@ impl State {
             requires: job.requires.clone(),
             max_cost_usd: job.max_cost_usd,
             ports: Some(job.ports.into()),
+            // A follow-up works where its job did: it needs what it used.
+            uses: job
+                .uses
+                .iter()
+                .map(|u| aam_protocol::resource::UseSpec {
+                    name: u.name.clone(),
+                    count: u.count,
+                })
+                .collect(),
             ..JobSpec::default()
         };
         let policy = job.policy.clone();

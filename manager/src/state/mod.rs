@@ -28,6 +28,7 @@ mod notices;
 mod owners;
 mod queue;
 mod rebuild;
+mod resources;
 mod session;
 mod submit;
 mod variants;
@@ -111,6 +112,8 @@ pub struct StateConfig {
     pub patch_cap: u64,
     /// Removing a session also orders its worktree jobs' branches deleted.
     pub gc_branches: bool,
+    /// Shared resources and their capacities (`[resources]`).
+    pub resources: BTreeMap<String, u32>,
     /// Where the model observes events for `GET /metrics` (atomics only).
     pub metrics: crate::metrics::Observer,
 }
@@ -136,6 +139,7 @@ impl Default for StateConfig {
             default_max_cost_usd: None,
             patch_cap: crate::config::DEFAULT_PATCH_CAP,
             gc_branches: false,
+            resources: BTreeMap::new(),
             metrics: Default::default(),
         }
     }

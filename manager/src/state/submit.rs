@@ -139,6 +139,7 @@ fn job_record(
         JobKind::Agent(call) => config.agents.get(&call.agent),
         _ => None,
     };
+    check_uses(&spec, config)?;
     let policy = resolve_policy(&mut spec, agent, config);
     let gate = spec.kind == JobKind::Gate;
     let (argv, mut env, format, limit_group) = match &spec.kind {
@@ -193,8 +194,37 @@ fn job_record(
         }),
         verify: spec.verify,
         ports: spec.ports,
+        uses: spec.uses,
         ..JobRecord::new(key, spec.name, argv)
     })
+}
+
+/// A job's `uses` name resources the manager declares, each within its
+/// capacity (a job that could never start is refused now).
+fn check_uses(spec: &ValidJob, config: &StateConfig) -> Result<(), SpecError> {
+    for claim in &spec.uses {
+        let message = match config.resources.get(&claim.name) {
+            None if config.resources.is_empty() => format!(
+                "unknown resource {} (the manager declares no [resources])",
+                claim.name
+            ),
+            None => {
+                let known: Vec<&str> = config.resources.keys().map(String::as_str).collect();
+                format!(
+                    "unknown resource {} (the manager declares {})",
+                    claim.name,
+                    known.join(", ")
+                )
+            }
+            Some(&capacity) if claim.count > capacity => format!(
+                "uses {} of resource {}, more than its capacity of {capacity}",
+                claim.count, claim.name
+            ),
+            Some(_) => continue,
+        };
+        return Err(SpecError::job(&spec.name, "uses", message));
+    }
+    Ok(())
 }
 
 /// How many jobs a batch makes, its variants counted.

@@ -153,7 +153,8 @@ impl State {
     }
 
     /// Why a queued job is held back beyond the slots and labels it
-    /// needs: its limit group is paused, or it waits for the worker it is
+    /// needs: its limit group is paused, a shared resource it uses is
+    /// full, or it waits for the worker it is
     /// pinned to (where its conversation or its base branch lives).
     fn held_reason(&self, entry: &SessionEntry, job: &JobRecord, now: u64) -> Option<String> {
         if job.status != JobStatus::Queued || job.not_before_ms.is_some() {
@@ -164,6 +165,9 @@ impl State {
             .as_deref()
             .and_then(|g| self.pause_reason(g, now))
         {
+            return Some(reason);
+        }
+        if let Some(reason) = self.resource_wait(job) {
             return Some(reason);
         }
         let Pin::On(pinned, why) = pin_of(entry, job) else {

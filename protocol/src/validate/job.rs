@@ -10,11 +10,12 @@ use crate::spec::{is_valid_name, parse_duration_ms, JobSpec, Limits, SpecError, 
 /// Checks one job's own fields and types it (its dependencies are
 /// resolved apart, once every job is known).
 pub(super) fn check_job(
-    job: JobSpec,
+    mut job: JobSpec,
     index: usize,
     limits: &Limits,
     errors: &mut Vec<SpecError>,
 ) -> ValidJob {
+    let uses_spec = std::mem::take(&mut job.uses);
     let label = label_of(&job, index);
     let label = label.as_ref();
     check_kind(&job, label, limits, errors);
@@ -70,6 +71,7 @@ pub(super) fn check_job(
     }
     let isolated = check_isolation(&job, label, limits, errors);
     let ports = super::workspace::check_ports(&job, label, errors);
+    let uses = crate::resource::check_uses(uses_spec, label, errors);
     ValidJob {
         kind: kind_of(job.command, job.agent, job.prompt, job.model),
         name: job.name,
@@ -90,6 +92,7 @@ pub(super) fn check_job(
         variants: job.variants,
         verify: job.verify,
         ports,
+        uses,
     }
 }
 

@@ -81,6 +81,8 @@ pub struct ValidJob {
     pub verify: Option<Vec<String>>,
     /// TCP ports the worker reserves for it (0 to `MAX_PORTS`).
     pub ports: u8,
+    /// Shared resources it holds while it runs, one entry per resource.
+    pub uses: Vec<crate::resource::ResourceUse>,
 }
 
 /// What a worktree job's branch starts from.

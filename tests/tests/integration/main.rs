@@ -24,6 +24,7 @@ mod orphans;
 mod peers;
 mod placement;
 mod quickstart;
+mod resources;
 mod roles;
 mod secrets;
 mod session;

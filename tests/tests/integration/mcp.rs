@@ -13,8 +13,17 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
-const TOOLS: [&str; 10] = [
-    "agents", "approve", "cancel", "logs", "reject", "results", "status", "submit", "wait",
+const TOOLS: [&str; 11] = [
+    "agents",
+    "approve",
+    "cancel",
+    "logs",
+    "reject",
+    "resources",
+    "results",
+    "status",
+    "submit",
+    "wait",
     "workers",
 ];
 
