@@ -14,19 +14,30 @@
 //! `AttemptRecord.outcome` became an `AttemptOutcome` and it gained
 //! `agent_run`; `SessionRecord` gained `max_cost_usd`. The pauses tree is new
 //! (empty).
+//!
+//! 2 → 3 (issue 15, workspaces and shared resources): `JobRecord` gained
+//! `ports` (0: none reserved) and `uses` (empty: no resource);
+//! `AttemptRecord` gained `setup_ms` and `teardown_ms` (none: no workspace
+//! step ran). Sessions are unchanged. Their schema 2 layouts are in `v2.rs`.
+//!
+//! A record of schema 1 is read through schema 2 (1 → 2 → 3), so each
+//! step is written once.
 
 use crate::trees::Trees;
-use crate::{Changes, Result, StoreError};
+use crate::{Changes, Result, StoreError, SCHEMA_VERSION};
 use aam_protocol::agent_run::AgentFormat;
 use aam_protocol::codec;
 use aam_protocol::model::{
-    AttemptOutcome, AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, RunPolicy,
-    SessionRecord, SessionStatus, TeardownReceipt,
+    AttemptOutcome, ExitInfo, GateDecision, JobRecord, JobStatus, RunPolicy, SessionRecord,
+    SessionStatus, TeardownReceipt,
 };
 use aam_protocol::spec::When;
 use aam_protocol::{JobKey, SessionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use v2::{AttemptRecordV2, JobRecordV2};
+
+mod v2;
 
 /// The oldest schema version a migration starts from.
 pub(crate) const OLDEST_MIGRATED: u32 = 1;
@@ -42,33 +53,51 @@ pub(crate) struct Migrated {
 /// Every session and job in sled, decoded as schema `from` and rewritten
 /// in the current schema, as one group of changes.
 pub(crate) fn rewrite(trees: &Trees, from: u32) -> Result<(Changes, Migrated)> {
-    if from != 1 {
+    if !(OLDEST_MIGRATED..SCHEMA_VERSION).contains(&from) {
         return Err(StoreError::Corrupt(format!(
-            "no migration from schema version {from}"
+            "no migration from schema version {from} to {SCHEMA_VERSION}"
         )));
     }
     let mut changes = Changes::default();
     let mut counts = Migrated::default();
     for item in trees.sessions.iter() {
         let (key, bytes) = item.map_err(|e| trees.err(e))?;
-        let old: SessionRecordV1 =
-            codec::decode(&bytes).map_err(|e| old_record("session", &key, e))?;
-        changes.sessions.push(old.into());
+        changes.sessions.push(session_from(from, &key, &bytes)?);
         counts.sessions += 1;
     }
     for item in trees.jobs.iter() {
         let (key, bytes) = item.map_err(|e| trees.err(e))?;
-        let old: JobRecordV1 = codec::decode(&bytes).map_err(|e| old_record("job", &key, e))?;
-        counts.attempts += old.history.len();
-        changes.jobs.push(old.into());
+        let job = job_from(from, &key, &bytes)?;
+        counts.attempts += job.history.len();
+        changes.jobs.push(job);
         counts.jobs += 1;
     }
     Ok((changes, counts))
 }
 
-fn old_record(kind: &str, key: &[u8], e: codec::CodecError) -> StoreError {
+/// A session record of schema `from`, as it reads now.
+fn session_from(from: u32, key: &[u8], bytes: &[u8]) -> Result<SessionRecord> {
+    let err = |e| old_record("session", key, from, e);
+    match from {
+        1 => Ok(codec::decode::<SessionRecordV1>(bytes).map_err(err)?.into()),
+        // Schema 3 left sessions as schema 2 wrote them.
+        _ => codec::decode::<SessionRecord>(bytes).map_err(err),
+    }
+}
+
+/// A job record of schema `from`, as it reads now (schema 1 through 2).
+fn job_from(from: u32, key: &[u8], bytes: &[u8]) -> Result<JobRecord> {
+    let err = |e| old_record("job", key, from, e);
+    let v2: JobRecordV2 = match from {
+        1 => codec::decode::<JobRecordV1>(bytes).map_err(err)?.into(),
+        _ => codec::decode(bytes).map_err(err)?,
+    };
+    Ok(v2.into())
+}
+
+fn old_record(kind: &str, key: &[u8], from: u32, e: codec::CodecError) -> StoreError {
     StoreError::Corrupt(format!(
-        "a {kind} record (key {key:02x?}) does not read as schema version 1: {e}"
+        "a {kind} record (key {key:02x?}) does not read as schema version {from}: {e}"
     ))
 }
 
@@ -127,9 +156,9 @@ pub(crate) struct AttemptRecordV1 {
     pub teardown: Option<TeardownReceipt>,
 }
 
-impl From<AttemptRecordV1> for AttemptRecord {
-    fn from(old: AttemptRecordV1) -> AttemptRecord {
-        AttemptRecord {
+impl From<AttemptRecordV1> for AttemptRecordV2 {
+    fn from(old: AttemptRecordV1) -> AttemptRecordV2 {
+        AttemptRecordV2 {
             attempt: old.attempt,
             worker: old.worker,
             started_at_ms: old.started_at_ms,
@@ -139,8 +168,6 @@ impl From<AttemptRecordV1> for AttemptRecord {
             reason: old.reason,
             teardown: old.teardown,
             agent_run: None,
-            setup_ms: None,
-            teardown_ms: None,
         }
     }
 }
@@ -177,14 +204,14 @@ pub(crate) struct JobRecordV1 {
     pub requires: BTreeMap<String, String>,
 }
 
-impl From<JobRecordV1> for JobRecord {
+impl From<JobRecordV1> for JobRecordV2 {
     /// An agent job of schema 1 gets the format its command implies (the
     /// config's `format` was not recorded) and its agent's name as its
     /// limit group (the default; a configured `limit_group` was not
     /// recorded either). Its runs were never read: none.
-    fn from(old: JobRecordV1) -> JobRecord {
+    fn from(old: JobRecordV1) -> JobRecordV2 {
         let format = old.agent.as_ref().map(|_| AgentFormat::detect(&old.argv));
-        JobRecord {
+        JobRecordV2 {
             key: old.key,
             name: old.name,
             env: old.env,
@@ -207,7 +234,7 @@ impl From<JobRecordV1> for JobRecord {
             progress_message: old.progress_message,
             cancel_requested: old.cancel_requested,
             teardown: old.teardown,
-            history: old.history.into_iter().map(AttemptRecord::from).collect(),
+            history: old.history.into_iter().map(AttemptRecordV2::from).collect(),
             gate: old.gate,
             decision: old.decision,
             priority: old.priority,
@@ -226,11 +253,11 @@ impl From<JobRecordV1> for JobRecord {
             pick: None,
             change: None,
             continues_branch: None,
-            ports: 0,
-            uses: Vec::new(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;

@@ -139,6 +139,8 @@ fn a_schema_1_store_opens_migrated_with_its_log_and_stays_migrated() {
         let outcomes: Vec<AttemptOutcome> = agent.history.iter().map(|a| a.outcome).collect();
         assert_eq!(outcomes, [AttemptOutcome::Failed, AttemptOutcome::Requeued]);
         assert!(agent.history.iter().all(|a| a.agent_run.is_none()));
+        assert!(agent.history.iter().all(|a| a.setup_ms.is_none()));
+        assert_eq!((agent.ports, agent.uses.len()), (0, 0));
         let command = &snap.jobs[1];
         assert_eq!(
             (command.format, command.limit_group.as_deref()),
@@ -174,7 +176,8 @@ fn every_old_outcome_has_a_new_one() {
 }
 
 /// A crash after the migration's frame was synced, before sled took it in:
-/// the next open replays it over the old records and finds schema 2.
+/// the next open replays it over the old records and finds the current
+/// schema.
 #[test]
 fn a_migration_left_in_the_log_is_replayed_not_run_twice() {
     let dir = tempfile::tempdir().unwrap();
