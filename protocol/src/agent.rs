@@ -44,9 +44,32 @@ pub struct AgentDef {
     /// Agents that share a provider's usage limit (default: the agent's name).
     #[serde(default)]
     pub limit_group: Option<String>,
-    /// The isolation of this agent's jobs that set none (`none`, `worktree`).
+    /// The isolation of this agent's jobs that set none (`none`,
+    /// `worktree`, `container`).
     #[serde(default)]
     pub isolation: Option<String>,
+    // Workspace keys its jobs get where they give none (the job keys of
+    // the same names, `spec::JobSpec`).
+    #[serde(default)]
+    pub setup: Option<Vec<String>>,
+    #[serde(default)]
+    pub setup_timeout: Option<String>,
+    #[serde(default)]
+    pub teardown: Option<Vec<String>>,
+    #[serde(default)]
+    pub teardown_timeout: Option<String>,
+    #[serde(default)]
+    pub copy: Option<Vec<String>>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub memory: Option<String>,
 }
 
 impl std::fmt::Debug for AgentDef {

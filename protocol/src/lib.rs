@@ -23,12 +23,13 @@ pub mod secret;
 pub mod spec;
 pub mod tls;
 pub mod validate;
+pub mod workspace;
 pub mod worktree;
 
 pub use ids::{JobKey, SessionId};
 
 /// Version of the wire protocol; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Default TCP address of the manager.
 pub const DEFAULT_MANAGER_ADDR: &str = "127.0.0.1:7410";

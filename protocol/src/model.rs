@@ -334,6 +334,9 @@ pub struct JobRecord {
     pub ports: u8,
     /// Shared resources it holds while running (issue 15).
     pub uses: Vec<crate::resource::ResourceUse>,
+    /// Its own workspace keys and container, its agent's merged in (none:
+    /// only the repository's `.aam/workspace.toml`, no container).
+    pub workspace: Option<Box<crate::workspace::JobWorkspace>>,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -389,6 +392,7 @@ impl JobRecord {
             continues_branch: None,
             ports: 0,
             uses: Vec::new(),
+            workspace: None,
         }
     }
 

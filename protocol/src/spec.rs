@@ -101,6 +101,34 @@ pub struct JobSpec {
     /// `[{ name = "emulator", count = 2 }]`.
     #[serde(default)]
     pub uses: Vec<crate::resource::UseSpec>,
+    /// argv run in the job's new worktree before it (over the
+    /// repository's `.aam/workspace.toml`), and its time limit.
+    #[serde(default)]
+    pub setup: Option<Vec<String>>,
+    #[serde(default)]
+    pub setup_timeout: Option<String>,
+    /// argv run when the job ends, however it ends, and its time limit.
+    #[serde(default)]
+    pub teardown: Option<Vec<String>>,
+    #[serde(default)]
+    pub teardown_timeout: Option<String>,
+    /// Paths or globs of the worker's checkout copied into the worktree.
+    #[serde(default)]
+    pub copy: Option<Vec<String>>,
+    /// The image of an `isolation = "container"` job (implies it).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// A container's network: `none` (the default) or `open`.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// A container's only ways out, `host:port`, through its worker's proxy.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    /// A container's CPUs and memory (`2`, `"4g"`).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub memory: Option<String>,
 }
 
 impl fmt::Debug for JobSpec {

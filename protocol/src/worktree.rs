@@ -12,6 +12,9 @@ pub enum Isolation {
     None,
     /// A git worktree of the workdir's repository, on a branch of its own.
     Worktree,
+    /// A worktree, and the job (its setup and teardown too) in a container
+    /// of its own, the worktree mounted at its path (`workspace.rs`).
+    Container,
 }
 
 impl Isolation {
@@ -19,15 +22,22 @@ impl Isolation {
         match self {
             Isolation::None => "none",
             Isolation::Worktree => "worktree",
+            Isolation::Container => "container",
         }
+    }
+
+    /// Whether the job runs in a worktree of its own (a container job too).
+    pub fn has_worktree(self) -> bool {
+        self != Isolation::None
     }
 
     pub fn parse(name: &str) -> Result<Isolation, String> {
         match name {
             "none" => Ok(Isolation::None),
             "worktree" => Ok(Isolation::Worktree),
+            "container" => Ok(Isolation::Container),
             other => Err(format!(
-                "unknown isolation '{other}' (use none or worktree)"
+                "unknown isolation '{other}' (use none, worktree or container)"
             )),
         }
     }
@@ -68,6 +78,9 @@ pub struct WorktreeOrder {
     /// Most bytes of patch sent back (past it the patch is cut, with a
     /// marker saying so).
     pub patch_cap: u64,
+    /// The job's own workspace keys (over the repository's file) and its
+    /// container, when it has any.
+    pub workspace: Option<Box<crate::workspace::JobWorkspace>>,
 }
 
 /// Files, lines added and lines removed by a change.

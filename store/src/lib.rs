@@ -42,10 +42,13 @@ use trees::Trees;
 /// 3: workspaces, ports and shared resources (issue 15): jobs gained
 /// `ports` and `uses`, attempts `setup_ms` and `teardown_ms`.
 ///
+/// 4: containers (issue 15): jobs gained `workspace`, their own workspace
+/// keys and container.
+///
 /// Additions that old stores open without a migration (a new, empty tree;
 /// a missing meta key reads as its default) keep the version: issue 11's
 /// outbox of notifications (`notices`, `next_notice`).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Default sled page cache, set explicitly (sled's own default is 1 GB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;

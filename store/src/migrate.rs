@@ -20,8 +20,12 @@
 //! `AttemptRecord` gained `setup_ms` and `teardown_ms` (none: no workspace
 //! step ran). Sessions are unchanged. Their schema 2 layouts are in `v2.rs`.
 //!
-//! A record of schema 1 is read through schema 2 (1 → 2 → 3), so each
-//! step is written once.
+//! 3 → 4 (issue 15, containers): `JobRecord` gained `workspace` (none:
+//! the job gave no workspace keys of its own). Its schema 3 layout is in
+//! `v3.rs`.
+//!
+//! A record of schema 1 is read through schema 2 and 3 (1 → 2 → 3 → 4),
+//! so each step is written once.
 
 use crate::trees::Trees;
 use crate::{Changes, Result, StoreError, SCHEMA_VERSION};
@@ -36,8 +40,10 @@ use aam_protocol::{JobKey, SessionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use v2::{AttemptRecordV2, JobRecordV2};
+use v3::JobRecordV3;
 
 mod v2;
+mod v3;
 
 /// The oldest schema version a migration starts from.
 pub(crate) const OLDEST_MIGRATED: u32 = 1;
@@ -80,19 +86,21 @@ fn session_from(from: u32, key: &[u8], bytes: &[u8]) -> Result<SessionRecord> {
     let err = |e| old_record("session", key, from, e);
     match from {
         1 => Ok(codec::decode::<SessionRecordV1>(bytes).map_err(err)?.into()),
-        // Schema 3 left sessions as schema 2 wrote them.
+        // Schemas 3 and 4 left sessions as schema 2 wrote them.
         _ => codec::decode::<SessionRecord>(bytes).map_err(err),
     }
 }
 
-/// A job record of schema `from`, as it reads now (schema 1 through 2).
+/// A job record of schema `from`, as it reads now (each older schema
+/// through the next).
 fn job_from(from: u32, key: &[u8], bytes: &[u8]) -> Result<JobRecord> {
     let err = |e| old_record("job", key, from, e);
-    let v2: JobRecordV2 = match from {
-        1 => codec::decode::<JobRecordV1>(bytes).map_err(err)?.into(),
+    let v3: JobRecordV3 = match from {
+        1 => JobRecordV2::from(codec::decode::<JobRecordV1>(bytes).map_err(err)?).into(),
+        2 => codec::decode::<JobRecordV2>(bytes).map_err(err)?.into(),
         _ => codec::decode(bytes).map_err(err)?,
     };
-    Ok(v2.into())
+    Ok(v3.into())
 }
 
 fn old_record(kind: &str, key: &[u8], from: u32, e: codec::CodecError) -> StoreError {

@@ -69,6 +69,7 @@ pub(super) fn check_job(
     if let Some(message) = job.max_cost_usd.and_then(bad_budget) {
         errors.push(SpecError::job(label, "max_cost_usd", message));
     }
+    let workspace = super::job_workspace::check_job_keys(&job, label, limits, errors);
     let isolated = check_isolation(&job, label, limits, errors);
     let ports = super::workspace::check_ports(&job, label, errors);
     let uses = crate::resource::check_uses(uses_spec, label, errors);
@@ -93,6 +94,7 @@ pub(super) fn check_job(
         verify: job.verify,
         ports,
         uses,
+        workspace,
     }
 }
 

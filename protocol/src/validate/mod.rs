@@ -9,6 +9,7 @@
 
 mod dependencies;
 mod job;
+pub mod job_workspace;
 mod limits;
 mod workspace;
 mod worktree;
@@ -83,6 +84,8 @@ pub struct ValidJob {
     pub ports: u8,
     /// Shared resources it holds while it runs, one entry per resource.
     pub uses: Vec<crate::resource::ResourceUse>,
+    /// Its own workspace keys and container (its agent's fill the rest).
+    pub workspace: crate::workspace::JobWorkspace,
 }
 
 /// What a worktree job's branch starts from.

@@ -33,7 +33,9 @@ pub(super) fn check_isolation(
         ("variants", job.variants.is_some()),
         ("verify", job.verify.is_some()),
     ];
-    for (field, given) in needs_worktree {
+    let keys = super::job_workspace::WorkspaceKeys::from(job);
+    let workspace_key = keys.worktree_key().map(|key| (key, true));
+    for (field, given) in needs_worktree.into_iter().chain(workspace_key) {
         if !given {
             continue;
         }
@@ -43,10 +45,24 @@ pub(super) fn check_isolation(
                 field,
                 format!("'{field}' needs isolation = \"worktree\""),
             )),
+            Some(Isolation::Container) => {}
             _ => isolation = Some(Isolation::Worktree),
         }
     }
-    if job.gate && isolation == Some(Isolation::Worktree) {
+    // A container key asks for a container; a worktree alone will not do.
+    if let Some(field) = keys.container_key() {
+        match isolation {
+            Some(Isolation::None | Isolation::Worktree) if job.isolation.is_some() => {
+                errors.push(SpecError::job(
+                    label,
+                    field,
+                    format!("'{field}' needs isolation = \"container\""),
+                ))
+            }
+            _ => isolation = Some(Isolation::Container),
+        }
+    }
+    if job.gate && isolation.is_some_and(Isolation::has_worktree) {
         errors.push(SpecError::job(
             label,
             "isolation",

@@ -1,6 +1,7 @@
 //! A store written by schema version 2 (its records encoded from the v2
-//! structs, in sled and in the log) opens migrated to schema 3, and a
-//! version with no migration is refused.
+//! structs, in sled and in the log) opens migrated to the current schema,
+//! a schema 3 job reads with no workspace of its own, and a version with
+//! no migration is refused.
 
 use super::v2::{AttemptRecordV2, JobRecordV2};
 use super::*;
@@ -134,7 +135,10 @@ fn a_schema_2_store_opens_migrated_with_every_record_intact() {
     let (sessions, jobs) = v2_records();
     for _ in 0..2 {
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
-        assert_eq!(store.with(|t| t.schema_version()).unwrap(), 3);
+        assert_eq!(
+            store.with(|t| t.schema_version()).unwrap(),
+            crate::SCHEMA_VERSION
+        );
         let snap = store.load().unwrap();
         assert_eq!(snap.sessions, sessions);
         assert_eq!(snap.jobs.len(), 3);
@@ -158,7 +162,10 @@ fn a_schema_2_store_opens_migrated_with_every_record_intact() {
                     (o.attempt, o.outcome, &o.reason)
                 );
             }
-            assert_eq!(*now, JobRecord::from(old.clone()));
+            assert_eq!(
+                *now,
+                JobRecord::from(super::v3::JobRecordV3::from(old.clone()))
+            );
         }
         assert_eq!(
             std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
@@ -187,4 +194,17 @@ fn only_versions_older_than_the_current_one_migrate() {
         let err = rewrite(&trees, from).unwrap_err().to_string();
         assert!(err.contains(&format!("schema version {from}")), "{err}");
     }
+}
+
+#[test]
+fn a_job_of_schema_3_reads_with_no_workspace_of_its_own() {
+    let old: super::v3::JobRecordV3 = job_v2(key(1, 0), Some("claude"), Isolation::Worktree).into();
+    let bytes = codec::encode(&old).unwrap();
+    let now = job_from(3, b"k", &bytes).unwrap();
+    assert_eq!(now.workspace, None);
+    assert_eq!(
+        (now.name.as_str(), now.isolation),
+        ("j0", Isolation::Worktree)
+    );
+    assert_eq!(now.history.len(), 2);
 }

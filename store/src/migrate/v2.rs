@@ -2,10 +2,10 @@
 //! workspaces, ports and shared resources), copied from `aam_protocol` as
 //! they were, and how each reads now.
 
+use super::v3::JobRecordV3;
 use aam_protocol::agent_run::{AgentFormat, AgentRun};
 use aam_protocol::model::{
-    AttemptOutcome, AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, RunPolicy,
-    TeardownReceipt,
+    AttemptOutcome, AttemptRecord, ExitInfo, GateDecision, JobStatus, RunPolicy, TeardownReceipt,
 };
 use aam_protocol::spec::When;
 use aam_protocol::worktree::{Isolation, JobChange, VariantPick};
@@ -94,11 +94,11 @@ pub(crate) struct JobRecordV2 {
     pub continues_branch: Option<(String, String)>,
 }
 
-impl From<JobRecordV2> for JobRecord {
+impl From<JobRecordV2> for JobRecordV3 {
     /// Ports and shared resources came after schema 2: a job of it
     /// reserves no port and uses no resource.
-    fn from(old: JobRecordV2) -> JobRecord {
-        JobRecord {
+    fn from(old: JobRecordV2) -> JobRecordV3 {
+        JobRecordV3 {
             key: old.key,
             name: old.name,
             argv: old.argv,
