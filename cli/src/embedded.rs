@@ -73,6 +73,8 @@ pub async fn start(
         ports: aam_worker::ports::DEFAULT_RANGE,
         // The manager started just above: its own certificate, pinned.
         tls: aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint),
+        // Container jobs run here when this machine has podman or docker.
+        container_engine: aam_worker::container::detect("auto").unwrap_or(None),
     });
     Ok((manager, worker))
 }

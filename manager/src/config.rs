@@ -419,6 +419,35 @@ impl ManagerConfig {
 
     /// An agent's `secret_env`: variable names only (a value pasted there
     /// by mistake is refused without being echoed), none also in its `env`.
+    /// An agent's workspace keys: valid, and a container's only for an
+    /// agent whose isolation is (or defaults to) `container`.
+    fn check_agent_workspace(name: &str, agent: &AgentDef) -> Result<(), ConfigError> {
+        use aam_protocol::validate::job_workspace::{check_keys, WorkspaceKeys};
+        let keys = WorkspaceKeys::from(agent);
+        let mut first = None;
+        let limits = aam_protocol::spec::Limits::default();
+        check_keys(&keys, &limits, |field, message| {
+            first.get_or_insert(format!("agents.{name}.{field}: {message}"));
+        });
+        let isolation = agent.isolation.as_deref().map(Isolation::parse);
+        if let (Some(key), Some(Ok(Isolation::None | Isolation::Worktree))) =
+            (keys.container_key(), &isolation)
+        {
+            first.get_or_insert(format!(
+                "agents.{name}.{key}: '{key}' needs isolation = \"container\""
+            ));
+        }
+        if let (Some(key), Some(Ok(Isolation::None))) = (keys.worktree_key(), &isolation) {
+            first.get_or_insert(format!(
+                "agents.{name}.{key}: '{key}' needs isolation = \"worktree\" or \"container\""
+            ));
+        }
+        match first {
+            Some(message) => Err(ConfigError::Invalid(message)),
+            None => Ok(()),
+        }
+    }
+
     fn check_secret_env(name: &str, agent: &AgentDef) -> Result<(), ConfigError> {
         for (i, var) in agent.secret_env.iter().enumerate() {
             if !aam_protocol::agent::is_env_name(var) {
@@ -471,6 +500,7 @@ impl ManagerConfig {
             if let Some(Err(e)) = agent.isolation.as_deref().map(Isolation::parse) {
                 return bad(format!("agents.{name}.isolation: {e}"));
             }
+            Self::check_agent_workspace(name, agent)?;
             if let Some(group) = &agent.limit_group {
                 if group.len() > 128 || !aam_protocol::spec::is_valid_name(group) {
                     return bad(format!(

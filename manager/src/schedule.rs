@@ -153,6 +153,12 @@ pub fn why_waiting(
     session_room: Option<u32>,
     max_parallel: Option<u32>,
 ) -> String {
+    use aam_protocol::workspace::CONTAINER_LABEL;
+    let can_contain =
+        |w: &WorkerCapacity<'_>| w.labels.get(CONTAINER_LABEL) == requires.get(CONTAINER_LABEL);
+    if requires.contains_key(CONTAINER_LABEL) && !workers.iter().any(can_contain) {
+        return "no worker can run containers".into();
+    }
     if !requires.is_empty() && !workers.iter().any(|w| matches(requires, w.labels)) {
         let wanted: Vec<String> = requires.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return format!("no connected worker has the labels {}", wanted.join(", "));

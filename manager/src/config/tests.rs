@@ -174,6 +174,23 @@ fn worktree_keys_load_and_bad_ones_are_named() {
         e.contains("agents.c.isolation: unknown isolation 'jail'"),
         "{e}"
     );
+    for (text, expected) in [
+        (
+            "[agents.c]\ncommand = [\"c\"]\nisolation = \"worktree\"\nimage = \"x\"\n",
+            "agents.c.image: 'image' needs isolation = \"container\"",
+        ),
+        (
+            "[agents.c]\ncommand = [\"c\"]\negress = [\"nohost\"]\n",
+            "agents.c.egress: 'nohost' is not host:port",
+        ),
+        (
+            "[agents.c]\ncommand = [\"c\"]\nisolation = \"none\"\nsetup = [\"make\"]\n",
+            "agents.c.setup: 'setup' needs isolation = \"worktree\" or \"container\"",
+        ),
+    ] {
+        let e = refused(text);
+        assert!(e.contains(expected), "{text}: {e}");
+    }
     let e = refused("patch_cap_bytes = 16777216\n");
     assert!(
         e.contains("patch_cap_bytes (16777216) must be between"),

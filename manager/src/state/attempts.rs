@@ -14,7 +14,7 @@ use aam_protocol::model::{
     AttemptOutcome, ExitInfo, JobRecord, JobStatus, RunPolicy, StopCause, TeardownReceipt,
 };
 use aam_protocol::output::OutputCapture;
-use aam_protocol::worktree::{Isolation, JobChange};
+use aam_protocol::worktree::JobChange;
 use aam_protocol::JobKey;
 use std::time::Duration;
 
@@ -325,7 +325,7 @@ impl State {
         // Only an agent job has an agent's word to take, and only a
         // worktree job a change.
         let agent = agent.filter(|_| job.agent.is_some());
-        let change = change.filter(|_| job.isolation == Isolation::Worktree);
+        let change = change.filter(|_| job.isolation.has_worktree());
         let cause = stopped.as_ref().map(|s| s.cause);
         let (end, reason) = classify_agent_end(agent.as_ref(), cause, job.cancel_requested)
             .unwrap_or_else(|| {

@@ -149,7 +149,9 @@ impl State {
         if let Some(job) = self.job_mut(key) {
             job.pinned_worker = worker;
             if let Some(worktree) = worktree {
-                job.isolation = Isolation::Worktree;
+                job.isolation = worktree.isolation;
+                job.workspace = worktree.workspace;
+                job.requires.extend(worktree.requires);
                 job.continues_branch = Some((worktree.branch, worktree.path_key));
                 job.base = worktree.at;
                 job.verify = worktree.verify;
@@ -177,11 +179,16 @@ struct ContinuedWorktree {
     /// (the job changed nothing, so its branch was removed).
     at: Option<String>,
     verify: Option<Vec<String>>,
+    /// `worktree` or `container`, with the job's own workspace keys and
+    /// container, and the labels that asks of a worker.
+    isolation: Isolation,
+    workspace: Option<Box<aam_protocol::workspace::JobWorkspace>>,
+    requires: std::collections::BTreeMap<String, String>,
 }
 
 /// What a follow-up of `job` continues; None for a job that ran in place.
 fn continued_worktree(session: SessionId, job: &JobRecord) -> Option<ContinuedWorktree> {
-    if job.isolation != Isolation::Worktree {
+    if !job.isolation.has_worktree() {
         return None;
     }
     // A follow-up's own branch and path are its chain's first job's.
@@ -205,6 +212,9 @@ fn continued_worktree(session: SessionId, job: &JobRecord) -> Option<ContinuedWo
         path_key,
         at,
         verify: job.verify.clone(),
+        isolation: job.isolation,
+        workspace: job.workspace.clone(),
+        requires: job.requires.clone(),
     })
 }
 

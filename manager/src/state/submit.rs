@@ -14,6 +14,8 @@ use aam_protocol::spec::{
     parse_duration_ms, validate, Base, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch,
     ValidJob,
 };
+use aam_protocol::validate::job_workspace::{check_keys, WorkspaceKeys};
+use aam_protocol::workspace::{JobWorkspace, CONTAINER_LABEL, CONTAINER_LABEL_VALUE};
 use aam_protocol::worktree::Isolation;
 use aam_protocol::{JobKey, SessionId};
 use std::collections::HashMap;
@@ -157,15 +159,16 @@ fn job_record(
         }
         JobKind::Gate => (Vec::new(), Vec::new(), None, None),
     };
+    let isolation = isolation_of(&spec, agent);
+    let workspace = job_workspace(&spec, agent, isolation, config)?;
     // The job's own env wins over the agent's.
     env.retain(|(k, _): &(String, String)| !spec.env.contains_key(k));
     env.extend(spec.env);
     let waits = !spec.depends_on.is_empty();
-    // The job's own isolation, else its agent's (checked at config load).
-    let isolation = spec
-        .isolation
-        .or_else(|| Isolation::parse(agent?.isolation.as_deref()?).ok())
-        .unwrap_or_default();
+    let mut requires = spec.requires;
+    if isolation == Isolation::Container {
+        requires.insert(CONTAINER_LABEL.into(), CONTAINER_LABEL_VALUE.into());
+    }
     Ok(JobRecord {
         env,
         workdir: spec.workdir,
@@ -182,7 +185,7 @@ fn job_record(
         policy,
         gate,
         priority: spec.priority,
-        requires: spec.requires,
+        requires,
         reason: (gate && !waits).then(|| AWAITING.to_string()),
         format,
         limit_group,
@@ -195,8 +198,55 @@ fn job_record(
         verify: spec.verify,
         ports: spec.ports,
         uses: spec.uses,
+        workspace,
         ..JobRecord::new(key, spec.name, argv)
     })
+}
+
+/// The job's own isolation, else its agent's (checked at config load),
+/// else what its agent's workspace keys imply (a container's keys a
+/// container, the others a worktree), else none.
+fn isolation_of(spec: &ValidJob, agent: Option<&AgentDef>) -> Isolation {
+    let implied = |agent: &AgentDef| {
+        let keys = WorkspaceKeys::from(agent);
+        if keys.container_key().is_some() {
+            Some(Isolation::Container)
+        } else {
+            keys.worktree_key().map(|_| Isolation::Worktree)
+        }
+    };
+    spec.isolation
+        .or_else(|| Isolation::parse(agent?.isolation.as_deref()?).ok())
+        .or_else(|| implied(agent?))
+        .unwrap_or_default()
+}
+
+/// A worktree job's own workspace keys over its agent's (checked at
+/// config load); a container job must have an image from one of them.
+fn job_workspace(
+    spec: &ValidJob,
+    agent: Option<&AgentDef>,
+    isolation: Isolation,
+    config: &StateConfig,
+) -> Result<Option<Box<JobWorkspace>>, SpecError> {
+    if !isolation.has_worktree() {
+        return Ok(None);
+    }
+    let from_agent = agent
+        .map(|agent| check_keys(&WorkspaceKeys::from(agent), &config.limits, |_, _| {}))
+        .unwrap_or_default();
+    let mut workspace = spec.workspace.clone().or(&from_agent);
+    if isolation == Isolation::Container {
+        let container = workspace.container.get_or_insert_with(Default::default);
+        if container.image.is_empty() {
+            let message =
+                "isolation = \"container\" needs an image (the job's `image`, or its agent's)";
+            return Err(SpecError::job(&spec.name, "image", message));
+        }
+    } else {
+        workspace.container = None;
+    }
+    Ok((!workspace.is_empty()).then(|| Box::new(workspace)))
 }
 
 /// A job's `uses` name resources the manager declares, each within its
@@ -243,7 +293,7 @@ fn check_worktree_jobs(jobs: &[JobRecord], errors: &mut Vec<SpecError>) {
     // A variant is its parent's name and base again: said once, of the parent.
     let worktree_jobs = jobs
         .iter()
-        .filter(|j| j.isolation == Isolation::Worktree && j.variant.is_none());
+        .filter(|j| j.isolation.has_worktree() && j.variant.is_none());
     for job in worktree_jobs {
         let name = job.name.as_str();
         if name.starts_with('.')
@@ -261,7 +311,7 @@ fn check_worktree_jobs(jobs: &[JobRecord], errors: &mut Vec<SpecError>) {
         };
         if by_name
             .get(dependency)
-            .is_some_and(|d| d.isolation != Isolation::Worktree)
+            .is_some_and(|d| !d.isolation.has_worktree())
         {
             let message = format!(
                 "'{dependency}' does not run in a worktree, so it has no branch to start from \

@@ -12,7 +12,7 @@ use super::session::SessionEntry;
 use super::{Fenced, State, StateError, WorkerId};
 use aam_protocol::messages::AttemptRef;
 use aam_protocol::model::{ExitInfo, JobRecord};
-use aam_protocol::worktree::{branch_name, Isolation, JobChange, WorktreeOrder};
+use aam_protocol::worktree::{branch_name, JobChange, WorktreeOrder};
 use aam_protocol::{JobKey, SessionId};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -68,7 +68,7 @@ fn base_job<'a>(
     entry: &'a SessionEntry,
     job: &'a JobRecord,
 ) -> Option<Result<&'a JobRecord, String>> {
-    if job.isolation != Isolation::Worktree {
+    if !job.isolation.has_worktree() {
         return None;
     }
     let name = job.base.as_deref()?.strip_prefix(JOB_BASE)?;
@@ -156,7 +156,7 @@ fn capped(change: &mut JobChange, mut patch: Vec<u8>, cap: u64) -> Vec<u8> {
 
 /// Why `job` has no patch to show, naming it.
 fn no_change(label: &str, job: &JobRecord) -> String {
-    if job.isolation != Isolation::Worktree {
+    if !job.isolation.has_worktree() {
         return format!("{label} has no change: it did not run in a worktree");
     }
     if !job.status.is_terminal() {
@@ -187,7 +187,7 @@ impl State {
         let Some(job) = entry.jobs().get(key.index as usize) else {
             return Ok(None);
         };
-        if job.isolation != Isolation::Worktree {
+        if !job.isolation.has_worktree() {
             return Ok(None);
         }
         let session = key.session.to_string();
@@ -212,6 +212,7 @@ impl State {
             verify: job.verify.clone(),
             message: commit_message(key.session, &entry.record().name, job),
             patch_cap: self.config.patch_cap,
+            workspace: job.workspace.clone(),
         }))
     }
 
@@ -225,10 +226,7 @@ impl State {
         patch: Vec<u8>,
     ) {
         let key = attempt.job;
-        if self
-            .job(key)
-            .is_none_or(|j| j.isolation != Isolation::Worktree)
-        {
+        if self.job(key).is_none_or(|j| !j.isolation.has_worktree()) {
             return;
         }
         let mut change = change;
@@ -345,3 +343,5 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workspace_tests;

@@ -49,6 +49,7 @@ fn a_worktree_assignment_orders_its_branch_path_base_verify_and_message() {
         verify: Some(vec!["cargo".into(), "test".into()]),
         message: format!("aam {id}/fix (session b, agent claude)"),
         patch_cap: 4096,
+        workspace: None,
     };
     assert_eq!(order_of(fix), &want);
     assert!(plain.worktree.is_none(), "isolation defaults to none");
