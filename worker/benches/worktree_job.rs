@@ -70,6 +70,7 @@ fn main() {
             base: repo.clone(),
             worktrees: Some(worktrees.clone()),
             ports: aam_worker::ports::PortPool::new(aam_worker::ports::DEFAULT_RANGE),
+            containers: None,
             run_ids: aam_worker::orphans::RunIds::new("bench"),
         };
         let (_stop, stop_rx) = tokio::sync::oneshot::channel();
@@ -180,6 +181,7 @@ fn order(name: &str) -> WorktreeOrder {
         verify: None,
         message: format!("aam bench/{name}"),
         patch_cap: 8 << 20,
+        workspace: None,
     }
 }
 

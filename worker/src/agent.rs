@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     pub ports: crate::ports::PortRange,
     /// How the manager's certificate is verified (and ours, if any).
     pub tls: aam_protocol::tls::ClientTls,
+    /// The container engine container jobs run with (`--container-engine`);
+    /// None: this worker takes no container job.
+    pub container_engine: Option<crate::container::Engine>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -65,6 +68,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("worktrees", &self.worktrees)
             .field("max_frame", &self.max_frame)
             .field("ports", &self.ports)
+            .field("container_engine", &self.container_engine)
             .finish()
     }
 }
@@ -123,20 +127,36 @@ pub struct WorkerAgent {
     worktrees: Option<Arc<Worktrees>>,
     /// The ports jobs reserve.
     ports: Arc<crate::ports::PortPool>,
+    /// The engine and shared state of container jobs, if it has an engine.
+    containers: Option<Arc<crate::container::Containers>>,
     /// The run ids this worker process gives its attempts' processes.
     run_ids: RunIds,
 }
 
 /// Starts a worker in the current actix system.
-pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
+pub fn start(mut config: WorkerConfig) -> Addr<WorkerAgent> {
     // A `Finished` carries the patch: half a frame leaves room for the rest.
     let patch_limit = config.max_frame / 2;
     let worktrees = config
         .worktrees
         .clone()
         .map(|root| Worktrees::new(root, patch_limit));
+    let containers = config.container_engine.clone().map(|engine| {
+        // Placement sends container jobs only to workers with this label.
+        use aam_protocol::workspace::{CONTAINER_LABEL, CONTAINER_LABEL_VALUE};
+        config
+            .labels
+            .insert(CONTAINER_LABEL.into(), CONTAINER_LABEL_VALUE.into());
+        let root = config.worktrees.as_deref();
+        Arc::new(crate::container::Containers::new(
+            engine,
+            &config.name,
+            root,
+        ))
+    });
     WorkerAgent {
         worktrees,
+        containers,
         ports: crate::ports::PortPool::new(config.ports),
         run_ids: RunIds::new(&config.name),
         config,
@@ -224,6 +244,7 @@ impl WorkerAgent {
                 base: self.config.workdir.clone(),
                 worktrees: self.worktrees.clone(),
                 ports: self.ports.clone(),
+                containers: self.containers.clone(),
                 run_ids: self.run_ids.clone(),
             };
             let span = tracing::info_span!("job", session = %assignment.job.session,
@@ -316,6 +337,20 @@ impl Actor for WorkerAgent {
             actix::spawn(async move {
                 let _ = worktrees.ready().await;
             });
+        }
+        if let Some(containers) = self.containers.clone() {
+            let engine = containers.engine.program.display().to_string();
+            tracing::info!(%engine, "container jobs run here");
+            // What an earlier process of this worker left goes first.
+            ctx.wait(actix::fut::wrap_future(async move {
+                let removed = containers.remove_leftovers().await;
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        "removed containers left by an earlier worker process"
+                    );
+                }
+            }));
         }
         tracing::info!("{}", crate::orphans::mechanism());
         // What an earlier run under this name left goes before we register

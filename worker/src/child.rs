@@ -128,6 +128,8 @@ pub struct JobDirs {
     pub worktrees: Option<Arc<Worktrees>>,
     /// The ports jobs reserve (`ports = N`).
     pub ports: Arc<crate::ports::PortPool>,
+    /// The container engine of container jobs (none: they fail, saying so).
+    pub containers: Option<Arc<crate::container::Containers>>,
     pub run_ids: RunIds,
 }
 
@@ -137,6 +139,7 @@ impl From<PathBuf> for JobDirs {
             base,
             worktrees: None,
             ports: crate::ports::PortPool::new(crate::ports::DEFAULT_RANGE),
+            containers: None,
             run_ids: RunIds::new("worker"),
         }
     }
@@ -163,7 +166,7 @@ pub async fn run_job(
     // Its set-up, process, verify and teardown all see them.
     assignment.env.extend(ports.env());
     let workdir = resolve_workdir(&dirs.base, assignment.workdir.as_deref());
-    let tree = match set_up_worktree(&assignment, &dirs, &workdir).await {
+    let mut tree = match set_up_worktree(&assignment, &dirs, &workdir).await {
         Ok(tree) => tree,
         Err(reason) => {
             tracing::warn!(job = %attempt.job, "worktree not set up: {reason}");
@@ -171,6 +174,21 @@ pub async fn run_job(
             return sink.send(failed).await;
         }
     };
+    // A container job's input files are written before its container is
+    // made, which mounts them.
+    let mut inputs = None;
+    if let Some(tree) = tree.as_mut() {
+        let made = start_container(tree, &assignment, &dirs, &sink, ports.ports()).await;
+        match made {
+            Ok(written) => inputs = written,
+            Err(reason) => {
+                tracing::warn!(job = %attempt.job, "container not started: {reason}");
+                job::remove(tree, true).await;
+                let failed = JobEvent::WorktreeFailed { attempt, reason };
+                return sink.send(failed).await;
+            }
+        }
+    }
     let workdir = tree.as_ref().map_or(workdir, |tree| tree.workdir.clone());
     let marker = dirs.run_ids.marker(&assignment);
     // A stop ordered during the set-up stops the job as soon as it started.
@@ -187,7 +205,10 @@ pub async fn run_job(
         }
         workspace = Some(ran);
     }
-    let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop).await {
+    let container = tree.as_ref().and_then(|t| t.container.as_ref());
+    let launch = Launch { container, inputs };
+    let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop, launch).await
+    {
         Ok(end) => end,
         Err(error) => {
             if let Some(tree) = tree {
@@ -252,6 +273,67 @@ async fn end_after_failed_setup(
     .await;
 }
 
+/// How a job's process is started: in its container, if it has one, and
+/// with its input files when they were written already.
+struct Launch<'a> {
+    container: Option<&'a crate::container::job::JobContainer>,
+    inputs: Option<InputFiles>,
+}
+
+/// Makes a container job's container (its input files written first, to
+/// be mounted), its egress refusals streamed into the job's log: the
+/// input files, for a container job. Nothing for another job; why the
+/// container could not be made otherwise.
+async fn start_container(
+    tree: &mut job::JobTree,
+    assignment: &Assignment,
+    dirs: &JobDirs,
+    sink: &impl EventSink,
+    ports: &[u16],
+) -> Result<Option<InputFiles>, String> {
+    let order = assignment.worktree.as_deref();
+    let Some(spec) = order.and_then(|o| o.workspace.as_ref()?.container.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(containers) = &dirs.containers else {
+        return Err("this worker has no container engine (podman or docker)".into());
+    };
+    let inputs = crate::inputs::write(assignment)
+        .map_err(|e| format!("writing the job's input files: {e}"))?;
+    let read_only = match inputs.dir() {
+        Some(dir) => vec![dir.to_path_buf()],
+        None => vec![inputs.json.clone(), inputs.markdown.clone()],
+    };
+    let name = crate::container::job::container_name(
+        &containers.worker,
+        &assignment.job.session.to_string(),
+        assignment.job.index,
+        assignment.attempt,
+    );
+    let plan = crate::container::job::ContainerPlan {
+        spec,
+        name,
+        worktree: &tree.path,
+        read_only,
+        ports,
+    };
+    let (container, refusals) =
+        crate::container::job::JobContainer::start(containers, plan).await?;
+    tracing::info!(container = %container.name, image = %spec.image,
+        network = %spec.network().describe(), "container started");
+    if let Some(mut refusals) = refusals {
+        let (sink, attempt) = (sink.clone(), assignment.attempt_ref());
+        tokio::task::spawn_local(async move {
+            while let Some(line) = refusals.recv().await {
+                let data = line.into_bytes();
+                sink.send(JobEvent::Output { attempt, data }).await;
+            }
+        });
+    }
+    tree.container = Some(container);
+    Ok(Some(inputs))
+}
+
 /// A worktree job's worktree, set up; None for another job; why it could
 /// not be set up otherwise (the job's reason).
 async fn set_up_worktree(
@@ -288,10 +370,11 @@ async fn run_process(
     marker: &str,
     sink: &impl EventSink,
     stop: &mut Option<oneshot::Receiver<StopOrder>>,
+    launch: Launch<'_>,
 ) -> Result<ProcessEnd, String> {
     let attempt = assignment.attempt_ref();
     // `_inputs` removes the job's input files when dropped: once it ended.
-    let (mut child, started, _inputs) = spawn(assignment, workdir, marker)?;
+    let (mut child, started, _inputs) = spawn(assignment, workdir, marker, launch)?;
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
     let last_output = Rc::new(Cell::new(Instant::now()));
@@ -401,6 +484,7 @@ fn spawn(
     assignment: &Assignment,
     workdir: &Path,
     marker: &str,
+    launch: Launch<'_>,
 ) -> Result<(tokio::process::Child, Instant, InputFiles), String> {
     if !workdir.is_dir() {
         return Err(format!(
@@ -408,8 +492,11 @@ fn spawn(
             workdir.display()
         ));
     }
-    let inputs = crate::inputs::write(assignment)
-        .map_err(|e| format!("writing the job's input files: {e}"))?;
+    let inputs = match launch.inputs {
+        Some(inputs) => inputs,
+        None => crate::inputs::write(assignment)
+            .map_err(|e| format!("writing the job's input files: {e}"))?,
+    };
     let argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".to_string());
@@ -418,15 +505,25 @@ fn spawn(
     // before the job was started; a value never leaves this process).
     let secrets = crate::secret_env::from_process(&assignment.secret_env, "this worker")?;
     let (marker_key, marker_value) = marker.split_once('=').unwrap_or(("AAM_RUN_ID", marker));
-    let mut command = tokio::process::Command::new(program);
+    let mut env: Vec<(String, std::ffi::OsString)> = assignment
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.into()))
+        .collect();
+    env.extend(secrets);
+    env.extend(aam_vars(assignment).map(|(k, v)| (k, v.into())));
+    env.push(("AAM_INPUTS".into(), inputs.json.clone().into()));
+    env.push(("AAM_INPUTS_MD".into(), inputs.markdown.clone().into()));
+    env.push((marker_key.into(), marker_value.into()));
+    let mut command = match launch.container {
+        Some(container) => container.exec(program, args, workdir, &env),
+        None => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+            command
+        }
+    };
     command
-        .args(args)
-        .envs(assignment.env.iter().map(|(k, v)| (k, v)))
-        .envs(secrets)
-        .envs(aam_vars(assignment))
-        .env("AAM_INPUTS", &inputs.json)
-        .env("AAM_INPUTS_MD", &inputs.markdown)
-        .env(marker_key, marker_value)
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

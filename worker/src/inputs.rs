@@ -198,6 +198,14 @@ fn push_agent_markdown(out: &mut String, input: &InputRecord) {
     }
 }
 
+impl InputFiles {
+    /// The attempt's own directory of them, when it has dependencies (the
+    /// shared files of jobs without any are in the scratch directory).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
 /// The input files of one attempt; removed when dropped.
 pub struct InputFiles {
     dir: Option<PathBuf>,

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod child;
+pub mod container;
 pub mod inputs;
 pub mod orphans;
 pub mod ports;

@@ -68,6 +68,10 @@ struct Args {
     /// (and requeued); a second SIGTERM or a SIGINT stops them at once
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: std::time::Duration,
+    /// The container engine of `isolation = "container"` jobs: auto
+    /// (podman, else docker), none, podman, docker, or a path to either
+    #[arg(long, env = "AAM_CONTAINER_ENGINE", default_value = "auto")]
+    container_engine: String,
     /// Log format
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -170,6 +174,8 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         workdir.display()
     );
     let name = args.name.unwrap_or_else(default_name);
+    let container_engine =
+        aam_worker::container::detect(&args.container_engine).map_err(anyhow::Error::msg)?;
     let worktrees = match args.worktrees {
         // Relative to where the worker starts, like --workdir.
         Some(dir) => Some(std::path::absolute(dir)?),
@@ -187,6 +193,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
         ports: args.ports,
         tls,
+        container_engine,
     })
 }
 

@@ -6,12 +6,13 @@
 //! `setup.rs`, `finish.rs`, `leftovers.rs`; `job.rs` strings them around a
 //! job's process, with `verify.rs` in between; `workspace.rs` and
 //! `steps.rs` are the repository's `.aam/workspace.toml` (setup, teardown,
-//! copied files).
+//! copied files), `overrides.rs` a job's own keys over it.
 
 pub mod finish;
 pub mod git;
 pub mod job;
 pub mod leftovers;
+pub mod overrides;
 pub mod setup;
 pub mod steps;
 pub mod verify;

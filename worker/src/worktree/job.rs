@@ -46,6 +46,8 @@ pub struct JobTree {
     pub workspace: Option<super::workspace::Workspace>,
     /// What its `copy` did, one log line per entry.
     pub copied: Vec<String>,
+    /// The container its steps run in (`isolation = "container"`).
+    pub container: Option<crate::container::job::JobContainer>,
     /// Keeps other jobs of this worker off the path while it runs.
     claim: PathClaim,
 }
@@ -121,11 +123,14 @@ pub async fn set_up(
         patch_cap: (order.patch_cap.min(worktrees.patch_limit as u64)) as usize,
         workspace: None,
         copied: Vec::new(),
+        container: None,
         claim,
     };
     let (top, base, at) = (tree.repo.clone(), tree.base.clone(), tree.path.clone());
+    let own = order.workspace.clone();
     let read = blocking(move || {
-        let Some(workspace) = super::workspace::read(&top, &base)? else {
+        let file = super::workspace::read(&top, &base)?;
+        let Some(workspace) = super::overrides::apply(file, own.as_deref()) else {
             return Ok((None, Vec::new()));
         };
         let copied = super::workspace::copy_files(&top, &at, &workspace.copy);
@@ -227,6 +232,11 @@ pub async fn end<S: EventSink>(
     // commit (so what it deletes is not committed).
     ended.teardown_ms =
         super::steps::teardown(&tree, process.assignment, process.marker, sink).await;
+    // Nothing of the job runs on while its change is committed.
+    let mut tree = tree;
+    if let Some(container) = tree.container.take() {
+        container.remove().await;
+    }
     if tree.worktrees().is_exiting() {
         return ended;
     }
@@ -290,6 +300,7 @@ async fn verify_job(
     let command = VerifyCommand {
         what: "verify",
         argv,
+        container: tree.container.as_ref(),
         dir: &tree.workdir,
         env: &env,
         marker: process.marker,

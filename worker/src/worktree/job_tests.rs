@@ -60,6 +60,7 @@ fn dirs(base: &Path, worktrees: &Arc<Worktrees>) -> JobDirs {
         base: base.to_path_buf(),
         worktrees: Some(worktrees.clone()),
         ports: crate::ports::PortPool::new(crate::ports::DEFAULT_RANGE),
+        containers: None,
         run_ids: crate::orphans::RunIds::new("job-tests"),
     }
 }

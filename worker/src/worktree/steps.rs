@@ -156,6 +156,7 @@ async fn run_step<S: EventSink>(
     let command = VerifyCommand {
         what,
         argv,
+        container: tree.container.as_ref(),
         dir: &tree.path,
         env: &env,
         marker,

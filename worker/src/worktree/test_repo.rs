@@ -132,6 +132,7 @@ pub fn order(name: &str) -> WorktreeOrder {
         verify: None,
         message: format!("aam s1/{name}"),
         patch_cap: 1 << 20,
+        workspace: None,
     }
 }
 

@@ -399,6 +399,7 @@ fn a_verify_past_its_time_or_stopped_is_ended_and_fails() {
     let command = VerifyCommand {
         what: "verify",
         argv: &argv,
+        container: None,
         dir: dir.path(),
         env: &[],
         marker: "AAM_RUN_ID=verify-tests",
@@ -440,6 +441,7 @@ fn a_verify_past_its_time_or_stopped_is_ended_and_fails() {
     let absent = VerifyCommand {
         what: "verify",
         argv: &missing,
+        container: None,
         ..patient
     };
     let (outcome, _) = runtime().block_on(run_verify(&absent, attempt, &NoEvents, &mut None));

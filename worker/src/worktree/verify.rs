@@ -26,6 +26,8 @@ pub struct VerifyCommand<'a> {
     /// What it is, for its notes (`verify`, `setup`, `teardown`).
     pub what: &'a str,
     pub argv: &'a [String],
+    /// The job's container, which it runs in, if it has one.
+    pub container: Option<&'a crate::container::job::JobContainer>,
     pub dir: &'a Path,
     pub env: &'a [(String, String)],
     /// The job's `AAM_RUN_ID=...` entry: the verify's processes are the
@@ -123,11 +125,17 @@ fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
         return Err(format!("{} is an empty command", verify.what));
     };
     let (marker_key, marker_value) = verify.marker.split_once('=').unwrap_or(("AAM_RUN_ID", ""));
-    let mut command = tokio::process::Command::new(program);
+    let mut env = verify.env.to_vec();
+    env.push((marker_key.to_string(), marker_value.to_string()));
+    let mut command = match verify.container {
+        Some(container) => container.exec(program, args, verify.dir, &env),
+        None => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+            command
+        }
+    };
     command
-        .args(args)
-        .envs(verify.env.iter().map(|(k, v)| (k, v)))
-        .env(marker_key, marker_value)
         .current_dir(verify.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
