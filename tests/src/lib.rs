@@ -18,6 +18,7 @@
 pub mod browser;
 pub mod change;
 pub mod claude;
+pub mod container;
 pub mod git;
 pub mod http;
 pub mod mcp;

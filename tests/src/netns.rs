@@ -133,6 +133,15 @@ impl TestNet {
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
     }
+
+    /// Gives this machine's own namespace the address `10.77.0.LAST` on
+    /// the bridge, so its processes (a worker, its egress proxy) reach the
+    /// hosts through it; it goes with the bridge.
+    pub fn join_machine(&self, last: u8) -> Ipv4Addr {
+        let addr = Ipv4Addr::new(10, 77, 0, last);
+        ip(&["addr", "add", &format!("{addr}/24"), "dev", &self.bridge]);
+        addr
+    }
 }
 
 impl Drop for TestNet {

@@ -9,6 +9,7 @@ mod bad_input;
 mod chaos;
 mod claude_code;
 mod completions;
+mod containers;
 mod control;
 mod dashboard;
 mod dependencies;

@@ -1,0 +1,239 @@
+//! Issue 15, a container per job (`isolation = "container"`), end to end
+//! through the real manager, worker and `aam` binaries with real podman
+//! containers of a busybox image built offline: the job's file lands on
+//! its branch, an egress allowlist lets through the listed server on a
+//! test host and refuses another (logged), `network = "none"` reaches
+//! nothing, a cancel leaves no container behind (its teardown, a job key,
+//! ran first), and a worker without an engine is never sent one.
+
+use aam_tests::container::{busybox_image, containers_of};
+use aam_tests::netns::{Host, TestNet};
+use aam_tests::{poll, Cluster};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A manager and a worker named `name` with its worktrees in the
+/// scratch directory, and a repository `work/repo`.
+fn cluster(name: &str) -> (Cluster, std::path::PathBuf) {
+    let mut c = Cluster::with_manager();
+    let root = c.path("worktrees");
+    c.start_worker_with(name, 2, &["--worktrees", root.to_str().unwrap()]);
+    aam_tests::git::make_repo(&c.path("work").join("repo"), 2);
+    (c, root)
+}
+
+fn log_of(c: &Cluster, session: &str, job: &str) -> String {
+    c.aam(&["logs", &format!("{session}/{job}")])
+        .expect_code(0)
+        .stdout
+}
+
+#[test]
+fn a_container_job_writes_a_file_that_lands_on_its_branch_and_leaves_no_container() {
+    let image = busybox_image();
+    let (c, root) = cluster("boxw");
+    // PID 1 is the pausing init the worker mounts: the job is in the container.
+    let script = "echo made-in-a-container > made.txt; tr '\\0' ' ' < /proc/1/cmdline; echo; \
+                  echo env=$AAM_JOB_NAME";
+    let job = json!({
+        "name": "boxed",
+        "command": ["sh", "-c", script],
+        "image": image,
+        "workdir": "repo",
+    });
+    let session = c.submit_json(&json!({ "name": "box", "jobs": [job] }));
+    let s = c.poll_status(&session, "the job's end", |s| s["status"] != "running");
+    assert_eq!(s["jobs"][0]["status"], "succeeded", "{s}\n{}", c.logs());
+    let log = log_of(&c, &session, "boxed");
+    assert!(
+        log.contains("/run/aam-pause -P"),
+        "not run in the container:\n{log}"
+    );
+    assert!(log.contains("env=boxed"), "{log}");
+    let branch = format!("aam/{session}/boxed");
+    let repo = c.path("work").join("repo");
+    let shown = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["show", &format!("{branch}:made.txt")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout),
+        "made-in-a-container\n",
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        containers_of("boxw", &root).is_empty(),
+        "a container was left behind"
+    );
+}
+
+/// A tiny HTTP server on `host`:`port` answering `reached-NAME`, counting
+/// the connections it gets.
+fn serve(host: &Host, port: u16, name: &'static str) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    host.spawn(move || {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        ready_tx.send(()).unwrap();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let body = format!("reached-{name}\n");
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    ready.recv_timeout(Duration::from_secs(10)).unwrap();
+    count
+}
+
+#[test]
+fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
+    let image = busybox_image();
+    let net = TestNet::new(2);
+    // The worker (and its proxy) reach the hosts through the test's bridge;
+    // the containers have no route there.
+    net.join_machine(254);
+    let allowed = net.host(0).addr(8080);
+    let other = net.host(1).addr(8080);
+    let allowed_hits = serve(net.host(0), 8080, "allowed");
+    let other_hits = serve(net.host(1), 8080, "other");
+    let (c, root) = cluster("egressw");
+    let fetch = |addr: std::net::SocketAddr, tag: &str| {
+        format!("timeout 5 wget -q -O - http://{addr}/; echo {tag}-exit=$?; ")
+    };
+    let listed = format!(
+        "{}{}timeout 3 wget -Y off -q -O - http://{allowed}/; echo direct-exit=$?",
+        fetch(allowed, "allowed"),
+        fetch(other, "other"),
+    );
+    let closed = format!("echo proxy=[$HTTP_PROXY]; {}", fetch(allowed, "none"));
+    let jobs = json!([
+        {
+            "name": "listed",
+            "command": ["sh", "-c", listed],
+            "image": image,
+            "egress": [allowed.to_string()],
+            "workdir": "repo",
+        },
+        {
+            "name": "closed",
+            "command": ["sh", "-c", closed],
+            "image": image,
+            "workdir": "repo",
+            "depends_on": ["listed"],
+        },
+    ]);
+    let session = c.submit_json(&json!({ "name": "egress", "jobs": jobs }));
+    let s = c.poll_status(&session, "both jobs' ends", |s| s["status"] != "running");
+    assert_eq!(s["status"], "succeeded", "{s}\n{}", c.logs());
+    let log = log_of(&c, &session, "listed");
+    assert!(
+        log.contains("reached-allowed") && log.contains("allowed-exit=0"),
+        "{log}"
+    );
+    assert!(!log.contains("reached-other"), "{log}");
+    assert!(!log.contains("other-exit=0"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "egress refused: {other} is not in the job's egress list"
+        )),
+        "the refusal is not in the job's log:\n{log}"
+    );
+    assert!(
+        !log.contains("direct-exit=0"),
+        "reached the host without the proxy:\n{log}"
+    );
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    let hits_before = allowed_hits.load(Ordering::SeqCst);
+    assert_eq!(
+        hits_before, 1,
+        "only the proxied request reached the allowed host"
+    );
+    let log = log_of(&c, &session, "closed");
+    assert!(log.contains("proxy=[]"), "{log}");
+    assert!(
+        !log.contains("none-exit=0") && log.contains("none-exit="),
+        "{log}"
+    );
+    assert_eq!(allowed_hits.load(Ordering::SeqCst), hits_before);
+    assert!(containers_of("egressw", &root).is_empty());
+}
+
+#[test]
+fn a_cancelled_container_job_runs_its_teardown_and_leaves_no_container() {
+    let image = busybox_image();
+    let (c, root) = cluster("cancelw");
+    let job = json!({
+        "name": "held",
+        "command": ["sh", "-c", "echo '::progress:: 50 holding'; exec sleep 600"],
+        "image": image,
+        "teardown": ["sh", "-c", "echo torn-down-in-$(hostname)"],
+        "grace": "1s",
+        "workdir": "repo",
+    });
+    let session = c.submit_json(&json!({ "name": "cancel", "jobs": [job] }));
+    c.poll_status(&session, "the job holding", |s| {
+        s["jobs"][0]["progress"] == 50
+    });
+    assert_eq!(
+        containers_of("cancelw", &root).len(),
+        1,
+        "its container runs"
+    );
+    c.aam(&["cancel", &format!("{session}/held")])
+        .expect_code(0);
+    let s = c.poll_status(&session, "the cancel", |s| {
+        s["jobs"][0]["status"] == "cancelled"
+    });
+    let log = log_of(&c, &session, "held");
+    assert!(
+        log.contains("== teardown ==") && log.contains("torn-down-in-"),
+        "{s}\n{log}"
+    );
+    let removed = poll(Duration::from_secs(20), || {
+        containers_of("cancelw", &root).is_empty().then_some(())
+    });
+    assert!(
+        removed.is_some(),
+        "a cancelled job's container was left behind"
+    );
+}
+
+#[test]
+fn a_container_job_waits_for_a_worker_with_an_engine_and_needs_an_image() {
+    let mut c = Cluster::with_manager();
+    c.start_worker_with("bare", 1, &["--container-engine", "none"]);
+    let job = json!({
+        "name": "boxed",
+        "command": ["true"],
+        "image": "localhost/anything",
+        "workdir": ".",
+    });
+    let session = c.submit_json(&json!({ "name": "wait", "jobs": [job] }));
+    c.poll_status(&session, "the waiting reason", |s| {
+        s["jobs"][0]["reason"] == "no worker can run containers"
+    });
+    let bad = c.path("bad.toml");
+    let text = "name = \"bad\"\n[[jobs]]\nname = \"box\"\ncommand = [\"true\"]\nisolation = \"container\"\n";
+    std::fs::write(&bad, text).unwrap();
+    let out = c.aam(&["submit", bad.to_str().unwrap()]).expect_code(2);
+    assert!(
+        out.stderr
+            .contains("job 'box': field 'image': isolation = \"container\" needs an image"),
+        "{}",
+        out.stderr
+    );
+}
