@@ -6,10 +6,11 @@
 //! `setup.rs`, `finish.rs`, `leftovers.rs`; `job.rs` strings them around a
 //! job's process, with `verify.rs` in between; `workspace.rs` and
 //! `steps.rs` are the repository's `.aam/workspace.toml` (setup, teardown,
-//! copied files).
+//! copied files, `globs.rs` for copies by pattern).
 
 pub mod finish;
 pub mod git;
+pub mod globs;
 pub mod job;
 pub mod leftovers;
 pub mod setup;

@@ -3,7 +3,8 @@
 //! commit, so a job gets the file of the code it runs on). `setup` runs in
 //! the new worktree before the job, `teardown` when the job ends, however
 //! it ends, before the commit; `copy` names files of the worker's checkout
-//! (ignored ones such as `.env`) copied into the worktree first.
+//! (ignored ones such as `.env`), or globs of them (`globs.rs`), copied
+//! into the worktree first.
 
 use super::git;
 use serde::Deserialize;
@@ -92,6 +93,7 @@ pub fn parse(text: &str) -> Result<Workspace, String> {
     };
     for path in &raw.copy {
         check_copy_path(path).map_err(|e| format!("{FILE}: key 'copy': {e}"))?;
+        super::globs::check(path).map_err(|e| format!("{FILE}: key 'copy': {e}"))?;
     }
     Ok(Workspace {
         setup: argv("setup", raw.setup)?,
@@ -118,23 +120,44 @@ fn check_copy_path(path: &str) -> Result<(), String> {
 }
 
 /// Copies each `copy` entry (a file or a directory, relative to the
-/// repository's top) from the worker's checkout at `from` to the worktree
-/// at `to`. Blocking. The log lines it makes: one per entry copied or
-/// skipped (missing), and why one could not be copied.
-pub fn copy_files(from: &Path, to: &Path, paths: &[String]) -> Vec<String> {
+/// repository's top, or a glob of them) from the worker's checkout at
+/// `from` to the worktree at `to`. Blocking. The log lines it makes: one
+/// per path copied or entry skipped (missing, a glob matching nothing),
+/// and why one could not be copied.
+pub fn copy_files(from: &Path, to: &Path, entries: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
-    for path in paths {
-        let source = from.join(path);
-        if std::fs::symlink_metadata(&source).is_err() {
-            lines.push(format!("copy: {path}: not in {}, skipped", from.display()));
+    for entry in entries {
+        if !super::globs::is_glob(entry) {
+            copy_one(from, to, entry, &mut lines);
             continue;
         }
-        match copy_tree(&source, &to.join(path)) {
-            Ok(()) => lines.push(format!("copy: {path}")),
-            Err(e) => lines.push(format!("copy: {path}: not copied: {e}")),
+        match super::globs::matches(from, entry) {
+            Ok(found) if found.is_empty() => lines.push(format!(
+                "copy: {entry}: no match in {}, skipped",
+                from.display()
+            )),
+            Ok(found) => {
+                for path in &found {
+                    copy_one(from, to, path, &mut lines);
+                }
+            }
+            Err(e) => lines.push(format!("copy: {entry}: not copied: {e}")),
         }
     }
     lines
+}
+
+/// Copies one path of the checkout into the worktree, saying so in `lines`.
+fn copy_one(from: &Path, to: &Path, path: &str, lines: &mut Vec<String>) {
+    let source = from.join(path);
+    if std::fs::symlink_metadata(&source).is_err() {
+        lines.push(format!("copy: {path}: not in {}, skipped", from.display()));
+        return;
+    }
+    match copy_tree(&source, &to.join(path)) {
+        Ok(()) => lines.push(format!("copy: {path}")),
+        Err(e) => lines.push(format!("copy: {path}: not copied: {e}")),
+    }
 }
 
 /// Copies a file, a link (as a link) or a directory with what it holds.
@@ -194,6 +217,10 @@ mod tests {
                 "key 'copy': '/etc/passwd' is not a path inside",
             ),
             ("setup = [\n", "invalid array"),
+            (
+                "copy = [\"config/[a.json\"]\n",
+                "key 'copy': 'config/[a.json' is not a valid glob",
+            ),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.starts_with(".aam/workspace.toml: "), "{error}");
@@ -218,5 +245,33 @@ mod tests {
             "KEY=1\n"
         );
         assert!(to.path().join("conf/deep/a.json").is_file());
+    }
+
+    #[test]
+    fn copy_globs_copy_each_match_and_skip_ones_matching_nothing() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        for file in ["config/a.local.json", "config/b.json", "app/.env"] {
+            let path = from.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, file).unwrap();
+        }
+        let entries = [
+            "config/*.local.json".to_string(),
+            "**/.env".into(),
+            "*.pem".into(),
+        ];
+        let lines = copy_files(from.path(), to.path(), &entries);
+        assert_eq!(lines[..2], ["copy: config/a.local.json", "copy: app/.env"]);
+        assert!(
+            lines[2].starts_with("copy: *.pem: no match in "),
+            "{lines:?}"
+        );
+        assert!(to.path().join("config/a.local.json").is_file());
+        assert!(!to.path().join("config/b.json").exists());
+        assert_eq!(
+            std::fs::read_to_string(to.path().join("app/.env")).unwrap(),
+            "app/.env"
+        );
     }
 }
