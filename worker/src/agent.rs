@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub max_frame: usize,
     /// The TCP ports jobs' `ports` are reserved from (`--ports`).
     pub ports: crate::ports::PortRange,
+    /// The warm cache of workspaces' `cache` paths (`--cache`,
+    /// `--cache-max`); None: none kept.
+    pub cache: Option<crate::worktree::cache::CacheConfig>,
     /// How the manager's certificate is verified (and ours, if any).
     pub tls: aam_protocol::tls::ClientTls,
 }
@@ -65,6 +68,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("worktrees", &self.worktrees)
             .field("max_frame", &self.max_frame)
             .field("ports", &self.ports)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -134,7 +138,7 @@ pub fn start(config: WorkerConfig) -> Addr<WorkerAgent> {
     let worktrees = config
         .worktrees
         .clone()
-        .map(|root| Worktrees::new(root, patch_limit));
+        .map(|root| Worktrees::with_cache(root, patch_limit, config.cache.clone()));
     WorkerAgent {
         worktrees,
         ports: crate::ports::PortPool::new(config.ports),

@@ -171,6 +171,10 @@ pub async fn run_job(
             return sink.send(failed).await;
         }
     };
+    // `AAM_CACHE_HIT` for its setup, process and teardown.
+    assignment
+        .env
+        .extend(tree.as_ref().and_then(|tree| tree.cached.env()));
     let workdir = tree.as_ref().map_or(workdir, |tree| tree.workdir.clone());
     let marker = dirs.run_ids.marker(&assignment);
     // A stop ordered during the set-up stops the job as soon as it started.
