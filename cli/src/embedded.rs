@@ -71,6 +71,7 @@ pub async fn start(
         worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
         ports: aam_worker::ports::DEFAULT_RANGE,
+        cache: aam_worker::worktree::cache::CacheConfig::default_for_user(),
         // The manager started just above: its own certificate, pinned.
         tls: aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint),
         // Container jobs run here when this machine has podman or docker.

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub max_frame: usize,
     /// The TCP ports jobs' `ports` are reserved from (`--ports`).
     pub ports: crate::ports::PortRange,
+    /// The warm cache of workspaces' `cache` paths (`--cache`,
+    /// `--cache-max`); None: none kept.
+    pub cache: Option<crate::worktree::cache::CacheConfig>,
     /// How the manager's certificate is verified (and ours, if any).
     pub tls: aam_protocol::tls::ClientTls,
     /// The container engine container jobs run with (`--container-engine`);
@@ -69,6 +72,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("max_frame", &self.max_frame)
             .field("ports", &self.ports)
             .field("container_engine", &self.container_engine)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -140,7 +144,7 @@ pub fn start(mut config: WorkerConfig) -> Addr<WorkerAgent> {
     let worktrees = config
         .worktrees
         .clone()
-        .map(|root| Worktrees::new(root, patch_limit));
+        .map(|root| Worktrees::with_cache(root, patch_limit, config.cache.clone()));
     let containers = config.container_engine.clone().map(|engine| {
         // Placement sends container jobs only to workers with this label.
         use aam_protocol::workspace::{CONTAINER_LABEL, CONTAINER_LABEL_VALUE};

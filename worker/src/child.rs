@@ -174,6 +174,10 @@ pub async fn run_job(
             return sink.send(failed).await;
         }
     };
+    // `AAM_CACHE_HIT` for its setup, process and teardown.
+    assignment
+        .env
+        .extend(tree.as_ref().and_then(|tree| tree.cached.env()));
     // A container job's input files are written before its container is
     // made, which mounts them.
     let mut inputs = None;

@@ -2,6 +2,7 @@
 //! jobs until SIGINT or SIGTERM.
 
 use aam_worker::agent::{Drain, KillAll};
+use aam_worker::worktree::cache::CacheConfig;
 use aam_worker::WorkerConfig;
 use anyhow::Context as _;
 use clap::Parser;
@@ -44,6 +45,20 @@ struct Args {
     /// reserved, held by one job at a time on this worker)
     #[arg(long, env = "AAM_PORTS_RANGE", default_value_t = aam_worker::ports::DEFAULT_RANGE)]
     ports: aam_worker::ports::PortRange,
+    /// The warm cache of workspaces' `cache` paths (kept across restarts,
+    /// shared by the workers that name it; not inside --worktrees)
+    /// [default: $XDG_DATA_HOME/aam/cache, else ~/.local/share/aam/cache]
+    #[arg(long, env = "AAM_CACHE")]
+    cache: Option<PathBuf>,
+    /// Most the cache holds on disk, least recently used entries removed
+    /// first: 10GiB, 500MiB, 2G (K, M, G, T: powers of 1024; KB, MB, GB,
+    /// TB: of 1000)
+    #[arg(long, env = "AAM_CACHE_MAX", default_value = "10GiB",
+          value_parser = aam_worker::worktree::cache::parse_size)]
+    cache_max: u64,
+    /// Empty the cache (--cache), say what was removed, and exit
+    #[arg(long)]
+    clear_cache: bool,
     /// Token (else AAM_TOKEN, else --token-file)
     #[arg(long, env = "AAM_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -181,6 +196,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         Some(dir) => Some(std::path::absolute(dir)?),
         None => aam_worker::worktree::default_root(&name),
     };
+    let cache = cache_config(args.cache, args.cache_max, worktrees.as_deref())?;
     Ok(WorkerConfig {
         manager: args.manager,
         token,
@@ -192,14 +208,73 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         worktrees,
         max_frame: aam_protocol::codec::DEFAULT_MAX_FRAME,
         ports: args.ports,
+        cache,
         tls,
         container_engine,
     })
 }
 
+/// The cache's place (made absolute) and cap; refused inside the worktree
+/// root, which is cleared at each start.
+fn cache_config(
+    dir: Option<PathBuf>,
+    max_bytes: u64,
+    worktrees: Option<&std::path::Path>,
+) -> anyhow::Result<Option<CacheConfig>> {
+    let dir = match dir {
+        Some(dir) => std::path::absolute(dir)?,
+        None => match aam_worker::worktree::cache::default_dir() {
+            Some(dir) => dir,
+            None => return Ok(None),
+        },
+    };
+    if let Some(root) = worktrees.filter(|root| dir.starts_with(root)) {
+        anyhow::bail!(
+            "--cache {} is inside the worktree root {} (cleared at each start): give it a place of its own",
+            dir.display(),
+            root.display()
+        );
+    }
+    Ok(Some(CacheConfig { dir, max_bytes }))
+}
+
+/// `--clear-cache`: empties the cache and says what went.
+fn clear_cache(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => aam_worker::worktree::cache::default_dir()
+            .context("no cache directory: pass --cache DIR (or set HOME)")?,
+    };
+    if !dir.exists() {
+        println!(
+            "aam-worker: the cache {} is empty (it does not exist)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let cleared = aam_worker::worktree::cache::clear(&dir);
+    println!(
+        "aam-worker: cleared the cache {}: removed {} entries ({})",
+        dir.display(),
+        cleared.entries,
+        aam_worker::worktree::cache::format_size(cleared.bytes)
+    );
+    Ok(())
+}
+
 fn main() {
     let args = Args::parse();
     init_logging(args.log_format == "json");
+    if args.clear_cache {
+        let code = match clear_cache(args.cache) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("aam-worker: {e:#}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let drain_timeout = args.drain_timeout;
     let config = match config(args) {
         Ok(c) => c,

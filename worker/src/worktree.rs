@@ -6,10 +6,15 @@
 //! `setup.rs`, `finish.rs`, `leftovers.rs`; `job.rs` strings them around a
 //! job's process, with `verify.rs` in between; `workspace.rs` and
 //! `steps.rs` are the repository's `.aam/workspace.toml` (setup, teardown,
-//! copied files), `overrides.rs` a job's own keys over it.
+//! copied files, `globs.rs` for copies by pattern), `cache.rs` (with
+//! `clone.rs`) its warm caches,
+//! `overrides.rs` a job's own keys over the file.
 
+pub mod cache;
+pub mod clone;
 pub mod finish;
 pub mod git;
+pub mod globs;
 pub mod job;
 pub mod leftovers;
 pub mod overrides;
@@ -35,12 +40,7 @@ const LOCK_FILE: &str = ".aam-worker.lock";
 /// character of the name other than a letter, digit, `-`, `_` or `.` is
 /// `-` there (a name is no path).
 pub fn default_root(name: &str) -> Option<PathBuf> {
-    let data = match std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".local/share")
-        }
-    };
+    let data = data_home()?;
     let mut name: String = name
         .chars()
         .map(|c| match c {
@@ -52,6 +52,16 @@ pub fn default_root(name: &str) -> Option<PathBuf> {
         name = format!("worker{name}");
     }
     Some(data.join("aam/worktrees").join(name))
+}
+
+/// `$XDG_DATA_HOME`, else `~/.local/share`; None without either variable.
+fn data_home() -> Option<PathBuf> {
+    match std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(
+            PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".local/share"),
+        ),
+    }
 }
 
 /// The worktree root of the worker embedded with a manager whose state is
@@ -97,10 +107,21 @@ pub struct Worktrees {
     /// The worker is exiting: jobs' ends leave their worktrees to the
     /// clean-up at the next start rather than hold up the exit.
     exiting: AtomicBool,
+    /// The warm caches of workspaces' `cache` paths; None: not kept.
+    cache: Option<Arc<cache::Cache>>,
 }
 
 impl Worktrees {
     pub fn new(root: PathBuf, patch_limit: usize) -> Arc<Worktrees> {
+        Worktrees::with_cache(root, patch_limit, None)
+    }
+
+    /// The same, with a warm cache for workspaces' `cache` paths.
+    pub fn with_cache(
+        root: PathBuf,
+        patch_limit: usize,
+        cache: Option<cache::CacheConfig>,
+    ) -> Arc<Worktrees> {
         Arc::new(Worktrees {
             root,
             patch_limit,
@@ -110,7 +131,13 @@ impl Worktrees {
             in_use: Mutex::new(HashSet::new()),
             dirs: tokio::sync::RwLock::new(()),
             exiting: AtomicBool::new(false),
+            cache: cache.map(|config| Arc::new(cache::Cache::new(config))),
         })
+    }
+
+    /// The warm cache, if this worker keeps one.
+    pub fn cache(&self) -> Option<&Arc<cache::Cache>> {
+        self.cache.as_ref()
     }
 
     pub fn root(&self) -> &Path {

@@ -3,7 +3,9 @@
 //! (`ports = N`, `AAM_PORT` / `AAM_PORTS`, from the worker's `--ports`),
 //! and a repository's `.aam/workspace.toml` (setup once per job in its
 //! worktree with the copied `.env`, a failing setup, a bad file, teardown
-//! after success and after a cancel, `setup_ms` / `teardown_ms`).
+//! after success and after a cancel, `setup_ms` / `teardown_ms`), `copy`
+//! globs, and warm caches (a hit for the second job of a lock file, a miss
+//! for a changed one, `aam-worker --clear-cache`).
 
 use aam_tests::git::{make_repo, GitRepo};
 use aam_tests::{poll, Cluster, WAIT_FOR_GATE};
@@ -98,13 +100,26 @@ fn more_than_16_ports_are_refused_at_submit_naming_job_and_field() {
 /// repository `work/repo` with `workspace` committed as its
 /// `.aam/workspace.toml`, `.env` ignored, and a `.env` in the checkout.
 fn cluster_with_workspace(workspace: &str) -> (Cluster, GitRepo) {
+    cluster_with(workspace, ".env\n")
+}
+
+/// The same with `ignored` as the repository's `.gitignore`; the worker's
+/// cache is `cache` in the scratch directory.
+fn cluster_with(workspace: &str, ignored: &str) -> (Cluster, GitRepo) {
     let mut c = Cluster::with_manager();
     let root = c.path("worktrees");
-    c.start_worker_with("w", 2, &["--worktrees", root.to_str().unwrap()]);
+    let cache = c.path("cache");
+    let flags = [
+        "--worktrees",
+        root.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    c.start_worker_with("w", 2, &flags);
     let repo = make_repo(&c.path("work").join("repo"), 3);
     std::fs::create_dir_all(repo.path.join(".aam")).unwrap();
     std::fs::write(repo.path.join(".aam/workspace.toml"), workspace).unwrap();
-    std::fs::write(repo.path.join(".gitignore"), ".env\n").unwrap();
+    std::fs::write(repo.path.join(".gitignore"), ignored).unwrap();
     repo.commit_all("workspace file");
     std::fs::write(repo.path.join(".env"), "API_KEY=from-the-checkout\n").unwrap();
     (c, repo)
@@ -255,4 +270,153 @@ fn teardown_runs_after_a_job_that_could_not_start() {
     let session = c.submit_json(&json!({ "name": "ws", "jobs": [job] }));
     let s = c.poll_status(&session, "the job's end", |s| s["status"] == "failed");
     assert_eq!(lines_of(&c, "steps"), ["setup in app", "teardown"], "{s}");
+}
+
+#[test]
+fn copy_globs_bring_every_match_and_skip_ones_matching_nothing() {
+    let workspace = "copy = [\"config/*.local.json\", \"**/.env\", \"*.pem\"]\n";
+    let (c, repo) = cluster_with(workspace, ".env\n*.local.json\n");
+    std::fs::create_dir_all(repo.path.join("config")).unwrap();
+    std::fs::create_dir_all(repo.path.join("api")).unwrap();
+    std::fs::write(repo.path.join("config/db.local.json"), "{\"db\": 1}\n").unwrap();
+    std::fs::write(repo.path.join("config/ui.local.json"), "{\"ui\": 1}\n").unwrap();
+    std::fs::write(repo.path.join("api/.env"), "API=nested\n").unwrap();
+    let script = "cat config/db.local.json config/ui.local.json .env api/.env";
+    let job = worktree_job("app", script, json!({}));
+    let session = c.submit_json(&json!({ "name": "ws", "jobs": [job] }));
+    let s = c.poll_status(&session, "the job's end", |s| s["status"] != "running");
+    assert_eq!(s["jobs"][0]["status"], "succeeded", "{s}\n{}", c.logs());
+    let log = log_of(&c, &session, "app");
+    for line in [
+        "copy: config/db.local.json\n",
+        "copy: config/ui.local.json\n",
+        "copy: .env\n",
+        "copy: api/.env\n",
+        "copy: *.pem: no match in ",
+        "{\"db\": 1}\n{\"ui\": 1}\nAPI_KEY=from-the-checkout\nAPI=nested\n",
+    ] {
+        assert!(log.contains(line), "{line:?} missing in:\n{log}");
+    }
+}
+
+/// A workspace whose setup "installs" `node_modules` (three files, and a
+/// line in `$INSTALLS`, outside the worktree) unless the cache placed it.
+const CACHED: &str = r#"
+setup = ["sh", "-c", """
+if [ "$AAM_CACHE_HIT" = 1 ]; then echo "setup: cached"; exit 0; fi
+mkdir -p node_modules/left-pad
+for n in 1 2 3; do echo "module $n" > node_modules/left-pad/m$n.js; done
+echo install >> "$INSTALLS"
+echo "setup: installed"
+"""]
+cache = [{ path = "node_modules", key = ["package-lock.json"] }]
+"#;
+
+/// Runs one job of the cached workspace in a session of its own, to its
+/// end: its log.
+fn run_cached_job(c: &Cluster, name: &str) -> String {
+    let env = json!({ "INSTALLS": c.path("installs").to_str().unwrap() });
+    let script = "cat node_modules/left-pad/m2.js; echo hit=$AAM_CACHE_HIT";
+    let job = worktree_job(name, script, env);
+    let session = c.submit_json(&json!({ "name": name, "jobs": [job] }));
+    let s = c.poll_status(&session, "the job's end", |s| s["status"] != "running");
+    assert_eq!(s["jobs"][0]["status"], "succeeded", "{s}\n{}", c.logs());
+    log_of(c, &session, name)
+}
+
+/// The cache's entries (directories under `entries/`).
+fn cache_entries(c: &Cluster) -> usize {
+    std::fs::read_dir(c.path("cache").join("entries")).map_or(0, |dir| dir.count())
+}
+
+#[test]
+fn the_second_job_of_a_lock_file_gets_a_cache_hit_and_installs_nothing() {
+    let (c, repo) = cluster_with(CACHED, "node_modules/\n");
+    std::fs::write(
+        repo.path.join("package-lock.json"),
+        "{\"left-pad\": \"1.0.0\"}\n",
+    )
+    .unwrap();
+    repo.commit_all("lock file");
+
+    let first = run_cached_job(&c, "first");
+    assert!(
+        first.contains("cache: node_modules: miss, saved (3 files, "),
+        "{first}"
+    );
+    assert!(
+        first.contains("setup: installed") && first.contains("hit=0"),
+        "{first}"
+    );
+    assert_eq!(lines_of(&c, "installs").len(), 1);
+
+    let second = run_cached_job(&c, "second");
+    let order = [
+        "== setup ==",
+        "cache: node_modules: hit (",
+        "setup: cached",
+        "== job ==",
+        "module 2",
+        "hit=1",
+    ];
+    let mut from = 0;
+    for part in order {
+        let at = second[from..].find(part);
+        assert!(
+            at.is_some(),
+            "{part:?} missing or out of order in:\n{second}"
+        );
+        from += at.unwrap() + part.len();
+    }
+    assert_eq!(
+        lines_of(&c, "installs").len(),
+        1,
+        "the second job installed"
+    );
+    assert_eq!(cache_entries(&c), 1);
+
+    // A changed lock file misses: installed again, saved beside the first.
+    std::fs::write(
+        repo.path.join("package-lock.json"),
+        "{\"left-pad\": \"1.1.0\"}\n",
+    )
+    .unwrap();
+    repo.commit_all("left-pad 1.1.0");
+    let third = run_cached_job(&c, "third");
+    assert!(
+        third.contains("cache: node_modules: miss, saved (3 files, "),
+        "{third}"
+    );
+    assert_eq!(lines_of(&c, "installs").len(), 2);
+    assert_eq!(cache_entries(&c), 2);
+    // node_modules is ignored: no job committed it.
+    assert!(repo.branches("").iter().all(|b| !repo
+        .files_at(b)
+        .iter()
+        .any(|f| f.starts_with("node_modules"))));
+}
+
+#[test]
+fn clear_cache_empties_the_cache_and_says_what_it_removed() {
+    let (c, repo) = cluster_with(CACHED, "node_modules/\n");
+    std::fs::write(repo.path.join("package-lock.json"), "{}\n").unwrap();
+    repo.commit_all("lock file");
+    run_cached_job(&c, "first");
+    assert_eq!(cache_entries(&c), 1);
+
+    let cache = c.path("cache");
+    let mut clear = std::process::Command::new(aam_tests::bin("aam-worker"));
+    clear.args(["--clear-cache", "--cache", cache.to_str().unwrap()]);
+    let out = aam_tests::run_command(clear, Duration::from_secs(30)).expect_code(0);
+    let said = format!("cleared the cache {}: removed 1 entries (", cache.display());
+    assert!(out.stdout.contains(&said), "{}", out.dump());
+    assert_eq!(cache_entries(&c), 0);
+
+    // So the next job of the same lock file installs again.
+    let next = run_cached_job(&c, "next");
+    assert!(
+        next.contains("miss, saved") && next.contains("hit=0"),
+        "{next}"
+    );
+    assert_eq!(lines_of(&c, "installs").len(), 2);
 }

@@ -46,6 +46,8 @@ pub struct JobTree {
     pub workspace: Option<super::workspace::Workspace>,
     /// What its `copy` did, one log line per entry.
     pub copied: Vec<String>,
+    /// Its workspace's `cache` paths, placed from the worker's cache or not.
+    pub cached: super::cache::Placed,
     /// The container its steps run in (`isolation = "container"`).
     pub container: Option<crate::container::job::JobContainer>,
     /// Keeps other jobs of this worker off the path while it runs.
@@ -54,7 +56,7 @@ pub struct JobTree {
 
 impl JobTree {
     /// The worktrees it is one of.
-    fn worktrees(&self) -> &Worktrees {
+    pub(super) fn worktrees(&self) -> &Worktrees {
         &self.claim.worktrees
     }
 }
@@ -123,22 +125,28 @@ pub async fn set_up(
         patch_cap: (order.patch_cap.min(worktrees.patch_limit as u64)) as usize,
         workspace: None,
         copied: Vec::new(),
+        cached: Default::default(),
         container: None,
         claim,
     };
     let (top, base, at) = (tree.repo.clone(), tree.base.clone(), tree.path.clone());
+    let cache = worktrees.cache().cloned();
     let own = order.workspace.clone();
     let read = blocking(move || {
         let file = super::workspace::read(&top, &base)?;
         let Some(workspace) = super::overrides::apply(file, own.as_deref()) else {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), Default::default()));
         };
         let copied = super::workspace::copy_files(&top, &at, &workspace.copy);
-        Ok((Some(workspace), copied))
+        // After the copies: a key file may be one of them.
+        let cached = super::cache::place(cache.as_deref(), &top, &at, &workspace.cache);
+        Ok((Some(workspace), copied, cached))
     })
     .await;
     match read {
-        Ok((workspace, copied)) => (tree.workspace, tree.copied) = (workspace, copied),
+        Ok((workspace, copied, cached)) => {
+            (tree.workspace, tree.copied, tree.cached) = (workspace, copied, cached)
+        }
         Err(why) => {
             // Nothing ran in it: the worktree and its new branch go.
             remove(&tree, true).await;

@@ -26,6 +26,8 @@ pub fn apply(file: Option<Workspace>, job: Option<&JobWorkspace>) -> Option<Work
             .teardown_timeout_ms
             .map_or(file.teardown_timeout, Duration::from_millis),
         copy: job.copy.clone().unwrap_or(file.copy),
+        // Caches are the repository's: keyed by its own files.
+        cache: file.cache,
     })
 }
 
@@ -50,6 +52,7 @@ mod tests {
             teardown: Some(vec!["make".into(), "stop".into()]),
             teardown_timeout: TEARDOWN_TIME,
             copy: vec![".env".into()],
+            cache: Vec::new(),
         };
         let job = JobWorkspace {
             setup: Some(vec!["make".into(), "deps".into()]),

@@ -3,8 +3,11 @@
 //! when it ends. Each runs like a verify (its own process group, the job's
 //! environment and ports, a time limit) and its output goes to the job's
 //! log under its own heading (`== setup ==`, `== teardown ==`), with
-//! `== job ==` before the job's own output.
+//! `== job ==` before the job's own output. The warm cache's lines go
+//! under `== setup ==` too: hits before the setup's output, what became
+//! of the misses (saved or why not) after it.
 
+use super::cache::SetupEnd;
 use super::job::JobTree;
 use super::verify::{run_verify, VerifyCommand};
 use crate::child::{EventSink, JobEvent, StopOrder};
@@ -39,12 +42,12 @@ pub async fn setup<S: EventSink>(
         return (None, None);
     };
     let mut log = String::from("== setup ==\n");
-    for line in &tree.copied {
-        log.push_str(line);
-        log.push('\n');
-    }
+    push_lines(&mut log, &tree.copied);
+    push_lines(&mut log, &tree.cached.lines);
     let Some(argv) = &workspace.setup else {
-        if !tree.copied.is_empty() {
+        let saved = save_cache(tree, SetupEnd::None).await;
+        push_lines(&mut log, &saved);
+        if !tree.copied.is_empty() || !tree.cached.slots.is_empty() {
             log.push_str("== job ==\n");
             write_log(sink, assignment, log).await;
         }
@@ -55,7 +58,14 @@ pub async fn setup<S: EventSink>(
         run_step("setup", argv, tree, assignment, marker, timeout, sink, stop).await;
     push_output(&mut log, &outcome.output_tail);
     let ms = outcome.duration_ms;
-    if outcome.passed && stopped.is_none() {
+    let passed = outcome.passed && stopped.is_none();
+    let end = if passed {
+        SetupEnd::Passed
+    } else {
+        SetupEnd::NotPassed
+    };
+    push_lines(&mut log, &save_cache(tree, end).await);
+    if passed {
         log.push_str("== job ==\n");
         write_log(sink, assignment, log).await;
         return (Some(ms), None);
@@ -167,6 +177,28 @@ async fn run_step<S: EventSink>(
     tracing::info!(step = what, exit = ?ended.0.exit_code, duration_ms = ended.0.duration_ms,
         "workspace step ended");
     ended
+}
+
+/// Saves the job's cache paths that missed, after its setup: log lines.
+async fn save_cache(tree: &JobTree, end: SetupEnd) -> Vec<String> {
+    if tree.cached.slots.is_empty() {
+        return Vec::new();
+    }
+    let cache = tree.worktrees().cache().cloned();
+    let (path, repo, placed) = (tree.path.clone(), tree.repo.clone(), tree.cached.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        super::cache::save(cache.as_deref(), &path, &repo, &placed, end)
+    });
+    saved
+        .await
+        .unwrap_or_else(|e| vec![format!("cache: not saved: {e}")])
+}
+
+fn push_lines(log: &mut String, lines: &[String]) {
+    for line in lines {
+        log.push_str(line);
+        log.push('\n');
+    }
 }
 
 fn push_output(log: &mut String, output: &str) {
