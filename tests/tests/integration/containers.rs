@@ -2,7 +2,8 @@
 //! through the real manager, worker and `aam` binaries with real podman
 //! containers of a busybox image built offline: the job's file lands on
 //! its branch, an egress allowlist lets through the listed server on a
-//! test host and refuses another (logged), `network = "none"` reaches
+//! test host and refuses another (logged) and a service of the worker's
+//! own host, `network = "none"` reaches
 //! nothing, a cancel leaves no container behind (its teardown, a job key,
 //! ran first), and a worker without an engine is never sent one.
 
@@ -110,12 +111,19 @@ fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
     let other = net.host(1).addr(8080);
     let allowed_hits = serve(net.host(0), 8080, "allowed");
     let other_hits = serve(net.host(1), 8080, "other");
+    // A service of this machine bound to every address: on the gateway of
+    // the containers' network too, yet out of their reach.
+    let on_host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    on_host.set_nonblocking(true).unwrap();
+    let host_port = on_host.local_addr().unwrap().port();
     let (c, root) = cluster("egressw");
     let fetch = |addr: std::net::SocketAddr, tag: &str| {
         format!("timeout 5 wget -q -O - http://{addr}/; echo {tag}-exit=$?; ")
     };
     let listed = format!(
-        "{}{}timeout 3 wget -Y off -q -O - http://{allowed}/; echo direct-exit=$?",
+        "{}{}timeout 3 wget -Y off -q -O - http://{allowed}/; echo direct-exit=$?; \
+         gw=${{HTTP_PROXY#http://}}; gw=${{gw%:*}}; \
+         timeout 3 wget -Y off -q -O - http://$gw:{host_port}/; echo host-exit=$?",
         fetch(allowed, "allowed"),
         fetch(other, "other"),
     );
@@ -155,6 +163,11 @@ fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
     assert!(
         !log.contains("direct-exit=0"),
         "reached the host without the proxy:\n{log}"
+    );
+    assert!(log.contains("host-exit="), "{log}");
+    assert!(
+        on_host.accept().is_err(),
+        "the container reached a service of the worker's host:\n{log}"
     );
     assert_eq!(other_hits.load(Ordering::SeqCst), 0);
     let hits_before = allowed_hits.load(Ordering::SeqCst);

@@ -20,8 +20,10 @@ pub struct JobContainer {
     pub name: String,
     /// Variables every step gets besides the job's (the proxy's address).
     pub env: Vec<(String, String)>,
-    /// The egress proxy, for a container with an allowlist.
-    _proxy: Option<EgressProxy>,
+    /// The egress proxy, for a container with an allowlist, and the
+    /// firewall rule that lets the container reach it (and nothing else
+    /// of the host).
+    _proxy: Option<(EgressProxy, network::HostGuard)>,
     removed: bool,
 }
 
@@ -80,7 +82,8 @@ impl JobContainer {
                     env.push((key.to_string(), "localhost,127.0.0.1,::1".to_string()));
                 }
                 args.extend(["--network".into(), network::NAME.into()]);
-                proxy = Some(started);
+                let guard = network::guard_host(&net, started.addr.port()).await;
+                proxy = Some((started, guard));
                 refusals = Some(rx);
                 egress_net = Some(net);
             }

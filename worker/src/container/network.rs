@@ -4,6 +4,12 @@
 //! container joins: a Linux bridge otherwise takes the lowest of its
 //! ports', so every container that joins or leaves changes it and the
 //! others lose their gateway (the proxy) until their ARP entry expires.
+//!
+//! `--internal` gives no route out, but the host itself is on the bridge:
+//! a service of the host bound to every address would be reachable at the
+//! gateway. So the worker drops whatever comes in from the bridge
+//! (`iptables -A INPUT -i BRIDGE -j DROP`, and `ip6tables` for link-local
+//! addresses), and lets through only each job's proxy port while it runs.
 
 use super::{Containers, EngineKind};
 use std::net::IpAddr;
@@ -57,6 +63,101 @@ async fn inspect(containers: &Containers) -> Result<EgressNet, String> {
         gateway,
         bridge: bridge.trim().to_string(),
     })
+}
+
+/// Whatever comes in from the bridge is dropped but for the proxy's port
+/// (`port`) on the gateway, while the guard lives. Best effort: without
+/// iptables (or the right to use it) the job still runs, with a warning
+/// that the host's services bound to every address are within its reach.
+pub async fn guard_host(net: &EgressNet, port: u16) -> HostGuard {
+    let bridge = net.bridge.clone();
+    let drop_all = |tool: &str, verb: &str| {
+        vec![
+            tool.to_string(),
+            verb.into(),
+            "INPUT".into(),
+            "-i".into(),
+            bridge.clone(),
+            "-j".into(),
+            "DROP".into(),
+        ]
+    };
+    let mut ok = true;
+    for tool in ["iptables", "ip6tables"] {
+        // Appended once (checked first), so each job's ACCEPT, inserted at
+        // the top, comes before it.
+        if !iptables(&drop_all(tool, "-C")).await {
+            ok &= iptables(&drop_all(tool, "-A")).await;
+        }
+    }
+    let accept = accept_rule(net, port);
+    let mut insert = accept.clone();
+    insert[1] = "-I".into();
+    ok &= iptables(&insert).await;
+    if !ok {
+        tracing::warn!(bridge = %net.bridge,
+            "could not limit what egress-listed containers reach on this host (iptables):              services of this host bound to every address are within their reach");
+    }
+    HostGuard {
+        rule: ok.then_some(accept),
+    }
+}
+
+/// `iptables -? INPUT -i BRIDGE -p tcp -d GATEWAY --dport PORT -j ACCEPT`.
+fn accept_rule(net: &EgressNet, port: u16) -> Vec<String> {
+    [
+        "iptables",
+        "-D",
+        "INPUT",
+        "-i",
+        &net.bridge,
+        "-p",
+        "tcp",
+        "-d",
+        &net.gateway.to_string(),
+        "--dport",
+        &port.to_string(),
+        "-j",
+        "ACCEPT",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Runs an iptables command; whether it succeeded.
+async fn iptables(argv: &[String]) -> bool {
+    tokio::process::Command::new(&argv[0])
+        .args(["-w", "5"])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// A job's proxy port let through; the rule goes when it is dropped.
+pub struct HostGuard {
+    /// The rule to delete (`-D`), when it was added.
+    rule: Option<Vec<String>>,
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        let Some(rule) = self.rule.take() else {
+            return;
+        };
+        std::thread::spawn(move || {
+            let _ = std::process::Command::new(&rule[0])
+                .args(["-w", "5"])
+                .args(&rule[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        });
+    }
 }
 
 /// Pins the bridge's MAC address (a fixed, locally administered one
