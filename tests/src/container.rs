@@ -82,6 +82,25 @@ fn import_busybox() {
     );
 }
 
+/// Removes, when dropped, the containers a worker of the test made (one
+/// a failed test's killed worker left running, say).
+pub struct Sweep {
+    pub worker: String,
+    pub worktrees: std::path::PathBuf,
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        let left = containers_of(&self.worker, &self.worktrees);
+        if !left.is_empty() {
+            let _ = Command::new("podman")
+                .args(["rm", "-f", "-t", "0"])
+                .args(&left)
+                .output();
+        }
+    }
+}
+
 /// The containers (any state) a worker made: those labelled with its
 /// name and worktree root.
 pub fn containers_of(worker: &str, worktrees: &Path) -> Vec<String> {

@@ -309,7 +309,7 @@ async fn start_container(
         None => vec![inputs.json.clone(), inputs.markdown.clone()],
     };
     let name = crate::container::job::container_name(
-        &containers.worker,
+        containers,
         &assignment.job.session.to_string(),
         assignment.job.index,
         assignment.attempt,

@@ -11,6 +11,7 @@
 //! rootless engine's processes) finds and signals them like the job's
 //! other processes (`teardown.rs`).
 
+pub mod forward;
 pub mod job;
 pub mod network;
 pub mod proxy;
@@ -161,6 +162,16 @@ impl Containers {
             .rfind(|l| !l.is_empty())
             .unwrap_or("no error output");
         Err(format!("`{program} {what}` failed: {line}"))
+    }
+
+    /// A running container's address on its network.
+    pub async fn address_of(&self, name: &str) -> Result<std::net::IpAddr, String> {
+        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
+        let args = ["inspect", "--format", format, name].map(String::from);
+        let out = self.run(&args).await?;
+        out.split_whitespace()
+            .find_map(|a| a.parse().ok())
+            .ok_or_else(|| format!("container {name} has no address ({})", out.trim()))
     }
 
     /// The egress network, made on first use.

@@ -7,7 +7,7 @@
 //! nothing, a cancel leaves no container behind (its teardown, a job key,
 //! ran first), and a worker without an engine is never sent one.
 
-use aam_tests::container::{busybox_image, containers_of};
+use aam_tests::container::{busybox_image, containers_of, Sweep};
 use aam_tests::netns::{Host, TestNet};
 use aam_tests::{poll, Cluster};
 use serde_json::json;
@@ -18,12 +18,24 @@ use std::time::Duration;
 
 /// A manager and a worker named `name` with its worktrees in the
 /// scratch directory, and a repository `work/repo`.
-fn cluster(name: &str) -> (Cluster, std::path::PathBuf) {
+fn cluster(name: &str) -> (Cluster, std::path::PathBuf, Sweep) {
+    cluster_with(name, &[])
+}
+
+/// The same with more worker flags; the sweep, dropped after the cluster,
+/// removes what a failed test's worker left.
+fn cluster_with(name: &str, flags: &[&str]) -> (Cluster, std::path::PathBuf, Sweep) {
     let mut c = Cluster::with_manager();
     let root = c.path("worktrees");
-    c.start_worker_with(name, 2, &["--worktrees", root.to_str().unwrap()]);
+    let mut args = vec!["--worktrees", root.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    c.start_worker_with(name, 2, &args);
     aam_tests::git::make_repo(&c.path("work").join("repo"), 2);
-    (c, root)
+    let sweep = Sweep {
+        worker: name.to_string(),
+        worktrees: root.clone(),
+    };
+    (c, root, sweep)
 }
 
 fn log_of(c: &Cluster, session: &str, job: &str) -> String {
@@ -35,7 +47,7 @@ fn log_of(c: &Cluster, session: &str, job: &str) -> String {
 #[test]
 fn a_container_job_writes_a_file_that_lands_on_its_branch_and_leaves_no_container() {
     let image = busybox_image();
-    let (c, root) = cluster("boxw");
+    let (c, root, _sweep) = cluster("boxw");
     // PID 1 is the pausing init the worker mounts: the job is in the container.
     let script = "echo made-in-a-container > made.txt; tr '\\0' ' ' < /proc/1/cmdline; echo; \
                   echo env=$AAM_JOB_NAME";
@@ -116,7 +128,7 @@ fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
     let on_host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     on_host.set_nonblocking(true).unwrap();
     let host_port = on_host.local_addr().unwrap().port();
-    let (c, root) = cluster("egressw");
+    let (c, root, _sweep) = cluster("egressw");
     let fetch = |addr: std::net::SocketAddr, tag: &str| {
         format!("timeout 5 wget -q -O - http://{addr}/; echo {tag}-exit=$?; ")
     };
@@ -188,7 +200,7 @@ fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
 #[test]
 fn a_cancelled_container_job_runs_its_teardown_and_leaves_no_container() {
     let image = busybox_image();
-    let (c, root) = cluster("cancelw");
+    let (c, root, _sweep) = cluster("cancelw");
     let job = json!({
         "name": "held",
         "command": ["sh", "-c", "echo '::progress:: 50 holding'; exec sleep 600"],
@@ -249,4 +261,79 @@ fn a_container_job_waits_for_a_worker_with_an_engine_and_needs_an_image() {
         "{}",
         out.stderr
     );
+}
+
+/// Connects to `127.0.0.1:port` until what is read there is `expected`.
+fn greeting_on(port: u16, expected: &str) -> bool {
+    poll(Duration::from_secs(60), || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut got = String::new();
+        let _ = stream.read_to_string(&mut got);
+        (got.trim() == expected).then_some(())
+    })
+    .is_some()
+}
+
+#[test]
+fn a_container_jobs_ports_are_on_the_workers_loopback_and_its_limits_hold() {
+    let image = busybox_image();
+    let mut c = Cluster::with_manager();
+    let root = c.path("worktrees");
+    let args = [
+        "--worktrees",
+        root.to_str().unwrap(),
+        "--ports",
+        "47310-47311",
+    ];
+    c.start_worker_with("portw", 2, &args);
+    aam_tests::git::make_repo(&c.path("work").join("repo"), 2);
+    // One connection each, then the job ends: the greeting came through.
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo port=$AAM_PORT listening; \
+                  echo hello-$AAM_JOB_NAME | nc -l -p $AAM_PORT";
+    let job = |name: &str, network: serde_json::Value| {
+        let mut job = json!({
+            "name": name,
+            "command": ["sh", "-c", script],
+            "image": image,
+            "ports": 1,
+            "memory": "64m",
+            "cpus": 0.5,
+            "workdir": "repo",
+        });
+        job.as_object_mut()
+            .unwrap()
+            .extend(network.as_object().unwrap().clone());
+        job
+    };
+    let jobs = json!([
+        job("open", json!({ "network": "open" })),
+        job("listed", json!({ "egress": ["127.0.0.1:9"] })),
+    ]);
+    let session = c.submit_json(&json!({ "name": "ports", "jobs": jobs }));
+    // The job says its port and its memory limit, then waits for one
+    // connection; what comes back through the port is its greeting.
+    let greeted = |name: &str| -> u16 {
+        let log = poll(Duration::from_secs(30), || {
+            let log = log_of(&c, &session, name);
+            log.contains("listening").then_some(log)
+        })
+        .unwrap_or_else(|| panic!("{name} never listened:\n{}", c.logs()));
+        assert!(log.contains("67108864"), "no memory limit of 64m:\n{log}");
+        let port: u16 = log
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port=")?.parse().ok())
+            .unwrap_or_else(|| panic!("no port in:\n{log}"));
+        assert!(
+            greeting_on(port, &format!("hello-{name}")),
+            "{name}'s port {port} is not on the worker's loopback\n{}",
+            c.logs()
+        );
+        port
+    };
+    let (first, second) = (greeted("open"), greeted("listed"));
+    assert_ne!(first, second);
+    let s = c.poll_status(&session, "both jobs' ends", |s| s["status"] != "running");
+    assert_eq!(s["status"], "succeeded", "{s}\n{}", c.logs());
+    assert!(containers_of("portw", &root).is_empty());
 }

@@ -24,6 +24,8 @@ pub struct JobContainer {
     /// firewall rule that lets the container reach it (and nothing else
     /// of the host).
     _proxy: Option<(EgressProxy, network::HostGuard)>,
+    /// The job's ports relayed from the worker's loopback (egress network).
+    _relays: Option<super::forward::PortRelays>,
     removed: bool,
 }
 
@@ -122,14 +124,20 @@ impl JobContainer {
                 spec.image
             )
         })?;
+        let mut relays = None;
         if let Some(net) = &egress_net {
             network::pin_bridge_address(net).await;
+            if !plan.ports.is_empty() {
+                let ip = containers.address_of(&plan.name).await?;
+                relays = Some(super::forward::relay(ip, plan.ports).await);
+            }
         }
         let container = JobContainer {
             containers: containers.clone(),
             name: plan.name,
             env,
             _proxy: proxy,
+            _relays: relays,
             removed: false,
         };
         Ok((container, refusals))
@@ -195,9 +203,11 @@ impl Drop for JobContainer {
     }
 }
 
-/// The name of an attempt's container: `aam-WORKER-SESSION-INDEX-ATTEMPT`,
-/// in the characters engines take.
-pub fn container_name(worker: &str, session: &str, index: u32, attempt: u32) -> String {
+/// The name of an attempt's container:
+/// `aam-WORKER-LABELHASH-SESSION-INDEX-ATTEMPT`, in the characters engines
+/// take; the hash of the worker's label (its name and worktree root) keeps
+/// two workers of one name on a host (two managers' `s1`) apart.
+pub fn container_name(containers: &Containers, session: &str, index: u32, attempt: u32) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -209,16 +219,38 @@ pub fn container_name(worker: &str, session: &str, index: u32, attempt: u32) -> 
             })
             .collect()
     };
-    format!("aam-{}-{}-{index}-{attempt}", clean(worker), clean(session))
+    let hash = containers
+        .label
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let worker = clean(&containers.worker);
+    format!(
+        "aam-{worker}-{:08x}-{}-{index}-{attempt}",
+        hash as u32,
+        clean(session)
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Containers, Engine, EngineKind};
+    use std::path::Path;
+
     #[test]
-    fn container_names_take_only_what_engines_allow() {
-        assert_eq!(
-            super::container_name("box.1 x", "s4", 2, 1),
-            "aam-box-1-x-s4-2-1"
+    fn container_names_take_only_what_engines_allow_and_tell_roots_apart() {
+        let engine = Engine {
+            program: "podman".into(),
+            kind: EngineKind::Podman,
+        };
+        let one = Containers::new(engine.clone(), "box.1 x", Some(Path::new("/a")));
+        let other = Containers::new(engine, "box.1 x", Some(Path::new("/b")));
+        let name = super::container_name(&one, "s4", 2, 1);
+        assert!(
+            name.starts_with("aam-box-1-x-") && name.ends_with("-s4-2-1"),
+            "{name}"
         );
+        assert_ne!(name, super::container_name(&other, "s4", 2, 1));
     }
 }

@@ -83,6 +83,28 @@ pub async fn guard_host(net: &EgressNet, port: u16) -> HostGuard {
         ]
     };
     let mut ok = true;
+    // Replies to connections the host opened (the job's ports, relayed)
+    // come back in from the bridge: let those through first.
+    let replies = |verb: &str| {
+        [
+            "iptables",
+            verb,
+            "INPUT",
+            "-i",
+            &bridge,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    if !iptables(&replies("-C")).await {
+        ok &= iptables(&replies("-I")).await;
+    }
     for tool in ["iptables", "ip6tables"] {
         // Appended once (checked first), so each job's ACCEPT, inserted at
         // the top, comes before it.
