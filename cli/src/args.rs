@@ -105,6 +105,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say something to a running agent (SESSION/JOB), or to every running
+    /// agent of a session that takes input (SESSION): one more message of
+    /// its conversation, on its stdin
+    Say {
+        target: String,
+        /// The message (or --file)
+        text: Option<String>,
+        /// Read the message from this file
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A worktree job's patch (SESSION/JOB), as `git format-patch` wrote
     /// it (for a job of variants, its winner's)
     Diff {

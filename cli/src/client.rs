@@ -400,6 +400,18 @@ impl Client {
             Ok(submitted) => Ok(submitted))
     }
 
+    /// Says `text` to the running agent `job` of `session`, or to every
+    /// running agent of it that takes input: the jobs it was said to.
+    pub async fn say(
+        &mut self,
+        session: SessionId,
+        job: Option<String>,
+        text: String,
+    ) -> anyhow::Result<Vec<String>> {
+        let request = ClientRequest::Say { session, job, text };
+        expect!(self.call(request).await?, ClientResponse::Said { jobs } => Ok(jobs))
+    }
+
     pub async fn workers(&mut self) -> anyhow::Result<Vec<WorkerView>> {
         expect!(self.call(ClientRequest::Workers).await?,
             ClientResponse::Workers(list) => Ok(list))

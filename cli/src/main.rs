@@ -86,6 +86,12 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Continue { job, prompt, json } => {
             cmd::continue_::run(flags, &job, prompt, json).await
         }
+        Command::Say {
+            target,
+            text,
+            file,
+            json,
+        } => cmd::say::run(flags, &target, text, file, json).await,
         Command::Diff { job, json } => cmd::diff::run(flags, &job, json).await,
         Command::Apply { job, json } => cmd::apply::run(flags, &job, json).await,
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,

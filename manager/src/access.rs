@@ -121,6 +121,8 @@ pub enum Action {
     Reject,
     Retry,
     Continue,
+    /// `aam say` to a running agent.
+    Say,
     Gc,
     Audit,
     /// Registering as a worker (the handshake's `Role::Worker`).
@@ -137,6 +139,7 @@ impl Action {
             Action::Reject => "reject",
             Action::Retry => "retry",
             Action::Continue => "continue",
+            Action::Say => "say",
             Action::Gc => "gc",
             Action::Audit => "audit",
             Action::Register => "register",
@@ -156,7 +159,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         Role::Admin => action != Register,
         Role::Submit | Role::Agent => matches!(
             action,
-            Read(_) | Submit | Cancel | Approve | Reject | Retry | Continue
+            Read(_) | Submit | Cancel | Approve | Reject | Retry | Continue | Say
         ),
         Role::Read => matches!(action, Read(_)),
         Role::Worker => action == Register,
@@ -181,6 +184,7 @@ pub fn action_of(request: &ClientRequest) -> Action {
         ClientRequest::Decide { approve: true, .. } => Action::Approve,
         ClientRequest::Decide { approve: false, .. } => Action::Reject,
         ClientRequest::Continue { .. } => Action::Continue,
+        ClientRequest::Say { .. } => Action::Say,
         ClientRequest::Audit { .. } => Action::Audit,
     }
 }
@@ -191,6 +195,9 @@ pub fn target_of(request: &ClientRequest) -> String {
         ClientRequest::Session { session, .. }
         | ClientRequest::Watch { session }
         | ClientRequest::Retry { session }
+        | ClientRequest::Say {
+            session, job: None, ..
+        }
         | ClientRequest::Cancel {
             session, job: None, ..
         } => session.to_string(),
@@ -198,6 +205,11 @@ pub fn target_of(request: &ClientRequest) -> String {
         | ClientRequest::Patch { session, job }
         | ClientRequest::Continue { session, job, .. }
         | ClientRequest::Decide { session, job, .. }
+        | ClientRequest::Say {
+            session,
+            job: Some(job),
+            ..
+        }
         | ClientRequest::Cancel {
             session,
             job: Some(job),

@@ -448,6 +448,30 @@ impl ManagerConfig {
         }
     }
 
+    /// An agent's `input` and `linger`: known values, and no `{prompt}` in
+    /// the command of one that takes input (it gets its prompt on stdin).
+    fn check_agent_input(name: &str, agent: &AgentDef) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let takes = match aam_protocol::say::takes_input(agent.input.as_deref(), &agent.command) {
+            Ok(takes) => takes,
+            Err(e) => return bad(format!("agents.{name}.input: {e}")),
+        };
+        if let Some(Err(e)) = agent
+            .linger
+            .as_deref()
+            .map(aam_protocol::spec::parse_duration_ms)
+        {
+            return bad(format!("agents.{name}.linger: {e}"));
+        }
+        if takes && agent.command.iter().any(|a| a.contains("{prompt}")) {
+            return bad(format!(
+                "agents.{name}.command: an agent that takes input (stream-json on stdin) gets \
+                 its prompt there: leave {{prompt}} out of its command"
+            ));
+        }
+        Ok(())
+    }
+
     fn check_secret_env(name: &str, agent: &AgentDef) -> Result<(), ConfigError> {
         for (i, var) in agent.secret_env.iter().enumerate() {
             if !aam_protocol::agent::is_env_name(var) {
@@ -501,6 +525,7 @@ impl ManagerConfig {
                 return bad(format!("agents.{name}.isolation: {e}"));
             }
             Self::check_agent_workspace(name, agent)?;
+            Self::check_agent_input(name, agent)?;
             if let Some(group) = &agent.limit_group {
                 if group.len() > 128 || !aam_protocol::spec::is_valid_name(group) {
                     return bad(format!(

@@ -70,6 +70,14 @@ pub struct AgentDef {
     pub cpus: Option<f64>,
     #[serde(default)]
     pub memory: Option<String>,
+    /// Whether its command reads messages on stdin: `stream-json`, `none`,
+    /// or `auto` (the default: when it has `--input-format stream-json`).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// How long an agent that takes input waits for more after it
+    /// answered (`aam say`), before its stdin is closed (default 0).
+    #[serde(default)]
+    pub linger: Option<String>,
 }
 
 impl std::fmt::Debug for AgentDef {

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod model;
 pub mod output;
 pub mod resource;
+pub mod say;
 pub mod secret;
 pub mod spec;
 pub mod tls;
@@ -29,7 +30,7 @@ pub mod worktree;
 pub use ids::{JobKey, SessionId};
 
 /// Version of the wire protocol; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// Default TCP address of the manager.
 pub const DEFAULT_MANAGER_ADDR: &str = "127.0.0.1:7410";

@@ -124,6 +124,13 @@ pub enum ClientRequest {
         approve: bool,
         comment: Option<String>,
     },
+    /// Say `text` to the running agent `job` of `session`, or to every
+    /// running agent of the session that takes input (answered `Said`).
+    Say {
+        session: SessionId,
+        job: Option<String>,
+        text: String,
+    },
     /// A new session of one job that resumes the conversation of an agent
     /// job's last attempt with `prompt` (answered `Submitted`).
     Continue {
@@ -222,6 +229,10 @@ pub enum ClientResponse {
         #[serde(with = "serde_bytes")]
         patch: Vec<u8>,
     },
+    /// The jobs a message was said to (stored, on its way to their agents).
+    Said {
+        jobs: Vec<String>,
+    },
     /// The audit log, oldest first; `truncated`: older records were left out.
     Audit {
         records: Vec<crate::audit::AuditRecord>,
@@ -268,6 +279,9 @@ pub struct Assignment {
     /// TCP ports the worker reserves for the attempt (`AAM_PORT`, `AAM_PORTS`).
     #[serde(default)]
     pub ports: u8,
+    /// For an agent that takes input: its prompt (the first line on its
+    /// stdin), its linger, and the messages said to it not yet delivered.
+    pub input: Option<Box<crate::say::AgentInput>>,
 }
 
 impl std::fmt::Debug for Assignment {
@@ -363,6 +377,13 @@ pub enum WorkerToManager {
         /// For a worktree job: its workspace's setup and teardown.
         workspace: Option<crate::worktree::WorkspaceSteps>,
     },
+    /// An agent that takes input: the messages given to it so far (the
+    /// highest `seq`), and whether it answered and waits for more.
+    InputState {
+        attempt: AttemptRef,
+        delivered: u32,
+        waiting: bool,
+    },
     /// A worktree job could not be set up (its workdir is not in a git
     /// repository, its base does not exist): it fails with this reason.
     WorktreeFailed {
@@ -424,6 +445,12 @@ pub enum ManagerToWorker {
     /// elsewhere): the worker dials again after a backoff, its jobs running on.
     RetryLater {
         reason: String,
+    },
+    /// Give this message to the attempt's agent (on its stdin, after those
+    /// before it; one already given is ignored).
+    Say {
+        attempt: AttemptRef,
+        message: crate::say::SaidMessage,
     },
     /// Delete these branches of this repository (`aam gc` with
     /// `gc_branches`); a branch checked out somewhere is left.

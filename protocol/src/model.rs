@@ -337,6 +337,9 @@ pub struct JobRecord {
     /// Its own workspace keys and container, its agent's merged in (none:
     /// only the repository's `.aam/workspace.toml`, no container).
     pub workspace: Option<Box<crate::workspace::JobWorkspace>>,
+    /// For an agent job that takes input (issue 16): its prompt, linger
+    /// and the messages said to it.
+    pub input: Option<Box<crate::say::AgentInput>>,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -393,6 +396,7 @@ impl JobRecord {
             ports: 0,
             uses: Vec::new(),
             workspace: None,
+            input: None,
         }
     }
 

@@ -129,6 +129,10 @@ pub struct JobSpec {
     pub cpus: Option<f64>,
     #[serde(default)]
     pub memory: Option<String>,
+    /// How long an agent that takes input waits for more after it
+    /// answered (over its agent's `linger`).
+    #[serde(default)]
+    pub linger: Option<String>,
 }
 
 impl fmt::Debug for JobSpec {

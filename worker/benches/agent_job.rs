@@ -88,6 +88,7 @@ async fn run_one(path: &str, format: Option<AgentFormat>, round: usize) {
         worktree: None,
         inputs: Vec::new(),
         ports: 0,
+        input: None,
     };
     let (_stop, stop_rx) = tokio::sync::oneshot::channel();
     run_job(assignment, std::env::temp_dir().into(), Drop, stop_rx).await;

@@ -392,6 +392,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>, seed: &Path) -> Ass
         worktree: worktree.map(Box::new),
         inputs: Vec::new(),
         ports: 0,
+        input: None,
     }
 }
 

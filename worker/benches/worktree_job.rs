@@ -205,6 +205,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>) -> Assignment {
         worktree: worktree.map(Box::new),
         inputs: Vec::new(),
         ports: 0,
+        input: None,
     }
 }
 

@@ -13,7 +13,7 @@ mod shutdown;
 pub use job_events::Event;
 pub use shutdown::{Drain, KillAll};
 
-use crate::child::{run_job, JobDirs, StopOrder};
+use crate::child::{JobDirs, StopOrder};
 use crate::orphans::RunIds;
 use crate::teardown::{become_subreaper, reap_adopted};
 use crate::worktree::Worktrees;
@@ -85,6 +85,8 @@ struct AssignedJob {
     marker: String,
     /// Tells the running job to stop (taken when used).
     stop: Option<oneshot::Sender<StopOrder>>,
+    /// Messages said to its agent (`aam say`), for one that takes input.
+    said: Option<tokio::sync::mpsc::UnboundedSender<aam_protocol::say::SaidMessage>>,
     /// What it printed, as kept (resent after a reconnect).
     capture: OutputCapture,
     /// For an agent job: its run as last read (resent after a reconnect).
@@ -209,6 +211,7 @@ impl WorkerAgent {
             pid: 0,
             marker: self.run_ids.marker(&assignment),
             stop: None,
+            said: None,
             capture: OutputCapture::new(self.output_cap),
             agent_run: None,
             agent_run_unsent: false,
@@ -241,8 +244,10 @@ impl WorkerAgent {
                 attempt = assignment.attempt, "starting job");
             self.active += 1;
             let (stop, stop_rx) = oneshot::channel();
+            let (said, said_rx) = tokio::sync::mpsc::unbounded_channel();
             if let Some(job) = self.assigned.get_mut(&assignment.attempt_ref()) {
                 job.stop = Some(stop);
+                job.said = assignment.input.is_some().then_some(said);
             }
             let dirs = JobDirs {
                 base: self.config.workdir.clone(),
@@ -254,7 +259,7 @@ impl WorkerAgent {
             let span = tracing::info_span!("job", session = %assignment.job.session,
                 job = %assignment.job_name, attempt = assignment.attempt);
             actix::spawn(tracing::Instrument::instrument(
-                run_job(assignment, dirs, ctx.address(), stop_rx),
+                crate::child::run_job_told(assignment, dirs, ctx.address(), stop_rx, said_rx),
                 span,
             ));
         }
@@ -408,6 +413,16 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 self.exit_refused(2, ctx);
             }
             ManagerToWorker::RetryLater { reason } => self.retry_later(&reason, ctx),
+            ManagerToWorker::Say { attempt, message } => {
+                let to = self.assigned.get(&attempt).and_then(|j| j.said.as_ref());
+                match to {
+                    // The job's stdin feeder skips what it gave already.
+                    Some(to) => drop(to.send(message)),
+                    None => {
+                        tracing::debug!(job = %attempt.job, "a message for an attempt not running here")
+                    }
+                }
+            }
             ManagerToWorker::DeleteBranches { repo, branches } => {
                 self.delete_branches(repo, branches)
             }

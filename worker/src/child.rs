@@ -54,6 +54,13 @@ pub enum JobEvent {
         percent: u8,
         message: Option<String>,
     },
+    /// An agent that takes input: messages given up to `delivered`, and
+    /// whether it answered and waits for more.
+    InputState {
+        attempt: AttemptRef,
+        delivered: u32,
+        waiting: bool,
+    },
     /// What an agent job's agent did so far (throttled).
     AgentUpdate {
         attempt: AttemptRef,
@@ -149,10 +156,23 @@ impl From<PathBuf> for JobDirs {
 /// arbiter). A worktree job runs in a worktree of its own, set up first
 /// (`WorktreeFailed` when it cannot be) and ended before its `Finished`.
 pub async fn run_job(
+    assignment: Assignment,
+    dirs: JobDirs,
+    sink: impl EventSink,
+    stop: oneshot::Receiver<StopOrder>,
+) {
+    let (_said, said) = tokio::sync::mpsc::unbounded_channel();
+    run_job_told(assignment, dirs, sink, stop, said).await
+}
+
+/// `run_job`, with the messages said to its agent while it runs (for an
+/// agent that takes input: `stdin_feed.rs`).
+pub async fn run_job_told(
     mut assignment: Assignment,
     dirs: JobDirs,
     sink: impl EventSink,
     stop: oneshot::Receiver<StopOrder>,
+    said: tokio::sync::mpsc::UnboundedReceiver<aam_protocol::say::SaidMessage>,
 ) {
     let attempt = assignment.attempt_ref();
     // Held to the job's end (this function's), whatever the end.
@@ -210,7 +230,11 @@ pub async fn run_job(
         workspace = Some(ran);
     }
     let container = tree.as_ref().and_then(|t| t.container.as_ref());
-    let launch = Launch { container, inputs };
+    let launch = Launch {
+        container,
+        inputs,
+        said: Some(said),
+    };
     let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop, launch).await
     {
         Ok(end) => end,
@@ -282,6 +306,8 @@ async fn end_after_failed_setup(
 struct Launch<'a> {
     container: Option<&'a crate::container::job::JobContainer>,
     inputs: Option<InputFiles>,
+    /// Messages said to an agent that takes input.
+    said: Option<tokio::sync::mpsc::UnboundedReceiver<aam_protocol::say::SaidMessage>>,
 }
 
 /// Makes a container job's container (its input files written first, to
@@ -377,17 +403,41 @@ async fn run_process(
     launch: Launch<'_>,
 ) -> Result<ProcessEnd, String> {
     let attempt = assignment.attempt_ref();
+    let said = launch.said;
+    let launch = Launch {
+        said: None,
+        ..launch
+    };
     // `_inputs` removes the job's input files when dropped: once it ended.
     let (mut child, started, _inputs) = spawn(assignment, workdir, marker, launch)?;
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
+    // An agent that takes input: its stdin fed, its turns counted.
+    let turns = assignment
+        .input
+        .as_ref()
+        .map(|_| Rc::new(crate::stdin_feed::TurnEnds::default()));
+    let feeder = match (child.stdin.take(), &assignment.input, &turns, said) {
+        (Some(stdin), Some(input), Some(turns), Some(said)) => {
+            let feed = crate::stdin_feed::feed(
+                stdin,
+                (**input).clone(),
+                said,
+                turns.clone(),
+                sink.clone(),
+                attempt,
+            );
+            Some(tokio::task::spawn_local(feed))
+        }
+        _ => None,
+    };
     let last_output = Rc::new(Cell::new(Instant::now()));
     // Shared with the stdout pump, which feeds it; read here at the end
     // even if that pump had to be abandoned. Never borrowed across an await.
     let run_reader = assignment
         .format
         .map(|format| Rc::new(RefCell::new(RunReader::new(format))));
-    let pumps = start_pumps(&mut child, attempt, sink, &last_output, &run_reader);
+    let pumps = start_pumps(&mut child, attempt, sink, &last_output, &run_reader, &turns);
     let order = stop_order(&mut child, assignment, started, stop, &last_output).await;
     // A stop that raced the job's own end: the end wins (the job is done;
     // calling it stopped would requeue or retry finished work).
@@ -407,6 +457,9 @@ async fn run_process(
         None => None,
     };
     let status = child.wait().await;
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
     if stopped.is_none() {
         stop_leftovers(pid, marker.to_string()).await;
     }
@@ -459,23 +512,32 @@ fn start_pumps(
     sink: &impl EventSink,
     last_output: &Rc<Cell<Instant>>,
     run_reader: &Option<Rc<RefCell<RunReader>>>,
+    turns: &Option<Rc<crate::stdin_feed::TurnEnds>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     [
         child.stdout.take().map(|s| {
             (
                 Box::new(s) as Box<dyn AsyncRead + Unpin>,
                 run_reader.clone(),
+                turns.clone(),
             )
         }),
         child
             .stderr
             .take()
-            .map(|s| (Box::new(s) as Box<dyn AsyncRead + Unpin>, None)),
+            .map(|s| (Box::new(s) as Box<dyn AsyncRead + Unpin>, None, None)),
     ]
     .into_iter()
     .flatten()
-    .map(|(pipe, reader)| {
-        let pump = pump(pipe, attempt, sink.clone(), last_output.clone(), reader);
+    .map(|(pipe, reader, turns)| {
+        let pump = pump(
+            pipe,
+            attempt,
+            sink.clone(),
+            last_output.clone(),
+            reader,
+            turns,
+        );
         tokio::task::spawn_local(pump)
     })
     .collect()
@@ -529,7 +591,10 @@ fn spawn(
     };
     command
         .current_dir(workdir)
-        .stdin(Stdio::null())
+        .stdin(match assignment.input {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -660,6 +725,7 @@ async fn pump(
     sink: impl EventSink,
     last_output: Rc<Cell<Instant>>,
     run_reader: Option<Rc<RefCell<RunReader>>>,
+    turns: Option<Rc<crate::stdin_feed::TurnEnds>>,
 ) {
     let mut buf = vec![0u8; CHUNK];
     let mut progress = ProgressLines::default();
@@ -679,7 +745,11 @@ async fn pump(
         last_output.set(Instant::now());
         let data = &buf[..n];
         // Progress lines are picked out; they stay in the output too.
-        for (percent, message) in progress.scan(data) {
+        let (found, turns_ended) = progress.scan(data);
+        if let Some(turns) = &turns {
+            (0..turns_ended).for_each(|_| turns.ended_one());
+        }
+        for (percent, message) in found {
             let event = JobEvent::Progress {
                 attempt,
                 percent,
@@ -716,12 +786,20 @@ struct ProgressLines {
     /// The start of a line whose end has not come yet (dropped past
     /// `MAX_PROGRESS_LINE`: such a line is no progress line).
     line: Vec<u8>,
+    /// The first bytes of the current line, however long it grows (an
+    /// agent's `result` line ends a turn: `stdin_feed::ends_turn`).
+    head: Vec<u8>,
 }
 
+/// Bytes of a line's start kept to tell a `result` line.
+const LINE_HEAD: usize = 16;
+
 impl ProgressLines {
-    /// The progress lines `data` completes.
-    fn scan(&mut self, data: &[u8]) -> Vec<(u8, Option<String>)> {
+    /// The progress lines `data` completes, and how many of the lines it
+    /// completes end an agent's turn.
+    fn scan(&mut self, data: &[u8]) -> (Vec<(u8, Option<String>)>, u32) {
         let mut found = Vec::new();
+        let mut turns = 0;
         let mut pieces = data.split(|&b| b == b'\n').peekable();
         while let Some(piece) = pieces.next() {
             // Every piece but the last was followed by a newline.
@@ -731,12 +809,16 @@ impl ProgressLines {
             } else {
                 self.line.clear();
             }
+            let room = LINE_HEAD.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&piece[..piece.len().min(room)]);
             if complete {
                 found.extend(parse_progress(&self.line));
+                turns += crate::stdin_feed::ends_turn(&self.head) as u32;
                 self.line.clear();
+                self.head.clear();
             }
         }
-        found
+        (found, turns)
     }
 }
 

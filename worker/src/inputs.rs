@@ -439,6 +439,7 @@ mod tests {
             worktree: None,
             inputs,
             ports: 0,
+            input: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod orphans;
 pub mod ports;
 pub mod run_reader;
 pub mod secret_env;
+pub mod stdin_feed;
 pub mod teardown;
 pub mod worktree;
 

@@ -20,6 +20,7 @@ pub mod resources;
 pub mod results;
 pub mod retry;
 pub mod run;
+pub mod say;
 pub mod serve;
 pub mod sessions;
 pub mod status;

@@ -101,6 +101,7 @@ impl Scheduler {
             | ClientRequest::Cancel { .. }
             | ClientRequest::Decide { .. }
             | ClientRequest::Gc { .. }
+            | ClientRequest::Say { .. }
             | ClientRequest::Continue { .. } => true,
             ClientRequest::Patch { .. } | ClientRequest::Audit { .. } => false,
             ClientRequest::ListSessions

@@ -218,6 +218,33 @@ impl Scheduler {
                 prompt,
             } => self.continue_job(session, &job, prompt, &who.name, now),
             ClientRequest::Audit { since_ms } => self.read_audit(since_ms),
+            ClientRequest::Say { session, job, text } => {
+                self.say(session, job.as_deref(), &text, &who.name, now, effects)
+            }
+        }
+    }
+
+    /// Stores a message for running agents (answered once durable) and
+    /// sends it to their workers after the commit.
+    fn say(
+        &mut self,
+        session: SessionId,
+        job: Option<&str>,
+        text: &str,
+        who: &str,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Reply {
+        match self.state.say(session, job, text, who, now) {
+            Ok(said) => {
+                let jobs: Vec<String> = said.iter().map(|s| s.job.clone()).collect();
+                tracing::info!(session = %session, jobs = ?jobs, by = %who, "said");
+                for (worker, order) in said.into_iter().filter_map(|s| s.send) {
+                    effects.push(Effect::ToWorker(worker, order));
+                }
+                Reply::Answer(ClientResponse::Said { jobs })
+            }
+            Err(e) => e.into(),
         }
     }
 

@@ -181,6 +181,16 @@ impl Handler<WorkerReport> for Scheduler {
                 };
                 effects.extend(self.finish(msg.id, attempt, report, now));
             }
+            WorkerToManager::InputState {
+                attempt,
+                delivered,
+                waiting,
+            } => {
+                let missing = self
+                    .state
+                    .input_state(msg.id, attempt, delivered, waiting, now);
+                effects.extend(missing.into_iter().map(|m| Effect::ToWorker(msg.id, m)));
+            }
             WorkerToManager::WorktreeFailed { attempt, reason } => {
                 let fenced = self.state.worktree_failed(msg.id, attempt, reason, now);
                 effects.extend(self.acknowledge(msg.id, attempt, fenced));
@@ -228,6 +238,13 @@ impl Scheduler {
         }
         for (attempt, grace_ms) in registration.cancel {
             effects.push(stop(id, attempt, StopCause::Cancelled, grace_ms));
+        }
+        // What was said to its agents and may not have reached them (the
+        // worker skips what it gave already).
+        for attempt in &registration.adopted {
+            for message in self.state.unsaid(*attempt) {
+                effects.push(Effect::ToWorker(id, message));
+            }
         }
         effects
     }

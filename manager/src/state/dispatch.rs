@@ -183,6 +183,15 @@ impl State {
             .unwrap_or_default();
         let job = self.sessions.job_mut(key)?;
         let attempt = job.begin_attempt(worker_name, now);
+        // A new attempt's agent gets the prompt, then what it was told and
+        // no earlier attempt's agent got.
+        let input = job.input.as_mut().map(|input| {
+            input.waiting_since_ms = None;
+            Box::new(aam_protocol::say::AgentInput {
+                said: input.undelivered().cloned().collect(),
+                ..(**input).clone()
+            })
+        });
         if let Some(since) = queued_since {
             self.config.metrics.dispatched(now.saturating_sub(since));
         }
@@ -202,6 +211,7 @@ impl State {
             worktree,
             inputs: Vec::new(),
             ports: job.ports,
+            input,
         })
     }
 

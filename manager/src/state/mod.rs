@@ -29,6 +29,7 @@ mod owners;
 mod queue;
 mod rebuild;
 mod resources;
+mod say;
 mod session;
 mod submit;
 mod variants;

@@ -10,6 +10,7 @@ use super::worktrees::JOB_BASE;
 use super::{State, StateConfig, AWAITING};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::model::{JobRecord, JobStatus, RunPolicy, SessionRecord, SessionStatus};
+use aam_protocol::say::AgentInput;
 use aam_protocol::spec::{
     parse_duration_ms, validate, Base, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch,
     ValidJob,
@@ -159,6 +160,7 @@ fn job_record(
         }
         JobKind::Gate => (Vec::new(), Vec::new(), None, None),
     };
+    let input = agent_input(&spec, agent, &argv);
     let isolation = isolation_of(&spec, agent);
     let workspace = job_workspace(&spec, agent, isolation, config)?;
     // The job's own env wins over the agent's.
@@ -199,8 +201,35 @@ fn job_record(
         ports: spec.ports,
         uses: spec.uses,
         workspace,
+        input,
         ..JobRecord::new(key, spec.name, argv)
     })
+}
+
+/// For an agent job whose agent takes input (its `input` key, else its
+/// command's `--input-format stream-json`): its prompt, given on stdin,
+/// and its linger (the job's, else its agent's; checked at config load).
+fn agent_input(
+    spec: &ValidJob,
+    agent: Option<&AgentDef>,
+    argv: &[String],
+) -> Option<Box<AgentInput>> {
+    let JobKind::Agent(call) = &spec.kind else {
+        return None;
+    };
+    let agent = agent?;
+    if !aam_protocol::say::takes_input(agent.input.as_deref(), argv).unwrap_or(false) {
+        return None;
+    }
+    let agent_linger = agent
+        .linger
+        .as_deref()
+        .and_then(|l| aam_protocol::spec::parse_duration_ms(l).ok());
+    Some(Box::new(AgentInput {
+        prompt: call.prompt.clone().unwrap_or_default(),
+        linger_ms: spec.linger_ms.or(agent_linger).unwrap_or(0),
+        ..AgentInput::default()
+    }))
 }
 
 /// The job's own isolation, else its agent's (checked at config load),

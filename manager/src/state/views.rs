@@ -357,6 +357,17 @@ fn waiting_reason(
                 dependencies.join(", ")
             ))
         }
+        JobStatus::Running
+            if job
+                .input
+                .as_ref()
+                .is_some_and(|i| i.waiting_since_ms.is_some()) =>
+        {
+            Some(format!(
+                "waiting for input (aam say {}/{} \"TEXT\")",
+                job.key.session, job.name
+            ))
+        }
         _ => job.reason.clone(),
     }
 }

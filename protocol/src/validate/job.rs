@@ -43,6 +43,14 @@ pub(super) fn check_job(
     let idle_timeout_ms = duration("idle_timeout", &job.idle_timeout);
     let grace_ms = duration("grace", &job.grace);
     let retry_backoff_ms = duration("retry_backoff", &job.retry_backoff);
+    let linger_ms = match job.linger.as_deref().map(parse_duration_ms) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => {
+            errors.push(SpecError::job(label, "linger", e));
+            None
+        }
+    };
     let mut retry_on = vec![JobStatus::Failed, JobStatus::TimedOut];
     if job.retries.is_some_and(|r| r > MAX_RETRIES) {
         errors.push(SpecError::job(
@@ -95,6 +103,7 @@ pub(super) fn check_job(
         ports,
         uses,
         workspace,
+        linger_ms,
     }
 }
 

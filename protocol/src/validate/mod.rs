@@ -86,6 +86,8 @@ pub struct ValidJob {
     pub uses: Vec<crate::resource::ResourceUse>,
     /// Its own workspace keys and container (its agent's fill the rest).
     pub workspace: crate::workspace::JobWorkspace,
+    /// How long an agent that takes input waits for more (over its agent's).
+    pub linger_ms: Option<u64>,
 }
 
 /// What a worktree job's branch starts from.

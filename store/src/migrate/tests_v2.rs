@@ -164,7 +164,9 @@ fn a_schema_2_store_opens_migrated_with_every_record_intact() {
             }
             assert_eq!(
                 *now,
-                JobRecord::from(super::v3::JobRecordV3::from(old.clone()))
+                JobRecord::from(super::v4::JobRecordV4::from(super::v3::JobRecordV3::from(
+                    old.clone()
+                )))
             );
         }
         assert_eq!(
@@ -201,6 +203,7 @@ fn a_job_of_schema_3_reads_with_no_workspace_of_its_own() {
     let old: super::v3::JobRecordV3 = job_v2(key(1, 0), Some("claude"), Isolation::Worktree).into();
     let bytes = codec::encode(&old).unwrap();
     let now = job_from(3, b"k", &bytes).unwrap();
+    assert_eq!(now.input, None);
     assert_eq!(now.workspace, None);
     assert_eq!(
         (now.name.as_str(), now.isolation),

@@ -2,9 +2,10 @@
 //! (issue 15: a job's own workspace keys and container), copied from
 //! `aam_protocol` as it was, and how it reads now.
 
+use super::v4::JobRecordV4;
 use aam_protocol::agent_run::{AgentFormat, AgentRun};
 use aam_protocol::model::{
-    AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, RunPolicy, TeardownReceipt,
+    AttemptRecord, ExitInfo, GateDecision, JobStatus, RunPolicy, TeardownReceipt,
 };
 use aam_protocol::resource::ResourceUse;
 use aam_protocol::spec::When;
@@ -61,11 +62,11 @@ pub(crate) struct JobRecordV3 {
     pub uses: Vec<ResourceUse>,
 }
 
-impl From<JobRecordV3> for JobRecord {
+impl From<JobRecordV3> for JobRecordV4 {
     /// A job's own workspace keys came after schema 3: a job of it has
     /// none (its repository's workspace file, no container).
-    fn from(old: JobRecordV3) -> JobRecord {
-        JobRecord {
+    fn from(old: JobRecordV3) -> JobRecordV4 {
+        JobRecordV4 {
             key: old.key,
             name: old.name,
             argv: old.argv,

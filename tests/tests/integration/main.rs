@@ -27,6 +27,7 @@ mod placement;
 mod quickstart;
 mod resources;
 mod roles;
+mod say;
 mod secrets;
 mod session;
 mod slow_peers;

@@ -48,6 +48,19 @@ impl Handler<Event> for WorkerAgent {
                 }
             }
             JobEvent::AgentUpdate { attempt, run } => self.agent_update(attempt, run),
+            JobEvent::InputState {
+                attempt,
+                delivered,
+                waiting,
+            } => {
+                // Lost while not registered: the next one says it all again.
+                let state = WorkerToManager::InputState {
+                    attempt,
+                    delivered,
+                    waiting,
+                };
+                let _ = self.link.send_if_registered(state);
+            }
             JobEvent::Output { attempt, data } => {
                 if let Some(job) = self.assigned.get_mut(&attempt) {
                     job.capture.push(&data);

@@ -43,6 +43,7 @@ fn run_script(script: &str, format: Option<AgentFormat>) -> Vec<(Instant, JobEve
         worktree: None,
         inputs: Vec::new(),
         ports: 0,
+        input: None,
     };
     let recorder = Recorder::default();
     let runtime = tokio::runtime::Builder::new_current_thread()

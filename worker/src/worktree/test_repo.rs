@@ -120,6 +120,7 @@ pub fn job_with(argv: &[&str], workdir: Option<&str>, order: Option<WorktreeOrde
         worktree: order.map(Box::new),
         inputs: Vec::new(),
         ports: 0,
+        input: None,
     }
 }
 
