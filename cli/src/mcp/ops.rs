@@ -160,6 +160,15 @@ pub async fn cancel(flags: &ManagerFlags, target: &str) -> anyhow::Result<Value>
     Ok(cancel::cancelled_json(&ended))
 }
 
+/// `say`: a message to a running agent, or to a session's; answers as
+/// `aam say --json`.
+pub async fn say(flags: &ManagerFlags, target: &str, text: String) -> anyhow::Result<Value> {
+    let (session, job) = target_arg(target)?;
+    let mut client = endpoint::connect(flags).await?;
+    let jobs = client.say(session, job, text).await?;
+    Ok(json!({ "said_to": jobs }))
+}
+
 /// `approve` / `reject`: decides a gate.
 pub async fn decide(
     flags: &ManagerFlags,

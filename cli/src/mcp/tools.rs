@@ -118,6 +118,15 @@ pub struct CancelArgs {
 }
 
 #[derive(Deserialize, JsonSchema)]
+pub struct SayArgs {
+    /// A running agent job ("s4/fix"), or a session ("s4": every running
+    /// agent of it that takes input).
+    pub target: String,
+    /// The message: one more turn of the agent's conversation.
+    pub text: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
 pub struct DecideArgs {
     /// The gate job as SESSION/JOB, e.g. "s4/deploy-ok".
     pub job: String,
@@ -189,6 +198,14 @@ impl Aam {
     }
 
     #[tool(
+        description = "Say something to a running agent job (\"s4/fix\"), or to every running agent of a session that takes input (\"s4\"): one more message of its conversation, answered after what it is doing (an agent whose command reads stream-json on stdin; status shows \"waiting for input\" while one lingers). Stored before it is acknowledged, delivered once, in order, and shown in the job's log with who said it. A job that takes no input or has ended is refused: use a follow-up (`aam continue`) then.",
+        annotations(title = "Say", read_only_hint = false, destructive_hint = false)
+    )]
+    async fn say(&self, Parameters(a): Parameters<SayArgs>) -> CallToolResult {
+        reply(ops::say(&self.flags, &a.target, a.text).await)
+    }
+
+    #[tool(
         description = "Approve a gate job (one with \"gate\": true, pending with reason \"awaiting approval\"): it counts as succeeded and the jobs depending on it run.",
         annotations(
             title = "Approve a gate",
@@ -240,7 +257,7 @@ impl Aam {
 #[tool_handler(
     router = self.tool_router,
     name = "aam",
-    instructions = "aam runs batches of jobs (commands, AI coding agents, approval gates) in the background on its workers. Submit a session with `submit` and go on working; check it with `status`, block a while with `wait`, read output with `logs` and `results`; `cancel` stops jobs; `approve`/`reject` decide gates."
+    instructions = "aam runs batches of jobs (commands, AI coding agents, approval gates) in the background on its workers. Submit a session with `submit` and go on working; check it with `status`, block a while with `wait`, read output with `logs` and `results`; `cancel` stops jobs; `say` talks to a running agent; `approve`/`reject` decide gates."
 )]
 impl ServerHandler for Aam {}
 
@@ -267,6 +284,7 @@ mod tests {
                 "reject",
                 "resources",
                 "results",
+                "say",
                 "status",
                 "submit",
                 "wait",

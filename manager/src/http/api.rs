@@ -86,6 +86,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs/{session}/{job}/cancel", web::post().to(cancel_job))
         .route("/jobs/{session}/{job}/approve", web::post().to(approve))
         .route("/jobs/{session}/{job}/reject", web::post().to(reject))
+        .route("/jobs/{session}/{job}/say", web::post().to(say_job))
+        .route("/sessions/{id}/say", web::post().to(say_session))
         .route("/workers", web::get().to(workers))
         .route("/resources", web::get().to(resources))
         .route("/agents", web::get().to(agents))
@@ -340,6 +342,54 @@ async fn reject(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     decide(&http, &who, path.into_inner(), body, false).await
+}
+
+/// The body of a message said to running agents.
+#[derive(serde::Deserialize)]
+struct Saying {
+    text: String,
+}
+
+/// `POST /api/jobs/S/J/say` and `/api/sessions/S/say` with
+/// `{"text": "..."}`: answered `{"said_to": ["s4/fix"]}` once stored.
+async fn say(
+    http: &Http,
+    who: &Caller,
+    session: &str,
+    job: Option<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(body, aam_protocol::say::MAX_SAY_BYTES + 1024).await?;
+    let saying: Saying = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body must be {{\"text\": \"...\"}}: {e}")))?;
+    let request = ClientRequest::Say {
+        session: session_id(session)?,
+        job,
+        text: saying.text,
+    };
+    match call(http, request, who).await? {
+        ClientResponse::Said { jobs } => Ok(json_ok(json!({ "said_to": jobs }))),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
+async fn say_job(
+    http: web::Data<Http>,
+    who: web::ReqData<Caller>,
+    path: web::Path<(String, String)>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (session, job) = path.into_inner();
+    say(&http, &who, &session, Some(job), body).await
+}
+
+async fn say_session(
+    http: web::Data<Http>,
+    who: web::ReqData<Caller>,
+    path: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    say(&http, &who, &path.into_inner(), None, body).await
 }
 
 #[derive(serde::Deserialize)]

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 12] = [
     "agents",
     "approve",
     "cancel",
@@ -21,6 +21,7 @@ const TOOLS: [&str; 11] = [
     "reject",
     "resources",
     "results",
+    "say",
     "status",
     "submit",
     "wait",
