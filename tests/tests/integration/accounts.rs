@@ -6,6 +6,7 @@
 //! a time once it ends.
 
 use crate::job;
+use aam_tests::http::{bearer, get};
 use aam_tests::model_server::{epoch_secs, Message, ModelServer, Reply, When};
 use aam_tests::{poll, Cluster};
 use serde_json::{json, Value};
@@ -44,6 +45,7 @@ fn a_limited_account_hands_its_jobs_to_the_other_without_waiting() {
     );
     personal.on(When::any(), Message::answer("done on personal"));
     let mut c = Cluster::new();
+    c.http = true;
     // The agent's own server is `personal`; each account names its own.
     let agent = c
         .claude_agent("claude", &personal)
@@ -98,6 +100,12 @@ fn a_limited_account_hands_its_jobs_to_the_other_without_waiting() {
         (json!([]), json!([]))
     );
     assert!(p["cost_usd"].as_f64().unwrap() > 0.0, "{p}");
+    // The API answers what the CLI prints.
+    let (header, token) = bearer(&c.token);
+    let api = get(&c.url("/api/accounts"), &[(header, &token)])
+        .expect(200)
+        .body;
+    assert_eq!(serde_json::from_str::<Value>(&api).unwrap(), accounts);
     let table = c.aam(&["accounts"]).expect_code(0).stdout;
     let work_line = table.lines().find(|l| l.starts_with("work")).unwrap();
     assert!(work_line.contains("paused until"), "{table}");
