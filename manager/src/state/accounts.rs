@@ -52,12 +52,23 @@ fn take(room: &mut HashMap<String, u32>, group: &str) -> bool {
 }
 
 impl State {
-    /// The accounts a job's agent may use (none for most jobs).
+    /// The accounts a job's agent may use (none for most jobs). A
+    /// follow-up (pinned where its conversation is) keeps the account its
+    /// conversation ran on, whose files hold it.
     pub(super) fn accounts_of(&self, job: &JobRecord) -> &[String] {
-        job.agent
-            .as_deref()
-            .and_then(|a| self.config.agents.get(a))
-            .map_or(&[], |def| def.accounts.as_slice())
+        let Some(def) = job.agent.as_deref().and_then(|a| self.config.agents.get(a)) else {
+            return &[];
+        };
+        let kept = job
+            .pinned_worker
+            .as_ref()
+            .and(job.limit_group.as_deref())
+            .and_then(aam_protocol::account::account_of_group)
+            .and_then(|a| def.accounts.iter().position(|x| x == a));
+        match kept {
+            Some(i) => std::slice::from_ref(&def.accounts[i]),
+            None => &def.accounts,
+        }
     }
 
     /// Whether account `name` can take a job at `now`: not paused, and a

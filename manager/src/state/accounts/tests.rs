@@ -199,3 +199,23 @@ fn a_failure_without_a_limit_also_ends_the_resume() {
         .unwrap();
     assert_eq!(s.dispatch(MINUTE + 1).len(), 3);
 }
+
+#[test]
+fn a_follow_up_keeps_the_account_its_conversation_ran_on() {
+    let mut s = State::new(accounts_config());
+    let (id, _) = s.submit(batch(agent_jobs(2)), None, 0).unwrap();
+    s.register_worker(1, worker("w", 4), &[], 0).unwrap();
+    for (_, a) in s.dispatch(0) {
+        let run = agent_run("conv", "claude-sonnet-4-5", 1, 1);
+        s.job_finished(1, attempt_of(&a), ended_with(ok(), run), 1)
+            .unwrap();
+    }
+    // j1 ran on `personal`; with nothing running, `work` would come first.
+    let (new, _) = s.continue_job(id, "j1", "more".into(), 2).unwrap();
+    let started = s.dispatch(3);
+    assert_eq!(started[0].1.job.session, new);
+    assert_eq!(
+        env_of(&started[0].1, "CLAUDE_CONFIG_DIR"),
+        ["/secret/personal"]
+    );
+}
