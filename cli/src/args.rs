@@ -191,6 +191,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Accounts: paused until when, running jobs, cost so far
+    Accounts {
+        #[arg(long)]
+        json: bool,
+    },
     /// All sessions
     Sessions {
         #[arg(long)]

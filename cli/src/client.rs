@@ -418,6 +418,11 @@ impl Client {
     }
 
     /// The shared resources, their capacity and holders.
+    pub async fn accounts(&mut self) -> anyhow::Result<Vec<aam_protocol::account::AccountView>> {
+        expect!(self.call(ClientRequest::Accounts).await?,
+            ClientResponse::Accounts(list) => Ok(list))
+    }
+
     pub async fn resources(&mut self) -> anyhow::Result<Vec<aam_protocol::resource::ResourceView>> {
         expect!(self.call(ClientRequest::Resources).await?,
             ClientResponse::Resources(list) => Ok(list))

@@ -102,6 +102,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Agents { json } => cmd::agents::run(flags, json).await,
         Command::Workers { json } => cmd::workers::run(flags, json).await,
         Command::Resources { json } => cmd::resources::run(flags, json).await,
+        Command::Accounts { json } => cmd::accounts::run(flags, json).await,
         Command::Mcp => mcp::run(flags).await,
         Command::Up { .. }
         | Command::Down

@@ -175,6 +175,7 @@ pub fn action_of(request: &ClientRequest) -> Action {
         ClientRequest::Logs { .. } => Action::Read("logs"),
         ClientRequest::Workers => Action::Read("workers"),
         ClientRequest::Resources => Action::Read("resources"),
+        ClientRequest::Accounts => Action::Read("accounts"),
         ClientRequest::Watch { .. } => Action::Read("watch"),
         ClientRequest::Agents => Action::Read("agents"),
         ClientRequest::Patch { .. } => Action::Read("diff"),

@@ -1,6 +1,7 @@
 //! The manager's configuration: defaults < config file < `AAM_*` environment < flags.
 
 use crate::tokens::TokenConfig;
+use aam_protocol::account::AccountDef;
 use aam_protocol::agent::AgentDef;
 use aam_protocol::agent_run::{AgentFormat, ModelPrice};
 use aam_protocol::codec::DEFAULT_MAX_FRAME;
@@ -111,6 +112,13 @@ pub struct ManagerConfig {
     /// `[resources]`: shared resources jobs hold while they run (`uses`),
     /// each with its capacity, a positive integer (`db = 1`).
     pub resources: BTreeMap<String, i64>,
+    /// `[accounts.NAME]`: environments an agent's jobs may run under
+    /// (its `accounts`), each its own limit group (`config/accounts.rs`).
+    pub accounts: BTreeMap<String, AccountDef>,
+    /// After a limit group's pause ends, its jobs start at most this many
+    /// at a time, every `resume_interval`, until one runs through.
+    pub resume_burst: u32,
+    pub resume_interval: String,
 }
 
 /// Default `http`: the dashboard on the loopback interface.
@@ -198,6 +206,9 @@ impl Default for ManagerConfig {
             tls_san: Vec::new(),
             client_ca: None,
             resources: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            resume_burst: 2,
+            resume_interval: "10s".into(),
         }
     }
 }
@@ -227,6 +238,8 @@ const ENV_KEYS: &[&str] = &[
     "max_worker_losses",
     "retention",
     "limit_backoff",
+    "resume_burst",
+    "resume_interval",
     "max_cost_usd",
     "patch_cap_bytes",
     "gc_branches",
@@ -314,7 +327,10 @@ impl ManagerConfig {
         // The config crate folds key case; agent env names must keep theirs,
         // so agents are read from the file as written.
         if let Some(path) = file {
-            (cfg.agents, cfg.tokens, cfg.prices, cfg.resources) = read_case_sensitive(path)?;
+            let named = read_case_sensitive(path)?;
+            (cfg.agents, cfg.tokens, cfg.prices, cfg.resources) =
+                (named.agents, named.tokens, named.prices, named.resources);
+            cfg.accounts = named.accounts;
         }
         cfg.check()?;
         Ok(cfg)
@@ -370,6 +386,7 @@ impl ManagerConfig {
             ("retry_backoff_max", Some(self.retry_backoff_max.as_str())),
             ("retention", Some(self.retention.as_str())),
             ("limit_backoff", Some(self.limit_backoff.as_str())),
+            ("resume_interval", Some(self.resume_interval.as_str())),
         ];
         for (key, value) in durations {
             if let Some(text) = value {
@@ -388,6 +405,7 @@ impl ManagerConfig {
             return bad("max_worker_losses must be at least 1".into());
         }
         self.check_agent_keys()?;
+        self.check_accounts()?;
         for (name, &capacity) in &self.resources {
             if !aam_protocol::spec::is_valid_name(name) {
                 return bad(format!(
@@ -618,6 +636,9 @@ impl ManagerConfig {
                 .iter()
                 .map(|(name, &capacity)| (name.clone(), capacity as u32))
                 .collect(),
+            accounts: self.accounts.clone(),
+            resume_burst: self.resume_burst.max(1),
+            resume_interval_ms: ms(&self.resume_interval).max(1),
             // `start` puts the manager's own in.
             metrics: Default::default(),
         }
@@ -653,12 +674,14 @@ impl std::fmt::Debug for ManagerConfig {
     }
 }
 
-type NamedTables = (
-    BTreeMap<String, AgentDef>,
-    BTreeMap<String, TokenConfig>,
-    Prices,
-    BTreeMap<String, i64>,
-);
+/// The tables whose keys are names the user chose.
+struct NamedTables {
+    agents: BTreeMap<String, AgentDef>,
+    tokens: BTreeMap<String, TokenConfig>,
+    prices: Prices,
+    resources: BTreeMap<String, i64>,
+    accounts: BTreeMap<String, AccountDef>,
+}
 
 /// The tables whose keys are names the user chose, read as written.
 fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
@@ -672,6 +695,8 @@ fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
         prices: BTreeMap<String, PriceEntry>,
         #[serde(default)]
         resources: BTreeMap<String, i64>,
+        #[serde(default)]
+        accounts: BTreeMap<String, AccountDef>,
     }
     let err = |message: String| ConfigError::File {
         path: path.to_path_buf(),
@@ -691,8 +716,15 @@ fn read_case_sensitive(path: &Path) -> Result<NamedTables, ConfigError> {
             crate::tokens::parse(name, value).map_err(err)?,
         );
     }
-    Ok((parsed.agents, tokens, Prices(prices), parsed.resources))
+    Ok(NamedTables {
+        agents: parsed.agents,
+        tokens,
+        prices: Prices(prices),
+        resources: parsed.resources,
+        accounts: parsed.accounts,
+    })
 }
 
+mod accounts;
 #[cfg(test)]
 mod tests;

@@ -69,6 +69,21 @@ pub fn plan_with_resources<'a>(
     session_room: &mut HashMap<SessionId, u32>,
     resource_room: &mut ResourceRoom,
 ) -> Vec<(JobKey, WorkerId)> {
+    plan_claiming(queued, workers, session_room, resource_room, |_| true)
+}
+
+/// `plan_with_resources`, where a job that found a slot is placed only if
+/// `claim` takes it (its last say: an account with room, a start left to
+/// a group resuming after a limit); one refused is passed over and its
+/// slot stays free for the jobs behind it. `claim` is asked only once a
+/// slot is found, so it may count what it gives.
+pub fn plan_claiming<'a>(
+    queued: impl IntoIterator<Item = Candidate<'a>>,
+    workers: &[WorkerCapacity<'_>],
+    session_room: &mut HashMap<SessionId, u32>,
+    resource_room: &mut ResourceRoom,
+    mut claim: impl FnMut(JobKey) -> bool,
+) -> Vec<(JobKey, WorkerId)> {
     let mut free: Vec<u32> = workers.iter().map(|w| w.free).collect();
     let mut total: u64 = free.iter().map(|&f| f as u64).sum();
     // Entries may be stale (a labelled job took a slot): checked when popped.
@@ -122,6 +137,13 @@ pub fn plan_with_resources<'a>(
             best
         };
         let Some(i) = chosen else { continue };
+        if !claim(candidate.job) {
+            // Popped from the heap only on the unlabelled path.
+            if candidate.only.is_none() && candidate.requires.is_empty() {
+                heap.push((free[i], Reverse(i)));
+            }
+            continue;
+        }
         free[i] -= 1;
         total -= 1;
         if free[i] > 0 {
@@ -353,6 +375,25 @@ mod tests {
         assert!(
             plan_with_resources(unknown, &[cap(1, 8)], &mut HashMap::new(), &mut room).is_empty()
         );
+    }
+
+    #[test]
+    fn a_job_its_claim_refuses_is_passed_over_and_its_slot_goes_to_the_next() {
+        let queued = jobs(4);
+        let mut asked = Vec::new();
+        let out = plan_claiming(
+            plain(&queued),
+            &[cap(1, 1), cap(2, 1)],
+            &mut HashMap::new(),
+            &mut ResourceRoom::new(),
+            |job| {
+                asked.push(job.index);
+                job.index != 0
+            },
+        );
+        assert_eq!(out, vec![(key(1, 1), 1), (key(1, 2), 2)]);
+        // Asked only for jobs that found a slot: not the last one.
+        assert_eq!(asked, vec![0, 1, 2]);
     }
 
     /// One decision with 100,000 queued jobs and 1,000 workers: when a slot

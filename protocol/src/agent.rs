@@ -44,6 +44,10 @@ pub struct AgentDef {
     /// Agents that share a provider's usage limit (default: the agent's name).
     #[serde(default)]
     pub limit_group: Option<String>,
+    /// Accounts (`[accounts.NAME]`) its jobs may run on, in the order
+    /// preferred; each is its own limit group, in place of `limit_group`.
+    #[serde(default)]
+    pub accounts: Vec<String>,
     /// The isolation of this agent's jobs that set none (`none`,
     /// `worktree`, `container`).
     #[serde(default)]

@@ -283,6 +283,24 @@ pub fn resources_json(resources: &[crate::resource::ResourceView]) -> Value {
         .collect()
 }
 
+/// `aam accounts --json`: each account, paused until when (and why),
+/// whether it is resuming, its running jobs and what ran on it cost.
+pub fn accounts_json(accounts: &[crate::account::AccountView]) -> Value {
+    accounts
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "paused_until": opt_time(a.paused_until_ms),
+                "pause_message": a.pause_message,
+                "resuming": a.resuming,
+                "running": a.running,
+                "cost_usd": a.cost_usd,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

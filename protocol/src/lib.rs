@@ -5,6 +5,7 @@
 //! the only crate whose types are serializable, and `codec` is the only module
 //! that knows bincode.
 
+pub mod account;
 pub mod agent;
 pub mod agent_output;
 pub mod agent_run;
@@ -30,7 +31,7 @@ pub mod worktree;
 pub use ids::{JobKey, SessionId};
 
 /// Version of the wire protocol; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// Default TCP address of the manager.
 pub const DEFAULT_MANAGER_ADDR: &str = "127.0.0.1:7410";

@@ -94,6 +94,8 @@ pub enum ClientRequest {
     Workers,
     /// Shared resources: capacity, in use and holders (issue 15).
     Resources,
+    /// Accounts: paused until when, running jobs, cost (issue 16).
+    Accounts,
     Watch {
         session: SessionId,
     },
@@ -195,6 +197,7 @@ pub enum ClientResponse {
     },
     Workers(Vec<WorkerView>),
     Resources(Vec<crate::resource::ResourceView>),
+    Accounts(Vec<crate::account::AccountView>),
     Progress(SessionSummary),
     Decided {
         status: JobStatus,

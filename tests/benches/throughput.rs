@@ -34,6 +34,8 @@
 //! the ratio of the medians.
 //!
 //! `handshake`: the cost of a new connection (`throughput/handshake.rs`).
+//! `say`: from a message said to a running agent to its stdin
+//! (`throughput/say.rs`).
 //!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
@@ -47,6 +49,8 @@
 
 #[path = "throughput/handshake.rs"]
 mod handshake;
+#[path = "throughput/say.rs"]
+mod say;
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
 use aam_protocol::model::SessionStatus;
@@ -650,6 +654,9 @@ fn main() {
     }
     if wanted("handshake") {
         handshake::handshake();
+    }
+    if wanted("say") {
+        say::say();
     }
 }
 

@@ -5,6 +5,7 @@
 //! Commands that talk to a manager connect first and read their arguments
 //! after, so an unreachable manager is reported (exit 3) before a typo.
 
+pub mod accounts;
 pub mod agents;
 pub mod apply;
 pub mod audit;

@@ -193,7 +193,13 @@ pub async fn agents(flags: &ManagerFlags) -> anyhow::Result<Value> {
     Ok(render::agents_json(&known.agents, &known.problems))
 }
 
-/// `workers`: as `aam workers --json`.
+/// `accounts`: as `aam accounts --json`.
+pub async fn accounts(flags: &ManagerFlags) -> anyhow::Result<Value> {
+    let mut client = endpoint::connect(flags).await?;
+    Ok(aam_protocol::json::accounts_json(&client.accounts().await?))
+}
+
+/// `resources`: as `aam resources --json`.
 pub async fn resources(flags: &ManagerFlags) -> anyhow::Result<Value> {
     let mut client = endpoint::connect(flags).await?;
     Ok(aam_protocol::json::resources_json(

@@ -252,6 +252,14 @@ impl Aam {
     async fn resources(&self) -> CallToolResult {
         reply(ops::resources(&self.flags).await)
     }
+
+    #[tool(
+        description = "The accounts agents' jobs run under (the manager's [accounts]): each with when its usage-limit pause ends (null: not paused), whether it is resuming a few jobs at a time, its running jobs (session/job) and what ran on it cost in USD.",
+        annotations(title = "Accounts", read_only_hint = true)
+    )]
+    async fn accounts(&self) -> CallToolResult {
+        reply(ops::accounts(&self.flags).await)
+    }
 }
 
 #[tool_handler(
@@ -277,6 +285,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "accounts",
                 "agents",
                 "approve",
                 "cancel",

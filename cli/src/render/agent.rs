@@ -119,6 +119,16 @@ pub fn paused_lines(paused: &[LimitPause], now_ms: u64) -> String {
         .collect()
 }
 
+/// When a pause ends, in local time: `14:05:00 (4m from now)`.
+pub fn until_text(until_ms: u64, now_ms: u64) -> String {
+    let left = match until_ms.checked_sub(now_ms) {
+        Some(ms) if ms > 0 => format!("{} from now", human_duration(ms)),
+        _ => "now".into(),
+    };
+    let at = clock_time(until_ms, now_ms, utc_offset_secs(until_ms));
+    format!("{at} ({left})")
+}
+
 fn paused_line(p: &LimitPause, now_ms: u64, utc_offset_secs: i64) -> String {
     let left = match p.until_ms.checked_sub(now_ms) {
         Some(ms) if ms > 0 => format!("{} from now", human_duration(ms)),

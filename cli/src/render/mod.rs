@@ -12,7 +12,7 @@ mod status;
 #[cfg(test)]
 pub mod test_views;
 
-pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend};
+pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend, until_text};
 pub use change::{change_note, diffstat};
 pub use fleet::{agents_table, workers_table};
 pub use results::results_markdown;

@@ -214,3 +214,51 @@ fn the_example_config_loads_and_documents_every_key() {
         );
     }
 }
+
+#[test]
+fn accounts_keep_their_case_and_an_unknown_one_names_agent_and_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aam.toml");
+    let write = |text: &str| std::fs::write(&path, text).unwrap();
+    write(concat!(
+        "resume_burst = 3\nresume_interval = \"5s\"\n",
+        "[accounts.Work]\nenv = { CLAUDE_CONFIG_DIR = \"/home/u/.claude-work\" }\n",
+        "[accounts.personal]\nenv = { ANTHROPIC_API_KEY = \"k\" }\n",
+        "[agents.c]\ncommand = [\"claude\"]\naccounts = [\"Work\", \"personal\"]\n",
+    ));
+    let cfg = ManagerConfig::load(Some(&path), vec![], &[]).unwrap();
+    let state = cfg.state_config();
+    assert_eq!(
+        state.accounts["Work"].env["CLAUDE_CONFIG_DIR"],
+        "/home/u/.claude-work"
+    );
+    assert_eq!(state.agents["c"].accounts, ["Work", "personal"]);
+    assert_eq!((state.resume_burst, state.resume_interval_ms), (3, 5000));
+    // Never a value in the config's Debug.
+    assert!(!format!("{cfg:?} {state:?}").contains("claude-work"));
+
+    let refused = |text: &str| {
+        write(text);
+        ManagerConfig::load(Some(&path), vec![], &[])
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused("[accounts.work]\n[agents.c]\ncommand = [\"c\"]\naccounts = [\"wrok\"]\n");
+    assert!(
+        e.contains("agents.c.accounts: unknown account 'wrok' (declared: work)"),
+        "{e}"
+    );
+    let e = refused("[agents.c]\ncommand = [\"c\"]\naccounts = [\"work\"]\n");
+    assert!(e.contains("no [accounts.NAME]"), "{e}");
+    let e = refused("[accounts.w]\nenv = { \"A B\" = \"x\" }\n");
+    assert!(
+        e.contains("accounts.w.env: 'A B' is not a variable name"),
+        "{e}"
+    );
+    let e = refused("[accounts.w]\n[agents.c]\ncommand = [\"c\"]\naccounts = [\"w\", \"w\"]\n");
+    assert!(e.contains("account 'w' is listed twice"), "{e}");
+    let e = refused("resume_burst = 0\n");
+    assert!(e.contains("resume_burst must be at least 1"), "{e}");
+    let e = refused("resume_interval = \"soon\"\n");
+    assert!(e.contains("resume_interval"), "{e}");
+}

@@ -90,6 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{id}/say", web::post().to(say_session))
         .route("/workers", web::get().to(workers))
         .route("/resources", web::get().to(resources))
+        .route("/accounts", web::get().to(accounts))
         .route("/agents", web::get().to(agents))
         .route("/audit", web::get().to(audit));
 }
@@ -457,6 +458,17 @@ async fn resources(
 ) -> Result<HttpResponse, ApiError> {
     match call(&http, ClientRequest::Resources, &who).await? {
         ClientResponse::Resources(list) => Ok(json_ok(json::resources_json(&list))),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
+/// `aam accounts --json`.
+async fn accounts(
+    http: web::Data<Http>,
+    who: web::ReqData<Caller>,
+) -> Result<HttpResponse, ApiError> {
+    match call(&http, ClientRequest::Accounts, &who).await? {
+        ClientResponse::Accounts(list) => Ok(json_ok(json::accounts_json(&list))),
         other => Err(ApiError::unexpected(&other)),
     }
 }

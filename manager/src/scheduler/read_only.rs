@@ -109,6 +109,7 @@ impl Scheduler {
             | ClientRequest::Logs { .. }
             | ClientRequest::Workers
             | ClientRequest::Resources
+            | ClientRequest::Accounts
             | ClientRequest::Agents
             | ClientRequest::Watch { .. } => false,
         };

@@ -186,6 +186,9 @@ impl Scheduler {
             ClientRequest::Resources => {
                 Reply::Answer(ClientResponse::Resources(self.state.resources()))
             }
+            ClientRequest::Accounts => {
+                Reply::Answer(ClientResponse::Accounts(self.state.accounts(now)))
+            }
             ClientRequest::Gc { older_than_ms } => self.collect(older_than_ms, now, effects),
             ClientRequest::Agents => {
                 let (agents, problems) = self.state.agents();

@@ -439,9 +439,14 @@ impl State {
                 let group = job.limit_group.clone();
                 if let (JobStatus::Succeeded, Some(exit)) = (status, exit) {
                     self.history.record(&duration_key(job), exit.duration_ms);
-                    if let Some(group) = group {
-                        self.limit_group_succeeded(&group, now);
+                    if let Some(group) = &group {
+                        self.limit_group_succeeded(group, now);
                     }
+                }
+                // It ran through without a limit: a group resuming after a
+                // pause starts its jobs as usual again.
+                if let (Some(group), Some(_)) = (&group, exit) {
+                    self.resume_ran_through(group, now);
                 }
                 self.set_status(key, status);
                 self.settle_dependents(key, now);

@@ -1,7 +1,9 @@
 //! Dispatch: queued jobs go to free worker slots (the decision is
-//! `schedule::plan_with_resources`'s, with the room left in the shared
-//! resources), each as a new attempt, unless their limit group is
-//! paused, their budget is spent or the worker they are pinned to is away
+//! `schedule::plan_claiming`'s, with the room left in the shared
+//! resources, and the last say to `accounts::claim_start`: an account for
+//! a job whose agent lists some, a start left to a group resuming after a
+//! limit), each as a new attempt, unless their limit group (or every
+//! account they may use) is paused, their budget is spent or the worker they are pinned to is away
 //! (the one that holds the conversation a follow-up continues, or the
 //! branch a worktree job starts from); a worktree job's assignment carries
 //! its `WorktreeOrder`; and the inputs an assignment carries (its
@@ -12,7 +14,7 @@
 use super::budget::OverBudget;
 use super::worktrees::{change_source, pin_of, Pin};
 use super::{OutputReader, State, WorkerId, INPUTS_BUDGET, INPUT_OUTPUT_CAP};
-use crate::schedule::{plan_with_resources, Candidate, Labels};
+use crate::schedule::{plan_claiming, Candidate, Labels};
 use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
 use aam_protocol::output::OutputCapture;
@@ -55,6 +57,7 @@ impl State {
             .collect();
         let any_paused = self.pauses.any_held(now);
         let mut resource_room = self.resource_room();
+        let mut starts = self.starts(now);
         let mut stale = Vec::new();
         let mut refused = Vec::new();
         let mut failed = Vec::new();
@@ -86,8 +89,16 @@ impl State {
                         None
                     }
                 });
-        let planned = plan_with_resources(candidates, &capacities, &mut room, &mut resource_room);
+        let claim = |key| self.claim_start(&mut starts, key, now);
+        let planned = plan_claiming(
+            candidates,
+            &capacities,
+            &mut room,
+            &mut resource_room,
+            claim,
+        );
         drop(capacities);
+        let mut chosen = starts.chosen;
         for key in stale {
             self.queue.remove(key);
         }
@@ -99,7 +110,10 @@ impl State {
         }
         planned
             .into_iter()
-            .filter_map(|(key, worker)| Some((worker, self.begin_attempt(key, worker, now)?)))
+            .filter_map(|(key, worker)| {
+                let account = chosen.remove(&key);
+                Some((worker, self.begin_attempt(key, worker, account, now)?))
+            })
             .collect()
     }
 
@@ -118,8 +132,7 @@ impl State {
             return Admission::Stale;
         };
         if job.agent.is_some() {
-            let group = job.limit_group.as_deref();
-            if any_paused && group.is_some_and(|g| self.pauses.holds(g, now)) {
+            if self.start_held(job, any_paused, now) {
                 return Admission::Hold;
             }
             if let Some(why) = self.budget_refusal(entry, job) {
@@ -154,8 +167,15 @@ impl State {
         self.maybe_finish_session(key.session, now);
     }
 
-    /// Starts a new attempt of a queued job on `worker`.
-    fn begin_attempt(&mut self, key: JobKey, worker_id: WorkerId, now: u64) -> Option<Assignment> {
+    /// Starts a new attempt of a queued job on `worker` (under `account`,
+    /// for a job whose agent lists accounts).
+    fn begin_attempt(
+        &mut self,
+        key: JobKey,
+        worker_id: WorkerId,
+        account: Option<String>,
+        now: u64,
+    ) -> Option<Assignment> {
         let worktree = match self.worktree_order(key) {
             Ok(order) => order.map(Box::new),
             Err(why) => {
@@ -181,7 +201,18 @@ impl State {
             .and_then(|job| self.config.agents.get(job.agent.as_deref()?))
             .map(|agent| agent.secret_env.clone())
             .unwrap_or_default();
+        // The account's env goes into this assignment alone, over the
+        // agent's: never into the job's record.
+        let account_env = account
+            .as_deref()
+            .and_then(|a| self.config.accounts.get(a))
+            .map(|def| def.env.clone())
+            .unwrap_or_default();
         let job = self.sessions.job_mut(key)?;
+        if let Some(account) = &account {
+            job.limit_group = Some(aam_protocol::account::account_group(account));
+        }
+        let group = job.limit_group.clone();
         let attempt = job.begin_attempt(worker_name, now);
         // A new attempt's agent gets the prompt, then what it was told and
         // no earlier attempt's agent got.
@@ -192,16 +223,19 @@ impl State {
                 ..(**input).clone()
             })
         });
+        let mut env = job.env.clone();
+        env.retain(|(name, _)| !account_env.contains_key(name));
+        env.extend(account_env);
         if let Some(since) = queued_since {
             self.config.metrics.dispatched(now.saturating_sub(since));
         }
-        Some(Assignment {
+        let assignment = Some(Assignment {
             job: key,
             attempt,
             session_name,
             job_name: job.name.clone(),
             argv: job.argv.clone(),
-            env: job.env.clone(),
+            env,
             secret_env,
             workdir: job.workdir.clone(),
             timeout_ms: job.policy.timeout_ms,
@@ -212,7 +246,11 @@ impl State {
             inputs: Vec::new(),
             ports: job.ports,
             input,
-        })
+        });
+        if let Some(group) = group {
+            self.note_resume_start(&group, now);
+        }
+        assignment
     }
 
     /// Moves retries whose backoff is over to the queue. Returns how many.

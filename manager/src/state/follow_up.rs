@@ -90,6 +90,12 @@ impl State {
             return Err(refused(nothing_to_continue(session, job)));
         };
         let worktree = continued_worktree(session, job);
+        // The conversation lives in its account's files (its config dir):
+        // a follow-up keeps the account (`accounts_of`).
+        let account_group = job
+            .limit_group
+            .clone()
+            .filter(|g| aam_protocol::account::account_of_group(g).is_some());
         let mut batch_name = entry.record().name.clone();
         batch_name.truncate(
             self.config
@@ -148,6 +154,9 @@ impl State {
         };
         if let Some(job) = self.job_mut(key) {
             job.pinned_worker = worker;
+            if account_group.is_some() {
+                job.limit_group = account_group;
+            }
             if let Some(worktree) = worktree {
                 job.isolation = worktree.isolation;
                 job.workspace = worktree.workspace;

@@ -55,6 +55,33 @@ impl Pauses {
         self.by_group.values().filter(move |p| p.until_ms > now)
     }
 
+    /// When `group`'s pause ended, if it has and no job of it has run
+    /// through since (its jobs resume a few at a time, `resume`).
+    pub fn ended(&self, group: &str, now: u64) -> Option<u64> {
+        self.by_group
+            .get(group)
+            .map(|p| p.until_ms)
+            .filter(|&until| until <= now)
+    }
+
+    /// Whether any group is paused or resuming (most of the time, none).
+    pub fn any(&self) -> bool {
+        !self.by_group.is_empty()
+    }
+
+    /// The groups resuming at `now`, with when their pause ended.
+    pub fn resuming(&self, now: u64) -> impl Iterator<Item = (&str, u64)> {
+        self.by_group
+            .values()
+            .filter(move |p| p.until_ms <= now)
+            .map(|p| (p.group.as_str(), p.until_ms))
+    }
+
+    /// The pause of `group` in force at `now`.
+    pub fn get_active(&self, group: &str, now: u64) -> Option<&LimitPause> {
+        self.by_group.get(group).filter(|p| p.until_ms > now)
+    }
+
     /// Records to store: (pauses written, groups whose record went).
     pub fn take_unsaved(&mut self) -> (Vec<LimitPause>, Vec<String>) {
         let mut written = Vec::new();
@@ -138,6 +165,7 @@ impl State {
             message = %pause.message, "usage limit: pausing the group");
         self.pauses.unsaved.insert(group.to_string());
         self.pauses.by_group.insert(group.to_string(), pause);
+        self.forget_resume(group);
         self.config.metrics.limit_paused(group);
     }
 
@@ -155,6 +183,7 @@ impl State {
             pause.backoff_ms = first;
         } else {
             self.pauses.by_group.remove(group);
+            self.forget_resume(group);
         }
         self.pauses.unsaved.insert(group.to_string());
     }

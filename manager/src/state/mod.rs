@@ -7,6 +7,7 @@
 //! change a record, which marks it to be stored), `queue`, `submit`,
 //! `dispatch`, `attempts` (reports and the end of an attempt), `agent_runs`
 //! (what agents did, live and at their end), `limits` (usage-limit pauses),
+//! `resume` (a few starts at a time after a pause), `accounts`,
 //! `budget` (what agents spent, and budgets), `follow_up` (`aam continue`),
 //! `deps`, `control` (cancel, retry, gates), `variants` (best of N),
 //! `worktrees` (orders, changes, patches, branches), `workers`, `views`,
@@ -15,6 +16,7 @@
 //! latency, attempt ends, agents' spend, limit pauses) are observed
 //! through `StateConfig::metrics`: atomics, no I/O.
 
+mod accounts;
 mod agent_runs;
 mod attempts;
 mod budget;
@@ -29,6 +31,7 @@ mod owners;
 mod queue;
 mod rebuild;
 mod resources;
+mod resume;
 mod say;
 mod session;
 mod submit;
@@ -56,6 +59,7 @@ pub use worktrees::{BranchDeletion, PatchReader, BRANCHES_PER_ORDER};
 
 use crate::estimate::History;
 use crate::prices::PriceTable;
+use aam_protocol::account::AccountDef;
 use aam_protocol::agent::AgentDef;
 use aam_protocol::messages::ErrorKind;
 use aam_protocol::model::{JobRecord, JobStatus};
@@ -115,6 +119,12 @@ pub struct StateConfig {
     pub gc_branches: bool,
     /// Shared resources and their capacities (`[resources]`).
     pub resources: BTreeMap<String, u32>,
+    /// Accounts agents' jobs may run under (`[accounts]`).
+    pub accounts: BTreeMap<String, AccountDef>,
+    /// Jobs of a limit group resuming after a pause start at most this
+    /// many per `resume_interval_ms` until one runs through.
+    pub resume_burst: u32,
+    pub resume_interval_ms: u64,
     /// Where the model observes events for `GET /metrics` (atomics only).
     pub metrics: crate::metrics::Observer,
 }
@@ -141,6 +151,9 @@ impl Default for StateConfig {
             patch_cap: crate::config::DEFAULT_PATCH_CAP,
             gc_branches: false,
             resources: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            resume_burst: 2,
+            resume_interval_ms: 10_000,
             metrics: Default::default(),
         }
     }
@@ -194,6 +207,8 @@ pub struct State {
     committing_patches: HashMap<JobKey, (u32, Vec<u8>)>,
     /// Usage-limit groups paused, or whose backoff is still raised.
     pauses: Pauses,
+    /// Starts of groups resuming after a pause, per window.
+    resumes: resume::Resumes,
     /// Transitions to tell `[[notify]]` targets of, since last taken.
     transitions: Vec<Transition>,
     /// Which token submitted each session.
@@ -219,6 +234,7 @@ impl State {
             unsaved_patches: Vec::new(),
             committing_patches: HashMap::new(),
             pauses: Pauses::default(),
+            resumes: resume::Resumes::default(),
             transitions: Vec::new(),
             owners: owners::Owners::default(),
         }

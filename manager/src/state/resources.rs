@@ -127,7 +127,7 @@ impl State {
     }
 
     /// `s7/tests`.
-    fn job_label(&self, key: JobKey) -> String {
+    pub(super) fn job_label(&self, key: JobKey) -> String {
         let name = self.job(key).map_or("?", |j| j.name.as_str());
         format!("{}/{name}", key.session)
     }

@@ -8,6 +8,7 @@ use super::worktrees::{pin_of, Pin};
 use super::{duration_key, OutputReader, State, StateError};
 use crate::estimate::{estimate, Remaining};
 use crate::schedule::{why_waiting, WorkerCapacity};
+use aam_protocol::account::account_group;
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::messages::{AgentInfo, OutputWanted};
 use aam_protocol::model::{Estimate, JobRecord, JobStatus, JobView, SessionSummary, SessionView};
@@ -85,15 +86,15 @@ impl State {
         if !self.pauses.any_held(now) {
             return Vec::new();
         }
-        let groups: BTreeSet<&str> = entry
-            .jobs()
-            .iter()
-            .filter(|j| !j.status.is_terminal())
-            .filter_map(|j| j.limit_group.as_deref())
-            .collect();
+        let mut groups: BTreeSet<String> = BTreeSet::new();
+        for job in entry.jobs().iter().filter(|j| !j.status.is_terminal()) {
+            let accounts = self.accounts_of(job);
+            groups.extend(job.limit_group.iter().cloned());
+            groups.extend(accounts.iter().map(|a| account_group(a)));
+        }
         self.pauses
             .active(now)
-            .filter(|p| groups.contains(p.group.as_str()))
+            .filter(|p| groups.contains(&p.group))
             .cloned()
             .collect()
     }
@@ -160,12 +161,16 @@ impl State {
         if job.status != JobStatus::Queued || job.not_before_ms.is_some() {
             return None;
         }
-        if let Some(reason) = job
-            .limit_group
-            .as_deref()
-            .and_then(|g| self.pause_reason(g, now))
-        {
-            return Some(reason);
+        let reason = if self.accounts_of(job).is_empty() {
+            job.limit_group.as_deref().and_then(|g| {
+                self.pause_reason(g, now)
+                    .or_else(|| self.resume_reason(g, now))
+            })
+        } else {
+            self.account_wait(job, now)
+        };
+        if reason.is_some() {
+            return reason;
         }
         if let Some(reason) = self.resource_wait(job) {
             return Some(reason);

@@ -1,6 +1,7 @@
 //! Integration tests: the real aam-manager, aam-worker and aam binaries as
 //! separate processes over TCP, with a sled store on disk.
 
+mod accounts;
 mod agents;
 mod agents_e2e;
 mod agents_model;

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
-const TOOLS: [&str; 12] = [
+const TOOLS: [&str; 13] = [
+    "accounts",
     "agents",
     "approve",
     "cancel",
