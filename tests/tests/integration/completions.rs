@@ -30,7 +30,7 @@ fn bash_loads_the_completions_and_completes_the_commands() {
     // Not the hidden `__serve`.
     assert_eq!(
         words,
-        ["sessions", "status", "submit"],
+        ["say", "sessions", "status", "submit"],
         "{}",
         offered.dump()
     );
