@@ -1,10 +1,13 @@
 //! Running one job as a child process: its own process group, stdin from
-//! /dev/null, stdout and stderr drained concurrently and streamed as they
+//! /dev/null (a pipe for an agent that takes input), stdout and stderr drained concurrently and streamed as they
 //! come, `::progress::` lines picked out, an agent job's stdout read by its
 //! format's reader (`run_reader.rs`), and the job stopped on a cancel,
 //! past its timeout, or when it has printed nothing for its idle timeout.
 //! A worktree job runs in a worktree of its own (`worktree/job.rs`), set
 //! up before it starts and committed and removed before its end is told.
+//! `child/pump.rs` streams the pipes; `child/container_start.rs` makes a
+//! container job's container; an agent that takes input has its stdin fed
+//! by `stdin_feed.rs`.
 
 use crate::inputs::InputFiles;
 use crate::orphans::RunIds;
@@ -22,7 +25,6 @@ use std::process::Stdio;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 /// Largest output chunk sent in one message (small enough that the two
@@ -35,9 +37,6 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// Grace for processes a job left behind when it exited on its own.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
-
-/// Longest line examined for a `::progress::` marker.
-const MAX_PROGRESS_LINE: usize = 4096;
 
 /// What a running job tells the worker.
 pub enum JobEvent {
@@ -109,21 +108,6 @@ pub fn resolve_workdir(base: &Path, workdir: Option<&str>) -> PathBuf {
         Some(w) if Path::new(w).is_absolute() => PathBuf::from(w),
         Some(w) => base.join(w),
     }
-}
-
-/// Parses `::progress:: 40 running unit tests` (percent 0-100, message optional).
-pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
-    let text = std::str::from_utf8(line).ok()?.trim();
-    let rest = text.strip_prefix("::progress::")?.trim_start();
-    let (number, message) = match rest.split_once(char::is_whitespace) {
-        Some((n, m)) => (n, Some(m.trim().to_string()).filter(|m| !m.is_empty())),
-        None => (rest, None),
-    };
-    let percent: f64 = number.trim_end_matches('%').parse().ok()?;
-    if !(0.0..=100.0).contains(&percent) {
-        return None;
-    }
-    Some((percent.round() as u8, message))
 }
 
 /// Where jobs run: the base of relative workdirs, the worktrees of
@@ -310,60 +294,6 @@ struct Launch<'a> {
     said: Option<tokio::sync::mpsc::UnboundedReceiver<aam_protocol::say::SaidMessage>>,
 }
 
-/// Makes a container job's container (its input files written first, to
-/// be mounted), its egress refusals streamed into the job's log: the
-/// input files, for a container job. Nothing for another job; why the
-/// container could not be made otherwise.
-async fn start_container(
-    tree: &mut job::JobTree,
-    assignment: &Assignment,
-    dirs: &JobDirs,
-    sink: &impl EventSink,
-    ports: &[u16],
-) -> Result<Option<InputFiles>, String> {
-    let order = assignment.worktree.as_deref();
-    let Some(spec) = order.and_then(|o| o.workspace.as_ref()?.container.as_ref()) else {
-        return Ok(None);
-    };
-    let Some(containers) = &dirs.containers else {
-        return Err("this worker has no container engine (podman or docker)".into());
-    };
-    let inputs = crate::inputs::write(assignment)
-        .map_err(|e| format!("writing the job's input files: {e}"))?;
-    let read_only = match inputs.dir() {
-        Some(dir) => vec![dir.to_path_buf()],
-        None => vec![inputs.json.clone(), inputs.markdown.clone()],
-    };
-    let name = crate::container::job::container_name(
-        containers,
-        &assignment.job.session.to_string(),
-        assignment.job.index,
-        assignment.attempt,
-    );
-    let plan = crate::container::job::ContainerPlan {
-        spec,
-        name,
-        worktree: &tree.path,
-        read_only,
-        ports,
-    };
-    let (container, refusals) =
-        crate::container::job::JobContainer::start(containers, plan).await?;
-    tracing::info!(container = %container.name, image = %spec.image,
-        network = %spec.network().describe(), "container started");
-    if let Some(mut refusals) = refusals {
-        let (sink, attempt) = (sink.clone(), assignment.attempt_ref());
-        tokio::task::spawn_local(async move {
-            while let Some(line) = refusals.recv().await {
-                let data = line.into_bytes();
-                sink.send(JobEvent::Output { attempt, data }).await;
-            }
-        });
-    }
-    tree.container = Some(container);
-    Ok(Some(inputs))
-}
-
 /// A worktree job's worktree, set up; None for another job; why it could
 /// not be set up otherwise (the job's reason).
 async fn set_up_worktree(
@@ -502,45 +432,6 @@ fn exit_info(
             }
         }
     }
-}
-
-/// Starts streaming the job's stdout and stderr, each on a task of its
-/// own; an agent's reader reads stdout only (its stderr is the CLI's logs).
-fn start_pumps(
-    child: &mut tokio::process::Child,
-    attempt: AttemptRef,
-    sink: &impl EventSink,
-    last_output: &Rc<Cell<Instant>>,
-    run_reader: &Option<Rc<RefCell<RunReader>>>,
-    turns: &Option<Rc<crate::stdin_feed::TurnEnds>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    [
-        child.stdout.take().map(|s| {
-            (
-                Box::new(s) as Box<dyn AsyncRead + Unpin>,
-                run_reader.clone(),
-                turns.clone(),
-            )
-        }),
-        child
-            .stderr
-            .take()
-            .map(|s| (Box::new(s) as Box<dyn AsyncRead + Unpin>, None, None)),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|(pipe, reader, turns)| {
-        let pump = pump(
-            pipe,
-            attempt,
-            sink.clone(),
-            last_output.clone(),
-            reader,
-            turns,
-        );
-        tokio::task::spawn_local(pump)
-    })
-    .collect()
 }
 
 /// Starts an assignment's command in `workdir`, with its input files
@@ -709,118 +600,12 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
+mod container_start;
+mod pump;
 
-/// Streams one pipe of the job: its chunks as output, the `::progress::`
-/// lines in them, and (stdout of an agent job) the run they tell, as its
-/// updates come due.
-async fn pump(
-    mut pipe: impl AsyncRead + Unpin,
-    attempt: AttemptRef,
-    sink: impl EventSink,
-    last_output: Rc<Cell<Instant>>,
-    run_reader: Option<Rc<RefCell<RunReader>>>,
-    turns: Option<Rc<crate::stdin_feed::TurnEnds>>,
-) {
-    let mut buf = vec![0u8; CHUNK];
-    let mut progress = ProgressLines::default();
-    loop {
-        let due = run_reader.as_ref().and_then(|r| r.borrow().due_at());
-        let n = tokio::select! {
-            read = pipe.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            },
-            // The agent went quiet after a change the throttle held back.
-            _ = sleep_until(due.map(tokio::time::Instant::from_std)) => {
-                send_agent_update(&run_reader, attempt, &sink).await;
-                continue;
-            }
-        };
-        last_output.set(Instant::now());
-        let data = &buf[..n];
-        // Progress lines are picked out; they stay in the output too.
-        let (found, turns_ended) = progress.scan(data);
-        if let Some(turns) = &turns {
-            (0..turns_ended).for_each(|_| turns.ended_one());
-        }
-        for (percent, message) in found {
-            let event = JobEvent::Progress {
-                attempt,
-                percent,
-                message,
-            };
-            sink.send(event).await;
-        }
-        if let Some(reader) = &run_reader {
-            reader.borrow_mut().feed(data);
-        }
-        let data = data.to_vec();
-        sink.send(JobEvent::Output { attempt, data }).await;
-        send_agent_update(&run_reader, attempt, &sink).await;
-    }
-}
-
-/// Sends the agent's run if an update is due.
-async fn send_agent_update(
-    run_reader: &Option<Rc<RefCell<RunReader>>>,
-    attempt: AttemptRef,
-    sink: &impl EventSink,
-) {
-    let update = run_reader
-        .as_ref()
-        .and_then(|r| r.borrow_mut().update(Instant::now()));
-    if let Some(run) = update {
-        sink.send(JobEvent::AgentUpdate { attempt, run }).await;
-    }
-}
-
-/// Finds `::progress::` lines in output fed in chunks.
-#[derive(Default)]
-struct ProgressLines {
-    /// The start of a line whose end has not come yet (dropped past
-    /// `MAX_PROGRESS_LINE`: such a line is no progress line).
-    line: Vec<u8>,
-    /// The first bytes of the current line, however long it grows (an
-    /// agent's `result` line ends a turn: `stdin_feed::ends_turn`).
-    head: Vec<u8>,
-}
-
-/// Bytes of a line's start kept to tell a `result` line.
-const LINE_HEAD: usize = 16;
-
-impl ProgressLines {
-    /// The progress lines `data` completes, and how many of the lines it
-    /// completes end an agent's turn.
-    fn scan(&mut self, data: &[u8]) -> (Vec<(u8, Option<String>)>, u32) {
-        let mut found = Vec::new();
-        let mut turns = 0;
-        let mut pieces = data.split(|&b| b == b'\n').peekable();
-        while let Some(piece) = pieces.next() {
-            // Every piece but the last was followed by a newline.
-            let complete = pieces.peek().is_some();
-            if self.line.len() + piece.len() <= MAX_PROGRESS_LINE {
-                self.line.extend_from_slice(piece);
-            } else {
-                self.line.clear();
-            }
-            let room = LINE_HEAD.saturating_sub(self.head.len());
-            self.head.extend_from_slice(&piece[..piece.len().min(room)]);
-            if complete {
-                found.extend(parse_progress(&self.line));
-                turns += crate::stdin_feed::ends_turn(&self.head) as u32;
-                self.line.clear();
-                self.head.clear();
-            }
-        }
-        (found, turns)
-    }
-}
+use container_start::start_container;
+pub use pump::parse_progress;
+use pump::{sleep_until, start_pumps};
 
 #[cfg(test)]
 mod agent_job_tests;

@@ -8,6 +8,8 @@
 //! between jobs whose key files are the same (`cache.rs`).
 
 use super::git;
+// One rule for the file's paths and a job's `copy` key (checked at submit).
+use aam_protocol::workspace::check_copy_path;
 use serde::Deserialize;
 use std::path::{Component, Path};
 use std::time::Duration;
@@ -173,21 +175,6 @@ fn plain(path: &str) -> String {
         })
         .collect();
     parts.join("/")
-}
-
-/// A `copy` entry must stay inside the repository: relative, no `..`.
-fn check_copy_path(path: &str) -> Result<(), String> {
-    let plain = !path.is_empty()
-        && Path::new(path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if plain {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{path}' is not a path inside the repository (relative, without '..')"
-        ))
-    }
 }
 
 /// Copies each `copy` entry (a file or a directory, relative to the
