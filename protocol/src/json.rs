@@ -87,6 +87,8 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         "variant": job.variant,
         "variants": job.variants,
         "pick": job.pick.as_ref().map(pick_json),
+        "takes_input": job.takes_input,
+        "waiting_for_input": job.waiting_for_input,
     });
     if with_output {
         // The answer beside the raw output it was read from.

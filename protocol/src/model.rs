@@ -543,6 +543,12 @@ pub struct JobView {
     pub variant: Option<u32>,
     pub variants: Vec<String>,
     pub pick: Option<VariantPick>,
+    /// Its agent reads messages on stdin (`aam say` reaches it).
+    #[serde(default)]
+    pub takes_input: bool,
+    /// Its agent answered everything said to it and lingers for more.
+    #[serde(default)]
+    pub waiting_for_input: bool,
 }
 
 /// A session with its jobs.

@@ -40,6 +40,8 @@ pub fn job(name: &str, status: JobStatus, output: &str) -> JobView {
         variant: None,
         variants: Vec::new(),
         pick: None,
+        takes_input: false,
+        waiting_for_input: false,
     }
 }
 

@@ -150,6 +150,12 @@ impl State {
                 .map(|&i| entry.job(i).name.clone())
                 .collect(),
             pick: job.pick.clone(),
+            takes_input: job.input.is_some(),
+            waiting_for_input: job.status == JobStatus::Running
+                && job
+                    .input
+                    .as_ref()
+                    .is_some_and(|i| i.waiting_since_ms.is_some()),
         }
     }
 

@@ -34,7 +34,7 @@ fn shows(b: &mut Browser, job: &str, status: &str) {
 }
 
 /// The sign-in form: types `token` and submits it.
-fn sign_in(b: &mut Browser, token: &str) {
+pub(crate) fn sign_in(b: &mut Browser, token: &str) {
     b.type_into("#token", token);
     b.click("#login-form button[type=submit]");
 }

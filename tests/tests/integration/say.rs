@@ -6,8 +6,10 @@
 //! log with who said it; a broadcast reaches every running agent of a
 //! session; an agent that lingers waits for input, goes on when told more,
 //! and ends after its linger; a job that takes no input, or has ended, is
-//! refused pointing to `aam continue`.
+//! refused pointing to `aam continue`; the dashboard shows an agent
+//! waiting for input and its Say button reaches it.
 
+use aam_tests::browser::Browser;
 use aam_tests::model_server::{Message, ModelServer, When};
 use aam_tests::{poll, Cluster};
 use serde_json::json;
@@ -173,4 +175,64 @@ fn a_lingering_agent_waits_for_input_goes_on_when_told_and_ends_after_its_linger
         .stdout;
     assert!(log.contains("tests fine too"), "{log}");
     c.assert_no_agent_left();
+}
+
+/// An agent that reads stream-json on stdin: each line's text appended to
+/// `$GOT`, and a `result` line for each, so its turn ends.
+const LISTENER: &str = r#"
+import json, os, sys
+got = open(os.environ["GOT"], "a", buffering=1)
+for line in sys.stdin:
+    got.write(json.loads(line)["message"]["content"] + "\n")
+    print('{"type":"result","subtype":"success","result":"heard"}', flush=True)
+"#;
+
+#[test]
+fn the_dashboard_shows_an_agent_waiting_for_input_and_says_something_to_it() {
+    let mut c = Cluster::new();
+    c.http = true;
+    let script = c.write("listener.py", LISTENER);
+    let got = c.path("got.txt");
+    c.set_config(&format!(
+        "[agents.listener]\ncommand = [\"python3\", \"-u\", {:?}]\ninput = \"stream-json\"\n\
+         linger = \"1h\"\nenv = {{ GOT = {:?} }}\n",
+        script.display().to_string(),
+        got.display().to_string()
+    ));
+    c.start_manager();
+    c.start_worker("w", 1);
+    let session = c.submit_json(&json!({"name": "dash-say", "jobs": [
+        { "name": "ear", "agent": "listener", "prompt": "hello" },
+    ]}));
+    c.poll_status(&session, "the agent waiting for input", |s| {
+        s["jobs"][0]["waiting_for_input"] == true && s["jobs"][0]["takes_input"] == true
+    });
+    let mut b = Browser::start(&c.cert());
+    b.navigate(&c.url("/"));
+    crate::dashboard::sign_in(&mut b, &c.token);
+    b.click(&format!("#sessions tr[data-session=\"{session}\"]"));
+    b.wait_for(
+        "the job waiting for input",
+        "((document.querySelector('#jobs tr[data-job=ear] td.activity') || {}).textContent || '').includes('waiting for input')",
+    );
+    b.eval("window.prompt = () => 'from the dashboard'");
+    b.click("button[data-action=say][data-job=ear]");
+    let heard = poll(Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&got).unwrap_or_default();
+        text.lines()
+            .any(|l| l == "from the dashboard")
+            .then_some(text)
+    });
+    assert!(
+        heard.is_some(),
+        "the agent never got the message\n{}",
+        c.logs()
+    );
+    let log = c
+        .aam(&["logs", &format!("{session}/ear")])
+        .expect_code(0)
+        .stdout;
+    assert!(log.contains("said: from the dashboard"), "{log}");
+    assert_eq!(b.errors(), Vec::<String>::new(), "the page threw");
+    c.aam(&["cancel", &session]).expect_code(0);
 }

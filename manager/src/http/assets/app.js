@@ -122,6 +122,9 @@ function activity(j) {
     if (a.error) bits.push(a.error);
     parts.push(el('span', { class: 'agent' }, (parts.length ? ' · ' : '') + bits.join(' · ')));
   }
+  if (j.waiting_for_input) {
+    parts.push(el('span', { class: 'chip' }, 'waiting for input'));
+  }
   if (j.decision) {
     const verb = j.decision.approved ? 'approved' : 'rejected';
     parts.push(verb + ' by ' + j.decision.by + (j.decision.comment ? ': ' + j.decision.comment : ''));
@@ -379,6 +382,10 @@ function jobActions(s, j) {
     out.push(el('button', { type: 'button', class: 'danger', 'data-action': 'reject', 'data-job': j.name,
       onclick: () => reject(path) }, 'Reject'));
   } else if (LIVE.has(j.status) && !j.gate) {
+    if (j.status === 'running' && j.takes_input) {
+      out.push(el('button', { type: 'button', class: 'ok', 'data-action': 'say', 'data-job': j.name,
+        onclick: () => say(s.id + '/' + j.name, path) }, 'Say'));
+    }
     out.push(el('button', { type: 'button', class: 'danger', 'data-action': 'cancel', 'data-job': j.name,
       onclick: () => act('cancel job ' + s.id + '/' + j.name, 'POST', path + '/cancel', true) }, 'Cancel'));
   }
@@ -387,6 +394,13 @@ function jobActions(s, j) {
       onclick: () => openLog(s.id, j.name) }, 'Log'));
   }
   return out;
+}
+
+// One more message of a running agent's conversation (`aam say`).
+async function say(label, path) {
+  const text = prompt('Say to ' + label + ':');
+  if (!text || !text.trim()) return;
+  await act(null, 'POST', path + '/say', false, { text });
 }
 
 async function reject(path) {
