@@ -184,14 +184,23 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
 
 /// Reaps zombies reparented to this subreaper that are not `own` children
 /// (those are waited for by whoever spawned them). Returns how many.
+///
+/// A child in this process's own process group is one the worker spawned
+/// for itself (git, the container engine, `ip`, `iptables`: jobs and their
+/// steps get groups of their own, and what they leave behind is in those
+/// or in sessions of its own): its spawner waits for it, and reaping it
+/// here would make that wait fail (`ECHILD`).
 pub fn reap_adopted(own: &BTreeSet<u32>) -> usize {
     let me = std::process::id() as i32;
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    let my_group = unsafe { libc::getpgrp() };
     let mut reaped = 0;
     for pid in all_pids() {
         if own.contains(&(pid as u32)) {
             continue;
         }
-        if proc_stat(pid).is_some_and(|s| s.ppid == me && s.state == 'Z') {
+        let adopted = |s: &ProcStat| s.ppid == me && s.state == 'Z' && s.pgrp != my_group;
+        if proc_stat(pid).is_some_and(|s| adopted(&s)) {
             let mut status = 0;
             // SAFETY: waits for one specific zombie child; never blocks (WNOHANG).
             if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
@@ -263,5 +272,30 @@ mod tests {
             !is_alive(escaped)
         });
         assert!(gone);
+    }
+
+    #[test]
+    fn the_workers_own_helpers_are_left_to_their_waiters() {
+        // A helper in this process's group (as git or podman are spawned),
+        // exited and not waited for yet.
+        let mut helper = Command::new("true").spawn().unwrap();
+        let pid = helper.id() as i32;
+        let exited = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            proc_stat(pid).is_some_and(|s| s.state == 'Z')
+        });
+        assert!(exited);
+        // Every other process counts as owned: other tests' children are
+        // theirs to wait for.
+        let own: BTreeSet<u32> = all_pids()
+            .into_iter()
+            .filter(|&p| p != pid)
+            .map(|p| p as u32)
+            .collect();
+        reap_adopted(&own);
+        assert!(
+            helper.wait().unwrap().success(),
+            "the helper was reaped under its waiter"
+        );
     }
 }
