@@ -340,6 +340,9 @@ pub struct JobRecord {
     /// For an agent job that takes input (issue 16): its prompt, linger
     /// and the messages said to it.
     pub input: Option<Box<crate::say::AgentInput>>,
+    /// For an agent job that relays its permission prompts (issue 16):
+    /// its rules and every request with its decision.
+    pub permissions: Option<Box<crate::permission::JobPermissions>>,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -397,6 +400,7 @@ impl JobRecord {
             uses: Vec::new(),
             workspace: None,
             input: None,
+            permissions: None,
         }
     }
 
@@ -543,6 +547,9 @@ pub struct JobView {
     pub variant: Option<u32>,
     pub variants: Vec<String>,
     pub pick: Option<VariantPick>,
+    /// For an agent that relays its permission prompts: every request,
+    /// open ones without a decision.
+    pub permissions: Vec<crate::permission::PermissionRequest>,
 }
 
 /// A session with its jobs.

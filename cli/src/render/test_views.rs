@@ -40,6 +40,7 @@ pub fn job(name: &str, status: JobStatus, output: &str) -> JobView {
         variant: None,
         variants: Vec::new(),
         pick: None,
+        permissions: Vec::new(),
     }
 }
 

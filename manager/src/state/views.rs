@@ -150,6 +150,11 @@ impl State {
                 .map(|&i| entry.job(i).name.clone())
                 .collect(),
             pick: job.pick.clone(),
+            permissions: job
+                .permissions
+                .as_ref()
+                .map(|p| p.requests.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -360,6 +365,25 @@ fn waiting_reason(
             Some(format!(
                 "waiting for dependencies: {}",
                 dependencies.join(", ")
+            ))
+        }
+        JobStatus::Running
+            if job
+                .permissions
+                .as_ref()
+                .is_some_and(|p| p.open().count() > 0) =>
+        {
+            let open: Vec<String> = job
+                .permissions
+                .iter()
+                .flat_map(|p| p.open())
+                .map(|r| format!("[{}] {}", r.id, r.summary))
+                .collect();
+            Some(format!(
+                "needs input: {} (aam allow|deny {}/{} ID)",
+                open.join(", "),
+                job.key.session,
+                job.name
             ))
         }
         JobStatus::Running
