@@ -595,7 +595,9 @@ fn spawn(
             .map_err(|e| format!("writing the job's input files: {e}"))?,
     };
     let mut argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
-    argv.extend_from_slice(extra_args);
+    // Flags go before a `--` that ends the options (`-- {prompt}`).
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, extra_args.iter().cloned());
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".to_string());
     };
