@@ -4,7 +4,9 @@
 //! the stand-in model server. A `Write` waits as `needs input` until
 //! `aam allow` lets it write the file; `aam deny --message` leaves no file
 //! and the agent is told why (`permission_denials` in its result); an
-//! `allow` rule and a `deny` rule decide without asking.
+//! `allow` rule and a `deny` rule decide without asking; a request nobody
+//! answers is denied at `permission_timeout`; a pending request survives
+//! a manager restart (kill -9) and is answered after it.
 
 use crate::job;
 use aam_tests::model_server::{Message, ModelServer, When};
@@ -172,4 +174,55 @@ fn an_allow_rule_and_a_deny_rule_decide_without_asking() {
         "{s}"
     );
     assert!(server.unanswered().is_empty());
+}
+
+#[test]
+fn an_unanswered_request_is_denied_at_its_timeout() {
+    let server = ModelServer::start();
+    let c = cluster(&server, &[("permission_timeout", "\"2s\"")]);
+    let target = c.path("work").join("late.txt");
+    script_write(&server, &target);
+    let session = c.submit_json(&json!({"name": "late", "jobs": [
+        { "name": "w", "agent": "guarded", "prompt": "Write late.txt" },
+    ]}));
+    c.aam(&["wait", &session]).expect_code(0);
+    assert!(!target.exists(), "written although nobody answered");
+    let s = c.status(&session);
+    let decision = &job(&s, "w")["permissions"][0]["decision"];
+    assert_eq!(decision["by"], "timeout", "{s}");
+    assert_eq!(decision["message"], "no answer within 2s", "{s}");
+    let results: Vec<String> = server
+        .requests()
+        .iter()
+        .flat_map(|r| r.tool_results())
+        .collect();
+    assert!(
+        results.iter().any(|r| r.contains("no answer within 2s")),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn a_pending_request_survives_a_manager_restart_and_is_then_answered() {
+    let server = ModelServer::start();
+    let mut c = cluster(&server, &[]);
+    let target = c.path("work").join("restart.txt");
+    script_write(&server, &target);
+    let session = c.submit_json(&json!({"name": "restart", "jobs": [
+        { "name": "w", "agent": "guarded", "prompt": "Write restart.txt" },
+    ]}));
+    wait_needs_input(&c, &session, "w");
+    c.kill_manager();
+    c.start_manager();
+    // Still open after the restart (stored), the agent still waiting.
+    let j = wait_needs_input(&c, &session, "w");
+    assert_eq!(j["permissions"].as_array().unwrap().len(), 1, "{j}");
+    // Answered once the worker is back with its agent.
+    let allowed = poll(Duration::from_secs(30), || {
+        let out = c.aam(&["allow", &format!("{session}/w"), "1"]);
+        (out.code == 0).then_some(())
+    });
+    assert!(allowed.is_some(), "{}", c.logs());
+    c.aam(&["wait", &session]).expect_code(0);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "guarded\n");
 }
