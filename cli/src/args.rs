@@ -118,6 +118,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Allow a running agent's permission request (SESSION/JOB, and the
+    /// request's id when more than one is open; `aam status` lists them)
+    Allow {
+        job: String,
+        request: Option<u32>,
+        /// Allow the same tool for the rest of this job
+        #[arg(long)]
+        always: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny a running agent's permission request (SESSION/JOB [REQUEST]);
+    /// the agent is told the message
+    Deny {
+        job: String,
+        request: Option<u32>,
+        /// What the agent is told [default: denied by TOKEN]
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A worktree job's patch (SESSION/JOB), as `git format-patch` wrote
     /// it (for a job of variants, its winner's)
     Diff {

@@ -412,6 +412,16 @@ impl Client {
         expect!(self.call(request).await?, ClientResponse::Said { jobs } => Ok(jobs))
     }
 
+    /// Answers a permission request of a running agent: its id and
+    /// short form.
+    pub async fn decide_permission(
+        &mut self,
+        request: ClientRequest,
+    ) -> anyhow::Result<(u32, String)> {
+        expect!(self.call(request).await?,
+            ClientResponse::PermissionDecided { request, summary } => Ok((request, summary)))
+    }
+
     pub async fn workers(&mut self) -> anyhow::Result<Vec<WorkerView>> {
         expect!(self.call(ClientRequest::Workers).await?,
             ClientResponse::Workers(list) => Ok(list))

@@ -19,6 +19,14 @@ use args::{Cli, Command, ManagerFlags};
 use clap::Parser;
 
 fn main() {
+    // The permission prompt of an agent run by the worker `aam run` embeds
+    // (its MCP config names this executable).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "permission-prompt")
+    {
+        aam_worker::permission_prompt::main_from_args();
+    }
     let cli = Cli::parse();
     // Quiet by default: the CLI's own output is the interface. (The
     // background process of `aam up` is started with AAM_LOG=info.)
@@ -92,6 +100,18 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             file,
             json,
         } => cmd::say::run(flags, &target, text, file, json).await,
+        Command::Allow {
+            job,
+            request,
+            always,
+            json,
+        } => cmd::permission::run(flags, &job, request, true, always, None, json).await,
+        Command::Deny {
+            job,
+            request,
+            message,
+            json,
+        } => cmd::permission::run(flags, &job, request, false, false, message, json).await,
         Command::Diff { job, json } => cmd::diff::run(flags, &job, json).await,
         Command::Apply { job, json } => cmd::apply::run(flags, &job, json).await,
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,

@@ -123,6 +123,9 @@ pub enum Action {
     Continue,
     /// `aam say` to a running agent.
     Say,
+    /// `aam allow` / `aam deny` of a permission request.
+    AllowTool,
+    DenyTool,
     Gc,
     Audit,
     /// Registering as a worker (the handshake's `Role::Worker`).
@@ -140,6 +143,8 @@ impl Action {
             Action::Retry => "retry",
             Action::Continue => "continue",
             Action::Say => "say",
+            Action::AllowTool => "allow",
+            Action::DenyTool => "deny",
             Action::Gc => "gc",
             Action::Audit => "audit",
             Action::Register => "register",
@@ -159,7 +164,16 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         Role::Admin => action != Register,
         Role::Submit | Role::Agent => matches!(
             action,
-            Read(_) | Submit | Cancel | Approve | Reject | Retry | Continue | Say
+            Read(_)
+                | Submit
+                | Cancel
+                | Approve
+                | Reject
+                | Retry
+                | Continue
+                | Say
+                | AllowTool
+                | DenyTool
         ),
         Role::Read => matches!(action, Read(_)),
         Role::Worker => action == Register,
@@ -186,6 +200,8 @@ pub fn action_of(request: &ClientRequest) -> Action {
         ClientRequest::Decide { approve: false, .. } => Action::Reject,
         ClientRequest::Continue { .. } => Action::Continue,
         ClientRequest::Say { .. } => Action::Say,
+        ClientRequest::DecidePermission { allow: true, .. } => Action::AllowTool,
+        ClientRequest::DecidePermission { allow: false, .. } => Action::DenyTool,
         ClientRequest::Audit { .. } => Action::Audit,
     }
 }
@@ -206,6 +222,7 @@ pub fn target_of(request: &ClientRequest) -> String {
         | ClientRequest::Patch { session, job }
         | ClientRequest::Continue { session, job, .. }
         | ClientRequest::Decide { session, job, .. }
+        | ClientRequest::DecidePermission { session, job, .. }
         | ClientRequest::Say {
             session,
             job: Some(job),

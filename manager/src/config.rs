@@ -466,8 +466,9 @@ impl ManagerConfig {
         }
     }
 
-    /// An agent's `input` and `linger`: known values, and no `{prompt}` in
-    /// the command of one that takes input (it gets its prompt on stdin).
+    /// An agent's `input`, `linger` and permission keys: known values, and
+    /// no `{prompt}` in the command of one that takes input (it gets its
+    /// prompt on stdin).
     fn check_agent_input(name: &str, agent: &AgentDef) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let takes = match aam_protocol::say::takes_input(agent.input.as_deref(), &agent.command) {
@@ -480,6 +481,28 @@ impl ManagerConfig {
             .map(aam_protocol::spec::parse_duration_ms)
         {
             return bad(format!("agents.{name}.linger: {e}"));
+        }
+        match agent.permissions.as_deref() {
+            None | Some("relay") | Some("none") => {}
+            Some(other) => {
+                return bad(format!(
+                    "agents.{name}.permissions: unknown '{other}' (use relay or none)"
+                ))
+            }
+        }
+        for (key, rules) in [("allow", &agent.allow), ("deny", &agent.deny)] {
+            for rule in rules {
+                if let Err(e) = aam_protocol::permission::check_rule(rule) {
+                    return bad(format!("agents.{name}.{key}: {e}"));
+                }
+            }
+        }
+        if let Some(Err(e)) = agent
+            .permission_timeout
+            .as_deref()
+            .map(aam_protocol::spec::parse_duration_ms)
+        {
+            return bad(format!("agents.{name}.permission_timeout: {e}"));
         }
         if takes && agent.command.iter().any(|a| a.contains("{prompt}")) {
             return bad(format!(

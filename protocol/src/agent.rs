@@ -82,6 +82,20 @@ pub struct AgentDef {
     /// answered (`aam say`), before its stdin is closed (default 0).
     #[serde(default)]
     pub linger: Option<String>,
+    /// `relay`: its permission prompts become requests on its job,
+    /// answered with `aam allow` / `aam deny` (its command must be Claude
+    /// Code's: it gets `--permission-prompt-tool`).
+    #[serde(default)]
+    pub permissions: Option<String>,
+    /// Calls allowed without asking (`Read`, `Bash(git status*)`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Calls denied without asking (wins over `allow`).
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// How long a permission request waits before it is denied (default 1h).
+    #[serde(default)]
+    pub permission_timeout: Option<String>,
 }
 
 impl std::fmt::Debug for AgentDef {

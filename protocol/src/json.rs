@@ -89,6 +89,8 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         "pick": job.pick.as_ref().map(pick_json),
         "takes_input": job.takes_input,
         "waiting_for_input": job.waiting_for_input,
+        "permissions": job.permissions.iter().map(permission_json).collect::<Vec<_>>(),
+        "needs_input": job.permissions.iter().any(|r| r.decision.is_none()),
     });
     if with_output {
         // The answer beside the raw output it was read from.
@@ -99,6 +101,23 @@ pub fn job_json(job: &JobView, with_output: bool) -> Value {
         v["output_omitted"] = json!(job.output.is_empty() && job.output_bytes > 0);
     }
     v
+}
+
+/// One relayed permission request: `decision` null while it is open.
+pub fn permission_json(r: &crate::permission::PermissionRequest) -> Value {
+    json!({
+        "id": r.id,
+        "attempt": r.attempt,
+        "tool": r.tool,
+        "call": r.summary,
+        "asked_at": rfc3339(r.asked_at_ms),
+        "decision": r.decision.as_ref().map(|d| json!({
+            "allowed": d.allow,
+            "message": d.message,
+            "by": d.by,
+            "at": rfc3339(d.at_ms),
+        })),
+    })
 }
 
 pub fn teardown_json(t: &TeardownReceipt) -> Value {

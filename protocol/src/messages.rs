@@ -133,6 +133,17 @@ pub enum ClientRequest {
         job: Option<String>,
         text: String,
     },
+    /// Answer a permission request of the running agent `job` (`request`:
+    /// its id; none: the only open one), answered `PermissionDecided`.
+    /// `always`: allow the same tool for the rest of the job.
+    DecidePermission {
+        session: SessionId,
+        job: String,
+        request: Option<u32>,
+        allow: bool,
+        always: bool,
+        message: Option<String>,
+    },
     /// A new session of one job that resumes the conversation of an agent
     /// job's last attempt with `prompt` (answered `Submitted`).
     Continue {
@@ -236,6 +247,11 @@ pub enum ClientResponse {
     Said {
         jobs: Vec<String>,
     },
+    /// A permission request was answered (stored, on its way to the agent).
+    PermissionDecided {
+        request: u32,
+        summary: String,
+    },
     /// The audit log, oldest first; `truncated`: older records were left out.
     Audit {
         records: Vec<crate::audit::AuditRecord>,
@@ -285,6 +301,9 @@ pub struct Assignment {
     /// For an agent that takes input: its prompt (the first line on its
     /// stdin), its linger, and the messages said to it not yet delivered.
     pub input: Option<Box<crate::say::AgentInput>>,
+    /// Its agent relays its permission prompts to the manager
+    /// (`permissions = "relay"`).
+    pub permission_relay: bool,
 }
 
 impl std::fmt::Debug for Assignment {
@@ -387,6 +406,15 @@ pub enum WorkerToManager {
         delivered: u32,
         waiting: bool,
     },
+    /// The attempt's agent asks to run a tool (`ask`: this worker's number
+    /// for it; asked again after a reconnect, the same number).
+    PermissionAsked {
+        attempt: AttemptRef,
+        ask: u64,
+        tool: String,
+        /// The tool's input, JSON text.
+        input: String,
+    },
     /// A worktree job could not be set up (its workdir is not in a git
     /// repository, its base does not exist): it fails with this reason.
     WorktreeFailed {
@@ -454,6 +482,13 @@ pub enum ManagerToWorker {
     Say {
         attempt: AttemptRef,
         message: crate::say::SaidMessage,
+    },
+    /// The answer to the attempt's permission ask `ask`.
+    PermissionDecided {
+        attempt: AttemptRef,
+        ask: u64,
+        allow: bool,
+        message: String,
     },
     /// Delete these branches of this repository (`aam gc` with
     /// `gc_branches`); a branch checked out somewhere is left.

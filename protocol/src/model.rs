@@ -340,6 +340,9 @@ pub struct JobRecord {
     /// For an agent job that takes input (issue 16): its prompt, linger
     /// and the messages said to it.
     pub input: Option<Box<crate::say::AgentInput>>,
+    /// For an agent job that relays its permission prompts (issue 16):
+    /// its rules and every request with its decision.
+    pub permissions: Option<Box<crate::permission::JobPermissions>>,
 }
 
 impl std::fmt::Debug for JobRecord {
@@ -397,6 +400,7 @@ impl JobRecord {
             uses: Vec::new(),
             workspace: None,
             input: None,
+            permissions: None,
         }
     }
 
@@ -549,6 +553,9 @@ pub struct JobView {
     /// Its agent answered everything said to it and lingers for more.
     #[serde(default)]
     pub waiting_for_input: bool,
+    /// For an agent that relays its permission prompts: every request,
+    /// open ones without a decision.
+    pub permissions: Vec<crate::permission::PermissionRequest>,
 }
 
 /// A session with its jobs.

@@ -48,10 +48,13 @@ use trees::Trees;
 /// 5: say (issue 16): jobs gained `input`, what an agent that takes input
 /// was told.
 ///
+/// 6: permission prompts (issue 16): jobs gained `permissions`, their
+/// rules and relayed requests.
+///
 /// Additions that old stores open without a migration (a new, empty tree;
 /// a missing meta key reads as its default) keep the version: issue 11's
 /// outbox of notifications (`notices`, `next_notice`).
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Default sled page cache, set explicitly (sled's own default is 1 GB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;

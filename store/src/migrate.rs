@@ -27,8 +27,11 @@
 //! 4 → 5 (issue 16, say): `JobRecord` gained `input` (none: the job takes
 //! no input). Its schema 4 layout is in `v4.rs`.
 //!
+//! 5 → 6 (issue 16, permission prompts): `JobRecord` gained `permissions`
+//! (none: its agent asks nobody). Its schema 5 layout is in `v5.rs`.
+//!
 //! A record of schema 1 is read through each schema after it (1 → 2 → 3
-//! → 4 → 5), so each step is written once.
+//! → 4 → 5 → 6), so each step is written once.
 
 use crate::trees::Trees;
 use crate::{Changes, Result, StoreError, SCHEMA_VERSION};
@@ -45,10 +48,12 @@ use std::collections::BTreeMap;
 use v2::{AttemptRecordV2, JobRecordV2};
 use v3::JobRecordV3;
 use v4::JobRecordV4;
+use v5::JobRecordV5;
 
 mod v2;
 mod v3;
 mod v4;
+mod v5;
 
 /// The oldest schema version a migration starts from.
 pub(crate) const OLDEST_MIGRATED: u32 = 1;
@@ -104,9 +109,13 @@ fn job_from(from: u32, key: &[u8], bytes: &[u8]) -> Result<JobRecord> {
         1 => JobRecordV2::from(codec::decode::<JobRecordV1>(bytes).map_err(err)?).into(),
         2 => codec::decode::<JobRecordV2>(bytes).map_err(err)?.into(),
         3 => codec::decode(bytes).map_err(err)?,
-        _ => return Ok(codec::decode::<JobRecordV4>(bytes).map_err(err)?.into()),
+        4 => {
+            let v4 = codec::decode::<JobRecordV4>(bytes).map_err(err)?;
+            return Ok(JobRecordV5::from(v4).into());
+        }
+        _ => return Ok(codec::decode::<JobRecordV5>(bytes).map_err(err)?.into()),
     };
-    Ok(JobRecordV4::from(v3).into())
+    Ok(JobRecordV5::from(JobRecordV4::from(v3)).into())
 }
 
 fn old_record(kind: &str, key: &[u8], from: u32, e: codec::CodecError) -> StoreError {

@@ -89,6 +89,7 @@ async fn run_one(path: &str, format: Option<AgentFormat>, round: usize) {
         inputs: Vec::new(),
         ports: 0,
         input: None,
+        permission_relay: false,
     };
     let (_stop, stop_rx) = tokio::sync::oneshot::channel();
     run_job(assignment, std::env::temp_dir().into(), Drop, stop_rx).await;

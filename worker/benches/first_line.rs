@@ -393,6 +393,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>, seed: &Path) -> Ass
         inputs: Vec::new(),
         ports: 0,
         input: None,
+        permission_relay: false,
     }
 }
 

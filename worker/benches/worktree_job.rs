@@ -206,6 +206,7 @@ fn assignment(round: usize, worktree: Option<WorktreeOrder>) -> Assignment {
         inputs: Vec::new(),
         ports: 0,
         input: None,
+        permission_relay: false,
     }
 }
 

@@ -87,6 +87,11 @@ struct AssignedJob {
     stop: Option<oneshot::Sender<StopOrder>>,
     /// Messages said to its agent (`aam say`), for one that takes input.
     said: Option<tokio::sync::mpsc::UnboundedSender<aam_protocol::say::SaidMessage>>,
+    /// Decisions on its agent's relayed permission prompts.
+    decided: Option<tokio::sync::mpsc::UnboundedSender<crate::permission_relay::Decision>>,
+    /// Its agent's asks not decided yet: ask -> (tool, input), asked again
+    /// after a reconnect.
+    open_asks: std::collections::BTreeMap<u64, (String, String)>,
     /// What it printed, as kept (resent after a reconnect).
     capture: OutputCapture,
     /// For an agent job: its run as last read (resent after a reconnect).
@@ -212,6 +217,8 @@ impl WorkerAgent {
             marker: self.run_ids.marker(&assignment),
             stop: None,
             said: None,
+            decided: None,
+            open_asks: Default::default(),
             capture: OutputCapture::new(self.output_cap),
             agent_run: None,
             agent_run_unsent: false,
@@ -245,9 +252,11 @@ impl WorkerAgent {
             self.active += 1;
             let (stop, stop_rx) = oneshot::channel();
             let (said, said_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (decided, decided_rx) = tokio::sync::mpsc::unbounded_channel();
             if let Some(job) = self.assigned.get_mut(&assignment.attempt_ref()) {
                 job.stop = Some(stop);
                 job.said = assignment.input.is_some().then_some(said);
+                job.decided = assignment.permission_relay.then_some(decided);
             }
             let dirs = JobDirs {
                 base: self.config.workdir.clone(),
@@ -259,7 +268,14 @@ impl WorkerAgent {
             let span = tracing::info_span!("job", session = %assignment.job.session,
                 job = %assignment.job_name, attempt = assignment.attempt);
             actix::spawn(tracing::Instrument::instrument(
-                crate::child::run_job_told(assignment, dirs, ctx.address(), stop_rx, said_rx),
+                crate::child::run_job_told(
+                    assignment,
+                    dirs,
+                    ctx.address(),
+                    stop_rx,
+                    said_rx,
+                    decided_rx,
+                ),
                 span,
             ));
         }
@@ -413,6 +429,22 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
                 self.exit_refused(2, ctx);
             }
             ManagerToWorker::RetryLater { reason } => self.retry_later(&reason, ctx),
+            ManagerToWorker::PermissionDecided {
+                attempt,
+                ask,
+                allow,
+                message,
+            } => {
+                let to = self.assigned.get_mut(&attempt).and_then(|job| {
+                    let open = job.open_asks.remove(&ask).is_some();
+                    job.decided.as_ref().filter(|_| open)
+                });
+                match to {
+                    Some(to) => drop(to.send((ask, allow, message))),
+                    // Answered already (a repeat after a reconnect).
+                    None => tracing::debug!(job = %attempt.job, ask, "a decision for no open ask"),
+                }
+            }
             ManagerToWorker::Say { attempt, message } => {
                 let to = self.assigned.get(&attempt).and_then(|j| j.said.as_ref());
                 match to {

@@ -60,6 +60,13 @@ pub enum JobEvent {
         delivered: u32,
         waiting: bool,
     },
+    /// Its agent asks to run a tool (`permission_relay.rs`).
+    PermissionAsked {
+        attempt: AttemptRef,
+        ask: u64,
+        tool: String,
+        input: String,
+    },
     /// What an agent job's agent did so far (throttled).
     AgentUpdate {
         attempt: AttemptRef,
@@ -146,7 +153,8 @@ pub async fn run_job(
     stop: oneshot::Receiver<StopOrder>,
 ) {
     let (_said, said) = tokio::sync::mpsc::unbounded_channel();
-    run_job_told(assignment, dirs, sink, stop, said).await
+    let (_decided, decided) = tokio::sync::mpsc::unbounded_channel();
+    run_job_told(assignment, dirs, sink, stop, said, decided).await
 }
 
 /// `run_job`, with the messages said to its agent while it runs (for an
@@ -157,6 +165,7 @@ pub async fn run_job_told(
     sink: impl EventSink,
     stop: oneshot::Receiver<StopOrder>,
     said: tokio::sync::mpsc::UnboundedReceiver<aam_protocol::say::SaidMessage>,
+    decided: tokio::sync::mpsc::UnboundedReceiver<crate::permission_relay::Decision>,
 ) {
     let attempt = assignment.attempt_ref();
     // Held to the job's end (this function's), whatever the end.
@@ -218,6 +227,7 @@ pub async fn run_job_told(
         container,
         inputs,
         said: Some(said),
+        decided: Some(decided),
     };
     let mut end = match run_process(&assignment, &workdir, &marker, &sink, &mut stop, launch).await
     {
@@ -292,6 +302,8 @@ struct Launch<'a> {
     inputs: Option<InputFiles>,
     /// Messages said to an agent that takes input.
     said: Option<tokio::sync::mpsc::UnboundedReceiver<aam_protocol::say::SaidMessage>>,
+    /// Decisions on an agent's relayed permission prompts.
+    decided: Option<tokio::sync::mpsc::UnboundedReceiver<crate::permission_relay::Decision>>,
 }
 
 /// A worktree job's worktree, set up; None for another job; why it could
@@ -334,12 +346,27 @@ async fn run_process(
 ) -> Result<ProcessEnd, String> {
     let attempt = assignment.attempt_ref();
     let said = launch.said;
+    // Its socket and MCP config are removed when `relay` is dropped.
+    let (relay, relay_task) = match (assignment.permission_relay, launch.decided) {
+        (true, _) if launch.container.is_some() => {
+            return Err("permissions = \"relay\" does not reach into a container yet".into())
+        }
+        (true, Some(decided)) => {
+            let (relay, task) = crate::permission_relay::start(attempt, sink.clone(), decided)
+                .map_err(|e| format!("opening the permission relay: {e}"))?;
+            (Some(relay), Some(task))
+        }
+        _ => (None, None),
+    };
     let launch = Launch {
         said: None,
+        decided: None,
         ..launch
     };
+    let extra: Vec<String> = relay.iter().flat_map(|r| r.argv()).collect();
     // `_inputs` removes the job's input files when dropped: once it ended.
-    let (mut child, started, _inputs) = spawn(assignment, workdir, marker, launch)?;
+    let spawned = spawn(assignment, workdir, marker, launch, &extra);
+    let (mut child, started, _inputs) = spawned?;
     let pid = child.id().unwrap_or(0);
     sink.send(JobEvent::Started { attempt, pid }).await;
     // An agent that takes input: its stdin fed, its turns counted.
@@ -389,6 +416,9 @@ async fn run_process(
     let status = child.wait().await;
     if let Some(feeder) = feeder {
         feeder.abort();
+    }
+    if let Some(task) = relay_task {
+        task.abort();
     }
     if stopped.is_none() {
         stop_leftovers(pid, marker.to_string()).await;
@@ -442,6 +472,7 @@ fn spawn(
     workdir: &Path,
     marker: &str,
     launch: Launch<'_>,
+    extra_args: &[String],
 ) -> Result<(tokio::process::Child, Instant, InputFiles), String> {
     if !workdir.is_dir() {
         return Err(format!(
@@ -454,7 +485,10 @@ fn spawn(
         None => crate::inputs::write(assignment)
             .map_err(|e| format!("writing the job's input files: {e}"))?,
     };
-    let argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
+    let mut argv = crate::inputs::fill_paths(&assignment.argv, &inputs);
+    // Flags go before a `--` that ends the options (`-- {prompt}`).
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, extra_args.iter().cloned());
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".to_string());
     };

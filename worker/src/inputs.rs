@@ -440,6 +440,7 @@ mod tests {
             inputs,
             ports: 0,
             input: None,
+            permission_relay: false,
         }
     }
 

@@ -10,6 +10,8 @@ pub mod child;
 pub mod container;
 pub mod inputs;
 pub mod orphans;
+pub mod permission_prompt;
+pub mod permission_relay;
 pub mod ports;
 pub mod run_reader;
 pub mod secret_env;

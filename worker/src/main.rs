@@ -263,6 +263,12 @@ fn clear_cache(dir: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "permission-prompt")
+    {
+        aam_worker::permission_prompt::main_from_args();
+    }
     let args = Args::parse();
     init_logging(args.log_format == "json");
     if args.clear_cache {

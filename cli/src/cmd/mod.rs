@@ -17,6 +17,7 @@ pub mod diff;
 pub mod down;
 pub mod gc;
 pub mod logs;
+pub mod permission;
 pub mod resources;
 pub mod results;
 pub mod retry;

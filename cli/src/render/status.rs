@@ -142,6 +142,11 @@ fn note(view: &SessionView, j: &JobView) -> String {
         .map(|ms| format!(" (~{} left)", human_duration(ms)))
         .unwrap_or_default();
     let activity = j.agent.as_ref().and_then(activity);
+    // An agent waiting on a permission request: that first (its ids).
+    let asking = j.permissions.iter().any(|r| r.decision.is_none());
+    if let (JobStatus::Running, true, Some(reason)) = (j.status, asking, &j.reason) {
+        return reason.clone();
+    }
     match (j.status, j.progress) {
         (JobStatus::Running, Some(p)) => {
             format!("{p}% {}", j.progress_message.as_deref().unwrap_or(""))

@@ -42,6 +42,7 @@ pub fn job(name: &str, status: JobStatus, output: &str) -> JobView {
         pick: None,
         takes_input: false,
         waiting_for_input: false,
+        permissions: Vec::new(),
     }
 }
 

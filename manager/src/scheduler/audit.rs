@@ -103,6 +103,25 @@ pub fn record(
     }
 }
 
+/// A record of the manager itself acting (a permission rule or timeout).
+pub fn record_by_manager(
+    action: &str,
+    target: String,
+    outcome: AuditOutcome,
+    detail: String,
+) -> AuditRecord {
+    AuditRecord {
+        at_ms: now_ms(),
+        token: "aam-manager".to_string(),
+        role: "manager".to_string(),
+        peer: String::new(),
+        action: action.to_string(),
+        target,
+        outcome,
+        detail,
+    }
+}
+
 /// How a request's answer reads in the audit log.
 pub fn outcome_of(reply: &Reply) -> (AuditOutcome, String) {
     let answer = match reply {
@@ -130,6 +149,9 @@ pub fn outcome_of(reply: &Reply) -> (AuditOutcome, String) {
             AuditOutcome::Done,
             format!("{} sessions removed", sessions.len()),
         ),
+        ClientResponse::PermissionDecided { request, summary } => {
+            (AuditOutcome::Done, format!("request {request}: {summary}"))
+        }
         ClientResponse::Retried { jobs } => (AuditOutcome::Done, format!("{} jobs", jobs.len())),
         _ => (AuditOutcome::Done, String::new()),
     }

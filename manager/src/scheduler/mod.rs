@@ -12,6 +12,7 @@ mod audit;
 mod effects;
 mod notices;
 mod observers;
+mod permissions;
 mod read_only;
 mod requests;
 mod workers;
@@ -266,7 +267,9 @@ impl Actor for Scheduler {
                 tracing::info!("requeued jobs whose worker did not come back");
             }
             act.state.release_delayed(now);
-            act.settle(ctx, Vec::new());
+            let mut effects = Vec::new();
+            act.expire_permissions(now, &mut effects);
+            act.settle(ctx, effects);
         });
     }
 }

@@ -102,6 +102,7 @@ impl Scheduler {
             | ClientRequest::Decide { .. }
             | ClientRequest::Gc { .. }
             | ClientRequest::Say { .. }
+            | ClientRequest::DecidePermission { .. }
             | ClientRequest::Continue { .. } => true,
             ClientRequest::Patch { .. } | ClientRequest::Audit { .. } => false,
             ClientRequest::ListSessions

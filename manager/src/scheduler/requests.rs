@@ -224,6 +224,24 @@ impl Scheduler {
             ClientRequest::Say { session, job, text } => {
                 self.say(session, job.as_deref(), &text, &who.name, now, effects)
             }
+            ClientRequest::DecidePermission {
+                session,
+                job,
+                request,
+                allow,
+                always,
+                message,
+            } => {
+                let decision = super::permissions::Decision {
+                    session,
+                    job,
+                    request,
+                    allow,
+                    always,
+                    message,
+                };
+                self.decide_permission(decision, &who.name, now, effects)
+            }
         }
     }
 

@@ -191,6 +191,12 @@ impl Handler<WorkerReport> for Scheduler {
                     .input_state(msg.id, attempt, delivered, waiting, now);
                 effects.extend(missing.into_iter().map(|m| Effect::ToWorker(msg.id, m)));
             }
+            WorkerToManager::PermissionAsked {
+                attempt,
+                ask,
+                tool,
+                input,
+            } => self.permission_asked(msg.id, attempt, ask, &tool, &input, now, &mut effects),
             WorkerToManager::WorktreeFailed { attempt, reason } => {
                 let fenced = self.state.worktree_failed(msg.id, attempt, reason, now);
                 effects.extend(self.acknowledge(msg.id, attempt, fenced));
@@ -244,6 +250,11 @@ impl Scheduler {
         for attempt in &registration.adopted {
             for message in self.state.unsaid(*attempt) {
                 effects.push(Effect::ToWorker(id, message));
+            }
+            // Permission requests decided while it was away (it asks the
+            // open ones again itself).
+            for decided in self.state.decided_while_away(*attempt) {
+                effects.push(Effect::ToWorker(id, decided));
             }
         }
         effects

@@ -396,6 +396,10 @@ impl State {
         teardown: Option<TeardownReceipt>,
         now: u64,
     ) {
+        // Its agent is gone: what it asked and nobody answered is closed.
+        if let Some(attempt) = self.job(key).map(|j| j.attempts) {
+            self.close_permissions(key, attempt, now);
+        }
         self.orphans.remove(&key);
         self.release_worker_slot(key);
         if let Some(entry) = self.sessions.get_mut(key.session) {

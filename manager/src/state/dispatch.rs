@@ -246,6 +246,7 @@ impl State {
             inputs: Vec::new(),
             ports: job.ports,
             input,
+            permission_relay: job.permissions.is_some(),
         });
         if let Some(group) = group {
             self.note_resume_start(&group, now);

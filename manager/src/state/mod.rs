@@ -28,6 +28,7 @@ mod follow_up;
 mod limits;
 mod notices;
 mod owners;
+pub mod permissions;
 mod queue;
 mod rebuild;
 mod resources;

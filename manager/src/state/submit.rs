@@ -10,6 +10,7 @@ use super::worktrees::JOB_BASE;
 use super::{State, StateConfig, AWAITING};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
 use aam_protocol::model::{JobRecord, JobStatus, RunPolicy, SessionRecord, SessionStatus};
+use aam_protocol::permission::JobPermissions;
 use aam_protocol::say::AgentInput;
 use aam_protocol::spec::{
     parse_duration_ms, validate, Base, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch,
@@ -161,6 +162,7 @@ fn job_record(
         JobKind::Gate => (Vec::new(), Vec::new(), None, None),
     };
     let input = agent_input(&spec, agent, &argv);
+    let permissions = job_permissions(&spec, agent);
     let isolation = isolation_of(&spec, agent);
     let workspace = job_workspace(&spec, agent, isolation, config)?;
     // The job's own env wins over the agent's.
@@ -202,6 +204,7 @@ fn job_record(
         uses: spec.uses,
         workspace,
         input,
+        permissions,
         ..JobRecord::new(key, spec.name, argv)
     })
 }
@@ -229,6 +232,30 @@ fn agent_input(
         prompt: call.prompt.clone().unwrap_or_default(),
         linger_ms: spec.linger_ms.or(agent_linger).unwrap_or(0),
         ..AgentInput::default()
+    }))
+}
+
+/// For an agent job whose agent relays its permission prompts
+/// (`permissions = "relay"`): its agent's rules and timeout (checked at
+/// config load).
+fn job_permissions(spec: &ValidJob, agent: Option<&AgentDef>) -> Option<Box<JobPermissions>> {
+    let JobKind::Agent(_) = &spec.kind else {
+        return None;
+    };
+    let agent = agent?;
+    if agent.permissions.as_deref() != Some("relay") {
+        return None;
+    }
+    let timeout_ms = agent
+        .permission_timeout
+        .as_deref()
+        .and_then(|t| parse_duration_ms(t).ok())
+        .unwrap_or(aam_protocol::permission::DEFAULT_TIMEOUT_MS);
+    Some(Box::new(JobPermissions {
+        allow: agent.allow.clone(),
+        deny: agent.deny.clone(),
+        timeout_ms,
+        ..JobPermissions::default()
     }))
 }
 

@@ -156,6 +156,11 @@ impl State {
                     .input
                     .as_ref()
                     .is_some_and(|i| i.waiting_since_ms.is_some()),
+            permissions: job
+                .permissions
+                .as_ref()
+                .map(|p| p.requests.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -366,6 +371,25 @@ fn waiting_reason(
             Some(format!(
                 "waiting for dependencies: {}",
                 dependencies.join(", ")
+            ))
+        }
+        JobStatus::Running
+            if job
+                .permissions
+                .as_ref()
+                .is_some_and(|p| p.open().count() > 0) =>
+        {
+            let open: Vec<String> = job
+                .permissions
+                .iter()
+                .flat_map(|p| p.open())
+                .map(|r| format!("[{}] {}", r.id, r.summary))
+                .collect();
+            Some(format!(
+                "needs input: {} (aam allow|deny {}/{} ID)",
+                open.join(", "),
+                job.key.session,
+                job.name
             ))
         }
         JobStatus::Running

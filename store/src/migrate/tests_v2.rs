@@ -164,8 +164,8 @@ fn a_schema_2_store_opens_migrated_with_every_record_intact() {
             }
             assert_eq!(
                 *now,
-                JobRecord::from(super::v4::JobRecordV4::from(super::v3::JobRecordV3::from(
-                    old.clone()
+                JobRecord::from(super::v5::JobRecordV5::from(super::v4::JobRecordV4::from(
+                    super::v3::JobRecordV3::from(old.clone())
                 )))
             );
         }
@@ -204,10 +204,28 @@ fn a_job_of_schema_3_reads_with_no_workspace_of_its_own() {
     let bytes = codec::encode(&old).unwrap();
     let now = job_from(3, b"k", &bytes).unwrap();
     assert_eq!(now.input, None);
+    assert_eq!(now.permissions, None);
     assert_eq!(now.workspace, None);
     assert_eq!(
         (now.name.as_str(), now.isolation),
         ("j0", Isolation::Worktree)
     );
     assert_eq!(now.history.len(), 2);
+}
+
+#[test]
+fn a_job_of_schema_5_keeps_its_input_and_relays_no_permission() {
+    let v3: super::v3::JobRecordV3 = job_v2(key(1, 0), Some("claude"), Isolation::None).into();
+    let mut old = super::v5::JobRecordV5::from(super::v4::JobRecordV4::from(v3));
+    let input = aam_protocol::say::AgentInput {
+        prompt: "hi".into(),
+        linger_ms: 5,
+        ..Default::default()
+    };
+    old.input = Some(Box::new(input.clone()));
+    let bytes = codec::encode(&old).unwrap();
+    let now = job_from(5, b"k", &bytes).unwrap();
+    assert_eq!(now.input.as_deref(), Some(&input));
+    assert_eq!(now.permissions, None);
+    assert_eq!(now.name, "j0");
 }

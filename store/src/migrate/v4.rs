@@ -1,10 +1,11 @@
 //! The job record of schema version 4, whose layout schema 5 changed
 //! (issue 16: what an agent that takes input was told), copied from
-//! `aam_protocol` as it was, and how it reads now.
+//! `aam_protocol` as it was, and how it reads as schema 5.
 
+use super::v5::JobRecordV5;
 use aam_protocol::agent_run::{AgentFormat, AgentRun};
 use aam_protocol::model::{
-    AttemptRecord, ExitInfo, GateDecision, JobRecord, JobStatus, RunPolicy, TeardownReceipt,
+    AttemptRecord, ExitInfo, GateDecision, JobStatus, RunPolicy, TeardownReceipt,
 };
 use aam_protocol::resource::ResourceUse;
 use aam_protocol::spec::When;
@@ -63,10 +64,10 @@ pub(crate) struct JobRecordV4 {
     pub workspace: Option<Box<JobWorkspace>>,
 }
 
-impl From<JobRecordV4> for JobRecord {
+impl From<JobRecordV4> for JobRecordV5 {
     /// Input to running agents came after schema 4: a job of it takes none.
-    fn from(old: JobRecordV4) -> JobRecord {
-        JobRecord {
+    fn from(old: JobRecordV4) -> JobRecordV5 {
+        JobRecordV5 {
             key: old.key,
             name: old.name,
             argv: old.argv,

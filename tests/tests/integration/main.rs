@@ -24,6 +24,7 @@ mod metrics;
 mod notify;
 mod orphans;
 mod peers;
+mod permissions;
 mod placement;
 mod quickstart;
 mod resources;

@@ -61,6 +61,24 @@ impl Handler<Event> for WorkerAgent {
                 };
                 let _ = self.link.send_if_registered(state);
             }
+            JobEvent::PermissionAsked {
+                attempt,
+                ask,
+                tool,
+                input,
+            } => {
+                if let Some(job) = self.assigned.get_mut(&attempt) {
+                    job.open_asks.insert(ask, (tool.clone(), input.clone()));
+                }
+                // Lost while not registered: asked again after registering.
+                let asked = WorkerToManager::PermissionAsked {
+                    attempt,
+                    ask,
+                    tool,
+                    input,
+                };
+                let _ = self.link.send_if_registered(asked);
+            }
             JobEvent::Output { attempt, data } => {
                 if let Some(job) = self.assigned.get_mut(&attempt) {
                     job.capture.push(&data);

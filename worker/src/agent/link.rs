@@ -337,6 +337,18 @@ impl Link {
             }
             job.agent_run_unsent = false;
         }
+        // Asks of its agents still open: the manager answers those it
+        // decided and keeps the others open (it numbers them by `ask`).
+        for (attempt, job) in assigned.iter() {
+            for (ask, (tool, input)) in &job.open_asks {
+                writer.write(WorkerToManager::PermissionAsked {
+                    attempt: *attempt,
+                    ask: *ask,
+                    tool: tool.clone(),
+                    input: input.clone(),
+                });
+            }
+        }
         for (attempt, end) in unacked {
             if !end.capture.is_empty() {
                 writer.write(output_sync(*attempt, &end.capture));

@@ -44,6 +44,7 @@ fn run_script(script: &str, format: Option<AgentFormat>) -> Vec<(Instant, JobEve
         inputs: Vec::new(),
         ports: 0,
         input: None,
+        permission_relay: false,
     };
     let recorder = Recorder::default();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -121,6 +121,7 @@ pub fn job_with(argv: &[&str], workdir: Option<&str>, order: Option<WorktreeOrde
         inputs: Vec::new(),
         ports: 0,
         input: None,
+        permission_relay: false,
     }
 }
 
