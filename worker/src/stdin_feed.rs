@@ -75,6 +75,7 @@ pub async fn feed<S: EventSink>(
     let linger = Duration::from_millis(input.linger_ms);
     // Set while the agent has answered everything and waits for more.
     let mut deadline: Option<tokio::time::Instant> = None;
+    let mut channel_open = true;
     loop {
         let answered = turns.count() >= written;
         if answered && deadline.is_none() {
@@ -85,9 +86,12 @@ pub async fn feed<S: EventSink>(
             tell(&sink, attempt, last_seq, true).await;
         }
         tokio::select! {
-            message = said.recv() => {
+            message = said.recv(), if channel_open => {
                 let Some(message) = message else {
-                    // The worker dropped the job's channel: nothing more comes.
+                    // The worker dropped the job's channel: nothing more
+                    // comes (and a closed channel is not polled again,
+                    // which would spin).
+                    channel_open = false;
                     if answered { return; }
                     continue;
                 };
