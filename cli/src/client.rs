@@ -187,6 +187,8 @@ pub struct Submitted {
 pub struct SessionList {
     pub sessions: Vec<SessionSummary>,
     pub paused: Vec<LimitPause>,
+    /// Running jobs waiting for someone, needing a decision first.
+    pub waiting: Vec<aam_protocol::model::WaitingJob>,
 }
 
 impl Submitted {
@@ -274,7 +276,7 @@ impl Client {
 
     pub async fn sessions(&mut self) -> anyhow::Result<SessionList> {
         expect!(self.call(ClientRequest::ListSessions).await?,
-            ClientResponse::Sessions { sessions, paused } => Ok(SessionList { sessions, paused }))
+            ClientResponse::Sessions { sessions, paused, waiting } => Ok(SessionList { sessions, paused, waiting }))
     }
 
     /// One session and its jobs, with as much of their output as `output` asks.

@@ -105,13 +105,29 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             request,
             always,
             json,
-        } => cmd::permission::run(flags, &job, request, true, always, None, json).await,
+        } => {
+            let answer = cmd::permission::Answer {
+                request,
+                allow: true,
+                always,
+                message: None,
+            };
+            cmd::permission::run(flags, &job, answer, json).await
+        }
         Command::Deny {
             job,
             request,
             message,
             json,
-        } => cmd::permission::run(flags, &job, request, false, false, message, json).await,
+        } => {
+            let answer = cmd::permission::Answer {
+                request,
+                allow: false,
+                always: false,
+                message,
+            };
+            cmd::permission::run(flags, &job, answer, json).await
+        }
         Command::Diff { job, json } => cmd::diff::run(flags, &job, json).await,
         Command::Apply { job, json } => cmd::apply::run(flags, &job, json).await,
         Command::Approve { job, comment } => cmd::decide::run(flags, &job, true, comment).await,

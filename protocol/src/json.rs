@@ -54,6 +54,22 @@ pub fn summary_json(s: &SessionSummary) -> Value {
         "cost_usd": s.cost_usd,
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
+        "needs_input": s.needs_input,
+        "waiting_for_input": s.waiting_for_input,
+    })
+}
+
+/// A running job that waits for someone: `job` as SESSION/JOB, its open
+/// permission requests, and whether its agent lingers for a message.
+pub fn waiting_json(w: &crate::model::WaitingJob) -> Value {
+    json!({
+        "job": format!("{}/{}", w.session, w.job),
+        "session": w.session.to_string(),
+        "name": w.job,
+        "needs_input": !w.requests.is_empty(),
+        "requests": w.requests.iter().map(permission_json).collect::<Vec<_>>(),
+        "waiting_for_input": w.waiting_for_input,
+        "last_answer": w.last_answer,
     })
 }
 
@@ -160,7 +176,36 @@ pub fn session_json(view: &SessionView, with_output: bool) -> Value {
     v["jobs"] = view.jobs.iter().map(|j| job_json(j, with_output)).collect();
     v["eta"] = estimate_json(&view.eta);
     v["paused"] = paused_json(&view.paused);
+    v["waiting"] = waiting_in(view).iter().map(waiting_json).collect();
     v
+}
+
+/// A session's running jobs that wait for someone, needing a decision
+/// first (as the manager lists them across sessions).
+pub fn waiting_in(view: &SessionView) -> Vec<crate::model::WaitingJob> {
+    let mut waiting: Vec<_> = view
+        .jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Running)
+        .map(|j| crate::model::WaitingJob {
+            session: view.summary.id,
+            job: j.name.clone(),
+            requests: j
+                .permissions
+                .iter()
+                .filter(|r| r.decision.is_none())
+                .cloned()
+                .collect(),
+            waiting_for_input: j.waiting_for_input,
+            last_answer: j
+                .agent
+                .as_ref()
+                .and_then(|a| a.result.clone().or(a.last_text.clone())),
+        })
+        .filter(|w| !w.requests.is_empty() || w.waiting_for_input)
+        .collect();
+    waiting.sort_by_key(|w| w.requests.is_empty());
+    waiting
 }
 
 /// `aam submit --json`: the new session (or, `existing`, the one an

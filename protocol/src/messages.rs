@@ -194,6 +194,8 @@ pub enum ClientResponse {
         sessions: Vec<SessionSummary>,
         /// Limit groups whose jobs are held until a usage limit resets.
         paused: Vec<LimitPause>,
+        /// Running jobs that wait for someone, needing input first.
+        waiting: Vec<crate::model::WaitingJob>,
     },
     Session(SessionView),
     Logs {

@@ -489,6 +489,10 @@ pub struct SessionSummary {
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Running jobs whose agent waits for a permission decision.
+    pub needs_input: u32,
+    /// Running jobs whose agent answered and lingers for a message.
+    pub waiting_for_input: u32,
 }
 
 impl SessionSummary {
@@ -556,6 +560,20 @@ pub struct JobView {
     /// For an agent that relays its permission prompts: every request,
     /// open ones without a decision.
     pub permissions: Vec<crate::permission::PermissionRequest>,
+}
+
+/// A running job that waits for someone (issue 16): its agent asks a
+/// permission, or answered and lingers for a message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaitingJob {
+    pub session: SessionId,
+    pub job: String,
+    /// Its open permission requests, oldest first.
+    pub requests: Vec<crate::permission::PermissionRequest>,
+    /// Its agent lingers for a message (`aam say`).
+    pub waiting_for_input: bool,
+    /// What its agent said last.
+    pub last_answer: Option<String>,
 }
 
 /// A session with its jobs.

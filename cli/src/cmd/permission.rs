@@ -8,33 +8,56 @@ use super::{job_arg, print_json};
 use crate::args::ManagerFlags;
 use crate::endpoint;
 use aam_protocol::messages::ClientRequest;
+use aam_protocol::SessionId;
+use serde_json::{json, Value};
+
+/// An answer to a permission request, as the CLI and MCP's `allow` /
+/// `deny` give it.
+pub struct Answer {
+    /// The request's id; none: the job's only open one.
+    pub request: Option<u32>,
+    pub allow: bool,
+    /// Allow the same tool for the rest of the job.
+    pub always: bool,
+    /// What a denied agent is told.
+    pub message: Option<String>,
+}
+
+impl Answer {
+    pub fn request(self, session: SessionId, job: &str) -> ClientRequest {
+        ClientRequest::DecidePermission {
+            session,
+            job: job.to_string(),
+            request: self.request,
+            allow: self.allow,
+            always: self.always,
+            message: self.message,
+        }
+    }
+}
+
+/// `{"job", "request", "call", "decision"}`.
+pub fn decided_json(job: &str, request: u32, call: &str, allow: bool) -> Value {
+    let decision = if allow { "allowed" } else { "denied" };
+    json!({ "job": job, "request": request, "call": call, "decision": decision })
+}
 
 pub async fn run(
     flags: &ManagerFlags,
     target: &str,
-    request: Option<u32>,
-    allow: bool,
-    always: bool,
-    message: Option<String>,
+    answer: Answer,
     json: bool,
 ) -> anyhow::Result<i32> {
     let (session, job) = job_arg(target)?;
-    let call = ClientRequest::DecidePermission {
-        session,
-        job: job.to_string(),
-        request,
-        allow,
-        always,
-        message,
-    };
+    let allow = answer.allow;
     let mut client = endpoint::connect(flags).await?;
-    let (id, summary) = client.decide_permission(call).await?;
-    let verb = if allow { "allowed" } else { "denied" };
+    let (id, summary) = client
+        .decide_permission(answer.request(session, job))
+        .await?;
     if json {
-        print_json(
-            &serde_json::json!({ "job": target, "request": id, "call": summary, "decision": verb }),
-        );
+        print_json(&decided_json(target, id, &summary, allow));
     } else {
+        let verb = if allow { "allowed" } else { "denied" };
         println!("{verb} {target} request {id}: {summary}");
     }
     Ok(0)

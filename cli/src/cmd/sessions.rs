@@ -1,4 +1,5 @@
-//! `aam sessions` (and `aam status` without a session): every session.
+//! `aam sessions` (and `aam status` without a session): every session, and
+//! the running jobs waiting for someone.
 
 use super::print_json;
 use crate::args::ManagerFlags;
@@ -17,6 +18,10 @@ pub async fn run(flags: &ManagerFlags, json: bool) -> anyhow::Result<i32> {
             "{}",
             render::sessions_table(&list.sessions, &list.paused, now_ms())
         );
+        let waiting = render::waiting_lines(&list.waiting);
+        if !waiting.is_empty() {
+            print!("\n{waiting}");
+        }
     }
     Ok(0)
 }

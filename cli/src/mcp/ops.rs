@@ -42,7 +42,8 @@ pub async fn submit(
 }
 
 /// `status`: one session as `aam status ID --json`; without one, every
-/// session and the paused limit groups (as the HTTP API's `/api/sessions`).
+/// session, the paused limit groups and the running jobs waiting for
+/// someone (as the HTTP API's `/api/sessions`).
 pub async fn status(flags: &ManagerFlags, session: Option<&str>) -> anyhow::Result<Value> {
     let session = session.map(session_arg).transpose()?;
     let mut client = endpoint::connect(flags).await?;
@@ -56,6 +57,7 @@ pub async fn status(flags: &ManagerFlags, session: Option<&str>) -> anyhow::Resu
             Ok(json!({
                 "sessions": list.sessions.iter().map(render::summary_json).collect::<Vec<_>>(),
                 "paused": aam_protocol::json::paused_json(&list.paused),
+                "waiting": list.waiting.iter().map(aam_protocol::json::waiting_json).collect::<Vec<_>>(),
             }))
         }
     }
@@ -167,6 +169,22 @@ pub async fn say(flags: &ManagerFlags, target: &str, text: String) -> anyhow::Re
     let mut client = endpoint::connect(flags).await?;
     let jobs = client.say(session, job, text).await?;
     Ok(json!({ "said_to": jobs }))
+}
+
+/// `allow` / `deny`: answers a running agent's permission request (the
+/// only open one unless `request` names it); as `aam allow|deny --json`.
+pub async fn permission(
+    flags: &ManagerFlags,
+    job: &str,
+    answer: crate::cmd::permission::Answer,
+) -> anyhow::Result<Value> {
+    let (session, name) = job_arg(job)?;
+    let allow = answer.allow;
+    let mut client = endpoint::connect(flags).await?;
+    let (id, call) = client
+        .decide_permission(answer.request(session, name))
+        .await?;
+    Ok(crate::cmd::permission::decided_json(job, id, &call, allow))
 }
 
 /// `approve` / `reject`: decides a gate.

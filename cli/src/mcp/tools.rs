@@ -7,6 +7,7 @@
 
 use super::{args, ops};
 use crate::args::ManagerFlags;
+use crate::cmd::permission::Answer;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -127,6 +128,34 @@ pub struct SayArgs {
 }
 
 #[derive(Deserialize, JsonSchema)]
+pub struct AllowArgs {
+    /// The running agent job as SESSION/JOB, e.g. "s4/fix" (`status` lists
+    /// open requests under "waiting").
+    pub job: String,
+    /// The request's id (`requests[].id`); without it, the job's only open
+    /// request.
+    #[serde(default)]
+    pub request: Option<u32>,
+    /// Also allow the same tool for the rest of this job without asking.
+    #[serde(default)]
+    pub always: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct DenyArgs {
+    /// The running agent job as SESSION/JOB, e.g. "s4/fix".
+    pub job: String,
+    /// The request's id (`requests[].id`); without it, the job's only open
+    /// request.
+    #[serde(default)]
+    pub request: Option<u32>,
+    /// What the agent is told, e.g. "use a branch, not main" (default:
+    /// "denied by TOKEN").
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
 pub struct DecideArgs {
     /// The gate job as SESSION/JOB, e.g. "s4/deploy-ok".
     pub job: String,
@@ -154,7 +183,7 @@ impl Aam {
     }
 
     #[tool(
-        description = "Status of one session: its status (running, succeeded, failed, cancelled), job counts, cost and tokens, ETA, and each job's status, attempts, exit code, worker, duration, progress, reason it waits, and for agent jobs turns, last tool and cost. Without `session`: every session with its counts and cost, and the limit groups paused on a usage limit.",
+        description = "Status of one session: its status (running, succeeded, failed, cancelled), job counts, cost and tokens, ETA, and each job's status, attempts, exit code, worker, duration, progress, reason it waits, and for agent jobs turns, last tool and cost. Without `session`: every session with its counts and cost, and the limit groups paused on a usage limit. Both list under \"waiting\" the running agents that wait for someone: open permission requests (answer with `allow` / `deny`) first, then agents lingering for a message (`say`).",
         annotations(title = "Session status", read_only_hint = true)
     )]
     async fn status(&self, Parameters(a): Parameters<StatusArgs>) -> CallToolResult {
@@ -203,6 +232,42 @@ impl Aam {
     )]
     async fn say(&self, Parameters(a): Parameters<SayArgs>) -> CallToolResult {
         reply(ops::say(&self.flags, &a.target, a.text).await)
+    }
+
+    #[tool(
+        description = "Allow a tool call a running agent asks permission for (its job shows \"needs input\" and `status` lists the request under \"waiting\" with its id, tool and call, e.g. \"Write src/lib.rs\"): the agent goes on with the call. `always` allows the same tool for the rest of the job. Answered once the decision is stored; a request answered already, or a job with several open requests and none named, is refused.",
+        annotations(
+            title = "Allow a permission request",
+            read_only_hint = false,
+            destructive_hint = false
+        )
+    )]
+    async fn allow(&self, Parameters(a): Parameters<AllowArgs>) -> CallToolResult {
+        let answer = Answer {
+            request: a.request,
+            allow: true,
+            always: a.always,
+            message: None,
+        };
+        reply(ops::permission(&self.flags, &a.job, answer).await)
+    }
+
+    #[tool(
+        description = "Deny a tool call a running agent asks permission for: the call is not made, and the agent reads `message` as the tool's error (then usually tries another way). Answered once the decision is stored.",
+        annotations(
+            title = "Deny a permission request",
+            read_only_hint = false,
+            destructive_hint = false
+        )
+    )]
+    async fn deny(&self, Parameters(a): Parameters<DenyArgs>) -> CallToolResult {
+        let answer = Answer {
+            request: a.request,
+            allow: false,
+            always: false,
+            message: a.message,
+        };
+        reply(ops::permission(&self.flags, &a.job, answer).await)
     }
 
     #[tool(
@@ -265,7 +330,7 @@ impl Aam {
 #[tool_handler(
     router = self.tool_router,
     name = "aam",
-    instructions = "aam runs batches of jobs (commands, AI coding agents, approval gates) in the background on its workers. Submit a session with `submit` and go on working; check it with `status`, block a while with `wait`, read output with `logs` and `results`; `cancel` stops jobs; `say` talks to a running agent; `approve`/`reject` decide gates."
+    instructions = "aam runs batches of jobs (commands, AI coding agents, approval gates) in the background on its workers. Submit a session with `submit` and go on working; check it with `status`, block a while with `wait`, read output with `logs` and `results`; `cancel` stops jobs; `say` talks to a running agent; `allow`/`deny` answer an agent's permission request; `approve`/`reject` decide gates."
 )]
 impl ServerHandler for Aam {}
 
@@ -287,8 +352,10 @@ mod tests {
             [
                 "accounts",
                 "agents",
+                "allow",
                 "approve",
                 "cancel",
+                "deny",
                 "logs",
                 "reject",
                 "resources",

@@ -11,12 +11,14 @@ mod results;
 mod status;
 #[cfg(test)]
 pub mod test_views;
+mod waiting;
 
 pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend, until_text};
 pub use change::{change_note, diffstat};
 pub use fleet::{agents_table, workers_table};
 pub use results::results_markdown;
 pub use status::{estimate_line, session_table, sessions_table};
+pub use waiting::waiting_lines;
 
 pub use aam_protocol::json::{
     agents_json, estimate_json, job_duration, rfc3339, session_json, summary_json, workers_json,

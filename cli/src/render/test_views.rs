@@ -93,6 +93,8 @@ pub fn session(status: SessionStatus, jobs: Vec<JobView>) -> SessionView {
         cost_usd: agents.clone().map(|a| a.cost_usd).sum(),
         input_tokens: agents.clone().map(|a| a.input_tokens).sum(),
         output_tokens: agents.map(|a| a.output_tokens).sum(),
+        needs_input: 0,
+        waiting_for_input: 0,
     };
     SessionView {
         summary,

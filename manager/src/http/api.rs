@@ -38,7 +38,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn unexpected(response: &ClientResponse) -> ApiError {
+    pub fn unexpected(response: &ClientResponse) -> ApiError {
         tracing::error!(?response, "unexpected answer to an HTTP request");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,13 +86,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs/{session}/{job}/cancel", web::post().to(cancel_job))
         .route("/jobs/{session}/{job}/approve", web::post().to(approve))
         .route("/jobs/{session}/{job}/reject", web::post().to(reject))
-        .route("/jobs/{session}/{job}/say", web::post().to(say_job))
-        .route("/sessions/{id}/say", web::post().to(say_session))
         .route("/workers", web::get().to(workers))
         .route("/resources", web::get().to(resources))
         .route("/accounts", web::get().to(accounts))
         .route("/agents", web::get().to(agents))
         .route("/audit", web::get().to(audit));
+    super::live::routes(cfg);
 }
 
 /// Sends `request` to the scheduler, as the TCP client connection does,
@@ -139,12 +138,12 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
-fn session_id(text: &str) -> Result<SessionId, ApiError> {
+pub fn session_id(text: &str) -> Result<SessionId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad(format!("'{text}' is not a session id (like s42)")))
 }
 
-fn json_ok(doc: Value) -> HttpResponse {
+pub fn json_ok(doc: Value) -> HttpResponse {
     HttpResponse::Ok().json(doc)
 }
 
@@ -153,9 +152,14 @@ async fn sessions(
     who: web::ReqData<Caller>,
 ) -> Result<HttpResponse, ApiError> {
     match call(&http, ClientRequest::ListSessions, &who).await? {
-        ClientResponse::Sessions { sessions, paused } => Ok(json_ok(json!({
+        ClientResponse::Sessions {
+            sessions,
+            paused,
+            waiting,
+        } => Ok(json_ok(json!({
             "sessions": sessions.iter().map(json::summary_json).collect::<Vec<_>>(),
             "paused": json::paused_json(&paused),
+            "waiting": waiting.iter().map(json::waiting_json).collect::<Vec<_>>(),
         }))),
         other => Err(ApiError::unexpected(&other)),
     }
@@ -343,54 +347,6 @@ async fn reject(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     decide(&http, &who, path.into_inner(), body, false).await
-}
-
-/// The body of a message said to running agents.
-#[derive(serde::Deserialize)]
-struct Saying {
-    text: String,
-}
-
-/// `POST /api/jobs/S/J/say` and `/api/sessions/S/say` with
-/// `{"text": "..."}`: answered `{"said_to": ["s4/fix"]}` once stored.
-async fn say(
-    http: &Http,
-    who: &Caller,
-    session: &str,
-    job: Option<String>,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(body, aam_protocol::say::MAX_SAY_BYTES + 1024).await?;
-    let saying: Saying = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad(format!("the body must be {{\"text\": \"...\"}}: {e}")))?;
-    let request = ClientRequest::Say {
-        session: session_id(session)?,
-        job,
-        text: saying.text,
-    };
-    match call(http, request, who).await? {
-        ClientResponse::Said { jobs } => Ok(json_ok(json!({ "said_to": jobs }))),
-        other => Err(ApiError::unexpected(&other)),
-    }
-}
-
-async fn say_job(
-    http: web::Data<Http>,
-    who: web::ReqData<Caller>,
-    path: web::Path<(String, String)>,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let (session, job) = path.into_inner();
-    say(&http, &who, &session, Some(job), body).await
-}
-
-async fn say_session(
-    http: web::Data<Http>,
-    who: web::ReqData<Caller>,
-    path: web::Path<String>,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    say(&http, &who, &path.into_inner(), None, body).await
 }
 
 #[derive(serde::Deserialize)]

@@ -173,6 +173,8 @@ mod tests {
             cost_usd: 0.0,
             input_tokens: 0,
             output_tokens: 0,
+            needs_input: 0,
+            waiting_for_input: 0,
         }
     }
 

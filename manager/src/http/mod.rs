@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod events;
+pub mod live;
 
 use crate::listener::Shared;
 use crate::scheduler::Readiness;

@@ -170,6 +170,7 @@ impl Scheduler {
             ClientRequest::ListSessions => Reply::Answer(ClientResponse::Sessions {
                 sessions: self.state.summaries(),
                 paused: self.state.paused_groups(now),
+                waiting: self.state.waiting(),
             }),
             ClientRequest::Session { session, output } => {
                 let stored = self.output_reader();

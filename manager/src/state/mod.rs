@@ -38,6 +38,7 @@ mod session;
 mod submit;
 mod variants;
 mod views;
+mod waiting;
 mod workers;
 mod worktrees;
 

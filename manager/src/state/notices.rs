@@ -23,14 +23,17 @@ pub enum EventKind {
     GateWaiting,
     JobFailed,
     LimitPaused,
+    /// A running agent asks a permission nobody has decided yet.
+    NeedsInput,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::SessionFinished,
         EventKind::GateWaiting,
         EventKind::JobFailed,
         EventKind::LimitPaused,
+        EventKind::NeedsInput,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl EventKind {
             EventKind::GateWaiting => "gate_waiting",
             EventKind::JobFailed => "job_failed",
             EventKind::LimitPaused => "limit_paused",
+            EventKind::NeedsInput => "needs_input",
         }
     }
 
@@ -57,6 +61,8 @@ pub struct Transition {
     pub job: Option<u32>,
     /// A limit group's pause as it was made.
     pub pause: Option<LimitPause>,
+    /// The permission request a `NeedsInput` is about.
+    pub request: Option<u32>,
 }
 
 impl State {
@@ -66,6 +72,7 @@ impl State {
             session: key.session,
             job: Some(key.index),
             pause: None,
+            request: None,
         });
     }
 
@@ -90,6 +97,7 @@ impl State {
             session,
             job: None,
             pause: None,
+            request: None,
         });
     }
 
@@ -100,6 +108,18 @@ impl State {
             session: by.session,
             job: Some(by.index),
             pause: Some(pause),
+            request: None,
+        });
+    }
+
+    /// A job's agent asks a permission that waits for someone's answer.
+    pub(super) fn note_needs_input(&mut self, key: JobKey, request: u32) {
+        self.transitions.push(Transition {
+            kind: EventKind::NeedsInput,
+            session: key.session,
+            job: Some(key.index),
+            pause: None,
+            request: Some(request),
         });
     }
 
@@ -140,6 +160,18 @@ impl State {
                 }
             }
             (EventKind::GateWaiting, Some(job)) => event["gate"] = json!(job.name),
+            (EventKind::NeedsInput, Some(job)) => {
+                let asked = job
+                    .permissions
+                    .as_ref()
+                    .and_then(|p| p.requests.iter().find(|r| Some(r.id) == t.request));
+                if let Some(r) = asked {
+                    event["request"] = json!(r.id);
+                    event["tool"] = json!(r.tool);
+                    event["call"] = json!(r.summary);
+                    event["open"] = json!(r.decision.is_none());
+                }
+            }
             _ => {}
         }
         if let Some(p) = &t.pause {

@@ -121,7 +121,11 @@ impl State {
             perms.requests.push(request.clone());
         }
         match request.decision {
-            None => Asked::Open { job: name, request },
+            None => {
+                self.note_needs_input(attempt.job, request.id);
+                self.sessions.notify(attempt.job.session);
+                Asked::Open { job: name, request }
+            }
             Some(_) => {
                 let order = answer(&request);
                 Asked::Decided(Box::new(Decided {
@@ -226,6 +230,7 @@ impl State {
                 };
                 (w, order)
             });
+        self.sessions.notify(session);
         Ok(Decided {
             job: name,
             request,

@@ -133,11 +133,15 @@ impl State {
             return Vec::new();
         };
         input.delivered = input.delivered.max(delivered);
+        let was_waiting = input.waiting_since_ms.is_some();
         input.waiting_since_ms = match (waiting, input.waiting_since_ms) {
             (true, Some(since)) => Some(since),
             (true, None) => Some(now),
             (false, _) => None,
         };
+        if was_waiting != waiting {
+            self.sessions.notify(attempt.job.session);
+        }
         self.unsaid(attempt)
     }
 }

@@ -45,6 +45,9 @@ pub struct SessionEntry {
     pub over_budget: bool,
     /// Some of its jobs are variants of another (`variants = N`).
     pub has_variants: bool,
+    /// Its jobs whose agent takes messages or relays permission prompts:
+    /// the ones that may wait for someone while they run.
+    pub interactive: Vec<u32>,
 }
 
 impl SessionEntry {
@@ -93,6 +96,12 @@ impl SessionEntry {
             spent,
             over_budget: false,
             has_variants: jobs.iter().any(|j| j.variant.is_some()),
+            interactive: (0..jobs.len() as u32)
+                .filter(|&i| {
+                    let job = &jobs[i as usize];
+                    job.input.is_some() || job.permissions.is_some()
+                })
+                .collect(),
             jobs,
         }
     }
@@ -129,8 +138,35 @@ impl SessionEntry {
         Some(max.saturating_sub(self.count(JobStatus::Running)))
     }
 
+    /// Its running jobs that wait for someone: (job, needs a permission
+    /// decision, lingers for a message).
+    pub fn waiting(&self) -> impl Iterator<Item = (&JobRecord, bool, bool)> {
+        self.interactive
+            .iter()
+            .map(|&i| &self.jobs[i as usize])
+            .filter(|job| job.status == JobStatus::Running)
+            .filter_map(|job| {
+                let asks = job
+                    .permissions
+                    .as_ref()
+                    .is_some_and(|p| p.open().count() > 0);
+                let lingers = job
+                    .input
+                    .as_ref()
+                    .is_some_and(|i| i.waiting_since_ms.is_some());
+                (asks || lingers).then_some((job, asks, lingers))
+            })
+    }
+
     pub fn summary(&self) -> SessionSummary {
         let spend = self.spend();
+        let (mut needs_input, mut waiting_for_input) = (0, 0);
+        if self.count(JobStatus::Running) > 0 {
+            for (_, asks, lingers) in self.waiting() {
+                needs_input += asks as u32;
+                waiting_for_input += lingers as u32;
+            }
+        }
         SessionSummary {
             id: self.record.id,
             name: self.record.name.clone(),
@@ -142,6 +178,8 @@ impl SessionEntry {
             cost_usd: spend.cost_usd,
             input_tokens: spend.input_tokens,
             output_tokens: spend.output_tokens,
+            needs_input,
+            waiting_for_input,
         }
     }
 }

@@ -25,6 +25,7 @@ mod notify;
 mod orphans;
 mod peers;
 mod permissions;
+mod permissions_everywhere;
 mod placement;
 mod quickstart;
 mod resources;

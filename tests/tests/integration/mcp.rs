@@ -13,11 +13,13 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
-const TOOLS: [&str; 13] = [
+const TOOLS: [&str; 15] = [
     "accounts",
     "agents",
+    "allow",
     "approve",
     "cancel",
+    "deny",
     "logs",
     "reject",
     "resources",

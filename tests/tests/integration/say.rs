@@ -215,8 +215,9 @@ fn the_dashboard_shows_an_agent_waiting_for_input_and_says_something_to_it() {
         "the job waiting for input",
         "((document.querySelector('#jobs tr[data-job=ear] td.activity') || {}).textContent || '').includes('waiting for input')",
     );
-    b.eval("window.prompt = () => 'from the dashboard'");
-    b.click("button[data-action=say][data-job=ear]");
+    b.click("#jobs button[data-action=say][data-job=ear]");
+    b.type_into("#ask-text", "from the dashboard");
+    b.click("#ask-send");
     let heard = poll(Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&got).unwrap_or_default();
         text.lines()

@@ -1,7 +1,8 @@
 // aam's dashboard: signs in with a token, lists sessions, shows one
 // session's jobs as a table and a dependency graph, tails a job's log,
-// cancels, approves and rejects, lists workers, and follows the manager's
-// event stream. It talks only to the HTTP API (/api/...), whose answers
+// cancels, approves and rejects, answers agents' permission requests and
+// says something to running agents (the jobs waiting for someone listed
+// first), lists workers, and follows the manager's event stream. It talks only to the HTTP API (/api/...), whose answers
 // have the same shape as `aam ... --json`. Every text from the server goes
 // into the page as a text node or an attribute, never as HTML.
 'use strict';
@@ -11,6 +12,7 @@
 const state = {
   sessions: [],       // summary_json of every session, newest first
   paused: [],         // limit groups paused on a usage limit
+  waiting: [],        // running jobs waiting for someone (waiting_json), needing a decision first
   selected: null,     // id of the session shown, from the URL's #hash
   session: null,      // its session_json
   workers: [],
@@ -125,6 +127,11 @@ function activity(j) {
   if (j.waiting_for_input) {
     parts.push(el('span', { class: 'chip' }, 'waiting for input'));
   }
+  if (j.status === 'running') {
+    for (const r of (j.permissions || []).filter((r) => !r.decision)) {
+      parts.push(el('span', { class: 'chip needs' }, 'needs input'), el('code', {}, '[' + r.id + '] ' + r.call));
+    }
+  }
   if (j.decision) {
     const verb = j.decision.approved ? 'approved' : 'rejected';
     parts.push(verb + ' by ' + j.decision.by + (j.decision.comment ? ': ' + j.decision.comment : ''));
@@ -225,7 +232,9 @@ async function loadSessions() {
       if (!state.sessions.some((x) => x.id === s.id)) state.sessions.push(s);
     }
     state.paused = doc.paused || [];
+    state.waiting = doc.waiting || [];
     renderSessions();
+    renderWaiting();
   } finally {
     if (--listReads === 0) duringRead.clear();
   }
@@ -250,7 +259,8 @@ function renderSessions() {
   el('td', { class: 'name' }, s.name),
   el('td', {}, badge(s.status)),
   el('td', { class: 'num' }, s.jobs_finished + '/' + s.jobs_total),
-  el('td', {}, counts(s.counts)),
+  el('td', {}, counts(s.counts), s.needs_input ? el('span', { class: 'chip needs' }, s.needs_input + ' needs input') : null,
+    s.waiting_for_input ? el('span', { class: 'chip' }, s.waiting_for_input + ' waiting for input') : null),
   el('td', { class: 'num' }, usd(s.cost_usd)),
   el('td', { class: 'num', title: s.created_at }, age(s.created_at))));
   if (state.sessions.length > LIST_MAX) {
@@ -271,12 +281,82 @@ function counts(c) {
 }
 
 // A session's summary from an event: replace it, or add a new one on top.
+// A change in what waits for someone re-reads the list of waiting jobs.
 function upsertSession(summary) {
   if (listReads > 0) duringRead.set(summary.id, summary);
   const i = state.sessions.findIndex((s) => s.id === summary.id);
+  const was = i >= 0 ? state.sessions[i] : null;
   if (i >= 0) state.sessions[i] = summary;
   else state.sessions.unshift(summary);
   renderSessions();
+  const waits = (s) => (s ? (s.needs_input || 0) + ':' + (s.waiting_for_input || 0) : '0:0');
+  if (waits(was) !== waits(summary)) refreshWaiting();
+}
+
+// Re-reads the list (and with it the waiting jobs), at most once per
+// REFRESH_MIN_MS.
+let waitingTimer = null;
+function refreshWaiting() {
+  if (waitingTimer) return;
+  waitingTimer = setTimeout(() => {
+    waitingTimer = null;
+    loadSessions().catch(notice);
+  }, REFRESH_MIN_MS);
+}
+
+// ---------------------------------------------------------------- waiting for someone
+
+function jobPath(session, job) {
+  return '/api/jobs/' + encodeURIComponent(session) + '/' + encodeURIComponent(job);
+}
+
+// The buttons that answer one open permission request.
+function requestButtons(label, path, r) {
+  const data = { 'data-job': label, 'data-request': r.id };
+  return [
+    el('button', Object.assign({ type: 'button', class: 'ok', 'data-action': 'allow',
+      title: 'Let the agent make this call', onclick: () => answer(path, r.id, true, false) }, data), 'Allow'),
+    el('button', Object.assign({ type: 'button', class: 'quiet', 'data-action': 'allow-always',
+      title: 'Allow ' + r.tool + ' for the rest of this job',
+      onclick: () => answer(path, r.id, true, true) }, data), 'Always ' + r.tool),
+    el('button', Object.assign({ type: 'button', class: 'danger', 'data-action': 'deny',
+      onclick: () => deny(label, path, r.id) }, data), 'Deny'),
+  ];
+}
+
+// One open request: its id, the call in short, and its buttons.
+function requestLine(label, path, r) {
+  return el('div', { class: 'request' },
+    el('span', { class: 'chip needs' }, 'needs input'),
+    el('code', {}, '[' + r.id + '] ' + r.call),
+    el('span', { class: 'hint' }, age(r.asked_at) + ' ago'),
+    ...requestButtons(label, path, r));
+}
+
+function renderWaiting() {
+  const rows = state.waiting.map((w) => {
+    const path = jobPath(w.session, w.name);
+    const what = w.requests.map((r) => requestLine(w.job, path, r));
+    const actions = [];
+    if (w.waiting_for_input) {
+      what.push(el('div', { class: 'request' },
+        el('span', { class: 'chip' }, 'waiting for input'),
+        w.last_answer ? el('span', { class: 'hint' }, shorten(w.last_answer, 160)) : null));
+      actions.push(el('button', { type: 'button', class: 'ok', 'data-action': 'say', 'data-job': w.job,
+        onclick: () => say(w.job, path) }, 'Say'));
+    }
+    return el('tr', { 'data-job': w.job, class: w.needs_input ? 'needs-input' : null },
+      el('td', { class: 'name' }, el('a', { href: '#' + w.session }, w.job)),
+      el('td', { class: 'activity' }, ...what),
+      el('td', { class: 'actions' }, ...actions));
+  });
+  fill($('waiting-jobs').tBodies[0], rows);
+  show($('waiting'), rows.length > 0);
+}
+
+function shorten(text, n) {
+  const line = (text.split('\n').find((l) => l.trim()) || '').trim();
+  return line.length > n || line.length < text.trim().length ? line.slice(0, n) + '…' : line;
 }
 
 // ---------------------------------------------------------------- one session
@@ -357,10 +437,20 @@ function renderSession() {
   if (state.log) followLog();
 }
 
+// Jobs waiting for someone first (a decision, then a message), the rest
+// as the session lists them.
+function attention(j) {
+  if (j.needs_input) return 0;
+  if (awaiting(j)) return 1;
+  if (j.waiting_for_input) return 2;
+  return 3;
+}
+
 function renderJobs(s) {
-  const rows = s.jobs.map((j) => el('tr', {
+  const jobs = s.jobs.map((j, i) => [attention(j), i, j]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((x) => x[2]);
+  const rows = jobs.map((j) => el('tr', {
     'data-job': j.name,
-    class: awaiting(j) ? 'gate-waiting' : (state.log && state.log.job === j.name ? 'selected' : null),
+    class: j.needs_input ? 'needs-input' : awaiting(j) ? 'gate-waiting' : (state.log && state.log.job === j.name ? 'selected' : null),
   },
   el('td', { class: 'name' }, j.name, j.gate ? el('span', { class: 'chip' }, 'gate') : null, j.variant ? el('span', { class: 'hint' }, ' #' + j.variant) : null),
   el('td', { class: 'status' }, awaiting(j) ? badge('gate', 'awaiting approval') : badge(j.status)),
@@ -374,8 +464,13 @@ function renderJobs(s) {
 }
 
 function jobActions(s, j) {
-  const path = '/api/jobs/' + encodeURIComponent(s.id) + '/' + encodeURIComponent(j.name);
+  const path = jobPath(s.id, j.name);
   const out = [];
+  if (j.status === 'running') {
+    for (const r of (j.permissions || []).filter((r) => !r.decision)) {
+      out.push(...requestButtons(s.id + '/' + j.name, path, r));
+    }
+  }
   if (awaiting(j)) {
     out.push(el('button', { type: 'button', class: 'ok', 'data-action': 'approve', 'data-job': j.name,
       onclick: () => act(null, 'POST', path + '/approve', false, {}) }, 'Approve'));
@@ -398,9 +493,45 @@ function jobActions(s, j) {
 
 // One more message of a running agent's conversation (`aam say`).
 async function say(label, path) {
-  const text = prompt('Say to ' + label + ':');
+  const text = await ask('Say to ' + label + ':', 'Send');
   if (!text || !text.trim()) return;
   await act(null, 'POST', path + '/say', false, { text });
+}
+
+// `aam allow` (`always`: the same tool for the rest of the job).
+async function answer(path, id, allow, always) {
+  await act(null, 'POST', path + (allow ? '/allow' : '/deny'), false, allow ? { request: id, always } : { request: id });
+  loadSessions().catch(notice);
+}
+
+// `aam deny --message`: what the agent is told, optional.
+async function deny(label, path, id) {
+  const message = await ask('Deny request ' + id + ' of ' + label + '. What should the agent be told? (optional)', 'Deny');
+  if (message === null) return;
+  await act(null, 'POST', path + '/deny', false, message.trim() ? { request: id, message } : { request: id });
+  loadSessions().catch(notice);
+}
+
+// A text box in a dialog: resolves with its text, or null if cancelled.
+function ask(label, send) {
+  const dialog = $('ask');
+  $('ask-label').textContent = label;
+  $('ask-send').textContent = send;
+  $('ask-text').value = '';
+  return new Promise((resolve) => {
+    const done = (value) => {
+      $('ask-form').onsubmit = null;
+      $('ask-cancel').onclick = null;
+      dialog.onclose = null;
+      if (dialog.open) dialog.close();
+      resolve(value);
+    };
+    $('ask-form').onsubmit = (ev) => { ev.preventDefault(); done($('ask-text').value); };
+    $('ask-cancel').onclick = () => done(null);
+    dialog.onclose = () => done(null);
+    dialog.showModal();
+    $('ask-text').focus();
+  });
 }
 
 async function reject(path) {

@@ -5,6 +5,7 @@
 
 use super::super::testing::*;
 use super::Asked;
+use crate::state::notices::EventKind;
 use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker};
 use aam_protocol::JobKey;
 
@@ -61,6 +62,28 @@ fn rules_decide_and_people_answer_the_rest() {
         ),
         other => panic!("{other:?}"),
     }
+    // Only the open request is news (`needs_input`), once, naming it.
+    let news: Vec<_> = s
+        .take_transitions()
+        .into_iter()
+        .filter(|t| t.kind == EventKind::NeedsInput)
+        .collect();
+    assert_eq!(news.len(), 1, "{news:?}");
+    let event = s.event_json(&news[0], 6).unwrap();
+    assert_eq!(
+        (
+            &event["job"],
+            &event["request"],
+            &event["call"],
+            &event["open"]
+        ),
+        (
+            &serde_json::json!("fix"),
+            &serde_json::json!(3),
+            &serde_json::json!("Write src/lib.rs"),
+            &serde_json::json!(true)
+        )
+    );
     // Asked again (a reconnect): still one open request.
     assert!(matches!(
         s.permission_asked(7, attempt, 3, "Write", write, 7),
