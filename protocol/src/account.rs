@@ -29,12 +29,28 @@ pub struct AccountDef {
     /// Variables a job on this account starts with, over its agent's.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables a job on this account takes from its worker's own
+    /// environment, each from the variable its value names (`{
+    /// ANTHROPIC_API_KEY = "WORK_ANTHROPIC_KEY" }`): a key that never
+    /// travels or lands in the manager's config or store.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+}
+
+impl AccountDef {
+    /// Its `secret_env` as an assignment carries it: `NAME=SOURCE`.
+    pub fn secret_entries(&self) -> impl Iterator<Item = String> + '_ {
+        self.secret_env
+            .iter()
+            .map(|(name, source)| format!("{name}={source}"))
+    }
 }
 
 impl std::fmt::Debug for AccountDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountDef")
             .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("secret_env", &self.secret_env)
             .finish()
     }
 }
@@ -69,6 +85,7 @@ mod tests {
                 "/home/u/.claude-work".to_string(),
             )]
             .into(),
+            ..AccountDef::default()
         };
         let shown = format!("{def:?}");
         assert!(shown.contains("CLAUDE_CONFIG_DIR"), "{shown}");

@@ -284,7 +284,9 @@ pub struct Assignment {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Variables (names only) the worker sets from its own environment:
-    /// its agent's `secret_env`. One the worker lacks fails the job.
+    /// its agent's `secret_env`, and `NAME=SOURCE` for its account's (the
+    /// job's NAME from the worker's SOURCE). One the worker lacks fails
+    /// the job.
     pub secret_env: Vec<String>,
     pub workdir: Option<String>,
     pub timeout_ms: Option<u64>,

@@ -1,7 +1,9 @@
 //! An agent's `secret_env`: variables the worker passes its jobs from its
 //! own environment, so API keys never travel over the wire or land in the
 //! manager's store (DESIGN.md invariant 9). The assignment names them; the
-//! values are read here, at spawn time, and go nowhere but the child.
+//! values are read here, at spawn time, and go nowhere but the child. An
+//! entry `NAME=SOURCE` (an account's `secret_env`) sets the job's `NAME`
+//! from the worker's `SOURCE`.
 
 use std::ffi::OsString;
 
@@ -16,9 +18,15 @@ pub fn values(
 ) -> Result<Vec<(String, OsString)>, String> {
     names
         .iter()
-        .map(|name| match lookup(name) {
-            Some(value) if !value.is_empty() => Ok((name.clone(), value)),
-            _ => Err(format!("secret_env: {name} is not set on worker {worker}")),
+        .map(|entry| {
+            let (name, source) = entry.split_once('=').unwrap_or((entry, entry));
+            match lookup(source) {
+                Some(value) if !value.is_empty() => Ok((name.to_string(), value)),
+                _ if name != source => Err(format!(
+                    "secret_env: {source} (for {name}) is not set on worker {worker}"
+                )),
+                _ => Err(format!("secret_env: {name} is not set on worker {worker}")),
+            }
         })
         .collect()
 }
@@ -49,6 +57,15 @@ mod tests {
             "secret_env: ANTHROPIC_API_KEY is not set on worker w1"
         );
         assert!(values(&names(&["EMPTY_KEY"]), "w1", lookup).is_err());
+        // An account's entry: the job's name from another of the worker's.
+        assert_eq!(
+            values(&names(&["ANTHROPIC_API_KEY=A_KEY"]), "w1", lookup).unwrap(),
+            [("ANTHROPIC_API_KEY".to_string(), OsString::from("v1"))]
+        );
+        assert_eq!(
+            values(&names(&["ANTHROPIC_API_KEY=WORK_KEY"]), "w1", lookup).unwrap_err(),
+            "secret_env: WORK_KEY (for ANTHROPIC_API_KEY) is not set on worker w1"
+        );
         assert!(values(&[], "w1", lookup).unwrap().is_empty());
     }
 }

@@ -5,7 +5,8 @@ use super::{ConfigError, ManagerConfig};
 use aam_protocol::spec::parse_duration_ms;
 
 impl ManagerConfig {
-    /// Accounts are valid names with variable names in their `env`; every
+    /// Accounts are valid names with variable names in their `env` and
+    /// `secret_env` (whose values name the worker's variables); every
     /// account an agent lists is declared, once; the resume keys are
     /// positive.
     pub(super) fn check_accounts(&self) -> Result<(), ConfigError> {
@@ -24,6 +25,24 @@ impl ManagerConfig {
                 return bad(format!(
                     "accounts.{name}.env: '{var}' is not a variable name (letters, digits and '_', not starting with a digit)"
                 ));
+            }
+            for (var, source) in &account.secret_env {
+                if !aam_protocol::agent::is_env_name(var) {
+                    return bad(format!(
+                        "accounts.{name}.secret_env: '{var}' is not a variable name (letters, digits and '_', not starting with a digit)"
+                    ));
+                }
+                if !aam_protocol::agent::is_env_name(source) {
+                    // Not echoed: a key pasted here is a secret.
+                    return bad(format!(
+                        "accounts.{name}.secret_env.{var}: the value must name a variable of the worker's environment (letters, digits and '_'), not hold the secret itself"
+                    ));
+                }
+                if account.env.contains_key(var) {
+                    return bad(format!(
+                        "accounts.{name}: {var} is in both its env and its secret_env"
+                    ));
+                }
             }
         }
         for (agent, def) in &self.agents {

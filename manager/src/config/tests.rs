@@ -255,6 +255,15 @@ fn accounts_keep_their_case_and_an_unknown_one_names_agent_and_account() {
         e.contains("accounts.w.env: 'A B' is not a variable name"),
         "{e}"
     );
+    // secret_env: the value names the worker's variable, never holds a key.
+    let e = refused("[accounts.w]\nsecret_env = { ANTHROPIC_API_KEY = \"sk-ant-api03-xyz\" }\n");
+    assert!(
+        e.contains("accounts.w.secret_env.ANTHROPIC_API_KEY: the value must name a variable"),
+        "{e}"
+    );
+    assert!(!e.contains("sk-ant"), "the pasted key is not echoed: {e}");
+    let e = refused("[accounts.w]\nenv = { K = \"v\" }\nsecret_env = { K = \"W_K\" }\n");
+    assert!(e.contains("K is in both its env and its secret_env"), "{e}");
     let e = refused("[accounts.w]\n[agents.c]\ncommand = [\"c\"]\naccounts = [\"w\", \"w\"]\n");
     assert!(e.contains("account 'w' is listed twice"), "{e}");
     let e = refused("resume_burst = 0\n");

@@ -195,18 +195,22 @@ impl State {
         let session_name = entry.record().name.clone();
         // Names only, from the agent's definition as it is now (the record
         // keeps none: they are config, and the values never reach here).
-        let secret_env = self
+        let mut secret_env = self
             .sessions
             .job(key)
             .and_then(|job| self.config.agents.get(job.agent.as_deref()?))
             .map(|agent| agent.secret_env.clone())
             .unwrap_or_default();
         // The account's env goes into this assignment alone, over the
-        // agent's: never into the job's record.
-        let account_env = account
-            .as_deref()
-            .and_then(|a| self.config.accounts.get(a))
-            .map(|def| def.env.clone())
+        // agent's: never into the job's record. Its secret_env too, named.
+        let account_def = account.as_deref().and_then(|a| self.config.accounts.get(a));
+        let account_env = account_def.map(|def| def.env.clone()).unwrap_or_default();
+        if let Some(def) = account_def {
+            secret_env.retain(|name| !def.secret_env.contains_key(name));
+            secret_env.extend(def.secret_entries());
+        }
+        let account_secrets: Vec<String> = account_def
+            .map(|def| def.secret_env.keys().cloned().collect())
             .unwrap_or_default();
         let job = self.sessions.job_mut(key)?;
         if let Some(account) = &account {
@@ -224,7 +228,7 @@ impl State {
             })
         });
         let mut env = job.env.clone();
-        env.retain(|(name, _)| !account_env.contains_key(name));
+        env.retain(|(name, _)| !account_env.contains_key(name) && !account_secrets.contains(name));
         env.extend(account_env);
         if let Some(since) = queued_since {
             self.config.metrics.dispatched(now.saturating_sub(since));

@@ -1,8 +1,9 @@
 //! Issue 16, accounts and the resume after a limit, against the real
 //! Claude Code CLI: two accounts pointing at two stand-in model servers,
 //! one of them at its usage limit (every job succeeds on the other without
-//! waiting, `aam accounts` shows the first paused, and the account's env
-//! shows nowhere); and five jobs held by a pause that start at most two at
+//! waiting, `aam accounts` shows the first paused, the second's key comes
+//! from the worker's own variable its `secret_env` names, and the
+//! account's env shows nowhere); and five jobs held by a pause that start at most two at
 //! a time once it ends.
 
 use crate::job;
@@ -52,10 +53,14 @@ fn a_limited_account_hands_its_jobs_to_the_other_without_waiting() {
         .line("accounts", "[\"work\", \"personal\"]");
     let config = format!(
         "[accounts.work]\nenv = {{ ANTHROPIC_BASE_URL = \"{}\" }}\n\
-         [accounts.personal]\nenv = {{ ANTHROPIC_BASE_URL = \"{}\" }}\n",
+         [accounts.personal]\nenv = {{ ANTHROPIC_BASE_URL = \"{}\" }}\n\
+         secret_env = {{ ANTHROPIC_API_KEY = \"PERSONAL_KEY\" }}\n",
         work.url(),
         personal.url()
     );
+    // `personal`'s key is the worker's own PERSONAL_KEY: never in config.
+    c.worker_env
+        .push(("PERSONAL_KEY".into(), "sk-personal-from-worker".into()));
     c.start_with_agents(&config, &[agent], 4);
     let names = ["a", "b", "c", "d"];
     let session = c.submit_json(&json!({ "name": "accounts", "jobs": jobs(&names) }));
@@ -82,6 +87,14 @@ fn a_limited_account_hands_its_jobs_to_the_other_without_waiting() {
     assert_eq!(limited, 2, "{s}");
     assert_eq!(work.requests().len(), 2);
     assert_eq!(personal.requests().len(), 4);
+    // Each account's requests carry its own key: `personal`'s from the
+    // worker's variable its secret_env names.
+    for r in personal.requests() {
+        assert_eq!(r.header("x-api-key"), Some("sk-personal-from-worker"));
+    }
+    for r in work.requests() {
+        assert_ne!(r.header("x-api-key"), Some("sk-personal-from-worker"));
+    }
 
     let accounts = c.aam(&["accounts", "--json"]).expect_code(0).json();
     let by_name = |name: &str| {
@@ -124,6 +137,7 @@ fn a_limited_account_hands_its_jobs_to_the_other_without_waiting() {
     ];
     for text in shown {
         assert!(!text.contains(&url), "{url} shown in {text}");
+        assert!(!text.contains("sk-personal"), "the key shown in {text}");
     }
 }
 

@@ -26,13 +26,17 @@ fn accounts_config() -> StateConfig {
     let mut c = agent_config();
     let account = |dir: &str| AccountDef {
         env: [("CLAUDE_CONFIG_DIR".to_string(), dir.to_string())].into(),
+        ..AccountDef::default()
     };
+    let mut personal = account("/secret/personal");
+    personal.secret_env = [("ANTHROPIC_API_KEY".to_string(), "PERSONAL_KEY".to_string())].into();
     c.accounts = [
         ("work".to_string(), account("/secret/work")),
-        ("personal".to_string(), account("/secret/personal")),
+        ("personal".to_string(), personal),
     ]
     .into();
     let claude = c.agents.get_mut("claude").unwrap();
+    claude.secret_env = vec!["ANTHROPIC_API_KEY".into()];
     claude.accounts = vec!["work".into(), "personal".into()];
     claude.env = [("CLAUDE_CONFIG_DIR".to_string(), "/agent".to_string())].into();
     c
@@ -86,6 +90,17 @@ fn jobs_spread_over_accounts_and_a_limited_one_moves_to_another_at_once() {
     assert_eq!(
         on,
         [["/secret/work"], ["/secret/personal"], ["/secret/work"]]
+    );
+    // Only `personal` names a key of the worker's; it replaces the agent's
+    // own secret_env entry of that name.
+    let secrets: Vec<&Vec<String>> = started.iter().map(|(_, a)| &a.secret_env).collect();
+    assert_eq!(
+        secrets,
+        [
+            &vec!["ANTHROPIC_API_KEY".to_string()],
+            &vec!["ANTHROPIC_API_KEY=PERSONAL_KEY".to_string()],
+            &vec!["ANTHROPIC_API_KEY".to_string()],
+        ]
     );
     // The env is in the assignment only: never in a stored record.
     let changes = format!("{:?}", s.take_changes().jobs);
