@@ -35,7 +35,9 @@
 //!
 //! `handshake`: the cost of a new connection (`throughput/handshake.rs`).
 //! `say`: from a message said to a running agent to its stdin
-//! (`throughput/say.rs`).
+//! (`throughput/say.rs`). `permission`: from an agent's permission request
+//! to `needs input` in status and on the event stream
+//! (`throughput/permission.rs`).
 //!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
@@ -49,6 +51,8 @@
 
 #[path = "throughput/handshake.rs"]
 mod handshake;
+#[path = "throughput/permission.rs"]
+mod permission;
 #[path = "throughput/say.rs"]
 mod say;
 
@@ -657,6 +661,9 @@ fn main() {
     }
     if wanted("say") {
         say::say();
+    }
+    if wanted("permission") {
+        permission::permission();
     }
 }
 
