@@ -20,6 +20,7 @@ pub mod notify;
 pub mod peer_input;
 pub mod peer_limit;
 pub mod prices;
+pub mod providers;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
