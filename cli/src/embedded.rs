@@ -76,6 +76,7 @@ pub async fn start(
         tls: aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint),
         // Container jobs run here when this machine has podman or docker.
         container_engine: aam_worker::container::detect("auto").unwrap_or(None),
+        idle_exit: None,
     });
     Ok((manager, worker))
 }

@@ -382,6 +382,11 @@ pub enum WorkerToManager {
     Heartbeat,
     /// The worker is shutting down: assign it nothing more.
     Draining,
+    /// The worker has had nothing to run for its idle timeout and would
+    /// leave (`--once-idle`, issue 17): the manager grants it only if it
+    /// has assigned it nothing, and then assigns it nothing more, in the
+    /// same step (`ManagerToWorker::Retire`).
+    RetireIfIdle,
     Output {
         attempt: AttemptRef,
         #[serde(with = "serde_bytes")]
@@ -493,6 +498,11 @@ pub enum ManagerToWorker {
         ask: u64,
         allow: bool,
         message: String,
+    },
+    /// The answer to `RetireIfIdle`: `granted`, the worker may exit (it
+    /// gets no job more); else a job was assigned to it meanwhile.
+    Retire {
+        granted: bool,
     },
     /// Delete these branches of this repository (`aam gc` with
     /// `gc_branches`); a branch checked out somewhere is left.

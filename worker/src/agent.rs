@@ -6,6 +6,7 @@
 //! does), so after a reconnect it sends the manager the whole of it again
 //! (`OutputSync`), whatever the manager lost in a restart.
 
+mod idle;
 mod job_events;
 mod link;
 mod shutdown;
@@ -56,6 +57,9 @@ pub struct WorkerConfig {
     /// The container engine container jobs run with (`--container-engine`);
     /// None: this worker takes no container job.
     pub container_engine: Option<crate::container::Engine>,
+    /// Leave after this long with nothing to run (`--once-idle`), once
+    /// the manager agrees.
+    pub idle_exit: Option<Duration>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -142,6 +146,8 @@ pub struct WorkerAgent {
     containers: Option<Arc<crate::container::Containers>>,
     /// The run ids this worker process gives its attempts' processes.
     run_ids: RunIds,
+    /// Its idle exit (`--once-idle`).
+    idle: Option<idle::IdleExit>,
 }
 
 /// Starts a worker in the current actix system.
@@ -165,6 +171,7 @@ pub fn start(mut config: WorkerConfig) -> Addr<WorkerAgent> {
             root,
         ))
     });
+    let idle_exit = config.idle_exit.map(idle::IdleExit::new);
     WorkerAgent {
         worktrees,
         containers,
@@ -183,6 +190,7 @@ pub fn start(mut config: WorkerConfig) -> Addr<WorkerAgent> {
         draining: false,
         pending_progress: HashMap::new(),
         output_cap: aam_protocol::output::DEFAULT_OUTPUT_CAP,
+        idle: idle_exit,
     }
     .start()
 }
@@ -356,6 +364,9 @@ impl Actor for WorkerAgent {
             let own: BTreeSet<u32> = act.assigned.values().map(|j| j.pid).collect();
             reap_adopted(&own);
         });
+        if self.idle.is_some() {
+            ctx.run_interval(idle::CHECK_EVERY, |act, _| act.check_idle());
+        }
         // Leftover worktrees go now, before any job needs the root (jobs
         // that come meanwhile wait for it).
         if let Some(worktrees) = self.worktrees.clone() {
@@ -458,6 +469,7 @@ impl StreamHandler<Result<ManagerToWorker, CodecError>> for WorkerAgent {
             ManagerToWorker::DeleteBranches { repo, branches } => {
                 self.delete_branches(repo, branches)
             }
+            ManagerToWorker::Retire { granted } => self.retire(granted, ctx),
             ManagerToWorker::Pong => {}
             ManagerToWorker::Ack(attempt) => {
                 self.unacked.remove(&attempt);

@@ -79,6 +79,14 @@ struct Args {
     /// The key of --cert (PEM)
     #[arg(long, env = "AAM_KEY", requires = "cert")]
     key: Option<PathBuf>,
+    /// Leave once there has been nothing to run for `--idle-timeout`, when
+    /// the manager agrees (it assigns a leaving worker nothing more): for
+    /// workers launched on demand.
+    #[arg(long)]
+    once_idle: bool,
+    /// How long `--once-idle` waits with nothing to run.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
     /// On SIGTERM, how long running jobs may go on before they are stopped
     /// (and requeued); a second SIGTERM or a SIGINT stops them at once
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -211,6 +219,7 @@ fn config(args: Args) -> anyhow::Result<WorkerConfig> {
         cache,
         tls,
         container_engine,
+        idle_exit: args.once_idle.then_some(args.idle_timeout),
     })
 }
 

@@ -146,6 +146,16 @@ impl Handler<WorkerReport> for Scheduler {
                 let fenced = self.state.output_sync(msg.id, attempt, &capture);
                 return self.log_fenced(msg.id, attempt, "output", fenced);
             }
+            WorkerToManager::RetireIfIdle => {
+                let granted = self.state.retire_if_idle(msg.id);
+                if let Some(name) = self.state.worker_name(msg.id) {
+                    tracing::info!(worker = %name, granted, "idle worker asks to retire");
+                }
+                effects.push(Effect::ToWorker(
+                    msg.id,
+                    ManagerToWorker::Retire { granted },
+                ));
+            }
             WorkerToManager::Draining => {
                 if let Some(name) = self.state.worker_name(msg.id) {
                     tracing::info!(worker = %name, "worker is draining");

@@ -147,6 +147,20 @@ impl State {
         }
     }
 
+    /// A worker idle for its idle timeout asks to leave: granted, and it
+    /// is assigned nothing more, only while nothing is assigned to it (a
+    /// job sent before its ask keeps it). One step of the single writer,
+    /// so no job is sent to a worker that is leaving.
+    pub fn retire_if_idle(&mut self, id: WorkerId) -> bool {
+        match self.workers.get_mut(&id) {
+            Some(w) if w.assigned.is_empty() => {
+                w.draining = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn heartbeat(&mut self, id: WorkerId, now: u64) {
         if let Some(w) = self.workers.get_mut(&id) {
             w.last_heartbeat_ms = now;
@@ -260,6 +274,23 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+
+    #[test]
+    fn an_idle_worker_retires_only_with_nothing_assigned_and_then_gets_nothing() {
+        let mut s = State::new(StateConfig::default());
+        s.register_worker(1, worker("pilot", 1), &[], 0).unwrap();
+        s.submit(batch(vec![job("a", &[])]), None, 0).unwrap();
+        let sent = s.dispatch(1);
+        assert_eq!(sent.len(), 1);
+        // A job went to it before it asked: it stays.
+        assert!(!s.retire_if_idle(1));
+        let attempt = sent[0].1.attempt_ref();
+        s.job_finished(1, attempt, ended(ok()), 2).unwrap();
+        assert!(s.retire_if_idle(1));
+        // Retired: a job queued now is not sent to it.
+        s.submit(batch(vec![job("b", &[])]), None, 3).unwrap();
+        assert!(s.dispatch(4).is_empty());
+    }
 
     #[test]
     fn orphans_are_adopted_on_reconnect_or_requeued_after_grace() {

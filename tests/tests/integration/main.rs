@@ -19,6 +19,7 @@ mod durability;
 mod gates;
 mod hosts;
 mod http_api;
+mod idle;
 mod mcp;
 mod metrics;
 mod notify;
