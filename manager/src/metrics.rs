@@ -60,6 +60,8 @@ pub struct ModelCounts {
     pub sessions: [u64; 4],
     /// Jobs in the queue for a slot (retries in their backoff aside).
     pub queue_length: u64,
+    /// How long the job queued longest has waited (ms; 0: none queued).
+    pub oldest_queued_ms: u64,
     /// Attempts held by connected workers.
     pub running: u64,
     pub workers: u64,
@@ -473,6 +475,18 @@ fn gauges(counts: &ModelCounts) -> Registry {
             "Attempts running on connected workers",
             counts.running,
         ),
+        // For autoscalers (KEDA): only jobs no worker has claimed, and
+        // what runs; the two above under the names scalers expect.
+        (
+            "jobs_queued_unclaimed",
+            "Jobs waiting for a worker slot that no worker has been given (scale on this)",
+            counts.queue_length,
+        ),
+        (
+            "jobs_running",
+            "Jobs running on workers (assigned and not ended)",
+            counts.running,
+        ),
         ("workers", "Workers connected", counts.workers),
         (
             "worker_slots",
@@ -495,6 +509,13 @@ fn gauges(counts: &ModelCounts) -> Registry {
         gauge.set(value as i64);
         registry.register(name, help, gauge);
     }
+    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    oldest.set(counts.oldest_queued_ms as f64 / 1000.0);
+    registry.register(
+        "oldest_queued_seconds",
+        "How long the job queued longest has waited for a worker slot (0: none queued)",
+        oldest,
+    );
     let capacity = Family::<ResourceLabel, Gauge>::default();
     let in_use = Family::<ResourceLabel, Gauge>::default();
     for (name, cap, used) in &counts.resources {
@@ -526,6 +547,7 @@ mod tests {
             jobs: [1, 2, 3, 4, 5, 6, 7, 8],
             sessions: [1, 2, 3, 4],
             queue_length: 2,
+            oldest_queued_ms: 1500,
             running: 3,
             workers: 2,
             slots: 8,
@@ -551,6 +573,9 @@ mod tests {
             ("aam_sessions", "gauge"),
             ("aam_queue_length", "gauge"),
             ("aam_running_jobs", "gauge"),
+            ("aam_jobs_queued_unclaimed", "gauge"),
+            ("aam_jobs_running", "gauge"),
+            ("aam_oldest_queued_seconds", "gauge"),
             ("aam_workers", "gauge"),
             ("aam_worker_slots", "gauge"),
             ("aam_worker_slots_free", "gauge"),
@@ -591,6 +616,9 @@ mod tests {
         for line in [
             "aam_queue_length 2\n",
             "aam_running_jobs 3\n",
+            "aam_jobs_queued_unclaimed 2\n",
+            "aam_jobs_running 3\n",
+            "aam_oldest_queued_seconds 1.5\n",
             "aam_workers 2\n",
             "aam_worker_slots 8\n",
             "aam_worker_slots_free 5\n",

@@ -12,6 +12,10 @@ impl State {
     pub fn counts(&self, now: u64) -> ModelCounts {
         let mut counts = ModelCounts {
             queue_length: self.queue.len() as u64,
+            oldest_queued_ms: self
+                .queue
+                .oldest_since()
+                .map_or(0, |since| now.saturating_sub(since)),
             workers: self.workers.len() as u64,
             paused_groups: self.pauses.active(now).count() as u64,
             ..ModelCounts::default()
@@ -78,6 +82,7 @@ mod tests {
         assert_eq!(c.jobs[JobStatus::Pending as usize], 1);
         assert_eq!(c.jobs[JobStatus::Queued as usize], 5);
         assert_eq!(c.queue_length, 5);
+        assert_eq!(s.counts(2500).oldest_queued_ms, 2500, "queued at 0");
         assert_eq!((c.workers, c.slots, c.slots_free, c.running), (2, 3, 3, 0));
         assert_eq!(c.sessions, [2, 0, 0, 0]);
 

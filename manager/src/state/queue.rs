@@ -94,6 +94,12 @@ impl Queue {
     pub fn len(&self) -> usize {
         self.order.len()
     }
+
+    /// Since when the job queued longest waits (ms), if any is queued. A
+    /// walk over the queue: for a scrape, not for the dispatch path.
+    pub fn oldest_since(&self) -> Option<u64> {
+        self.position.values().map(|&(_, since)| since).min()
+    }
 }
 
 #[cfg(test)]

@@ -169,6 +169,13 @@ fn metrics_parse_and_count_what_aam_status_shows() {
     assert_eq!(m.jobs(), status_counts(&c, &both), "{}", m.text);
     assert_eq!(m.value("aam_running_jobs", &[]), 2.0);
     assert_eq!(m.value("aam_queue_length", &[]), 1.0);
+    assert_eq!(m.value("aam_jobs_queued_unclaimed", &[]), 1.0);
+    assert_eq!(m.value("aam_jobs_running", &[]), 2.0);
+    assert!(
+        m.value("aam_oldest_queued_seconds", &[]) > 0.0,
+        "{}",
+        m.text
+    );
     assert_eq!(m.value("aam_workers", &[]), 1.0);
     assert_eq!(m.value("aam_worker_slots", &[]), 2.0);
     assert_eq!(m.value("aam_worker_slots_free", &[]), 0.0);
@@ -197,6 +204,7 @@ fn metrics_parse_and_count_what_aam_status_shows() {
     assert_eq!(m.value("aam_sessions", &[("status", "succeeded")]), 1.0);
     assert_eq!(m.value("aam_worker_slots_free", &[]), 2.0);
     assert_eq!(m.value("aam_queue_length", &[]), 0.0);
+    assert_eq!(m.value("aam_oldest_queued_seconds", &[]), 0.0);
     let commits = m.count("aam_commit_group_size");
     assert!(commits >= 1.0, "{}", m.text);
     assert_eq!(m.count("aam_commit_duration_seconds"), commits);
