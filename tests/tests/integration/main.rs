@@ -14,6 +14,7 @@ mod containers;
 mod control;
 mod dashboard;
 mod dependencies;
+mod deploy;
 mod disk;
 mod durability;
 mod gates;
