@@ -13,13 +13,14 @@
 //! coalesced into one write per 100 ms by design; the answer's own event,
 //! sent within 100 ms of the ask's, goes out up to 100 ms later).
 
+use super::say::{arrival, now_ns};
 use super::{quantiles, Client};
 use aam_protocol::messages::{ClientRequest, ClientResponse, OutputWanted};
 use aam_tests::http::{bearer, Events, Next};
 use aam_tests::Cluster;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The agent: asks `$ASKS` permissions one after the other (300 ms after
 /// the last answer) through the MCP server its `--mcp-config` names, each
@@ -54,31 +55,6 @@ mcp.stdin.close()
 mcp.wait()
 print('{"type":"result","subtype":"success","result":"asked"}', flush=True)
 "#;
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// Waits until `file` has `lines` lines; the last one's number.
-fn asked_at(file: &std::path::Path, lines: usize) -> u128 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let got: Vec<&str> = text.lines().collect();
-        if got.len() >= lines {
-            return got[lines - 1].parse().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent asked {} of {lines} times",
-            got.len()
-        );
-        std::thread::sleep(Duration::from_micros(100));
-    }
-}
 
 /// Whether the job's request `id` is open in the session's status.
 fn open_in(view: &aam_protocol::model::SessionView, id: u32) -> bool {
@@ -132,7 +108,7 @@ pub fn permission() {
     let (mut by_wire, mut by_cli, mut by_stream) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..total {
         let request = i as u32 + 1;
-        let asked = asked_at(&got, i + 1);
+        let asked = arrival(&got, i + 1);
         let shown = if i < N {
             // `aam status --json`'s request, polled over the wire.
             loop {

@@ -26,7 +26,8 @@ for line in sys.stdin:
     print('{"type":"result","subtype":"success","result":"ok"}', flush=True)
 "#;
 
-fn now_ns() -> u128 {
+/// Wall-clock time in ns since the epoch (as the scripts' `time.time_ns()`).
+pub(super) fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -34,7 +35,7 @@ fn now_ns() -> u128 {
 }
 
 /// Waits until `file` has `lines` lines; the last one's number.
-fn arrival(file: &std::path::Path, lines: usize) -> u128 {
+pub(super) fn arrival(file: &std::path::Path, lines: usize) -> u128 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(file).unwrap_or_default();
