@@ -101,6 +101,9 @@ pub struct ManagerConfig {
     /// `[[notify]]`: where to tell of sessions finished, gates waiting,
     /// jobs failed and limit groups paused (`notify::config`).
     pub notify: Vec<crate::notify::NotifyEntry>,
+    /// `[[providers]]`: where workers are launched on demand
+    /// (`providers::config`).
+    pub providers: Vec<crate::providers::config::ProviderEntry>,
     /// The manager's own TLS certificate (PEM chain) and key; without
     /// them one is made at first start in `DATA_DIR/tls/` (`crate::tls`).
     pub tls_cert: Option<PathBuf>,
@@ -201,6 +204,7 @@ impl Default for ManagerConfig {
             patch_cap_bytes: DEFAULT_PATCH_CAP,
             gc_branches: false,
             notify: Vec::new(),
+            providers: Vec::new(),
             tls_cert: None,
             tls_key: None,
             tls_san: Vec::new(),
@@ -406,6 +410,7 @@ impl ManagerConfig {
         }
         self.check_agent_keys()?;
         self.check_accounts()?;
+        crate::providers::config::providers(&self.providers).map_err(ConfigError::Invalid)?;
         for (name, &capacity) in &self.resources {
             if !aam_protocol::spec::is_valid_name(name) {
                 return bad(format!(

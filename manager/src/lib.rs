@@ -119,6 +119,24 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     scheduler.retention_ms = config.retention_ms();
     scheduler.notify = outbox;
     let scheduler = scheduler.start();
+    let joins = providers::join::JoinTokens::default();
+    let providers = providers::config::providers(&config.providers).map_err(anyhow::Error::msg)?;
+    if !providers.is_empty() {
+        // Workers on this host dial the manager on loopback when it
+        // listens on every address.
+        let manager = match addr.ip().is_unspecified() {
+            true => format!("127.0.0.1:{}", addr.port()),
+            false => addr.to_string(),
+        };
+        providers::run::start(providers::run::Setup {
+            providers,
+            install: providers::run::install_id(&config.data_dir)?,
+            manager,
+            fingerprint: manager_tls.fingerprint.to_string(),
+            joins: joins.clone(),
+            scheduler: scheduler.clone(),
+        });
+    }
     let shared = Shared {
         scheduler: scheduler.clone(),
         tokens: tokens::LiveTokens::new(tokens::TokenSet::new(
@@ -126,6 +144,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
             &token,
             &config.tokens,
         )),
+        joins,
         max_frame: config.max_frame_bytes,
         // A few answers' worth: past it, a peer is not reading.
         max_backlog: config.max_frame_bytes.saturating_mul(4),

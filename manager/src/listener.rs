@@ -62,6 +62,8 @@ pub struct Shared {
     /// Every accepted token, with its name, role(s) and quotas; replaced
     /// whole on SIGHUP.
     pub tokens: crate::tokens::LiveTokens,
+    /// The tokens of workers launched by providers (role `worker` only).
+    pub joins: crate::providers::join::JoinTokens,
     pub max_frame: usize,
     /// Bytes that may wait to be written to one peer; past it the peer is closed.
     pub max_backlog: usize,
@@ -235,7 +237,20 @@ fn check(handshake: &Handshake, shared: &Shared, peer: SocketAddr) -> Result<Ide
         ));
     }
     let tokens = shared.tokens.current();
-    let Some(entry) = tokens.find(&handshake.token) else {
+    let joined = || {
+        let worker = shared.joins.find(&handshake.token)?;
+        Some(Identity {
+            name: format!("join:{worker}"),
+            grant: Grant::new([crate::access::Role::Worker]),
+            quotas: Default::default(),
+            peer: peer.to_string(),
+        })
+    };
+    let who = match tokens.find(&handshake.token) {
+        Some(entry) => Some(Identity::of(entry, peer)),
+        None => joined(),
+    };
+    let Some(who) = who else {
         let unknown = Identity {
             name: "?".into(),
             grant: Grant::new([]),
@@ -245,7 +260,6 @@ fn check(handshake: &Handshake, shared: &Shared, peer: SocketAddr) -> Result<Ide
         refused(shared, &unknown, "connect", "token", "invalid token".into());
         return Err("invalid token".into());
     };
-    let who = Identity::of(entry, peer);
     if handshake.role == Role::Worker && !who.grant.allows(Action::Register) {
         let message = access::denied(&who.name, &who.grant);
         refused(shared, &who, "register", "role", message.clone());

@@ -1,7 +1,8 @@
 //! Containers for the tests of `isolation = "container"`: podman must run
 //! here (`.ci/run` installs and configures it), and the test image is
 //! built offline from Debian's busybox-static (`podman import` of a root
-//! holding busybox and its applets), once per machine.
+//! holding busybox and its applets), once per machine; the worker image
+//! adds this build's `aam-worker` for the providers' tests.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,16 +40,22 @@ pub fn busybox_image() -> &'static str {
 }
 
 fn import_busybox() {
+    let root = tempfile::tempdir().unwrap();
+    busybox_root(root.path());
+    import(root.path(), BUSYBOX_IMAGE);
+}
+
+/// Lays out busybox and its applets under `root`.
+fn busybox_root(root: &Path) {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
         "the container tests' image is built from /bin/busybox (Debian's busybox-static)"
     );
-    let root = tempfile::tempdir().unwrap();
-    let bin = root.path().join("bin");
+    let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for dir in ["tmp", "etc", "proc", "sys", "dev", "run"] {
-        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::copy(busybox, bin.join("busybox")).unwrap();
     let applets = Command::new(busybox).arg("--list").output().unwrap();
@@ -57,21 +64,25 @@ fn import_busybox() {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
     }
-    let tar = root.path().with_extension("tar");
+}
+
+/// Packs `root` and imports it as the image `tag`.
+fn import(root: &Path, tag: &str) {
+    let tar = root.with_extension("tar");
     let packed = Command::new("tar")
         .arg("-C")
-        .arg(root.path())
+        .arg(root)
         .arg("-cf")
         .arg(&tar)
         .arg(".")
         .status()
         .unwrap();
-    assert!(packed.success(), "packing the busybox root");
+    assert!(packed.success(), "packing the image root of {tag}");
     // Another test process may import it meanwhile: the same image either way.
     let out = Command::new("podman")
         .arg("import")
         .arg(&tar)
-        .arg(BUSYBOX_IMAGE)
+        .arg(tag)
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&tar);
@@ -80,6 +91,50 @@ fn import_busybox() {
         "podman import: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An image that runs this build's `aam-worker` (at
+/// `/usr/local/bin/aam-worker`, with the shared libraries it links, over
+/// busybox), imported once per build of the binary: the providers' tests
+/// launch workers from it.
+pub fn worker_image() -> String {
+    require_podman();
+    let exe = crate::bin("aam-worker");
+    let meta = std::fs::metadata(&exe).expect("the aam-worker binary");
+    let stamp = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let tag = format!("localhost/aam-test-worker:{}-{stamp}", meta.len());
+    let exists = Command::new("podman")
+        .args(["image", "exists", &tag])
+        .status()
+        .is_ok_and(|s| s.success());
+    if exists {
+        return tag;
+    }
+    let root = tempfile::tempdir().unwrap();
+    busybox_root(root.path());
+    let at = root.path().join("usr/local/bin");
+    std::fs::create_dir_all(&at).unwrap();
+    std::fs::copy(&exe, at.join("aam-worker")).unwrap();
+    // Its libraries at the paths it looks for them (as `ldd` names them).
+    let ldd = Command::new("ldd").arg(&exe).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        let to = root.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(path, &to).unwrap_or_else(|e| panic!("copying {path}: {e}"));
+    }
+    import(root.path(), &tag);
+    tag
 }
 
 /// Removes, when dropped, the containers a worker of the test made (one

@@ -317,6 +317,19 @@ impl Handler<ClientCall> for Scheduler {
     }
 }
 
+/// The model's capacity, for the providers' launch decision.
+#[derive(Message)]
+#[rtype(result = "crate::state::Capacity")]
+pub struct CountCapacity;
+
+impl Handler<CountCapacity> for Scheduler {
+    type Result = MessageResult<CountCapacity>;
+
+    fn handle(&mut self, _: CountCapacity, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.capacity())
+    }
+}
+
 impl Handler<crate::metrics::CountModel> for Scheduler {
     type Result = MessageResult<crate::metrics::CountModel>;
 

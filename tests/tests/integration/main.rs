@@ -29,6 +29,7 @@ mod peers;
 mod permissions;
 mod permissions_everywhere;
 mod placement;
+mod providers;
 mod quickstart;
 mod resources;
 mod roles;

@@ -1,0 +1,132 @@
+//! Issue 17, workers launched on demand by a podman provider (real
+//! podman, an image of this build's `aam-worker`): jobs queued with no
+//! worker make the provider launch workers (at most `max_workers`), each
+//! with a join token of its own; every job succeeds on them; the workers
+//! leave after their idle timeout and no container is left. An image that
+//! does not exist is reported with the engine's words, and the job waits,
+//! not lost.
+
+use aam_tests::container::worker_image;
+use aam_tests::{poll, Cluster};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+/// Removes, when dropped, every container of the manager's install.
+struct Sweep(String);
+
+impl Sweep {
+    fn of(c: &Cluster) -> Sweep {
+        let path = c.data_dir().join("install-id");
+        let id = poll(Duration::from_secs(10), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .map(|t| t.trim().to_string())
+        })
+        .expect("the manager writes its install id");
+        Sweep(id)
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("podman")
+            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=aam.install={}", self.0))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        let left = self.containers();
+        if !left.is_empty() {
+            let _ = Command::new("podman")
+                .args(["rm", "-f", "-t", "0"])
+                .args(&left)
+                .output();
+        }
+    }
+}
+
+fn provider(image: &str, extra: &str) -> String {
+    format!(
+        "[[providers]]\nname = \"pods\"\nkind = \"podman\"\nimage = \"{image}\"\n\
+         worker_bin = \"/usr/local/bin/aam-worker\"\nmax_workers = 2\nslots = 1\n{extra}"
+    )
+}
+
+#[test]
+fn queued_jobs_make_a_podman_provider_launch_workers_that_leave_when_idle() {
+    let image = worker_image();
+    let mut c = Cluster::new();
+    c.set_config(&provider(&image, "idle_timeout = \"2s\"\n"));
+    c.start_manager();
+    let sweep = Sweep::of(&c);
+    let jobs: Vec<_> = (0..4)
+        .map(|i| json!({ "name": format!("j{i}"), "command": ["sh", "-c", "sleep 1; echo ran in $(hostname)"] }))
+        .collect();
+    let session = c.submit_json(&json!({ "name": "on-demand", "jobs": jobs }));
+    c.aam(&["wait", &session, "--timeout", "120"])
+        .expect_code(0);
+    let s = c.status(&session);
+    let workers: BTreeSet<String> = s["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["worker"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !workers.is_empty() && workers.len() <= 2,
+        "at most max_workers: {workers:?}"
+    );
+    assert!(
+        workers.iter().all(|w| w.starts_with("pods-")),
+        "{workers:?}"
+    );
+    // Each joined with a token of its own, in the audit log by name.
+    let audit = c.aam(&["audit", "--json"]).expect_code(0).stdout;
+    assert!(audit.contains("join:pods-"), "{audit}");
+    // Idle for 2 s, each asks to retire and exits; no container is left.
+    poll(Duration::from_secs(60), || {
+        let listed = c.aam(&["workers", "--json"]).expect_code(0).json();
+        (listed.as_array().is_some_and(|l| l.is_empty()) && sweep.containers().is_empty())
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "workers or containers left: {:?}\n{}",
+            sweep.containers(),
+            c.logs()
+        )
+    });
+    let log = c.manager.as_ref().unwrap().log_text();
+    assert!(log.contains("providers: launched a worker"), "{log}");
+}
+
+#[test]
+fn an_image_that_does_not_exist_is_reported_and_the_job_waits() {
+    aam_tests::container::require_podman();
+    let mut c = Cluster::new();
+    c.set_config(&provider("localhost/aam-no-such-image:0", ""));
+    c.start_manager();
+    let _sweep = Sweep::of(&c);
+    let session = c.submit_json(&json!({ "name": "stuck", "jobs": [
+        { "name": "j", "command": ["true"] },
+    ]}));
+    let reported = poll(Duration::from_secs(30), || {
+        let log = c.manager.as_ref().unwrap().log_text();
+        log.lines()
+            .find(|l| l.contains("providers:") && l.contains("aam-no-such-image"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("the failed launch was not reported\n{}", c.logs()));
+    assert!(reported.contains("podman run"), "{reported}");
+    let s = c.status(&session);
+    assert_eq!(s["jobs"][0]["status"], "queued", "{s}");
+    c.aam(&["cancel", &session]).expect_code(0);
+}
