@@ -218,6 +218,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Providers of workers on demand: connected, launching, last error
+    Providers {
+        #[arg(long)]
+        json: bool,
+    },
     /// All sessions
     Sessions {
         #[arg(long)]

@@ -435,6 +435,11 @@ impl Client {
             ClientResponse::Accounts(list) => Ok(list))
     }
 
+    pub async fn providers(&mut self) -> anyhow::Result<Vec<aam_protocol::model::ProviderView>> {
+        expect!(self.call(ClientRequest::Providers).await?,
+            ClientResponse::Providers(list) => Ok(list))
+    }
+
     pub async fn resources(&mut self) -> anyhow::Result<Vec<aam_protocol::resource::ResourceView>> {
         expect!(self.call(ClientRequest::Resources).await?,
             ClientResponse::Resources(list) => Ok(list))

@@ -139,6 +139,7 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
         Command::Workers { json } => cmd::workers::run(flags, json).await,
         Command::Resources { json } => cmd::resources::run(flags, json).await,
         Command::Accounts { json } => cmd::accounts::run(flags, json).await,
+        Command::Providers { json } => cmd::providers::run(flags, json).await,
         Command::Mcp => mcp::run(flags).await,
         Command::Up { .. }
         | Command::Down

@@ -190,6 +190,7 @@ pub fn action_of(request: &ClientRequest) -> Action {
         ClientRequest::Workers => Action::Read("workers"),
         ClientRequest::Resources => Action::Read("resources"),
         ClientRequest::Accounts => Action::Read("accounts"),
+        ClientRequest::Providers => Action::Read("providers"),
         ClientRequest::Watch { .. } => Action::Read("watch"),
         ClientRequest::Agents => Action::Read("agents"),
         ClientRequest::Patch { .. } => Action::Read("diff"),

@@ -96,6 +96,8 @@ pub enum ClientRequest {
     Resources,
     /// Accounts: paused until when, running jobs, cost (issue 16).
     Accounts,
+    /// Providers of workers on demand: launching, connected, last error.
+    Providers,
     Watch {
         session: SessionId,
     },
@@ -211,6 +213,7 @@ pub enum ClientResponse {
     Workers(Vec<WorkerView>),
     Resources(Vec<crate::resource::ResourceView>),
     Accounts(Vec<crate::account::AccountView>),
+    Providers(Vec<crate::model::ProviderView>),
     Progress(SessionSummary),
     Decided {
         status: JobStatus,

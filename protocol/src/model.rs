@@ -562,6 +562,23 @@ pub struct JobView {
     pub permissions: Vec<crate::permission::PermissionRequest>,
 }
 
+/// A provider of workers on demand (issue 17), as its loop last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub name: String,
+    /// `podman`, `slurm` or `kubernetes`.
+    pub kind: String,
+    /// The labels its workers get.
+    pub labels: BTreeMap<String, String>,
+    pub max_workers: u32,
+    /// Its workers connected now, and launched but not connected yet.
+    pub connected: u32,
+    pub launching: u32,
+    /// What went wrong last (a launch the engine refused, a worker that
+    /// never connected), in the engine's words where it had some.
+    pub last_error: Option<String>,
+}
+
 /// A running job that waits for someone (issue 16): its agent asks a
 /// permission, or answered and lingers for a message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

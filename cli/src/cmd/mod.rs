@@ -18,6 +18,7 @@ pub mod down;
 pub mod gc;
 pub mod logs;
 pub mod permission;
+pub mod providers;
 pub mod resources;
 pub mod results;
 pub mod retry;

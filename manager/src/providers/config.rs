@@ -39,6 +39,15 @@ pub enum Kind {
     },
 }
 
+impl Kind {
+    /// The `kind` key's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Podman { .. } => "podman",
+        }
+    }
+}
+
 /// A provider, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Provider {

@@ -11,7 +11,8 @@ use super::config::{Kind, Provider};
 use super::join::JoinTokens;
 use super::plan::{launches, FreeSlots, ProviderCapacity, Unclaimed};
 use super::podman;
-use crate::scheduler::{CountCapacity, Scheduler};
+use crate::scheduler::{CountCapacity, ProvidersSeen, Scheduler};
+use aam_protocol::model::ProviderView;
 use actix::Addr;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -115,7 +116,7 @@ async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
         })
         .collect();
     let wanted = launches(&unclaimed, &free, &providers);
-    for (run, n) in runs.iter_mut().zip(wanted) {
+    for ((run, n), (_, launching)) in runs.iter_mut().zip(wanted).zip(counts.iter_mut()) {
         if n == 0 || run.retry_at.is_some_and(|at| Instant::now() < at) {
             continue;
         }
@@ -123,8 +124,23 @@ async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
             if !launch_one(run, setup).await {
                 break;
             }
+            *launching += 1;
         }
     }
+    let seen = runs
+        .iter()
+        .zip(&counts)
+        .map(|(run, &(connected, launching))| ProviderView {
+            name: run.def.name.clone(),
+            kind: run.def.kind.name().to_string(),
+            labels: run.def.labels.clone(),
+            max_workers: run.def.max_workers,
+            connected,
+            launching,
+            last_error: run.last_error.clone(),
+        })
+        .collect();
+    setup.scheduler.do_send(ProvidersSeen(seen));
 }
 
 /// Reconciles one provider with what its engine runs: (connected,

@@ -317,6 +317,20 @@ impl Handler<ClientCall> for Scheduler {
     }
 }
 
+/// What the providers' loop saw this tick (`aam providers`, and why
+/// queued jobs wait).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProvidersSeen(pub Vec<aam_protocol::model::ProviderView>);
+
+impl Handler<ProvidersSeen> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProvidersSeen, _: &mut Context<Self>) {
+        self.state.set_providers(msg.0);
+    }
+}
+
 /// The model's capacity, for the providers' launch decision.
 #[derive(Message)]
 #[rtype(result = "crate::state::Capacity")]

@@ -111,6 +111,7 @@ impl Scheduler {
             | ClientRequest::Workers
             | ClientRequest::Resources
             | ClientRequest::Accounts
+            | ClientRequest::Providers
             | ClientRequest::Agents
             | ClientRequest::Watch { .. } => false,
         };

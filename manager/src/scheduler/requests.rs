@@ -187,6 +187,9 @@ impl Scheduler {
             ClientRequest::Resources => {
                 Reply::Answer(ClientResponse::Resources(self.state.resources()))
             }
+            ClientRequest::Providers => {
+                Reply::Answer(ClientResponse::Providers(self.state.providers().to_vec()))
+            }
             ClientRequest::Accounts => {
                 Reply::Answer(ClientResponse::Accounts(self.state.accounts(now)))
             }

@@ -1,6 +1,9 @@
-//! What the providers' launch decision needs from the model (issue 17):
-//! the queued jobs grouped by the labels they require, and each connected
-//! worker's name, labels and free slots.
+//! The model's side of providers (issue 17): what their launch decision
+//! needs (the queued jobs grouped by the labels they require, and each
+//! connected worker's name, labels and free slots), and what their loop
+//! last saw (`aam providers`, and why a queued job waits).
+
+use aam_protocol::model::{JobRecord, JobStatus, ProviderView};
 
 use super::State;
 use crate::schedule::Labels;
@@ -17,6 +20,33 @@ pub struct Capacity {
 }
 
 impl State {
+    /// What the providers' loop saw last.
+    pub fn set_providers(&mut self, seen: Vec<ProviderView>) {
+        self.providers = seen;
+    }
+
+    pub fn providers(&self) -> &[ProviderView] {
+        &self.providers
+    }
+
+    /// A queued job's reason, with the provider that launches workers for
+    /// it: `waiting for capacity from pods (2 launching)`, or its last
+    /// error when it launches none.
+    pub(super) fn with_provider(&self, job: &JobRecord, reason: String) -> String {
+        if job.status != JobStatus::Queued {
+            return reason;
+        }
+        let fits = |p: &&ProviderView| crate::schedule::matches(&job.requires, &p.labels);
+        let Some(p) = self.providers.iter().find(fits) else {
+            return reason;
+        };
+        match (&p.last_error, p.launching) {
+            (_, n) if n > 0 => format!("waiting for capacity from {} ({n} launching)", p.name),
+            (Some(error), _) => format!("{reason}; provider {}: {error}", p.name),
+            (None, _) => reason,
+        }
+    }
+
     /// A walk over the queue: once a tick of the providers' loop, only
     /// when providers are configured.
     pub fn capacity(&self) -> Capacity {

@@ -217,6 +217,8 @@ pub struct State {
     transitions: Vec<Transition>,
     /// Which token submitted each session.
     owners: owners::Owners,
+    /// Providers of workers on demand, as their loop last saw them.
+    providers: Vec<aam_protocol::model::ProviderView>,
 }
 
 impl State {
@@ -241,6 +243,7 @@ impl State {
             resumes: resume::Resumes::default(),
             transitions: Vec::new(),
             owners: owners::Owners::default(),
+            providers: Vec::new(),
         }
     }
 

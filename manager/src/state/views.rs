@@ -117,9 +117,9 @@ impl State {
             started_at_ms: job.started_at_ms,
             finished_at_ms: job.finished_at_ms,
             duration_ms: job.exit.map(|e| e.duration_ms),
-            reason: self
-                .held_reason(entry, job, now)
-                .or_else(|| waiting_reason(entry, job, capacities)),
+            reason: self.held_reason(entry, job, now).or_else(|| {
+                waiting_reason(entry, job, capacities).map(|r| self.with_provider(job, r))
+            }),
             expected_remaining_ms: (job.status == JobStatus::Running)
                 .then(|| self.expected_remaining(job, now))
                 .flatten(),

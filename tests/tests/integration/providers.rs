@@ -106,6 +106,12 @@ fn queued_jobs_make_a_podman_provider_launch_workers_that_leave_when_idle() {
     });
     let log = c.manager.as_ref().unwrap().log_text();
     assert!(log.contains("providers: launched a worker"), "{log}");
+    let providers = c.aam(&["providers"]).expect_code(0).stdout;
+    let line = providers.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.starts_with("pods") && line.contains("podman"),
+        "{providers}"
+    );
 }
 
 #[test]
@@ -126,7 +132,26 @@ fn an_image_that_does_not_exist_is_reported_and_the_job_waits() {
     })
     .unwrap_or_else(|| panic!("the failed launch was not reported\n{}", c.logs()));
     assert!(reported.contains("podman run"), "{reported}");
+    // `aam providers` and the job's reason say so too; the job waits.
+    let providers = poll(Duration::from_secs(10), || {
+        let list = c.aam(&["providers", "--json"]).expect_code(0).json();
+        list[0]["last_error"].is_string().then_some(list)
+    })
+    .expect("aam providers shows the error");
+    assert_eq!(
+        (
+            &providers[0]["name"],
+            &providers[0]["kind"],
+            &providers[0]["max_workers"]
+        ),
+        (&json!("pods"), &json!("podman"), &json!(2)),
+        "{providers}"
+    );
+    let error = providers[0]["last_error"].as_str().unwrap();
+    assert!(error.contains("aam-no-such-image"), "{error}");
     let s = c.status(&session);
     assert_eq!(s["jobs"][0]["status"], "queued", "{s}");
+    let reason = s["jobs"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("provider pods: podman run"), "{reason}");
     c.aam(&["cancel", &session]).expect_code(0);
 }
