@@ -37,7 +37,8 @@
 //! `say`: from a message said to a running agent to its stdin
 //! (`throughput/say.rs`). `permission`: from an agent's permission request
 //! to `needs input` in status and on the event stream
-//! (`throughput/permission.rs`).
+//! (`throughput/permission.rs`). `providers`: a launch decision's cost and
+//! submit to first job with a podman provider (`throughput/providers.rs`).
 //!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
@@ -53,6 +54,8 @@
 mod handshake;
 #[path = "throughput/permission.rs"]
 mod permission;
+#[path = "throughput/providers.rs"]
+mod providers;
 #[path = "throughput/say.rs"]
 mod say;
 
@@ -664,6 +667,9 @@ fn main() {
     }
     if wanted("permission") {
         permission::permission();
+    }
+    if wanted("providers") {
+        providers::providers();
     }
 }
 

@@ -365,7 +365,7 @@ impl Actor for WorkerAgent {
             reap_adopted(&own);
         });
         if self.idle.is_some() {
-            ctx.run_interval(idle::CHECK_EVERY, |act, _| act.check_idle());
+            ctx.run_interval(idle::CHECK_EVERY, |act, ctx| act.check_idle(ctx));
         }
         // Leftover worktrees go now, before any job needs the root (jobs
         // that come meanwhile wait for it).

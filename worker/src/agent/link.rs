@@ -218,6 +218,10 @@ impl Link {
     }
 
     /// Sends a report if registered; gives it back otherwise.
+    pub(super) fn is_registered(&self) -> bool {
+        matches!(self, Link::Registered { .. })
+    }
+
     pub(super) fn send_if_registered(&mut self, msg: WorkerToManager) -> Option<WorkerToManager> {
         match self {
             Link::Registered { writer, .. } => {
