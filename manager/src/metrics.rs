@@ -71,6 +71,8 @@ pub struct ModelCounts {
     pub paused_groups: u64,
     /// Shared resources: (name, capacity, in use).
     pub resources: Vec<(String, u64, u64)>,
+    /// Providers: (name, workers launched and not connected yet).
+    pub launching: Vec<(String, u64)>,
 }
 
 /// Asks the scheduler for the model's counts (answered from its state).
@@ -86,6 +88,11 @@ struct StatusLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabel {
     resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -516,6 +523,18 @@ fn gauges(counts: &ModelCounts) -> Registry {
         "How long the job queued longest has waited for a worker slot (0: none queued)",
         oldest,
     );
+    let launching = Family::<ProviderLabel, Gauge>::default();
+    for (provider, n) in &counts.launching {
+        let label = ProviderLabel {
+            provider: provider.clone(),
+        };
+        launching.get_or_create(&label).set(*n as i64);
+    }
+    registry.register(
+        "workers_launching",
+        "Workers each provider launched that have not connected yet",
+        launching,
+    );
     let capacity = Family::<ResourceLabel, Gauge>::default();
     let in_use = Family::<ResourceLabel, Gauge>::default();
     for (name, cap, used) in &counts.resources {
@@ -554,6 +573,7 @@ mod tests {
             slots_free: 5,
             paused_groups: 1,
             resources: vec![("db".into(), 1, 1)],
+            launching: vec![("pods".into(), 2)],
         }
     }
 
@@ -576,6 +596,7 @@ mod tests {
             ("aam_jobs_queued_unclaimed", "gauge"),
             ("aam_jobs_running", "gauge"),
             ("aam_oldest_queued_seconds", "gauge"),
+            ("aam_workers_launching", "gauge"),
             ("aam_workers", "gauge"),
             ("aam_worker_slots", "gauge"),
             ("aam_worker_slots_free", "gauge"),
@@ -619,6 +640,7 @@ mod tests {
             "aam_jobs_queued_unclaimed 2\n",
             "aam_jobs_running 3\n",
             "aam_oldest_queued_seconds 1.5\n",
+            "aam_workers_launching{provider=\"pods\"} 2\n",
             "aam_workers 2\n",
             "aam_worker_slots 8\n",
             "aam_worker_slots_free 5\n",

@@ -29,6 +29,11 @@ impl State {
                 counts.sessions[slot] += 1;
             }
         }
+        counts.launching = self
+            .providers()
+            .iter()
+            .map(|p| (p.name.clone(), u64::from(p.launching)))
+            .collect();
         counts.resources = self
             .resources()
             .into_iter()
