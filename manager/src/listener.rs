@@ -240,7 +240,7 @@ fn check(handshake: &Handshake, shared: &Shared, peer: SocketAddr) -> Result<Ide
     let joined = || {
         let worker = shared.joins.find(&handshake.token)?;
         Some(Identity {
-            name: format!("join:{worker}"),
+            name: format!("{}{worker}", crate::providers::join::PREFIX),
             grant: Grant::new([crate::access::Role::Worker]),
             quotas: Default::default(),
             peer: peer.to_string(),

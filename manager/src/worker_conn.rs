@@ -136,6 +136,14 @@ impl WorkerConn {
         if let Err(reason) = check_register(&name, slots, prefetch, &labels, &assigned) {
             return self.refuse(ctx, reason);
         }
+        // A provider's join token is its worker's alone: it registers
+        // under the name it was made for, or not at all.
+        if let Some(joined) = self.who.name.strip_prefix(crate::providers::join::PREFIX) {
+            if joined != name {
+                let reason = format!("this join token is for worker {joined}, not {name}");
+                return self.refuse(ctx, reason);
+            }
+        }
         self.name = Some(name.clone());
         let connected = WorkerConnected {
             id: self.id,

@@ -3,9 +3,14 @@
 //! when the provider forgets the worker (stopped, gone, retired). It lives
 //! in the manager's memory beside the configured tokens (a SIGHUP reload
 //! of those leaves it be); a manager restart forgets it, and its worker,
-//! unable to come back, is stopped by the provider's reconciliation.
+//! unable to come back, is stopped by the provider's reconciliation. A
+//! token registers only the worker it was made for.
 
 use std::collections::HashMap;
+
+/// How a worker that joined with such a token is named in the audit log
+/// (`join:pods-1a2b3c4d`); its registration must carry that name.
+pub const PREFIX: &str = "join:";
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Default)]

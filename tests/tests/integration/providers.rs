@@ -155,3 +155,49 @@ fn an_image_that_does_not_exist_is_reported_and_the_job_waits() {
     assert!(reason.contains("provider pods: podman run"), "{reason}");
     c.aam(&["cancel", &session]).expect_code(0);
 }
+
+#[test]
+fn a_join_token_registers_only_its_own_worker() {
+    use aam_protocol::messages::ManagerToWorker;
+    use aam_tests::wire::{registration, Wire};
+    let image = worker_image();
+    let mut c = Cluster::new();
+    c.set_config(&provider(&image, "idle_timeout = \"1m\"\n"));
+    c.start_manager();
+    let sweep = Sweep::of(&c);
+    let session = c.submit_json(&json!({ "name": "one", "jobs": [
+        { "name": "j", "command": ["true"] },
+    ]}));
+    c.aam(&["wait", &session, "--timeout", "60"]).expect_code(0);
+    let container = sweep
+        .containers()
+        .pop()
+        .expect("the launched worker's container");
+    let env = Command::new("podman")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+        ])
+        .arg(&container)
+        .output()
+        .unwrap();
+    let env = String::from_utf8_lossy(&env.stdout).to_string();
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("AAM_TOKEN="))
+        .expect("the worker's token in its environment")
+        .to_string();
+    assert_ne!(token, c.token, "a token of its own, not the manager's");
+    // Another name with that token is refused, naming the worker it is for.
+    match Wire::register(&c.addr, &token, registration("intruder", 7)) {
+        (_, ManagerToWorker::Refused { reason }) => {
+            assert!(
+                reason.contains("this join token is for worker pods-"),
+                "{reason}"
+            );
+            assert!(reason.contains("not intruder"), "{reason}");
+        }
+        (_, other) => panic!("expected a refusal, got {other:?}"),
+    }
+}
