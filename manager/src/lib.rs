@@ -119,7 +119,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     scheduler.retention_ms = config.retention_ms();
     scheduler.notify = outbox;
     let scheduler = scheduler.start();
-    let joins = providers::join::JoinTokens::default();
+    let joins = providers::join::JoinTokens::load(config.data_dir.join("join-tokens"));
     let providers = providers::config::providers(&config.providers).map_err(anyhow::Error::msg)?;
     if !providers.is_empty() {
         // Workers on this host dial the manager on loopback when it

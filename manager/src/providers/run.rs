@@ -1,8 +1,9 @@
 //! The providers' loop (issue 17): every second it reads the model's
 //! capacity from the scheduler and what each engine runs for this install,
 //! reconciles the two (a worker that never connected within
-//! `connect_timeout` is stopped and reported; a container this manager did
-//! not launch since it started cannot join and is stopped), and launches
+//! `connect_timeout` is stopped and reported; one launched before a
+//! restart is taken back if its join token was kept, else stopped), and
+//! launches
 //! what `plan::launches` decides, each worker with a join token of its
 //! own. It counts what it sees every time: nothing it keeps can drift
 //! into launching too many or too few.
@@ -68,6 +69,21 @@ pub fn start(setup: Setup) {
             tokio::time::sleep(TICK).await;
         }
     });
+}
+
+/// A launched worker's name: its provider's and 8 hex digits.
+fn worker_name(provider: &str) -> String {
+    let suffix: String = crate::token::generate().chars().take(8).collect();
+    format!("{provider}-{suffix}")
+}
+
+/// Whether `worker` is a name `worker_name(provider)` makes (not one of a
+/// provider whose name merely starts the same).
+fn is_of(provider: &str, worker: &str) -> bool {
+    worker
+        .strip_prefix(provider)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|s| s.len() == 8 && s.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn container_name(install: &str, worker: &str) -> String {
@@ -174,15 +190,46 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
             }
         }
     }
+    // Tokens of this provider's workers that no container holds any more
+    // (gone while the manager was down).
+    let prefix = container_name(&setup.install, "");
+    let listed_workers: HashSet<&str> = listed
+        .iter()
+        .map(|c| c.name.strip_prefix(&prefix).unwrap_or(&c.name))
+        .collect();
+    for worker in setup.joins.workers() {
+        if is_of(&run.def.name, &worker) && !listed_workers.contains(worker.as_str()) {
+            setup.joins.revoke(&worker);
+        }
+    }
     let (mut up, mut launching) = (0, 0);
     let connect_timeout = Duration::from_millis(run.def.connect_timeout_ms);
     for c in &listed {
+        if !run.launched.contains_key(&c.name) {
+            let prefix = container_name(&setup.install, "");
+            let worker = c.name.strip_prefix(&prefix).unwrap_or(&c.name);
+            if c.running && setup.joins.holds(worker) {
+                // Launched before this manager restarted: its token was
+                // kept, so it comes back; it gets `connect_timeout` to.
+                tracing::info!(provider = %run.def.name, %worker, "providers: taking back a worker launched before the restart");
+                run.launched.insert(
+                    c.name.clone(),
+                    Launched {
+                        worker: worker.to_string(),
+                        at: Instant::now(),
+                        connected: false,
+                    },
+                );
+            } else {
+                // No token here for it: it cannot join; stop it.
+                tracing::info!(provider = %run.def.name, container = %c.name,
+                    "providers: stopping a worker this manager cannot take back");
+                setup.joins.revoke(worker);
+                let _ = podman::stop(engine, &c.name).await;
+                continue;
+            }
+        }
         let Some(w) = run.launched.get_mut(&c.name) else {
-            // Not launched by this manager process: it holds no join token
-            // here and cannot come back; stop it.
-            tracing::info!(provider = %run.def.name, container = %c.name,
-                "providers: stopping a worker this manager did not launch since it started");
-            let _ = podman::stop(engine, &c.name).await;
             continue;
         };
         if connected.contains(w.worker.as_str()) {
@@ -232,8 +279,7 @@ async fn launch_one(run: &mut ProviderRun, setup: &Setup) -> bool {
         image,
         network,
     } = run.def.kind.clone();
-    let suffix: String = crate::token::generate().chars().take(8).collect();
-    let worker = format!("{}-{suffix}", run.def.name);
+    let worker = worker_name(&run.def.name);
     let container = container_name(&setup.install, &worker);
     let token = setup.joins.issue(&worker);
     let manager = run.def.manager_address.as_deref().unwrap_or(&setup.manager);
@@ -279,4 +325,18 @@ pub fn install_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let id: String = crate::token::generate().chars().take(8).collect();
     aam_store::files::write_private(&path, format!("{id}\n").as_bytes())?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_belongs_to_its_provider_only() {
+        let w = worker_name("pods");
+        assert!(is_of("pods", &w), "{w}");
+        assert!(!is_of("pod", &w) && !is_of("pods-gpu", &w));
+        assert!(!is_of("pods", &worker_name("pods-gpu")));
+        assert!(is_of("pods-gpu", &worker_name("pods-gpu")));
+    }
 }

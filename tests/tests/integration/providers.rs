@@ -201,3 +201,38 @@ fn a_join_token_registers_only_its_own_worker() {
         (_, other) => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[test]
+fn a_restarted_manager_takes_back_its_launched_worker_and_its_running_job() {
+    let image = worker_image();
+    let mut c = Cluster::new();
+    c.set_config(&provider(&image, "idle_timeout = \"1m\"\n"));
+    c.start_manager();
+    let sweep = Sweep::of(&c);
+    let session = c.submit_json(&json!({ "name": "long", "jobs": [
+        { "name": "j", "command": ["sh", "-c", "sleep 8; echo done"] },
+    ]}));
+    let worker = poll(Duration::from_secs(60), || {
+        let s = c.status(&session);
+        (s["jobs"][0]["status"] == "running").then(|| s["jobs"][0]["worker"].clone())
+    })
+    .unwrap_or_else(|| panic!("the job never started\n{}", c.logs()));
+    c.kill_manager();
+    c.start_manager();
+    // The worker comes back with its kept token; its job was not lost or
+    // run again.
+    c.aam(&["wait", &session, "--timeout", "60"]).expect_code(0);
+    let s = c.status(&session);
+    let job = &s["jobs"][0];
+    assert_eq!(
+        (&job["worker"], &job["attempts"]),
+        (&worker, &json!(1)),
+        "{s}"
+    );
+    assert_eq!(sweep.containers().len(), 1, "one worker, taken back");
+    let log = c.manager.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("taking back a worker launched before the restart"),
+        "{log}"
+    );
+}
