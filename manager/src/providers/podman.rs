@@ -27,9 +27,16 @@ pub struct Launch<'a> {
     pub token: &'a str,
 }
 
+/// Runs the engine: its stdout, or the last line of its stderr as the
+/// error (`podman run: ...`).
 async fn run(engine: &str, args: &[String]) -> Result<String, String> {
+    run_with(engine, args, &[]).await
+}
+
+async fn run_with(engine: &str, args: &[String], env: &[(&str, &str)]) -> Result<String, String> {
     let out = Command::new(engine)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .await
@@ -80,24 +87,9 @@ pub async fn launch(
     l: &Launch<'_>,
 ) -> Result<(), String> {
     let args = run_args(p, image, network, l);
-    let out = Command::new(engine)
-        .args(&args)
-        .env("AAM_TOKEN", l.token)
-        .stdin(Stdio::null())
-        .output()
+    run_with(engine, &args, &[("AAM_TOKEN", l.token)])
         .await
-        .map_err(|e| format!("{engine}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let said = String::from_utf8_lossy(&out.stderr);
-        let line = said
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        Err(format!("{engine} run: {}", line.trim()))
-    }
+        .map(drop)
 }
 
 /// Every container of this install's provider `provider`.

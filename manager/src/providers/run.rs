@@ -13,6 +13,7 @@ use super::join::JoinTokens;
 use super::plan::{launches, FreeSlots, ProviderCapacity, Unclaimed};
 use super::podman;
 use crate::scheduler::{CountCapacity, ProvidersSeen, Scheduler};
+use crate::state::Capacity;
 use aam_protocol::model::ProviderView;
 use actix::Addr;
 use std::collections::{HashMap, HashSet};
@@ -71,6 +72,27 @@ pub fn start(setup: Setup) {
     });
 }
 
+/// Workers to launch per provider for the model's `capacity`.
+pub fn decide(capacity: &Capacity, providers: &[ProviderCapacity<'_>]) -> Vec<u32> {
+    let unclaimed: Vec<Unclaimed<'_>> = capacity
+        .unclaimed
+        .iter()
+        .map(|(requires, jobs)| Unclaimed {
+            requires,
+            jobs: *jobs,
+        })
+        .collect();
+    let free: Vec<FreeSlots<'_>> = capacity
+        .workers
+        .iter()
+        .map(|(_, labels, free)| FreeSlots {
+            labels,
+            free: *free,
+        })
+        .collect();
+    launches(&unclaimed, &free, providers)
+}
+
 /// A launched worker's name: its provider's and 8 hex digits.
 fn worker_name(provider: &str) -> String {
     let suffix: String = crate::token::generate().chars().take(8).collect();
@@ -103,22 +125,6 @@ async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
     for run in runs.iter_mut() {
         counts.push(reconcile(run, setup, &connected).await);
     }
-    let unclaimed: Vec<Unclaimed<'_>> = capacity
-        .unclaimed
-        .iter()
-        .map(|(requires, jobs)| Unclaimed {
-            requires,
-            jobs: *jobs,
-        })
-        .collect();
-    let free: Vec<FreeSlots<'_>> = capacity
-        .workers
-        .iter()
-        .map(|(_, labels, free)| FreeSlots {
-            labels,
-            free: *free,
-        })
-        .collect();
     let providers: Vec<ProviderCapacity<'_>> = runs
         .iter()
         .zip(&counts)
@@ -131,7 +137,7 @@ async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
             launching,
         })
         .collect();
-    let wanted = launches(&unclaimed, &free, &providers);
+    let wanted = decide(&capacity, &providers);
     for ((run, n), (_, launching)) in runs.iter_mut().zip(wanted).zip(counts.iter_mut()) {
         if n == 0 || run.retry_at.is_some_and(|at| Instant::now() < at) {
             continue;

@@ -8,7 +8,8 @@
 //! (real podman, an image of this build's worker), each round after the
 //! last round's worker left on its idle timeout.
 
-use aam_manager::providers::plan::{launches, FreeSlots, ProviderCapacity, Unclaimed};
+use aam_manager::providers::plan::ProviderCapacity;
+use aam_manager::providers::run::decide;
 use aam_manager::schedule::{plan, Candidate, Labels, WorkerCapacity};
 use aam_manager::state::{State, StateConfig, WorkerEntry};
 use aam_protocol::spec::{BatchSpec, JobSpec};
@@ -60,22 +61,6 @@ fn decision() {
     let mut planned = 0;
     for _ in 0..runs {
         let capacity = state.capacity();
-        let unclaimed: Vec<Unclaimed<'_>> = capacity
-            .unclaimed
-            .iter()
-            .map(|(requires, jobs)| Unclaimed {
-                requires,
-                jobs: *jobs,
-            })
-            .collect();
-        let free: Vec<FreeSlots<'_>> = capacity
-            .workers
-            .iter()
-            .map(|(_, labels, free)| FreeSlots {
-                labels,
-                free: *free,
-            })
-            .collect();
         let providers: Vec<ProviderCapacity<'_>> = (0..100)
             .map(|i| ProviderCapacity {
                 labels: if i == 99 { &gpu } else { &none },
@@ -86,7 +71,7 @@ fn decision() {
                 launching: 0,
             })
             .collect();
-        planned = launches(&unclaimed, &free, &providers).iter().sum::<u32>();
+        planned = decide(&capacity, &providers).iter().sum::<u32>();
     }
     let per = started.elapsed().as_secs_f64() * 1e6 / f64::from(runs);
     // The peer: the scheduling decision (`schedule::plan`) over a queue
