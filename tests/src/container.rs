@@ -159,7 +159,12 @@ impl Drop for Sweep {
 /// The containers (any state) a worker made: those labelled with its
 /// name and worktree root.
 pub fn containers_of(worker: &str, worktrees: &Path) -> Vec<String> {
-    let filter = format!("label=aam.worker={worker}:{}", worktrees.display());
+    containers_labelled(&format!("aam.worker={worker}:{}", worktrees.display()))
+}
+
+/// The containers (any state) carrying the label `key=value`.
+pub fn containers_labelled(label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
     let out = Command::new("podman")
         .args(["ps", "-a", "--format", "{{.Names}}", "--filter", &filter])
         .output()

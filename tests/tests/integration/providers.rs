@@ -6,7 +6,7 @@
 //! does not exist is reported with the engine's words, and the job waits,
 //! not lost.
 
-use aam_tests::container::worker_image;
+use aam_tests::container::{containers_labelled, worker_image};
 use aam_tests::{poll, Cluster};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -29,15 +29,7 @@ impl Sweep {
     }
 
     fn containers(&self) -> Vec<String> {
-        let out = Command::new("podman")
-            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
-            .arg(format!("label=aam.install={}", self.0))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
+        containers_labelled(&format!("aam.install={}", self.0))
     }
 }
 
