@@ -128,6 +128,23 @@ fn every_endpoint_answers_what_the_cli_prints_with_json() {
         "'twelve' is not a session id (like s42)"
     );
     api_get(&c, "/api/nothing-here").expect(404);
+    // Answers to permission requests: a malformed body is 400 naming what
+    // is wrong; a job that relays none, 409 saying so.
+    let answer = |verb: &str, body: &str, status: u16| {
+        let path = format!("/api/jobs/{session}/hello/{verb}");
+        api_post(&c, &path, body).expect(status).json()["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let e = answer("allow", r#"{"message": "no"}"#, 400);
+    assert!(e.contains("`message` is for a denial"), "{e}");
+    let e = answer("deny", r#"{"always": true}"#, 400);
+    assert!(e.contains("`always` is for an allow"), "{e}");
+    let e = answer("allow", r#"{"reqest": 1}"#, 400);
+    assert!(e.contains("unknown field `reqest`"), "{e}");
+    let e = answer("allow", "", 409);
+    assert!(e.contains("does not relay permission prompts"), "{e}");
     api_get(&c, &format!("/api/jobs/{session}/hello/log?from=1&tail=2")).expect(400);
 
     // An idempotency key answers with the session it made, 200 not 201.
@@ -169,6 +186,10 @@ fn every_api_route_needs_a_token_and_the_cookie_sign_in_is_http_only_and_strict(
         ("POST", format!("/api/jobs/{session}/ok/cancel")),
         ("POST", format!("/api/jobs/{session}/ok/approve")),
         ("POST", format!("/api/jobs/{session}/ok/reject")),
+        ("POST", format!("/api/jobs/{session}/ok/say")),
+        ("POST", format!("/api/sessions/{session}/say")),
+        ("POST", format!("/api/jobs/{session}/ok/allow")),
+        ("POST", format!("/api/jobs/{session}/ok/deny")),
         ("GET", "/api/workers".to_string()),
         ("GET", "/api/agents".to_string()),
         ("GET", "/api/events".to_string()),
