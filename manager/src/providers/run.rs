@@ -238,8 +238,10 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
         let Some(w) = run.launched.get_mut(&c.name) else {
             continue;
         };
-        if connected.contains(w.worker.as_str()) {
+        if connected.contains(w.worker.as_str()) && !w.connected {
             w.connected = true;
+            // A worker that made it supersedes an earlier failure.
+            run.last_error = None;
         }
         if !c.running {
             let message = format!("{} is {} (it did not run)", c.name, c.state);
