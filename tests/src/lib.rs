@@ -25,6 +25,7 @@ pub mod mcp;
 pub mod model_server;
 pub mod netns;
 pub mod proxy;
+pub mod slurm;
 pub mod tls;
 pub mod usage;
 pub mod wire;

@@ -26,6 +26,28 @@ pub struct ProviderEntry {
     pub image: Option<String>,
     pub network: Option<String>,
     pub engine: Option<String>,
+    pub url: Option<String>,
+    // slurm
+    pub partition: Option<String>,
+    pub time: Option<String>,
+    pub cpus_per_worker: Option<u32>,
+    pub mem: Option<String>,
+    pub account: Option<String>,
+    pub sbatch_args: Option<Vec<String>>,
+    pub output: Option<String>,
+}
+
+/// A Slurm provider's `sbatch` options.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    pub time: Option<String>,
+    pub cpus_per_worker: u32,
+    pub mem: Option<String>,
+    pub account: Option<String>,
+    pub sbatch_args: Vec<String>,
+    /// The worker's log, an `sbatch --output` pattern.
+    pub output: String,
 }
 
 /// Where a provider's workers run.
@@ -36,7 +58,11 @@ pub enum Kind {
         image: String,
         network: String,
         engine: String,
+        /// A remote podman service (`podman --url`), else this host's.
+        url: Option<String>,
     },
+    /// A batch job per worker on the Slurm cluster this host submits to.
+    Slurm(SlurmOptions),
 }
 
 impl Kind {
@@ -44,6 +70,7 @@ impl Kind {
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Podman { .. } => "podman",
+            Kind::Slurm(_) => "slurm",
         }
     }
 }
@@ -69,7 +96,10 @@ pub const DEFAULT_IDLE_TIMEOUT: &str = "5m";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "2m";
 
 /// The kinds this build launches workers with.
-pub const KINDS: [&str; 1] = ["podman"];
+pub const KINDS: [&str; 2] = ["podman", "slurm"];
+
+/// Where a Slurm worker writes its log unless `output` says.
+pub const DEFAULT_SLURM_OUTPUT: &str = "/tmp/aam-worker-%j.log";
 
 /// Checks every entry; the first problem names its entry and key.
 pub fn providers(entries: &[ProviderEntry]) -> Result<Vec<Provider>, String> {
@@ -121,29 +151,13 @@ pub fn providers(entries: &[ProviderEntry]) -> Result<Vec<Provider>, String> {
             &e.connect_timeout,
             DEFAULT_CONNECT_TIMEOUT,
         )?;
-        let kind = match e.kind.as_str() {
-            "podman" => Kind::Podman {
-                image: e
-                    .image
-                    .clone()
-                    .filter(|i| !i.is_empty())
-                    .ok_or_else(|| format!("{at}: image: name the image its workers run"))?,
-                network: e.network.clone().unwrap_or_else(|| "host".into()),
-                engine: e.engine.clone().unwrap_or_else(|| "podman".into()),
-            },
-            "slurm" | "kubernetes" => {
-                return Err(format!(
-                    "{at}: kind = \"{}\" is not available in this build yet (kinds: {})",
-                    e.kind,
-                    KINDS.join(", ")
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "{at}: kind: unknown kind '{other}' (kinds: {})",
-                    KINDS.join(", ")
-                ))
-            }
+        let kind = kind(e, &at)?;
+        let worker_bin = match (&e.worker_bin, &kind) {
+            (Some(bin), _) => bin.clone(),
+            // In an image, on its PATH.
+            (None, Kind::Podman { .. }) => "aam-worker".into(),
+            // On this host's cluster: the worker beside the manager.
+            (None, Kind::Slurm(_)) => beside_manager("aam-worker"),
         };
         out.push(Provider {
             name: e.name.clone(),
@@ -154,25 +168,115 @@ pub fn providers(entries: &[ProviderEntry]) -> Result<Vec<Provider>, String> {
             labels: e.labels.clone(),
             idle_timeout_ms,
             connect_timeout_ms,
-            worker_bin: e.worker_bin.clone().unwrap_or_else(|| "aam-worker".into()),
+            worker_bin,
             manager_address: e.manager_address.clone(),
         });
     }
     Ok(out)
 }
 
+/// The kind's own keys, checked; keys of another kind are refused.
+fn kind(e: &ProviderEntry, at: &str) -> Result<Kind, String> {
+    let podman_keys = [
+        ("image", e.image.is_some()),
+        ("network", e.network.is_some()),
+        ("engine", e.engine.is_some()),
+        ("url", e.url.is_some()),
+    ];
+    let slurm_keys = [
+        ("partition", e.partition.is_some()),
+        ("time", e.time.is_some()),
+        ("cpus_per_worker", e.cpus_per_worker.is_some()),
+        ("mem", e.mem.is_some()),
+        ("account", e.account.is_some()),
+        ("sbatch_args", e.sbatch_args.is_some()),
+        ("output", e.output.is_some()),
+    ];
+    let foreign = |keys: &[(&str, bool)]| match keys.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(format!("{at}: {key}: not a key of kind = \"{}\"", e.kind)),
+        None => Ok(()),
+    };
+    match e.kind.as_str() {
+        "podman" => {
+            foreign(&slurm_keys)?;
+            Ok(Kind::Podman {
+                image: e
+                    .image
+                    .clone()
+                    .filter(|i| !i.is_empty())
+                    .ok_or_else(|| format!("{at}: image: name the image its workers run"))?,
+                network: e.network.clone().unwrap_or_else(|| "host".into()),
+                engine: e.engine.clone().unwrap_or_else(|| "podman".into()),
+                url: e.url.clone(),
+            })
+        }
+        "slurm" => {
+            foreign(&podman_keys)?;
+            let cpus_per_worker = e.cpus_per_worker.unwrap_or(1);
+            if cpus_per_worker == 0 {
+                return Err(format!("{at}: cpus_per_worker must be at least 1"));
+            }
+            if let Some(time) = &e.time {
+                // Slurm's forms: MIN, MIN:SEC, H:M:S, D-H, D-H:M, D-H:M:S.
+                if time.is_empty()
+                    || !time
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+                {
+                    return Err(format!(
+                        "{at}: time: '{time}' is not a Slurm time limit like 60, 1:00:00 or 1-00:00:00"
+                    ));
+                }
+            }
+            Ok(Kind::Slurm(SlurmOptions {
+                partition: e.partition.clone(),
+                time: e.time.clone(),
+                cpus_per_worker,
+                mem: e.mem.clone(),
+                account: e.account.clone(),
+                sbatch_args: e.sbatch_args.clone().unwrap_or_default(),
+                output: e
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SLURM_OUTPUT.into()),
+            }))
+        }
+        "kubernetes" => Err(format!(
+            "{at}: kind = \"kubernetes\" is not available in this build yet (kinds: {})",
+            KINDS.join(", ")
+        )),
+        other => Err(format!(
+            "{at}: kind: unknown kind '{other}' (kinds: {})",
+            KINDS.join(", ")
+        )),
+    }
+}
+
+/// A program beside this manager's own executable (else on the PATH).
+fn beside_manager(program: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(program)))
+        .filter(|p| p.exists())
+        .map_or_else(|| program.to_string(), |p| p.display().to_string())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn podman(name: &str) -> ProviderEntry {
+    pub(crate) fn entry(name: &str, kind: &str) -> ProviderEntry {
         ProviderEntry {
             name: name.into(),
-            kind: "podman".into(),
+            kind: kind.into(),
             max_workers: Some(4),
-            image: Some("aam:latest".into()),
+            image: (kind == "podman").then(|| "aam:latest".into()),
             ..ProviderEntry::default()
         }
+    }
+
+    fn podman(name: &str) -> ProviderEntry {
+        entry(name, "podman")
     }
 
     #[test]
@@ -183,7 +287,8 @@ mod tests {
             Kind::Podman {
                 image: "aam:latest".into(),
                 network: "host".into(),
-                engine: "podman".into()
+                engine: "podman".into(),
+                url: None,
             }
         );
         assert_eq!((p.slots, p.min_workers, p.max_workers), (1, 0, 4));
@@ -192,6 +297,20 @@ mod tests {
             (300_000, 120_000)
         );
         assert_eq!(p.worker_bin, "aam-worker");
+    }
+
+    #[test]
+    fn a_slurm_provider_gets_its_defaults_and_the_worker_beside_the_manager() {
+        let p = &providers(&[entry("hpc", "slurm")]).unwrap()[0];
+        let Kind::Slurm(o) = &p.kind else {
+            panic!("{:?}", p.kind)
+        };
+        assert_eq!(
+            (o.cpus_per_worker, o.output.as_str()),
+            (1, DEFAULT_SLURM_OUTPUT)
+        );
+        assert!(o.sbatch_args.is_empty() && o.partition.is_none());
+        assert!(p.worker_bin.ends_with("aam-worker"), "{}", p.worker_bin);
     }
 
     #[test]
@@ -207,8 +326,20 @@ mod tests {
         e.image = None;
         assert!(refused(e).contains("image: name the image"));
         let mut e = podman("p");
-        e.kind = "slurm".into();
-        assert!(refused(e).contains("kind = \"slurm\" is not available in this build yet"));
+        e.kind = "kubernetes".into();
+        assert!(refused(e).contains("kind = \"kubernetes\" is not available in this build yet"));
+        let mut e = podman("p");
+        e.partition = Some("gpu".into());
+        assert!(refused(e).contains("(p): partition: not a key of kind = \"podman\""));
+        let mut e = entry("s", "slurm");
+        e.image = Some("x".into());
+        assert!(refused(e).contains("(s): image: not a key of kind = \"slurm\""));
+        let mut e = entry("s", "slurm");
+        e.time = Some("an hour".into());
+        assert!(refused(e).contains("(s): time: 'an hour' is not a Slurm time limit"));
+        let mut e = entry("s", "slurm");
+        e.cpus_per_worker = Some(0);
+        assert!(refused(e).contains("(s): cpus_per_worker must be at least 1"));
         let mut e = podman("p");
         e.kind = "nomad".into();
         assert!(refused(e).contains("unknown kind 'nomad'"));

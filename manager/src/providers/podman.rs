@@ -5,128 +5,128 @@
 //! which is how `list` finds everything this install launched.
 
 use super::config::Provider;
-use std::process::Stdio;
-use tokio::process::Command;
+use super::engine::{
+    engine_name, run_command, worker_of, Engine, EngineFuture, Listed, Phase, WorkerSpec,
+};
 
-/// A container as `list` sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Listed {
-    pub name: String,
-    pub running: bool,
-    /// The engine's word for its state (`running`, `exited`, `created`).
-    pub state: String,
+/// A podman provider: its definition and where it runs.
+pub struct Podman {
+    pub def: Provider,
+    pub install: String,
+    pub image: String,
+    pub network: String,
+    /// The engine's executable (`podman`, or `docker`).
+    pub engine: String,
+    /// A remote podman service (`podman --url`).
+    pub url: Option<String>,
 }
 
-/// How a worker is started.
-pub struct Launch<'a> {
-    pub install: &'a str,
-    pub container: &'a str,
-    pub worker: &'a str,
-    pub manager: &'a str,
-    pub fingerprint: &'a str,
-    pub token: &'a str,
-}
+impl Podman {
+    /// Runs `podman [--url URL] ARGS`.
+    async fn podman(&self, args: Vec<String>, env: &[(&str, &str)]) -> Result<String, String> {
+        let mut argv = Vec::with_capacity(args.len() + 2);
+        if let Some(url) = &self.url {
+            argv.extend(["--url".to_string(), url.clone()]);
+        }
+        argv.extend(args);
+        run_command(&self.engine, &argv, env).await
+    }
 
-/// Runs the engine: its stdout, or the last line of its stderr as the
-/// error (`podman run: ...`).
-async fn run(engine: &str, args: &[String]) -> Result<String, String> {
-    run_with(engine, args, &[]).await
-}
-
-async fn run_with(engine: &str, args: &[String], env: &[(&str, &str)]) -> Result<String, String> {
-    let out = Command::new(engine)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("{engine}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let said = String::from_utf8_lossy(&out.stderr);
-        let line = said
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        Err(format!("{engine} {}: {}", args[0], line.trim()))
+    /// The argv of `podman run` for one worker (the token goes in the
+    /// environment, not in the argv every `ps` shows).
+    pub fn run_args(&self, spec: &WorkerSpec<'_>) -> Vec<String> {
+        let p = &self.def;
+        let mut args: Vec<String> = ["run", "-d", "--rm", "--pull=never", "--name"]
+            .map(String::from)
+            .into();
+        args.push(engine_name(&self.install, spec.worker));
+        args.extend(["--label".into(), format!("aam.install={}", self.install)]);
+        args.extend(["--label".into(), format!("aam.provider={}", p.name)]);
+        args.extend(["--network".into(), self.network.clone()]);
+        args.extend(["-e".into(), "AAM_TOKEN".into()]);
+        args.extend(["-e".into(), format!("AAM_FINGERPRINT={}", spec.fingerprint)]);
+        args.push(self.image.clone());
+        args.push(p.worker_bin.clone());
+        args.extend(super::worker_args(p, spec));
+        args
     }
 }
 
-/// The argv of `podman run` for one worker (the token goes in the
-/// environment, not in the argv every `ps` shows).
-pub fn run_args(p: &Provider, image: &str, network: &str, l: &Launch<'_>) -> Vec<String> {
-    let mut args: Vec<String> = ["run", "-d", "--rm", "--pull=never", "--name"]
-        .map(String::from)
-        .into();
-    args.push(l.container.to_string());
-    args.extend(["--label".into(), format!("aam.install={}", l.install)]);
-    args.extend(["--label".into(), format!("aam.provider={}", p.name)]);
-    args.extend(["--network".into(), network.to_string()]);
-    args.extend(["-e".into(), "AAM_TOKEN".into()]);
-    args.extend(["-e".into(), format!("AAM_FINGERPRINT={}", l.fingerprint)]);
-    args.push(image.to_string());
-    args.push(p.worker_bin.clone());
-    args.extend(["--manager".into(), l.manager.to_string()]);
-    args.extend(["--name".into(), l.worker.to_string()]);
-    args.extend(["--slots".into(), p.slots.to_string()]);
-    for (k, v) in &p.labels {
-        args.extend(["--label".into(), format!("{k}={v}")]);
+/// The engine's word for a container's state, as a phase.
+fn phase(state: &str) -> Phase {
+    match state {
+        s if s.starts_with("running") || s.starts_with("up") => Phase::Running,
+        s @ ("created" | "configured" | "initialized") => Phase::Pending(s.to_string()),
+        s => Phase::Ended(s.to_string()),
     }
-    args.push("--once-idle".into());
-    args.extend(["--idle-timeout".into(), format!("{}ms", p.idle_timeout_ms)]);
-    args
 }
 
-pub async fn launch(
-    engine: &str,
-    p: &Provider,
-    image: &str,
-    network: &str,
-    l: &Launch<'_>,
-) -> Result<(), String> {
-    let args = run_args(p, image, network, l);
-    run_with(engine, &args, &[("AAM_TOKEN", l.token)])
-        .await
-        .map(drop)
-}
-
-/// Every container of this install's provider `provider`.
-pub async fn list(engine: &str, install: &str, provider: &str) -> Result<Vec<Listed>, String> {
-    let args: Vec<String> = vec![
-        "ps".into(),
-        "-a".into(),
-        "--filter".into(),
-        format!("label=aam.install={install}"),
-        "--filter".into(),
-        format!("label=aam.provider={provider}"),
-        "--format".into(),
-        "{{.Names}}\t{{.State}}".into(),
-    ];
-    let text = run(engine, &args).await?;
-    Ok(parse_list(&text))
-}
-
-/// `NAME\tSTATE` lines.
-pub fn parse_list(text: &str) -> Vec<Listed> {
+/// `NAME\tSTATE` lines of this install's containers.
+pub fn parse_list(install: &str, text: &str) -> Vec<Listed> {
     text.lines()
         .filter_map(|l| {
             let (name, state) = l.split_once('\t')?;
-            let state = state.trim().to_lowercase();
+            let name = name.trim();
             Some(Listed {
-                name: name.trim().to_string(),
-                running: state.starts_with("running") || state.starts_with("up"),
-                state,
+                handle: name.to_string(),
+                worker: worker_of(install, name)?.to_string(),
+                phase: phase(&state.trim().to_lowercase()),
             })
         })
         .collect()
 }
 
-pub async fn stop(engine: &str, container: &str) -> Result<(), String> {
-    run(engine, &["rm".into(), "-f".into(), container.into()])
-        .await
-        .map(drop)
+impl Engine for Podman {
+    fn launch<'a>(&'a self, spec: &'a WorkerSpec<'a>) -> EngineFuture<'a, String> {
+        Box::pin(async move {
+            self.podman(self.run_args(spec), &[("AAM_TOKEN", spec.token)])
+                .await?;
+            Ok(engine_name(&self.install, spec.worker))
+        })
+    }
+
+    fn list(&self) -> EngineFuture<'_, Vec<Listed>> {
+        Box::pin(async move {
+            let args: Vec<String> = vec![
+                "ps".into(),
+                "-a".into(),
+                "--filter".into(),
+                format!("label=aam.install={}", self.install),
+                "--filter".into(),
+                format!("label=aam.provider={}", self.def.name),
+                "--format".into(),
+                "{{.Names}}\t{{.State}}".into(),
+            ];
+            let text = self.podman(args, &[]).await?;
+            Ok(parse_list(&self.install, &text))
+        })
+    }
+
+    fn status<'a>(&'a self, handle: &'a str) -> EngineFuture<'a, Option<Listed>> {
+        Box::pin(async move {
+            let args: Vec<String> = vec![
+                "ps".into(),
+                "-a".into(),
+                "--filter".into(),
+                format!("name=^{handle}$"),
+                "--format".into(),
+                "{{.Names}}\t{{.State}}".into(),
+            ];
+            let text = self.podman(args, &[]).await?;
+            Ok(parse_list(&self.install, &text).into_iter().next())
+        })
+    }
+
+    fn stop<'a>(&'a self, handle: &'a str) -> EngineFuture<'a, ()> {
+        Box::pin(async move {
+            let args = ["rm", "-f", "-t", "2", handle].map(String::from);
+            self.podman(args.into(), &[]).await.map(drop)
+        })
+    }
+
+    fn removes_ended(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -147,15 +147,21 @@ mod tests {
         }])
         .unwrap()
         .remove(0);
-        let l = Launch {
-            install: "ab12",
-            container: "aam-ab12-local-1",
+        let podman = Podman {
+            def: p,
+            install: "ab12".into(),
+            image: "img".into(),
+            network: "host".into(),
+            engine: "podman".into(),
+            url: None,
+        };
+        let spec = WorkerSpec {
             worker: "local-1",
             manager: "127.0.0.1:7410",
             fingerprint: "AA:BB",
             token: "secret-token",
         };
-        let args = run_args(&p, "img", "host", &l).join(" ");
+        let args = podman.run_args(&spec).join(" ");
         assert!(
             args.starts_with("run -d --rm --pull=never --name aam-ab12-local-1"),
             "{args}"
@@ -176,9 +182,16 @@ mod tests {
 
     #[test]
     fn the_listing_reads_names_and_states() {
-        let listed = parse_list("aam-x-p-1\trunning\naam-x-p-2\texited\n\n");
-        assert_eq!(listed.len(), 2);
-        assert!(listed[0].running && !listed[1].running);
-        assert_eq!(listed[1].state, "exited");
+        let listed = parse_list(
+            "x",
+            "aam-x-p-1\trunning\naam-x-p-2\texited\naam-y-p-3\trunning\naam-x-p-4\tcreated\n\n",
+        );
+        assert_eq!(listed.len(), 3, "another install's container is not ours");
+        assert_eq!(
+            (listed[0].worker.as_str(), &listed[0].phase),
+            ("p-1", &Phase::Running)
+        );
+        assert_eq!(listed[1].phase, Phase::Ended("exited".into()));
+        assert_eq!(listed[2].phase, Phase::Pending("created".into()));
     }
 }

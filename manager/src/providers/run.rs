@@ -8,10 +8,10 @@
 //! own. It counts what it sees every time: nothing it keeps can drift
 //! into launching too many or too few.
 
-use super::config::{Kind, Provider};
+use super::config::Provider;
+use super::engine::{Engine, Listed, Phase, WorkerSpec};
 use super::join::JoinTokens;
 use super::plan::{launches, FreeSlots, ProviderCapacity, Unclaimed};
-use super::podman;
 use crate::scheduler::{CountCapacity, ProvidersSeen, Scheduler};
 use crate::state::Capacity;
 use aam_protocol::model::ProviderView;
@@ -36,7 +36,7 @@ pub struct Setup {
     pub scheduler: Addr<Scheduler>,
 }
 
-/// A worker this manager launched.
+/// A worker this manager launched, by the engine's handle for it.
 struct Launched {
     worker: String,
     at: Instant,
@@ -45,6 +45,7 @@ struct Launched {
 
 struct ProviderRun {
     def: Provider,
+    engine: Box<dyn Engine>,
     launched: HashMap<String, Launched>,
     retry_at: Option<Instant>,
     last_error: Option<String>,
@@ -57,6 +58,7 @@ pub fn start(setup: Setup) {
         .iter()
         .cloned()
         .map(|def| ProviderRun {
+            engine: super::engine(&def, &setup.install),
             def,
             launched: HashMap::new(),
             retry_at: None,
@@ -106,10 +108,6 @@ fn is_of(provider: &str, worker: &str) -> bool {
         .strip_prefix(provider)
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|s| s.len() == 8 && s.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-fn container_name(install: &str, worker: &str) -> String {
-    format!("aam-{install}-{worker}")
 }
 
 async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
@@ -168,10 +166,7 @@ async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
 /// Reconciles one provider with what its engine runs: (connected,
 /// launching) workers.
 async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&str>) -> (u32, u32) {
-    let Kind::Podman { engine, .. } = &run.def.kind;
-    let engine = engine.clone();
-    let engine = engine.as_str();
-    let listed = match podman::list(engine, &setup.install, &run.def.name).await {
+    let listed = match run.engine.list().await {
         Ok(listed) => listed,
         Err(e) => {
             note_error(run, e);
@@ -179,63 +174,83 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
             return (0, run.launched.len() as u32);
         }
     };
-    let names: HashSet<&str> = listed.iter().map(|c| c.name.as_str()).collect();
-    // Gone from the engine (exited after its idle timeout, or removed).
+    let handles: HashSet<&str> = listed.iter().map(|l| l.handle.as_str()).collect();
+    // Gone from the engine's view (exited after its idle timeout, removed,
+    // or aged out of it).
     let gone: Vec<String> = run
         .launched
         .keys()
-        .filter(|c| !names.contains(c.as_str()))
+        .filter(|h| !handles.contains(h.as_str()))
         .cloned()
         .collect();
-    for container in gone {
-        if let Some(w) = run.launched.remove(&container) {
-            setup.joins.revoke(&w.worker);
-            if !w.connected {
-                let message = format!("{container} exited before it connected");
-                note_error(run, message);
-            }
+    for handle in gone {
+        let Some(w) = run.launched.remove(&handle) else {
+            continue;
+        };
+        setup.joins.revoke(&w.worker);
+        if !w.connected {
+            let how = match run.engine.status(&handle).await {
+                Ok(Some(Listed {
+                    phase: Phase::Ended(how) | Phase::Pending(how),
+                    ..
+                })) => how,
+                _ => "gone".into(),
+            };
+            failed(
+                run,
+                format!("{} ({handle}) ended before it connected: {how}", w.worker),
+            );
         }
     }
-    // Tokens of this provider's workers that no container holds any more
-    // (gone while the manager was down).
-    let prefix = container_name(&setup.install, "");
-    let listed_workers: HashSet<&str> = listed
+    // Tokens of this provider's workers that nothing on the engine holds
+    // any more (gone while the manager was down).
+    let alive: HashSet<&str> = listed
         .iter()
-        .map(|c| c.name.strip_prefix(&prefix).unwrap_or(&c.name))
+        .filter(|l| !matches!(l.phase, Phase::Ended(_)))
+        .map(|l| l.worker.as_str())
         .collect();
     for worker in setup.joins.workers() {
-        if is_of(&run.def.name, &worker) && !listed_workers.contains(worker.as_str()) {
+        if is_of(&run.def.name, &worker) && !alive.contains(worker.as_str()) {
             setup.joins.revoke(&worker);
         }
     }
     let (mut up, mut launching) = (0, 0);
     let connect_timeout = Duration::from_millis(run.def.connect_timeout_ms);
-    for c in &listed {
-        if !run.launched.contains_key(&c.name) {
-            let prefix = container_name(&setup.install, "");
-            let worker = c.name.strip_prefix(&prefix).unwrap_or(&c.name);
-            if c.running && setup.joins.holds(worker) {
-                // Launched before this manager restarted: its token was
-                // kept, so it comes back; it gets `connect_timeout` to.
-                tracing::info!(provider = %run.def.name, %worker, "providers: taking back a worker launched before the restart");
-                run.launched.insert(
-                    c.name.clone(),
-                    Launched {
-                        worker: worker.to_string(),
-                        at: Instant::now(),
-                        connected: false,
-                    },
-                );
-            } else {
-                // No token here for it: it cannot join; stop it.
-                tracing::info!(provider = %run.def.name, container = %c.name,
-                    "providers: stopping a worker this manager cannot take back");
-                setup.joins.revoke(worker);
-                let _ = podman::stop(engine, &c.name).await;
-                continue;
+    for l in &listed {
+        if !run.launched.contains_key(&l.handle) {
+            match l.phase {
+                Phase::Ended(_) => {
+                    if run.engine.removes_ended() {
+                        let _ = run.engine.stop(&l.handle).await;
+                    }
+                    continue;
+                }
+                _ if setup.joins.holds(&l.worker) => {
+                    // Launched before this manager restarted: its token
+                    // was kept, so it comes back; it gets `connect_timeout`
+                    // to.
+                    tracing::info!(provider = %run.def.name, worker = %l.worker,
+                        "providers: taking back a worker launched before the restart");
+                    run.launched.insert(
+                        l.handle.clone(),
+                        Launched {
+                            worker: l.worker.clone(),
+                            at: Instant::now(),
+                            connected: false,
+                        },
+                    );
+                }
+                _ => {
+                    // No token here for it: it cannot join; stop it.
+                    tracing::info!(provider = %run.def.name, handle = %l.handle,
+                        "providers: stopping a worker this manager cannot take back");
+                    setup.joins.revoke(&l.worker);
+                    let _ = run.engine.stop(&l.handle).await;
+                    continue;
+                }
             }
         }
-        let Some(w) = run.launched.get_mut(&c.name) else {
+        let Some(w) = run.launched.get_mut(&l.handle) else {
             continue;
         };
         if connected.contains(w.worker.as_str()) && !w.connected {
@@ -243,36 +258,48 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
             // A worker that made it supersedes an earlier failure.
             run.last_error = None;
         }
-        if !c.running {
-            let message = format!("{} is {} (it did not run)", c.name, c.state);
-            let worker = w.worker.clone();
-            let was_connected = w.connected;
-            run.launched.remove(&c.name);
-            setup.joins.revoke(&worker);
-            let _ = podman::stop(engine, &c.name).await;
-            if !was_connected {
-                note_error(run, message);
+        let (worker, was_connected) = (w.worker.clone(), w.connected);
+        match &l.phase {
+            Phase::Ended(how) => {
+                run.launched.remove(&l.handle);
+                setup.joins.revoke(&worker);
+                if run.engine.removes_ended() {
+                    let _ = run.engine.stop(&l.handle).await;
+                }
+                if !was_connected {
+                    failed(
+                        run,
+                        format!("{worker} ({}) ended before it connected: {how}", l.handle),
+                    );
+                }
             }
-        } else if w.connected {
-            up += 1;
-        } else if w.at.elapsed() > connect_timeout {
-            let worker = w.worker.clone();
-            run.launched.remove(&c.name);
-            setup.joins.revoke(&worker);
-            let _ = podman::stop(engine, &c.name).await;
-            note_error(
-                run,
-                format!(
-                    "{} did not connect within {}",
-                    c.name,
+            _ if was_connected => up += 1,
+            phase if w.at.elapsed() > connect_timeout => {
+                let state = match phase {
+                    Phase::Pending(how) => how.as_str(),
+                    _ => "running",
+                };
+                let message = format!(
+                    "{worker} ({}) did not connect within {} ({state}); stopped it",
+                    l.handle,
                     aam_protocol::permission::duration_text(run.def.connect_timeout_ms)
-                ),
-            );
-        } else {
-            launching += 1;
+                );
+                run.launched.remove(&l.handle);
+                setup.joins.revoke(&worker);
+                let _ = run.engine.stop(&l.handle).await;
+                failed(run, message);
+            }
+            _ => launching += 1,
         }
     }
     (up, launching)
+}
+
+/// A launched worker that did not make it: reported, and the provider
+/// waits before it launches again (no loop of failing launches).
+fn failed(run: &mut ProviderRun, message: String) {
+    note_error(run, message);
+    run.retry_at = Some(Instant::now() + LAUNCH_RETRY);
 }
 
 fn note_error(run: &mut ProviderRun, message: String) {
@@ -282,28 +309,20 @@ fn note_error(run: &mut ProviderRun, message: String) {
 
 /// Launches one worker; false if it could not (the provider then waits).
 async fn launch_one(run: &mut ProviderRun, setup: &Setup) -> bool {
-    let Kind::Podman {
-        engine,
-        image,
-        network,
-    } = run.def.kind.clone();
     let worker = worker_name(&run.def.name);
-    let container = container_name(&setup.install, &worker);
     let token = setup.joins.issue(&worker);
     let manager = run.def.manager_address.as_deref().unwrap_or(&setup.manager);
-    let launch = podman::Launch {
-        install: &setup.install,
-        container: &container,
+    let spec = WorkerSpec {
         worker: &worker,
         manager,
         fingerprint: &setup.fingerprint,
         token: &token,
     };
-    match podman::launch(&engine, &run.def, &image, &network, &launch).await {
-        Ok(()) => {
-            tracing::info!(provider = %run.def.name, %worker, "providers: launched a worker");
+    match run.engine.launch(&spec).await {
+        Ok(handle) => {
+            tracing::info!(provider = %run.def.name, %worker, %handle, "providers: launched a worker");
             run.launched.insert(
-                container,
+                handle,
                 Launched {
                     worker,
                     at: Instant::now(),
@@ -314,8 +333,7 @@ async fn launch_one(run: &mut ProviderRun, setup: &Setup) -> bool {
         }
         Err(e) => {
             setup.joins.revoke(&worker);
-            note_error(run, e);
-            run.retry_at = Some(Instant::now() + LAUNCH_RETRY);
+            failed(run, e);
             false
         }
     }

@@ -37,6 +37,7 @@ mod say;
 mod secrets;
 mod session;
 mod slow_peers;
+mod slurm_provider;
 mod tls;
 mod workspaces;
 mod worktrees_e2e;

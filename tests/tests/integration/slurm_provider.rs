@@ -1,0 +1,173 @@
+//! Issue 17, workers launched on demand by a Slurm provider (a real
+//! one-node Slurm 22.05: munged, slurmctld, slurmd; this build's
+//! `aam-worker` as the batch job): queued jobs make the manager `sbatch`
+//! workers (at most `max_workers`) that connect back with join tokens of
+//! their own; a worker whose Slurm job is cancelled mid-job has its job
+//! requeued and run elsewhere; idle workers leave and their Slurm jobs
+//! end. An `sbatch` that Slurm refuses is reported in its words, and a
+//! worker that fails before it connects is reported with Slurm's state
+//! and reason.
+
+use aam_tests::slurm::SlurmCluster;
+use aam_tests::{bin, poll, Cluster};
+use serde_json::json;
+use std::time::Duration;
+
+fn cluster_with(slurm: &SlurmCluster, provider: &str) -> Cluster {
+    let mut c = Cluster::new();
+    c.manager_env.push(slurm.env());
+    c.set_config(&format!(
+        "[[providers]]\nname = \"hpc\"\nkind = \"slurm\"\nworker_bin = \"{}\"\n\
+         output = \"{}/worker-%j.log\"\n{provider}",
+        bin("aam-worker").display(),
+        c.path("").display(),
+    ));
+    c.start_manager();
+    c
+}
+
+/// The Slurm job id of `worker`'s batch job.
+fn slurm_job_of(slurm: &SlurmCluster, worker: &str) -> String {
+    let line = slurm
+        .jobs()
+        .into_iter()
+        .find(|l| l.contains(worker) && l.contains("|RUNNING|"))
+        .unwrap_or_else(|| panic!("no running Slurm job for {worker}: {:?}", slurm.jobs()));
+    line.split('|').next().unwrap().to_string()
+}
+
+#[test]
+fn queued_jobs_make_a_slurm_provider_submit_workers_that_drain_when_cancelled_and_requeue_when_killed(
+) {
+    let slurm = SlurmCluster::start();
+    let c = cluster_with(
+        &slurm,
+        "max_workers = 2\nslots = 1\nidle_timeout = \"3s\"\ntime = \"10\"\n",
+    );
+    let session = c.submit_json(&json!({ "name": "on-slurm", "jobs": [
+        { "name": "drained", "command": ["sh", "-c", "sleep 3; echo drained ran"] },
+        { "name": "killed", "command": ["sh", "-c", "sleep 3; echo killed ran"] },
+    ]}));
+    // Both start, each on a worker Slurm runs.
+    let workers = poll(Duration::from_secs(60), || {
+        let s = c.status(&session);
+        let running = |i: usize| {
+            let j = &s["jobs"][i];
+            (j["status"] == "running").then(|| j["worker"].as_str().unwrap().to_string())
+        };
+        Some((running(0)?, running(1)?))
+    })
+    .unwrap_or_else(|| panic!("the jobs never started\n{}\n{}", c.logs(), slurm.logs()));
+    assert!(
+        workers.0.starts_with("hpc-") && workers.1.starts_with("hpc-"),
+        "{workers:?}"
+    );
+    // `scancel`: Slurm's SIGTERM makes the worker drain; its job finishes
+    // there. A worker killed outright (a node lost): its job is requeued
+    // and run on a worker launched for it.
+    slurm.command("scancel", &[&slurm_job_of(&slurm, &workers.0)]);
+    let killed = slurm_job_of(&slurm, &workers.1);
+    let pkill = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("name {} ", workers.1)])
+        .status()
+        .unwrap();
+    assert!(
+        pkill.success(),
+        "the worker of Slurm job {killed} was found"
+    );
+    c.aam(&["wait", &session, "--timeout", "120"])
+        .expect_code(0);
+    let s = c.status(&session);
+    let (drained, requeued) = (&s["jobs"][0], &s["jobs"][1]);
+    assert_eq!(
+        (&drained["attempts"], &drained["worker"]),
+        (&json!(1), &json!(workers.0)),
+        "{s}"
+    );
+    assert_eq!(requeued["attempts"], 2, "requeued once: {s}");
+    assert_ne!(
+        requeued["worker"],
+        json!(workers.1),
+        "run again elsewhere: {s}"
+    );
+    let audit = c.aam(&["audit", "--json"]).expect_code(0).stdout;
+    assert!(
+        audit.contains("join:hpc-"),
+        "joined with join tokens: {audit}"
+    );
+    // Idle for 3 s, the workers retire; their Slurm jobs end; none is left.
+    poll(Duration::from_secs(60), || {
+        let listed = c.aam(&["workers", "--json"]).expect_code(0).json();
+        (listed.as_array().is_some_and(|l| l.is_empty()) && slurm.active_jobs().is_empty())
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "workers or Slurm jobs left: {:?}\n{}",
+            slurm.jobs(),
+            c.logs()
+        )
+    });
+    // Never more than max_workers: two, then one for the requeued job.
+    assert_eq!(slurm.jobs().len(), 3, "{:?}", slurm.jobs());
+    let providers = c.aam(&["providers", "--json"]).expect_code(0).json();
+    assert_eq!(providers[0]["kind"], "slurm", "{providers}");
+    assert!(providers[0]["last_error"].is_null(), "{providers}");
+}
+
+#[test]
+fn a_refused_sbatch_and_a_worker_that_fails_before_connecting_are_reported() {
+    let slurm = SlurmCluster::start();
+    let mut c = cluster_with(&slurm, "max_workers = 1\npartition = \"nosuch\"\n");
+    let session = c.submit_json(&json!({ "name": "stuck", "jobs": [
+        { "name": "j", "command": ["true"] },
+    ]}));
+    let providers = poll(Duration::from_secs(30), || {
+        let list = c.aam(&["providers", "--json"]).expect_code(0).json();
+        list[0]["last_error"].is_string().then_some(list)
+    })
+    .unwrap_or_else(|| panic!("the refused sbatch was not reported\n{}", c.logs()));
+    let error = providers[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("sbatch: error:") && error.contains("Invalid partition"),
+        "Slurm's own words: {error}"
+    );
+    let s = c.status(&session);
+    assert_eq!(s["jobs"][0]["status"], "queued", "the job waits: {s}");
+    assert!(
+        s["jobs"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid partition"),
+        "{s}"
+    );
+
+    // A worker binary that cannot run: the Slurm job fails before it
+    // connects, and Slurm's state and reason are what the user reads.
+    c.kill_manager();
+    c.set_config(&format!(
+        "[[providers]]\nname = \"hpc\"\nkind = \"slurm\"\nworker_bin = \"/bin/false\"\n\
+         output = \"{}/worker-%j.log\"\nmax_workers = 1\n",
+        c.path("").display(),
+    ));
+    c.start_manager();
+    let error = poll(Duration::from_secs(60), || {
+        let list = c.aam(&["providers", "--json"]).expect_code(0).json();
+        list[0]["last_error"]
+            .as_str()
+            .filter(|e| e.contains("before it connected"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the failed worker was not reported\n{}\n{:?}",
+            c.logs(),
+            slurm.jobs()
+        )
+    });
+    assert!(
+        error.contains("FAILED") && error.contains("NonZeroExitCode"),
+        "{error}"
+    );
+    c.aam(&["cancel", &session]).expect_code(0);
+}
