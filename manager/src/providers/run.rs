@@ -310,7 +310,7 @@ fn note_error(run: &mut ProviderRun, message: String) {
 /// Launches one worker; false if it could not (the provider then waits).
 async fn launch_one(run: &mut ProviderRun, setup: &Setup) -> bool {
     let worker = worker_name(&run.def.name);
-    let token = setup.joins.issue(&worker);
+    let token = setup.joins.issue(&worker, run.def.connect_timeout_ms);
     let manager = run.def.manager_address.as_deref().unwrap_or(&setup.manager);
     let spec = WorkerSpec {
         worker: &worker,
