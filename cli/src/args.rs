@@ -28,7 +28,7 @@ pub struct ManagerFlags {
     #[arg(long, global = true, env = "AAM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the token
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "AAM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Trust this certificate or CA file (PEM) for the manager [default:
     /// tls/cert.pem next to the token file, of `aam up` here, else ./aam-data/tls/cert.pem]

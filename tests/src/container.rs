@@ -2,7 +2,8 @@
 //! here (`.ci/run` installs and configures it), and the test image is
 //! built offline from Debian's busybox-static (`podman import` of a root
 //! holding busybox and its applets), once per machine; the worker image
-//! adds this build's `aam-worker` for the providers' tests.
+//! adds this build's `aam-worker` for the providers' tests; Debian 12 from
+//! debootstrap stands in for `debian:bookworm-slim` for the Dockerfile's.
 
 use std::path::Path;
 use std::process::Command;
@@ -134,7 +135,59 @@ pub fn worker_image() -> String {
         std::fs::copy(path, &to).unwrap_or_else(|e| panic!("copying {path}: {e}"));
     }
     import(root.path(), &tag);
+    // Earlier builds' images go (one of ~165 MB per build otherwise).
+    let old = Command::new("podman")
+        .args([
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            WORKER_IMAGE,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for image in old.split_whitespace().filter(|i| *i != tag) {
+        let _ = Command::new("podman").args(["rmi", image]).output();
+    }
     tag
+}
+
+const WORKER_IMAGE: &str = "localhost/aam-test-worker";
+
+/// The image the Dockerfile's `prebuilt` target starts from, as a machine
+/// without a registry has it: Debian 12 made by `debootstrap --variant=
+/// minbase` (from the Debian mirror `AAM_DEBIAN_MIRROR`, default
+/// deb.debian.org) and imported as `debian:bookworm-slim`, once per
+/// machine.
+pub fn debian_slim_image() -> &'static str {
+    const TAG: &str = "docker.io/library/debian:bookworm-slim";
+    static MADE: OnceLock<()> = OnceLock::new();
+    MADE.get_or_init(|| {
+        require_podman();
+        let exists = Command::new("podman")
+            .args(["image", "exists", TAG])
+            .status()
+            .is_ok_and(|s| s.success());
+        if exists {
+            return;
+        }
+        let mirror = std::env::var("AAM_DEBIAN_MIRROR")
+            .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        let root = tempfile::tempdir().unwrap();
+        let out = Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(root.path())
+            .arg(&mirror)
+            .output()
+            .expect("debootstrap (Debian's debootstrap; .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "debootstrap bookworm from {mirror}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        import(root.path(), TAG);
+    });
+    TAG
 }
 
 /// Removes, when dropped, the containers a worker of the test made (one

@@ -186,7 +186,11 @@ mod tests {
         let used = joins.issue("p-2", 60_000);
         assert_eq!(joins.find(&used).as_deref(), Some("p-2"));
         let later = now_ms() + 61_000;
-        assert_eq!(joins.find_at(&late, later), None, "expired before its first use");
+        assert_eq!(
+            joins.find_at(&late, later),
+            None,
+            "expired before its first use"
+        );
         assert_eq!(
             joins.find_at(&used, later).as_deref(),
             Some("p-2"),
@@ -210,7 +214,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // The first build's file (worker → token) still reads.
         std::fs::write(&file, r#"{"p-3": "old-token"}"#).unwrap();
-        assert_eq!(JoinTokens::load(file.clone()).find("old-token").as_deref(), Some("p-3"));
+        assert_eq!(
+            JoinTokens::load(file.clone()).find("old-token").as_deref(),
+            Some("p-3")
+        );
         // A damaged file: no tokens, no panic.
         std::fs::write(&file, "{").unwrap();
         assert!(!JoinTokens::load(file).holds("p-1"));

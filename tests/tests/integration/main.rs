@@ -10,6 +10,7 @@ mod bad_input;
 mod chaos;
 mod claude_code;
 mod completions;
+mod compose;
 mod containers;
 mod control;
 mod dashboard;
