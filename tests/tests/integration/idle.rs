@@ -2,7 +2,7 @@
 //! worker stays while its job runs past its idle timeout, then asks the
 //! manager, is retired and exits 0; the manager sends it nothing more,
 //! so a job submitted after it left waits for another worker, which runs
-//! it.
+//! it. A worker whose manager is gone leaves on its own after a minute.
 
 use aam_tests::{poll, Cluster};
 use serde_json::json;
@@ -38,4 +38,31 @@ fn an_idle_worker_is_retired_by_the_manager_and_exits() {
     assert_eq!(s["jobs"][0]["status"], "queued", "{s}");
     c.start_worker("steady", 1);
     c.aam(&["wait", &second]).expect_code(0);
+}
+
+#[test]
+fn an_idle_worker_without_a_manager_leaves_after_a_minute() {
+    let mut c = Cluster::with_manager();
+    let w = c.start_worker_with("stray", 1, &["--once-idle", "--idle-timeout", "500ms"]);
+    poll(Duration::from_secs(20), || {
+        let listed = c.aam(&["workers", "--json"]).expect_code(0).json();
+        listed
+            .as_array()
+            .is_some_and(|l| l.len() == 1)
+            .then_some(())
+    })
+    .expect("the worker registers");
+    // Its manager is gone for good: nothing can retire it, and a worker
+    // launched on demand must not hold a machine forever.
+    c.kill_manager();
+    let exited = poll(Duration::from_secs(120), || {
+        c.workers[w].child.try_wait().ok().flatten()
+    })
+    .unwrap_or_else(|| panic!("the worker stayed without a manager\n{}", c.logs()));
+    assert_eq!(exited.code(), Some(0), "{}", c.logs());
+    let log = c.workers[w].log_text();
+    assert!(
+        log.contains("idle with no manager to ask: exiting"),
+        "{log}"
+    );
 }

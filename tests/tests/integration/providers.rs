@@ -228,3 +228,75 @@ fn a_restarted_manager_takes_back_its_launched_worker_and_its_running_job() {
         "{log}"
     );
 }
+
+/// `podman system service` on a socket of the test's own, stopped when
+/// dropped: a podman reached by `url`, as a remote one is.
+struct PodmanService(std::process::Child);
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_provider_with_a_url_launches_through_that_podman_service() {
+    let image = worker_image();
+    let mut c = Cluster::new();
+    let socket = c.path("podman.sock");
+    let url = format!("unix://{}", socket.display());
+    let service = Command::new("podman")
+        .args(["system", "service", "--time=0", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("podman system service");
+    let _service = PodmanService(service);
+    poll(Duration::from_secs(20), || socket.exists().then_some(()))
+        .expect("the podman service makes its socket");
+    c.set_config(&provider(
+        &image,
+        &format!("idle_timeout = \"2s\"\nurl = \"{url}\"\n"),
+    ));
+    c.start_manager();
+    let sweep = Sweep::of(&c);
+    let session = c.submit_json(&json!({ "name": "remote", "jobs": [
+        { "name": "j", "command": ["true"] },
+    ]}));
+    c.aam(&["wait", &session, "--timeout", "60"]).expect_code(0);
+    let s = c.status(&session);
+    assert!(
+        s["jobs"][0]["worker"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("pods-")),
+        "{s}"
+    );
+    // The service ran it: its own listing shows the container while the
+    // worker waits out its idle timeout (or it has left already).
+    let log = c.manager.as_ref().unwrap().log_text();
+    assert!(log.contains("providers: launched a worker"), "{log}");
+    poll(Duration::from_secs(60), || {
+        sweep.containers().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("containers left: {:?}", sweep.containers()));
+    // The url is what it used: one where no service listens fails, saying
+    // so, though this host's podman would have run it.
+    c.kill_manager();
+    let missing = c.path("no-service.sock");
+    c.set_config(&provider(
+        &image,
+        &format!("url = \"unix://{}\"\n", missing.display()),
+    ));
+    c.start_manager();
+    let again = c.submit_json(&json!({ "name": "nowhere", "jobs": [
+        { "name": "j", "command": ["true"] },
+    ]}));
+    let error = poll(Duration::from_secs(30), || {
+        let list = c.aam(&["providers", "--json"]).expect_code(0).json();
+        list[0]["last_error"].as_str().map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no error reported\n{}", c.logs()));
+    assert!(error.contains("no-service.sock"), "{error}");
+    c.aam(&["cancel", &again]).expect_code(0);
+}

@@ -4,9 +4,10 @@
 //! workers (at most `max_workers`) that connect back with join tokens of
 //! their own; a worker whose Slurm job is cancelled mid-job has its job
 //! requeued and run elsewhere; idle workers leave and their Slurm jobs
-//! end. An `sbatch` that Slurm refuses is reported in its words, and a
+//! end. An `sbatch` that Slurm refuses is reported in its words, a
 //! worker that fails before it connects is reported with Slurm's state
-//! and reason.
+//! and reason (and the error clears once a worker connects), and a
+//! restarted manager takes its Slurm worker back.
 
 use aam_tests::slurm::SlurmCluster;
 use aam_tests::{bin, poll, Cluster};
@@ -116,7 +117,7 @@ fn queued_jobs_make_a_slurm_provider_submit_workers_that_drain_when_cancelled_an
 }
 
 #[test]
-fn a_refused_sbatch_and_a_worker_that_fails_before_connecting_are_reported() {
+fn a_refused_sbatch_and_a_failed_worker_are_reported_and_a_restart_takes_the_worker_back() {
     let slurm = SlurmCluster::start();
     let mut c = cluster_with(&slurm, "max_workers = 1\npartition = \"nosuch\"\n");
     let session = c.submit_json(&json!({ "name": "stuck", "jobs": [
@@ -142,12 +143,14 @@ fn a_refused_sbatch_and_a_worker_that_fails_before_connecting_are_reported() {
         "{s}"
     );
 
-    // A worker binary that cannot run: the Slurm job fails before it
-    // connects, and Slurm's state and reason are what the user reads.
+    // A worker binary that is not there yet: the Slurm job fails before
+    // it connects, and Slurm's state and reason are what the user reads.
     c.kill_manager();
+    let later = c.path("bin/aam-worker");
     c.set_config(&format!(
-        "[[providers]]\nname = \"hpc\"\nkind = \"slurm\"\nworker_bin = \"/bin/false\"\n\
-         output = \"{}/worker-%j.log\"\nmax_workers = 1\n",
+        "[[providers]]\nname = \"hpc\"\nkind = \"slurm\"\nworker_bin = \"{}\"\n\
+         output = \"{}/worker-%j.log\"\nmax_workers = 1\nidle_timeout = \"1m\"\n",
+        later.display(),
         c.path("").display(),
     ));
     c.start_manager();
@@ -169,5 +172,47 @@ fn a_refused_sbatch_and_a_worker_that_fails_before_connecting_are_reported() {
         error.contains("FAILED") && error.contains("NonZeroExitCode"),
         "{error}"
     );
-    c.aam(&["cancel", &session]).expect_code(0);
+    // Once the binary is there, the next launch (10 s later) connects,
+    // runs the job, and clears the error.
+    std::fs::create_dir_all(later.parent().unwrap()).unwrap();
+    std::fs::copy(bin("aam-worker"), &later).unwrap();
+    c.aam(&["wait", &session, "--timeout", "90"]).expect_code(0);
+    poll(Duration::from_secs(10), || {
+        let list = c.aam(&["providers", "--json"]).expect_code(0).json();
+        (list[0]["last_error"].is_null() && list[0]["connected"] == 1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        let list = c.aam(&["providers", "--json"]).expect_code(0).stdout;
+        panic!("the error stayed after a worker connected: {list}")
+    });
+
+    // A restarted manager takes its Slurm worker back, running job and all.
+    let long = c.submit_json(&json!({ "name": "long", "jobs": [
+        { "name": "j", "command": ["sh", "-c", "sleep 6; echo done"] },
+    ]}));
+    let worker = poll(Duration::from_secs(60), || {
+        let s = c.status(&long);
+        (s["jobs"][0]["status"] == "running").then(|| s["jobs"][0]["worker"].clone())
+    })
+    .unwrap_or_else(|| panic!("the long job never started\n{}", c.logs()));
+    c.kill_manager();
+    c.start_manager();
+    c.aam(&["wait", &long, "--timeout", "60"]).expect_code(0);
+    let s = c.status(&long);
+    assert_eq!(
+        (&s["jobs"][0]["worker"], &s["jobs"][0]["attempts"]),
+        (&worker, &json!(1)),
+        "{s}"
+    );
+    let log = c.manager.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("taking back a worker launched before the restart"),
+        "{log}"
+    );
+    assert_eq!(
+        slurm.active_jobs().len(),
+        1,
+        "one worker: {:?}",
+        slurm.jobs()
+    );
 }
