@@ -340,7 +340,7 @@ impl Handler<CountCapacity> for Scheduler {
     type Result = MessageResult<CountCapacity>;
 
     fn handle(&mut self, _: CountCapacity, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.capacity())
+        MessageResult(self.state.capacity(now_ms()))
     }
 }
 

@@ -23,7 +23,7 @@ use aam_protocol::{JobKey, SessionId};
 use std::collections::HashMap;
 
 /// Whether a queued job may be placed now.
-enum Admission<'a> {
+pub(super) enum Admission<'a> {
     /// On a worker with these labels (only this one, when pinned).
     Place {
         requires: &'a Labels,
@@ -119,7 +119,7 @@ impl State {
 
     /// Whether a queued job may be placed now (`any_paused`: some limit
     /// group is paused, so agent jobs' groups are worth a look).
-    fn admission(&self, key: JobKey, any_paused: bool, now: u64) -> Admission<'_> {
+    pub(super) fn admission(&self, key: JobKey, any_paused: bool, now: u64) -> Admission<'_> {
         let Some(entry) = self.sessions.get(key.session) else {
             return Admission::Stale;
         };

@@ -60,7 +60,7 @@ fn decision() {
     let started = Instant::now();
     let mut planned = 0;
     for _ in 0..runs {
-        let capacity = state.capacity();
+        let capacity = state.capacity(aam_protocol::now_ms());
         let providers: Vec<ProviderCapacity<'_>> = (0..100)
             .map(|i| ProviderCapacity {
                 labels: if i == 99 { &gpu } else { &none },
