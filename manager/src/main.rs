@@ -24,7 +24,7 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Config file (TOML)
-    #[arg(long, env = "AAM_CONFIG")]
+    #[arg(long, env = "AAM_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Token every connection must present (else AAM_TOKEN, else generated)
     #[arg(long)]
@@ -52,6 +52,28 @@ struct Args {
     /// after the damage, report what could not be read, and exit
     #[arg(long)]
     recover: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print what the manager would create on an engine, to review it
+    Render {
+        #[command(subcommand)]
+        what: Render,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum Render {
+    /// One worker's Job and Secret for each Kubernetes provider of the
+    /// config (YAML), as a launch creates them
+    Kubernetes {
+        /// Only this provider
+        #[arg(long)]
+        provider: Option<String>,
+    },
 }
 
 mod aam_manager_log {
@@ -107,6 +129,21 @@ fn main() {
         }
     };
     config.tls_san.extend(args.tls_san);
+    if let Some(Command::Render {
+        what: Render::Kubernetes { provider },
+    }) = &args.command
+    {
+        match render_kubernetes(&config, provider.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("aam-manager: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     if args.recover {
         match aam_manager::recover(&config) {
             Ok(report) => {
@@ -144,6 +181,31 @@ fn main() {
     // Runs until a signal, or a store failure, stops the system.
     let code = system.run_with_code().unwrap_or(1);
     std::process::exit(code);
+}
+
+/// The objects of `render kubernetes`: every Kubernetes provider's (or
+/// the one named).
+fn render_kubernetes(config: &ManagerConfig, only: Option<&str>) -> Result<String, String> {
+    use aam_manager::providers::{config::Kind, kubernetes};
+    let providers = aam_manager::providers::config::providers(&config.providers)?;
+    let mut out = String::new();
+    for p in &providers {
+        let Kind::Kubernetes(opts) = &p.kind else {
+            continue;
+        };
+        if only.is_some_and(|name| name != p.name) {
+            continue;
+        }
+        out.push_str(&format!("# provider {}: one worker's objects\n", p.name));
+        out.push_str(&kubernetes::render(p, opts, &config.listen)?);
+    }
+    if out.is_empty() {
+        return Err(match only {
+            Some(name) => format!("no Kubernetes provider named '{name}' in the config"),
+            None => "the config declares no [[providers]] of kind = \"kubernetes\"".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// Waits for SIGINT or SIGTERM; on each SIGHUP meanwhile, reloads the

@@ -19,6 +19,7 @@ pub mod browser;
 pub mod change;
 pub mod claude;
 pub mod container;
+pub mod fake_kube;
 pub mod git;
 pub mod http;
 pub mod mcp;

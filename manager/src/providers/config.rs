@@ -35,6 +35,31 @@ pub struct ProviderEntry {
     pub account: Option<String>,
     pub sbatch_args: Option<Vec<String>>,
     pub output: Option<String>,
+    // kubernetes (and `image`)
+    pub namespace: Option<String>,
+    pub pod_template: Option<String>,
+    pub ttl_after_finished: Option<String>,
+    pub active_deadline: Option<String>,
+    pub kubeconfig: Option<String>,
+}
+
+/// A Kubernetes provider's options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeOptions {
+    pub image: String,
+    /// Its namespace (default: the manager's own in-cluster, else the
+    /// kubeconfig context's, else `default`).
+    pub namespace: Option<String>,
+    /// A fragment merged into each worker's pod spec (node selector,
+    /// tolerations, resources of the `worker` container, ...), checked.
+    pub pod_template: Option<serde_json::Value>,
+    /// How long a finished worker's Job stays for `kubectl` (seconds).
+    pub ttl_after_finished_s: i32,
+    /// The longest a worker's Job may run (seconds), if bounded.
+    pub active_deadline_s: Option<i64>,
+    /// A kubeconfig file (default: in-cluster, else `KUBECONFIG` or
+    /// `~/.kube/config`).
+    pub kubeconfig: Option<String>,
 }
 
 /// A Slurm provider's `sbatch` options.
@@ -63,6 +88,8 @@ pub enum Kind {
     },
     /// A batch job per worker on the Slurm cluster this host submits to.
     Slurm(SlurmOptions),
+    /// A `batch/v1` Job per worker on a Kubernetes cluster.
+    Kubernetes(KubeOptions),
 }
 
 impl Kind {
@@ -71,6 +98,7 @@ impl Kind {
         match self {
             Kind::Podman { .. } => "podman",
             Kind::Slurm(_) => "slurm",
+            Kind::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -96,7 +124,7 @@ pub const DEFAULT_IDLE_TIMEOUT: &str = "5m";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "2m";
 
 /// The kinds this build launches workers with.
-pub const KINDS: [&str; 2] = ["podman", "slurm"];
+pub const KINDS: [&str; 3] = ["podman", "slurm", "kubernetes"];
 
 /// Where a Slurm worker writes its log unless `output` says.
 pub const DEFAULT_SLURM_OUTPUT: &str = "/tmp/aam-worker-%j.log";
@@ -155,7 +183,7 @@ pub fn providers(entries: &[ProviderEntry]) -> Result<Vec<Provider>, String> {
         let worker_bin = match (&e.worker_bin, &kind) {
             (Some(bin), _) => bin.clone(),
             // In an image, on its PATH.
-            (None, Kind::Podman { .. }) => "aam-worker".into(),
+            (None, Kind::Podman { .. } | Kind::Kubernetes(_)) => "aam-worker".into(),
             // On this host's cluster: the worker beside the manager.
             (None, Kind::Slurm(_)) => beside_manager("aam-worker"),
         };
@@ -178,7 +206,6 @@ pub fn providers(entries: &[ProviderEntry]) -> Result<Vec<Provider>, String> {
 /// The kind's own keys, checked; keys of another kind are refused.
 fn kind(e: &ProviderEntry, at: &str) -> Result<Kind, String> {
     let podman_keys = [
-        ("image", e.image.is_some()),
         ("network", e.network.is_some()),
         ("engine", e.engine.is_some()),
         ("url", e.url.is_some()),
@@ -192,6 +219,25 @@ fn kind(e: &ProviderEntry, at: &str) -> Result<Kind, String> {
         ("sbatch_args", e.sbatch_args.is_some()),
         ("output", e.output.is_some()),
     ];
+    let kube_keys = [
+        ("namespace", e.namespace.is_some()),
+        ("pod_template", e.pod_template.is_some()),
+        ("ttl_after_finished", e.ttl_after_finished.is_some()),
+        ("active_deadline", e.active_deadline.is_some()),
+        ("kubeconfig", e.kubeconfig.is_some()),
+    ];
+    let image = || {
+        e.image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| format!("{at}: image: name the image its workers run"))
+    };
+    let seconds = |key: &str, value: &str| match parse_duration_ms(value) {
+        Ok(ms) if ms >= 1000 => Ok(ms / 1000),
+        _ => Err(format!(
+            "{at}: {key}: '{value}' is not a duration of a second or more like 30s or 5m"
+        )),
+    };
     let foreign = |keys: &[(&str, bool)]| match keys.iter().find(|(_, set)| *set) {
         Some((key, _)) => Err(format!("{at}: {key}: not a key of kind = \"{}\"", e.kind)),
         None => Ok(()),
@@ -199,12 +245,9 @@ fn kind(e: &ProviderEntry, at: &str) -> Result<Kind, String> {
     match e.kind.as_str() {
         "podman" => {
             foreign(&slurm_keys)?;
+            foreign(&kube_keys)?;
             Ok(Kind::Podman {
-                image: e
-                    .image
-                    .clone()
-                    .filter(|i| !i.is_empty())
-                    .ok_or_else(|| format!("{at}: image: name the image its workers run"))?,
+                image: image()?,
                 network: e.network.clone().unwrap_or_else(|| "host".into()),
                 engine: e.engine.clone().unwrap_or_else(|| "podman".into()),
                 url: e.url.clone(),
@@ -212,6 +255,8 @@ fn kind(e: &ProviderEntry, at: &str) -> Result<Kind, String> {
         }
         "slurm" => {
             foreign(&podman_keys)?;
+            foreign(&kube_keys)?;
+            foreign(&[("image", e.image.is_some())])?;
             let cpus_per_worker = e.cpus_per_worker.unwrap_or(1);
             if cpus_per_worker == 0 {
                 return Err(format!("{at}: cpus_per_worker must be at least 1"));
@@ -241,10 +286,50 @@ fn kind(e: &ProviderEntry, at: &str) -> Result<Kind, String> {
                     .unwrap_or_else(|| DEFAULT_SLURM_OUTPUT.into()),
             }))
         }
-        "kubernetes" => Err(format!(
-            "{at}: kind = \"kubernetes\" is not available in this build yet (kinds: {})",
-            KINDS.join(", ")
-        )),
+        "kubernetes" => {
+            foreign(&podman_keys)?;
+            foreign(&slurm_keys)?;
+            if e.manager_address.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "{at}: manager_address: say where its pods dial the manager (the manager's Service, e.g. aam-manager:7410)"
+                ));
+            }
+            if !super::kubernetes::objects::is_label_value(&e.name) {
+                return Err(format!(
+                    "{at}: name: a Kubernetes provider's name is a label value: it starts and ends with a letter or digit"
+                ));
+            }
+            let pod_template = match &e.pod_template {
+                None => None,
+                Some(text) => Some(
+                    super::kubernetes::objects::check_pod_template(text)
+                        .map_err(|why| format!("{at}: pod_template: {why}"))?,
+                ),
+            };
+            if let Some(ns) = &e.namespace {
+                if !super::kubernetes::objects::is_dns_label(ns) {
+                    return Err(format!(
+                        "{at}: namespace: '{ns}' is not a Kubernetes namespace name (lowercase letters, digits and '-')"
+                    ));
+                }
+            }
+            let ttl = seconds(
+                "ttl_after_finished",
+                e.ttl_after_finished.as_deref().unwrap_or("5m"),
+            )?;
+            let deadline = match &e.active_deadline {
+                Some(d) => Some(seconds("active_deadline", d)? as i64),
+                None => None,
+            };
+            Ok(Kind::Kubernetes(KubeOptions {
+                image: image()?,
+                namespace: e.namespace.clone(),
+                pod_template,
+                ttl_after_finished_s: ttl.min(i32::MAX as u64) as i32,
+                active_deadline_s: deadline,
+                kubeconfig: e.kubeconfig.clone(),
+            }))
+        }
         other => Err(format!(
             "{at}: kind: unknown kind '{other}' (kinds: {})",
             KINDS.join(", ")
@@ -270,7 +355,8 @@ pub(crate) mod tests {
             name: name.into(),
             kind: kind.into(),
             max_workers: Some(4),
-            image: (kind == "podman").then(|| "aam:latest".into()),
+            image: (kind != "slurm").then(|| "aam:latest".into()),
+            manager_address: (kind == "kubernetes").then(|| "aam-manager:7410".into()),
             ..ProviderEntry::default()
         }
     }
@@ -325,9 +411,25 @@ pub(crate) mod tests {
         let mut e = podman("p");
         e.image = None;
         assert!(refused(e).contains("image: name the image"));
-        let mut e = podman("p");
-        e.kind = "kubernetes".into();
-        assert!(refused(e).contains("kind = \"kubernetes\" is not available in this build yet"));
+        let mut e = entry("k", "kubernetes");
+        e.image = None;
+        assert!(refused(e).contains("(k): image: name the image"));
+        let mut e = entry("k", "kubernetes");
+        e.image = Some("aam:latest".into());
+        e.pod_template = Some("nodeSelectr: {pool: agents}".into());
+        let why = refused(e);
+        assert!(
+            why.contains("(k): pod_template:") && why.contains("nodeSelectr"),
+            "{why}"
+        );
+        let mut e = entry("k", "kubernetes");
+        e.image = Some("aam:latest".into());
+        e.namespace = Some("Team_A".into());
+        assert!(refused(e).contains("(k): namespace: 'Team_A'"));
+        let mut e = entry("k", "kubernetes");
+        e.image = Some("aam:latest".into());
+        e.partition = Some("x".into());
+        assert!(refused(e).contains("(k): partition: not a key of kind = \"kubernetes\""));
         let mut e = podman("p");
         e.partition = Some("gpu".into());
         assert!(refused(e).contains("(p): partition: not a key of kind = \"podman\""));

@@ -1,12 +1,13 @@
 //! Workers launched on demand from the user's cluster (issue 17):
 //! providers of capacity. `config` checks `[[providers]]`, `plan` decides
 //! how many workers to launch, `join` gives each its own token, `engine`
-//! is what every kind implements (`podman`, `slurm`), and `run` is the
+//! is what every kind implements (`podman`, `slurm`, `kubernetes`), and `run` is the
 //! loop that drives them.
 
 pub mod config;
 pub mod engine;
 pub mod join;
+pub mod kubernetes;
 pub mod plan;
 pub mod podman;
 pub mod run;
@@ -32,6 +33,11 @@ pub fn engine(def: &Provider, install: &str) -> Box<dyn Engine> {
             url: url.clone(),
         }),
         Kind::Slurm(options) => Box::new(slurm::Slurm::new(
+            def.clone(),
+            install.to_string(),
+            options.clone(),
+        )),
+        Kind::Kubernetes(options) => Box::new(kubernetes::Kubernetes::new(
             def.clone(),
             install.to_string(),
             options.clone(),

@@ -1,10 +1,11 @@
 //! The deployment files in `deploy/` (issue 17 point 5): every Kubernetes
 //! manifest passes `kubernetes-validate --strict` (offline schemas) for the
 //! oldest and the newest Kubernetes versions it knows, and a misspelt key
-//! fails it, so the check is real.
+//! fails it, so the check is real; so do the objects `aam-manager render
+//! kubernetes` prints for a provider.
 
 use aam_tests::mcp::python;
-use aam_tests::workspace_root;
+use aam_tests::{bin, workspace_root};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -113,4 +114,59 @@ fn the_kubernetes_manifests_pass_strict_validation_for_the_oldest_and_newest_ver
     std::fs::write(&broken, text.replacen("replicas:", "replicaz:", 1)).unwrap();
     let (ok, text) = validate(&newest, &[broken]);
     assert!(!ok, "a misspelt key passed:\n{text}");
+}
+
+#[test]
+fn what_render_kubernetes_prints_passes_strict_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aam.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"pods\"\nkind = \"kubernetes\"\nimage = \"registry.example/aam:1\"\n\
+         manager_address = \"aam-manager:7410\"\nmax_workers = 4\nslots = 2\nnamespace = \"agents\"\n\
+         active_deadline = \"8h\"\nlabels = { pool = \"k8s\" }\n\
+         pod_template = \"\"\"\nnodeSelector: { pool: agents }\ntolerations:\n  - { key: dedicated, operator: Equal, value: agents, effect: NoSchedule }\n\
+         containers:\n  - name: worker\n    resources: { requests: { cpu: '1', memory: 2Gi }, limits: { memory: 4Gi } }\n\"\"\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("aam-manager"))
+        .args(["render", "kubernetes", "--config"])
+        .arg(&config)
+        .env_remove("AAM_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in [
+        "kind: Job",
+        "kind: Secret",
+        "restartPolicy: Never",
+        "backoffLimit: 0",
+        "pool: agents",
+        "memory: 4Gi",
+    ] {
+        assert!(text.contains(part), "{part} in:\n{text}");
+    }
+    let rendered = dir.path().join("rendered.yaml");
+    std::fs::write(&rendered, &text).unwrap();
+    let (oldest, newest) = version_range();
+    for version in [&oldest, &newest] {
+        let (ok, said) = validate(version, std::slice::from_ref(&rendered));
+        assert!(ok, "Kubernetes {version}:\n{said}\n{text}");
+    }
+    // A config without a Kubernetes provider says so (exit 2).
+    std::fs::write(&config, "").unwrap();
+    let out = Command::new(bin("aam-manager"))
+        .args(["render", "kubernetes", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no [[providers]] of kind = \"kubernetes\"")
+    );
 }
