@@ -13,6 +13,7 @@ pub mod definitions;
 pub mod estimate;
 pub mod frame_writer;
 pub mod http;
+pub mod lease;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -52,6 +52,14 @@ struct Args {
     /// after the damage, report what could not be read, and exit
     #[arg(long)]
     recover: bool,
+    /// Serve only while holding this coordination.k8s.io Lease in the
+    /// namespace of the in-cluster (or kubeconfig) context, so a second
+    /// manager pod never serves the same store (a StatefulSet's)
+    #[arg(long, env = "AAM_KUBE_LEASE")]
+    kube_lease: Option<String>,
+    /// How long the Lease lasts unrenewed (renewed every third of it)
+    #[arg(long, env = "AAM_KUBE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    kube_lease_duration: std::time::Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -74,6 +82,15 @@ enum Render {
         #[arg(long)]
         provider: Option<String>,
     },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match aam_protocol::spec::parse_duration_ms(text) {
+        Ok(ms) if ms >= 1000 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!(
+            "'{text}' is not a duration of a second or more like 15s"
+        )),
+    }
 }
 
 mod aam_manager_log {
@@ -157,6 +174,15 @@ fn main() {
         }
     }
     let system = actix::System::new();
+    // Before the store is opened: another manager may be serving it.
+    let lease = args.kube_lease.as_deref().map(|name| {
+        system
+            .block_on(aam_manager::lease::acquire(name, args.kube_lease_duration))
+            .unwrap_or_else(|e| {
+                eprintln!("aam-manager: {e}");
+                std::process::exit(1);
+            })
+    });
     let started = system.block_on(aam_manager::start(config));
     let manager = match started {
         Ok(m) => m,
@@ -172,10 +198,22 @@ fn main() {
         actix::spawn(async move {
             let reload =
                 || ManagerConfig::load(config_file.as_deref(), std::env::vars(), &overrides);
-            wait_for_signal(&manager, reload).await;
+            let lost = async move {
+                match lease {
+                    Some(held) => held.keep().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let code = tokio::select! {
+                _ = wait_for_signal(&manager, reload) => 0,
+                why = lost => {
+                    tracing::error!("{why}: stopping, so that only one manager serves this store");
+                    1
+                }
+            };
             tracing::info!("shutting down");
             manager.shutdown().await;
-            actix::System::current().stop();
+            actix::System::current().stop_with_code(code);
         });
     });
     // Runs until a signal, or a store failure, stops the system.

@@ -22,6 +22,7 @@ mod gates;
 mod hosts;
 mod http_api;
 mod idle;
+mod kube_lease;
 mod kubernetes_provider;
 mod mcp;
 mod metrics;
