@@ -117,7 +117,9 @@ fn phase(state: &str, reason: &str, exit: Option<&str>) -> Phase {
         (r, Some(x)) => format!("{state}: {r}, exit {x}"),
     };
     match state {
-        "RUNNING" => Phase::Running,
+        // Completing still holds its allocation (a worker draining after
+        // `scancel`): it counts against `max_workers` until it is gone.
+        "RUNNING" | "COMPLETING" | "STOPPED" => Phase::Running,
         "PENDING" | "CONFIGURING" | "REQUEUED" | "RESIZING" | "SUSPENDED" => Phase::Pending(said),
         _ => Phase::Ended(said),
     }

@@ -5,7 +5,8 @@
 //! workers connected, against the scheduling decision (`schedule::plan`)
 //! over a queue of the same size that no worker fits, as the peer; (2) the time from a submit to the
 //! first job running when no worker is connected, with a podman provider
-//! (real podman, an image of this build's worker), each round after the
+//! (real podman, an image of this build's worker) and with a Slurm
+//! provider (a one-node Slurm 22.05 of its own), each round after the
 //! last round's worker left on its idle timeout.
 
 use aam_manager::providers::plan::ProviderCapacity;
@@ -14,6 +15,7 @@ use aam_manager::schedule::{plan, Candidate, Labels, WorkerCapacity};
 use aam_manager::state::{State, StateConfig, WorkerEntry};
 use aam_protocol::spec::{BatchSpec, JobSpec};
 use aam_tests::container::worker_image;
+use aam_tests::slurm::SlurmCluster;
 use aam_tests::{poll, Cluster};
 use std::time::{Duration, Instant};
 
@@ -107,13 +109,12 @@ fn decision() {
     println!("  peer, the scheduling decision over the same queue: {peer:.0} us");
 }
 
-fn first_job() {
-    let image = worker_image();
+/// Submit to the first job running, no worker connected, with the
+/// provider `config` (`kind` names it in the output).
+fn first_job(kind: &str, config: &str, env: Vec<(String, String)>) -> Cluster {
     let mut c = Cluster::new();
-    c.set_config(&format!(
-        "[[providers]]\nname = \"pods\"\nkind = \"podman\"\nimage = \"{image}\"\n\
-         worker_bin = \"/usr/local/bin/aam-worker\"\nmax_workers = 1\nslots = 1\nidle_timeout = \"1s\"\n"
-    ));
+    c.manager_env = env;
+    c.set_config(config);
     c.start_manager();
     let rounds = 5;
     let mut took = Vec::new();
@@ -137,11 +138,24 @@ fn first_job() {
         c.aam(&["wait", &session]).expect_code(0);
     }
     took.sort();
-    println!("providers: submit to the first job running, no worker connected, podman (release build, {rounds} rounds)");
+    println!("providers: submit to the first job running, no worker connected, {kind} (release build, {rounds} rounds)");
     println!(
         "  median {:.0} ms  max {:.0} ms",
         took[rounds / 2].as_secs_f64() * 1000.0,
         took[rounds - 1].as_secs_f64() * 1000.0
+    );
+    c
+}
+
+fn first_job_podman() {
+    let image = worker_image();
+    let c = first_job(
+        "podman",
+        &format!(
+            "[[providers]]\nname = \"pods\"\nkind = \"podman\"\nimage = \"{image}\"\n\
+             worker_bin = \"/usr/local/bin/aam-worker\"\nmax_workers = 1\nslots = 1\nidle_timeout = \"1s\"\n"
+        ),
+        Vec::new(),
     );
     // The last worker may still be waiting out its idle timeout.
     let install = std::fs::read_to_string(c.data_dir().join("install-id")).unwrap_or_default();
@@ -159,7 +173,25 @@ fn first_job() {
     }
 }
 
+/// The same on a one-node Slurm of the bench's own (munged, slurmctld,
+/// slurmd), the worker an `sbatch` job.
+fn first_job_slurm() {
+    let slurm = SlurmCluster::start();
+    let c = first_job(
+        "slurm",
+        &format!(
+            "[[providers]]\nname = \"hpc\"\nkind = \"slurm\"\nworker_bin = \"{}\"\n\
+             output = \"/dev/null\"\nmax_workers = 1\nslots = 1\nidle_timeout = \"1s\"\n",
+            aam_tests::bin("aam-worker").display()
+        ),
+        vec![slurm.env()],
+    );
+    drop(c);
+    drop(slurm);
+}
+
 pub fn providers() {
     decision();
-    first_job();
+    first_job_podman();
+    first_job_slurm();
 }

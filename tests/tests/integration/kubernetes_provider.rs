@@ -19,6 +19,11 @@ const IMAGE: &str = "registry.example/aam:test";
 /// A cluster whose manager has a Kubernetes provider on `kube`
 /// (`extra`: more of its keys).
 fn cluster_on(kube: &FakeKube, extra: &str) -> Cluster {
+    cluster_with(kube, "pods", extra, "")
+}
+
+/// The same, the provider named `name`, and `more` config after it.
+fn cluster_with(kube: &FakeKube, name: &str, extra: &str, more: &str) -> Cluster {
     let mut c = Cluster::new();
     let kubeconfig = c.write("kubeconfig", &kube.kubeconfig("agents"));
     // Its pods dial the manager's own address: known before it starts.
@@ -28,14 +33,22 @@ fn cluster_on(kube: &FakeKube, extra: &str) -> Cluster {
         .unwrap()
         .port();
     c.addr = format!("127.0.0.1:{port}");
-    c.set_config(&format!(
-        "[[providers]]\nname = \"pods\"\nkind = \"kubernetes\"\nimage = \"{IMAGE}\"\n\
-         worker_bin = \"{}\"\nmanager_address = \"{}\"\nkubeconfig = \"{}\"\n\
-         pod_template = \"nodeSelector: {{pool: agents}}\"\n{extra}",
-        bin("aam-worker").display(),
-        c.addr,
-        kubeconfig.display(),
-    ));
+    let provider = |name: &str, extra: &str| {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nkind = \"kubernetes\"\nimage = \"{IMAGE}\"\n\
+             worker_bin = \"{}\"\nmanager_address = \"{}\"\nkubeconfig = \"{}\"\n\
+             pod_template = \"nodeSelector: {{pool: agents}}\"\n{extra}",
+            bin("aam-worker").display(),
+            c.addr,
+            kubeconfig.display(),
+        )
+    };
+    let mut config = provider(name, extra);
+    if !more.is_empty() {
+        let (name, extra) = more.split_once('\n').unwrap_or((more, ""));
+        config.push_str(&provider(name, extra));
+    }
+    c.set_config(&config);
     c.start_manager();
     c
 }
@@ -163,4 +176,39 @@ fn a_pod_in_image_pull_back_off_is_reported_and_its_job_deleted_after_connect_ti
     let s = c.status(&session);
     assert_eq!(s["jobs"][0]["status"], "queued", "{s}");
     c.aam(&["cancel", &session]).expect_code(0);
+}
+
+#[test]
+fn jobs_needing_a_label_launch_workers_only_on_the_provider_that_offers_it() {
+    let pods = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start(pods.path());
+    kube.add_image(IMAGE);
+    let c = cluster_with(
+        &kube,
+        "pods",
+        "max_workers = 2\nidle_timeout = \"1m\"\n",
+        "gpus\nmax_workers = 2\nidle_timeout = \"1m\"\nlabels = { gpu = \"yes\" }\n",
+    );
+    let session = c.submit_json(&json!({ "name": "mixed", "jobs": [
+        { "name": "plain", "command": ["true"] },
+        { "name": "gpu", "command": ["true"], "requires": { "gpu": "yes" } },
+    ]}));
+    c.aam(&["wait", &session, "--timeout", "60"]).expect_code(0);
+    let s = c.status(&session);
+    let worker = |i: usize| s["jobs"][i]["worker"].as_str().unwrap().to_string();
+    assert!(
+        worker(0).starts_with("pods-"),
+        "the first fitting provider: {s}"
+    );
+    assert!(
+        worker(1).starts_with("gpus-"),
+        "only gpus offers gpu=yes: {s}"
+    );
+    let by_provider = |p: &str| {
+        kube.objects("jobs")
+            .iter()
+            .filter(|j| j["metadata"]["labels"]["aam.provider"] == p)
+            .count()
+    };
+    assert_eq!((by_provider("pods"), by_provider("gpus")), (1, 1));
 }

@@ -195,7 +195,7 @@ fn a_join_token_registers_only_its_own_worker() {
 }
 
 #[test]
-fn a_restarted_manager_takes_back_its_launched_worker_and_its_running_job() {
+fn a_restarted_manager_takes_back_its_launched_worker_and_stops_one_it_cannot() {
     let image = worker_image();
     let mut c = Cluster::new();
     c.set_config(&provider(&image, "idle_timeout = \"1m\"\n"));
@@ -225,6 +225,20 @@ fn a_restarted_manager_takes_back_its_launched_worker_and_its_running_job() {
     let log = c.manager.as_ref().unwrap().log_text();
     assert!(
         log.contains("taking back a worker launched before the restart"),
+        "{log}"
+    );
+    // Restarted without its kept tokens, the manager cannot take the
+    // worker back: it stops it rather than leave it holding the machine.
+    c.kill_manager();
+    std::fs::remove_file(c.data_dir().join("join-tokens")).unwrap();
+    c.start_manager();
+    poll(Duration::from_secs(30), || {
+        sweep.containers().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the unwanted worker was not stopped\n{}", c.logs()));
+    let log = c.manager.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("stopping a worker this manager cannot take back"),
         "{log}"
     );
 }
