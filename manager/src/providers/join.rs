@@ -108,6 +108,22 @@ impl JoinTokens {
             .collect()
     }
 
+    /// Whether `worker`'s token has joined it at least once: it connected,
+    /// even if it has left again by the time anyone looks.
+    pub fn used(&self, worker: &str) -> bool {
+        let inner = self.0.lock().expect("join tokens");
+        matches!(
+            inner.tokens.get(worker),
+            Some(
+                Kept::Bare(_)
+                    | Kept::Token {
+                        expires_ms: None,
+                        ..
+                    }
+            )
+        )
+    }
+
     /// Whether `worker` holds a token (a worker launched before a restart).
     pub fn holds(&self, worker: &str) -> bool {
         self.0
@@ -184,7 +200,9 @@ mod tests {
         let joins = JoinTokens::default();
         let late = joins.issue("p-1", 60_000);
         let used = joins.issue("p-2", 60_000);
+        assert!(!joins.used("p-2"));
         assert_eq!(joins.find(&used).as_deref(), Some("p-2"));
+        assert!(joins.used("p-2") && !joins.used("p-1"));
         let later = now_ms() + 61_000;
         assert_eq!(
             joins.find_at(&late, later),

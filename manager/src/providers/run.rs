@@ -187,8 +187,9 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
         let Some(w) = run.launched.remove(&handle) else {
             continue;
         };
+        let joined = w.connected || setup.joins.used(&w.worker);
         setup.joins.revoke(&w.worker);
-        if !w.connected {
+        if !joined {
             let how = match run.engine.status(&handle).await {
                 Ok(Some(Listed {
                     phase: Phase::Ended(how) | Phase::Pending(how),
@@ -253,7 +254,10 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
         let Some(w) = run.launched.get_mut(&l.handle) else {
             continue;
         };
-        if connected.contains(w.worker.as_str()) && !w.connected {
+        // Connected now, or it joined between two looks (a quick job and
+        // a short idle timeout can see a worker come and go within one).
+        let joined = connected.contains(w.worker.as_str()) || setup.joins.used(&w.worker);
+        if joined && !w.connected {
             w.connected = true;
             // A worker that made it supersedes an earlier failure.
             run.last_error = None;

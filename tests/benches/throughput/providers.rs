@@ -137,8 +137,13 @@ fn first_job(kind: &str, config: &str, env: Vec<(String, String)>) -> Cluster {
         took.push(started.elapsed());
         c.aam(&["wait", &session]).expect_code(0);
     }
+    let each: Vec<String> = took
+        .iter()
+        .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+        .collect();
     took.sort();
     println!("providers: submit to the first job running, no worker connected, {kind} (release build, {rounds} rounds)");
+    println!("  rounds in order (ms): {}", each.join(", "));
     println!(
         "  median {:.0} ms  max {:.0} ms",
         took[rounds / 2].as_secs_f64() * 1000.0,
