@@ -203,13 +203,11 @@ async fn reconcile(run: &mut ProviderRun, setup: &Setup, connected: &HashSet<&st
             );
         }
     }
-    // Tokens of this provider's workers that nothing on the engine holds
-    // any more (gone while the manager was down).
-    let alive: HashSet<&str> = listed
-        .iter()
-        .filter(|l| !matches!(l.phase, Phase::Ended(_)))
-        .map(|l| l.worker.as_str())
-        .collect();
+    // Tokens of this provider's workers the engine no longer shows (gone
+    // while the manager was down). An ended one's token stays until the
+    // loop below has read it: it tells a worker that joined and left
+    // between two looks from one that never joined.
+    let alive: HashSet<&str> = listed.iter().map(|l| l.worker.as_str()).collect();
     for worker in setup.joins.workers() {
         if is_of(&run.def.name, &worker) && !alive.contains(worker.as_str()) {
             setup.joins.revoke(&worker);
