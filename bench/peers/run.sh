@@ -63,7 +63,7 @@ print(json.dumps({"name": "peers", "jobs": [{"name": f"j{i}", "command": ["/bin/
 PY
 t0=$(now)
 session=$("$bin/aam" submit "$work/batch.json")
-"$bin/aam" wait "$session" >/dev/null
+"$bin/aam" wait "$session" >/dev/null 2>&1
 t1=$(now)
 aam=$(rate "$t0" "$t1")
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
