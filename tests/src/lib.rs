@@ -110,6 +110,28 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Polls `check` every 20 ms until it returns Some or `timeout` passes.
+/// A free TCP port on 127.0.0.1 below the ephemeral range (32768 and up),
+/// for a server that binds it later or a port published by podman: no
+/// `bind(port 0)` of another test can be handed it meanwhile.
+pub fn free_port() -> u16 {
+    use std::net::TcpListener;
+    let start = 20_000 + (std::process::id() as u16 % 6_000) * 2;
+    let mut seed = start as u32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..1_000 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let port = 20_000 + (seed >> 8) as u16 % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
+}
+
 pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -5,8 +5,7 @@
 //! `TaskPlugin=task/none`, accounting off), and stopped when dropped. The
 //! Slurm commands find it through `SLURM_CONF` ([`SlurmCluster::env`]).
 
-use crate::poll;
-use std::net::TcpListener;
+use crate::{free_port, poll};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -34,11 +33,6 @@ pub fn require_slurm() {
             "the Slurm tests need {program} (Debian's slurmctld, slurmd, slurm-client and munge; .ci/run installs them)"
         );
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().unwrap().port()
 }
 
 fn hostname() -> String {

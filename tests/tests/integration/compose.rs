@@ -8,9 +8,8 @@
 //! network leaves the manager's list and comes back when reconnected.
 
 use aam_tests::container::{debian_slim_image, require_podman};
-use aam_tests::{bin, poll, run_command, workspace_root, CmdOutput};
+use aam_tests::{bin, free_port, poll, run_command, workspace_root, CmdOutput};
 use serde_json::json;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -162,14 +161,6 @@ fn build_prebuilt() -> tempfile::TempDir {
         .current_dir(context.path());
     run_command(build, Duration::from_secs(300)).expect_code(0);
     context
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -8,10 +8,9 @@
 //! waits.
 
 use aam_tests::fake_kube::FakeKube;
-use aam_tests::{bin, poll, Cluster};
+use aam_tests::{bin, free_port, poll, Cluster};
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::time::Duration;
 
 const IMAGE: &str = "registry.example/aam:test";
@@ -27,12 +26,7 @@ fn cluster_with(kube: &FakeKube, name: &str, extra: &str, more: &str) -> Cluster
     let mut c = Cluster::new();
     let kubeconfig = c.write("kubeconfig", &kube.kubeconfig("agents"));
     // Its pods dial the manager's own address: known before it starts.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    c.addr = format!("127.0.0.1:{port}");
+    c.addr = format!("127.0.0.1:{}", free_port());
     let provider = |name: &str, extra: &str| {
         format!(
             "[[providers]]\nname = \"{name}\"\nkind = \"kubernetes\"\nimage = \"{IMAGE}\"\n\
