@@ -86,7 +86,9 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| self.compose(&["down", "-v", "-t", "1"]));
+        // The containers first, with their anonymous volumes (the image's
+        // VOLUME; podman-compose's `down -v` leaves those behind), then
+        // the project's network and named volume.
         let label = format!("label=io.podman.compose.project={}", self.project);
         let left = Command::new("podman")
             .args(["ps", "-a", "-q", "--filter", &label])
@@ -95,9 +97,10 @@ impl Drop for Compose {
             .unwrap_or_default();
         for id in left.split_whitespace() {
             let _ = Command::new("podman")
-                .args(["rm", "-f", "-t", "0", id])
+                .args(["rm", "-f", "-v", "-t", "0", id])
                 .output();
         }
+        let _ = std::panic::catch_unwind(|| self.compose(&["down", "-v", "-t", "1"]));
         let _ = Command::new("podman")
             .args(["volume", "rm", "-f", &format!("{}_aam-data", self.project)])
             .output();
