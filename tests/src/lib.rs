@@ -704,6 +704,17 @@ impl Cluster {
         self.submit(&file)
     }
 
+    /// The workers a session's jobs last ran on.
+    pub fn workers_that_ran(&self, session: &str) -> std::collections::BTreeSet<String> {
+        let s = self.status(session);
+        s["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j["worker"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub fn status(&self, session: &str) -> serde_json::Value {
         self.aam(&["status", session, "--json"])
             .expect_code(0)

@@ -10,7 +10,6 @@
 use aam_tests::fake_kube::FakeKube;
 use aam_tests::{bin, free_port, poll, Cluster};
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 const IMAGE: &str = "registry.example/aam:test";
@@ -58,13 +57,7 @@ fn queued_jobs_make_a_kubernetes_provider_create_jobs_whose_workers_run_them_and
         .collect();
     let session = c.submit_json(&json!({ "name": "on-k8s", "jobs": jobs }));
     c.aam(&["wait", &session, "--timeout", "90"]).expect_code(0);
-    let s = c.status(&session);
-    let workers: BTreeSet<String> = s["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["worker"].as_str().unwrap().to_string())
-        .collect();
+    let workers = c.workers_that_ran(&session);
     assert!(
         !workers.is_empty() && workers.len() <= 2 && workers.iter().all(|w| w.starts_with("pods-")),
         "{workers:?}"

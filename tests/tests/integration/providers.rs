@@ -9,7 +9,6 @@
 use aam_tests::container::{containers_labelled, worker_image};
 use aam_tests::{poll, Cluster};
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -65,13 +64,7 @@ fn queued_jobs_make_a_podman_provider_launch_workers_that_leave_when_idle() {
     let session = c.submit_json(&json!({ "name": "on-demand", "jobs": jobs }));
     c.aam(&["wait", &session, "--timeout", "120"])
         .expect_code(0);
-    let s = c.status(&session);
-    let workers: BTreeSet<String> = s["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["worker"].as_str().unwrap().to_string())
-        .collect();
+    let workers = c.workers_that_ran(&session);
     assert!(
         !workers.is_empty() && workers.len() <= 2,
         "at most max_workers: {workers:?}"
