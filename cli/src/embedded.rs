@@ -65,7 +65,7 @@ pub async fn start(
         token: manager.token.clone(),
         name: "local".into(),
         slots,
-        prefetch: 0,
+        prefetch: aam_protocol::messages::Prefetch::Auto,
         labels: Default::default(),
         workdir,
         worktrees,

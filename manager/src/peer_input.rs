@@ -9,7 +9,7 @@
 //! naming the field and the limit.
 
 use aam_protocol::agent_run::AgentRun;
-use aam_protocol::messages::{AttemptRef, ClientRequest, WorkerToManager};
+use aam_protocol::messages::{AttemptRef, ClientRequest, Prefetch, WorkerToManager};
 use aam_protocol::spec::is_valid_name;
 use aam_protocol::worktree::JobChange;
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ pub const MAX_CHANGE_NAME_BYTES: usize = 4096;
 pub fn check_register(
     name: &str,
     slots: u32,
-    prefetch: u32,
+    prefetch: Prefetch,
     labels: &BTreeMap<String, String>,
     assigned: &[AttemptRef],
 ) -> Result<(), String> {
@@ -63,8 +63,10 @@ pub fn check_register(
     if slots == 0 || slots > MAX_SLOTS {
         return Err(format!("slots must be 1-{MAX_SLOTS}, not {slots}"));
     }
-    if prefetch > MAX_SLOTS {
-        return Err(format!("prefetch must be 0-{MAX_SLOTS}, not {prefetch}"));
+    if let Prefetch::Fixed(n) = prefetch {
+        if n > MAX_SLOTS {
+            return Err(format!("prefetch must be auto or 0-{MAX_SLOTS}, not {n}"));
+        }
     }
     if labels.len() > MAX_LABELS {
         return Err(format!(
@@ -208,14 +210,17 @@ mod tests {
     fn a_registration_within_the_limits_passes() {
         let labels = BTreeMap::from([("gpu".to_string(), "a100".to_string())]);
         let assigned: Vec<AttemptRef> = (0..10).map(attempt).collect();
-        assert_eq!(check_register("w-1", 4, 8, &labels, &assigned), Ok(()));
+        assert_eq!(
+            check_register("w-1", 4, Prefetch::Fixed(8), &labels, &assigned),
+            Ok(())
+        );
     }
 
     #[test]
     fn an_oversized_registration_is_refused_naming_the_field() {
         let none = BTreeMap::new();
         let refused = |name: &str, labels: &BTreeMap<String, String>, assigned: &[AttemptRef]| {
-            check_register(name, 1, 0, labels, assigned).unwrap_err()
+            check_register(name, 1, Prefetch::Auto, labels, assigned).unwrap_err()
         };
         assert!(refused(&"w".repeat(129), &none, &[]).contains("worker name"));
         let many: BTreeMap<String, String> = (0..65)
@@ -226,8 +231,8 @@ mod tests {
         assert!(refused("w", &huge, &[]).starts_with("label 'k'"));
         let assigned = vec![attempt(0); MAX_REPORTED_ATTEMPTS + 1];
         assert!(refused("w", &none, &assigned).starts_with("assigned:"));
-        assert!(check_register("w", 0, 0, &none, &[]).is_err());
-        assert!(check_register("w", 1, MAX_SLOTS + 1, &none, &[]).is_err());
+        assert!(check_register("w", 0, Prefetch::Auto, &none, &[]).is_err());
+        assert!(check_register("w", 1, Prefetch::Fixed(MAX_SLOTS + 1), &none, &[]).is_err());
     }
 
     #[test]

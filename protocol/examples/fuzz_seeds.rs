@@ -226,7 +226,7 @@ fn worker_messages() -> Vec<WorkerToManager> {
             name: "worker-1".into(),
             instance: 0x1234_5678_9abc_def0,
             slots: 4,
-            prefetch: 2,
+            prefetch: aam_protocol::messages::Prefetch::Fixed(2),
             labels: BTreeMap::from([("gpu".to_string(), "true".to_string())]),
             assigned: vec![attempt()],
         },

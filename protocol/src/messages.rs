@@ -364,6 +364,43 @@ pub struct AttemptRef {
     pub attempt: u32,
 }
 
+/// How many assignments beyond its slots a worker queues (`--prefetch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Prefetch {
+    /// As many as its slots while its recent jobs are short (the manager
+    /// decides, from the durations the worker reports), none otherwise:
+    /// short jobs start without a round trip, long ones never wait behind
+    /// another on a busy worker.
+    #[default]
+    Auto,
+    /// Always this many.
+    Fixed(u32),
+}
+
+impl std::fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prefetch::Auto => f.write_str("auto"),
+            Prefetch::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Prefetch {
+    type Err = String;
+
+    /// `auto`, or a number of assignments.
+    fn from_str(s: &str) -> Result<Prefetch, String> {
+        match s {
+            "auto" => Ok(Prefetch::Auto),
+            n => n
+                .parse()
+                .map(Prefetch::Fixed)
+                .map_err(|_| format!("'{n}' is neither 'auto' nor a number of assignments")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum WorkerToManager {
     /// First message after the handshake; `assigned` lists the attempts it
@@ -378,7 +415,7 @@ pub enum WorkerToManager {
         slots: u32,
         /// Assignments it accepts beyond its slots, queued locally so the
         /// next job starts without a round trip to the manager.
-        prefetch: u32,
+        prefetch: Prefetch,
         labels: BTreeMap<String, String>,
         assigned: Vec<AttemptRef>,
     },

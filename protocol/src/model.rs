@@ -115,6 +115,11 @@ impl ExitInfo {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
+
+    /// Whether it is `not_started`'s.
+    pub fn is_not_started(&self) -> bool {
+        *self == ExitInfo::not_started()
+    }
 }
 
 /// Why aam stopped a running attempt instead of letting it end.

@@ -193,11 +193,11 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// Runs `n` /bin/true jobs through a manager and one worker with 2 slots.
-fn aam_run(n: usize, prefetch: u32) -> (Duration, f64, f64) {
+/// Runs `n` /bin/true jobs through a manager and one worker with 2 slots
+/// (`--prefetch` as given: `auto` is the default).
+fn aam_run(n: usize, prefetch: &str) -> (Duration, f64, f64) {
     let mut c = Cluster::with_manager();
-    let prefetch = prefetch.to_string();
-    c.start_worker_with("bench", 2, &["--prefetch", &prefetch]);
+    c.start_worker_with("bench", 2, &["--prefetch", prefetch]);
     let mut client = Client::connect(&c.addr, &c.token);
     let start = Instant::now();
     let session = client.submit(true_jobs(n));
@@ -228,7 +228,7 @@ fn throughput() {
         xargs.as_secs_f64(),
         share(xargs)
     );
-    for prefetch in [0, 2] {
+    for prefetch in ["auto", "0", "2"] {
         let (took, manager_cpu, worker_cpu) = aam_run(n, prefetch);
         println!(
             "  aam, 2 slots, prefetch {prefetch}: {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw; CPU per job: manager {:.0} us, worker {:.0} us",

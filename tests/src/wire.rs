@@ -97,7 +97,7 @@ pub fn registration(name: &str, instance: u64) -> WorkerToManager {
         name: name.into(),
         instance,
         slots: 1,
-        prefetch: 0,
+        prefetch: aam_protocol::messages::Prefetch::Fixed(0),
         labels: BTreeMap::new(),
         assigned: Vec::new(),
     }

@@ -20,7 +20,9 @@ use crate::teardown::{become_subreaper, reap_adopted};
 use crate::worktree::Worktrees;
 use aam_protocol::agent_run::AgentRun;
 use aam_protocol::codec::{CodecError, MAX_FRAME_CEILING};
-use aam_protocol::messages::{Assignment, AttemptRef, ManagerToWorker, Stopped, WorkerToManager};
+use aam_protocol::messages::{
+    Assignment, AttemptRef, ManagerToWorker, Prefetch, Stopped, WorkerToManager,
+};
 use aam_protocol::model::{ExitInfo, StopCause, TeardownReceipt};
 use aam_protocol::output::OutputCapture;
 use actix::prelude::*;
@@ -38,8 +40,8 @@ pub struct WorkerConfig {
     pub token: String,
     pub name: String,
     pub slots: u32,
-    /// Assignments accepted beyond `slots`, queued here (0: none).
-    pub prefetch: u32,
+    /// Assignments accepted beyond `slots`, queued here.
+    pub prefetch: Prefetch,
     pub labels: BTreeMap<String, String>,
     /// Base directory for relative job workdirs.
     pub workdir: PathBuf,
@@ -111,6 +113,10 @@ struct UnackedEnd {
     capture: OutputCapture,
 }
 
+/// How long an assignment prefetched with `--prefetch auto` may wait for
+/// a slot before it goes back to the manager.
+const HAND_BACK_AFTER: Duration = Duration::from_secs(1);
+
 pub struct WorkerAgent {
     config: WorkerConfig,
     /// Drawn at start: tells the manager a reconnect of this process from
@@ -123,8 +129,9 @@ pub struct WorkerAgent {
     last_heard: Instant,
     /// Every assigned attempt, started or waiting for a slot.
     assigned: HashMap<AttemptRef, AssignedJob>,
-    /// Assigned attempts waiting for a free slot (only with prefetch).
-    waiting: VecDeque<Assignment>,
+    /// Assigned attempts waiting for a free slot (only with prefetch),
+    /// with when each came.
+    waiting: VecDeque<(Instant, Assignment)>,
     /// Children started and not yet finished.
     active: u32,
     /// Ends reported but not yet acknowledged as durable: resent after a
@@ -232,14 +239,35 @@ impl WorkerAgent {
             agent_run_unsent: false,
         };
         self.assigned.insert(attempt, job);
-        self.waiting.push_back(assignment);
+        self.waiting.push_back((Instant::now(), assignment));
         self.start_waiting(ctx);
+    }
+
+    /// With `--prefetch auto`, an assignment that has waited here past
+    /// `HAND_BACK_AFTER` goes back to the manager (which requeues it, and
+    /// prefetches no more to this worker until its jobs are short again):
+    /// the jobs in its slots turned out long, and another worker may be
+    /// free. A fixed prefetch keeps what it was given, as asked.
+    fn hand_back_stale(&mut self) {
+        if self.config.prefetch != Prefetch::Auto || self.draining {
+            return;
+        }
+        while let Some((since, assignment)) = self.waiting.front() {
+            if since.elapsed() < HAND_BACK_AFTER {
+                break;
+            }
+            let attempt = assignment.attempt_ref();
+            tracing::debug!(job = %assignment.job_name, "handing back an assignment that waited for a slot");
+            self.waiting.pop_front();
+            self.assigned.remove(&attempt);
+            self.end_unstarted(attempt, StopCause::Superseded);
+        }
     }
 
     /// Starts waiting assignments while slots are free.
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
         while self.active < self.config.slots {
-            let Some(assignment) = self.waiting.pop_front() else {
+            let Some((_, assignment)) = self.waiting.pop_front() else {
                 break;
             };
             // A secret the job needs and this host lacks: it fails at once,
@@ -292,7 +320,11 @@ impl WorkerAgent {
     /// Stops one attempt: a waiting one ends at once, a running one gets
     /// its stop order and reports its end (with a receipt) when done.
     fn stop(&mut self, attempt: AttemptRef, cause: StopCause, grace: Duration) {
-        if let Some(pos) = self.waiting.iter().position(|a| a.attempt_ref() == attempt) {
+        let waiting = self.waiting.iter();
+        if let Some(pos) = waiting
+            .into_iter()
+            .position(|(_, a)| a.attempt_ref() == attempt)
+        {
             self.waiting.remove(pos);
             self.assigned.remove(&attempt);
             self.end_unstarted(attempt, cause);
@@ -364,6 +396,7 @@ impl Actor for WorkerAgent {
             let own: BTreeSet<u32> = act.assigned.values().map(|j| j.pid).collect();
             reap_adopted(&own);
         });
+        ctx.run_interval(HAND_BACK_AFTER / 4, |act, _| act.hand_back_stale());
         if self.idle.is_some() {
             ctx.run_interval(idle::CHECK_EVERY, |act, ctx| act.check_idle(ctx));
         }

@@ -23,10 +23,11 @@ struct Args {
     #[arg(long, default_value_t = default_slots())]
     slots: u32,
     /// Assignments accepted beyond --slots and queued here, so short jobs
-    /// start without a round trip to the manager (a job may then wait
-    /// behind a long one while another worker idles: keep 0 for long jobs)
-    #[arg(long, default_value_t = 0)]
-    prefetch: u32,
+    /// start without a round trip to the manager: `auto` (as many as the
+    /// slots while recent jobs are short, none otherwise; one that waits
+    /// here over a second goes back to the manager), or a fixed number
+    #[arg(long, default_value = "auto")]
+    prefetch: aam_protocol::messages::Prefetch,
     /// Name shown in `aam workers` [default: HOSTNAME-PID]
     #[arg(long)]
     name: Option<String>,

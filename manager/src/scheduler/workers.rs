@@ -21,7 +21,7 @@ pub struct WorkerConnected {
     pub instance: u64,
     pub address: String,
     pub slots: u32,
-    pub prefetch: u32,
+    pub prefetch: aam_protocol::messages::Prefetch,
     pub labels: BTreeMap<String, String>,
     /// The attempts it reports holding.
     pub assigned: Vec<AttemptRef>,
@@ -67,6 +67,7 @@ impl Handler<WorkerConnected> for Scheduler {
             address: msg.address.clone(),
             slots: msg.slots,
             prefetch: msg.prefetch,
+            recent_job_ms: None,
             labels: msg.labels,
             assigned: Default::default(),
             draining: false,

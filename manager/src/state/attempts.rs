@@ -93,9 +93,13 @@ pub(super) fn classify_end(
             )),
         ),
         Some(StopCause::Budget) => (AttemptEnd::OverBudget, Some("budget".to_string())),
-        Some(StopCause::Shutdown | StopCause::Superseded) => (
+        Some(StopCause::Shutdown) => (
             AttemptEnd::Requeue,
             Some("its worker shut down".to_string()),
+        ),
+        Some(StopCause::Superseded) => (
+            AttemptEnd::Requeue,
+            Some("given back by its worker".to_string()),
         ),
         None if exit.is_some_and(|e| e.success()) => {
             (AttemptEnd::Final(JobStatus::Succeeded), reason)
@@ -310,6 +314,13 @@ impl State {
     ) -> Result<(), Fenced> {
         self.is_current(attempt, from)?;
         let key = attempt.job;
+        if let Some(worker) = self.workers.get_mut(&from) {
+            let handed_back = report.stopped.as_ref().is_some_and(|s| {
+                s.cause == StopCause::Superseded && report.exit.is_some_and(|e| e.is_not_started())
+            });
+            let ran_ms = report.exit.map_or(0, |e| e.duration_ms);
+            worker.attempt_ended(ran_ms, handed_back);
+        }
         let Some(job) = self.job(key) else {
             return Err(Fenced::Stale);
         };

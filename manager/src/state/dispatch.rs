@@ -414,10 +414,66 @@ mod tests {
         let jobs = (0..10).map(|i| job(&format!("j{i}"), &[])).collect();
         s.submit(batch(jobs), None, 0).unwrap();
         let mut w = worker("w", 2);
-        w.prefetch = 3;
+        w.prefetch = aam_protocol::messages::Prefetch::Fixed(3);
         s.register_worker(1, w, &[], 0).unwrap();
         assert_eq!(s.dispatch(0).len(), 5);
         assert!(s.dispatch(0).is_empty());
+    }
+
+    /// Runs what `s` dispatches now (each for `ran_ms`) and returns how
+    /// many assignments it made.
+    fn dispatch_and_end(s: &mut State, ran_ms: u64, t: u64) -> usize {
+        let assigned = s.dispatch(t);
+        for (_, a) in &assigned {
+            s.job_finished(1, attempt_of(a), ended(Some(exit_after(0, ran_ms))), t)
+                .unwrap();
+        }
+        assigned.len()
+    }
+
+    #[test]
+    fn an_auto_prefetching_worker_gets_more_than_its_slots_only_while_its_jobs_are_short() {
+        use crate::state::EndReport;
+        use aam_protocol::messages::{Prefetch, Stopped};
+        use aam_protocol::model::{ExitInfo, StopCause};
+        let mut s = State::new(config());
+        let jobs = (0..100).map(|i| job(&format!("j{i}"), &[])).collect();
+        s.submit(batch(jobs), None, 0).unwrap();
+        let mut w = worker("w", 2);
+        w.prefetch = Prefetch::Auto;
+        s.register_worker(1, w, &[], 0).unwrap();
+        // Nothing has ended yet: its slots alone.
+        assert_eq!(dispatch_and_end(&mut s, 5, 1), 2);
+        // Short jobs ended: its slots and as many again.
+        assert_eq!(dispatch_and_end(&mut s, 5, 2), 4);
+        // Long jobs pull the average past the threshold: slots alone.
+        assert_eq!(dispatch_and_end(&mut s, 5_000, 3), 4);
+        assert_eq!(dispatch_and_end(&mut s, 5, 4), 2);
+        // Short again: prefetched again within a few rounds...
+        let rounds = (5..25).take_while(|&t| dispatch_and_end(&mut s, 5, t) < 4);
+        assert!(rounds.count() < 19, "no prefetch after short jobs again");
+        // ... until an assignment comes back unstarted.
+        let assigned = s.dispatch(30);
+        assert_eq!(assigned.len(), 4);
+        let back = EndReport {
+            exit: Some(ExitInfo::not_started()),
+            stopped: Some(Stopped {
+                cause: StopCause::Superseded,
+                receipt: Default::default(),
+            }),
+            ..EndReport::default()
+        };
+        s.job_finished(1, attempt_of(&assigned[3].1), back, 30)
+            .unwrap();
+        // Given back, it is queued again, and the worker gets no prefetch.
+        let requeued = &assigned[3].1.job_name;
+        assert_eq!(
+            s.logs(assigned[3].1.job.session, requeued, 0, &|_| None)
+                .unwrap()
+                .status,
+            JobStatus::Queued
+        );
+        assert!(s.dispatch(31).is_empty());
     }
 
     #[test]

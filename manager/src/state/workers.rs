@@ -5,7 +5,7 @@
 use super::attempts::AttemptEnd;
 use super::State;
 use crate::schedule::WorkerCapacity;
-use aam_protocol::messages::AttemptRef;
+use aam_protocol::messages::{AttemptRef, Prefetch};
 use aam_protocol::model::{JobStatus, WorkerView};
 use aam_protocol::JobKey;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -21,7 +21,11 @@ pub struct WorkerEntry {
     pub address: String,
     pub slots: u32,
     /// Assignments beyond `slots` the worker queues locally.
-    pub prefetch: u32,
+    pub prefetch: Prefetch,
+    /// How long its recent jobs ran (a moving average, ms), for
+    /// `Prefetch::Auto`; None until one ends, and after it handed back an
+    /// assignment that waited too long for a slot.
+    pub recent_job_ms: Option<u64>,
     pub labels: BTreeMap<String, String>,
     /// Jobs assigned to it: running, or waiting on it for a slot (prefetch).
     pub assigned: BTreeSet<JobKey>,
@@ -29,6 +33,36 @@ pub struct WorkerEntry {
     pub draining: bool,
     pub connected_at_ms: u64,
     pub last_heartbeat_ms: u64,
+}
+
+/// `Prefetch::Auto` prefetches while a worker's recent jobs average at
+/// most this: a round trip to the manager (about a millisecond) then
+/// matters, and a prefetched job waits at most about this long for a slot.
+pub const AUTO_PREFETCH_MAX_MS: u64 = 50;
+
+impl WorkerEntry {
+    /// How many assignments beyond its slots it gets now.
+    pub fn prefetch_now(&self) -> u32 {
+        match self.prefetch {
+            Prefetch::Fixed(n) => n,
+            Prefetch::Auto => match self.recent_job_ms {
+                Some(ms) if ms <= AUTO_PREFETCH_MAX_MS => self.slots,
+                _ => 0,
+            },
+        }
+    }
+
+    /// An attempt of its ended after `ran_ms`; `handed_back`: it never
+    /// started, given back after waiting for a slot (its slots hold long
+    /// jobs: no prefetch until a job ends again).
+    pub(super) fn attempt_ended(&mut self, ran_ms: u64, handed_back: bool) {
+        self.recent_job_ms = match (handed_back, self.recent_job_ms) {
+            (true, _) => None,
+            (false, None) => Some(ran_ms),
+            // A quarter of the new sample: a few long jobs turn it off.
+            (false, Some(avg)) => Some((avg.saturating_mul(3).saturating_add(ran_ms)) / 4),
+        };
+    }
 }
 
 /// A running job whose worker connection is gone, until the worker comes
@@ -227,7 +261,7 @@ impl State {
                 let assigned = w.assigned.len() as u32;
                 let free = match for_dispatch {
                     true if w.draining => 0,
-                    true => (w.slots + w.prefetch).saturating_sub(assigned),
+                    true => (w.slots + w.prefetch_now()).saturating_sub(assigned),
                     false => w.slots.saturating_sub(assigned),
                 };
                 WorkerCapacity {

@@ -42,7 +42,7 @@ fn forged_worker(c: &Cluster, assigned: Vec<AttemptRef>) -> Wire {
         name: "fw".into(),
         instance: 7,
         slots: 1,
-        prefetch: 0,
+        prefetch: aam_protocol::messages::Prefetch::Fixed(0),
         labels: BTreeMap::new(),
         assigned,
     };

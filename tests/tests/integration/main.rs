@@ -32,6 +32,7 @@ mod peers;
 mod permissions;
 mod permissions_everywhere;
 mod placement;
+mod prefetch;
 mod providers;
 mod quickstart;
 mod resources;

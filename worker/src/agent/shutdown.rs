@@ -5,7 +5,7 @@
 
 use super::WorkerAgent;
 use crate::teardown::stop_job;
-use aam_protocol::messages::{Assignment, AttemptRef, WorkerToManager};
+use aam_protocol::messages::{AttemptRef, WorkerToManager};
 use aam_protocol::model::StopCause;
 use actix::prelude::*;
 use std::future::Future;
@@ -32,7 +32,7 @@ impl Handler<Drain> for WorkerAgent {
         self.draining = true;
         self.drained = Some(msg.done);
         self.link.send_if_registered(WorkerToManager::Draining);
-        let waiting: Vec<AttemptRef> = self.waiting.iter().map(Assignment::attempt_ref).collect();
+        let waiting: Vec<AttemptRef> = self.waiting.iter().map(|(_, a)| a.attempt_ref()).collect();
         for attempt in waiting {
             self.stop(attempt, StopCause::Shutdown, Duration::ZERO);
         }
