@@ -34,6 +34,8 @@
 //! the ratio of the medians.
 //!
 //! `handshake`: the cost of a new connection (`throughput/handshake.rs`).
+//! `dispatch`: the manager's dispatch capacity, driven by simulated
+//! workers over the real protocol (`throughput/dispatch.rs`).
 //! `say`: from a message said to a running agent to its stdin
 //! (`throughput/say.rs`). `permission`: from an agent's permission request
 //! to `needs input` in status and on the event stream
@@ -50,6 +52,8 @@
 //! protocol version whose client messages are unchanged also needs
 //! `AAM_PEER_PROTOCOL_VERSION=N` (the version this client claims).
 
+#[path = "throughput/dispatch.rs"]
+mod dispatch;
 #[path = "throughput/handshake.rs"]
 mod handshake;
 #[path = "throughput/permission.rs"]
@@ -661,6 +665,9 @@ fn main() {
     }
     if wanted("handshake") {
         handshake::handshake();
+    }
+    if wanted("dispatch") {
+        dispatch::dispatch();
     }
     if wanted("say") {
         say::say();
