@@ -8,6 +8,7 @@
 #
 #   cargo build --release          # aam's binaries, from target/release
 #   bench/peers/run.sh             # N=2000 bench/peers/run.sh for a quick look
+#   AAM_WORKER_ARGS="--prefetch 0" bench/peers/run.sh   # flags for aam's worker
 #
 # Installs what it needs when missing: Debian's redis-server and parallel
 # (apt-get, as root), and a virtualenv with celery and redis in
@@ -53,7 +54,7 @@ pids+=($!)
 for _ in $(seq 200); do [ -s "$work/aam/manager.addr" ] && break; sleep 0.05; done
 addr=$(cat "$work/aam/manager.addr")
 export AAM_MANAGER=$addr AAM_TOKEN=$token AAM_CA=$work/aam/tls/cert.pem
-"$bin/aam-worker" --slots 2 --name bench >"$work/worker.log" 2>&1 &
+"$bin/aam-worker" --slots 2 --name bench ${AAM_WORKER_ARGS:-} >"$work/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 200); do "$bin/aam" workers 2>/dev/null | grep -q bench && break; sleep 0.05; done
 python3 - "$N" >"$work/batch.json" <<'PY'
