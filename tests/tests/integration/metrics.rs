@@ -141,7 +141,9 @@ fn attempts(c: &Cluster, sessions: &[&str]) -> u64 {
 #[test]
 fn metrics_parse_and_count_what_aam_status_shows() {
     let mut c = Cluster::with_http();
-    c.start_worker("w", 2);
+    // No prefetch: a job prefetched behind the held ones would be given
+    // back after a second, one more attempt than the count below.
+    c.start_worker_with("w", 2, &["--prefetch", "0"]);
 
     // Three succeed, one fails twice (a retry), one is skipped after it.
     let mut jobs: Vec<Json> = (0..3)

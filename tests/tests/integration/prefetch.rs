@@ -82,8 +82,11 @@ fn an_auto_prefetched_job_stuck_behind_a_long_one_goes_back_and_runs_elsewhere()
     c.start_worker("busy", 1);
     let marks = c.path("marks");
     std::fs::create_dir_all(&marks).unwrap();
-    // Short jobs first: the worker's jobs are short, so it prefetches.
-    let warm: Vec<_> = (0..6).map(|i| noting(&format!("w{i}"), &marks)).collect();
+    // Short jobs first (no shell, so short even on a loaded machine): the
+    // worker's jobs are short, so it prefetches.
+    let warm: Vec<_> = (0..10)
+        .map(|i| json!({ "name": format!("w{i}"), "command": ["true"] }))
+        .collect();
     let warm = c.submit_json(&json!({ "name": "warm", "jobs": warm }));
     c.aam(&["wait", &warm]).expect_code(0);
     let gate = c.gate("gate");
