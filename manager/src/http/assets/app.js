@@ -156,7 +156,7 @@ async function api(method, path, body, raw) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const res = await fetch(path, init);
+  const res = await fetchRetrying(path, init);
   if (res.status === 401) {
     signedOut();
     throw new Unauthorized('signed out');
@@ -168,6 +168,20 @@ async function api(method, path, body, raw) {
   }
   if (raw) return res;
   return res.status === 204 ? null : res.json();
+}
+
+// A read that fails on the network (a kept-alive connection the server
+// closed just as the browser reused it, a busy machine) is tried twice
+// more before it counts; a write is not, since it may have been done.
+async function fetchRetrying(path, init) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetch(path, init);
+    } catch (e) {
+      if (init.method !== 'GET' || attempt === 3) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
+  }
 }
 
 function notice(err) {
