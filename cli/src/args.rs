@@ -66,6 +66,12 @@ pub enum Command {
         session: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Show the session's jobs from this one on (0 is the first)
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// Show at most this many jobs (0: all of them); counts are always whole
+        #[arg(long, default_value_t = crate::cmd::status::DEFAULT_LIMIT)]
+        limit: u32,
     },
     /// Block until a session ends; exit 0 if every job succeeded, 1 if not
     Wait {

@@ -2,7 +2,6 @@
 //! MCP tool `submit` takes it) and checking it before anything is sent.
 
 use crate::exit::bad_input;
-use aam_protocol::codec::{self, DEFAULT_MAX_FRAME};
 use aam_protocol::spec::{parse_batch, validate, BatchSpec, Format, Limits, SpecErrors};
 use std::path::Path;
 
@@ -42,19 +41,11 @@ pub fn from_json(value: &serde_json::Value) -> anyhow::Result<BatchSpec> {
 }
 
 /// The checks that need no manager: structure (the manager enforces the
-/// size limits it is configured with) and the frame the batch travels in.
+/// size limits it is configured with). A batch too big for one frame goes
+/// in parts (`Client::submit`).
 fn check(path: &Path, batch: BatchSpec) -> anyhow::Result<BatchSpec> {
     // The copy is checked; the batch goes to the manager as written.
     validate(batch.clone(), &Limits::structural()).map_err(|e| bad_input(describe(path, &e)))?;
-    let size = codec::encode(&batch)
-        .map_err(|e| bad_input(format!("{}: {e}", path.display())))?
-        .len();
-    if size > DEFAULT_MAX_FRAME {
-        return Err(bad_input(format!(
-            "{}: the batch encodes to {size} bytes, over the {DEFAULT_MAX_FRAME}-byte frame limit; split it into several sessions",
-            path.display()
-        )));
-    }
     Ok(batch)
 }
 

@@ -6,10 +6,10 @@
 use crate::batch;
 use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
 use aam_protocol::agent_run::{AgentFormat, LimitPause};
-use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
+use aam_protocol::codec::{self, FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{
-    AgentInfo, ClientRequest, ClientResponse, ErrorKind, OutputWanted, Role,
+    AgentInfo, ClientRequest, ClientResponse, ErrorKind, JobPage, OutputWanted, Role,
 };
 use aam_protocol::model::{Estimate, JobStatus, SessionSummary, SessionView, WorkerView};
 use aam_protocol::spec::BatchSpec;
@@ -172,6 +172,23 @@ macro_rules! expect {
     };
 }
 
+/// The most encoded bytes of jobs one `SubmitPart` (or the `Submit` after
+/// parts) carries: well inside the manager's default frame limit.
+pub const PART_BYTES: usize = DEFAULT_MAX_FRAME / 4;
+
+/// The connection was lost while a batch went in parts: they were lost
+/// with it, so nothing was stored unless the `Submit` itself arrived.
+fn parts_lost(e: anyhow::Error, sent: usize, total: usize) -> anyhow::Error {
+    if !is_lost(&e) {
+        return e;
+    }
+    Lost(format!(
+        "{e}, with {sent} of the batch's {total} jobs sent; the manager drops a batch it did not \
+         get whole, so submit it again (with --idempotency-key, a batch it did get is not stored twice)"
+    ))
+    .into()
+}
+
 /// A submission the manager stored.
 #[derive(Debug)]
 pub struct Submitted {
@@ -258,17 +275,60 @@ pub struct Agents {
 impl Client {
     /// Submits a batch read from `file`; a batch the manager finds invalid
     /// is bad input, described with the file's name.
+    ///
+    /// A batch bigger than a part (`PART_BYTES` encoded) goes as parts of
+    /// its jobs and then its `Submit`, each part dropped once sent; the
+    /// connection must hold for all of them (a lost one is an error that
+    /// says to submit again), since the parts live in it.
     pub async fn submit(
         &mut self,
         file: &Path,
-        batch: BatchSpec,
+        mut batch: BatchSpec,
         idempotency_key: Option<String>,
     ) -> anyhow::Result<Submitted> {
+        let total = batch.jobs.len();
+        let mut part = Vec::new();
+        let mut part_bytes = 0;
+        let mut sent = 0;
+        for job in std::mem::take(&mut batch.jobs) {
+            let size = codec::encode(&job)
+                .map_err(|e| bad_input(format!("{}: job {}: {e}", file.display(), job.name)))?
+                .len();
+            if size > PART_BYTES {
+                return Err(bad_input(format!(
+                    "{}: job {} encodes to {size} bytes, more than the {PART_BYTES} bytes one job may take",
+                    file.display(),
+                    job.name
+                )));
+            }
+            if part_bytes + size > PART_BYTES {
+                sent += part.len();
+                let request = ClientRequest::SubmitPart {
+                    jobs: std::mem::take(&mut part),
+                };
+                let answer = self
+                    .exchange(request)
+                    .await
+                    .map_err(|e| parts_lost(e, sent, total))?;
+                expect!(answer, ClientResponse::PartReceived { .. } => Ok(()))?;
+                part_bytes = 0;
+            }
+            part.push(job);
+            part_bytes += size;
+        }
+        batch.jobs = part;
         let request = ClientRequest::Submit {
             batch,
             idempotency_key,
         };
-        expect!(Submitted::from_answer(self.call(request).await?),
+        let answer = if sent == 0 {
+            self.call(request).await?
+        } else {
+            self.exchange(request)
+                .await
+                .map_err(|e| parts_lost(e, total, total))?
+        };
+        expect!(Submitted::from_answer(answer),
             Ok(submitted) => Ok(submitted),
             Err(ClientResponse::Invalid(errors)) => Err(bad_input(batch::describe(file, &errors))),
         )
@@ -285,7 +345,22 @@ impl Client {
         session: SessionId,
         output: OutputWanted,
     ) -> anyhow::Result<SessionView> {
-        expect!(self.call(ClientRequest::Session { session, output }).await?,
+        self.session_page(session, output, None).await
+    }
+
+    /// A session with only the jobs of `page` (its counts are whole).
+    pub async fn session_page(
+        &mut self,
+        session: SessionId,
+        output: OutputWanted,
+        page: Option<JobPage>,
+    ) -> anyhow::Result<SessionView> {
+        let request = ClientRequest::Session {
+            session,
+            output,
+            page,
+        };
+        expect!(self.call(request).await?,
             ClientResponse::Session(view) => Ok(view))
     }
 

@@ -75,7 +75,15 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             wait,
             idempotency_key,
         } => cmd::submit::run(flags, &file, json, wait, idempotency_key).await,
-        Command::Status { session, json } => cmd::status::run(flags, session, json).await,
+        Command::Status {
+            session,
+            json,
+            offset,
+            limit,
+        } => {
+            let page = cmd::status::page(offset, limit);
+            cmd::status::run(flags, session, json, page).await
+        }
         Command::Sessions { json } => cmd::sessions::run(flags, json).await,
         Command::Wait { session, timeout } => cmd::wait::run(flags, &session, timeout).await,
         Command::Results {

@@ -183,7 +183,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
 /// The action a client request is.
 pub fn action_of(request: &ClientRequest) -> Action {
     match request {
-        ClientRequest::Submit { .. } => Action::Submit,
+        ClientRequest::Submit { .. } | ClientRequest::SubmitPart { .. } => Action::Submit,
         ClientRequest::ListSessions => Action::Read("sessions"),
         ClientRequest::Session { .. } => Action::Read("status"),
         ClientRequest::Logs { .. } => Action::Read("logs"),

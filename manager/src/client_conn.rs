@@ -1,12 +1,17 @@
 //! One actor per client connection: each request goes to the scheduler and
 //! its answer back to the client; a `Watch` turns into a stream of progress.
 //!
+//! A batch too big for one frame comes as `SubmitPart`s of its jobs, held
+//! here until its `Submit` takes them (nothing reaches the scheduler, or
+//! the store, before the whole batch has).
+//!
 //! Requests are read one at a time: the next is read only once the answer
 //! to this one is written out (within `PIPELINE_ALLOWANCE`), so answers keep
 //! request order, and a client that sends requests without reading the
 //! answers holds up only itself. Watch updates go through the same bounded
 //! writer; a client too far behind on them is closed.
 
+use crate::access::{self, Action};
 use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
 use crate::listener::Shared;
 use crate::peer_input::check_request;
@@ -14,6 +19,7 @@ use crate::scheduler::ClientCall;
 use aam_protocol::codec::CodecError;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind};
 use aam_protocol::model::SessionSummary;
+use aam_protocol::spec::JobSpec;
 use actix::prelude::*;
 use futures::StreamExt;
 use std::net::SocketAddr;
@@ -38,6 +44,8 @@ pub struct ClientConn {
     writer: FrameWriter,
     /// One permit: the next request may be read.
     next_request: Rc<Semaphore>,
+    /// Jobs of `SubmitPart`s waiting for their `Submit`.
+    staged: Vec<JobSpec>,
     /// One of the manager's connection slots, held while the connection lives.
     _slot: crate::listener::Slot,
 }
@@ -74,6 +82,7 @@ impl ClientConn {
                 shared,
                 writer: writer.0,
                 next_request,
+                staged: Vec::new(),
                 _slot: slot,
             }
         })
@@ -115,6 +124,34 @@ impl ClientConn {
         }
     }
 
+    /// Holds the jobs of a `SubmitPart` for the next `Submit`, if this
+    /// token may submit and the session stays within its job limit (past
+    /// it, what was held is dropped: the batch cannot be taken).
+    fn stage(&mut self, jobs: Vec<JobSpec>) -> ClientResponse {
+        if !self.who.grant.allows(Action::Submit) {
+            self.staged = Vec::new();
+            return ClientResponse::Error {
+                kind: ErrorKind::PermissionDenied,
+                message: access::denied(&self.who.name, &self.who.grant),
+            };
+        }
+        let limit = self.shared.max_jobs_per_session;
+        let held = self.staged.len() + jobs.len();
+        if held > limit {
+            self.staged = Vec::new();
+            return ClientResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: format!(
+                    "the batch has more than {limit} jobs, the most one session may have (max_jobs_per_session)"
+                ),
+            };
+        }
+        self.staged.extend(jobs);
+        ClientResponse::PartReceived {
+            jobs: u32::try_from(held).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Lets the next request be read once this answer is (mostly) written.
     fn read_next_when_written(&mut self, ctx: &mut Context<Self>) {
         let written = self.writer.drained(PIPELINE_ALLOWANCE);
@@ -150,6 +187,26 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
             self.respond(ctx, ClientResponse::Error { kind, message });
             return self.read_next_when_written(ctx);
         }
+        let request = match request {
+            ClientRequest::SubmitPart { jobs } => {
+                let answer = self.stage(jobs);
+                self.respond(ctx, answer);
+                return self.read_next_when_written(ctx);
+            }
+            ClientRequest::Submit {
+                mut batch,
+                idempotency_key,
+            } if !self.staged.is_empty() => {
+                let mut jobs = std::mem::take(&mut self.staged);
+                jobs.append(&mut batch.jobs);
+                batch.jobs = jobs;
+                ClientRequest::Submit {
+                    batch,
+                    idempotency_key,
+                }
+            }
+            other => other,
+        };
         let watcher =
             matches!(request, ClientRequest::Watch { .. }).then(|| ctx.address().recipient());
         let (reply, answer) = oneshot::channel();

@@ -155,6 +155,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         ),
         peer_slots: peer_limit::PeerSlots::new(config.max_connections_per_peer),
         lease_ms: config.lease_ms,
+        max_jobs_per_session: config.max_jobs_per_session,
         next_worker_id: Arc::new(AtomicU64::new(1)),
         metrics: metrics::Metrics::new(observer, scheduler.clone()),
     };

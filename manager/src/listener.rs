@@ -72,6 +72,8 @@ pub struct Shared {
     /// Authenticated connections open at once per IP address.
     pub peer_slots: crate::peer_limit::PeerSlots,
     pub lease_ms: u64,
+    /// Most jobs a connection may hold in `SubmitPart`s for its `Submit`.
+    pub max_jobs_per_session: usize,
     pub next_worker_id: Arc<AtomicU64>,
     /// What `GET /metrics` shows.
     pub metrics: crate::metrics::Metrics,

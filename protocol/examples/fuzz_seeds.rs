@@ -160,6 +160,7 @@ fn client_requests(batches: &[(String, String)]) -> Vec<ClientRequest> {
         ClientRequest::Session {
             session,
             output: OutputWanted::Tail(4096),
+            page: None,
         },
         ClientRequest::Logs {
             session,

@@ -174,6 +174,7 @@ fn attempt_json(a: &AttemptRecord) -> Value {
 pub fn session_json(view: &SessionView, with_output: bool) -> Value {
     let mut v = summary_json(&view.summary);
     v["jobs"] = view.jobs.iter().map(|j| job_json(j, with_output)).collect();
+    v["offset"] = view.offset.into();
     v["eta"] = estimate_json(&view.eta);
     v["paused"] = paused_json(&view.paused);
     v["waiting"] = waiting_in(view).iter().map(waiting_json).collect();

@@ -71,19 +71,37 @@ pub enum OutputWanted {
     All,
 }
 
+/// A page of a session's jobs: at most `limit` of them, from the one at
+/// index `offset` (in the batch's order) on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPage {
+    pub offset: u32,
+    pub limit: u32,
+}
+
 /// A client's request; each gets one response, except `Watch`, which gets a
 /// `Progress` on every change until the session ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
+    /// Submits a batch; jobs sent before it in `SubmitPart`s on the same
+    /// connection come first, in the order sent.
     Submit {
         batch: BatchSpec,
         /// A key already used returns that session instead of a new one.
         idempotency_key: Option<String>,
     },
+    /// Jobs of a batch too big for one frame, held by the connection until
+    /// its `Submit` (answered `PartReceived`). Nothing is stored before the
+    /// `Submit`; a connection that closes first drops them.
+    SubmitPart {
+        jobs: Vec<crate::spec::JobSpec>,
+    },
     ListSessions,
     Session {
         session: SessionId,
         output: OutputWanted,
+        /// Only these of its jobs (counts and totals are always whole).
+        page: Option<JobPage>,
     },
     /// A job's output from byte offset `from` on (0: all of it).
     Logs {
@@ -192,6 +210,10 @@ pub enum ClientResponse {
         estimate: crate::model::Estimate,
     },
     Invalid(SpecErrors),
+    /// A `SubmitPart` is held: `jobs` jobs so far on this connection.
+    PartReceived {
+        jobs: u32,
+    },
     Sessions {
         sessions: Vec<SessionSummary>,
         /// Limit groups whose jobs are held until a usage limit resets.

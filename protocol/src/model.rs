@@ -602,7 +602,10 @@ pub struct WaitingJob {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
     pub summary: SessionSummary,
+    /// Its jobs, or the page of them asked for (`summary.total` counts all).
     pub jobs: Vec<JobView>,
+    /// Index of the first of `jobs` among the session's jobs.
+    pub offset: u32,
     /// How long until the session ends, from the durations of earlier runs.
     pub eta: Estimate,
     /// Limit groups whose jobs are held until a usage limit resets.

@@ -250,7 +250,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_jobs: 100_000,
+            max_jobs: 1_000_000,
             max_name_len: 128,
             max_field_bytes: 256 * 1024,
             max_argv_len: 4096,

@@ -296,6 +296,7 @@ fn submission() {
     client.write(&ClientRequest::Session {
         session,
         output: aam_protocol::messages::OutputWanted::None,
+        page: None,
     });
     let jobs = match client.read() {
         ClientResponse::Session(view) => view.jobs.len(),
@@ -318,6 +319,7 @@ fn job_state(client: &mut Client, session: SessionId) -> (String, Option<String>
     client.write(&ClientRequest::Session {
         session,
         output: aam_protocol::messages::OutputWanted::None,
+        page: None,
     });
     match client.read() {
         ClientResponse::Session(view) => {
@@ -389,6 +391,7 @@ fn restart() {
     client.write(&ClientRequest::Session {
         session,
         output: aam_protocol::messages::OutputWanted::None,
+        page: None,
     });
     let jobs = match client.read() {
         ClientResponse::Session(view) => view.jobs.len(),

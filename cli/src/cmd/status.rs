@@ -1,18 +1,36 @@
-//! `aam status [SESSION]`: one session's jobs, or without one, every session.
+//! `aam status [SESSION]`: one session's jobs (a page of them), or without
+//! one, every session.
 
 use super::{print_json, session_arg};
 use crate::args::ManagerFlags;
 use crate::{endpoint, render};
-use aam_protocol::messages::OutputWanted;
+use aam_protocol::messages::{JobPage, OutputWanted};
 use aam_protocol::now_ms;
 
-pub async fn run(flags: &ManagerFlags, session: Option<String>, json: bool) -> anyhow::Result<i32> {
+/// Jobs shown when `--limit` is not given: a screenful of pages, not a
+/// million-line answer.
+pub const DEFAULT_LIMIT: u32 = 1000;
+
+/// The page `--offset` and `--limit` ask for (`--limit 0`: every job).
+pub fn page(offset: u32, limit: u32) -> JobPage {
+    JobPage {
+        offset,
+        limit: if limit == 0 { u32::MAX } else { limit },
+    }
+}
+
+pub async fn run(
+    flags: &ManagerFlags,
+    session: Option<String>,
+    json: bool,
+    page: JobPage,
+) -> anyhow::Result<i32> {
     let Some(id) = session else {
         return super::sessions::run(flags, json).await;
     };
     let mut client = endpoint::connect(flags).await?;
     let view = client
-        .session(session_arg(&id)?, OutputWanted::None)
+        .session_page(session_arg(&id)?, OutputWanted::None, Some(page))
         .await?;
     if json {
         print_json(&render::session_json(&view, false));

@@ -103,7 +103,28 @@ pub fn session_table(view: &SessionView, now_ms: u64) -> String {
     for j in &view.jobs {
         out.push_str(&job_row(view, j, agents));
     }
+    out.push_str(&page_line(view));
     out
+}
+
+/// Which jobs a page showed and how to see the others; nothing when it
+/// showed them all.
+fn page_line(view: &SessionView) -> String {
+    let (first, shown, total) = (view.offset, view.jobs.len() as u32, view.summary.total);
+    if first == 0 && shown >= total {
+        return String::new();
+    }
+    let mut line = if shown == 0 {
+        format!("\nno jobs from --offset {first}: the session has {total}")
+    } else {
+        format!("\njobs {}-{} of {total} shown", first + 1, first + shown)
+    };
+    let next = first.saturating_add(shown);
+    if shown > 0 && next < total {
+        line.push_str(&format!("; the next with --offset {next}"));
+    }
+    line.push('\n');
+    line
 }
 
 /// A job's line in `session_table`, with its cost when `cost_column`.

@@ -99,6 +99,7 @@ pub fn session(status: SessionStatus, jobs: Vec<JobView>) -> SessionView {
     SessionView {
         summary,
         jobs,
+        offset: 0,
         eta: Estimate::default(),
         paused: Vec::new(),
     }

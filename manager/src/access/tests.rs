@@ -52,6 +52,7 @@ fn requests_map_to_actions_and_refusals_name_token_and_role() {
     let view = ClientRequest::Session {
         session,
         output: OutputWanted::None,
+        page: None,
     };
     assert_eq!(check("ro", &read, &view), Ok(()));
     let gc = ClientRequest::Gc {

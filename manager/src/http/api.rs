@@ -9,7 +9,7 @@ use super::Http;
 use crate::peer_input::check_request;
 use crate::scheduler::ClientCall;
 use aam_protocol::json;
-use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, OutputWanted};
+use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, JobPage, OutputWanted};
 use aam_protocol::spec::{parse_batch, validate, Format, Limits};
 use aam_protocol::SessionId;
 use actix_web::http::{header, StatusCode};
@@ -170,21 +170,44 @@ async fn view(
     who: &Caller,
     id: &str,
     output: OutputWanted,
+    page: Option<JobPage>,
 ) -> Result<aam_protocol::model::SessionView, ApiError> {
     let session = session_id(id)?;
-    match call(http, ClientRequest::Session { session, output }, who).await? {
+    let request = ClientRequest::Session {
+        session,
+        output,
+        page,
+    };
+    match call(http, request, who).await? {
         ClientResponse::Session(view) => Ok(view),
         other => Err(ApiError::unexpected(&other)),
     }
 }
 
-/// `aam status ID --json`.
+/// `?offset=N&limit=N`: a page of a session's jobs (either alone pages).
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    offset: Option<u32>,
+    limit: Option<u32>,
+}
+
+impl PageQuery {
+    fn page(&self) -> Option<JobPage> {
+        (self.offset.is_some() || self.limit.is_some()).then(|| JobPage {
+            offset: self.offset.unwrap_or(0),
+            limit: self.limit.unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// `aam status ID --json [--offset N] [--limit N]`.
 async fn session(
     http: web::Data<Http>,
     who: web::ReqData<Caller>,
     id: web::Path<String>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = view(&http, &who, &id, OutputWanted::None).await?;
+    let view = view(&http, &who, &id, OutputWanted::None, query.page()).await?;
     Ok(json_ok(json::session_json(&view, false)))
 }
 
@@ -201,7 +224,7 @@ async fn results(
     id: web::Path<String>,
     query: web::Query<ResultsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = view(&http, &who, &id, OutputWanted::All).await?;
+    let view = view(&http, &who, &id, OutputWanted::All, None).await?;
     Ok(json_ok(json::results_json(&view, query.failed)))
 }
 

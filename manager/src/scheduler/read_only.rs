@@ -104,7 +104,9 @@ impl Scheduler {
             | ClientRequest::Say { .. }
             | ClientRequest::DecidePermission { .. }
             | ClientRequest::Continue { .. } => true,
-            ClientRequest::Patch { .. } | ClientRequest::Audit { .. } => false,
+            ClientRequest::Patch { .. }
+            | ClientRequest::Audit { .. }
+            | ClientRequest::SubmitPart { .. } => false,
             ClientRequest::ListSessions
             | ClientRequest::Session { .. }
             | ClientRequest::Logs { .. }

@@ -172,11 +172,16 @@ impl Scheduler {
                 paused: self.state.paused_groups(now),
                 waiting: self.state.waiting(),
             }),
-            ClientRequest::Session { session, output } => {
+            ClientRequest::Session {
+                session,
+                output,
+                page,
+            } => {
                 let stored = self.output_reader();
+                let budget = self.answer_budget;
                 match self
                     .state
-                    .view(session, output, self.answer_budget, &stored, now)
+                    .view_page(session, output, page, budget, &stored, now)
                 {
                     Some(view) => Reply::Answer(ClientResponse::Session(view)),
                     None => StateError::NoSession(session).into(),
@@ -225,6 +230,12 @@ impl Scheduler {
                 prompt,
             } => self.continue_job(session, &job, prompt, &who.name, now),
             ClientRequest::Audit { since_ms } => self.read_audit(since_ms),
+            // Held by the client's connection until its `Submit`; one that
+            // reaches here came another way (the HTTP API takes whole batches).
+            ClientRequest::SubmitPart { .. } => Reply::Answer(ClientResponse::Error {
+                kind: ErrorKind::BadRequest,
+                message: "parts of a batch are taken only on a client connection".into(),
+            }),
             ClientRequest::Say { session, job, text } => {
                 self.say(session, job.as_deref(), &text, &who.name, now, effects)
             }

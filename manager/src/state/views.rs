@@ -10,7 +10,7 @@ use crate::estimate::{estimate, Remaining};
 use crate::schedule::{why_waiting, WorkerCapacity};
 use aam_protocol::account::account_group;
 use aam_protocol::agent_run::LimitPause;
-use aam_protocol::messages::{AgentInfo, OutputWanted};
+use aam_protocol::messages::{AgentInfo, JobPage, OutputWanted};
 use aam_protocol::model::{Estimate, JobRecord, JobStatus, JobView, SessionSummary, SessionView};
 use aam_protocol::output::{tail_of, OutputCapture};
 use aam_protocol::spec::Dependency;
@@ -51,12 +51,30 @@ impl State {
         stored: &OutputReader,
         now: u64,
     ) -> Option<SessionView> {
+        self.view_page(id, wanted, None, budget, stored, now)
+    }
+
+    /// [`State::view`] of the jobs of `page` only; counts and totals are
+    /// the whole session's. A page past the end has no jobs.
+    pub fn view_page(
+        &self,
+        id: SessionId,
+        wanted: OutputWanted,
+        page: Option<JobPage>,
+        budget: usize,
+        stored: &OutputReader,
+        now: u64,
+    ) -> Option<SessionView> {
         let entry = self.sessions.get(id)?;
         let capacities = self.capacities(false);
         let mut spent = 0usize;
-        let jobs = entry
-            .jobs()
+        let all = entry.jobs();
+        let (offset, limit) =
+            page.map_or((0, all.len()), |p| (p.offset as usize, p.limit as usize));
+        let jobs = all
             .iter()
+            .skip(offset)
+            .take(limit)
             .map(|job| {
                 let mut view = self.job_view(entry, job, &capacities, now);
                 (view.output, view.output_bytes) = match wanted {
@@ -75,6 +93,7 @@ impl State {
         Some(SessionView {
             summary: entry.summary(),
             jobs,
+            offset: offset as u32,
             eta: self.estimate(id, now),
             paused: self.pauses_of(entry, now),
         })

@@ -115,6 +115,7 @@ pub fn permission() {
                 client.write(&ClientRequest::Session {
                     session: id,
                     output: OutputWanted::None,
+                    page: None,
                 });
                 let ClientResponse::Session(view) = client.read() else {
                     panic!("status failed")

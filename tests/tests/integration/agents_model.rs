@@ -137,6 +137,7 @@ fn view(c: &Cluster, session: SessionId) -> SessionView {
     let request = ClientRequest::Session {
         session,
         output: OutputWanted::None,
+        page: None,
     };
     match ask(c, request) {
         ClientResponse::Session(view) => view,

@@ -7,6 +7,7 @@ mod agents_e2e;
 mod agents_model;
 mod audit_quotas;
 mod bad_input;
+mod big_batches;
 mod chaos;
 mod claude_code;
 mod completions;

@@ -40,6 +40,7 @@ fn a_client_that_never_reads_its_answers_does_not_grow_the_manager() {
     let all = ClientRequest::Session {
         session: id,
         output: OutputWanted::All,
+        page: None,
     };
     for _ in 0..answers {
         flood.send(&all);
@@ -50,6 +51,7 @@ fn a_client_that_never_reads_its_answers_does_not_grow_the_manager() {
     let small = ClientRequest::Session {
         session: id,
         output: OutputWanted::None,
+        page: None,
     };
     let bound = 100 * 1024;
     for round in 0..answers * 4 {

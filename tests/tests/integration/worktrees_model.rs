@@ -109,6 +109,7 @@ fn job_view(c: &Cluster, session: SessionId, name: &str) -> JobView {
     let request = ClientRequest::Session {
         session,
         output: OutputWanted::None,
+        page: None,
     };
     let ClientResponse::Session(view) = ask(c, request) else {
         panic!("no session {session}");
@@ -247,6 +248,7 @@ fn a_job_of_variants_picks_the_smallest_passing_change_and_answers_its_patch() {
     let request = ClientRequest::Session {
         session: id,
         output: OutputWanted::None,
+        page: None,
     };
     let ClientResponse::Session(view) = ask(&c, request) else {
         panic!("no session");
