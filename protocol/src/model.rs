@@ -314,8 +314,9 @@ pub struct JobRecord {
     /// The worker it must run on (a follow-up resumes a conversation that
     /// lives in that machine's files).
     pub pinned_worker: Option<String>,
-    /// What its current (or last) attempt's agent did.
-    pub agent_run: Option<AgentRun>,
+    /// What its current (or last) attempt's agent did (boxed: most queued
+    /// jobs have none, and a job record should stay small).
+    pub agent_run: Option<Box<AgentRun>>,
     pub isolation: Isolation,
     /// What a worktree job's branch starts from, as given: a ref or commit,
     /// or `job:NAME`.
@@ -330,7 +331,7 @@ pub struct JobRecord {
     pub variant_jobs: Vec<u32>,
     pub pick: Option<VariantPick>,
     /// What a worktree job changed (the winner's, for a job of variants).
-    pub change: Option<JobChange>,
+    pub change: Option<Box<JobChange>>,
     /// A follow-up continues this branch in a worktree at this key's path
     /// (`s4/fix`: its first job's), rather than a new branch.
     pub continues_branch: Option<(String, String)>,
@@ -448,7 +449,7 @@ impl JobRecord {
             outcome,
             reason: reason.clone(),
             teardown: teardown.clone(),
-            agent_run: self.agent_run.clone(),
+            agent_run: self.agent_run.as_deref().cloned(),
             setup_ms: None,
             teardown_ms: None,
         });

@@ -204,7 +204,9 @@ impl State {
                 let live = entry.live_agents.get(&job.key.index);
                 let spend = match live {
                     Some(live) => live.spend.cost_usd,
-                    None => super::Spend::of(job.agent_run.as_ref(), &self.config.prices).cost_usd,
+                    None => {
+                        super::Spend::of(job.agent_run.as_deref(), &self.config.prices).cost_usd
+                    }
                 };
                 *cost.entry(account).or_default() += spend;
             }

@@ -112,7 +112,7 @@ impl State {
         // `job_mut` marks the record to be stored: only when it is.
         if let Some(run) = stored {
             if let Some(job) = self.job_mut(key) {
-                job.agent_run = Some(run);
+                job.agent_run = Some(Box::new(run));
             }
         }
         self.sessions.notify(key.session);
@@ -155,7 +155,7 @@ impl State {
             self.config.metrics.agent_spent(agent, s.cost_usd, tokens);
         }
         if let Some(job) = self.job_mut(key) {
-            job.agent_run = Some(live.run);
+            job.agent_run = Some(Box::new(live.run));
         }
     }
 
@@ -167,7 +167,7 @@ impl State {
     ) -> Option<&'a AgentRun> {
         match entry.live_agents.get(&job.key.index) {
             Some(live) => Some(&live.run),
-            None => job.agent_run.as_ref(),
+            None => job.agent_run.as_deref(),
         }
     }
 

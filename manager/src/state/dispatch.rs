@@ -344,7 +344,7 @@ impl State {
                 output_bytes,
                 answer,
                 agent_error,
-                change: dep.change.clone(),
+                change: dep.change.as_deref().cloned(),
             });
         }
         out

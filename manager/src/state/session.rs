@@ -82,7 +82,7 @@ impl SessionEntry {
                 spent.add(Spend::of(attempt.agent_run.as_ref(), prices));
             }
             if let (JobStatus::Running, Some(run)) = (job.status, &job.agent_run) {
-                live_agents.insert(i as u32, LiveAgent::restored(run.clone(), prices));
+                live_agents.insert(i as u32, LiveAgent::restored((**run).clone(), prices));
             }
         }
         SessionEntry {

@@ -137,7 +137,7 @@ pub(super) fn pick(variants: &[&JobRecord]) -> (Option<usize>, VariantPick) {
         );
     };
     let winner = variants[best];
-    let change = describe(winner.change.as_ref());
+    let change = describe(winner.change.as_deref());
     let mut reason = match passing.len() {
         1 => format!(
             "{} passed ({change}), the only one of the {n} variants that did",

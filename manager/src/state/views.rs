@@ -161,7 +161,7 @@ impl State {
             output: Vec::new(),
             output_bytes: 0,
             agent: self.agent_view(entry, job),
-            change: job.change.clone(),
+            change: job.change.as_deref().cloned(),
             variant: job.variant,
             variants: job
                 .variant_jobs

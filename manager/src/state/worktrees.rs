@@ -200,7 +200,7 @@ impl State {
             ),
         };
         let base = match base_job(entry, job) {
-            Some(Ok(source)) => source.change.as_ref().map(tip),
+            Some(Ok(source)) => source.change.as_deref().map(tip),
             Some(Err(why)) => return Err(why),
             None => job.base.clone(),
         };
@@ -235,7 +235,7 @@ impl State {
             None => Vec::new(),
         };
         if let Some(job) = self.job_mut(key) {
-            job.change = change;
+            job.change = change.map(Box::new);
         }
         if patch.is_empty() && attempt.attempt <= 1 {
             return;
@@ -291,7 +291,7 @@ impl State {
             Some((_, patch)) => patch.clone(),
             None => stored(source.key).unwrap_or_default(),
         };
-        Ok((change.clone(), patch))
+        Ok(((**change).clone(), patch))
     }
 
     /// The branches of the worktree jobs of sessions being removed, by the

@@ -145,7 +145,7 @@ fn a_tie_goes_to_the_earliest_and_a_change_of_nothing_is_the_smallest() {
     );
     let one = |change: JobChange| JobRecord {
         status: JobStatus::Succeeded,
-        change: Some(change),
+        change: Some(Box::new(change)),
         ..JobRecord::new(
             JobKey {
                 session: id,

@@ -306,7 +306,7 @@ fn a_parent_of_variants_answers_its_winner_s_patch() {
 #[test]
 fn a_new_attempt_forgets_the_last_one_s_change_and_a_retry_the_pick() {
     let mut job = JobRecord {
-        change: Some(change("b", 1, 0)),
+        change: Some(Box::new(change("b", 1, 0))),
         pick: Some(aam_protocol::worktree::VariantPick {
             winner: None,
             reason: "none".into(),
@@ -322,7 +322,7 @@ fn a_new_attempt_forgets_the_last_one_s_change_and_a_retry_the_pick() {
     };
     job.reset_for_rerun();
     assert_eq!((job.change.is_none(), job.pick.is_none()), (true, true));
-    job.change = Some(change("b", 1, 0));
+    job.change = Some(Box::new(change("b", 1, 0)));
     job.begin_attempt("w".into(), 1);
     assert!(job.change.is_none());
 }
