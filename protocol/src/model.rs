@@ -296,12 +296,12 @@ pub struct JobRecord {
     pub progress_message: Option<String>,
     /// Set by `aam cancel` while the attempt is being stopped.
     pub cancel_requested: bool,
-    pub teardown: Option<TeardownReceipt>,
+    pub teardown: Option<Box<TeardownReceipt>>,
     /// Ended attempts, oldest first.
     pub history: Vec<AttemptRecord>,
     /// A gate: runs nothing, waits for a decision.
     pub gate: bool,
-    pub decision: Option<GateDecision>,
+    pub decision: Option<Box<GateDecision>>,
     pub priority: i32,
     /// Worker labels it needs.
     pub requires: BTreeMap<String, String>,
@@ -454,7 +454,7 @@ impl JobRecord {
             teardown_ms: None,
         });
         self.exit = exit;
-        self.teardown = teardown;
+        self.teardown = teardown.map(Box::new);
         self.finished_at_ms = Some(now_ms);
         self.reason = reason;
     }
@@ -539,7 +539,7 @@ pub struct JobView {
     pub teardown: Option<TeardownReceipt>,
     pub history: Vec<AttemptRecord>,
     pub gate: bool,
-    pub decision: Option<GateDecision>,
+    pub decision: Option<Box<GateDecision>>,
     pub priority: i32,
     pub requires: BTreeMap<String, String>,
     pub depends_on: Vec<crate::spec::Dependency>,

@@ -270,12 +270,12 @@ impl State {
             (JobStatus::Failed, "rejected")
         };
         if let Some(job) = self.job_mut(key) {
-            job.decision = Some(GateDecision {
+            job.decision = Some(Box::new(GateDecision {
                 approved: approve,
                 by: who.to_string(),
                 at_ms: now,
                 comment: comment.clone(),
-            });
+            }));
             job.finished_at_ms = Some(now);
             job.started_at_ms.get_or_insert(now);
             job.reason = Some(match &comment {

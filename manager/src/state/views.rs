@@ -148,7 +148,7 @@ impl State {
             requires: job.requires.clone(),
             progress: job.progress,
             progress_message: job.progress_message.clone(),
-            teardown: job.teardown.clone(),
+            teardown: job.teardown.as_deref().cloned(),
             history: job.history.clone(),
             depends_on: job
                 .depends_on
