@@ -1,6 +1,7 @@
 //! Benchmarks against the real binaries (run with `cargo bench -p aam-tests`):
 //! dispatch throughput against raw spawning and xargs -P2, sequential
-//! session latency, a 100,000-job submission's ack time and memory, the
+//! session latency, a 100,000-job submission's ack time, memory and first
+//! status page, and a restart holding it (`AAM_BENCH_QUEUED` jobs), the
 //! worker's CPU per agent job against a plain command job, and the time a
 //! git worktree adds to a job.
 //! Figures go to BENCHMARKS.md; this prints them and asserts nothing of
