@@ -7,8 +7,8 @@ use crate::{endpoint, render};
 use aam_protocol::messages::{JobPage, OutputWanted};
 use aam_protocol::now_ms;
 
-/// Jobs shown when `--limit` is not given: a screenful of pages, not a
-/// million-line answer.
+/// Jobs shown when `--limit` is not given: enough to read, and never a
+/// million-job answer.
 pub const DEFAULT_LIMIT: u32 = 1000;
 
 /// The page `--offset` and `--limit` ask for (`--limit 0`: every job).

@@ -195,6 +195,32 @@ mod tests {
     use aam_protocol::model::SessionStatus;
     use serde_json::{json, Value};
 
+    #[test]
+    fn a_page_says_which_jobs_it_shows_and_where_the_next_starts() {
+        let page = |offset: u32, shown: usize, total: u32| {
+            let jobs = (0..shown)
+                .map(|i| job(&format!("t{i}"), JobStatus::Queued, ""))
+                .collect();
+            let mut view = session(SessionStatus::Running, jobs);
+            (view.offset, view.summary.total) = (offset, total);
+            page_line(&view)
+        };
+        assert_eq!(page(0, 3, 3), "", "a whole session needs no footer");
+        assert_eq!(
+            page(0, 2, 5),
+            "\njobs 1-2 of 5 shown; the next with --offset 2\n"
+        );
+        assert_eq!(
+            page(3, 2, 5),
+            "\njobs 4-5 of 5 shown\n",
+            "the last page has no next"
+        );
+        assert_eq!(
+            page(9, 0, 5),
+            "\nno jobs from --offset 9: the session has 5\n"
+        );
+    }
+
     /// A review that is running, its tests, and a fix stopped past its budget.
     fn mixed() -> SessionView {
         let mut review = agent_job(
