@@ -231,9 +231,13 @@ fn a_restarted_manager_takes_back_its_launched_worker_and_stops_one_it_cannot() 
         sweep.containers().is_empty().then_some(())
     })
     .unwrap_or_else(|| panic!("the unwanted worker was not stopped\n{}", c.logs()));
+    // Either the manager saw it running and stopped it, or the worker,
+    // refused its token, exited first and the manager removed what was
+    // left: which comes first is a race, and either frees the machine.
     let log = c.manager.as_ref().unwrap().log_text();
     assert!(
-        log.contains("stopping a worker this manager cannot take back"),
+        log.contains("stopping a worker this manager cannot take back")
+            || log.contains("rejected connection: invalid token"),
         "{log}"
     );
 }
