@@ -42,6 +42,8 @@
 //! to `needs input` in status and on the event stream
 //! (`throughput/permission.rs`). `providers`: a launch decision's cost and
 //! submit to first job with a podman provider (`throughput/providers.rs`).
+//! `scale`: the model's cost per operation by queued jobs and workers
+//! (`throughput/scale.rs`).
 //!
 //! The binaries are built from this tree, unless `AAM_BIN_DIR` names a
 //! directory holding `aam-manager`, `aam-worker` and `aam`: then those run
@@ -63,6 +65,8 @@ mod permission;
 mod providers;
 #[path = "throughput/say.rs"]
 mod say;
+#[path = "throughput/scale.rs"]
+mod scale;
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, Role};
 use aam_protocol::model::SessionStatus;
@@ -709,6 +713,9 @@ fn main() {
     }
     if wanted("providers") {
         providers::providers();
+    }
+    if wanted("scale") {
+        scale::scale();
     }
 }
 

@@ -93,7 +93,7 @@ impl State {
     }
 
     /// Running jobs by account: those whose current attempt runs on it.
-    fn running_by_account(&self) -> HashMap<&str, Vec<JobKey>> {
+    pub(super) fn running_by_account(&self) -> HashMap<&str, Vec<JobKey>> {
         let mut out: HashMap<&str, Vec<JobKey>> = HashMap::new();
         if self.config.accounts.is_empty() {
             return out;
@@ -123,9 +123,9 @@ impl State {
         Starts {
             room: self.resume_rooms(now),
             running: self
-                .running_by_account()
-                .into_iter()
-                .map(|(a, keys)| (a.to_string(), keys.len() as u32))
+                .held
+                .on_accounts()
+                .map(|(a, n)| (a.to_string(), n))
                 .collect(),
             chosen: HashMap::new(),
         }

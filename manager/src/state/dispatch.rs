@@ -46,6 +46,8 @@ impl State {
     /// The assignments carry no inputs yet (`inputs_for` reads outputs).
     /// Jobs refused for their budget end here.
     pub fn dispatch(&mut self, now: u64) -> Vec<(WorkerId, Assignment)> {
+        #[cfg(test)]
+        self.check_held();
         let capacities = self.capacities(true);
         if self.queue.is_empty() || capacities.iter().all(|c| c.free == 0) {
             return Vec::new();
@@ -255,6 +257,7 @@ impl State {
         if let Some(group) = group {
             self.note_resume_start(&group, now);
         }
+        self.hold(key);
         assignment
     }
 

@@ -26,6 +26,7 @@ mod counts;
 mod deps;
 mod dispatch;
 mod follow_up;
+mod held;
 mod limits;
 mod notices;
 mod owners;
@@ -219,6 +220,8 @@ pub struct State {
     owners: owners::Owners,
     /// Providers of workers on demand, as their loop last saw them.
     providers: Vec<aam_protocol::model::ProviderView>,
+    /// What running jobs hold (resources, accounts), for dispatch.
+    held: held::Held,
 }
 
 impl State {
@@ -244,6 +247,7 @@ impl State {
             transitions: Vec::new(),
             owners: owners::Owners::default(),
             providers: Vec::new(),
+            held: held::Held::default(),
         }
     }
 
@@ -259,6 +263,9 @@ impl State {
 
     fn set_status(&mut self, key: JobKey, status: JobStatus) {
         let was = self.job(key).map(|j| j.status);
+        if was == Some(JobStatus::Running) && status != JobStatus::Running {
+            self.held.release(key);
+        }
         self.sessions.set_status(key, status);
         self.note_status(key, was, status);
     }

@@ -59,6 +59,7 @@ impl State {
     fn restore_queue_and_orphans(&mut self, now: u64) {
         let deadline = now + self.config.reconnect_grace_ms;
         let mut queued = Vec::new();
+        let mut running = Vec::new();
         for job in self.sessions.values().flat_map(|s| s.jobs().iter()) {
             if let (JobStatus::Succeeded, Some(exit)) = (job.status, job.exit) {
                 self.history.record(&duration_key(job), exit.duration_ms);
@@ -76,12 +77,16 @@ impl State {
                         instance: None,
                     };
                     self.orphans.insert(job.key, orphan);
+                    running.push(job.key);
                 }
                 _ => {}
             }
         }
         for (key, priority) in queued {
             self.queue.push_back(key, priority, now);
+        }
+        for key in running {
+            self.hold(key);
         }
     }
 

@@ -1,9 +1,10 @@
-//! Shared resources (issue 15): what running jobs hold, derived each time
-//! from the jobs that run (those on a worker, and orphans waiting for
-//! theirs), never kept as a counter: a job that ends, is requeued with its
-//! lost worker or is cancelled holds nothing from that moment on, and a
-//! restart rebuilds holdings from the stored running jobs. O(running jobs),
-//! and nothing at all when the manager declares no resources.
+//! Shared resources (issue 15): who holds what, derived from the jobs that
+//! run (those on a worker, and orphans waiting for theirs) for the views
+//! that name holders: a job that ends, is requeued with its lost worker or
+//! is cancelled holds nothing from that moment on, and a restart rebuilds
+//! holdings from the stored running jobs. O(running jobs), and nothing at
+//! all when the manager declares no resources. Dispatch reads the room
+//! left from the tally in `held`, which the unit tests check against this.
 
 use super::State;
 use crate::schedule::{fits, ResourceRoom};
@@ -54,8 +55,19 @@ impl State {
         by
     }
 
-    /// Units of each resource no running job holds, for dispatch.
+    /// Units of each resource no running job holds, for dispatch: from
+    /// the tally (`held`), O(resources).
     pub(super) fn resource_room(&self) -> ResourceRoom {
+        self.config
+            .resources
+            .iter()
+            .map(|(name, &capacity)| (name.clone(), capacity.saturating_sub(self.held.units(name))))
+            .collect()
+    }
+
+    /// `resource_room` derived from the running jobs, to check the tally.
+    #[cfg(test)]
+    pub(super) fn resource_room_derived(&self) -> ResourceRoom {
         self.room_left(&self.holders_by_resource())
     }
 
@@ -96,11 +108,11 @@ impl State {
         if job.uses.is_empty() {
             return None;
         }
-        let by = self.holders_by_resource();
-        let room = self.room_left(&by);
-        if fits(&job.uses, &room) {
+        if fits(&job.uses, &self.resource_room()) {
             return None;
         }
+        let by = self.holders_by_resource();
+        let room = self.room_left(&by);
         let claim = job
             .uses
             .iter()
