@@ -111,7 +111,10 @@ fn is_of(provider: &str, worker: &str) -> bool {
 }
 
 async fn tick(runs: &mut [ProviderRun], setup: &Setup) {
-    let Ok(capacity) = setup.scheduler.send(CountCapacity).await else {
+    let launchable = runs.iter().fold(0u32, |n, run| {
+        n.saturating_add(run.def.max_workers.saturating_mul(run.def.slots.max(1)))
+    });
+    let Ok(capacity) = setup.scheduler.send(CountCapacity { launchable }).await else {
         return;
     };
     let connected: HashSet<&str> = capacity

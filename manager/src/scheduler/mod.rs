@@ -331,16 +331,19 @@ impl Handler<ProvidersSeen> for Scheduler {
     }
 }
 
-/// The model's capacity, for the providers' launch decision.
+/// The model's capacity, for the providers' launch decision: `launchable`
+/// is the most job slots the providers could bring (`State::capacity`).
 #[derive(Message)]
 #[rtype(result = "crate::state::Capacity")]
-pub struct CountCapacity;
+pub struct CountCapacity {
+    pub launchable: u32,
+}
 
 impl Handler<CountCapacity> for Scheduler {
     type Result = MessageResult<CountCapacity>;
 
-    fn handle(&mut self, _: CountCapacity, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.capacity(now_ms()))
+    fn handle(&mut self, msg: CountCapacity, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.capacity(now_ms(), msg.launchable))
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`next_step`: retry after a backoff with jitter, requeue, or end).
 
 use super::agent_runs::classify_agent_end;
+use super::queue::End;
 use super::worktrees::verify_failure;
 use super::{duration_key, State, WorkerId};
 use aam_protocol::agent_run::AgentRun;
@@ -476,10 +477,9 @@ impl State {
             }
             Next::Requeue => {
                 job.worker = None;
-                let priority = job.priority;
                 self.set_status(key, JobStatus::Queued);
                 // It was dispatched before anything still queued: it goes first.
-                self.queue.push_front(key, priority, now);
+                self.enqueue(key, End::Front, now);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! their pick); those whose condition can no longer hold are skipped, and
 //! so on down the chain.
 
+use super::queue::End;
 use super::session::SessionEntry;
 use super::variants::edge_condition;
 use super::{State, AWAITING};
@@ -109,9 +110,8 @@ impl State {
             self.sessions.notify(key.session);
             self.note_gate_waiting(key);
         } else {
-            let priority = job.priority;
             self.set_status(key, JobStatus::Queued);
-            self.queue.push_back(key, priority, now);
+            self.enqueue(key, End::Back, now);
         }
     }
 

@@ -12,6 +12,7 @@
 //! winner).
 
 use super::budget::OverBudget;
+use super::queue::End;
 use super::worktrees::{change_source, pin_of, Pin};
 use super::{OutputReader, State, WorkerId, INPUTS_BUDGET, INPUT_OUTPUT_CAP};
 use crate::schedule::{plan_claiming, Candidate, Labels};
@@ -270,11 +271,10 @@ impl State {
             if job.status != JobStatus::Queued || job.not_before_ms != Some(due) {
                 continue;
             }
-            let priority = job.priority;
             if let Some(job) = self.job_mut(key) {
                 job.not_before_ms = None;
             }
-            self.queue.push_back(key, priority, due);
+            self.enqueue(key, End::Back, due);
             released += 1;
         }
         released

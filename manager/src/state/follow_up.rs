@@ -12,7 +12,7 @@
 
 use super::worktrees::JOB_BASE;
 use super::{State, StateError};
-use aam_protocol::model::JobRecord;
+use aam_protocol::model::{JobRecord, JobStatus};
 use aam_protocol::spec::{validate, BatchSpec, JobKind, JobSpec, SpecErrors};
 use aam_protocol::worktree::{branch_name, Isolation};
 use aam_protocol::SessionId;
@@ -165,6 +165,11 @@ impl State {
                 job.base = worktree.at;
                 job.verify = worktree.verify;
             }
+        }
+        // Queued with the labels it was submitted with: again, with those
+        // its branch adds (the queue counts jobs by the labels they require).
+        if self.job(key).is_some_and(|j| j.status == JobStatus::Queued) {
+            self.enqueue(key, super::queue::End::Back, now);
         }
         Ok((id, count))
     }

@@ -222,6 +222,9 @@ pub struct State {
     providers: Vec<aam_protocol::model::ProviderView>,
     /// What running jobs hold (resources, accounts), for dispatch.
     held: held::Held,
+    /// Big sessions' estimates and limit groups, for their status pages
+    /// (a cache: a view takes `&self`; the scheduler is its one thread).
+    facts: std::cell::RefCell<HashMap<SessionId, views::SessionFacts>>,
 }
 
 impl State {
@@ -248,6 +251,7 @@ impl State {
             owners: owners::Owners::default(),
             providers: Vec::new(),
             held: held::Held::default(),
+            facts: Default::default(),
         }
     }
 

@@ -2,8 +2,12 @@
 //! the order they became queued (FIFO across sessions); and the retries
 //! waiting for their backoff before they join it. It holds keys only; the
 //! jobs' records say whether a key is still worth dispatching, and since
-//! when each waits (for the dispatch latency metric).
+//! when each waits (for the dispatch latency metric); and how many wait in
+//! each group of required labels, so a walk that needs only so many of
+//! each group (the providers' capacity) knows when it has seen enough.
 
+use super::State;
+use crate::schedule::Labels;
 use aam_protocol::JobKey;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -11,11 +15,36 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// A place in the queue: higher priority first, then arrival order.
 type Position = (Reverse<i32>, i64);
 
+/// A group of queued jobs: those requiring the same labels.
+pub type GroupId = usize;
+
+/// Which end of its priority a job joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Back,
+    /// Dispatched before anything still queued: it goes first.
+    Front,
+}
+
+/// A queued job's place, since when it waits (ms), and its group.
+#[derive(Clone, Copy)]
+struct Place {
+    at: Position,
+    since: u64,
+    group: GroupId,
+}
+
 #[derive(Default)]
 pub struct Queue {
     order: BTreeMap<Position, JobKey>,
-    /// Where each queued job sits in `order`, and since when it is queued (ms).
-    position: HashMap<JobKey, (Position, u64)>,
+    /// Where each queued job sits in `order`.
+    position: HashMap<JobKey, Place>,
+    /// The label sets jobs were queued with, interned (never removed:
+    /// there are as many as distinct `requires`, and few in practice).
+    groups: Vec<Labels>,
+    group_of: HashMap<Labels, GroupId>,
+    /// Jobs queued in each group.
+    in_group: Vec<u32>,
     /// The next arrival number at the back; the next (decreasing) at the front.
     back: i64,
     front: i64,
@@ -24,27 +53,59 @@ pub struct Queue {
     due_of: HashMap<JobKey, u64>,
 }
 
+impl State {
+    /// Queues a job (at `end` of its priority, in the group of the labels
+    /// it requires); it is queued since `now`.
+    pub(super) fn enqueue(&mut self, key: JobKey, end: End, now: u64) {
+        let Some(job) = self.sessions.job(key) else {
+            return;
+        };
+        self.queue.push(key, job.priority, &job.requires, end, now);
+    }
+}
+
 impl Queue {
-    /// Puts a job at the back of its priority; it is queued since `now`.
-    pub fn push_back(&mut self, key: JobKey, priority: i32, now: u64) {
-        let at = (Reverse(priority), self.back);
-        self.back += 1;
-        self.place(key, at, now);
-    }
-
-    /// Puts a job at the front of its priority (it was dispatched before
-    /// anything still queued).
-    pub fn push_front(&mut self, key: JobKey, priority: i32, now: u64) {
-        self.front -= 1;
-        let at = (Reverse(priority), self.front);
-        self.place(key, at, now);
-    }
-
-    fn place(&mut self, key: JobKey, at: Position, now: u64) {
-        if let Some((old, _)) = self.position.insert(key, (at, now)) {
-            self.order.remove(&old);
-        }
+    /// Puts a job at `end` of its priority; it is queued since `now`.
+    pub fn push(&mut self, key: JobKey, priority: i32, requires: &Labels, end: End, now: u64) {
+        let n = match end {
+            End::Back => {
+                self.back += 1;
+                self.back - 1
+            }
+            End::Front => {
+                self.front -= 1;
+                self.front
+            }
+        };
+        let at = (Reverse(priority), n);
+        let group = match self.group_of.get(requires) {
+            Some(&g) => g,
+            None => {
+                self.groups.push(requires.clone());
+                self.in_group.push(0);
+                self.group_of
+                    .insert(requires.clone(), self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        self.remove_queued(key);
+        self.position.insert(
+            key,
+            Place {
+                at,
+                since: now,
+                group,
+            },
+        );
         self.order.insert(at, key);
+        self.in_group[group] += 1;
+    }
+
+    fn remove_queued(&mut self, key: JobKey) -> Option<u64> {
+        let place = self.position.remove(&key)?;
+        self.order.remove(&place.at);
+        self.in_group[place.group] -= 1;
+        Some(place.since)
     }
 
     /// Holds a job back until `due` (a retry's backoff).
@@ -60,9 +121,7 @@ impl Queue {
         if let Some(due) = self.due_of.remove(&key) {
             self.delayed.remove(&(due, key));
         }
-        let (at, since) = self.position.remove(&key)?;
-        self.order.remove(&at);
-        Some(since)
+        self.remove_queued(key)
     }
 
     /// Delayed jobs whose time has come, earliest first, each with the due
@@ -98,7 +157,17 @@ impl Queue {
     /// Since when the job queued longest waits (ms), if any is queued. A
     /// walk over the queue: for a scrape, not for the dispatch path.
     pub fn oldest_since(&self) -> Option<u64> {
-        self.position.values().map(|&(_, since)| since).min()
+        self.position.values().map(|p| p.since).min()
+    }
+
+    /// How many jobs are queued in each group (indexed by `GroupId`).
+    pub fn group_sizes(&self) -> &[u32] {
+        &self.in_group
+    }
+
+    /// The group a queued job was queued in.
+    pub fn group(&self, key: JobKey) -> Option<GroupId> {
+        self.position.get(&key).map(|p| p.group)
     }
 }
 
@@ -114,6 +183,14 @@ mod tests {
         }
     }
 
+    fn push_back(q: &mut Queue, key: JobKey, priority: i32, now: u64) {
+        q.push(key, priority, &Labels::new(), End::Back, now);
+    }
+
+    fn push_front(q: &mut Queue, key: JobKey, priority: i32, now: u64) {
+        q.push(key, priority, &Labels::new(), End::Front, now);
+    }
+
     fn order(q: &Queue) -> Vec<u32> {
         q.iter().map(|k| k.index).collect()
     }
@@ -121,14 +198,14 @@ mod tests {
     #[test]
     fn priority_first_then_arrival_and_requeued_jobs_first_of_their_priority() {
         let mut q = Queue::default();
-        q.push_back(key(0), 0, 0);
-        q.push_back(key(1), 5, 0);
-        q.push_back(key(2), 0, 0);
-        q.push_front(key(3), 0, 0);
-        q.push_front(key(4), 0, 0);
+        push_back(&mut q, key(0), 0, 0);
+        push_back(&mut q, key(1), 5, 0);
+        push_back(&mut q, key(2), 0, 0);
+        push_front(&mut q, key(3), 0, 0);
+        push_front(&mut q, key(4), 0, 0);
         assert_eq!(order(&q), vec![1, 4, 3, 0, 2]);
         // Placing a queued job again moves it; it is never there twice.
-        q.push_back(key(1), 0, 7);
+        push_back(&mut q, key(1), 0, 7);
         assert_eq!(order(&q), vec![4, 3, 0, 2, 1]);
         assert_eq!(q.len(), 5);
         assert_eq!(
@@ -142,7 +219,7 @@ mod tests {
     #[test]
     fn delayed_jobs_come_due_in_time_order_and_removal_reaches_both() {
         let mut q = Queue::default();
-        q.push_back(key(0), 0, 0);
+        push_back(&mut q, key(0), 0, 0);
         q.delay(key(0), 50);
         q.delay(key(1), 20);
         q.delay(key(2), 90);
@@ -151,5 +228,23 @@ mod tests {
         assert_eq!(q.take_due(10), vec![]);
         assert_eq!(q.take_due(60), vec![(20, key(1)), (50, key(0))]);
         assert_eq!(q.take_due(1000), vec![], "removed, and taken ones are gone");
+    }
+
+    #[test]
+    fn each_group_counts_its_queued_jobs_and_a_job_moved_is_counted_once() {
+        let mut q = Queue::default();
+        let gpu: Labels = [("gpu".to_string(), "yes".to_string())].into();
+        q.push(key(0), 0, &Labels::new(), End::Back, 0);
+        q.push(key(1), 0, &gpu, End::Back, 0);
+        q.push(key(2), 0, &gpu, End::Back, 0);
+        let (plain, gpus) = (q.group(key(0)).unwrap(), q.group(key(1)).unwrap());
+        assert_ne!(plain, gpus);
+        assert_eq!((q.group_sizes()[plain], q.group_sizes()[gpus]), (1, 2));
+        q.push(key(2), 0, &gpu, End::Front, 1);
+        assert_eq!(q.group_sizes()[gpus], 2, "placed again, not twice");
+        q.delay(key(1), 50);
+        q.remove(key(0));
+        assert_eq!((q.group_sizes()[plain], q.group_sizes()[gpus]), (0, 1));
+        assert_eq!(q.group(key(1)), None, "a delayed job is in no group");
     }
 }

@@ -5,6 +5,7 @@
 
 use super::deps::unmet_dependency;
 use super::limits::Pauses;
+use super::queue::End;
 use super::session::SessionEntry;
 use super::workers::Orphan;
 use super::{duration_key, State, StateConfig};
@@ -69,7 +70,7 @@ impl State {
                 // next tick releases it before the job is queued.
                 JobStatus::Queued => match job.not_before_ms {
                     Some(due) => self.queue.delay(job.key, due),
-                    None => queued.push((job.key, job.priority)),
+                    None => queued.push(job.key),
                 },
                 JobStatus::Running => {
                     let orphan = Orphan {
@@ -82,8 +83,8 @@ impl State {
                 _ => {}
             }
         }
-        for (key, priority) in queued {
-            self.queue.push_back(key, priority, now);
+        for key in queued {
+            self.enqueue(key, End::Back, now);
         }
         for key in running {
             self.hold(key);

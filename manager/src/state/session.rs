@@ -395,6 +395,7 @@ impl State {
                 self.by_idempotency_key.remove(key);
             }
             self.owners.remove(id);
+            self.facts.get_mut().remove(&id);
             for job in &entry.jobs {
                 self.committing_outputs.remove(&job.key);
                 self.committing_patches.remove(&job.key);

@@ -4,6 +4,7 @@
 //! templates expanded. A job of N variants becomes N variant jobs of its
 //! own, appended after the batch's jobs (`variants`).
 
+use super::queue::End;
 use super::session::SessionEntry;
 use super::variants::{become_parent, variant_specs};
 use super::worktrees::JOB_BASE;
@@ -63,10 +64,10 @@ impl State {
         self.next_session += 1;
         self.next_session_unsaved = true;
         let count = jobs.len() as u32;
-        let queued: Vec<(JobKey, i32)> = jobs
+        let queued: Vec<JobKey> = jobs
             .iter()
             .filter(|j| j.status == JobStatus::Queued)
-            .map(|j| (j.key, j.priority))
+            .map(|j| j.key)
             .collect();
         // Gates with nothing to wait for wait for their decision at once.
         let gates: Vec<JobKey> = jobs
@@ -79,8 +80,8 @@ impl State {
         for key in gates {
             self.note_gate_waiting(key);
         }
-        for (key, priority) in queued {
-            self.queue.push_back(key, priority, now);
+        for key in queued {
+            self.enqueue(key, End::Back, now);
         }
         if let Some(k) = idempotency_key {
             self.by_idempotency_key.insert(k, id);

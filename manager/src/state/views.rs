@@ -1,7 +1,9 @@
 //! What clients are shown: session summaries and views (with outputs
 //! within a budget, each agent job's `agent` object, the paused limit
 //! groups, and why each waiting job waits), a job's logs from an offset,
-//! estimates from the duration history, and the agents.
+//! estimates from the duration history, and the agents. A big session's
+//! estimate and limit groups come from a cache at most a second old, so
+//! its status page costs the page, not a walk of every job.
 
 use super::session::SessionEntry;
 use super::worktrees::{pin_of, Pin};
@@ -16,6 +18,22 @@ use aam_protocol::output::{tail_of, OutputCapture};
 use aam_protocol::spec::Dependency;
 use aam_protocol::SessionId;
 use std::collections::{BTreeSet, HashMap};
+
+/// Sessions of more jobs than this get their estimate and limit groups
+/// from `SessionFacts` (smaller ones are walked fresh: at most a few ms).
+pub(super) const FACTS_CACHE_JOBS: usize = 10_000;
+
+/// How long cached facts of a big session serve.
+pub(super) const FACTS_MAX_AGE_MS: u64 = 1_000;
+
+/// What a status page of a big session reads without walking its jobs:
+/// its estimate and the limit groups its unfinished jobs may use, as of
+/// `at` (ms).
+pub(super) struct SessionFacts {
+    at: u64,
+    eta: Estimate,
+    groups: BTreeSet<String>,
+}
 
 /// A job's status and what it printed from an offset on.
 #[derive(Debug, PartialEq)]
@@ -90,32 +108,63 @@ impl State {
                 view
             })
             .collect();
+        let (eta, paused) = self.eta_and_pauses(entry, now);
         Some(SessionView {
             summary: entry.summary(),
             jobs,
             offset: offset as u32,
-            eta: self.estimate(id, now),
-            paused: self.pauses_of(entry, now),
+            eta,
+            paused,
         })
     }
 
-    /// The pauses in force that hold (or may hold) jobs of a session: those
-    /// of the limit groups of its agent jobs that have not ended.
-    fn pauses_of(&self, entry: &SessionEntry, now: u64) -> Vec<LimitPause> {
-        if !self.pauses.any_held(now) {
-            return Vec::new();
+    /// A session's estimate and the pauses in force that hold (or may
+    /// hold) its jobs: fresh for a small session, from its cached facts
+    /// (renewed once they are `FACTS_MAX_AGE_MS` old) for a big one; the
+    /// pauses themselves are always the ones in force now.
+    fn eta_and_pauses(&self, entry: &SessionEntry, now: u64) -> (Estimate, Vec<LimitPause>) {
+        let id = entry.record().id;
+        let pauses_of = |groups: &BTreeSet<String>| -> Vec<LimitPause> {
+            self.pauses
+                .active(now)
+                .filter(|p| groups.contains(&p.group))
+                .cloned()
+                .collect()
+        };
+        if entry.jobs().len() <= FACTS_CACHE_JOBS {
+            let paused = match self.pauses.any_held(now) {
+                true => pauses_of(&self.limit_groups_of(entry)),
+                false => Vec::new(),
+            };
+            return (self.estimate(id, now), paused);
         }
+        let mut cache = self.facts.borrow_mut();
+        let fresh = cache
+            .get(&id)
+            .is_some_and(|f| f.at <= now && now < f.at + FACTS_MAX_AGE_MS);
+        if !fresh {
+            let facts = SessionFacts {
+                at: now,
+                eta: self.estimate(id, now),
+                groups: self.limit_groups_of(entry),
+            };
+            cache.insert(id, facts);
+        }
+        let facts = &cache[&id];
+        let mut eta = facts.eta.clone();
+        eta.ms = eta.ms.map(|ms| ms.saturating_sub(now - facts.at));
+        (eta, pauses_of(&facts.groups))
+    }
+
+    /// The limit groups a session's unfinished agent jobs may use.
+    fn limit_groups_of(&self, entry: &SessionEntry) -> BTreeSet<String> {
         let mut groups: BTreeSet<String> = BTreeSet::new();
         for job in entry.jobs().iter().filter(|j| !j.status.is_terminal()) {
             let accounts = self.accounts_of(job);
             groups.extend(job.limit_group.iter().cloned());
             groups.extend(accounts.iter().map(|a| account_group(a)));
         }
-        self.pauses
-            .active(now)
-            .filter(|p| groups.contains(&p.group))
-            .cloned()
-            .collect()
+        groups
     }
 
     /// A job as clients see it, without its output.

@@ -63,7 +63,8 @@ fn decision() {
     let started = Instant::now();
     let mut planned = 0;
     for _ in 0..runs {
-        let capacity = state.capacity(aam_protocol::now_ms());
+        // 100 providers of up to 100 workers of 4 slots.
+        let capacity = state.capacity(aam_protocol::now_ms(), 100 * 100 * 4);
         let providers: Vec<ProviderCapacity<'_>> = (0..100)
             .map(|i| ProviderCapacity {
                 labels: if i == 99 { &gpu } else { &none },

@@ -169,3 +169,43 @@ fn a_far_reset_time_shows_its_date() {
     assert_eq!(clock_time(90_061_000, 0), "1970-01-02 01:01:01 UTC");
     assert_eq!(clock_time(3_661_000, 0), "01:01:01 UTC");
 }
+
+#[test]
+fn a_big_session_s_status_page_reads_cached_facts_for_a_second_but_pauses_as_they_are() {
+    use super::super::views::{FACTS_CACHE_JOBS, FACTS_MAX_AGE_MS};
+    use aam_protocol::messages::JobPage;
+    let mut s = State::new(agent_config());
+    let jobs = (0..=FACTS_CACHE_JOBS)
+        .map(|i| agent_job(&format!("j{i}"), "claude"))
+        .collect();
+    let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
+    let page = Some(JobPage {
+        offset: 0,
+        limit: 1,
+    });
+    let view = |s: &State, now| s.view_page(id, OutputWanted::None, page, 0, &|_| None, now);
+    assert_eq!(view(&s, 0).unwrap().eta.slots, 0, "no worker yet");
+    s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+    let a = attempt_of(&s.dispatch(0)[0].1);
+    s.job_finished(1, a, ended_with(fail(), limited_run(None)), 10)
+        .unwrap();
+    let cached = view(&s, 10).unwrap();
+    assert_eq!(cached.eta.slots, 0, "the estimate is the cached one");
+    assert_eq!(cached.paused.len(), 1, "a pause shows at once");
+    assert_eq!(cached.paused[0].group, "claude");
+    let renewed = view(&s, FACTS_MAX_AGE_MS).unwrap();
+    assert_eq!(renewed.eta.slots, 1, "a second on, the facts are renewed");
+    // A small session's facts are never cached.
+    let (small, _) = s
+        .submit(batch(vec![agent_job("k", "claude")]), None, 20)
+        .unwrap();
+    let eta = |s: &State| {
+        s.view_page(small, OutputWanted::None, None, 0, &|_| None, 30)
+            .unwrap()
+            .eta
+            .slots
+    };
+    assert_eq!(eta(&s), 1);
+    s.register_worker(2, worker("w2", 2), &[], 30).unwrap();
+    assert_eq!(eta(&s), 3);
+}
