@@ -315,7 +315,7 @@ impl State {
     ) -> Result<(), Fenced> {
         self.is_current(attempt, from)?;
         let key = attempt.job;
-        if let Some(worker) = self.workers.get_mut(&from) {
+        if let Some(mut worker) = self.workers.get_mut(&from) {
             let handed_back = report.stopped.as_ref().is_some_and(|s| {
                 s.cause == StopCause::Superseded && report.exit.is_some_and(|e| e.is_not_started())
             });

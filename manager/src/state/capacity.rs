@@ -65,11 +65,7 @@ impl State {
     /// seen whole: with a million jobs queued it reads a few thousand.
     pub fn capacity(&self, now: u64, launchable: u32) -> Capacity {
         let any_paused = self.pauses.any_held(now);
-        let mut room: HashMap<_, u32> = self
-            .sessions
-            .values()
-            .filter_map(|e| Some((e.record().id, e.room()?)))
-            .collect();
+        let mut room = self.sessions.rooms();
         let mut resource_room = self.resource_room();
         let mut starts = self.starts(now);
         let free: u32 = self.free_slots().map(|(_, f)| f).sum();

@@ -20,8 +20,7 @@ use aam_protocol::messages::{Assignment, InputRecord};
 use aam_protocol::model::JobStatus;
 use aam_protocol::output::OutputCapture;
 use aam_protocol::resource::ResourceUse;
-use aam_protocol::{JobKey, SessionId};
-use std::collections::HashMap;
+use aam_protocol::JobKey;
 
 /// Whether a queued job may be placed now.
 pub(super) enum Admission<'a> {
@@ -49,15 +48,13 @@ impl State {
     pub fn dispatch(&mut self, now: u64) -> Vec<(WorkerId, Assignment)> {
         #[cfg(test)]
         self.check_held();
-        let capacities = self.capacities(true);
-        if self.queue.is_empty() || capacities.iter().all(|c| c.free == 0) {
+        #[cfg(test)]
+        self.workers.check_index();
+        let capacities = self.dispatch_capacities();
+        if self.queue.is_empty() || capacities.is_empty() {
             return Vec::new();
         }
-        let mut room: HashMap<SessionId, u32> = self
-            .sessions
-            .values()
-            .filter_map(|e| Some((e.record().id, e.room()?)))
-            .collect();
+        let mut room = self.sessions.rooms();
         let any_paused = self.pauses.any_held(now);
         let mut resource_room = self.resource_room();
         let mut starts = self.starts(now);
@@ -187,9 +184,11 @@ impl State {
             }
         };
         let queued_since = self.queue.remove(key);
-        let worker = self.workers.get_mut(&worker_id)?;
-        worker.assigned.insert(key);
-        let worker_name = worker.name.clone();
+        let worker_name = {
+            let mut worker = self.workers.get_mut(&worker_id)?;
+            worker.assigned.insert(key);
+            worker.name.clone()
+        };
         self.set_status(key, JobStatus::Running);
         let cap = self.config.output_cap;
         let entry = self.sessions.get_mut(key.session)?;

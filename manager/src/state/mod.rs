@@ -41,6 +41,7 @@ mod submit;
 mod variants;
 mod views;
 mod waiting;
+mod worker_map;
 mod workers;
 mod worktrees;
 
@@ -195,7 +196,7 @@ pub struct State {
     by_idempotency_key: HashMap<String, SessionId>,
     next_session: u64,
     next_session_unsaved: bool,
-    workers: BTreeMap<WorkerId, WorkerEntry>,
+    workers: worker_map::Workers,
     worker_by_name: HashMap<String, WorkerId>,
     /// Running jobs whose worker is gone, with the time they are requeued at.
     orphans: HashMap<JobKey, workers::Orphan>,
@@ -237,7 +238,7 @@ impl State {
             by_idempotency_key: HashMap::new(),
             next_session: 1,
             next_session_unsaved: false,
-            workers: BTreeMap::new(),
+            workers: worker_map::Workers::default(),
             worker_by_name: HashMap::new(),
             orphans: HashMap::new(),
             unsaved_outputs: Vec::new(),

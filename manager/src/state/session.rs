@@ -245,6 +245,9 @@ pub struct Sessions {
     /// Sessions whose summary or progress changed since `take_to_notify`:
     /// their watchers are to be told.
     to_notify: BTreeSet<SessionId>,
+    /// Sessions with a `max_parallel` (set at submit, never changed), so
+    /// dispatch reads their room without walking every session.
+    capped: BTreeSet<SessionId>,
 }
 
 impl Sessions {
@@ -311,12 +314,24 @@ impl Sessions {
         self.unsaved_jobs.extend(entry.jobs.iter().map(|j| j.key));
         self.unsaved_sessions.insert(id);
         self.to_notify.insert(id);
-        self.map.insert(id, entry);
+        self.insert_loaded(entry);
     }
 
     /// A session read from the store: nothing to store.
     pub fn insert_loaded(&mut self, entry: SessionEntry) {
+        if entry.record.max_parallel.is_some() {
+            self.capped.insert(entry.record.id);
+        }
         self.map.insert(entry.record.id, entry);
+    }
+
+    /// How many more jobs each session with a `max_parallel` may start
+    /// (sessions without one are absent: no limit).
+    pub fn rooms(&self) -> HashMap<SessionId, u32> {
+        self.capped
+            .iter()
+            .filter_map(|id| Some((*id, self.map.get(id)?.room()?)))
+            .collect()
     }
 
     /// Forgets a session, and any change of it not yet stored.
@@ -327,6 +342,7 @@ impl Sessions {
         }
         self.unsaved_sessions.remove(&id);
         self.to_notify.remove(&id);
+        self.capped.remove(&id);
         Some(entry)
     }
 

@@ -84,7 +84,7 @@ impl State {
         now: u64,
     ) -> Option<SessionView> {
         let entry = self.sessions.get(id)?;
-        let capacities = self.capacities(false);
+        let capacities = self.capacities();
         let mut spent = 0usize;
         let all = entry.jobs();
         let (offset, limit) =

@@ -140,7 +140,7 @@ impl State {
                 continue;
             }
             self.orphans.remove(&r.job);
-            if let Some(w) = self.workers.get_mut(&id) {
+            if let Some(mut w) = self.workers.get_mut(&id) {
                 w.assigned.insert(r.job);
             }
             if let Some(job) = self.job(r.job).filter(|j| j.cancel_requested) {
@@ -176,7 +176,7 @@ impl State {
     }
 
     pub fn worker_draining(&mut self, id: WorkerId) {
-        if let Some(w) = self.workers.get_mut(&id) {
+        if let Some(mut w) = self.workers.get_mut(&id) {
             w.draining = true;
         }
     }
@@ -187,7 +187,7 @@ impl State {
     /// so no job is sent to a worker that is leaving.
     pub fn retire_if_idle(&mut self, id: WorkerId) -> bool {
         match self.workers.get_mut(&id) {
-            Some(w) if w.assigned.is_empty() => {
+            Some(mut w) if w.assigned.is_empty() => {
                 w.draining = true;
                 true
             }
@@ -196,7 +196,7 @@ impl State {
     }
 
     pub fn heartbeat(&mut self, id: WorkerId, now: u64) {
-        if let Some(w) = self.workers.get_mut(&id) {
+        if let Some(mut w) = self.workers.get_mut(&id) {
             w.last_heartbeat_ms = now;
         }
     }
@@ -246,29 +246,34 @@ impl State {
         let Some(&id) = self.worker_by_name.get(name) else {
             return;
         };
-        if let Some(w) = self.workers.get_mut(&id) {
+        if let Some(mut w) = self.workers.get_mut(&id) {
             w.assigned.remove(&key);
         }
     }
 
-    /// Each worker's free slots and labels. For dispatch, a worker's
-    /// prefetch counts and a draining worker has none; to explain a wait,
-    /// its slots alone.
-    pub(super) fn capacities(&self, for_dispatch: bool) -> Vec<WorkerCapacity<'_>> {
+    /// Each worker's free slots (its slots alone) and labels, to explain
+    /// a wait.
+    pub(super) fn capacities(&self) -> Vec<WorkerCapacity<'_>> {
         self.workers
             .iter()
-            .map(|(&worker, w)| {
-                let assigned = w.assigned.len() as u32;
-                let free = match for_dispatch {
-                    true if w.draining => 0,
-                    true => (w.slots + w.prefetch_now()).saturating_sub(assigned),
-                    false => w.slots.saturating_sub(assigned),
-                };
-                WorkerCapacity {
-                    worker,
-                    free,
-                    labels: &w.labels,
-                }
+            .map(|(&worker, w)| WorkerCapacity {
+                worker,
+                free: w.slots.saturating_sub(w.assigned.len() as u32),
+                labels: &w.labels,
+            })
+            .collect()
+    }
+
+    /// The workers that may take another assignment (their prefetch
+    /// counted; a draining one takes none), from the index kept beside
+    /// them: O(workers with room), not O(workers).
+    pub(super) fn dispatch_capacities(&self) -> Vec<WorkerCapacity<'_>> {
+        self.workers
+            .with_room()
+            .map(|(worker, w)| WorkerCapacity {
+                worker,
+                free: w.room_for_dispatch(),
+                labels: &w.labels,
             })
             .collect()
     }
