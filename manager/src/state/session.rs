@@ -325,12 +325,16 @@ impl Sessions {
         self.map.insert(entry.record.id, entry);
     }
 
-    /// How many more jobs each session with a `max_parallel` may start
-    /// (sessions without one are absent: no limit).
+    /// How many more jobs each session with a `max_parallel` and queued
+    /// jobs may start (others are absent: no limit, or nothing to start).
     pub fn rooms(&self) -> HashMap<SessionId, u32> {
         self.capped
             .iter()
-            .filter_map(|id| Some((*id, self.map.get(id)?.room()?)))
+            .filter_map(|id| {
+                let entry = self.map.get(id)?;
+                let queued = entry.count(JobStatus::Queued) > 0;
+                Some((*id, entry.room().filter(|_| queued)?))
+            })
             .collect()
     }
 
