@@ -32,6 +32,8 @@ pub struct Browser {
     next_id: u64,
     /// The profile directory (and the browser's log); kept on failure.
     pub dir: Scratch,
+    /// No test changes the network interfaces while it lives.
+    _quiet: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 /// BASE64(SHA-256(SubjectPublicKeyInfo)) of the certificate in `cert`:
@@ -49,6 +51,7 @@ impl Browser {
     /// it trusts the certificate in `cert` (a manager's self-signed one)
     /// by its public key, and no other that fails verification.
     pub fn start(cert: &Path) -> Browser {
+        let quiet = crate::network_quiet();
         let dir = Scratch::new();
         let profile = dir.path().join("profile");
         let log = std::fs::File::create(dir.path().join("chromium.log")).expect("browser log");
@@ -108,6 +111,7 @@ impl Browser {
             page,
             next_id: 0,
             dir,
+            _quiet: quiet,
         };
         browser.call("Page.enable", json!({}));
         // Every page it loads notes its uncaught errors, for `errors`.
@@ -137,11 +141,18 @@ impl Browser {
         command(&mut self.page, &mut self.next_id, method, params)
     }
 
-    /// Loads `url` and waits until the document has loaded.
+    /// Loads `url` and waits until the document has loaded. A load that
+    /// Chromium aborts because the machine's interfaces changed (other
+    /// tests make and remove their test networks meanwhile) is tried
+    /// again, up to five times.
     pub fn navigate(&mut self, url: &str) {
-        let answer = self.call("Page.navigate", json!({"url": url}));
-        if let Some(err) = answer.get("errorText") {
-            panic!("loading {url}: {err}");
+        for attempt in 1.. {
+            let answer = self.call("Page.navigate", json!({"url": url}));
+            match answer.get("errorText").and_then(Value::as_str) {
+                None => break,
+                Some("net::ERR_NETWORK_CHANGED") if attempt < 5 => continue,
+                Some(err) => panic!("loading {url}: {err}"),
+            }
         }
         self.wait_for("the page to load", "document.readyState === 'complete'");
     }

@@ -35,8 +35,25 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+/// Chromium aborts its page loads and requests (`ERR_NETWORK_CHANGED`)
+/// when the machine's network interfaces change, which tests with test
+/// hosts, containers or compose networks do. Those tests hold this lock
+/// for writing while they run (`network_changes`), a browser holds it for
+/// reading while it lives (`network_quiet`): the two never overlap.
+static NETWORK: RwLock<()> = RwLock::new(());
+
+/// Held by a test that adds or removes network interfaces.
+pub fn network_changes() -> RwLockWriteGuard<'static, ()> {
+    NETWORK.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a browser: no interface changes meanwhile.
+pub fn network_quiet() -> RwLockReadGuard<'static, ()> {
+    NETWORK.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The directory holding the binaries of the profile this test was built with.
 pub fn profile_dir() -> PathBuf {

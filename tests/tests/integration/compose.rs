@@ -168,6 +168,7 @@ fn build_prebuilt() -> tempfile::TempDir {
 
 #[test]
 fn the_compose_deployment_runs_a_session_requeues_a_killed_worker_and_survives_a_network_cut() {
+    let _net = aam_tests::network_changes();
     require_podman();
     let context = build_prebuilt();
     let token = format!("compose-test-token-{}", std::process::id());

@@ -46,6 +46,7 @@ fn log_of(c: &Cluster, session: &str, job: &str) -> String {
 
 #[test]
 fn a_container_job_writes_a_file_that_lands_on_its_branch_and_leaves_no_container() {
+    let _net = aam_tests::network_changes();
     let image = busybox_image();
     let (c, root, _sweep) = cluster("boxw");
     // PID 1 is the pausing init the worker mounts: the job is in the container.
@@ -114,6 +115,7 @@ fn serve(host: &Host, port: u16, name: &'static str) -> Arc<AtomicUsize> {
 
 #[test]
 fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
+    let _net = aam_tests::network_changes();
     let image = busybox_image();
     let net = TestNet::new(2);
     // The worker (and its proxy) reach the hosts through the test's bridge;
@@ -199,6 +201,7 @@ fn an_egress_list_lets_through_only_its_server_and_none_reaches_nothing() {
 
 #[test]
 fn a_cancelled_container_job_runs_its_teardown_and_leaves_no_container() {
+    let _net = aam_tests::network_changes();
     let image = busybox_image();
     let (c, root, _sweep) = cluster("cancelw");
     let job = json!({
@@ -239,6 +242,7 @@ fn a_cancelled_container_job_runs_its_teardown_and_leaves_no_container() {
 
 #[test]
 fn a_container_job_waits_for_a_worker_with_an_engine_and_needs_an_image() {
+    let _net = aam_tests::network_changes();
     let mut c = Cluster::with_manager();
     c.start_worker_with("bare", 1, &["--container-engine", "none"]);
     let job = json!({
@@ -277,6 +281,7 @@ fn greeting_on(port: u16, expected: &str) -> bool {
 
 #[test]
 fn a_container_jobs_ports_are_on_the_workers_loopback_and_its_limits_hold() {
+    let _net = aam_tests::network_changes();
     let image = busybox_image();
     // Below Linux's ephemeral ports, which any connection may hold.
     let (c, root, _sweep) = cluster_with("portw", &["--ports", "21310-21329"]);

@@ -42,7 +42,10 @@ fn validator() -> PathBuf {
 
 /// The oldest and newest Kubernetes versions the validator has schemas of.
 fn version_range() -> (String, String) {
-    let out = Command::new(python())
+    // Installed first: the venv may hold the MCP SDK alone.
+    let validator = validator();
+    let python = validator.with_file_name("python");
+    let out = Command::new(python)
         .args([
             "-c",
             "import kubernetes_validate.utils as u; v = sorted(set(u.all_versions()), \

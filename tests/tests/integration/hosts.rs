@@ -30,6 +30,7 @@ fn cluster_on(net: &TestNet, env: &[(&str, &str)]) -> Cluster {
 
 #[test]
 fn a_session_runs_across_four_hosts_and_the_path_between_sees_neither_token_nor_prompt() {
+    let _net = aam_tests::network_changes();
     let net = TestNet::new(4);
     let mut c = cluster_on(&net, &[]);
     c.start_worker_on(Some(net.host(WORKER_A)), "a", 2, &["--label", "host=a"]);
@@ -95,6 +96,7 @@ fn a_session_runs_across_four_hosts_and_the_path_between_sees_neither_token_nor_
 #[test]
 fn a_worker_host_cut_off_past_its_lease_has_its_job_run_again_on_the_other_and_its_late_end_is_ignored(
 ) {
+    let _net = aam_tests::network_changes();
     let net = TestNet::new(4);
     let mut c = cluster_on(
         &net,
@@ -164,6 +166,7 @@ fn a_worker_host_cut_off_past_its_lease_has_its_job_run_again_on_the_other_and_i
 
 #[test]
 fn five_hundred_idle_half_open_connections_from_another_host_do_not_stop_a_client() {
+    let _net = aam_tests::network_changes();
     let net = TestNet::new(4);
     let mut c = cluster_on(&net, &[]);
     c.start_worker_on(Some(net.host(WORKER_A)), "a", 1, &[]);
@@ -190,6 +193,7 @@ fn five_hundred_idle_half_open_connections_from_another_host_do_not_stop_a_clien
 
 #[test]
 fn roles_hold_across_hosts_and_the_audit_names_each_actor_and_its_address() {
+    let _net = aam_tests::network_changes();
     use crate::roles::{as_token, config, denied, READ, SUBMIT, WORKER};
     let net = TestNet::new(4);
     let mut c = Cluster::new();
@@ -243,6 +247,7 @@ fn roles_hold_across_hosts_and_the_audit_names_each_actor_and_its_address() {
 
 #[test]
 fn a_plaintext_client_on_another_host_gets_nothing_in_clear() {
+    let _net = aam_tests::network_changes();
     let net = TestNet::new(4);
     let c = cluster_on(&net, &[]);
     let name = "secret-session-name-on-hosts";

@@ -53,6 +53,7 @@ fn provider(image: &str, extra: &str) -> String {
 
 #[test]
 fn queued_jobs_make_a_podman_provider_launch_workers_that_leave_when_idle() {
+    let _net = aam_tests::network_changes();
     let image = worker_image();
     let mut c = Cluster::new();
     c.set_config(&provider(&image, "idle_timeout = \"2s\"\n"));
@@ -101,6 +102,7 @@ fn queued_jobs_make_a_podman_provider_launch_workers_that_leave_when_idle() {
 
 #[test]
 fn an_image_that_does_not_exist_is_reported_and_the_job_waits() {
+    let _net = aam_tests::network_changes();
     aam_tests::container::require_podman();
     let mut c = Cluster::new();
     c.set_config(&provider("localhost/aam-no-such-image:0", ""));
@@ -143,6 +145,7 @@ fn an_image_that_does_not_exist_is_reported_and_the_job_waits() {
 
 #[test]
 fn a_join_token_registers_only_its_own_worker() {
+    let _net = aam_tests::network_changes();
     use aam_protocol::messages::ManagerToWorker;
     use aam_tests::wire::{registration, Wire};
     let image = worker_image();
@@ -189,6 +192,7 @@ fn a_join_token_registers_only_its_own_worker() {
 
 #[test]
 fn a_restarted_manager_takes_back_its_launched_worker_and_stops_one_it_cannot() {
+    let _net = aam_tests::network_changes();
     let image = worker_image();
     let mut c = Cluster::new();
     c.set_config(&provider(&image, "idle_timeout = \"1m\"\n"));
@@ -255,6 +259,7 @@ impl Drop for PodmanService {
 
 #[test]
 fn a_provider_with_a_url_launches_through_that_podman_service() {
+    let _net = aam_tests::network_changes();
     let image = worker_image();
     let mut c = Cluster::new();
     let socket = c.path("podman.sock");
