@@ -329,12 +329,14 @@ pub struct JobRecord {
     /// For a job run as N variants: the indices of its variant jobs; it
     /// runs nothing itself and ends with the pick.
     pub variant_jobs: Vec<u32>,
-    pub pick: Option<VariantPick>,
+    /// Boxed, like the other parts only some jobs get: a queued job's
+    /// record stays small (a million of them are queued at once).
+    pub pick: Option<Box<VariantPick>>,
     /// What a worktree job changed (the winner's, for a job of variants).
     pub change: Option<Box<JobChange>>,
     /// A follow-up continues this branch in a worktree at this key's path
     /// (`s4/fix`: its first job's), rather than a new branch.
-    pub continues_branch: Option<(String, String)>,
+    pub continues_branch: Option<Box<(String, String)>>,
     /// TCP ports its worker reserves for each attempt (`ports`, 0-16).
     #[serde(default)]
     pub ports: u8,

@@ -28,9 +28,7 @@ impl State {
             .get(session)
             .ok_or(StateError::NoSession(session))?;
         entry
-            .by_name
-            .get(name)
-            .copied()
+            .index_of(name)
             .ok_or_else(|| StateError::NoJob {
                 session,
                 job: name.to_string(),

@@ -56,7 +56,7 @@ impl State {
             let at_job = entry.job(at);
             let mut met = Vec::new();
             let mut skip = Vec::new();
-            for &d in &entry.dependents[at as usize] {
+            for &d in entry.dependents_of(at) {
                 let dependent = entry.job(d);
                 if dependent.status != JobStatus::Pending {
                     continue;

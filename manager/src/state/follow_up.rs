@@ -161,7 +161,7 @@ impl State {
                 job.isolation = worktree.isolation;
                 job.workspace = worktree.workspace;
                 job.requires.extend(worktree.requires);
-                job.continues_branch = Some((worktree.branch, worktree.path_key));
+                job.continues_branch = Some(Box::new((worktree.branch, worktree.path_key)));
                 job.base = worktree.at;
                 job.verify = worktree.verify;
             }
@@ -206,7 +206,7 @@ fn continued_worktree(session: SessionId, job: &JobRecord) -> Option<ContinuedWo
         return None;
     }
     // A follow-up's own branch and path are its chain's first job's.
-    let (first_branch, path_key) = match &job.continues_branch {
+    let (first_branch, path_key) = match job.continues_branch.as_deref() {
         Some((branch, key)) => (branch.clone(), key.clone()),
         None => (
             branch_name(&session.to_string(), &job.name),

@@ -12,6 +12,7 @@ use aam_protocol::model::{JobRecord, JobStatus, SessionRecord, SessionStatus, Se
 use aam_protocol::output::OutputCapture;
 use aam_protocol::{JobKey, SessionId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 /// Where a status is counted in `SessionEntry::counts` (`JobStatus::ALL` order).
 fn status_slot(status: JobStatus) -> usize {
@@ -29,10 +30,10 @@ pub struct SessionEntry {
     /// Jobs per status, kept in step with `jobs` by `Sessions::set_status`.
     counts: [u32; 8],
     /// For each job, the jobs that wait on it.
-    pub dependents: Vec<Vec<u32>>,
+    dependents: Dependents,
     /// For each job, how many of its dependencies have not ended yet.
     pub waiting_on: Vec<u32>,
-    pub by_name: HashMap<String, u32>,
+    by_name: NameIndex,
     /// Output of running attempts, kept in memory until they finish.
     pub live: HashMap<u32, OutputCapture>,
     /// What the agents of running attempts did so far, as last reported
@@ -54,19 +55,15 @@ impl SessionEntry {
     /// A session and its jobs; what their ended attempts spent is priced
     /// with `prices`, and running attempts' stored runs are their live ones.
     pub fn new(record: SessionRecord, jobs: Vec<JobRecord>, prices: &PriceTable) -> SessionEntry {
-        let mut dependents = vec![Vec::new(); jobs.len()];
+        let dependents = Dependents::build(&jobs);
         let mut waiting_on = vec![0u32; jobs.len()];
         let mut counts = [0u32; 8];
-        let mut by_name = HashMap::with_capacity(jobs.len());
+        let by_name = NameIndex::of(&jobs);
         for (i, job) in jobs.iter().enumerate() {
-            by_name.insert(job.name.clone(), i as u32);
             counts[status_slot(job.status)] += 1;
             // A parent waits for its variants as for dependencies.
             let deps = job.depends_on.iter().map(|&(d, _)| d);
             for dep in deps.chain(job.variant_jobs.iter().copied()) {
-                if let Some(list) = dependents.get_mut(dep as usize) {
-                    list.push(i as u32);
-                }
                 if !jobs
                     .get(dep as usize)
                     .is_some_and(|d| d.status.is_terminal())
@@ -121,6 +118,17 @@ impl SessionEntry {
 
     pub fn jobs(&self) -> &[JobRecord] {
         &self.jobs
+    }
+
+    /// The jobs that wait on job `index` (its dependents, and a parent
+    /// of variants for each of them).
+    pub fn dependents_of(&self, index: u32) -> &[u32] {
+        self.dependents.get(index)
+    }
+
+    /// The index of its job named `name`.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.by_name.get(&self.jobs, name)
     }
 
     /// The job at `index` (an index from this session's own records).
@@ -464,5 +472,75 @@ mod tests {
         s.job_finished(1, a, ended(ok()), 1).unwrap();
         assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
+    }
+}
+
+/// A session's jobs by name: their indices, hashed by the name each
+/// record holds (a million-job session keeps no second copy of its names:
+/// 4 bytes a job instead of a name and a map entry).
+struct NameIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl NameIndex {
+    fn of(jobs: &[JobRecord]) -> NameIndex {
+        let hasher = std::hash::RandomState::new();
+        let mut table = hashbrown::HashTable::with_capacity(jobs.len());
+        let hash = |i: &u32| hasher.hash_one(jobs[*i as usize].name.as_str());
+        for i in 0..jobs.len() as u32 {
+            // Names are unique within a session (validated at submit).
+            table.insert_unique(hash(&i), i, hash);
+        }
+        NameIndex { table, hasher }
+    }
+
+    fn get(&self, jobs: &[JobRecord], name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        let same = |i: &u32| jobs.get(*i as usize).is_some_and(|j| j.name == name);
+        self.table.find(hash, same).copied()
+    }
+}
+
+/// Each job's dependents in one array (a job's are `of[start[i]..start[i
+/// + 1]]`): 4 bytes a job and 4 an edge, where a `Vec` each was 24 a job.
+struct Dependents {
+    start: Vec<u32>,
+    of: Vec<u32>,
+}
+
+impl Dependents {
+    /// A job waits on its dependencies, and a parent on its variants.
+    fn build(jobs: &[JobRecord]) -> Dependents {
+        let n = jobs.len();
+        fn edges(n: usize, (i, job): (usize, &JobRecord)) -> impl Iterator<Item = (u32, u32)> + '_ {
+            let deps = job.depends_on.iter().map(|&(d, _)| d);
+            deps.chain(job.variant_jobs.iter().copied())
+                .filter(move |&d| (d as usize) < n)
+                .map(move |d| (d, i as u32))
+        }
+        let edges = |pair| edges(n, pair);
+        let mut start = vec![0u32; jobs.len() + 1];
+        for (d, _) in jobs.iter().enumerate().flat_map(edges) {
+            start[d as usize + 1] += 1;
+        }
+        for i in 0..jobs.len() {
+            start[i + 1] += start[i];
+        }
+        let mut next: Vec<u32> = start[..jobs.len()].to_vec();
+        let mut of = vec![0u32; start[jobs.len()] as usize];
+        for (d, i) in jobs.iter().enumerate().flat_map(edges) {
+            of[next[d as usize] as usize] = i;
+            next[d as usize] += 1;
+        }
+        Dependents { start, of }
+    }
+
+    fn get(&self, index: u32) -> &[u32] {
+        let i = index as usize;
+        match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.of[a as usize..b as usize],
+            _ => &[],
+        }
     }
 }

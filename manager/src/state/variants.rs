@@ -199,7 +199,7 @@ impl State {
             job.started_at_ms = started.or(Some(now));
             job.finished_at_ms = Some(now);
             job.reason = Some(pick.reason.clone());
-            job.pick = Some(pick);
+            job.pick = Some(Box::new(pick));
         }
         self.set_status(parent, status);
         self.settle_dependents(parent, now);

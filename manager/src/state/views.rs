@@ -217,7 +217,7 @@ impl State {
                 .iter()
                 .map(|&i| entry.job(i).name.clone())
                 .collect(),
-            pick: job.pick.clone(),
+            pick: job.pick.as_deref().cloned(),
             takes_input: job.input.is_some(),
             waiting_for_input: job.status == JobStatus::Running
                 && job

@@ -57,8 +57,8 @@ pub(super) fn change_source<'a>(entry: &'a SessionEntry, job: &'a JobRecord) -> 
     job.pick
         .as_ref()
         .and_then(|p| p.winner.as_deref())
-        .and_then(|w| entry.by_name.get(w))
-        .and_then(|&i| entry.jobs().get(i as usize))
+        .and_then(|w| entry.index_of(w))
+        .and_then(|i| entry.jobs().get(i as usize))
         .unwrap_or(job)
 }
 
@@ -73,9 +73,8 @@ fn base_job<'a>(
     }
     let name = job.base.as_deref()?.strip_prefix(JOB_BASE)?;
     let dependency = entry
-        .by_name
-        .get(name)
-        .and_then(|&i| entry.jobs().get(i as usize));
+        .index_of(name)
+        .and_then(|i| entry.jobs().get(i as usize));
     let Some(dependency) = dependency else {
         return Some(Err(format!("base job:{name}: there is no job '{name}'")));
     };
@@ -191,7 +190,7 @@ impl State {
             return Ok(None);
         }
         let session = key.session.to_string();
-        let (branch, path_key, reuse_branch) = match &job.continues_branch {
+        let (branch, path_key, reuse_branch) = match job.continues_branch.as_deref() {
             Some((branch, path_key)) => (branch.clone(), path_key.clone(), true),
             None => (
                 branch_name(&session, &job.name),
@@ -318,7 +317,7 @@ impl State {
             .values()
             .flat_map(|e| e.jobs())
             .flat_map(|j| {
-                let continued = j.continues_branch.as_ref().map(|(b, _)| b.as_str());
+                let continued = j.continues_branch.as_deref().map(|(b, _)| b.as_str());
                 let own = j.change.as_ref().map(|c| c.branch.as_str());
                 continued.into_iter().chain(own)
             })

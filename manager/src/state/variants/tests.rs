@@ -50,7 +50,7 @@ fn a_job_of_variants_becomes_variant_jobs_after_the_batch_and_a_parent() {
     let entry = s.sessions.get(id).unwrap();
     let names: Vec<&str> = entry.jobs().iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["scan", "fix", "test", "fix.1", "fix.2", "fix.3"]);
-    assert_eq!(entry.by_name["fix.2"], 4);
+    assert_eq!(entry.index_of("fix.2").unwrap(), 4);
     let fix = record(&s, id, "fix");
     assert_eq!(
         (fix.status, fix.variant_jobs.clone()),

@@ -307,10 +307,10 @@ fn a_parent_of_variants_answers_its_winner_s_patch() {
 fn a_new_attempt_forgets_the_last_one_s_change_and_a_retry_the_pick() {
     let mut job = JobRecord {
         change: Some(Box::new(change("b", 1, 0))),
-        pick: Some(aam_protocol::worktree::VariantPick {
+        pick: Some(Box::new(aam_protocol::worktree::VariantPick {
             winner: None,
             reason: "none".into(),
-        }),
+        })),
         ..JobRecord::new(
             JobKey {
                 session: SessionId(1),
@@ -351,7 +351,7 @@ fn a_follow_up_continues_the_branch_at_the_first_job_s_path_on_its_worker() {
     let path_key = format!("{first}/fix");
     assert_eq!(
         follow_up.continues_branch,
-        Some((branch.clone(), path_key.clone()))
+        Some(Box::new((branch.clone(), path_key.clone())))
     );
     let order = order_of(&s.dispatch(4).remove(0).1).clone();
     assert_eq!(
@@ -380,7 +380,7 @@ fn a_follow_up_continues_the_branch_at_the_first_job_s_path_on_its_worker() {
     s.job_finished(1, a, report, 5).unwrap();
     let (third, _) = s.continue_job(second, "fix", "again".into(), 6).unwrap();
     let third = record(&s, third, "fix");
-    assert_eq!(third.continues_branch, Some((branch, path_key)));
+    assert_eq!(third.continues_branch, Some(Box::new((branch, path_key))));
 }
 
 #[test]
