@@ -27,12 +27,10 @@ impl State {
             .sessions
             .get(session)
             .ok_or(StateError::NoSession(session))?;
-        entry
-            .index_of(name)
-            .ok_or_else(|| StateError::NoJob {
-                session,
-                job: name.to_string(),
-            })
+        entry.index_of(name).ok_or_else(|| StateError::NoJob {
+            session,
+            job: name.to_string(),
+        })
     }
 
     /// Cancels a session, or one job of it: jobs not started end at once;

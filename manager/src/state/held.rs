@@ -117,14 +117,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aam_protocol::SessionId;
-
-    fn key(index: u32) -> JobKey {
-        JobKey {
-            session: SessionId(1),
-            index,
-        }
-    }
+    use crate::state::testing::key;
 
     fn db(count: u32) -> Vec<ResourceUse> {
         vec![ResourceUse {

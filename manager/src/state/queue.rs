@@ -174,14 +174,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aam_protocol::SessionId;
-
-    fn key(index: u32) -> JobKey {
-        JobKey {
-            session: SessionId(1),
-            index,
-        }
-    }
+    use crate::state::testing::key;
 
     fn push_back(q: &mut Queue, key: JobKey, priority: i32, now: u64) {
         q.push(key, priority, &Labels::new(), End::Back, now);

@@ -91,6 +91,14 @@ pub fn job_view(state: &State, id: SessionId, name: &str, now: u64) -> JobView {
     view.jobs.into_iter().find(|j| j.name == name).unwrap()
 }
 
+/// Job `index` of session 1.
+pub fn key(index: u32) -> JobKey {
+    JobKey {
+        session: SessionId(1),
+        index,
+    }
+}
+
 pub fn batch(jobs: Vec<JobSpec>) -> BatchSpec {
     BatchSpec {
         max_cost_usd: None,
