@@ -441,40 +441,6 @@ impl State {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::testing::*;
-
-    #[test]
-    fn gc_leaves_no_queue_entries_behind() {
-        let mut s = State::new(config());
-        let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
-        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
-        s.cancel(id, None, None, 1).unwrap();
-        assert_eq!(s.gc(2).removed.len(), 1);
-        assert!(s.queue.is_empty());
-        assert!(s.take_changes().jobs.is_empty(), "nothing of it is stored");
-    }
-
-    #[test]
-    fn a_session_of_skipped_jobs_alone_fails_and_one_with_a_skip_succeeds() {
-        let mut s = State::new(config());
-        let mut handler = job("on-failure", &[]);
-        handler.depends_on = vec![Dependency {
-            job: "a".into(),
-            when: When::Failed,
-        }];
-        let (id, _) = s
-            .submit(batch(vec![job("a", &[]), handler]), None, 0)
-            .unwrap();
-        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
-        let a = attempt_of(&s.dispatch(0)[0].1);
-        s.job_finished(1, a, ended(ok()), 1).unwrap();
-        assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
-        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
-    }
-}
-
 /// A session's jobs by name: their indices, hashed by the name each
 /// record holds (a million-job session keeps no second copy of its names:
 /// 4 bytes a job instead of a name and a map entry).
@@ -542,5 +508,39 @@ impl Dependents {
             (Some(&a), Some(&b)) => &self.of[a as usize..b as usize],
             _ => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    #[test]
+    fn gc_leaves_no_queue_entries_behind() {
+        let mut s = State::new(config());
+        let jobs = (0..3).map(|i| job(&format!("j{i}"), &[])).collect();
+        let (id, _) = s.submit(batch(jobs), None, 0).unwrap();
+        s.cancel(id, None, None, 1).unwrap();
+        assert_eq!(s.gc(2).removed.len(), 1);
+        assert!(s.queue.is_empty());
+        assert!(s.take_changes().jobs.is_empty(), "nothing of it is stored");
+    }
+
+    #[test]
+    fn a_session_of_skipped_jobs_alone_fails_and_one_with_a_skip_succeeds() {
+        let mut s = State::new(config());
+        let mut handler = job("on-failure", &[]);
+        handler.depends_on = vec![Dependency {
+            job: "a".into(),
+            when: When::Failed,
+        }];
+        let (id, _) = s
+            .submit(batch(vec![job("a", &[]), handler]), None, 0)
+            .unwrap();
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+        let a = attempt_of(&s.dispatch(0)[0].1);
+        s.job_finished(1, a, ended(ok()), 1).unwrap();
+        assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
+        assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
     }
 }
