@@ -101,24 +101,11 @@ mod aam_manager_log {
     }
 }
 
-/// mimalloc: under the dispatch load glibc's allocator was a quarter of
-/// the manager's CPU (BENCHMARKS.md, issue 18).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc 3's `purge_delay` and `arena_eager_commit` (its option enum;
-/// the sys crate names neither): memory freed goes back to the system at
-/// once (its default keeps it a second, ten for arenas), and arenas are
-/// committed as they are used, so the resident size follows what is live.
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+static ALLOCATOR: aam_manager::allocator::Allocator = aam_manager::allocator::Allocator;
 
 fn main() {
-    // SAFETY: sets two of the allocator's options, before any thread.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-    }
+    aam_manager::allocator::tune();
     // Everything this process creates (sled's files among them) holds
     // sessions' commands and outputs: readable by its owner only.
     // SAFETY: umask only sets this process's file creation mask.
