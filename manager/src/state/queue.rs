@@ -39,9 +39,8 @@ pub struct Queue {
     order: BTreeMap<Position, JobKey>,
     /// Where each queued job sits in `order`.
     position: HashMap<JobKey, Place>,
-    /// The label sets jobs were queued with, interned (never removed:
-    /// there are as many as distinct `requires`, and few in practice).
-    groups: Vec<Labels>,
+    /// The label sets jobs were queued with, each its group (never
+    /// removed: there are as many as distinct `requires`, few in practice).
     group_of: HashMap<Labels, GroupId>,
     /// Jobs queued in each group.
     in_group: Vec<u32>,
@@ -81,11 +80,10 @@ impl Queue {
         let group = match self.group_of.get(requires) {
             Some(&g) => g,
             None => {
-                self.groups.push(requires.clone());
+                let g = self.in_group.len();
                 self.in_group.push(0);
-                self.group_of
-                    .insert(requires.clone(), self.groups.len() - 1);
-                self.groups.len() - 1
+                self.group_of.insert(requires.clone(), g);
+                g
             }
         };
         self.remove_queued(key);

@@ -101,10 +101,9 @@ impl Model {
         let now = aam_protocol::now_ms();
         let total = queued + 1_000 * SLOTS as usize + 3 * CYCLES;
         // The paused group first: a `codex` job that hits its usage limit.
-        let (paused, _) = state
+        state
             .submit(batch("limit", None, vec![job(0, "codex")]), None, now)
             .expect("the limit session");
-        let _ = paused;
         state
             .register_worker(0, worker(0), &[], now)
             .expect("the first worker");
