@@ -7,6 +7,7 @@ use crate::worktree::{Isolation, JobChange, VariantPick};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -247,6 +248,47 @@ pub struct RunPolicy {
     pub retry_on: Vec<JobStatus>,
 }
 
+/// Hands out one shared copy of each distinct run policy, so that the
+/// jobs of a batch (a million, maybe) do not each hold their own 80 bytes.
+/// Used as records are made (at a submit) and as they are read back (at a
+/// start): each record's own copy is dropped at once, so its place is
+/// taken again by the next record's, not left as a hole among the records.
+/// A batch has a handful of distinct policies (one per agent, say); past
+/// `KEPT` of them the rest stay unshared.
+#[derive(Debug, Default)]
+pub struct SharedPolicies(Vec<Arc<RunPolicy>>);
+
+impl SharedPolicies {
+    const KEPT: usize = 8;
+
+    /// The shared copy of `policy` (read back with its record).
+    pub fn share(&mut self, policy: Arc<RunPolicy>) -> Arc<RunPolicy> {
+        match self.find(&policy) {
+            Some(shared) => shared,
+            None => self.keep(policy),
+        }
+    }
+
+    /// The shared copy of a policy just resolved.
+    pub fn share_new(&mut self, policy: RunPolicy) -> Arc<RunPolicy> {
+        match self.find(&policy) {
+            Some(shared) => shared,
+            None => self.keep(Arc::new(policy)),
+        }
+    }
+
+    fn find(&self, policy: &RunPolicy) -> Option<Arc<RunPolicy>> {
+        self.0.iter().find(|p| ***p == *policy).cloned()
+    }
+
+    fn keep(&mut self, policy: Arc<RunPolicy>) -> Arc<RunPolicy> {
+        if self.0.len() < Self::KEPT {
+            self.0.push(Arc::clone(&policy));
+        }
+        policy
+    }
+}
+
 /// A session as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -264,13 +306,19 @@ pub struct SessionRecord {
 
 /// A job as stored: what to run and where it is in its life. Its `Debug`
 /// hides secrets (`secret::debug_redacted`).
+///
+/// A million of them may be queued at once, so what only some jobs get
+/// (a working directory, a reason, an exit, a cost cap, a branch base, ...)
+/// is an `Option<Box<_>>`: 8 bytes inline when unset, and bincode writes a
+/// box as what it holds, so boxing a field does not change the stored
+/// format. Read such a field through its accessor (`reason()`, `exit()`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub key: JobKey,
     pub name: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub workdir: Option<String>,
+    pub workdir: Option<Box<String>>,
     pub agent: Option<String>,
     /// Jobs (indices in the same session) this one waits for, and what
     /// each must have done.
@@ -281,10 +329,13 @@ pub struct JobRecord {
     pub worker: Option<String>,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
-    pub exit: Option<ExitInfo>,
+    pub exit: Option<Box<ExitInfo>>,
     /// Why the job ended as it did, when the status alone does not say.
-    pub reason: Option<String>,
-    pub policy: RunPolicy,
+    pub reason: Option<Box<String>>,
+    /// Shared (`share_policies`): the jobs of a batch mostly run under
+    /// one policy, and it never changes after the submit. Stored as the
+    /// policy itself.
+    pub policy: Arc<RunPolicy>,
     /// Attempts that ended failed or timed out (counted against `retries`).
     pub failures: u32,
     /// Attempts lost with their worker (not counted against `retries`).
@@ -293,7 +344,7 @@ pub struct JobRecord {
     pub not_before_ms: Option<u64>,
     /// From `::progress::` lines of the current attempt.
     pub progress: Option<u8>,
-    pub progress_message: Option<String>,
+    pub progress_message: Option<Box<String>>,
     /// Set by `aam cancel` while the attempt is being stopped.
     pub cancel_requested: bool,
     pub teardown: Option<Box<TeardownReceipt>>,
@@ -310,20 +361,20 @@ pub struct JobRecord {
     /// The usage-limit group of its agent (by default the agent's name).
     pub limit_group: Option<String>,
     /// Most this job's agent may spend, in USD.
-    pub max_cost_usd: Option<f64>,
+    pub max_cost_usd: Option<Box<f64>>,
     /// The worker it must run on (a follow-up resumes a conversation that
     /// lives in that machine's files).
-    pub pinned_worker: Option<String>,
+    pub pinned_worker: Option<Box<String>>,
     /// What its current (or last) attempt's agent did (boxed: most queued
     /// jobs have none, and a job record should stay small).
     pub agent_run: Option<Box<AgentRun>>,
     pub isolation: Isolation,
     /// What a worktree job's branch starts from, as given: a ref or commit,
     /// or `job:NAME`.
-    pub base: Option<String>,
+    pub base: Option<Box<String>>,
     /// Run in its worktree after it ends, before the commit (a variant's
     /// score; a job whose verify fails has failed).
-    pub verify: Option<Vec<String>>,
+    pub verify: Option<Box<Vec<String>>>,
     /// For a variant of a job run as N (`fix.2`): its number, 1 to N.
     pub variant: Option<u32>,
     /// For a job run as N variants: the indices of its variant jobs; it
@@ -378,7 +429,7 @@ impl JobRecord {
             finished_at_ms: None,
             exit: None,
             reason: None,
-            policy: RunPolicy::default(),
+            policy: Arc::default(),
             failures: 0,
             losses: 0,
             not_before_ms: None,
@@ -410,6 +461,44 @@ impl JobRecord {
             input: None,
             permissions: None,
         }
+    }
+
+    /// Why the job ended as it did, when the status alone does not say.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref().map(String::as_str)
+    }
+
+    /// Sets (or clears) why the job ended as it did.
+    pub fn set_reason(&mut self, reason: Option<String>) {
+        self.reason = reason.map(Box::new);
+    }
+
+    pub fn workdir(&self) -> Option<&str> {
+        self.workdir.as_deref().map(String::as_str)
+    }
+
+    pub fn base(&self) -> Option<&str> {
+        self.base.as_deref().map(String::as_str)
+    }
+
+    pub fn pinned_worker(&self) -> Option<&str> {
+        self.pinned_worker.as_deref().map(String::as_str)
+    }
+
+    pub fn progress_message(&self) -> Option<&str> {
+        self.progress_message.as_deref().map(String::as_str)
+    }
+
+    pub fn verify(&self) -> Option<&[String]> {
+        self.verify.as_deref().map(Vec::as_slice)
+    }
+
+    pub fn max_cost_usd(&self) -> Option<f64> {
+        self.max_cost_usd.as_deref().copied()
+    }
+
+    pub fn exit(&self) -> Option<ExitInfo> {
+        self.exit.as_deref().copied()
     }
 
     /// A new attempt starts on `worker`: the attempt number (the fence of
@@ -455,10 +544,10 @@ impl JobRecord {
             setup_ms: None,
             teardown_ms: None,
         });
-        self.exit = exit;
+        self.exit = exit.map(Box::new);
         self.teardown = teardown.map(Box::new);
         self.finished_at_ms = Some(now_ms);
-        self.reason = reason;
+        self.reason = reason.map(Box::new);
     }
 
     /// The job is to run again from the start (`aam retry`): its retry and
@@ -639,4 +728,81 @@ pub struct WorkerView {
     pub labels: BTreeMap<String, String>,
     pub connected_at_ms: u64,
     pub last_heartbeat_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_job_record_stays_small_inline() {
+        // 696 bytes before its rarely set fields were boxed and its policy
+        // shared; a million queued jobs must fit in a gigabyte with
+        // everything around them.
+        let size = std::mem::size_of::<JobRecord>();
+        assert!(size <= 520, "JobRecord is {size} bytes inline");
+    }
+
+    #[test]
+    fn a_boxed_field_is_stored_as_the_value_it_holds() {
+        let key = JobKey {
+            session: crate::SessionId(7),
+            index: 3,
+        };
+        let mut job = JobRecord::new(key, "fix".into(), vec!["true".into()]);
+        job.set_reason(Some("budget".into()));
+        job.workdir = Some(Box::new("/src".into()));
+        job.max_cost_usd = Some(Box::new(2.5));
+        job.verify = Some(Box::new(vec!["make".into(), "test".into()]));
+        let boxed = crate::codec::encode(&job).unwrap();
+        // The boxed fields encode exactly as the plain values would.
+        let plain = crate::codec::encode(&(
+            Some("/src".to_string()),
+            Some(2.5f64),
+            Some(vec!["make".to_string(), "test".to_string()]),
+        ))
+        .unwrap();
+        let back: JobRecord = crate::codec::decode(&boxed).unwrap();
+        assert_eq!(back, job);
+        assert_eq!(back.reason(), Some("budget"));
+        assert_eq!(back.workdir(), Some("/src"));
+        let boxed_parts = crate::codec::encode(&(
+            job.workdir.clone(),
+            job.max_cost_usd.clone(),
+            job.verify.clone(),
+        ))
+        .unwrap();
+        assert_eq!(boxed_parts, plain);
+        let policy = RunPolicy {
+            retries: 2,
+            ..RunPolicy::default()
+        };
+        assert_eq!(
+            crate::codec::encode(&Arc::new(policy.clone())).unwrap(),
+            crate::codec::encode(&policy).unwrap()
+        );
+    }
+
+    #[test]
+    fn equal_policies_share_one_copy_and_others_keep_their_own() {
+        let mut shared = SharedPolicies::default();
+        let retried = |retries| RunPolicy {
+            retries,
+            ..RunPolicy::default()
+        };
+        let first = shared.share_new(retried(1));
+        let again = shared.share_new(retried(1));
+        let read_back = shared.share(Arc::new(retried(1)));
+        let other = shared.share_new(retried(2));
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&first, &read_back));
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!((*other).retries, 2);
+        // Past the kept few, a policy is its own copy, still the right one.
+        let many: Vec<_> = (10..30).map(|n| shared.share_new(retried(n))).collect();
+        let late = shared.share_new(retried(29));
+        assert_eq!(late.retries, 29);
+        assert!(!Arc::ptr_eq(&late, &many[19]));
+        assert!(Arc::ptr_eq(&shared.share_new(retried(10)), &many[0]));
+    }
 }

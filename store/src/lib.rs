@@ -487,6 +487,9 @@ mod tests {
             .map(|j| (j.key.session.0, j.key.index))
             .collect();
         assert_eq!(keys, vec![(1, 0), (2, 0), (2, 1)]);
+        // Read back, jobs with equal run policies hold one copy of it.
+        let [a, b, c] = [0, 1, 2].map(|i| std::sync::Arc::clone(&snap.jobs[i].policy));
+        assert!(std::sync::Arc::ptr_eq(&a, &b) && std::sync::Arc::ptr_eq(&b, &c));
         assert_eq!(store.output(job(1, 0).key).unwrap().unwrap(), b"out");
         assert_eq!(store.patch(job(1, 0).key).unwrap().unwrap(), b"From 1");
         assert_eq!(store.patch(job(2, 0).key).unwrap(), None);

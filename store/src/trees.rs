@@ -18,6 +18,7 @@ use crate::{
     job_key, session_key, AuditEntry, Changes, Notice, Result, Snapshot, StoreError, SCHEMA_VERSION,
 };
 use aam_protocol::codec;
+use aam_protocol::model::{JobRecord, SharedPolicies};
 use aam_protocol::{JobKey, SessionId};
 use std::path::{Path, PathBuf};
 
@@ -374,9 +375,12 @@ impl Trees {
             snap.sessions.push(codec::decode(&v).map_err(corrupt)?);
         }
         snap.jobs.reserve(self.jobs.len());
+        let mut policies = SharedPolicies::default();
         for item in self.jobs.iter() {
             let (_, v) = item.map_err(|e| self.err(e))?;
-            snap.jobs.push(codec::decode(&v).map_err(corrupt)?);
+            let mut job: JobRecord = codec::decode(&v).map_err(corrupt)?;
+            job.policy = policies.share(job.policy);
+            snap.jobs.push(job);
         }
         snap.next_session = self.u64_or(NEXT_SESSION_KEY, 1, "next session id")?;
         for item in self.pauses.iter() {

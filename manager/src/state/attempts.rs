@@ -297,7 +297,7 @@ impl State {
         self.is_current(attempt, from)?;
         if let Some(job) = self.job_mut(attempt.job) {
             job.progress = Some(percent.min(100));
-            job.progress_message = message;
+            job.progress_message = message.map(Box::new);
         }
         self.sessions.notify(attempt.job.session);
         Ok(())
@@ -448,7 +448,7 @@ impl State {
         }
         let (next, decided_reason) = next_step(end, job, reason.as_deref(), rules);
         if decided_reason.is_some() {
-            job.reason = decided_reason;
+            job.set_reason(decided_reason);
         }
         match next {
             Next::End(status) => {

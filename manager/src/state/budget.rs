@@ -101,7 +101,7 @@ impl State {
             let reason = session_reason(entry.spend().cost_usd, budget);
             return Some(OverBudget::Session(reason));
         }
-        let max = job.max_cost_usd?;
+        let max = job.max_cost_usd()?;
         (self.job_spend(entry, job).cost_usd > max).then_some(OverBudget::Job)
     }
 
@@ -115,7 +115,7 @@ impl State {
                 self.set_status(key, JobStatus::Failed);
                 if let Some(job) = self.job_mut(key) {
                     job.finished_at_ms = Some(now);
-                    job.reason = Some("budget".into());
+                    job.set_reason(Some("budget".into()));
                 }
             }
         }
@@ -164,7 +164,7 @@ impl State {
     pub(super) fn check_job_budget(&mut self, key: JobKey) -> Option<BudgetStop> {
         let entry = self.sessions.get(key.session)?;
         let job = entry.jobs().get(key.index as usize)?;
-        let max = job.max_cost_usd?;
+        let max = job.max_cost_usd()?;
         let live = entry.live_agents.get(&key.index)?;
         if live.stop_sent || self.job_spend(entry, job).cost_usd <= max {
             return None;

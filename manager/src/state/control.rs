@@ -87,7 +87,7 @@ impl State {
                 if let Some(job) = self.job_mut(key) {
                     job.finished_at_ms = Some(now);
                     job.not_before_ms = None;
-                    job.reason = Some(reason.into());
+                    job.set_reason(Some(reason.into()));
                 }
                 self.set_status(key, JobStatus::Cancelled);
                 self.settle_dependents(key, now);
@@ -274,10 +274,10 @@ impl State {
             }));
             job.finished_at_ms = Some(now);
             job.started_at_ms.get_or_insert(now);
-            job.reason = Some(match &comment {
+            job.set_reason(Some(match &comment {
                 Some(c) => format!("{verb} by {who}: {c}"),
                 None => format!("{verb} by {who}"),
-            });
+            }));
         }
         self.set_status(key, status);
         self.settle_dependents(key, now);

@@ -105,7 +105,7 @@ impl State {
             self.end_variants(key, now);
         } else if job.gate {
             if let Some(job) = self.job_mut(key) {
-                job.reason = Some(AWAITING.into());
+                job.set_reason(Some(AWAITING.into()));
             }
             self.sessions.notify(key.session);
             self.note_gate_waiting(key);
@@ -119,7 +119,7 @@ impl State {
         self.set_status(key, JobStatus::Skipped);
         if let Some(job) = self.job_mut(key) {
             job.finished_at_ms = Some(now);
-            job.reason = Some(reason);
+            job.set_reason(Some(reason));
         }
     }
 }

@@ -161,7 +161,7 @@ impl State {
         self.set_status(key, JobStatus::Failed);
         if let Some(job) = self.job_mut(key) {
             job.finished_at_ms = Some(now);
-            job.reason = Some(reason);
+            job.set_reason(Some(reason));
         }
         self.settle_dependents(key, now);
         self.maybe_finish_session(key.session, now);
@@ -243,7 +243,7 @@ impl State {
             argv: job.argv.clone(),
             env,
             secret_env,
-            workdir: job.workdir.clone(),
+            workdir: job.workdir().map(str::to_owned),
             timeout_ms: job.policy.timeout_ms,
             idle_timeout_ms: job.policy.idle_timeout_ms,
             grace_ms: job.policy.grace_ms,
@@ -307,14 +307,14 @@ impl State {
                 run.and_then(|r| r.result.clone()),
                 run.and_then(|r| r.error.clone()),
             );
-            let text = |t: &Option<String>| t.as_ref().map_or(0, |t| t.len());
+            let text = |t: Option<&str>| t.map_or(0, str::len);
             let change = dep.change.as_ref().map_or(0, |c| {
-                c.repo.len() + c.branch.len() + c.base.len() + text(&c.commit) + 64
+                c.repo.len() + c.branch.len() + c.base.len() + text(c.commit.as_deref()) + 64
             });
             spent += dep.name.len()
-                + text(&dep.reason)
-                + text(&answer)
-                + text(&agent_error)
+                + text(dep.reason())
+                + text(answer.as_deref())
+                + text(agent_error.as_deref())
                 + output.len()
                 + change
                 + 64;
@@ -340,8 +340,8 @@ impl State {
                 name: dep.name.clone(),
                 when,
                 status: dep.status,
-                exit_code: source.exit.and_then(|e| e.code),
-                reason: dep.reason.clone(),
+                exit_code: source.exit().and_then(|e| e.code),
+                reason: dep.reason().map(str::to_owned),
                 output,
                 output_bytes,
                 answer,

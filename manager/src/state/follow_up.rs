@@ -111,10 +111,10 @@ impl State {
             prompt: Some(prompt),
             model: model.filter(|_| self.agent_uses_model(job)),
             env: job.env.iter().cloned().collect(),
-            workdir: job.workdir.clone(),
+            workdir: job.workdir().map(str::to_owned),
             priority: job.priority,
             requires: job.requires.clone(),
-            max_cost_usd: job.max_cost_usd,
+            max_cost_usd: job.max_cost_usd(),
             ports: Some(job.ports.into()),
             // A follow-up works where its job did: it needs what it used.
             uses: job
@@ -144,7 +144,7 @@ impl State {
         new_job.grace_ms = Some(policy.grace_ms);
         new_job.retries = Some(policy.retries);
         new_job.retry_backoff_ms = Some(policy.retry_backoff_ms);
-        new_job.retry_on = policy.retry_on;
+        new_job.retry_on = policy.retry_on.clone();
         let (id, count) = self
             .submit_valid(valid, None, now)
             .map_err(ContinueRefused::Invalid)?;
@@ -153,7 +153,7 @@ impl State {
             index: 0,
         };
         if let Some(job) = self.job_mut(key) {
-            job.pinned_worker = worker;
+            job.pinned_worker = worker.map(Box::new);
             if account_group.is_some() {
                 job.limit_group = account_group;
             }
@@ -162,8 +162,8 @@ impl State {
                 job.workspace = worktree.workspace;
                 job.requires.extend(worktree.requires);
                 job.continues_branch = Some(Box::new((worktree.branch, worktree.path_key)));
-                job.base = worktree.at;
-                job.verify = worktree.verify;
+                job.base = worktree.at.map(Box::new);
+                job.verify = worktree.verify.map(Box::new);
             }
         }
         // Queued with the labels it was submitted with: again, with those
@@ -219,13 +219,16 @@ fn continued_worktree(session: SessionId, job: &JobRecord) -> Option<ContinuedWo
         .map_or(first_branch, |c| c.branch.clone());
     let at = match &job.change {
         Some(c) => Some(c.commit.clone().unwrap_or_else(|| c.base.clone())),
-        None => job.base.clone().filter(|b| !b.starts_with(JOB_BASE)),
+        None => job
+            .base()
+            .filter(|b| !b.starts_with(JOB_BASE))
+            .map(str::to_owned),
     };
     Some(ContinuedWorktree {
         branch,
         path_key,
         at,
-        verify: job.verify.clone(),
+        verify: job.verify().map(<[String]>::to_vec),
         isolation: job.isolation,
         workspace: job.workspace.clone(),
         requires: job.requires.clone(),

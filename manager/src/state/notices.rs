@@ -150,8 +150,8 @@ impl State {
                 event["status"] = json!(job.status.as_str());
                 event["attempt"] = json!(job.attempts);
                 event["reason"] = json!(job.reason);
-                event["exit_code"] = json!(job.exit.and_then(|e| e.code));
-                event["signal"] = json!(job.exit.and_then(|e| e.signal));
+                event["exit_code"] = json!(job.exit().and_then(|e| e.code));
+                event["signal"] = json!(job.exit().and_then(|e| e.signal));
                 if let Some(d) = &job.decision {
                     // A rejected gate: who rejected it, and why.
                     event["gate"] = json!(job.name);

@@ -62,7 +62,7 @@ impl State {
         let mut queued = Vec::new();
         let mut running = Vec::new();
         for job in self.sessions.values().flat_map(|s| s.jobs().iter()) {
-            if let (JobStatus::Succeeded, Some(exit)) = (job.status, job.exit) {
+            if let (JobStatus::Succeeded, Some(exit)) = (job.status, job.exit()) {
                 self.history.record(&duration_key(job), exit.duration_ms);
             }
             match job.status {

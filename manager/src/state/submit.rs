@@ -10,7 +10,9 @@ use super::variants::{become_parent, variant_specs};
 use super::worktrees::JOB_BASE;
 use super::{State, StateConfig, AWAITING};
 use aam_protocol::agent::{expand_agent_job, AgentDef};
-use aam_protocol::model::{JobRecord, JobStatus, RunPolicy, SessionRecord, SessionStatus};
+use aam_protocol::model::{
+    JobRecord, JobStatus, RunPolicy, SessionRecord, SessionStatus, SharedPolicies,
+};
 use aam_protocol::permission::JobPermissions;
 use aam_protocol::say::AgentInput;
 use aam_protocol::spec::{
@@ -72,7 +74,7 @@ impl State {
         // Gates with nothing to wait for wait for their decision at once.
         let gates: Vec<JobKey> = jobs
             .iter()
-            .filter(|j| j.gate && j.reason.as_deref() == Some(AWAITING))
+            .filter(|j| j.gate && j.reason() == Some(AWAITING))
             .map(|j| j.key)
             .collect();
         let entry = SessionEntry::new(record, jobs, &self.config.prices);
@@ -110,13 +112,14 @@ fn job_records(
     let mut jobs = Vec::with_capacity(total);
     let mut variants = Vec::new();
     let mut next_variant = specs.len() as u32;
+    let mut policies = SharedPolicies::default();
     for (index, spec) in (0..).zip(specs) {
         let key = |index| JobKey { session: id, index };
         let made: Result<Vec<JobRecord>, SpecError> = variant_specs(&spec, next_variant)
-            .map(|(index, spec)| job_record(key(index), spec, config))
+            .map(|(index, spec)| job_record(key(index), spec, config, &mut policies))
             .collect();
         next_variant += spec.variants.unwrap_or(0);
-        match (job_record(key(index), spec, config), made) {
+        match (job_record(key(index), spec, config, &mut policies), made) {
             (Ok(mut job), Ok(mut made)) => {
                 become_parent(&mut job, &mut made);
                 jobs.push(job);
@@ -139,6 +142,7 @@ fn job_record(
     key: JobKey,
     mut spec: ValidJob,
     config: &StateConfig,
+    policies: &mut SharedPolicies,
 ) -> Result<JobRecord, SpecError> {
     let agent = match &spec.kind {
         JobKind::Agent(call) => config.agents.get(&call.agent),
@@ -176,7 +180,7 @@ fn job_record(
     }
     Ok(JobRecord {
         env,
-        workdir: spec.workdir,
+        workdir: spec.workdir.map(Box::new),
         agent: match spec.kind {
             JobKind::Agent(call) => Some(call.agent),
             _ => None,
@@ -187,20 +191,23 @@ fn job_record(
             JobStatus::Queued
         },
         depends_on: spec.depends_on,
-        policy,
+        policy: policies.share_new(policy),
         gate,
         priority: spec.priority,
         requires,
-        reason: (gate && !waits).then(|| AWAITING.to_string()),
+        reason: (gate && !waits).then(|| Box::new(AWAITING.to_string())),
         format,
         limit_group,
-        max_cost_usd: spec.max_cost_usd,
+        max_cost_usd: spec.max_cost_usd.map(Box::new),
         isolation,
-        base: spec.base.map(|base| match base {
-            Base::Ref(name) => name,
-            Base::Job(name) => format!("{JOB_BASE}{name}"),
-        }),
-        verify: spec.verify,
+        base: spec
+            .base
+            .map(|base| match base {
+                Base::Ref(name) => name,
+                Base::Job(name) => format!("{JOB_BASE}{name}"),
+            })
+            .map(Box::new),
+        verify: spec.verify.map(Box::new),
         ports: spec.ports,
         uses: spec.uses,
         workspace,
@@ -452,6 +459,24 @@ mod tests {
             (p.timeout_ms, p.idle_timeout_ms, p.grace_ms),
             (Some(1), Some(2), 3)
         );
+    }
+
+    #[test]
+    fn the_jobs_of_a_batch_share_their_run_policy_and_keep_their_own_values() {
+        let mut s = State::new(config());
+        let retried = JobSpec {
+            retries: Some(3),
+            ..job("c", &[])
+        };
+        let batch = batch(vec![job("a", &[]), job("b", &[]), retried]);
+        let (id, _) = s.submit(batch, None, 0).unwrap();
+        let policy = |index| {
+            let key = JobKey { session: id, index };
+            std::sync::Arc::clone(&s.sessions.job(key).unwrap().policy)
+        };
+        assert!(std::sync::Arc::ptr_eq(&policy(0), &policy(1)));
+        assert!(!std::sync::Arc::ptr_eq(&policy(0), &policy(2)));
+        assert_eq!((policy(0).retries, policy(2).retries), (0, 3));
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl State {
         let (best, pick) = pick(&variants);
         let winner = best.map(|i| {
             let w = variants[i];
-            (w.change.clone(), w.agent_run.clone(), w.exit)
+            (w.change.clone(), w.agent_run.clone(), w.exit.clone())
         });
         tracing::info!(session = %parent.session, job = %job.name, winner = ?pick.winner,
             "variants picked");
@@ -198,7 +198,7 @@ impl State {
             (job.change, job.agent_run, job.exit) = winner.unwrap_or_default();
             job.started_at_ms = started.or(Some(now));
             job.finished_at_ms = Some(now);
-            job.reason = Some(pick.reason.clone());
+            job.set_reason(Some(pick.reason.clone()));
             job.pick = Some(Box::new(pick));
         }
         self.set_status(parent, status);

@@ -179,12 +179,12 @@ impl State {
             name: job.name.clone(),
             status: job.status,
             attempts: job.attempts,
-            exit_code: job.exit.and_then(|e| e.code),
-            signal: job.exit.and_then(|e| e.signal),
+            exit_code: job.exit().and_then(|e| e.code),
+            signal: job.exit().and_then(|e| e.signal),
             worker: job.worker.clone(),
             started_at_ms: job.started_at_ms,
             finished_at_ms: job.finished_at_ms,
-            duration_ms: job.exit.map(|e| e.duration_ms),
+            duration_ms: job.exit().map(|e| e.duration_ms),
             reason: self.held_reason(entry, job, now).or_else(|| {
                 waiting_reason(entry, job, capacities).map(|r| self.with_provider(job, r))
             }),
@@ -196,7 +196,7 @@ impl State {
             priority: job.priority,
             requires: job.requires.clone(),
             progress: job.progress,
-            progress_message: job.progress_message.clone(),
+            progress_message: job.progress_message().map(str::to_owned),
             teardown: job.teardown.as_deref().cloned(),
             history: job.history.clone(),
             depends_on: job
@@ -471,7 +471,7 @@ fn waiting_reason(
                 job.key.session, job.name
             ))
         }
-        _ => job.reason.clone(),
+        _ => job.reason().map(str::to_owned),
     }
 }
 

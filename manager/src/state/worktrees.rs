@@ -201,14 +201,14 @@ impl State {
         let base = match base_job(entry, job) {
             Some(Ok(source)) => source.change.as_deref().map(tip),
             Some(Err(why)) => return Err(why),
-            None => job.base.clone(),
+            None => job.base().map(str::to_owned),
         };
         Ok(Some(WorktreeOrder {
             branch,
             base: base.unwrap_or_else(|| DEFAULT_BASE.into()),
             reuse_branch,
             path_key,
-            verify: job.verify.clone(),
+            verify: job.verify().map(<[String]>::to_vec),
             message: commit_message(key.session, &entry.record().name, job),
             patch_cap: self.config.patch_cap,
             workspace: job.workspace.clone(),

@@ -148,7 +148,10 @@ fn a_schema_2_store_opens_migrated_with_every_record_intact() {
                 (now.key, &now.name, &now.env),
                 (old.key, &old.name, &old.env)
             );
-            assert_eq!((now.isolation, &now.base), (old.isolation, &old.base));
+            assert_eq!(
+                (now.isolation, now.base()),
+                (old.isolation, old.base.as_deref())
+            );
             assert_eq!(
                 (now.format, &now.limit_group),
                 (old.format, &old.limit_group)

@@ -190,7 +190,7 @@ fn retries_follow_the_policy_and_the_limits() {
         index: 0,
     };
     let mut job = JobRecord::new(key, "a".into(), vec![]);
-    job.policy = policy();
+    job.policy = policy().into();
     job.attempts = 1;
     job.failures = 1;
     let failed = AttemptEnd::Final(JobStatus::Failed);

@@ -54,7 +54,7 @@ fn a_follow_up_resumes_the_conversation_on_the_worker_that_holds_it() {
     );
     let stored = s.take_changes().jobs;
     let job = stored.iter().find(|j| j.key.session == new).unwrap();
-    assert_eq!(job.pinned_worker.as_deref(), Some("w1"));
+    assert_eq!(job.pinned_worker(), Some("w1"));
 }
 
 #[test]

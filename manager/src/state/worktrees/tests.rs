@@ -347,7 +347,7 @@ fn a_follow_up_continues_the_branch_at_the_first_job_s_path_on_its_worker() {
     let (second, _) = s.continue_job(first, "fix", "more".into(), 3).unwrap();
     let follow_up = record(&s, second, "fix");
     assert_eq!(follow_up.isolation, Isolation::Worktree);
-    assert_eq!(follow_up.pinned_worker.as_deref(), Some("w1"));
+    assert_eq!(follow_up.pinned_worker(), Some("w1"));
     let path_key = format!("{first}/fix");
     assert_eq!(
         follow_up.continues_branch,
