@@ -3,13 +3,21 @@
 //! ran (ARCHITECTURE.md, invariant 1: durable before acknowledged, group
 //! commit). It keeps disk I/O off the actors' threads.
 //!
+//! A group is answered as soon as the log holds it (durable), before sled
+//! takes it: sled's inserts are most of a commit's time (a million-job
+//! submission's ack waited seconds on them). What is read back from sled
+//! therefore waits for the second answer, `applied`: the scheduler keeps
+//! a job's output and patch in memory until then, and reads the audit log
+//! through this thread (`audit`), in its place after every commit queued
+//! before it.
+//!
 //! After a group fails, every group queued behind it fails too (each was
 //! built on the one that failed), and so does every later one, until a
 //! `probe` finds the store taking writes again. The scheduler sends that
 //! probe only after rolling its model back to `snapshot`, what is durable.
 
 use crate::metrics::Observer;
-use aam_store::{Changes, Snapshot, StoreError, StoreWriter};
+use aam_store::{AuditEntry, Changes, Snapshot, StoreError, StoreWriter};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -41,16 +49,40 @@ impl From<StoreError> for StoreFailure {
 /// the receiver: the thread is gone).
 pub type Answer<T> = oneshot::Receiver<Result<T, StoreFailure>>;
 
+/// What a commit answers: `durable` once the log holds it (it may be
+/// acknowledged), `applied` once sled holds it too (what is read back from
+/// sled, outputs and patches, may be dropped from memory).
+pub struct Committed {
+    pub durable: Answer<()>,
+    pub applied: oneshot::Receiver<()>,
+}
+
+struct Commit {
+    // Boxed: a change set is hundreds of bytes.
+    changes: Box<Changes>,
+    durable: oneshot::Sender<Result<(), StoreFailure>>,
+    applied: oneshot::Sender<()>,
+}
+
 enum Request {
-    // Boxed: a change set is hundreds of bytes, a probe a pointer.
-    Commit(Box<Changes>, oneshot::Sender<Result<(), StoreFailure>>),
+    Commit(Commit),
     Other(Other),
 }
 
-/// Requests served one at a time, in their place among the commits.
+/// Audit records from `since_ms` on, at most `limit`, and whether older
+/// ones were left out.
+type AuditRead = (Vec<AuditEntry>, bool);
+
+/// Requests served one at a time, in their place among the commits (after
+/// every commit queued before them is in sled).
 enum Other {
     Snapshot(oneshot::Sender<Result<Snapshot, StoreFailure>>),
     Probe(oneshot::Sender<Result<(), StoreFailure>>),
+    Audit {
+        since_ms: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<AuditRead, StoreFailure>>,
+    },
 }
 
 /// Handle to the commit thread. Dropping every handle ends the thread once
@@ -71,10 +103,31 @@ impl Committer {
         Committer { tx }
     }
 
-    /// Queues changes; resolves once they are durable, or failed.
-    pub fn commit(&self, changes: Changes) -> Answer<()> {
+    /// Queues changes; `durable` resolves once they are durable, or
+    /// failed; `applied` once sled holds them (never, if they failed).
+    pub fn commit(&self, changes: Changes) -> Committed {
+        let (durable, durable_rx) = oneshot::channel();
+        let (applied, applied_rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Commit(Commit {
+            changes: Box::new(changes),
+            durable,
+            applied,
+        }));
+        Committed {
+            durable: durable_rx,
+            applied: applied_rx,
+        }
+    }
+
+    /// The audit log from `since_ms` on (at most `limit` records), with
+    /// every commit queued before this call in it.
+    pub fn audit(&self, since_ms: u64, limit: usize) -> Answer<AuditRead> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Request::Commit(Box::new(changes), reply));
+        let _ = self.tx.send(Request::Other(Other::Audit {
+            since_ms,
+            limit,
+            reply,
+        }));
         rx
     }
 
@@ -111,7 +164,7 @@ fn run(writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
         let mut group = Vec::new();
         for request in std::iter::once(first).chain(rx.try_iter()) {
             match request {
-                Request::Commit(changes, reply) => group.push((*changes, reply)),
+                Request::Commit(commit) => group.push(commit),
                 Request::Other(other) => {
                     thread.commit(std::mem::take(&mut group));
                     thread.serve(other);
@@ -127,15 +180,22 @@ fn run(writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
 }
 
 impl Thread {
-    fn commit(&mut self, group: Vec<(Changes, oneshot::Sender<Result<(), StoreFailure>>)>) {
+    fn commit(&mut self, group: Vec<Commit>) {
         if group.is_empty() {
             return;
         }
-        let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let mut changes = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut applied = Vec::with_capacity(group.len());
+        for commit in group {
+            changes.push(*commit.changes);
+            replies.push(commit.durable);
+            applied.push(commit.applied);
+        }
         let (size, started) = (changes.len(), Instant::now());
         let result = match &self.failed {
             Some(failure) => Err(failure.clone()),
-            None => self.writer.commit(changes).map_err(|e| {
+            None => self.writer.log(changes).map_err(|e| {
                 let failure = StoreFailure::from(e);
                 tracing::error!(
                     "store commit failed ({}): {failure}; nothing of it was stored",
@@ -145,12 +205,25 @@ impl Thread {
                 failure
             }),
         };
-        if result.is_ok() {
-            self.metrics
-                .committed(size, started.elapsed(), self.writer.last_sync());
-        }
+        let logged = match result {
+            Ok(logged) => {
+                self.metrics
+                    .committed(size, started.elapsed(), self.writer.last_sync());
+                logged
+            }
+            Err(failure) => {
+                for reply in replies {
+                    let _ = reply.send(Err(failure.clone()));
+                }
+                return;
+            }
+        };
         for reply in replies {
-            let _ = reply.send(result.clone());
+            let _ = reply.send(Ok(()));
+        }
+        self.writer.apply(logged);
+        for done in applied {
+            let _ = done.send(());
         }
     }
 
@@ -166,6 +239,14 @@ impl Thread {
                     Err(failure) => self.failed = Some(failure.clone()),
                 }
                 let _ = reply.send(result);
+            }
+            Other::Audit {
+                since_ms,
+                limit,
+                reply,
+            } => {
+                let read = self.writer.store().audit(since_ms, limit);
+                let _ = reply.send(read.map_err(StoreFailure::from));
             }
         }
     }

@@ -20,7 +20,7 @@ mod wal;
 mod writer;
 
 pub use wal::Recovery;
-pub use writer::{StoreWriter, CHECKPOINT_BYTES, RESERVE_BYTES};
+pub use writer::{Logged, StoreWriter, CHECKPOINT_BYTES, RESERVE_BYTES};
 
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::model::{JobRecord, SessionRecord};

@@ -35,6 +35,11 @@ pub const RESERVE_BYTES: u64 = 4 * 1024 * 1024;
 /// Bytes the disk must take (beyond the reserve) before writes resume.
 const PROBE_BYTES: u64 = 1024 * 1024;
 
+/// Change sets the log holds (durable) that sled has not taken yet: from
+/// `StoreWriter::log`, for `StoreWriter::apply`.
+#[must_use = "what the log holds goes to sled through `apply`"]
+pub struct Logged(Vec<Changes>);
+
 /// The single writer of the store. Blocking: use it off the actors' threads.
 pub struct StoreWriter {
     store: Store,
@@ -68,9 +73,19 @@ impl StoreWriter {
     /// then sled. `Ok`: all of it is durable. `Err`: none of it is, and
     /// nothing of it reached sled.
     pub fn commit(&mut self, groups: Vec<Changes>) -> Result<()> {
+        let logged = self.log(groups)?;
+        self.apply(logged);
+        Ok(())
+    }
+
+    /// The first half of `commit`: the group's log frames and their
+    /// fdatasync. `Ok`: all of it is durable (it may be acknowledged), and
+    /// what it returns must go to `apply` before anything else is logged or
+    /// read from sled. `Err`: none of it is durable.
+    pub fn log(&mut self, groups: Vec<Changes>) -> Result<Logged> {
         let groups: Vec<Changes> = groups.into_iter().filter(|c| !c.is_empty()).collect();
         if groups.is_empty() {
-            return Ok(());
+            return Ok(Logged(groups));
         }
         if self.sled_failed {
             self.restore_sled()?;
@@ -86,15 +101,22 @@ impl StoreWriter {
         let syncing = std::time::Instant::now();
         self.wal.sync()?;
         self.last_sync = syncing.elapsed();
-        // Durable from here on: a failure below loses nothing.
+        Ok(Logged(groups))
+    }
+
+    /// The second half of `commit`: sled takes what the log holds. It
+    /// cannot lose anything: when sled fails, it is reopened from the log.
+    pub fn apply(&mut self, logged: Logged) {
+        if logged.0.is_empty() {
+            return;
+        }
         let applied = self
             .store
-            .with(|trees| groups.into_iter().try_for_each(|c| trees.apply(c)));
+            .with(|trees| logged.0.into_iter().try_for_each(|c| trees.apply(c)));
         match applied {
             Err(e) => self.on_sled_failure(e),
             Ok(()) => self.checkpoint_when_due(),
         }
-        Ok(())
     }
 
     /// Rewrites every record of schema `from` in the current schema: one
@@ -405,6 +427,29 @@ mod tests {
         assert_eq!(ids(&store.load().unwrap()), vec![1, 2], "read handle");
         drop((store, writer));
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(ids(&store.load().unwrap()), vec![1, 2]);
+    }
+
+    #[test]
+    fn what_the_log_holds_is_durable_before_sled_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            let logged = writer.log(vec![submission(1)]).unwrap();
+            // Acknowledged here; sled has nothing of it yet.
+            assert_eq!(ids(&store.load().unwrap()), Vec::<u64>::new());
+            assert_eq!(ids(&writer.durable_snapshot().unwrap()), vec![1]);
+            // The process dies before `apply`.
+            std::mem::forget(logged);
+        }
+        let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(
+            ids(&store.load().unwrap()),
+            vec![1],
+            "replayed from the log"
+        );
+        let logged = writer.log(vec![submission(2)]).unwrap();
+        writer.apply(logged);
         assert_eq!(ids(&store.load().unwrap()), vec![1, 2]);
     }
 }

@@ -13,6 +13,7 @@ use aam_protocol::messages::ClientResponse;
 use aam_protocol::now_ms;
 use aam_store::{AuditEntry, Changes};
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 /// Records waiting for a commit past this many (the store takes no writes
 /// for long) are dropped, counted in the log, rather than held unbounded.
@@ -126,7 +127,7 @@ pub fn record_by_manager(
 pub fn outcome_of(reply: &Reply) -> (AuditOutcome, String) {
     let answer = match reply {
         Reply::Answer(answer) | Reply::WhenEnded { answer, .. } => answer,
-        Reply::Watch(_) => return (AuditOutcome::Done, String::new()),
+        Reply::Watch(_) | Reply::Audit { .. } => return (AuditOutcome::Done, String::new()),
     };
     match answer {
         ClientResponse::Error { message, .. } => (AuditOutcome::Failed, message.clone()),
@@ -158,18 +159,31 @@ pub fn outcome_of(reply: &Reply) -> (AuditOutcome, String) {
 }
 
 impl Scheduler {
-    /// The audit log from `since_ms` on, as the store holds it.
-    pub(super) fn read_audit(&self, since_ms: Option<u64>) -> Reply {
-        let read = self.store.audit(since_ms.unwrap_or(0), MAX_ANSWER);
-        let (entries, truncated) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                return Reply::Answer(ClientResponse::Error {
+    /// Answers with the audit log from `since_ms` on, as the store holds
+    /// it once every commit made before this request is in it (read by the
+    /// commit thread, in order: an acknowledged action's record is there).
+    pub(super) fn read_audit(
+        &self,
+        ctx: &mut Context<Self>,
+        since_ms: Option<u64>,
+        reply: oneshot::Sender<Option<ClientResponse>>,
+    ) {
+        let read = self.committer.audit(since_ms.unwrap_or(0), MAX_ANSWER);
+        ctx.spawn(read.into_actor(self).map(move |read, act, _| {
+            let answer = match read {
+                Ok(Ok(read)) => act.audit_answer(read),
+                Ok(Err(e)) => ClientResponse::Error {
                     kind: aam_protocol::messages::ErrorKind::Internal,
                     message: format!("reading the audit log: {e}"),
-                })
-            }
-        };
+                },
+                Err(_) => return super::read_only::commit_thread_gone(),
+            };
+            let _ = reply.send(Some(answer));
+        }));
+    }
+
+    /// The newest audit records that fit in one answer.
+    fn audit_answer(&self, (entries, truncated): (Vec<AuditEntry>, bool)) -> ClientResponse {
         // The newest that fit in one answer (a record's encoded size is
         // what it adds to the answer's frame).
         let mut bytes = 0usize;
@@ -192,7 +206,7 @@ impl Scheduler {
                 }
             })
             .collect();
-        Reply::Answer(ClientResponse::Audit { records, truncated })
+        ClientResponse::Audit { records, truncated }
     }
 }
 

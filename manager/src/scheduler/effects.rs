@@ -52,8 +52,6 @@ pub(super) struct Parked {
 struct Pending {
     seq: u64,
     effects: Vec<Effect>,
-    /// The outputs and patches of ended attempts it stores: (job, attempt).
-    outputs: Vec<(JobKey, u32)>,
     /// Its result once known. Results may be seen out of order; effects
     /// are released (or refused) in commit order.
     result: Option<Result<(), StoreFailure>>,
@@ -94,17 +92,34 @@ impl Scheduler {
         self.parked.waiting.push_back(Pending {
             seq,
             effects,
-            outputs,
             result: None,
         });
-        let durable = self.committer.commit(changes);
-        ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
-            match result {
-                Ok(result) => act.committed(ctx, seq, result),
-                // Without a durable store nothing may be acknowledged.
-                Err(_) => commit_thread_gone(),
-            }
-        }));
+        let committed = self.committer.commit(changes);
+        ctx.spawn(
+            committed
+                .durable
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    match result {
+                        Ok(result) => act.committed(ctx, seq, result),
+                        // Without a durable store nothing may be acknowledged.
+                        Err(_) => commit_thread_gone(),
+                    }
+                }),
+        );
+        if !outputs.is_empty() {
+            // Until sled holds them, queries read them from memory.
+            ctx.spawn(
+                committed
+                    .applied
+                    .into_actor(self)
+                    .map(move |applied, act, _| {
+                        if applied.is_ok() {
+                            act.state.outputs_committed(&outputs);
+                        }
+                    }),
+            );
+        }
     }
 
     /// A commit's result: releases (or refuses) the effects of every
@@ -120,7 +135,6 @@ impl Scheduler {
                 None => break,
                 Some(Ok(())) => {
                     let done = self.parked.waiting.pop_front().expect("front exists");
-                    self.state.outputs_committed(&done.outputs);
                     self.release(done.effects);
                 }
                 Some(Err(failure)) => {

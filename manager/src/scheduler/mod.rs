@@ -295,6 +295,7 @@ impl Handler<ClientCall> for Scheduler {
                     seq: self.parked.next_seq(),
                 });
             }
+            Reply::Audit { since_ms } => self.read_audit(ctx, since_ms, reply),
             Reply::Watch(summary) => {
                 // Subscribed now, so every later change makes a Notify; the
                 // first answer still waits for durability. The direct answer

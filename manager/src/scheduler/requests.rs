@@ -25,6 +25,8 @@ pub(super) enum Reply {
     },
     /// The caller watches the session: this summary now, then each change.
     Watch(SessionSummary),
+    /// The audit log from then on, read in order with the commits.
+    Audit { since_ms: Option<u64> },
 }
 
 impl From<StateError> for Reply {
@@ -229,7 +231,7 @@ impl Scheduler {
                 job,
                 prompt,
             } => self.continue_job(session, &job, prompt, &who.name, now),
-            ClientRequest::Audit { since_ms } => self.read_audit(since_ms),
+            ClientRequest::Audit { since_ms } => Reply::Audit { since_ms },
             // Held by the client's connection until its `Submit`; one that
             // reaches here came another way (the HTTP API takes whole batches).
             ClientRequest::SubmitPart { .. } => Reply::Answer(ClientResponse::Error {
