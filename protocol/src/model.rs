@@ -797,7 +797,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again));
         assert!(Arc::ptr_eq(&first, &read_back));
         assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!((*other).retries, 2);
+        assert_eq!(other.retries, 2);
         // Past the kept few, a policy is its own copy, still the right one.
         let many: Vec<_> = (10..30).map(|n| shared.share_new(retried(n))).collect();
         let late = shared.share_new(retried(29));
