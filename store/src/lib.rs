@@ -230,11 +230,49 @@ impl AuditEntry {
     }
 }
 
+/// A job record as the store writes it: its key and its bincode bytes,
+/// encoded once by whoever changed it (the scheduler, where a copy of the
+/// record would otherwise be made) and written as they are to the log and
+/// to sled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredJob {
+    pub key: JobKey,
+    /// An encoding that failed fails the commit that carries it.
+    bytes: std::result::Result<Vec<u8>, String>,
+}
+
+impl StoredJob {
+    pub fn encode(job: &JobRecord) -> StoredJob {
+        StoredJob {
+            key: job.key,
+            bytes: aam_protocol::codec::encode(job).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The record's bytes.
+    pub fn bytes(&self) -> Result<&[u8]> {
+        self.bytes
+            .as_deref()
+            .map_err(|e| StoreError::Corrupt(format!("job {} does not encode: {e}", self.key)))
+    }
+
+    /// The record again (for tests and checks: the model keeps its own).
+    pub fn decode(&self) -> Result<JobRecord> {
+        aam_protocol::codec::decode(self.bytes()?).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+impl From<&JobRecord> for StoredJob {
+    fn from(job: &JobRecord) -> StoredJob {
+        StoredJob::encode(job)
+    }
+}
+
 /// A group of writes committed together.
 #[derive(Debug, Default)]
 pub struct Changes {
     pub sessions: Vec<SessionRecord>,
-    pub jobs: Vec<JobRecord>,
+    pub jobs: Vec<StoredJob>,
     pub outputs: Vec<(JobKey, Vec<u8>)>,
     /// Worktree jobs' patches, kept like outputs (empty: the job has none
     /// any more, so an earlier attempt's goes).
@@ -436,6 +474,11 @@ mod tests {
         JobRecord::new(key, format!("j{index}"), vec!["true".into()])
     }
 
+    /// `job` as a commit carries it.
+    pub(crate) fn stored(session: u64, index: u32) -> StoredJob {
+        StoredJob::encode(&job(session, index))
+    }
+
     #[test]
     fn flushed_writes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -444,7 +487,7 @@ mod tests {
             writer
                 .commit(vec![Changes {
                     sessions: vec![session(2), session(1)],
-                    jobs: vec![job(2, 1), job(1, 0), job(2, 0)],
+                    jobs: vec![stored(2, 1), stored(1, 0), stored(2, 0)],
                     outputs: vec![(job(1, 0).key, b"out".to_vec())],
                     patches: vec![
                         (job(1, 0).key, b"From 1".to_vec()),
@@ -504,7 +547,7 @@ mod tests {
                 .commit(vec![
                     Changes {
                         sessions: vec![session(1), session(2)],
-                        jobs: vec![job(1, 0), job(2, 0)],
+                        jobs: vec![stored(1, 0), stored(2, 0)],
                         outputs: vec![(job(1, 0).key, b"out".to_vec())],
                         patches: vec![(job(1, 0).key, b"From 1".to_vec())],
                         ..Default::default()
@@ -541,7 +584,7 @@ mod tests {
             writer
                 .commit(vec![Changes {
                     sessions: vec![session(1), session(2)],
-                    jobs: vec![job(1, 0), job(2, 0)],
+                    jobs: vec![stored(1, 0), stored(2, 0)],
                     owners: vec![(SessionId(1), "ci".into()), (SessionId(2), "ann".into())],
                     audit: vec![entry(10, 0), entry(20, 1), entry(30, 2)],
                     ..Default::default()
@@ -593,7 +636,7 @@ mod tests {
             writer
                 .commit(vec![Changes {
                     sessions: vec![session(1)],
-                    jobs: vec![job(1, 0)],
+                    jobs: vec![stored(1, 0)],
                     ..Default::default()
                 }])
                 .unwrap();

@@ -34,7 +34,7 @@
 //! → 4 → 5 → 6), so each step is written once.
 
 use crate::trees::Trees;
-use crate::{Changes, Result, StoreError, SCHEMA_VERSION};
+use crate::{Changes, Result, StoreError, StoredJob, SCHEMA_VERSION};
 use aam_protocol::agent_run::AgentFormat;
 use aam_protocol::codec;
 use aam_protocol::model::{
@@ -85,7 +85,7 @@ pub(crate) fn rewrite(trees: &Trees, from: u32) -> Result<(Changes, Migrated)> {
         let (key, bytes) = item.map_err(|e| trees.err(e))?;
         let job = job_from(from, &key, &bytes)?;
         counts.attempts += job.history.len();
-        changes.jobs.push(job);
+        changes.jobs.push(StoredJob::encode(&job));
         counts.jobs += 1;
     }
     Ok((changes, counts))

@@ -249,7 +249,7 @@ impl Trees {
     pub(crate) fn apply(&self, changes: Changes) -> Result<()> {
         for j in &changes.jobs {
             self.jobs
-                .insert(job_key(j.key), codec::encode(j).map_err(corrupt)?)
+                .insert(job_key(j.key), j.bytes()?)
                 .map_err(|e| self.err(e))?;
         }
         for (key, out) in changes.outputs {

@@ -85,7 +85,7 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     for j in &changes.jobs {
         let mut body = job_key(j.key).to_vec();
-        body.extend_from_slice(&codec::encode(j).map_err(corrupt)?);
+        body.extend_from_slice(j.bytes()?);
         push_item(&mut buf, KIND_JOB, &body);
     }
     for (key, out) in &changes.outputs {

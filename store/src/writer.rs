@@ -370,14 +370,14 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{job, session};
+    use crate::tests::{session, stored};
     use crate::DEFAULT_CACHE_BYTES;
     use aam_protocol::SessionId;
 
     fn submission(id: u64) -> Changes {
         Changes {
             sessions: vec![session(id)],
-            jobs: vec![job(id, 0)],
+            jobs: vec![stored(id, 0)],
             next_session: Some(id + 1),
             ..Default::default()
         }

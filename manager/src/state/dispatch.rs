@@ -486,7 +486,7 @@ mod tests {
         s.take_changes();
         let assigned = s.dispatch(7);
         assert_eq!(assigned[0].1.attempt, 1);
-        let stored = s.take_changes().jobs;
+        let stored = testing::stored_jobs(&mut s);
         assert_eq!(
             stored.len(),
             1,

@@ -11,6 +11,7 @@ use crate::prices::PriceTable;
 use aam_protocol::model::{JobRecord, JobStatus, SessionRecord, SessionStatus, SessionSummary};
 use aam_protocol::output::OutputCapture;
 use aam_protocol::{JobKey, SessionId};
+use aam_store::StoredJob;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
@@ -358,14 +359,16 @@ impl Sessions {
         Some(entry)
     }
 
-    pub fn take_unsaved(&mut self) -> (Vec<SessionRecord>, Vec<JobRecord>) {
+    /// The records changed since the last call, to store; jobs encoded
+    /// for the store here rather than copied (`StoredJob`).
+    pub fn take_unsaved(&mut self) -> (Vec<SessionRecord>, Vec<StoredJob>) {
         let sessions = std::mem::take(&mut self.unsaved_sessions)
             .into_iter()
             .filter_map(|id| Some(self.map.get(&id)?.record.clone()))
             .collect();
         let jobs = std::mem::take(&mut self.unsaved_jobs)
             .into_iter()
-            .filter_map(|key| self.job(key).cloned())
+            .filter_map(|key| self.job(key).map(StoredJob::encode))
             .collect();
         (sessions, jobs)
     }

@@ -166,12 +166,22 @@ pub fn status(state: &State, session: SessionId, name: &str) -> JobStatus {
     state.logs(session, name, 0, &|_| None).unwrap().status
 }
 
+/// The job records the model changed since the last call, as the store
+/// would read them back.
+pub fn stored_jobs(state: &mut State) -> Vec<JobRecord> {
+    decoded(state.take_changes().jobs)
+}
+
+fn decoded(jobs: Vec<aam_store::StoredJob>) -> Vec<JobRecord> {
+    jobs.iter().map(|j| j.decode().unwrap()).collect()
+}
+
 /// What the store would hold after persisting everything the model changed.
 pub fn snapshot_of(state: &mut State) -> Snapshot {
     let changes = state.take_changes();
     Snapshot {
         sessions: changes.sessions,
-        jobs: changes.jobs,
+        jobs: decoded(changes.jobs),
         next_session: changes.next_session.unwrap_or(1),
         pauses: changes.pauses,
         ..Snapshot::default()

@@ -17,7 +17,7 @@ fn running_agent(s: &mut State) -> (SessionId, AttemptRef) {
 }
 
 fn stored_run(s: &mut State) -> Option<Option<AgentRun>> {
-    let jobs = s.take_changes().jobs;
+    let jobs = stored_jobs(s);
     jobs.into_iter().next().map(|j| j.agent_run.map(|r| *r))
 }
 
@@ -57,7 +57,7 @@ fn the_final_run_lands_in_the_job_and_its_attempt_and_shows_as_its_agent() {
     last.reported_cost_usd = Some(0.25);
     s.job_finished(1, a, ended_with(ok(), last.clone()), 2)
         .unwrap();
-    let stored = s.take_changes().jobs.remove(0);
+    let stored = stored_jobs(&mut s).remove(0);
     assert_eq!(stored.agent_run.as_deref(), Some(&last));
     assert_eq!(stored.history[0].agent_run.as_ref(), Some(&last));
     let view = job_view(&s, id, "a", 3);

@@ -52,7 +52,7 @@ fn a_follow_up_resumes_the_conversation_on_the_worker_that_holds_it() {
         assignment.argv.last().map(String::as_str),
         Some("and now the tests")
     );
-    let stored = s.take_changes().jobs;
+    let stored = stored_jobs(&mut s);
     let job = stored.iter().find(|j| j.key.session == new).unwrap();
     assert_eq!(job.pinned_worker(), Some("w1"));
 }
