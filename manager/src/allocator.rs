@@ -15,11 +15,17 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Memory freed goes back to the system at once (mimalloc's default keeps
 /// it a second, ten for arenas) and arenas are committed as they are used,
 /// so the resident size follows what is live. First thing in `main`.
+/// mimalloc's own variables (`MIMALLOC_PURGE_DELAY`, ...) still win.
 pub fn tune() {
+    let unset = |name: &str| std::env::var_os(name).is_none();
     // SAFETY: sets two of the allocator's options; called before any
     // other thread exists.
     unsafe {
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        if unset("MIMALLOC_ARENA_EAGER_COMMIT") {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+        if unset("MIMALLOC_PURGE_DELAY") {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        }
     }
 }
