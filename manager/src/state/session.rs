@@ -517,6 +517,7 @@ impl Dependents {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use super::{Dependents, NameIndex};
 
     #[test]
     fn gc_leaves_no_queue_entries_behind() {
@@ -545,5 +546,47 @@ mod tests {
         s.job_finished(1, a, ended(ok()), 1).unwrap();
         assert_eq!(status(&s, id, "on-failure"), JobStatus::Skipped);
         assert_eq!(s.summary(id).unwrap().status, SessionStatus::Succeeded);
+    }
+
+    fn records(names: &[&str]) -> Vec<JobRecord> {
+        (0..)
+            .zip(names)
+            .map(|(i, name)| JobRecord::new(key(i), name.to_string(), vec!["true".into()]))
+            .collect()
+    }
+
+    #[test]
+    fn the_name_index_finds_every_job_by_its_own_record_s_name_and_nothing_else() {
+        let names: Vec<String> = (0..1000).map(|i| format!("job-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let jobs = records(&names);
+        let index = NameIndex::of(&jobs);
+        for (i, name) in (0..).zip(&names) {
+            assert_eq!(index.get(&jobs, name), Some(i));
+        }
+        assert_eq!(index.get(&jobs, "job-1000"), None);
+        assert_eq!(index.get(&jobs, ""), None);
+        // Asked against fewer records (a session cut short), it finds no
+        // index past their end.
+        assert_eq!(index.get(&jobs[..10], "job-999"), None);
+    }
+
+    #[test]
+    fn dependents_list_who_waits_on_each_job_and_each_parent_s_variants() {
+        let mut jobs = records(&["a", "b", "c", "d", "fix", "fix.1", "fix.2"]);
+        jobs[1].depends_on = vec![(0, When::Succeeded)];
+        jobs[2].depends_on = vec![(0, When::Failed), (1, When::Finished)];
+        // Out of range (never valid): ignored, not a panic.
+        jobs[3].depends_on = vec![(99, When::Succeeded)];
+        jobs[4].variant_jobs = vec![5, 6];
+        let deps = Dependents::build(&jobs);
+        assert_eq!(deps.get(0), [1, 2]);
+        assert_eq!(deps.get(1), [2]);
+        assert_eq!(deps.get(2), [] as [u32; 0]);
+        assert_eq!(deps.get(3), [] as [u32; 0]);
+        assert_eq!(deps.get(5), [4]);
+        assert_eq!(deps.get(6), [4]);
+        assert_eq!(deps.get(7), [] as [u32; 0], "past the last job");
+        assert_eq!(Dependents::build(&[]).get(0), [] as [u32; 0]);
     }
 }
