@@ -17,7 +17,7 @@ use aam_protocol::model::{Estimate, JobRecord, JobStatus, JobView, SessionSummar
 use aam_protocol::output::{tail_of, OutputCapture};
 use aam_protocol::spec::Dependency;
 use aam_protocol::SessionId;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Sessions of more jobs than this get their estimate and limit groups
 /// from `SessionFacts` (smaller ones are walked fresh: at most a few ms).
@@ -189,7 +189,7 @@ impl State {
                 waiting_reason(entry, job, capacities).map(|r| self.with_provider(job, r))
             }),
             expected_remaining_ms: (job.status == JobStatus::Running)
-                .then(|| self.expected_remaining(job, now))
+                .then(|| expected_remaining(self.history.mean(&duration_key(job)), job, now))
                 .flatten(),
             gate: job.gate,
             decision: job.decision.clone(),
@@ -346,8 +346,15 @@ impl State {
         let left: Vec<usize> = (0..jobs.len())
             .filter(|&i| !jobs[i].status.is_terminal())
             .collect();
-        let position: HashMap<usize, usize> =
-            left.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        // Each unfinished job's place in `left` (by job index; a million
+        // jobs: an array, not a map).
+        let mut position = vec![u32::MAX; jobs.len()];
+        for (p, &i) in left.iter().enumerate() {
+            position[i] = p as u32;
+        }
+        // The jobs of a batch mostly share a command: its mean duration is
+        // looked up once per run of them, not once per job.
+        let mut last_mean: Option<(&JobRecord, Option<u64>)> = None;
         let remaining: Vec<Remaining> = left
             .iter()
             .map(|&i| {
@@ -358,7 +365,12 @@ impl State {
                     ms: if parent {
                         Some(0)
                     } else {
-                        self.expected_remaining(job, now)
+                        let mean = match last_mean {
+                            Some((seen, mean)) if same_duration_key(seen, job) => mean,
+                            _ => self.history.mean(&duration_key(job)),
+                        };
+                        last_mean = Some((job, mean));
+                        expected_remaining(mean, job, now)
                     },
                     running: job.status == JobStatus::Running,
                     gate: job.gate,
@@ -368,21 +380,14 @@ impl State {
                         .iter()
                         .map(|&(d, _)| d)
                         .chain(job.variant_jobs.iter().copied())
-                        .filter_map(|d| position.get(&(d as usize)).copied())
+                        .filter_map(|d| position.get(d as usize).copied())
+                        .filter(|&p| p != u32::MAX)
+                        .map(|p| p as usize)
                         .collect(),
                 }
             })
             .collect();
         estimate(&remaining, slots)
-    }
-
-    /// A job's expected time until it ends (for a running one, from now).
-    fn expected_remaining(&self, job: &JobRecord, now: u64) -> Option<u64> {
-        let mean = self.history.mean(&duration_key(job))?;
-        Some(match (job.status, job.started_at_ms) {
-            (JobStatus::Running, Some(started)) => mean.saturating_sub(now.saturating_sub(started)),
-            _ => mean,
-        })
     }
 
     /// Every agent, and the definition files skipped (path, why), for `aam agents`.
@@ -409,6 +414,22 @@ impl State {
             .collect();
         (agents, self.config.agent_problems.clone())
     }
+}
+
+/// A job's expected time until it ends (for a running one, from now), from
+/// the mean duration of its kind of job.
+fn expected_remaining(mean: Option<u64>, job: &JobRecord, now: u64) -> Option<u64> {
+    let mean = mean?;
+    Some(match (job.status, job.started_at_ms) {
+        (JobStatus::Running, Some(started)) => mean.saturating_sub(now.saturating_sub(started)),
+        _ => mean,
+    })
+}
+
+/// Whether two jobs' durations are remembered under one key
+/// (`duration_key`: the agent, or else the command).
+fn same_duration_key(a: &JobRecord, b: &JobRecord) -> bool {
+    a.agent == b.agent && (a.agent.is_some() || a.argv == b.argv)
 }
 
 /// Why a job is as it is: for a job that waits, what it waits for.
@@ -512,6 +533,41 @@ mod tests {
             after.jobs.iter().all(|j| j.output_bytes == 0),
             "forgotten once durable"
         );
+    }
+
+    #[test]
+    fn an_estimate_follows_each_command_s_history_and_the_dependencies() {
+        let mut s = State::new(config());
+        s.register_worker(1, worker("w", 1), &[], 0).unwrap();
+        let command = |argv: &str, name: &str, deps: &[&str]| JobSpec {
+            command: Some(vec![argv.into()]),
+            ..job(name, deps)
+        };
+        // History: `true` takes 1 s, `sleep` half a second; `false` none.
+        let ran = [("true", 1_000), ("sleep", 500)];
+        for (now, (argv, ms)) in (0..).step_by(1_000).zip(ran) {
+            s.submit(batch(vec![command(argv, "a", &[])]), None, now)
+                .unwrap();
+            let a = attempt_of(&s.dispatch(now)[0].1);
+            s.job_finished(1, a, ended(Some(exit_after(0, ms))), now + ms)
+                .unwrap();
+        }
+        // A run of `true` jobs with another command between them, and a
+        // chain: three seconds of `true` and a half of `sleep` on one slot.
+        let jobs = vec![
+            command("true", "t1", &[]),
+            command("true", "t2", &["t1"]),
+            command("sleep", "s", &[]),
+            command("true", "t3", &["t2"]),
+        ];
+        let (id, _) = s.submit(batch(jobs), None, 2_000).unwrap();
+        let eta = s.estimate(id, 2_000);
+        assert_eq!((eta.ms, eta.unknown, eta.slots), (Some(3_500), 0, 1));
+        // One job without history: no figure, and it is counted.
+        let jobs = vec![command("true", "t", &[]), command("false", "f", &[])];
+        let (id, _) = s.submit(batch(jobs), None, 2_000).unwrap();
+        let eta = s.estimate(id, 2_000);
+        assert_eq!((eta.ms, eta.unknown), (None, 1));
     }
 
     #[test]
