@@ -191,6 +191,13 @@ impl Browser {
     /// Clicks the first element `selector` matches with real mouse events
     /// at its centre (so it must be visible and not covered).
     pub fn click(&mut self, selector: &str) {
+        let at = self.press(selector);
+        self.release(at);
+    }
+
+    /// Presses the left button over `selector` (visible, scrolled into
+    /// view): the first half of a click, which `release` ends.
+    pub fn press(&mut self, selector: &str) -> (Value, Value) {
         let sel = json!(selector);
         let at = self.wait_for(
             &format!("a visible {selector}"),
@@ -200,13 +207,21 @@ impl Browser {
                  return r.width > 0 && r.height > 0 ? [r.x + r.width / 2, r.y + r.height / 2] : null; }})()"
             ),
         );
-        let (x, y) = (at[0].clone(), at[1].clone());
-        for kind in ["mousePressed", "mouseReleased"] {
-            self.call(
-                "Input.dispatchMouseEvent",
-                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
-            );
-        }
+        let at = (at[0].clone(), at[1].clone());
+        self.mouse("mousePressed", &at);
+        at
+    }
+
+    /// Releases the left button where `press` pressed it.
+    pub fn release(&mut self, at: (Value, Value)) {
+        self.mouse("mouseReleased", &at);
+    }
+
+    fn mouse(&mut self, kind: &str, (x, y): &(Value, Value)) {
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+        );
     }
 
     /// Clicks into the field `selector` matches, clears it and types `text`.

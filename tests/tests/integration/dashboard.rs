@@ -1,5 +1,6 @@
 //! The dashboard in a real browser (headless chromium over the DevTools
-//! protocol): a wrong token is refused, the form signs in, a session's
+//! protocol): a wrong token is refused, the form signs in, a click on a
+//! session survives a live update of the list, a session's
 //! jobs show their live statuses in the table and the graph, a job's log
 //! is tailed while it runs, a click on a gate's Approve decides it and one
 //! on a job's Cancel stops it (as `aam status` then says), the page fits a
@@ -98,7 +99,11 @@ fn follows_the_session_and_approves(
     build_may_end: &Gate,
 ) {
     let row = format!("#sessions tr[data-session=\"{session}\"]");
-    b.click(&row);
+    // A live update re-renders the list between the press and the release
+    // (as events do at any time): the click still selects the session.
+    let at = b.press(&row);
+    b.eval("renderSessions()");
+    b.release(at);
     shows(b, "build", "running");
     shows(b, "idle", "running");
     shows(b, "approve-release", "awaiting approval");

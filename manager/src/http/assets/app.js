@@ -56,9 +56,33 @@ function svg(tag, attrs, ...children) {
   return e;
 }
 
+// Replaces a table's rows; not while a mouse button is down: a row
+// replaced between the press and the release would lose the click (live
+// updates re-render the lists), so the newest rows wait for the click
+// (a second at most, should the release never come).
+const heldFills = new Map();
+let pressed = false;
+let pressTimer = null;
 function fill(tbody, rows) {
-  tbody.replaceChildren(...rows);
+  if (pressed) heldFills.set(tbody, rows);
+  else tbody.replaceChildren(...rows);
 }
+function released() {
+  pressed = false;
+  clearTimeout(pressTimer);
+  for (const [tbody, rows] of heldFills) tbody.replaceChildren(...rows);
+  heldFills.clear();
+}
+document.addEventListener('pointerdown', () => {
+  pressed = true;
+  clearTimeout(pressTimer);
+  pressTimer = setTimeout(released, 1000);
+}, true);
+for (const end of ['pointerup', 'pointercancel']) {
+  // After this task: the click that follows the release comes first.
+  document.addEventListener(end, () => setTimeout(released, 0), true);
+}
+window.addEventListener('blur', released);
 
 function badge(status, text) {
   return el('span', { class: 'badge st-' + status }, text || status.replace('_', ' '));
