@@ -262,12 +262,6 @@ impl StoredJob {
     }
 }
 
-impl From<&JobRecord> for StoredJob {
-    fn from(job: &JobRecord) -> StoredJob {
-        StoredJob::encode(job)
-    }
-}
-
 /// A group of writes committed together.
 #[derive(Debug, Default)]
 pub struct Changes {

@@ -21,7 +21,7 @@ use crate::wal::{self, Item, Wal};
 use crate::{Changes, Notice, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::codec;
-use aam_protocol::model::{JobRecord, SessionRecord};
+use aam_protocol::model::{JobRecord, SessionRecord, SharedPolicies};
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
 
@@ -307,10 +307,13 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         .into_iter()
         .map(|p| (p.group.clone(), p))
         .collect();
+    // The log's records share their run policies as sled's do (`load`).
+    let mut policies = SharedPolicies::default();
     for item in frames.into_iter().flatten() {
         match item {
             Item::Job(_, bytes) => {
-                let job: JobRecord = codec::decode(&bytes).map_err(decode_err)?;
+                let mut job: JobRecord = codec::decode(&bytes).map_err(decode_err)?;
+                job.policy = policies.share(job.policy);
                 jobs.insert((job.key.session.0, job.key.index), job);
             }
             Item::Session(_, bytes) => {
@@ -435,21 +438,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
-            let logged = writer.log(vec![submission(1)]).unwrap();
+            let logged = writer.log(vec![submission(1), submission(3)]).unwrap();
             // Acknowledged here; sled has nothing of it yet.
             assert_eq!(ids(&store.load().unwrap()), Vec::<u64>::new());
-            assert_eq!(ids(&writer.durable_snapshot().unwrap()), vec![1]);
+            let durable = writer.durable_snapshot().unwrap();
+            assert_eq!(ids(&durable), vec![1, 3]);
+            // Read from the log, equal run policies are one copy too.
+            let [a, b] = [0, 1].map(|i| std::sync::Arc::clone(&durable.jobs[i].policy));
+            assert!(std::sync::Arc::ptr_eq(&a, &b));
             // The process dies before `apply`.
             std::mem::forget(logged);
         }
         let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(
             ids(&store.load().unwrap()),
-            vec![1],
+            vec![1, 3],
             "replayed from the log"
         );
         let logged = writer.log(vec![submission(2)]).unwrap();
         writer.apply(logged);
-        assert_eq!(ids(&store.load().unwrap()), vec![1, 2]);
+        assert_eq!(ids(&store.load().unwrap()), vec![1, 2, 3]);
     }
 }
