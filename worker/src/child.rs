@@ -10,6 +10,7 @@
 //! by `stdin_feed.rs`.
 
 use crate::inputs::InputFiles;
+use crate::leader::{self, Leader};
 use crate::orphans::RunIds;
 use crate::run_reader::RunReader;
 use crate::teardown::{job_processes, stop_job};
@@ -21,7 +22,6 @@ use aam_protocol::worktree::{JobChange, WorkspaceSteps};
 use std::cell::{Cell, RefCell};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -367,7 +367,7 @@ async fn run_process(
     // `_inputs` removes the job's input files when dropped: once it ended.
     let spawned = spawn(assignment, workdir, marker, launch, &extra);
     let (mut child, started, _inputs) = spawned?;
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
     sink.send(JobEvent::Started { attempt, pid }).await;
     // An agent that takes input: its stdin fed, its turns counted.
     let turns = assignment
@@ -473,7 +473,7 @@ fn spawn(
     marker: &str,
     launch: Launch<'_>,
     extra_args: &[String],
-) -> Result<(tokio::process::Child, Instant, InputFiles), String> {
+) -> Result<(Leader, Instant, InputFiles), String> {
     if !workdir.is_dir() {
         return Err(format!(
             "workdir {} is not a directory on this worker",
@@ -509,20 +509,14 @@ fn spawn(
     let mut command = match launch.container {
         Some(container) => container.exec(program, args, workdir, &env),
         None => {
-            let mut command = tokio::process::Command::new(program);
+            let mut command = leader::Command::new(program);
             command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
             command
         }
     };
     command
         .current_dir(workdir)
-        .stdin(match assignment.input {
-            Some(_) => Stdio::piped(),
-            None => Stdio::null(),
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stdin_piped(assignment.input.is_some());
     // Held until spawned: the leader moves itself into it before exec.
     let cgroup = crate::orphans::guard(&mut command, marker)?;
     let started = Instant::now();
@@ -548,7 +542,7 @@ pub fn aam_vars(assignment: &Assignment) -> [(String, String); 4] {
 /// Waits for the job's end or a reason to stop it: an order from the
 /// worker, its timeout, or its idle timeout. None when it ended on its own.
 async fn stop_order(
-    child: &mut tokio::process::Child,
+    child: &mut Leader,
     assignment: &Assignment,
     started: Instant,
     stop: &mut Option<oneshot::Receiver<StopOrder>>,

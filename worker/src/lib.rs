@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod child;
 pub mod container;
 pub mod inputs;
+pub mod leader;
 pub mod orphans;
 pub mod permission_prompt;
 pub mod permission_relay;

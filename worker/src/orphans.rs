@@ -2,8 +2,8 @@
 //! killed with SIGKILL, and a restarted worker stops what an earlier run of
 //! it left behind before it registers.
 //!
-//! - Every job's leader gets `PR_SET_PDEATHSIG` (SIGKILL) in a `pre_exec`
-//!   hook. The signal comes when the *thread* that forked dies: jobs are
+//! - Every job's leader gets `PR_SET_PDEATHSIG` (SIGKILL) before it execs
+//!   (`leader.rs`). The signal comes when the *thread* that forked dies: jobs are
 //!   spawned on the worker actor's arbiter thread, which in `aam-worker`,
 //!   `aam run` and `aam up` is the main thread (`actix::System::new` runs
 //!   its arbiter on the calling thread), so it lives as long as the process.
@@ -110,38 +110,17 @@ pub fn parse_marker(marker: &str) -> Option<(&str, &str, &str)> {
     (plain(key) && plain(run) && plain(job)).then_some((key, run, job))
 }
 
-/// Prepares a job's command so that its leader dies with the worker and,
-/// with a cgroup, moves into it before it runs anything. Keep the returned
-/// cgroup (its open `cgroup.procs`) until the command has been spawned.
+/// Makes the job's cgroup, if the machine allows one, and has the leader
+/// move into it before it runs anything (the leader's death signal is
+/// always set: `leader.rs`). Keep the returned cgroup (its open
+/// `cgroup.procs`) until the command has been spawned.
 pub fn guard(
-    command: &mut tokio::process::Command,
+    command: &mut crate::leader::Command,
     marker: &str,
 ) -> Result<Option<JobCgroup>, String> {
     let job_cgroup = cgroup::create(marker)?;
-    let procs = job_cgroup.as_ref().map_or(-1, |c| c.procs.as_raw_fd());
-    // Captured before the fork: the child compares it with its parent.
-    // SAFETY: getpid only reads this process's id.
-    let worker = unsafe { libc::getpid() };
-    // SAFETY: the hook runs in the forked child before exec and calls only
-    // async-signal-safe functions (prctl, getppid, write, _exit), allocates
-    // nothing and touches no lock. The fd stays open in the parent until
-    // spawn returns (the caller keeps `job_cgroup`), and is close-on-exec.
-    unsafe {
-        command.pre_exec(move || {
-            let sig = libc::SIGKILL as libc::c_ulong;
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The worker died between fork and prctl: no signal will come.
-            if libc::getppid() != worker {
-                libc::_exit(137);
-            }
-            // "0" moves the writing process itself.
-            if procs >= 0 && libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if let Some(c) = &job_cgroup {
+        command.into_cgroup(c.procs.as_raw_fd());
     }
     Ok(job_cgroup)
 }

@@ -43,7 +43,7 @@ pub fn ends_turn(line_start: &[u8]) -> bool {
 /// Feeds the agent's stdin until it has nothing more to say to it, then
 /// closes it (by returning). Runs on the job's `LocalSet`.
 pub async fn feed<S: EventSink>(
-    mut stdin: tokio::process::ChildStdin,
+    mut stdin: tokio::net::unix::pipe::Sender,
     input: AgentInput,
     mut said: UnboundedReceiver<SaidMessage>,
     turns: Rc<TurnEnds>,
@@ -120,7 +120,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Writes one message to the agent, and a line saying so to the job's log.
 async fn give<S: EventSink>(
-    stdin: &mut tokio::process::ChildStdin,
+    stdin: &mut tokio::net::unix::pipe::Sender,
     message: &SaidMessage,
     last_seq: &mut u32,
     sink: &S,

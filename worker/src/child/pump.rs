@@ -33,7 +33,7 @@ pub fn parse_progress(line: &[u8]) -> Option<(u8, Option<String>)> {
 /// Starts streaming the job's stdout and stderr, each on a task of its
 /// own; an agent's reader reads stdout only (its stderr is the CLI's logs).
 pub(super) fn start_pumps(
-    child: &mut tokio::process::Child,
+    child: &mut crate::leader::Leader,
     attempt: AttemptRef,
     sink: &impl EventSink,
     last_output: &Rc<Cell<Instant>>,

@@ -153,8 +153,8 @@ impl JobContainer {
         args: &[String],
         dir: &Path,
         env: &[(String, V)],
-    ) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.containers.engine.program);
+    ) -> crate::leader::Command {
+        let mut command = crate::leader::Command::new(&self.containers.engine.program);
         command.args(["exec", "-i", "-w"]).arg(dir);
         let keys = env
             .iter()

@@ -4,12 +4,12 @@
 //! stop order; it passes when it exits 0. What it printed last is kept.
 
 use crate::child::{next_stop, stop_leftovers, EventSink, JobEvent, StopOrder};
+use crate::leader::{self, Leader};
 use crate::teardown::stop_job;
 use aam_protocol::messages::{AttemptRef, Stopped};
 use aam_protocol::worktree::VerifyOutcome;
 use std::cell::RefCell;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
@@ -58,7 +58,7 @@ pub async fn run_verify(
         Ok(child) => child,
         Err(error) => return (outcome(None, error), None),
     };
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
     sink.send(JobEvent::Started { attempt, pid }).await;
     let tail = RefCell::new(Tail::default());
     let (ended_tx, ended_rx) = oneshot::channel::<()>();
@@ -87,7 +87,7 @@ pub async fn run_verify(
 /// Waits for the verify's end, its time limit or a stop order, stopping
 /// it for the last two: its exit code, the stop, and a note for its output.
 async fn wait_or_stop(
-    child: &mut tokio::process::Child,
+    child: &mut Leader,
     verify: &VerifyCommand<'_>,
     pid: u32,
     stop: &mut Option<oneshot::Receiver<StopOrder>>,
@@ -120,7 +120,7 @@ async fn wait_or_stop(
 }
 
 /// Starts the verify: in its own process group, stdin from /dev/null.
-fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
+fn spawn(verify: &VerifyCommand<'_>) -> Result<Leader, String> {
     let Some((program, args)) = verify.argv.split_first() else {
         return Err(format!("{} is an empty command", verify.what));
     };
@@ -130,17 +130,12 @@ fn spawn(verify: &VerifyCommand<'_>) -> Result<tokio::process::Child, String> {
     let mut command = match verify.container {
         Some(container) => container.exec(program, args, verify.dir, &env),
         None => {
-            let mut command = tokio::process::Command::new(program);
+            let mut command = leader::Command::new(program);
             command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
             command
         }
     };
-    command
-        .current_dir(verify.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.current_dir(verify.dir);
     // Like the job's own process: dies with the worker, in the job's cgroup.
     let _cgroup = crate::orphans::guard(&mut command, verify.marker)
         .map_err(|e| format!("[aam: {} could not start: {e}]\n", verify.what))?;
