@@ -250,7 +250,9 @@ fn throughput() {
         xargs.as_secs_f64(),
         share(xargs)
     );
-    for prefetch in ["auto", "0", "2"] {
+    // `AAM_BENCH_PREFETCH=auto,8` measures other settings.
+    let settings = std::env::var("AAM_BENCH_PREFETCH").unwrap_or_else(|_| "auto,0,2".into());
+    for prefetch in settings.split(',') {
         let (took, manager_cpu, worker_cpu) = aam_run(n, prefetch);
         println!(
             "  aam, 2 slots, prefetch {prefetch}: {:>6.0} jobs/s  ({:.2} s)  = {:.0}% of raw; CPU per job: manager {:.0} us, worker {:.0} us",

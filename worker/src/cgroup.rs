@@ -3,12 +3,14 @@
 //! descendant is in it too, whatever it does to its process group or its
 //! environment, and stopping the job kills the whole cgroup.
 //!
-//! Layout: `OWN/aam-KEY/RUN-JOB`, where OWN is the worker's own cgroup (from
+//! Layout: `OWN/aam-KEY/RUN-cN`, where OWN is the worker's own cgroup (from
 //! /proc/self/cgroup, on the cgroup2 mount found in /proc/self/mountinfo,
 //! which also finds the `unified` mount of a hybrid v1/v2 host), KEY the
-//! worker's name key and RUN-JOB the rest of the attempt's `AAM_RUN_ID`
-//! (`orphans.rs`), so a cgroup is found from the run id alone and a
-//! restarted worker finds the cgroups of its earlier run under `aam-KEY`.
+//! worker's name key and RUN its run, both from the attempt's `AAM_RUN_ID`
+//! (`orphans.rs`), and N a number: a restarted worker finds the cgroups of
+//! its earlier run under `aam-KEY`. Which job a cgroup serves is known in
+//! the worker's memory only (`JobCgroups`): an empty one is kept for the
+//! next job rather than removed and made again.
 //!
 //! No controller is enabled anywhere: only `cgroup.procs`, `cgroup.events`
 //! and `cgroup.kill` are used, and those work in any cgroup. The "no
@@ -18,10 +20,11 @@
 //! machine allows all this is not guessed from permissions: `detect` makes
 //! a probe cgroup and moves a forked child into it, once per process.
 
+use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The worker's own cgroup when job cgroups work here, else why not; set
@@ -181,41 +184,118 @@ pub fn worker_dir(own: &Path, key: &str) -> PathBuf {
     own.join(format!("aam-{key}"))
 }
 
-/// A job's cgroup, from its `AAM_RUN_ID=KEY:RUN:JOB` marker:
-/// `OWN/aam-KEY/RUN-JOB`; None for a marker of another form.
-pub fn job_dir(own: &Path, marker: &str) -> Option<PathBuf> {
-    let (key, run, job) = crate::orphans::parse_marker(marker)?;
-    Some(worker_dir(own, key).join(format!("{run}-{job}")))
-}
-
-/// A job's cgroup, made, with its `cgroup.procs` open for the leader to
-/// move itself in before it runs its command (`orphans::guard`).
+/// A job's cgroup: its directory, with `cgroup.procs` open for the leader
+/// to move itself in before it runs its command (`orphans::guard`) and
+/// `cgroup.events` open to ask whether anything is left in it.
 pub struct JobCgroup {
     pub dir: PathBuf,
-    pub procs: OwnedFd,
+    procs: OwnedFd,
+    events: OwnedFd,
 }
 
-/// Makes the cgroup of the job with `marker`, if job cgroups are in use
-/// (an existing one is reused: a worktree job's verify runs in its job's).
-pub fn create(marker: &str) -> Result<Option<JobCgroup>, String> {
-    let Some(dir) = own().and_then(|own| job_dir(own, marker)) else {
+impl JobCgroup {
+    pub fn procs(&self) -> RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    fn populated(&self) -> bool {
+        let mut buf = [0u8; 128];
+        // SAFETY: pread into our own buffer from an fd we own; a kernfs
+        // file is read whole from offset 0 each time.
+        let n = unsafe {
+            libc::pread(
+                self.events.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+            )
+        };
+        let text = &buf[..n.max(0) as usize];
+        text.split(|b| *b == b'\n').any(|l| l == b"populated 1")
+    }
+}
+
+/// The job cgroups of this process, by marker, and the empty ones kept for
+/// the next jobs: making a cgroup (the kernel makes each of its files) and
+/// removing one cost more than the rest of starting a short job. Cgroup v2
+/// cannot rename a cgroup, so one is named for its run and a number
+/// (`OWN/aam-KEY/RUN-cN`: `clean_runs` and the watchdog find it by its
+/// run) and the marker it serves is known here only.
+#[derive(Default)]
+struct JobCgroups {
+    by_marker: HashMap<String, Arc<JobCgroup>>,
+    /// Empty, with the directory of the worker (`aam-KEY`) and run they
+    /// belong to.
+    spare: Vec<(PathBuf, String, Arc<JobCgroup>)>,
+    made: u64,
+}
+
+/// Empty job cgroups kept at most: about the jobs a worker runs at once.
+const SPARE_KEPT: usize = 32;
+
+static JOB_CGROUPS: Mutex<Option<JobCgroups>> = Mutex::new(None);
+
+fn job_cgroups<T>(f: impl FnOnce(&mut JobCgroups) -> T) -> T {
+    let mut guard = JOB_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(JobCgroups::default))
+}
+
+/// The directory of a run's `n`th job cgroup under a worker's directory.
+pub fn job_cgroup_dir(worker_dir: &Path, run: &str, n: u64) -> PathBuf {
+    worker_dir.join(format!("{run}-c{n}"))
+}
+
+/// The cgroup of the job with `marker`, if job cgroups are in use: its own
+/// if it has one (a worktree job's verify runs in its job's), else a spare
+/// one or a new one.
+pub fn create(marker: &str) -> Result<Option<Arc<JobCgroup>>, String> {
+    let Some(own) = own() else {
         return Ok(None);
     };
-    let made = std::fs::DirBuilder::new().recursive(true).create(&dir);
-    let procs = made.and_then(|()| open_procs(&dir));
-    let procs =
-        procs.map_err(|e| format!("cannot make the job's cgroup {}: {e}", dir.display()))?;
-    Ok(Some(JobCgroup { dir, procs }))
+    let Some((key, run, _)) = crate::orphans::parse_marker(marker) else {
+        return Ok(None);
+    };
+    let parent = worker_dir(own, key);
+    job_cgroups(|cgroups| {
+        if let Some(cgroup) = cgroups.by_marker.get(marker) {
+            return Ok(Some(cgroup.clone()));
+        }
+        let spare = cgroups
+            .spare
+            .iter()
+            .rposition(|(p, r, _)| *p == parent && r == run);
+        let cgroup = match spare {
+            Some(at) => cgroups.spare.swap_remove(at).2,
+            None => {
+                cgroups.made += 1;
+                let dir = job_cgroup_dir(&parent, run, cgroups.made);
+                let made = std::fs::DirBuilder::new().recursive(true).create(&dir);
+                let opened = made.and_then(|()| Ok((open_procs(&dir)?, open_events(&dir)?)));
+                let (procs, events) = opened
+                    .map_err(|e| format!("cannot make the job's cgroup {}: {e}", dir.display()))?;
+                Arc::new(JobCgroup { dir, procs, events })
+            }
+        };
+        cgroups.by_marker.insert(marker.to_string(), cgroup.clone());
+        Ok(Some(cgroup))
+    })
 }
 
-/// The cgroup of the job with `marker`, if there is one.
-fn existing(marker: &str) -> Option<PathBuf> {
-    own().and_then(|own| job_dir(own, marker))
+fn open_events(dir: &Path) -> std::io::Result<OwnedFd> {
+    Ok(OwnedFd::from(std::fs::File::open(
+        dir.join("cgroup.events"),
+    )?))
+}
+
+/// The cgroup of the job with `marker`, if it has one.
+fn existing(marker: &str) -> Option<Arc<JobCgroup>> {
+    own()?;
+    job_cgroups(|cgroups| cgroups.by_marker.get(marker).cloned())
 }
 
 /// The processes in the cgroup of the job with `marker`.
 pub fn members(marker: &str) -> Vec<u32> {
-    existing(marker).map_or_else(Vec::new, |dir| pids_in(&dir))
+    existing(marker).map_or_else(Vec::new, |c| pids_in(&c.dir))
 }
 
 fn pids_in(dir: &Path) -> Vec<u32> {
@@ -226,7 +306,7 @@ fn pids_in(dir: &Path) -> Vec<u32> {
 
 /// Whether the job with `marker` has processes left in its cgroup.
 pub fn populated(marker: &str) -> bool {
-    existing(marker).is_some_and(|dir| is_populated(&dir))
+    existing(marker).is_some_and(|c| c.populated())
 }
 
 fn is_populated(dir: &Path) -> bool {
@@ -237,8 +317,8 @@ fn is_populated(dir: &Path) -> bool {
 
 /// SIGKILLs every process in the cgroup of the job with `marker`.
 pub fn kill(marker: &str) {
-    if let Some(dir) = existing(marker) {
-        kill_dir(&dir);
+    if let Some(cgroup) = existing(marker) {
+        kill_dir(&cgroup.dir);
     }
 }
 
@@ -257,15 +337,44 @@ fn kill_dir(dir: &Path) {
     }
 }
 
-/// Removes the cgroup of the job with `marker` if it is empty (a cgroup
-/// with processes cannot be removed; it is left for a later stop).
-pub fn remove(marker: &str) {
-    if let Some(dir) = existing(marker) {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::debug!(dir = %dir.display(), "job cgroup not removed: {e}"),
+/// The job with `marker` is done with its cgroup: kept for a next job if
+/// it is empty (and few are kept), else removed (a cgroup with processes
+/// cannot be: it is left for a later stop, or the watchdog).
+pub fn release(marker: &str) {
+    let Some(own) = own() else { return };
+    let Some((key, run, _)) = crate::orphans::parse_marker(marker) else {
+        return;
+    };
+    let parent = worker_dir(own, key);
+    let kept = job_cgroups(|cgroups| {
+        let cgroup = cgroups.by_marker.remove(marker)?;
+        if cgroups.spare.len() < SPARE_KEPT && !cgroup.populated() {
+            cgroups.spare.push((parent, run.to_string(), cgroup));
+            return None;
         }
+        Some(cgroup)
+    });
+    if let Some(cgroup) = kept {
+        remove_dir(&cgroup.dir);
+    }
+}
+
+/// Removes the cgroup of the job with `marker` (after a stop: it is not
+/// kept for another job).
+pub fn remove(marker: &str) {
+    if own().is_none() {
+        return;
+    }
+    if let Some(cgroup) = job_cgroups(|cgroups| cgroups.by_marker.remove(marker)) {
+        remove_dir(&cgroup.dir);
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::debug!(dir = %dir.display(), "job cgroup not removed: {e}"),
     }
 }
 
@@ -365,14 +474,66 @@ mod tests {
         assert_eq!(own_dir(mount, "/", "/../../x"), None);
     }
 
+    /// Needs job cgroups (root, cgroup v2), as the orphans tests do.
     #[test]
-    fn job_cgroups_follow_from_run_ids() {
+    fn an_empty_job_cgroup_serves_the_next_job_and_a_busy_one_is_not_kept() {
+        if let Err(why) = detect() {
+            panic!("this test needs job cgroups (root and a writable cgroup v2): {why}");
+        }
+        let key = format!("pooltest-{}", std::process::id());
+        let marker = |job: &str| format!("AAM_RUN_ID={key}:1.1:{job}");
+        let first = create(&marker("a")).unwrap().unwrap();
+        assert!(first.dir.is_dir());
+        // Asked again for the same job (its verify): the same cgroup.
+        let again = create(&marker("a")).unwrap().unwrap();
+        assert_eq!(again.dir, first.dir);
+        let first_dir = first.dir.clone();
+        release(&marker("a"));
+        assert!(!populated(&marker("a")) && members(&marker("a")).is_empty());
+        let next = create(&marker("b")).unwrap().unwrap();
+        assert_eq!(next.dir, first_dir, "the empty cgroup was not reused");
+
+        // A process in it: released, the cgroup is neither kept nor lost.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut leader = rt.block_on(async {
+            let mut command = crate::leader::Command::new("sleep");
+            command.arg("30").into_cgroup(next.procs());
+            command.spawn().unwrap()
+        });
+        let pid = leader.id();
+        assert_eq!(members(&marker("b")), vec![pid]);
+        assert!(populated(&marker("b")));
+        release(&marker("b"));
+        let other = create(&marker("c")).unwrap().unwrap();
+        assert_ne!(other.dir, next.dir, "a busy cgroup was handed out");
+        // Not removable while busy: still there, with its process.
+        assert_eq!(pids_in(&next.dir), vec![pid]);
+        kill_dir(&next.dir);
+        rt.block_on(leader.wait()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_populated(&next.dir) {
+            assert!(Instant::now() < deadline, "the killed cgroup never emptied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        remove(&marker("c"));
+        assert!(!other.dir.exists());
+        let (removed, _) = clean_runs(&key, |_| true);
+        assert!(removed >= 1, "the spare and busy cgroups were not cleaned");
+        assert!(!worker_dir(own().unwrap(), &key).exists());
+    }
+
+    #[test]
+    fn job_cgroups_are_named_for_their_worker_and_run() {
         let own = Path::new("/sys/fs/cgroup/unified");
-        assert_eq!(
-            job_dir(own, "AAM_RUN_ID=w1-0123abcd:4242.99:s7-3-2"),
-            Some(own.join("aam-w1-0123abcd/4242.99-s7-3-2"))
-        );
-        assert_eq!(job_dir(own, "AAM_RUN_ID=worktree-tests"), None);
-        assert_eq!(worker_dir(own, "k"), own.join("aam-k"));
+        let worker = worker_dir(own, "w1-0123abcd");
+        assert_eq!(worker, own.join("aam-w1-0123abcd"));
+        let dir = job_cgroup_dir(&worker, "4242.99", 7);
+        assert_eq!(dir, own.join("aam-w1-0123abcd/4242.99-c7"));
+        // `clean_runs` reads the run back from the name.
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert_eq!(name.split_once('-').map(|(run, _)| run), Some("4242.99"));
     }
 }

@@ -520,9 +520,13 @@ fn spawn(
     // Held until spawned: the leader moves itself into it before exec.
     let cgroup = crate::orphans::guard(&mut command, marker)?;
     let started = Instant::now();
-    let child = command.spawn().map_err(|e| match &cgroup {
-        Some(c) => format!("{program}: {e} (started in cgroup {})", c.dir.display()),
-        None => format!("{program}: {e}"),
+    let child = command.spawn().map_err(|e| {
+        // Nothing started in it: it is free for another job.
+        crate::cgroup::release(marker);
+        match &cgroup {
+            Some(c) => format!("{program}: {e} (started in cgroup {})", c.dir.display()),
+            None => format!("{program}: {e}"),
+        }
     })?;
     Ok((child, started, inputs))
 }
@@ -594,7 +598,7 @@ pub async fn next_stop(stop: &mut Option<oneshot::Receiver<StopOrder>>) -> StopO
 /// escaped descendants on every exit would cost more than the job.
 pub async fn stop_leftovers(pid: u32, marker: String) {
     if !group_has_members(pid) && !crate::cgroup::populated(&marker) {
-        crate::cgroup::remove(&marker);
+        crate::cgroup::release(&marker);
         return;
     }
     let leftovers = tokio::task::spawn_blocking(move || {

@@ -26,7 +26,7 @@
 use crate::cgroup::{self, JobCgroup};
 use crate::teardown::{all_pids, environ_entries, start_time};
 use aam_protocol::messages::Assignment;
-use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long killed leftovers get to disappear.
@@ -117,10 +117,10 @@ pub fn parse_marker(marker: &str) -> Option<(&str, &str, &str)> {
 pub fn guard(
     command: &mut crate::leader::Command,
     marker: &str,
-) -> Result<Option<JobCgroup>, String> {
+) -> Result<Option<Arc<JobCgroup>>, String> {
     let job_cgroup = cgroup::create(marker)?;
     if let Some(c) = &job_cgroup {
-        command.into_cgroup(c.procs.as_raw_fd());
+        command.into_cgroup(c.procs());
     }
     Ok(job_cgroup)
 }

@@ -139,9 +139,10 @@ fn spawn(verify: &VerifyCommand<'_>) -> Result<Leader, String> {
     // Like the job's own process: dies with the worker, in the job's cgroup.
     let _cgroup = crate::orphans::guard(&mut command, verify.marker)
         .map_err(|e| format!("[aam: {} could not start: {e}]\n", verify.what))?;
-    command
-        .spawn()
-        .map_err(|e| format!("[aam: {} could not start: {program}: {e}]\n", verify.what))
+    command.spawn().map_err(|e| {
+        crate::cgroup::release(verify.marker);
+        format!("[aam: {} could not start: {program}: {e}]\n", verify.what)
+    })
 }
 
 /// Reads a pipe to its end into the shared tail.
