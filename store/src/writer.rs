@@ -95,8 +95,9 @@ impl StoreWriter {
             .map(wal::encode_changes)
             .collect::<Result<Vec<_>>>()?;
         let frames: u64 = bodies.iter().map(|b| b.len() as u64 + 8).sum();
-        // The log's frames, then sled's writes of the same records.
-        self.ensure_room(frames.saturating_mul(3))?;
+        // The log's frames (and the room it may grow into), then sled's
+        // writes of the same records.
+        self.ensure_room(Wal::growth(frames).saturating_add(frames.saturating_mul(2)))?;
         self.wal.append(&bodies)?;
         let syncing = std::time::Instant::now();
         self.wal.sync()?;
@@ -127,7 +128,8 @@ impl StoreWriter {
     pub(crate) fn migrate(&mut self, from: u32) -> Result<()> {
         let (changes, counts) = self.store.with(|trees| migrate::rewrite(trees, from))?;
         let body = wal::encode_migration(&changes, SCHEMA_VERSION)?;
-        self.ensure_room((body.len() as u64).saturating_mul(3))?;
+        let frame = body.len() as u64 + 8;
+        self.ensure_room(Wal::growth(frame).saturating_add(frame.saturating_mul(2)))?;
         self.wal.append(&[body])?;
         self.wal.sync()?;
         let applied = self.store.with(|trees| {

@@ -42,6 +42,12 @@ pub(crate) fn frame_at(bytes: &[u8], at: usize) -> At {
     }
 }
 
+/// Whether a log's rest is all zeros: the room it grew into (`GROWTH`),
+/// or what a crash left of a write that never reached the disk.
+fn zeros(rest: &[u8]) -> bool {
+    rest.iter().all(|b| *b == 0)
+}
+
 /// The first offset after `from` where an intact frame starts.
 fn next_intact(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len().saturating_sub(8)).find(|&at| !matches!(frame_at(bytes, at), At::Bad))
@@ -85,6 +91,8 @@ pub(crate) fn replayable(bytes: &[u8]) -> Result<(Vec<Vec<Item>>, usize), Damage
                 at = next;
             }
             At::Unknown => return Err(Damage::Unknown { at }),
+            // The room the log grew into, not yet written.
+            At::Bad if zeros(&bytes[at..]) => break,
             At::Bad => match next_intact(bytes, at + 1) {
                 Some(next) => {
                     return Err(Damage::Corrupt {
@@ -118,6 +126,7 @@ pub(crate) fn salvage(bytes: &[u8]) -> Result<Salvage, Damage> {
                 at = next;
             }
             At::Unknown => return Err(Damage::Unknown { at }),
+            At::Bad if zeros(&bytes[at..]) => break,
             At::Bad => {
                 let next = next_intact(bytes, at + 1).unwrap_or(bytes.len());
                 out.lost.push(at..next);
