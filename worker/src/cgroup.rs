@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -189,13 +189,13 @@ pub fn worker_dir(own: &Path, key: &str) -> PathBuf {
 /// `cgroup.events` open to ask whether anything is left in it.
 pub struct JobCgroup {
     pub dir: PathBuf,
-    procs: Arc<OwnedFd>,
+    procs: OwnedFd,
     events: OwnedFd,
 }
 
 impl JobCgroup {
-    pub fn procs(&self) -> Arc<OwnedFd> {
-        self.procs.clone()
+    pub fn procs(&self) -> RawFd {
+        self.procs.as_raw_fd()
     }
 
     fn populated(&self) -> bool {
@@ -273,11 +273,7 @@ pub fn create(marker: &str) -> Result<Option<Arc<JobCgroup>>, String> {
                 let opened = made.and_then(|()| Ok((open_procs(&dir)?, open_events(&dir)?)));
                 let (procs, events) = opened
                     .map_err(|e| format!("cannot make the job's cgroup {}: {e}", dir.display()))?;
-                Arc::new(JobCgroup {
-                    dir,
-                    procs: Arc::new(procs),
-                    events,
-                })
+                Arc::new(JobCgroup { dir, procs, events })
             }
         };
         cgroups.by_marker.insert(marker.to_string(), cgroup.clone());
@@ -505,7 +501,7 @@ mod tests {
         let mut leader = rt.block_on(async {
             let mut command = crate::leader::Command::new("sleep");
             command.arg("30").into_cgroup(next.procs());
-            command.spawn().await.unwrap()
+            command.spawn().unwrap()
         });
         let pid = leader.id();
         assert_eq!(members(&marker("b")), vec![pid]);

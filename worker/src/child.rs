@@ -365,7 +365,7 @@ async fn run_process(
     };
     let extra: Vec<String> = relay.iter().flat_map(|r| r.argv()).collect();
     // `_inputs` removes the job's input files when dropped: once it ended.
-    let spawned = spawn(assignment, workdir, marker, launch, &extra).await;
+    let spawned = spawn(assignment, workdir, marker, launch, &extra);
     let (mut child, started, _inputs) = spawned?;
     let pid = child.id();
     sink.send(JobEvent::Started { attempt, pid }).await;
@@ -467,7 +467,7 @@ fn exit_info(
 /// Starts an assignment's command in `workdir`, with its input files
 /// written and its `AAM_*` variables set: the child, when it started and
 /// its input files (removed when dropped), or why it could not start.
-async fn spawn(
+fn spawn(
     assignment: &Assignment,
     workdir: &Path,
     marker: &str,
@@ -520,7 +520,7 @@ async fn spawn(
     // Held until spawned: the leader moves itself into it before exec.
     let cgroup = crate::orphans::guard(&mut command, marker)?;
     let started = Instant::now();
-    let child = command.spawn().await.map_err(|e| {
+    let child = command.spawn().map_err(|e| {
         // Nothing started in it: it is free for another job.
         crate::cgroup::release(marker);
         match &cgroup {

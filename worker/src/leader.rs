@@ -10,13 +10,7 @@
 //! worker's CPU per short job (issue 18); without the copy the guards
 //! cost a few syscalls.
 //!
-//! Leaders are cloned on one thread of their own (`spawner`), which lives
-//! as long as the process: the death signal is tied to the thread that made
-//! a process, and the wait in `clone` (the child's guards, the cgroup move,
-//! the start of its exec: a few hundred microseconds) is not the event
-//! loop's. `start.rs` does the cloning.
-//!
-//! What the child may do: it shares the worker's memory while the spawner
+//! What the child may do: it shares the worker's memory while the worker's
 //! thread waits in `clone`, so between `clone` and `execve` it calls only
 //! async-signal-safe functions on data prepared beforehand (no allocation,
 //! no lock, no panic), and runs with every signal blocked until it has put
@@ -27,29 +21,39 @@
 //! Architecture invariant: every job or verify process the worker starts
 //! goes through here, so every one of them gets the guards.
 
-mod start;
-
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
+
+/// Stack of the child between `clone` and `execve`: a few frames of
+/// syscall wrappers need far less; a guard page below catches a mistake.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Below the child's stack: a write there faults instead of corrupting.
+const GUARD_PAGE: usize = 4096;
+
+/// Where the search for a bare program name looks when no PATH is set
+/// (glibc's `execvp` default).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 /// How a leader is started: the program, its arguments, the variables set
 /// over the worker's own environment, its directory, its stdin, and the
 /// guards that tie it to the worker.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Command {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     dir: Option<PathBuf>,
     stdin_piped: bool,
-    cgroup_procs: Option<Arc<OwnedFd>>,
+    cgroup_procs: Option<RawFd>,
 }
 
 impl Command {
@@ -110,8 +114,8 @@ impl Command {
     }
 
     /// The leader writes itself into this open `cgroup.procs` before it
-    /// execs.
-    pub fn into_cgroup(&mut self, procs: Arc<OwnedFd>) -> &mut Command {
+    /// execs; the fd must stay open until `spawn` returns.
+    pub fn into_cgroup(&mut self, procs: RawFd) -> &mut Command {
         self.cgroup_procs = Some(procs);
         self
     }
@@ -122,87 +126,20 @@ impl Command {
     }
 
     /// Starts the leader: in a process group of its own, dying with the
-    /// worker (`PR_SET_PDEATHSIG`), in its cgroup if one is given, stdout
-    /// and stderr piped. The clone happens on the spawner thread, so the
-    /// caller's thread runs on while the child gets to its exec.
-    pub async fn spawn(&self) -> io::Result<Leader> {
-        let (reply, started) = tokio::sync::oneshot::channel();
-        spawner::send(self.clone(), reply)?;
-        let started = started
-            .await
-            .map_err(|_| io::Error::other("the leader spawner thread is gone"))??;
-        Leader::new(started)
-    }
-}
-
-/// What the spawner thread hands back: the leader's pid and the parent's
-/// ends of its pipes.
-#[derive(Debug)]
-pub(crate) struct Started {
-    pid: libc::pid_t,
-    stdin: Option<OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-}
-
-impl Started {
-    /// Stops and reaps a leader nobody took (its spawn was cancelled).
-    fn abandon(self) {
-        // SAFETY: the leader leads its own group; we reap our own child.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, &mut 0, 0);
-        }
-    }
-}
-
-/// The thread that clones every leader. `PR_SET_PDEATHSIG` fires when the
-/// thread that made a process ends, so leaders are made by one thread that
-/// lives as long as the worker process (never one of a pool, whose threads
-/// end when idle); and while a child runs up to its exec (with a vfork the
-/// parent waits), only this thread waits, not the worker's event loop.
-mod spawner {
-    use super::{start, Command, Started};
-    use std::io;
-    use std::sync::mpsc;
-    use std::sync::OnceLock;
-    use tokio::sync::oneshot;
-
-    type Reply = oneshot::Sender<io::Result<Started>>;
-
-    static REQUESTS: OnceLock<io::Result<mpsc::Sender<(Command, Reply)>>> = OnceLock::new();
-
-    pub(super) fn send(command: Command, reply: Reply) -> io::Result<()> {
-        let requests = REQUESTS.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<(Command, Reply)>();
-            std::thread::Builder::new()
-                .name("aam-spawner".into())
-                .spawn(move || {
-                    for (command, reply) in rx {
-                        if let Err(Ok(started)) = reply.send(start::start(&command)) {
-                            started.abandon();
-                        }
-                    }
-                })?;
-            Ok(tx)
-        });
-        let requests = requests
-            .as_ref()
-            .map_err(|e| io::Error::new(e.kind(), format!("starting the spawner thread: {e}")))?;
-        requests
-            .send((command, reply))
-            .map_err(|_| io::Error::other("the leader spawner thread is gone"))
-    }
-}
-
-impl Leader {
-    fn new(started: Started) -> io::Result<Leader> {
-        let Started {
-            pid,
-            stdin,
-            stdout,
-            stderr,
-        } = started;
+    /// calling thread (`PR_SET_PDEATHSIG`), in its cgroup if one is given,
+    /// stdout and stderr piped. Call it from the thread that lives as long
+    /// as the worker (`orphans.rs` says why).
+    pub fn spawn(&self) -> io::Result<Leader> {
+        let prepared = Prepared::new(self)?;
+        let pid = prepared.start()?;
+        let Prepared { stdio, .. } = prepared;
+        // The child's ends close here; the parent keeps its own.
+        let Stdio {
+            stdin_parent,
+            stdout_parent,
+            stderr_parent,
+            ..
+        } = stdio;
         let mut leader = Leader {
             pid,
             status: None,
@@ -214,9 +151,9 @@ impl Leader {
         // From here on a failure must still reap the child: `leader` does
         // that when dropped.
         leader.exits = Some(Exits::watch(pid)?);
-        leader.stdin = stdin.map(pipe::Sender::from_owned_fd).transpose()?;
-        leader.stdout = Some(pipe::Receiver::from_owned_fd(stdout)?);
-        leader.stderr = Some(pipe::Receiver::from_owned_fd(stderr)?);
+        leader.stdin = stdin_parent.map(pipe::Sender::from_owned_fd).transpose()?;
+        leader.stdout = Some(pipe::Receiver::from_owned_fd(stdout_parent)?);
+        leader.stderr = Some(pipe::Receiver::from_owned_fd(stderr_parent)?);
         Ok(leader)
     }
 }
@@ -323,6 +260,456 @@ impl Drop for Leader {
             // SAFETY: blocking waitpid on a child nobody else reaps.
             unsafe { libc::waitpid(pid, &mut raw, 0) };
         });
+    }
+}
+
+/// The pipes of a leader: the child's ends (made its 0, 1 and 2) and the
+/// parent's.
+struct Stdio {
+    stdin_child: OwnedFd,
+    stdout_child: OwnedFd,
+    stderr_child: OwnedFd,
+    stdin_parent: Option<OwnedFd>,
+    stdout_parent: OwnedFd,
+    stderr_parent: OwnedFd,
+}
+
+impl Stdio {
+    fn new(stdin_piped: bool) -> io::Result<Stdio> {
+        let (stdin_child, stdin_parent) = if stdin_piped {
+            let (read, write) = pipe_pair()?;
+            (read, Some(write))
+        } else {
+            let null = std::fs::File::open("/dev/null")?;
+            (above_stdio(OwnedFd::from(null))?, None)
+        };
+        let (stdout_parent, stdout_child) = pipe_pair()?;
+        let (stderr_parent, stderr_child) = pipe_pair()?;
+        Ok(Stdio {
+            stdin_child,
+            stdout_child,
+            stderr_child,
+            stdin_parent,
+            stdout_parent,
+            stderr_parent,
+        })
+    }
+}
+
+/// A close-on-exec pipe (read end, write end), both above 2 so that
+/// making them the child's 0, 1 and 2 never overwrites one another.
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds are new and owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// The fd itself, or a close-on-exec copy of it above 2 when the worker
+/// runs with one of 0, 1, 2 closed and the kernel handed that number out.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd >= 3 for an open fd.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// Everything the child reads, made before `clone`: C strings and the
+/// arrays of pointers into them (kept alive by the owning vectors).
+struct Prepared {
+    /// Where the program may be, in search order. The `_` fields own the
+    /// strings that the pointer arrays point into.
+    _candidates: Vec<CString>,
+    candidate_ptrs: Vec<*const libc::c_char>,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    /// `/bin/sh FILE ARGS...` for a file without a `#!` line (as
+    /// `execvp` does); slot 1 is set to the candidate by the child.
+    sh_argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    dir: Option<CString>,
+    sh: CString,
+    cgroup_procs: RawFd,
+    stdio: Stdio,
+}
+
+impl Prepared {
+    fn new(command: &Command) -> io::Result<Prepared> {
+        let c = |what: &str, bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{what} holds a NUL byte: {}",
+                        String::from_utf8_lossy(bytes)
+                    ),
+                )
+            })
+        };
+        let program = command.program.as_bytes();
+        let mut argv = vec![c("the program", program)?];
+        for arg in &command.args {
+            argv.push(c("an argument", arg.as_bytes())?);
+        }
+        let envp = environment(&command.env)
+            .iter()
+            .map(|entry| c("a variable", entry))
+            .collect::<io::Result<Vec<_>>>()?;
+        let path = command
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var_os("PATH"));
+        let candidates = candidates(program, path.as_deref())
+            .into_iter()
+            .map(|p| c("the program", &p))
+            .collect::<io::Result<Vec<_>>>()?;
+        let dir = match &command.dir {
+            Some(dir) => Some(c("the directory", dir.as_os_str().as_bytes())?),
+            None => None,
+        };
+        let mut prepared = Prepared {
+            candidate_ptrs: null_terminated(&candidates),
+            _candidates: candidates,
+            argv_ptrs: null_terminated(&argv),
+            sh_argv_ptrs: Vec::new(),
+            _argv: argv,
+            envp_ptrs: null_terminated(&envp),
+            _envp: envp,
+            dir,
+            sh: CString::from(c"/bin/sh"),
+            cgroup_procs: command.cgroup_procs.unwrap_or(-1),
+            stdio: Stdio::new(command.stdin_piped)?,
+        };
+        let mut sh_argv = vec![prepared.sh.as_ptr(), std::ptr::null()];
+        sh_argv.extend_from_slice(&prepared.argv_ptrs[1..]);
+        prepared.sh_argv_ptrs = sh_argv;
+        Ok(prepared)
+    }
+
+    /// Clones the child and waits for it to exec (or fail): its pid.
+    fn start(&self) -> io::Result<libc::pid_t> {
+        let mut report = Report {
+            errno: AtomicI32::new(0),
+            step: AtomicU8::new(Step::None as u8),
+        };
+        let mut sh_argv = self.sh_argv_ptrs.clone();
+        let child = ChildArgs {
+            candidates: self.candidate_ptrs.as_ptr(),
+            argv: self.argv_ptrs.as_ptr(),
+            sh_argv: sh_argv.as_mut_ptr(),
+            envp: self.envp_ptrs.as_ptr(),
+            dir: self.dir.as_ref().map_or(std::ptr::null(), |d| d.as_ptr()),
+            sh: self.sh.as_ptr(),
+            stdio: [
+                self.stdio.stdin_child.as_raw_fd(),
+                self.stdio.stdout_child.as_raw_fd(),
+                self.stdio.stderr_child.as_raw_fd(),
+            ],
+            cgroup_procs: self.cgroup_procs,
+            // SAFETY: getpid only reads this process's id.
+            worker: unsafe { libc::getpid() },
+            report: &mut report,
+        };
+        let pid = CHILD_STACK_TOP.with(|top| -> io::Result<libc::pid_t> {
+            let top = top
+                .as_ref()
+                .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+            // SAFETY: every signal is blocked across the clone so that no
+            // handler of the worker runs in the child before it resets
+            // them; the mask is put back right after.
+            let old_mask = unsafe { block_signals() };
+            // SAFETY: CLONE_VFORK suspends this thread until the child has
+            // exec'd or exited, so `child`, the strings it points into and
+            // the stack (this thread's own) outlive the child's use of
+            // them. The child runs `child_main` only (see its rules).
+            let pid = unsafe {
+                libc::clone(
+                    child_main,
+                    top.0.cast(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    (&child as *const ChildArgs).cast_mut().cast(),
+                )
+            };
+            let clone_error = io::Error::last_os_error();
+            // SAFETY: restores this thread's own mask.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+            if pid < 0 {
+                return Err(clone_error);
+            }
+            Ok(pid)
+        })?;
+        let errno = report.errno.load(Ordering::Acquire);
+        if errno == 0 {
+            return Ok(pid);
+        }
+        // The child exited at once: reap it and say which step failed.
+        let mut raw = 0;
+        // SAFETY: our own child, which has exited.
+        unsafe { libc::waitpid(pid, &mut raw, 0) };
+        let error = io::Error::from_raw_os_error(errno);
+        let step = report.step.load(Ordering::Acquire);
+        Err(match step {
+            s if s == Step::Exec as u8 => error,
+            s if s == Step::Dir as u8 => {
+                io::Error::new(error.kind(), format!("entering the directory: {error}"))
+            }
+            s if s == Step::Cgroup as u8 => io::Error::new(
+                error.kind(),
+                format!("moving into the job's cgroup: {error}"),
+            ),
+            s if s == Step::WorkerGone as u8 => {
+                io::Error::other("the worker ended while the job was starting")
+            }
+            _ => io::Error::new(error.kind(), format!("preparing the process: {error}")),
+        })
+    }
+}
+
+/// The worker's environment with `overrides` laid over it, as `K=V`.
+fn environment(overrides: &[(OsString, OsString)]) -> Vec<Vec<u8>> {
+    let overridden = |key: &OsStr| overrides.iter().any(|(k, _)| k == key);
+    let mut entries: Vec<Vec<u8>> = std::env::vars_os()
+        .filter(|(k, _)| !overridden(k))
+        .map(|(k, v)| entry(&k, &v))
+        .collect();
+    // The last setting of a key wins, as with std's `Command::env`.
+    for (i, (k, v)) in overrides.iter().enumerate() {
+        if !overrides[i + 1..].iter().any(|(later, _)| later == k) {
+            entries.push(entry(k, v));
+        }
+    }
+    entries
+}
+
+fn entry(key: &OsStr, value: &OsStr) -> Vec<u8> {
+    let mut entry = key.to_owned().into_vec();
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    entry
+}
+
+/// Where to look for `program`: itself when it names a path, else each
+/// directory of `path` in turn (an empty one is the current directory).
+fn candidates(program: &[u8], path: Option<&OsStr>) -> Vec<Vec<u8>> {
+    if program.contains(&b'/') || program.is_empty() {
+        return vec![program.to_vec()];
+    }
+    let path = path.map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
+    path.split(|b| *b == b':')
+        .map(|dir| {
+            let mut candidate = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            candidate.push(b'/');
+            candidate.extend_from_slice(program);
+            candidate
+        })
+        .collect()
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Blocks every signal on this thread: the mask it had.
+///
+/// # Safety
+/// The caller puts the returned mask back.
+unsafe fn block_signals() -> libc::sigset_t {
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    let mut old: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    old
+}
+
+/// The step of the child that failed.
+#[repr(u8)]
+enum Step {
+    None,
+    Signals,
+    Group,
+    DeathSignal,
+    WorkerGone,
+    Cgroup,
+    Stdio,
+    Dir,
+    Exec,
+}
+
+/// What the child tells the parent, in memory they share.
+struct Report {
+    errno: AtomicI32,
+    step: AtomicU8,
+}
+
+/// What `child_main` reads. Plain pointers: it must not touch anything
+/// that could allocate or lock.
+struct ChildArgs {
+    candidates: *const *const libc::c_char,
+    argv: *const *const libc::c_char,
+    sh_argv: *mut *const libc::c_char,
+    envp: *const *const libc::c_char,
+    dir: *const libc::c_char,
+    sh: *const libc::c_char,
+    stdio: [RawFd; 3],
+    cgroup_procs: RawFd,
+    worker: libc::pid_t,
+    report: *mut Report,
+}
+
+/// The child between `clone` and `execve`. Async-signal-safe calls only,
+/// on memory prepared by the parent; never returns on success.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the parent passes a `ChildArgs` that outlives the child's
+    // use of it (the parent is suspended until exec or exit).
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    let fail = |step: Step| -> libc::c_int {
+        // SAFETY: errno location of this thread (shared with the
+        // suspended parent thread, which reads `report` instead).
+        let errno = unsafe { *libc::__errno_location() };
+        // SAFETY: `report` lives in the suspended parent's frame.
+        let report = unsafe { &*args.report };
+        report.errno.store(errno.max(1), Ordering::Release);
+        report.step.store(step as u8, Ordering::Release);
+        // SAFETY: _exit ends the child without running anything of the
+        // worker's (no atexit, no flush of shared buffers).
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY (whole block): each call is an async-signal-safe syscall
+    // wrapper on prepared data; see the module's rules.
+    unsafe {
+        // A handled signal goes back to its default (its handler is the
+        // worker's code); SIGPIPE too, which Rust programs ignore.
+        for signal in 1..libc::SIGRTMAX() + 1 {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            let handled = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+            if handled || (signal == libc::SIGPIPE && old.sa_sigaction == libc::SIG_IGN) {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                if libc::sigaction(signal, &default, std::ptr::null_mut()) != 0 {
+                    return fail(Step::Signals);
+                }
+            }
+        }
+        if libc::setpgid(0, 0) != 0 {
+            return fail(Step::Group);
+        }
+        let kill = libc::SIGKILL as libc::c_ulong;
+        if libc::prctl(libc::PR_SET_PDEATHSIG, kill, 0, 0, 0) != 0 {
+            return fail(Step::DeathSignal);
+        }
+        // The worker died before the death signal was set: none will come.
+        if libc::getppid() != args.worker {
+            return fail(Step::WorkerGone);
+        }
+        // "0" moves the writing process itself.
+        if args.cgroup_procs >= 0 && libc::write(args.cgroup_procs, c"0".as_ptr().cast(), 1) != 1 {
+            return fail(Step::Cgroup);
+        }
+        // Each fd is above 2 (see `pipe_pair`), so none overwrites another;
+        // dup2 leaves the copy open across exec.
+        for (target, fd) in args.stdio.iter().enumerate() {
+            if libc::dup2(*fd, target as RawFd) < 0 {
+                return fail(Step::Stdio);
+            }
+        }
+        if !args.dir.is_null() && libc::chdir(args.dir) != 0 {
+            return fail(Step::Dir);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // As `execvp`: try each candidate; EACCES wins over a later
+        // not-found; a file the kernel cannot run is given to /bin/sh.
+        let mut denied = false;
+        let mut candidate = args.candidates;
+        while !(*candidate).is_null() {
+            libc::execve(*candidate, args.argv, args.envp);
+            match *libc::__errno_location() {
+                libc::ENOEXEC => {
+                    *args.sh_argv.add(1) = *candidate;
+                    libc::execve(args.sh, args.sh_argv.cast_const(), args.envp);
+                    return fail(Step::Exec);
+                }
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => return fail(Step::Exec),
+            }
+            candidate = candidate.add(1);
+        }
+        if denied {
+            *libc::__errno_location() = libc::EACCES;
+        }
+        fail(Step::Exec)
+    }
+}
+
+/// The top of this thread's child stack (mapped once per thread, with a
+/// guard page below it), or why it could not be mapped.
+struct StackTop(*mut u8);
+
+impl Drop for StackTop {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `map_child_stack`, unused by now (no
+        // child runs once the thread that owns it is ending).
+        unsafe {
+            let base = self.0.sub(GUARD_PAGE + CHILD_STACK);
+            libc::munmap(base.cast(), GUARD_PAGE + CHILD_STACK);
+        }
+    }
+}
+
+thread_local! {
+    static CHILD_STACK_TOP: io::Result<StackTop> = map_child_stack();
+}
+
+fn map_child_stack() -> io::Result<StackTop> {
+    let guard = GUARD_PAGE;
+    // SAFETY: a fresh private anonymous mapping, unmapped when the thread
+    // ends (`StackTop`'s drop).
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            guard + CHILD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::mprotect(base, guard, libc::PROT_NONE) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StackTop(base.cast::<u8>().add(guard + CHILD_STACK)))
     }
 }
 

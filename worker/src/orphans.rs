@@ -3,9 +3,11 @@
 //! it left behind before it registers.
 //!
 //! - Every job's leader gets `PR_SET_PDEATHSIG` (SIGKILL) before it execs
-//!   (`leader.rs`). The signal comes when the *thread* that cloned it dies:
-//!   leaders are cloned by the spawner thread of `leader.rs`, which never
-//!   ends before the process does.
+//!   (`leader.rs`). The signal comes when the *thread* that forked dies: jobs are
+//!   spawned on the worker actor's arbiter thread, which in `aam-worker`,
+//!   `aam run` and `aam up` is the main thread (`actix::System::new` runs
+//!   its arbiter on the calling thread), so it lives as long as the process.
+//!   Never spawn a job from the blocking pool: its threads exit when idle.
 //! - Where the machine allows it, the leader moves itself into a cgroup of
 //!   its own before it runs its command (`cgroup.rs`), which holds every
 //!   descendant, whatever its group or environment.

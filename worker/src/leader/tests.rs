@@ -2,7 +2,6 @@
 //! directory, pipes, group, signals, death signal) and how failures come
 //! back (named, reaped, nothing left running).
 
-use super::start::candidates;
 use super::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +15,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs the command to its end: its stdout and exit code.
 async fn output(command: &Command) -> (String, Option<i32>) {
-    let mut leader = command.spawn().await.expect("spawn");
+    let mut leader = command.spawn().expect("spawn");
     let mut out = String::new();
     let mut stdout = leader.stdout.take().unwrap();
     stdout.read_to_string(&mut out).await.unwrap();
@@ -32,26 +31,6 @@ fn status_field(pid: u32, field: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
         .unwrap_or_default()
-}
-
-/// Zombie children of this process that never exec'd (their name is
-/// still the spawner thread's): failed starts nobody reaped. Leaders of
-/// other tests running meanwhile have exec'd and are told apart.
-fn failed_starts_unreaped() -> Vec<u32> {
-    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .map(|p| p.parse::<u32>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.starts_with(&format!("{pid} (aam-spawner) Z"))
-        })
-        .collect()
 }
 
 /// Polls until `done` holds, failing after five seconds.
@@ -118,7 +97,7 @@ fn stdin_is_a_pipe_when_asked_and_dev_null_otherwise() {
     rt.block_on(async {
         let mut command = Command::new("cat");
         command.stdin_piped(true);
-        let mut leader = command.spawn().await.unwrap();
+        let mut leader = command.spawn().unwrap();
         let mut stdin = leader.stdin.take().unwrap();
         stdin.write_all(b"through the pipe").await.unwrap();
         drop(stdin);
@@ -140,7 +119,7 @@ fn stderr_is_its_own_pipe() {
     rt.block_on(async {
         let mut command = Command::new("sh");
         command.args(["-c", "echo out; echo err >&2"]);
-        let mut leader = command.spawn().await.unwrap();
+        let mut leader = command.spawn().unwrap();
         let (mut out, mut err) = (String::new(), String::new());
         leader
             .stdout
@@ -168,7 +147,7 @@ fn a_leader_leads_its_group_with_no_signal_blocked_and_sigpipe_at_its_default() 
         // Rust ignores SIGPIPE in the worker; a job must not inherit that.
         // SAFETY: setting the test process's own disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        let mut leader = Command::new("sleep").arg("30").spawn().await.unwrap();
+        let mut leader = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = leader.id();
         eventually("sleep exec'd", || {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
@@ -194,41 +173,22 @@ fn a_leader_leads_its_group_with_no_signal_blocked_and_sigpipe_at_its_default() 
 }
 
 #[test]
-fn a_leader_outlives_the_thread_that_asked_for_it() {
-    // Leaders are made by the spawner thread, which lives as long as the
-    // process: a short-lived thread asking for one does not take it along
-    // (its death signal is tied to the thread that made it).
+fn a_leader_dies_with_the_thread_that_started_it() {
     let (pid_tx, pid_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = runtime();
         rt.block_on(async {
-            let leader = Command::new("sleep").arg("30").spawn().await.unwrap();
+            let leader = Command::new("sleep").arg("30").spawn().unwrap();
             pid_tx.send(leader.id()).unwrap();
-            std::mem::forget(leader);
+            // Dropped unreaped: a reaper thread of the process waits for it.
         });
     })
     .join()
     .unwrap();
     let pid = pid_rx.recv().unwrap();
-    let alive = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !stat
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .trim_start()
-                .starts_with('Z')
-        })
-    };
-    eventually("sleep exec'd", || {
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    eventually("the leader killed and reaped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
-    assert!(alive(), "the leader died with the thread that asked for it");
-    // SAFETY: signalling and reaping our own child.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-        libc::waitpid(pid as i32, &mut 0, 0);
-    }
 }
 
 #[test]
@@ -238,7 +198,6 @@ fn waiting_is_cancel_safe() {
         let mut leader = Command::new("sh")
             .args(["-c", "sleep 0.2; exit 7"])
             .spawn()
-            .await
             .unwrap();
         let early = tokio::time::timeout(Duration::from_millis(10), leader.wait()).await;
         assert!(early.is_err(), "ended before its time");
@@ -254,19 +213,17 @@ fn a_failed_start_names_the_step_and_leaves_no_child() {
     rt.block_on(async {
         let missing = Command::new("/nonexistent/aam-program")
             .spawn()
-            .await
             .unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound, "{missing}");
 
         let not_on_path = Command::new("aam-no-such-program-anywhere")
             .spawn()
-            .await
             .unwrap_err();
         assert_eq!(not_on_path.kind(), io::ErrorKind::NotFound, "{not_on_path}");
 
         let mut command = Command::new("true");
         command.current_dir("/nonexistent/dir");
-        let bad_dir = command.spawn().await.unwrap_err();
+        let bad_dir = command.spawn().unwrap_err();
         assert!(
             bad_dir.to_string().contains("entering the directory"),
             "{bad_dir}"
@@ -275,16 +232,18 @@ fn a_failed_start_names_the_step_and_leaves_no_child() {
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("not-executable");
         std::fs::write(&plain, "echo no").unwrap();
-        let denied = Command::new(&plain).spawn().await.unwrap_err();
+        let denied = Command::new(&plain).spawn().unwrap_err();
         assert_eq!(denied.kind(), io::ErrorKind::PermissionDenied, "{denied}");
 
-        let nul = Command::new("echo").arg("a\0b").spawn().await.unwrap_err();
+        let nul = Command::new("echo").arg("a\0b").spawn().unwrap_err();
         assert_eq!(nul.kind(), io::ErrorKind::InvalidInput);
         assert!(nul.to_string().contains("NUL"), "{nul}");
 
-        // Each failed child was reaped: no zombie is left behind.
-        let zombies = failed_starts_unreaped();
-        assert!(zombies.is_empty(), "unreaped children {zombies:?}");
+        // Each failed child was reaped: this thread has none left.
+        // SAFETY: gettid only reads this thread's id.
+        let tid = unsafe { libc::gettid() };
+        let children = std::fs::read_to_string(format!("/proc/self/task/{tid}/children"));
+        assert_eq!(children.unwrap().trim(), "", "unreaped children");
     });
 }
 

@@ -54,7 +54,7 @@ pub async fn run_verify(
         duration_ms: started.elapsed().as_millis() as u64,
         output_tail: tail,
     };
-    let mut child = match spawn(verify).await {
+    let mut child = match spawn(verify) {
         Ok(child) => child,
         Err(error) => return (outcome(None, error), None),
     };
@@ -120,7 +120,7 @@ async fn wait_or_stop(
 }
 
 /// Starts the verify: in its own process group, stdin from /dev/null.
-async fn spawn(verify: &VerifyCommand<'_>) -> Result<Leader, String> {
+fn spawn(verify: &VerifyCommand<'_>) -> Result<Leader, String> {
     let Some((program, args)) = verify.argv.split_first() else {
         return Err(format!("{} is an empty command", verify.what));
     };
@@ -139,7 +139,7 @@ async fn spawn(verify: &VerifyCommand<'_>) -> Result<Leader, String> {
     // Like the job's own process: dies with the worker, in the job's cgroup.
     let _cgroup = crate::orphans::guard(&mut command, verify.marker)
         .map_err(|e| format!("[aam: {} could not start: {e}]\n", verify.what))?;
-    command.spawn().await.map_err(|e| {
+    command.spawn().map_err(|e| {
         crate::cgroup::release(verify.marker);
         format!("[aam: {} could not start: {program}: {e}]\n", verify.what)
     })
