@@ -89,10 +89,15 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
     aam_store::files::write_private(&addr_file, format!("{addr}\n").as_bytes())
         .with_context(|| format!("writing {}", addr_file.display()))?;
 
-    let mut loaded = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.load()).await??
-    };
+    // From sled with the log laid over it: a start right after a big
+    // commit serves while sled takes the log in (the commit thread's first
+    // task), instead of waiting for it.
+    let (mut loaded, writer) = tokio::task::spawn_blocking(move || {
+        let snapshot = writer.start_snapshot();
+        snapshot.map(|snapshot| (snapshot, writer))
+    })
+    .await??;
+    let next_audit = loaded.next_audit;
     let outbox = notify::Outbox::new(
         notify::config::targets(&config.notify).map_err(anyhow::Error::msg)?,
         std::mem::take(&mut loaded.notices),
@@ -115,6 +120,7 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         committer,
         config.heartbeat_ms,
         config.lease_ms,
+        next_audit,
     );
     // Half the frame for outputs leaves room for the rest of a session view.
     scheduler.answer_budget = config.max_frame_bytes / 2;

@@ -26,8 +26,10 @@ use aam_protocol::agent_run::LimitPause;
 use aam_protocol::model::{JobRecord, SessionRecord};
 use aam_protocol::{JobKey, SessionId};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use trees::Trees;
+use wal::Item;
 
 /// Version of the on-disk layout. Bump it when a record changes shape, and
 /// teach `migrate` the old shape.
@@ -184,6 +186,8 @@ pub struct Snapshot {
     pub next_notice: u64,
     /// Which token submitted each session (by its name), where known.
     pub owners: Vec<(SessionId, String)>,
+    /// The sequence number the next audit record gets.
+    pub next_audit: u64,
 }
 
 /// One notification in the outbox: an event for one `[[notify]]` target,
@@ -323,6 +327,24 @@ struct Shared {
     dir: PathBuf,
     cache_bytes: u64,
     trees: RwLock<Option<Trees>>,
+    /// Log frames sled has not taken in yet (`Behind`), and whether there
+    /// may be any: read without the lock on the way to every read.
+    behind: Mutex<Behind>,
+    caught_up: AtomicBool,
+}
+
+/// Where sled stands against the log at a start after a crash that came
+/// between a commit's sync and sled's taking it in. A start does not wait
+/// for sled: the manager's model is built from sled with the log laid over
+/// it (`StoreWriter::start_snapshot`), and the frames go into sled after,
+/// on the commit thread, or on the way to the first read that comes first.
+pub(crate) enum Behind {
+    /// sled holds everything the log does.
+    No,
+    /// The log's frames, in order, that sled lacks.
+    Frames(Vec<Vec<Item>>),
+    /// sled took the frames in; the log is to be emptied (a checkpoint).
+    Replayed,
 }
 
 pub(crate) fn session_key(id: SessionId) -> [u8; 8] {
@@ -339,32 +361,43 @@ pub(crate) fn job_key(key: JobKey) -> [u8; 12] {
 impl Store {
     /// Opens (or creates) the store in `dir`, replaying its log. A damaged
     /// log is refused (`StoreError::DamagedLog`; see `recover`).
+    ///
+    /// The log's frames are not replayed into sled here: a million-job
+    /// commit takes sled seconds to take in, and the manager can start
+    /// from the log meanwhile (`Behind`). Only a log that holds a migration,
+    /// or a store of an older schema, is replayed at once.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<(Store, StoreWriter)> {
         let trees = Trees::open(dir, cache_bytes)?;
         let _ = std::fs::remove_file(dir.join(files::PROBE_FILE));
         // sled's lock is held: this process alone owns the log.
         let (wal, frames) = wal::Wal::open(&dir.join(LOG_FILE))?;
-        let replayed = frames.len();
-        for items in frames {
-            trees.replay(items)?;
-        }
-        // The log may have held records of the old schema, or a migration
-        // that sled had not taken in yet: the version is read after it.
-        let version = trees.schema_version()?;
+        let migration_logged = frames
+            .iter()
+            .flatten()
+            .any(|item| matches!(item, Item::Schema(_)));
+        let old_schema = trees.schema_version()? < SCHEMA_VERSION;
         let store = Store {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 cache_bytes,
                 trees: RwLock::new(Some(trees)),
+                caught_up: AtomicBool::new(frames.is_empty()),
+                behind: Mutex::new(match frames.is_empty() {
+                    true => Behind::No,
+                    false => Behind::Frames(frames),
+                }),
             }),
         };
         let mut writer = StoreWriter::new(store.clone(), wal);
-        if version < SCHEMA_VERSION {
-            // Migrates and checkpoints, so the log holds no old record.
-            writer.migrate(version)?;
-        } else if replayed > 0 {
-            tracing::info!(frames = replayed, "replayed the store's write-ahead log");
-            writer.checkpoint()?;
+        if migration_logged || old_schema {
+            // The log may hold records of the old schema, or a migration
+            // sled had not taken in: the version is read after it.
+            writer.catch_up()?;
+            let version = store.with(Trees::schema_version)?;
+            if version < SCHEMA_VERSION {
+                // Migrates and checkpoints, so the log holds no old record.
+                writer.migrate(version)?;
+            }
         }
         Ok((store, writer))
     }
@@ -378,12 +411,45 @@ impl Store {
             let _lock = Trees::open(dir, cache_bytes)?;
             wal::recover(&dir.join(LOG_FILE))?
         };
-        Store::open(dir, cache_bytes)?;
+        Store::open(dir, cache_bytes)?.1.catch_up()?;
         Ok(report)
     }
 
-    /// Runs `read` on sled, unless the writer has it closed.
+    /// Runs `read` on sled, once sled holds what the log does (see
+    /// `Behind`: the first read after such a start may wait for it).
     fn with<T>(&self, read: impl FnOnce(&Trees) -> Result<T>) -> Result<T> {
+        self.catch_up()?;
+        self.with_sled(read)
+    }
+
+    /// Replays into sled the log frames it lacks, if any (`Behind`).
+    fn catch_up(&self) -> Result<()> {
+        if self.shared.caught_up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut behind = self.behind();
+        if let Behind::Frames(frames) = &*behind {
+            self.with_sled(|trees| frames.iter().try_for_each(|items| trees.replay(items)))?;
+            tracing::info!(
+                frames = frames.len(),
+                "replayed the store's write-ahead log"
+            );
+            *behind = Behind::Replayed;
+        }
+        self.shared.caught_up.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Where sled stands against the log (held while replaying into it).
+    pub(crate) fn behind(&self) -> std::sync::MutexGuard<'_, Behind> {
+        self.shared
+            .behind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `read` on sled as it is, unless the writer has it closed.
+    fn with_sled<T>(&self, read: impl FnOnce(&Trees) -> Result<T>) -> Result<T> {
         let trees = self
             .shared
             .trees

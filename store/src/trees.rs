@@ -182,30 +182,30 @@ impl Trees {
     }
 
     /// Writes one replayed log frame.
-    pub(crate) fn replay(&self, items: Vec<Item>) -> Result<()> {
+    pub(crate) fn replay(&self, items: &[Item]) -> Result<()> {
         for item in items {
             let result = match item {
-                Item::Job(k, v) => self.jobs.insert(k, v),
-                Item::Output(k, v) => self.outputs.insert(k, v),
-                Item::Patch(k, v) => self.put_patch(k, v),
-                Item::Session(k, v) => self.sessions.insert(k, v),
+                Item::Job(k, v) => self.jobs.insert(k, v.as_slice()),
+                Item::Output(k, v) => self.outputs.insert(k, v.as_slice()),
+                Item::Patch(k, v) => self.put_patch(*k, v),
+                Item::Session(k, v) => self.sessions.insert(k, v.as_slice()),
                 Item::NextSession(n) => self.meta.insert(NEXT_SESSION_KEY, &n.to_be_bytes()),
                 Item::Removed(id, count) => {
-                    self.remove_session(SessionId(id), count)?;
+                    self.remove_session(SessionId(*id), *count)?;
                     Ok(None)
                 }
-                Item::Pause(group, v) => self.pauses.insert(group, v),
-                Item::PauseEnded(group) => self.pauses.remove(group),
+                Item::Pause(group, v) => self.pauses.insert(group.as_slice(), v.as_slice()),
+                Item::PauseEnded(group) => self.pauses.remove(group.as_slice()),
                 Item::Schema(version) => self.meta.insert(SCHEMA_KEY, &version.to_be_bytes()),
-                Item::Notice(key, event) => self.notices.insert(key, event),
+                Item::Notice(key, event) => self.notices.insert(key, event.as_slice()),
                 Item::NoticeDone(key) => self.notices.remove(key),
                 Item::NextNotice(n) => self.meta.insert(NEXT_NOTICE_KEY, &n.to_be_bytes()),
-                Item::Audit(key, record) => self.audit.insert(key, record),
+                Item::Audit(key, record) => self.audit.insert(key, record.as_slice()),
                 Item::AuditBefore(before) => {
-                    self.prune_audit(before)?;
+                    self.prune_audit(*before)?;
                     Ok(None)
                 }
-                Item::Owner(key, name) => self.owners.insert(key, name),
+                Item::Owner(key, name) => self.owners.insert(key, name.as_slice()),
             };
             result.map_err(|e| self.err(e))?;
         }
@@ -214,7 +214,7 @@ impl Trees {
 
     /// Stores a job's patch; an empty one removes it (a later attempt that
     /// left none replaces an earlier one's).
-    fn put_patch(&self, key: [u8; 12], patch: Vec<u8>) -> sled::Result<Option<sled::IVec>> {
+    fn put_patch(&self, key: [u8; 12], patch: &[u8]) -> sled::Result<Option<sled::IVec>> {
         if patch.is_empty() {
             self.patches.remove(key)
         } else {
@@ -258,7 +258,7 @@ impl Trees {
                 .map_err(|e| self.err(e))?;
         }
         for (key, patch) in changes.patches {
-            self.put_patch(job_key(key), patch)
+            self.put_patch(job_key(key), &patch)
                 .map_err(|e| self.err(e))?;
         }
         for s in &changes.sessions {
@@ -374,7 +374,10 @@ impl Trees {
             let (_, v) = item.map_err(|e| self.err(e))?;
             snap.sessions.push(codec::decode(&v).map_err(corrupt)?);
         }
-        snap.jobs.reserve(self.jobs.len());
+        // Room for every job the sessions count (sled's `len` would walk
+        // the whole tree once more: a second of a million-job start).
+        snap.jobs
+            .reserve(snap.sessions.iter().map(|s| s.job_count as usize).sum());
         let mut policies = SharedPolicies::default();
         for item in self.jobs.iter() {
             let (_, v) = item.map_err(|e| self.err(e))?;
@@ -392,6 +395,7 @@ impl Trees {
             snap.notices.push(notice_of(&k, v.to_vec())?);
         }
         snap.next_notice = self.u64_or(NEXT_NOTICE_KEY, 1, "next notification number")?;
+        snap.next_audit = self.next_audit_seq()?;
         for item in self.owners.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let id = u64::from_be_bytes(
@@ -453,7 +457,7 @@ pub(crate) fn notice_of(key: &[u8], event: Vec<u8>) -> Result<Notice> {
 }
 
 /// An audit key read back: (time, seq).
-fn audit_key(key: &[u8]) -> Result<(u64, u64)> {
+pub(crate) fn audit_key(key: &[u8]) -> Result<(u64, u64)> {
     let bad = || StoreError::Corrupt(format!("audit key of {} bytes", key.len()));
     let at = key
         .get(..8)

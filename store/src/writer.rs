@@ -18,7 +18,7 @@ use crate::files::{self, PROBE_FILE};
 use crate::migrate;
 use crate::trees::{self, Trees};
 use crate::wal::{self, Item, Wal};
-use crate::{Changes, Notice, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
+use crate::{Behind, Changes, Notice, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
 use aam_protocol::agent_run::LimitPause;
 use aam_protocol::codec;
 use aam_protocol::model::{JobRecord, SessionRecord, SharedPolicies};
@@ -90,6 +90,8 @@ impl StoreWriter {
         if self.sled_failed {
             self.restore_sled()?;
         }
+        // sled takes the log's frames before any new one.
+        self.catch_up()?;
         let bodies = groups
             .iter()
             .map(wal::encode_changes)
@@ -157,7 +159,11 @@ impl StoreWriter {
         if self.sled_failed {
             return Err(StoreError::Closed(self.store.shared.dir.join("store")));
         }
-        if let Err(e) = self.store.with(Trees::flush) {
+        if let Err(e) = self.replay_behind() {
+            self.sled_failed = true;
+            return Err(e);
+        }
+        if let Err(e) = self.store.with_sled(Trees::flush) {
             self.sled_failed = true;
             return Err(e);
         }
@@ -178,6 +184,39 @@ impl StoreWriter {
         self.wal.repair()
     }
 
+    /// Replays into sled the log frames it lacks after a start (see
+    /// `Behind`), then checkpoints. The commit thread calls it first
+    /// thing; until then, or if it fails, each commit tries it again.
+    pub fn catch_up(&mut self) -> Result<()> {
+        let replayed = matches!(*self.store.behind(), Behind::Frames(_) | Behind::Replayed);
+        if replayed {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The first part of `catch_up` (and of a checkpoint, which must never
+    /// empty a log sled has not taken in): sled takes the frames it lacks.
+    fn replay_behind(&mut self) -> Result<()> {
+        self.store.catch_up()?;
+        let mut behind = self.store.behind();
+        if matches!(*behind, Behind::Replayed) {
+            *behind = Behind::No;
+        }
+        Ok(())
+    }
+
+    /// What the manager starts from: sled, with the log frames it lacks
+    /// laid over it (`Behind`), read without waiting for sled to take them.
+    pub fn start_snapshot(&self) -> Result<Snapshot> {
+        let behind = self.store.behind();
+        let snapshot = self.store.with_sled(Trees::load)?;
+        match &*behind {
+            Behind::Frames(frames) => overlay(snapshot, frames),
+            Behind::No | Behind::Replayed => Ok(snapshot),
+        }
+    }
+
     /// What is durable: sled, with the log's frames laid over it (sled may
     /// lack part of the log after it failed to write; otherwise the frames
     /// change nothing). After a failed commit, this is what the manager
@@ -192,7 +231,7 @@ impl StoreWriter {
         if frames.is_empty() {
             return Ok(snapshot);
         }
-        overlay(snapshot, frames)
+        overlay(snapshot, &frames)
     }
 
     /// A read handle on the same store.
@@ -268,9 +307,14 @@ impl StoreWriter {
         *slot = None;
         let trees = slot.insert(Trees::open(&shared.dir, shared.cache_bytes)?);
         for items in self.wal.frames()? {
-            trees.replay(items)?;
+            trees.replay(&items)?;
         }
         drop(slot);
+        // The whole log is in sled now, whatever a start left behind.
+        *self.store.behind() = Behind::Replayed;
+        shared
+            .caught_up
+            .store(true, std::sync::atomic::Ordering::Release);
         self.sled_failed = false;
         if let Err(e) = self.checkpoint() {
             if self.sled_failed {
@@ -282,8 +326,10 @@ impl StoreWriter {
     }
 }
 
-/// `snapshot` with the log's `frames` applied over it, in order.
-fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
+/// `snapshot` with the log's `frames` applied over it, in order. Every
+/// item sets or removes what it names, so a sled that took in part of the
+/// frames gives the same answer.
+fn overlay(snapshot: Snapshot, frames: &[Vec<Item>]) -> Result<Snapshot> {
     let decode_err = |e: codec::CodecError| StoreError::Corrupt(e.to_string());
     let mut sessions: BTreeMap<u64, SessionRecord> =
         snapshot.sessions.into_iter().map(|s| (s.id.0, s)).collect();
@@ -299,6 +345,7 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         .map(|n| (Notice::key(n.seq, n.target), n))
         .collect();
     let mut next_notice = snapshot.next_notice;
+    let mut next_audit = snapshot.next_audit;
     let mut owners: BTreeMap<u64, String> = snapshot
         .owners
         .into_iter()
@@ -311,51 +358,51 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
         .collect();
     // The log's records share their run policies as sled's do (`load`).
     let mut policies = SharedPolicies::default();
-    for item in frames.into_iter().flatten() {
+    for item in frames.iter().flatten() {
         match item {
             Item::Job(_, bytes) => {
-                let mut job: JobRecord = codec::decode(&bytes).map_err(decode_err)?;
+                let mut job: JobRecord = codec::decode(bytes).map_err(decode_err)?;
                 job.policy = policies.share(job.policy);
                 jobs.insert((job.key.session.0, job.key.index), job);
             }
             Item::Session(_, bytes) => {
-                let session: SessionRecord = codec::decode(&bytes).map_err(decode_err)?;
+                let session: SessionRecord = codec::decode(bytes).map_err(decode_err)?;
                 sessions.insert(session.id.0, session);
             }
-            Item::NextSession(n) => next_session = n,
+            Item::NextSession(n) => next_session = *n,
             Item::Owner(key, name) => {
-                let id = u64::from_be_bytes(key);
-                owners.insert(id, String::from_utf8_lossy(&name).into_owned());
+                let id = u64::from_be_bytes(*key);
+                owners.insert(id, String::from_utf8_lossy(name).into_owned());
             }
             Item::Removed(id, count) => {
-                sessions.remove(&id);
-                owners.remove(&id);
-                for index in 0..count {
-                    jobs.remove(&(id, index));
+                sessions.remove(id);
+                owners.remove(id);
+                for index in 0..*count {
+                    jobs.remove(&(*id, index));
                 }
             }
             Item::Pause(_, bytes) => {
-                let pause: LimitPause = codec::decode(&bytes).map_err(decode_err)?;
+                let pause: LimitPause = codec::decode(bytes).map_err(decode_err)?;
                 pauses.insert(pause.group.clone(), pause);
             }
             Item::PauseEnded(group) => {
-                pauses.remove(&*String::from_utf8_lossy(&group));
+                pauses.remove(&*String::from_utf8_lossy(group));
             }
             Item::Notice(key, event) => {
-                notices.insert(key, trees::notice_of(&key, event)?);
+                notices.insert(*key, trees::notice_of(key, event.clone())?);
             }
             Item::NoticeDone(key) => {
-                notices.remove(&key);
+                notices.remove(key);
             }
-            Item::NextNotice(n) => next_notice = n,
+            Item::NextNotice(n) => next_notice = *n,
+            Item::Audit(key, _) => {
+                let (_, seq) = trees::audit_key(key)?;
+                next_audit = next_audit.max(seq + 1);
+            }
             // A migration's log is checkpointed before the store is used.
             // The snapshot is the model's: outputs, patches and the audit
             // log are read from the store when asked for.
-            Item::Output(..)
-            | Item::Patch(..)
-            | Item::Schema(_)
-            | Item::Audit(..)
-            | Item::AuditBefore(_) => {}
+            Item::Output(..) | Item::Patch(..) | Item::Schema(_) | Item::AuditBefore(_) => {}
         }
     }
     Ok(Snapshot {
@@ -369,6 +416,7 @@ fn overlay(snapshot: Snapshot, frames: Vec<Vec<Item>>) -> Result<Snapshot> {
             .into_iter()
             .map(|(id, name)| (aam_protocol::SessionId(id), name))
             .collect(),
+        next_audit,
     })
 }
 
@@ -407,7 +455,7 @@ mod tests {
         // sled failed partway: it lacks session 2's records, still has 1's.
         store
             .with(|t| {
-                t.replay(vec![Item::Removed(2, 1)])?;
+                t.replay(&[Item::Removed(2, 1)])?;
                 t.apply(submission(1))
             })
             .unwrap();
@@ -423,7 +471,7 @@ mod tests {
         let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         writer.commit(vec![submission(1)]).unwrap();
         // sled lost session 1 from its memory before it failed to write.
-        store.with(|t| t.replay(vec![Item::Removed(1, 1)])).unwrap();
+        store.with(|t| t.replay(&[Item::Removed(1, 1)])).unwrap();
         writer.sled_failed = true;
         assert!(writer.checkpoint().is_err(), "the log was emptied");
         assert_eq!(ids(&writer.durable_snapshot().unwrap()), vec![1]);
@@ -460,5 +508,66 @@ mod tests {
         let logged = writer.log(vec![submission(2)]).unwrap();
         writer.apply(logged);
         assert_eq!(ids(&store.load().unwrap()), vec![1, 2, 3]);
+    }
+
+    /// A commit logged, then a crash before sled took it.
+    fn crash_after_logging(dir: &std::path::Path) {
+        let (_store, mut writer) = Store::open(dir, DEFAULT_CACHE_BYTES).unwrap();
+        let mut changes = submission(1);
+        changes.outputs = vec![(crate::tests::job(1, 0).key, b"out".to_vec())];
+        changes.audit = vec![crate::AuditEntry {
+            at_ms: 5,
+            seq: 7,
+            record: b"r7".to_vec(),
+        }];
+        std::mem::forget(writer.log(vec![changes]).unwrap());
+    }
+
+    fn in_sled(store: &Store) -> Vec<u64> {
+        ids(&store.with_sled(Trees::load).unwrap())
+    }
+
+    #[test]
+    fn a_start_serves_from_the_log_while_sled_is_behind_and_reads_wait_for_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        crash_after_logging(dir.path());
+        let (store, writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(in_sled(&store), Vec::<u64>::new(), "the open did not wait");
+        let start = writer.start_snapshot().unwrap();
+        assert_eq!(ids(&start), vec![1]);
+        assert_eq!((start.jobs.len(), start.next_session), (1, 2));
+        assert_eq!(start.next_audit, 8, "numbered after the logged record");
+        // A read gets what the log holds: sled takes the frames first.
+        let key = crate::tests::job(1, 0).key;
+        assert_eq!(store.output(key).unwrap().as_deref(), Some(&b"out"[..]));
+        assert_eq!(in_sled(&store), vec![1]);
+        assert_eq!(store.next_audit_seq().unwrap(), 8);
+        drop((store, writer));
+
+        // Killed again before the commit thread caught up: nothing lost.
+        let dir = tempfile::tempdir().unwrap();
+        crash_after_logging(dir.path());
+        drop(Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap());
+        let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(ids(&writer.start_snapshot().unwrap()), vec![1]);
+        // What the commit thread does first: replay, then empty the log.
+        writer.catch_up().unwrap();
+        assert_eq!(in_sled(&store), vec![1]);
+        assert_eq!(writer.wal.len(), 0, "checkpointed");
+    }
+
+    #[test]
+    fn a_checkpoint_never_empties_a_log_that_sled_has_not_taken_in() {
+        let dir = tempfile::tempdir().unwrap();
+        crash_after_logging(dir.path());
+        {
+            let (_store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            writer.checkpoint().unwrap();
+            // And a commit after the start goes after the log's frames.
+            writer.commit(vec![submission(2)]).unwrap();
+        }
+        let (store, writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(in_sled(&store), vec![1, 2]);
+        assert_eq!(ids(&writer.start_snapshot().unwrap()), vec![1, 2]);
     }
 }

@@ -92,11 +92,8 @@ impl Scheduler {
         committer: Committer,
         heartbeat_ms: u64,
         lease_ms: u64,
+        next_audit: u64,
     ) -> Self {
-        let next_audit = store.next_audit_seq().unwrap_or_else(|e| {
-            tracing::warn!("reading the audit log's last record: {e}; numbering from 0");
-            0
-        });
         Scheduler {
             audit: audit::AuditLog::starting_at(next_audit),
             state,

@@ -64,6 +64,12 @@ impl State {
 }
 
 impl Queue {
+    /// Room for `more` queued jobs without growing the index on the way
+    /// (a start that queues a million jobs again).
+    pub fn reserve(&mut self, more: usize) {
+        self.position.reserve(more);
+    }
+
     /// Puts a job at `end` of its priority; it is queued since `now`.
     pub fn push(&mut self, key: JobKey, priority: i32, requires: &Labels, end: End, now: u64) {
         let n = match end {

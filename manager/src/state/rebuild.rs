@@ -21,7 +21,13 @@ impl State {
         let mut state = State::new(config);
         state.next_session = snapshot.next_session;
         state.pauses = Pauses::restored(snapshot.pauses);
-        let mut jobs_by_session: BTreeMap<SessionId, Vec<JobRecord>> = BTreeMap::new();
+        // Each session's jobs in an array of its size: grown push by push,
+        // a million-job session's records were copied twenty times over.
+        let mut jobs_by_session: BTreeMap<SessionId, Vec<JobRecord>> = snapshot
+            .sessions
+            .iter()
+            .map(|s| (s.id, Vec::with_capacity(s.job_count as usize)))
+            .collect();
         for job in snapshot.jobs {
             jobs_by_session
                 .entry(job.key.session)
@@ -83,6 +89,7 @@ impl State {
                 _ => {}
             }
         }
+        self.queue.reserve(queued.len());
         for key in queued {
             self.enqueue(key, End::Back, now);
         }

@@ -187,7 +187,7 @@ fn a_migration_left_in_the_log_is_replayed_not_run_twice() {
         let trees = Trees::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let (_wal, frames) = crate::wal::Wal::open(&log).unwrap();
         for items in frames {
-            trees.replay(items).unwrap();
+            trees.replay(&items).unwrap();
         }
         let (changes, counts) = rewrite(&trees, 1).unwrap();
         assert_eq!((counts.sessions, counts.jobs, counts.attempts), (2, 3, 6));
