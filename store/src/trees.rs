@@ -367,6 +367,47 @@ impl Trees {
         }
     }
 
+    /// Every job, in key order. sled's walk and the records' decoding take
+    /// about as long each: this thread walks while another decodes, a
+    /// batch of values at a time (half the time of a million-job start).
+    fn load_jobs(&self, expected: usize) -> Result<Vec<JobRecord>> {
+        const BATCH: usize = 4096;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<sled::IVec>>(4);
+        std::thread::scope(|scope| {
+            let decoder = scope.spawn(move || -> Result<Vec<JobRecord>> {
+                let mut jobs = Vec::with_capacity(expected);
+                let mut policies = SharedPolicies::default();
+                for batch in rx {
+                    for value in batch {
+                        let mut job: JobRecord = codec::decode(&value).map_err(corrupt)?;
+                        job.policy = policies.share(job.policy);
+                        jobs.push(job);
+                    }
+                }
+                Ok(jobs)
+            });
+            let walked = (|| {
+                let mut batch = Vec::with_capacity(BATCH);
+                for item in self.jobs.iter() {
+                    batch.push(item.map_err(|e| self.err(e))?.1);
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        if tx.send(full).is_err() {
+                            break; // the decoder stopped at a bad record
+                        }
+                    }
+                }
+                let _ = tx.send(batch);
+                Ok(())
+            })();
+            drop(tx);
+            let decoded = decoder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            walked.and(decoded)
+        })
+    }
+
     /// Reads every session and job.
     pub(crate) fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
@@ -376,15 +417,7 @@ impl Trees {
         }
         // Room for every job the sessions count (sled's `len` would walk
         // the whole tree once more: a second of a million-job start).
-        snap.jobs
-            .reserve(snap.sessions.iter().map(|s| s.job_count as usize).sum());
-        let mut policies = SharedPolicies::default();
-        for item in self.jobs.iter() {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            let mut job: JobRecord = codec::decode(&v).map_err(corrupt)?;
-            job.policy = policies.share(job.policy);
-            snap.jobs.push(job);
-        }
+        snap.jobs = self.load_jobs(snap.sessions.iter().map(|s| s.job_count as usize).sum())?;
         snap.next_session = self.u64_or(NEXT_SESSION_KEY, 1, "next session id")?;
         for item in self.pauses.iter() {
             let (_, v) = item.map_err(|e| self.err(e))?;
