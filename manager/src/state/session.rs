@@ -366,16 +366,36 @@ impl Sessions {
             .into_iter()
             .filter_map(|id| Some(self.map.get(&id)?.record.clone()))
             .collect();
-        let jobs = std::mem::take(&mut self.unsaved_jobs)
+        let records: Vec<&JobRecord> = std::mem::take(&mut self.unsaved_jobs)
             .into_iter()
-            .filter_map(|key| self.job(key).map(StoredJob::encode))
+            .filter_map(|key| self.job(key))
             .collect();
-        (sessions, jobs)
+        (sessions, encode_records(&records))
     }
 
     pub fn take_to_notify(&mut self) -> BTreeSet<SessionId> {
         std::mem::take(&mut self.to_notify)
     }
+}
+
+/// The records' bytes for the store. A big batch's are encoded half on
+/// another thread: the scheduler's thread is a submission's bottleneck.
+fn encode_records(records: &[&JobRecord]) -> Vec<StoredJob> {
+    const SPLIT_FROM: usize = 16_384;
+    let encode = |part: &[&JobRecord]| part.iter().map(|r| StoredJob::encode(r)).collect();
+    if records.len() < SPLIT_FROM {
+        return encode(records);
+    }
+    let (first, second) = records.split_at(records.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| encode(second));
+        let mut jobs: Vec<StoredJob> = encode(first);
+        match other.join() {
+            Ok(rest) => jobs.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        jobs
+    })
 }
 
 impl State {
@@ -518,6 +538,28 @@ impl Dependents {
 mod tests {
     use super::super::testing::*;
     use super::{Dependents, NameIndex};
+
+    #[test]
+    fn a_big_batch_encoded_on_two_threads_keeps_every_record_in_order() {
+        use aam_protocol::model::JobRecord;
+        use aam_protocol::{JobKey, SessionId};
+        let records: Vec<JobRecord> = (0..20_000)
+            .map(|index| {
+                let key = JobKey {
+                    session: SessionId(1),
+                    index,
+                };
+                JobRecord::new(key, format!("j{index}"), vec![format!("echo {index}")])
+            })
+            .collect();
+        let refs: Vec<&JobRecord> = records.iter().collect();
+        let stored = super::encode_records(&refs);
+        assert_eq!(stored.len(), records.len());
+        for (record, stored) in records.iter().zip(&stored) {
+            assert_eq!(stored.key, record.key);
+            assert_eq!(stored.decode().unwrap().name, record.name);
+        }
+    }
 
     #[test]
     fn gc_leaves_no_queue_entries_behind() {

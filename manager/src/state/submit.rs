@@ -151,8 +151,9 @@ fn job_record(
     check_uses(&spec, config)?;
     let policy = resolve_policy(&mut spec, agent, config);
     let gate = spec.kind == JobKind::Gate;
-    let (argv, mut env, format, limit_group) = match &spec.kind {
-        JobKind::Command(argv) => (argv.clone(), Vec::new(), None, None),
+    let (argv, mut env, format, limit_group) = match &mut spec.kind {
+        // Moved, not copied: a command job's spec is read no further.
+        JobKind::Command(argv) => (std::mem::take(argv), Vec::new(), None, None),
         JobKind::Agent(call) => {
             let session = key.session.to_string();
             let expanded = expand_agent_job(&spec.name, call, &config.agents, &session)?;
