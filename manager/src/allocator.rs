@@ -4,6 +4,10 @@
 //! keeps glibc's: mimalloc's arenas added 0.2 ms to each start of a
 //! command (`aam --help` 2.3 ms against 2.1), which is most of what a CLI
 //! call costs, so `aam run` and `aam up` (its embedded manager) keep it too.
+//!
+//! A module of `main.rs`, not of the library: the `aam` CLI links the
+//! library, and a reference to mimalloc from it linked mimalloc in, whose
+//! initialisation then ran at every start of a command.
 
 pub use mimalloc::MiMalloc as Allocator;
 

@@ -6,7 +6,6 @@
 //! one code path.
 
 pub mod access;
-pub mod allocator;
 pub mod client_conn;
 pub mod commit;
 pub mod config;

@@ -101,11 +101,13 @@ mod aam_manager_log {
     }
 }
 
+mod allocator;
+
 #[global_allocator]
-static ALLOCATOR: aam_manager::allocator::Allocator = aam_manager::allocator::Allocator;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() {
-    aam_manager::allocator::tune();
+    allocator::tune();
     // Everything this process creates (sled's files among them) holds
     // sessions' commands and outputs: readable by its owner only.
     // SAFETY: umask only sets this process's file creation mask.
