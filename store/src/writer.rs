@@ -16,14 +16,13 @@
 
 use crate::files::{self, PROBE_FILE};
 use crate::migrate;
-use crate::trees::{self, Trees};
-use crate::wal::{self, Item, Wal};
-use crate::{Behind, Changes, Notice, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
-use aam_protocol::agent_run::LimitPause;
-use aam_protocol::codec;
-use aam_protocol::model::{JobRecord, SessionRecord, SharedPolicies};
-use std::collections::BTreeMap;
+use crate::trees::Trees;
+use crate::wal::{self, Wal};
+use crate::{Behind, Changes, Result, Snapshot, Store, StoreError, SCHEMA_VERSION};
+use overlay::overlay;
 use std::sync::PoisonError;
+
+mod overlay;
 
 /// Log size past which a commit also checkpoints.
 pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
@@ -326,104 +325,11 @@ impl StoreWriter {
     }
 }
 
-/// `snapshot` with the log's `frames` applied over it, in order. Every
-/// item sets or removes what it names, so a sled that took in part of the
-/// frames gives the same answer.
-fn overlay(snapshot: Snapshot, frames: &[Vec<Item>]) -> Result<Snapshot> {
-    let decode_err = |e: codec::CodecError| StoreError::Corrupt(e.to_string());
-    let mut sessions: BTreeMap<u64, SessionRecord> =
-        snapshot.sessions.into_iter().map(|s| (s.id.0, s)).collect();
-    let mut jobs: BTreeMap<(u64, u32), JobRecord> = snapshot
-        .jobs
-        .into_iter()
-        .map(|j| ((j.key.session.0, j.key.index), j))
-        .collect();
-    let mut next_session = snapshot.next_session;
-    let mut notices: BTreeMap<[u8; 16], Notice> = snapshot
-        .notices
-        .into_iter()
-        .map(|n| (Notice::key(n.seq, n.target), n))
-        .collect();
-    let mut next_notice = snapshot.next_notice;
-    let mut next_audit = snapshot.next_audit;
-    let mut owners: BTreeMap<u64, String> = snapshot
-        .owners
-        .into_iter()
-        .map(|(id, name)| (id.0, name))
-        .collect();
-    let mut pauses: BTreeMap<String, LimitPause> = snapshot
-        .pauses
-        .into_iter()
-        .map(|p| (p.group.clone(), p))
-        .collect();
-    // The log's records share their run policies as sled's do (`load`).
-    let mut policies = SharedPolicies::default();
-    for item in frames.iter().flatten() {
-        match item {
-            Item::Job(_, bytes) => {
-                let mut job: JobRecord = codec::decode(bytes).map_err(decode_err)?;
-                job.policy = policies.share(job.policy);
-                jobs.insert((job.key.session.0, job.key.index), job);
-            }
-            Item::Session(_, bytes) => {
-                let session: SessionRecord = codec::decode(bytes).map_err(decode_err)?;
-                sessions.insert(session.id.0, session);
-            }
-            Item::NextSession(n) => next_session = *n,
-            Item::Owner(key, name) => {
-                let id = u64::from_be_bytes(*key);
-                owners.insert(id, String::from_utf8_lossy(name).into_owned());
-            }
-            Item::Removed(id, count) => {
-                sessions.remove(id);
-                owners.remove(id);
-                for index in 0..*count {
-                    jobs.remove(&(*id, index));
-                }
-            }
-            Item::Pause(_, bytes) => {
-                let pause: LimitPause = codec::decode(bytes).map_err(decode_err)?;
-                pauses.insert(pause.group.clone(), pause);
-            }
-            Item::PauseEnded(group) => {
-                pauses.remove(&*String::from_utf8_lossy(group));
-            }
-            Item::Notice(key, event) => {
-                notices.insert(*key, trees::notice_of(key, event.clone())?);
-            }
-            Item::NoticeDone(key) => {
-                notices.remove(key);
-            }
-            Item::NextNotice(n) => next_notice = *n,
-            Item::Audit(key, _) => {
-                let (_, seq) = trees::audit_key(key)?;
-                next_audit = next_audit.max(seq + 1);
-            }
-            // A migration's log is checkpointed before the store is used.
-            // The snapshot is the model's: outputs, patches and the audit
-            // log are read from the store when asked for.
-            Item::Output(..) | Item::Patch(..) | Item::Schema(_) | Item::AuditBefore(_) => {}
-        }
-    }
-    Ok(Snapshot {
-        sessions: sessions.into_values().collect(),
-        jobs: jobs.into_values().collect(),
-        next_session,
-        pauses: pauses.into_values().collect(),
-        notices: notices.into_values().collect(),
-        next_notice,
-        owners: owners
-            .into_iter()
-            .map(|(id, name)| (aam_protocol::SessionId(id), name))
-            .collect(),
-        next_audit,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tests::{session, stored};
+    use crate::wal::Item;
     use crate::DEFAULT_CACHE_BYTES;
     use aam_protocol::SessionId;
 
