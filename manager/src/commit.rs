@@ -154,10 +154,9 @@ struct Thread {
     metrics: Observer,
 }
 
-fn run(writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
+fn run(mut writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
     // The log frames a start left for sled (see `aam_store::Store::open`)
     // go in before anything else; a failure is retried by the next commit.
-    let mut writer = writer;
     if let Err(e) = writer.catch_up() {
         tracing::error!("{e}; the log keeps every change: retried at the next commit");
     }

@@ -327,9 +327,10 @@ struct Shared {
     dir: PathBuf,
     cache_bytes: u64,
     trees: RwLock<Option<Trees>>,
-    /// Log frames sled has not taken in yet (`Behind`), and whether there
-    /// may be any: read without the lock on the way to every read.
+    /// Log frames sled has not taken in yet (`Behind`).
     behind: Mutex<Behind>,
+    /// sled holds the whole log: read without the lock on the way to
+    /// every read.
     caught_up: AtomicBool,
 }
 
@@ -359,7 +360,7 @@ pub(crate) fn job_key(key: JobKey) -> [u8; 12] {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, replaying its log. A damaged
+    /// Opens (or creates) the store in `dir`, reading its log. A damaged
     /// log is refused (`StoreError::DamagedLog`; see `recover`).
     ///
     /// The log's frames are not replayed into sled here: a million-job

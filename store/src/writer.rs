@@ -469,11 +469,24 @@ mod tests {
         {
             let (_store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
             writer.checkpoint().unwrap();
-            // And a commit after the start goes after the log's frames.
-            writer.commit(vec![submission(2)]).unwrap();
         }
         let (store, writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
-        assert_eq!(in_sled(&store), vec![1, 2]);
-        assert_eq!(ids(&writer.start_snapshot().unwrap()), vec![1, 2]);
+        assert_eq!(in_sled(&store), vec![1], "emptied before sled took it");
+        assert_eq!(ids(&writer.start_snapshot().unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn a_commit_right_after_a_start_makes_sled_take_the_log_first() {
+        let dir = tempfile::tempdir().unwrap();
+        crash_after_logging(dir.path());
+        {
+            let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            writer.commit(vec![submission(2)]).unwrap();
+            // Had the commit gone to sled alone, session 1 would be only in
+            // the log, and sled would hold 2 without it.
+            assert_eq!(in_sled(&store), vec![1, 2]);
+        }
+        let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(in_sled(&store), vec![1, 2], "after a clean reopen too");
     }
 }
