@@ -44,9 +44,9 @@ pub struct ClientConn {
     writer: FrameWriter,
     /// One permit: the next request may be read.
     next_request: Rc<Semaphore>,
-    /// Jobs of `SubmitPart`s waiting for their `Submit`, part by part: put
-    /// together once, at the `Submit`, rather than grown into one array a
-    /// part at a time (a million specs are 700 MB, copied at each growth).
+    /// Jobs of `SubmitPart`s waiting for their `Submit`, part by part: they
+    /// go to the scheduler as they are, and are validated where they lie
+    /// (a million specs are 736 MB; put into one array, they were copied).
     staged: Vec<Vec<JobSpec>>,
     /// How many jobs `staged` holds.
     staged_jobs: usize,
@@ -163,15 +163,10 @@ impl ClientConn {
         self.staged_jobs = 0;
     }
 
-    /// The staged parts' jobs, then `last`'s, in one array.
-    fn take_staged(&mut self, last: Vec<JobSpec>) -> Vec<JobSpec> {
-        let mut jobs = Vec::with_capacity(self.staged_jobs + last.len());
-        for part in std::mem::take(&mut self.staged) {
-            jobs.extend(part);
-        }
-        jobs.extend(last);
+    /// The staged parts, for the `Submit` that follows them.
+    fn take_staged(&mut self) -> Vec<Vec<JobSpec>> {
         self.staged_jobs = 0;
-        jobs
+        std::mem::take(&mut self.staged)
     }
 
     /// Lets the next request be read once this answer is (mostly) written.
@@ -215,17 +210,11 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
                 self.respond(ctx, answer);
                 return self.read_next_when_written(ctx);
             }
-            ClientRequest::Submit {
-                mut batch,
-                idempotency_key,
-            } if !self.staged.is_empty() => {
-                batch.jobs = self.take_staged(std::mem::take(&mut batch.jobs));
-                ClientRequest::Submit {
-                    batch,
-                    idempotency_key,
-                }
-            }
             other => other,
+        };
+        let earlier_parts = match request {
+            ClientRequest::Submit { .. } => self.take_staged(),
+            _ => Vec::new(),
         };
         let watcher =
             matches!(request, ClientRequest::Watch { .. }).then(|| ctx.address().recipient());
@@ -235,6 +224,7 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
             reply,
             watcher,
             who: self.who.clone(),
+            earlier_parts,
         });
         ctx.spawn(answer.into_actor(self).map(|answer, act, ctx| {
             if let Ok(Some(response)) = answer {

@@ -79,6 +79,41 @@ pub struct JobPage {
     pub limit: u32,
 }
 
+/// Most jobs a part's array is sized for before they are read.
+const PART_PREALLOC: usize = 65_536;
+
+/// A part's jobs in an array sized from the count the frame gives (up to
+/// `PART_PREALLOC`): serde's own bound, 1 MiB of elements (1,424 jobs),
+/// grew a 10,000-job part's array three times, copying it and faulting in
+/// twice its size. The count is only trusted that far: a frame that holds
+/// fewer jobs than it says fails to decode.
+fn part_jobs<'de, D>(deserializer: D) -> Result<Vec<crate::spec::JobSpec>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Jobs;
+    impl<'de> serde::de::Visitor<'de> for Jobs {
+        type Value = Vec<crate::spec::JobSpec>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence of jobs")
+        }
+
+        fn visit_seq<A>(self, mut seq: A) -> Result<Self::Value, A::Error>
+        where
+            A: serde::de::SeqAccess<'de>,
+        {
+            let hint = seq.size_hint().unwrap_or(0).min(PART_PREALLOC);
+            let mut jobs = Vec::with_capacity(hint);
+            while let Some(job) = seq.next_element()? {
+                jobs.push(job);
+            }
+            Ok(jobs)
+        }
+    }
+    deserializer.deserialize_seq(Jobs)
+}
+
 /// A client's request; each gets one response, except `Watch`, which gets a
 /// `Progress` on every change until the session ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,6 +129,7 @@ pub enum ClientRequest {
     /// its `Submit` (answered `PartReceived`). Nothing is stored before the
     /// `Submit`; a connection that closes first drops them.
     SubmitPart {
+        #[serde(deserialize_with = "part_jobs")]
         jobs: Vec<crate::spec::JobSpec>,
     },
     ListSessions,
@@ -602,6 +638,34 @@ mod tests {
             decode::<WorkerToManager>(&encode(&out).unwrap()).unwrap(),
             out
         );
+    }
+
+    #[test]
+    fn a_part_s_jobs_round_trip_and_a_count_that_lies_is_refused() {
+        let job = |i: usize| crate::spec::JobSpec {
+            name: format!("j{i}"),
+            command: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let part = ClientRequest::SubmitPart {
+            jobs: (0..3_000).map(job).collect(),
+        };
+        let bytes = encode(&part).unwrap();
+        assert_eq!(decode::<ClientRequest>(&bytes).unwrap(), part);
+        // Two jobs whose count says 2^40: an error, not an array that size.
+        let two = encode(&ClientRequest::SubmitPart {
+            jobs: vec![job(0), job(1)],
+        })
+        .unwrap();
+        let with_count = |count: [u8; 8]| {
+            let mut bytes = two[..1].to_vec();
+            bytes.push(253); // a varint u64 follows
+            bytes.extend(count);
+            bytes.extend(&two[2..]);
+            decode::<ClientRequest>(&bytes)
+        };
+        assert!(with_count(2u64.to_le_bytes()).is_ok());
+        assert!(with_count((1u64 << 40).to_le_bytes()).is_err());
     }
 
     #[test]

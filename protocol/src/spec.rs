@@ -449,7 +449,10 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-pub use crate::validate::{validate, AgentCall, Base, JobKind, ValidBatch, ValidJob};
+pub use crate::validate::{
+    validate, validate_each, validate_parts, AgentCall, Base, BatchHead, JobKind, JobParts,
+    ValidBatch, ValidJob,
+};
 
 #[cfg(test)]
 mod tests {

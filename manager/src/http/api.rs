@@ -108,6 +108,7 @@ pub async fn call(
         reply,
         watcher: None,
         who: who.0.clone(),
+        earlier_parts: Vec::new(),
     });
     match answer.await {
         Ok(Some(ClientResponse::Error { kind, message })) => {

@@ -53,6 +53,9 @@ pub struct ClientCall {
     /// Who asks: the token the client presented (its name, role, quotas)
     /// and the client's address.
     pub who: crate::access::Identity,
+    /// The jobs of the `SubmitPart`s before a `Submit`, part by part, in
+    /// order (they come before the batch's own jobs); else empty.
+    pub earlier_parts: Vec<Vec<aam_protocol::spec::JobSpec>>,
 }
 
 /// Resolves `done` once everything changed so far is durable (for shutdown).
@@ -280,9 +283,11 @@ impl Handler<ClientCall> for Scheduler {
             reply,
             watcher,
             who,
+            earlier_parts,
         } = call;
         let mut effects = Vec::new();
-        match self.request(request, &who, watcher.is_some(), &mut effects) {
+        let watching = watcher.is_some();
+        match self.request(request, earlier_parts, &who, watching, &mut effects) {
             Reply::Answer(answer) => effects.push(Effect::Reply(reply, Some(answer))),
             Reply::WhenEnded { jobs, answer } => {
                 self.cancel_waiters.push(CancelWaiter {

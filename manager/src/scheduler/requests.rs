@@ -10,7 +10,7 @@ use crate::state::{ContinueRefused, StateError};
 use aam_protocol::audit::AuditOutcome;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, ManagerToWorker};
 use aam_protocol::model::{SessionSummary, StopCause};
-use aam_protocol::spec::BatchSpec;
+use aam_protocol::spec::{BatchSpec, JobSpec};
 use aam_protocol::{JobKey, SessionId};
 use tokio::sync::oneshot;
 
@@ -61,17 +61,19 @@ impl Scheduler {
     /// Applies one request of `who`, if its token may make it. Mutating
     /// requests and refused ones are recorded in the audit log.
     /// `watching`: the caller can take a stream of updates. Orders for
-    /// workers go to `effects`.
+    /// workers go to `effects`. `earlier_parts`: the jobs that came before
+    /// a `Submit`'s own, in `SubmitPart`s.
     pub(super) fn request(
         &mut self,
         request: ClientRequest,
+        earlier_parts: Vec<Vec<JobSpec>>,
         who: &Identity,
         watching: bool,
         effects: &mut Vec<Effect>,
     ) -> Reply {
         let action = access::action_of(&request);
         let target = access::target_of(&request);
-        if let Err(refused) = self.permitted(&request, who) {
+        if let Err(refused) = self.permitted(&request, &earlier_parts, who) {
             tracing::warn!(token = %who.name, peer = %who.peer, action = action.name(),
                 "refused: {}", refused.message);
             self.state.config().metrics.refused(refused.reason);
@@ -89,7 +91,7 @@ impl Scheduler {
                 message,
             });
         }
-        let reply = self.perform(request, who, watching, effects);
+        let reply = self.perform(request, earlier_parts, who, watching, effects);
         if action.mutates() {
             let (outcome, detail) = audit::outcome_of(&reply);
             self.audit
@@ -100,7 +102,12 @@ impl Scheduler {
 
     /// Whether `who` may make `request`: its role (`access::check`), whose
     /// session a cancel stops, and its quotas for what it submits.
-    fn permitted(&self, request: &ClientRequest, who: &Identity) -> Result<(), Refusal> {
+    fn permitted(
+        &self,
+        request: &ClientRequest,
+        earlier_parts: &[Vec<JobSpec>],
+        who: &Identity,
+    ) -> Result<(), Refusal> {
         let role_refusal = |message| Refusal {
             kind: ErrorKind::PermissionDenied,
             reason: "role",
@@ -132,9 +139,10 @@ impl Scheduler {
                     return Ok(());
                 }
                 // A job of N variants becomes N jobs and their parent.
-                let jobs = batch
-                    .jobs
+                let jobs = earlier_parts
                     .iter()
+                    .flatten()
+                    .chain(&batch.jobs)
                     .map(|j| 1 + j.variants.unwrap_or(0) as usize);
                 u32::try_from(jobs.sum::<usize>()).unwrap_or(u32::MAX)
             }
@@ -156,6 +164,7 @@ impl Scheduler {
     fn perform(
         &mut self,
         request: ClientRequest,
+        earlier_parts: Vec<Vec<JobSpec>>,
         who: &Identity,
         watching: bool,
         effects: &mut Vec<Effect>,
@@ -168,7 +177,7 @@ impl Scheduler {
             ClientRequest::Submit {
                 batch,
                 idempotency_key,
-            } => self.submit(batch, idempotency_key, &who.name, now),
+            } => self.submit(batch, earlier_parts, idempotency_key, &who.name, now),
             ClientRequest::ListSessions => Reply::Answer(ClientResponse::Sessions {
                 sessions: self.state.summaries(),
                 paused: self.state.paused_groups(now),
@@ -349,6 +358,7 @@ impl Scheduler {
     fn submit(
         &mut self,
         batch: BatchSpec,
+        earlier_parts: Vec<Vec<JobSpec>>,
         idempotency_key: Option<String>,
         owner: &str,
         now: u64,
@@ -366,7 +376,10 @@ impl Scheduler {
             });
         }
         let name = batch.name.clone();
-        match self.state.submit(batch, idempotency_key, now) {
+        match self
+            .state
+            .submit_parts(batch, earlier_parts, idempotency_key, now)
+        {
             Ok((session, jobs)) => {
                 self.state.set_owner(session, owner);
                 tracing::info!(session = %session, name = %name, jobs, by = %owner, "session submitted");

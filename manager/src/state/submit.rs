@@ -16,8 +16,8 @@ use aam_protocol::model::{
 use aam_protocol::permission::JobPermissions;
 use aam_protocol::say::AgentInput;
 use aam_protocol::spec::{
-    parse_duration_ms, validate, Base, BatchSpec, JobKind, SpecError, SpecErrors, ValidBatch,
-    ValidJob,
+    parse_duration_ms, validate_each, Base, BatchHead, BatchSpec, JobKind, JobSpec, SpecError,
+    SpecErrors, ValidBatch, ValidJob,
 };
 use aam_protocol::validate::job_workspace::{check_keys, WorkspaceKeys};
 use aam_protocol::workspace::{JobWorkspace, CONTAINER_LABEL, CONTAINER_LABEL_VALUE};
@@ -33,13 +33,32 @@ impl State {
         idempotency_key: Option<String>,
         now: u64,
     ) -> Result<(SessionId, u32), SpecErrors> {
-        let valid = validate(batch, &self.config.limits)?;
+        self.submit_parts(batch, Vec::new(), idempotency_key, now)
+    }
+
+    /// `submit` of a batch streamed in parts: `earlier_parts`' jobs come
+    /// before the batch's own. Each job's record is made as soon as it is
+    /// typed, and the parts are read where they lie: the records are the
+    /// only array of the batch made whole.
+    pub fn submit_parts(
+        &mut self,
+        batch: BatchSpec,
+        earlier_parts: Vec<Vec<JobSpec>>,
+        idempotency_key: Option<String>,
+        now: u64,
+    ) -> Result<(SessionId, u32), SpecErrors> {
+        let id = SessionId(self.next_session);
+        let count = earlier_parts.iter().map(Vec::len).sum::<usize>() + batch.jobs.len();
+        let limits = &self.config.limits;
+        let mut records = Records::new(id, count.min(limits.max_jobs), &self.config);
+        let head = validate_each(batch, earlier_parts, limits, |job| records.take(job))?;
         if let Some(key) = &idempotency_key {
             if key.is_empty() || key.len() > 256 {
                 return Err(SpecError::batch("idempotency_key", "must be 1-256 bytes").into());
             }
         }
-        self.submit_valid(valid, idempotency_key, now)
+        let jobs = records.finish()?;
+        Ok(self.store_session(head, jobs, idempotency_key, now))
     }
 
     /// Stores a validated batch as a new session (its agents are checked
@@ -51,16 +70,36 @@ impl State {
         now: u64,
     ) -> Result<(SessionId, u32), SpecErrors> {
         let id = SessionId(self.next_session);
-        let jobs = job_records(id, valid.jobs, &self.config)?;
+        let mut records = Records::new(id, valid.jobs.len(), &self.config);
+        valid.jobs.into_iter().for_each(|job| records.take(job));
+        let jobs = records.finish()?;
+        let head = BatchHead {
+            name: valid.name,
+            max_parallel: valid.max_parallel,
+            max_cost_usd: valid.max_cost_usd,
+        };
+        Ok(self.store_session(head, jobs, idempotency_key, now))
+    }
+
+    /// Stores the records of a new session's jobs, its next id, and
+    /// queues those that wait for nothing.
+    fn store_session(
+        &mut self,
+        head: BatchHead,
+        jobs: Vec<JobRecord>,
+        idempotency_key: Option<String>,
+        now: u64,
+    ) -> (SessionId, u32) {
+        let id = SessionId(self.next_session);
         let record = SessionRecord {
             id,
-            name: valid.name,
+            name: head.name,
             status: SessionStatus::Running,
             job_count: jobs.len() as u32,
             created_at_ms: now,
             finished_at_ms: None,
-            max_parallel: valid.max_parallel,
-            max_cost_usd: valid.max_cost_usd.or(self.config.default_max_cost_usd),
+            max_parallel: head.max_parallel,
+            max_cost_usd: head.max_cost_usd.or(self.config.default_max_cost_usd),
             idempotency_key: idempotency_key.clone(),
         };
         self.next_session += 1;
@@ -88,52 +127,87 @@ impl State {
         if let Some(k) = idempotency_key {
             self.by_idempotency_key.insert(k, id);
         }
-        Ok((id, count))
+        (id, count)
     }
 }
 
-/// The records of a batch's jobs, each at its index; the variant jobs of a
-/// job of variants after them, in order (`fix.1` ... of the first such
-/// job, then those of the next).
-fn job_records(
-    id: SessionId,
-    specs: Vec<ValidJob>,
-    config: &StateConfig,
-) -> Result<Vec<JobRecord>, SpecErrors> {
-    let total = with_variants(&specs);
-    if total > config.limits.max_jobs {
-        let message = format!(
-            "{total} jobs with their variants, more than the {} allowed",
-            config.limits.max_jobs
-        );
-        return Err(SpecError::batch("jobs", message).into());
-    }
-    let mut errors = Vec::new();
-    let mut jobs = Vec::with_capacity(total);
-    let mut variants = Vec::new();
-    let mut next_variant = specs.len() as u32;
-    let mut policies = SharedPolicies::default();
-    for (index, spec) in (0..).zip(specs) {
-        let key = |index| JobKey { session: id, index };
-        let made: Result<Vec<JobRecord>, SpecError> = variant_specs(&spec, next_variant)
-            .map(|(index, spec)| job_record(key(index), spec, config, &mut policies))
-            .collect();
-        next_variant += spec.variants.unwrap_or(0);
-        match (job_record(key(index), spec, config, &mut policies), made) {
-            (Ok(mut job), Ok(mut made)) => {
-                become_parent(&mut job, &mut made);
-                jobs.push(job);
-                variants.extend(made);
-            }
-            // A variant's error is its parent's: said once.
-            (Err(e), _) | (_, Err(e)) => errors.push(e),
+/// The records of a batch's jobs, made one typed job at a time: each at
+/// its index, the variant jobs of a job of variants after them all, in
+/// order (`fix.1` ... of the first such job, then those of the next).
+struct Records<'a> {
+    session: SessionId,
+    config: &'a StateConfig,
+    policies: SharedPolicies,
+    jobs: Vec<JobRecord>,
+    variants: Vec<JobRecord>,
+    /// The index of the next job taken, and of the next variant.
+    next_index: u32,
+    next_variant: u32,
+    /// Jobs with their variants so far: past the limit, no more are made.
+    total: usize,
+    errors: Vec<SpecError>,
+}
+
+impl<'a> Records<'a> {
+    /// For a batch of `count` jobs (their variants not counted).
+    fn new(session: SessionId, count: usize, config: &'a StateConfig) -> Records<'a> {
+        Records {
+            session,
+            config,
+            policies: SharedPolicies::default(),
+            jobs: Vec::with_capacity(count),
+            variants: Vec::new(),
+            next_index: 0,
+            next_variant: count as u32,
+            total: 0,
+            errors: Vec::new(),
         }
     }
-    jobs.extend(variants);
-    check_worktree_jobs(&jobs, &mut errors);
-    match errors.is_empty() {
-        true => Ok(jobs),
-        false => Err(SpecErrors(errors)),
+
+    /// Makes the record of the next job of the batch, and its variants'.
+    fn take(&mut self, spec: ValidJob) {
+        let index = self.next_index;
+        self.next_index += 1;
+        let variants = spec.variants.unwrap_or(0);
+        self.total += 1 + variants as usize;
+        if self.total > self.config.limits.max_jobs {
+            return;
+        }
+        let key = |index| JobKey {
+            session: self.session,
+            index,
+        };
+        let (config, policies) = (self.config, &mut self.policies);
+        let made: Result<Vec<JobRecord>, SpecError> = variant_specs(&spec, self.next_variant)
+            .map(|(index, spec)| job_record(key(index), spec, config, policies))
+            .collect();
+        self.next_variant += variants;
+        match (job_record(key(index), spec, config, policies), made) {
+            (Ok(mut job), Ok(mut made)) => {
+                become_parent(&mut job, &mut made);
+                self.jobs.push(job);
+                self.variants.extend(made);
+            }
+            // A variant's error is its parent's: said once.
+            (Err(e), _) | (_, Err(e)) => self.errors.push(e),
+        }
+    }
+
+    fn finish(mut self) -> Result<Vec<JobRecord>, SpecErrors> {
+        let max = self.config.limits.max_jobs;
+        if self.total > max {
+            let message = format!(
+                "{} jobs with their variants, more than the {max} allowed",
+                self.total
+            );
+            return Err(SpecError::batch("jobs", message).into());
+        }
+        self.jobs.append(&mut self.variants);
+        check_worktree_jobs(&self.jobs, &mut self.errors);
+        match self.errors.is_empty() {
+            true => Ok(self.jobs),
+            false => Err(SpecErrors(self.errors)),
+        }
     }
 }
 
@@ -342,19 +416,14 @@ fn check_uses(spec: &ValidJob, config: &StateConfig) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// How many jobs a batch makes, its variants counted.
-fn with_variants(jobs: &[ValidJob]) -> usize {
-    jobs.iter()
-        .map(|j| 1 + j.variants.unwrap_or(0) as usize)
-        .sum()
-}
-
 /// A worktree job's name makes its branch (`aam/s4/NAME`) and its
 /// worktree's directory: it must be a name git takes, and no path that
 /// leaves the worktree root. Its `base = "job:NAME"` must name a job that
 /// runs in a worktree, or there is no branch to start from.
 fn check_worktree_jobs(jobs: &[JobRecord], errors: &mut Vec<SpecError>) {
-    let by_name: HashMap<&str, &JobRecord> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    // Built at the first `job:` base only: most batches have none (a
+    // million jobs' index was a twentieth of their submission).
+    let mut by_name: Option<HashMap<&str, &JobRecord>> = None;
     // A variant is its parent's name and base again: said once, of the parent.
     let worktree_jobs = jobs
         .iter()
@@ -374,6 +443,8 @@ fn check_worktree_jobs(jobs: &[JobRecord], errors: &mut Vec<SpecError>) {
         let Some(dependency) = base.and_then(|b| b.strip_prefix(JOB_BASE)) else {
             continue;
         };
+        let by_name =
+            by_name.get_or_insert_with(|| jobs.iter().map(|j| (j.name.as_str(), j)).collect());
         if by_name
             .get(dependency)
             .is_some_and(|d| !d.isolation.has_worktree())
@@ -418,7 +489,7 @@ fn resolve_policy(
 mod tests {
     use super::super::testing::*;
     use super::*;
-    use aam_protocol::spec::JobSpec;
+    use aam_protocol::spec::validate;
 
     fn valid(spec: JobSpec) -> ValidJob {
         validate(batch(vec![spec]), &Default::default())

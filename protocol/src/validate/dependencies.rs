@@ -1,15 +1,16 @@
 //! Names and dependencies: each job's name valid and unique (its
 //! variants' names too), each dependency a known job, and no cycle.
 
+use super::JobParts;
 use super::{label_of, MAX_VARIANTS};
-use crate::spec::{is_valid_name, BatchSpec, Limits, SpecError, When};
+use crate::spec::{is_valid_name, Limits, SpecError, When};
 use std::collections::HashMap;
 
 /// Each job's name checked (with the index of the job it is about), each
 /// job's dependencies as batch indices, and what is wrong with them.
 #[allow(clippy::type_complexity)]
 pub(super) fn check_names_and_dependencies(
-    batch: &BatchSpec,
+    jobs: &JobParts,
     limits: &Limits,
 ) -> (
     Vec<(usize, SpecError)>,
@@ -17,8 +18,8 @@ pub(super) fn check_names_and_dependencies(
     Vec<SpecError>,
 ) {
     let mut name_errors = Vec::new();
-    let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(batch.jobs.len());
-    for (i, job) in batch.jobs.iter().enumerate() {
+    let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
         let label = label_of(job, i);
         if job.name.len() > limits.max_name_len || !is_valid_name(&job.name) {
             let message = format!(
@@ -31,7 +32,7 @@ pub(super) fn check_names_and_dependencies(
         }
     }
     // A job of N variants runs them as jobs NAME.1 ... NAME.N.
-    for (i, job) in batch.jobs.iter().enumerate() {
+    for (i, job) in jobs.iter().enumerate() {
         for k in 1..=job.variants.unwrap_or(0).min(MAX_VARIANTS) {
             let variant = format!("{}.{k}", job.name);
             if index_of.contains_key(variant.as_str()) {
@@ -41,19 +42,19 @@ pub(super) fn check_names_and_dependencies(
         }
     }
     let mut dependency_errors = Vec::new();
-    let deps = resolve_dependencies(batch, &index_of, &mut dependency_errors);
+    let deps = resolve_dependencies(jobs, &index_of, &mut dependency_errors);
     (name_errors, deps, dependency_errors)
 }
 
 /// Each job's dependencies as batch indices: known, not itself, not
 /// repeated, and no cycle among them.
 fn resolve_dependencies(
-    batch: &BatchSpec,
+    jobs: &JobParts,
     index_of: &HashMap<&str, usize>,
     errors: &mut Vec<SpecError>,
 ) -> Vec<Vec<(u32, When)>> {
-    let mut all = vec![Vec::new(); batch.jobs.len()];
-    for (i, job) in batch.jobs.iter().enumerate() {
+    let mut all = vec![Vec::new(); jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
         let deps: &mut Vec<(u32, When)> = &mut all[i];
         for dep in &job.depends_on {
             let name = &dep.job;
@@ -76,7 +77,8 @@ fn resolve_dependencies(
         }
     }
     if let Some(cycle) = find_cycle(&all) {
-        let names: Vec<&str> = cycle.iter().map(|&i| batch.jobs[i].name.as_str()).collect();
+        let name = |&i: &usize| jobs.get(i).map_or("", |j| j.name.as_str());
+        let names: Vec<&str> = cycle.iter().map(name).collect();
         errors.push(SpecError::job(
             names[0],
             "depends_on",

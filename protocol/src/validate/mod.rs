@@ -11,6 +11,7 @@ mod dependencies;
 mod job;
 pub mod job_workspace;
 mod limits;
+mod parts;
 mod workspace;
 mod worktree;
 
@@ -20,6 +21,7 @@ use crate::worktree::Isolation;
 use dependencies::check_names_and_dependencies;
 use job::check_job;
 use limits::bad_budget;
+pub use parts::JobParts;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -109,35 +111,80 @@ pub const MAX_VARIANTS: u32 = 10;
 /// the batch, moving its values (a batch may hold 100,000 jobs: nothing is
 /// copied). Reports every problem found, not just the first.
 pub fn validate(batch: BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErrors> {
+    validate_parts(batch, Vec::new(), limits)
+}
+
+/// `validate` of a batch streamed in parts: the jobs of `earlier` (the
+/// parts that came before it, in order), then the batch's own.
+pub fn validate_parts(
+    batch: BatchSpec,
+    earlier: Vec<Vec<JobSpec>>,
+    limits: &Limits,
+) -> Result<ValidBatch, SpecErrors> {
+    let count = earlier.iter().map(Vec::len).sum::<usize>() + batch.jobs.len();
+    let mut jobs = Vec::with_capacity(count.min(limits.max_jobs));
+    let head = validate_each(batch, earlier, limits, |job| jobs.push(job))?;
+    Ok(ValidBatch {
+        name: head.name,
+        max_parallel: head.max_parallel,
+        max_cost_usd: head.max_cost_usd,
+        jobs,
+    })
+}
+
+/// A valid batch's own fields (its jobs went one by one to `validate_each`'s
+/// `take`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchHead {
+    pub name: String,
+    pub max_parallel: Option<u32>,
+    pub max_cost_usd: Option<f64>,
+}
+
+/// `validate_parts`, handing each typed job to `take`, in batch order, as
+/// soon as it is typed, rather than gathering them: what the caller makes
+/// of them is then the only array of a big batch held whole (a million
+/// typed jobs are 624 MB). `take` gets jobs only while the batch is valid
+/// so far; when this returns errors, what it took is to be dropped.
+pub fn validate_each(
+    mut batch: BatchSpec,
+    earlier: Vec<Vec<JobSpec>>,
+    limits: &Limits,
+    mut take: impl FnMut(ValidJob),
+) -> Result<BatchHead, SpecErrors> {
+    let mut parts = earlier;
+    parts.push(std::mem::take(&mut batch.jobs));
+    let parts = JobParts::new(parts);
     let mut errors = Vec::new();
-    check_batch_fields(&batch, limits, &mut errors);
-    if batch.jobs.len() > limits.max_jobs {
+    check_batch_fields(&batch, parts.len(), limits, &mut errors);
+    if parts.len() > limits.max_jobs {
         // Not worth checking each of a million jobs.
         return Err(SpecErrors(errors));
     }
     // Names and dependencies while the jobs are borrowed; a job's name
     // errors are listed before its other ones, dependencies' after all.
     let (mut name_errors, mut deps, dependency_errors) =
-        check_names_and_dependencies(&batch, limits);
+        check_names_and_dependencies(&parts, limits);
+    let names_and_dependencies_valid = name_errors.is_empty() && dependency_errors.is_empty();
     name_errors.reverse();
-    let mut jobs = Vec::with_capacity(batch.jobs.len());
-    for (i, job) in batch.jobs.into_iter().enumerate() {
+    for (i, job) in parts.into_jobs().enumerate() {
         while name_errors.last().is_some_and(|(at, _)| *at == i) {
             errors.push(name_errors.pop().expect("checked").1);
         }
         let mut typed = check_job(job, i, limits, &mut errors);
         typed.depends_on = std::mem::take(&mut deps[i]);
-        jobs.push(typed);
+        if names_and_dependencies_valid && errors.is_empty() {
+            take(typed);
+        }
     }
     errors.extend(dependency_errors);
     if !errors.is_empty() {
         return Err(SpecErrors(errors));
     }
-    Ok(ValidBatch {
+    Ok(BatchHead {
         name: batch.name,
         max_parallel: batch.max_parallel,
         max_cost_usd: batch.max_cost_usd,
-        jobs,
     })
 }
 
@@ -150,7 +197,13 @@ fn label_of(job: &JobSpec, index: usize) -> Cow<'_, str> {
     }
 }
 
-fn check_batch_fields(batch: &BatchSpec, limits: &Limits, errors: &mut Vec<SpecError>) {
+/// The batch's own fields, and its job count (`jobs`).
+fn check_batch_fields(
+    batch: &BatchSpec,
+    jobs: usize,
+    limits: &Limits,
+    errors: &mut Vec<SpecError>,
+) {
     if batch.name.is_empty()
         || batch.name.len() > limits.max_name_len
         || !is_valid_name(&batch.name)
@@ -169,15 +222,14 @@ fn check_batch_fields(batch: &BatchSpec, limits: &Limits, errors: &mut Vec<SpecE
     if let Some(message) = batch.max_cost_usd.and_then(bad_budget) {
         errors.push(SpecError::batch("max_cost_usd", message));
     }
-    if batch.jobs.is_empty() {
+    if jobs == 0 {
         errors.push(SpecError::batch("jobs", "the batch has no jobs"));
     }
-    if batch.jobs.len() > limits.max_jobs {
+    if jobs > limits.max_jobs {
         errors.push(SpecError::batch(
             "jobs",
             format!(
-                "{} jobs exceed the limit of {} jobs per session",
-                batch.jobs.len(),
+                "{jobs} jobs exceed the limit of {} jobs per session",
                 limits.max_jobs
             ),
         ));
@@ -242,6 +294,62 @@ mod tests {
             vec!["name", "command", "depends_on", "depends_on"],
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_batch_in_parts_validates_as_the_same_batch_in_one() {
+        let (a, b, c) = (job("a", &[]), job("b", &["a"]), job("c", &["b", "a"]));
+        let whole = validate(
+            batch(vec![a.clone(), b.clone(), c.clone()]),
+            &Limits::default(),
+        );
+        let parts = validate_parts(batch(vec![c]), vec![vec![a], vec![b]], &Limits::default());
+        assert_eq!(parts.unwrap(), whole.unwrap());
+        // Errors name the job across parts: a dependency on a job of none,
+        // a cycle through two parts, a duplicate of an earlier part's name.
+        let parts = vec![vec![job("x", &["y"])], vec![job("y", &["x"])]];
+        let e = validate_parts(batch(vec![job("z", &["nope"])]), parts, &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("job 'z': field 'depends_on': unknown job 'nope'"),
+            "{e}"
+        );
+        assert!(e.contains("dependency cycle: x -> y -> x"), "{e}");
+        let parts = vec![vec![job("x", &[])], vec![job("y", &[])]];
+        let e = validate_parts(batch(vec![job("x", &[])]), parts, &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e.trim(), "job 'x': field 'name': duplicate job name");
+    }
+
+    #[test]
+    fn validate_each_takes_jobs_only_while_the_batch_is_valid() {
+        let mut taken = Vec::new();
+        let head = validate_each(
+            batch(vec![job("b", &["a"])]),
+            vec![vec![job("a", &[])]],
+            &Limits::default(),
+            |j| taken.push(j.name),
+        );
+        assert_eq!(head.unwrap().name, "b");
+        assert_eq!(taken, ["a", "b"]);
+        // The second job is bad: the first was taken, nothing after it.
+        let mut bad = job("bad", &[]);
+        bad.command = Some(vec![]);
+        let mut taken = Vec::new();
+        let jobs = vec![job("a", &[]), bad, job("c", &[])];
+        let result = validate_each(batch(jobs), Vec::new(), &Limits::default(), |j| {
+            taken.push(j.name)
+        });
+        assert!(result.is_err());
+        assert_eq!(taken, ["a"]);
+        // A dependency error is known before any job is typed: none taken.
+        let mut taken = 0;
+        let jobs = vec![job("a", &[]), job("b", &["nope"])];
+        let result = validate_each(batch(jobs), Vec::new(), &Limits::default(), |_| taken += 1);
+        assert!(result.is_err());
+        assert_eq!(taken, 0);
     }
 
     #[test]
