@@ -135,9 +135,13 @@ fn parts_are_held_by_their_connection_refused_past_the_limit_or_the_role_and_dro
     c.manager_env
         .push(("AAM_MAX_JOBS_PER_SESSION".into(), "5".into()));
     let reader = "reader-read-token-0123456789";
+    let capped = "capped-submit-token-0123456789";
     c.manager_config = Some(c.write(
         "aam.toml",
-        &format!("[tokens.reader]\ntoken = \"{reader}\"\nrole = \"read\"\n"),
+        &format!(
+            "[tokens.reader]\ntoken = \"{reader}\"\nrole = \"read\"\n\
+             [tokens.capped]\ntoken = \"{capped}\"\nrole = \"submit\"\nmax_queued_jobs = 3\n"
+        ),
     ));
     c.start_manager();
 
@@ -216,6 +220,24 @@ fn parts_are_held_by_their_connection_refused_past_the_limit_or_the_role_and_dro
             assert_eq!(message, "permission denied: token reader has role read")
         }
         other => panic!("a read token's part: {other:?}"),
+    }
+    assert_eq!(session_count(&c), 2);
+
+    // A quota counts the jobs of the parts with the Submit's own.
+    let mut quota = Wire::connect(&c.addr, Role::Client, capped);
+    assert_eq!(
+        part(&mut quota, &["a", "b"]),
+        ClientResponse::PartReceived { jobs: 2 }
+    );
+    match submit(&mut quota, &["c", "d"]) {
+        ClientResponse::Error {
+            kind: ErrorKind::QuotaExceeded,
+            message,
+        } => assert_eq!(
+            message,
+            "quota reached: token capped has 0 jobs waiting to run and asks for 4 more, its max_queued_jobs is 3"
+        ),
+        other => panic!("four jobs past a quota of three: {other:?}"),
     }
     assert_eq!(session_count(&c), 2);
 }
