@@ -121,6 +121,7 @@ impl State {
         for key in gates {
             self.note_gate_waiting(key);
         }
+        self.queue.reserve(queued.len());
         for key in queued {
             self.enqueue(key, End::Back, now);
         }
