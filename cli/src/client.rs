@@ -290,6 +290,7 @@ impl Client {
         let mut part = Vec::new();
         let mut part_bytes = 0;
         let mut sent = 0;
+        let mut unanswered = false;
         for job in std::mem::take(&mut batch.jobs) {
             let size = codec::encode(&job)
                 .map_err(|e| bad_input(format!("{}: job {}: {e}", file.display(), job.name)))?
@@ -302,19 +303,27 @@ impl Client {
                 )));
             }
             if part_bytes + size > PART_BYTES {
+                // One part ahead: the next is made while the manager
+                // decodes this one, whose answer is read before the next
+                // goes.
+                if unanswered {
+                    self.part_received(sent, total).await?;
+                }
                 sent += part.len();
                 let request = ClientRequest::SubmitPart {
                     jobs: std::mem::take(&mut part),
                 };
-                let answer = self
-                    .exchange(request)
+                self.send(request)
                     .await
                     .map_err(|e| parts_lost(e, sent, total))?;
-                expect!(answer, ClientResponse::PartReceived { .. } => Ok(()))?;
+                unanswered = true;
                 part_bytes = 0;
             }
             part.push(job);
             part_bytes += size;
+        }
+        if unanswered {
+            self.part_received(sent, total).await?;
         }
         batch.jobs = part;
         let request = ClientRequest::Submit {
@@ -332,6 +341,12 @@ impl Client {
             Ok(submitted) => Ok(submitted),
             Err(ClientResponse::Invalid(errors)) => Err(bad_input(batch::describe(file, &errors))),
         )
+    }
+
+    /// The answer to the last `SubmitPart` sent (`sent` jobs so far).
+    async fn part_received(&mut self, sent: usize, total: usize) -> anyhow::Result<()> {
+        let answer = self.next().await.map_err(|e| parts_lost(e, sent, total))?;
+        expect!(answer, ClientResponse::PartReceived { .. } => Ok(()))
     }
 
     pub async fn sessions(&mut self) -> anyhow::Result<SessionList> {

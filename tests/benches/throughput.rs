@@ -103,18 +103,33 @@ impl Client {
         self.wire.recv()
     }
 
+    /// Reads the answer to a `SubmitPart`.
+    fn part_received(&mut self) {
+        match self.read() {
+            ClientResponse::PartReceived { .. } => {}
+            other => panic!("part refused: {other:?}"),
+        }
+    }
+
     /// Submits `batch`, its jobs in parts of 10,000 before the `Submit`
     /// when there are more (as the CLI does past a part's bytes).
     fn submit(&mut self, mut batch: BatchSpec) -> SessionId {
         let total = batch.jobs.len();
         let mut jobs = std::mem::take(&mut batch.jobs).into_iter();
-        for _ in 0..total.saturating_sub(1) / 10_000 {
+        // As `aam submit` sends them: one part ahead, each answer read
+        // before the part after it goes.
+        let parts = total.saturating_sub(1) / 10_000;
+        for sent in 0..parts {
             let part = jobs.by_ref().take(10_000).collect();
-            self.write(&ClientRequest::SubmitPart { jobs: part });
-            match self.read() {
-                ClientResponse::PartReceived { .. } => {}
-                other => panic!("part refused: {other:?}"),
+            let request = ClientRequest::SubmitPart { jobs: part };
+            let bytes = aam_protocol::codec::encode(&request).expect("a part encodes");
+            if sent > 0 {
+                self.part_received();
             }
+            self.wire.send_encoded(&bytes).expect("writing a part");
+        }
+        if parts > 0 {
+            self.part_received();
         }
         batch.jobs = jobs.collect();
         self.write(&ClientRequest::Submit {

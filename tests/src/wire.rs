@@ -58,8 +58,13 @@ impl Wire {
     /// Writes one frame.
     pub fn try_send<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
         let payload = codec::encode(msg).expect("encodable message");
+        self.send_encoded(&payload)
+    }
+
+    /// Writes one frame of a message already encoded (`codec::encode`).
+    pub fn send_encoded(&mut self, payload: &[u8]) -> io::Result<()> {
         let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(payload);
         self.stream.write_all(&frame)?;
         self.stream.flush()
     }
