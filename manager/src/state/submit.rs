@@ -49,8 +49,8 @@ impl State {
     ) -> Result<(SessionId, u32), SpecErrors> {
         let id = SessionId(self.next_session);
         let count = earlier_parts.iter().map(Vec::len).sum::<usize>() + batch.jobs.len();
+        let mut records = Records::new(id, count, &self.config);
         let limits = &self.config.limits;
-        let mut records = Records::new(id, count.min(limits.max_jobs), &self.config);
         let head = validate_each(batch, earlier_parts, limits, |job| records.take(job))?;
         if let Some(key) = &idempotency_key {
             if key.is_empty() || key.len() > 256 {
@@ -156,7 +156,8 @@ impl<'a> Records<'a> {
             session,
             config,
             policies: SharedPolicies::default(),
-            jobs: Vec::with_capacity(count),
+            // A batch over the limit is refused before any record is made.
+            jobs: Vec::with_capacity(count.min(config.limits.max_jobs)),
             variants: Vec::new(),
             next_index: 0,
             next_variant: count as u32,
