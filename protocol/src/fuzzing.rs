@@ -148,7 +148,7 @@ pub fn batch(data: &[u8], format: Format) {
         let _ = errors.to_string();
     }
     if let Ok(valid) = validate(batch, &Limits::structural()) {
-        let budgets = std::iter::once(valid.max_cost_usd)
+        let budgets = std::iter::once(valid.head.max_cost_usd)
             .chain(valid.jobs.iter().map(|j| j.max_cost_usd))
             .flatten();
         for usd in budgets {

@@ -450,8 +450,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 pub use crate::validate::{
-    validate, validate_each, validate_parts, AgentCall, Base, BatchHead, JobKind, JobParts,
-    ValidBatch, ValidJob,
+    validate, validate_each, AgentCall, Base, BatchHead, JobKind, ValidBatch, ValidJob,
 };
 
 #[cfg(test)]

@@ -73,12 +73,7 @@ impl State {
         let mut records = Records::new(id, valid.jobs.len(), &self.config);
         valid.jobs.into_iter().for_each(|job| records.take(job));
         let jobs = records.finish()?;
-        let head = BatchHead {
-            name: valid.name,
-            max_parallel: valid.max_parallel,
-            max_cost_usd: valid.max_cost_usd,
-        };
-        Ok(self.store_session(head, jobs, idempotency_key, now))
+        Ok(self.store_session(valid.head, jobs, idempotency_key, now))
     }
 
     /// Stores the records of a new session's jobs, its next id, and

@@ -21,17 +21,24 @@ use crate::worktree::Isolation;
 use dependencies::check_names_and_dependencies;
 use job::check_job;
 use limits::bad_budget;
-pub use parts::JobParts;
+use parts::JobParts;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// A batch that passed `validate`.
+/// A batch that passed `validate`: its own fields and its typed jobs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidBatch {
+    pub head: BatchHead,
+    pub jobs: Vec<ValidJob>,
+}
+
+/// A valid batch's own fields (`validate_each` hands its jobs out one by
+/// one instead).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchHead {
     pub name: String,
     pub max_parallel: Option<u32>,
     pub max_cost_usd: Option<f64>,
-    pub jobs: Vec<ValidJob>,
 }
 
 /// What a job runs: exactly one of a command, an agent, or nothing (a gate).
@@ -116,7 +123,7 @@ pub fn validate(batch: BatchSpec, limits: &Limits) -> Result<ValidBatch, SpecErr
 
 /// `validate` of a batch streamed in parts: the jobs of `earlier` (the
 /// parts that came before it, in order), then the batch's own.
-pub fn validate_parts(
+fn validate_parts(
     batch: BatchSpec,
     earlier: Vec<Vec<JobSpec>>,
     limits: &Limits,
@@ -124,24 +131,11 @@ pub fn validate_parts(
     let count = earlier.iter().map(Vec::len).sum::<usize>() + batch.jobs.len();
     let mut jobs = Vec::with_capacity(count.min(limits.max_jobs));
     let head = validate_each(batch, earlier, limits, |job| jobs.push(job))?;
-    Ok(ValidBatch {
-        name: head.name,
-        max_parallel: head.max_parallel,
-        max_cost_usd: head.max_cost_usd,
-        jobs,
-    })
+    Ok(ValidBatch { head, jobs })
 }
 
-/// A valid batch's own fields (its jobs went one by one to `validate_each`'s
-/// `take`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct BatchHead {
-    pub name: String,
-    pub max_parallel: Option<u32>,
-    pub max_cost_usd: Option<f64>,
-}
-
-/// `validate_parts`, handing each typed job to `take`, in batch order, as
+/// `validate` of a batch streamed in parts (the jobs of `earlier`, the
+/// parts that came before it, then the batch's own), handing each typed job to `take`, in batch order, as
 /// soon as it is typed, rather than gathering them: what the caller makes
 /// of them is then the only array of a big batch held whole (a million
 /// typed jobs are 624 MB). `take` gets jobs only while the batch is valid

@@ -24,10 +24,6 @@ impl JobParts {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &JobSpec> {
         self.parts.iter().flatten()
     }
