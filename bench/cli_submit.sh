@@ -3,8 +3,8 @@
 # included: a manager with no workers (the jobs stay queued) started from
 # the release binaries, a JSON file of N (default 1,000,000) `/bin/true`
 # jobs, and the time from `aam submit FILE` to its answer (the session is
-# durable then). Pass several binary directories to compare builds in one
-# run; each is timed in turn, twice.
+# durable then), and the CLI's peak resident memory. Pass several binary
+# directories to compare builds in one run; each is timed in turn, twice.
 #
 #   cargo build --release
 #   bench/cli_submit.sh                       # target/release
@@ -41,9 +41,9 @@ for round in 1 2; do
       sleep 0.05
     done
     start=$(date +%s%N)
-    "${aam[@]}" submit "$work/big.json" > "$work/answer" 2>&1
+    /usr/bin/time -f %M -o "$work/peak" "${aam[@]}" submit "$work/big.json" > "$work/answer" 2>&1
     end=$(date +%s%N)
-    echo "$bin: aam submit answered in $(( (end - start) / 1000000 )) ms: $(head -1 "$work/answer")"
+    echo "$bin: aam submit answered in $(( (end - start) / 1000000 )) ms, CLI peak RSS $(( $(cat "$work/peak") / 1024 )) MiB: $(head -1 "$work/answer")"
     kill -9 "$manager"; wait "$manager" 2>/dev/null || true
     manager=
   done

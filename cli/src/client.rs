@@ -292,9 +292,8 @@ impl Client {
         let mut sent = 0;
         let mut unanswered = false;
         for job in std::mem::take(&mut batch.jobs) {
-            let size = codec::encode(&job)
-                .map_err(|e| bad_input(format!("{}: job {}: {e}", file.display(), job.name)))?
-                .len();
+            let size = codec::encoded_len(&job)
+                .map_err(|e| bad_input(format!("{}: job {}: {e}", file.display(), job.name)))?;
             if size > PART_BYTES {
                 return Err(bad_input(format!(
                     "{}: job {} encodes to {size} bytes, more than the {PART_BYTES} bytes one job may take",

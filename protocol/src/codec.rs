@@ -72,6 +72,15 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// How many bytes `encode` makes of a value, counted without making them
+/// (a client sizing the parts of a big batch measures every job).
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut counted = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut counted, config::<MAX_FRAME_CEILING>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(counted.bytes_written)
+}
+
 /// Encodes a message as a whole frame (length prefix and payload), refused
 /// past `max_frame` payload bytes.
 pub fn encode_frame<T: Serialize>(value: &T, max_frame: usize) -> Result<Vec<u8>, CodecError> {
@@ -204,6 +213,17 @@ mod tests {
     }
 
     type Codec = FrameCodec<Msg, Msg>;
+
+    #[test]
+    fn encoded_len_counts_what_encode_makes() {
+        for text in ["", "hello", &"x".repeat(300)] {
+            let msg = Msg {
+                n: 70_000,
+                text: text.into(),
+            };
+            assert_eq!(encoded_len(&msg).unwrap(), encode(&msg).unwrap().len());
+        }
+    }
 
     #[test]
     fn round_trips_and_waits_for_whole_frames() {

@@ -14,7 +14,7 @@ use crate::messages::{
     WorkerToManager,
 };
 use crate::spec::{parse_batch, Format, Limits};
-use crate::validate::validate;
+use crate::validate::{check_batch, validate};
 use bytes::BytesMut;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
@@ -143,10 +143,23 @@ pub fn batch(data: &[u8], format: Format) {
         wire,
         "a batch changed crossing the wire"
     );
-    if let Err(errors) = validate(batch.clone(), &Limits::default()) {
+    let validated = validate(batch.clone(), &Limits::default());
+    if let Err(errors) = &validated {
         assert!(!errors.0.is_empty(), "a refused batch names its problems");
         let _ = errors.to_string();
     }
+    let mut lent = batch.clone();
+    let checked = check_batch(&mut lent, &Limits::default());
+    assert_eq!(
+        checked.map_err(|e| e.to_string()),
+        validated.map(drop).map_err(|e| e.to_string()),
+        "checking a batch finds what validating it finds"
+    );
+    assert_eq!(
+        codec::encode(&lent).expect("a checked batch encodes"),
+        wire,
+        "checking a batch leaves it as written"
+    );
     if let Ok(valid) = validate(batch, &Limits::structural()) {
         let budgets = std::iter::once(valid.head.max_cost_usd)
             .chain(valid.jobs.iter().map(|j| j.max_cost_usd))

@@ -450,7 +450,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 pub use crate::validate::{
-    validate, validate_each, AgentCall, Base, BatchHead, JobKind, ValidBatch, ValidJob,
+    check_batch, validate, validate_each, AgentCall, Base, BatchHead, JobKind, ValidBatch, ValidJob,
 };
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::peer_input::check_request;
 use crate::scheduler::ClientCall;
 use aam_protocol::json;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, JobPage, OutputWanted};
-use aam_protocol::spec::{parse_batch, validate, Format, Limits};
+use aam_protocol::spec::{check_batch, parse_batch, Format, Limits};
 use aam_protocol::SessionId;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -239,8 +239,8 @@ async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(body, http.shared.max_frame).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("the body is not UTF-8"))?;
-    let batch = parse_batch(text, Format::Json).map_err(|e| ApiError::bad(e.to_string()))?;
-    validate(batch.clone(), &Limits::structural()).map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut batch = parse_batch(text, Format::Json).map_err(|e| ApiError::bad(e.to_string()))?;
+    check_batch(&mut batch, &Limits::structural()).map_err(|e| ApiError::bad(e.to_string()))?;
     let idempotency_key = match req.headers().get("Idempotency-Key") {
         Some(v) => Some(
             v.to_str()

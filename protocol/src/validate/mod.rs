@@ -135,33 +135,92 @@ fn validate_parts(
 }
 
 /// `validate` of a batch streamed in parts (the jobs of `earlier`, the
-/// parts that came before it, then the batch's own), handing each typed job to `take`, in batch order, as
-/// soon as it is typed, rather than gathering them: what the caller makes
-/// of them is then the only array of a big batch held whole (a million
-/// typed jobs are 624 MB). `take` gets jobs only while the batch is valid
-/// so far; when this returns errors, what it took is to be dropped.
+/// parts that came before it, then the batch's own), handing each typed
+/// job to `take`, in batch order, as soon as it is typed, rather than
+/// gathering them: what the caller makes of them is then the only array of
+/// a big batch held whole (a million typed jobs are 624 MB). `take` gets
+/// jobs only while the batch is valid so far; when this returns errors,
+/// what it took is to be dropped.
 pub fn validate_each(
     mut batch: BatchSpec,
     earlier: Vec<Vec<JobSpec>>,
     limits: &Limits,
-    mut take: impl FnMut(ValidJob),
+    take: impl FnMut(ValidJob),
 ) -> Result<BatchHead, SpecErrors> {
     let mut parts = earlier;
     parts.push(std::mem::take(&mut batch.jobs));
     let parts = JobParts::new(parts);
+    let across = check_across(&batch, &parts, limits)?;
+    type_jobs(across, parts.into_jobs(), limits, take)?;
+    Ok(BatchHead {
+        name: batch.name,
+        max_parallel: batch.max_parallel,
+        max_cost_usd: batch.max_cost_usd,
+    })
+}
+
+/// The checks of `validate`, leaving the batch as written: each job is
+/// copied alone to be typed, then dropped (a client checks a batch before
+/// it sends it, and must not hold a big one twice to do so).
+pub fn check_batch(batch: &mut BatchSpec, limits: &Limits) -> Result<(), SpecErrors> {
+    let parts = JobParts::new(vec![std::mem::take(&mut batch.jobs)]);
+    let checked = check_across(batch, &parts, limits)
+        .and_then(|across| type_jobs(across, parts.iter().cloned(), limits, drop));
+    batch.jobs = parts.into_vec();
+    checked
+}
+
+/// What is checked across a batch's jobs, before each is typed.
+struct Across {
+    /// The batch's own fields' problems.
+    errors: Vec<SpecError>,
+    /// Names' problems, by job index, last job first.
+    name_errors: Vec<(usize, SpecError)>,
+    /// Each job's dependencies as batch indices.
+    deps: Vec<Vec<(u32, When)>>,
+    dependency_errors: Vec<SpecError>,
+}
+
+/// The batch's fields, its size, and its jobs' names and dependencies
+/// (the jobs borrowed). Past the job limit, nothing more is checked.
+fn check_across(
+    batch: &BatchSpec,
+    parts: &JobParts,
+    limits: &Limits,
+) -> Result<Across, SpecErrors> {
     let mut errors = Vec::new();
-    check_batch_fields(&batch, parts.len(), limits, &mut errors);
+    check_batch_fields(batch, parts.len(), limits, &mut errors);
     if parts.len() > limits.max_jobs {
         // Not worth checking each of a million jobs.
         return Err(SpecErrors(errors));
     }
-    // Names and dependencies while the jobs are borrowed; a job's name
-    // errors are listed before its other ones, dependencies' after all.
-    let (mut name_errors, mut deps, dependency_errors) =
-        check_names_and_dependencies(&parts, limits);
-    let names_and_dependencies_valid = name_errors.is_empty() && dependency_errors.is_empty();
+    let (mut name_errors, deps, dependency_errors) = check_names_and_dependencies(parts, limits);
     name_errors.reverse();
-    for (i, job) in parts.into_jobs().enumerate() {
+    Ok(Across {
+        errors,
+        name_errors,
+        deps,
+        dependency_errors,
+    })
+}
+
+/// Types each job in batch order, handing it to `take` while the batch is
+/// valid so far; a job's name errors are listed before its other ones,
+/// dependencies' after all.
+fn type_jobs(
+    across: Across,
+    jobs: impl Iterator<Item = JobSpec>,
+    limits: &Limits,
+    mut take: impl FnMut(ValidJob),
+) -> Result<(), SpecErrors> {
+    let Across {
+        mut errors,
+        mut name_errors,
+        mut deps,
+        dependency_errors,
+    } = across;
+    let names_and_dependencies_valid = name_errors.is_empty() && dependency_errors.is_empty();
+    for (i, job) in jobs.enumerate() {
         while name_errors.last().is_some_and(|(at, _)| *at == i) {
             errors.push(name_errors.pop().expect("checked").1);
         }
@@ -172,14 +231,10 @@ pub fn validate_each(
         }
     }
     errors.extend(dependency_errors);
-    if !errors.is_empty() {
-        return Err(SpecErrors(errors));
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(SpecErrors(errors)),
     }
-    Ok(BatchHead {
-        name: batch.name,
-        max_parallel: batch.max_parallel,
-        max_cost_usd: batch.max_cost_usd,
-    })
 }
 
 /// What a job is called in an error: its name, or its place when it has none.

@@ -40,6 +40,15 @@ impl JobParts {
         None
     }
 
+    /// The jobs as one array: a single part as it is, else joined.
+    pub fn into_vec(mut self) -> Vec<JobSpec> {
+        match self.parts.len() {
+            0 => Vec::new(),
+            1 => self.parts.pop().expect("one part"),
+            _ => self.into_jobs().collect(),
+        }
+    }
+
     /// The jobs by value, in order; each part is freed once it is read.
     pub fn into_jobs(self) -> impl Iterator<Item = JobSpec> {
         self.parts.into_iter().flatten()
@@ -70,5 +79,15 @@ mod tests {
         assert!(parts.get(3).is_none());
         let owned: Vec<String> = parts.into_jobs().map(|j| j.name).collect();
         assert_eq!(owned, ["a", "b", "c"]);
+        let one = named(&["x", "y"]);
+        let at = one.as_ptr();
+        let back = JobParts::new(vec![Vec::new(), one]).into_vec();
+        assert_eq!(
+            back.as_ptr(),
+            at,
+            "a single part is handed back, not copied"
+        );
+        let joined = JobParts::new(vec![named(&["a"]), named(&["b"])]).into_vec();
+        assert_eq!(joined.len(), 2);
     }
 }
