@@ -52,6 +52,11 @@ pub fn estimate_line(e: &Estimate) -> String {
         String::new()
     };
     match e.ms {
+        // Jobs that take less than a millisecond, measured in whole ones.
+        Some(0) => format!(
+            "estimate: under a millisecond with {} slots{gates}",
+            e.slots
+        ),
         Some(ms) => format!(
             "estimate: about {} with {} slots{gates}",
             human_duration(ms),
@@ -194,6 +199,21 @@ mod tests {
     use aam_protocol::json::*;
     use aam_protocol::model::SessionStatus;
     use serde_json::{json, Value};
+
+    #[test]
+    fn an_estimate_under_a_millisecond_says_so() {
+        let e = |ms| Estimate {
+            ms: Some(ms),
+            unknown: 0,
+            gates: 0,
+            slots: 2,
+        };
+        assert_eq!(
+            estimate_line(&e(0)),
+            "estimate: under a millisecond with 2 slots"
+        );
+        assert_eq!(estimate_line(&e(3)), "estimate: about 3ms with 2 slots");
+    }
 
     #[test]
     fn a_page_says_which_jobs_it_shows_and_where_the_next_starts() {
