@@ -479,8 +479,10 @@ impl Store {
         self.with(|trees| trees.audit(since_ms, limit))
     }
 
-    /// The sequence number after the last audit record's (0 when none).
-    pub fn next_audit_seq(&self) -> Result<u64> {
+    /// The sequence number after the last audit record's (0 when none);
+    /// the manager learns it from `load`, so only tests ask.
+    #[cfg(test)]
+    pub(crate) fn next_audit_seq(&self) -> Result<u64> {
         self.with(Trees::next_audit_seq)
     }
 
