@@ -182,6 +182,28 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
     receipt
 }
 
+/// This process's children, zombies included: those of each of its
+/// threads (`/proc/self/task/TID/children`; an orphan is reparented to a
+/// thread of its subreaper). None where the kernel has no such files
+/// (built without CONFIG_PROC_CHILDREN).
+fn own_children() -> Option<Vec<i32>> {
+    if !std::path::Path::new("/proc/thread-self/children").exists() {
+        return None;
+    }
+    let mut children = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that ended meanwhile has no children to read.
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        children.extend(
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(children)
+}
+
 /// Reaps zombies reparented to this subreaper that are not `own` children
 /// (those are waited for by whoever spawned them). Returns how many.
 ///
@@ -190,12 +212,21 @@ pub fn stop_job(pgid: u32, marker: &str, grace: Duration) -> TeardownReceipt {
 /// steps get groups of their own, and what they leave behind is in those
 /// or in sessions of its own): its spawner waits for it, and reaping it
 /// here would make that wait fail (`ECHILD`).
+///
+/// It runs every second on the worker's event loop, so it reads only this
+/// process's children (`own_children`), not the stat of every process on
+/// the machine (a few hundred reads a second on a busy host).
 pub fn reap_adopted(own: &BTreeSet<u32>) -> usize {
+    reap_among(own_children().unwrap_or_else(all_pids), own)
+}
+
+/// `reap_adopted` of the zombies among `candidates`.
+fn reap_among(candidates: Vec<i32>, own: &BTreeSet<u32>) -> usize {
     let me = std::process::id() as i32;
     // SAFETY: getpgrp has no preconditions and cannot fail.
     let my_group = unsafe { libc::getpgrp() };
     let mut reaped = 0;
-    for pid in all_pids() {
+    for pid in candidates {
         if own.contains(&(pid as u32)) {
             continue;
         }
@@ -272,6 +303,27 @@ mod tests {
             !is_alive(escaped)
         });
         assert!(gone);
+    }
+
+    #[test]
+    fn an_exited_child_of_a_group_of_its_own_is_reaped() {
+        // As an adopted orphan is: a child of this process, in a group of
+        // its own, exited, waited for by nobody.
+        let orphan = Command::new("true").process_group(0).spawn().unwrap();
+        let pid = orphan.id() as i32;
+        assert!(
+            own_children().is_some_and(|c| c.contains(&pid)),
+            "a child is listed among this process's children"
+        );
+        let exited = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            proc_stat(pid).is_some_and(|s| s.state == 'Z')
+        });
+        assert!(exited);
+        // Only it: the other children are other tests', for them to wait for.
+        assert_eq!(reap_among(vec![pid], &BTreeSet::new()), 1);
+        assert!(proc_stat(pid).is_none(), "the zombie is gone");
+        std::mem::forget(orphan);
     }
 
     #[test]
