@@ -1,6 +1,7 @@
 //! Reading a batch (a file, or the JSON form of one given inline, as the
 //! MCP tool `submit` takes it) and checking it before anything is sent.
 
+use crate::client::PART_BYTES;
 use crate::exit::bad_input;
 use aam_protocol::spec::{check_batch, parse_batch, BatchSpec, Format, Limits, SpecErrors};
 use std::path::Path;
@@ -20,11 +21,39 @@ pub fn describe(path: &Path, errors: &SpecErrors) -> String {
 
 /// Loads, parses and validates a batch file (exit 2 on any problem).
 pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let text = read(path)?;
+    parse_and_check(path, &text)
+}
+
+/// A batch file as `aam submit` sends it.
+pub enum ToSubmit {
+    /// Parsed and checked here.
+    Whole(BatchSpec),
+    /// The text of a JSON file bigger than one part: read job by job as
+    /// its parts go out (`Client::submit_streamed`), checked by the
+    /// manager, so that its jobs are never all held.
+    Streamed(String),
+}
+
+/// `load`, except that a big JSON file is left to be streamed.
+pub fn load_to_submit(path: &Path) -> anyhow::Result<ToSubmit> {
+    let text = read(path)?;
+    let format = Format::for_path(&path.to_string_lossy());
+    if format == Format::Json && text.len() > PART_BYTES {
+        return Ok(ToSubmit::Streamed(text));
+    }
+    parse_and_check(path, &text).map(ToSubmit::Whole)
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))
+}
+
+fn parse_and_check(path: &Path, text: &str) -> anyhow::Result<BatchSpec> {
     let format = Format::for_path(&path.to_string_lossy());
     let batch =
-        parse_batch(&text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+        parse_batch(text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
     check(path, batch)
 }
 

@@ -1,23 +1,21 @@
 //! A connection to the manager as a client, and one typed method per
 //! request: each sends one `ClientRequest` and returns what the expected
 //! answer carries. An `Error` answer, a lost connection and an answer of
-//! the wrong kind all become errors here, with their exit codes.
+//! the wrong kind all become errors here, with their exit codes. A batch
+//! goes in `submit`.
 
-use crate::batch;
 use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
 use aam_protocol::agent_run::{AgentFormat, LimitPause};
-use aam_protocol::codec::{self, FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
+use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 use aam_protocol::dial::{connect, ConnectError};
 use aam_protocol::messages::{
     AgentInfo, ClientRequest, ClientResponse, ErrorKind, JobPage, OutputWanted, Role,
 };
 use aam_protocol::model::{Estimate, JobStatus, SessionSummary, SessionView, WorkerView};
-use aam_protocol::spec::BatchSpec;
 use aam_protocol::tls::{ClientStream, ClientTls};
 use aam_protocol::worktree::JobChange;
 use aam_protocol::SessionId;
 use futures::{SinkExt, StreamExt};
-use std::path::Path;
 use std::time::Duration;
 use tokio_util::codec::Framed;
 
@@ -172,22 +170,10 @@ macro_rules! expect {
     };
 }
 
-/// The most encoded bytes of jobs one `SubmitPart` (or the `Submit` after
-/// parts) carries: well inside the manager's default frame limit.
-pub const PART_BYTES: usize = DEFAULT_MAX_FRAME / 4;
+// After `expect!`, which it uses.
+mod submit;
 
-/// The connection was lost while a batch went in parts: they were lost
-/// with it, so nothing was stored unless the `Submit` itself arrived.
-fn parts_lost(e: anyhow::Error, sent: usize, total: usize) -> anyhow::Error {
-    if !is_lost(&e) {
-        return e;
-    }
-    Lost(format!(
-        "{e}, with {sent} of the batch's {total} jobs sent; the manager drops a batch it did not \
-         get whole, so submit it again (with --idempotency-key, a batch it did get is not stored twice)"
-    ))
-    .into()
-}
+pub use submit::PART_BYTES;
 
 /// A submission the manager stored.
 #[derive(Debug)]
@@ -273,81 +259,6 @@ pub struct Agents {
 }
 
 impl Client {
-    /// Submits a batch read from `file`; a batch the manager finds invalid
-    /// is bad input, described with the file's name.
-    ///
-    /// A batch bigger than a part (`PART_BYTES` encoded) goes as parts of
-    /// its jobs and then its `Submit`, each part dropped once sent; the
-    /// connection must hold for all of them (a lost one is an error that
-    /// says to submit again), since the parts live in it.
-    pub async fn submit(
-        &mut self,
-        file: &Path,
-        mut batch: BatchSpec,
-        idempotency_key: Option<String>,
-    ) -> anyhow::Result<Submitted> {
-        let total = batch.jobs.len();
-        let mut part = Vec::new();
-        let mut part_bytes = 0;
-        let mut sent = 0;
-        let mut unanswered = false;
-        for job in std::mem::take(&mut batch.jobs) {
-            let size = codec::encoded_len(&job)
-                .map_err(|e| bad_input(format!("{}: job {}: {e}", file.display(), job.name)))?;
-            if size > PART_BYTES {
-                return Err(bad_input(format!(
-                    "{}: job {} encodes to {size} bytes, more than the {PART_BYTES} bytes one job may take",
-                    file.display(),
-                    job.name
-                )));
-            }
-            if part_bytes + size > PART_BYTES {
-                // One part ahead: the next is made while the manager
-                // decodes this one, whose answer is read before the next
-                // goes.
-                if unanswered {
-                    self.part_received(sent, total).await?;
-                }
-                sent += part.len();
-                let request = ClientRequest::SubmitPart {
-                    jobs: std::mem::take(&mut part),
-                };
-                self.send(request)
-                    .await
-                    .map_err(|e| parts_lost(e, sent, total))?;
-                unanswered = true;
-                part_bytes = 0;
-            }
-            part.push(job);
-            part_bytes += size;
-        }
-        if unanswered {
-            self.part_received(sent, total).await?;
-        }
-        batch.jobs = part;
-        let request = ClientRequest::Submit {
-            batch,
-            idempotency_key,
-        };
-        let answer = if sent == 0 {
-            self.call(request).await?
-        } else {
-            self.exchange(request)
-                .await
-                .map_err(|e| parts_lost(e, total, total))?
-        };
-        expect!(Submitted::from_answer(answer),
-            Ok(submitted) => Ok(submitted),
-            Err(ClientResponse::Invalid(errors)) => Err(bad_input(batch::describe(file, &errors))),
-        )
-    }
-
-    /// The answer to the last `SubmitPart` sent (`sent` jobs so far).
-    async fn part_received(&mut self, sent: usize, total: usize) -> anyhow::Result<()> {
-        let answer = self.next().await.map_err(|e| parts_lost(e, sent, total))?;
-        expect!(answer, ClientResponse::PartReceived { .. } => Ok(()))
-    }
-
     pub async fn sessions(&mut self) -> anyhow::Result<SessionList> {
         expect!(self.call(ClientRequest::ListSessions).await?,
             ClientResponse::Sessions { sessions, paused, waiting } => Ok(SessionList { sessions, paused, waiting }))

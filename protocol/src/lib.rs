@@ -16,6 +16,7 @@ pub mod dial;
 pub mod fuzzing;
 pub mod ids;
 pub mod json;
+pub mod json_batch;
 pub mod messages;
 pub mod model;
 pub mod output;

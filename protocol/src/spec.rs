@@ -381,16 +381,25 @@ pub fn parse_batch(text: &str, format: Format) -> Result<BatchSpec, SpecError> {
             let mut de = serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize::<_, BatchSpec>(&mut de).map_err(|e| {
                 let path = e.path().to_string();
-                let inner = e.into_inner();
-                let line = (inner.line() > 0).then_some(inner.line());
-                let mut message = inner.to_string();
-                if let Some(cut) = message.find(" at line ") {
-                    message.truncate(cut);
-                }
-                located(text, format, &path, line, message)
+                json_error(&path, e.into_inner(), |i| job_name_at(text, format, i))
             })
         }
     }
+}
+
+/// A JSON error at `path` (`jobs[2].command`), with its line; the job
+/// at an index is named by `name_of`.
+pub(crate) fn json_error(
+    path: &str,
+    inner: serde_json::Error,
+    name_of: impl FnOnce(usize) -> Option<String>,
+) -> SpecError {
+    let line = (inner.line() > 0).then_some(inner.line());
+    let mut message = inner.to_string();
+    if let Some(cut) = message.find(" at line ") {
+        message.truncate(cut);
+    }
+    located_with(path, line, message, name_of)
 }
 
 /// Turns a serde path such as `jobs[2].command[0]` into (job name, field).
@@ -400,6 +409,18 @@ fn located(
     path: &str,
     line: Option<usize>,
     message: String,
+) -> SpecError {
+    located_with(path, line, message, |index| {
+        job_name_at(text, format, index)
+    })
+}
+
+/// `located`, naming the job at an index with `name_of` (else `jobs[N]`).
+pub(crate) fn located_with(
+    path: &str,
+    line: Option<usize>,
+    message: String,
+    name_of: impl FnOnce(usize) -> Option<String>,
 ) -> SpecError {
     let mut err = SpecError {
         job: None,
@@ -413,7 +434,7 @@ fn located(
     if let Some(rest) = path.strip_prefix("jobs[") {
         if let Some((index, field)) = rest.split_once(']') {
             let index: usize = index.parse().unwrap_or(0);
-            err.job = Some(job_name_at(text, format, index).unwrap_or(format!("jobs[{index}]")));
+            err.job = Some(name_of(index).unwrap_or(format!("jobs[{index}]")));
             let field = field.trim_start_matches('.');
             if !field.is_empty() {
                 err.field = Some(field.to_string());
@@ -427,17 +448,14 @@ fn located(
 
 /// The name of the N-th job, read leniently, for error messages.
 fn job_name_at(text: &str, format: Format, index: usize) -> Option<String> {
-    let name = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
     match format {
         Format::Toml => {
             let table: toml::Table = toml::from_str(text).ok()?;
             let job = table.get("jobs")?.as_array()?.get(index)?;
             job.get("name")?.as_str().map(str::to_string)
         }
-        Format::Json => {
-            let value: serde_json::Value = serde_json::from_str(text).ok()?;
-            name(value.get("jobs")?.get(index)?.get("name"))
-        }
+        // Not the whole text as values (a big file's are many times its size).
+        Format::Json => crate::json_batch::job_name_at(text, index),
     }
 }
 

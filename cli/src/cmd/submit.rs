@@ -1,10 +1,12 @@
-//! `aam submit FILE`: the batch is checked here, then stored by the
-//! manager; prints the session id (and with `--wait`, follows it).
+//! `aam submit FILE`: the batch is checked here (a big JSON file is
+//! streamed, and checked by the manager), then stored by the manager;
+//! prints the session id (and with `--wait`, follows it).
 
 use super::print_json;
 use crate::args::ManagerFlags;
+use crate::batch::{self, ToSubmit};
 use crate::exit::verdict;
-use crate::{batch, endpoint, progress, render};
+use crate::{endpoint, progress, render};
 use std::path::Path;
 
 pub async fn run(
@@ -14,11 +16,17 @@ pub async fn run(
     wait: bool,
     idempotency_key: Option<String>,
 ) -> anyhow::Result<i32> {
-    // Check what can be checked locally before dialing.
-    let batch = batch::load(file)?;
+    // Check what can be checked locally before dialing (a big JSON file
+    // is read as it is sent, and checked by the manager).
+    let to_submit = batch::load_to_submit(file)?;
     let mut client = endpoint::connect(flags).await?;
-    let name = batch.name.clone();
-    let submitted = client.submit(file, batch, idempotency_key).await?;
+    let (submitted, name) = match to_submit {
+        ToSubmit::Whole(batch) => {
+            let name = batch.name.clone();
+            (client.submit(file, batch, idempotency_key).await?, name)
+        }
+        ToSubmit::Streamed(text) => client.submit_streamed(file, text, idempotency_key).await?,
+    };
     let session = submitted.session;
     if json {
         print_json(&aam_protocol::json::submitted_json(

@@ -1,6 +1,6 @@
 //! Batches too big for one frame and sessions too big for one answer: a
-//! batch file goes to the manager in parts over one connection and is
-//! stored only whole; parts are held per connection, refused past the job
+//! batch file goes to the manager in parts over one connection (a big
+//! JSON file read as it goes) and is stored only whole; parts are held per connection, refused past the job
 //! limit or the token's role, and dropped with the connection; `aam
 //! status` pages a session's jobs with its counts whole.
 
@@ -86,6 +86,64 @@ fn a_batch_bigger_than_a_frame_goes_in_parts_and_status_pages_its_jobs() {
         .expect_code(0)
         .json();
     assert_eq!(all["jobs"].as_array().unwrap().len(), n);
+}
+
+#[test]
+fn a_big_json_file_is_streamed_and_what_is_wrong_in_it_stores_nothing() {
+    let c = Cluster::with_manager();
+    let n = 12_000;
+    let big = |jobs: &[serde_json::Value]| json!({"name": "big", "jobs": jobs}).to_string();
+    let mut jobs: Vec<_> = (0..n).map(echo_job).collect();
+
+    // A job that waits for one that is not there: the manager's check,
+    // after every part went, named with the file and the job.
+    jobs[n - 1]["depends_on"] = json!(["nowhere"]);
+    let file = c.write("unknown-dependency.json", &big(&jobs));
+    let out = c.aam(&["submit", file.to_str().unwrap()]).expect_code(2);
+    assert!(
+        out.stderr.contains(
+            "unknown-dependency.json: job 't11999': field 'depends_on': unknown job 'nowhere'"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    // A job that is not a job's JSON, past the first parts: its line.
+    jobs[n - 1] = json!({"name": "t11999", "command": "echo"});
+    let text = big(&jobs).replace("},{", "},\n{");
+    let file = c.write("bad-type.json", &text);
+    let out = c.aam(&["submit", file.to_str().unwrap()]).expect_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "bad-type.json: line {n}: job 't11999': field 'command': invalid type"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // Text that ends before the batch does.
+    let cut = big(&jobs[..n - 1]);
+    let file = c.write("cut.json", &cut[..cut.len() - 10]);
+    let out = c.aam(&["submit", file.to_str().unwrap()]).expect_code(2);
+    assert!(out.stderr.contains("cut.json: line 1: "), "{}", out.stderr);
+
+    // The parts that went before each of those were dropped.
+    assert_eq!(session_count(&c), 0);
+
+    // Read as it went, the batch's name comes from the end of the file.
+    let jobs_text = serde_json::to_string(&jobs[..n - 1]).unwrap();
+    let text = format!("{{\"jobs\": {jobs_text}, \"name\": \"named-last\"}}");
+    let file = c.write("named-last.json", &text);
+    let out = c
+        .aam(&["submit", "--json", file.to_str().unwrap()])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        (out["name"].as_str(), out["jobs"].as_u64()),
+        (Some("named-last"), Some(n as u64 - 1)),
+        "{out}"
+    );
+    assert_eq!(session_count(&c), 1);
 }
 
 fn job(name: &str) -> JobSpec {
