@@ -337,6 +337,28 @@ impl fmt::Display for SpecErrors {
 
 impl std::error::Error for SpecErrors {}
 
+/// Most problems a batch's refusal lists: a generated batch of a million
+/// jobs may have a million, and its refusal must still fit in an answer
+/// and be read by someone.
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+impl SpecErrors {
+    /// `errors` (never empty), the first `MAX_LISTED_ERRORS` of them, and
+    /// then a last one that says how many more there are.
+    pub fn listed(mut errors: Vec<SpecError>) -> SpecErrors {
+        if errors.len() > MAX_LISTED_ERRORS {
+            let more = errors.len() - MAX_LISTED_ERRORS;
+            errors.truncate(MAX_LISTED_ERRORS);
+            errors.push(SpecError::new(
+                None,
+                None,
+                format!("and {more} more problems (only the first {MAX_LISTED_ERRORS} are listed)"),
+            ));
+        }
+        SpecErrors(errors)
+    }
+}
+
 impl From<SpecError> for SpecErrors {
     fn from(e: SpecError) -> Self {
         SpecErrors(vec![e])

@@ -203,7 +203,7 @@ impl<'a> Records<'a> {
         check_worktree_jobs(&self.jobs, &mut self.errors);
         match self.errors.is_empty() {
             true => Ok(self.jobs),
-            false => Err(SpecErrors(self.errors)),
+            false => Err(SpecErrors::listed(self.errors)),
         }
     }
 }

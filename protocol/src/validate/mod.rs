@@ -233,7 +233,7 @@ fn type_jobs(
     errors.extend(dependency_errors);
     match errors.is_empty() {
         true => Ok(()),
-        false => Err(SpecErrors(errors)),
+        false => Err(SpecErrors::listed(errors)),
     }
 }
 
@@ -320,6 +320,20 @@ mod tests {
     use super::test_support::{batch, errors, job};
     use super::*;
     use crate::spec::Dependency;
+
+    #[test]
+    fn a_batch_with_many_problems_lists_the_first_hundred_and_counts_the_rest() {
+        let b = batch(
+            (0..150)
+                .map(|i| job(&format!("j{i}"), &["nowhere"]))
+                .collect(),
+        );
+        let e = validate(b, &Limits::default()).unwrap_err();
+        assert_eq!(e.0.len(), crate::spec::MAX_LISTED_ERRORS + 1, "{e}");
+        assert!(e.0[0].to_string().contains("j0"), "{e}");
+        let last = e.0.last().unwrap().to_string();
+        assert!(last.contains("and 50 more problems"), "{last}");
+    }
 
     #[test]
     fn a_job_s_errors_come_in_field_order_and_dependencies_after_all_jobs() {

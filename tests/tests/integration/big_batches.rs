@@ -121,6 +121,27 @@ fn a_big_json_file_is_streamed_and_what_is_wrong_in_it_stores_nothing() {
         out.stderr
     );
 
+    // A generated batch wrong in every job: the first hundred problems and
+    // a count of the rest, not an answer too big to send.
+    let every_bad: Vec<_> = (0..n)
+        .map(|i| {
+            let mut j = echo_job(i);
+            j["depends_on"] = json!(["nowhere"]);
+            j
+        })
+        .collect();
+    let file = c.write("every-job-bad.json", &big(&every_bad));
+    let out = c.aam(&["submit", file.to_str().unwrap()]).expect_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "and {} more problems (only the first 100 are listed)",
+            n - 100
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.lines().count() < 120, "{}", out.stderr);
+
     // Text that ends before the batch does.
     let cut = big(&jobs[..n - 1]);
     let file = c.write("cut.json", &cut[..cut.len() - 10]);
