@@ -148,7 +148,7 @@ impl Client {
         loop {
             match self.exchange(request.clone()).await {
                 Err(e) if is_lost(&e) => {
-                    eprintln!("aam: {e}; reconnecting");
+                    stderr_line!("aam: {e}; reconnecting");
                     let budget = tokio::time::Instant::now() + RECONNECT_FOR;
                     self.reconnect(Some(budget)).await?;
                 }

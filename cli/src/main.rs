@@ -2,6 +2,15 @@
 //! and `aam run` a batch on an embedded manager and worker. This file
 //! starts the process and hands each command to its module in `cmd/`.
 
+/// `eprintln!` written in one `write`: stderr is unbuffered, and
+/// `eprintln!` writes each piece of its format on its own (a progress
+/// line was eleven system calls, interleaved with other writers').
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {
+        $crate::write_stderr_line(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod batch;
 mod client;
@@ -37,7 +46,7 @@ fn main() {
     let code = match execute(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("aam: {e:#}");
+            stderr_line!("aam: {e:#}");
             exit::code_of(&e)
         }
     };
@@ -157,4 +166,13 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             unreachable!("started in execute, without a manager to talk to")
         }
     }
+}
+
+/// The line `stderr_line!` formats, with its newline, in one write. A
+/// stderr that cannot be written to is not worth failing the command for.
+fn write_stderr_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut line = args.to_string();
+    line.push('\n');
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }

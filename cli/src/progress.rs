@@ -43,7 +43,7 @@ impl Display {
                 let key = (s.finished(), s.count(JobStatus::Running));
                 if *last != Some(key) {
                     *last = Some(key);
-                    eprintln!(
+                    stderr_line!(
                         "{} {}: {}/{} finished ({})",
                         s.id,
                         s.status,
@@ -60,7 +60,7 @@ impl Display {
     fn note(&self, text: &str) {
         match self {
             Display::Bar(bar) => bar.println(text),
-            Display::Lines { .. } => eprintln!("{text}"),
+            Display::Lines { .. } => stderr_line!("{text}"),
         }
     }
 
@@ -145,7 +145,7 @@ pub async fn wait(
     };
     display.finish();
     if let Ok(s) = &result {
-        eprintln!("{} {}: {}", s.id, s.status, counts_line(s));
+        stderr_line!("{} {}: {}", s.id, s.status, counts_line(s));
     }
     result
 }

@@ -26,7 +26,7 @@ pub async fn run(flags: &ManagerFlags, job: &str, json: bool) -> anyhow::Result<
         return Ok(0);
     }
     if !applied.on_base {
-        eprintln!(
+        stderr_line!(
             "aam: the job's base {} is not in this repository: applied on HEAD ({}) instead",
             short(&change.base),
             short(&applied.start)

@@ -19,7 +19,7 @@ pub async fn run(flags: &ManagerFlags, since: Option<String>, json: bool) -> any
         print!("{}", table(&records));
     }
     if truncated {
-        eprintln!(
+        stderr_line!(
             "(older records left out: the newest {} are shown; use --since)",
             records.len()
         );

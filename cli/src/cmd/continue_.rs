@@ -33,7 +33,7 @@ pub async fn run(
     } else {
         println!("{new}");
         // The id alone on stdout (for scripts); what it continues aside.
-        eprintln!(
+        stderr_line!(
             "{new}: continues {session}/{name}; {}",
             render::estimate_line(&submitted.estimate)
         );

@@ -15,16 +15,16 @@ pub async fn run(flags: &ManagerFlags, job: &str, json: bool) -> anyhow::Result<
     // by the manager: exit 2 with its message.
     let Patch { change, patch } = client.patch(session, name).await?;
     if change.commit.is_none() {
-        eprintln!("aam: {session}/{name} changed nothing: no commit, no patch");
+        stderr_line!("aam: {session}/{name} changed nothing: no commit, no patch");
     } else if change.patch_cut {
-        eprintln!(
+        stderr_line!(
             "aam: the patch of {session}/{name} is cut ({} bytes in all, past the worker's patch limit): `git am` cannot take it; the whole change is on branch {} in {} on the worker that ran the job",
             change.patch_bytes, change.branch, change.repo
         );
     }
     if json {
         if std::str::from_utf8(&patch).is_err() {
-            eprintln!("aam: the patch is not UTF-8: invalid bytes are replaced in the JSON (`aam diff` without --json prints it as it is)");
+            stderr_line!("aam: the patch is not UTF-8: invalid bytes are replaced in the JSON (`aam diff` without --json prints it as it is)");
         }
         print_json(&serde_json::json!({
             "change": aam_protocol::json::change_json(&change),

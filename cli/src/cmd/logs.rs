@@ -41,7 +41,7 @@ async fn print_logs(
             // A new attempt: its output starts over.
             stdout.write_all(&printer.finish())?;
             stdout.flush()?;
-            eprintln!("[aam: attempt {} of {job}]", chunk.attempt);
+            stderr_line!("[aam: attempt {} of {job}]", chunk.attempt);
             from = 0;
             attempt = Some(chunk.attempt);
             continue;

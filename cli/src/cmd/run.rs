@@ -71,7 +71,7 @@ async fn drive(
     let mut client = Client::connect(&addr, &manager.token, tls).await?;
     let submitted = client.submit(file, batch, None).await?;
     let session = submitted.session;
-    eprintln!("session {session} submitted: {} jobs", submitted.jobs);
+    stderr_line!("session {session} submitted: {} jobs", submitted.jobs);
     let summary = progress::wait(&mut client, session, None)
         .await
         .context("following the session")?;

@@ -39,7 +39,7 @@ pub async fn run(
     } else {
         println!("{session}");
         // The id alone on stdout (for scripts); the estimate aside.
-        eprintln!("{session}: {}", render::estimate_line(&submitted.estimate));
+        stderr_line!("{session}: {}", render::estimate_line(&submitted.estimate));
     }
     if wait {
         let summary = progress::wait(&mut client, session, None).await?;
