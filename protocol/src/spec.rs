@@ -345,10 +345,18 @@ pub const MAX_LISTED_ERRORS: usize = 100;
 impl SpecErrors {
     /// `errors` (never empty), the first `MAX_LISTED_ERRORS` of them, and
     /// then a last one that says how many more there are.
-    pub fn listed(mut errors: Vec<SpecError>) -> SpecErrors {
+    pub fn listed(errors: Vec<SpecError>) -> SpecErrors {
+        SpecErrors::listed_with(errors, 0)
+    }
+
+    /// `listed` of `errors` and `more` problems found but not kept (a
+    /// reader that keeps no more than it lists).
+    pub fn listed_with(mut errors: Vec<SpecError>, mut more: usize) -> SpecErrors {
         if errors.len() > MAX_LISTED_ERRORS {
-            let more = errors.len() - MAX_LISTED_ERRORS;
+            more += errors.len() - MAX_LISTED_ERRORS;
             errors.truncate(MAX_LISTED_ERRORS);
+        }
+        if more > 0 {
             errors.push(SpecError::new(
                 None,
                 None,
@@ -490,7 +498,8 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 pub use crate::validate::{
-    check_batch, validate, validate_each, AgentCall, Base, BatchHead, JobKind, ValidBatch, ValidJob,
+    check_batch, check_job_alone, validate, validate_each, AgentCall, Base, BatchHead, JobKind,
+    ValidBatch, ValidJob,
 };
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use crate::exit::{bad_input, is_lost, Lost};
 use aam_protocol::codec::{self, DEFAULT_MAX_FRAME};
 use aam_protocol::json_batch::parse_json_batch_each;
 use aam_protocol::messages::{ClientRequest, ClientResponse};
-use aam_protocol::spec::{BatchSpec, JobSpec};
+use aam_protocol::spec::{
+    check_job_alone, BatchSpec, JobSpec, Limits, SpecError, SpecErrors, MAX_LISTED_ERRORS,
+};
 use std::path::Path;
 use tokio::sync::mpsc;
 
@@ -47,8 +49,8 @@ impl Client {
 
     /// `submit` of a JSON batch file's text, read job by job on a thread
     /// of its own while its parts go out: a million jobs are never held
-    /// whole (parsed, they are 736 MB). The manager checks the batch (the
-    /// file is only read here); a part of the file that is not a batch's
+    /// whole (parsed, they are 736 MB). Each job's own fields are checked
+    /// here as it is read, the batch across its jobs by the manager; a part of the file that is not a batch's
     /// JSON stops the reading with its line, and what went before is
     /// dropped by the manager with the connection. Returns the batch's
     /// name with what was stored.
@@ -188,31 +190,72 @@ impl Parts {
 
 /// Reads a JSON batch's jobs into parts, each sent on as it fills (the
 /// last one too); returns the batch's own fields, or None when the parts
-/// stopped being read.
+/// stopped being read. Each job's own fields are checked as it is read
+/// (`check_job_alone`): from the first bad one, nothing more is sent, and
+/// the rest of the file is read only for its problems.
 fn read_parts(
     file: &Path,
     text: &str,
     out: mpsc::Sender<Vec<JobSpec>>,
 ) -> anyhow::Result<Option<BatchSpec>> {
+    let limits = Limits::structural();
     let mut parts = Parts::default();
     let mut failed = None;
-    let head = parse_json_batch_each(text, |job| match parts.add(file, job) {
-        Ok(None) => true,
-        Ok(Some(full)) => out.blocking_send(full).is_ok(),
-        Err(e) => {
-            failed = Some(e);
-            false
+    let mut problems = Problems::default();
+    let mut index = 0;
+    let head = parse_json_batch_each(text, |job| {
+        problems.add(check_job_alone(&job, index, &limits));
+        index += 1;
+        if problems.found() {
+            return true;
+        }
+        match parts.add(file, job) {
+            Ok(None) => true,
+            Ok(Some(full)) => out.blocking_send(full).is_ok(),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
         }
     });
     if let Some(e) = failed {
         return Err(e);
     }
     let head = head.map_err(|e| bad_input(format!("{}: {e}", file.display())))?;
+    if problems.found() {
+        return Err(bad_input(batch::describe(file, &problems.into_errors())));
+    }
     let last = std::mem::take(&mut parts.part);
     if last.is_empty() || out.blocking_send(last).is_ok() {
         return Ok(head);
     }
     Ok(None)
+}
+
+/// The problems of a streamed batch's jobs, as many kept as are listed.
+#[derive(Default)]
+struct Problems {
+    listed: Vec<SpecError>,
+    more: usize,
+}
+
+impl Problems {
+    fn add(&mut self, errors: Vec<SpecError>) {
+        for e in errors {
+            match self.listed.len() < MAX_LISTED_ERRORS {
+                true => self.listed.push(e),
+                false => self.more += 1,
+            }
+        }
+    }
+
+    fn found(&self) -> bool {
+        !self.listed.is_empty()
+    }
+
+    fn into_errors(self) -> SpecErrors {
+        SpecErrors::listed_with(self.listed, self.more)
+    }
 }
 
 /// The connection was lost while a batch went in parts: they were lost
@@ -227,4 +270,25 @@ fn parts_lost(e: anyhow::Error, sent: usize, total: Option<usize>) -> anyhow::Er
          get whole, so submit it again (with --idempotency-key, a batch it did get is not stored twice)"
     ))
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_batch_keeps_the_problems_it_lists_and_counts_the_rest() {
+        let mut problems = Problems::default();
+        assert!(!problems.found());
+        for i in 0..150 {
+            problems.add(vec![SpecError::job(&format!("j{i}"), "timeout", "bad")]);
+        }
+        assert!(problems.found());
+        assert_eq!(problems.listed.len(), MAX_LISTED_ERRORS);
+        let errors = problems.into_errors();
+        assert_eq!(errors.0.len(), MAX_LISTED_ERRORS + 1);
+        assert!(errors.0[0].to_string().contains("j0"));
+        let last = errors.0.last().unwrap().to_string();
+        assert!(last.contains("and 50 more problems"), "{last}");
+    }
 }

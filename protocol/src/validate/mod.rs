@@ -170,6 +170,16 @@ pub fn check_batch(batch: &mut BatchSpec, limits: &Limits) -> Result<(), SpecErr
     checked
 }
 
+/// The checks of one job that need none of the others (its own fields;
+/// not its name against the others', nor its dependencies), on a copy of
+/// it: a client that streams a big batch finds a bad job before it sends
+/// the jobs after it. `validate` of its batch reports the same errors.
+pub fn check_job_alone(job: &JobSpec, index: usize, limits: &Limits) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    check_job(job.clone(), index, limits, &mut errors);
+    errors
+}
+
 /// What is checked across a batch's jobs, before each is typed.
 struct Across {
     /// The batch's own fields' problems.
@@ -333,6 +343,22 @@ mod tests {
         assert!(e.0[0].to_string().contains("j0"), "{e}");
         let last = e.0.last().unwrap().to_string();
         assert!(last.contains("and 50 more problems"), "{last}");
+    }
+
+    #[test]
+    fn a_job_checked_alone_has_the_errors_its_batch_reports_of_it() {
+        let mut bad = job("slow", &["missing"]);
+        bad.timeout = Some("soon".into());
+        bad.retries = Some(1_000);
+        let alone = check_job_alone(&bad, 1, &Limits::default());
+        let all = errors(&batch(vec![job("fine", &[]), bad.clone()]));
+        assert_eq!(alone.len(), 2, "{alone:?}");
+        for e in &alone {
+            assert!(all.contains(&e.to_string()), "{e} not in {all}");
+        }
+        // Its dependencies are the batch's to check.
+        assert!(!alone.iter().any(|e| e.to_string().contains("missing")));
+        assert!(check_job_alone(&job("fine", &[]), 0, &Limits::default()).is_empty());
     }
 
     #[test]

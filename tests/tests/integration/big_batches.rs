@@ -142,6 +142,22 @@ fn a_big_json_file_is_streamed_and_what_is_wrong_in_it_stores_nothing() {
     );
     assert!(out.stderr.lines().count() < 120, "{}", out.stderr);
 
+    // A job whose own fields are wrong is found as the file is read: the
+    // rest is not sent, so the manager's check across jobs (the dependency
+    // on a job that is not there) never runs.
+    let mut bad_early: Vec<_> = (0..n).map(echo_job).collect();
+    bad_early[3]["timeout"] = json!("soon");
+    bad_early[n - 1]["depends_on"] = json!(["nowhere"]);
+    let file = c.write("bad-early.json", &big(&bad_early));
+    let out = c.aam(&["submit", file.to_str().unwrap()]).expect_code(2);
+    assert!(
+        out.stderr
+            .contains("bad-early.json: job 't3': field 'timeout': "),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("nowhere"), "{}", out.stderr);
+
     // Text that ends before the batch does.
     let cut = big(&jobs[..n - 1]);
     let file = c.write("cut.json", &cut[..cut.len() - 10]);
