@@ -6,7 +6,7 @@
 //! held.
 
 use super::{Client, Submitted};
-use crate::batch;
+use crate::batch::{self, ToSubmit};
 use crate::exit::{bad_input, is_lost, Lost};
 use aam_protocol::codec::{self, DEFAULT_MAX_FRAME};
 use aam_protocol::json_batch::parse_json_batch_each;
@@ -45,6 +45,23 @@ impl Client {
         // The last part's jobs go in the `Submit` itself.
         batch.jobs = parts.part;
         self.finish(file, batch, idempotency_key, sent).await
+    }
+
+    /// Submits a batch file as `batch::load_to_submit` left it (whole, or
+    /// to be streamed); returns the batch's name with what was stored.
+    pub async fn submit_loaded(
+        &mut self,
+        file: &Path,
+        loaded: ToSubmit,
+        idempotency_key: Option<String>,
+    ) -> anyhow::Result<(Submitted, String)> {
+        match loaded {
+            ToSubmit::Whole(batch) => {
+                let name = batch.name.clone();
+                Ok((self.submit(file, batch, idempotency_key).await?, name))
+            }
+            ToSubmit::Streamed(text) => self.submit_streamed(file, text, idempotency_key).await,
+        }
     }
 
     /// `submit` of a JSON batch file's text, read job by job on a thread

@@ -4,7 +4,7 @@
 
 use super::print_json;
 use crate::args::ManagerFlags;
-use crate::batch::{self, ToSubmit};
+use crate::batch;
 use crate::exit::verdict;
 use crate::{endpoint, progress, render};
 use std::path::Path;
@@ -20,13 +20,9 @@ pub async fn run(
     // is read as it is sent, and checked by the manager).
     let to_submit = batch::load_to_submit(file)?;
     let mut client = endpoint::connect(flags).await?;
-    let (submitted, name) = match to_submit {
-        ToSubmit::Whole(batch) => {
-            let name = batch.name.clone();
-            (client.submit(file, batch, idempotency_key).await?, name)
-        }
-        ToSubmit::Streamed(text) => client.submit_streamed(file, text, idempotency_key).await?,
-    };
+    let (submitted, name) = client
+        .submit_loaded(file, to_submit, idempotency_key)
+        .await?;
     let session = submitted.session;
     if json {
         print_json(&aam_protocol::json::submitted_json(

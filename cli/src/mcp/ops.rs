@@ -6,10 +6,11 @@
 
 use super::args::{tail_start, Source};
 use crate::args::ManagerFlags;
+use crate::batch::{self, ToSubmit};
 use crate::client::Client;
 use crate::cmd::{cancel, job_arg, session_arg, target_arg};
 use crate::exit::is_lost;
-use crate::{batch, endpoint, render};
+use crate::{endpoint, render};
 use aam_protocol::agent_output::transcript;
 use aam_protocol::messages::OutputWanted;
 use aam_protocol::SessionId;
@@ -25,13 +26,16 @@ pub async fn submit(
     source: Source,
     idempotency_key: Option<String>,
 ) -> anyhow::Result<Value> {
-    let (label, batch) = match &source {
-        Source::Inline(value) => (Path::new(batch::INLINE), batch::from_json(value)?),
-        Source::File(path) => (path.as_path(), batch::load(path)?),
+    let (label, loaded) = match &source {
+        Source::Inline(value) => (
+            Path::new(batch::INLINE),
+            ToSubmit::Whole(batch::from_json(value)?),
+        ),
+        // A big JSON file is streamed, as by `aam submit`.
+        Source::File(path) => (path.as_path(), batch::load_to_submit(path)?),
     };
-    let name = batch.name.clone();
     let mut client = endpoint::connect(flags).await?;
-    let submitted = client.submit(label, batch, idempotency_key).await?;
+    let (submitted, name) = client.submit_loaded(label, loaded, idempotency_key).await?;
     Ok(aam_protocol::json::submitted_json(
         submitted.session,
         &name,

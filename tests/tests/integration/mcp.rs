@@ -198,7 +198,19 @@ fn bad_input_is_a_tool_error_with_the_cli_s_message() {
         "unknown.json",
         r#"{"name": "unknown", "jobs": [{"name": "a", "agent": "nobody", "prompt": "hi"}]}"#,
     );
-    for file in ["bad.toml", "unknown.json"] {
+    // A JSON file bigger than a part is streamed, as by `aam submit`: its
+    // first bad job stops it before the manager's check across the jobs
+    // (here, a dependency on a job that is not there) is reached.
+    let mut jobs: Vec<Value> = (0..12_000)
+        .map(|i| json!({"name": format!("t{i}"), "command": ["echo", format!("{i:0>400}")]}))
+        .collect();
+    jobs[3]["timeout"] = json!("soon");
+    jobs[11_999]["depends_on"] = json!(["nowhere"]);
+    c.write(
+        "big.json",
+        &json!({"name": "big", "jobs": jobs}).to_string(),
+    );
+    for file in ["bad.toml", "unknown.json", "big.json"] {
         let cli = c.aam(&["submit", file]).expect_code(2);
         let answer = mcp.call("submit", json!({"path": file}));
         assert_eq!(answer.error(), cli_message(&cli.stderr), "{file}");
@@ -207,6 +219,13 @@ fn bad_input_is_a_tool_error_with_the_cli_s_message() {
             "{answer:?}"
         );
     }
+    let big = mcp.call("submit", json!({"path": "big.json"}));
+    assert!(
+        big.error()
+            .starts_with("big.json: job 't3': field 'timeout': ")
+            && !big.error().contains("nowhere"),
+        "{big:?}"
+    );
     // Inline, the batch is called `batch` where a file's name would be.
     let inline = mcp.call(
         "submit",
