@@ -125,11 +125,41 @@ fn read_stream<In: DeserializeOwned>(rng: &mut XorShift, data: BytesMut) {
 /// A batch file as `aam submit` reads it: parsed, then validated under the
 /// manager's default limits and under the client's structural ones. A
 /// parsed batch must cross the wire (bincode) unchanged.
+/// A JSON batch read job by job (as `aam submit` streams a big file) is
+/// the batch `parse_batch` reads, or refused as it refuses it. (Only an
+/// object is streamed: serde also reads a batch written as an array.)
+fn same_when_streamed(text: &str, whole: &Result<crate::spec::BatchSpec, crate::spec::SpecError>) {
+    let mut jobs = Vec::new();
+    let streamed = crate::json_batch::parse_json_batch_each(text, |job| {
+        jobs.push(job);
+        true
+    });
+    match (whole, streamed) {
+        (Ok(whole), Ok(Some(mut head))) => {
+            head.jobs = jobs;
+            assert_eq!(&head, whole, "a batch read job by job is the same batch");
+        }
+        // Only an object is compared: serde reads a batch written as an
+        // array too, and fails on a broken one elsewhere.
+        (_, _) if !text.trim_start().starts_with('{') => {}
+        (Err(whole), Err(streamed)) => assert_eq!(
+            streamed.to_string(),
+            whole.to_string(),
+            "a batch read job by job is refused as it is read whole"
+        ),
+        (whole, streamed) => panic!("read whole: {whole:?}; read job by job: {streamed:?}"),
+    }
+}
+
 pub fn batch(data: &[u8], format: Format) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let batch = match parse_batch(text, format) {
+    let parsed = parse_batch(text, format);
+    if format == Format::Json {
+        same_when_streamed(text, &parsed);
+    }
+    let batch = match parsed {
         Ok(batch) => batch,
         Err(e) => {
             let _ = e.to_string();

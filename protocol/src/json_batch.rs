@@ -3,8 +3,8 @@
 //! rest, and never holds them all (a million parsed jobs are 736 MB; the
 //! file itself is a sixteenth of that).
 //!
-//! The batch's own fields are gathered aside and typed at the end by
-//! `BatchSpec`'s own rules (required name, unknown fields); each job by
+//! The batch's own fields are typed as they are read, by `BatchSpec`'s
+//! rules (required name, unknown fields refused); each job by
 //! `JobSpec`'s. Errors are located as `parse_batch` locates them (line,
 //! job, field); the job is named by a second read that skips the jobs
 //! before it.
@@ -72,39 +72,69 @@ impl<'de, F: FnMut(JobSpec) -> bool> Visitor<'de> for BatchSeed<'_, F> {
     type Value = BatchSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a batch: an object with a name and jobs")
+        // As the derived `Deserialize` says it, so that a big file and a
+        // small one are refused alike.
+        f.write_str("struct BatchSpec")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchSpec, A::Error> {
-        let mut head = serde_json::Map::new();
+        // Each field typed as it is read, so that an error in one is
+        // located at it and named by it, as `parse_batch` does.
+        let mut name = None;
+        let mut max_parallel = None;
+        let mut max_cost_usd = None;
         let mut jobs_seen = false;
-        while let Some(key) = map.next_key::<String>()? {
-            if key != "jobs" {
-                let value: serde_json::Value = map.next_value()?;
-                if head.insert(key.clone(), value).is_some() {
-                    return Err(de::Error::duplicate_field(static_name(&key)));
+        while let Some(field) = map.next_key::<BatchField>()? {
+            match field {
+                BatchField::Name => {
+                    not_yet(&name, "name")?;
+                    name = Some(map.next_value()?);
                 }
-                continue;
+                BatchField::MaxParallel => {
+                    not_yet(&max_parallel, "max_parallel")?;
+                    max_parallel = Some(map.next_value()?);
+                }
+                BatchField::MaxCostUsd => {
+                    not_yet(&max_cost_usd, "max_cost_usd")?;
+                    max_cost_usd = Some(map.next_value()?);
+                }
+                BatchField::Jobs => {
+                    not_yet(&jobs_seen.then_some(()), "jobs")?;
+                    jobs_seen = true;
+                    map.next_value_seed(JobsSeed {
+                        each: &mut *self.each,
+                        stopped: &mut *self.stopped,
+                    })?;
+                }
             }
-            if std::mem::replace(&mut jobs_seen, true) {
-                return Err(de::Error::duplicate_field("jobs"));
-            }
-            map.next_value_seed(JobsSeed {
-                each: &mut *self.each,
-                stopped: &mut *self.stopped,
-            })?;
         }
-        serde_json::from_value(serde_json::Value::Object(head)).map_err(de::Error::custom)
+        Ok(BatchSpec {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            max_parallel: max_parallel.flatten(),
+            max_cost_usd: max_cost_usd.flatten(),
+            jobs: Vec::new(),
+        })
     }
 }
 
-/// A field's name for serde's duplicate-field error, which wants a
-/// `'static` one: the batch's own fields are known.
-fn static_name(key: &str) -> &'static str {
-    ["name", "max_parallel", "max_cost_usd"]
-        .into_iter()
-        .find(|known| *known == key)
-        .unwrap_or("a field")
+/// The batch's own fields, as `BatchSpec` names them (any other is
+/// refused as unknown, naming these).
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum BatchField {
+    Name,
+    MaxParallel,
+    MaxCostUsd,
+    Jobs,
+}
+
+/// A field met a second time is an error, found at its key (before its
+/// value is read), as the derived `Deserialize` finds it.
+fn not_yet<T, E: de::Error>(slot: &Option<T>, field: &'static str) -> Result<(), E> {
+    match slot {
+        None => Ok(()),
+        Some(_) => Err(E::duplicate_field(field)),
+    }
 }
 
 /// The `jobs` array, each element typed and handed to `each`.
@@ -125,7 +155,8 @@ impl<'de, F: FnMut(JobSpec) -> bool> Visitor<'de> for JobsSeed<'_, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a sequence of jobs")
+        // As serde's `Vec` says it, so that errors read as `parse_batch`'s.
+        f.write_str("a sequence")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -253,6 +284,23 @@ mod tests {
         assert!(head.unwrap_err().message.contains("duplicate field `jobs`"));
         let (head, _) = names(r#"{"name": "b", "jobs": []} trailing"#);
         assert!(head.unwrap_err().line.is_some());
+    }
+
+    #[test]
+    fn a_bad_batch_field_is_located_and_named_as_parse_batch_does() {
+        for text in [
+            "{\"name\": \"b\",\n\"max_parallel\": \"4\",\n\"jobs\": [\n{\"name\": \"x\", \"command\": [\"true\"]}]}",
+            "{\"name\": 5,\n\"jobs\": []}",
+            "{\"name\": \"b\",\n\"max_paralel\": 4,\n\"jobs\": [{\"name\": \"x\", \"command\": [\"true\"]}]}",
+            "{\"name\": \"b\", \"colour\": 1, \"colour\": 2, \"jobs\": []}",
+            "{\"name\": \"b\", \"max_cost_usd\": 1, \"max_cost_usd\": 2}",
+        ] {
+            let (streamed, seen) = names(text);
+            let streamed = streamed.unwrap_err();
+            let whole = parse_batch(text, Format::Json).unwrap_err();
+            assert_eq!(streamed.to_string(), whole.to_string(), "{text}");
+            assert!(seen.is_empty(), "no job is handed on after a bad field: {text}");
+        }
     }
 
     #[test]

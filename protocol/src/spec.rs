@@ -409,10 +409,14 @@ pub fn parse_batch(text: &str, format: Format) -> Result<BatchSpec, SpecError> {
         }
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize::<_, BatchSpec>(&mut de).map_err(|e| {
+            let batch = serde_path_to_error::deserialize::<_, BatchSpec>(&mut de).map_err(|e| {
                 let path = e.path().to_string();
                 json_error(&path, e.into_inner(), |i| job_name_at(text, format, i))
-            })
+            })?;
+            // Nothing after the batch: a second batch pasted after the
+            // first would otherwise be dropped without a word.
+            de.end().map_err(|e| json_error("", e, |_| None))?;
+            Ok(batch)
         }
     }
 }
@@ -541,6 +545,15 @@ mod tests {
         let e = parse_batch(bad, Format::Toml).unwrap_err();
         assert_eq!(e.job.as_deref(), Some("b"));
         assert!(e.message.contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn text_after_a_json_batch_is_refused_with_its_line() {
+        let two = "{\"name\": \"a\", \"jobs\": []}\n{\"name\": \"b\", \"jobs\": []}\n";
+        let e = parse_batch(two, Format::Json).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("trailing characters"), "{e}");
+        assert!(parse_batch("{\"name\": \"a\", \"jobs\": []}\n\n", Format::Json).is_ok());
     }
 
     #[test]
