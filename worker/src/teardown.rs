@@ -320,6 +320,10 @@ mod tests {
             proc_stat(pid).is_some_and(|s| s.state == 'Z')
         });
         assert!(exited);
+        assert!(
+            own_children().is_some_and(|c| c.contains(&pid)),
+            "a zombie is still listed among the children, so it is found"
+        );
         // Only it: the other children are other tests', for them to wait for.
         assert_eq!(reap_among(vec![pid], &BTreeSet::new()), 1);
         assert!(proc_stat(pid).is_none(), "the zombie is gone");
