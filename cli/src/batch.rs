@@ -19,12 +19,6 @@ pub fn describe(path: &Path, errors: &SpecErrors) -> String {
         .join("\n")
 }
 
-/// Loads, parses and validates a batch file (exit 2 on any problem).
-pub fn load(path: &Path) -> anyhow::Result<BatchSpec> {
-    let text = read(path)?;
-    parse_and_check(path, &text)
-}
-
 /// A batch file as `aam submit` sends it.
 pub enum ToSubmit {
     /// Parsed and checked here.
@@ -35,7 +29,8 @@ pub enum ToSubmit {
     Streamed(String),
 }
 
-/// `load`, except that a big JSON file is left to be streamed.
+/// Loads a batch file: parsed and checked (exit 2 on any problem), or, a
+/// big JSON file, left to be streamed.
 pub fn load_to_submit(path: &Path) -> anyhow::Result<ToSubmit> {
     let text = read(path)?;
     let format = Format::for_path(&path.to_string_lossy());

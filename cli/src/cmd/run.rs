@@ -10,7 +10,8 @@ use anyhow::Context as _;
 
 /// Runs the batch in `args.file` to its end; the session's exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let batch = batch::load(&args.file)?;
+    // A big JSON file is streamed, as by `aam submit`.
+    let batch = batch::load_to_submit(&args.file)?;
     let slots = args.slots.unwrap_or_else(embedded::default_slots);
     if slots == 0 {
         return Err(bad_input("--slots must be at least 1"));
@@ -62,14 +63,14 @@ async fn interrupted() -> &'static str {
 async fn drive(
     manager: &aam_manager::Manager,
     file: &std::path::Path,
-    batch: aam_protocol::spec::BatchSpec,
+    batch: batch::ToSubmit,
     json: bool,
 ) -> anyhow::Result<i32> {
     let addr = manager.addr.to_string();
     // The manager this process started: its own certificate, pinned.
     let tls = aam_protocol::tls::ClientTls::pinned(manager.tls.fingerprint);
     let mut client = Client::connect(&addr, &manager.token, tls).await?;
-    let submitted = client.submit(file, batch, None).await?;
+    let (submitted, _) = client.submit_loaded(file, batch, None).await?;
     let session = submitted.session;
     stderr_line!("session {session} submitted: {} jobs", submitted.jobs);
     let summary = progress::wait(&mut client, session, None)

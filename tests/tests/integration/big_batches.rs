@@ -157,6 +157,17 @@ fn a_big_json_file_is_streamed_and_what_is_wrong_in_it_stores_nothing() {
         out.stderr
     );
     assert!(!out.stderr.contains("nowhere"), "{}", out.stderr);
+    // `aam run` streams it the same way, to the manager it embeds.
+    let run = c
+        .aam(&["run", file.to_str().unwrap(), "--data-dir", "run-data"])
+        .expect_code(2);
+    assert!(
+        run.stderr
+            .contains("bad-early.json: job 't3': field 'timeout': ")
+            && !run.stderr.contains("nowhere"),
+        "{}",
+        run.stderr
+    );
 
     // Text that ends before the batch does.
     let cut = big(&jobs[..n - 1]);
