@@ -180,6 +180,19 @@ impl ClientConn {
     }
 }
 
+/// Whether a read failed because the client closed or dropped its end.
+fn client_went_away(e: &CodecError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        CodecError::Truncated => true,
+        CodecError::Io(io) => matches!(
+            io.kind(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 impl Actor for ClientConn {
     type Context = Context<Self>;
 }
@@ -188,6 +201,13 @@ impl StreamHandler<Result<ClientRequest, CodecError>> for ClientConn {
     fn handle(&mut self, item: Result<ClientRequest, CodecError>, ctx: &mut Context<Self>) {
         let request = match item {
             Ok(r) => r,
+            Err(e) if client_went_away(&e) => {
+                // A CLI stopped midway (Ctrl-C, a batch refused as it was
+                // read): nothing for the operator to act on, nobody to answer.
+                tracing::info!(peer = %self.peer, "client connection closed by the client: {e}");
+                ctx.stop();
+                return;
+            }
             Err(e) => {
                 tracing::warn!(peer = %self.peer, "closing client connection: {e}");
                 let error = ClientResponse::Error {
@@ -241,5 +261,23 @@ impl Handler<SessionUpdate> for ClientConn {
     fn handle(&mut self, msg: SessionUpdate, ctx: &mut Context<Self>) {
         let written = self.writer.write(&ClientResponse::Progress(msg.0));
         self.written(ctx, written);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_hung_up_is_told_apart_from_one_that_sent_garbage() {
+        let io = |kind| CodecError::Io(std::io::Error::from(kind));
+        assert!(client_went_away(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(client_went_away(&CodecError::Truncated));
+        assert!(!client_went_away(&CodecError::Decode("bad tag".into())));
+        assert!(!client_went_away(&CodecError::FrameTooLarge {
+            size: 2,
+            limit: 1
+        }));
+        assert!(!client_went_away(&io(std::io::ErrorKind::InvalidData)));
     }
 }
