@@ -24,8 +24,9 @@ pub enum ToSubmit {
     /// Parsed and checked here.
     Whole(BatchSpec),
     /// The text of a JSON file bigger than one part: read job by job as
-    /// its parts go out (`Client::submit_streamed`), checked by the
-    /// manager, so that its jobs are never all held.
+    /// its parts go out (`Client::submit_streamed`), each job's own fields
+    /// checked as it is read and the batch across its jobs by the manager,
+    /// so that its jobs are never all held.
     Streamed(String),
 }
 
@@ -37,7 +38,7 @@ pub fn load_to_submit(path: &Path) -> anyhow::Result<ToSubmit> {
     if format == Format::Json && text.len() > PART_BYTES {
         return Ok(ToSubmit::Streamed(text));
     }
-    parse_and_check(path, &text).map(ToSubmit::Whole)
+    parse_and_check(path, &text, format).map(ToSubmit::Whole)
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -45,8 +46,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
         .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))
 }
 
-fn parse_and_check(path: &Path, text: &str) -> anyhow::Result<BatchSpec> {
-    let format = Format::for_path(&path.to_string_lossy());
+fn parse_and_check(path: &Path, text: &str, format: Format) -> anyhow::Result<BatchSpec> {
     let batch =
         parse_batch(text, format).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
     check(path, batch)

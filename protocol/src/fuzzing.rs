@@ -122,9 +122,6 @@ fn read_stream<In: DeserializeOwned>(rng: &mut XorShift, data: BytesMut) {
     while let Ok(Some(_)) = codec.decode_eof(&mut buf) {}
 }
 
-/// A batch file as `aam submit` reads it: parsed, then validated under the
-/// manager's default limits and under the client's structural ones. A
-/// parsed batch must cross the wire (bincode) unchanged.
 /// A JSON batch read job by job (as `aam submit` streams a big file) is
 /// the batch `parse_batch` reads, or refused as it refuses it. (Only an
 /// object is streamed: serde also reads a batch written as an array.)
@@ -151,6 +148,10 @@ fn same_when_streamed(text: &str, whole: &Result<crate::spec::BatchSpec, crate::
     }
 }
 
+/// A batch file as `aam submit` reads it: parsed, then validated under the
+/// manager's default limits and under the client's structural ones. A
+/// parsed batch must cross the wire (bincode) unchanged; a JSON one read
+/// job by job must be the same batch, or refused alike.
 pub fn batch(data: &[u8], format: Format) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

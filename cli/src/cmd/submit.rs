@@ -1,6 +1,6 @@
-//! `aam submit FILE`: the batch is checked here (a big JSON file is
-//! streamed, and checked by the manager), then stored by the manager;
-//! prints the session id (and with `--wait`, follows it).
+//! `aam submit FILE`: the batch is checked here (a big JSON file job by
+//! job as it is streamed, and across its jobs by the manager), then stored
+//! by the manager; prints the session id (and with `--wait`, follows it).
 
 use super::print_json;
 use crate::args::ManagerFlags;
@@ -17,7 +17,7 @@ pub async fn run(
     idempotency_key: Option<String>,
 ) -> anyhow::Result<i32> {
     // Check what can be checked locally before dialing (a big JSON file
-    // is read as it is sent, and checked by the manager).
+    // is read, and its jobs checked, as it is sent).
     let to_submit = batch::load_to_submit(file)?;
     let mut client = endpoint::connect(flags).await?;
     let (submitted, name) = client

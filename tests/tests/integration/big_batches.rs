@@ -1,8 +1,9 @@
 //! Batches too big for one frame and sessions too big for one answer: a
 //! batch file goes to the manager in parts over one connection (a big
-//! JSON file read as it goes) and is stored only whole; parts are held per connection, refused past the job
-//! limit or the token's role, and dropped with the connection; `aam
-//! status` pages a session's jobs with its counts whole.
+//! JSON file read as it goes) and is stored only whole; parts are held
+//! per connection, refused past the job limit or the token's role, and
+//! dropped with the connection; `aam status` pages a session's jobs with
+//! its counts whole.
 
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, JobPage, Role};
 use aam_protocol::spec::{BatchSpec, Dependency, JobSpec};
