@@ -531,6 +531,9 @@ impl JobRecord {
         teardown: Option<TeardownReceipt>,
         now_ms: u64,
     ) {
+        // Room for this one record only: a first push would make room for
+        // four (480 bytes each), which every finished job would keep.
+        self.history.reserve_exact(1);
         self.history.push(AttemptRecord {
             attempt: self.attempts,
             worker: self.worker.clone(),
@@ -741,6 +744,21 @@ mod tests {
         // everything around them.
         let size = std::mem::size_of::<JobRecord>();
         assert!(size <= 520, "JobRecord is {size} bytes inline");
+    }
+
+    #[test]
+    fn a_finished_job_keeps_room_for_the_attempts_it_had_only() {
+        let key = JobKey {
+            session: crate::SessionId(7),
+            index: 3,
+        };
+        let mut job = JobRecord::new(key, "t".into(), vec!["true".into()]);
+        for attempts in 1..=3 {
+            job.begin_attempt("w".into(), attempts as u64);
+            job.close_attempt(AttemptOutcome::Failed, None, None, None, 10);
+            assert_eq!(job.history.len(), attempts);
+            assert_eq!(job.history.capacity(), attempts, "no room kept spare");
+        }
     }
 
     #[test]

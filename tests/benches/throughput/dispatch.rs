@@ -7,13 +7,14 @@
 //! `AAM_BENCH_SIM_JOBS` jobs (100,000 by default, the default limit of a session) is submitted and run to
 //! its end; every end is committed before its `Ack` (as always). Prints
 //! jobs per second, the manager's CPU per job, and the commit groups
-//! (from its `/metrics`): how many change sets each fsync carried.
+//! (from its `/metrics`): how many change sets each fsync carried; and
+//! the manager's resident size once the session has finished.
 //!
 //! On a 2-core machine the generator (TLS and all, on as many threads as
 //! workers) shares the cores with the manager; the manager's CPU per job
 //! is the figure that does not depend on it.
 
-use super::{cpu_secs, env_count, true_jobs, Client};
+use super::{cpu_secs, env_count, rss_kib, true_jobs, Client};
 use aam_protocol::messages::{ManagerToWorker, Prefetch, Role, WorkerToManager};
 use aam_protocol::model::ExitInfo;
 use aam_tests::wire::Wire;
@@ -61,6 +62,8 @@ pub fn dispatch() {
     client.wait(session);
     let took = start.elapsed();
     let cpu = cpu_secs(manager) - cpu_before;
+    // What the finished session holds (its records and their histories).
+    let rss_mib = rss_kib(manager, "VmRSS:") as f64 / 1024.0;
     stop.store(true, Ordering::Relaxed);
     let after = metrics(&c);
     for t in threads {
@@ -83,6 +86,7 @@ pub fn dispatch() {
         sets / groups.max(1.0),
         n as f64 / groups.max(1.0)
     );
+    println!("  manager RSS with the session finished: {rss_mib:.1} MiB");
 }
 
 /// (commit groups, change sets in them) so far, from `/metrics`.
