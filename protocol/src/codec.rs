@@ -68,8 +68,20 @@ fn decode_under<T: DeserializeOwned, const LIMIT: usize>(
 
 /// Encodes a message into a payload (without the length prefix).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config::<MAX_FRAME_CEILING>())
-        .map_err(|e| CodecError::Encode(e.to_string()))
+    encode_after(value, 0)
+}
+
+/// `value`'s encoding after `head` zero bytes, in a buffer allocated once
+/// at its final size. Sizing first costs a walk of the value; growing the
+/// buffer from empty, as bincode's own `encode_to_vec` does, cost half a
+/// dozen reallocations per message, a tenth of the manager's dispatch
+/// loop (BENCHMARKS.md, issue 18).
+fn encode_after<T: Serialize>(value: &T, head: usize) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = Vec::with_capacity(head + encoded_len(value)?);
+    bytes.resize(head, 0);
+    bincode::serde::encode_into_std_write(value, &mut bytes, config::<MAX_FRAME_CEILING>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// How many bytes `encode` makes of a value, counted without making them
@@ -84,9 +96,7 @@ pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
 /// Encodes a message as a whole frame (length prefix and payload), refused
 /// past `max_frame` payload bytes.
 pub fn encode_frame<T: Serialize>(value: &T, max_frame: usize) -> Result<Vec<u8>, CodecError> {
-    let mut frame = vec![0u8; 4];
-    bincode::serde::encode_into_std_write(value, &mut frame, config::<MAX_FRAME_CEILING>())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let mut frame = encode_after(value, 4)?;
     let size = frame.len() - 4;
     if size > max_frame {
         return Err(CodecError::FrameTooLarge {
@@ -222,6 +232,25 @@ mod tests {
                 text: text.into(),
             };
             assert_eq!(encoded_len(&msg).unwrap(), encode(&msg).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn encodings_are_bincodes_in_one_allocation_of_their_size() {
+        for text in ["", "hello", &"x".repeat(300), &"y".repeat(70_000)] {
+            let msg = Msg {
+                n: 70_000,
+                text: text.into(),
+            };
+            let bincodes =
+                bincode::serde::encode_to_vec(&msg, config::<MAX_FRAME_CEILING>()).unwrap();
+            let payload = encode(&msg).unwrap();
+            assert_eq!(payload, bincodes);
+            assert_eq!(payload.capacity(), payload.len(), "never grown");
+            let frame = encode_frame(&msg, DEFAULT_MAX_FRAME).unwrap();
+            assert_eq!(frame[4..], bincodes[..]);
+            assert_eq!(frame[..4], (bincodes.len() as u32).to_be_bytes());
+            assert_eq!(frame.capacity(), frame.len(), "never grown");
         }
     }
 

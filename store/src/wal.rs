@@ -73,61 +73,89 @@ pub(crate) enum Item {
 }
 
 fn push_item(buf: &mut Vec<u8>, kind: u8, body: &[u8]) {
-    buf.push(kind);
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(body);
+    push_parts(buf, kind, &[body]);
 }
+
+/// An item whose body is `parts` one after the other, written in place
+/// (no body assembled apart first).
+fn push_parts(buf: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.reserve(ITEM_HEAD + len);
+    buf.push(kind);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
+}
+
+/// An item's kind byte and body length.
+const ITEM_HEAD: usize = 5;
 
 /// Encodes a group of changes as one frame body, in the order they must be
 /// applied (jobs before their session, as `Store::apply` does).
 pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
     let corrupt = |e: codec::CodecError| StoreError::Corrupt(e.to_string());
-    let mut buf = Vec::new();
+    // The bulk of a commit, sized up front: the buffer is not regrown
+    // for each record (the commit thread's share of a short job).
+    let records: usize = changes
+        .jobs
+        .iter()
+        .map(|j| j.bytes().map_or(0, <[u8]>::len) + 12 + ITEM_HEAD)
+        .chain(
+            changes
+                .outputs
+                .iter()
+                .map(|(_, o)| o.len() + 12 + ITEM_HEAD),
+        )
+        .chain(
+            changes
+                .patches
+                .iter()
+                .map(|(_, p)| p.len() + 12 + ITEM_HEAD),
+        )
+        .sum();
+    let mut buf = Vec::with_capacity(records);
     for j in &changes.jobs {
-        let mut body = job_key(j.key).to_vec();
-        body.extend_from_slice(j.bytes()?);
-        push_item(&mut buf, KIND_JOB, &body);
+        push_parts(&mut buf, KIND_JOB, &[&job_key(j.key), j.bytes()?]);
     }
     for (key, out) in &changes.outputs {
-        let mut body = job_key(*key).to_vec();
-        body.extend_from_slice(out);
-        push_item(&mut buf, KIND_OUTPUT, &body);
+        push_parts(&mut buf, KIND_OUTPUT, &[&job_key(*key), out]);
     }
     for (key, patch) in &changes.patches {
-        let mut body = job_key(*key).to_vec();
-        body.extend_from_slice(patch);
-        push_item(&mut buf, KIND_PATCH, &body);
+        push_parts(&mut buf, KIND_PATCH, &[&job_key(*key), patch]);
     }
     for s in &changes.sessions {
-        let mut body = session_key(s.id).to_vec();
-        body.extend_from_slice(&codec::encode(s).map_err(corrupt)?);
-        push_item(&mut buf, KIND_SESSION, &body);
+        let session = codec::encode(s).map_err(corrupt)?;
+        push_parts(&mut buf, KIND_SESSION, &[&session_key(s.id), &session]);
     }
     if let Some(next) = changes.next_session {
         push_item(&mut buf, KIND_NEXT_SESSION, &next.to_be_bytes());
     }
     for (id, count) in &changes.removed {
-        let mut body = id.0.to_be_bytes().to_vec();
-        body.extend_from_slice(&count.to_be_bytes());
-        push_item(&mut buf, KIND_REMOVED, &body);
+        push_parts(
+            &mut buf,
+            KIND_REMOVED,
+            &[&id.0.to_be_bytes(), &count.to_be_bytes()],
+        );
     }
     for pause in &changes.pauses {
         let group = pause.group.as_bytes();
         let group_len = u16::try_from(group.len()).map_err(|_| {
             StoreError::Corrupt(format!("limit group name of {} bytes", group.len()))
         })?;
-        let mut body = group_len.to_be_bytes().to_vec();
-        body.extend_from_slice(group);
-        body.extend_from_slice(&codec::encode(pause).map_err(corrupt)?);
-        push_item(&mut buf, KIND_PAUSE, &body);
+        let record = codec::encode(pause).map_err(corrupt)?;
+        push_parts(
+            &mut buf,
+            KIND_PAUSE,
+            &[&group_len.to_be_bytes(), group, &record],
+        );
     }
     for group in &changes.pauses_ended {
         push_item(&mut buf, KIND_PAUSE_ENDED, group.as_bytes());
     }
     for notice in &changes.notices {
-        let mut body = Notice::key(notice.seq, notice.target).to_vec();
-        body.extend_from_slice(&notice.event);
-        push_item(&mut buf, KIND_NOTICE, &body);
+        let key = Notice::key(notice.seq, notice.target);
+        push_parts(&mut buf, KIND_NOTICE, &[&key, &notice.event]);
     }
     for &(seq, target) in &changes.notices_done {
         push_item(&mut buf, KIND_NOTICE_DONE, &Notice::key(seq, target));
@@ -136,17 +164,18 @@ pub(crate) fn encode_changes(changes: &Changes) -> Result<Vec<u8>> {
         push_item(&mut buf, KIND_NEXT_NOTICE, &next.to_be_bytes());
     }
     for entry in &changes.audit {
-        let mut body = crate::AuditEntry::key(entry.at_ms, entry.seq).to_vec();
-        body.extend_from_slice(&entry.record);
-        push_item(&mut buf, KIND_AUDIT, &body);
+        let key = crate::AuditEntry::key(entry.at_ms, entry.seq);
+        push_parts(&mut buf, KIND_AUDIT, &[&key, &entry.record]);
     }
     if let Some(before) = changes.audit_before {
         push_item(&mut buf, KIND_AUDIT_BEFORE, &before.to_be_bytes());
     }
     for (session, name) in &changes.owners {
-        let mut body = session_key(*session).to_vec();
-        body.extend_from_slice(name.as_bytes());
-        push_item(&mut buf, KIND_OWNER, &body);
+        push_parts(
+            &mut buf,
+            KIND_OWNER,
+            &[&session_key(*session), name.as_bytes()],
+        );
     }
     Ok(buf)
 }
