@@ -215,8 +215,10 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     pub reason: Option<String>,
     pub teardown: Option<TeardownReceipt>,
-    /// What its agent did, for an agent job.
-    pub agent_run: Option<AgentRun>,
+    /// What its agent did, for an agent job. Boxed: most jobs are
+    /// commands, and a finished job keeps this record for good (288 bytes
+    /// inline against 8).
+    pub agent_run: Option<Box<AgentRun>>,
     /// A worktree job's workspace `setup` and `teardown` times.
     #[serde(default)]
     pub setup_ms: Option<u64>,
@@ -543,7 +545,7 @@ impl JobRecord {
             outcome,
             reason: reason.clone(),
             teardown: teardown.clone(),
-            agent_run: self.agent_run.as_deref().cloned(),
+            agent_run: self.agent_run.clone(),
             setup_ms: None,
             teardown_ms: None,
         });
@@ -744,6 +746,14 @@ mod tests {
         // everything around them.
         let size = std::mem::size_of::<JobRecord>();
         assert!(size <= 520, "JobRecord is {size} bytes inline");
+    }
+
+    #[test]
+    fn an_attempt_record_stays_small_inline() {
+        // 480 bytes while an agent's run was inline; every finished job
+        // keeps one per attempt.
+        let size = std::mem::size_of::<AttemptRecord>();
+        assert!(size <= 200, "AttemptRecord is {size} bytes inline");
     }
 
     #[test]

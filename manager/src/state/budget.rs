@@ -82,7 +82,7 @@ impl State {
             spend.add(self.job_spend(entry, variant));
         }
         for attempt in &job.history {
-            spend.add(Spend::of(attempt.agent_run.as_ref(), prices));
+            spend.add(Spend::of(attempt.agent_run.as_deref(), prices));
         }
         if let Some(live) = entry.live_agents.get(&job.key.index) {
             spend.add(live.spend);

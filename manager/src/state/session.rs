@@ -77,7 +77,7 @@ impl SessionEntry {
         let mut live_agents = HashMap::new();
         for (i, job) in jobs.iter().enumerate() {
             for attempt in &job.history {
-                spent.add(Spend::of(attempt.agent_run.as_ref(), prices));
+                spent.add(Spend::of(attempt.agent_run.as_deref(), prices));
             }
             if let (JobStatus::Running, Some(run)) = (job.status, &job.agent_run) {
                 live_agents.insert(i as u32, LiveAgent::restored((**run).clone(), prices));

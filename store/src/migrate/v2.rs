@@ -41,7 +41,7 @@ impl From<AttemptRecordV2> for AttemptRecord {
             outcome: old.outcome,
             reason: old.reason,
             teardown: old.teardown,
-            agent_run: old.agent_run,
+            agent_run: old.agent_run.map(Box::new),
             setup_ms: None,
             teardown_ms: None,
         }

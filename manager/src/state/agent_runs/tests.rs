@@ -59,7 +59,7 @@ fn the_final_run_lands_in_the_job_and_its_attempt_and_shows_as_its_agent() {
         .unwrap();
     let stored = stored_jobs(&mut s).remove(0);
     assert_eq!(stored.agent_run.as_deref(), Some(&last));
-    assert_eq!(stored.history[0].agent_run.as_ref(), Some(&last));
+    assert_eq!(stored.history[0].agent_run.as_deref(), Some(&last));
     let view = job_view(&s, id, "a", 3);
     assert_eq!(view.status, JobStatus::Succeeded);
     let agent = view.agent.unwrap();
