@@ -5,11 +5,14 @@
 //!
 //! A group is answered as soon as the log holds it (durable), before sled
 //! takes it: sled's inserts are most of a commit's time (a million-job
-//! submission's ack waited seconds on them). What is read back from sled
-//! therefore waits for the second answer, `applied`: the scheduler keeps
-//! a job's output and patch in memory until then, and reads the audit log
-//! through this thread (`audit`), in its place after every commit queued
-//! before it.
+//! submission's ack waited seconds on them). sled takes the groups a few
+//! milliseconds later (`APPLY_AFTER`), several at once, or when the thread
+//! has nothing else to do: a job assigned and ended meanwhile is written to
+//! sled once, and the next group's sync does not wait for sled. What is
+//! read back from sled therefore waits for the second answer, `applied`:
+//! the scheduler keeps a job's output and patch in memory until then, and
+//! reads the audit log through this thread (`audit`), in its place after
+//! every commit queued before it.
 //!
 //! After a group fails, every group queued behind it fails too (each was
 //! built on the one that failed), and so does every later one, until a
@@ -18,8 +21,9 @@
 
 use crate::metrics::Observer;
 use aam_store::{AuditEntry, Changes, Snapshot, StoreError, StoreWriter};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Why the store took no write: the error, shared by every request it failed.
@@ -147,11 +151,22 @@ impl Committer {
     }
 }
 
+/// How long a durable group may wait for sled: long enough that a short
+/// job's assignment and its end usually reach sled together, as one write.
+const APPLY_AFTER: Duration = Duration::from_millis(5);
+
+/// Change sets past which sled takes what waits at once.
+const APPLY_AT: usize = 4096;
+
 /// The commit thread's state: the writer, and why it fails commits.
 struct Thread {
     writer: StoreWriter,
     failed: Option<StoreFailure>,
     metrics: Observer,
+    /// Durable groups sled has not taken yet: since when the oldest has
+    /// waited, and whom to tell once it has.
+    deferred_since: Option<Instant>,
+    applied: Vec<oneshot::Sender<()>>,
 }
 
 fn run(mut writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) {
@@ -164,21 +179,48 @@ fn run(mut writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) 
         writer,
         failed: None,
         metrics,
+        deferred_since: None,
+        applied: Vec::new(),
     };
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match thread.deferred_since {
+            None => match rx.recv() {
+                Ok(first) => first,
+                Err(_) => break,
+            },
+            Some(since) => match rx.recv_timeout(APPLY_AFTER.saturating_sub(since.elapsed())) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    thread.apply();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let mut group = Vec::new();
         for request in std::iter::once(first).chain(rx.try_iter()) {
             match request {
                 Request::Commit(commit) => group.push(commit),
                 Request::Other(other) => {
                     thread.commit(std::mem::take(&mut group));
+                    // In its place: after sled has every commit before it.
+                    thread.apply();
                     thread.serve(other);
                 }
             }
         }
         thread.commit(group);
+        if thread.writer.deferred() >= APPLY_AT
+            || thread
+                .deferred_since
+                .is_some_and(|t| t.elapsed() >= APPLY_AFTER)
+        {
+            thread.apply();
+        }
     }
-    // Every handle is gone (shutdown): leave a short log behind.
+    // Every handle is gone (shutdown): sled takes the rest, and a short
+    // log is left behind.
+    thread.apply();
     if let Err(e) = thread.writer.checkpoint() {
         tracing::warn!("final checkpoint failed: {e}; the log keeps every change");
     }
@@ -226,8 +268,17 @@ impl Thread {
         for reply in replies {
             let _ = reply.send(Ok(()));
         }
-        self.writer.apply(logged);
-        for done in applied {
+        self.writer.defer(logged);
+        self.applied.extend(applied);
+        self.deferred_since.get_or_insert_with(Instant::now);
+    }
+
+    /// sled takes every durable group it has not yet; who waits on them
+    /// is told.
+    fn apply(&mut self) {
+        self.writer.apply_deferred();
+        self.deferred_since = None;
+        for done in self.applied.drain(..) {
             let _ = done.send(());
         }
     }
@@ -254,5 +305,102 @@ impl Thread {
                 let _ = reply.send(read.map_err(StoreFailure::from));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aam_protocol::model::{SessionRecord, SessionStatus};
+    use aam_protocol::SessionId;
+    use aam_store::Store;
+
+    fn session(id: u64) -> Changes {
+        Changes {
+            sessions: vec![SessionRecord {
+                id: SessionId(id),
+                name: format!("s{id}"),
+                status: SessionStatus::Running,
+                job_count: 0,
+                created_at_ms: 1,
+                finished_at_ms: None,
+                max_parallel: None,
+                idempotency_key: None,
+                max_cost_usd: None,
+            }],
+            next_session: Some(id + 1),
+            ..Changes::default()
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> (Store, Committer) {
+        let (store, writer) = Store::open(dir, aam_store::DEFAULT_CACHE_BYTES).unwrap();
+        (store, Committer::start(writer, Observer::default()))
+    }
+
+    #[tokio::test]
+    async fn a_durable_group_reaches_sled_soon_though_nothing_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, committer) = open(dir.path());
+        let committed = committer.commit(session(1));
+        committed.durable.await.unwrap().unwrap();
+        // Deferred, then applied by the thread's own timer: no later
+        // commit or request comes to make it.
+        tokio::time::timeout(Duration::from_secs(10), committed.applied)
+            .await
+            .expect("sled took it")
+            .unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.sessions.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_is_read_after_sled_takes_every_commit_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, committer) = open(dir.path());
+        let mut changes = session(1);
+        changes.audit = vec![AuditEntry {
+            at_ms: 5,
+            seq: 1,
+            record: b"r1".to_vec(),
+        }];
+        let committed = committer.commit(changes);
+        // Asked at once, before the deferred group's time is up.
+        let (records, _) = committer.audit(0, 10).await.unwrap().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].record, b"r1");
+        committed.durable.await.unwrap().unwrap();
+        committed.applied.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sled_holds_every_durable_group_once_the_last_handle_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_store, committer) = open(dir.path());
+            let committed: Vec<_> = (1..=3).map(|id| committer.commit(session(id))).collect();
+            for c in committed {
+                c.durable.await.unwrap().unwrap();
+            }
+            drop(committer);
+            // The thread applies the rest and checkpoints as it ends; the
+            // store's lock goes with it.
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match Store::open(dir.path(), aam_store::DEFAULT_CACHE_BYTES) {
+                Ok((store, _writer)) => break store,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(store.load().unwrap().sessions.len(), 3);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("store.wal")).map_or(0, |m| m.len()),
+            0,
+            "checkpointed: the log is empty"
+        );
     }
 }

@@ -43,6 +43,8 @@ pub struct Logged(Vec<Changes>);
 pub struct StoreWriter {
     store: Store,
     wal: Wal,
+    /// Change sets the log holds that sled is yet to take (`defer`).
+    deferred: Vec<Changes>,
     /// sled failed to write since it was opened: it may lack part of the
     /// log, or refuse even reads. The log is kept until sled is reopened.
     sled_failed: bool,
@@ -57,6 +59,7 @@ impl StoreWriter {
         StoreWriter {
             store,
             wal,
+            deferred: Vec::new(),
             sled_failed: false,
             checkpoint_postponed: false,
             last_sync: std::time::Duration::ZERO,
@@ -79,8 +82,9 @@ impl StoreWriter {
 
     /// The first half of `commit`: the group's log frames and their
     /// fdatasync. `Ok`: all of it is durable (it may be acknowledged), and
-    /// what it returns must go to `apply` before anything else is logged or
-    /// read from sled. `Err`: none of it is durable.
+    /// what it returns goes to `apply`, or to `defer` and later
+    /// `apply_deferred`, before what it changed is read from sled. `Err`:
+    /// none of it is durable.
     pub fn log(&mut self, groups: Vec<Changes>) -> Result<Logged> {
         let groups: Vec<Changes> = groups.into_iter().filter(|c| !c.is_empty()).collect();
         if groups.is_empty() {
@@ -106,19 +110,44 @@ impl StoreWriter {
         Ok(Logged(groups))
     }
 
-    /// The second half of `commit`: sled takes what the log holds. It
-    /// cannot lose anything: when sled fails, it is reopened from the log.
+    /// The second half of `commit`: sled takes what the log holds (and
+    /// whatever was deferred before it). It cannot lose anything: when
+    /// sled fails, it is reopened from the log.
     pub fn apply(&mut self, logged: Logged) {
-        if logged.0.is_empty() {
+        self.defer(logged);
+        self.apply_deferred();
+    }
+
+    /// Keeps what the log holds for a later `apply_deferred`, so that a
+    /// job written twice in the meantime (assigned, then ended) goes to
+    /// sled once. Nothing is at risk meanwhile: the log holds it, and a
+    /// checkpoint, which empties the log, applies it first.
+    pub fn defer(&mut self, logged: Logged) {
+        self.deferred.extend(logged.0);
+    }
+
+    /// Change sets logged and deferred, not in sled yet.
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// sled takes every deferred change set, in order; of a job record
+    /// written more than once among them, only the last.
+    pub fn apply_deferred(&mut self) {
+        if self.deferred.is_empty() {
             return;
         }
-        let applied = self
-            .store
-            .with(|trees| logged.0.into_iter().try_for_each(|c| trees.apply(c)));
-        match applied {
+        match self.sled_takes_deferred() {
             Err(e) => self.on_sled_failure(e),
             Ok(()) => self.checkpoint_when_due(),
         }
+    }
+
+    fn sled_takes_deferred(&mut self) -> Result<()> {
+        let mut groups = std::mem::take(&mut self.deferred);
+        latest_job_records_only(&mut groups);
+        self.store
+            .with(|trees| groups.into_iter().try_for_each(|c| trees.apply(c)))
     }
 
     /// Rewrites every record of schema `from` in the current schema: one
@@ -159,6 +188,12 @@ impl StoreWriter {
             return Err(StoreError::Closed(self.store.shared.dir.join("store")));
         }
         if let Err(e) = self.replay_behind() {
+            self.sled_failed = true;
+            return Err(e);
+        }
+        // The log is emptied below: sled takes what is deferred first (after
+        // the older frames a start left it).
+        if let Err(e) = self.sled_takes_deferred() {
             self.sled_failed = true;
             return Err(e);
         }
@@ -325,6 +360,24 @@ impl StoreWriter {
     }
 }
 
+/// Drops each job record that a later change set writes again: sled takes
+/// the last one only, which leaves it as writing every one in turn would
+/// (each is a whole record under its key, and nothing reads sled between).
+fn latest_job_records_only(groups: &mut [Changes]) {
+    if groups.len() < 2 {
+        return;
+    }
+    let mut last = std::collections::HashMap::new();
+    for (i, changes) in groups.iter().enumerate() {
+        for job in &changes.jobs {
+            last.insert(job.key, i);
+        }
+    }
+    for (i, changes) in groups.iter_mut().enumerate() {
+        changes.jobs.retain(|job| last.get(&job.key) == Some(&i));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,5 +541,81 @@ mod tests {
         }
         let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(in_sled(&store), vec![1, 2], "after a clean reopen too");
+    }
+
+    /// Job (1, 0) as a change set that writes it with `status`.
+    fn job_now(status: aam_protocol::model::JobStatus) -> Changes {
+        let mut job = crate::tests::job(1, 0);
+        job.status = status;
+        Changes {
+            jobs: vec![crate::StoredJob::encode(&job)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deferred_change_sets_reach_sled_in_order_each_job_at_its_last_record() {
+        use aam_protocol::model::JobStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let groups = [
+            vec![submission(1), submission(2)],
+            vec![job_now(JobStatus::Running)],
+            vec![
+                Changes {
+                    removed: vec![(SessionId(2), 1)],
+                    ..Default::default()
+                },
+                job_now(JobStatus::Succeeded),
+            ],
+        ];
+        for group in groups {
+            let logged = writer.log(group).unwrap();
+            writer.defer(logged);
+        }
+        assert_eq!(writer.deferred(), 5);
+        assert_eq!(in_sled(&store), Vec::<u64>::new(), "deferred");
+        let durable = writer.durable_snapshot().unwrap();
+        assert_eq!(ids(&durable), vec![1], "from the log meanwhile");
+        assert_eq!(durable.jobs[0].status, JobStatus::Succeeded);
+        writer.apply_deferred();
+        assert_eq!(writer.deferred(), 0);
+        let in_sled = store.with_sled(Trees::load).unwrap();
+        assert_eq!(ids(&in_sled), vec![1]);
+        assert_eq!(in_sled.jobs.len(), 1, "session 2's job went with it");
+        assert_eq!(in_sled.jobs[0].status, JobStatus::Succeeded, "the last");
+    }
+
+    #[test]
+    fn a_job_written_again_later_goes_to_sled_once_as_its_last_record() {
+        use aam_protocol::model::JobStatus;
+        let mut groups = vec![
+            submission(1),
+            job_now(JobStatus::Running),
+            job_now(JobStatus::Succeeded),
+        ];
+        latest_job_records_only(&mut groups);
+        let kept: Vec<usize> = groups.iter().map(|c| c.jobs.len()).collect();
+        assert_eq!(kept, vec![0, 0, 1]);
+        assert_eq!(
+            groups[2].jobs[0].decode().unwrap().status,
+            JobStatus::Succeeded
+        );
+        assert_eq!(groups[0].sessions.len(), 1, "the rest is kept");
+    }
+
+    #[test]
+    fn a_checkpoint_hands_sled_what_is_deferred_before_it_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+            let logged = writer.log(vec![submission(1)]).unwrap();
+            writer.defer(logged);
+            writer.checkpoint().unwrap();
+            assert_eq!(writer.wal.len(), 0);
+            assert_eq!(in_sled(&store), vec![1]);
+        }
+        let (store, _writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(in_sled(&store), vec![1], "after a reopen");
     }
 }

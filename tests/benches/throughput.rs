@@ -331,11 +331,15 @@ fn submission() {
     let ack = start.elapsed();
     let after_ack = rss_kib(pid, "VmRSS:");
     // A commit is answered once the log holds it, before sled takes it;
-    // the commit thread logs the next one only after that: a one-job
-    // session's ack says sled holds the big one, and what is held is what
-    // stays.
+    // the audit log is read on the commit thread once sled has every
+    // commit before it: its answer says sled holds the big session, and
+    // what is held then is what stays.
     let settling = Instant::now();
-    client.submit(true_jobs(1));
+    client.write(&ClientRequest::Audit { since_ms: None });
+    match client.read() {
+        ClientResponse::Audit { .. } => {}
+        other => panic!("audit refused: {other:?}"),
+    }
     let settled_after = settling.elapsed();
     let settled = rss_kib(pid, "VmRSS:");
     let peak_ack = rss_kib(pid, "VmHWM:");
