@@ -9,7 +9,10 @@
 //! to this one is written out (within `PIPELINE_ALLOWANCE`), so answers keep
 //! request order, and a client that sends requests without reading the
 //! answers holds up only itself. Watch updates go through the same bounded
-//! writer; a client too far behind on them is closed.
+//! writer; a client too far behind on them is closed. They are written at
+//! most every `PROGRESS_EVERY` per session, the latest one (the answer to
+//! a `Watch` and a session's end at once): a busy session's watcher gets a
+//! few frames a second, not one per job that ends.
 
 use crate::access::{self, Action};
 use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
@@ -20,20 +23,38 @@ use aam_protocol::codec::CodecError;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind};
 use aam_protocol::model::SessionSummary;
 use aam_protocol::spec::JobSpec;
+use aam_protocol::SessionId;
 use actix::prelude::*;
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
 /// Answer bytes that may still wait to be written when the next request is
 /// read: small answers are pipelined, large ones are not piled up.
 const PIPELINE_ALLOWANCE: usize = 1024 * 1024;
 
-/// A watched session changed.
+/// How often, at most, a watched session's progress is written to one
+/// client (its end and the answer to a `Watch` are written at once).
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(50);
+
+/// A watched session changed, or (`first`) how it stands, the answer to a
+/// `Watch`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SessionUpdate(pub SessionSummary);
+pub struct SessionUpdate {
+    pub summary: SessionSummary,
+    pub first: bool,
+}
+
+/// The progress of one watched session on this connection: when it was
+/// last written, and the latest not written yet.
+struct Progress {
+    written: Instant,
+    held: Option<SessionSummary>,
+}
 
 pub struct ClientConn {
     peer: SocketAddr,
@@ -50,6 +71,8 @@ pub struct ClientConn {
     staged: Vec<Vec<JobSpec>>,
     /// How many jobs `staged` holds.
     staged_jobs: usize,
+    /// Watched sessions' progress, by session (gone once a session ends).
+    progress: HashMap<SessionId, Progress>,
     /// One of the manager's connection slots, held while the connection lives.
     _slot: crate::listener::Slot,
 }
@@ -88,6 +111,7 @@ impl ClientConn {
                 next_request,
                 staged: Vec::new(),
                 staged_jobs: 0,
+                progress: HashMap::new(),
                 _slot: slot,
             }
         })
@@ -259,8 +283,55 @@ impl Handler<SessionUpdate> for ClientConn {
     type Result = ();
 
     fn handle(&mut self, msg: SessionUpdate, ctx: &mut Context<Self>) {
-        let written = self.writer.write(&ClientResponse::Progress(msg.0));
+        let SessionUpdate { summary, first } = msg;
+        let id = summary.id;
+        let now = Instant::now();
+        if summary.status.is_terminal() {
+            // Whatever was held is older; nothing follows the end.
+            self.progress.remove(&id);
+            return self.write_progress(ctx, summary);
+        }
+        let progress = self.progress.entry(id).or_insert(Progress {
+            written: now,
+            held: None,
+        });
+        let due = progress.written + PROGRESS_EVERY;
+        if first || now >= due {
+            progress.written = now;
+            progress.held = None;
+            return self.write_progress(ctx, summary);
+        }
+        // One flush per interval, of the latest update by then.
+        if progress.held.replace(summary).is_none() {
+            ctx.run_later(due - now, move |act, ctx| act.flush_progress(ctx, id));
+        }
+    }
+}
+
+impl ClientConn {
+    fn write_progress(&mut self, ctx: &mut Context<Self>, summary: SessionSummary) {
+        let written = self.writer.write(&ClientResponse::Progress(summary));
         self.written(ctx, written);
+    }
+
+    /// Writes the progress held for `id`, unless the session ended since.
+    /// A flush of an earlier interval whose update was written by then
+    /// may find a newer one held: that one waits for its interval.
+    fn flush_progress(&mut self, ctx: &mut Context<Self>, id: SessionId) {
+        let Some(progress) = self.progress.get_mut(&id) else {
+            return;
+        };
+        let (now, due) = (Instant::now(), progress.written + PROGRESS_EVERY);
+        if now < due {
+            if progress.held.is_some() {
+                ctx.run_later(due - now, move |act, ctx| act.flush_progress(ctx, id));
+            }
+            return;
+        }
+        if let Some(summary) = progress.held.take() {
+            progress.written = now;
+            self.write_progress(ctx, summary);
+        }
     }
 }
 

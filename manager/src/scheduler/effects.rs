@@ -180,7 +180,10 @@ impl Scheduler {
                     None => tracing::debug!(worker = id, "worker left before a message reached it"),
                 },
                 Effect::Notify(summary) => self.notify(summary),
-                Effect::Watch(summary, recipient) => recipient.do_send(SessionUpdate(summary)),
+                Effect::Watch(summary, recipient) => recipient.do_send(SessionUpdate {
+                    summary,
+                    first: true,
+                }),
                 Effect::FirstUpdate(summary, updates) => {
                     super::observers::first_update(&updates, summary)
                 }
@@ -201,7 +204,10 @@ impl Scheduler {
         list.retain(|r| r.connected());
         let terminal = summary.status.is_terminal();
         for r in list.iter() {
-            r.do_send(SessionUpdate(summary.clone()));
+            r.do_send(SessionUpdate {
+                summary: summary.clone(),
+                first: false,
+            });
         }
         if terminal || list.is_empty() {
             self.watchers.remove(&session);

@@ -117,6 +117,50 @@ fn repeated_watches_of_a_session_on_one_connection_make_one_stream() {
 }
 
 #[test]
+fn a_busy_session_s_watcher_gets_its_progress_a_few_times_a_second_and_its_end() {
+    use aam_manager::client_conn::PROGRESS_EVERY;
+    let mut c = Cluster::with_manager();
+    c.start_worker("w", 4);
+    let gate = c.gate("gate");
+    let mut jobs = vec![json!({ "name": "first", "env": { "GATE": gate.env() },
+        "command": ["sh", "-c", WAIT_FOR_GATE] })];
+    jobs.extend((0..300).map(|i| json!({ "name": format!("t{i}"), "command": ["true"] })));
+    let file = c.write(
+        "busy.json",
+        &json!({"name": "busy", "jobs": jobs}).to_string(),
+    );
+    let id: SessionId = c.submit(&file).parse().unwrap();
+    let mut watcher = Wire::connect(&c.addr, Role::Client, &c.token);
+    watcher.send(&ClientRequest::Watch { session: id });
+    let started = std::time::Instant::now();
+    match watcher.recv() {
+        ClientResponse::Progress(s) => assert!(!s.status.is_terminal()),
+        other => panic!("expected progress, got {other:?}"),
+    }
+    gate.open();
+    let mut updates = 0u128;
+    let last = loop {
+        match watcher.recv() {
+            ClientResponse::Progress(s) if s.status.is_terminal() => break s,
+            ClientResponse::Progress(_) => updates += 1,
+            other => panic!("expected progress, got {other:?}"),
+        }
+    };
+    // 301 job ends, each a change; at most one update per interval (the
+    // last one may be flushed just before the end).
+    let bound = started.elapsed().as_millis() / PROGRESS_EVERY.as_millis() + 2;
+    assert!(
+        updates <= bound,
+        "{updates} updates, at most {bound} expected"
+    );
+    assert_eq!(
+        last.count(aam_protocol::model::JobStatus::Succeeded),
+        301,
+        "{last:?}"
+    );
+}
+
+#[test]
 fn idle_sockets_that_never_handshake_do_not_keep_a_real_client_out() {
     raise_fd_limit();
     let c = Cluster::with_manager();
