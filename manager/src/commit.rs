@@ -5,10 +5,11 @@
 //!
 //! A group is answered as soon as the log holds it (durable), before sled
 //! takes it: sled's inserts are most of a commit's time (a million-job
-//! submission's ack waited seconds on them). sled takes the groups a few
-//! milliseconds later (`APPLY_AFTER`), several at once, or when the thread
-//! has nothing else to do: a job assigned and ended meanwhile is written to
-//! sled once, and the next group's sync does not wait for sled. What is
+//! submission's ack waited seconds on them). sled takes the groups up to a
+//! few milliseconds later (`APPLY_AFTER`), several at once (sooner past
+//! `APPLY_AT` change sets, before a request that reads sled, at shutdown):
+//! a job assigned and ended meanwhile is written to sled once, and the next
+//! group's sync does not wait for sled's inserts. What is
 //! read back from sled therefore waits for the second answer, `applied`:
 //! the scheduler keeps a job's output and patch in memory until then, and
 //! reads the audit log through this thread (`audit`), in its place after

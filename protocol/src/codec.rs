@@ -72,10 +72,10 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// `value`'s encoding after `head` zero bytes, in a buffer allocated once
-/// at its final size. Sizing first costs a walk of the value; growing the
-/// buffer from empty, as bincode's own `encode_to_vec` does, cost half a
-/// dozen reallocations per message, a tenth of the manager's dispatch
-/// loop (BENCHMARKS.md, issue 18).
+/// at its final size: sizing first costs a walk of the value, where
+/// growing the buffer from empty (bincode's serde `encode_to_vec`) took
+/// half a dozen reallocations per message (no change the dispatch bench
+/// could tell apart from its noise; BENCHMARKS.md, issue 18).
 fn encode_after<T: Serialize>(value: &T, head: usize) -> Result<Vec<u8>, CodecError> {
     let mut bytes = Vec::with_capacity(head + encoded_len(value)?);
     bytes.resize(head, 0);

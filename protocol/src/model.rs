@@ -756,13 +756,18 @@ mod tests {
         assert!(size <= 200, "AttemptRecord is {size} bytes inline");
     }
 
-    #[test]
-    fn a_finished_job_keeps_room_for_the_attempts_it_had_only() {
+    /// Job 3 of session 7, running `true`.
+    fn record(name: &str) -> JobRecord {
         let key = JobKey {
             session: crate::SessionId(7),
             index: 3,
         };
-        let mut job = JobRecord::new(key, "t".into(), vec!["true".into()]);
+        JobRecord::new(key, name.into(), vec!["true".into()])
+    }
+
+    #[test]
+    fn a_finished_job_keeps_room_for_the_attempts_it_had_only() {
+        let mut job = record("t");
         for attempts in 1..=3 {
             job.begin_attempt("w".into(), attempts as u64);
             job.close_attempt(AttemptOutcome::Failed, None, None, None, 10);
@@ -773,11 +778,7 @@ mod tests {
 
     #[test]
     fn a_boxed_field_is_stored_as_the_value_it_holds() {
-        let key = JobKey {
-            session: crate::SessionId(7),
-            index: 3,
-        };
-        let mut job = JobRecord::new(key, "fix".into(), vec!["true".into()]);
+        let mut job = record("fix");
         job.set_reason(Some("budget".into()));
         job.workdir = Some(Box::new("/src".into()));
         job.max_cost_usd = Some(Box::new(2.5));

@@ -35,8 +35,8 @@ pub const RESERVE_BYTES: u64 = 4 * 1024 * 1024;
 const PROBE_BYTES: u64 = 1024 * 1024;
 
 /// Change sets the log holds (durable) that sled has not taken yet: from
-/// `StoreWriter::log`, for `StoreWriter::apply`.
-#[must_use = "what the log holds goes to sled through `apply`"]
+/// `StoreWriter::log`, for `StoreWriter::apply` or `defer`.
+#[must_use = "what the log holds goes to sled through `apply` or `defer`"]
 pub struct Logged(Vec<Changes>);
 
 /// The single writer of the store. Blocking: use it off the actors' threads.
