@@ -67,7 +67,7 @@ impl Handler<WorkerConnected> for Scheduler {
             address: msg.address.clone(),
             slots: msg.slots,
             prefetch: msg.prefetch,
-            recent_job_ms: None,
+            recent_job_us: None,
             labels: msg.labels,
             assigned: Default::default(),
             draining: false,

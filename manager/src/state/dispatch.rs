@@ -439,7 +439,7 @@ mod tests {
         use aam_protocol::messages::{Prefetch, Stopped};
         use aam_protocol::model::{ExitInfo, StopCause};
         let mut s = State::new(config());
-        let jobs = (0..100).map(|i| job(&format!("j{i}"), &[])).collect();
+        let jobs = (0..1000).map(|i| job(&format!("j{i}"), &[])).collect();
         s.submit(batch(jobs), None, 0).unwrap();
         let mut w = worker("w", 2);
         w.prefetch = Prefetch::Auto;
@@ -448,6 +448,13 @@ mod tests {
         assert_eq!(dispatch_and_end(&mut s, 5, 1), 2);
         // Short jobs ended: its slots and as many again.
         assert_eq!(dispatch_and_end(&mut s, 5, 2), 4);
+        // Shorter jobs: enough a slot ahead to run 4 ms without the
+        // manager, two each at 2 ms, four at a millisecond or less.
+        let settled =
+            |s: &mut State, ran_ms, t| (0..20).map(|_| dispatch_and_end(s, ran_ms, t)).last();
+        assert_eq!(settled(&mut s, 2, 3), Some(2 + 2 * 2));
+        assert_eq!(settled(&mut s, 0, 3), Some(2 + 2 * 4));
+        assert_eq!(settled(&mut s, 5, 3), Some(2 + 2));
         // Long jobs pull the average past the threshold: slots alone.
         assert_eq!(dispatch_and_end(&mut s, 5_000, 3), 4);
         assert_eq!(dispatch_and_end(&mut s, 5, 4), 2);

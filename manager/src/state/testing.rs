@@ -125,7 +125,7 @@ pub fn worker(name: &str, slots: u32) -> WorkerEntry {
         address: "test".into(),
         slots,
         prefetch: aam_protocol::messages::Prefetch::Fixed(0),
-        recent_job_ms: None,
+        recent_job_us: None,
         labels: Default::default(),
         assigned: Default::default(),
         draining: false,

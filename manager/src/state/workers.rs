@@ -22,10 +22,11 @@ pub struct WorkerEntry {
     pub slots: u32,
     /// Assignments beyond `slots` the worker queues locally.
     pub prefetch: Prefetch,
-    /// How long its recent jobs ran (a moving average, ms), for
-    /// `Prefetch::Auto`; None until one ends, and after it handed back an
-    /// assignment that waited too long for a slot.
-    pub recent_job_ms: Option<u64>,
+    /// How long its recent jobs ran (a moving average, µs, of the ms
+    /// they report: kept finer so that it does not round down and stick),
+    /// for `Prefetch::Auto`; None until one ends, and after it handed back
+    /// an assignment that waited too long for a slot.
+    pub recent_job_us: Option<u64>,
     pub labels: BTreeMap<String, String>,
     /// Jobs assigned to it: running, or waiting on it for a slot (prefetch).
     pub assigned: BTreeSet<JobKey>,
@@ -40,13 +41,28 @@ pub struct WorkerEntry {
 /// matters, and a prefetched job waits at most about this long for a slot.
 pub const AUTO_PREFETCH_MAX_MS: u64 = 50;
 
+/// `Prefetch::Auto` gives each slot enough short jobs to run for about
+/// this long without the manager: an end and the next assignment are a
+/// commit each (two syncs and two hops, 0.5-1 ms here), and with one job
+/// a slot ahead a worker of millisecond jobs ran dry (BENCHMARKS.md,
+/// issue 18's tenth session).
+pub const AUTO_PREFETCH_COVER_MS: u64 = 4;
+
+/// Most jobs `Prefetch::Auto` queues per slot.
+const AUTO_PREFETCH_PER_SLOT: u64 = AUTO_PREFETCH_COVER_MS;
+
 impl WorkerEntry {
     /// How many assignments beyond its slots it gets now.
     pub fn prefetch_now(&self) -> u32 {
         match self.prefetch {
             Prefetch::Fixed(n) => n,
-            Prefetch::Auto => match self.recent_job_ms {
-                Some(ms) if ms <= AUTO_PREFETCH_MAX_MS => self.slots,
+            Prefetch::Auto => match self.recent_job_us {
+                Some(us) if us <= AUTO_PREFETCH_MAX_MS * 1000 => {
+                    let per_slot = (AUTO_PREFETCH_COVER_MS * 1000)
+                        .div_ceil(us.max(1000))
+                        .clamp(1, AUTO_PREFETCH_PER_SLOT);
+                    self.slots.saturating_mul(per_slot as u32)
+                }
                 _ => 0,
             },
         }
@@ -56,11 +72,12 @@ impl WorkerEntry {
     /// started, given back after waiting for a slot (its slots hold long
     /// jobs: no prefetch until a job ends again).
     pub(super) fn attempt_ended(&mut self, ran_ms: u64, handed_back: bool) {
-        self.recent_job_ms = match (handed_back, self.recent_job_ms) {
+        let ran_us = ran_ms.saturating_mul(1000);
+        self.recent_job_us = match (handed_back, self.recent_job_us) {
             (true, _) => None,
-            (false, None) => Some(ran_ms),
+            (false, None) => Some(ran_us),
             // A quarter of the new sample: a few long jobs turn it off.
-            (false, Some(avg)) => Some((avg.saturating_mul(3).saturating_add(ran_ms)) / 4),
+            (false, Some(avg)) => Some((avg.saturating_mul(3).saturating_add(ran_us)) / 4),
         };
     }
 }

@@ -48,7 +48,7 @@ fn decision() {
             address: "bench".into(),
             slots: 1,
             prefetch: aam_protocol::messages::Prefetch::Fixed(0),
-            recent_job_ms: None,
+            recent_job_us: None,
             labels: Labels::new(),
             assigned: Default::default(),
             draining: false,

@@ -333,7 +333,7 @@ fn worker(id: u64) -> WorkerEntry {
         address: "bench".into(),
         slots: SLOTS,
         prefetch: Prefetch::Fixed(0),
-        recent_job_ms: None,
+        recent_job_us: None,
         labels: if id.is_multiple_of(2) {
             [("pool".to_string(), "a".to_string())].into()
         } else {
