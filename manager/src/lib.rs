@@ -9,6 +9,7 @@ pub mod access;
 pub mod client_conn;
 pub mod commit;
 pub mod config;
+pub mod cpu_policy;
 pub mod definitions;
 pub mod estimate;
 pub mod frame_writer;

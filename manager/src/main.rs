@@ -108,6 +108,8 @@ static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() {
     allocator::tune();
+    // Before any other thread exists: they inherit it.
+    let batch = aam_manager::cpu_policy::run_as_batch();
     // Everything this process creates (sled's files among them) holds
     // sessions' commands and outputs: readable by its owner only.
     // SAFETY: umask only sets this process's file creation mask.
@@ -120,6 +122,9 @@ fn main() {
         &filter,
         matches!(args.log_format, aam_manager_log::LogFormat::Json),
     );
+    if let Err(e) = batch {
+        tracing::debug!("the manager's threads keep the normal CPU policy: {e}");
+    }
     let mut overrides = Vec::new();
     if let Some(listen) = args.listen {
         overrides.push(("listen", listen));

@@ -90,6 +90,7 @@ pub async fn run_command(
             cmd.env_remove(name);
         }
     }
+    crate::cpu_policy::normal_for_children(&mut cmd);
     let out = cmd
         .args(args)
         .envs(env.iter().copied())
