@@ -14,7 +14,8 @@ use aam_protocol::spec::is_valid_name;
 use aam_protocol::worktree::JobChange;
 use std::collections::BTreeMap;
 
-/// Most slots one worker may offer (and most assignments it may prefetch).
+/// Most slots one worker may offer (and most assignments a fixed prefetch
+/// may ask for; `auto` gives at most four a slot).
 pub const MAX_SLOTS: u32 = 4096;
 /// Longest worker name.
 pub const MAX_WORKER_NAME_BYTES: usize = 128;
@@ -23,8 +24,8 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY_BYTES: usize = 128;
 pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
 /// Most attempts a registering worker may report holding. A worker holds
-/// at most its slots and prefetch (each at most `MAX_SLOTS`) and the ends
-/// not yet acknowledged; this is far past that.
+/// at most its slots and prefetch (at most `MAX_SLOTS` and four times
+/// that) and the ends not yet acknowledged; this is far past that.
 pub const MAX_REPORTED_ATTEMPTS: usize = 100_000;
 /// A progress message is cut to this.
 pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;

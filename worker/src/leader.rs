@@ -326,7 +326,9 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// Everything the child reads, made before `clone`: C strings and the
-/// arrays of pointers into them (kept alive by the owning vectors).
+/// arrays of pointers into them (kept alive by the owning vectors, and,
+/// for the variables the worker's own environment passes on, by
+/// `own_environment`, which lives as long as the process).
 struct Prepared {
     /// Where the program may be, in search order. The `_` fields own the
     /// strings that the pointer arrays point into.

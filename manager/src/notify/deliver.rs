@@ -239,9 +239,7 @@ async fn post(client: &awc::Client, url: &str, id: &str, event: Bytes) -> Result
 /// stdin; exit 0 within `timeout` is delivery. Past the timeout the whole
 /// group is killed.
 async fn run_command(argv: Vec<String>, event: Bytes, timeout: Duration) -> Result<(), String> {
-    let mut command = tokio::process::Command::new(&argv[0]);
-    crate::cpu_policy::normal_for_children(&mut command);
-    let mut child = command
+    let mut child = crate::cpu_policy::command(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

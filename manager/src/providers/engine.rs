@@ -84,13 +84,12 @@ pub async fn run_command(
     args: &[String],
     env: &[(&str, &str)],
 ) -> Result<String, String> {
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = crate::cpu_policy::command(program);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AAM_") {
             cmd.env_remove(name);
         }
     }
-    crate::cpu_policy::normal_for_children(&mut cmd);
     let out = cmd
         .args(args)
         .envs(env.iter().copied())

@@ -453,6 +453,8 @@ mod tests {
         let settled =
             |s: &mut State, ran_ms, t| (0..20).map(|_| dispatch_and_end(s, ran_ms, t)).last();
         assert_eq!(settled(&mut s, 2, 3), Some(2 + 2 * 2));
+        // Rounded up: at 3 ms one job a slot would cover 3 ms only.
+        assert_eq!(settled(&mut s, 3, 3), Some(2 + 2 * 2));
         assert_eq!(settled(&mut s, 0, 3), Some(2 + 2 * 4));
         assert_eq!(settled(&mut s, 5, 3), Some(2 + 2));
         // Long jobs pull the average past the threshold: slots alone.

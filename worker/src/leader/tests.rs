@@ -64,6 +64,20 @@ fn a_leader_gets_its_arguments_variables_and_directory() {
 }
 
 #[test]
+fn a_variable_the_worker_has_is_passed_on_once_with_the_job_s_value() {
+    assert!(std::env::var_os("PATH").is_some(), "the test needs a PATH");
+    let mut command = Command::new("/usr/bin/env");
+    command.env("PATH", "/job/bin:/usr/bin:/bin");
+    let (out, code) = runtime().block_on(output(&command));
+    let paths: Vec<&str> = out.lines().filter(|l| l.starts_with("PATH=")).collect();
+    assert_eq!(paths, ["PATH=/job/bin:/usr/bin:/bin"], "{out}");
+    // The worker's other variables are passed on as they are.
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert!(out.lines().any(|l| l == format!("HOME={home}")), "{out}");
+    assert_eq!(code, Some(0));
+}
+
+#[test]
 fn a_bare_name_is_looked_up_on_the_path_the_job_sets() {
     let dir = tempfile::tempdir().unwrap();
     let tool = dir.path().join("only-here");
