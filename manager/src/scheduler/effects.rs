@@ -221,10 +221,10 @@ impl Scheduler {
 
 /// Orders to workers first, then everything else, each in its own order:
 /// a client woken first by its answer took the manager's CPU before the
-/// assignment its submission had caused was written (issue 18: 80 µs of a
-/// one-job session's 1.3 ms). Only workers get `ToWorker` and only clients
-/// (and the manager's own waiters) the rest, so no peer sees its own
-/// messages reordered.
+/// assignment its submission had caused was written (issue 18, BENCHMARKS.md).
+/// `ToWorker` is the only effect addressed to a worker; the rest go to
+/// clients, notification targets and the manager's own waiters, so no
+/// peer sees its own messages reordered.
 fn release_order(mut effects: Vec<Effect>) -> impl Iterator<Item = Effect> {
     let orders: Vec<Effect> = effects
         .extract_if(.., |e| matches!(e, Effect::ToWorker(..)))
