@@ -16,6 +16,7 @@ on a shared machine only such pairs compare.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,8 +47,8 @@ def timed_runs(runs):
     devnull = os.open(os.devnull, os.O_WRONLY)
     actions = [(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]
     times = [[] for _ in runs]
-    for round in range(n):
-        order = range(len(runs)) if round % 2 == 0 else reversed(range(len(runs)))
+    for i in range(n):
+        order = range(len(runs)) if i % 2 == 0 else reversed(range(len(runs)))
         for k in order:
             argv, work = runs[k]
             os.chdir(work)
@@ -81,4 +82,4 @@ finally:
     for aam, work in started:
         subprocess.run([aam, "down"], cwd=work, stdout=subprocess.DEVNULL)
     for work in works:
-        subprocess.run(["rm", "-rf", work])
+        shutil.rmtree(work, ignore_errors=True)

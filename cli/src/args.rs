@@ -48,8 +48,8 @@ pub struct ManagerFlags {
 
 #[derive(Subcommand)]
 // Each command's arguments are built only when that command is parsed:
-// building all of them cost every `aam` start about 80 page faults
-// (a quarter of a millisecond here), for one command used.
+// building all of them cost every `aam` start about 50 page faults
+// (about 0.2 ms here, BENCHMARKS.md, twelfth session), for one command used.
 #[command(defer = true)]
 pub enum Command {
     /// Submit a batch file; prints the session id once it is durably stored
