@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::ReadHalf;
+use tokio::io::{AsyncReadExt, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -312,16 +312,24 @@ pub(crate) fn refused(
     shared.scheduler.do_send(Audit(record));
 }
 
-/// The frame reader of an authenticated connection, starting with the bytes
-/// that arrived right behind the handshake.
+/// The frames of an authenticated connection, starting with the bytes that
+/// arrived right behind the handshake (a client's first request, sent
+/// without waiting for the reply). They are read before the socket, as
+/// bytes: a `FramedRead` given them in its buffer would not decode them
+/// until the socket had more to read.
+type Frames<In, Out> = FramedRead<
+    tokio::io::Chain<std::io::Cursor<bytes::BytesMut>, CloseOnEof<ReadHalf<ServerStream>>>,
+    FrameCodec<In, Out>,
+>;
+
+/// The frame reader of an authenticated connection (`Frames`).
 fn reader<In, Out>(
     read: ReadHalf<ServerStream>,
-    leftover: &[u8],
+    leftover: bytes::BytesMut,
     max_frame: usize,
-) -> FramedRead<CloseOnEof<ReadHalf<ServerStream>>, FrameCodec<In, Out>> {
-    let mut reader = FramedRead::new(CloseOnEof(read), FrameCodec::new(max_frame));
-    reader.read_buffer_mut().extend_from_slice(leftover);
-    reader
+) -> Frames<In, Out> {
+    let bytes = std::io::Cursor::new(leftover).chain(CloseOnEof(read));
+    FramedRead::new(bytes, FrameCodec::new(max_frame))
 }
 
 /// TLS, within `deadline`; None (the connection dropped) if it failed.
@@ -430,12 +438,12 @@ fn start_connection(
             let id: WorkerId = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, id, "worker connection authenticated");
             let frames =
-                reader::<WorkerToManager, ManagerToWorker>(read, &leftover, shared.max_frame);
+                reader::<WorkerToManager, ManagerToWorker>(read, leftover, shared.max_frame);
             WorkerConn::start(id, peer, who, frames, writer, shared, slot);
         }
         Role::Client => {
             tracing::debug!(%peer, "client connection authenticated");
-            let frames = reader::<ClientRequest, ClientResponse>(read, &leftover, shared.max_frame);
+            let frames = reader::<ClientRequest, ClientResponse>(read, leftover, shared.max_frame);
             ClientConn::start(peer, who, frames, writer, shared, slot);
         }
     }

@@ -3,7 +3,7 @@
 //! manager keeps serving), and a hostile prompt (reaches argv intact).
 
 use aam_protocol::codec;
-use aam_protocol::messages::{Handshake, HandshakeReply, Role};
+use aam_protocol::messages::{ClientRequest, ClientResponse, Handshake, HandshakeReply, Role};
 use aam_tests::tls::TlsStream;
 use aam_tests::Cluster;
 use std::io::{Read, Write};
@@ -162,6 +162,39 @@ fn a_wrong_token_or_no_manager_exits_3() {
         1,
         "one clear line\n{}",
         out.dump()
+    );
+}
+
+/// A request that arrives with the handshake (in the same read, here the
+/// same TLS record) is answered without the client sending anything more:
+/// the manager reads the bytes behind the handshake before its socket.
+#[test]
+fn a_request_right_behind_the_handshake_is_answered() {
+    let c = Cluster::with_manager();
+    let mut s = aam_tests::tls::connect(&c.addr).unwrap();
+    let mut both = codec::encode_frame(&Handshake::new(Role::Client, &c.token), 1 << 20).unwrap();
+    both.extend(codec::encode_frame(&ClientRequest::ListSessions, 1 << 20).unwrap());
+    s.write_all(&both).unwrap();
+    s.flush().unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut frame = || {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("a frame within 15 s");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    };
+    let reply: HandshakeReply = codec::decode(&frame()).unwrap();
+    assert!(
+        matches!(reply, HandshakeReply::Accepted { .. }),
+        "{reply:?}"
+    );
+    let answer: ClientResponse = codec::decode(&frame()).unwrap();
+    assert!(
+        matches!(answer, ClientResponse::Sessions { ref sessions, .. } if sessions.is_empty()),
+        "{answer:?}"
     );
 }
 

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Output bytes waiting to be written past which new output is not sent
@@ -151,11 +151,14 @@ impl Link {
         ctx: &mut Context<WorkerAgent>,
     ) -> Link {
         let (read, write) = tokio::io::split(stream);
-        let mut reader = FramedRead::new(
-            aam_protocol::tls::CloseOnEof(read),
+        // What arrived behind the handshake's reply is read first, as
+        // bytes (a `FramedRead` given it in its buffer would not decode it
+        // until the socket had more).
+        let bytes = std::io::Cursor::new(leftover).chain(aam_protocol::tls::CloseOnEof(read));
+        let reader = FramedRead::new(
+            bytes,
             FrameCodec::<ManagerToWorker, WorkerToManager>::new(max_frame),
         );
-        reader.read_buffer_mut().extend_from_slice(&leftover);
         let reader = ctx.add_stream(reader);
         let mut writer = Writer::start(write, max_frame);
         writer.write(first);
