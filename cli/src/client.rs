@@ -6,8 +6,11 @@
 
 use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
 use aam_protocol::agent_run::{AgentFormat, LimitPause};
-use aam_protocol::codec::{FrameCodec, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
-use aam_protocol::dial::{connect, ConnectError};
+use aam_protocol::codec::MAX_FRAME_CEILING;
+use aam_protocol::dial::{
+    accepted, closed_in_handshake, connect_pipelined, reply_failure, ConnectError, DialCodec,
+    Incoming,
+};
 use aam_protocol::messages::{
     AgentInfo, ClientRequest, ClientResponse, ErrorKind, JobPage, OutputWanted, Role,
 };
@@ -23,7 +26,7 @@ use tokio_util::codec::Framed;
 /// takes seconds; a manager that stays away is an error, exit 3).
 pub const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
-type Connection = Framed<ClientStream, FrameCodec<ClientResponse, ClientRequest>>;
+type Connection = Framed<ClientStream, DialCodec<ClientResponse, ClientRequest>>;
 
 /// One authenticated connection to the manager.
 pub struct Client {
@@ -36,12 +39,21 @@ pub struct Client {
     reconnects: bool,
 }
 
+/// Connects and sends the handshake; its reply is read before the first
+/// answer (`Client::next`), so the first request goes out without waiting
+/// for it. Answers may be as large as the manager's configured frame limit.
 async fn dial(addr: &str, token: &str, tls: &ClientTls) -> Result<Connection, ConnectError> {
-    let (stream, leftover) = connect(addr, Role::Client, token, DEFAULT_MAX_FRAME, tls).await?;
-    // Answers may be as large as the manager's configured frame limit.
-    let mut framed = Framed::new(stream, FrameCodec::new(MAX_FRAME_CEILING));
-    framed.read_buffer_mut().extend_from_slice(&leftover);
-    Ok(framed)
+    connect_pipelined(addr, Role::Client, token, MAX_FRAME_CEILING, tls).await
+}
+
+/// A failure before the handshake's reply: a refusal (token, certificate)
+/// as `connect_error` says it; a connection lost on the way is `Lost`, so
+/// a client that reconnects tries again.
+fn before_reply(e: ConnectError) -> anyhow::Error {
+    match e {
+        ConnectError::Unreachable { .. } => Lost(e.to_string()).into(),
+        other => connect_error(other),
+    }
 }
 
 fn connect_error(e: ConnectError) -> anyhow::Error {
@@ -102,16 +114,25 @@ impl Client {
     }
 
     async fn send(&mut self, request: ClientRequest) -> anyhow::Result<()> {
-        self.framed
-            .send(request)
-            .await
-            .map_err(|e| Lost(format!("sending to the manager at {}: {e}", self.addr)).into())
+        let Err(e) = self.framed.send(request).await else {
+            return Ok(());
+        };
+        let lost = Lost(format!("sending to the manager at {}: {e}", self.addr)).into();
+        if self.framed.codec().replied() {
+            return Err(lost);
+        }
+        // A manager that refused the handshake closes the connection: its
+        // reason, already on the way, says more than the failed send.
+        match tokio::time::timeout(Duration::from_secs(1), self.next_frame()).await {
+            Ok(Err(refused)) if !is_lost(&refused) => Err(refused),
+            _ => Err(lost),
+        }
     }
 
     /// The next answer; errors the manager reports become exit codes.
     async fn next(&mut self) -> anyhow::Result<ClientResponse> {
-        match self.framed.next().await {
-            Some(Ok(ClientResponse::Error { kind, message })) => Err(match kind {
+        match self.next_frame().await? {
+            ClientResponse::Error { kind, message } => Err(match kind {
                 ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Conflict => {
                     bad_input(message)
                 }
@@ -121,15 +142,33 @@ impl Client {
                 // manager refused, exit 3 with the manager's words.
                 ErrorKind::PermissionDenied | ErrorKind::QuotaExceeded => unreachable(message),
             }),
-            Some(Ok(response)) => Ok(response),
-            Some(Err(e)) => {
-                Err(Lost(format!("reading from the manager at {}: {e}", self.addr)).into())
-            }
-            None => Err(Lost(format!(
-                "the manager at {} closed the connection",
-                self.addr
-            ))
-            .into()),
+            response => Ok(response),
+        }
+    }
+
+    /// The next frame from the manager, the handshake's reply checked
+    /// first while it has not been read.
+    async fn next_frame(&mut self) -> anyhow::Result<ClientResponse> {
+        loop {
+            let incoming = self.framed.next().await;
+            let replied = self.framed.codec().replied();
+            return match incoming {
+                Some(Ok(Incoming::Reply(reply))) => {
+                    accepted(&self.addr, reply).map_err(connect_error)?;
+                    continue;
+                }
+                Some(Ok(Incoming::Frame(answer))) => Ok(answer),
+                Some(Err(e)) if !replied => Err(before_reply(reply_failure(&self.addr, e))),
+                None if !replied => Err(before_reply(closed_in_handshake(&self.addr))),
+                Some(Err(e)) => {
+                    Err(Lost(format!("reading from the manager at {}: {e}", self.addr)).into())
+                }
+                None => Err(Lost(format!(
+                    "the manager at {} closed the connection",
+                    self.addr
+                ))
+                .into()),
+            };
         }
     }
 

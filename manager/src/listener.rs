@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, ReadHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -50,6 +50,10 @@ pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 
 /// Most connections waiting for their handshake at once.
 pub const MAX_HANDSHAKES: usize = 256;
+
+/// How long a refused peer's bytes are still read, and dropped, after the
+/// refusal (`linger`).
+const LINGER_FOR: Duration = Duration::from_secs(1);
 
 /// File descriptors kept for the store, logs and the listener itself, out
 /// of the process's limit, when sizing `max_connections`.
@@ -394,7 +398,9 @@ async fn handshake(
         Err(reason) => {
             tracing::warn!(%peer, "rejected connection: {reason}");
             let reply = HandshakeReply::Rejected { reason };
-            let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
+            if let Ok(Ok(())) = tokio::time::timeout(LINGER_FOR, framed.send(reply)).await {
+                linger(framed.into_inner(), shared.max_frame).await;
+            }
             return;
         }
     };
@@ -411,6 +417,33 @@ async fn handshake(
         _of_peer: of_peer,
     };
     start_connection(role, who, parts.io, parts.read_buf, peer, shared, slot);
+}
+
+/// After a refusal: says the connection is over (TLS close, then TCP
+/// FIN), then reads and drops what the peer still sends, up to `most`
+/// bytes or `LINGER_FOR`. A client sends its first request right behind
+/// its handshake (`dial::connect_pipelined`), and a socket closed with
+/// unread bytes answers with a reset: the client's send fails (Linux still
+/// lets it read the refusal after that, `Client::send`), and a system that
+/// drops received bytes on a reset would lose the refusal's reason.
+async fn linger(mut stream: ServerStream, most: usize) {
+    let deadline = tokio::time::Instant::now() + LINGER_FOR;
+    if !matches!(
+        tokio::time::timeout_at(deadline, stream.shutdown()).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    // What follows is the peer's TLS records: dropped unread, so raw.
+    let (mut tcp, _) = stream.into_inner();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut dropped = 0;
+    while dropped < most {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => break,
+        }
+    }
 }
 
 /// What an authenticated connection holds while it lives: one of the

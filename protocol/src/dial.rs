@@ -1,13 +1,20 @@
 //! Dialing the manager: TCP with TCP_NODELAY, then TLS (verifying the
-//! manager), then the handshake (workers and clients share it).
+//! manager), then the handshake (workers and clients share it). A peer
+//! either waits for the handshake's reply (`connect`) or sends its first
+//! request right behind the handshake and reads the reply before the first
+//! answer (`open`, then `DialCodec`): one round trip less, which is what a
+//! CLI command, one request on a new connection, is made of.
 
-use crate::codec::FrameCodec;
+use crate::codec::{encode_frame, CodecError, FrameCodec, DEFAULT_MAX_FRAME};
 use crate::messages::{Handshake, HandshakeReply, Role};
 use crate::tls::{is_tls_refusal, mismatch_of, ClientStream, ClientTls};
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Encoder, Framed};
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +51,8 @@ fn tls_failure(addr: &str, e: std::io::Error) -> ConnectError {
     }
 }
 
-/// Connects and authenticates; returns the stream and any bytes read past the handshake.
-pub async fn connect(
-    addr: &str,
-    role: Role,
-    token: &str,
-    max_frame: usize,
-    tls: &ClientTls,
-) -> Result<(ClientStream, bytes::BytesMut), ConnectError> {
+/// TCP, then TLS verifying the manager: a stream ready for the handshake.
+async fn open(addr: &str, tls: &ClientTls) -> Result<ClientStream, ConnectError> {
     let unreachable = |reason: String| ConnectError::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -63,10 +64,22 @@ pub async fn connect(
     stream
         .set_nodelay(true)
         .map_err(|e| unreachable(e.to_string()))?;
-    let stream = tokio::time::timeout(Duration::from_secs(10), tls.handshake(addr, stream))
+    tokio::time::timeout(Duration::from_secs(10), tls.handshake(addr, stream))
         .await
         .map_err(|_| unreachable("no TLS handshake within 10 s".into()))?
-        .map_err(|e| tls_failure(addr, e))?;
+        .map_err(|e| tls_failure(addr, e))
+}
+
+/// Connects and authenticates, waiting for the handshake's reply; returns
+/// the stream and any bytes read past the handshake.
+pub async fn connect(
+    addr: &str,
+    role: Role,
+    token: &str,
+    max_frame: usize,
+    tls: &ClientTls,
+) -> Result<(ClientStream, bytes::BytesMut), ConnectError> {
+    let stream = open(addr, tls).await?;
     let mut framed = Framed::new(
         stream,
         FrameCodec::<HandshakeReply, Handshake>::new(max_frame),
@@ -74,27 +87,130 @@ pub async fn connect(
     framed
         .send(Handshake::new(role, token))
         .await
-        .map_err(|e| codec_failure(addr, e))?;
+        .map_err(|e| reply_failure(addr, e))?;
     let reply = tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await
-        .map_err(|_| unreachable("no handshake reply within 10 s".into()))?;
+        .map_err(|_| ConnectError::Unreachable {
+            addr: addr.to_string(),
+            reason: "no handshake reply within 10 s".into(),
+        })?;
     match reply {
-        Some(Ok(HandshakeReply::Accepted { .. })) => {
+        Some(Ok(reply)) => {
+            accepted(addr, reply)?;
             let parts = framed.into_parts();
             Ok((parts.io, parts.read_buf))
         }
-        Some(Ok(HandshakeReply::Rejected { reason })) => Err(ConnectError::Rejected {
-            addr: addr.to_string(),
-            reason,
-        }),
-        Some(Err(e)) => Err(codec_failure(addr, e)),
-        None => Err(unreachable("connection closed during the handshake".into())),
+        Some(Err(e)) => Err(reply_failure(addr, e)),
+        None => Err(closed_in_handshake(addr)),
     }
 }
 
-/// A failed send or read of the handshake: a TLS alert (the manager
-/// refused our certificate) is not worth retrying, other failures are.
-fn codec_failure(addr: &str, e: crate::codec::CodecError) -> ConnectError {
+/// Connects and sends the handshake without waiting for its reply: the
+/// caller's first request follows at once, and `DialCodec` reads the
+/// reply before the first answer (`accepted` says what it means).
+pub async fn connect_pipelined<In, Out: Serialize>(
+    addr: &str,
+    role: Role,
+    token: &str,
+    max_frame: usize,
+    tls: &ClientTls,
+) -> Result<Framed<ClientStream, DialCodec<In, Out>>, ConnectError> {
+    let stream = open(addr, tls).await?;
+    let mut framed = Framed::new(stream, DialCodec::new(max_frame));
+    let handshake = encode_frame(&Handshake::new(role, token), DEFAULT_MAX_FRAME)
+        .map_err(|e| reply_failure(addr, e))?;
+    framed.write_buffer_mut().extend_from_slice(&handshake);
+    SinkExt::<Out>::flush(&mut framed)
+        .await
+        .map_err(|e| reply_failure(addr, e))?;
+    Ok(framed)
+}
+
+/// What the manager's reply to a handshake says: go on, or why not.
+pub fn accepted(addr: &str, reply: HandshakeReply) -> Result<(), ConnectError> {
+    match reply {
+        HandshakeReply::Accepted { .. } => Ok(()),
+        HandshakeReply::Rejected { reason } => Err(ConnectError::Rejected {
+            addr: addr.to_string(),
+            reason,
+        }),
+    }
+}
+
+/// The manager closed the connection before it replied to the handshake.
+pub fn closed_in_handshake(addr: &str) -> ConnectError {
+    ConnectError::Unreachable {
+        addr: addr.to_string(),
+        reason: "connection closed during the handshake".into(),
+    }
+}
+
+/// What a dialed connection reads: the handshake's reply, then frames.
+#[derive(Debug)]
+pub enum Incoming<In> {
+    Reply(HandshakeReply),
+    Frame(In),
+}
+
+/// The codec of a connection that sent its handshake without waiting for
+/// the reply (`connect_pipelined`): the first frame it reads is the reply,
+/// every later one an `In`; it writes `Out`s.
+pub struct DialCodec<In, Out> {
+    reply: FrameCodec<HandshakeReply, Handshake>,
+    frames: FrameCodec<In, Out>,
+    replied: bool,
+}
+
+impl<In, Out> DialCodec<In, Out> {
+    /// Frames of up to `max_frame` bytes after the reply.
+    pub fn new(max_frame: usize) -> Self {
+        DialCodec {
+            reply: FrameCodec::default(),
+            frames: FrameCodec::new(max_frame),
+            replied: false,
+        }
+    }
+
+    /// Whether the handshake's reply has been read.
+    pub fn replied(&self) -> bool {
+        self.replied
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for DialCodec<In, Out> {
+    type Item = Incoming<In>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming<In>>, CodecError> {
+        if self.replied {
+            return Ok(self.frames.decode(src)?.map(Incoming::Frame));
+        }
+        let reply = self.reply.decode(src)?;
+        self.replied = reply.is_some();
+        Ok(reply.map(Incoming::Reply))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Incoming<In>>, CodecError> {
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None if src.is_empty() => Ok(None),
+            None => Err(CodecError::Truncated),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for DialCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.frames.encode(item, dst)
+    }
+}
+
+/// A failed send of the handshake or read of its reply: a TLS alert (the
+/// manager refused our certificate) is not worth retrying, other failures
+/// are.
+pub fn reply_failure(addr: &str, e: crate::codec::CodecError) -> ConnectError {
     match e {
         crate::codec::CodecError::Io(io) => tls_failure(addr, io),
         other => ConnectError::Unreachable {

@@ -165,6 +165,34 @@ fn a_wrong_token_or_no_manager_exits_3() {
     );
 }
 
+/// The CLI sends its first request right behind its handshake, without
+/// waiting for the reply: here that request is a 4 MiB part of a big
+/// batch. The manager refuses the token, then reads and drops what is on
+/// its way instead of resetting the connection, so the client still reads
+/// why (exit 3, the reason), and nothing is stored.
+#[test]
+fn a_wrong_token_is_reported_even_behind_a_big_first_request() {
+    let c = Cluster::with_manager();
+    let command = "x".repeat(300);
+    let jobs: Vec<String> = (0..20_000)
+        .map(|i| format!(r#"{{"name":"j{i}","command":["/bin/echo","{command}"]}}"#))
+        .collect();
+    c.write(
+        "big.json",
+        &format!(r#"{{"name":"big","jobs":[{}]}}"#, jobs.join(",")),
+    );
+    let mut cmd = c.aam_command(&["submit", "big.json"]);
+    cmd.env("AAM_TOKEN", "not-the-token");
+    let out = aam_tests::run_command(cmd, Duration::from_secs(60)).expect_code(3);
+    assert!(
+        out.stderr.contains(&c.addr) && out.stderr.contains("invalid token"),
+        "{}",
+        out.dump()
+    );
+    let sessions = c.aam(&["sessions", "--json"]).expect_code(0).json();
+    assert_eq!(sessions, serde_json::json!([]), "{}", out.dump());
+}
+
 /// A request that arrives with the handshake (in the same read, here the
 /// same TLS record) is answered without the client sending anything more:
 /// the manager reads the bytes behind the handshake before its socket.
