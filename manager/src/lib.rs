@@ -172,7 +172,9 @@ pub async fn start(config: ManagerConfig) -> anyhow::Result<Manager> {
         None => None,
     };
     let (stop_accepting, stop_rx) = oneshot::channel::<()>();
-    let acceptor = tokio_rustls::TlsAcceptor::from(manager_tls.config.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(aam_protocol::tls::without_tickets(
+        &manager_tls.config,
+    )));
     actix::spawn(listener::accept_loop(
         listener,
         shared,

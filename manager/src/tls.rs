@@ -1,7 +1,7 @@
 //! The manager's TLS certificate: the user's own (`tls_cert`/`tls_key`),
 //! or one made at first start into `DATA_DIR/tls/` (key mode 0600) and
 //! reused after; the rustls configuration built from it serves both the
-//! TCP port and HTTP (`aam_protocol::tls` builds it).
+//! TCP port (without session tickets) and HTTP (`aam_protocol::tls` builds it).
 
 use crate::config::ManagerConfig;
 use aam_protocol::tls::{self, Fingerprint, ServerIdentity};

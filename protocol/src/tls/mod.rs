@@ -14,7 +14,7 @@ pub use client::{
     client_config, is_tls_refusal, mismatch_of, server_name, Identity, Mismatch, Trust,
 };
 pub use fingerprint::Fingerprint;
-pub use server::{generate, server_config, Generated, ServerIdentity};
+pub use server::{generate, server_config, without_tickets, Generated, ServerIdentity};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;

@@ -91,3 +91,14 @@ pub fn server_config(
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())
         .map_err(|e| format!("the TLS certificate and key do not go together: {e}"))
 }
+
+/// `config` without TLS 1.3 session tickets, for the protocol port: each
+/// CLI command is a new process and a worker keeps its connection, so no
+/// peer there resumes a session, and every ticket would cost the manager
+/// a key derivation, a cache entry and a record per connection. (HTTPS
+/// keeps them: a browser does resume.)
+pub fn without_tickets(config: &ServerConfig) -> ServerConfig {
+    let mut config = config.clone();
+    config.send_tls13_tickets = 0;
+    config
+}
