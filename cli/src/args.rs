@@ -1,7 +1,9 @@
 //! The command line as clap parses it: the commands, their arguments and
 //! the flags that say where the manager is.
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -18,31 +20,32 @@ pub struct Cli {
 }
 
 /// Where the manager is and how to authenticate to it: flags every
-/// command takes (`endpoint.rs` resolves them).
+/// command takes, before or after its name (`endpoint.rs` resolves them).
+/// Global, though not in their attributes: see `Cli::parse_line`.
 #[derive(Args, Clone)]
 pub struct ManagerFlags {
     /// Manager address [default: the one `aam up` started here, else 127.0.0.1:7410]
-    #[arg(long, global = true, env = "AAM_MANAGER")]
+    #[arg(long, env = "AAM_MANAGER")]
     pub manager: Option<String>,
     /// Token (else AAM_TOKEN, else --token-file, else the token of `aam up` here, else ./aam-data/token)
-    #[arg(long, global = true, env = "AAM_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "AAM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the token
-    #[arg(long, global = true, env = "AAM_TOKEN_FILE")]
+    #[arg(long, env = "AAM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Trust this certificate or CA file (PEM) for the manager [default:
     /// tls/cert.pem next to the token file, of `aam up` here, else ./aam-data/tls/cert.pem]
-    #[arg(long, global = true, env = "AAM_CA")]
+    #[arg(long, env = "AAM_CA")]
     pub ca: Option<PathBuf>,
     /// Trust exactly the manager certificate of this SHA-256 fingerprint
     /// (hex, colons optional, `sha256:` optional; the manager logs it)
-    #[arg(long, global = true, env = "AAM_FINGERPRINT")]
+    #[arg(long, env = "AAM_FINGERPRINT")]
     pub fingerprint: Option<String>,
     /// Our certificate (PEM), for a manager that requires one (--client-ca)
-    #[arg(long, global = true, env = "AAM_CERT")]
+    #[arg(long, env = "AAM_CERT")]
     pub cert: Option<PathBuf>,
     /// The key of --cert (PEM)
-    #[arg(long, global = true, env = "AAM_KEY")]
+    #[arg(long, env = "AAM_KEY")]
     pub key: Option<PathBuf>,
 }
 
@@ -287,4 +290,219 @@ pub struct RunArgs {
     /// Print the results as JSON instead of Markdown
     #[arg(long)]
     pub json: bool,
+}
+
+impl Cli {
+    /// Parses the command line; on `--help`, `--version` or an error,
+    /// prints it and exits, as clap does.
+    ///
+    /// The manager flags are global, but clap makes an argument global by
+    /// copying it into every command at each start (about 40 page faults
+    /// and 0.1 ms here, for the one command used; BENCHMARKS.md,
+    /// thirteenth session). So when the line names a command, they are
+    /// the root's and that command's own, and the command's win (as with
+    /// clap's globals, where the last one given wins). Otherwise (`aam
+    /// help CMD`, a mistyped command) clap's globals do it (`command`).
+    pub fn parse_line() -> Cli {
+        Cli::parse_words(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// `parse_line` of `line` (the program's name first), its error kept.
+    fn parse_words(line: Vec<OsString>) -> Result<Cli, clap::Error> {
+        let root = Cli::command();
+        let (root, named) = match named_command(&root, &line) {
+            Some(Named::Command(name)) => (with_own_manager_flags(root, &name), true),
+            Some(Named::Other) => (command(), false),
+            None => (root, false),
+        };
+        let matches = root.try_get_matches_from(line)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (true, Some((_, own))) = (named, matches.subcommand()) {
+            cli.manager_flags.given_after(own)?;
+        }
+        Ok(cli)
+    }
+}
+
+/// `root` with the manager flags made the command `name`'s own too,
+/// numbered as clap numbers a global it copies in (so `--help` lists the
+/// command's own arguments among them, as before).
+fn with_own_manager_flags(root: clap::Command, name: &str) -> clap::Command {
+    let flags = ManagerFlags::of(&root);
+    root.mut_subcommand(name, |own| own.args(flags).next_display_order(0))
+}
+
+/// The command line as clap defines it, the manager flags global: for
+/// what needs every command whole (completions, `aam help CMD`).
+pub fn command() -> clap::Command {
+    Cli::command().mut_args(|arg| {
+        let global = ManagerFlags::IDS.contains(&arg.get_id().as_str());
+        arg.global(global)
+    })
+}
+
+impl ManagerFlags {
+    /// Their argument ids.
+    const IDS: [&'static str; 7] = [
+        "manager",
+        "token",
+        "token_file",
+        "ca",
+        "fingerprint",
+        "cert",
+        "key",
+    ];
+
+    /// The root's definitions of them, as clap's globals copy them.
+    fn of(root: &clap::Command) -> Vec<clap::Arg> {
+        let ours = |arg: &&clap::Arg| ManagerFlags::IDS.contains(&arg.get_id().as_str());
+        root.get_arguments().filter(ours).cloned().collect()
+    }
+
+    /// Takes the flags given on the command line after the command's
+    /// name (`own`: the command's matches) over those before it and over
+    /// the environment.
+    fn given_after(&mut self, own: &ArgMatches) -> Result<(), clap::Error> {
+        let after = ManagerFlags::from_arg_matches(own)?;
+        let given = |id: &str| own.value_source(id) == Some(ValueSource::CommandLine);
+        if given("manager") {
+            self.manager = after.manager;
+        }
+        if given("token") {
+            self.token = after.token;
+        }
+        if given("token_file") {
+            self.token_file = after.token_file;
+        }
+        if given("ca") {
+            self.ca = after.ca;
+        }
+        if given("fingerprint") {
+            self.fingerprint = after.fingerprint;
+        }
+        if given("cert") {
+            self.cert = after.cert;
+        }
+        if given("key") {
+            self.key = after.key;
+        }
+        Ok(())
+    }
+}
+
+/// What the first word of a command line that is not a root flag (or a
+/// root flag's value) names.
+#[derive(Debug, PartialEq)]
+enum Named {
+    /// A command (its name, not an alias).
+    Command(String),
+    /// Something else: `help`, a mistyped command, `--`, a short flag.
+    Other,
+}
+
+/// What `line` (with the program's name first) names as its command;
+/// None if it names none (`aam`, `aam --version`).
+fn named_command(root: &clap::Command, line: &[OsString]) -> Option<Named> {
+    let mut words = line.iter().skip(1);
+    while let Some(word) = words.next() {
+        let Some(word) = word.to_str() else {
+            return Some(Named::Other);
+        };
+        if let Some(long) = word.strip_prefix("--") {
+            let takes_value = root
+                .get_arguments()
+                .any(|arg| arg.get_long() == Some(long) && arg.get_action().takes_values());
+            if takes_value {
+                words.next();
+            } else if long.is_empty() {
+                return Some(Named::Other);
+            }
+            // `--flag=value`, `--help`, `--version` and unknown flags
+            // (clap's to judge) take no next word.
+            continue;
+        }
+        if word.starts_with('-') {
+            return Some(Named::Other);
+        }
+        return Some(match root.find_subcommand(word) {
+            Some(command) => Named::Command(command.get_name().to_string()),
+            None => Named::Other,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    fn named(line: &str) -> Option<Named> {
+        named_command(&Cli::command(), &words(line))
+    }
+
+    #[test]
+    fn the_command_is_the_first_word_past_the_root_flags_and_their_values() {
+        let command = |name: &str| Some(Named::Command(name.into()));
+        assert_eq!(named("aam workers"), command("workers"));
+        assert_eq!(
+            named("aam --manager h:1 --token=t --ca c.pem status s1"),
+            command("status")
+        );
+        // A flag's value that looks like a command is the flag's.
+        assert_eq!(named("aam --token workers status"), command("status"));
+        assert_eq!(named("aam"), None);
+        assert_eq!(named("aam --version"), None);
+        assert_eq!(named("aam --help workers"), command("workers"));
+        for other in ["aam help workers", "aam wrkers", "aam -- workers", "aam -h"] {
+            assert_eq!(named(other), Some(Named::Other), "{other}");
+        }
+    }
+
+    #[test]
+    fn manager_flags_go_before_or_after_the_command_and_the_later_wins() {
+        let flags = |line: &str| Cli::parse_words(words(line)).unwrap().manager_flags;
+        let after = flags("aam workers --token b --manager h:2");
+        assert_eq!(after.token.as_deref(), Some("b"));
+        assert_eq!(after.manager.as_deref(), Some("h:2"));
+        let before = flags("aam --token a --fingerprint f workers");
+        assert_eq!(before.token.as_deref(), Some("a"));
+        assert_eq!(before.fingerprint.as_deref(), Some("f"));
+        let both = flags("aam --token a --key k.pem workers --token b");
+        assert_eq!(both.token.as_deref(), Some("b"));
+        assert_eq!(both.key, Some(PathBuf::from("k.pem")));
+        // clap's own globals (`command`) read the same lines the same way.
+        for line in [
+            "aam workers --token b --manager h:2",
+            "aam --token a --key k.pem workers --token b",
+        ] {
+            let globals = command().try_get_matches_from(words(line)).unwrap();
+            let globals = Cli::from_arg_matches(&globals).unwrap().manager_flags;
+            assert_eq!(globals.token, flags(line).token, "{line}");
+            assert_eq!(globals.manager, flags(line).manager, "{line}");
+            assert_eq!(globals.key, flags(line).key, "{line}");
+        }
+    }
+
+    #[test]
+    fn every_command_s_help_lists_the_manager_flags_as_clap_s_globals_do() {
+        let help = |mut root: clap::Command, name: &str| {
+            root.build();
+            let mut own = root.find_subcommand_mut(name).unwrap().clone();
+            own.render_help().to_string()
+        };
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        for name in &names {
+            let own = help(with_own_manager_flags(Cli::command(), name), name);
+            assert_eq!(own, help(command(), name), "aam {name} --help");
+            assert!(own.contains("--fingerprint"), "{own}");
+        }
+    }
 }

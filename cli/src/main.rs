@@ -25,7 +25,6 @@ mod progress;
 mod render;
 
 use args::{Cli, Command, ManagerFlags};
-use clap::Parser;
 
 fn main() {
     // The permission prompt of an agent run by the worker `aam run` embeds
@@ -36,7 +35,7 @@ fn main() {
     {
         aam_worker::permission_prompt::main_from_args();
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_line();
     // Quiet by default: the CLI's own output is the interface. (The
     // background process of `aam up` is started with AAM_LOG=info.)
     aam_manager::logging::init(

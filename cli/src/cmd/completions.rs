@@ -3,8 +3,6 @@
 //! never drift from the commands. Hidden commands (`__serve`) are left out:
 //! clap_complete would offer them (it does not read `hide`).
 
-use crate::args::Cli;
-use clap::CommandFactory;
 use clap_complete::Shell;
 
 pub fn run(shell: Shell) -> anyhow::Result<i32> {
@@ -16,7 +14,7 @@ pub fn run(shell: Shell) -> anyhow::Result<i32> {
 /// remove one, so the root is put together again from `Cli`'s own
 /// arguments and its visible subcommands (nothing restated by hand).
 fn completable() -> clap::Command {
-    let cli = Cli::command();
+    let cli = crate::args::command();
     let visible: Vec<clap::Command> = cli
         .get_subcommands()
         .filter(|c| !c.is_hide_set())
