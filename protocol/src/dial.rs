@@ -219,3 +219,60 @@ pub fn reply_failure(addr: &str, e: crate::codec::CodecError) -> ConnectError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_frame;
+
+    type Codec = DialCodec<String, String>;
+
+    #[test]
+    fn the_reply_comes_first_then_frames_each_whole() {
+        let reply = HandshakeReply::Accepted {
+            manager_version: "1".into(),
+        };
+        let mut bytes = BytesMut::new();
+        bytes.extend(encode_frame(&reply, 1024).unwrap());
+        bytes.extend(encode_frame(&"answer".to_string(), 1024).unwrap());
+        let mut codec = Codec::new(1024);
+        // Cut anywhere, nothing comes out before its frame is whole.
+        let mut src = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in bytes {
+            src.extend_from_slice(&[byte]);
+            while let Some(item) = codec.decode(&mut src).unwrap() {
+                got.push(item);
+            }
+        }
+        assert!(codec.replied());
+        assert!(
+            matches!(&got[..], [Incoming::Reply(HandshakeReply::Accepted { .. }), Incoming::Frame(f)] if f == "answer")
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_the_reply_and_a_cut_reply_is_truncated() {
+        let refusal = HandshakeReply::Rejected {
+            reason: "invalid token".into(),
+        };
+        let frame = encode_frame(&refusal, 1024).unwrap();
+        let mut codec = Codec::new(1024);
+        let mut src = BytesMut::from(&frame[..]);
+        let Some(Incoming::Reply(reply)) = codec.decode(&mut src).unwrap() else {
+            panic!("no reply decoded");
+        };
+        let refused = accepted("h:1", reply).unwrap_err();
+        assert!(
+            matches!(&refused, ConnectError::Rejected { reason, .. } if reason == "invalid token"),
+            "{refused:?}"
+        );
+        let mut codec = Codec::new(1024);
+        let mut cut = BytesMut::from(&frame[..frame.len() - 1]);
+        assert!(matches!(
+            codec.decode_eof(&mut cut),
+            Err(CodecError::Truncated)
+        ));
+        assert!(!codec.replied());
+    }
+}
