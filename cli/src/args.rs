@@ -363,29 +363,25 @@ impl ManagerFlags {
     /// name (`own`: the command's matches) over those before it and over
     /// the environment.
     fn given_after(&mut self, own: &ArgMatches) -> Result<(), clap::Error> {
-        let after = ManagerFlags::from_arg_matches(own)?;
+        // Every field named: a new flag will not compile until it is here.
+        let ManagerFlags {
+            manager,
+            token,
+            token_file,
+            ca,
+            fingerprint,
+            cert,
+            key,
+        } = ManagerFlags::from_arg_matches(own)?;
         let given = |id: &str| own.value_source(id) == Some(ValueSource::CommandLine);
-        if given("manager") {
-            self.manager = after.manager;
+        macro_rules! take_given {
+            ($($flag:ident),+) => {$(
+                if given(stringify!($flag)) {
+                    self.$flag = $flag;
+                }
+            )+};
         }
-        if given("token") {
-            self.token = after.token;
-        }
-        if given("token_file") {
-            self.token_file = after.token_file;
-        }
-        if given("ca") {
-            self.ca = after.ca;
-        }
-        if given("fingerprint") {
-            self.fingerprint = after.fingerprint;
-        }
-        if given("cert") {
-            self.cert = after.cert;
-        }
-        if given("key") {
-            self.key = after.key;
-        }
+        take_given!(manager, token, token_file, ca, fingerprint, cert, key);
         Ok(())
     }
 }
@@ -442,6 +438,13 @@ mod tests {
 
     fn named(line: &str) -> Option<Named> {
         named_command(&Cli::command(), &words(line))
+    }
+
+    #[test]
+    fn the_flag_ids_are_those_of_the_flags() {
+        let flags = ManagerFlags::augment_args(clap::Command::new("aam"));
+        let ids: Vec<&str> = flags.get_arguments().map(|a| a.get_id().as_str()).collect();
+        assert_eq!(ids, ManagerFlags::IDS);
     }
 
     #[test]
