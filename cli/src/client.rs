@@ -7,10 +7,7 @@
 use crate::exit::{bad_input, is_lost, manager_failed, unreachable, Lost};
 use aam_protocol::agent_run::{AgentFormat, LimitPause};
 use aam_protocol::codec::MAX_FRAME_CEILING;
-use aam_protocol::dial::{
-    accepted, closed_in_handshake, connect_pipelined, reply_failure, ConnectError, DialCodec,
-    Incoming,
-};
+use aam_protocol::dial::{connect_pipelined, read_reply, ConnectError, DialCodec, Incoming};
 use aam_protocol::messages::{
     AgentInfo, ClientRequest, ClientResponse, ErrorKind, JobPage, OutputWanted, Role,
 };
@@ -40,20 +37,11 @@ pub struct Client {
 }
 
 /// Connects and sends the handshake; its reply is read before the first
-/// answer (`Client::next`), so the first request goes out without waiting
-/// for it. Answers may be as large as the manager's configured frame limit.
+/// answer (`Client::next_frame`), so the first request goes out without
+/// waiting for it. Answers may be as large as the manager's configured
+/// frame limit.
 async fn dial(addr: &str, token: &str, tls: &ClientTls) -> Result<Connection, ConnectError> {
     connect_pipelined(addr, Role::Client, token, MAX_FRAME_CEILING, tls).await
-}
-
-/// A failure before the handshake's reply: a refusal (token, certificate)
-/// as `connect_error` says it; a connection lost on the way is `Lost`, so
-/// a client that reconnects tries again.
-fn before_reply(e: ConnectError) -> anyhow::Error {
-    match e {
-        ConnectError::Unreachable { .. } => Lost(e.to_string()).into(),
-        other => connect_error(other),
-    }
 }
 
 fn connect_error(e: ConnectError) -> anyhow::Error {
@@ -94,7 +82,13 @@ impl Client {
     ) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match dial(&self.addr, &self.token, &self.tls).await {
+            // Here the reply is waited for, so that a connection lost
+            // before it is one more attempt, after the backoff.
+            let dialed = match dial(&self.addr, &self.token, &self.tls).await {
+                Ok(mut framed) => read_reply(&mut framed, &self.addr).await.map(|()| framed),
+                Err(e) => Err(e),
+            };
+            match dialed {
                 Ok(framed) => {
                     self.framed = framed;
                     return Ok(());
@@ -146,29 +140,30 @@ impl Client {
         }
     }
 
-    /// The next frame from the manager, the handshake's reply checked
-    /// first while it has not been read.
+    /// The next frame from the manager, the handshake's reply read first
+    /// while it has not been: a refusal, or a connection lost before the
+    /// reply, is exit 3 as a failed connect is (never `Lost`: a client
+    /// that reconnects would dial again at once, and forever).
     async fn next_frame(&mut self) -> anyhow::Result<ClientResponse> {
-        loop {
-            let incoming = self.framed.next().await;
-            let replied = self.framed.codec().replied();
-            return match incoming {
-                Some(Ok(Incoming::Reply(reply))) => {
-                    accepted(&self.addr, reply).map_err(connect_error)?;
-                    continue;
-                }
-                Some(Ok(Incoming::Frame(answer))) => Ok(answer),
-                Some(Err(e)) if !replied => Err(before_reply(reply_failure(&self.addr, e))),
-                None if !replied => Err(before_reply(closed_in_handshake(&self.addr))),
-                Some(Err(e)) => {
-                    Err(Lost(format!("reading from the manager at {}: {e}", self.addr)).into())
-                }
-                None => Err(Lost(format!(
-                    "the manager at {} closed the connection",
-                    self.addr
-                ))
-                .into()),
-            };
+        if !self.framed.codec().replied() {
+            read_reply(&mut self.framed, &self.addr)
+                .await
+                .map_err(connect_error)?;
+        }
+        match self.framed.next().await {
+            Some(Ok(Incoming::Frame(answer))) => Ok(answer),
+            Some(Ok(Incoming::Reply(_))) => Err(anyhow::anyhow!(
+                "a second handshake reply from the manager at {}",
+                self.addr
+            )),
+            Some(Err(e)) => {
+                Err(Lost(format!("reading from the manager at {}: {e}", self.addr)).into())
+            }
+            None => Err(Lost(format!(
+                "the manager at {} closed the connection",
+                self.addr
+            ))
+            .into()),
         }
     }
 

@@ -126,8 +126,28 @@ pub async fn connect_pipelined<In, Out: Serialize>(
     Ok(framed)
 }
 
+/// Reads the handshake's reply on a connection from `connect_pipelined`
+/// (within 10 s, as `connect` waits), and says what it means.
+pub async fn read_reply<In: DeserializeOwned, Out>(
+    framed: &mut Framed<ClientStream, DialCodec<In, Out>>,
+    addr: &str,
+) -> Result<(), ConnectError> {
+    let unreachable = |reason: &str| ConnectError::Unreachable {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    };
+    match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
+        Err(_) => Err(unreachable("no handshake reply within 10 s")),
+        Ok(Some(Ok(Incoming::Reply(reply)))) => accepted(addr, reply),
+        // The codec reads the reply first: a frame is one read after it.
+        Ok(Some(Ok(Incoming::Frame(_)))) => Err(unreachable("a frame before the handshake reply")),
+        Ok(Some(Err(e))) => Err(reply_failure(addr, e)),
+        Ok(None) => Err(closed_in_handshake(addr)),
+    }
+}
+
 /// What the manager's reply to a handshake says: go on, or why not.
-pub fn accepted(addr: &str, reply: HandshakeReply) -> Result<(), ConnectError> {
+fn accepted(addr: &str, reply: HandshakeReply) -> Result<(), ConnectError> {
     match reply {
         HandshakeReply::Accepted { .. } => Ok(()),
         HandshakeReply::Rejected { reason } => Err(ConnectError::Rejected {
@@ -138,7 +158,7 @@ pub fn accepted(addr: &str, reply: HandshakeReply) -> Result<(), ConnectError> {
 }
 
 /// The manager closed the connection before it replied to the handshake.
-pub fn closed_in_handshake(addr: &str) -> ConnectError {
+fn closed_in_handshake(addr: &str) -> ConnectError {
     ConnectError::Unreachable {
         addr: addr.to_string(),
         reason: "connection closed during the handshake".into(),
@@ -153,8 +173,8 @@ pub enum Incoming<In> {
 }
 
 /// The codec of a connection that sent its handshake without waiting for
-/// the reply (`connect_pipelined`): the first frame it reads is the reply,
-/// every later one an `In`; it writes `Out`s.
+/// the reply (`connect_pipelined`): the first frame it reads is the reply
+/// (`read_reply`), every later one an `In`; it writes `Out`s.
 pub struct DialCodec<In, Out> {
     reply: FrameCodec<HandshakeReply, Handshake>,
     frames: FrameCodec<In, Out>,
@@ -210,7 +230,7 @@ impl<In, Out: Serialize> Encoder<Out> for DialCodec<In, Out> {
 /// A failed send of the handshake or read of its reply: a TLS alert (the
 /// manager refused our certificate) is not worth retrying, other failures
 /// are.
-pub fn reply_failure(addr: &str, e: crate::codec::CodecError) -> ConnectError {
+fn reply_failure(addr: &str, e: crate::codec::CodecError) -> ConnectError {
     match e {
         crate::codec::CodecError::Io(io) => tls_failure(addr, io),
         other => ConnectError::Unreachable {

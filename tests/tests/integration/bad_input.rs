@@ -193,6 +193,67 @@ fn a_wrong_token_is_reported_even_behind_a_big_first_request() {
     assert_eq!(sessions, serde_json::json!([]), "{}", out.dump());
 }
 
+/// A port that does TLS with the manager's certificate but does not speak
+/// aam (here the manager's own HTTPS port, which answers the handshake
+/// with an HTTP error): every command exits 3 at once naming the bad reply,
+/// the ones that follow a session and reconnect after a lost connection
+/// (`watch`, `wait`, `logs --follow`) included, instead of dialing again
+/// and again.
+#[test]
+fn a_port_that_is_not_aam_behind_tls_is_exit_3_for_every_command() {
+    let c = Cluster::with_http();
+    let http = c.http_addr.replace("0.0.0.0:", "127.0.0.1:");
+    for args in [
+        &["sessions"][..],
+        &["watch", "s1"],
+        &["wait", "s1"],
+        &["logs", "s1/a", "--follow"],
+    ] {
+        let mut cmd = c.aam_command(args);
+        cmd.env("AAM_MANAGER", &http);
+        let out = aam_tests::run_command(cmd, Duration::from_secs(30)).expect_code(3);
+        assert!(
+            out.stderr.contains(&http) && out.stderr.contains("bad handshake reply"),
+            "{}",
+            out.dump()
+        );
+        assert!(!out.stderr.contains("reconnecting"), "{}", out.dump());
+    }
+}
+
+/// A server that does TLS with the manager's certificate and then says
+/// nothing: a command gives up on the handshake's reply after 10 s (exit
+/// 3), as it did when it waited for the reply before its request.
+#[test]
+fn no_handshake_reply_within_10_s_is_exit_3() {
+    use aam_protocol::tls::{server_config, ServerIdentity, KEY_FILE};
+    let c = Cluster::with_manager();
+    let identity = ServerIdentity::load(&c.cert(), &c.data_dir().join(KEY_FILE)).unwrap();
+    let config = std::sync::Arc::new(server_config(&identity, None).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = listener.local_addr().unwrap().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    // Not joined: were the command never to connect, it would wait in accept.
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::ServerConnection::new(config).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp).unwrap();
+        }
+        // Holds the connection, silent, until the test is over.
+        let _ = finished.recv_timeout(Duration::from_secs(60));
+    });
+    let mut cmd = c.aam_command(&["sessions"]);
+    cmd.env("AAM_MANAGER", &silent);
+    let out = aam_tests::run_command(cmd, Duration::from_secs(30)).expect_code(3);
+    let _ = done.send(());
+    assert!(
+        out.stderr.contains(&silent) && out.stderr.contains("no handshake reply within 10 s"),
+        "{}",
+        out.dump()
+    );
+}
+
 /// A request that arrives with the handshake (in the same read, here the
 /// same TLS record) is answered without the client sending anything more:
 /// the manager reads the bytes behind the handshake before its socket.
