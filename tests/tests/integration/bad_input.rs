@@ -212,8 +212,11 @@ fn a_port_that_is_not_aam_behind_tls_is_exit_3_for_every_command() {
         let mut cmd = c.aam_command(args);
         cmd.env("AAM_MANAGER", &http);
         let out = aam_tests::run_command(cmd, Duration::from_secs(30)).expect_code(3);
+        // Mostly the HTTP answer read as a frame; the HTTPS server may
+        // also reset a connection (a loaded machine, its TLS deadline).
+        let said = ["bad handshake reply", "cannot connect to"];
         assert!(
-            out.stderr.contains(&http) && out.stderr.contains("bad handshake reply"),
+            out.stderr.contains(&http) && said.iter().any(|s| out.stderr.contains(s)),
             "{}",
             out.dump()
         );
