@@ -301,8 +301,9 @@ impl Cli {
     /// and 0.1 ms here, for the one command used; BENCHMARKS.md,
     /// thirteenth session). So when the line names a command, they are
     /// the root's and that command's own, and the command's win (as with
-    /// clap's globals, where the last one given wins). Otherwise (`aam
-    /// help CMD`, a mistyped command) clap's globals do it (`command`).
+    /// clap's globals, where the last one given wins). A line that names
+    /// none (`aam --version`) needs no copies; anything else (`aam help
+    /// CMD`, a mistyped command) gets clap's globals (`command`).
     pub fn parse_line() -> Cli {
         Cli::parse_words(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
     }
