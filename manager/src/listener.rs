@@ -25,7 +25,7 @@ use aam_protocol::messages::{
     ClientRequest, ClientResponse, Handshake, HandshakeReply, ManagerToWorker, Role,
     WorkerToManager, MAGIC,
 };
-use aam_protocol::tls::{CloseOnEof, ServerStream};
+use aam_protocol::tls::{after_handshake, AfterHandshake, ServerStream};
 use aam_protocol::PROTOCOL_VERSION;
 use actix::prelude::*;
 use futures::{SinkExt, StreamExt};
@@ -317,23 +317,15 @@ pub(crate) fn refused(
 }
 
 /// The frames of an authenticated connection, starting with the bytes that
-/// arrived right behind the handshake (a client's first request, sent
-/// without waiting for the reply). They are read before the socket, as
-/// bytes: a `FramedRead` given them in its buffer would not decode them
-/// until the socket had more to read.
-type Frames<In, Out> = FramedRead<
-    tokio::io::Chain<std::io::Cursor<bytes::BytesMut>, CloseOnEof<ReadHalf<ServerStream>>>,
-    FrameCodec<In, Out>,
->;
+/// arrived right behind the handshake.
+type Frames<In, Out> = FramedRead<AfterHandshake<ReadHalf<ServerStream>>, FrameCodec<In, Out>>;
 
-/// The frame reader of an authenticated connection (`Frames`).
 fn reader<In, Out>(
     read: ReadHalf<ServerStream>,
     leftover: bytes::BytesMut,
     max_frame: usize,
 ) -> Frames<In, Out> {
-    let bytes = std::io::Cursor::new(leftover).chain(CloseOnEof(read));
-    FramedRead::new(bytes, FrameCodec::new(max_frame))
+    FramedRead::new(after_handshake(leftover, read), FrameCodec::new(max_frame))
 }
 
 /// TLS, within `deadline`; None (the connection dropped) if it failed.
@@ -398,7 +390,9 @@ async fn handshake(
         Err(reason) => {
             tracing::warn!(%peer, "rejected connection: {reason}");
             let reply = HandshakeReply::Rejected { reason };
-            if let Ok(Ok(())) = tokio::time::timeout(LINGER_FOR, framed.send(reply)).await {
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await
+            {
                 linger(framed.into_inner(), shared.max_frame).await;
             }
             return;

@@ -2,8 +2,8 @@
 //! manager), then the handshake (workers and clients share it). A peer
 //! either waits for the handshake's reply (`connect`) or sends its first
 //! request right behind the handshake and reads the reply before the first
-//! answer (`open`, then `DialCodec`): one round trip less, which is what a
-//! CLI command, one request on a new connection, is made of.
+//! answer (`connect_pipelined`, then `read_reply`): one round trip less,
+//! which is what a CLI command, one request on a new connection, is made of.
 
 use crate::codec::{encode_frame, CodecError, FrameCodec, DEFAULT_MAX_FRAME};
 use crate::messages::{Handshake, HandshakeReply, Role};
@@ -76,38 +76,17 @@ pub async fn connect(
     addr: &str,
     role: Role,
     token: &str,
-    max_frame: usize,
     tls: &ClientTls,
-) -> Result<(ClientStream, bytes::BytesMut), ConnectError> {
-    let stream = open(addr, tls).await?;
-    let mut framed = Framed::new(
-        stream,
-        FrameCodec::<HandshakeReply, Handshake>::new(max_frame),
-    );
-    framed
-        .send(Handshake::new(role, token))
-        .await
-        .map_err(|e| reply_failure(addr, e))?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), framed.next())
-        .await
-        .map_err(|_| ConnectError::Unreachable {
-            addr: addr.to_string(),
-            reason: "no handshake reply within 10 s".into(),
-        })?;
-    match reply {
-        Some(Ok(reply)) => {
-            accepted(addr, reply)?;
-            let parts = framed.into_parts();
-            Ok((parts.io, parts.read_buf))
-        }
-        Some(Err(e)) => Err(reply_failure(addr, e)),
-        None => Err(closed_in_handshake(addr)),
-    }
+) -> Result<(ClientStream, BytesMut), ConnectError> {
+    let mut framed = connect_pipelined::<(), ()>(addr, role, token, DEFAULT_MAX_FRAME, tls).await?;
+    read_reply(&mut framed, addr).await?;
+    let parts = framed.into_parts();
+    Ok((parts.io, parts.read_buf))
 }
 
 /// Connects and sends the handshake without waiting for its reply: the
-/// caller's first request follows at once, and `DialCodec` reads the
-/// reply before the first answer (`accepted` says what it means).
+/// caller's first request follows at once, and `read_reply` reads the
+/// reply before the first answer.
 pub async fn connect_pipelined<In, Out: Serialize>(
     addr: &str,
     role: Role,
@@ -243,7 +222,6 @@ fn reply_failure(addr: &str, e: crate::codec::CodecError) -> ConnectError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::encode_frame;
 
     type Codec = DialCodec<String, String>;
 

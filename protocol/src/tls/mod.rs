@@ -118,6 +118,22 @@ pub fn choose_trust(
     ))
 }
 
+/// A connection's read side once its handshake is done: the bytes that
+/// came behind the handshake (`leftover`, e.g. a client's first request
+/// sent without waiting for the reply) and then the socket. The leftover
+/// is read as bytes: a `FramedRead` given it in its buffer would not decode
+/// it until the socket had more to read.
+pub type AfterHandshake<R> = tokio::io::Chain<std::io::Cursor<bytes::BytesMut>, CloseOnEof<R>>;
+
+/// `AfterHandshake` of `leftover`, then `read`.
+pub fn after_handshake<R: tokio::io::AsyncRead + Unpin>(
+    leftover: bytes::BytesMut,
+    read: R,
+) -> AfterHandshake<R> {
+    use tokio::io::AsyncReadExt;
+    std::io::Cursor::new(leftover).chain(CloseOnEof(read))
+}
+
 /// A TLS stream's read side on which a peer that closes its socket
 /// without TLS's `close_notify` (a CLI that exits, a killed process) ends
 /// the stream like a plain close, instead of an error per connection in

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Output bytes waiting to be written past which new output is not sent
@@ -151,12 +151,8 @@ impl Link {
         ctx: &mut Context<WorkerAgent>,
     ) -> Link {
         let (read, write) = tokio::io::split(stream);
-        // What arrived behind the handshake's reply is read first, as
-        // bytes (a `FramedRead` given it in its buffer would not decode it
-        // until the socket had more).
-        let bytes = std::io::Cursor::new(leftover).chain(aam_protocol::tls::CloseOnEof(read));
         let reader = FramedRead::new(
-            bytes,
+            aam_protocol::tls::after_handshake(leftover, read),
             FrameCodec::<ManagerToWorker, WorkerToManager>::new(max_frame),
         );
         let reader = ctx.add_stream(reader);
@@ -374,16 +370,8 @@ impl WorkerAgent {
         }
         self.link = Link::Dialing;
         let config = self.config.clone();
-        let attempt = async move {
-            connect(
-                &config.manager,
-                Role::Worker,
-                &config.token,
-                config.max_frame,
-                &config.tls,
-            )
-            .await
-        };
+        let attempt =
+            async move { connect(&config.manager, Role::Worker, &config.token, &config.tls).await };
         ctx.spawn(
             attempt
                 .into_actor(self)
