@@ -1,13 +1,16 @@
 //! The allocator of the `aam-manager` binary: mimalloc, whose options
-//! `tune` sets at start. Under the dispatch load glibc's allocator was a
-//! quarter of the manager's CPU (BENCHMARKS.md, issue 18). The `aam` CLI
-//! keeps glibc's: mimalloc's arenas added 0.2 ms to each start of a
+//! `tune` sets at start, and the thread that gives freed memory back to
+//! the system (`start_purging`). Under the dispatch load glibc's allocator
+//! was a quarter of the manager's CPU (BENCHMARKS.md, issue 18). The `aam`
+//! CLI keeps glibc's: mimalloc's arenas added 0.2 ms to each start of a
 //! command (`aam --help` 2.3 ms against 2.1), which is most of what a CLI
 //! call costs, so `aam run` and `aam up` (its embedded manager) keep it too.
 //!
 //! A module of `main.rs`, not of the library: the `aam` CLI links the
 //! library, and a reference to mimalloc from it linked mimalloc in, whose
 //! initialisation then ran at every start of a command.
+
+use std::time::Duration;
 
 pub use mimalloc::MiMalloc as Allocator;
 
@@ -16,9 +19,21 @@ pub use mimalloc::MiMalloc as Allocator;
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Memory freed goes back to the system at once (mimalloc's default keeps
-/// it a second, ten for arenas) and arenas are committed as they are used,
-/// so the resident size follows what is live. First thing in `main`.
+/// Memory freed stays this long before it goes back to the system. Given
+/// back at once (0), the pages a dispatch loop frees and takes again were
+/// returned and faulted in again, thousands of times a second: a sixth of
+/// the manager's CPU per job (BENCHMARKS.md, fourteenth session).
+const PURGE_DELAY_MS: libc::c_long = 100;
+
+/// How often the purging thread asks mimalloc to give back what has
+/// waited `PURGE_DELAY_MS`: mimalloc itself only does it when something
+/// allocates, and a manager that just took a million jobs may allocate
+/// nothing for a long time.
+const PURGE_TICK: Duration = Duration::from_millis(100);
+
+/// Arenas are committed as they are used, and memory freed goes back to
+/// the system after `PURGE_DELAY_MS` (mimalloc's default is a second), so
+/// the resident size follows what is live. First thing in `main`.
 /// mimalloc's own variables (`MIMALLOC_PURGE_DELAY`, ...) still win.
 pub fn tune() {
     let unset = |name: &str| std::env::var_os(name).is_none();
@@ -29,7 +44,29 @@ pub fn tune() {
             libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
         }
         if unset("MIMALLOC_PURGE_DELAY") {
-            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
         }
     }
+}
+
+/// Starts the thread that runs mimalloc's collection every `PURGE_TICK`:
+/// an unforced one, which gives back only what has waited its delay (and
+/// is program wide for that part), so the pages in use keep being reused.
+pub fn start_purging() -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("aam-purge".into())
+        .spawn(|| loop {
+            std::thread::sleep(PURGE_TICK);
+            // SAFETY: collects this thread's heap (it has one: its name
+            // was allocated on it) and purges the arenas' expired ranges.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        })
+        .map(drop)
+}
+
+/// Gives back at once every range freed so far, however long it waited
+/// (`aam_manager::memory` calls it after a big change).
+pub fn give_back() {
+    // SAFETY: a forced collection of this thread's heap and of the arenas.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }

@@ -20,6 +20,7 @@
 //! `probe` finds the store taking writes again. The scheduler sends that
 //! probe only after rolling its model back to `snapshot`, what is durable.
 
+use crate::memory;
 use crate::metrics::Observer;
 use aam_store::{AuditEntry, Changes, Snapshot, StoreError, StoreWriter};
 use std::sync::mpsc::RecvTimeoutError;
@@ -167,6 +168,8 @@ struct Thread {
     /// Durable groups sled has not taken yet: since when the oldest has
     /// waited, and whom to tell once it has.
     deferred_since: Option<Instant>,
+    /// Bytes the log took for what sled has not taken yet.
+    deferred_bytes: u64,
     applied: Vec<oneshot::Sender<()>>,
 }
 
@@ -181,6 +184,7 @@ fn run(mut writer: StoreWriter, metrics: Observer, rx: mpsc::Receiver<Request>) 
         failed: None,
         metrics,
         deferred_since: None,
+        deferred_bytes: 0,
         applied: Vec::new(),
     };
     loop {
@@ -266,9 +270,14 @@ impl Thread {
                 return;
             }
         };
+        if logged.bytes() >= memory::BIG_CHANGE_BYTES {
+            // Its encoding was just freed: gone before the answer is read.
+            memory::give_back();
+        }
         for reply in replies {
             let _ = reply.send(Ok(()));
         }
+        self.deferred_bytes += logged.bytes();
         self.writer.defer(logged);
         self.applied.extend(applied);
         self.deferred_since.get_or_insert_with(Instant::now);
@@ -278,6 +287,9 @@ impl Thread {
     /// is told.
     fn apply(&mut self) {
         self.writer.apply_deferred();
+        if std::mem::take(&mut self.deferred_bytes) >= memory::BIG_CHANGE_BYTES {
+            memory::give_back();
+        }
         self.deferred_since = None;
         for done in self.applied.drain(..) {
             let _ = done.send(());

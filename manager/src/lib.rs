@@ -17,6 +17,7 @@ pub mod http;
 pub mod lease;
 pub mod listener;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod peer_input;

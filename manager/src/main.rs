@@ -122,6 +122,10 @@ fn main() {
         &filter,
         matches!(args.log_format, aam_manager_log::LogFormat::Json),
     );
+    aam_manager::memory::on_give_back(allocator::give_back);
+    if let Err(e) = allocator::start_purging() {
+        tracing::warn!("freed memory goes back to the system only when the manager allocates: {e}");
+    }
     if let Err(e) = batch {
         tracing::debug!("the manager's threads keep the normal CPU policy: {e}");
     }

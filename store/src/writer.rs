@@ -37,7 +37,17 @@ const PROBE_BYTES: u64 = 1024 * 1024;
 /// Change sets the log holds (durable) that sled has not taken yet: from
 /// `StoreWriter::log`, for `StoreWriter::apply` or `defer`.
 #[must_use = "what the log holds goes to sled through `apply` or `defer`"]
-pub struct Logged(Vec<Changes>);
+pub struct Logged {
+    groups: Vec<Changes>,
+    bytes: u64,
+}
+
+impl Logged {
+    /// Bytes the log took for them: about what encoding them allocated.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
 
 /// The single writer of the store. Blocking: use it off the actors' threads.
 pub struct StoreWriter {
@@ -88,7 +98,7 @@ impl StoreWriter {
     pub fn log(&mut self, groups: Vec<Changes>) -> Result<Logged> {
         let groups: Vec<Changes> = groups.into_iter().filter(|c| !c.is_empty()).collect();
         if groups.is_empty() {
-            return Ok(Logged(groups));
+            return Ok(Logged { groups, bytes: 0 });
         }
         if self.sled_failed {
             self.restore_sled()?;
@@ -107,7 +117,10 @@ impl StoreWriter {
         let syncing = std::time::Instant::now();
         self.wal.sync()?;
         self.last_sync = syncing.elapsed();
-        Ok(Logged(groups))
+        Ok(Logged {
+            groups,
+            bytes: frames,
+        })
     }
 
     /// The second half of `commit`: sled takes what the log holds (and
@@ -123,7 +136,7 @@ impl StoreWriter {
     /// sled once. Nothing is at risk meanwhile: the log holds it, and a
     /// checkpoint, which empties the log, applies it first.
     pub fn defer(&mut self, logged: Logged) {
-        self.deferred.extend(logged.0);
+        self.deferred.extend(logged.groups);
     }
 
     /// Change sets logged and deferred, not in sled yet.
@@ -550,6 +563,23 @@ mod tests {
         Changes {
             jobs: vec![crate::StoredJob::encode(&job)],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn what_is_logged_counts_the_log_bytes_it_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, mut writer) = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let before = writer.wal.len();
+        let one = writer.log(vec![submission(1)]).unwrap();
+        let two = writer.log(vec![submission(2), submission(3)]).unwrap();
+        assert!(one.bytes() > 8, "a frame's header and its body");
+        assert!(two.bytes() > one.bytes());
+        assert_eq!(writer.wal.len() - before, one.bytes() + two.bytes());
+        let nothing = writer.log(vec![Changes::default()]).unwrap();
+        assert_eq!(nothing.bytes(), 0, "nothing was written");
+        for logged in [one, two, nothing] {
+            writer.defer(logged);
         }
     }
 
