@@ -7,7 +7,7 @@
  * current directory), removed afterwards.
  *
  *   cc -O2 -o /tmp/log_sync bench/probes/log_sync.c
- *   for r in 1 2; do for m in 0 1 2; do /tmp/log_sync $m; done; done
+ *   for r in 1 2 3; do for m in 0 1 2; do /tmp/log_sync $m; done; done
  */
 #define _GNU_SOURCE
 #include <fcntl.h>

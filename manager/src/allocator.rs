@@ -19,8 +19,9 @@ pub use mimalloc::MiMalloc as Allocator;
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Memory freed stays this long before it goes back to the system. Given
-/// back at once (0), the pages a dispatch loop frees and takes again were
+/// Memory freed stays about this long before it goes back to the system
+/// (an arena's clock starts at its first free range, and the purging
+/// thread looks every `PURGE_TICK`: 100 to 200 ms). Given back at once (0), the pages a dispatch loop frees and takes again were
 /// returned and faulted in again, thousands of times a second: a sixth of
 /// the manager's CPU per job (BENCHMARKS.md, fourteenth session).
 const PURGE_DELAY_MS: libc::c_long = 100;
@@ -32,7 +33,7 @@ const PURGE_DELAY_MS: libc::c_long = 100;
 const PURGE_TICK: Duration = Duration::from_millis(100);
 
 /// Arenas are committed as they are used, and memory freed goes back to
-/// the system after `PURGE_DELAY_MS` (mimalloc's default is a second), so
+/// the system after about `PURGE_DELAY_MS` (mimalloc's default is a second), so
 /// the resident size follows what is live. First thing in `main`.
 /// mimalloc's own variables (`MIMALLOC_PURGE_DELAY`, ...) still win.
 pub fn tune() {
@@ -50,16 +51,24 @@ pub fn tune() {
 }
 
 /// Starts the thread that runs mimalloc's collection every `PURGE_TICK`:
-/// an unforced one, which gives back only what has waited its delay (and
-/// is program wide for that part), so the pages in use keep being reused.
+/// an unforced one, which gives back only what has waited its delay (the
+/// arenas' part of a collection is program wide), so the pages in use
+/// keep being reused.
 pub fn start_purging() -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("aam-purge".into())
-        .spawn(|| loop {
-            std::thread::sleep(PURGE_TICK);
-            // SAFETY: collects this thread's heap (it has one: its name
-            // was allocated on it) and purges the arenas' expired ranges.
-            unsafe { libmimalloc_sys::mi_collect(false) };
+        .spawn(|| {
+            // SAFETY: sets up this thread's heap: mimalloc skips the
+            // collection of a thread that has none, arenas included, and a
+            // thread gets one only at its first allocation, which this
+            // thread may never make.
+            unsafe { libmimalloc_sys::mi_thread_init() };
+            loop {
+                std::thread::sleep(PURGE_TICK);
+                // SAFETY: collects this thread's (empty) heap and purges
+                // the arenas' ranges whose delay has passed.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
         })
         .map(drop)
 }

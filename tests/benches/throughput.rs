@@ -343,9 +343,9 @@ fn submission() {
     let settled_after = settling.elapsed();
     let settled = rss_kib(pid, "VmRSS:");
     let peak_ack = rss_kib(pid, "VmHWM:");
-    // The allocator gives freed memory back within a few tens of ms
-    // (the manager's `allocator.rs`): what an idle manager holds is read
-    // a second later.
+    // The allocator gives freed memory back within 100-200 ms (the
+    // manager's `allocator.rs`; at once after a big change, `memory.rs`):
+    // what an idle manager holds is read a second later.
     std::thread::sleep(Duration::from_secs(1));
     let idle = rss_kib(pid, "VmRSS:");
     // A status query (its first page, counts whole) proves the manager
