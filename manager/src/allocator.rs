@@ -21,9 +21,10 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Memory freed stays about this long before it goes back to the system
 /// (an arena's clock starts at its first free range, and the purging
-/// thread looks every `PURGE_TICK`: 100 to 200 ms). Given back at once (0), the pages a dispatch loop frees and takes again were
-/// returned and faulted in again, thousands of times a second: a sixth of
-/// the manager's CPU per job (BENCHMARKS.md, fourteenth session).
+/// thread looks every `PURGE_TICK`: 100 to 200 ms). Given back at once
+/// (0), the pages a dispatch loop frees and takes again were returned and
+/// faulted in again, thousands of times a second: a sixth of the
+/// manager's CPU per job (BENCHMARKS.md, fourteenth session).
 const PURGE_DELAY_MS: libc::c_long = 100;
 
 /// How often the purging thread asks mimalloc to give back what has
@@ -33,8 +34,9 @@ const PURGE_DELAY_MS: libc::c_long = 100;
 const PURGE_TICK: Duration = Duration::from_millis(100);
 
 /// Arenas are committed as they are used, and memory freed goes back to
-/// the system after about `PURGE_DELAY_MS` (mimalloc's default is a second), so
-/// the resident size follows what is live. First thing in `main`.
+/// the system after about `PURGE_DELAY_MS` (mimalloc's default is a
+/// second), so the resident size follows what is live. First thing in
+/// `main`.
 /// mimalloc's own variables (`MIMALLOC_PURGE_DELAY`, ...) still win.
 pub fn tune() {
     let unset = |name: &str| std::env::var_os(name).is_none();
