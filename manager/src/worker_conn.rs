@@ -2,6 +2,8 @@
 //! (`peer_input`) and forwards them to the scheduler, writes the
 //! scheduler's orders through a bounded writer, and enforces the worker's
 //! lease. It registers in `handle(Register)` and leaves in `stopping()`.
+//! An `Ack` sent alone waits (at most `ACK_DELAY`) to go out with the next
+//! message to the same worker.
 
 use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
 use crate::listener::Shared;
@@ -9,16 +11,31 @@ use crate::peer_input::{check_register, trim_report};
 use crate::scheduler::{WorkerConnected, WorkerDisconnected, WorkerReport};
 use crate::state::WorkerId;
 use aam_protocol::codec::CodecError;
-use aam_protocol::messages::{ManagerToWorker, WorkerToManager};
+use aam_protocol::messages::{AttemptRef, ManagerToWorker, WorkerToManager};
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// How long a held `Ack` may wait for the next message to the same worker,
+/// to go out with it. An `Ack` only lets the worker forget an end it
+/// reported (sent again after a reconnect until acknowledged), so it need
+/// not wake the worker on its own: a worker running one job after another
+/// gets it with its next assignment (issue 18, BENCHMARKS.md). Past the
+/// delay it goes alone, so a draining or idle worker is not kept waiting.
+const ACK_DELAY: Duration = Duration::from_millis(20);
+
 /// An order from the scheduler to this worker.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ToWorker(pub ManagerToWorker);
+
+/// The `Ack` of an end, from a commit that gives this worker nothing else:
+/// held for its next message, or `ACK_DELAY`. (An `Ack` with an order goes
+/// as a `ToWorker`, in the same write as the order.)
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HoldAck(pub AttemptRef);
 
 /// Closes the connection; the worker dials again and registers anew.
 #[derive(Message)]
@@ -39,6 +56,9 @@ pub struct WorkerConn {
     who: crate::access::Identity,
     shared: Shared,
     writer: FrameWriter,
+    /// `Ack`s held (`HoldAck`), and the timer that writes them.
+    acks: Vec<AttemptRef>,
+    acks_due: Option<SpawnHandle>,
     /// Set once it registers, cleared when it leaves without the scheduler
     /// needing to hear of it.
     name: Option<String>,
@@ -69,6 +89,8 @@ impl WorkerConn {
                 who,
                 shared,
                 writer: writer.0,
+                acks: Vec::new(),
+                acks_due: None,
                 name: None,
                 last_seen: Instant::now(),
                 lease_expired: false,
@@ -86,6 +108,7 @@ impl WorkerConn {
     /// worker never registered, or its registration was not taken).
     fn close_with(&mut self, ctx: &mut Context<Self>, last: ManagerToWorker) {
         self.name = None;
+        self.write_acks(ctx);
         self.write(ctx, last);
         ctx.stop();
     }
@@ -107,6 +130,27 @@ impl WorkerConn {
                 tracing::error!(peer = %self.peer, "cannot send to a worker, closing its connection: {e}");
                 ctx.stop();
             }
+        }
+    }
+
+    /// Keeps an `Ack` for the next message to this worker, or `ACK_DELAY`.
+    fn hold_ack(&mut self, ctx: &mut Context<Self>, attempt: AttemptRef) {
+        self.acks.push(attempt);
+        if self.acks_due.is_none() {
+            self.acks_due = Some(ctx.run_later(ACK_DELAY, |act, ctx| {
+                act.acks_due = None;
+                act.write_acks(ctx);
+            }));
+        }
+    }
+
+    /// Writes the `Ack`s held so far (ahead of the message that follows).
+    fn write_acks(&mut self, ctx: &mut Context<Self>) {
+        if let Some(due) = self.acks_due.take() {
+            ctx.cancel_future(due);
+        }
+        for attempt in std::mem::take(&mut self.acks) {
+            self.write(ctx, ManagerToWorker::Ack(attempt));
         }
     }
 
@@ -211,6 +255,7 @@ impl StreamHandler<Result<WorkerToManager, CodecError>> for WorkerConn {
                 // a Pong behind it would only pile up on a worker that does
                 // not read.
                 if matches!(report, WorkerToManager::Heartbeat) && self.writer.backlog() == 0 {
+                    self.write_acks(ctx);
                     self.write(ctx, ManagerToWorker::Pong);
                 }
                 trim_report(&mut report);
@@ -229,8 +274,19 @@ impl Handler<ToWorker> for WorkerConn {
             last @ (ManagerToWorker::Refused { .. } | ManagerToWorker::RetryLater { .. }) => {
                 self.close_with(ctx, last)
             }
-            order => self.write(ctx, order),
+            order => {
+                self.write_acks(ctx);
+                self.write(ctx, order)
+            }
         }
+    }
+}
+
+impl Handler<HoldAck> for WorkerConn {
+    type Result = ();
+
+    fn handle(&mut self, msg: HoldAck, ctx: &mut Context<Self>) {
+        self.hold_ack(ctx, msg.0);
     }
 }
 
@@ -239,6 +295,7 @@ impl Handler<Disconnect> for WorkerConn {
 
     fn handle(&mut self, _msg: Disconnect, ctx: &mut Context<Self>) {
         // What is queued still goes out; then the writer closes the socket.
+        self.write_acks(ctx);
         ctx.stop();
     }
 }

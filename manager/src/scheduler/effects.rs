@@ -10,13 +10,13 @@ use super::{Scheduler, WorkerId};
 use crate::client_conn::SessionUpdate;
 use crate::commit::StoreFailure;
 use crate::notify::Staged;
-use crate::worker_conn::ToWorker;
+use crate::worker_conn::{HoldAck, ToWorker};
 use aam_protocol::messages::{ClientResponse, ManagerToWorker};
 use aam_protocol::model::SessionSummary;
 use aam_protocol::JobKey;
 use aam_store::Changes;
 use actix::prelude::*;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) enum Effect {
@@ -170,18 +170,26 @@ impl Scheduler {
     }
 
     fn release(&mut self, effects: Vec<Effect>) {
+        let ordered = workers_with_orders(&effects);
         for effect in release_order(effects) {
-            self.release_one(effect);
+            self.release_one(effect, &ordered);
         }
     }
 
-    fn release_one(&mut self, effect: Effect) {
+    /// `ordered`: the workers this batch gives an order (an `Ack` to any
+    /// other is held, see `HoldAck`).
+    fn release_one(&mut self, effect: Effect, ordered: &HashSet<WorkerId>) {
         match effect {
             Effect::Reply(tx, response) => {
                 let _ = tx.send(response);
             }
             Effect::ToWorker(id, msg) => match self.workers.get(&id) {
-                Some(addr) => addr.do_send(ToWorker(msg)),
+                Some(addr) => match msg {
+                    ManagerToWorker::Ack(attempt) if !ordered.contains(&id) => {
+                        addr.do_send(HoldAck(attempt))
+                    }
+                    msg => addr.do_send(ToWorker(msg)),
+                },
                 None => tracing::debug!(worker = id, "worker left before a message reached it"),
             },
             Effect::Notify(summary) => self.notify(summary),
@@ -219,6 +227,19 @@ impl Scheduler {
     }
 }
 
+/// The workers `effects` give a message other than an `Ack`: an `Ack` to
+/// one of them goes out with it, in the same write.
+fn workers_with_orders(effects: &[Effect]) -> HashSet<WorkerId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ToWorker(_, ManagerToWorker::Ack(_)) => None,
+            Effect::ToWorker(id, _) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Orders to workers first, then everything else, each in its own order:
 /// a client woken first by its answer took the manager's CPU before the
 /// assignment its submission had caused was written (issue 18, BENCHMARKS.md).
@@ -235,6 +256,8 @@ fn release_order(mut effects: Vec<Effect>) -> impl Iterator<Item = Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aam_protocol::messages::AttemptRef;
+    use aam_protocol::SessionId;
 
     fn described(effect: &Effect) -> String {
         match effect {
@@ -270,5 +293,26 @@ mod tests {
             order,
             ["worker 1", "worker 2", "worker 1", "reply a", "flushed", "reply b"]
         );
+    }
+
+    #[test]
+    fn only_workers_given_more_than_an_ack_count_as_ordered() {
+        let ack = |worker: WorkerId| {
+            let job = JobKey {
+                session: SessionId(1),
+                index: worker as u32,
+            };
+            Effect::ToWorker(worker, ManagerToWorker::Ack(AttemptRef { job, attempt: 1 }))
+        };
+        let effects = vec![
+            ack(1),
+            ack(2),
+            Effect::ToWorker(2, ManagerToWorker::Pong),
+            Effect::Flushed(oneshot::channel().0),
+            ack(3),
+            Effect::ToWorker(4, ManagerToWorker::Pong),
+        ];
+        let ordered = workers_with_orders(&effects);
+        assert_eq!(ordered, HashSet::from([2, 4]));
     }
 }

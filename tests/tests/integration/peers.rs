@@ -1,7 +1,8 @@
 //! Forged workers, speaking the protocol directly: no worker speaks for
 //! another's jobs, a second worker under a connected name is turned away
-//! (and gets in once the first is gone), and nothing a worker sends is
-//! taken for size or shape on its word.
+//! (and gets in once the first is gone), an end whose `Ack` never reached
+//! the worker is reported again and counted once, and nothing a worker
+//! sends is taken for size or shape on its word.
 
 use crate::job;
 use aam_protocol::messages::{AttemptRef, ManagerToWorker, WorkerToManager};
@@ -42,6 +43,16 @@ fn until_pong(wire: &mut Wire) -> Vec<ManagerToWorker> {
     });
     assert!(pong.is_some(), "no Pong from the manager");
     other
+}
+
+/// A forged worker's connection, registered (the manager said so).
+fn registered(c: &Cluster, register: WorkerToManager) -> Wire {
+    let (wire, answer) = Wire::register(&c.addr, &c.token, register);
+    assert!(
+        matches!(answer, ManagerToWorker::Registered { .. }),
+        "{answer:?}"
+    );
+    wire
 }
 
 /// Every report a worker may make about `attempt`, each a lie.
@@ -102,11 +113,7 @@ fn a_worker_cannot_end_or_write_into_a_job_running_on_another() {
     });
     let a = current_attempt(&c, &session, "a", 0);
 
-    let (mut liar, answer) = Wire::register(&c.addr, &c.token, registration("liar", 7));
-    assert!(
-        matches!(answer, ManagerToWorker::Registered { .. }),
-        "{answer:?}"
-    );
+    let mut liar = registered(&c, registration("liar", 7));
     for report in forged_reports(a) {
         liar.send(&report);
     }
@@ -135,6 +142,80 @@ fn a_worker_cannot_end_or_write_into_a_job_running_on_another() {
         .json();
     let b = job(&results, "b")["output"].as_str().unwrap().to_string();
     assert!(b.contains("honest output") && !b.contains("forged"), "{b}");
+}
+
+/// The end of `attempt`: exit 0.
+fn finished(attempt: AttemptRef) -> WorkerToManager {
+    WorkerToManager::Finished {
+        attempt,
+        exit: ExitInfo {
+            code: Some(0),
+            signal: None,
+            duration_ms: 1,
+        },
+        stopped: None,
+        agent: None,
+        change: None,
+        patch: Vec::new(),
+        workspace: None,
+    }
+}
+
+/// The manager holds an end's `Ack` for the worker's next message (at most
+/// 20 ms): a connection cut in that window leaves the worker holding an
+/// end that is durable. Back on a new connection, the same process reports
+/// it again; it is acknowledged (alone: nothing else goes to that worker,
+/// so the held `Ack` must go out on its own) and counted once.
+#[test]
+fn an_end_whose_ack_never_reached_the_worker_is_reported_again_and_counted_once() {
+    let c = Cluster::with_manager();
+    let mut first = registered(&c, registration("fw", 7));
+    let file = c.write(
+        "one.json",
+        &json!({"name": "one", "jobs": [{ "name": "a", "command": ["true"] }]}).to_string(),
+    );
+    let session = c.submit(&file);
+    let attempt = loop {
+        if let ManagerToWorker::Assign(a) = first.recv::<ManagerToWorker>() {
+            break a.attempt_ref();
+        }
+    };
+    first.send(&finished(attempt));
+    // Cut before reading anything: whether or not its Ack was written, the
+    // worker never heard that the end is durable.
+    drop(first);
+    c.poll_status(&session, "the end recorded", |s| s["status"] == "succeeded");
+
+    let mut again = registration("fw", 7);
+    if let WorkerToManager::Register { assigned, .. } = &mut again {
+        assigned.push(attempt);
+    }
+    let mut back = registered(&c, again);
+    back.send(&finished(attempt));
+    let mut heard = Vec::new();
+    let acked = poll(Duration::from_secs(20), || {
+        match back.try_recv::<ManagerToWorker>(Duration::from_millis(200)) {
+            Ok(ManagerToWorker::Ack(a)) if a == attempt => Some(()),
+            Ok(other) => {
+                heard.push(other);
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    assert!(
+        acked.is_some(),
+        "the end was not acknowledged; heard {heard:?}"
+    );
+    assert!(
+        heard
+            .iter()
+            .all(|m| matches!(m, ManagerToWorker::Stop { attempt: a, .. } if *a == attempt)),
+        "only told to stop what it holds: {heard:?}"
+    );
+    let s = c.status(&session);
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(job(&s, "a")["attempts"], 1, "{s}");
 }
 
 #[test]
@@ -185,11 +266,7 @@ fn a_worker_whose_name_looks_connected_retries_and_gets_in_once_that_lease_ends(
     }
     c.start_manager();
     // A half-open connection under the name: registered, then silent.
-    let (mut stale, answer) = Wire::register(&c.addr, &c.token, registration("w2", 7));
-    assert!(
-        matches!(answer, ManagerToWorker::Registered { .. }),
-        "{answer:?}"
-    );
+    let mut stale = registered(&c, registration("w2", 7));
     stale.send(&WorkerToManager::Draining);
     let stale_addr = stale.stream.sock.local_addr().unwrap().to_string();
 
@@ -244,11 +321,7 @@ fn oversized_registrations_and_output_are_refused_or_cut_and_change_nothing() {
     assert_eq!(workers, json!([]), "neither was registered");
 
     // A worker's whole output, with a cap of its own and totals that do not add up.
-    let (mut big, answer) = Wire::register(&c.addr, &c.token, registration("big", 1));
-    assert!(
-        matches!(answer, ManagerToWorker::Registered { .. }),
-        "{answer:?}"
-    );
+    let mut big = registered(&c, registration("big", 1));
     let file = c.write(
         "big.json",
         &json!({"name": "big", "jobs": [{ "name": "x", "command": ["true"] }]}).to_string(),
