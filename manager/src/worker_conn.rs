@@ -2,8 +2,8 @@
 //! (`peer_input`) and forwards them to the scheduler, writes the
 //! scheduler's orders through a bounded writer, and enforces the worker's
 //! lease. It registers in `handle(Register)` and leaves in `stopping()`.
-//! An `Ack` sent alone waits (at most `ACK_DELAY`) to go out with the next
-//! message to the same worker.
+//! An `Ack` from a commit that gives the worker nothing else (`HoldAck`)
+//! waits, at most `ACK_DELAY`, to go out with its next message.
 
 use crate::frame_writer::{stop_when_failed, FrameWriter, WriteError};
 use crate::listener::Shared;
