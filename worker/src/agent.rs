@@ -159,6 +159,12 @@ pub struct WorkerAgent {
 
 /// Starts a worker in the current actix system.
 pub fn start(mut config: WorkerConfig) -> Addr<WorkerAgent> {
+    // Made now rather than at the first job, so that the scratch
+    // directories of workers that were killed are swept at start.
+    if let Err(e) = crate::inputs::scratch_dir() {
+        let temp = std::env::temp_dir();
+        tracing::warn!("no scratch directory in {}: {e}", temp.display());
+    }
     // A `Finished` carries the patch: half a frame leaves room for the rest.
     let patch_limit = config.max_frame / 2;
     let worktrees = config

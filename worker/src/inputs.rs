@@ -13,42 +13,19 @@ use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
 
 /// The files every job without dependencies shares, in the scratch directory.
 const NO_INPUTS_JSON: &str = "no-inputs.json";
 const NO_INPUTS_MD: &str = "no-inputs.md";
 
-/// The worker's scratch directory for input files: made once per process
-/// under the temporary directory, with an unpredictable name and mode 0700,
-/// so no other user can read the inputs or plant a file or link in it. The
-/// shared pair of jobs without dependencies is written with it.
+/// The worker's scratch directory (`scratch.rs`), made with the shared
+/// pair of jobs without dependencies in it: the one way in, so that pair
+/// is there whoever asks first.
 pub fn scratch_dir() -> std::io::Result<&'static Path> {
-    if let Some(dir) = SCRATCH.get() {
-        return Ok(dir);
-    }
-    let made = tempfile::Builder::new()
-        .prefix("aam-worker-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()?;
-    create_new(&made.path().join(NO_INPUTS_JSON), "[]\n")?;
-    create_new(&made.path().join(NO_INPUTS_MD), "No dependencies.\n")?;
-    let dir = made.keep();
-    // Only the actor's thread writes inputs; a lost race leaves one extra
-    // directory, removed here.
-    if SCRATCH.set(dir.clone()).is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    Ok(SCRATCH.get().expect("set above"))
-}
-
-/// Removes the scratch directory (at the worker's exit).
-pub fn remove_scratch_dir() {
-    if let Some(dir) = SCRATCH.get() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    crate::scratch::dir(|dir| {
+        create_new(&dir.join(NO_INPUTS_JSON), "[]\n")?;
+        create_new(&dir.join(NO_INPUTS_MD), "No dependencies.\n")
+    })
 }
 
 /// Writes a new file, refusing one that is already there (or a link).

@@ -15,6 +15,7 @@ pub mod permission_prompt;
 pub mod permission_relay;
 pub mod ports;
 pub mod run_reader;
+pub mod scratch;
 pub mod secret_env;
 pub mod stdin_feed;
 pub mod teardown;

@@ -338,6 +338,6 @@ fn main() {
     });
     // Runs until a signal, or a fatal refusal by the manager, stops the system.
     let code = system.run_with_code().unwrap_or(1);
-    aam_worker::inputs::remove_scratch_dir();
+    aam_worker::scratch::remove();
     std::process::exit(code);
 }

@@ -40,6 +40,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         manager.shutdown().await;
         result
     });
+    // The embedded worker's jobs are stopped: its scratch files can go.
+    aam_worker::scratch::remove();
     outcome
 }
 

@@ -20,7 +20,7 @@ pub fn run(data_dir: PathBuf, slots: Option<u32>, config: Option<PathBuf>) -> an
         tracing::debug!("no watchdog for the local worker: {e}");
     }
     let system = actix::System::new();
-    system.block_on(async move {
+    let code = system.block_on(async move {
         let (manager, worker) = embedded::start(config, slots).await?;
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -40,5 +40,8 @@ pub fn run(data_dir: PathBuf, slots: Option<u32>, config: Option<PathBuf>) -> an
         let _ = worker.send(KillAll).await;
         manager.shutdown().await;
         anyhow::Ok(0)
-    })
+    });
+    // The local worker's jobs are stopped: its scratch files can go.
+    aam_worker::scratch::remove();
+    code
 }

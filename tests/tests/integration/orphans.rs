@@ -2,7 +2,8 @@
 //! with it (the leader by its death signal, the rest by the worker's
 //! watchdog and the job's cgroup), and a restarted worker stops what
 //! escaped even that before it registers, never touching the jobs of a
-//! worker under another name.
+//! worker under another name. Nor is a killed worker's scratch directory
+//! left for ever: the next worker on the host removes it.
 //!
 //! Job cgroups need root and a cgroup v2 hierarchy: without them these
 //! tests fail, saying so (the worker's start log says which mechanism it
@@ -152,4 +153,55 @@ fn a_restarted_worker_stops_its_earlier_runs_leftovers_and_no_one_elses() {
         "worker w1 touched worker w2's job {theirs:?}\n{}",
         c.logs()
     );
+}
+
+/// The scratch directories of workers in `temp`.
+fn scratch_dirs(temp: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(temp)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("aam-worker-"))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn a_killed_workers_scratch_directory_is_removed_by_the_next_worker() {
+    let mut c = Cluster::with_manager();
+    let temp = c.path("tmp");
+    std::fs::create_dir_all(&temp).unwrap();
+    c.worker_env
+        .push(("TMPDIR".into(), temp.to_str().unwrap().into()));
+    let first = c.start_worker("w1", 1);
+    // A job with a dependency, so its input files are written there too.
+    let session = c.submit_json(&json!({"name": "inputs", "jobs": [
+        {"name": "a", "command": ["true"]},
+        {"name": "b", "command": ["sh", "-c", "test -s \"$AAM_INPUTS\""], "depends_on": ["a"]},
+    ]}));
+    c.poll_status(&session, "the session succeeded", |s| {
+        s["status"] == "succeeded"
+    });
+    let dirs = scratch_dirs(&temp);
+    assert_eq!(dirs.len(), 1, "one scratch directory per worker: {dirs:?}");
+    let killed = dirs[0].clone();
+
+    c.workers[first].kill();
+    assert!(killed.is_dir(), "a killed worker cannot remove its own");
+    let second = c.start_worker("w2", 1);
+    let dirs = scratch_dirs(&temp);
+    assert_eq!(dirs.len(), 1, "{dirs:?}\n{}", c.logs());
+    assert_ne!(dirs[0], killed, "the killed worker's directory stayed");
+    assert!(
+        c.workers[second]
+            .log_text()
+            .contains("removed the scratch directories of gone workers"),
+        "{}",
+        c.workers[second].log_text()
+    );
+
+    // A worker that stops cleanly removes its own.
+    c.workers[second].stop(libc::SIGTERM, Duration::from_secs(20));
+    assert_eq!(scratch_dirs(&temp), Vec::<std::path::PathBuf>::new());
 }

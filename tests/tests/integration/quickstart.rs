@@ -7,10 +7,13 @@ use std::time::Duration;
 #[test]
 fn quickstart_runs_from_a_fresh_data_dir() {
     let data = aam_tests::Scratch::new();
+    let temp = data.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
     let mut cmd = Command::new(bin("aam"));
     cmd.args(["run", "examples/quickstart.toml", "--data-dir"])
         .arg(data.path().join("aam"))
         .env_remove("AAM_CONFIG")
+        .env("TMPDIR", &temp)
         .current_dir(workspace_root());
     let out = run_command(cmd, Duration::from_secs(120)).expect_code(0);
     assert!(
@@ -32,6 +35,12 @@ fn quickstart_runs_from_a_fresh_data_dir() {
         data.path().join("aam/store").is_dir(),
         "the embedded manager kept no store"
     );
+    let left: Vec<_> = std::fs::read_dir(&temp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "aam run left {left:?}");
 }
 
 #[test]
