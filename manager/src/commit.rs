@@ -158,7 +158,7 @@ impl Committer {
 /// and that the commits a sled pass holds up are few (20 ms against 5:
 /// 1.4 µs less manager CPU a dispatched job, fewer and bigger commit
 /// groups, no stall past 2.6 ms in `latency`; BENCHMARKS.md, sixteenth
-/// session). Memory bounds it too: `APPLY_AT`.
+/// session). A pass comes sooner past `APPLY_AT` change sets.
 const APPLY_AFTER: Duration = Duration::from_millis(20);
 
 /// Change sets past which sled takes what waits at once.

@@ -5,8 +5,8 @@
 //! worker under another name. Nor is a killed worker's scratch directory
 //! left for ever: the next worker on the host removes it.
 //!
-//! Job cgroups need root and a cgroup v2 hierarchy: without them these
-//! tests fail, saying so (the worker's start log says which mechanism it
+//! Job cgroups need root and a cgroup v2 hierarchy: without them the tests
+//! of jobs' processes fail, saying so (the worker's start log says which mechanism it
 //! uses).
 
 use aam_tests::{poll, Cluster};
