@@ -6,8 +6,8 @@
 //! left for ever: the next worker on the host removes it.
 //!
 //! Job cgroups need root and a cgroup v2 hierarchy: without them the tests
-//! of jobs' processes fail, saying so (the worker's start log says which mechanism it
-//! uses).
+//! of jobs' processes fail, saying so (the worker's start log says which
+//! mechanism it uses).
 
 use aam_tests::{poll, Cluster};
 use serde_json::json;
