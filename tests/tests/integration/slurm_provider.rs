@@ -4,7 +4,8 @@
 //! `sbatch` workers (never more than `max_workers` at once) that connect
 //! back with join tokens of their own; a worker whose Slurm job is
 //! cancelled mid-job drains and its job is requeued, as is the job of one
-//! killed outright; every job succeeds; idle workers leave and no Slurm
+//! killed outright (whose watchdog, out of the process group Slurm tracks,
+//! stops that job's processes); every job succeeds; idle workers leave and no Slurm
 //! job is left. An `sbatch` that Slurm refuses is reported in its words, a
 //! worker that fails before it connects is reported with Slurm's state
 //! and reason (and the error clears once a worker connects), and a
@@ -13,6 +14,7 @@
 use aam_tests::slurm::SlurmCluster;
 use aam_tests::{bin, poll, Cluster};
 use serde_json::json;
+use std::path::Path;
 use std::time::Duration;
 
 fn cluster_with(slurm: &SlurmCluster, provider: &str) -> Cluster {
@@ -36,6 +38,53 @@ fn slurm_job_of(slurm: &SlurmCluster, worker: &str) -> String {
         .find(|l| l.contains(worker) && l.contains("|RUNNING|"))
         .unwrap_or_else(|| panic!("no running Slurm job for {worker}: {:?}", slurm.jobs()));
     line.split('|').next().unwrap().to_string()
+}
+
+/// The pid of the `aam-worker` process named `name`: of the processes with
+/// that name on their command line, the one whose parent is none of them
+/// (its watchdog is a fork of it). Only the worker is killed, as a lost
+/// worker process is: its watchdog, out of its process group, then stops
+/// its jobs and removes their cgroups.
+fn worker_pid(name: &str) -> Option<libc::pid_t> {
+    let listed = std::process::Command::new("pgrep")
+        .args(["-f", &format!("name {name} ")])
+        .output()
+        .ok()?;
+    let pids: Vec<libc::pid_t> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let parent = |pid: libc::pid_t| -> Option<libc::pid_t> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    pids.iter()
+        .copied()
+        .find(|&pid| parent(pid).is_some_and(|ppid| !pids.contains(&ppid)))
+}
+
+/// The processes of the jobs of the worker named `name` (their run id,
+/// `AAM_RUN_ID=KEY:...`, has a key that starts with the name).
+fn processes_of_worker(name: &str) -> Vec<u32> {
+    let marker = format!("AAM_RUN_ID={name}-");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|entry| entry.starts_with(marker.as_bytes()))
+            })
+        })
+        .collect()
 }
 
 #[test]
@@ -71,17 +120,25 @@ fn six_queued_jobs_make_a_slurm_provider_submit_workers_whose_cancelled_or_kille
     );
     // `scancel`: Slurm's SIGTERM makes the worker drain; its job, still
     // running after the drain's 15 s, is stopped and requeued. A worker
-    // killed outright (a node lost): its job is requeued at once.
+    // process killed outright: its job is requeued at once, and its
+    // watchdog (out of the process group Slurm tracks) stops the job's
+    // processes.
     slurm.command("scancel", &[&slurm_job_of(&slurm, &workers.0)]);
     let killed = slurm_job_of(&slurm, &workers.1);
-    let pkill = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &format!("name {} ", workers.1)])
-        .status()
-        .unwrap();
-    assert!(
-        pkill.success(),
-        "the worker of Slurm job {killed} was found"
-    );
+    let worker = worker_pid(&workers.1)
+        .unwrap_or_else(|| panic!("the worker of Slurm job {killed} was not found"));
+    let job_processes = poll(Duration::from_secs(15), || {
+        let found = processes_of_worker(&workers.1);
+        (!found.is_empty()).then_some(found)
+    })
+    .unwrap_or_else(|| panic!("no process of the job running on {}", workers.1));
+    // SAFETY: kill only sends a signal, to the worker found above.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    poll(Duration::from_secs(15), || {
+        let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
+        (!job_processes.iter().any(alive)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the killed worker's job processes {job_processes:?} outlived it"));
     // Never more than max_workers Slurm jobs at once, until all are done.
     let mut most = 0;
     poll(Duration::from_secs(120), || {
