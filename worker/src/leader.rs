@@ -13,9 +13,10 @@
 //! What the child may do: it shares the worker's memory while the worker's
 //! thread waits in `clone`, so between `clone` and `execve` it calls only
 //! async-signal-safe functions on data prepared beforehand (no allocation,
-//! no lock, no panic), and runs with every signal blocked until it has put
-//! each handled signal back to its default (a worker's handler must never
-//! run on the child's stack). It reports a failed step through memory the
+//! no lock, no panic), and runs with every signal blocked (but SIGCHLD
+//! when the worker does not handle it) until it has put each handled
+//! signal back to its default (a worker's handler must never run on the
+//! child's stack). It reports a failed step through memory the
 //! two share, then exits 127.
 //!
 //! Architecture invariant: every job or verify process the worker starts
@@ -439,9 +440,9 @@ impl Prepared {
             let top = top
                 .as_ref()
                 .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
-            // SAFETY: every signal is blocked across the clone so that no
-            // handler of the worker runs in the child before it resets
-            // them; the mask is put back right after.
+            // SAFETY: every handled signal is blocked across the clone so
+            // that no handler of the worker runs in the child before it
+            // resets them; the mask is put back right after.
             let old_mask = unsafe { block_signals() };
             // SAFETY: CLONE_VFORK suspends this thread until the child has
             // exec'd or exited, so `child`, the strings it points into and
@@ -555,15 +556,29 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// Blocks every signal on this thread: the mask it had.
+/// Blocks every signal on this thread but an unhandled SIGCHLD: the mask
+/// it had.
+///
+/// SIGCHLD stays open unless the worker handles it (the SIGCHLD watch of
+/// kernels without pidfds): a job that ends before this thread has run
+/// again after `clone` (it may wait behind the job on its CPU) would
+/// otherwise have its SIGCHLD queued, not dropped, and delivered to
+/// another thread of the worker, woken for nothing. The child may take it
+/// unblocked: with no handler, nothing of the worker's runs.
 ///
 /// # Safety
 /// The caller puts the returned mask back.
 unsafe fn block_signals() -> libc::sigset_t {
-    let mut all: libc::sigset_t = std::mem::zeroed();
+    let mut blocked: libc::sigset_t = std::mem::zeroed();
     let mut old: libc::sigset_t = std::mem::zeroed();
-    libc::sigfillset(&mut all);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    libc::sigfillset(&mut blocked);
+    let mut child: libc::sigaction = std::mem::zeroed();
+    let handled = libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut child) != 0
+        || (child.sa_sigaction != libc::SIG_DFL && child.sa_sigaction != libc::SIG_IGN);
+    if !handled {
+        libc::sigdelset(&mut blocked, libc::SIGCHLD);
+    }
+    libc::pthread_sigmask(libc::SIG_SETMASK, &blocked, &mut old);
     old
 }
 

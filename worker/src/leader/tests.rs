@@ -277,3 +277,73 @@ fn the_search_tries_each_directory_of_the_path_in_turn() {
         vec![b"/bin/tool".to_vec(), b"/usr/bin/tool".to_vec()]
     );
 }
+
+/// The mask `block_signals` sets, read back, with this thread's own put
+/// back at once.
+fn mask_while_cloning() -> libc::sigset_t {
+    // SAFETY: this thread's mask, read and restored; nothing else runs on
+    // this thread in between.
+    unsafe {
+        let old = block_signals();
+        let mut during: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut during);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        during
+    }
+}
+
+#[test]
+fn an_unhandled_sigchld_stays_open_across_the_clone_and_a_handled_one_is_blocked() {
+    let blocked = |mask: &libc::sigset_t, signal| {
+        // SAFETY: reads a set we own.
+        unsafe { libc::sigismember(mask, signal) == 1 }
+    };
+    // SAFETY: reads the disposition only.
+    let unhandled = unsafe {
+        let mut now: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut now);
+        now.sa_sigaction == libc::SIG_DFL
+    };
+    assert!(unhandled, "the test process handles SIGCHLD");
+    let during = mask_while_cloning();
+    assert!(!blocked(&during, libc::SIGCHLD));
+    for signal in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+        libc::SIGUSR1,
+    ] {
+        assert!(blocked(&during, signal), "signal {signal} open");
+    }
+    // With a handler, SIGCHLD is blocked too: tried in a forked child, so
+    // that no thread of the test process gets the handler.
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: the child calls only async-signal-safe functions, then
+    // `_exit`; the parent reaps it.
+    let status = unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            let mut handler: libc::sigaction = std::mem::zeroed();
+            handler.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+            let installed = libc::sigaction(libc::SIGCHLD, &handler, std::ptr::null_mut()) == 0;
+            let during = mask_while_cloning();
+            let code = match (installed, libc::sigismember(&during, libc::SIGCHLD)) {
+                (false, _) => 2,
+                (true, 1) => 0,
+                _ => 1,
+            };
+            libc::_exit(code);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        status
+    };
+    assert!(libc::WIFEXITED(status), "{status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "1: a handled SIGCHLD was left open; 2: the handler was refused"
+    );
+}
