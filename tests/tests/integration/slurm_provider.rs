@@ -4,9 +4,9 @@
 //! `sbatch` workers (never more than `max_workers` at once) that connect
 //! back with join tokens of their own; a worker whose Slurm job is
 //! cancelled mid-job drains and its job is requeued, as is the job of one
-//! killed outright (whose watchdog, out of the process group Slurm tracks,
-//! stops that job's processes); every job succeeds; idle workers leave and no Slurm
-//! job is left. An `sbatch` that Slurm refuses is reported in its words, a
+//! killed outright (whose watchdog, out of the process group Slurm
+//! tracks, stops that job's processes); every job succeeds; idle workers
+//! leave and no Slurm job is left. An `sbatch` that Slurm refuses is reported in its words, a
 //! worker that fails before it connects is reported with Slurm's state
 //! and reason (and the error clears once a worker connects), and a
 //! restarted manager takes its Slurm worker back.
@@ -14,7 +14,6 @@
 use aam_tests::slurm::SlurmCluster;
 use aam_tests::{bin, poll, Cluster};
 use serde_json::json;
-use std::path::Path;
 use std::time::Duration;
 
 fn cluster_with(slurm: &SlurmCluster, provider: &str) -> Cluster {
@@ -87,6 +86,15 @@ fn processes_of_worker(name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether `pid` is a process that has not ended (a zombie has).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
 #[test]
 fn six_queued_jobs_make_a_slurm_provider_submit_workers_whose_cancelled_or_killed_jobs_are_requeued(
 ) {
@@ -127,16 +135,17 @@ fn six_queued_jobs_make_a_slurm_provider_submit_workers_whose_cancelled_or_kille
     let killed = slurm_job_of(&slurm, &workers.1);
     let worker = worker_pid(&workers.1)
         .unwrap_or_else(|| panic!("the worker of Slurm job {killed} was not found"));
+    // The job's `sh` and the `sleep` it started: the death signal stops
+    // only the first; the second is the watchdog's to stop.
     let job_processes = poll(Duration::from_secs(15), || {
         let found = processes_of_worker(&workers.1);
-        (!found.is_empty()).then_some(found)
+        (found.len() >= 2).then_some(found)
     })
-    .unwrap_or_else(|| panic!("no process of the job running on {}", workers.1));
+    .unwrap_or_else(|| panic!("the job's processes never ran on {}", workers.1));
     // SAFETY: kill only sends a signal, to the worker found above.
     assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
     poll(Duration::from_secs(15), || {
-        let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
-        (!job_processes.iter().any(alive)).then_some(())
+        (!job_processes.iter().any(|&pid| running(pid))).then_some(())
     })
     .unwrap_or_else(|| panic!("the killed worker's job processes {job_processes:?} outlived it"));
     // Never more than max_workers Slurm jobs at once, until all are done.

@@ -292,58 +292,62 @@ fn mask_while_cloning() -> libc::sigset_t {
     }
 }
 
-#[test]
-fn an_unhandled_sigchld_stays_open_across_the_clone_and_a_handled_one_is_blocked() {
-    let blocked = |mask: &libc::sigset_t, signal| {
-        // SAFETY: reads a set we own.
-        unsafe { libc::sigismember(mask, signal) == 1 }
-    };
-    // SAFETY: reads the disposition only.
-    let unhandled = unsafe {
-        let mut now: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut now);
-        now.sa_sigaction == libc::SIG_DFL
-    };
-    assert!(unhandled, "the test process handles SIGCHLD");
-    let during = mask_while_cloning();
-    assert!(!blocked(&during, libc::SIGCHLD));
-    for signal in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGPIPE,
-        libc::SIGUSR1,
-    ] {
-        assert!(blocked(&during, signal), "signal {signal} open");
-    }
-    // With a handler, SIGCHLD is blocked too: tried in a forked child, so
-    // that no thread of the test process gets the handler.
-    extern "C" fn ignore(_: libc::c_int) {}
-    // SAFETY: the child calls only async-signal-safe functions, then
-    // `_exit`; the parent reaps it.
+/// In a forked child (so that no thread of the test process has its
+/// SIGCHLD disposition changed, and other tests' SIGCHLD watches do not
+/// matter): SIGCHLD set to `disposition`, then which of `signals` the
+/// mask across a clone blocks, as a bit each; 255 if the disposition was
+/// refused.
+fn blocked_across_clone(disposition: libc::sighandler_t, signals: &[libc::c_int]) -> i32 {
+    // SAFETY: the child calls only async-signal-safe functions (sigaction,
+    // the mask's calls, sigismember), then `_exit`; the parent reaps it.
     let status = unsafe {
         let pid = libc::fork();
         assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
         if pid == 0 {
-            let mut handler: libc::sigaction = std::mem::zeroed();
-            handler.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
-            let installed = libc::sigaction(libc::SIGCHLD, &handler, std::ptr::null_mut()) == 0;
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = disposition;
+            if libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()) != 0 {
+                libc::_exit(255);
+            }
             let during = mask_while_cloning();
-            let code = match (installed, libc::sigismember(&during, libc::SIGCHLD)) {
-                (false, _) => 2,
-                (true, 1) => 0,
-                _ => 1,
-            };
-            libc::_exit(code);
+            let mut bits = 0;
+            for (i, signal) in signals.iter().enumerate() {
+                if libc::sigismember(&during, *signal) == 1 {
+                    bits |= 1 << i;
+                }
+            }
+            libc::_exit(bits);
         }
         let mut status = 0;
         assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
         status
     };
     assert!(libc::WIFEXITED(status), "{status}");
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn an_unhandled_sigchld_stays_open_across_the_clone_and_a_handled_one_is_blocked() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    let handler = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SIGCHLD first, then signals that are always blocked.
+    let signals = [
+        libc::SIGCHLD,
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+        libc::SIGUSR1,
+    ];
+    let all = (1 << signals.len()) - 1;
     assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "1: a handled SIGCHLD was left open; 2: the handler was refused"
+        blocked_across_clone(libc::SIG_DFL, &signals),
+        all & !1,
+        "unhandled: SIGCHLD open, the others blocked"
+    );
+    assert_eq!(
+        blocked_across_clone(handler, &signals),
+        all,
+        "handled: SIGCHLD blocked too"
     );
 }
