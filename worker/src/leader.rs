@@ -16,8 +16,8 @@
 //! no lock, no panic), and runs with every signal blocked (but SIGCHLD
 //! when the worker does not handle it) until it has put each handled
 //! signal back to its default (a worker's handler must never run on the
-//! child's stack). It reports a failed step through memory the
-//! two share, then exits 127.
+//! child's stack). It reports a failed step through memory the two share,
+//! then exits 127.
 //!
 //! Architecture invariant: every job or verify process the worker starts
 //! goes through here, so every one of them gets the guards.

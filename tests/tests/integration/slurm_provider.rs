@@ -6,10 +6,10 @@
 //! cancelled mid-job drains and its job is requeued, as is the job of one
 //! killed outright (whose watchdog, out of the process group Slurm
 //! tracks, stops that job's processes); every job succeeds; idle workers
-//! leave and no Slurm job is left. An `sbatch` that Slurm refuses is reported in its words, a
-//! worker that fails before it connects is reported with Slurm's state
-//! and reason (and the error clears once a worker connects), and a
-//! restarted manager takes its Slurm worker back.
+//! leave and no Slurm job is left. An `sbatch` that Slurm refuses is
+//! reported in its words, a worker that fails before it connects is
+//! reported with Slurm's state and reason (and the error clears once a
+//! worker connects), and a restarted manager takes its Slurm worker back.
 
 use aam_tests::slurm::SlurmCluster;
 use aam_tests::{bin, poll, Cluster};
