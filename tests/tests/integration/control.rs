@@ -8,16 +8,6 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// Whether a process exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -58,7 +48,7 @@ fn cancel_stops_every_process_of_a_job_and_keeps_a_receipt() {
             .collect()
     })
     .expect("the job's processes never all started");
-    assert!(all.iter().all(|&p| alive(p)));
+    assert!(all.iter().all(|&p| aam_tests::running(p)));
 
     let out = c
         .aam(&["cancel", &format!("{session}/stubborn"), "--grace", "300ms"])
@@ -67,7 +57,7 @@ fn cancel_stops_every_process_of_a_job_and_keeps_a_receipt() {
     // `aam cancel` returned: nothing of the job may be left.
     for (name, pid) in ["main", "ignorer", "daemon"].iter().zip(&all) {
         assert!(
-            !alive(*pid),
+            !aam_tests::running(*pid),
             "{name} ({pid}) survived the cancel\n{}",
             c.logs()
         );
@@ -121,7 +111,7 @@ fn cancelling_a_session_ends_queued_and_running_jobs() {
     for j in s["jobs"].as_array().unwrap() {
         for sig in j["teardown"]["signals"].as_array().into_iter().flatten() {
             let pid = sig["pid"].as_u64().unwrap() as u32;
-            assert!(!alive(pid), "{} left {pid} running", j["name"]);
+            assert!(!aam_tests::running(pid), "{} left {pid} running", j["name"]);
         }
     }
     // A second cancel finds nothing left to do.
@@ -435,6 +425,9 @@ fn up_starts_a_background_manager_that_commands_here_find_and_down_stops_it() {
         run.dump()
     );
     aam_here(dir.path(), &["down"]).expect_code(0);
-    assert!(!alive(pid as u32), "the background process is still there");
+    assert!(
+        !aam_tests::running(pid as u32),
+        "the background process is still there"
+    );
     aam_here(dir.path(), &["status"]).expect_code(3);
 }

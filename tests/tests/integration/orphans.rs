@@ -16,13 +16,7 @@ use std::time::Duration;
 
 /// Whether a process is gone (a zombie counts as gone: it runs nothing).
 fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].chars().next())
-            .is_some_and(|state| state == 'Z'),
-        Err(_) => true,
-    }
+    !aam_tests::running(pid)
 }
 
 /// The pids a job wrote to `file`, once there are `n`.

@@ -76,9 +76,7 @@ fn interrupting_aam_run_stops_its_jobs() {
         .expect("aam run did not stop on SIGINT");
     assert_eq!(status.code(), Some(1));
     let gone = aam_tests::poll(Duration::from_secs(10), || {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        // Gone, or a zombie waiting for its reaper.
-        (state.is_none() || state.is_some_and(|s| s.contains(") Z "))).then_some(())
+        (!aam_tests::running(pid as u32)).then_some(())
     });
     assert!(gone.is_some(), "the job's process {pid} outlived aam run");
 }

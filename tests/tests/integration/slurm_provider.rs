@@ -11,6 +11,7 @@
 //! reported with Slurm's state and reason (and the error clears once a
 //! worker connects), and a restarted manager takes its Slurm worker back.
 
+use aam_tests::claude::processes_mentioning;
 use aam_tests::slurm::SlurmCluster;
 use aam_tests::{bin, poll, Cluster};
 use serde_json::json;
@@ -67,34 +68,6 @@ fn worker_pid(name: &str) -> Option<libc::pid_t> {
         .find(|&pid| parent(pid).is_some_and(|ppid| !pids.contains(&ppid)))
 }
 
-/// The processes of the jobs of the worker named `name` (their run id,
-/// `AAM_RUN_ID=KEY:...`, has a key that starts with the name).
-fn processes_of_worker(name: &str) -> Vec<u32> {
-    let marker = format!("AAM_RUN_ID={name}-");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|entry| entry.starts_with(marker.as_bytes()))
-            })
-        })
-        .collect()
-}
-
-/// Whether `pid` is a process that has not ended (a zombie has).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
-}
-
 #[test]
 fn six_queued_jobs_make_a_slurm_provider_submit_workers_whose_cancelled_or_killed_jobs_are_requeued(
 ) {
@@ -138,14 +111,14 @@ fn six_queued_jobs_make_a_slurm_provider_submit_workers_whose_cancelled_or_kille
     // The job's `sh` and the `sleep` it started: the death signal stops
     // only the first; the second is the watchdog's to stop.
     let job_processes = poll(Duration::from_secs(15), || {
-        let found = processes_of_worker(&workers.1);
+        let found = processes_mentioning(&format!("AAM_RUN_ID={}-", workers.1));
         (found.len() >= 2).then_some(found)
     })
     .unwrap_or_else(|| panic!("the job's processes never ran on {}", workers.1));
     // SAFETY: kill only sends a signal, to the worker found above.
     assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
     poll(Duration::from_secs(15), || {
-        (!job_processes.iter().any(|&pid| running(pid))).then_some(())
+        (!job_processes.iter().any(|&pid| aam_tests::running(pid))).then_some(())
     })
     .unwrap_or_else(|| panic!("the killed worker's job processes {job_processes:?} outlived it"));
     // Never more than max_workers Slurm jobs at once, until all are done.
