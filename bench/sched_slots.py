@@ -40,7 +40,6 @@ def main():
     idles = collections.defaultdict(list)  # cpu -> [(start, end)]
     born = {}  # job pid -> clone time
     lives = []  # (clone, exit)
-    clones = []
 
     def stop_wait(pid, at):
         if pid in queued_on:
@@ -67,7 +66,6 @@ def main():
         elif event == "sched_process_fork":
             if rest.startswith(f"comm={worker} "):
                 born[f["child_pid"]] = at
-                clones.append(at)
         elif event == "sched_switch":
             prev_pid, next_pid = f["prev_pid"], f["next_pid"]
             prev_state = f.get("prev_state", "")
@@ -79,7 +77,10 @@ def main():
                 name = rest.split("prev_comm=", 1)[1].split(" prev_pid=", 1)[0]
                 queued_on[prev_pid] = (cpu, at, name)
             if prev_state.startswith(("Z", "X")) and prev_pid in born:
-                lives.append((born.pop(prev_pid), at))
+                # A thread of the worker's own ending is not a job.
+                started = born.pop(prev_pid)
+                if rest.startswith(f"prev_comm={job} "):
+                    lives.append((started, at))
             if next_pid == "0":
                 idle_since[cpu] = at
             else:
@@ -124,7 +125,8 @@ def main():
             f"{len(lives)} jobs; time with N alive: {occupancy};"
             f" life p50 {1e6 * life[len(life) // 2]:.0f} us"
         )
-        clones.sort()
+        # The clones of jobs (not of the worker's own threads), ended in the trace.
+        clones = sorted(start for start, _ in lives)
         gaps = []
         for _, end in lives:
             i = bisect.bisect_left(clones, end)
