@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -184,18 +184,23 @@ pub fn worker_dir(own: &Path, key: &str) -> PathBuf {
     own.join(format!("aam-{key}"))
 }
 
-/// A job's cgroup: its directory, with `cgroup.procs` open for the leader
-/// to move itself in before it runs its command (`orphans::guard`) and
-/// `cgroup.events` open to ask whether anything is left in it.
+/// A job's cgroup: its directory, open for a leader to be born in it, with
+/// `cgroup.procs` open for a leader to move itself in where it cannot be
+/// (`orphans::guard`, `leader.rs`) and `cgroup.events` open to ask whether
+/// anything is left in it.
 pub struct JobCgroup {
     pub dir: PathBuf,
+    dir_fd: OwnedFd,
     procs: OwnedFd,
     events: OwnedFd,
 }
 
 impl JobCgroup {
-    pub fn procs(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    pub fn fds(&self) -> crate::leader::CgroupFds {
+        crate::leader::CgroupFds {
+            dir: self.dir_fd.as_raw_fd(),
+            procs: self.procs.as_raw_fd(),
+        }
     }
 
     fn populated(&self) -> bool {
@@ -270,15 +275,26 @@ pub fn create(marker: &str) -> Result<Option<Arc<JobCgroup>>, String> {
                 cgroups.made += 1;
                 let dir = job_cgroup_dir(&parent, run, cgroups.made);
                 let made = std::fs::DirBuilder::new().recursive(true).create(&dir);
-                let opened = made.and_then(|()| Ok((open_procs(&dir)?, open_events(&dir)?)));
-                let (procs, events) = opened
+                let opened = made
+                    .and_then(|()| Ok((open_dir(&dir)?, open_procs(&dir)?, open_events(&dir)?)));
+                let (dir_fd, procs, events) = opened
                     .map_err(|e| format!("cannot make the job's cgroup {}: {e}", dir.display()))?;
-                Arc::new(JobCgroup { dir, procs, events })
+                Arc::new(JobCgroup {
+                    dir,
+                    dir_fd,
+                    procs,
+                    events,
+                })
             }
         };
         cgroups.by_marker.insert(marker.to_string(), cgroup.clone());
         Ok(Some(cgroup))
     })
+}
+
+/// A directory opened read-only (as `clone3` wants a cgroup).
+fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    Ok(OwnedFd::from(std::fs::File::open(dir)?))
 }
 
 fn open_events(dir: &Path) -> std::io::Result<OwnedFd> {
@@ -503,7 +519,7 @@ mod tests {
             .unwrap();
         let mut leader = rt.block_on(async {
             let mut command = crate::leader::Command::new("sleep");
-            command.arg("30").into_cgroup(next.procs());
+            command.arg("30").into_cgroup(next.fds());
             command.spawn().unwrap()
         });
         let pid = leader.id();

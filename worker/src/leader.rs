@@ -4,7 +4,8 @@
 //! runs, and a pidfd to wait on.
 //!
 //! Why not `std::process::Command`: the guards (`PR_SET_PDEATHSIG`, the
-//! move into the job's cgroup) need a `pre_exec` hook, and with one std
+//! move into the job's cgroup where it cannot be born there:
+//! `born_in_cgroup.rs`) need a `pre_exec` hook, and with one std
 //! forks, which copies the page tables of the whole worker and then makes
 //! both sides fault the copied pages back in. That was over half of the
 //! worker's CPU per short job (issue 18); without the copy the guards
@@ -55,7 +56,15 @@ pub struct Command {
     env: Vec<(OsString, OsString)>,
     dir: Option<PathBuf>,
     stdin_piped: bool,
-    cgroup_procs: Option<RawFd>,
+    cgroup: Option<CgroupFds>,
+}
+
+/// A job's cgroup v2, open: its directory (for a leader born in it) and its
+/// `cgroup.procs` (for one that moves itself in where that cannot be done).
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupFds {
+    pub dir: RawFd,
+    pub procs: RawFd,
 }
 
 impl Command {
@@ -66,7 +75,7 @@ impl Command {
             env: Vec::new(),
             dir: None,
             stdin_piped: false,
-            cgroup_procs: None,
+            cgroup: None,
         }
     }
 
@@ -115,10 +124,11 @@ impl Command {
         self
     }
 
-    /// The leader writes itself into this open `cgroup.procs` before it
-    /// execs; the fd must stay open until `spawn` returns.
-    pub fn into_cgroup(&mut self, procs: RawFd) -> &mut Command {
-        self.cgroup_procs = Some(procs);
+    /// The leader runs in this cgroup: born there, or where the kernel
+    /// cannot do that, moving itself in before it execs. Both fds must stay
+    /// open until `spawn` returns.
+    pub fn into_cgroup(&mut self, cgroup: CgroupFds) -> &mut Command {
+        self.cgroup = Some(cgroup);
         self
     }
 
@@ -344,7 +354,7 @@ struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     dir: Option<CString>,
     sh: CString,
-    cgroup_procs: RawFd,
+    cgroup: Option<CgroupFds>,
     stdio: Stdio,
 }
 
@@ -403,7 +413,7 @@ impl Prepared {
             _envp: envp,
             dir,
             sh: CString::from(c"/bin/sh"),
-            cgroup_procs: command.cgroup_procs.unwrap_or(-1),
+            cgroup: command.cgroup,
             stdio: Stdio::new(command.stdin_piped)?,
         };
         let mut sh_argv = vec![prepared.sh.as_ptr(), std::ptr::null()];
@@ -419,7 +429,7 @@ impl Prepared {
             step: AtomicU8::new(Step::None as u8),
         };
         let mut sh_argv = self.sh_argv_ptrs.clone();
-        let child = ChildArgs {
+        let mut child = ChildArgs {
             candidates: self.candidate_ptrs.as_ptr(),
             argv: self.argv_ptrs.as_ptr(),
             sh_argv: sh_argv.as_mut_ptr(),
@@ -431,7 +441,8 @@ impl Prepared {
                 self.stdio.stdout_child.as_raw_fd(),
                 self.stdio.stderr_child.as_raw_fd(),
             ],
-            cgroup_procs: self.cgroup_procs,
+            // Set below: only a leader not born in its cgroup moves in.
+            cgroup_procs: -1,
             // SAFETY: getpid only reads this process's id.
             worker: unsafe { libc::getpid() },
             report: &mut report,
@@ -444,25 +455,10 @@ impl Prepared {
             // that no handler of the worker runs in the child before it
             // resets them; the mask is put back right after.
             let old_mask = unsafe { block_signals() };
-            // SAFETY: CLONE_VFORK suspends this thread until the child has
-            // exec'd or exited, so `child`, the strings it points into and
-            // the stack (this thread's own) outlive the child's use of
-            // them. The child runs `child_main` only (see its rules).
-            let pid = unsafe {
-                libc::clone(
-                    child_main,
-                    top.0.cast(),
-                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                    (&child as *const ChildArgs).cast_mut().cast(),
-                )
-            };
-            let clone_error = io::Error::last_os_error();
+            let started = self.clone_child(top, &mut child);
             // SAFETY: restores this thread's own mask.
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
-            if pid < 0 {
-                return Err(clone_error);
-            }
-            Ok(pid)
+            started
         })?;
         let errno = report.errno.load(Ordering::Acquire);
         if errno == 0 {
@@ -488,6 +484,43 @@ impl Prepared {
             }
             _ => io::Error::new(error.kind(), format!("preparing the process: {error}")),
         })
+    }
+
+    /// Starts the child (`child_main` on `child`) born in its cgroup where
+    /// the kernel can (`born_in_cgroup`), else with `clone`, moving itself
+    /// into its cgroup if it has one.
+    fn clone_child(&self, top: &StackTop, child: &mut ChildArgs) -> io::Result<libc::pid_t> {
+        if let Some(cgroup) = self.cgroup.filter(|_| born_in_cgroup::usable()) {
+            let arg = (child as *mut ChildArgs).cast();
+            // SAFETY: as for `clone` below; the stack is this thread's
+            // child stack, unused while no child of this thread runs.
+            let born =
+                unsafe { born_in_cgroup::start(child_main, arg, top.0, CHILD_STACK, cgroup.dir) };
+            match born {
+                Ok(pid) => return Ok(pid),
+                // Whatever the reason, the older way either works or says
+                // which step failed, as it always has.
+                Err(e) => tracing::debug!("a leader not born in its cgroup: {e}"),
+            }
+        }
+        child.cgroup_procs = self.cgroup.map_or(-1, |c| c.procs);
+        let arg = (child as *mut ChildArgs).cast();
+        // SAFETY: CLONE_VFORK suspends this thread until the child has
+        // exec'd or exited, so `child`, the strings it points into and
+        // the stack (this thread's own) outlive the child's use of them.
+        // The child runs `child_main` only (see its rules).
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                top.0.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                arg,
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(pid)
     }
 }
 
@@ -751,6 +784,8 @@ fn map_child_stack() -> io::Result<StackTop> {
         Ok(StackTop(base.cast::<u8>().add(guard + CHILD_STACK)))
     }
 }
+
+mod born_in_cgroup;
 
 #[cfg(test)]
 mod tests;

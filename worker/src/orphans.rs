@@ -120,7 +120,7 @@ pub fn guard(
 ) -> Result<Option<Arc<JobCgroup>>, String> {
     let job_cgroup = cgroup::create(marker)?;
     if let Some(c) = &job_cgroup {
-        command.into_cgroup(c.procs());
+        command.into_cgroup(c.fds());
     }
     Ok(job_cgroup)
 }

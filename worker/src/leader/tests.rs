@@ -351,3 +351,112 @@ fn an_unhandled_sigchld_stays_open_across_the_clone_and_a_handled_one_is_blocked
         "handled: SIGCHLD blocked too"
     );
 }
+
+/// A cgroup of its own for a test, removed when dropped (empty by then).
+struct TestCgroup {
+    dir: PathBuf,
+    dir_fd: OwnedFd,
+    procs: OwnedFd,
+}
+
+impl TestCgroup {
+    /// Needs job cgroups (root, cgroup v2), as the cgroup tests do.
+    fn new(name: &str) -> TestCgroup {
+        let own = crate::cgroup::detect().unwrap_or_else(|why| {
+            panic!("this test needs job cgroups (root and a writable cgroup v2): {why}")
+        });
+        let dir = own.join(format!("aam-leadertest-{}-{name}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let dir_fd = OwnedFd::from(std::fs::File::open(&dir).unwrap());
+        // Read-only: a leader that tried to move itself in would fail.
+        let procs = OwnedFd::from(std::fs::File::open(dir.join("cgroup.procs")).unwrap());
+        TestCgroup { dir, dir_fd, procs }
+    }
+
+    fn writable_procs(&self) -> OwnedFd {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))
+            .unwrap();
+        OwnedFd::from(file)
+    }
+
+    fn members(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The leader's cgroup v2 path as it sees it, and its exit code.
+async fn cgroup_seen(cgroup: CgroupFds) -> io::Result<(String, Option<i32>)> {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "grep '^0::' /proc/self/cgroup"])
+        .into_cgroup(cgroup);
+    let mut leader = command.spawn()?;
+    let mut out = String::new();
+    leader
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await?;
+    Ok((out, leader.wait().await?.code()))
+}
+
+#[test]
+fn a_leader_is_born_in_its_cgroup_and_moves_in_where_it_cannot_be() {
+    assert!(
+        born_in_cgroup::usable(),
+        "this machine (x86_64, Linux 5.7+) should start leaders in their cgroups"
+    );
+    let born = TestCgroup::new("born");
+    let rt = runtime();
+    // Born there: it never writes to cgroup.procs (open read-only here,
+    // so a leader that tried would fail to start).
+    let (seen, code) = rt
+        .block_on(cgroup_seen(CgroupFds {
+            dir: born.dir_fd.as_raw_fd(),
+            procs: born.procs.as_raw_fd(),
+        }))
+        .unwrap();
+    assert_eq!(code, Some(0));
+    let name = born.dir.file_name().unwrap().to_str().unwrap();
+    assert!(seen.trim().ends_with(&format!("/{name}")), "{seen}");
+    assert!(born_in_cgroup::usable());
+
+    // A directory clone3 refuses (not a cgroup): the leader moves itself
+    // in, as before; with no way to write it in, it fails naming the step.
+    let moved = TestCgroup::new("moved");
+    let not_a_cgroup = tempfile::tempdir().unwrap();
+    let not_a_cgroup = OwnedFd::from(std::fs::File::open(not_a_cgroup.path()).unwrap());
+    let procs = moved.writable_procs();
+    let (seen, code) = rt
+        .block_on(cgroup_seen(CgroupFds {
+            dir: not_a_cgroup.as_raw_fd(),
+            procs: procs.as_raw_fd(),
+        }))
+        .unwrap();
+    assert_eq!(code, Some(0));
+    let name = moved.dir.file_name().unwrap().to_str().unwrap();
+    assert!(seen.trim().ends_with(&format!("/{name}")), "{seen}");
+    let refused = rt
+        .block_on(cgroup_seen(CgroupFds {
+            dir: not_a_cgroup.as_raw_fd(),
+            procs: moved.procs.as_raw_fd(),
+        }))
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("moving into the job's cgroup"),
+        "{refused}"
+    );
+    // The kernel's refusal of one directory is not taken for good.
+    assert!(born_in_cgroup::usable());
+    assert_eq!(born.members(), "");
+    assert_eq!(moved.members(), "");
+}
