@@ -5,12 +5,13 @@
 //!
 //! Why: a leader that moves itself into its cgroup (a write to
 //! `cgroup.procs`) takes the kernel's lock on every process's cgroup
-//! membership for writing, which waits for the other CPU's forks, execs
-//! and exits and holds them back; one born there takes it for reading only,
-//! as any fork. Two jobs at a time, in C, with the worker's guards and pipes
-//! (`bench/probes/ideal_runner.c`), starting them born in their cgroups
-//! ran 0.75-1.01 of the raw spawn rate against 0.70-0.79 moving in
-//! (issue 18, BENCHMARKS.md).
+//! membership for writing, which waits for the forks and exits under way
+//! on the other CPU and holds the next ones back; one born there takes it
+//! for reading only, as any fork. Two jobs at a time, in C, with the
+//! worker's guards and pipes (`bench/probes/ideal_runner.c`), starting
+//! them born in their cgroups ran 0.75-1.01 of the raw spawn rate against
+//! 0.70-0.79 moving in; in aam, 1-6% more jobs a second (issue 18,
+//! BENCHMARKS.md).
 //!
 //! Where this cannot be done (not x86_64, a kernel before 5.7, a seccomp
 //! filter that refuses `clone3`), `start` says so and the caller starts
