@@ -30,9 +30,14 @@
  *      aam-worker sends its ends to aam-manager (the manager's CPU is
  *      its own figure, not in the runner's); the run ends at the last
  *      acknowledgement
+ *   l  one job at a time (one slot), as the latency bench: with `dm`, a
+ *      submission record is made durable and acknowledged before the job
+ *      starts, and its end after it; prints the p50 and p99 of a job's
+ *      time from its submission to its end's acknowledgement
  *
  *   cc -O2 -o /tmp/ideal_runner bench/probes/ideal_runner.c -lpthread
  *   cd /work && for r in 1 2 3; do for m in raw - gcp gcpd gcpdm; do /tmp/ideal_runner $m 6000; done; done
+ *   cd /work && for r in 1 2 3; do for m in l gcpVl gcpVdml; do /tmp/ideal_runner $m 400; done; done
  *
  * The log is written in the current directory (put it on the disk the
  * manager's store would use); the cgroups under CG (default
@@ -66,7 +71,7 @@
 
 extern char **environ;
 
-static int jobs, guards, cgroups, born_in, forked, vm_into, pipes, durable, remote;
+static int jobs, guards, cgroups, born_in, forked, vm_into, pipes, durable, remote, one_at_a_time;
 
 static double now(void) {
     struct timespec t;
@@ -192,11 +197,11 @@ static pid_t start_manager(void) {
     return pid;
 }
 
-static void send_end(int job, int status) {
-    char end[64];
-    int len = snprintf(end, sizeof end, "job %d attempt 1 exit %d\n", job, status);
-    if (write(manager_sock, end, len) != len)
-        die("send end");
+static void send_record(const char *what, int job, int status) {
+    char record[64];
+    int len = snprintf(record, sizeof record, "%s job %d attempt 1 exit %d\n", what, job, status);
+    if (write(manager_sock, record, len) != len)
+        die("send");
 }
 
 /* Reads the acknowledgements that have come: the last says how many. */
@@ -364,9 +369,34 @@ static void finish(int i, int status) {
             die("cgroup.events");
     }
     if (remote)
-        send_end(s->job, status);
+        send_record("end", s->job, status);
     else if (durable)
         log_end(s->job, status);
+}
+
+/* One event of a slot's job (its pidfd or a pipe): the slot, if its job
+ * is over with it (exited, its output at its end), else -1. */
+static int on_job_event(uint64_t what, int status[SLOTS]) {
+    int i = what >> 8, kind = what & 0xff;
+    struct slot *s = &slots[i];
+    if (kind == KIND_PID) {
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        if (waitid(P_PIDFD, s->pidfd, &info, WEXITED) != 0)
+            die("waitid");
+        status[i] = info.si_status;
+        epoll_ctl(epfd, EPOLL_CTL_DEL, s->pidfd, NULL);
+        close(s->pidfd);
+    } else {
+        int fd = kind == KIND_OUT ? s->out : s->err;
+        char buf[4096];
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got > 0)
+            return -1;
+        epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+        close(fd);
+    }
+    return --s->open == 0 ? i : -1;
 }
 
 static void run_loop(void) {
@@ -384,37 +414,61 @@ static void run_loop(void) {
         if (n < 0)
             die("epoll_wait");
         for (int e = 0; e < n; e++) {
-            int i = evs[e].data.u64 >> 8, kind = evs[e].data.u64 & 0xff;
-            struct slot *s = &slots[i];
-            if (kind == KIND_ACK) {
+            if ((evs[e].data.u64 & 0xff) == KIND_ACK) {
                 read_acks();
                 continue;
             }
-            if (kind == KIND_PID) {
-                siginfo_t info;
-                memset(&info, 0, sizeof info);
-                if (waitid(P_PIDFD, s->pidfd, &info, WEXITED) != 0)
-                    die("waitid");
-                status[i] = info.si_status;
-                epoll_ctl(epfd, EPOLL_CTL_DEL, s->pidfd, NULL);
-                close(s->pidfd);
-            } else {
-                int fd = kind == KIND_OUT ? s->out : s->err;
-                char buf[4096];
-                ssize_t got = read(fd, buf, sizeof buf);
-                if (got > 0)
-                    continue;
-                epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-                close(fd);
-            }
-            if (--s->open == 0) {
-                finish(i, status[i]);
-                ended++;
-                if (started < jobs)
-                    start(i, started++);
-            }
+            int i = on_job_event(evs[e].data.u64, status);
+            if (i < 0)
+                continue;
+            finish(i, status[i]);
+            ended++;
+            if (started < jobs)
+                start(i, started++);
         }
     }
+}
+
+/* `l`: one job at a time, as the latency bench: with `dm`, a submission
+ * record made durable (and acknowledged) before the job starts and its
+ * end after it, as aam commits a session before it runs its job; each
+ * job's time from the submission to the end's acknowledgement. */
+static double *latencies;
+
+static void run_one_at_a_time(void) {
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    latencies = calloc(jobs, sizeof *latencies);
+    if (epfd < 0 || !latencies)
+        die("setup");
+    int status[SLOTS] = {0};
+    for (int k = 0; k < jobs; k++) {
+        double t = now();
+        if (remote) {
+            send_record("submit", k, 0);
+            while (acked < 2 * k + 1)
+                read_acks();
+        }
+        start(0, k);
+        int over = -1;
+        while (over < 0) {
+            struct epoll_event ev;
+            int n = epoll_wait(epfd, &ev, 1, -1);
+            if (n < 0)
+                die("epoll_wait");
+            if (n == 1)
+                over = on_job_event(ev.data.u64, status);
+        }
+        finish(0, status[0]);
+        if (remote)
+            while (acked < 2 * k + 2)
+                read_acks();
+        latencies[k] = now() - t;
+    }
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 static void open_cgroups(const char *root) {
@@ -446,9 +500,10 @@ static void remove_cgroups(const char *root) {
 
 int main(int argc, char **argv) {
     if (argc != 3 || (strcmp(argv[1], "raw") != 0 &&
-                      (strspn(argv[1], "-gcpdmFCV") != strlen(argv[1]) ||
-                       (strchr(argv[1], 'm') && !strchr(argv[1], 'd'))))) {
-        fprintf(stderr, "usage: %s raw|-|[gcpdFCV[m]]... JOBS (m only with d)\n", argv[0]);
+                      (strspn(argv[1], "-gcpdmFCVl") != strlen(argv[1]) ||
+                       (strchr(argv[1], 'm') && !strchr(argv[1], 'd')) ||
+                       (strchr(argv[1], 'l') && strchr(argv[1], 'd') && !strchr(argv[1], 'm'))))) {
+        fprintf(stderr, "usage: %s raw|-|[gcpdFCVml]... JOBS (m only with d; l with d only with m)\n", argv[0]);
         return 2;
     }
     jobs = atoi(argv[2]);
@@ -466,6 +521,7 @@ int main(int argc, char **argv) {
     pipes = !raw && strchr(mode, 'p');
     durable = !raw && strchr(mode, 'd');
     remote = !raw && strchr(mode, 'm');
+    one_at_a_time = !raw && strchr(mode, 'l');
     const char *root = getenv("CG") ? getenv("CG") : "/sys/fs/cgroup/unified";
     if (cgroups)
         open_cgroups(root);
@@ -491,6 +547,8 @@ int main(int argc, char **argv) {
         pthread_create(&b, NULL, spawn_and_wait, NULL);
         pthread_join(a, NULL);
         pthread_join(b, NULL);
+    } else if (one_at_a_time) {
+        run_one_at_a_time();
     } else {
         run_loop();
         if (durable && !remote)
@@ -499,6 +557,11 @@ int main(int argc, char **argv) {
     double wall = now() - t0;
     getrusage(RUSAGE_SELF, &self1);
     getrusage(RUSAGE_CHILDREN, &kids1);
+    if (one_at_a_time) {
+        qsort(latencies, jobs, sizeof *latencies, by_value);
+        printf("%-6s p50 %.3f ms, p99 %.3f ms a job, one at a time; ", mode,
+               latencies[jobs / 2] * 1e3, latencies[jobs * 99 / 100] * 1e3);
+    }
     printf("%-6s %5.0f jobs/s, runner CPU %5.1f us a job, jobs' %5.1f us", mode, jobs / wall,
            (cpu(&self1) - cpu(&self0)) / jobs * 1e6, (cpu(&kids1) - cpu(&kids0)) / jobs * 1e6);
     if (remote) {
@@ -510,7 +573,8 @@ int main(int argc, char **argv) {
         printf(", manager's %5.1f us", cpu(&ru) / jobs * 1e6);
     }
     if (durable)
-        printf(", %.1f ends a commit", (double)jobs / groups);
+        printf(", %.1f %s a commit", (one_at_a_time ? 2.0 : 1.0) * jobs / groups,
+               one_at_a_time ? "records" : "ends");
     printf("\n");
     if (cgroups)
         remove_cgroups(root);
