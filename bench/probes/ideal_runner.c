@@ -41,7 +41,8 @@
  *
  * The log is written in the current directory (put it on the disk the
  * manager's store would use); the cgroups under CG (default
- * /sys/fs/cgroup/unified, this VM's hybrid layout). Root for `c`.
+ * /sys/fs/cgroup/unified, this VM's hybrid layout). Root for `c`, `C`
+ * and `V`. A failure removes the probe's cgroups and log before it exits.
  * Used in BENCHMARKS.md, issue 18's nineteenth session. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -86,7 +87,7 @@ static double cpu(const struct rusage *r) {
 
 static void die(const char *what) {
     perror(what);
-    exit(1);
+    exit(1); /* the atexit clean-up (`clean_up`) runs */
 }
 
 /* The raw peer: two threads that each posix_spawn /bin/true and wait for
@@ -206,17 +207,23 @@ static void send_record(const char *what, int job, int status) {
 
 /* Reads the acknowledgements that have come: the last says how many. */
 static void read_acks(void) {
-    char buf[4096];
-    ssize_t got = read(manager_sock, buf, sizeof buf - 1);
+    /* A line may come in two reads: the part after the last newline is
+     * kept for the next. */
+    static char buf[4096];
+    static size_t kept;
+    ssize_t got = read(manager_sock, buf + kept, sizeof buf - 1 - kept);
     if (got <= 0)
         die("read ack");
-    buf[got] = 0;
-    char *last = buf, *at;
-    while ((at = strstr(last, "ack ")) != NULL) {
-        if (sscanf(at, "ack %d %d", &acked, &groups) != 2)
+    kept += got;
+    buf[kept] = 0;
+    char *line = buf, *end;
+    while ((end = strchr(line, '\n')) != NULL) {
+        if (sscanf(line, "ack %d %d", &acked, &groups) != 2)
             die("ack");
-        last = at + 4;
+        line = end + 1;
     }
+    kept = strlen(line);
+    memmove(buf, line, kept);
 }
 
 /* A slot: its job's process and what is still open of it. */
@@ -303,8 +310,8 @@ static pid_t clone3_vm_into(struct slot *s) {
     return ret;
 #else
     (void)s;
-    errno = ENOSYS;
-    return -1;
+    fprintf(stderr, "V: x86_64 only\n");
+    exit(2);
 #endif
 }
 
@@ -341,7 +348,7 @@ static void start(int i, int job) {
     if (guards)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0)
-        die("vfork");
+        die(vm_into ? "clone3" : forked ? "clone3 (a copy)" : "vfork");
     s->job = job;
     s->pidfd = syscall(SYS_pidfd_open, pid, 0);
     if (s->pidfd < 0)
@@ -471,12 +478,30 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* What the probe made, removed when it exits however (atexit): its job
+ * cgroups (empty by then, but after a failure) and its log. */
+static const char *made_root, *made_log;
+static int made_cgroups;
+
+static void clean_up(void) {
+    for (int i = 0; i < made_cgroups; i++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/aam-ideal-runner-%d", made_root, i);
+        if (rmdir(dir) != 0)
+            fprintf(stderr, "cannot remove %s: %s\n", dir, strerror(errno));
+    }
+    if (made_log)
+        unlink(made_log);
+}
+
 static void open_cgroups(const char *root) {
     for (int i = 0; i < SLOTS; i++) {
         char dir[512], file[600];
         snprintf(dir, sizeof dir, "%s/aam-ideal-runner-%d", root, i);
         if (mkdir(dir, 0755) != 0 && errno != EEXIST)
             die(dir);
+        made_root = root;
+        made_cgroups = i + 1;
         snprintf(file, sizeof file, "%s/cgroup.procs", dir);
         slots[i].dir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         slots[i].procs = open(file, O_WRONLY | O_CLOEXEC);
@@ -484,17 +509,6 @@ static void open_cgroups(const char *root) {
         slots[i].events = open(file, O_RDONLY | O_CLOEXEC);
         if (slots[i].dir < 0 || slots[i].procs < 0 || slots[i].events < 0)
             die(file);
-    }
-}
-
-static void remove_cgroups(const char *root) {
-    for (int i = 0; i < SLOTS; i++) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/aam-ideal-runner-%d", root, i);
-        close(slots[i].dir);
-        close(slots[i].procs);
-        close(slots[i].events);
-        rmdir(dir);
     }
 }
 
@@ -523,6 +537,7 @@ int main(int argc, char **argv) {
     remote = !raw && strchr(mode, 'm');
     one_at_a_time = !raw && strchr(mode, 'l');
     const char *root = getenv("CG") ? getenv("CG") : "/sys/fs/cgroup/unified";
+    atexit(clean_up);
     if (cgroups)
         open_cgroups(root);
     const char *log_name = "ideal_runner.log";
@@ -532,6 +547,7 @@ int main(int argc, char **argv) {
         log_fd = open(log_name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
         if (log_fd < 0)
             die(log_name);
+        made_log = log_name;
         if (remote)
             manager = start_manager();
         else
@@ -576,11 +592,5 @@ int main(int argc, char **argv) {
         printf(", %.1f %s a commit", (one_at_a_time ? 2.0 : 1.0) * jobs / groups,
                one_at_a_time ? "records" : "ends");
     printf("\n");
-    if (cgroups)
-        remove_cgroups(root);
-    if (durable) {
-        close(log_fd);
-        unlink(log_name);
-    }
     return 0;
 }

@@ -1,5 +1,6 @@
 //! A cgroup v2 per job, where the machine lets the worker make one: the
-//! job's leader is moved into it before it runs its command, so every
+//! job's leader is born in it (or moves itself in before it runs its
+//! command where it cannot be born there: `leader.rs`), so every
 //! descendant is in it too, whatever it does to its process group or its
 //! environment, and stopping the job kills the whole cgroup.
 //!

@@ -8,9 +8,10 @@
 //!   `aam run` and `aam up` is the main thread (`actix::System::new` runs
 //!   its arbiter on the calling thread), so it lives as long as the process.
 //!   Never spawn a job from the blocking pool: its threads exit when idle.
-//! - Where the machine allows it, the leader moves itself into a cgroup of
-//!   its own before it runs its command (`cgroup.rs`), which holds every
-//!   descendant, whatever its group or environment.
+//! - Where the machine allows it, the leader is born in a cgroup of its
+//!   own, or moves itself there before it runs its command (`cgroup.rs`,
+//!   `leader.rs`), which holds every descendant, whatever its group or
+//!   environment.
 //! - The rest of a job (its descendants: the death signal is not
 //!   inherited) is stopped by the worker's watchdog (`start_watchdog`): a
 //!   process forked at start that waits for the worker's end on a pipe and
@@ -111,9 +112,10 @@ pub fn parse_marker(marker: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// Makes the job's cgroup, if the machine allows one, and has the leader
-/// move into it before it runs anything (the leader's death signal is
-/// always set: `leader.rs`). Keep the returned cgroup (its open
-/// `cgroup.procs`) until the command has been spawned.
+/// start in it (born there, or moving in before it runs anything; the
+/// leader's death signal is always set: `leader.rs`). Keep the returned
+/// cgroup (its open directory and `cgroup.procs`) until the command has
+/// been spawned.
 pub fn guard(
     command: &mut crate::leader::Command,
     marker: &str,

@@ -7,16 +7,18 @@
 //! `cgroup.procs`) takes the kernel's lock on every process's cgroup
 //! membership for writing, which waits for the forks and exits under way
 //! on the other CPU and holds the next ones back; one born there takes it
-//! for reading only, as any fork. Two jobs at a time, in C, with the
+//! for reading only, as any fork (both take the cgroup mutex, which only
+//! other cgroup changes wait for). Two jobs at a time, in C, with the
 //! worker's guards and pipes (`bench/probes/ideal_runner.c`), starting
 //! them born in their cgroups ran 0.75-1.01 of the raw spawn rate against
 //! 0.70-0.79 moving in; in aam, 1-6% more jobs a second (issue 18,
 //! BENCHMARKS.md).
 //!
-//! Where this cannot be done (not x86_64, a kernel before 5.7, a seccomp
-//! filter that refuses `clone3`), `start` says so and the caller starts
-//! the leader the older way, moving itself in; after a refusal that will
-//! not change, the older way is used from then on.
+//! Where this cannot be done (not x86_64: `usable` is false from the
+//! start; a kernel before 5.7 or a seccomp filter that refuses `clone3`:
+//! `start` fails) the caller starts the leader the older way, moving
+//! itself in; after a refusal that will not change, the older way is used
+//! from then on, and the log says so once.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -51,6 +53,11 @@ pub unsafe fn start(
     stack_size: usize,
     cgroup: RawFd,
 ) -> io::Result<libc::pid_t> {
+    debug_assert!(cgroup >= 0, "a cgroup's directory fd, not {cgroup}");
+    debug_assert!(
+        stack_top as usize % 16 == 0,
+        "the child's stack is misaligned"
+    );
     let ret = clone3_vm_vfork(child, arg, stack_top, stack_size, cgroup);
     if ret >= 0 {
         return Ok(ret as libc::pid_t);
@@ -58,11 +65,15 @@ pub unsafe fn start(
     let errno = -ret as i32;
     // No clone3 (ENOSYS, or a seccomp filter's EPERM), or no cgroup field
     // in it (E2BIG, EINVAL before 5.7): the same answer every time.
-    if matches!(
+    let for_good = matches!(
         errno,
         libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL
-    ) {
-        USABLE.store(false, Ordering::Relaxed);
+    );
+    if for_good && USABLE.swap(false, Ordering::Relaxed) {
+        tracing::warn!(
+            "leaders move themselves into their cgroups from now on: the kernel refuses to start one in it ({})",
+            io::Error::from_raw_os_error(errno)
+        );
     }
     Err(io::Error::from_raw_os_error(errno))
 }
@@ -79,20 +90,25 @@ unsafe fn clone3_vm_vfork(
     let mut args: libc::clone_args = std::mem::zeroed();
     args.flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP;
     args.exit_signal = libc::SIGCHLD as u64;
-    args.stack = stack_top.sub(stack_size) as u64;
+    args.stack = stack_top.wrapping_sub(stack_size) as u64;
     args.stack_size = stack_size as u64;
     args.cgroup = cgroup as u64;
     let ret: isize;
     // The child starts after `syscall` with rax 0 and rsp at the top of
-    // its stack, every other register as the parent's: r12 and r13 carry
-    // the function and its argument there. It never comes back into Rust
-    // code; should `child` return, its value is the exit status. The
-    // parent gets the pid (or -errno) in rax; the kernel changes rcx and
-    // r11 only.
+    // its stack (the kernel adds `stack_size` to `stack`), every other
+    // register as the parent's: r12 and r13 carry the function and its
+    // argument there. Its frame chain starts afresh (rbp 0, as in glibc's
+    // `clone`, so no profiler walks on into the parent's frames). It never
+    // comes back into Rust code; should `child` return, its value is the
+    // exit status. The parent gets the pid (or -errno) in rax; the kernel
+    // changes rcx and r11 only, and the parent's stack is not touched.
+    // SAFETY: the caller's contract (`start`); `args` lives until the
+    // syscall returns in the parent, which is after the child's exec.
     std::arch::asm!(
         "syscall",
         "test rax, rax",
         "jnz 2f",
+        "xor ebp, ebp",
         "mov rdi, r13",
         "call r12",
         "mov edi, eax",
