@@ -55,7 +55,7 @@ pub unsafe fn start(
 ) -> io::Result<libc::pid_t> {
     debug_assert!(cgroup >= 0, "a cgroup's directory fd, not {cgroup}");
     debug_assert!(
-        stack_top as usize % 16 == 0,
+        (stack_top as usize).is_multiple_of(16),
         "the child's stack is misaligned"
     );
     let ret = clone3_vm_vfork(child, arg, stack_top, stack_size, cgroup);
