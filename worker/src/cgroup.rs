@@ -243,7 +243,40 @@ static JOB_CGROUPS: Mutex<Option<JobCgroups>> = Mutex::new(None);
 
 fn job_cgroups<T>(f: impl FnOnce(&mut JobCgroups) -> T) -> T {
     let mut guard = JOB_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(JobCgroups::default))
+    f(guard.get_or_insert_with(|| {
+        #[cfg(test)]
+        remove_at_exit();
+        JobCgroups::default()
+    }))
+}
+
+/// A unit test process ends without the worker's clean exit or its
+/// watchdog, which remove a run's cgroups: the ones its tests made (kept
+/// empty for a next job) are removed when it exits, with their worker's
+/// directory if that is then empty, so test runs leave no cgroups behind.
+#[cfg(test)]
+fn remove_at_exit() {
+    extern "C" fn remove_all() {
+        // At exit no test runs; a lock still held means a thread died
+        // holding it, and then nothing is removed rather than waited for.
+        let Ok(mut guard) = JOB_CGROUPS.try_lock() else {
+            return;
+        };
+        let Some(cgroups) = guard.as_mut() else {
+            return;
+        };
+        let spare = cgroups.spare.drain(..).map(|(_, _, c)| c);
+        let in_use = cgroups.by_marker.drain().map(|(_, c)| c);
+        for cgroup in spare.chain(in_use) {
+            remove_dir(&cgroup.dir);
+            if let Some(worker_dir) = cgroup.dir.parent() {
+                let _ = std::fs::remove_dir(worker_dir);
+            }
+        }
+    }
+    // SAFETY: registers a function without arguments that only takes a
+    // lock without waiting and removes directories.
+    unsafe { libc::atexit(remove_all) };
 }
 
 /// The directory of a run's `n`th job cgroup under a worker's directory.
