@@ -257,8 +257,9 @@ fn job_cgroups<T>(f: impl FnOnce(&mut JobCgroups) -> T) -> T {
 #[cfg(test)]
 fn remove_at_exit() {
     extern "C" fn remove_all() {
-        // At exit no test runs; a lock still held means a thread died
-        // holding it, and then nothing is removed rather than waited for.
+        // At exit no test runs: a lock still held (by a thread that
+        // outlived its test) or poisoned (by a test that panicked holding
+        // it) leaves them, rather than waiting.
         let Ok(mut guard) = JOB_CGROUPS.try_lock() else {
             return;
         };
