@@ -102,6 +102,7 @@ pub enum Command {
     /// A job's captured output: aam logs SESSION/JOB (an agent job's as a
     /// readable transcript)
     Logs {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         /// Keep printing output as it comes, until the job ends
         #[arg(long, short)]
@@ -113,6 +114,7 @@ pub enum Command {
     /// Ask an agent job (SESSION/JOB) a follow-up: a new session of one job
     /// that resumes its agent's conversation with PROMPT; prints its id
     Continue {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         prompt: String,
         #[arg(long)]
@@ -122,6 +124,7 @@ pub enum Command {
     /// agent of a session that takes input (SESSION): one more message of
     /// its conversation, on its stdin
     Say {
+        #[arg(value_name = "SESSION[/JOB]")]
         target: String,
         /// The message (or --file)
         text: Option<String>,
@@ -134,6 +137,7 @@ pub enum Command {
     /// Allow a running agent's permission request (SESSION/JOB, and the
     /// request's id when more than one is open; `aam status` lists them)
     Allow {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         request: Option<u32>,
         /// Allow the same tool for the rest of this job
@@ -145,6 +149,7 @@ pub enum Command {
     /// Deny a running agent's permission request (SESSION/JOB [REQUEST]);
     /// the agent is told the message
     Deny {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         request: Option<u32>,
         /// What the agent is told [default: denied by TOKEN]
@@ -156,6 +161,7 @@ pub enum Command {
     /// A worktree job's patch (SESSION/JOB), as `git format-patch` wrote
     /// it (for a job of variants, its winner's)
     Diff {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         /// The branch, commits, diffstat and patch as JSON
         #[arg(long)]
@@ -164,6 +170,7 @@ pub enum Command {
     /// Apply a worktree job's patch (SESSION/JOB) in this directory's
     /// repository as a new branch named like the job's, and check it out
     Apply {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         #[arg(long)]
         json: bool,
@@ -172,12 +179,14 @@ pub enum Command {
     Watch { session: String },
     /// Approve a gate (SESSION/JOB): it counts as succeeded
     Approve {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         #[arg(long)]
         comment: Option<String>,
     },
     /// Reject a gate (SESSION/JOB): it counts as failed
     Reject {
+        #[arg(value_name = "SESSION/JOB")]
         job: String,
         #[arg(long)]
         comment: Option<String>,
@@ -185,6 +194,7 @@ pub enum Command {
     /// Cancel a session (SESSION) or one job (SESSION/JOB): jobs not started
     /// end at once; running ones get SIGTERM, then SIGKILL after the grace
     Cancel {
+        #[arg(value_name = "SESSION[/JOB]")]
         target: String,
         /// Time between SIGTERM and SIGKILL [default: the job's grace, 10s]
         #[arg(long)]
@@ -311,14 +321,16 @@ impl Cli {
     /// `parse_line` of `line` (the program's name first), its error kept.
     fn parse_words(line: Vec<OsString>) -> Result<Cli, clap::Error> {
         let root = Cli::command();
-        let (root, named) = match named_command(&root, &line) {
-            Some(Named::Command(name)) => (with_own_manager_flags(root, &name), true),
-            Some(Named::Other) => (command(), false),
-            None => (root, false),
+        let (root, name) = match named_command(&root, &line) {
+            Some(Named::Command(name)) => (with_own_manager_flags(root, &name), Some(name)),
+            Some(Named::Other) => (command(), None),
+            None => (root, None),
         };
-        let matches = root.try_get_matches_from(line)?;
+        let matches = root
+            .try_get_matches_from(&line)
+            .map_err(|e| with_job_tip(e, &line, name.as_deref()))?;
         let mut cli = Cli::from_arg_matches(&matches)?;
-        if let (true, Some((_, own))) = (named, matches.subcommand()) {
+        if let (Some(_), Some((_, own))) = (&name, matches.subcommand()) {
             cli.manager_flags.given_after(own)?;
         }
         Ok(cli)
@@ -385,6 +397,50 @@ impl ManagerFlags {
         take_given!(manager, token, token_file, ca, fingerprint, cert, key);
         Ok(())
     }
+}
+
+/// The commands whose first argument names a job as one word,
+/// `SESSION/JOB`.
+const JOB_COMMANDS: [&str; 9] = [
+    "logs", "continue", "allow", "deny", "diff", "apply", "approve", "reject", "cancel",
+];
+
+/// clap's error for `aam logs s5 tests` (a job named as two words) with a
+/// tip that gives the line as it should be: `aam logs s5/tests`.
+fn with_job_tip(mut error: clap::Error, line: &[OsString], name: Option<&str>) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let Some(name) = name.filter(|name| JOB_COMMANDS.contains(name)) else {
+        return error;
+    };
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let words: Vec<&str> = line.iter().filter_map(|w| w.to_str()).collect();
+    let Some(at) = words.iter().position(|w| *w == name) else {
+        return error;
+    };
+    let (Some(session), Some(job)) = (words.get(at + 1), words.get(at + 2)) else {
+        return error;
+    };
+    let plain = |w: &str| !w.is_empty() && !w.starts_with('-') && !w.contains('/');
+    if !plain(session) || !plain(job) {
+        return error;
+    }
+    let mut fixed: Vec<&str> = words.clone();
+    let joined = format!("{session}/{job}");
+    fixed.splice(at + 1..at + 3, [joined.as_str()]);
+    fixed[0] = "aam";
+    let tip = format!(
+        "a job is named in one word, SESSION/JOB: '{}'",
+        fixed.join(" ")
+    );
+    let mut tips = match error.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+        _ => Vec::new(),
+    };
+    tips.insert(0, tip.into());
+    error.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    error
 }
 
 /// What the first word of a command line that is not a root flag (or a
@@ -464,6 +520,35 @@ mod tests {
         for other in ["aam help workers", "aam wrkers", "aam -- workers", "aam -h"] {
             assert_eq!(named(other), Some(Named::Other), "{other}");
         }
+    }
+
+    #[test]
+    fn a_job_named_in_two_words_gets_a_tip_with_the_line_as_it_should_be() {
+        let error = |line: &str| match Cli::parse_words(words(line)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{line}: parsed"),
+        };
+        let logs = error("aam logs s5 tests");
+        assert!(
+            logs.contains("tip: a job is named in one word, SESSION/JOB: 'aam logs s5/tests'"),
+            "{logs}"
+        );
+        let flags = error("aam --token t continue s5 review again --json");
+        assert!(
+            flags.contains("'aam --token t continue s5/review again --json'"),
+            "{flags}"
+        );
+        // Not for a line whose job is already one word, nor for a command
+        // that names no job, nor for what is not an extra word.
+        for line in [
+            "aam logs s5/tests extra",
+            "aam status s5 tests",
+            "aam logs s5 --no-such-flag",
+        ] {
+            let other = error(line);
+            assert!(!other.contains("a job is named"), "{line}: {other}");
+        }
+        assert!(Cli::parse_words(words("aam logs s5/tests")).is_ok());
     }
 
     #[test]

@@ -43,9 +43,12 @@ pub fn session_arg(s: &str) -> anyhow::Result<SessionId> {
 
 /// A `SESSION/JOB` argument: the session and the job's name.
 pub fn job_arg(job: &str) -> anyhow::Result<(SessionId, &str)> {
-    let (session, name) = job
-        .split_once('/')
-        .ok_or_else(|| bad_input(format!("'{job}' is not SESSION/JOB")))?;
+    let (session, name) = job.split_once('/').ok_or_else(|| {
+        bad_input(match job.parse::<SessionId>() {
+            Ok(_) => format!("'{job}' names a session, not a job: write {job}/JOB"),
+            Err(_) => format!("'{job}' is not SESSION/JOB"),
+        })
+    })?;
     Ok((session_arg(session)?, name))
 }
 

@@ -244,7 +244,10 @@ fn bad_input_is_a_tool_error_with_the_cli_s_message() {
     let answer = mcp.call("status", json!({"session": "s999"}));
     assert_eq!(answer.error(), cli_message(&cli.stderr));
     let answer = mcp.call("logs", json!({"job": "s1"}));
-    assert_eq!(answer.error(), "'s1' is not SESSION/JOB");
+    assert_eq!(
+        answer.error(),
+        "'s1' names a session, not a job: write s1/JOB"
+    );
     let answer = mcp.call("wait", json!({"session": "s1", "timeout_secs": 601}));
     assert!(
         answer.error().contains("limit of 600 seconds"),
