@@ -83,9 +83,10 @@ pub enum Command {
     /// Block until a session ends; exit 0 if every job succeeded, 1 if not
     Wait {
         session: String,
-        /// Give up after this many seconds (exit 1)
+        /// Give up after this long (exit 1): seconds (`90`, `2.5`) or a
+        /// duration (`90s`, `10m`, `1h30m`)
         #[arg(long)]
-        timeout: Option<f64>,
+        timeout: Option<String>,
     },
     /// The results summary (Markdown), or every job's whole output with --json
     Results {
