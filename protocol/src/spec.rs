@@ -399,9 +399,12 @@ pub fn parse_batch(text: &str, format: Format) -> Result<BatchSpec, SpecError> {
             serde_path_to_error::deserialize::<_, BatchSpec>(de).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                let line = inner
-                    .span()
-                    .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                // Newlines before the span, plus one: `lines()` would not
+                // count the line a span at its very start (a key) opens.
+                let line = inner.span().map(|span| {
+                    let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+                    before.iter().filter(|&&b| b == b'\n').count() + 1
+                });
                 // toml's own message repeats the source excerpt; keep its first line.
                 let message = inner.message().to_string();
                 located(text, format, &path, line, message)
@@ -517,6 +520,15 @@ mod tests {
         assert_eq!(e.job.as_deref(), Some("bad"));
         assert_eq!(e.field.as_deref(), Some("command"));
         assert_eq!(e.line, Some(7));
+    }
+
+    #[test]
+    fn an_unknown_toml_field_names_the_line_of_its_key() {
+        let text = "name = \"x\"\n[[jobs]]\nname = \"a\"\ncomand = [\"true\"]\n";
+        let e = parse_batch(text, Format::Toml).unwrap_err();
+        assert_eq!(e.job.as_deref(), Some("a"));
+        assert_eq!(e.field.as_deref(), Some("comand"));
+        assert_eq!(e.line, Some(4), "{e}");
     }
 
     #[test]
