@@ -296,7 +296,8 @@ fn throughput() {
 }
 
 fn latency() {
-    const N: usize = 200;
+    // More sessions show what grows with the sessions a manager keeps.
+    let n = env_count("AAM_BENCH_SESSIONS", 200);
     let mut c = Cluster::with_manager();
     c.start_worker("bench", 2);
     let mut client = Client::connect(&c.addr, &c.token);
@@ -305,22 +306,22 @@ fn latency() {
         let s = client.submit(true_jobs(1));
         client.wait(s);
     }
-    let mut samples = Vec::with_capacity(N);
-    for _ in 0..N {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
         let start = Instant::now();
         let s = client.submit(true_jobs(1));
         client.wait(s);
         samples.push(start.elapsed());
     }
-    let mut floor = Vec::with_capacity(N);
-    for _ in 0..N {
+    let mut floor = Vec::with_capacity(n);
+    for _ in 0..n {
         let start = Instant::now();
         Command::new("/bin/true").status().unwrap();
         floor.push(start.elapsed());
     }
     samples.sort();
     floor.sort();
-    println!("latency: {N} sequential one-job sessions (submit, wait for the end, next), durable");
+    println!("latency: {n} sequential one-job sessions (submit, wait for the end, next), durable");
     println!(
         "  aam:            {}",
         quantiles(&samples, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)])

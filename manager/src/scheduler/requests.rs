@@ -7,6 +7,7 @@ use super::effects::Effect;
 use super::Scheduler;
 use crate::access::{self, Identity, Role};
 use crate::state::{ContinueRefused, StateError};
+use crate::tokens::Quotas;
 use aam_protocol::audit::AuditOutcome;
 use aam_protocol::messages::{ClientRequest, ClientResponse, ErrorKind, ManagerToWorker};
 use aam_protocol::model::{SessionSummary, StopCause};
@@ -128,6 +129,8 @@ impl Scheduler {
                 }
                 return Ok(());
             }
+            // A token without quotas has nothing to count.
+            _ if who.quotas == Quotas::default() => return Ok(()),
             ClientRequest::Submit {
                 batch,
                 idempotency_key,

@@ -170,6 +170,7 @@ impl State {
             record.status = SessionStatus::Running;
             record.finished_at_ms = None;
         }
+        self.owners.reopened(session);
         for index in again {
             self.start_if_ready(JobKey { session, index }, now);
         }

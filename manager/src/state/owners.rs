@@ -8,30 +8,50 @@ use aam_protocol::model::JobStatus;
 use aam_protocol::SessionId;
 use std::collections::{BTreeSet, HashMap};
 
-/// Who submitted which session, both ways.
+/// Who submitted which session, and each token's unfinished sessions.
 #[derive(Default)]
 pub struct Owners {
     of: HashMap<SessionId, String>,
-    sessions: HashMap<String, BTreeSet<SessionId>>,
+    /// Each token's sessions not finished: what `usage` reads, so that a
+    /// submission costs what its token has open, not all the sessions it
+    /// ever submitted that retention still keeps.
+    open: HashMap<String, BTreeSet<SessionId>>,
     /// Set since the last commit: to store.
     unsaved: Vec<(SessionId, String)>,
 }
 
 impl Owners {
-    fn insert(&mut self, id: SessionId, token: String) {
-        self.sessions.entry(token.clone()).or_default().insert(id);
+    /// Records the owner of `id`, and whether it is still `open`.
+    fn insert(&mut self, id: SessionId, token: String, open: bool) {
+        if open {
+            self.open.entry(token.clone()).or_default().insert(id);
+        }
         self.of.insert(id, token);
     }
 
-    pub(super) fn remove(&mut self, id: SessionId) {
-        if let Some(token) = self.of.remove(&id) {
-            if let Some(set) = self.sessions.get_mut(&token) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.sessions.remove(&token);
-                }
+    /// `id` finished: its token no longer has it open.
+    pub(super) fn closed(&mut self, id: SessionId) {
+        let Some(token) = self.of.get(&id) else {
+            return;
+        };
+        if let Some(set) = self.open.get_mut(token) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.open.remove(token);
             }
         }
+    }
+
+    /// `id` runs again (a retry): its token has it open again.
+    pub(super) fn reopened(&mut self, id: SessionId) {
+        if let Some(token) = self.of.get(&id) {
+            self.open.entry(token.clone()).or_default().insert(id);
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: SessionId) {
+        self.closed(id);
+        self.of.remove(&id);
     }
 
     pub(super) fn take_unsaved(&mut self) -> Vec<(SessionId, String)> {
@@ -95,7 +115,8 @@ impl State {
 
     /// Records that `token` submitted `id` (stored with the next commit).
     pub fn set_owner(&mut self, id: SessionId, token: &str) {
-        self.owners.insert(id, token.to_string());
+        let open = self.session_is_open(id);
+        self.owners.insert(id, token.to_string(), open);
         self.owners.unsaved.push((id, token.to_string()));
     }
 
@@ -103,21 +124,27 @@ impl State {
     pub(super) fn restore_owners(&mut self, owners: Vec<(SessionId, String)>) {
         for (id, token) in owners {
             if self.sessions.get(id).is_some() {
-                self.owners.insert(id, token);
+                let open = self.session_is_open(id);
+                self.owners.insert(id, token, open);
             }
         }
     }
 
-    /// What `token` has open now.
+    fn session_is_open(&self, id: SessionId) -> bool {
+        self.sessions
+            .get(id)
+            .is_some_and(|entry| !entry.record().status.is_terminal())
+    }
+
+    /// What `token` has open now: as costly as its unfinished sessions
+    /// are many.
     pub fn usage(&self, token: &str) -> Usage {
         let mut usage = Usage::default();
-        for &id in self.owners.sessions.get(token).into_iter().flatten() {
+        for &id in self.owners.open.get(token).into_iter().flatten() {
             let Some(entry) = self.sessions.get(id) else {
                 continue;
             };
-            if entry.record().status.is_terminal() {
-                continue;
-            }
+            debug_assert!(!entry.record().status.is_terminal(), "{id} is open");
             usage.sessions += 1;
             usage.queued_jobs += entry.count(JobStatus::Queued) + entry.count(JobStatus::Pending);
         }
@@ -192,5 +219,69 @@ mod tests {
         assert_eq!(state.take_changes().owners.len(), 2);
         state.cancel(a, None, None, 10).unwrap();
         assert_eq!(state.usage("ci"), usage(0, 0));
+    }
+
+    /// What `usage` counts from the open sessions it keeps, counted again
+    /// from every session there is.
+    fn usage_of_all(state: &State, token: &str) -> Usage {
+        let mut usage = Usage::default();
+        for entry in state.sessions.values() {
+            let id = entry.record().id;
+            if state.owner(id) == Some(token) && !entry.record().status.is_terminal() {
+                usage.sessions += 1;
+                usage.queued_jobs +=
+                    entry.count(JobStatus::Queued) + entry.count(JobStatus::Pending);
+            }
+        }
+        usage
+    }
+
+    #[test]
+    fn usage_follows_sessions_that_finish_run_again_go_and_come_back_from_the_store() {
+        use crate::state::testing::*;
+        let mut state = State::new(config());
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let (id, _) = state.submit(batch(vec![job("x", &[])]), None, n).unwrap();
+            state.set_owner(id, if n % 2 == 0 { "ci" } else { "ann" });
+            ids.push(id);
+        }
+        let check = |state: &State, step: &str| {
+            for token in ["ci", "ann", "nobody"] {
+                assert_eq!(
+                    state.usage(token),
+                    usage_of_all(state, token),
+                    "{step}: {token}"
+                );
+            }
+        };
+        check(&state, "submitted");
+        assert_eq!(state.usage("ci"), usage(2, 2));
+        state.cancel(ids[0], None, None, 10).unwrap();
+        state.cancel(ids[1], None, None, 10).unwrap();
+        check(&state, "two cancelled");
+        assert_eq!(state.usage("ci"), usage(1, 1));
+        state.retry(ids[0], 20).unwrap();
+        check(&state, "one retried");
+        assert_eq!(state.usage("ci"), usage(2, 2));
+        state.cancel(ids[0], None, None, 30).unwrap();
+        state.gc(31);
+        check(&state, "the ended ones collected");
+        assert!(state.owner(ids[0]).is_none() && state.owner(ids[1]).is_none());
+        // A session that finished before its owner was recorded is not open.
+        let (done, _) = state.submit(batch(vec![job("y", &[])]), None, 40).unwrap();
+        state.cancel(done, None, None, 41).unwrap();
+        state.set_owner(done, "ci");
+        check(&state, "owner set after the end");
+        // Read back from the store, as a restart does.
+        let owners: Vec<(SessionId, String)> = [ids[2], ids[3], done]
+            .into_iter()
+            .map(|id| (id, state.owner(id).unwrap().to_string()))
+            .collect();
+        state.owners = Owners::default();
+        state.restore_owners(owners);
+        check(&state, "restored");
+        assert_eq!(state.usage("ci"), usage(1, 1));
+        assert_eq!(state.usage("ann"), usage(1, 1));
     }
 }

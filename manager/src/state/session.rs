@@ -414,6 +414,7 @@ impl State {
             record.status = status;
             record.finished_at_ms = Some(now);
         }
+        self.owners.closed(session);
         self.note_session_finished(session);
         tracing::info!(session = %session, status = %status, "session finished");
     }

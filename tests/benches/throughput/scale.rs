@@ -8,6 +8,10 @@
 //! grow with the queue: half the jobs in one big session, half in
 //! sessions of 1,000 (one in ten with `max_parallel = 2`).
 //!
+//! A second table: what a submission's quota check (`State::usage`) costs
+//! by the finished sessions its token submitted before (1k, 100k), which
+//! retention keeps for days.
+//!
 //! It drives `State`, the model the scheduler actor wraps, in process:
 //! the figures are the scheduler's own CPU per operation, without the
 //! network and the store (the `dispatch` benchmark measures those).
@@ -70,6 +74,34 @@ pub fn scale() {
                 row.launch
             );
         }
+    }
+    quota_check(max);
+}
+
+/// The quota check of a submission by a token with `finished` sessions
+/// behind it and one open.
+fn quota_check(max: usize) {
+    println!("  a submission's quota check (us; mean of 2,000), by the token's finished sessions");
+    for finished in [1_000usize, 100_000] {
+        if finished > max {
+            break;
+        }
+        let mut state = State::new(config());
+        let now = aam_protocol::now_ms();
+        for i in 0..=finished {
+            let one = batch("one", None, vec![job(i, "claude")]);
+            let (id, _) = state.submit(one, None, now).expect("a one-job session");
+            state.set_owner(id, "ci");
+            if i < finished {
+                state.cancel(id, None, None, now).expect("cancelled");
+            }
+        }
+        let start = Instant::now();
+        for _ in 0..2_000 {
+            std::hint::black_box(state.usage(std::hint::black_box("ci")));
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / 2_000.0;
+        println!("  {finished:>9} finished, 1 open: {us:>8.3}");
     }
 }
 
