@@ -68,15 +68,17 @@ pub enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
-    /// All sessions, or one session's jobs
+    /// The sessions, newest last, or one session's jobs
     Status {
         session: Option<String>,
         #[arg(long)]
         json: bool,
-        /// Show the session's jobs from this one on (0 is the first)
+        /// Skip this many: the session's first jobs, or without SESSION the
+        /// newest sessions
         #[arg(long, default_value_t = 0)]
         offset: u32,
-        /// Show at most this many jobs (0: all of them); counts are always whole
+        /// Show at most this many jobs, or without SESSION the newest
+        /// sessions (0: all of them); counts are always whole
         #[arg(long, default_value_t = crate::cmd::status::DEFAULT_LIMIT)]
         limit: u32,
     },
@@ -247,10 +249,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// All sessions
+    /// The sessions, newest last (as `aam status` without SESSION)
     Sessions {
         #[arg(long)]
         json: bool,
+        /// Skip the newest this many
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// Show at most the newest this many (0: all of them)
+        #[arg(long, default_value_t = crate::cmd::status::DEFAULT_LIMIT)]
+        limit: u32,
     },
     /// Serve aam's tools to an AI assistant over MCP on stdin/stdout
     /// (register it with: claude mcp add aam -- aam mcp)

@@ -222,7 +222,10 @@ pub struct Submitted {
 
 /// Every session, and the limit groups paused on a usage limit.
 pub struct SessionList {
+    /// A page of them, oldest first.
     pub sessions: Vec<SessionSummary>,
+    /// How many the manager keeps.
+    pub total: u32,
     pub paused: Vec<LimitPause>,
     /// Running jobs waiting for someone, needing a decision first.
     pub waiting: Vec<aam_protocol::model::WaitingJob>,
@@ -293,9 +296,10 @@ pub struct Agents {
 }
 
 impl Client {
-    pub async fn sessions(&mut self) -> anyhow::Result<SessionList> {
-        expect!(self.call(ClientRequest::ListSessions).await?,
-            ClientResponse::Sessions { sessions, paused, waiting } => Ok(SessionList { sessions, paused, waiting }))
+    /// The newest `limit` sessions (0: all) after the newest `offset`.
+    pub async fn sessions(&mut self, limit: u32, offset: u32) -> anyhow::Result<SessionList> {
+        expect!(self.call(ClientRequest::ListSessions { limit, offset }).await?,
+            ClientResponse::Sessions { sessions, total, paused, waiting } => Ok(SessionList { sessions, total, paused, waiting }))
     }
 
     /// One session and its jobs, with as much of their output as `output` asks.

@@ -88,11 +88,12 @@ async fn remote(flags: &ManagerFlags, command: Command) -> anyhow::Result<i32> {
             json,
             offset,
             limit,
-        } => {
-            let page = cmd::status::page(offset, limit);
-            cmd::status::run(flags, session, json, page).await
-        }
-        Command::Sessions { json } => cmd::sessions::run(flags, json).await,
+        } => cmd::status::run(flags, session, json, offset, limit).await,
+        Command::Sessions {
+            json,
+            offset,
+            limit,
+        } => cmd::sessions::run(flags, json, offset, limit).await,
         Command::Wait { session, timeout } => cmd::wait::run(flags, &session, timeout).await,
         Command::Results {
             session,

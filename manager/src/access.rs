@@ -184,7 +184,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
 pub fn action_of(request: &ClientRequest) -> Action {
     match request {
         ClientRequest::Submit { .. } | ClientRequest::SubmitPart { .. } => Action::Submit,
-        ClientRequest::ListSessions => Action::Read("sessions"),
+        ClientRequest::ListSessions { .. } => Action::Read("sessions"),
         ClientRequest::Session { .. } => Action::Read("status"),
         ClientRequest::Logs { .. } => Action::Read("logs"),
         ClientRequest::Workers => Action::Read("workers"),

@@ -156,7 +156,10 @@ fn client_requests(batches: &[(String, String)]) -> Vec<ClientRequest> {
         })
         .collect();
     out.extend([
-        ClientRequest::ListSessions,
+        ClientRequest::ListSessions {
+            limit: 50,
+            offset: 0,
+        },
         ClientRequest::Session {
             session,
             output: OutputWanted::Tail(4096),

@@ -33,7 +33,7 @@ pub mod worktree;
 pub use ids::{JobKey, SessionId};
 
 /// Version of the wire protocol; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 17;
+pub const PROTOCOL_VERSION: u32 = 18;
 
 /// Default TCP address of the manager.
 pub const DEFAULT_MANAGER_ADDR: &str = "127.0.0.1:7410";

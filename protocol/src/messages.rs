@@ -132,7 +132,12 @@ pub enum ClientRequest {
         #[serde(deserialize_with = "part_jobs")]
         jobs: Vec<crate::spec::JobSpec>,
     },
-    ListSessions,
+    /// The sessions kept, newest first: `limit` of them (0: all) after
+    /// the newest `offset`; the answer counts them all.
+    ListSessions {
+        limit: u32,
+        offset: u32,
+    },
     Session {
         session: SessionId,
         output: OutputWanted,
@@ -251,7 +256,10 @@ pub enum ClientResponse {
         jobs: u32,
     },
     Sessions {
+        /// The page asked for, oldest first.
         sessions: Vec<SessionSummary>,
+        /// How many sessions the manager keeps, the page's among them.
+        total: u32,
         /// Limit groups whose jobs are held until a usage limit resets.
         paused: Vec<LimitPause>,
         /// Running jobs that wait for someone, needing input first.

@@ -1,5 +1,5 @@
 //! `aam status [SESSION]`: one session's jobs (a page of them), or without
-//! one, every session.
+//! one, the newest sessions (a page of them).
 
 use super::{print_json, session_arg};
 use crate::args::ManagerFlags;
@@ -7,8 +7,8 @@ use crate::{endpoint, render};
 use aam_protocol::messages::{JobPage, OutputWanted};
 use aam_protocol::now_ms;
 
-/// Jobs shown when `--limit` is not given: enough to read, and never a
-/// million-job answer.
+/// Jobs (or sessions) shown when `--limit` is not given: enough to read,
+/// and never a million-job answer.
 pub const DEFAULT_LIMIT: u32 = 1000;
 
 /// The page `--offset` and `--limit` ask for (`--limit 0`: every job).
@@ -23,11 +23,13 @@ pub async fn run(
     flags: &ManagerFlags,
     session: Option<String>,
     json: bool,
-    page: JobPage,
+    offset: u32,
+    limit: u32,
 ) -> anyhow::Result<i32> {
     let Some(id) = session else {
-        return super::sessions::run(flags, json).await;
+        return super::sessions::run(flags, json, offset, limit).await;
     };
+    let page = page(offset, limit);
     let mut client = endpoint::connect(flags).await?;
     let view = client
         .session_page(session_arg(&id)?, OutputWanted::None, Some(page))

@@ -45,9 +45,13 @@ pub async fn submit(
     ))
 }
 
-/// `status`: one session as `aam status ID --json`; without one, every
-/// session, the paused limit groups and the running jobs waiting for
-/// someone (as the HTTP API's `/api/sessions`).
+/// Sessions `status` lists without one: an assistant reads the newest.
+pub const SESSIONS_LISTED: u32 = 100;
+
+/// `status`: one session as `aam status ID --json`; without one, the
+/// newest `SESSIONS_LISTED` sessions (`total` counts them all), the paused
+/// limit groups and the running jobs waiting for someone (as the HTTP
+/// API's `/api/sessions`).
 pub async fn status(flags: &ManagerFlags, session: Option<&str>) -> anyhow::Result<Value> {
     let session = session.map(session_arg).transpose()?;
     let mut client = endpoint::connect(flags).await?;
@@ -57,9 +61,10 @@ pub async fn status(flags: &ManagerFlags, session: Option<&str>) -> anyhow::Resu
             Ok(render::session_json(&view, false))
         }
         None => {
-            let list = client.sessions().await?;
+            let list = client.sessions(SESSIONS_LISTED, 0).await?;
             Ok(json!({
                 "sessions": list.sessions.iter().map(render::summary_json).collect::<Vec<_>>(),
+                "total": list.total,
                 "paused": aam_protocol::json::paused_json(&list.paused),
                 "waiting": list.waiting.iter().map(aam_protocol::json::waiting_json).collect::<Vec<_>>(),
             }))

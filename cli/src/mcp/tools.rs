@@ -183,7 +183,7 @@ impl Aam {
     }
 
     #[tool(
-        description = "Status of one session: its status (running, succeeded, failed, cancelled), job counts, cost and tokens, ETA, and each job's status, attempts, exit code, worker, duration, progress, reason it waits, and for agent jobs turns, last tool and cost. Without `session`: every session with its counts and cost, and the limit groups paused on a usage limit. Both list under \"waiting\" the running agents that wait for someone: open permission requests (answer with `allow` / `deny`) first, then agents lingering for a message (`say`).",
+        description = "Status of one session: its status (running, succeeded, failed, cancelled), job counts, cost and tokens, ETA, and each job's status, attempts, exit code, worker, duration, progress, reason it waits, and for agent jobs turns, last tool and cost. Without `session`: the 100 newest sessions (\"total\" counts them all) with their counts and cost, and the limit groups paused on a usage limit. Both list under \"waiting\" the running agents that wait for someone: open permission requests (answer with `allow` / `deny`) first, then agents lingering for a message (`say`).",
         annotations(title = "Session status", read_only_hint = true)
     )]
     async fn status(&self, Parameters(a): Parameters<StatusArgs>) -> CallToolResult {

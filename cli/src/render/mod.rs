@@ -17,7 +17,7 @@ pub use agent::{activity_with_cost, any_agent, has_spend, paused_lines, spend, u
 pub use change::{change_note, diffstat};
 pub use fleet::{agents_table, workers_table};
 pub use results::results_markdown;
-pub use status::{estimate_line, session_table, sessions_table};
+pub use status::{estimate_line, more_sessions_line, session_table, sessions_table};
 pub use waiting::waiting_lines;
 
 pub use aam_protocol::json::{

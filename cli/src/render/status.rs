@@ -44,6 +44,55 @@ pub fn sessions_table(sessions: &[SessionSummary], paused: &[LimitPause], now_ms
     out
 }
 
+/// What a page of `shown` sessions after the newest `offset` leaves out of
+/// `total`, and how to see it; None when it is all of them.
+pub fn more_sessions_line(shown: usize, total: u32, offset: u32) -> Option<String> {
+    let total = total as usize;
+    let offset = offset as usize;
+    if shown == total {
+        return None;
+    }
+    let older = total.saturating_sub(offset + shown);
+    let mut line = match (shown, offset) {
+        (0, _) => format!("no session past the newest {offset} of {total}"),
+        (_, 0) => format!("the newest {shown} of {total} sessions"),
+        _ => format!("{shown} of {total} sessions, after the newest {offset}"),
+    };
+    if older > 0 {
+        line.push_str(&format!(
+            "; {older} older: --offset {} shows them, --limit 0 lists all",
+            offset + shown
+        ));
+    }
+    Some(line)
+}
+
+#[cfg(test)]
+mod more_sessions_tests {
+    use super::more_sessions_line;
+
+    #[test]
+    fn a_page_that_is_not_all_sessions_says_how_to_see_the_rest() {
+        assert_eq!(more_sessions_line(3, 3, 0), None);
+        assert_eq!(
+            more_sessions_line(2, 5, 0).unwrap(),
+            "the newest 2 of 5 sessions; 3 older: --offset 2 shows them, --limit 0 lists all"
+        );
+        assert_eq!(
+            more_sessions_line(2, 5, 2).unwrap(),
+            "2 of 5 sessions, after the newest 2; 1 older: --offset 4 shows them, --limit 0 lists all"
+        );
+        assert_eq!(
+            more_sessions_line(1, 5, 4).unwrap(),
+            "1 of 5 sessions, after the newest 4"
+        );
+        assert_eq!(
+            more_sessions_line(0, 5, 9).unwrap(),
+            "no session past the newest 9 of 5"
+        );
+    }
+}
+
 /// "estimate: about 2m05s with 4 slots", or why there is none.
 pub fn estimate_line(e: &Estimate) -> String {
     let gates = if e.gates > 0 {

@@ -148,17 +148,29 @@ pub fn json_ok(doc: Value) -> HttpResponse {
     HttpResponse::Ok().json(doc)
 }
 
+/// Sessions `/api/sessions` lists without `limit`: as `aam status`.
+const SESSIONS_LISTED: u32 = 1000;
+
+/// `aam status --json [--offset N] [--limit N]`: the newest sessions
+/// (`limit` 0: all), and how many there are.
 async fn sessions(
     http: web::Data<Http>,
     who: web::ReqData<Caller>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    match call(&http, ClientRequest::ListSessions, &who).await? {
+    let request = ClientRequest::ListSessions {
+        limit: query.limit.unwrap_or(SESSIONS_LISTED),
+        offset: query.offset.unwrap_or(0),
+    };
+    match call(&http, request, &who).await? {
         ClientResponse::Sessions {
             sessions,
+            total,
             paused,
             waiting,
         } => Ok(json_ok(json!({
             "sessions": sessions.iter().map(json::summary_json).collect::<Vec<_>>(),
+            "total": total,
             "paused": json::paused_json(&paused),
             "waiting": waiting.iter().map(json::waiting_json).collect::<Vec<_>>(),
         }))),

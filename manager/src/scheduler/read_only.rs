@@ -107,7 +107,7 @@ impl Scheduler {
             ClientRequest::Patch { .. }
             | ClientRequest::Audit { .. }
             | ClientRequest::SubmitPart { .. } => false,
-            ClientRequest::ListSessions
+            ClientRequest::ListSessions { .. }
             | ClientRequest::Session { .. }
             | ClientRequest::Logs { .. }
             | ClientRequest::Workers

@@ -181,11 +181,14 @@ impl Scheduler {
                 batch,
                 idempotency_key,
             } => self.submit(batch, earlier_parts, idempotency_key, &who.name, now),
-            ClientRequest::ListSessions => Reply::Answer(ClientResponse::Sessions {
-                sessions: self.state.summaries(),
-                paused: self.state.paused_groups(now),
-                waiting: self.state.waiting(),
-            }),
+            ClientRequest::ListSessions { limit, offset } => {
+                Reply::Answer(ClientResponse::Sessions {
+                    sessions: self.state.summaries(limit, offset),
+                    total: self.state.session_count(),
+                    paused: self.state.paused_groups(now),
+                    waiting: self.state.waiting(),
+                })
+            }
             ClientRequest::Session {
                 session,
                 output,

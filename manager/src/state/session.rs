@@ -274,6 +274,15 @@ impl Sessions {
         self.map.values()
     }
 
+    /// Newest first.
+    pub fn newest(&self) -> impl Iterator<Item = &SessionEntry> {
+        self.map.values().rev()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub fn job(&self, key: JobKey) -> Option<&JobRecord> {
         self.map.get(&key.session)?.jobs.get(key.index as usize)
     }

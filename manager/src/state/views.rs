@@ -53,8 +53,29 @@ impl State {
         self.sessions.get(id).map(SessionEntry::summary)
     }
 
-    pub fn summaries(&self) -> Vec<SessionSummary> {
-        self.sessions.values().map(SessionEntry::summary).collect()
+    /// The summaries of `limit` sessions (0: all) after the newest
+    /// `offset`, oldest first: as costly as the page is long, however many
+    /// sessions retention keeps.
+    pub fn summaries(&self, limit: u32, offset: u32) -> Vec<SessionSummary> {
+        let limit = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        let mut page: Vec<SessionSummary> = self
+            .sessions
+            .newest()
+            .skip(offset as usize)
+            .take(limit)
+            .map(SessionEntry::summary)
+            .collect();
+        page.reverse();
+        page
+    }
+
+    /// How many sessions are kept.
+    pub fn session_count(&self) -> u32 {
+        u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)
     }
 
     /// A session with its jobs. Outputs (as `wanted`) are added while their
@@ -499,6 +520,23 @@ fn waiting_reason(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+
+    #[test]
+    fn the_session_list_is_a_page_of_the_newest_oldest_first() {
+        let mut s = State::new(config());
+        let ids: Vec<_> = (0..5)
+            .map(|_| s.submit(batch(vec![job("x", &[])]), None, 0).unwrap().0)
+            .collect();
+        let page =
+            |limit, offset| -> Vec<_> { s.summaries(limit, offset).iter().map(|x| x.id).collect() };
+        assert_eq!(page(2, 0), vec![ids[3], ids[4]]);
+        assert_eq!(page(2, 2), vec![ids[1], ids[2]]);
+        assert_eq!(page(2, 4), vec![ids[0]]);
+        assert!(page(2, 5).is_empty());
+        assert_eq!(page(0, 0), ids);
+        assert_eq!(page(0, 3), ids[..2].to_vec());
+        assert_eq!(s.session_count(), 5);
+    }
 
     #[test]
     fn a_view_keeps_outputs_within_its_budget_and_sees_uncommitted_ones() {

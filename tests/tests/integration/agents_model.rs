@@ -207,7 +207,13 @@ fn a_usage_limit_pauses_its_group_while_others_run_and_survives_a_restart() {
     c.kill_manager();
     c.start_manager();
     let mut worker = forged_worker(&c, vec![cmd.attempt_ref()]);
-    match ask(&c, ClientRequest::ListSessions) {
+    match ask(
+        &c,
+        ClientRequest::ListSessions {
+            limit: 0,
+            offset: 0,
+        },
+    ) {
         ClientResponse::Sessions { paused, .. } => assert_eq!(paused[0].group, "claude"),
         other => panic!("{other:?}"),
     }

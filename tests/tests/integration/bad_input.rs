@@ -135,6 +135,64 @@ fn invalid_batch_files_exit_2_naming_the_problem_and_store_nothing() {
 }
 
 #[test]
+fn the_session_list_shows_the_newest_and_says_how_many_are_older() {
+    let c = Cluster::with_manager();
+    std::fs::write(
+        c.path("one.toml"),
+        "name = \"one\"\n[[jobs]]\nname = \"g\"\ngate = true\n",
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            c.aam(&["submit", "one.toml"])
+                .expect_code(0)
+                .stdout
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut line = vec!["status", "--json"];
+        line.extend_from_slice(args);
+        let out = c.aam(&line).expect_code(0);
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&["--limit", "2"]), ids[1..].to_vec());
+    assert_eq!(
+        listed(&["--limit", "2", "--offset", "2"]),
+        ids[..1].to_vec()
+    );
+    assert_eq!(listed(&[]), ids);
+    let table = c.aam(&["status", "--limit", "1"]).expect_code(0);
+    assert!(table.stdout.contains(&ids[2]), "{}", table.dump());
+    assert!(
+        !table.stdout.contains(&format!("{} ", ids[1])),
+        "{}",
+        table.dump()
+    );
+    assert!(
+        table.stdout.contains(
+            "the newest 1 of 3 sessions; 2 older: --offset 1 shows them, --limit 0 lists all"
+        ),
+        "{}",
+        table.dump()
+    );
+    let json = c
+        .aam(&["sessions", "--json", "--limit", "1"])
+        .expect_code(0);
+    assert!(
+        json.stderr.contains("aam: the newest 1 of 3 sessions"),
+        "{}",
+        json.dump()
+    );
+}
+
+#[test]
 fn a_wrong_token_or_no_manager_exits_3() {
     let c = Cluster::with_manager();
     let mut cmd = c.aam_command(&["sessions"]);
@@ -268,7 +326,16 @@ fn a_request_right_behind_the_handshake_is_answered() {
     let c = Cluster::with_manager();
     let mut s = aam_tests::tls::connect(&c.addr).unwrap();
     let mut both = codec::encode_frame(&Handshake::new(Role::Client, &c.token), 1 << 20).unwrap();
-    both.extend(codec::encode_frame(&ClientRequest::ListSessions, 1 << 20).unwrap());
+    both.extend(
+        codec::encode_frame(
+            &ClientRequest::ListSessions {
+                limit: 0,
+                offset: 0,
+            },
+            1 << 20,
+        )
+        .unwrap(),
+    );
     s.write_all(&both).unwrap();
     s.flush().unwrap();
     s.sock

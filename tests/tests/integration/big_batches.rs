@@ -229,7 +229,10 @@ fn submit(wire: &mut Wire, names: &[&str]) -> ClientResponse {
 
 fn session_count(c: &Cluster) -> usize {
     let mut wire = Wire::connect(&c.addr, Role::Client, &c.token);
-    wire.send(&ClientRequest::ListSessions);
+    wire.send(&ClientRequest::ListSessions {
+        limit: 0,
+        offset: 0,
+    });
     match wire.recv() {
         ClientResponse::Sessions { sessions, .. } => sessions.len(),
         other => panic!("not a session list: {other:?}"),

@@ -10,7 +10,8 @@
 // ---------------------------------------------------------------- state
 
 const state = {
-  sessions: [],       // summary_json of every session, newest first
+  sessions: [],       // summary_json of the newest LIST_MAX sessions and those events brought since
+  total: 0,           // how many sessions the manager keeps
   paused: [],         // limit groups paused on a usage limit
   waiting: [],        // running jobs waiting for someone (waiting_json), needing a decision first
   selected: null,     // id of the session shown, from the URL's #hash
@@ -264,7 +265,8 @@ const duringRead = new Map();
 async function loadSessions() {
   listReads++;
   try {
-    const doc = await api('GET', '/api/sessions');
+    const doc = await api('GET', '/api/sessions?limit=' + LIST_MAX);
+    state.total = doc.total || 0;
     state.sessions = (doc.sessions || []).map((s) => duringRead.get(s.id) || s);
     for (const s of duringRead.values()) {
       if (!state.sessions.some((x) => x.id === s.id)) state.sessions.push(s);
@@ -301,9 +303,10 @@ function renderSessions() {
     s.waiting_for_input ? el('span', { class: 'chip' }, s.waiting_for_input + ' waiting for input') : null),
   el('td', { class: 'num' }, usd(s.cost_usd)),
   el('td', { class: 'num', title: s.created_at }, age(s.created_at))));
-  if (state.sessions.length > LIST_MAX) {
+  const older = Math.max(state.total, state.sessions.length) - shown.length;
+  if (older > 0) {
     rows.push(el('tr', {}, el('td', { colspan: 7, class: 'hint' },
-      (state.sessions.length - LIST_MAX) + ' older sessions not shown (aam status lists them all)')));
+      older + ' older sessions not shown (aam status --limit 0 lists them all)')));
   }
   fill($('sessions').tBodies[0], rows);
   show($('no-sessions'), state.sessions.length === 0);
@@ -325,7 +328,10 @@ function upsertSession(summary) {
   const i = state.sessions.findIndex((s) => s.id === summary.id);
   const was = i >= 0 ? state.sessions[i] : null;
   if (i >= 0) state.sessions[i] = summary;
-  else state.sessions.unshift(summary);
+  else {
+    state.sessions.unshift(summary);
+    state.total++;
+  }
   renderSessions();
   const waits = (s) => (s ? (s.needs_input || 0) + ':' + (s.waiting_for_input || 0) : '0:0');
   if (waits(was) !== waits(summary)) refreshWaiting();

@@ -161,7 +161,7 @@ fn a_session_sums_every_attempt_and_the_running_ones_also_after_a_restart() {
     assert_eq!(sums(&s), (1.0 + 3.0 + 1.5, 1_001_000, 100_100));
     let rebuilt = State::rebuild(agent_config(), snapshot_of(&mut s), 10);
     assert_eq!(sums(&rebuilt), sums(&s));
-    assert_eq!(s.summaries()[0].cost_usd, 5.5);
+    assert_eq!(s.summaries(0, 0)[0].cost_usd, 5.5);
 }
 
 #[test]
