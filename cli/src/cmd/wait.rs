@@ -25,7 +25,7 @@ fn timeout_flag(text: &str) -> anyhow::Result<Duration> {
     if let Ok(seconds) = text.trim().parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|_| {
             bad_input(format!(
-                "--timeout {text}: not a number of seconds (nor a duration such as 90s)"
+                "--timeout {text}: not a length of time (seconds, or a duration such as 90s)"
             ))
         });
     }
