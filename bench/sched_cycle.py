@@ -11,10 +11,11 @@ issue 18's point 3 inside a client.
     perf sched timehist -i /tmp/sched.data -w > /tmp/timehist.txt
     bench/sched_cycle.py /tmp/timehist.txt
 
-The cycles counted are those between the 21st and the 201st start of a
-`true` process, past the warm-up; the bench's own `/bin/true` runs (its
-floor) come after them. A thread resumed after a preemption has no
-waker: it is counted as "(preempted)".
+Run it on a bench of the default 200 sessions (or more): the cycles
+counted are those between the 21st and the 201st `true` process (by
+first appearance), past the warm-up, and the bench's own `/bin/true`
+runs (its floor) come after its sessions. A thread resumed after a
+preemption has no waker: it is counted as "(preempted)".
 """
 import collections
 import re
@@ -30,6 +31,7 @@ THREADS = ("aam-worker", "aam-manager", "aam-commit")
 def main(path):
     runs, wakes = [], []
     waker_of = {}
+    first_true = {}  # a `true` process's first slice on a CPU, by tid
     for line in open(path):
         wake = WAKE.match(line)
         if wake:
@@ -42,8 +44,10 @@ def main(path):
         # timehist: the time in seconds, the delay and the run in ms.
         time, delay, ran = float(run.group(1)), float(run.group(6)), float(run.group(7))
         runs.append((time, comm, delay, ran))
+        if comm == "true":
+            first_true.setdefault(tid, time)
         wakes.append((comm, waker_of.pop(tid, "(preempted)"), delay, ran))
-    starts = [t for t, comm, _, _ in runs if comm == "true"]
+    starts = sorted(first_true.values())
     if len(starts) < 201:
         sys.exit(f"{path}: {len(starts)} runs of `true`, not a latency bench's 200 sessions and more")
     first, last = starts[20], starts[200]

@@ -330,14 +330,16 @@ impl Cli {
     /// `parse_line` of `line` (the program's name first), its error kept.
     fn parse_words(line: Vec<OsString>) -> Result<Cli, clap::Error> {
         let root = Cli::command();
-        let (root, name) = match named_command(&root, &line) {
-            Some(Named::Command(name)) => (with_own_manager_flags(root, &name), Some(name)),
-            Some(Named::Other) => (command(), None),
+        let (root, name) = match command_word(&root, &line) {
+            Some((at, Named::Command(name))) => {
+                (with_own_manager_flags(root, &name), Some((at, name)))
+            }
+            Some((_, Named::Other)) => (command(), None),
             None => (root, None),
         };
         let matches = root
             .try_get_matches_from(&line)
-            .map_err(|e| with_job_tip(e, &line, name.as_deref()))?;
+            .map_err(|e| with_job_tip(e, &line, name.as_ref()))?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         if let (Some(_), Some((_, own))) = (&name, matches.subcommand()) {
             cli.manager_flags.given_after(own)?;
@@ -415,30 +417,46 @@ const JOB_COMMANDS: [&str; 9] = [
 ];
 
 /// clap's error for `aam logs s5 tests` (a job named as two words) with a
-/// tip that gives the line as it should be: `aam logs s5/tests`.
-fn with_job_tip(mut error: clap::Error, line: &[OsString], name: Option<&str>) -> clap::Error {
+/// tip that gives the line as it should be: `aam logs s5/tests`. `command`
+/// is the command's name and where it stands in `line`.
+fn with_job_tip(
+    mut error: clap::Error,
+    line: &[OsString],
+    command: Option<&(usize, String)>,
+) -> clap::Error {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let Some(name) = name.filter(|name| JOB_COMMANDS.contains(name)) else {
+    let Some(&(at, ref name)) = command else {
         return error;
     };
-    if error.kind() != ErrorKind::UnknownArgument {
+    if !JOB_COMMANDS.contains(&name.as_str()) {
         return error;
     }
-    let words: Vec<&str> = line.iter().filter_map(|w| w.to_str()).collect();
-    let Some(at) = words.iter().position(|w| *w == name) else {
+    // An extra word is an unknown argument; for `allow` and `deny` it is a
+    // request id that does not parse.
+    if !matches!(
+        error.kind(),
+        ErrorKind::UnknownArgument | ErrorKind::ValueValidation
+    ) {
+        return error;
+    }
+    let Some(words) = line
+        .iter()
+        .map(|w| w.to_str())
+        .collect::<Option<Vec<&str>>>()
+    else {
         return error;
     };
     let (Some(session), Some(job)) = (words.get(at + 1), words.get(at + 2)) else {
         return error;
     };
     let plain = |w: &str| !w.is_empty() && !w.starts_with('-') && !w.contains('/');
-    if !plain(session) || !plain(job) {
+    // `aam cancel s5 s6` names two sessions, not a job.
+    if !plain(session) || !plain(job) || job.parse::<aam_protocol::SessionId>().is_ok() {
         return error;
     }
-    let mut fixed: Vec<&str> = words.clone();
-    let joined = format!("{session}/{job}");
-    fixed.splice(at + 1..at + 3, [joined.as_str()]);
-    fixed[0] = "aam";
+    let mut fixed: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
+    fixed.splice(at + 1..at + 3, [shell_word(&format!("{session}/{job}"))]);
+    fixed[0] = "aam".into();
     let tip = format!(
         "a job is named in one word, SESSION/JOB: '{}'",
         fixed.join(" ")
@@ -450,6 +468,24 @@ fn with_job_tip(mut error: clap::Error, line: &[OsString], name: Option<&str>) -
     tips.insert(0, tip.into());
     error.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
     error
+}
+
+/// `word` as a shell reads it back: double-quoted (`"`, `\`, `$` and `` ` ``
+/// escaped) when it holds anything but letters, digits and `-_./:=@%+,`.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        return word.to_string();
+    }
+    let mut quoted = String::from('"');
+    for c in word.chars() {
+        if matches!(c, '"' | '\\' | '$' | '`') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// What the first word of a command line that is not a root flag (or a
@@ -464,11 +500,17 @@ enum Named {
 
 /// What `line` (with the program's name first) names as its command;
 /// None if it names none (`aam`, `aam --version`).
+#[cfg(test)]
 fn named_command(root: &clap::Command, line: &[OsString]) -> Option<Named> {
-    let mut words = line.iter().skip(1);
-    while let Some(word) = words.next() {
+    command_word(root, line).map(|(_, named)| named)
+}
+
+/// `named_command`, with where in `line` the word that names it stands.
+fn command_word(root: &clap::Command, line: &[OsString]) -> Option<(usize, Named)> {
+    let mut words = line.iter().enumerate().skip(1);
+    while let Some((at, word)) = words.next() {
         let Some(word) = word.to_str() else {
-            return Some(Named::Other);
+            return Some((at, Named::Other));
         };
         if let Some(long) = word.strip_prefix("--") {
             let takes_value = root
@@ -477,18 +519,18 @@ fn named_command(root: &clap::Command, line: &[OsString]) -> Option<Named> {
             if takes_value {
                 words.next();
             } else if long.is_empty() {
-                return Some(Named::Other);
+                return Some((at, Named::Other));
             }
             // `--flag=value`, `--help`, `--version` and unknown flags
             // (clap's to judge) take no next word.
             continue;
         }
         if word.starts_with('-') {
-            return Some(Named::Other);
+            return Some((at, Named::Other));
         }
         return Some(match root.find_subcommand(word) {
-            Some(command) => Named::Command(command.get_name().to_string()),
-            None => Named::Other,
+            Some(command) => (at, Named::Command(command.get_name().to_string())),
+            None => (at, Named::Other),
         });
     }
     None
@@ -547,12 +589,33 @@ mod tests {
             flags.contains("'aam --token t continue s5/review again --json'"),
             "{flags}"
         );
+        // The job after the command, not a flag's value of the same name.
+        let flag = error("aam --token logs logs s5 x");
+        assert!(flag.contains("'aam --token logs logs s5/x'"), "{flag}");
+        // `allow` and `deny` take a request id second.
+        let allow = error("aam allow s5 tests");
+        assert!(allow.contains("'aam allow s5/tests'"), "{allow}");
+        // Words a shell would split are quoted back.
+        let line = vec![
+            OsString::from("aam"),
+            OsString::from("continue"),
+            OsString::from("s5"),
+            OsString::from("review"),
+            OsString::from("fix \"the\" $tests"),
+        ];
+        let quoted = Cli::parse_words(line).err().unwrap().to_string();
+        assert!(
+            quoted.contains(r#"'aam continue s5/review "fix \"the\" \$tests"'"#),
+            "{quoted}"
+        );
         // Not for a line whose job is already one word, nor for a command
-        // that names no job, nor for what is not an extra word.
+        // that names no job, nor for what is not an extra word, nor for two
+        // sessions.
         for line in [
             "aam logs s5/tests extra",
             "aam status s5 tests",
             "aam logs s5 --no-such-flag",
+            "aam cancel s5 s6",
         ] {
             let other = error(line);
             assert!(!other.contains("a job is named"), "{line}: {other}");

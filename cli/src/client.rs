@@ -220,7 +220,8 @@ pub struct Submitted {
     pub estimate: Estimate,
 }
 
-/// Every session, and the limit groups paused on a usage limit.
+/// A page of the newest sessions, how many there are, and the limit
+/// groups paused on a usage limit.
 pub struct SessionList {
     /// A page of them, oldest first.
     pub sessions: Vec<SessionSummary>,

@@ -91,7 +91,8 @@ pub async fn wait(
     session: SessionId,
     timeout: Option<Duration>,
 ) -> anyhow::Result<SessionSummary> {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // A timeout past what the clock can hold is no deadline at all.
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let timed_out = || {
         failed(format!(
             "{session} still running after {:?}",

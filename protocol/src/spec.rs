@@ -232,7 +232,7 @@ pub const MAX_RETRIES: u32 = 100;
 /// Parses a duration such as `90s`, `10m` or `1h30m` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     humantime::parse_duration(text.trim())
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 90s, 10m, 1h30m)"))
 }
 

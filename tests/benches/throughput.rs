@@ -297,7 +297,7 @@ fn throughput() {
 
 fn latency() {
     // More sessions show what grows with the sessions a manager keeps.
-    let n = env_count("AAM_BENCH_SESSIONS", 200);
+    let n = env_count("AAM_BENCH_SESSIONS", 200).max(1);
     let mut c = Cluster::with_manager();
     c.start_worker("bench", 2);
     let mut client = Client::connect(&c.addr, &c.token);

@@ -22,11 +22,8 @@ pub async fn run(flags: &ManagerFlags, json: bool, offset: u32, limit: u32) -> a
     } else {
         print!(
             "{}",
-            render::sessions_table(&list.sessions, &list.paused, now_ms())
+            render::sessions_table(&list.sessions, more.as_deref(), &list.paused, now_ms())
         );
-        if let Some(more) = more {
-            println!("{more}");
-        }
         let waiting = render::waiting_lines(&list.waiting);
         if !waiting.is_empty() {
             print!("\n{waiting}");

@@ -73,7 +73,7 @@ pub struct SubmitArgs {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct StatusArgs {
-    /// A session id such as "s4". Without it: every session.
+    /// A session id such as "s4". Without it: the 100 newest sessions.
     #[serde(default)]
     pub session: Option<String>,
 }

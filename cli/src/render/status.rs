@@ -8,9 +8,14 @@ use aam_protocol::agent_run::LimitPause;
 use aam_protocol::model::{Estimate, JobStatus, JobView, SessionSummary, SessionView};
 use std::fmt::Write as _;
 
-/// Every session, one a line, then the limit groups paused on a usage
-/// limit.
-pub fn sessions_table(sessions: &[SessionSummary], paused: &[LimitPause], now_ms: u64) -> String {
+/// Sessions, one a line; then `more` (what the page leaves out, from
+/// `more_sessions_line`), then the limit groups paused on a usage limit.
+pub fn sessions_table(
+    sessions: &[SessionSummary],
+    more: Option<&str>,
+    paused: &[LimitPause],
+    now_ms: u64,
+) -> String {
     let mut out = if sessions.is_empty() {
         "no sessions\n".to_string()
     } else {
@@ -36,6 +41,9 @@ pub fn sessions_table(sessions: &[SessionSummary], paused: &[LimitPause], now_ms
             rfc3339(s.created_at_ms),
             counts_line(s)
         );
+    }
+    if let Some(more) = more {
+        let _ = writeln!(out, "{more}");
     }
     if !paused.is_empty() {
         out.push('\n');
@@ -65,32 +73,6 @@ pub fn more_sessions_line(shown: usize, total: u32, offset: u32) -> Option<Strin
         ));
     }
     Some(line)
-}
-
-#[cfg(test)]
-mod more_sessions_tests {
-    use super::more_sessions_line;
-
-    #[test]
-    fn a_page_that_is_not_all_sessions_says_how_to_see_the_rest() {
-        assert_eq!(more_sessions_line(3, 3, 0), None);
-        assert_eq!(
-            more_sessions_line(2, 5, 0).unwrap(),
-            "the newest 2 of 5 sessions; 3 older: --offset 2 shows them, --limit 0 lists all"
-        );
-        assert_eq!(
-            more_sessions_line(2, 5, 2).unwrap(),
-            "2 of 5 sessions, after the newest 2; 1 older: --offset 4 shows them, --limit 0 lists all"
-        );
-        assert_eq!(
-            more_sessions_line(1, 5, 4).unwrap(),
-            "1 of 5 sessions, after the newest 4"
-        );
-        assert_eq!(
-            more_sessions_line(0, 5, 9).unwrap(),
-            "no session past the newest 9 of 5"
-        );
-    }
 }
 
 /// "estimate: about 2m05s with 4 slots", or why there is none.
@@ -438,7 +420,7 @@ mod tests {
         let view = mixed();
         let mut plain = session(SessionStatus::Succeeded, vec![]).summary;
         plain.id = "s8".parse().unwrap();
-        let table = sessions_table(&[view.summary, plain], &[], 0);
+        let table = sessions_table(&[view.summary, plain], None, &[], 0);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
@@ -453,5 +435,26 @@ mod tests {
             "s8       review                   succeeded          0/0         -  1970-01-01T00:00:00.000Z "
         );
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn a_page_that_is_not_all_sessions_says_how_to_see_the_rest() {
+        assert_eq!(more_sessions_line(3, 3, 0), None);
+        assert_eq!(
+            more_sessions_line(2, 5, 0).unwrap(),
+            "the newest 2 of 5 sessions; 3 older: --offset 2 shows them, --limit 0 lists all"
+        );
+        assert_eq!(
+            more_sessions_line(2, 5, 2).unwrap(),
+            "2 of 5 sessions, after the newest 2; 1 older: --offset 4 shows them, --limit 0 lists all"
+        );
+        assert_eq!(
+            more_sessions_line(1, 5, 4).unwrap(),
+            "1 of 5 sessions, after the newest 4"
+        );
+        assert_eq!(
+            more_sessions_line(0, 5, 9).unwrap(),
+            "no session past the newest 9 of 5"
+        );
     }
 }

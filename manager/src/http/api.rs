@@ -197,7 +197,8 @@ async fn view(
     }
 }
 
-/// `?offset=N&limit=N`: a page of a session's jobs (either alone pages).
+/// `?offset=N&limit=N`: a page of a session's jobs (either alone pages),
+/// or of the session list, newest first.
 #[derive(serde::Deserialize)]
 struct PageQuery {
     offset: Option<u32>,

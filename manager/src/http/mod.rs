@@ -106,18 +106,24 @@ pub fn start(
         loopback: addr.ip().is_loopback(),
         stopping: stopping.clone(),
     });
-    let server = actix_web::HttpServer::new(move || {
-        App::new()
-            .app_data(http.clone())
-            .configure(routes)
-            .default_service(web::to(not_found))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-    .listen_rustls_0_23(listener, tls.clone())
-    .context("http: starting the server")?
-    .run();
+    let server =
+        actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(http.clone())
+                // A query string that does not parse (`?limit=abc`) is answered
+                // as every other refusal, `{"error": ...}`.
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    api::ApiError::bad(format!("the query string: {e}")).into()
+                }))
+                .configure(routes)
+                .default_service(web::to(not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .listen_rustls_0_23(listener, tls.clone())
+        .context("http: starting the server")?
+        .run();
     let handle = server.handle();
     actix::spawn(async move {
         if let Err(e) = server.await {

@@ -144,7 +144,10 @@ impl State {
             let Some(entry) = self.sessions.get(id) else {
                 continue;
             };
-            debug_assert!(!entry.record().status.is_terminal(), "{id} is open");
+            debug_assert!(
+                !entry.record().status.is_terminal(),
+                "{id} finished but is still in its token's open sessions"
+            );
             usage.sessions += 1;
             usage.queued_jobs += entry.count(JobStatus::Queued) + entry.count(JobStatus::Pending);
         }

@@ -279,6 +279,7 @@ impl Sessions {
         self.map.values().rev()
     }
 
+    /// How many sessions are kept.
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -54,8 +54,8 @@ impl State {
     }
 
     /// The summaries of `limit` sessions (0: all) after the newest
-    /// `offset`, oldest first: as costly as the page is long, however many
-    /// sessions retention keeps.
+    /// `offset`, oldest first: as costly as the offset and the page are
+    /// long, however many sessions retention keeps.
     pub fn summaries(&self, limit: u32, offset: u32) -> Vec<SessionSummary> {
         let limit = if limit == 0 {
             usize::MAX

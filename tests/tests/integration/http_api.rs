@@ -84,6 +84,23 @@ fn every_endpoint_answers_what_the_cli_prints_with_json() {
     let cli = c.aam(&["sessions", "--json"]).expect_code(0).json();
     assert_eq!(list["sessions"], cli);
     assert_eq!(list["paused"], json!([]));
+    let total = list["total"].as_u64().unwrap();
+    assert_eq!(total, cli.as_array().unwrap().len() as u64);
+    let newest = api_get(&c, "/api/sessions?limit=1").expect(200).json();
+    assert_eq!(newest["total"], json!(total));
+    assert_eq!(newest["sessions"], json!([cli.as_array().unwrap().last()]));
+    let past = api_get(&c, &format!("/api/sessions?offset={total}"))
+        .expect(200)
+        .json();
+    assert_eq!(past["sessions"], json!([]));
+    let bad = api_get(&c, "/api/sessions?limit=abc").expect(400).json();
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the query string: "),
+        "{bad}"
+    );
     let agents = api_get(&c, "/api/agents").expect(200).json();
     assert_eq!(agents, c.aam(&["agents", "--json"]).expect_code(0).json());
     let workers = api_get(&c, "/api/workers").expect(200).json();

@@ -329,8 +329,11 @@ function upsertSession(summary) {
   const was = i >= 0 ? state.sessions[i] : null;
   if (i >= 0) state.sessions[i] = summary;
   else {
+    // A session newer than every one held is new to the manager too; an
+    // older one (past the page read) was counted in `total` already.
+    const id = (s) => Number(s.id.slice(1));
+    if (state.sessions.every((s) => id(s) < id(summary))) state.total++;
     state.sessions.unshift(summary);
-    state.total++;
   }
   renderSessions();
   const waits = (s) => (s ? (s.needs_input || 0) + ':' + (s.waiting_for_input || 0) : '0:0');
