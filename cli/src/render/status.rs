@@ -440,21 +440,19 @@ mod tests {
     #[test]
     fn a_page_that_is_not_all_sessions_says_how_to_see_the_rest() {
         assert_eq!(more_sessions_line(3, 3, 0), None);
-        assert_eq!(
-            more_sessions_line(2, 5, 0).unwrap(),
-            "the newest 2 of 5 sessions; 3 older: --offset 2 shows them, --limit 0 lists all"
-        );
-        assert_eq!(
-            more_sessions_line(2, 5, 2).unwrap(),
-            "2 of 5 sessions, after the newest 2; 1 older: --offset 4 shows them, --limit 0 lists all"
-        );
-        assert_eq!(
-            more_sessions_line(1, 5, 4).unwrap(),
-            "1 of 5 sessions, after the newest 4"
-        );
-        assert_eq!(
-            more_sessions_line(0, 5, 9).unwrap(),
-            "no session past the newest 9 of 5"
-        );
+        // (shown, total, offset), the line.
+        let cases = [
+            ((2, 5, 0), "the newest 2 of 5 sessions; 3 older: --offset 2 shows them, --limit 0 lists all"),
+            ((2, 5, 2), "2 of 5 sessions, after the newest 2; 1 older: --offset 4 shows them, --limit 0 lists all"),
+            ((1, 5, 4), "1 of 5 sessions, after the newest 4"),
+            ((0, 5, 9), "no session past the newest 9 of 5"),
+        ];
+        for ((shown, total, offset), line) in cases {
+            assert_eq!(
+                more_sessions_line(shown, total, offset).as_deref(),
+                Some(line),
+                "{shown} of {total} after {offset}"
+            );
+        }
     }
 }
